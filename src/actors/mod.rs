@@ -1,0 +1,4 @@
+//! The actors, one per file. Each owns its state; they share only the
+//! PostgreSQL pool, the Redis connection and read-only configuration.
+
+pub mod heartbeat;

@@ -1,0 +1,377 @@
+//! Configuration: compiled-in defaults (`config.toml`), an optional file, then
+//! `AUDIT_WORKER__SECTION__KEY` environment variables, then one validation pass
+//! that names the offending key.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The documented defaults, compiled in so the binary runs without any file.
+const DEFAULTS: &str = include_str!("../config.toml");
+
+/// Prefix of the environment variables that override configuration keys;
+/// `__` separates the section from the key.
+pub const ENV_PREFIX: &str = "AUDIT_WORKER__";
+
+/// File read when no `--config` is given and it exists in the working directory.
+const LOCAL_FILE: &str = "config.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {} does not exist", .0.display())]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    #[error("invalid configuration: key `{key}`: {reason}")]
+    Value { key: &'static str, reason: String },
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub redis: RedisConfig,
+    pub log: LogConfig,
+    pub supervisor: SupervisorConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub bind: SocketAddr,
+    /// Largest accepted request body in bytes.
+    pub max_body: usize,
+    /// HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: PostgresUrl,
+    pub pool_max_size: u32,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub health_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub startup_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: RedisUrl,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub response_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorConfig {
+    #[serde(with = "humantime_serde")]
+    pub restart_backoff_min: Duration,
+    #[serde(with = "humantime_serde")]
+    pub restart_backoff_max: Duration,
+    #[serde(with = "humantime_serde")]
+    pub restart_reset_after: Duration,
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+}
+
+impl Config {
+    /// The compiled-in defaults alone, ignoring files and the environment.
+    pub fn defaults() -> Self {
+        Self::extract(Figment::from(Toml::string(DEFAULTS)))
+            .expect("the compiled-in config.toml is valid")
+    }
+
+    /// Defaults, then `path` (or `./config.toml` when present), then the environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        match path {
+            Some(path) if !path.is_file() => {
+                return Err(ConfigError::MissingFile(path.to_path_buf()))
+            }
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new(LOCAL_FILE).is_file() => {
+                figment = figment.merge(Toml::file_exact(LOCAL_FILE))
+            }
+            None => {}
+        }
+        Self::extract(figment.merge(Env::prefixed(ENV_PREFIX).split("__")))
+    }
+
+    fn extract(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks that serde's types cannot express; every message names its key.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("http.shutdown_timeout", self.http.shutdown_timeout),
+            ("database.connect_timeout", self.database.connect_timeout),
+            ("database.health_timeout", self.database.health_timeout),
+            ("database.startup_timeout", self.database.startup_timeout),
+            ("redis.connect_timeout", self.redis.connect_timeout),
+            ("redis.response_timeout", self.redis.response_timeout),
+            (
+                "supervisor.restart_backoff_min",
+                self.supervisor.restart_backoff_min,
+            ),
+            (
+                "supervisor.heartbeat_interval",
+                self.supervisor.heartbeat_interval,
+            ),
+        ];
+        for (key, value) in positive {
+            if value.is_zero() {
+                return Err(invalid(key, "must be longer than zero"));
+            }
+        }
+        if self.http.max_body < 1024 {
+            return Err(invalid("http.max_body", "must be at least 1024 bytes"));
+        }
+        if self.database.pool_max_size == 0 {
+            return Err(invalid("database.pool_max_size", "must be at least 1"));
+        }
+        if self.supervisor.restart_backoff_max < self.supervisor.restart_backoff_min {
+            return Err(invalid(
+                "supervisor.restart_backoff_max",
+                "must not be shorter than supervisor.restart_backoff_min",
+            ));
+        }
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(invalid("log.level", &error.to_string()));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(key: &'static str, reason: &str) -> ConfigError {
+    ConfigError::Value {
+        key,
+        reason: reason.to_owned(),
+    }
+}
+
+/// A PostgreSQL URL, parsed when the configuration is read so that a typo is
+/// reported with its key; printed without its password.
+#[derive(Clone)]
+pub struct PostgresUrl {
+    raw: String,
+    parsed: tokio_postgres::Config,
+}
+
+impl PostgresUrl {
+    pub fn config(&self) -> &tokio_postgres::Config {
+        &self.parsed
+    }
+
+    /// The database this URL names (`postgres` when it names none, as libpq does).
+    pub fn database_name(&self) -> &str {
+        self.parsed.get_dbname().unwrap_or("postgres")
+    }
+
+    /// The same server and credentials, another database.
+    pub fn with_database(&self, name: &str) -> Self {
+        let mut parsed = self.parsed.clone();
+        parsed.dbname(name);
+        let raw = match self.raw.split_once('?') {
+            Some((base, query)) => format!("{}/{name}?{query}", strip_path(base)),
+            None => format!("{}/{name}", strip_path(&self.raw)),
+        };
+        Self { raw, parsed }
+    }
+}
+
+/// Drops the `/database` part of a `postgres://user@host:port/database` URL.
+fn strip_path(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    match url[after_scheme..].find('/') {
+        Some(i) => &url[..after_scheme + i],
+        None => url,
+    }
+}
+
+impl FromStr for PostgresUrl {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let parsed = tokio_postgres::Config::from_str(raw).map_err(|e| e.to_string())?;
+        Ok(Self {
+            raw: raw.to_owned(),
+            parsed,
+        })
+    }
+}
+
+impl fmt::Display for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&mask_password(&self.raw))
+    }
+}
+
+impl fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PostgresUrl({self})")
+    }
+}
+
+/// A Redis URL, checked when the configuration is read; printed without its password.
+#[derive(Clone)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for RedisUrl {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        redis::Client::open(raw).map_err(|e| e.to_string())?;
+        Ok(Self(raw.to_owned()))
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&mask_password(&self.0))
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisUrl({self})")
+    }
+}
+
+/// Replaces the password of `scheme://user:password@host` with `***`.
+fn mask_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let Some(at) = rest.rfind('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &rest[..colon],
+            &rest[at..]
+        ),
+        None => url.to_owned(),
+    }
+}
+
+macro_rules! string_backed_serde {
+    ($type:ty) => {
+        impl<'de> Deserialize<'de> for $type {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(deserializer)?;
+                raw.parse().map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl Serialize for $type {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+    };
+}
+
+string_backed_serde!(PostgresUrl);
+string_backed_serde!(RedisUrl);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_values() {
+        let config = Config::defaults();
+        assert_eq!(config.http.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            config.database.url.to_string(),
+            "postgres://postgres@127.0.0.1:5432/audit_worker"
+        );
+        assert_eq!(config.redis.url.as_str(), "redis://127.0.0.1:6379/0");
+        assert_eq!(config.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn passwords_are_masked_when_printed() {
+        let url: PostgresUrl = "postgres://app:s3cret@db:5432/audit".parse().unwrap();
+        assert_eq!(url.to_string(), "postgres://app:***@db:5432/audit");
+        let url: RedisUrl = "redis://:hunter2@cache:6379/0".parse().unwrap();
+        assert_eq!(url.to_string(), "redis://:***@cache:6379/0");
+    }
+
+    #[test]
+    fn with_database_swaps_only_the_database_name() {
+        let url: PostgresUrl = "postgres://app@db:5432/audit?connect_timeout=3"
+            .parse()
+            .unwrap();
+        let admin = url.with_database("postgres");
+        assert_eq!(admin.database_name(), "postgres");
+        assert_eq!(
+            admin.to_string(),
+            "postgres://app@db:5432/postgres?connect_timeout=3"
+        );
+        assert_eq!(url.database_name(), "audit");
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let figment = Figment::from(Toml::string(DEFAULTS))
+            .merge(Toml::string("[database]\npool_max_size = 0\n"));
+        let error = Config::extract(figment).unwrap_err().to_string();
+        assert!(error.contains("database.pool_max_size"), "{error}");
+
+        let figment = Figment::from(Toml::string(DEFAULTS))
+            .merge(Toml::string("[http]\nbind = \"not an address\"\n"));
+        let error = Config::extract(figment).unwrap_err().to_string();
+        assert!(error.contains("http.bind"), "{error}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let figment =
+            Figment::from(Toml::string(DEFAULTS)).merge(Toml::string("[http]\nbnid = \"x\"\n"));
+        let error = Config::extract(figment).unwrap_err().to_string();
+        assert!(error.contains("bnid"), "{error}");
+    }
+}

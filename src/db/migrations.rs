@@ -1,0 +1,93 @@
+//! Schema migrations: the SQL files in `migrations/`, embedded at build time and
+//! applied in order by refinery, each once, recorded with its checksum in
+//! `refinery_schema_history`. A file edited after it was applied is refused.
+
+use std::time::Duration;
+
+use refinery::error::Kind;
+use tokio_postgres::error::SqlState;
+
+use super::{DbError, PgPool};
+use crate::config::DatabaseConfig;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Key of the session-level advisory lock that lets only one worker migrate at a time.
+const MIGRATION_LOCK_KEY: i64 = 0x6175_6469_745f_6d67; // "audit_mg"
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error(
+        "migration {0} was edited after it was applied: its checksum differs from the \
+         one recorded in refinery_schema_history. Restore the original file and put the \
+         change in a new migration"
+    )]
+    Edited(String),
+    #[error("migration failed: {0}")]
+    Failed(#[source] refinery::Error),
+    #[error(transparent)]
+    Database(#[from] DbError),
+}
+
+/// Applies every pending migration; returns the names of those applied now.
+#[tracing::instrument(skip_all)]
+pub async fn run(config: &DatabaseConfig) -> Result<Vec<String>, MigrationError> {
+    let mut client = super::connect(config, &config.url)
+        .await
+        .map_err(DbError::from)?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await
+        .map_err(DbError::from)?;
+    let outcome = embedded::migrations::runner().run_async(&mut client).await;
+    // The lock is released with the session too; unlocking here just frees it sooner.
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+        .await;
+    let report = outcome.map_err(|error| match error.kind() {
+        Kind::DivergentVersion(applied, _) => MigrationError::Edited(applied.to_string()),
+        _ => MigrationError::Failed(error),
+    })?;
+    let applied: Vec<String> = report
+        .applied_migrations()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    for name in &applied {
+        tracing::info!(migration = %name, "Applied migration");
+    }
+    Ok(applied)
+}
+
+/// The newest migration this build knows.
+pub fn latest_version() -> i64 {
+    embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|migration| i64::from(migration.version()))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Whether the database has every migration of this build (for `/readyz`).
+pub async fn is_current(pool: &PgPool, timeout: Duration) -> Result<bool, DbError> {
+    let check = async {
+        let client = pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT max(version)::bigint FROM refinery_schema_history",
+                &[],
+            )
+            .await;
+        match row {
+            Ok(row) => Ok(row.get::<_, Option<i64>>(0).unwrap_or(0) >= latest_version()),
+            Err(error) if error.code() == Some(&SqlState::UNDEFINED_TABLE) => Ok(false),
+            Err(error) => Err(DbError::from(error)),
+        }
+    };
+    tokio::time::timeout(timeout, check)
+        .await
+        .map_err(|_| DbError::Timeout(timeout))?
+}

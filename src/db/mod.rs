@@ -1,0 +1,139 @@
+//! PostgreSQL: the connection pool, database creation, migrations and the
+//! liveness probe. Queries per table family join this module as they arrive.
+
+pub mod migrations;
+
+use std::time::Duration;
+
+use bb8_postgres::PostgresConnectionManager;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+use crate::config::{DatabaseConfig, PostgresUrl};
+
+/// The shared pool: the only PostgreSQL handle actors and handlers use.
+pub type PgPool = bb8::Pool<PostgresConnectionManager<NoTls>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("PostgreSQL at {url} did not answer within {waited:?}: {source}")]
+    Unreachable {
+        url: String,
+        waited: Duration,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("cannot create database `{name}`: {source}")]
+    CreateDatabase {
+        name: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("no pooled PostgreSQL connection became available in time")]
+    PoolTimeout,
+    #[error("PostgreSQL did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("PostgreSQL error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+}
+
+impl From<bb8::RunError<tokio_postgres::Error>> for DbError {
+    fn from(error: bb8::RunError<tokio_postgres::Error>) -> Self {
+        match error {
+            bb8::RunError::User(error) => DbError::Postgres(error),
+            bb8::RunError::TimedOut => DbError::PoolTimeout,
+        }
+    }
+}
+
+/// The connection settings every connection of ours uses.
+fn connection_config(config: &DatabaseConfig, url: &PostgresUrl) -> tokio_postgres::Config {
+    let mut pg = url.config().clone();
+    pg.connect_timeout(config.connect_timeout);
+    pg.application_name("audit-worker");
+    pg
+}
+
+/// Builds the pool without connecting: connections open on first use, so a
+/// PostgreSQL outage later on degrades requests instead of failing start-up.
+pub fn pool(config: &DatabaseConfig) -> PgPool {
+    let manager = PostgresConnectionManager::new(connection_config(config, &config.url), NoTls);
+    bb8::Pool::builder()
+        .max_size(config.pool_max_size)
+        .connection_timeout(config.connect_timeout)
+        .build_unchecked(manager)
+}
+
+/// Opens one connection outside the pool (migrations hold it for a session-level lock).
+pub(crate) async fn connect(
+    config: &DatabaseConfig,
+    url: &PostgresUrl,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = connection_config(config, url).connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "PostgreSQL connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Creates the configured database when it does not exist yet, waiting up to
+/// `database.startup_timeout` for PostgreSQL to come up.
+#[tracing::instrument(skip_all, fields(database = config.url.database_name()))]
+pub async fn ensure_database(config: &DatabaseConfig) -> Result<(), DbError> {
+    let started = tokio::time::Instant::now();
+    loop {
+        let error = match connect(config, &config.url).await {
+            Ok(_) => return Ok(()),
+            Err(error) if error.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
+                return create_database(config).await
+            }
+            Err(error) => error,
+        };
+        if started.elapsed() >= config.startup_timeout {
+            return Err(DbError::Unreachable {
+                url: config.url.to_string(),
+                waited: config.startup_timeout,
+                source: error,
+            });
+        }
+        tracing::warn!(%error, "PostgreSQL is not reachable yet; retrying");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn create_database(config: &DatabaseConfig) -> Result<(), DbError> {
+    let name = config.url.database_name();
+    let create_error = |source| DbError::CreateDatabase {
+        name: name.to_owned(),
+        source,
+    };
+    let admin = connect(config, &config.url.with_database("postgres"))
+        .await
+        .map_err(create_error)?;
+    // Identifiers cannot be bound as parameters; quote it as PostgreSQL's quote_ident does.
+    let statement = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+    match admin.batch_execute(&statement).await {
+        Ok(()) => {
+            tracing::info!(database = name, "Created database");
+            Ok(())
+        }
+        // Another worker created it first.
+        Err(error) if error.code() == Some(&SqlState::DUPLICATE_DATABASE) => Ok(()),
+        Err(error) => Err(create_error(error)),
+    }
+}
+
+/// One round trip through the pool, bounded by `timeout`: what `/readyz` and the
+/// heartbeat call "PostgreSQL answers".
+pub async fn ping(pool: &PgPool, timeout: Duration) -> Result<(), DbError> {
+    let round_trip = async {
+        let client = pool.get().await?;
+        client.simple_query("SELECT 1").await?;
+        Ok::<_, DbError>(())
+    };
+    tokio::time::timeout(timeout, round_trip)
+        .await
+        .map_err(|_| DbError::Timeout(timeout))?
+}

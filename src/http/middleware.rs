@@ -1,0 +1,96 @@
+//! Request middleware: the per-request span, HTTP metrics and the body-size guard.
+
+use std::time::Instant;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{web, Error, ResponseError};
+use tracing::field::Empty;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::errors::ApiError;
+use super::AppState;
+
+/// Wraps each request in a span (method, route, request id, status, latency),
+/// counts it by route pattern and status, and tags the response with its request id.
+pub async fn observe(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let state = request.app_data::<web::Data<AppState>>().cloned();
+    // The pattern (`/v1/events/{id}`), never the raw path, keeps label cardinality bounded.
+    let route = request
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().to_string();
+    let request_id = Uuid::new_v4();
+    let span = tracing::info_span!(
+        "http_request",
+        %method,
+        %route,
+        %request_id,
+        status = Empty,
+        latency_ms = Empty,
+    );
+    let started = Instant::now();
+    let outcome = next.call(request).instrument(span.clone()).await;
+    let latency = started.elapsed();
+    let status = match &outcome {
+        Ok(response) => response.status(),
+        Err(error) => error.as_response_error().status_code(),
+    };
+    span.record("status", status.as_u16());
+    span.record("latency_ms", latency.as_secs_f64() * 1000.0);
+    if let Some(state) = state {
+        state
+            .metrics
+            .http_requests
+            .with_label_values(&[&method, &route, status.as_str()])
+            .inc();
+        state
+            .metrics
+            .http_request_duration
+            .with_label_values(&[&method, &route])
+            .observe(latency.as_secs_f64());
+    }
+    span.in_scope(|| {
+        if status.is_server_error() {
+            tracing::error!("Request failed");
+        } else {
+            tracing::info!("Request handled");
+        }
+    });
+    let mut response = outcome?;
+    if let Ok(value) = HeaderValue::from_str(&request_id.to_string()) {
+        response
+            .headers_mut()
+            .insert(header::HeaderName::from_static("x-request-id"), value);
+    }
+    Ok(response)
+}
+
+/// Refuses a body whose declared length exceeds `http.max_body` before any
+/// handler reads it. Bodies without a length are capped by the extractors.
+pub async fn limit_body(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
+    let limit = request
+        .app_data::<web::Data<AppState>>()
+        .map(|state| state.config.http.max_body);
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok());
+    if let (Some(limit), Some(declared)) = (limit, declared) {
+        if declared > limit {
+            let response = ApiError::PayloadTooLarge { limit }.error_response();
+            return Ok(request.into_response(response).map_into_right_body());
+        }
+    }
+    Ok(next.call(request).await?.map_into_left_body())
+}

@@ -1,0 +1,53 @@
+//! The HTTP API: routes, middleware and error mapping.
+
+pub mod errors;
+pub mod health;
+mod middleware;
+pub mod openapi;
+
+use std::sync::Arc;
+
+use actix::Addr;
+use actix_web::middleware::from_fn;
+use actix_web::{web, App};
+
+use crate::config::Config;
+use crate::db::PgPool;
+use crate::metrics::Metrics;
+use crate::redis_conn::RedisConnection;
+use crate::supervisor::Supervisor;
+
+/// What handlers share: cheap to clone, the same for every HTTP worker thread.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub pool: PgPool,
+    pub redis: RedisConnection,
+    pub supervisor: Addr<Supervisor>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Builds the application for one HTTP worker thread.
+pub fn app(
+    state: web::Data<AppState>,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let max_body = state.config.http.max_body;
+    App::new()
+        .app_data(state)
+        // The last `wrap` is the outermost: the span and metrics see the guard's 413 too.
+        .wrap(from_fn(middleware::limit_body))
+        .wrap(from_fn(middleware::observe))
+        .configure(|cfg| errors::configure_extractors(cfg, max_body))
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(health::metrics))
+        .route("/openapi.json", web::get().to(openapi::openapi_json))
+        .default_service(web::to(errors::route_not_found))
+}

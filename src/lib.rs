@@ -1,0 +1,164 @@
+//! audit-worker: keeps the tamper-evident audit trail of a multi-tenant platform.
+//!
+//! Modules, outside in:
+//! - [`config`]: compiled-in defaults, an optional file, environment overrides.
+//! - [`http`]: the HTTP API (routes, middleware, error shape, OpenAPI).
+//! - [`supervisor`]: starts every actor and restarts one that stops or panics.
+//! - [`actors`]: one file per actor; [`messages`]: one file per message family.
+//! - [`db`]: the PostgreSQL pool, database creation and migrations.
+//! - [`redis_conn`]: the self-reconnecting Redis connection (optional dependency).
+//! - [`metrics`]: the Prometheus registry behind `/metrics`.
+//! - [`telemetry`]: logging set-up.
+//!
+//! [`Application::build`] wires them together; `main` only parses the command
+//! line. Tests call the same `build` on port 0, so the code under test is the
+//! code that ships.
+
+pub mod actors;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod messages;
+pub mod metrics;
+pub mod redis_conn;
+pub mod supervisor;
+pub mod telemetry;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix::Addr;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, HttpServer};
+
+use crate::actors::heartbeat::HeartbeatActor;
+use crate::config::Config;
+use crate::db::migrations::MigrationError;
+use crate::db::{DbError, PgPool};
+use crate::messages::supervisor::Shutdown;
+use crate::metrics::Metrics;
+use crate::redis_conn::{RedisConnection, RedisError};
+use crate::supervisor::{Supervisor, SupervisorBuilder};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error(transparent)]
+    Migration(#[from] MigrationError),
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed: {0}")]
+    Server(#[source] std::io::Error),
+}
+
+/// A built worker: database migrated, actors started, HTTP socket bound.
+pub struct Application {
+    port: u16,
+    server: Server,
+    supervisor: Addr<Supervisor>,
+    pool: PgPool,
+    config: Arc<Config>,
+}
+
+impl Application {
+    /// Creates and migrates the database, starts the supervised actors and binds
+    /// the HTTP socket. Must run inside an actix system (`actix_web::rt::System`).
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let config = Arc::new(config);
+        db::ensure_database(&config.database).await?;
+        db::migrations::run(&config.database).await?;
+        let pool = db::pool(&config.database);
+        let redis = RedisConnection::new(&config.redis)?;
+        let metrics = Arc::new(Metrics::new());
+
+        let mut supervisor = SupervisorBuilder::new(config.supervisor.clone(), metrics.clone());
+        {
+            let (pool, redis, metrics) = (pool.clone(), redis.clone(), metrics.clone());
+            let (interval, timeout) = (
+                config.supervisor.heartbeat_interval,
+                config.database.health_timeout,
+            );
+            supervisor.supervise("heartbeat", move || {
+                HeartbeatActor::new(
+                    pool.clone(),
+                    redis.clone(),
+                    metrics.clone(),
+                    interval,
+                    timeout,
+                )
+            });
+        }
+        let supervisor = supervisor.start();
+
+        let listener =
+            TcpListener::bind(config.http.bind).map_err(|source| StartupError::Bind {
+                addr: config.http.bind,
+                source,
+            })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind {
+                addr: config.http.bind,
+                source,
+            })?
+            .port();
+        let state = web::Data::new(http::AppState {
+            config: config.clone(),
+            pool: pool.clone(),
+            redis,
+            supervisor: supervisor.clone(),
+            metrics,
+        });
+        let mut server = HttpServer::new(move || http::app(state.clone()))
+            .shutdown_timeout(config.http.shutdown_timeout.as_secs().max(1))
+            .listen(listener)
+            .map_err(|source| StartupError::Bind {
+                addr: config.http.bind,
+                source,
+            })?;
+        if config.http.workers > 0 {
+            server = server.workers(config.http.workers);
+        }
+        tracing::info!(port, "Listening");
+        Ok(Self {
+            port,
+            server: server.run(),
+            supervisor,
+            pool,
+            config,
+        })
+    }
+
+    /// The bound port (useful with `http.bind` port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server from elsewhere (tests); SIGTERM and SIGINT do the same.
+    pub fn server_handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGTERM/SIGINT or [`ServerHandle::stop`]: stops accepting,
+    /// lets in-flight requests finish, then stops the actors and closes the pool.
+    pub async fn run_until_stopped(self) -> Result<(), StartupError> {
+        self.server.await.map_err(StartupError::Server)?;
+        tracing::info!("HTTP server stopped; stopping actors");
+        let _ = self
+            .supervisor
+            .send(Shutdown {
+                timeout: self.config.http.shutdown_timeout,
+            })
+            .await;
+        drop(self.pool);
+        tracing::info!("Shut down cleanly");
+        Ok(())
+    }
+}

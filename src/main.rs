@@ -1,0 +1,91 @@
+//! The `audit-worker` command line: parses arguments and calls the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use audit_worker::config::Config;
+use audit_worker::{db, telemetry, Application};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "audit-worker",
+    version,
+    about = "Tamper-evident, multi-tenant audit trail worker"
+)]
+struct Cli {
+    /// Configuration file (TOML). Default: ./config.toml when present; the
+    /// compiled-in defaults otherwise. AUDIT_WORKER__SECTION__KEY variables override it.
+    #[arg(long, global = true, env = "AUDIT_WORKER_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create and migrate the database if needed, then run the worker until SIGTERM/SIGINT.
+    Serve,
+    /// Create the database if needed and apply pending migrations, then exit.
+    Migrate,
+    /// Validate the configuration and print the effective values (passwords masked).
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = match cli.command {
+        Command::CheckConfig => check_config(&config),
+        Command::Serve => {
+            telemetry::init(&config.log);
+            actix_web::rt::System::new().block_on(serve(config))
+        }
+        Command::Migrate => {
+            telemetry::init(&config.log);
+            actix_web::rt::System::new().block_on(migrate(config))
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = Application::build(config).await.context("cannot start")?;
+    app.run_until_stopped()
+        .await
+        .context("stopped with an error")
+}
+
+async fn migrate(config: Config) -> anyhow::Result<()> {
+    db::ensure_database(&config.database).await?;
+    let applied = db::migrations::run(&config.database).await?;
+    if applied.is_empty() {
+        println!("database is up to date");
+    } else {
+        for name in applied {
+            println!("applied {name}");
+        }
+    }
+    Ok(())
+}
+
+/// Prints the effective configuration as JSON, URLs with their passwords masked.
+fn check_config(config: &Config) -> anyhow::Result<()> {
+    let rendered =
+        serde_json::to_string_pretty(config).context("cannot render the configuration")?;
+    println!("configuration is valid\n{rendered}");
+    Ok(())
+}

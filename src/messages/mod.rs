@@ -1,0 +1,5 @@
+//! Typed messages between actors, one module per family. Every request message
+//! has a typed response; internal ticks answer `()`.
+
+pub mod heartbeat;
+pub mod supervisor;

@@ -1,0 +1,141 @@
+//! Prometheus metrics, one registry per running worker (so in-process test
+//! workers never share counters). Names follow Prometheus conventions: prefix
+//! `audit_worker_`, base units, counters ending in `_total`, small label sets.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::db::PgPool;
+
+pub struct Metrics {
+    registry: Registry,
+    /// HTTP requests by method, route pattern (not raw path: bounded cardinality) and status.
+    pub http_requests: IntCounterVec,
+    pub http_request_duration: HistogramVec,
+    /// Replies received from an actor, per actor.
+    pub actor_messages_handled: IntCounterVec,
+    /// Failed replies and undeliverable messages, per actor.
+    pub actor_errors: IntCounterVec,
+    pub actor_restarts: IntCounterVec,
+    /// Messages sent to an actor and not answered yet (queued or being handled).
+    pub actor_mailbox_depth: IntGaugeVec,
+    /// 1 while the actor runs, 0 while it is down or waiting to be restarted.
+    pub actor_up: IntGaugeVec,
+    /// 1 when the last heartbeat probe of the dependency succeeded.
+    pub dependency_up: IntGaugeVec,
+    /// Pool connections by state (`in_use`, `idle`), read at scrape time.
+    pub db_pool_connections: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("audit_worker".to_owned()), None)
+            .expect("a valid metric prefix");
+        let metrics = Self {
+            http_requests: IntCounterVec::new(
+                Opts::new("http_requests_total", "HTTP requests answered"),
+                &["method", "route", "status"],
+            )
+            .expect("valid metric"),
+            http_request_duration: HistogramVec::new(
+                HistogramOpts::new("http_request_duration_seconds", "HTTP request latency")
+                    .buckets(vec![
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        5.0, 10.0,
+                    ]),
+                &["method", "route"],
+            )
+            .expect("valid metric"),
+            actor_messages_handled: IntCounterVec::new(
+                Opts::new("actor_messages_handled_total", "Messages an actor answered"),
+                &["actor"],
+            )
+            .expect("valid metric"),
+            actor_errors: IntCounterVec::new(
+                Opts::new(
+                    "actor_errors_total",
+                    "Messages an actor answered with an error or could not take",
+                ),
+                &["actor"],
+            )
+            .expect("valid metric"),
+            actor_restarts: IntCounterVec::new(
+                Opts::new("actor_restarts_total", "Restarts of a supervised actor"),
+                &["actor"],
+            )
+            .expect("valid metric"),
+            actor_mailbox_depth: IntGaugeVec::new(
+                Opts::new(
+                    "actor_mailbox_depth",
+                    "Messages sent to an actor and not answered yet",
+                ),
+                &["actor"],
+            )
+            .expect("valid metric"),
+            actor_up: IntGaugeVec::new(
+                Opts::new("actor_up", "1 while a supervised actor runs"),
+                &["actor"],
+            )
+            .expect("valid metric"),
+            dependency_up: IntGaugeVec::new(
+                Opts::new(
+                    "dependency_up",
+                    "1 when the last probe of a dependency succeeded",
+                ),
+                &["dependency"],
+            )
+            .expect("valid metric"),
+            db_pool_connections: IntGaugeVec::new(
+                Opts::new(
+                    "db_pool_connections",
+                    "PostgreSQL pool connections by state",
+                ),
+                &["state"],
+            )
+            .expect("valid metric"),
+            registry,
+        };
+        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+            Box::new(metrics.http_requests.clone()),
+            Box::new(metrics.http_request_duration.clone()),
+            Box::new(metrics.actor_messages_handled.clone()),
+            Box::new(metrics.actor_errors.clone()),
+            Box::new(metrics.actor_restarts.clone()),
+            Box::new(metrics.actor_mailbox_depth.clone()),
+            Box::new(metrics.actor_up.clone()),
+            Box::new(metrics.dependency_up.clone()),
+            Box::new(metrics.db_pool_connections.clone()),
+        ];
+        for collector in collectors {
+            metrics
+                .registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        metrics
+    }
+
+    /// The Prometheus text exposition of every metric, pool figures refreshed first.
+    pub fn render(&self, pool: &PgPool) -> String {
+        let state = pool.state();
+        let in_use = state.connections.saturating_sub(state.idle_connections);
+        self.db_pool_connections
+            .with_label_values(&["in_use"])
+            .set(i64::from(in_use));
+        self.db_pool_connections
+            .with_label_values(&["idle"])
+            .set(i64::from(state.idle_connections));
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("text encoding of gathered metrics cannot fail");
+        String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

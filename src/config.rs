@@ -27,7 +27,7 @@ pub enum ConfigError {
     #[error("configuration file {} does not exist", .0.display())]
     MissingFile(PathBuf),
     #[error("invalid configuration: {0}")]
-    Invalid(#[from] Box<figment::Error>),
+    Invalid(String),
     #[error("invalid configuration: key `{key}`: {reason}")]
     Value { key: &'static str, reason: String },
 }
@@ -128,7 +128,7 @@ impl Config {
     }
 
     fn extract(figment: Figment) -> Result<Self, ConfigError> {
-        let config: Config = figment.extract().map_err(Box::new)?;
+        let config: Config = figment.extract().map_err(describe)?;
         config.validate()?;
         Ok(config)
     }
@@ -173,6 +173,37 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Names each bad key in lower case as `config.toml` spells it (`http.bind`),
+/// with where its value came from (a file, or the environment variable's name).
+fn describe(errors: figment::Error) -> ConfigError {
+    let lines: Vec<String> = errors
+        .into_iter()
+        .map(|error| {
+            let key = error.path.join(".").to_lowercase();
+            let origin = match error.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+                Some(figment::Source::File(path)) => format!(" (in {})", path.display()),
+                _ if error
+                    .metadata
+                    .as_ref()
+                    .is_some_and(|m| m.name.contains("environment")) =>
+                {
+                    format!(
+                        " (from {ENV_PREFIX}{})",
+                        error.path.join("__").to_uppercase()
+                    )
+                }
+                _ => String::new(),
+            };
+            if key.is_empty() {
+                format!("{}{origin}", error.kind)
+            } else {
+                format!("key `{key}`{origin}: {}", error.kind)
+            }
+        })
+        .collect();
+    ConfigError::Invalid(lines.join("; "))
 }
 
 fn invalid(key: &'static str, reason: &str) -> ConfigError {

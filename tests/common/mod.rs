@@ -1,0 +1,162 @@
+//! Shared test helpers: a real worker in-process on a random port against a
+//! fresh, uniquely named database; a TCP proxy to cut a dependency off; and a
+//! deadline-bounded wait instead of sleeps.
+#![allow(dead_code)] // each test binary uses a different subset of these helpers
+
+pub mod proxy;
+
+use std::future::Future;
+use std::sync::Once;
+use std::time::Duration;
+
+use audit_worker::config::{Config, PostgresUrl};
+use audit_worker::Application;
+use uuid::Uuid;
+
+/// PostgreSQL server the tests use; each test gets its own database on it.
+pub fn test_server_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A unique database name, so tests running in parallel never share data.
+pub fn unique_database_name() -> String {
+    format!("aw_test_{}", &Uuid::new_v4().simple().to_string()[..16])
+}
+
+/// Configuration for a test worker: compiled-in defaults, port 0, one HTTP
+/// worker, short timeouts, and a fresh database.
+pub fn test_config() -> Config {
+    let mut config = Config::defaults();
+    let server: PostgresUrl = test_server_url().parse().expect("valid TEST_DATABASE_URL");
+    config.database.url = server.with_database(&unique_database_name());
+    config.http.bind = "127.0.0.1:0".parse().unwrap();
+    config.http.workers = 1;
+    config.http.shutdown_timeout = Duration::from_secs(5);
+    config.database.health_timeout = Duration::from_secs(1);
+    config.database.startup_timeout = Duration::from_secs(10);
+    config.supervisor.restart_backoff_min = Duration::from_millis(10);
+    config.supervisor.restart_backoff_max = Duration::from_millis(200);
+    config.supervisor.heartbeat_interval = Duration::from_millis(200);
+    config
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub config: Config,
+    pub server: actix_web::dev::ServerHandle,
+    /// Drops the test database when the test ends.
+    _database: TestDatabase,
+}
+
+/// Starts a worker with the default test configuration.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts a worker after `adjust` has changed the test configuration.
+/// Must run inside an actix system (`#[actix_web::test]`).
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    init_logging();
+    let mut config = test_config();
+    adjust(&mut config);
+    let database = TestDatabase::named(config.database.url.database_name());
+    let app = Application::build(config.clone())
+        .await
+        .expect("the worker starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let server = app.server_handle();
+    actix_web::rt::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        config,
+        server,
+        _database: database,
+    }
+}
+
+impl TestApp {
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("the worker answers")
+    }
+
+    /// `GET path` and its JSON body.
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self.get(path).await;
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("a JSON body"))
+    }
+}
+
+/// A database that is dropped (with its connections) when the test ends.
+pub struct TestDatabase(String);
+
+impl TestDatabase {
+    pub fn named(name: &str) -> Self {
+        Self(name.to_owned())
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        // Straight to the server: the worker may have reached it through a test proxy
+        // that runs on the very thread this drop blocks.
+        let admin: PostgresUrl = test_server_url().parse().expect("valid TEST_DATABASE_URL");
+        // Drop runs outside any async context we could borrow: use a thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async move {
+                if let Ok((client, connection)) =
+                    admin.config().connect(tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(connection);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Polls `condition` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut condition: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = condition().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Logs to stderr when `TEST_LOG` is set; silent otherwise.
+fn init_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let mut config = Config::defaults().log;
+            config.level = "debug".to_owned();
+            audit_worker::telemetry::init(&config);
+        }
+    });
+}

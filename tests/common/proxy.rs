@@ -1,0 +1,64 @@
+//! A TCP proxy that a test can switch off, to make PostgreSQL or Redis
+//! unreachable for one worker without touching the shared servers.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+pub struct TcpProxy {
+    pub port: u16,
+    enabled: Arc<AtomicBool>,
+    /// Bumped when the proxy is switched off, which cuts every open connection.
+    cut: watch::Sender<u64>,
+}
+
+impl TcpProxy {
+    /// Listens on a free loopback port and forwards to `upstream` ("host:port").
+    pub async fn start(upstream: &str, enabled: bool) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().unwrap().port();
+        let flag = Arc::new(AtomicBool::new(enabled));
+        let (cut, _) = watch::channel(0u64);
+        let (upstream, accepting, cuts) = (upstream.to_owned(), flag.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !accepting.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let mut cut = cuts.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            enabled: flag,
+            cut,
+        }
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops forwarding: open connections are cut and new ones refused.
+    pub fn disable(&self) {
+        self.enabled.store(false, Ordering::SeqCst);
+        self.cut.send_modify(|generation| *generation += 1);
+    }
+
+    pub fn enable(&self) {
+        self.enabled.store(true, Ordering::SeqCst);
+    }
+}

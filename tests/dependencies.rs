@@ -1,0 +1,77 @@
+//! Readiness tells the truth about PostgreSQL and Redis, and the worker
+//! survives either going away.
+
+mod common;
+
+use std::time::Duration;
+
+use common::proxy::TcpProxy;
+use common::{spawn_app_with, wait_until};
+
+/// With PostgreSQL cut off, `/readyz` turns 503 naming postgres; once it is
+/// reachable again, `/readyz` is 200 again without a restart.
+#[actix_web::test]
+async fn readyz_turns_503_without_postgres_and_recovers() {
+    let proxy = TcpProxy::start("127.0.0.1:5432", true).await;
+    let app = spawn_app_with(|config| {
+        let name = config.database.url.database_name().to_owned();
+        config.database.url = format!("postgres://postgres@{}/{name}", proxy.address())
+            .parse()
+            .unwrap();
+    })
+    .await;
+    assert_eq!(app.get_json("/readyz").await.0, 200);
+
+    proxy.disable();
+    let body = wait_until(Duration::from_secs(15), "readyz 503", || async {
+        let (status, body) = app.get_json("/readyz").await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert_eq!(body["error"]["code"], "not_ready");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("postgres"));
+    assert_eq!(
+        body["error"]["details"]["checks"]["postgres"]["status"],
+        "failing"
+    );
+    // The process itself stays alive.
+    assert_eq!(app.get("/healthz").await.status(), 200);
+
+    proxy.enable();
+    wait_until(Duration::from_secs(15), "readyz 200 again", || async {
+        (app.get_json("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+}
+
+/// Redis down at start does not stop `serve`: the worker is ready, reports Redis
+/// as degraded, and picks Redis up by itself when it appears.
+#[actix_web::test]
+async fn worker_starts_without_redis_and_connects_later() {
+    let proxy = TcpProxy::start("127.0.0.1:6379", false).await;
+    let app = spawn_app_with(|config| {
+        config.redis.url = format!("redis://{}/0", proxy.address()).parse().unwrap();
+    })
+    .await;
+
+    let (status, body) = app.get_json("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["checks"]["redis"]["status"], "degraded");
+    assert!(body["checks"]["redis"]["message"].is_string());
+
+    proxy.enable();
+    wait_until(Duration::from_secs(15), "redis ok", || async {
+        let (_, body) = app.get_json("/readyz").await;
+        (body["checks"]["redis"]["status"] == "ok").then_some(())
+    })
+    .await;
+    wait_until(Duration::from_secs(5), "redis gauge up", || async {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        text.contains(r#"audit_worker_dependency_up{dependency="redis"} 1"#)
+            .then_some(())
+    })
+    .await;
+}

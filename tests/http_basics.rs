@@ -1,0 +1,97 @@
+//! The HTTP surface every later route relies on: liveness, readiness, the JSON
+//! error shape, the body limit, metrics and the OpenAPI document.
+
+mod common;
+
+use common::{spawn_app, spawn_app_with};
+
+/// `/healthz` answers 200 while the process runs.
+#[actix_web::test]
+async fn healthz_answers_200() {
+    let app = spawn_app().await;
+    let (status, body) = app.get_json("/healthz").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "alive");
+}
+
+/// With PostgreSQL, migrations and actors all fine, `/readyz` is 200 and says so per check.
+#[actix_web::test]
+async fn readyz_is_200_when_everything_is_up() {
+    let app = spawn_app().await;
+    let (status, body) = app.get_json("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ready");
+    for check in ["postgres", "migrations", "actors", "redis"] {
+        assert_eq!(body["checks"][check]["status"], "ok", "{check}: {body}");
+    }
+}
+
+/// An unknown route gets a JSON 404 in the common error shape.
+#[actix_web::test]
+async fn unknown_route_is_a_json_404() {
+    let app = spawn_app().await;
+    let (status, body) = app.get_json("/no/such/route").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("/no/such/route"));
+    assert!(body["error"].get("details").is_some());
+}
+
+/// A body larger than `http.max_body` is refused with a JSON 413 before any handler runs.
+#[actix_web::test]
+async fn oversized_body_is_a_json_413() {
+    let app = spawn_app_with(|config| config.http.max_body = 2048).await;
+    let response = app
+        .client
+        .post(format!("{}/healthz", app.address))
+        .body(vec![b'x'; 4096])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payload_too_large");
+    assert_eq!(body["error"]["details"]["limit_bytes"], 2048);
+}
+
+/// `/metrics` exposes HTTP, actor and pool series under the `audit_worker_` prefix.
+#[actix_web::test]
+async fn metrics_expose_http_actor_and_pool_series() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    let response = app.get("/metrics").await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    for series in [
+        r#"audit_worker_http_requests_total{method="GET",route="/healthz",status="200"} 1"#,
+        r#"audit_worker_http_request_duration_seconds_bucket{method="GET",route="/healthz""#,
+        r#"audit_worker_actor_up{actor="heartbeat"} 1"#,
+        r#"audit_worker_db_pool_connections{state="in_use"}"#,
+    ] {
+        assert!(text.contains(series), "missing {series} in:\n{text}");
+    }
+}
+
+/// `/openapi.json` is a generated OpenAPI 3 document listing the routes.
+#[actix_web::test]
+async fn openapi_document_lists_the_routes() {
+    let app = spawn_app().await;
+    let (status, doc) = app.get_json("/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing");
+    }
+}
+
+/// Every response carries a request id, the same one the request's log span has.
+#[actix_web::test]
+async fn responses_carry_a_request_id() {
+    let app = spawn_app().await;
+    let response = app.get("/healthz").await;
+    let id = response.headers()["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+}

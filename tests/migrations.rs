@@ -122,31 +122,21 @@ async fn schema_has_every_table_and_monthly_partitions() {
         assert_eq!(found.as_deref(), Some(table), "table {table} is missing");
     }
 
-    let partitions: Vec<String> = client
-        .query(
-            "SELECT child.relname::text FROM pg_inherits \
+    let partitions = strings(
+        &client,
+        "SELECT child.relname::text FROM pg_inherits \
              JOIN pg_class child ON child.oid = pg_inherits.inhrelid \
              JOIN pg_class parent ON parent.oid = pg_inherits.inhparent \
              WHERE parent.relname = 'audit_log' ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    let expected: Vec<String> = client
-        .query(
-            "SELECT to_char(date_trunc('month', now() AT TIME ZONE 'UTC') \
+    )
+    .await;
+    let expected = strings(
+        &client,
+        "SELECT to_char(date_trunc('month', now() AT TIME ZONE 'UTC') \
                     + make_interval(months => n), '\"audit_log_\"YYYY_MM') \
              FROM generate_series(0, 6) n ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    )
+    .await;
     assert_eq!(partitions, expected);
 
     // Booleans are booleans, not strings.
@@ -160,4 +150,15 @@ async fn schema_has_every_table_and_monthly_partitions() {
         .unwrap()
         .get(0);
     assert_eq!(kind, "boolean");
+}
+
+/// The first column of every row of `sql`, as text.
+async fn strings(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    client
+        .query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
 }

@@ -38,6 +38,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
+    pub auth: AuthConfig,
+    pub cache: CacheConfig,
     pub log: LogConfig,
     pub supervisor: SupervisorConfig,
 }
@@ -75,6 +77,23 @@ pub struct RedisConfig {
     pub connect_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub response_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(with = "humantime_serde")]
+    pub key_cache_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub permission_cache_ttl: Duration,
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    pub redis_prefix: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -158,6 +177,12 @@ impl Config {
         }
         if self.http.max_body < 1024 {
             return Err(invalid("http.max_body", "must be at least 1024 bytes"));
+        }
+        if self.auth.rate_limit_per_second == 0 {
+            return Err(invalid("auth.rate_limit_per_second", "must be at least 1"));
+        }
+        if self.auth.rate_limit_burst == 0 {
+            return Err(invalid("auth.rate_limit_burst", "must be at least 1"));
         }
         if self.database.pool_max_size == 0 {
             return Err(invalid("database.pool_max_size", "must be at least 1"));

@@ -5,6 +5,8 @@
 //! - [`http`]: the HTTP API (routes, middleware, error shape, OpenAPI).
 //! - [`supervisor`]: starts every actor and restarts one that stops or panics.
 //! - [`actors`]: one file per actor; [`messages`]: one file per message family.
+//! - [`admin`]: operator commands the CLI runs against the database.
+//! - [`auth`]: API keys, roles and permissions, per-key rate limits.
 //! - [`db`]: the PostgreSQL pool, database creation and migrations.
 //! - [`redis_conn`]: the self-reconnecting Redis connection (optional dependency).
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
@@ -15,6 +17,8 @@
 //! code that ships.
 
 pub mod actors;
+pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod http;
@@ -32,6 +36,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, HttpServer};
 
 use crate::actors::heartbeat::HeartbeatActor;
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::db::migrations::MigrationError;
 use crate::db::{DbError, PgPool};
@@ -109,12 +114,14 @@ impl Application {
                 source,
             })?
             .port();
+        let auth = Arc::new(Authenticator::new(&config, pool.clone(), redis.clone()));
         let state = web::Data::new(http::AppState {
             config: config.clone(),
             pool: pool.clone(),
             redis,
             supervisor: supervisor.clone(),
             metrics,
+            auth,
         });
         let mut server = HttpServer::new(move || http::app(state.clone()))
             .shutdown_timeout(config.http.shutdown_timeout.as_secs().max(1))

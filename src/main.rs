@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use audit_worker::config::Config;
-use audit_worker::{db, telemetry, Application};
+use audit_worker::{admin, db, telemetry, Application};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -31,6 +31,34 @@ enum Command {
     Migrate,
     /// Validate the configuration and print the effective values (passwords masked).
     CheckConfig,
+    /// Issue, list and revoke API keys.
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Issue a key and print it, and only it, on stdout (it is shown this once).
+    Create {
+        /// Organization the key belongs to.
+        #[arg(long, value_name = "ORG_ID")]
+        org: String,
+        /// Role of the key: a built-in role (org:owner, org:admin, org:member,
+        /// auditor, ingest) or a custom role of the organization.
+        #[arg(long)]
+        role: String,
+        /// A label for people.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List keys (never their secrets), one per line, tab-separated.
+    List {
+        /// Only this organization's keys.
+        #[arg(long, value_name = "ORG_ID")]
+        org: Option<String>,
+    },
+    /// Revoke a key by its id (the part after `awk_`, before the next `_`).
+    Revoke { id: String },
 }
 
 fn main() -> ExitCode {
@@ -44,6 +72,7 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::CheckConfig => check_config(&config),
+        Command::ApiKey(command) => actix_web::rt::System::new().block_on(api_key(config, command)),
         Command::Serve => {
             telemetry::init(&config.log);
             actix_web::rt::System::new().block_on(serve(config))
@@ -83,6 +112,34 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
 }
 
 /// Prints the effective configuration as JSON, URLs with their passwords masked.
+async fn api_key(config: Config, command: ApiKeyCommand) -> anyhow::Result<()> {
+    match command {
+        ApiKeyCommand::Create { org, role, name } => {
+            let key = admin::create_api_key(&config, &org, &role, name.as_deref()).await?;
+            println!("{key}");
+        }
+        ApiKeyCommand::List { org } => {
+            println!("id\torganization_id\trole\tname\tcreated_at\trevoked_at");
+            for key in admin::list_api_keys(&config, org.as_deref()).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    key.id,
+                    key.organization_id,
+                    key.role,
+                    key.name.unwrap_or_default(),
+                    key.created_at.to_rfc3339(),
+                    key.revoked_at.map(|at| at.to_rfc3339()).unwrap_or_default()
+                );
+            }
+        }
+        ApiKeyCommand::Revoke { id } => {
+            let key = admin::revoke_api_key(&config, &id).await?;
+            eprintln!("revoked {} ({}, {})", key.id, key.organization_id, key.role);
+        }
+    }
+    Ok(())
+}
+
 fn check_config(config: &Config) -> anyhow::Result<()> {
     let rendered =
         serde_json::to_string_pretty(config).context("cannot render the configuration")?;

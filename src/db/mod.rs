@@ -1,7 +1,10 @@
 //! PostgreSQL: the connection pool, database creation, migrations and the
 //! liveness probe. Queries per table family join this module as they arrive.
 
+pub mod api_keys;
 pub mod migrations;
+pub mod roles;
+pub mod tenant;
 
 use std::time::Duration;
 
@@ -46,6 +49,27 @@ impl From<bb8::RunError<tokio_postgres::Error>> for DbError {
     }
 }
 
+impl DbError {
+    /// Whether the error means PostgreSQL could not be reached or answered in
+    /// time (worth a retry), rather than a problem with the statement itself.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            DbError::Unreachable { .. } | DbError::PoolTimeout | DbError::Timeout(_) => true,
+            DbError::Postgres(error) => {
+                let io = std::error::Error::source(error).is_some_and(|s| s.is::<std::io::Error>());
+                // Class 08: connection exception; 57P0x: server shutting down; 53: out of resources.
+                let state = error.code().map_or("", |code| code.code());
+                error.is_closed()
+                    || io
+                    || state.starts_with("08")
+                    || state.starts_with("57P0")
+                    || state.starts_with("53")
+            }
+            DbError::CreateDatabase { .. } => false,
+        }
+    }
+}
+
 /// The connection settings every connection of ours uses.
 fn connection_config(config: &DatabaseConfig, url: &PostgresUrl) -> tokio_postgres::Config {
     let mut pg = url.config().clone();
@@ -65,7 +89,7 @@ pub fn pool(config: &DatabaseConfig) -> PgPool {
 }
 
 /// Opens one connection outside the pool (migrations hold it for a session-level lock).
-pub(crate) async fn connect(
+pub async fn connect(
     config: &DatabaseConfig,
     url: &PostgresUrl,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {

@@ -2,23 +2,79 @@
 //! `{"error": {"code", "message", "details"}}`, whatever produced it — a
 //! handler, an extractor, an unknown route or an oversized body.
 
+use std::time::Duration;
+
 use actix_web::error::{JsonPayloadError, PayloadError, QueryPayloadError};
+use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::auth::AuthError;
+use crate::db::DbError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("no route matches {method} {path}")]
     RouteNotFound { method: String, path: String },
+    #[error("{0} not found")]
+    NotFound(String),
     #[error("the request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     BadRequest(String),
+    #[error("the request is invalid: {}", summarize(.0))]
+    Validation(Vec<FieldError>),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("too many requests for this API key; retry after {} s", retry_after_secs(.retry_after))]
+    RateLimited { retry_after: Duration },
+    #[error("{0}; retry shortly")]
+    Unavailable(String),
+    /// The cause is logged; the client learns only that it was on our side.
+    #[error("internal error")]
+    Internal,
     #[error("not ready: {failing}")]
     NotReady { failing: String, checks: Value },
+}
+
+/// One invalid field: which (`permissions[2].action`), why, and for batch
+/// requests which item.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FieldError {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            index: None,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+fn summarize(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|error| format!("{}: {}", error.field, error.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Whole seconds, rounded up, never 0: what `Retry-After` carries.
+fn retry_after_secs(wait: &Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
 /// The body of every error response.
@@ -41,9 +97,16 @@ pub struct ErrorDetail {
 impl ApiError {
     fn code(&self) -> &'static str {
         match self {
-            ApiError::RouteNotFound { .. } => "not_found",
+            ApiError::RouteNotFound { .. } | ApiError::NotFound(_) => "not_found",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::Validation(_) => "validation_failed",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal => "internal",
             ApiError::NotReady { .. } => "not_ready",
         }
     }
@@ -52,6 +115,10 @@ impl ApiError {
         match self {
             ApiError::NotReady { checks, .. } => serde_json::json!({ "checks": checks }),
             ApiError::PayloadTooLarge { limit } => serde_json::json!({ "limit_bytes": limit }),
+            ApiError::Validation(errors) => serde_json::to_value(errors).unwrap_or_default(),
+            ApiError::RateLimited { retry_after } => {
+                serde_json::json!({ "retry_after_seconds": retry_after_secs(retry_after) })
+            }
             _ => Value::Null,
         }
     }
@@ -60,21 +127,74 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::RouteNotFound { .. } | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadRequest(_) | ApiError::Validation(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) | ApiError::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(ErrorBody {
+        let mut response = HttpResponse::build(self.status_code());
+        match self {
+            ApiError::Unauthorized(_) => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            ApiError::RateLimited { retry_after } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_secs(retry_after)));
+            }
+            ApiError::Unavailable(_) => {
+                response.insert_header((header::RETRY_AFTER, 1));
+            }
+            _ => {}
+        }
+        response.json(ErrorBody {
             error: ErrorDetail {
                 code: self.code(),
                 message: self.to_string(),
                 details: self.details(),
             },
         })
+    }
+}
+
+impl From<DbError> for ApiError {
+    /// An outage of PostgreSQL is a 503 the client may retry; anything else from
+    /// the database is a bug on our side, logged with its cause.
+    fn from(error: DbError) -> Self {
+        if error.is_unavailable() {
+            tracing::warn!(%error, "Database unavailable");
+            ApiError::Unavailable("the database is unavailable".to_owned())
+        } else {
+            tracing::error!(%error, "Database error");
+            ApiError::Internal
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        DbError::from(error).into()
+    }
+}
+
+impl From<bb8::RunError<tokio_postgres::Error>> for ApiError {
+    fn from(error: bb8::RunError<tokio_postgres::Error>) -> Self {
+        DbError::from(error).into()
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Backend(error) => error.into(),
+            other => ApiError::Unauthorized(other.to_string()),
+        }
     }
 }
 

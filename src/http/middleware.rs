@@ -32,6 +32,8 @@ pub async fn observe(
         %method,
         %route,
         %request_id,
+        organization_id = Empty,
+        key_id = Empty,
         status = Empty,
         latency_ms = Empty,
     );

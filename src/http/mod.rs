@@ -1,9 +1,12 @@
 //! The HTTP API: routes, middleware and error mapping.
 
+pub mod api_keys;
+pub mod auth;
 pub mod errors;
 pub mod health;
 mod middleware;
 pub mod openapi;
+pub mod roles;
 
 use std::sync::Arc;
 
@@ -11,6 +14,7 @@ use actix::Addr;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App};
 
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::db::PgPool;
 use crate::metrics::Metrics;
@@ -24,6 +28,7 @@ pub struct AppState {
     pub redis: RedisConnection,
     pub supervisor: Addr<Supervisor>,
     pub metrics: Arc<Metrics>,
+    pub auth: Arc<Authenticator>,
 }
 
 /// Builds the application for one HTTP worker thread.
@@ -49,5 +54,15 @@ pub fn app(
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
         .route("/openapi.json", web::get().to(openapi::openapi_json))
+        .service(
+            web::scope("/v1")
+                .route("/api-keys", web::get().to(api_keys::list))
+                .route("/api-keys", web::post().to(api_keys::create))
+                .route("/api-keys/{id}", web::delete().to(api_keys::revoke))
+                .route("/roles", web::get().to(roles::list))
+                .route("/roles/{name}", web::get().to(roles::get))
+                .route("/roles/{name}", web::put().to(roles::put))
+                .route("/roles/{name}", web::delete().to(roles::delete)),
+        )
         .default_service(web::to(errors::route_not_found))
 }

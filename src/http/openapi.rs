@@ -1,18 +1,40 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
 use actix_web::HttpResponse;
-use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 
-use super::{errors, health};
+use super::{api_keys, errors, health, roles};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "audit-worker", description = "Tamper-evident, multi-tenant audit trail API"),
-    paths(health::healthz, health::readyz, health::metrics, openapi_json),
-    components(schemas(errors::ErrorBody, errors::ErrorDetail)),
-    tags((name = "operations", description = "Health, readiness, metrics and this document"))
+    paths(
+        health::healthz, health::readyz, health::metrics, openapi_json,
+        api_keys::create, api_keys::list, api_keys::revoke,
+        roles::list, roles::get, roles::put, roles::delete,
+    ),
+    components(schemas(errors::ErrorBody, errors::ErrorDetail, errors::FieldError)),
+    modifiers(&BearerKeys),
+    tags(
+        (name = "operations", description = "Health, readiness, metrics and this document"),
+        (name = "access", description = "API keys and roles of the caller's organization"),
+    )
 )]
 pub struct ApiDoc;
+
+/// Declares the `Authorization: Bearer <api key>` scheme the `/v1` routes use.
+struct BearerKeys;
+
+impl Modify for BearerKeys {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",

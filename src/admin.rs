@@ -1,0 +1,60 @@
+//! Operator commands that the CLI runs against the database directly (no
+//! worker needs to be running). Each makes sure the schema is current first.
+
+use crate::auth::{self, permissions, IssueError};
+use crate::config::Config;
+use crate::db::api_keys::{self, ApiKeyInfo};
+use crate::db::migrations::{self, MigrationError};
+use crate::db::{self, roles, DbError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    Migration(#[from] MigrationError),
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error(transparent)]
+    Issue(#[from] IssueError),
+    #[error("no API key with id `{0}`")]
+    UnknownKey(String),
+}
+
+/// Who the stored records name as the author of CLI changes.
+const CLI_ACTOR: &str = "cli";
+
+async fn connect(config: &Config) -> Result<tokio_postgres::Client, AdminError> {
+    db::ensure_database(&config.database).await?;
+    migrations::run(&config.database).await?;
+    Ok(db::connect(&config.database, &config.database.url)
+        .await
+        .map_err(DbError::from)?)
+}
+
+/// Issues a key for `role` in `organization_id`; returns the key itself.
+pub async fn create_api_key(
+    config: &Config,
+    organization_id: &str,
+    role: &str,
+    name: Option<&str>,
+) -> Result<String, AdminError> {
+    auth::validate_organization_id(organization_id)?;
+    let client = connect(config).await?;
+    let catalog = permissions::role_catalog(roles::list(&client, organization_id).await?);
+    let issued = auth::issue_key(&client, &catalog, organization_id, role, name, CLI_ACTOR).await?;
+    Ok(issued.key)
+}
+
+pub async fn list_api_keys(
+    config: &Config,
+    organization_id: Option<&str>,
+) -> Result<Vec<ApiKeyInfo>, AdminError> {
+    let client = connect(config).await?;
+    Ok(api_keys::list(&client, organization_id).await?)
+}
+
+pub async fn revoke_api_key(config: &Config, id: &str) -> Result<ApiKeyInfo, AdminError> {
+    let client = connect(config).await?;
+    api_keys::revoke(&client, None, id, CLI_ACTOR)
+        .await?
+        .ok_or_else(|| AdminError::UnknownKey(id.to_owned()))
+}

@@ -1,0 +1,117 @@
+//! API key format: `awk_<id>_<secret>`. The id (16 hex digits) is public and
+//! names the key in listings and logs; the secret is 256 random bits, stored
+//! only as its SHA-256. A fast hash is right here: the secret is uniformly
+//! random and long, so there is nothing for a slow password hash to protect
+//! against, and verification stays cheap on every request.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+const PREFIX: &str = "awk_";
+const ID_BYTES: usize = 8;
+const SECRET_BYTES: usize = 32;
+/// Length of the base64url (unpadded) form of the secret.
+const SECRET_CHARS: usize = 43;
+
+/// A freshly minted key: the full key goes to the caller once, the rest is stored.
+pub struct NewKey {
+    pub id: String,
+    pub secret_hash: [u8; 32],
+    pub key: String,
+}
+
+pub fn generate() -> NewKey {
+    let mut rng = rand::rng();
+    let mut id = [0u8; ID_BYTES];
+    let mut secret = [0u8; SECRET_BYTES];
+    rng.fill_bytes(&mut id);
+    rng.fill_bytes(&mut secret);
+    let id = hex::encode(id);
+    let secret = URL_SAFE_NO_PAD.encode(secret);
+    NewKey {
+        secret_hash: hash_secret(&secret),
+        key: format!("{PREFIX}{id}_{secret}"),
+        id,
+    }
+}
+
+/// A key split into its parts; says nothing yet about whether it is valid.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PresentedKey<'a> {
+    pub id: &'a str,
+    pub secret: &'a str,
+}
+
+/// Splits a presented key, or `None` when it does not have the key format.
+pub fn parse(key: &str) -> Option<PresentedKey<'_>> {
+    let rest = key.strip_prefix(PREFIX)?;
+    // The id is hex, so the first `_` ends it; the secret may contain `_` itself.
+    let (id, secret) = rest.split_once('_')?;
+    let id_ok = id.len() == ID_BYTES * 2 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    let secret_ok = secret.len() == SECRET_CHARS
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    (id_ok && secret_ok).then_some(PresentedKey { id, secret })
+}
+
+pub fn hash_secret(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Compares in constant time, so response timing reveals nothing about how much
+/// of a guessed secret was right.
+pub fn secret_matches(secret: &str, stored_hash: &[u8]) -> bool {
+    hash_secret(secret).ct_eq(stored_hash).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_parse_and_verify() {
+        for _ in 0..100 {
+            let new = generate();
+            let presented = parse(&new.key).expect("a generated key parses");
+            assert_eq!(presented.id, new.id);
+            assert!(secret_matches(presented.secret, &new.secret_hash));
+        }
+    }
+
+    #[test]
+    fn keys_are_unique_and_long_enough() {
+        let (a, b) = (generate(), generate());
+        assert_ne!(a.key, b.key);
+        assert_ne!(a.id, b.id);
+        assert!(SECRET_BYTES * 8 >= 128);
+    }
+
+    #[test]
+    fn a_wrong_secret_does_not_verify() {
+        let new = generate();
+        let other = generate();
+        let presented = parse(&other.key).unwrap();
+        assert!(!secret_matches(presented.secret, &new.secret_hash));
+    }
+
+    #[test]
+    fn malformed_keys_are_rejected() {
+        let good = generate().key;
+        for bad in [
+            "",
+            "awk_",
+            "Bearer x",
+            &good[1..],
+            &good[..good.len() - 1],
+            &good.replace("awk_", "xyz_"),
+            &format!("{good}x"),
+            "awk_0123456789abcdeg_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ] {
+            assert!(parse(bad).is_none(), "{bad:?} parsed");
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! Who is calling, for which organization, and what they may do.
+//!
+//! - [`keys`]: the API key format, generation and constant-time verification.
+//! - [`permissions`]: roles, wildcards, inheritance.
+//! - [`Authenticator`]: verifies a bearer key (cached in-process for
+//!   `auth.key_cache_ttl`, so the hot path needs no database round trip),
+//!   resolves the key's role (cached in Redis for `auth.permission_cache_ttl`,
+//!   invalidated on every role change on every instance), and rate-limits per key.
+
+pub mod keys;
+pub mod permissions;
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio_postgres::GenericClient;
+
+use crate::config::Config;
+use crate::db::api_keys::{self, ApiKeyInfo, KeyCredentials, NewApiKey};
+use crate::db::{self, tenant, DbError, PgPool};
+use crate::redis_conn::RedisConnection;
+use permissions::{PermissionSet, RoleDefinition};
+
+/// A verified caller.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub key_id: String,
+    pub organization_id: String,
+    pub role: String,
+    pub permissions: Arc<PermissionSet>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing Authorization header: send `Authorization: Bearer <api key>`")]
+    Missing,
+    #[error("malformed Authorization header: expected `Bearer awk_<id>_<secret>`")]
+    Malformed,
+    /// Unknown id and wrong secret alike: the answer must not tell them apart.
+    #[error("invalid API key")]
+    Invalid,
+    #[error("this API key has been revoked")]
+    Revoked,
+    #[error(transparent)]
+    Backend(#[from] DbError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error("invalid organization id: {0}")]
+    InvalidOrganization(String),
+    #[error("no role named `{0}` in this organization")]
+    UnknownRole(String),
+    #[error(transparent)]
+    Database(#[from] DbError),
+}
+
+pub struct Authenticator {
+    pool: PgPool,
+    redis: RedisConnection,
+    /// key id → credentials; `None` caches "no such key" so that guessing ids
+    /// cannot hammer the database either.
+    keys: moka::sync::Cache<String, Option<Arc<KeyCredentials>>>,
+    limiter: DefaultKeyedRateLimiter<String>,
+    redis_prefix: String,
+    permission_ttl: Duration,
+}
+
+impl Authenticator {
+    pub fn new(config: &Config, pool: PgPool, redis: RedisConnection) -> Self {
+        let per_second =
+            NonZeroU32::new(config.auth.rate_limit_per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(config.auth.rate_limit_burst).unwrap_or(NonZeroU32::MIN);
+        Self {
+            pool,
+            redis,
+            keys: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(config.auth.key_cache_ttl)
+                .build(),
+            limiter: RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)),
+            redis_prefix: config.cache.redis_prefix.clone(),
+            permission_ttl: config.auth.permission_cache_ttl,
+        }
+    }
+
+    /// Verifies the `Authorization` header value and resolves the caller's permissions.
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Identity, AuthError> {
+        let header = authorization.ok_or(AuthError::Missing)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .ok_or(AuthError::Malformed)?
+            .trim();
+        let presented = keys::parse(token).ok_or(AuthError::Malformed)?;
+        let credentials = self.credentials(presented.id).await?;
+        // Hash and compare even for an unknown id, so both answers take as long.
+        let stored: &[u8] = credentials.as_ref().map_or(&[0; 32], |c| &c.secret_hash);
+        let matched = keys::secret_matches(presented.secret, stored);
+        let credentials = match credentials {
+            Some(credentials) if matched => credentials,
+            _ => return Err(AuthError::Invalid),
+        };
+        if credentials.revoked {
+            return Err(AuthError::Revoked);
+        }
+        let permissions = self
+            .permissions(&credentials.organization_id, &credentials.role)
+            .await?;
+        Ok(Identity {
+            key_id: credentials.id.clone(),
+            organization_id: credentials.organization_id.clone(),
+            role: credentials.role.clone(),
+            permissions,
+        })
+    }
+
+    async fn credentials(&self, id: &str) -> Result<Option<Arc<KeyCredentials>>, DbError> {
+        if let Some(cached) = self.keys.get(id) {
+            return Ok(cached);
+        }
+        let client = self.pool.get().await?;
+        let found = api_keys::credentials(&*client, id).await?.map(Arc::new);
+        self.keys.insert(id.to_owned(), found.clone());
+        Ok(found)
+    }
+
+    /// Drops a key from this instance's cache (after a revocation here; other
+    /// instances notice within `auth.key_cache_ttl`).
+    pub fn forget_key(&self, id: &str) {
+        self.keys.invalidate(id);
+    }
+
+    /// Takes one request from the key's budget, or says how long to wait.
+    pub fn check_rate(&self, key_id: &str) -> Result<(), Duration> {
+        self.limiter
+            .check_key(&key_id.to_owned())
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    /// The built-in and custom roles of an organization, read from PostgreSQL.
+    pub async fn role_catalog(
+        &self,
+        organization_id: &str,
+    ) -> Result<HashMap<String, RoleDefinition>, DbError> {
+        let mut client = self.pool.get().await?;
+        let transaction = tenant::begin(&mut client, organization_id).await?;
+        let custom = db::roles::list(&transaction, organization_id).await?;
+        transaction.commit().await?;
+        Ok(permissions::role_catalog(custom))
+    }
+
+    /// The effective permissions of `role` in `organization_id`: from Redis when
+    /// cached there, else resolved from PostgreSQL (and cached). Works without
+    /// Redis. A role that no longer exists grants nothing.
+    pub async fn permissions(
+        &self,
+        organization_id: &str,
+        role: &str,
+    ) -> Result<Arc<PermissionSet>, DbError> {
+        let generation = self.roles_generation(organization_id).await;
+        if let Some(generation) = generation {
+            let key = self.permissions_key(organization_id, generation, role);
+            if let Ok(Some(json)) = self
+                .redis
+                .query::<Option<String>>(redis::cmd("GET").arg(&key))
+                .await
+            {
+                if let Ok(set) = serde_json::from_str::<PermissionSet>(&json) {
+                    return Ok(Arc::new(set));
+                }
+            }
+        }
+        let catalog = self.role_catalog(organization_id).await?;
+        let set = permissions::resolve(role, &catalog).unwrap_or_default();
+        if let (Some(generation), Ok(json)) = (generation, serde_json::to_string(&set)) {
+            let key = self.permissions_key(organization_id, generation, role);
+            let ttl = self.permission_ttl.as_secs().max(1);
+            let _ = self
+                .redis
+                .query::<()>(redis::cmd("SET").arg(&key).arg(json).arg("EX").arg(ttl))
+                .await;
+        }
+        Ok(Arc::new(set))
+    }
+
+    /// Makes every instance forget the organization's cached permissions: the
+    /// generation number is part of every cache key, so bumping it orphans them.
+    /// If Redis is unreachable now, keeps trying in the background for as long
+    /// as a stale entry could live.
+    pub async fn roles_changed(&self, organization_id: &str) {
+        let command = redis::cmd("INCR")
+            .arg(self.generation_key(organization_id))
+            .clone();
+        if self.redis.query::<i64>(&command).await.is_ok() {
+            return;
+        }
+        tracing::warn!(
+            organization_id,
+            "Cannot reach Redis to invalidate cached permissions; retrying"
+        );
+        let (redis, deadline) = (
+            self.redis.clone(),
+            tokio::time::Instant::now() + self.permission_ttl,
+        );
+        tokio::spawn(async move {
+            while tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if redis.query::<i64>(&command).await.is_ok() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// `None` when Redis is unreachable: then nothing is read from or written to it.
+    async fn roles_generation(&self, organization_id: &str) -> Option<i64> {
+        self.redis
+            .query::<Option<i64>>(redis::cmd("GET").arg(self.generation_key(organization_id)))
+            .await
+            .ok()
+            .map(|generation| generation.unwrap_or(0))
+    }
+
+    fn generation_key(&self, organization_id: &str) -> String {
+        format!("{}roles-generation:{organization_id}", self.redis_prefix)
+    }
+
+    fn permissions_key(&self, organization_id: &str, generation: i64, role: &str) -> String {
+        // The generation is numeric, so this key cannot collide across organizations.
+        format!(
+            "{}permissions:{organization_id}:{generation}:{role}",
+            self.redis_prefix
+        )
+    }
+}
+
+/// Organization ids: 1 to 255 characters of letters, digits and `._:@-`.
+pub fn validate_organization_id(id: &str) -> Result<(), IssueError> {
+    let valid = !id.is_empty()
+        && id.len() <= 255
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._:@-".contains(c));
+    if valid {
+        Ok(())
+    } else {
+        Err(IssueError::InvalidOrganization(format!(
+            "`{id}`: use 1 to 255 letters, digits or `._:@-`"
+        )))
+    }
+}
+
+/// A key just issued: its listing, and the full key, shown this once.
+pub struct IssuedKey {
+    pub info: ApiKeyInfo,
+    pub key: String,
+}
+
+/// Mints a key for `role` (which must exist in `catalog`) and stores its hash.
+pub async fn issue_key(
+    client: &impl GenericClient,
+    catalog: &HashMap<String, RoleDefinition>,
+    organization_id: &str,
+    role: &str,
+    name: Option<&str>,
+    created_by: &str,
+) -> Result<IssuedKey, IssueError> {
+    validate_organization_id(organization_id)?;
+    if !catalog.contains_key(role) {
+        return Err(IssueError::UnknownRole(role.to_owned()));
+    }
+    let new = keys::generate();
+    let info = api_keys::insert(
+        client,
+        &NewApiKey {
+            id: &new.id,
+            organization_id,
+            name,
+            role,
+            secret_hash: &new.secret_hash,
+            created_by,
+        },
+    )
+    .await?;
+    Ok(IssuedKey { info, key: new.key })
+}

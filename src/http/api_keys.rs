@@ -1,0 +1,142 @@
+//! `/v1/api-keys`: an organization's administrators issue, list and revoke keys.
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::Caller;
+use super::errors::{ApiError, FieldError};
+use super::AppState;
+use crate::auth::{self, permissions, IssueError};
+use crate::db::api_keys::{self, ApiKeyInfo};
+use crate::db::tenant;
+
+const RESOURCE: &str = "organization.api_keys";
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    /// A built-in or custom role of the organization.
+    pub role: String,
+    /// A label for people (at most 255 characters).
+    pub name: Option<String>,
+    /// Optional; if present it must be the caller's own organization.
+    pub organization_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedApiKey {
+    #[serde(flatten)]
+    pub info: ApiKeyInfo,
+    /// The key itself: shown this once, stored only as a hash.
+    pub key: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyList {
+    pub api_keys: Vec<ApiKeyInfo>,
+}
+
+/// Issues a key. A caller can only issue keys whose role grants no more than its own.
+#[utoipa::path(post, path = "/v1/api-keys", tag = "access", request_body = CreateApiKey,
+    responses((status = 201, body = CreatedApiKey), (status = 400), (status = 401), (status = 403)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all)]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Json<CreateApiKey>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(RESOURCE, "create")?;
+    let body = body.into_inner();
+    caller.ensure_own_organization(body.organization_id.as_deref())?;
+    if body
+        .name
+        .as_ref()
+        .is_some_and(|name| name.chars().count() > 255)
+    {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "name",
+            "at most 255 characters",
+        )]));
+    }
+    let organization_id = caller.organization_id();
+    let catalog = state.auth.role_catalog(organization_id).await?;
+    let Some(granted) = permissions::resolve(&body.role, &catalog) else {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "role",
+            format!("no role named `{}` in this organization", body.role),
+        )]));
+    };
+    if !caller.0.permissions.includes(&granted) {
+        return Err(ApiError::Forbidden(format!(
+            "the role `{}` grants more than your own role `{}`",
+            body.role, caller.0.role
+        )));
+    }
+    let mut client = state.pool.get().await?;
+    let transaction = tenant::begin(&mut client, organization_id).await?;
+    let issued = auth::issue_key(
+        &transaction,
+        &catalog,
+        organization_id,
+        &body.role,
+        body.name.as_deref(),
+        &caller.actor(),
+    )
+    .await
+    .map_err(|error| match error {
+        IssueError::Database(error) => ApiError::from(error),
+        other => ApiError::Validation(vec![FieldError::new("role", other.to_string())]),
+    })?;
+    transaction.commit().await?;
+    tracing::info!(key_id = %issued.info.id, role = %body.role, "Issued API key");
+    Ok(HttpResponse::Created().json(CreatedApiKey {
+        info: issued.info,
+        key: issued.key,
+    }))
+}
+
+/// Lists the organization's keys (never their secrets).
+#[utoipa::path(get, path = "/v1/api-keys", tag = "access",
+    responses((status = 200, body = ApiKeyList), (status = 401), (status = 403)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all)]
+pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    caller.require(RESOURCE, "read")?;
+    let organization_id = caller.organization_id();
+    let mut client = state.pool.get().await?;
+    let transaction = tenant::begin(&mut client, organization_id).await?;
+    let keys = api_keys::list(&transaction, Some(organization_id)).await?;
+    transaction.commit().await?;
+    Ok(HttpResponse::Ok().json(ApiKeyList { api_keys: keys }))
+}
+
+/// Revokes a key of the organization (idempotent). It stops working at once on
+/// this instance and within `auth.key_cache_ttl` everywhere.
+#[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "access",
+    params(("id" = String, Path, description = "Key id")),
+    responses((status = 204), (status = 401), (status = 403), (status = 404)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(key = %id))]
+pub async fn revoke(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(RESOURCE, "delete")?;
+    let organization_id = caller.organization_id();
+    let mut client = state.pool.get().await?;
+    let transaction = tenant::begin(&mut client, organization_id).await?;
+    let revoked =
+        api_keys::revoke(&transaction, Some(organization_id), &id, &caller.actor()).await?;
+    transaction.commit().await?;
+    match revoked {
+        Some(_) => {
+            state.auth.forget_key(&id);
+            tracing::info!("Revoked API key");
+            Ok(HttpResponse::NoContent().finish())
+        }
+        None => Err(ApiError::NotFound(format!("API key `{id}`"))),
+    }
+}

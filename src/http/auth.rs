@@ -1,0 +1,83 @@
+//! The `Caller` extractor: every `/v1` handler takes one, so no handler can run
+//! without an authenticated, rate-limited caller whose organization is known.
+
+use std::collections::HashMap;
+
+use actix_web::dev::Payload;
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::{web, FromRequest, HttpRequest};
+use futures_util::future::LocalBoxFuture;
+
+use super::errors::ApiError;
+use super::AppState;
+use crate::auth::Identity;
+
+/// The authenticated caller of a request.
+pub struct Caller(pub Identity);
+
+impl Caller {
+    /// The organization every query of this request is scoped to.
+    pub fn organization_id(&self) -> &str {
+        &self.0.organization_id
+    }
+
+    /// Who did it, for `created_by`-style columns: the key, never a name the client chose.
+    pub fn actor(&self) -> String {
+        format!("api-key:{}", self.0.key_id)
+    }
+
+    /// 403 unless the caller's role grants `action` on `resource`.
+    pub fn require(&self, resource: &str, action: &str) -> Result<(), ApiError> {
+        if self.0.permissions.allows(resource, action) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "the role `{}` does not grant `{action}` on `{resource}`",
+                self.0.role
+            )))
+        }
+    }
+
+    /// The organization always comes from the key: a request that names
+    /// another one (in its body or query) is refused outright.
+    pub fn ensure_own_organization(&self, named: Option<&str>) -> Result<(), ApiError> {
+        match named {
+            Some(named) if named != self.organization_id() => Err(ApiError::Forbidden(
+                "this API key belongs to another organization than the one named in the request"
+                    .to_owned(),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = request.app_data::<web::Data<AppState>>().cloned();
+        let authorization = request
+            .headers()
+            .get(AUTHORIZATION)
+            .map(|value| value.to_str().map(str::to_owned).unwrap_or_default());
+        let named_organization =
+            web::Query::<HashMap<String, String>>::from_query(request.query_string())
+                .ok()
+                .and_then(|query| query.into_inner().remove("organization_id"));
+        Box::pin(async move {
+            let state = state.ok_or(ApiError::Internal)?;
+            let identity = state.auth.authenticate(authorization.as_deref()).await?;
+            let span = tracing::Span::current();
+            span.record("organization_id", identity.organization_id.as_str());
+            span.record("key_id", identity.key_id.as_str());
+            state
+                .auth
+                .check_rate(&identity.key_id)
+                .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+            let caller = Caller(identity);
+            caller.ensure_own_organization(named_organization.as_deref())?;
+            Ok(caller)
+        })
+    }
+}

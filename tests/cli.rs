@@ -175,3 +175,52 @@ fn tempfile() -> (String, std::fs::File) {
     let file = std::fs::File::create(&path).unwrap();
     (path.to_string_lossy().into_owned(), file)
 }
+
+/// `api-key create` prints the key and nothing else; `list` shows it without
+/// its secret; `revoke` marks it revoked; an unknown role is refused.
+#[test]
+fn api_key_commands_create_list_and_revoke() {
+    let url = common::test_config().database.url;
+    let _db = common::TestDatabase::named(url.database_name());
+    let url = url.to_string();
+    let env = [("AUDIT_WORKER__DATABASE__URL", url.as_str())];
+
+    let created = run(
+        &[
+            "api-key", "create", "--org", "org-cli", "--role", "auditor", "--name", "ci",
+        ],
+        &env,
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    let stdout = String::from_utf8(created.stdout).unwrap();
+    let key = stdout.trim_end_matches('\n');
+    assert!(!key.contains('\n') && key.starts_with("awk_"), "{stdout:?}");
+    let id = key.split('_').nth(1).unwrap();
+
+    let listed = run(&["api-key", "list", "--org", "org-cli"], &env);
+    let listing = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listing.contains(id) && listing.contains("auditor"),
+        "{listing}"
+    );
+    assert!(
+        !listing.contains(&key[21..]),
+        "the secret must never be listed"
+    );
+
+    let revoked = run(&["api-key", "revoke", id], &env);
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    let listing = String::from_utf8_lossy(&run(&["api-key", "list"], &env).stdout).into_owned();
+    let line = listing.lines().find(|line| line.starts_with(id)).unwrap();
+    assert!(!line.ends_with('\t'), "revoked_at is filled: {line:?}");
+
+    let refused = run(
+        &["api-key", "create", "--org", "org-cli", "--role", "wizard"],
+        &env,
+    );
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("wizard"));
+    assert!(refused.stdout.is_empty());
+    let refused = run(&["api-key", "revoke", "0000000000000000"], &env);
+    assert!(!refused.status.success());
+}

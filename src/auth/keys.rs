@@ -13,7 +13,10 @@ use subtle::ConstantTimeEq;
 const PREFIX: &str = "awk_";
 const ID_BYTES: usize = 8;
 const SECRET_BYTES: usize = 32;
-const _: () = assert!(SECRET_BYTES * 8 >= 128, "keys carry at least 128 random bits");
+const _: () = assert!(
+    SECRET_BYTES * 8 >= 128,
+    "keys carry at least 128 random bits"
+);
 /// Length of the base64url (unpadded) form of the secret.
 const SECRET_CHARS: usize = 43;
 

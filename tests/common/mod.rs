@@ -78,6 +78,56 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
 }
 
 impl TestApp {
+    /// Issues a key through the same code path as `audit-worker api-key create`.
+    pub async fn create_key(&self, organization_id: &str, role: &str) -> String {
+        audit_worker::admin::create_api_key(&self.config, organization_id, role, None)
+            .await
+            .expect("issue a key")
+    }
+
+    /// Sends a request with an optional bearer key and JSON body; returns the
+    /// status and the JSON body (`Null` when the body is empty).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the worker answers");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.expect("a body");
+        let json = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("a JSON body")
+        };
+        (status, json)
+    }
+
+    /// A direct connection to the worker's database, as its owner.
+    pub async fn database(&self) -> tokio_postgres::Client {
+        let (client, connection) = self
+            .config
+            .database
+            .url
+            .config()
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test database");
+        tokio::spawn(connection);
+        client
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.address))

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use base64::Engine;
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -39,6 +40,9 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
     pub auth: AuthConfig,
+    pub ingest: IngestConfig,
+    pub query: QueryConfig,
+    pub integrity: IntegrityConfig,
     pub cache: CacheConfig,
     pub log: LogConfig,
     pub supervisor: SupervisorConfig,
@@ -88,6 +92,63 @@ pub struct AuthConfig {
     pub permission_cache_ttl: Duration,
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    pub max_batch: usize,
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
+    #[serde(with = "humantime_serde")]
+    pub group_commit_window: Duration,
+    pub group_commit_max_events: usize,
+    pub breaker_failure_threshold: u32,
+    #[serde(with = "humantime_serde")]
+    pub breaker_reset_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryConfig {
+    #[serde(with = "humantime_serde")]
+    pub default_window: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntegrityConfig {
+    pub commitment_key: Secret,
+    pub signing_key: Secret,
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+}
+
+/// A secret value: never printed (`***`), read only through [`Secret::expose`].
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "***" })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(if self.0.is_empty() { "" } else { "***" })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -177,6 +238,33 @@ impl Config {
         }
         if self.http.max_body < 1024 {
             return Err(invalid("http.max_body", "must be at least 1024 bytes"));
+        }
+        if self.ingest.max_batch == 0 {
+            return Err(invalid("ingest.max_batch", "must be at least 1"));
+        }
+        if self.ingest.group_commit_max_events < self.ingest.max_batch {
+            return Err(invalid(
+                "ingest.group_commit_max_events",
+                "must not be smaller than ingest.max_batch",
+            ));
+        }
+        if self.ingest.breaker_failure_threshold == 0 {
+            return Err(invalid(
+                "ingest.breaker_failure_threshold",
+                "must be at least 1",
+            ));
+        }
+        for (key, value) in [
+            ("integrity.commitment_key", &self.integrity.commitment_key),
+            ("integrity.signing_key", &self.integrity.signing_key),
+        ] {
+            let decoded = base64::engine::general_purpose::STANDARD.decode(value.expose());
+            if !value.expose().is_empty() && decoded.map_or(true, |bytes| bytes.len() != 32) {
+                return Err(invalid(
+                    key,
+                    "must be empty or the base64 encoding of 32 bytes",
+                ));
+            }
         }
         if self.auth.rate_limit_per_second == 0 {
             return Err(invalid("auth.rate_limit_per_second", "must be at least 1"));

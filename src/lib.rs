@@ -7,6 +7,8 @@
 //! - [`actors`]: one file per actor; [`messages`]: one file per message family.
 //! - [`admin`]: operator commands the CLI runs against the database.
 //! - [`auth`]: API keys, roles and permissions, per-key rate limits.
+//! - [`events`]: the event format, validation and presets.
+//! - [`integrity`]: hashes, the chain, checkpoints and verification.
 //! - [`db`]: the PostgreSQL pool, database creation and migrations.
 //! - [`redis_conn`]: the self-reconnecting Redis connection (optional dependency).
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
@@ -21,7 +23,9 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod events;
 pub mod http;
+pub mod integrity;
 pub mod messages;
 pub mod metrics;
 pub mod redis_conn;
@@ -35,11 +39,14 @@ use actix::Addr;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, HttpServer};
 
+use crate::actors::checkpoint::CheckpointActor;
 use crate::actors::heartbeat::HeartbeatActor;
+use crate::actors::ingest::IngestActor;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::db::migrations::MigrationError;
 use crate::db::{DbError, PgPool};
+use crate::integrity::keys::{IntegrityKeys, KeyError};
 use crate::messages::supervisor::Shutdown;
 use crate::metrics::Metrics;
 use crate::redis_conn::{RedisConnection, RedisError};
@@ -53,6 +60,8 @@ pub enum StartupError {
     Migration(#[from] MigrationError),
     #[error(transparent)]
     Redis(#[from] RedisError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -82,6 +91,7 @@ impl Application {
         let pool = db::pool(&config.database);
         let redis = RedisConnection::new(&config.redis)?;
         let metrics = Arc::new(Metrics::new());
+        let keys = Arc::new(IntegrityKeys::load(&config.integrity, &pool).await?);
 
         let mut supervisor = SupervisorBuilder::new(config.supervisor.clone(), metrics.clone());
         {
@@ -98,6 +108,22 @@ impl Application {
                     interval,
                     timeout,
                 )
+            });
+        }
+        let ingest = {
+            let (pool, ingest_config) = (pool.clone(), config.ingest.clone());
+            supervisor.supervise("ingest", move || {
+                IngestActor::new(pool.clone(), ingest_config.clone())
+            })
+        };
+        {
+            let (pool, keys, interval) = (
+                pool.clone(),
+                keys.clone(),
+                config.integrity.checkpoint_interval,
+            );
+            supervisor.supervise("checkpoint", move || {
+                CheckpointActor::new(pool.clone(), keys.clone(), interval)
             });
         }
         let supervisor = supervisor.start();
@@ -122,6 +148,8 @@ impl Application {
             supervisor: supervisor.clone(),
             metrics,
             auth,
+            keys,
+            ingest,
         });
         let mut server = HttpServer::new(move || http::app(state.clone()))
             .shutdown_timeout(config.http.shutdown_timeout.as_secs().max(1))

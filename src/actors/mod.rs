@@ -1,4 +1,6 @@
 //! The actors, one per file. Each owns its state; they share only the
 //! PostgreSQL pool, the Redis connection and read-only configuration.
 
+pub mod checkpoint;
 pub mod heartbeat;
+pub mod ingest;

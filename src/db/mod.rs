@@ -2,7 +2,10 @@
 //! liveness probe. Queries per table family join this module as they arrive.
 
 pub mod api_keys;
+pub mod checkpoints;
+pub mod events;
 pub mod migrations;
+pub mod presets;
 pub mod roles;
 pub mod tenant;
 

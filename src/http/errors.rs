@@ -14,6 +14,8 @@ use utoipa::ToSchema;
 
 use crate::auth::AuthError;
 use crate::db::DbError;
+use crate::messages::ingest::IngestError;
+use crate::supervisor::ActorUnavailable;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -35,8 +37,13 @@ pub enum ApiError {
     Conflict(String),
     #[error("too many requests for this API key; retry after {} s", retry_after_secs(.retry_after))]
     RateLimited { retry_after: Duration },
-    #[error("{0}; retry shortly")]
-    Unavailable(String),
+    #[error("{reason}; retry in {} s", retry_after_secs(.retry_after))]
+    Unavailable {
+        reason: String,
+        retry_after: Duration,
+    },
+    #[error("unsupported content type `{0}`: send application/json or application/x-ndjson")]
+    UnsupportedMediaType(String),
     /// The cause is logged; the client learns only that it was on our side.
     #[error("internal error")]
     Internal,
@@ -74,7 +81,7 @@ fn summarize(errors: &[FieldError]) -> String {
 
 /// Whole seconds, rounded up, never 0: what `Retry-After` carries.
 fn retry_after_secs(wait: &Duration) -> u64 {
-    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// The body of every error response.
@@ -105,7 +112,8 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::Conflict(_) => "conflict",
             ApiError::RateLimited { .. } => "rate_limited",
-            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Unavailable { .. } => "unavailable",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Internal => "internal",
             ApiError::NotReady { .. } => "not_ready",
         }
@@ -134,7 +142,10 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) | ApiError::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable { .. } | ApiError::NotReady { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -148,8 +159,8 @@ impl ResponseError for ApiError {
             ApiError::RateLimited { retry_after } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs(retry_after)));
             }
-            ApiError::Unavailable(_) => {
-                response.insert_header((header::RETRY_AFTER, 1));
+            ApiError::Unavailable { retry_after, .. } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_secs(retry_after)));
             }
             _ => {}
         }
@@ -169,7 +180,10 @@ impl From<DbError> for ApiError {
     fn from(error: DbError) -> Self {
         if error.is_unavailable() {
             tracing::warn!(%error, "Database unavailable");
-            ApiError::Unavailable("the database is unavailable".to_owned())
+            ApiError::Unavailable {
+                reason: "the database is unavailable".to_owned(),
+                retry_after: Duration::from_secs(1),
+            }
         } else {
             tracing::error!(%error, "Database error");
             ApiError::Internal
@@ -186,6 +200,27 @@ impl From<tokio_postgres::Error> for ApiError {
 impl From<bb8::RunError<tokio_postgres::Error>> for ApiError {
     fn from(error: bb8::RunError<tokio_postgres::Error>) -> Self {
         DbError::from(error).into()
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(error: IngestError) -> Self {
+        match error {
+            IngestError::Unavailable { retry_after } => ApiError::Unavailable {
+                reason: "the database is unavailable; nothing was stored".to_owned(),
+                retry_after,
+            },
+            IngestError::Failed => ApiError::Internal,
+        }
+    }
+}
+
+impl From<ActorUnavailable> for ApiError {
+    fn from(error: ActorUnavailable) -> Self {
+        ApiError::Unavailable {
+            reason: error.to_string(),
+            retry_after: Duration::from_secs(1),
+        }
     }
 }
 
@@ -224,6 +259,9 @@ pub fn configure_extractors(cfg: &mut web::ServiceConfig, max_body: usize) {
             }),
     )
     .app_data(web::PayloadConfig::new(max_body))
+    .app_data(web::PathConfig::default().error_handler(|error, request| {
+        ApiError::NotFound(format!("{} ({error})", request.path())).into()
+    }))
     .app_data(
         web::QueryConfig::default().error_handler(|error: QueryPayloadError, _| {
             ApiError::BadRequest(format!("invalid query string: {error}")).into()

@@ -3,7 +3,9 @@
 pub mod api_keys;
 pub mod auth;
 pub mod errors;
+pub mod events;
 pub mod health;
+pub mod integrity;
 mod middleware;
 pub mod openapi;
 pub mod roles;
@@ -14,12 +16,14 @@ use actix::Addr;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App};
 
+use crate::actors::ingest::IngestActor;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::db::PgPool;
+use crate::integrity::keys::IntegrityKeys;
 use crate::metrics::Metrics;
 use crate::redis_conn::RedisConnection;
-use crate::supervisor::Supervisor;
+use crate::supervisor::{ActorHandle, Supervisor};
 
 /// What handlers share: cheap to clone, the same for every HTTP worker thread.
 pub struct AppState {
@@ -29,6 +33,8 @@ pub struct AppState {
     pub supervisor: Addr<Supervisor>,
     pub metrics: Arc<Metrics>,
     pub auth: Arc<Authenticator>,
+    pub keys: Arc<IntegrityKeys>,
+    pub ingest: ActorHandle<IngestActor>,
 }
 
 /// Builds the application for one HTTP worker thread.
@@ -56,6 +62,22 @@ pub fn app(
         .route("/openapi.json", web::get().to(openapi::openapi_json))
         .service(
             web::scope("/v1")
+                .route("/events", web::post().to(events::ingest))
+                .route("/events", web::get().to(events::list))
+                .route("/events/{id}", web::get().to(events::get))
+                .route("/integrity/verify", web::post().to(integrity::verify))
+                .route(
+                    "/integrity/checkpoints",
+                    web::get().to(integrity::list_checkpoints),
+                )
+                .route(
+                    "/integrity/checkpoints",
+                    web::post().to(integrity::create_checkpoint),
+                )
+                .route(
+                    "/integrity/public-key",
+                    web::get().to(integrity::public_key),
+                )
                 .route("/api-keys", web::get().to(api_keys::list))
                 .route("/api-keys", web::post().to(api_keys::create))
                 .route("/api-keys/{id}", web::delete().to(api_keys::revoke))

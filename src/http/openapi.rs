@@ -4,7 +4,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{api_keys, errors, health, roles};
+use super::{api_keys, errors, events, health, integrity, roles};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,12 +13,16 @@ use super::{api_keys, errors, health, roles};
         health::healthz, health::readyz, health::metrics, openapi_json,
         api_keys::create, api_keys::list, api_keys::revoke,
         roles::list, roles::get, roles::put, roles::delete,
+        events::ingest, events::list, events::get,
+        integrity::verify, integrity::list_checkpoints, integrity::create_checkpoint, integrity::public_key,
     ),
     components(schemas(errors::ErrorBody, errors::ErrorDetail, errors::FieldError)),
     modifiers(&BearerKeys),
     tags(
         (name = "operations", description = "Health, readiness, metrics and this document"),
         (name = "access", description = "API keys and roles of the caller's organization"),
+        (name = "events", description = "Audit events: ingest and queries"),
+        (name = "integrity", description = "Tamper evidence: verification and signed checkpoints"),
     )
 )]
 pub struct ApiDoc;

@@ -1,5 +1,7 @@
 //! Typed messages between actors, one module per family. Every request message
 //! has a typed response; internal ticks answer `()`.
 
+pub mod checkpoint;
 pub mod heartbeat;
+pub mod ingest;
 pub mod supervisor;

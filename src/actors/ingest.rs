@@ -1,0 +1,201 @@
+//! IngestActor: group commit. Requests that arrive while a transaction is being
+//! written (or within `ingest.group_commit_window` of the first) are written
+//! together in the next transaction; each request is answered only after that
+//! transaction has committed. A circuit breaker guards PostgreSQL: after
+//! `breaker_failure_threshold` consecutive failed writes, requests fail at once
+//! with 503 for `breaker_reset_timeout`, then one write probes again.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use actix::fut::wrap_future;
+use actix::prelude::*;
+use chrono::NaiveDate;
+use tokio::sync::oneshot;
+
+use crate::config::IngestConfig;
+use crate::db::events::{self, Submission};
+use crate::db::{DbError, PgPool};
+use crate::events::Receipt;
+use crate::messages::ingest::{Ingest, IngestError};
+
+type Reply = oneshot::Sender<Result<Vec<Receipt>, IngestError>>;
+
+pub struct IngestActor {
+    pool: PgPool,
+    config: IngestConfig,
+    /// Requests waiting for the next transaction.
+    pending: Vec<(Submission, Reply)>,
+    pending_events: usize,
+    /// A flush is scheduled (the window is running) or a transaction is being written.
+    flush_scheduled: bool,
+    writing: bool,
+    /// Months known to have an `audit_log` partition; `None` until first read.
+    known_months: Option<HashSet<NaiveDate>>,
+    consecutive_failures: u32,
+    open_until: Option<Instant>,
+}
+
+impl IngestActor {
+    pub fn new(pool: PgPool, config: IngestConfig) -> Self {
+        Self {
+            pool,
+            config,
+            pending: Vec::new(),
+            pending_events: 0,
+            flush_scheduled: false,
+            writing: false,
+            known_months: None,
+            consecutive_failures: 0,
+            open_until: None,
+        }
+    }
+
+    fn breaker_open(&self) -> Option<Duration> {
+        self.open_until
+            .and_then(|until| until.checked_duration_since(Instant::now()))
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        self.flush_scheduled = false;
+        if self.writing || self.pending.is_empty() {
+            return;
+        }
+        self.writing = true;
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_events = 0;
+        let (submissions, replies): (Vec<Submission>, Vec<Reply>) = batch.into_iter().unzip();
+        let pool = self.pool.clone();
+        let known = self.known_months.clone();
+        let write = async move {
+            let known = ensure_partitions(&pool, known, &submissions).await?;
+            let receipts = events::write_group(&pool, &submissions).await?;
+            Ok::<_, DbError>((known, receipts))
+        };
+        let span = tracing::info_span!("ingest_group", requests = replies.len());
+        ctx.spawn(wrap_future::<_, Self>(tracing::Instrument::instrument(write, span)).map(
+            move |outcome, actor, ctx| {
+                actor.writing = false;
+                match outcome {
+                    Ok((known, receipts)) => {
+                        actor.known_months = Some(known);
+                        actor.consecutive_failures = 0;
+                        actor.open_until = None;
+                        for (reply, receipts) in replies.into_iter().zip(receipts) {
+                            let _ = reply.send(Ok(receipts));
+                        }
+                    }
+                    Err(error) => {
+                        let unavailable = error.is_unavailable();
+                        if unavailable {
+                            actor.record_outage();
+                            // The cached partition list may be stale after an outage.
+                            actor.known_months = None;
+                        }
+                        if unavailable {
+                            tracing::warn!(%error, "Ingest transaction failed; nothing of it was stored");
+                        } else {
+                            tracing::error!(%error, "Ingest transaction failed; nothing of it was stored");
+                        }
+                        let retry_after = actor.breaker_open().unwrap_or(Duration::from_secs(1));
+                        for reply in replies {
+                            let _ = reply.send(Err(if unavailable {
+                                IngestError::Unavailable { retry_after }
+                            } else {
+                                IngestError::Failed
+                            }));
+                        }
+                    }
+                }
+                // Whatever arrived while this transaction was written goes next.
+                if !actor.pending.is_empty() {
+                    actor.flush(ctx);
+                }
+            },
+        ));
+    }
+
+    fn record_outage(&mut self) {
+        self.consecutive_failures += 1;
+        if self.consecutive_failures >= self.config.breaker_failure_threshold {
+            self.open_until = Some(Instant::now() + self.config.breaker_reset_timeout);
+            tracing::warn!(
+                reset_after = ?self.config.breaker_reset_timeout,
+                "Database breaker open: ingest answers 503 at once"
+            );
+        }
+    }
+}
+
+/// Makes sure every month of the submitted events has a partition, so that no
+/// event is refused for want of one; returns the updated set of known months.
+async fn ensure_partitions(
+    pool: &PgPool,
+    known: Option<HashSet<NaiveDate>>,
+    submissions: &[Submission],
+) -> Result<HashSet<NaiveDate>, DbError> {
+    let mut known = match known {
+        Some(known) => known,
+        None => {
+            let client = pool.get().await?;
+            events::partition_months(&*client)
+                .await?
+                .into_iter()
+                .collect()
+        }
+    };
+    let mut missing: Vec<NaiveDate> = submissions
+        .iter()
+        .flat_map(|submission| {
+            submission
+                .events
+                .iter()
+                .map(|event| events::month_of(event.timestamp))
+        })
+        .filter(|month| !known.contains(month))
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    if !missing.is_empty() {
+        events::ensure_partitions(pool, &missing).await?;
+        tracing::info!(months = ?missing, "Created audit_log partitions on demand");
+        known.extend(missing);
+    }
+    Ok(known)
+}
+
+impl Actor for IngestActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Ingest> for IngestActor {
+    type Result = ResponseFuture<Result<Vec<Receipt>, IngestError>>;
+
+    fn handle(&mut self, ingest: Ingest, ctx: &mut Self::Context) -> Self::Result {
+        if let Some(retry_after) = self.breaker_open() {
+            return Box::pin(async move { Err(IngestError::Unavailable { retry_after }) });
+        }
+        let (reply, answer) = oneshot::channel();
+        self.pending_events += ingest.events.len();
+        self.pending.push((
+            Submission {
+                events: ingest.events,
+                received: ingest.received,
+            },
+            reply,
+        ));
+        if self.pending_events >= self.config.group_commit_max_events {
+            self.flush(ctx);
+        } else if !self.flush_scheduled && !self.writing {
+            self.flush_scheduled = true;
+            ctx.run_later(self.config.group_commit_window, |actor, ctx| {
+                actor.flush(ctx)
+            });
+        }
+        Box::pin(async move {
+            answer.await.unwrap_or(Err(IngestError::Unavailable {
+                retry_after: Duration::from_secs(1),
+            }))
+        })
+    }
+}

@@ -1,0 +1,102 @@
+//! Queries on `integrity_checkpoints`.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::GenericClient;
+use utoipa::ToSchema;
+
+use super::DbError;
+use crate::integrity::checkpoint::{self, CheckpointStatement, SignedCheckpoint};
+use crate::integrity::keys::IntegrityKeys;
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StoredCheckpoint {
+    pub id: i64,
+    pub organization_id: String,
+    pub seq: i64,
+    pub link: String,
+    pub event_total: i64,
+    pub signed_at: DateTime<Utc>,
+    pub key_id: String,
+    /// What to keep outside, and pass back to `verify`.
+    pub checkpoint: SignedCheckpoint,
+}
+
+/// Signs and stores a checkpoint of each organization's chain that grew since
+/// its last checkpoint (`organization_id`: only that one). Returns how many.
+pub async fn create(
+    client: &impl GenericClient,
+    keys: &IntegrityKeys,
+    organization_id: Option<&str>,
+) -> Result<usize, DbError> {
+    let heads = client
+        .query(
+            "SELECT h.organization_id, h.seq, h.link, h.event_total FROM audit_chain_head h \
+             WHERE ($1::text IS NULL OR h.organization_id = $1) AND h.seq > 0 \
+               AND h.seq > coalesce((SELECT max(seq) FROM integrity_checkpoints c \
+                                     WHERE c.organization_id = h.organization_id), 0)",
+            &[&organization_id],
+        )
+        .await?;
+    let now = Utc::now();
+    for head in &heads {
+        let statement = CheckpointStatement {
+            organization_id: head.get("organization_id"),
+            seq: head.get("seq"),
+            link: head.get("link"),
+            event_total: head.get("event_total"),
+            signed_at: now.to_rfc3339(),
+            key_id: keys.key_id(),
+        };
+        let signed = checkpoint::sign(keys, &statement);
+        client
+            .execute(
+                "INSERT INTO integrity_checkpoints \
+                   (organization_id, seq, link, event_total, signed_at, payload, signature, key_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (organization_id, seq) DO NOTHING",
+                &[
+                    &statement.organization_id,
+                    &statement.seq,
+                    &statement.link,
+                    &statement.event_total,
+                    &now,
+                    &signed.payload,
+                    &signed.signature,
+                    &statement.key_id,
+                ],
+            )
+            .await?;
+    }
+    Ok(heads.len())
+}
+
+/// The organization's checkpoints, newest first.
+pub async fn list(
+    client: &impl GenericClient,
+    organization_id: &str,
+    limit: i64,
+) -> Result<Vec<StoredCheckpoint>, DbError> {
+    let rows = client
+        .query(
+            "SELECT id, organization_id, seq, link, event_total, signed_at, key_id, payload, signature \
+             FROM integrity_checkpoints WHERE organization_id = $1 ORDER BY id DESC LIMIT $2",
+            &[&organization_id, &limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| StoredCheckpoint {
+            id: row.get("id"),
+            organization_id: row.get("organization_id"),
+            seq: row.get("seq"),
+            link: row.get("link"),
+            event_total: row.get("event_total"),
+            signed_at: row.get("signed_at"),
+            key_id: row.get("key_id"),
+            checkpoint: SignedCheckpoint {
+                payload: row.get("payload"),
+                signature: row.get("signature"),
+            },
+        })
+        .collect())
+}

@@ -1,0 +1,309 @@
+//! Audit events: the request format, validation (all-or-nothing, every problem
+//! named by index and field), presets, and the hashed form that is stored.
+
+pub mod presets;
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use crate::http::errors::FieldError;
+use crate::integrity::canonical::{self, HashedFields, HASH_ALGORITHM};
+use presets::Preset;
+
+pub const STATUSES: &[&str] = &["attempt", "success", "failure"];
+pub const CLASSIFICATIONS: &[&str] = &["PUBLIC", "INTERNAL", "CONFIDENTIAL", "PHI"];
+/// Largest `details` object, serialized.
+pub const MAX_DETAILS_BYTES: usize = 64 * 1024;
+const MAX_TEXT_CHARS: usize = 64 * 1024;
+
+/// The fields a client may send, with their maximum lengths in characters (as
+/// the schema's column types).
+const STRING_FIELDS: &[(&str, usize)] = &[
+    ("timestamp", 64),
+    ("principal_id", 255),
+    ("action", 255),
+    ("status", 50),
+    ("target_resource_type", 255),
+    ("target_resource_id", 255),
+    ("outcome_description", MAX_TEXT_CHARS),
+    ("correlation_id", 255),
+    ("data_classification", 20),
+    ("retention_policy", 50),
+    ("ttl", 255),
+    ("event_version", 20),
+    ("preset", 255),
+    ("idempotency_key", 255),
+    ("organization_id", 255),
+];
+
+/// An event ready to store: validated, defaults applied, identifiers committed, hashed.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub organization_id: String,
+    pub timestamp: DateTime<Utc>,
+    pub ttl: Option<String>,
+    pub principal_id: String,
+    pub principal_commitment: String,
+    pub action: String,
+    pub target_resource_type: Option<String>,
+    pub target_resource_id: Option<String>,
+    pub target_resource_commitment: Option<String>,
+    pub status: String,
+    pub outcome_description: Option<String>,
+    pub event_version: String,
+    pub correlation_id: Option<String>,
+    pub data_classification: String,
+    pub retention_policy: String,
+    pub idempotency_key: Option<String>,
+    pub details: Option<Value>,
+    pub hash: String,
+}
+
+impl NewEvent {
+    pub fn hashed_fields(&self) -> HashedFields<'_> {
+        HashedFields {
+            organization_id: &self.organization_id,
+            timestamp: self.timestamp,
+            ttl: self.ttl.as_deref(),
+            principal_commitment: &self.principal_commitment,
+            action: &self.action,
+            target_resource_type: self.target_resource_type.as_deref(),
+            target_resource_commitment: self.target_resource_commitment.as_deref(),
+            status: &self.status,
+            outcome_description: self.outcome_description.as_deref(),
+            hash_algorithm: HASH_ALGORITHM,
+            event_version: &self.event_version,
+            correlation_id: self.correlation_id.as_deref(),
+            data_classification: &self.data_classification,
+            retention_policy: &self.retention_policy,
+            idempotency_key: self.idempotency_key.as_deref(),
+            details: self.details.as_ref(),
+        }
+    }
+}
+
+/// What the ingest response says of each event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Receipt {
+    pub id: i64,
+    /// As stored: UTC, microseconds.
+    pub timestamp: String,
+    pub hash: String,
+}
+
+/// The rules validation needs besides the event itself.
+pub struct Rules<'a> {
+    pub organization_id: &'a str,
+    pub now: DateTime<Utc>,
+    pub max_clock_skew: std::time::Duration,
+    pub commitment_key: &'a [u8],
+    pub presets: &'a std::collections::HashMap<String, Preset>,
+}
+
+/// Validates one event (the `index`-th of its request) and builds its stored form.
+pub fn prepare(
+    index: usize,
+    input: &Value,
+    rules: &Rules<'_>,
+) -> Result<NewEvent, Vec<FieldError>> {
+    let error = |field: &str, message: String| FieldError {
+        index: Some(index),
+        field: field.to_owned(),
+        message,
+    };
+    let Some(object) = input.as_object() else {
+        return Err(vec![error("", "an event must be a JSON object".to_owned())]);
+    };
+    let mut errors = Vec::new();
+    for key in object.keys() {
+        if key != "details" && !STRING_FIELDS.iter().any(|(name, _)| name == key) {
+            errors.push(error(key, "unknown field".to_owned()));
+        }
+    }
+
+    // Preset defaults go under the event's own values.
+    let preset = match object.get("preset") {
+        Some(Value::String(name)) => match rules.presets.get(name) {
+            Some(preset) => Some(preset),
+            None => {
+                errors.push(error("preset", format!("no preset named `{name}`")));
+                None
+            }
+        },
+        _ => None,
+    };
+    let merged: Map<String, Value> = match preset {
+        Some(preset) => preset
+            .defaults()
+            .into_iter()
+            .chain(object.clone())
+            .collect(),
+        None => object.clone(),
+    };
+
+    let mut text = |field: &str| -> Option<String> {
+        let max = STRING_FIELDS
+            .iter()
+            .find(|(name, _)| *name == field)
+            .map_or(255, |(_, max)| *max);
+        match merged.get(field) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(value)) if value.contains('\0') => {
+                errors.push(error(field, "must not contain NUL characters".to_owned()));
+                None
+            }
+            Some(Value::String(value)) if value.chars().count() > max => {
+                errors.push(error(field, format!("at most {max} characters")));
+                None
+            }
+            Some(Value::String(value)) => Some(value.clone()),
+            Some(_) => {
+                errors.push(error(field, "must be a string".to_owned()));
+                None
+            }
+        }
+    };
+    let timestamp = text("timestamp");
+    let principal_id = text("principal_id");
+    let action = text("action");
+    let status = text("status");
+    let target_resource_type = text("target_resource_type");
+    let target_resource_id = text("target_resource_id");
+    let outcome_description = text("outcome_description");
+    let correlation_id = text("correlation_id");
+    let data_classification = text("data_classification");
+    let retention_policy = text("retention_policy");
+    let ttl = text("ttl");
+    let event_version = text("event_version");
+    let idempotency_key = text("idempotency_key");
+    text("preset");
+    text("organization_id");
+
+    let mut required = |field: &str, value: &Option<String>| {
+        if value.as_deref().is_none_or(|v| v.trim().is_empty())
+            && !errors.iter().any(|e| e.field == field)
+        {
+            errors.push(error(field, "is required".to_owned()));
+        }
+    };
+    required("principal_id", &principal_id);
+    required("action", &action);
+    required("status", &status);
+
+    if let Some(status) = &status {
+        if !STATUSES.contains(&status.as_str()) {
+            errors.push(error(
+                "status",
+                format!("must be one of {}", STATUSES.join(", ")),
+            ));
+        }
+    }
+    let data_classification = data_classification.unwrap_or_else(|| "INTERNAL".to_owned());
+    if !CLASSIFICATIONS.contains(&data_classification.as_str()) {
+        errors.push(error(
+            "data_classification",
+            format!("must be one of {}", CLASSIFICATIONS.join(", ")),
+        ));
+    }
+    let timestamp = match timestamp {
+        None => rules.now,
+        Some(raw) => match DateTime::parse_from_rfc3339(&raw) {
+            Err(_) => {
+                errors.push(error(
+                    "timestamp",
+                    "must be an RFC 3339 date-time, e.g. 2026-01-31T12:00:00Z".to_owned(),
+                ));
+                rules.now
+            }
+            Ok(parsed) => parsed.with_timezone(&Utc),
+        },
+    };
+    let skew = TimeDelta::from_std(rules.max_clock_skew).unwrap_or(TimeDelta::MAX);
+    if timestamp > rules.now + skew {
+        errors.push(error(
+            "timestamp",
+            format!(
+                "is more than {} in the future",
+                humantime::format_duration(rules.max_clock_skew)
+            ),
+        ));
+    }
+    if timestamp < DateTime::UNIX_EPOCH {
+        errors.push(error("timestamp", "must not be before 1970".to_owned()));
+    }
+    let details = match merged.get("details") {
+        None | Some(Value::Null) => None,
+        Some(details @ Value::Object(_)) => {
+            let size = serde_json::to_vec(details).map_or(usize::MAX, |bytes| bytes.len());
+            if size > MAX_DETAILS_BYTES {
+                errors.push(error(
+                    "details",
+                    format!("at most {MAX_DETAILS_BYTES} bytes serialized ({size} given)"),
+                ));
+            } else if contains_nul(details) {
+                errors.push(error(
+                    "details",
+                    "must not contain NUL characters".to_owned(),
+                ));
+            }
+            Some(details.clone())
+        }
+        Some(_) => {
+            errors.push(error("details", "must be a JSON object".to_owned()));
+            None
+        }
+    };
+    if let Some(preset) = preset {
+        for problem in preset.check(&merged) {
+            errors.push(error(&problem.field, problem.message));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+
+    let organization_id = rules.organization_id.to_owned();
+    let principal_id = principal_id.unwrap_or_default();
+    let mut event = NewEvent {
+        principal_commitment: canonical::commitment(
+            rules.commitment_key,
+            &organization_id,
+            &principal_id,
+        ),
+        target_resource_commitment: target_resource_id
+            .as_deref()
+            .map(|id| canonical::commitment(rules.commitment_key, &organization_id, id)),
+        organization_id,
+        // PostgreSQL keeps microseconds: hash exactly what will be stored.
+        timestamp: timestamp
+            .duration_trunc(TimeDelta::microseconds(1))
+            .unwrap_or(timestamp),
+        ttl,
+        principal_id,
+        action: action.unwrap_or_default(),
+        target_resource_type,
+        target_resource_id,
+        status: status.unwrap_or_default(),
+        outcome_description,
+        event_version: event_version.unwrap_or_else(|| "1.0".to_owned()),
+        correlation_id,
+        data_classification,
+        retention_policy: retention_policy.unwrap_or_else(|| "standard".to_owned()),
+        idempotency_key,
+        details,
+        hash: String::new(),
+    };
+    event.hash = hex::encode(canonical::event_hash(&event.hashed_fields()));
+    Ok(event)
+}
+
+fn contains_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(contains_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
+    }
+}

@@ -1,0 +1,336 @@
+//! `/v1/events`: ingest (one event, a JSON array, or NDJSON) and queries.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
+
+use actix_web::http::header::CONTENT_TYPE;
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, TimeDelta, Utc};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::Caller;
+use super::errors::{ApiError, FieldError};
+use super::AppState;
+use crate::db::events::{self, EventFilter, StoredEvent};
+use crate::db::{presets, tenant};
+use crate::events::{self as audit_events, Receipt, Rules, CLASSIFICATIONS, STATUSES};
+use crate::messages::ingest::Ingest;
+
+const RESOURCE: &str = "audit.events";
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IngestResponse {
+    /// One receipt per event, in input order.
+    pub events: Vec<Receipt>,
+}
+
+/// Stores events. Answered only after the transaction holding them has
+/// committed; all-or-nothing: one invalid event and nothing is stored.
+#[utoipa::path(post, path = "/v1/events", tag = "events",
+    request_body(content = Object, description = "One event object, a JSON array of them, or NDJSON (application/x-ndjson)"),
+    responses((status = 201, body = IngestResponse), (status = 400, body = super::errors::ErrorBody),
+        (status = 401), (status = 403), (status = 413), (status = 503)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(events = tracing::field::Empty))]
+pub async fn ingest(
+    state: web::Data<AppState>,
+    caller: Caller,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let received = Instant::now();
+    caller.require(RESOURCE, "create")?;
+    let body = read_body(payload, state.config.http.max_body).await?;
+    let items = parse_events(&request, &body)?;
+    tracing::Span::current().record("events", items.len());
+    let max_batch = state.config.ingest.max_batch;
+    if items.is_empty() || items.len() > max_batch {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "",
+            format!(
+                "send 1 to {max_batch} events per request ({} given)",
+                items.len()
+            ),
+        )]));
+    }
+    for item in &items {
+        caller.ensure_own_organization(item.get("organization_id").and_then(Value::as_str))?;
+    }
+
+    let organization_id = caller.organization_id();
+    let preset_names: Vec<String> = items
+        .iter()
+        .filter_map(|item| item.get("preset").and_then(Value::as_str))
+        .map(str::to_owned)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let presets = if preset_names.is_empty() {
+        HashMap::new()
+    } else {
+        let mut client = state.pool.get().await?;
+        let transaction = tenant::begin(&mut client, organization_id).await?;
+        let found = presets::load(&transaction, organization_id, &preset_names).await?;
+        transaction.commit().await?;
+        found
+    };
+    let rules = Rules {
+        organization_id,
+        now: Utc::now(),
+        max_clock_skew: state.config.ingest.max_clock_skew,
+        commitment_key: state.keys.commitment_key(),
+        presets: &presets,
+    };
+    let mut prepared = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        match audit_events::prepare(index, item, &rules) {
+            Ok(event) => prepared.push(event),
+            Err(problems) => errors.extend(problems),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let receipts = state
+        .ingest
+        .send(Ingest {
+            events: prepared,
+            received,
+        })
+        .await??;
+    Ok(HttpResponse::Created().json(IngestResponse { events: receipts }))
+}
+
+/// Reads the body up to `limit` bytes; past it, a JSON 413 (the declared-length
+/// guard cannot see chunked bodies).
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk
+            .map_err(|error| ApiError::BadRequest(format!("cannot read the body: {error}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// One object, an array of objects, or NDJSON (one object per line).
+fn parse_events(request: &HttpRequest, body: &[u8]) -> Result<Vec<Value>, ApiError> {
+    let content_type = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(|value| {
+            value
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        });
+    match content_type.as_deref() {
+        None | Some("application/json") => match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Array(items)) => Ok(items),
+            Ok(object @ Value::Object(_)) => Ok(vec![object]),
+            Ok(_) => Err(ApiError::BadRequest(
+                "the body must be an event object or an array of them".to_owned(),
+            )),
+            Err(error) => Err(ApiError::BadRequest(format!("invalid JSON body: {error}"))),
+        },
+        Some("application/x-ndjson") | Some("application/jsonl") => {
+            let text = std::str::from_utf8(body)
+                .map_err(|_| ApiError::BadRequest("the body is not UTF-8".to_owned()))?;
+            let mut items = Vec::new();
+            let mut errors = Vec::new();
+            for line in text.lines().filter(|line| !line.trim().is_empty()) {
+                match serde_json::from_str::<Value>(line) {
+                    Ok(item) => items.push(item),
+                    Err(error) => errors.push(FieldError {
+                        index: Some(items.len() + errors.len()),
+                        field: String::new(),
+                        message: format!("invalid JSON: {error}"),
+                    }),
+                }
+            }
+            if errors.is_empty() {
+                Ok(items)
+            } else {
+                Err(ApiError::Validation(errors))
+            }
+        }
+        Some(other) => Err(ApiError::UnsupportedMediaType(other.to_owned())),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventQuery {
+    /// RFC 3339; default: `to` minus `query.default_window` (31 days).
+    pub from: Option<String>,
+    /// RFC 3339, exclusive; default: now plus the allowed clock skew.
+    pub to: Option<String>,
+    /// Exact action, or a prefix ending in `*` (`auth.*`).
+    pub action: Option<String>,
+    pub principal_id: Option<String>,
+    pub target_resource_type: Option<String>,
+    pub target_resource_id: Option<String>,
+    pub status: Option<String>,
+    pub correlation_id: Option<String>,
+    pub data_classification: Option<String>,
+    /// 1 to 1000, default 50.
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Checked against the key's organization (403 when it differs).
+    pub organization_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventPage {
+    /// Newest first.
+    pub events: Vec<StoredEvent>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Lists events, newest first, with keyset pagination.
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventQuery),
+    responses((status = 200, body = EventPage), (status = 400), (status = 401), (status = 403)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<EventQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(RESOURCE, "read")?;
+    let query = query.into_inner();
+    let filter = filter_from(query, &state)?;
+    let organization_id = caller.organization_id();
+    let mut client = state.pool.get().await?;
+    let transaction = tenant::begin(&mut client, organization_id).await?;
+    let events = events::list(&transaction, organization_id, &filter).await?;
+    transaction.commit().await?;
+    let next_cursor = (events.len() as i64 == filter.limit)
+        .then(|| events.last().map(encode_cursor))
+        .flatten();
+    Ok(HttpResponse::Ok().json(EventPage {
+        events,
+        next_cursor,
+    }))
+}
+
+fn filter_from(query: EventQuery, state: &AppState) -> Result<EventFilter, ApiError> {
+    let mut errors = Vec::new();
+    let mut time = |field: &str, raw: Option<String>| -> Option<DateTime<Utc>> {
+        let raw = raw?;
+        match DateTime::parse_from_rfc3339(&raw) {
+            Ok(time) => Some(time.with_timezone(&Utc)),
+            Err(_) => {
+                errors.push(FieldError::new(field, "must be an RFC 3339 date-time"));
+                None
+            }
+        }
+    };
+    let from = time("from", query.from);
+    let to = time("to", query.to);
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        errors.push(FieldError::new("limit", "must be between 1 and 1000"));
+    }
+    if let Some(status) = &query.status {
+        if !STATUSES.contains(&status.as_str()) {
+            errors.push(FieldError::new(
+                "status",
+                format!("must be one of {}", STATUSES.join(", ")),
+            ));
+        }
+    }
+    if let Some(classification) = &query.data_classification {
+        if !CLASSIFICATIONS.contains(&classification.as_str()) {
+            errors.push(FieldError::new(
+                "data_classification",
+                format!("must be one of {}", CLASSIFICATIONS.join(", ")),
+            ));
+        }
+    }
+    let after = match query.cursor.as_deref().map(decode_cursor) {
+        None => None,
+        Some(Some(after)) => Some(after),
+        Some(None) => {
+            errors.push(FieldError::new("cursor", "not a cursor this API returned"));
+            None
+        }
+    };
+    let skew = TimeDelta::from_std(state.config.ingest.max_clock_skew).unwrap_or_default();
+    let window = TimeDelta::from_std(state.config.query.default_window).unwrap_or_default();
+    let to = to.unwrap_or_else(|| Utc::now() + skew);
+    let from = from.unwrap_or(to - window);
+    if from > to {
+        errors.push(FieldError::new("from", "must not be after `to`"));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    Ok(EventFilter {
+        from,
+        to,
+        action: query.action,
+        principal_id: query.principal_id,
+        target_resource_type: query.target_resource_type,
+        target_resource_id: query.target_resource_id,
+        status: query.status,
+        correlation_id: query.correlation_id,
+        data_classification: query.data_classification,
+        after,
+        limit,
+    })
+}
+
+/// `base64url("<timestamp in µs>:<id>")` of the last event of a page.
+fn encode_cursor(event: &StoredEvent) -> String {
+    let micros = DateTime::parse_from_rfc3339(&event.timestamp)
+        .map(|t| t.timestamp_micros())
+        .unwrap_or_default();
+    URL_SAFE_NO_PAD.encode(format!("{micros}:{}", event.id))
+}
+
+fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, i64)> {
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
+    let (micros, id) = text.split_once(':')?;
+    Some((
+        DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+        id.parse().ok()?,
+    ))
+}
+
+/// One event of the caller's organization.
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "events",
+    params(("id" = i64, Path, description = "Event id")),
+    responses((status = 200, body = StoredEvent), (status = 401), (status = 403), (status = 404)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(event = %id))]
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(RESOURCE, "read")?;
+    let organization_id = caller.organization_id();
+    let mut client = state.pool.get().await?;
+    let transaction = tenant::begin(&mut client, organization_id).await?;
+    let event = events::get(&transaction, organization_id, *id).await?;
+    transaction.commit().await?;
+    event
+        .map(|event| HttpResponse::Ok().json(event))
+        .ok_or_else(|| ApiError::NotFound(format!("event {id}")))
+}

@@ -1,0 +1,161 @@
+//! `/v1/integrity`: verification, signed checkpoints and the public key.
+
+use actix_web::{web, HttpResponse};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::Caller;
+use super::errors::{ApiError, FieldError};
+use super::AppState;
+use crate::db::checkpoints::{self, StoredCheckpoint};
+use crate::db::tenant;
+use crate::integrity::checkpoint::SignedCheckpoint;
+use crate::integrity::verify::{self, Report, Scope, VerifyError};
+
+const RESOURCE: &str = "audit.integrity";
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// RFC 3339; events from this time. Default: the beginning.
+    pub from: Option<DateTime<Utc>>,
+    /// RFC 3339, exclusive. Default: the end.
+    pub to: Option<DateTime<Utc>>,
+    /// A checkpoint kept outside (as `GET /v1/integrity/checkpoints` returned it):
+    /// the chain must still reach it, else the report says `truncated`.
+    pub checkpoint: Option<SignedCheckpoint>,
+    /// Checked against the key's organization (403 when it differs).
+    pub organization_id: Option<String>,
+}
+
+/// Recomputes every hash and link of the caller's organization (in the time
+/// range, if given) and reports what no longer matches. The run is recorded in
+/// `audit_integrity_log`. A body is optional.
+#[utoipa::path(post, path = "/v1/integrity/verify", tag = "integrity", request_body = VerifyRequest,
+    responses((status = 200, body = Report), (status = 400), (status = 401), (status = 403)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all)]
+pub async fn verify(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(RESOURCE, "verify")?;
+    let request: VerifyRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        VerifyRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|error| ApiError::BadRequest(format!("invalid JSON body: {error}")))?
+    };
+    caller.ensure_own_organization(request.organization_id.as_deref())?;
+    if let (Some(from), Some(to)) = (request.from, request.to) {
+        if from > to {
+            return Err(ApiError::Validation(vec![FieldError::new(
+                "from",
+                "must not be after `to`",
+            )]));
+        }
+    }
+    let organization_id = caller.organization_id();
+    let scope = Scope {
+        organization_id,
+        from: request.from,
+        to: request.to,
+        checkpoint: request.checkpoint.as_ref(),
+    };
+    let report = verify::verify(&state.pool, &state.keys, &scope)
+        .await
+        .map_err(|error| match error {
+            VerifyError::Database(error) => ApiError::from(error),
+            other => ApiError::Validation(vec![FieldError::new("checkpoint", other.to_string())]),
+        })?;
+    let client = state.pool.get().await?;
+    verify::record(&*client, organization_id, &report, &scope, &caller.actor()).await?;
+    if !report.valid {
+        tracing::warn!(
+            problems = report.problem_count,
+            "Integrity verification failed"
+        );
+    }
+    Ok(HttpResponse::Ok().json(report))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CheckpointQuery {
+    /// 1 to 1000, default 20.
+    pub limit: Option<i64>,
+    pub organization_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckpointList {
+    /// Newest first.
+    pub checkpoints: Vec<StoredCheckpoint>,
+}
+
+/// The organization's signed checkpoints, newest first.
+#[utoipa::path(get, path = "/v1/integrity/checkpoints", tag = "integrity", params(CheckpointQuery),
+    responses((status = 200, body = CheckpointList), (status = 401), (status = 403)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all)]
+pub async fn list_checkpoints(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<CheckpointQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(RESOURCE, "read")?;
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "limit",
+            "must be between 1 and 1000",
+        )]));
+    }
+    let organization_id = caller.organization_id();
+    let mut client = state.pool.get().await?;
+    let transaction = tenant::begin(&mut client, organization_id).await?;
+    let checkpoints = checkpoints::list(&transaction, organization_id, limit).await?;
+    transaction.commit().await?;
+    Ok(HttpResponse::Ok().json(CheckpointList { checkpoints }))
+}
+
+/// Signs a checkpoint of the organization's chain now (if it grew since the last one).
+#[utoipa::path(post, path = "/v1/integrity/checkpoints", tag = "integrity",
+    responses((status = 201, body = CheckpointList), (status = 401), (status = 403)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all)]
+pub async fn create_checkpoint(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(RESOURCE, "verify")?;
+    let organization_id = caller.organization_id();
+    let client = state.pool.get().await?;
+    checkpoints::create(&*client, &state.keys, Some(organization_id)).await?;
+    let checkpoints = checkpoints::list(&*client, organization_id, 1).await?;
+    Ok(HttpResponse::Created().json(CheckpointList { checkpoints }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PublicKey {
+    pub algorithm: &'static str,
+    pub key_id: String,
+    /// Base64 of the 32-byte Ed25519 public key.
+    pub public_key: String,
+}
+
+/// The key that verifies checkpoint signatures. Public: no key needed.
+#[utoipa::path(get, path = "/v1/integrity/public-key", tag = "integrity",
+    responses((status = 200, body = PublicKey)))]
+pub async fn public_key(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(PublicKey {
+        algorithm: "Ed25519",
+        key_id: state.keys.key_id(),
+        public_key: STANDARD.encode(state.keys.verifying_key().as_bytes()),
+    })
+}

@@ -1,0 +1,13 @@
+//! Tamper evidence. The format is specified byte for byte in `docs/integrity.md`.
+//!
+//! - [`canonical`]: an event's canonical bytes, its hash, identifier commitments.
+//! - [`chain`]: Merkle roots and chain links.
+//! - [`checkpoint`]: Ed25519-signed statements of a chain's length and head.
+//! - [`keys`]: the commitment and signing keys.
+//! - [`verify`]: the verification run.
+
+pub mod canonical;
+pub mod chain;
+pub mod checkpoint;
+pub mod keys;
+pub mod verify;

@@ -1,11 +1,16 @@
 //! Operator commands that the CLI runs against the database directly (no
 //! worker needs to be running). Each makes sure the schema is current first.
 
+use chrono::{DateTime, Utc};
+
 use crate::auth::{self, permissions, IssueError};
 use crate::config::Config;
 use crate::db::api_keys::{self, ApiKeyInfo};
 use crate::db::migrations::{self, MigrationError};
 use crate::db::{self, roles, DbError};
+use crate::integrity::checkpoint::SignedCheckpoint;
+use crate::integrity::keys::{IntegrityKeys, KeyError};
+use crate::integrity::verify::{self, Report, Scope, VerifyError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -17,6 +22,10 @@ pub enum AdminError {
     Issue(#[from] IssueError),
     #[error("no API key with id `{0}`")]
     UnknownKey(String),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
 }
 
 /// Who the stored records name as the author of CLI changes.
@@ -57,4 +66,28 @@ pub async fn revoke_api_key(config: &Config, id: &str) -> Result<ApiKeyInfo, Adm
     api_keys::revoke(&client, None, id, CLI_ACTOR)
         .await?
         .ok_or_else(|| AdminError::UnknownKey(id.to_owned()))
+}
+
+/// Verifies an organization's events and chain (optionally against a
+/// checkpoint kept outside) and records the run, as `POST /v1/integrity/verify` does.
+pub async fn verify(
+    config: &Config,
+    organization_id: &str,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    checkpoint: Option<&SignedCheckpoint>,
+) -> Result<Report, AdminError> {
+    connect(config).await?;
+    let pool = db::pool(&config.database);
+    let keys = IntegrityKeys::load(&config.integrity, &pool).await?;
+    let scope = Scope {
+        organization_id,
+        from,
+        to,
+        checkpoint,
+    };
+    let report = verify::verify(&pool, &keys, &scope).await?;
+    let client = pool.get().await.map_err(DbError::from)?;
+    verify::record(&*client, organization_id, &report, &scope, CLI_ACTOR).await?;
+    Ok(report)
 }

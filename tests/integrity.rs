@@ -1,0 +1,361 @@
+//! Tamper evidence: verification passes on untouched data and catches each kind
+//! of tampering made directly in SQL — a modified, deleted, inserted or
+//! reordered event, a changed identifier, a truncated chain — over HTTP and
+//! from the CLI; checkpoints are signed with the published key.
+
+mod common;
+
+use std::process::Command;
+
+use base64::Engine;
+use common::{spawn_app, TestApp};
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// Ingests three requests of four events for `org` and returns the event ids.
+async fn seed(app: &TestApp, key: &str) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for batch in 0..3 {
+        let events: Vec<Value> = (0..4)
+            .map(|i| {
+                json!({"principal_id": format!("user-{batch}-{i}"), "action": "record.read", "status": "success",
+                       "target_resource_id": format!("p-{i}"), "details": {"n": i}})
+            })
+            .collect();
+        let (status, body) = app
+            .call(
+                Method::POST,
+                "/v1/events",
+                Some(key),
+                Some(Value::Array(events)),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        ids.extend(
+            body["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].as_i64().unwrap()),
+        );
+    }
+    ids
+}
+
+async fn verify(app: &TestApp, key: &str, body: Value) -> Value {
+    let (status, report) = app
+        .call(Method::POST, "/v1/integrity/verify", Some(key), Some(body))
+        .await;
+    assert_eq!(status, 200, "{report}");
+    report
+}
+
+fn kinds(report: &Value) -> Vec<(String, Option<i64>)> {
+    report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["kind"].as_str().unwrap().to_owned(),
+                p["event_id"].as_i64(),
+            )
+        })
+        .collect()
+}
+
+/// Sets up an organization with seeded events; returns its admin key and ids.
+async fn organization(app: &TestApp, org: &str) -> (String, Vec<i64>) {
+    let key = app.create_key(org, "org:admin").await;
+    let ids = seed(app, &key).await;
+    let report = verify(app, &key, json!({})).await;
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(report["checked"], 12);
+    (key, ids)
+}
+
+#[actix_web::test]
+async fn verification_catches_each_kind_of_tampering() {
+    let app = spawn_app().await;
+    let db = app.database().await;
+
+    // Modified: any hashed field.
+    let (key, ids) = organization(&app, "org-modified").await;
+    db.execute(
+        "UPDATE audit_log SET status = 'failure' WHERE id = $1",
+        &[&ids[5]],
+    )
+    .await
+    .unwrap();
+    let report = verify(&app, &key, json!({})).await;
+    assert_eq!(report["valid"], false);
+    assert_eq!(
+        kinds(&report),
+        [("modified".to_owned(), Some(ids[5]))],
+        "{report}"
+    );
+
+    // Modified: an identifier (kept out of the hash, bound by its commitment).
+    let (key, ids) = organization(&app, "org-identifier").await;
+    db.execute(
+        "UPDATE audit_log SET principal_id = 'someone-else' WHERE id = $1",
+        &[&ids[2]],
+    )
+    .await
+    .unwrap();
+    let report = verify(&app, &key, json!({})).await;
+    assert_eq!(
+        kinds(&report),
+        [("modified".to_owned(), Some(ids[2]))],
+        "{report}"
+    );
+    assert!(report["problems"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("principal_id"));
+
+    // Missing: a deleted event.
+    let (key, ids) = organization(&app, "org-deleted").await;
+    db.execute("DELETE FROM audit_log WHERE id = $1", &[&ids[6]])
+        .await
+        .unwrap();
+    let report = verify(&app, &key, json!({})).await;
+    assert_eq!(report["valid"], false);
+    assert!(
+        kinds(&report).iter().any(|(kind, _)| kind == "missing"),
+        "{report}"
+    );
+
+    // Inserted: a forged copy of an event joining an existing link.
+    let (key, ids) = organization(&app, "org-inserted").await;
+    let forged: i64 = db
+        .query_one(
+            "INSERT INTO audit_log (id, \"timestamp\", principal_id, organization_id, action, status, hash, \
+               principal_commitment, chain_seq, details, target_resource_id, target_resource_commitment) \
+             SELECT nextval('audit_log_id_seq'), \"timestamp\", principal_id, organization_id, action, status, hash, \
+               principal_commitment, chain_seq, details, target_resource_id, target_resource_commitment \
+             FROM audit_log WHERE id = $1 RETURNING id",
+            &[&ids[1]],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let report = verify(&app, &key, json!({})).await;
+    assert!(
+        kinds(&report).contains(&("inserted".to_owned(), Some(forged))),
+        "{report}"
+    );
+
+    // Inserted: an event claiming a link that does not exist.
+    let (key, ids) = organization(&app, "org-stray").await;
+    let stray: i64 = db
+        .query_one(
+            "INSERT INTO audit_log (id, \"timestamp\", principal_id, organization_id, action, status, hash, \
+               principal_commitment, chain_seq) \
+             SELECT nextval('audit_log_id_seq'), \"timestamp\", principal_id, organization_id, action, status, hash, \
+               principal_commitment, 99 FROM audit_log WHERE id = $1 RETURNING id",
+            &[&ids[0]],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let report = verify(&app, &key, json!({})).await;
+    assert!(
+        kinds(&report).contains(&("inserted".to_owned(), Some(stray))),
+        "{report}"
+    );
+
+    // Reordered: two events of one link swap places (ids).
+    let (key, ids) = organization(&app, "org-reordered").await;
+    db.batch_execute(&format!(
+        "UPDATE audit_log SET id = -1 WHERE id = {a}; UPDATE audit_log SET id = {a} WHERE id = {b}; \
+         UPDATE audit_log SET id = {b} WHERE id = -1;",
+        a = ids[4],
+        b = ids[5]
+    ))
+    .await
+    .unwrap();
+    let report = verify(&app, &key, json!({})).await;
+    assert_eq!(report["valid"], false);
+    assert_eq!(
+        kinds(&report)
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>(),
+        ["reordered"],
+        "{report}"
+    );
+
+    // A broken link: the chain row itself edited.
+    let (key, _) = organization(&app, "org-link").await;
+    db.execute(
+        "UPDATE audit_chain SET event_count = event_count + 1 WHERE organization_id = 'org-link' AND seq = 2",
+        &[],
+    )
+    .await
+    .unwrap();
+    let report = verify(&app, &key, json!({})).await;
+    assert_eq!(report["valid"], false, "{report}");
+
+    // Untouched organizations still verify.
+    let (key, _) = organization(&app, "org-clean").await;
+    assert_eq!(verify(&app, &key, json!({})).await["valid"], true);
+}
+
+/// Truncating the chain's tail (events, links and head alike) passes every
+/// in-database check but not a checkpoint kept outside; the checkpoint's
+/// signature verifies with the published public key.
+#[actix_web::test]
+async fn a_checkpoint_reveals_a_truncated_chain() {
+    let app = spawn_app().await;
+    let (key, _) = organization(&app, "org-a").await;
+    let (status, created) = app
+        .call(Method::POST, "/v1/integrity/checkpoints", Some(&key), None)
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let (_, listed) = app
+        .call(Method::GET, "/v1/integrity/checkpoints", Some(&key), None)
+        .await;
+    let stored = listed["checkpoints"][0].clone();
+    assert_eq!(stored["seq"], 3);
+    let checkpoint = stored["checkpoint"].clone();
+
+    let (status, public) = app
+        .call(Method::GET, "/v1/integrity/public-key", None, None)
+        .await;
+    assert_eq!(status, 200);
+    let bytes: [u8; 32] = base64::engine::general_purpose::STANDARD
+        .decode(public["public_key"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let signature = base64::engine::general_purpose::STANDARD
+        .decode(checkpoint["signature"].as_str().unwrap())
+        .unwrap();
+    VerifyingKey::from_bytes(&bytes)
+        .unwrap()
+        .verify(
+            checkpoint["payload"].as_str().unwrap().as_bytes(),
+            &Signature::from_slice(&signature).unwrap(),
+        )
+        .expect("the checkpoint verifies with the published key");
+
+    let report = verify(&app, &key, json!({"checkpoint": checkpoint})).await;
+    assert_eq!(report["valid"], true, "{report}");
+
+    // Remove the last link as a careful attacker would: events, link and head.
+    app.database()
+        .await
+        .batch_execute(
+            "DELETE FROM audit_log WHERE organization_id = 'org-a' AND chain_seq = 3;
+             DELETE FROM audit_chain WHERE organization_id = 'org-a' AND seq = 3;
+             UPDATE audit_chain_head SET seq = 2, link = (SELECT link FROM audit_chain
+               WHERE organization_id = 'org-a' AND seq = 2) WHERE organization_id = 'org-a';",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        verify(&app, &key, json!({})).await["valid"],
+        true,
+        "invisible without a checkpoint"
+    );
+    let report = verify(&app, &key, json!({"checkpoint": checkpoint})).await;
+    assert_eq!(kinds(&report), [("truncated".to_owned(), None)], "{report}");
+
+    // A forged checkpoint is refused.
+    let mut forged = checkpoint.clone();
+    forged["payload"] = json!(checkpoint["payload"]
+        .as_str()
+        .unwrap()
+        .replace("\"seq\":3", "\"seq\":9"));
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/integrity/verify",
+            Some(&key),
+            Some(json!({"checkpoint": forged})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+}
+
+/// A time range verifies only the links it touches; each run is recorded.
+#[actix_web::test]
+async fn verification_of_a_range_is_recorded() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    for timestamp in ["2025-03-10T00:00:00Z", "2025-05-10T00:00:00Z"] {
+        let event = json!({"principal_id": "u", "action": "a", "status": "success", "timestamp": timestamp});
+        assert_eq!(
+            app.call(Method::POST, "/v1/events", Some(&key), Some(event))
+                .await
+                .0,
+            201
+        );
+    }
+    let report = verify(
+        &app,
+        &key,
+        json!({"from": "2025-04-01T00:00:00Z", "to": "2025-06-01T00:00:00Z"}),
+    )
+    .await;
+    assert_eq!(report["checked"], 1);
+    assert_eq!(report["links_checked"], 2, "links are always checked whole");
+    let runs: i64 = app
+        .database()
+        .await
+        .query_one(
+            "SELECT count(*) FROM audit_integrity_log WHERE organization_id = 'org-a' AND verification_status = 'success'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(runs, 1);
+    let auditor = app.create_key("org-a", "auditor").await;
+    assert_eq!(verify(&app, &auditor, json!({})).await["valid"], true);
+    let writer = app.create_key("org-a", "ingest").await;
+    assert_eq!(
+        app.call(Method::POST, "/v1/integrity/verify", Some(&writer), None)
+            .await
+            .0,
+        403
+    );
+}
+
+/// `audit-worker verify` prints the report and exits 0 when valid, 1 when not.
+#[actix_web::test]
+async fn the_cli_verifies_and_exits_non_zero_on_tampering() {
+    let app = spawn_app().await;
+    let (_, ids) = organization(&app, "org-cli").await;
+    let url = app.config.database.url.to_string();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_audit-worker"))
+            .args(["verify", "--org", "org-cli"])
+            .env("AUDIT_WORKER__DATABASE__URL", &url)
+            .output()
+            .unwrap()
+    };
+    let clean = run();
+    assert!(
+        clean.status.success(),
+        "{}",
+        String::from_utf8_lossy(&clean.stderr)
+    );
+    let report: Value = serde_json::from_slice(&clean.stdout).unwrap();
+    assert_eq!(report["checked"], 12);
+
+    app.database()
+        .await
+        .execute(
+            "UPDATE audit_log SET action = 'x' WHERE id = $1",
+            &[&ids[0]],
+        )
+        .await
+        .unwrap();
+    let tampered = run();
+    assert_eq!(tampered.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&tampered.stdout).unwrap();
+    assert_eq!(report["problems"][0]["kind"], "modified");
+}

@@ -1,7 +1,7 @@
 //! Queries on `audit_log` and the integrity chain: the group-commit write, and
 //! the listings.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
@@ -124,7 +124,7 @@ pub async fn write_group(
         let event_ids: Vec<i64> = keyed.iter().map(|&i| ids[i]).collect();
         let timestamps: Vec<DateTime<Utc>> =
             keyed.iter().map(|&i| candidates[i].0.timestamp).collect();
-        let inserted: Vec<(String, String)> = transaction
+        let inserted: HashSet<(String, String)> = transaction
             .query(
                 "INSERT INTO audit_idempotency (organization_id, idempotency_key, event_id, event_timestamp, hash) \
                  SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::timestamptz[], $5::text[]) \
@@ -136,14 +136,14 @@ pub async fn write_group(
             .iter()
             .map(|row| (row.get(0), row.get(1)))
             .collect();
+        // Keys another transaction stored first: answer with that event.
         let taken: Vec<usize> = keyed
             .iter()
             .copied()
             .filter(|&i| {
-                let e = candidates[i].0;
-                !inserted.iter().any(|(o, k)| {
-                    *o == e.organization_id && Some(k.as_str()) == e.idempotency_key.as_deref()
-                })
+                let event = candidates[i].0;
+                let key = event.idempotency_key.clone().unwrap_or_default();
+                !inserted.contains(&(event.organization_id.clone(), key))
             })
             .collect();
         if !taken.is_empty() {
@@ -224,19 +224,10 @@ pub async fn write_group(
     if !new.is_empty() {
         insert_events(&transaction, &new, &ids, &candidates, &chain_seq_of).await?;
         links.insert(&transaction).await?;
-        let (orgs, seqs, link_hex, totals): (Vec<&str>, Vec<i64>, Vec<String>, Vec<i64>) = per_org
-            .keys()
-            .map(|org| {
-                let head = &heads[*org];
-                (*org, head.0, hex::encode(head.1), head.2)
-            })
-            .fold((vec![], vec![], vec![], vec![]), |mut acc, (o, s, l, t)| {
-                acc.0.push(o);
-                acc.1.push(s);
-                acc.2.push(l);
-                acc.3.push(t);
-                acc
-            });
+        let orgs: Vec<&str> = per_org.keys().copied().collect();
+        let seqs: Vec<i64> = orgs.iter().map(|org| heads[*org].0).collect();
+        let link_hex: Vec<String> = orgs.iter().map(|org| hex::encode(heads[*org].1)).collect();
+        let totals: Vec<i64> = orgs.iter().map(|org| heads[*org].2).collect();
         transaction
             .execute(
                 "UPDATE audit_chain_head h SET seq = n.seq, link = n.link, event_total = n.total, updated_at = now() \

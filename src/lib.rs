@@ -13,6 +13,7 @@
 //! - [`redis_conn`]: the self-reconnecting Redis connection (optional dependency).
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
 //! - [`telemetry`]: logging set-up.
+//! - [`validation`]: the shape of a validation problem.
 //!
 //! [`Application::build`] wires them together; `main` only parses the command
 //! line. Tests call the same `build` on port 0, so the code under test is the
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod redis_conn;
 pub mod supervisor;
 pub mod telemetry;
+pub mod validation;
 
 use std::net::TcpListener;
 use std::sync::Arc;

@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::http::errors::FieldError;
 use crate::integrity::canonical::{self, HashedFields, HASH_ALGORITHM};
+use crate::validation::FieldError;
 use presets::Preset;
 
 pub const STATUSES: &[&str] = &["attempt", "success", "failure"];

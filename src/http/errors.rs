@@ -12,6 +12,8 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
+pub use crate::validation::FieldError;
+
 use crate::auth::AuthError;
 use crate::db::DbError;
 use crate::messages::ingest::IngestError;
@@ -49,26 +51,6 @@ pub enum ApiError {
     Internal,
     #[error("not ready: {failing}")]
     NotReady { failing: String, checks: Value },
-}
-
-/// One invalid field: which (`permissions[2].action`), why, and for batch
-/// requests which item.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct FieldError {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub index: Option<usize>,
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            index: None,
-            field: field.into(),
-            message: message.into(),
-        }
-    }
 }
 
 fn summarize(errors: &[FieldError]) -> String {

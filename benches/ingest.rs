@@ -1,1 +1,987 @@
-fn main() {}
+//! Ingest benchmark of the release `audit-worker` binary, started as a child
+//! process against a fresh database on the local PostgreSQL (127.0.0.1 only).
+//!
+//! Measures, with 8 concurrent clients:
+//! - HTTP ingest throughput (`POST /v1/events`, batches of 100 and of 1000),
+//!   against a baseline measured in the same run: binary `COPY` of identically
+//!   shaped rows into the same `audit_log` table (8 connections, one `COPY` per
+//!   batch, `id` from the column default `nextval('audit_log_id_seq')`);
+//! - single-event latency (p50, p90, p99, max);
+//! - the speed of `POST /v1/integrity/verify` over every event ingested;
+//! - the worker's resident memory, idle and up to one million ingested events.
+//!
+//! Request bodies and rows are built before the clocks start, so the figures
+//! are the worker's (or PostgreSQL's), not the generator's. It prints figures
+//! and the floors the ingest issue sets; it never asserts on time.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures_util::pin_mut;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+/// The local PostgreSQL server; the bench creates (through the worker) and drops its own database.
+const SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432";
+const HTTP_ORG: &str = "bench-http";
+const COPY_ORG: &str = "bench-copy";
+const CLIENTS: usize = 8;
+const BATCH_SIZES: [usize; 2] = [100, 1000];
+const EVENTS_PER_RUN: u64 = 200_000;
+/// A throughput run stops early (and reports what it did) past this.
+const RUN_BUDGET: Duration = Duration::from_secs(60);
+/// Distinct sample events; a multiple of every batch size.
+const POOL_EVENTS: usize = 20_000;
+const LATENCY_WARMUP: u64 = 500;
+const LATENCY_REQUESTS: u64 = 10_000;
+/// Events sent through the worker in all before the last memory reading.
+const MEMORY_TARGET_EVENTS: u64 = 1_000_000;
+const MEMORY_BUDGET: Duration = Duration::from_secs(180);
+const READY_DEADLINE: Duration = Duration::from_secs(60);
+const EXIT_DEADLINE: Duration = Duration::from_secs(40);
+const POLL: Duration = Duration::from_millis(50);
+
+// Floors set by the ingest issue.
+const MIN_COPY_RATIO: f64 = 0.5;
+const MAX_P99_MS: f64 = 20.0;
+const MIN_VERIFY_RATE: f64 = 100_000.0;
+const MAX_RSS_MB: f64 = 200.0;
+
+const ACTIONS: [&str; 8] = [
+    "patient.record.read",
+    "patient.record.update",
+    "patient.chart.export",
+    "prescription.create",
+    "lab.result.view",
+    "auth.login",
+    "auth.logout",
+    "auth.mfa.challenge",
+];
+const USER_AGENTS: [&str; 3] = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Safari/605.1.15",
+    "ehr-mobile/7.3.1 (iPad; iOS 17.4; Scale/2.00)",
+];
+const FACILITIES: [&str; 4] = ["north-clinic", "central-hospital", "east-lab", "telehealth"];
+
+#[tokio::main]
+async fn main() {
+    let mut bench = Bench::start().await;
+    for batch in BATCH_SIZES {
+        bench.throughput(batch).await;
+    }
+    bench.summary.rss_after_ingest = bench.worker.rss_kib("VmRSS");
+    bench.latency().await;
+    bench.verify().await;
+    bench.summary.rss_after_verify = bench.worker.rss_kib("VmRSS");
+    bench.ingest_up_to(MEMORY_TARGET_EVENTS).await;
+    bench.summary.rss_final = bench.worker.rss_kib("VmRSS");
+    bench.summary.rss_peak = bench.worker.rss_kib("VmHWM");
+    bench.summary.print();
+    bench.stop().await;
+}
+
+/// The worker, its HTTP API, the sample events, and the figures so far.
+struct Bench {
+    worker: Worker,
+    http: Arc<HttpTarget>,
+    pool: Arc<Vec<SampleEvent>>,
+    summary: Summary,
+}
+
+impl Bench {
+    async fn start() -> Self {
+        let pool = Arc::new(sample_pool());
+        let worker = Worker::start().await;
+        let http = Arc::new(HttpTarget::new(&worker));
+        let summary = Summary {
+            rss_idle: worker.rss_kib("VmRSS"),
+            ..Summary::default()
+        };
+        Self {
+            worker,
+            http,
+            pool,
+            summary,
+        }
+    }
+
+    /// HTTP ingest in batches of `batch`, then COPY of as many rows.
+    async fn throughput(&mut self, batch: usize) {
+        let bodies = Arc::new(batch_bodies(&self.pool, batch));
+        let cpu = self.worker.cpu_time();
+        let http = self
+            .http
+            .post_all(&bodies, EVENTS_PER_RUN / batch as u64, RUN_BUDGET)
+            .await;
+        let cores = self.worker.cores_since(cpu, http.elapsed);
+        let events = http.ok * batch as u64;
+        println!(
+            "http  batch={batch}: {}, worker CPU {cores:.2} cores",
+            http.describe(events)
+        );
+        let copy = copy_all(&self.worker.database_url(), &self.pool, batch, events).await;
+        let copied = copy.ok * batch as u64;
+        println!("copy  batch={batch}: {}", copy.describe(copied));
+        self.summary.absorb(&http, events);
+        self.summary.absorb_failures(&copy);
+        self.summary.throughput.push(Throughput {
+            batch,
+            http: http.rate(events),
+            copy: copy.rate(copied),
+        });
+    }
+
+    /// Single-event requests: a warm-up, then the measured ones.
+    async fn latency(&mut self) {
+        let singles = Arc::new(batch_bodies(&self.pool, 1));
+        let warmup = self
+            .http
+            .post_all(&singles, LATENCY_WARMUP, RUN_BUDGET)
+            .await;
+        self.summary.absorb(&warmup, warmup.ok);
+        let run = self
+            .http
+            .post_all(&singles, LATENCY_REQUESTS, RUN_BUDGET)
+            .await;
+        println!("single events: {}", run.describe(run.ok));
+        self.summary.absorb(&run, run.ok);
+        self.summary.latency = Percentiles::of(run.latencies);
+    }
+
+    async fn verify(&mut self) {
+        let cpu = self.worker.cpu_time();
+        let (report, took) = self.http.verify().await;
+        let cores = self.worker.cores_since(cpu, took);
+        let verify = Verification {
+            checked: report["checked"].as_u64().unwrap_or_default(),
+            valid: report["valid"] == true,
+            took,
+        };
+        println!(
+            "verify: {} events in {took:.2?}, valid={}, worker CPU {cores:.2} cores",
+            grouped(verify.checked as f64),
+            verify.valid
+        );
+        self.summary.verify = Some(verify);
+    }
+
+    /// More batches of 1000 until `total` events went through the worker.
+    async fn ingest_up_to(&mut self, total: u64) {
+        let requests = total.saturating_sub(self.summary.sent).div_ceil(1000);
+        let bodies = Arc::new(batch_bodies(&self.pool, 1000));
+        let run = self.http.post_all(&bodies, requests, MEMORY_BUDGET).await;
+        println!("more batches of 1000: {}", run.describe(run.ok * 1000));
+        self.summary.absorb(&run, run.ok * 1000);
+    }
+
+    async fn stop(self) {
+        let log = self.worker.log.clone();
+        let (status, took) = self.worker.stop().await;
+        println!("worker stopped on SIGTERM in {took:.1?}: {status}; database dropped");
+        report_log(&log);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The worker child process.
+// ---------------------------------------------------------------------------
+
+/// The release worker running as a child on its own port and database.
+struct Worker {
+    child: Child,
+    port: u16,
+    database: String,
+    log: PathBuf,
+}
+
+impl Worker {
+    /// Starts `audit-worker serve` and waits until `/readyz` answers 200.
+    async fn start() -> Self {
+        let database = format!("bench_{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let log = PathBuf::from(format!("/tmp/{database}.log"));
+        let port = free_port();
+        let log_file = File::create(&log).expect("create the worker log in /tmp");
+        let stderr = log_file.try_clone().expect("duplicate the log file handle");
+        let child = worker_command(port, &database)
+            .arg("serve")
+            .stdout(log_file)
+            .stderr(stderr)
+            .spawn()
+            .expect("start the audit-worker binary");
+        let mut worker = Self {
+            child,
+            port,
+            database,
+            log,
+        };
+        println!(
+            "worker pid {} on 127.0.0.1:{port}, database {}, log {}",
+            worker.child.id(),
+            worker.database,
+            worker.log.display()
+        );
+        worker.wait_ready().await;
+        worker
+    }
+
+    fn database_url(&self) -> String {
+        database_url(&self.database)
+    }
+
+    fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn wait_ready(&mut self) {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(1))
+            .build()
+            .expect("build the readiness client");
+        let url = format!("{}/readyz", self.base_url());
+        let deadline = Instant::now() + READY_DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll the worker") {
+                panic!(
+                    "the worker exited ({status}) before it was ready; see {}",
+                    self.log.display()
+                );
+            }
+            let ready = client.get(&url).send().await;
+            if ready.is_ok_and(|response| response.status() == 200) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the worker was not ready within {READY_DEADLINE:?}; see {}",
+                self.log.display()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Issues a key with `audit-worker api-key create` and returns it.
+    fn create_key(&self, organization: &str, role: &str) -> String {
+        let output = worker_command(self.port, &self.database)
+            .args(["api-key", "create", "--org", organization, "--role", role])
+            .output()
+            .expect("run audit-worker api-key create");
+        assert!(
+            output.status.success(),
+            "api-key create failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout)
+            .expect("the key is UTF-8")
+            .trim()
+            .to_owned()
+    }
+
+    /// A `/proc/<pid>/status` figure in kB (`VmRSS`, `VmHWM`).
+    fn rss_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read the worker's /proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/<pid>/status"))
+    }
+
+    /// CPU time the worker has used so far (user and system, all threads).
+    fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("read the worker's /proc stat");
+        // After the command name: the state, ..., utime and stime (the 12th and 13th).
+        let after_name = &stat[stat.rfind(')').expect("a command name in /proc stat") + 1..];
+        let ticks: u64 = after_name
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .map(|field| field.parse::<u64>().expect("CPU ticks are numbers"))
+            .sum();
+        // USER_HZ is 100 on Linux.
+        Duration::from_millis(ticks * 10)
+    }
+
+    /// Average cores the worker kept busy since `before` (a `cpu_time`) over `elapsed`.
+    fn cores_since(&self, before: Duration, elapsed: Duration) -> f64 {
+        (self.cpu_time() - before).as_secs_f64() / elapsed.as_secs_f64()
+    }
+
+    /// SIGTERM, wait for the exit (SIGKILL after a deadline), then drop the database.
+    async fn stop(mut self) -> (ExitStatus, Duration) {
+        let started = Instant::now();
+        let pid = Pid::from_raw(self.child.id() as i32);
+        kill(pid, Signal::SIGTERM).expect("send SIGTERM to the worker");
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("poll the worker") {
+                break status;
+            }
+            if started.elapsed() > EXIT_DEADLINE {
+                println!("the worker ignored SIGTERM for {EXIT_DEADLINE:?}: killing it");
+                self.child.kill().expect("kill the worker");
+                break self.child.wait().expect("reap the worker");
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        let took = started.elapsed();
+        drop_database(&self.database).await;
+        (status, took)
+    }
+}
+
+impl Drop for Worker {
+    /// On a panic, never leave the worker running.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The worker binary with the bench's configuration in its environment.
+fn worker_command(port: u16, database: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_audit-worker"));
+    command
+        .env("AUDIT_WORKER__HTTP__BIND", format!("127.0.0.1:{port}"))
+        .env("AUDIT_WORKER__DATABASE__URL", database_url(database))
+        .env("AUDIT_WORKER__LOG__LEVEL", "warn")
+        .env("AUDIT_WORKER__AUTH__RATE_LIMIT_PER_SECOND", "1000000")
+        .env("AUDIT_WORKER__AUTH__RATE_LIMIT_BURST", "1000000")
+        .env("AUDIT_WORKER__CACHE__REDIS_PREFIX", format!("{database}:"))
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG");
+    command
+}
+
+fn database_url(database: &str) -> String {
+    format!("{SERVER_URL}/{database}")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("find a free local port")
+        .port()
+}
+
+async fn drop_database(name: &str) {
+    let client = connect(&format!("{SERVER_URL}/postgres")).await;
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .await
+        .expect("drop the bench database");
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .expect("connect to the local PostgreSQL");
+    tokio::spawn(connection);
+    client
+}
+
+/// Prints how much the worker logged (at level warn) and its first lines.
+fn report_log(path: &Path) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    println!(
+        "worker log: {} lines at warn level or above ({})",
+        lines.len(),
+        path.display()
+    );
+    for line in lines.iter().take(5) {
+        println!("  {line}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Sample events: the same shapes for HTTP bodies and COPY rows.
+// ---------------------------------------------------------------------------
+
+struct SampleEvent {
+    principal_id: String,
+    action: &'static str,
+    status: &'static str,
+    target_resource_id: String,
+    outcome_description: &'static str,
+    correlation_id: String,
+    data_classification: &'static str,
+    details: Value,
+    /// Stand-ins for what the worker computes, for the COPY rows: 64 lowercase hex digits.
+    hash: String,
+    principal_commitment: String,
+    target_resource_commitment: String,
+}
+
+fn sample_pool() -> Vec<SampleEvent> {
+    let pool: Vec<SampleEvent> = (0..POOL_EVENTS as u64).map(sample_event).collect();
+    let details: usize = pool
+        .iter()
+        .map(|event| event.details.to_string().len())
+        .sum();
+    let bodies: usize = pool
+        .iter()
+        .map(|event| event.to_json().to_string().len())
+        .sum();
+    println!(
+        "{POOL_EVENTS} distinct sample events: {} bytes of JSON each on average, {} of them `details`",
+        bodies / pool.len(),
+        details / pool.len()
+    );
+    pool
+}
+
+/// Event number `n`: 1000 principals, 50,000 patients, four events per correlation id.
+fn sample_event(n: u64) -> SampleEvent {
+    let action = ACTIONS[(n % ACTIONS.len() as u64) as usize];
+    let (status, outcome_description) = match n % 20 {
+        0 => (
+            "failure",
+            "Access denied: the principal lacks a treatment relationship",
+        ),
+        1 => ("attempt", "Request received, awaiting authorization"),
+        _ => ("success", "Completed"),
+    };
+    let patient = format!("patient-{:06}", mix(n, 1) % 50_000);
+    let session = format!("sess-{:016x}", mix(n / 8, 2));
+    let details = json!({
+        "ip": format!("10.{}.{}.{}", n % 8, mix(n, 3) % 256, mix(n, 4) % 254 + 1),
+        "user_agent": USER_AGENTS[(n % USER_AGENTS.len() as u64) as usize],
+        "session": { "id": session, "mfa": n % 4 != 0, "auth_method": "oidc" },
+        "request": {
+            "method": if action.ends_with("update") { "PUT" } else { "GET" },
+            "path": format!("/fhir/r4/Patient/{patient}"),
+            "duration_ms": mix(n, 5) % 400,
+        },
+        "facility": FACILITIES[(n % FACILITIES.len() as u64) as usize],
+        "scopes": ["patient/*.read", "user/Observation.read", "launch/patient"],
+    });
+    SampleEvent {
+        principal_id: format!("user-{:04}", mix(n, 6) % 1000),
+        action,
+        status,
+        target_resource_id: patient,
+        outcome_description,
+        correlation_id: format!("corr-{:016x}", mix(n / 4, 7)),
+        data_classification: if action.starts_with("auth.") {
+            "INTERNAL"
+        } else {
+            "PHI"
+        },
+        details,
+        hash: fake_hex(n, 8),
+        principal_commitment: fake_hex(n, 9),
+        target_resource_commitment: fake_hex(n, 10),
+    }
+}
+
+impl SampleEvent {
+    /// The event as a client sends it (the worker sets timestamp, hash and commitments).
+    fn to_json(&self) -> Value {
+        json!({
+            "principal_id": self.principal_id,
+            "action": self.action,
+            "status": self.status,
+            "target_resource_type": "Patient",
+            "target_resource_id": self.target_resource_id,
+            "outcome_description": self.outcome_description,
+            "correlation_id": self.correlation_id,
+            "data_classification": self.data_classification,
+            "details": self.details,
+        })
+    }
+}
+
+/// A cheap deterministic scramble of `n` (splitmix64), one stream per `salt`.
+fn mix(n: u64, salt: u64) -> u64 {
+    let mut z = n
+        .wrapping_add(salt.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn fake_hex(n: u64, salt: u64) -> String {
+    (0..4)
+        .map(|part| format!("{:016x}", mix(n, salt * 4 + part)))
+        .collect()
+}
+
+/// The pool as JSON request bodies of `batch` events (a bare object when 1).
+fn batch_bodies(pool: &[SampleEvent], batch: usize) -> Vec<Vec<u8>> {
+    pool.chunks(batch)
+        .map(|chunk| {
+            let body = match chunk {
+                [single] => single.to_json(),
+                many => Value::Array(many.iter().map(SampleEvent::to_json).collect()),
+            };
+            serde_json::to_vec(&body).expect("serialize a request body")
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Timed runs.
+// ---------------------------------------------------------------------------
+
+/// Hands out request (or batch) numbers to the clients until `total` or the deadline.
+struct Claims {
+    next: AtomicU64,
+    total: u64,
+    deadline: Instant,
+}
+
+impl Claims {
+    fn new(total: u64, budget: Duration) -> Self {
+        Self {
+            next: AtomicU64::new(0),
+            total,
+            deadline: Instant::now() + budget,
+        }
+    }
+
+    fn claim(&self) -> Option<u64> {
+        if Instant::now() >= self.deadline {
+            return None;
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        (n < self.total).then_some(n)
+    }
+}
+
+/// What the clients of one run did.
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    /// Failed requests by status (or error) and message.
+    failures: BTreeMap<String, u64>,
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+}
+
+impl Tally {
+    fn merge(&mut self, other: Tally) {
+        self.ok += other.ok;
+        for (failure, count) in other.failures {
+            *self.failures.entry(failure).or_default() += count;
+        }
+        self.latencies.extend(other.latencies);
+    }
+
+    fn record(&mut self, started: Instant, outcome: Result<(), String>) {
+        match outcome {
+            Ok(()) => {
+                self.ok += 1;
+                self.latencies.push(started.elapsed());
+            }
+            Err(failure) => *self.failures.entry(failure).or_default() += 1,
+        }
+    }
+
+    fn rate(&self, events: u64) -> f64 {
+        events as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn describe(&self, events: u64) -> String {
+        let failed: u64 = self.failures.values().sum();
+        format!(
+            "{} events in {:.2?} ({} ev/s), {} ok, {failed} failed",
+            grouped(events as f64),
+            self.elapsed,
+            grouped(self.rate(events)),
+            self.ok
+        )
+    }
+}
+
+/// Runs `CLIENTS` copies of `client` over shared claims and merges what they did.
+async fn run_clients<F, Fut>(total: u64, budget: Duration, client: F) -> Tally
+where
+    F: Fn(Arc<Claims>) -> Fut,
+    Fut: std::future::Future<Output = Tally> + Send + 'static,
+{
+    let claims = Arc::new(Claims::new(total, budget));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|_| tokio::spawn(client(claims.clone())))
+        .collect();
+    let mut tally = Tally::default();
+    for task in tasks {
+        tally.merge(task.await.expect("a client task panicked"));
+    }
+    tally.elapsed = started.elapsed();
+    tally
+}
+
+/// The worker's HTTP API with the bench organization's admin key.
+struct HttpTarget {
+    client: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+impl HttpTarget {
+    fn new(worker: &Worker) -> Self {
+        Self {
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("build the HTTP client"),
+            base: worker.base_url(),
+            key: worker.create_key(HTTP_ORG, "org:admin"),
+        }
+    }
+
+    /// Posts `requests` bodies (cycling through `bodies`) from `CLIENTS` tasks.
+    async fn post_all(
+        self: &Arc<Self>,
+        bodies: &Arc<Vec<Vec<u8>>>,
+        requests: u64,
+        budget: Duration,
+    ) -> Tally {
+        run_clients(requests, budget, |claims| {
+            let (target, bodies) = (self.clone(), bodies.clone());
+            async move {
+                let mut tally = Tally::default();
+                while let Some(n) = claims.claim() {
+                    let body = bodies[n as usize % bodies.len()].clone();
+                    let started = Instant::now();
+                    tally.record(started, target.post_events(body).await);
+                }
+                tally
+            }
+        })
+        .await
+    }
+
+    async fn post_events(&self, body: Vec<u8>) -> Result<(), String> {
+        let response = self
+            .client
+            .post(format!("{}/v1/events", self.base))
+            .bearer_auth(&self.key)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|error| format!("transport: {error}"))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|error| format!("body: {error}"))?;
+        if status == reqwest::StatusCode::CREATED {
+            Ok(())
+        } else {
+            Err(format!(
+                "{status}: {}",
+                text.chars().take(160).collect::<String>()
+            ))
+        }
+    }
+
+    /// Verifies every event of the organization; the report and how long it took.
+    async fn verify(&self) -> (Value, Duration) {
+        let started = Instant::now();
+        let response = self
+            .client
+            .post(format!("{}/v1/integrity/verify", self.base))
+            .bearer_auth(&self.key)
+            .json(&json!({}))
+            .timeout(Duration::from_secs(300))
+            .send()
+            .await
+            .expect("the worker answers the verification");
+        let status = response.status();
+        let report: Value = response.json().await.expect("a JSON verification report");
+        let took = started.elapsed();
+        assert_eq!(
+            status,
+            reqwest::StatusCode::OK,
+            "verification failed: {report}"
+        );
+        (report, took)
+    }
+}
+
+const COPY_STATEMENT: &str = "COPY audit_log (\"timestamp\", ttl, principal_id, organization_id, action, \
+    target_resource_type, target_resource_id, status, outcome_description, hash, hash_algorithm, \
+    event_version, correlation_id, data_classification, retention_policy, processing_latency, \
+    archived_at, details, idempotency_key, principal_commitment, target_resource_commitment, chain_seq) \
+    FROM STDIN BINARY";
+
+const COPY_TYPES: [Type; 22] = [
+    Type::TIMESTAMPTZ,
+    Type::VARCHAR,
+    Type::VARCHAR,
+    Type::VARCHAR,
+    Type::VARCHAR,
+    Type::VARCHAR,
+    Type::VARCHAR,
+    Type::VARCHAR,
+    Type::TEXT,
+    Type::VARCHAR,
+    Type::VARCHAR,
+    Type::VARCHAR,
+    Type::VARCHAR,
+    Type::VARCHAR,
+    Type::VARCHAR,
+    Type::INT4,
+    Type::TIMESTAMPTZ,
+    Type::JSONB,
+    Type::VARCHAR,
+    Type::VARCHAR,
+    Type::VARCHAR,
+    Type::INT8,
+];
+
+/// The baseline: `events` rows written with one binary `COPY` per batch over
+/// `CLIENTS` connections (opened before the clock starts).
+async fn copy_all(
+    database_url: &str,
+    pool: &Arc<Vec<SampleEvent>>,
+    batch: usize,
+    events: u64,
+) -> Tally {
+    let mut connections = Vec::with_capacity(CLIENTS);
+    for _ in 0..CLIENTS {
+        connections.push(connect(database_url).await);
+    }
+    let connections = Arc::new(std::sync::Mutex::new(connections));
+    run_clients(events / batch as u64, RUN_BUDGET, |claims| {
+        let pool = pool.clone();
+        let client = connections
+            .lock()
+            .expect("the connection list is not poisoned")
+            .pop()
+            .expect("one connection per client");
+        async move {
+            let mut tally = Tally::default();
+            let batches = pool.len() / batch;
+            while let Some(n) = claims.claim() {
+                let start = (n as usize % batches) * batch;
+                let started = Instant::now();
+                let outcome = copy_batch(&client, &pool[start..start + batch]).await;
+                tally.record(started, outcome.map_err(|error| format!("COPY: {error}")));
+            }
+            tally
+        }
+    })
+    .await
+}
+
+async fn copy_batch(
+    client: &tokio_postgres::Client,
+    events: &[SampleEvent],
+) -> Result<(), tokio_postgres::Error> {
+    let sink = client.copy_in(COPY_STATEMENT).await?;
+    let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
+    pin_mut!(writer);
+    let timestamp = Utc::now();
+    let none: Option<&str> = None;
+    let no_time: Option<chrono::DateTime<Utc>> = None;
+    for event in events {
+        let row: [&(dyn ToSql + Sync); 22] = [
+            &timestamp,
+            &none,
+            &event.principal_id,
+            &COPY_ORG,
+            &event.action,
+            &"Patient",
+            &event.target_resource_id,
+            &event.status,
+            &event.outcome_description,
+            &event.hash,
+            &"SHA-256",
+            &"1.0",
+            &event.correlation_id,
+            &event.data_classification,
+            &"standard",
+            &1_i32,
+            &no_time,
+            &event.details,
+            &none,
+            &event.principal_commitment,
+            &event.target_resource_commitment,
+            &0_i64,
+        ];
+        writer.as_mut().write(&row).await?;
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Figures.
+// ---------------------------------------------------------------------------
+
+struct Throughput {
+    batch: usize,
+    http: f64,
+    copy: f64,
+}
+
+struct Verification {
+    checked: u64,
+    valid: bool,
+    took: Duration,
+}
+
+#[derive(Default)]
+struct Percentiles {
+    count: usize,
+    p50: Duration,
+    p90: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+impl Percentiles {
+    /// Nearest-rank percentiles.
+    fn of(mut samples: Vec<Duration>) -> Self {
+        samples.sort_unstable();
+        let rank = |p: f64| {
+            let index = ((p / 100.0) * samples.len() as f64).ceil() as usize;
+            samples
+                .get(index.saturating_sub(1))
+                .copied()
+                .unwrap_or_default()
+        };
+        Self {
+            count: samples.len(),
+            p50: rank(50.0),
+            p90: rank(90.0),
+            p99: rank(99.0),
+            max: samples.last().copied().unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Summary {
+    throughput: Vec<Throughput>,
+    latency: Percentiles,
+    verify: Option<Verification>,
+    /// Events sent through the worker.
+    sent: u64,
+    failures: BTreeMap<String, u64>,
+    rss_idle: u64,
+    rss_after_ingest: u64,
+    rss_after_verify: u64,
+    rss_final: u64,
+    rss_peak: u64,
+}
+
+impl Summary {
+    /// Counts a run of requests to the worker that carried `events` events.
+    fn absorb(&mut self, tally: &Tally, events: u64) {
+        self.sent += events;
+        self.absorb_failures(tally);
+    }
+
+    fn absorb_failures(&mut self, tally: &Tally) {
+        for (failure, count) in &tally.failures {
+            *self.failures.entry(failure.clone()).or_default() += count;
+        }
+    }
+
+    fn print(&self) {
+        println!("\n== summary ({CLIENTS} concurrent clients; floors from the ingest issue) ==");
+        for t in &self.throughput {
+            let ratio = t.http / t.copy;
+            println!(
+                "ingest batch={}: http {} ev/s, copy {} ev/s, ratio {ratio:.2} (floor {MIN_COPY_RATIO}: {})",
+                t.batch,
+                grouped(t.http),
+                grouped(t.copy),
+                verdict(ratio >= MIN_COPY_RATIO)
+            );
+        }
+        let l = &self.latency;
+        println!(
+            "latency single event ({} requests): p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms (floor p99 < {MAX_P99_MS} ms: {})",
+            grouped(l.count as f64),
+            ms(l.p50),
+            ms(l.p90),
+            ms(l.p99),
+            ms(l.max),
+            verdict(ms(l.p99) < MAX_P99_MS)
+        );
+        if let Some(v) = &self.verify {
+            let rate = v.checked as f64 / v.took.as_secs_f64();
+            println!(
+                "verify: {} events in {:.2?}, {} ev/s, valid={} (floor {} ev/s: {})",
+                grouped(v.checked as f64),
+                v.took,
+                grouped(rate),
+                v.valid,
+                grouped(MIN_VERIFY_RATE),
+                verdict(rate >= MIN_VERIFY_RATE && v.valid)
+            );
+        }
+        println!(
+            "memory (VmRSS): idle {:.1} MB, after ingest runs {:.1} MB, after verify {:.1} MB, \
+             after {} events {:.1} MB, peak (VmHWM) {:.1} MB (floor < {MAX_RSS_MB} MB: {})",
+            mb(self.rss_idle),
+            mb(self.rss_after_ingest),
+            mb(self.rss_after_verify),
+            grouped(self.sent as f64),
+            mb(self.rss_final),
+            mb(self.rss_peak),
+            verdict(mb(self.rss_final) < MAX_RSS_MB)
+        );
+        if self.failures.is_empty() {
+            println!("failed requests: none");
+        }
+        for (failure, count) in &self.failures {
+            println!("failed requests: {count} x {failure}");
+        }
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "ok"
+    } else {
+        "MISSED"
+    }
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// Kibibytes (as /proc reports them) in megabytes of 10^6 bytes.
+fn mb(kib: u64) -> f64 {
+    kib as f64 * 1024.0 / 1e6
+}
+
+/// A whole number with thousands separators: `55,000`.
+fn grouped(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}

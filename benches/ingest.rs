@@ -364,7 +364,6 @@ fn worker_command(port: u16, database: &str) -> Command {
         .env("AUDIT_WORKER__AUTH__RATE_LIMIT_PER_SECOND", "1000000")
         .env("AUDIT_WORKER__AUTH__RATE_LIMIT_BURST", "1000000")
         .env("AUDIT_WORKER__CACHE__REDIS_PREFIX", format!("{database}:"))
-        .env("NO_COLOR", "1")
         .env_remove("RUST_LOG");
     command
 }
@@ -724,7 +723,7 @@ impl HttpTarget {
 const COPY_STATEMENT: &str = "COPY audit_log (\"timestamp\", ttl, principal_id, organization_id, action, \
     target_resource_type, target_resource_id, status, outcome_description, hash, hash_algorithm, \
     event_version, correlation_id, data_classification, retention_policy, processing_latency, \
-    archived_at, details, idempotency_key, principal_commitment, target_resource_commitment, chain_seq) \
+    archived_at, details, idempotency_key, principal_commitment, target_resource_commitment, chain_link) \
     FROM STDIN BINARY";
 
 const COPY_TYPES: [Type; 22] = [

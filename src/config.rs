@@ -103,6 +103,7 @@ pub struct IngestConfig {
     #[serde(with = "humantime_serde")]
     pub group_commit_window: Duration,
     pub group_commit_max_events: usize,
+    pub max_concurrent_writes: usize,
     pub breaker_failure_threshold: u32,
     #[serde(with = "humantime_serde")]
     pub breaker_reset_timeout: Duration,
@@ -246,6 +247,14 @@ impl Config {
             return Err(invalid(
                 "ingest.group_commit_max_events",
                 "must not be smaller than ingest.max_batch",
+            ));
+        }
+        if self.ingest.max_concurrent_writes == 0
+            || self.ingest.max_concurrent_writes as u32 >= self.database.pool_max_size
+        {
+            return Err(invalid(
+                "ingest.max_concurrent_writes",
+                "must be at least 1 and below database.pool_max_size (queries need connections too)",
             ));
         }
         if self.ingest.breaker_failure_threshold == 0 {

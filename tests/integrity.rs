@@ -132,9 +132,9 @@ async fn verification_catches_each_kind_of_tampering() {
     let forged: i64 = db
         .query_one(
             "INSERT INTO audit_log (id, \"timestamp\", principal_id, organization_id, action, status, hash, \
-               principal_commitment, chain_seq, details, target_resource_id, target_resource_commitment) \
+               principal_commitment, chain_link, details, target_resource_id, target_resource_commitment) \
              SELECT nextval('audit_log_id_seq'), \"timestamp\", principal_id, organization_id, action, status, hash, \
-               principal_commitment, chain_seq, details, target_resource_id, target_resource_commitment \
+               principal_commitment, chain_link, details, target_resource_id, target_resource_commitment \
              FROM audit_log WHERE id = $1 RETURNING id",
             &[&ids[1]],
         )
@@ -152,9 +152,9 @@ async fn verification_catches_each_kind_of_tampering() {
     let stray: i64 = db
         .query_one(
             "INSERT INTO audit_log (id, \"timestamp\", principal_id, organization_id, action, status, hash, \
-               principal_commitment, chain_seq) \
+               principal_commitment, chain_link) \
              SELECT nextval('audit_log_id_seq'), \"timestamp\", principal_id, organization_id, action, status, hash, \
-               principal_commitment, 99 FROM audit_log WHERE id = $1 RETURNING id",
+               principal_commitment, 999999 FROM audit_log WHERE id = $1 RETURNING id",
             &[&ids[0]],
         )
         .await
@@ -248,7 +248,8 @@ async fn a_checkpoint_reveals_a_truncated_chain() {
     app.database()
         .await
         .batch_execute(
-            "DELETE FROM audit_log WHERE organization_id = 'org-a' AND chain_seq = 3;
+            "DELETE FROM audit_log WHERE organization_id = 'org-a' AND chain_link =
+               (SELECT link_id FROM audit_chain WHERE organization_id = 'org-a' AND seq = 3);
              DELETE FROM audit_chain WHERE organization_id = 'org-a' AND seq = 3;
              UPDATE audit_chain_head SET seq = 2, link = (SELECT link FROM audit_chain
                WHERE organization_id = 'org-a' AND seq = 2) WHERE organization_id = 'org-a';",

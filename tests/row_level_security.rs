@@ -15,9 +15,10 @@ async fn an_unfiltered_query_sees_only_the_scoped_tenant() {
         "INSERT INTO organization_role (organization_id, name) VALUES ('org-a', 'ra'), ('org-b', 'rb');
          INSERT INTO alerts (organization_id, severity, type, title, source)
            VALUES ('org-a', 'LOW', 'CUSTOM', 'a', 'test'), ('org-b', 'LOW', 'CUSTOM', 'b', 'test');
-         INSERT INTO audit_log (organization_id, \"timestamp\", principal_id, action, status, hash)
-           VALUES ('org-a', now(), 'u', 'x', 'success', repeat('a', 64)),
-                  ('org-b', now(), 'u', 'x', 'success', repeat('b', 64));",
+         INSERT INTO audit_log (organization_id, \"timestamp\", principal_id, action, status, hash,
+             principal_commitment, chain_link)
+           VALUES ('org-a', now(), 'u', 'x', 'success', repeat('a', 64), repeat('c', 64), 0),
+                  ('org-b', now(), 'u', 'x', 'success', repeat('b', 64), repeat('c', 64), 0);",
     )
     .await
     .unwrap();

@@ -1,7 +1,8 @@
-//! IngestActor: group commit. Requests that arrive while a transaction is being
-//! written (or within `ingest.group_commit_window` of the first) are written
-//! together in the next transaction; each request is answered only after that
-//! transaction has committed. A circuit breaker guards PostgreSQL: after
+//! IngestActor: group commit. Requests that arrive within
+//! `ingest.group_commit_window` of the first, or while `max_concurrent_writes`
+//! transactions are already being written, are written together in the next
+//! transaction; each request is answered only after that transaction has
+//! committed. A circuit breaker guards PostgreSQL: after
 //! `breaker_failure_threshold` consecutive failed writes, requests fail at once
 //! with 503 for `breaker_reset_timeout`, then one write probes again.
 
@@ -27,9 +28,10 @@ pub struct IngestActor {
     /// Requests waiting for the next transaction.
     pending: Vec<(Submission, Reply)>,
     pending_events: usize,
-    /// A flush is scheduled (the window is running) or a transaction is being written.
+    /// The window of the next group is running.
     flush_scheduled: bool,
-    writing: bool,
+    /// Group transactions being written now.
+    in_flight: usize,
     /// Months known to have an `audit_log` partition; `None` until first read.
     known_months: Option<HashSet<NaiveDate>>,
     consecutive_failures: u32,
@@ -44,7 +46,7 @@ impl IngestActor {
             pending: Vec::new(),
             pending_events: 0,
             flush_scheduled: false,
-            writing: false,
+            in_flight: 0,
             known_months: None,
             consecutive_failures: 0,
             open_until: None,
@@ -58,10 +60,10 @@ impl IngestActor {
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
         self.flush_scheduled = false;
-        if self.writing || self.pending.is_empty() {
+        if self.in_flight >= self.config.max_concurrent_writes || self.pending.is_empty() {
             return;
         }
-        self.writing = true;
+        self.in_flight += 1;
         let batch = std::mem::take(&mut self.pending);
         self.pending_events = 0;
         let (submissions, replies): (Vec<Submission>, Vec<Reply>) = batch.into_iter().unzip();
@@ -75,10 +77,10 @@ impl IngestActor {
         let span = tracing::info_span!("ingest_group", requests = replies.len());
         ctx.spawn(wrap_future::<_, Self>(tracing::Instrument::instrument(write, span)).map(
             move |outcome, actor, ctx| {
-                actor.writing = false;
+                actor.in_flight -= 1;
                 match outcome {
                     Ok((known, receipts)) => {
-                        actor.known_months = Some(known);
+                        actor.known_months.get_or_insert_with(HashSet::new).extend(known);
                         actor.consecutive_failures = 0;
                         actor.open_until = None;
                         for (reply, receipts) in replies.into_iter().zip(receipts) {
@@ -107,8 +109,8 @@ impl IngestActor {
                         }
                     }
                 }
-                // Whatever arrived while this transaction was written goes next.
-                if !actor.pending.is_empty() {
+                // Whatever waited for a free writer goes next.
+                if !actor.pending.is_empty() && !actor.flush_scheduled {
                     actor.flush(ctx);
                 }
             },
@@ -186,7 +188,7 @@ impl Handler<Ingest> for IngestActor {
         ));
         if self.pending_events >= self.config.group_commit_max_events {
             self.flush(ctx);
-        } else if !self.flush_scheduled && !self.writing {
+        } else if !self.flush_scheduled && self.in_flight < self.config.max_concurrent_writes {
             self.flush_scheduled = true;
             ctx.run_later(self.config.group_commit_window, |actor, ctx| {
                 actor.flush(ctx)

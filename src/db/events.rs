@@ -6,7 +6,10 @@ use std::time::Instant;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::Serialize;
-use tokio_postgres::types::{Json, ToSql};
+use std::pin::pin;
+
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{Json, Type};
 use tokio_postgres::GenericClient;
 use utoipa::ToSchema;
 
@@ -22,226 +25,58 @@ pub struct Submission {
 }
 
 /// Writes the events of several requests in one transaction and returns each
-/// request's receipts, in input order. Per organization, the batch becomes one
-/// chain link (appends to one organization's chain are serialised by a row lock
-/// on its chain head; other organizations are not held up). An idempotency key
-/// already stored, or repeated within the group, yields the first event's receipt
-/// and stores nothing new.
+/// request's receipts, in input order.
+///
+/// Per organization, the group becomes one chain link. The events are written
+/// first, naming their link by a global link id; only then is the
+/// organization's chain head locked to give the link its number and its
+/// predecessor, so concurrent groups of one organization overlap and take turns
+/// only for the last statements (other organizations never wait). An
+/// idempotency key already stored, or repeated within the group, yields the
+/// first event's receipt and stores nothing new.
 pub async fn write_group(
     pool: &PgPool,
     submissions: &[Submission],
 ) -> Result<Vec<Vec<Receipt>>, DbError> {
+    let plan = Plan::new(submissions);
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
 
-    // Each event is either a candidate to insert, or a repeat of an earlier
-    // candidate's idempotency key.
-    let mut candidates: Vec<(&NewEvent, Instant)> = Vec::new();
-    let mut slot_of: Vec<Vec<usize>> = Vec::with_capacity(submissions.len());
-    let mut by_key: HashMap<(&str, &str), usize> = HashMap::new();
-    for submission in submissions {
-        let mut slots = Vec::with_capacity(submission.events.len());
-        for event in &submission.events {
-            let key = event
-                .idempotency_key
-                .as_deref()
-                .map(|key| (event.organization_id.as_str(), key));
-            let slot = match key.and_then(|key| by_key.get(&key)) {
-                Some(&earlier) => earlier,
-                None => {
-                    candidates.push((event, submission.received));
-                    if let Some(key) = key {
-                        by_key.insert(key, candidates.len() - 1);
-                    }
-                    candidates.len() - 1
-                }
-            };
-            slots.push(slot);
-        }
-        slot_of.push(slots);
-    }
-
-    let ids: Vec<i64> = transaction
-        .query(
-            "SELECT nextval('audit_log_id_seq') FROM generate_series(1, $1::int)",
-            &[&(candidates.len() as i32)],
-        )
-        .await?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-
-    // Lock the chain heads of the organizations involved, in a fixed order.
-    let organizations: Vec<&str> = {
-        let mut names: Vec<&str> = candidates
-            .iter()
-            .map(|(e, _)| e.organization_id.as_str())
-            .collect();
-        names.sort_unstable();
-        names.dedup();
-        names
-    };
-    transaction
-        .execute(
-            "INSERT INTO audit_chain_head (organization_id, seq, link) \
-             SELECT unnest($1::text[]), 0, $2 ON CONFLICT (organization_id) DO NOTHING",
-            &[&organizations, &hex::encode(chain::GENESIS)],
+    let organizations: Vec<&str> = plan.organizations();
+    let numbers = transaction
+        .query_one(
+            "SELECT ARRAY(SELECT nextval('audit_log_id_seq') FROM generate_series(1, $1::int)), \
+                    ARRAY(SELECT nextval('audit_chain_link_id_seq') FROM generate_series(1, $2::int))",
+            &[&(plan.candidates.len() as i32), &(organizations.len() as i32)],
         )
         .await?;
-    let mut heads: BTreeMap<String, (i64, [u8; 32], i64)> = transaction
-        .query(
-            "SELECT organization_id, seq, link, event_total FROM audit_chain_head \
-             WHERE organization_id = ANY($1) ORDER BY organization_id FOR UPDATE",
-            &[&organizations],
-        )
-        .await?
+    let ids: Vec<i64> = numbers.get(0);
+    let link_ids: HashMap<&str, i64> = organizations
         .iter()
-        .map(|row| {
-            let link: String = row.get("link");
-            (
-                row.get("organization_id"),
-                (
-                    row.get("seq"),
-                    chain::parse_hash(&link).unwrap_or(chain::GENESIS),
-                    row.get("event_total"),
-                ),
-            )
-        })
+        .copied()
+        .zip(numbers.get::<_, Vec<i64>>(1))
         .collect();
 
-    // Idempotency keys already stored by earlier transactions.
-    let mut stored_receipt: HashMap<usize, Receipt> = HashMap::new();
-    let keyed: Vec<usize> = (0..candidates.len())
-        .filter(|&i| candidates[i].0.idempotency_key.is_some())
-        .collect();
-    if !keyed.is_empty() {
-        let column = |f: fn(&NewEvent) -> Option<&str>| -> Vec<Option<&str>> {
-            keyed.iter().map(|&i| f(candidates[i].0)).collect()
-        };
-        let orgs = column(|e| Some(e.organization_id.as_str()));
-        let keys = column(|e| e.idempotency_key.as_deref());
-        let hashes = column(|e| Some(e.hash.as_str()));
-        let event_ids: Vec<i64> = keyed.iter().map(|&i| ids[i]).collect();
-        let timestamps: Vec<DateTime<Utc>> =
-            keyed.iter().map(|&i| candidates[i].0.timestamp).collect();
-        let inserted: HashSet<(String, String)> = transaction
-            .query(
-                "INSERT INTO audit_idempotency (organization_id, idempotency_key, event_id, event_timestamp, hash) \
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::timestamptz[], $5::text[]) \
-                 ON CONFLICT (organization_id, idempotency_key) DO NOTHING \
-                 RETURNING organization_id, idempotency_key",
-                &[&orgs, &keys, &event_ids, &timestamps, &hashes],
-            )
-            .await?
-            .iter()
-            .map(|row| (row.get(0), row.get(1)))
-            .collect();
-        // Keys another transaction stored first: answer with that event.
-        let taken: Vec<usize> = keyed
-            .iter()
-            .copied()
-            .filter(|&i| {
-                let event = candidates[i].0;
-                let key = event.idempotency_key.clone().unwrap_or_default();
-                !inserted.contains(&(event.organization_id.clone(), key))
-            })
-            .collect();
-        if !taken.is_empty() {
-            let orgs: Vec<&str> = taken
-                .iter()
-                .map(|&i| candidates[i].0.organization_id.as_str())
-                .collect();
-            let keys: Vec<&str> = taken
-                .iter()
-                .map(|&i| {
-                    candidates[i]
-                        .0
-                        .idempotency_key
-                        .as_deref()
-                        .unwrap_or_default()
-                })
-                .collect();
-            let rows = transaction
-                .query(
-                    "SELECT i.organization_id, i.idempotency_key, i.event_id, i.event_timestamp, i.hash \
-                     FROM audit_idempotency i \
-                     JOIN unnest($1::text[], $2::text[]) AS wanted(organization_id, idempotency_key) \
-                       USING (organization_id, idempotency_key)",
-                    &[&orgs, &keys],
-                )
-                .await?;
-            for row in rows {
-                let (org, key): (String, String) = (row.get(0), row.get(1));
-                if let Some(&i) = taken.iter().find(|&&i| {
-                    candidates[i].0.organization_id == org
-                        && candidates[i].0.idempotency_key.as_deref() == Some(&key)
-                }) {
-                    let timestamp: DateTime<Utc> = row.get(3);
-                    stored_receipt.insert(
-                        i,
-                        Receipt {
-                            id: row.get(2),
-                            timestamp: format_timestamp(timestamp),
-                            hash: row.get(4),
-                        },
-                    );
-                }
-            }
-        }
-    }
-
-    // One chain link per organization over its new events, in id order.
-    let new: Vec<usize> = (0..candidates.len())
-        .filter(|i| !stored_receipt.contains_key(i))
+    let stored = claim_idempotency_keys(&transaction, &plan, &ids).await?;
+    let new: Vec<usize> = (0..plan.candidates.len())
+        .filter(|i| !stored.contains_key(i))
         .collect();
     let mut per_org: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for &i in &new {
         per_org
-            .entry(candidates[i].0.organization_id.as_str())
+            .entry(plan.candidates[i].0.organization_id.as_str())
             .or_default()
             .push(i);
     }
-    let mut chain_seq_of: HashMap<usize, i64> = HashMap::new();
-    let mut links = LinkRows::default();
-    for (org, members) in &per_org {
-        let head = heads
-            .get_mut(*org)
-            .expect("every organization's head is locked");
-        let leaves: Vec<[u8; 32]> = members
-            .iter()
-            .map(|&i| chain::parse_hash(&candidates[i].0.hash).expect("hashes are hex"))
-            .collect();
-        let root = chain::merkle_root(&leaves);
-        let seq = head.0 + 1;
-        let link = chain::link(&head.1, seq, members.len() as u32, &root);
-        links.push(org, seq, members, &ids, &candidates, &root, &head.1, &link);
-        for &i in members {
-            chain_seq_of.insert(i, seq);
-        }
-        *head = (seq, link, head.2 + members.len() as i64);
-    }
-
     if !new.is_empty() {
-        insert_events(&transaction, &new, &ids, &candidates, &chain_seq_of).await?;
-        links.insert(&transaction).await?;
-        let orgs: Vec<&str> = per_org.keys().copied().collect();
-        let seqs: Vec<i64> = orgs.iter().map(|org| heads[*org].0).collect();
-        let link_hex: Vec<String> = orgs.iter().map(|org| hex::encode(heads[*org].1)).collect();
-        let totals: Vec<i64> = orgs.iter().map(|org| heads[*org].2).collect();
-        transaction
-            .execute(
-                "UPDATE audit_chain_head h SET seq = n.seq, link = n.link, event_total = n.total, updated_at = now() \
-                 FROM unnest($1::text[], $2::int8[], $3::text[], $4::int8[]) AS n(organization_id, seq, link, total) \
-                 WHERE h.organization_id = n.organization_id",
-                &[&orgs, &seqs, &link_hex, &totals],
-            )
-            .await?;
+        copy_events(&transaction, &plan, &new, &ids, &link_ids).await?;
+        append_links(&transaction, &plan, &per_org, &ids, &link_ids).await?;
     }
     transaction.commit().await?;
 
     let receipt_of = |slot: usize| {
-        stored_receipt.get(&slot).cloned().unwrap_or_else(|| {
-            let event = candidates[slot].0;
+        stored.get(&slot).cloned().unwrap_or_else(|| {
+            let event = plan.candidates[slot].0;
             Receipt {
                 id: ids[slot],
                 timestamp: format_timestamp(event.timestamp),
@@ -249,16 +84,314 @@ pub async fn write_group(
             }
         })
     };
-    Ok(slot_of
+    Ok(plan
+        .slots
         .iter()
         .map(|slots| slots.iter().map(|&slot| receipt_of(slot)).collect())
         .collect())
+}
+
+/// The events of a group to insert (`candidates`), and for each request's event
+/// which candidate answers it: a repeated idempotency key points to the first.
+struct Plan<'a> {
+    candidates: Vec<(&'a NewEvent, Instant)>,
+    slots: Vec<Vec<usize>>,
+    by_key: HashMap<(&'a str, &'a str), usize>,
+}
+
+impl<'a> Plan<'a> {
+    fn new(submissions: &'a [Submission]) -> Self {
+        let mut plan = Plan {
+            candidates: Vec::new(),
+            slots: Vec::with_capacity(submissions.len()),
+            by_key: HashMap::new(),
+        };
+        for submission in submissions {
+            let mut slots = Vec::with_capacity(submission.events.len());
+            for event in &submission.events {
+                let key = event
+                    .idempotency_key
+                    .as_deref()
+                    .map(|key| (event.organization_id.as_str(), key));
+                let slot = match key.and_then(|key| plan.by_key.get(&key)) {
+                    Some(&earlier) => earlier,
+                    None => {
+                        plan.candidates.push((event, submission.received));
+                        if let Some(key) = key {
+                            plan.by_key.insert(key, plan.candidates.len() - 1);
+                        }
+                        plan.candidates.len() - 1
+                    }
+                };
+                slots.push(slot);
+            }
+            plan.slots.push(slots);
+        }
+        plan
+    }
+
+    /// The organizations of the group, sorted: the order their heads are locked in.
+    fn organizations(&self) -> Vec<&'a str> {
+        let mut names: Vec<&str> = self
+            .candidates
+            .iter()
+            .map(|(e, _)| e.organization_id.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+}
+
+/// Records the group's idempotency keys; returns, by candidate, the receipts of
+/// keys that earlier transactions had already stored. Keys are claimed in sorted
+/// order so that concurrent groups wait for each other without deadlocking.
+async fn claim_idempotency_keys(
+    client: &impl GenericClient,
+    plan: &Plan<'_>,
+    ids: &[i64],
+) -> Result<HashMap<usize, Receipt>, DbError> {
+    let mut keyed: Vec<(&(&str, &str), &usize)> = plan.by_key.iter().collect();
+    if keyed.is_empty() {
+        return Ok(HashMap::new());
+    }
+    keyed.sort_unstable();
+    let orgs: Vec<&str> = keyed.iter().map(|((org, _), _)| *org).collect();
+    let keys: Vec<&str> = keyed.iter().map(|((_, key), _)| *key).collect();
+    let event_ids: Vec<i64> = keyed.iter().map(|(_, &i)| ids[i]).collect();
+    let timestamps: Vec<DateTime<Utc>> = keyed
+        .iter()
+        .map(|(_, &i)| plan.candidates[i].0.timestamp)
+        .collect();
+    let hashes: Vec<&str> = keyed
+        .iter()
+        .map(|(_, &i)| plan.candidates[i].0.hash.as_str())
+        .collect();
+    let inserted: HashSet<(String, String)> = client
+        .query(
+            "INSERT INTO audit_idempotency (organization_id, idempotency_key, event_id, event_timestamp, hash) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::timestamptz[], $5::text[]) \
+             ON CONFLICT (organization_id, idempotency_key) DO NOTHING \
+             RETURNING organization_id, idempotency_key",
+            &[&orgs, &keys, &event_ids, &timestamps, &hashes],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    // Keys another transaction stored first: answer with that event.
+    let (taken_orgs, taken_keys): (Vec<&str>, Vec<&str>) = keyed
+        .iter()
+        .map(|((org, key), _)| (*org, *key))
+        .filter(|(org, key)| !inserted.contains(&((*org).to_owned(), (*key).to_owned())))
+        .unzip();
+    let mut stored = HashMap::new();
+    if taken_orgs.is_empty() {
+        return Ok(stored);
+    }
+    let rows = client
+        .query(
+            "SELECT i.organization_id, i.idempotency_key, i.event_id, i.event_timestamp, i.hash \
+             FROM audit_idempotency i \
+             JOIN unnest($1::text[], $2::text[]) AS wanted(organization_id, idempotency_key) \
+               USING (organization_id, idempotency_key)",
+            &[&taken_orgs, &taken_keys],
+        )
+        .await?;
+    for row in rows {
+        if let Some(&i) = plan.by_key.get(&(row.get(0), row.get(1))) {
+            let timestamp: DateTime<Utc> = row.get(3);
+            stored.insert(
+                i,
+                Receipt {
+                    id: row.get(2),
+                    timestamp: format_timestamp(timestamp),
+                    hash: row.get(4),
+                },
+            );
+        }
+    }
+    Ok(stored)
+}
+
+/// Writes the new events with binary COPY: faster than a multi-row INSERT, and
+/// streamed, so no connection keeps a buffer the size of the whole group.
+async fn copy_events(
+    transaction: &tokio_postgres::Transaction<'_>,
+    plan: &Plan<'_>,
+    new: &[usize],
+    ids: &[i64],
+    link_ids: &HashMap<&str, i64>,
+) -> Result<(), DbError> {
+    let sink = transaction
+        .copy_in(
+            "COPY audit_log (id, \"timestamp\", ttl, principal_id, organization_id, action, \
+               target_resource_type, target_resource_id, status, outcome_description, hash, hash_algorithm, \
+               event_version, correlation_id, data_classification, retention_policy, processing_latency, \
+               details, idempotency_key, principal_commitment, target_resource_commitment, chain_link) \
+             FROM STDIN BINARY",
+        )
+        .await?;
+    let text = Type::VARCHAR;
+    let types = [
+        Type::INT8,
+        Type::TIMESTAMPTZ,
+        text.clone(),
+        text.clone(),
+        text.clone(),
+        text.clone(),
+        text.clone(),
+        text.clone(),
+        text.clone(),
+        Type::TEXT,
+        text.clone(),
+        text.clone(),
+        text.clone(),
+        text.clone(),
+        text.clone(),
+        text.clone(),
+        Type::INT4,
+        Type::JSONB,
+        text.clone(),
+        text.clone(),
+        text,
+        Type::INT8,
+    ];
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    let mut writer = pin!(writer);
+    for &i in new {
+        let (event, received) = &plan.candidates[i];
+        let latency = received.elapsed().as_millis().min(i32::MAX as u128) as i32;
+        let details = event.details.as_ref().map(Json);
+        let link = link_ids[event.organization_id.as_str()];
+        writer
+            .as_mut()
+            .write(&[
+                &ids[i],
+                &event.timestamp,
+                &event.ttl,
+                &event.principal_id,
+                &event.organization_id,
+                &event.action,
+                &event.target_resource_type,
+                &event.target_resource_id,
+                &event.status,
+                &event.outcome_description,
+                &event.hash,
+                &HASH_ALGORITHM,
+                &event.event_version,
+                &event.correlation_id,
+                &event.data_classification,
+                &event.retention_policy,
+                &latency,
+                &details,
+                &event.idempotency_key,
+                &event.principal_commitment,
+                &event.target_resource_commitment,
+                &link,
+            ])
+            .await?;
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
+/// The tail of the transaction: lock the organizations' chain heads (sorted,
+/// so concurrent groups cannot deadlock), number and link each new link, store
+/// the links and move the heads.
+async fn append_links(
+    client: &impl GenericClient,
+    plan: &Plan<'_>,
+    per_org: &BTreeMap<&str, Vec<usize>>,
+    ids: &[i64],
+    link_ids: &HashMap<&str, i64>,
+) -> Result<(), DbError> {
+    let orgs: Vec<&str> = per_org.keys().copied().collect();
+    // Computed before taking the locks: the roots depend only on this group.
+    let roots: Vec<[u8; 32]> = per_org
+        .values()
+        .map(|members| {
+            let leaves: Vec<[u8; 32]> = members
+                .iter()
+                .map(|&i| chain::parse_hash(&plan.candidates[i].0.hash).expect("hashes are hex"))
+                .collect();
+            chain::merkle_root(&leaves)
+        })
+        .collect();
+    client
+        .execute(
+            "INSERT INTO audit_chain_head (organization_id, seq, link) \
+             SELECT unnest($1::text[]), 0, $2 ON CONFLICT (organization_id) DO NOTHING",
+            &[&orgs, &hex::encode(chain::GENESIS)],
+        )
+        .await?;
+    let heads: HashMap<String, (i64, String, i64)> = client
+        .query(
+            "SELECT organization_id, seq, link, event_total FROM audit_chain_head \
+             WHERE organization_id = ANY($1) ORDER BY organization_id FOR UPDATE",
+            &[&orgs],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            (
+                row.get("organization_id"),
+                (row.get("seq"), row.get("link"), row.get("event_total")),
+            )
+        })
+        .collect();
+    let mut links = LinkRows::default();
+    for ((org, members), root) in per_org.iter().zip(&roots) {
+        let (seq, prev, total) = &heads[*org];
+        let prev = chain::parse_hash(prev).unwrap_or(chain::GENESIS);
+        let seq = seq + 1;
+        let link = chain::link(&prev, seq, members.len() as u32, root);
+        let timestamps = members.iter().map(|&i| plan.candidates[i].0.timestamp);
+        links.orgs.push(org);
+        links.link_ids.push(link_ids[org]);
+        links.seqs.push(seq);
+        links.counts.push(members.len() as i32);
+        links.first_ids.push(ids[members[0]]);
+        links.last_ids.push(ids[members[members.len() - 1]]);
+        links
+            .min_timestamps
+            .push(timestamps.clone().min().expect("a link has events"));
+        links
+            .max_timestamps
+            .push(timestamps.max().expect("a link has events"));
+        links.roots.push(hex::encode(root));
+        links.prev_links.push(hex::encode(prev));
+        links.links.push(hex::encode(link));
+        links.totals.push(total + members.len() as i64);
+    }
+    client
+        .execute(
+            "INSERT INTO audit_chain (organization_id, link_id, seq, event_count, first_event_id, last_event_id, \
+               min_timestamp, max_timestamp, merkle_root, prev_link, link) \
+             SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int4[], $5::int8[], $6::int8[], \
+               $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[])",
+            &[
+                &links.orgs, &links.link_ids, &links.seqs, &links.counts, &links.first_ids, &links.last_ids,
+                &links.min_timestamps, &links.max_timestamps, &links.roots, &links.prev_links, &links.links,
+            ],
+        )
+        .await?;
+    client
+        .execute(
+            "UPDATE audit_chain_head h SET seq = n.seq, link = n.link, event_total = n.total, updated_at = now() \
+             FROM unnest($1::text[], $2::int8[], $3::text[], $4::int8[]) AS n(organization_id, seq, link, total) \
+             WHERE h.organization_id = n.organization_id",
+            &[&links.orgs, &links.seqs, &links.links, &links.totals],
+        )
+        .await?;
+    Ok(())
 }
 
 /// The new chain rows of a group, as column arrays.
 #[derive(Default)]
 struct LinkRows<'a> {
     orgs: Vec<&'a str>,
+    link_ids: Vec<i64>,
     seqs: Vec<i64>,
     counts: Vec<i32>,
     first_ids: Vec<i64>,
@@ -268,121 +401,7 @@ struct LinkRows<'a> {
     roots: Vec<String>,
     prev_links: Vec<String>,
     links: Vec<String>,
-}
-
-impl<'a> LinkRows<'a> {
-    #[allow(clippy::too_many_arguments)]
-    fn push(
-        &mut self,
-        org: &'a str,
-        seq: i64,
-        members: &[usize],
-        ids: &[i64],
-        candidates: &[(&NewEvent, Instant)],
-        root: &[u8; 32],
-        prev: &[u8; 32],
-        link: &[u8; 32],
-    ) {
-        let timestamps = members.iter().map(|&i| candidates[i].0.timestamp);
-        self.orgs.push(org);
-        self.seqs.push(seq);
-        self.counts.push(members.len() as i32);
-        self.first_ids.push(ids[members[0]]);
-        self.last_ids.push(ids[members[members.len() - 1]]);
-        self.min_timestamps
-            .push(timestamps.clone().min().expect("a link has events"));
-        self.max_timestamps
-            .push(timestamps.max().expect("a link has events"));
-        self.roots.push(hex::encode(root));
-        self.prev_links.push(hex::encode(prev));
-        self.links.push(hex::encode(link));
-    }
-
-    async fn insert(&self, client: &impl GenericClient) -> Result<(), DbError> {
-        client
-            .execute(
-                "INSERT INTO audit_chain (organization_id, seq, event_count, first_event_id, last_event_id, \
-                   min_timestamp, max_timestamp, merkle_root, prev_link, link) \
-                 SELECT * FROM unnest($1::text[], $2::int8[], $3::int4[], $4::int8[], $5::int8[], \
-                   $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], $10::text[])",
-                &[
-                    &self.orgs,
-                    &self.seqs,
-                    &self.counts,
-                    &self.first_ids,
-                    &self.last_ids,
-                    &self.min_timestamps,
-                    &self.max_timestamps,
-                    &self.roots,
-                    &self.prev_links,
-                    &self.links,
-                ],
-            )
-            .await?;
-        Ok(())
-    }
-}
-
-async fn insert_events(
-    client: &impl GenericClient,
-    new: &[usize],
-    ids: &[i64],
-    candidates: &[(&NewEvent, Instant)],
-    chain_seq_of: &HashMap<usize, i64>,
-) -> Result<(), DbError> {
-    let events: Vec<&NewEvent> = new.iter().map(|&i| candidates[i].0).collect();
-    let text = |f: fn(&NewEvent) -> Option<&str>| -> Vec<Option<&str>> {
-        events.iter().map(|e| f(e)).collect()
-    };
-    let id: Vec<i64> = new.iter().map(|&i| ids[i]).collect();
-    let timestamp: Vec<DateTime<Utc>> = events.iter().map(|e| e.timestamp).collect();
-    let latency: Vec<i32> = new
-        .iter()
-        .map(|&i| candidates[i].1.elapsed().as_millis().min(i32::MAX as u128) as i32)
-        .collect();
-    let details: Vec<Option<Json<&serde_json::Value>>> = events
-        .iter()
-        .map(|e| e.details.as_ref().map(Json))
-        .collect();
-    let chain_seq: Vec<i64> = new.iter().map(|i| chain_seq_of[i]).collect();
-    let columns: [&(dyn ToSql + Sync); 22] = [
-        &id,
-        &timestamp,
-        &text(|e| e.ttl.as_deref()),
-        &text(|e| Some(&e.principal_id)),
-        &text(|e| Some(&e.organization_id)),
-        &text(|e| Some(&e.action)),
-        &text(|e| e.target_resource_type.as_deref()),
-        &text(|e| e.target_resource_id.as_deref()),
-        &text(|e| Some(&e.status)),
-        &text(|e| e.outcome_description.as_deref()),
-        &text(|e| Some(&e.hash)),
-        &text(|_| Some(HASH_ALGORITHM)),
-        &text(|e| Some(&e.event_version)),
-        &text(|e| e.correlation_id.as_deref()),
-        &text(|e| Some(&e.data_classification)),
-        &text(|e| Some(&e.retention_policy)),
-        &latency,
-        &details,
-        &text(|e| e.idempotency_key.as_deref()),
-        &text(|e| Some(&e.principal_commitment)),
-        &text(|e| e.target_resource_commitment.as_deref()),
-        &chain_seq,
-    ];
-    client
-        .execute(
-            "INSERT INTO audit_log (id, \"timestamp\", ttl, principal_id, organization_id, action, \
-               target_resource_type, target_resource_id, status, outcome_description, hash, hash_algorithm, \
-               event_version, correlation_id, data_classification, retention_policy, processing_latency, \
-               details, idempotency_key, principal_commitment, target_resource_commitment, chain_seq) \
-             SELECT * FROM unnest($1::int8[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], \
-               $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], \
-               $14::text[], $15::text[], $16::text[], $17::int4[], $18::jsonb[], $19::text[], $20::text[], \
-               $21::text[], $22::int8[])",
-            &columns,
-        )
-        .await?;
-    Ok(())
+    totals: Vec<i64>,
 }
 
 /// First days of the months that have an `audit_log` partition.

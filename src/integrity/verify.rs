@@ -6,6 +6,7 @@
 //! It streams: chain rows and events are read in chain order side by side, so
 //! memory stays constant whatever the size of the chain.
 
+use std::collections::{HashMap, VecDeque};
 use std::pin::pin;
 
 use chrono::{DateTime, Utc};
@@ -23,6 +24,8 @@ use crate::db::{DbError, PgPool};
 
 /// At most this many problems are listed (all are counted).
 const MAX_LISTED_PROBLEMS: usize = 1000;
+/// Events hashed per blocking task.
+const CHUNK_ROWS: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -90,12 +93,20 @@ pub struct Scope<'a> {
     pub checkpoint: Option<&'a SignedCheckpoint>,
 }
 
+#[derive(Default)]
 struct Findings {
     problems: Vec<Problem>,
     count: u64,
 }
 
 impl Findings {
+    fn merge(&mut self, other: Findings) {
+        self.count += other.count - other.problems.len() as u64;
+        for problem in other.problems {
+            self.add(problem.kind, problem.event_id, problem.seq, problem.message);
+        }
+    }
+
     fn add(&mut self, kind: ProblemKind, event_id: Option<i64>, seq: Option<i64>, message: String) {
         self.count += 1;
         if self.problems.len() < MAX_LISTED_PROBLEMS {
@@ -111,10 +122,13 @@ impl Findings {
 
 /// A chain row as read for verification.
 struct Link {
+    link_id: i64,
     seq: i64,
     event_count: i64,
     first_event_id: i64,
     last_event_id: i64,
+    min_timestamp: DateTime<Utc>,
+    max_timestamp: DateTime<Utc>,
     merkle_root: String,
     prev_link: String,
     link: String,
@@ -123,7 +137,10 @@ struct Link {
 impl Link {
     fn from_row(row: &Row) -> Self {
         Link {
+            link_id: row.get("link_id"),
             seq: row.get("seq"),
+            min_timestamp: row.get("min_timestamp"),
+            max_timestamp: row.get("max_timestamp"),
             event_count: i64::from(row.get::<_, i32>("event_count")),
             first_event_id: row.get("first_event_id"),
             last_event_id: row.get("last_event_id"),
@@ -157,50 +174,22 @@ pub async fn verify(
         None => None,
     };
 
-    let links_client = pool.get().await?;
-    let events_client = pool.get().await?;
+    let client = pool.get().await?;
 
-    // The links whose events fall in the requested time range, and where those
-    // events lie in time (to read only the partitions they need).
-    let bounds = links_client
-        .query_one(
-            "SELECT min(seq), max(seq), min(min_timestamp), max(max_timestamp) FROM audit_chain \
-             WHERE organization_id = $1 AND ($2::timestamptz IS NULL OR max_timestamp >= $2) \
-               AND ($3::timestamptz IS NULL OR min_timestamp < $3)",
-            &[&org, &scope.from, &scope.to],
-        )
-        .await?;
-    let range: Option<(i64, i64, DateTime<Utc>, DateTime<Utc>)> =
-        match (bounds.get(0), bounds.get(1), bounds.get(2), bounds.get(3)) {
-            (Some(lo), Some(hi), Some(t0), Some(t1)) => Some((lo, hi, t0, t1)),
-            _ => None,
-        };
-
-    let links = links_client
+    // 1. The whole chain, in order: every link's own hash and its pointer to the
+    //    previous one. Keep the links whose events the range touches.
+    let links = client
         .query_raw(
-            "SELECT seq, event_count, first_event_id, last_event_id, merkle_root, prev_link, link \
+            "SELECT link_id, seq, event_count, first_event_id, last_event_id, min_timestamp, max_timestamp, \
+               merkle_root, prev_link, link \
              FROM audit_chain WHERE organization_id = $1 ORDER BY seq",
             [&org as &(dyn ToSql + Sync)],
         )
         .await?;
     let mut links = pin!(links);
-    let (lo, hi, t0, t1) = range.unwrap_or((1, 0, DateTime::UNIX_EPOCH, DateTime::UNIX_EPOCH));
-    let events = events_client
-        .query_raw(
-            "SELECT id, \"timestamp\", ttl, principal_id, organization_id, action, target_resource_type, \
-               target_resource_id, status, outcome_description, hash, hash_algorithm, event_version, correlation_id, \
-               data_classification, retention_policy, details, idempotency_key, principal_commitment, \
-               target_resource_commitment, chain_seq \
-             FROM audit_log WHERE organization_id = $1 AND chain_seq BETWEEN $2 AND $3 \
-               AND \"timestamp\" >= $4 AND \"timestamp\" <= $5 \
-             ORDER BY chain_seq, id",
-            [&org as &(dyn ToSql + Sync), &lo, &hi, &t0, &t1],
-        )
-        .await?;
-    let mut events = pin!(events);
-    let mut next_event: Option<Row> = events.try_next().await?;
-
-    let mut checked = 0u64;
+    let mut in_range: HashMap<i64, Link> = HashMap::new();
+    // The time span the kept links' events cover, widened to the range asked for.
+    let (mut lower, mut upper) = (scope.from, scope.to);
     let mut links_checked = 0u64;
     let mut previous = chain::GENESIS;
     let mut expected_seq = 1i64;
@@ -219,67 +208,96 @@ pub async fn verify(
         check_link(&link, &previous, &mut findings);
         previous = chain::parse_hash(&link.link).unwrap_or(chain::GENESIS);
         expected_seq = link.seq + 1;
-
-        if (lo..=hi).contains(&link.seq) {
-            // Events whose link precedes this one but which no link row claimed.
-            while let Some(event) = next_event
-                .as_ref()
-                .filter(|e| e.get::<_, i64>("chain_seq") < link.seq)
-            {
-                findings.add(
-                    ProblemKind::Inserted,
-                    Some(event.get("id")),
-                    Some(event.get("chain_seq")),
-                    "the event belongs to no chain link".to_owned(),
-                );
-                checked += 1;
-                next_event = events.try_next().await?;
+        last = Some((link.seq, link.link.clone()));
+        let touches = scope.from.is_none_or(|from| link.max_timestamp >= from)
+            && scope.to.is_none_or(|to| link.min_timestamp < to);
+        if touches {
+            if scope.from.is_some() {
+                lower = lower.min(Some(link.min_timestamp));
             }
-            let mut members = Vec::new();
-            while let Some(event) = next_event.take_if(|e| e.get::<_, i64>("chain_seq") == link.seq)
-            {
-                members.push(event);
-                next_event = events.try_next().await?;
+            if scope.to.is_some() {
+                upper = upper.max(Some(link.max_timestamp));
             }
-            checked += members.len() as u64;
-            check_members(&link, &members, keys, org, &mut findings);
+            in_range.insert(link.link_id, link);
         }
-        last = Some((link.seq, link.link));
     }
-    while let Some(event) = next_event {
-        findings.add(
-            ProblemKind::Inserted,
-            Some(event.get("id")),
-            Some(event.get("chain_seq")),
-            "the event belongs to no chain link".to_owned(),
-        );
-        checked += 1;
-        next_event = events.try_next().await?;
-    }
-    // Events in the range that claim a link outside the links just walked, and
-    // that no link row backs.
-    let strays = events_client
-        .query(
-            "SELECT id, chain_seq FROM audit_log e WHERE organization_id = $1 \
-               AND ($2::timestamptz IS NULL OR \"timestamp\" >= $2) AND ($3::timestamptz IS NULL OR \"timestamp\" < $3) \
-               AND (chain_seq < $4 OR chain_seq > $5) \
-               AND NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.organization_id = $1 AND c.seq = e.chain_seq) \
-             ORDER BY id",
-            &[&org, &scope.from, &scope.to, &lo, &hi],
+
+    // 2. Their events, grouped by link. Hashing runs on blocking threads, a
+    //    chunk at a time, while the next rows arrive.
+    let events = client
+        .query_raw(
+            "SELECT id, \"timestamp\", ttl, principal_id, organization_id, action, target_resource_type, \
+               target_resource_id, status, outcome_description, hash, hash_algorithm, event_version, correlation_id, \
+               data_classification, retention_policy, details, idempotency_key, principal_commitment, \
+               target_resource_commitment, chain_link \
+             FROM audit_log WHERE organization_id = $1 \
+               AND ($2::timestamptz IS NULL OR \"timestamp\" >= $2) AND ($3::timestamptz IS NULL OR \"timestamp\" <= $3) \
+             ORDER BY chain_link, id",
+            [&org as &(dyn ToSql + Sync), &lower, &upper],
         )
         .await?;
-    for row in strays {
-        findings.add(
-            ProblemKind::Inserted,
-            Some(row.get(0)),
-            Some(row.get(1)),
-            "the event belongs to no chain link".to_owned(),
-        );
-        checked += 1;
+    let mut events = pin!(events);
+    let key: [u8; 32] = keys
+        .commitment_key()
+        .try_into()
+        .expect("a 32-byte commitment key");
+    let mut checked = 0u64;
+    let mut chunk: Vec<(Link, Vec<Row>)> = Vec::new();
+    let mut chunk_rows = 0usize;
+    let mut running: VecDeque<tokio::task::JoinHandle<Findings>> = VecDeque::new();
+    let mut group: Option<(i64, Vec<Row>)> = None;
+    loop {
+        let next = events.try_next().await?;
+        let next_link = next.as_ref().map(|row| row.get::<_, i64>("chain_link"));
+        if group.as_ref().map(|(link, _)| Some(*link)) != Some(next_link) {
+            if let Some((link_id, rows)) = group.take() {
+                checked += rows.len() as u64;
+                match in_range.remove(&link_id) {
+                    Some(link) => {
+                        chunk_rows += rows.len();
+                        chunk.push((link, rows));
+                    }
+                    None => report_strays(&rows, scope, &mut findings),
+                }
+            }
+        }
+        if chunk_rows >= CHUNK_ROWS || (next.is_none() && !chunk.is_empty()) {
+            let work = std::mem::take(&mut chunk);
+            chunk_rows = 0;
+            let organization_id = org.to_owned();
+            running.push_back(tokio::task::spawn_blocking(move || {
+                check_chunk(work, &key, &organization_id)
+            }));
+            if running.len() > 2 {
+                findings.merge(
+                    running
+                        .pop_front()
+                        .expect("a running chunk")
+                        .await
+                        .expect("a chunk check does not panic"),
+                );
+            }
+        }
+        match next {
+            None => break,
+            Some(row) => group
+                .get_or_insert_with(|| (row.get("chain_link"), Vec::new()))
+                .1
+                .push(row),
+        }
+    }
+    for handle in running {
+        findings.merge(handle.await.expect("a chunk check does not panic"));
+    }
+    // Links of the range none of whose events remain.
+    let mut emptied: Vec<Link> = in_range.into_values().collect();
+    emptied.sort_by_key(|link| link.seq);
+    for link in emptied {
+        check_members(&link, &[], &key, org, &mut findings);
     }
 
     check_tail(
-        &*links_client,
+        &*client,
         org,
         last.as_ref(),
         statement.as_ref(),
@@ -331,14 +349,35 @@ fn check_link(link: &Link, previous: &[u8; 32], findings: &mut Findings) {
     }
 }
 
+/// Events of a link that is not among the links of the range: if they lie in
+/// the range, no link row backs them.
+fn report_strays(rows: &[Row], scope: &Scope<'_>, findings: &mut Findings) {
+    for row in rows {
+        let timestamp: DateTime<Utc> = row.get("timestamp");
+        let in_scope = scope.from.is_none_or(|from| timestamp >= from)
+            && scope.to.is_none_or(|to| timestamp < to);
+        if in_scope {
+            findings.add(
+                ProblemKind::Inserted,
+                Some(row.get("id")),
+                None,
+                "the event belongs to no chain link".to_owned(),
+            );
+        }
+    }
+}
+
+/// Checks a chunk of links with their events (on a blocking thread).
+fn check_chunk(links: Vec<(Link, Vec<Row>)>, key: &[u8], org: &str) -> Findings {
+    let mut findings = Findings::default();
+    for (link, members) in &links {
+        check_members(link, members, key, org, &mut findings);
+    }
+    findings
+}
+
 /// Compares one link with the events that claim it.
-fn check_members(
-    link: &Link,
-    members: &[Row],
-    keys: &IntegrityKeys,
-    org: &str,
-    findings: &mut Findings,
-) {
+fn check_members(link: &Link, members: &[Row], key: &[u8], org: &str, findings: &mut Findings) {
     let seq = Some(link.seq);
     let mut leaves = Vec::with_capacity(members.len());
     let mut modified = false;
@@ -354,7 +393,7 @@ fn check_members(
                 seq,
                 "the event's content no longer matches its hash".to_owned(),
             );
-        } else if let Some(field) = identifier_mismatch(event, keys, org) {
+        } else if let Some(field) = identifier_mismatch(event, key, org) {
             modified = true;
             findings.add(
                 ProblemKind::Modified,
@@ -436,8 +475,7 @@ fn recompute_hash(event: &Row) -> [u8; 32] {
 }
 
 /// The identifier field whose value no longer matches its commitment, if any.
-fn identifier_mismatch(event: &Row, keys: &IntegrityKeys, org: &str) -> Option<&'static str> {
-    let key = keys.commitment_key();
+fn identifier_mismatch(event: &Row, key: &[u8], org: &str) -> Option<&'static str> {
     let principal: &str = event.get("principal_id");
     if canonical::commitment(key, org, principal) != event.get::<_, &str>("principal_commitment") {
         return Some("principal_id");

@@ -9,8 +9,9 @@ use crate::db::api_keys::{self, ApiKeyInfo};
 use crate::db::migrations::{self, MigrationError};
 use crate::db::{self, roles, DbError};
 use crate::integrity::checkpoint::SignedCheckpoint;
-use crate::integrity::keys::{IntegrityKeys, KeyError};
+use crate::integrity::keys::IntegrityKeys;
 use crate::integrity::verify::{self, Report, Scope, VerifyError};
+use crate::secrets::SecretError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -23,7 +24,7 @@ pub enum AdminError {
     #[error("no API key with id `{0}`")]
     UnknownKey(String),
     #[error(transparent)]
-    Keys(#[from] KeyError),
+    Keys(#[from] SecretError),
     #[error(transparent)]
     Verify(#[from] VerifyError),
 }

@@ -43,6 +43,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub query: QueryConfig,
     pub integrity: IntegrityConfig,
+    pub delivery: DeliveryConfig,
     pub cache: CacheConfig,
     pub log: LogConfig,
     pub supervisor: SupervisorConfig,
@@ -123,6 +124,17 @@ pub struct IntegrityConfig {
     pub signing_key: Secret,
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    pub encryption_key: Secret,
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    pub max_in_flight: usize,
 }
 
 /// A secret value: never printed (`***`), read only through [`Secret::expose`].
@@ -263,9 +275,13 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if self.delivery.max_in_flight == 0 {
+            return Err(invalid("delivery.max_in_flight", "must be at least 1"));
+        }
         for (key, value) in [
             ("integrity.commitment_key", &self.integrity.commitment_key),
             ("integrity.signing_key", &self.integrity.signing_key),
+            ("delivery.encryption_key", &self.delivery.encryption_key),
         ] {
             let decoded = base64::engine::general_purpose::STANDARD.decode(value.expose());
             if !value.expose().is_empty() && decoded.map_or(true, |bytes| bytes.len() != 32) {

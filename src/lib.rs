@@ -9,9 +9,11 @@
 //! - [`auth`]: API keys, roles and permissions, per-key rate limits.
 //! - [`events`]: the event format, validation and presets.
 //! - [`integrity`]: hashes, the chain, checkpoints and verification.
+//! - [`delivery`]: destinations, webhook signing, breaker and retry policy.
 //! - [`db`]: the PostgreSQL pool, database creation and migrations.
 //! - [`redis_conn`]: the self-reconnecting Redis connection (optional dependency).
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
+//! - [`secrets`]: configured or generated keys.
 //! - [`telemetry`]: logging set-up.
 //! - [`validation`]: the shape of a validation problem.
 //!
@@ -24,12 +26,14 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod delivery;
 pub mod events;
 pub mod http;
 pub mod integrity;
 pub mod messages;
 pub mod metrics;
 pub mod redis_conn;
+pub mod secrets;
 pub mod supervisor;
 pub mod telemetry;
 pub mod validation;
@@ -44,14 +48,17 @@ use actix_web::{web, HttpServer};
 use crate::actors::checkpoint::CheckpointActor;
 use crate::actors::heartbeat::HeartbeatActor;
 use crate::actors::ingest::IngestActor;
+use crate::actors::queue::QueueActor;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::db::migrations::MigrationError;
 use crate::db::{DbError, PgPool};
-use crate::integrity::keys::{IntegrityKeys, KeyError};
+use crate::delivery::crypto::SecretBox;
+use crate::integrity::keys::IntegrityKeys;
 use crate::messages::supervisor::Shutdown;
 use crate::metrics::Metrics;
 use crate::redis_conn::{RedisConnection, RedisError};
+use crate::secrets::SecretError;
 use crate::supervisor::{Supervisor, SupervisorBuilder};
 
 #[derive(Debug, thiserror::Error)]
@@ -63,13 +70,15 @@ pub enum StartupError {
     #[error(transparent)]
     Redis(#[from] RedisError),
     #[error(transparent)]
-    Keys(#[from] KeyError),
+    Keys(#[from] SecretError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot build the HTTP client for deliveries: {0}")]
+    HttpClient(#[source] reqwest::Error),
     #[error("the HTTP server failed: {0}")]
     Server(#[source] std::io::Error),
 }
@@ -94,6 +103,18 @@ impl Application {
         let redis = RedisConnection::new(&config.redis)?;
         let metrics = Arc::new(Metrics::new());
         let keys = Arc::new(IntegrityKeys::load(&config.integrity, &pool).await?);
+        let secrets = Arc::new(SecretBox::new(
+            &secrets::key_bytes(
+                "delivery.encryption_key",
+                config.delivery.encryption_key.expose(),
+                &pool,
+            )
+            .await?,
+        ));
+        let http_client = reqwest::Client::builder()
+            .user_agent(concat!("audit-worker/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(StartupError::HttpClient)?;
 
         let mut supervisor = SupervisorBuilder::new(config.supervisor.clone(), metrics.clone());
         {
@@ -128,6 +149,17 @@ impl Application {
                 CheckpointActor::new(pool.clone(), keys.clone(), interval)
             });
         }
+        {
+            let (pool, config, secrets) = (pool.clone(), config.clone(), secrets.clone());
+            supervisor.supervise("queue", move || {
+                QueueActor::new(
+                    pool.clone(),
+                    config.clone(),
+                    secrets.clone(),
+                    http_client.clone(),
+                )
+            });
+        }
         let supervisor = supervisor.start();
 
         let listener =
@@ -152,6 +184,7 @@ impl Application {
             auth,
             keys,
             ingest,
+            secrets,
         });
         let mut server = HttpServer::new(move || http::app(state.clone()))
             .shutdown_timeout(config.http.shutdown_timeout.as_secs().max(1))

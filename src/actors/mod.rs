@@ -2,5 +2,7 @@
 //! PostgreSQL pool, the Redis connection and read-only configuration.
 
 pub mod checkpoint;
+pub mod delivery;
 pub mod heartbeat;
 pub mod ingest;
+pub mod queue;

@@ -3,6 +3,8 @@
 
 pub mod api_keys;
 pub mod checkpoints;
+pub mod deliveries;
+pub mod destinations;
 pub mod events;
 pub mod migrations;
 pub mod presets;
@@ -39,7 +41,7 @@ pub enum DbError {
     PoolTimeout,
     #[error("PostgreSQL did not answer within {0:?}")]
     Timeout(Duration),
-    #[error("PostgreSQL error: {0}")]
+    #[error("PostgreSQL error: {}", describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
 }
 
@@ -49,6 +51,15 @@ impl From<bb8::RunError<tokio_postgres::Error>> for DbError {
             bb8::RunError::User(error) => DbError::Postgres(error),
             bb8::RunError::TimedOut => DbError::PoolTimeout,
         }
+    }
+}
+
+/// The server's code and message when there is one (tokio-postgres's own
+/// display says only "db error").
+fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => error.to_string(),
     }
 }
 
@@ -103,6 +114,20 @@ pub async fn connect(
         }
     });
     Ok(client)
+}
+
+/// Opens one connection and hands its connection half to the caller, who must
+/// poll it (to receive `NOTIFY` messages, say).
+pub async fn connect_raw(
+    config: &DatabaseConfig,
+) -> Result<
+    (
+        tokio_postgres::Client,
+        tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+    ),
+    tokio_postgres::Error,
+> {
+    connection_config(config, &config.url).connect(NoTls).await
 }
 
 /// Creates the configured database when it does not exist yet, waiting up to

@@ -2,6 +2,8 @@
 
 pub mod api_keys;
 pub mod auth;
+pub mod deliveries;
+pub mod destinations;
 pub mod errors;
 pub mod events;
 pub mod health;
@@ -20,6 +22,7 @@ use crate::actors::ingest::IngestActor;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::db::PgPool;
+use crate::delivery::crypto::SecretBox;
 use crate::integrity::keys::IntegrityKeys;
 use crate::metrics::Metrics;
 use crate::redis_conn::RedisConnection;
@@ -35,6 +38,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub keys: Arc<IntegrityKeys>,
     pub ingest: ActorHandle<IngestActor>,
+    /// Seals and opens destination secrets.
+    pub secrets: Arc<SecretBox>,
 }
 
 /// Builds the application for one HTTP worker thread.
@@ -84,7 +89,24 @@ pub fn app(
                 .route("/roles", web::get().to(roles::list))
                 .route("/roles/{name}", web::get().to(roles::get))
                 .route("/roles/{name}", web::put().to(roles::put))
-                .route("/roles/{name}", web::delete().to(roles::delete)),
+                .route("/roles/{name}", web::delete().to(roles::delete))
+                .route("/destinations", web::post().to(destinations::create))
+                .route("/destinations", web::get().to(destinations::list))
+                .route("/destinations/{id}", web::get().to(destinations::get))
+                .route("/destinations/{id}", web::patch().to(destinations::update))
+                .route("/destinations/{id}", web::delete().to(destinations::delete))
+                .route(
+                    "/destinations/{id}/test",
+                    web::post().to(destinations::test),
+                )
+                .route(
+                    "/destinations/{id}/health",
+                    web::get().to(destinations::health),
+                )
+                .route("/deliveries", web::post().to(deliveries::create))
+                .route("/deliveries", web::get().to(deliveries::list))
+                .route("/deliveries/{id}", web::get().to(deliveries::get))
+                .route("/deliveries/{id}/retry", web::post().to(deliveries::retry)),
         )
         .default_service(web::to(errors::route_not_found))
 }

@@ -4,7 +4,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{api_keys, errors, events, health, integrity, roles};
+use super::{api_keys, deliveries, destinations, errors, events, health, integrity, roles};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,6 +15,9 @@ use super::{api_keys, errors, events, health, integrity, roles};
         roles::list, roles::get, roles::put, roles::delete,
         events::ingest, events::list, events::get,
         integrity::verify, integrity::list_checkpoints, integrity::create_checkpoint, integrity::public_key,
+        destinations::create, destinations::list, destinations::get, destinations::update, destinations::delete,
+        destinations::test, destinations::health,
+        deliveries::create, deliveries::list, deliveries::get, deliveries::retry,
     ),
     components(schemas(errors::ErrorBody, errors::ErrorDetail, errors::FieldError)),
     modifiers(&BearerKeys),
@@ -23,6 +26,7 @@ use super::{api_keys, errors, events, health, integrity, roles};
         (name = "access", description = "API keys and roles of the caller's organization"),
         (name = "events", description = "Audit events: ingest and queries"),
         (name = "integrity", description = "Tamper evidence: verification and signed checkpoints"),
+        (name = "delivery", description = "Destinations and the delivery queue"),
     )
 )]
 pub struct ApiDoc;

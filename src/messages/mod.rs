@@ -2,6 +2,7 @@
 //! has a typed response; internal ticks answer `()`.
 
 pub mod checkpoint;
+pub mod delivery;
 pub mod heartbeat;
 pub mod ingest;
 pub mod supervisor;

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
 pub mod proxy;
+pub mod receiver;
 
 use std::future::Future;
 use std::sync::Once;

@@ -1,0 +1,370 @@
+//! DeliveryActor: one per destination. It performs that destination's claimed
+//! deliveries with its own concurrency limit and circuit breaker, so a broken
+//! destination only ever holds up its own deliveries. Each attempt is recorded
+//! (`delivery_logs`, `destination_health`); a retryable failure is rescheduled
+//! with backoff, a permanent one or the last retry is dead-lettered (`failed`).
+//! While the breaker is open, claims go back to the queue without using a retry.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::fut::wrap_future;
+use actix::prelude::*;
+use chrono::Utc;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::queue::QueueActor;
+use crate::db::deliveries::{self, Attempt, Claim};
+use crate::db::destinations::{self, AttemptRecord, Destination};
+use crate::db::{DbError, PgPool};
+use crate::delivery::breaker::Breaker;
+use crate::delivery::config::{DeliverySettings, WebhookConfig};
+use crate::delivery::crypto::SecretBox;
+use crate::delivery::retry::{self, Verdict};
+use crate::delivery::webhook;
+use crate::messages::delivery::{Deliver, Finished};
+
+pub struct DeliveryActor {
+    destination_id: i64,
+    pool: PgPool,
+    http: reqwest::Client,
+    secrets: Arc<SecretBox>,
+    queue: Addr<QueueActor>,
+    worker_id: String,
+    /// The destination's settings as last read (each attempt re-reads them).
+    settings: DeliverySettings,
+    breaker: Breaker,
+    in_flight: u32,
+    waiting: VecDeque<Claim>,
+}
+
+/// What one attempt came to.
+struct Outcome {
+    verdict: Verdict,
+    response_code: Option<i32>,
+    latency_ms: i32,
+    reason: Option<String>,
+    reference: Option<String>,
+    /// The receiver asked for (or showed it needs) a pause at least this long.
+    wait_at_least: Option<Duration>,
+}
+
+impl DeliveryActor {
+    pub fn new(
+        destination_id: i64,
+        pool: PgPool,
+        http: reqwest::Client,
+        secrets: Arc<SecretBox>,
+        queue: Addr<QueueActor>,
+        worker_id: String,
+    ) -> Self {
+        // One at a time until the first attempt has read the destination's own settings.
+        let settings = DeliverySettings {
+            concurrency: 1,
+            ..DeliverySettings::default()
+        };
+        Self {
+            breaker: Breaker::new(settings.failure_threshold, settings.reset_timeout),
+            destination_id,
+            pool,
+            http,
+            secrets,
+            queue,
+            worker_id,
+            settings,
+            in_flight: 0,
+            waiting: VecDeque::new(),
+        }
+    }
+
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        while self.in_flight < self.settings.concurrency {
+            let Some(claim) = self.waiting.pop_front() else {
+                return;
+            };
+            self.in_flight += 1;
+            match self.breaker.admit(Instant::now()) {
+                Ok(()) => self.attempt(claim, ctx),
+                Err(wait) => self.release(claim, wait, ctx),
+            }
+        }
+    }
+
+    fn release(&mut self, claim: Claim, wait: Duration, ctx: &mut Context<Self>) {
+        let (pool, worker) = (self.pool.clone(), self.worker_id.clone());
+        let until = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        let release = async move {
+            let client = pool.get().await?;
+            deliveries::release(&*client, &worker, claim.id, until).await
+        };
+        ctx.spawn(wrap_future::<_, Self>(release).map(|released, actor, ctx| {
+            if let Err(error) = released {
+                tracing::warn!(%error, "Cannot give a delivery back to the queue; its lease will");
+            }
+            actor.done(ctx);
+        }));
+    }
+
+    fn attempt(&mut self, claim: Claim, ctx: &mut Context<Self>) {
+        let (pool, http, secrets, worker) = (
+            self.pool.clone(),
+            self.http.clone(),
+            self.secrets.clone(),
+            self.worker_id.clone(),
+        );
+        let destination_id = self.destination_id;
+        let organization_id = claim.organization_id.clone();
+        let span =
+            tracing::info_span!("delivery", delivery = %claim.id, destination = destination_id);
+        let work = async move {
+            let client = pool.get().await?;
+            let destination = destinations::get(&*client, None, destination_id).await?;
+            let settings = destination
+                .as_ref()
+                .and_then(|d| DeliverySettings::parse(Some(&d.settings)).ok())
+                .unwrap_or_default();
+            let outcome = match &destination {
+                None => Outcome::permanent("the destination was deleted"),
+                Some(destination) if destination.disabled => {
+                    Outcome::permanent("the destination is disabled")
+                }
+                Some(destination) => {
+                    perform(&http, &secrets, destination, claim.id, &claim.payload).await
+                }
+            };
+            let status = match outcome.verdict {
+                Verdict::Delivered => "delivered",
+                Verdict::Retryable if (claim.retry_count as usize) < claim.max_retries as usize => {
+                    "retrying"
+                }
+                _ => "failed",
+            };
+            let next_retry_at = (status == "retrying")
+                .then(|| {
+                    retry::next_wait(
+                        &settings.retry_waits(),
+                        claim.retry_count as usize + 1,
+                        outcome.wait_at_least,
+                    )
+                })
+                .flatten()
+                .map(|wait| Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default());
+            // An exhausted schedule (shorter than max_retries) ends it too.
+            let status = if status == "retrying" && next_retry_at.is_none() {
+                "failed"
+            } else {
+                status
+            };
+            deliveries::finish(
+                &*client,
+                &worker,
+                &Attempt {
+                    delivery_id: claim.id,
+                    organization_id: &claim.organization_id,
+                    destination_id,
+                    status,
+                    response_code: outcome.response_code,
+                    latency_ms: outcome.latency_ms,
+                    failure_reason: outcome.reason.as_deref(),
+                    cross_system_reference: outcome.reference.as_deref(),
+                    next_retry_at,
+                },
+            )
+            .await?;
+            Ok::<_, DbError>((outcome, settings, destination.is_some()))
+        };
+        ctx.spawn(
+            wrap_future::<_, Self>(tracing::Instrument::instrument(work, span)).map(
+                move |result, actor, ctx| {
+                    match result {
+                        Ok((outcome, settings, exists)) => {
+                            actor.apply_settings(settings);
+                            let now = Instant::now();
+                            let opened = match outcome.verdict {
+                                Verdict::Delivered => {
+                                    actor.breaker.succeeded();
+                                    false
+                                }
+                                _ => actor.breaker.failed(now),
+                            };
+                            if opened {
+                                tracing::warn!(destination = actor.destination_id, "Circuit breaker opened");
+                            }
+                            if exists {
+                                actor.record_health(organization_id, &outcome, ctx);
+                            }
+                        }
+                        Err(error) => tracing::warn!(%error, "Cannot record a delivery attempt; the lease will retry it"),
+                    }
+                    actor.done(ctx);
+                },
+            ),
+        );
+    }
+
+    fn record_health(
+        &mut self,
+        organization_id: String,
+        outcome: &Outcome,
+        ctx: &mut Context<Self>,
+    ) {
+        let pool = self.pool.clone();
+        let destination_id = self.destination_id;
+        let (succeeded, latency_ms) = (outcome.verdict == Verdict::Delivered, outcome.latency_ms);
+        let state = self.breaker.state().name();
+        ctx.spawn(wrap_future(async move {
+            let record = AttemptRecord {
+                destination_id,
+                organization_id: &organization_id,
+                succeeded,
+                latency_ms,
+                breaker_state: state,
+            };
+            let result = match pool.get().await {
+                Ok(client) => destinations::record_attempt(&*client, &record).await,
+                Err(error) => Err(error.into()),
+            };
+            if let Err(error) = result {
+                tracing::warn!(%error, "Cannot update destination health");
+            }
+        }));
+    }
+
+    /// New settings from the database: a changed breaker configuration starts a fresh breaker.
+    fn apply_settings(&mut self, settings: DeliverySettings) {
+        if settings.failure_threshold != self.settings.failure_threshold
+            || settings.reset_timeout != self.settings.reset_timeout
+        {
+            self.breaker = Breaker::new(settings.failure_threshold, settings.reset_timeout);
+        }
+        self.settings = settings;
+    }
+
+    fn done(&mut self, ctx: &mut Context<Self>) {
+        self.in_flight -= 1;
+        self.queue.do_send(Finished);
+        self.pump(ctx);
+    }
+}
+
+impl Outcome {
+    fn permanent(reason: &str) -> Self {
+        Outcome {
+            verdict: Verdict::Permanent,
+            response_code: None,
+            latency_ms: 0,
+            reason: Some(reason.to_owned()),
+            reference: None,
+            wait_at_least: None,
+        }
+    }
+}
+
+/// One attempt against the destination. Only webhooks exist so far.
+async fn perform(
+    http: &reqwest::Client,
+    secrets: &SecretBox,
+    destination: &Destination,
+    id: Uuid,
+    payload: &Value,
+) -> Outcome {
+    match WebhookConfig::unsealed(&destination.config, secrets) {
+        Ok(config) => send_webhook(http, &config, id, payload).await,
+        Err(error) => Outcome::permanent(&error.to_string()),
+    }
+}
+
+/// Posts the payload, signed; the `webhook-id` is the delivery's id, the same
+/// on every retry, so the receiver can drop duplicates.
+async fn send_webhook(
+    http: &reqwest::Client,
+    config: &WebhookConfig,
+    id: Uuid,
+    payload: &Value,
+) -> Outcome {
+    let body = serde_json::to_vec(payload).expect("a JSON value serializes");
+    let message_id = format!("msg_{}", id.simple());
+    let timestamp = Utc::now().timestamp();
+    let method = if config.method == "PUT" {
+        reqwest::Method::PUT
+    } else {
+        reqwest::Method::POST
+    };
+    let mut request = http
+        .request(method, &config.url)
+        .timeout(Duration::from_millis(config.timeout_ms))
+        .header("content-type", "application/json")
+        .header("webhook-id", &message_id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header(
+            "webhook-signature",
+            webhook::signature_header(&config.signing_keys(), &message_id, timestamp, &body),
+        );
+    for (name, value) in &config.headers {
+        request = request.header(name, value);
+    }
+    let started = Instant::now();
+    let response = request.body(body).send().await;
+    let latency_ms = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
+    match response {
+        Ok(response) => {
+            let code = response.status().as_u16();
+            let verdict = retry::verdict_for_status(code);
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let wait_at_least = match code {
+                429 => Some(
+                    retry_after
+                        .unwrap_or(retry::MIN_WAIT_AFTER_OVERLOAD)
+                        .max(retry::MIN_WAIT_AFTER_OVERLOAD),
+                ),
+                _ => retry_after,
+            };
+            let reference = response
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            Outcome {
+                verdict,
+                response_code: Some(i32::from(code)),
+                latency_ms,
+                reason: (verdict != Verdict::Delivered)
+                    .then(|| format!("the receiver answered {code}")),
+                reference,
+                wait_at_least,
+            }
+        }
+        Err(error) => Outcome {
+            verdict: Verdict::Retryable,
+            response_code: None,
+            latency_ms,
+            reason: Some(if error.is_timeout() {
+                format!("no answer within {} ms", config.timeout_ms)
+            } else {
+                format!("cannot reach the receiver: {error}")
+            }),
+            reference: None,
+            wait_at_least: error.is_timeout().then_some(retry::MIN_WAIT_AFTER_OVERLOAD),
+        },
+    }
+}
+
+impl Actor for DeliveryActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Deliver> for DeliveryActor {
+    type Result = ();
+
+    fn handle(&mut self, Deliver(claim): Deliver, ctx: &mut Self::Context) {
+        self.waiting.push_back(claim);
+        self.pump(ctx);
+    }
+}

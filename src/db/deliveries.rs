@@ -1,0 +1,349 @@
+//! Queries on `delivery_queue` and `delivery_logs`: enqueue, claim with
+//! `FOR UPDATE SKIP LOCKED` and a lease, and record each attempt's outcome.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use tokio_postgres::types::Json;
+use tokio_postgres::GenericClient;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::DbError;
+
+/// The channel `NOTIFY` wakes the queue actors on.
+pub const CHANNEL: &str = "audit_worker_delivery";
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Delivery {
+    pub id: Uuid,
+    pub organization_id: String,
+    pub destination_id: i64,
+    /// pending | processing | retrying | delivered | failed
+    pub status: String,
+    pub priority: i16,
+    pub scheduled_at: DateTime<Utc>,
+    pub next_retry_at: Option<DateTime<Utc>>,
+    pub retry_count: i32,
+    pub max_retries: i32,
+    pub idempotency_key: Option<String>,
+    pub correlation_id: Option<String>,
+    pub last_error: Option<String>,
+    pub processed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, organization_id, destination_id, status, priority, scheduled_at, next_retry_at, \
+    retry_count, max_retries, idempotency_key, correlation_id, last_error, processed_at, created_at, updated_at";
+
+fn delivery(row: &tokio_postgres::Row) -> Delivery {
+    Delivery {
+        id: row.get("id"),
+        organization_id: row.get("organization_id"),
+        destination_id: row.get("destination_id"),
+        status: row.get("status"),
+        priority: row.get("priority"),
+        scheduled_at: row.get("scheduled_at"),
+        next_retry_at: row.get("next_retry_at"),
+        retry_count: row.get("retry_count"),
+        max_retries: row.get("max_retries"),
+        idempotency_key: row.get("idempotency_key"),
+        correlation_id: row.get("correlation_id"),
+        last_error: row.get("last_error"),
+        processed_at: row.get("processed_at"),
+        created_at: row.get("created_at"),
+        updated_at: row.get("updated_at"),
+    }
+}
+
+pub struct NewDeliveries<'a> {
+    pub organization_id: &'a str,
+    pub destination_ids: &'a [i64],
+    pub payload: &'a Value,
+    pub priority: i16,
+    pub scheduled_at: Option<DateTime<Utc>>,
+    pub idempotency_key: Option<&'a str>,
+    pub correlation_id: Option<&'a str>,
+    /// Per destination, the number of retries its schedule allows.
+    pub max_retries: &'a [i32],
+}
+
+/// Queues one delivery per destination and wakes the queue actors. A repeated
+/// idempotency key returns the deliveries it created the first time.
+pub async fn enqueue(
+    client: &impl GenericClient,
+    new: &NewDeliveries<'_>,
+) -> Result<Vec<Delivery>, DbError> {
+    let rows = client
+        .query(
+            &format!(
+                "INSERT INTO delivery_queue (organization_id, destination_id, payload, priority, scheduled_at, \
+                   idempotency_key, correlation_id, max_retries) \
+                 SELECT $1, d, $3, $4, coalesce($5, now()), $6, $7, m \
+                 FROM unnest($2::int8[], $8::int4[]) AS t(d, m) \
+                 ON CONFLICT (organization_id, idempotency_key, destination_id) WHERE idempotency_key IS NOT NULL \
+                 DO NOTHING RETURNING {COLUMNS}"
+            ),
+            &[
+                &new.organization_id,
+                &new.destination_ids,
+                &Json(new.payload),
+                &new.priority,
+                &new.scheduled_at,
+                &new.idempotency_key,
+                &new.correlation_id,
+                &new.max_retries,
+            ],
+        )
+        .await?;
+    let mut deliveries: Vec<Delivery> = rows.iter().map(delivery).collect();
+    if deliveries.len() < new.destination_ids.len() {
+        if let Some(key) = new.idempotency_key {
+            let existing = client
+                .query(
+                    &format!(
+                        "SELECT {COLUMNS} FROM delivery_queue WHERE organization_id = $1 AND idempotency_key = $2 \
+                           AND destination_id = ANY($3)"
+                    ),
+                    &[&new.organization_id, &key, &new.destination_ids],
+                )
+                .await?;
+            deliveries = existing.iter().map(delivery).collect();
+        }
+    }
+    deliveries.sort_by_key(|d| {
+        new.destination_ids
+            .iter()
+            .position(|id| *id == d.destination_id)
+    });
+    client
+        .execute("SELECT pg_notify($1, '')", &[&CHANNEL])
+        .await?;
+    Ok(deliveries)
+}
+
+/// A claimed delivery: what the destination's actor needs to perform it.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub id: Uuid,
+    pub organization_id: String,
+    pub destination_id: i64,
+    pub payload: Value,
+    pub retry_count: i32,
+    pub max_retries: i32,
+}
+
+/// Claims up to `limit` due deliveries (and those whose lease ran out), best
+/// priority first, for `lease`. Concurrent claimers skip each other's rows, so
+/// no item is ever handed to two workers at once.
+pub async fn claim(
+    client: &impl GenericClient,
+    worker: &str,
+    lease: Duration,
+    limit: i64,
+) -> Result<Vec<Claim>, DbError> {
+    let lease_seconds = lease.as_secs_f64();
+    let rows = client
+        .query(
+            "UPDATE delivery_queue q SET status = 'processing', claimed_by = $1, \
+               lease_expires_at = now() + make_interval(secs => $2), updated_at = now() \
+             WHERE q.id IN ( \
+               SELECT id FROM delivery_queue \
+               WHERE (status IN ('pending', 'retrying') AND coalesce(next_retry_at, scheduled_at) <= now()) \
+                  OR (status = 'processing' AND lease_expires_at < now()) \
+               ORDER BY priority DESC, coalesce(next_retry_at, scheduled_at) \
+               LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             RETURNING q.id, q.organization_id, q.destination_id, q.payload, q.retry_count, q.max_retries",
+            &[&worker, &lease_seconds, &limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| Claim {
+            id: row.get("id"),
+            organization_id: row.get("organization_id"),
+            destination_id: row.get("destination_id"),
+            payload: row.get::<_, Json<Value>>("payload").0,
+            retry_count: row.get("retry_count"),
+            max_retries: row.get("max_retries"),
+        })
+        .collect())
+}
+
+/// What became of one attempt.
+pub struct Attempt<'a> {
+    pub delivery_id: Uuid,
+    pub organization_id: &'a str,
+    pub destination_id: i64,
+    /// delivered | retrying | failed
+    pub status: &'a str,
+    pub response_code: Option<i32>,
+    pub latency_ms: i32,
+    pub failure_reason: Option<&'a str>,
+    pub cross_system_reference: Option<&'a str>,
+    /// For `retrying`: when to try again.
+    pub next_retry_at: Option<DateTime<Utc>>,
+}
+
+/// Records an attempt (its log row) and moves the delivery on; only the
+/// worker holding the claim can.
+pub async fn finish(
+    client: &impl GenericClient,
+    worker: &str,
+    attempt: &Attempt<'_>,
+) -> Result<(), DbError> {
+    let retried = i32::from(attempt.status == "retrying");
+    client
+        .execute(
+            "UPDATE delivery_queue SET status = $3::text, retry_count = retry_count + $4, next_retry_at = $5, \
+               last_error = $6, lease_expires_at = NULL, claimed_by = NULL, updated_at = now(), \
+               processed_at = CASE WHEN $3::text IN ('delivered', 'failed') THEN now() END \
+             WHERE id = $1 AND claimed_by = $2",
+            &[
+                &attempt.delivery_id,
+                &worker,
+                &attempt.status,
+                &retried,
+                &attempt.next_retry_at,
+                &attempt.failure_reason,
+            ],
+        )
+        .await?;
+    let detail = serde_json::json!([{
+        "at": Utc::now(),
+        "status": attempt.status,
+        "response_code": attempt.response_code,
+        "latency_ms": attempt.latency_ms,
+    }]);
+    client
+        .execute(
+            "INSERT INTO delivery_logs (delivery_id, destination_id, organization_id, status, attempts, \
+               last_attempt_at, delivered_at, failure_reason, cross_system_reference) \
+             VALUES ($1, $2, $3, $4::text, $5, now(), CASE WHEN $4::text = 'delivered' THEN now() END, $6, $7)",
+            &[
+                &attempt.delivery_id.to_string(),
+                &attempt.destination_id,
+                &attempt.organization_id,
+                &attempt.status,
+                &Json(detail),
+                &attempt.failure_reason,
+                &attempt.cross_system_reference,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Gives a claim back without an attempt (the breaker is open): it waits until
+/// `until` and keeps all its retries.
+pub async fn release(
+    client: &impl GenericClient,
+    worker: &str,
+    id: Uuid,
+    until: DateTime<Utc>,
+) -> Result<(), DbError> {
+    client
+        .execute(
+            "UPDATE delivery_queue SET status = CASE WHEN retry_count > 0 THEN 'retrying' ELSE 'pending' END, \
+               next_retry_at = $3, lease_expires_at = NULL, claimed_by = NULL, updated_at = now() \
+             WHERE id = $1 AND claimed_by = $2",
+            &[&id, &worker, &until],
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn get(
+    client: &impl GenericClient,
+    organization_id: &str,
+    id: Uuid,
+) -> Result<Option<Delivery>, DbError> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM delivery_queue WHERE organization_id = $1 AND id = $2"),
+            &[&organization_id, &id],
+        )
+        .await?;
+    Ok(row.as_ref().map(delivery))
+}
+
+/// One attempt as `GET /v1/deliveries/{id}` shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AttemptLog {
+    pub status: String,
+    #[schema(value_type = Object)]
+    pub detail: Value,
+    pub failure_reason: Option<String>,
+    pub cross_system_reference: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn attempts(
+    client: &impl GenericClient,
+    organization_id: &str,
+    id: Uuid,
+) -> Result<Vec<AttemptLog>, DbError> {
+    let rows = client
+        .query(
+            "SELECT status, attempts, failure_reason, cross_system_reference, created_at FROM delivery_logs \
+             WHERE organization_id = $1 AND delivery_id = $2 ORDER BY id",
+            &[&organization_id, &id.to_string()],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| AttemptLog {
+            status: row.get("status"),
+            detail: row.get::<_, Json<Value>>("attempts").0,
+            failure_reason: row.get("failure_reason"),
+            cross_system_reference: row.get("cross_system_reference"),
+            created_at: row.get("created_at"),
+        })
+        .collect())
+}
+
+pub async fn list(
+    client: &impl GenericClient,
+    organization_id: &str,
+    status: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Delivery>, DbError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM delivery_queue WHERE organization_id = $1 AND ($2::text IS NULL OR status = $2) \
+                 ORDER BY created_at DESC, id LIMIT $3"
+            ),
+            &[&organization_id, &status, &limit],
+        )
+        .await?;
+    Ok(rows.iter().map(delivery).collect())
+}
+
+/// Replays a dead letter: back to pending with its retries restored. `None`
+/// when no failed delivery of the organization has this id.
+pub async fn replay(
+    client: &impl GenericClient,
+    organization_id: &str,
+    id: Uuid,
+) -> Result<Option<Delivery>, DbError> {
+    let row = client
+        .query_opt(
+            &format!(
+                "UPDATE delivery_queue SET status = 'pending', retry_count = 0, next_retry_at = NULL, \
+                   scheduled_at = now(), processed_at = NULL, updated_at = now() \
+                 WHERE organization_id = $1 AND id = $2 AND status = 'failed' RETURNING {COLUMNS}"
+            ),
+            &[&organization_id, &id],
+        )
+        .await?;
+    if row.is_some() {
+        client
+            .execute("SELECT pg_notify($1, '')", &[&CHANNEL])
+            .await?;
+    }
+    Ok(row.as_ref().map(delivery))
+}

@@ -1,0 +1,292 @@
+//! Queries on `delivery_destinations` and `destination_health`.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use tokio_postgres::types::Json;
+use tokio_postgres::GenericClient;
+use utoipa::ToSchema;
+
+use super::DbError;
+
+/// A destination as stored (its config holds sealed secrets).
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub id: i64,
+    pub organization_id: String,
+    pub kind: String,
+    pub label: String,
+    pub description: Option<String>,
+    pub icon: Option<String>,
+    pub instructions: Option<String>,
+    pub disabled: bool,
+    pub disabled_at: Option<DateTime<Utc>>,
+    pub disabled_by: Option<String>,
+    pub count_usage: i64,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub config: Value,
+    pub settings: Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str =
+    "id, organization_id, type, label, description, icon, instructions, disabled, disabled_at, \
+    disabled_by, count_usage, last_used_at, config, settings, created_at, updated_at";
+
+fn destination(row: &tokio_postgres::Row) -> Destination {
+    Destination {
+        id: row.get("id"),
+        organization_id: row.get("organization_id"),
+        kind: row.get("type"),
+        label: row.get("label"),
+        description: row.get("description"),
+        icon: row.get("icon"),
+        instructions: row.get("instructions"),
+        disabled: row.get("disabled"),
+        disabled_at: row.get("disabled_at"),
+        disabled_by: row.get("disabled_by"),
+        count_usage: row.get("count_usage"),
+        last_used_at: row.get("last_used_at"),
+        config: row.get::<_, Json<Value>>("config").0,
+        settings: row.get::<_, Json<Value>>("settings").0,
+        created_at: row.get("created_at"),
+        updated_at: row.get("updated_at"),
+    }
+}
+
+pub struct NewDestination<'a> {
+    pub organization_id: &'a str,
+    pub kind: &'a str,
+    pub label: &'a str,
+    pub description: Option<&'a str>,
+    pub icon: Option<&'a str>,
+    pub instructions: Option<&'a str>,
+    pub config: &'a Value,
+    pub settings: &'a Value,
+}
+
+pub async fn insert(
+    client: &impl GenericClient,
+    new: &NewDestination<'_>,
+) -> Result<Destination, DbError> {
+    let row = client
+        .query_one(
+            &format!(
+                "INSERT INTO delivery_destinations (organization_id, type, label, description, icon, instructions, \
+                   config, settings) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
+            ),
+            &[
+                &new.organization_id,
+                &new.kind,
+                &new.label,
+                &new.description,
+                &new.icon,
+                &new.instructions,
+                &Json(new.config),
+                &Json(new.settings),
+            ],
+        )
+        .await?;
+    Ok(destination(&row))
+}
+
+/// The organization's destinations (not deleted), by id.
+pub async fn list(
+    client: &impl GenericClient,
+    organization_id: &str,
+) -> Result<Vec<Destination>, DbError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM delivery_destinations \
+                 WHERE organization_id = $1 AND deleted_at IS NULL ORDER BY id"
+            ),
+            &[&organization_id],
+        )
+        .await?;
+    Ok(rows.iter().map(destination).collect())
+}
+
+/// One destination of the organization; `organization_id = None` reaches any
+/// (the delivery actors, which act for every organization).
+pub async fn get(
+    client: &impl GenericClient,
+    organization_id: Option<&str>,
+    id: i64,
+) -> Result<Option<Destination>, DbError> {
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT {COLUMNS} FROM delivery_destinations \
+                 WHERE id = $2 AND ($1::text IS NULL OR organization_id = $1) AND deleted_at IS NULL"
+            ),
+            &[&organization_id, &id],
+        )
+        .await?;
+    Ok(row.as_ref().map(destination))
+}
+
+/// Replaces the editable fields of a destination.
+pub async fn update(
+    client: &impl GenericClient,
+    changed: &Destination,
+) -> Result<Destination, DbError> {
+    let row = client
+        .query_one(
+            &format!(
+                "UPDATE delivery_destinations SET label = $3, description = $4, icon = $5, instructions = $6, \
+                   config = $7, settings = $8, disabled = $9, disabled_at = $10, disabled_by = $11, updated_at = now() \
+                 WHERE id = $2 AND organization_id = $1 RETURNING {COLUMNS}"
+            ),
+            &[
+                &changed.organization_id,
+                &changed.id,
+                &changed.label,
+                &changed.description,
+                &changed.icon,
+                &changed.instructions,
+                &Json(&changed.config),
+                &Json(&changed.settings),
+                &changed.disabled,
+                &changed.disabled_at,
+                &changed.disabled_by,
+            ],
+        )
+        .await?;
+    Ok(destination(&row))
+}
+
+/// Deletes a destination, keeping its delivery history; its queued deliveries fail.
+pub async fn delete(
+    client: &impl GenericClient,
+    organization_id: &str,
+    id: i64,
+) -> Result<bool, DbError> {
+    let deleted = client
+        .execute(
+            "UPDATE delivery_destinations SET deleted_at = now(), disabled = true, updated_at = now() \
+             WHERE organization_id = $1 AND id = $2 AND deleted_at IS NULL",
+            &[&organization_id, &id],
+        )
+        .await?;
+    client
+        .execute(
+            "UPDATE delivery_queue SET status = 'failed', last_error = 'the destination was deleted', updated_at = now() \
+             WHERE organization_id = $1 AND destination_id = $2 AND status IN ('pending', 'retrying')",
+            &[&organization_id, &id],
+        )
+        .await?;
+    Ok(deleted > 0)
+}
+
+/// Health of a destination, as `destination_health` keeps it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Health {
+    pub destination_id: i64,
+    pub status: String,
+    pub consecutive_failures: i32,
+    pub total_failures: i64,
+    pub total_deliveries: i64,
+    /// Percentage of successful attempts.
+    pub success_rate: Option<f64>,
+    /// Milliseconds, over all attempts.
+    pub average_response_time: Option<i32>,
+    pub last_failure_at: Option<DateTime<Utc>>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub circuit_breaker_state: String,
+    pub circuit_breaker_opened_at: Option<DateTime<Utc>>,
+    pub disabled_at: Option<DateTime<Utc>>,
+    pub disabled_reason: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub async fn health(
+    client: &impl GenericClient,
+    organization_id: &str,
+    id: i64,
+) -> Result<Option<Health>, DbError> {
+    let row = client
+        .query_opt(
+            "SELECT destination_id, status, consecutive_failures, total_failures, total_deliveries, success_rate, \
+               average_response_time, last_failure_at, last_success_at, circuit_breaker_state, \
+               circuit_breaker_opened_at, disabled_at, disabled_reason, updated_at \
+             FROM destination_health WHERE organization_id = $1 AND destination_id = $2",
+            &[&organization_id, &id],
+        )
+        .await?;
+    Ok(row.map(|row| Health {
+        destination_id: row.get("destination_id"),
+        status: row.get("status"),
+        consecutive_failures: row.get("consecutive_failures"),
+        total_failures: row.get("total_failures"),
+        total_deliveries: row.get("total_deliveries"),
+        success_rate: row.get("success_rate"),
+        average_response_time: row.get("average_response_time"),
+        last_failure_at: row.get("last_failure_at"),
+        last_success_at: row.get("last_success_at"),
+        circuit_breaker_state: row.get("circuit_breaker_state"),
+        circuit_breaker_opened_at: row.get("circuit_breaker_opened_at"),
+        disabled_at: row.get("disabled_at"),
+        disabled_reason: row.get("disabled_reason"),
+        updated_at: row.get("updated_at"),
+    }))
+}
+
+/// One attempt's effect on a destination's health.
+pub struct AttemptRecord<'a> {
+    pub destination_id: i64,
+    pub organization_id: &'a str,
+    pub succeeded: bool,
+    pub latency_ms: i32,
+    pub breaker_state: &'a str,
+}
+
+/// Folds one attempt into `destination_health` (running totals and averages).
+pub async fn record_attempt(
+    client: &impl GenericClient,
+    attempt: &AttemptRecord<'_>,
+) -> Result<(), DbError> {
+    client
+        .execute(
+            "INSERT INTO destination_health AS h (destination_id, organization_id, status, last_check_at, \
+               consecutive_failures, total_failures, total_deliveries, success_rate, average_response_time, \
+               last_failure_at, last_success_at, circuit_breaker_state, circuit_breaker_opened_at) \
+             VALUES ($1, $2, CASE WHEN $3::bool THEN 'healthy' ELSE 'degraded' END, now(), \
+               CASE WHEN $3::bool THEN 0 ELSE 1 END, CASE WHEN $3::bool THEN 0 ELSE 1 END, 1, \
+               CASE WHEN $3::bool THEN 100 ELSE 0 END, $4, CASE WHEN $3::bool THEN NULL ELSE now() END, \
+               CASE WHEN $3::bool THEN now() END, $5::text, CASE WHEN $5::text = 'open' THEN now() END) \
+             ON CONFLICT (destination_id) DO UPDATE SET \
+               last_check_at = now(), \
+               consecutive_failures = CASE WHEN $3::bool THEN 0 ELSE h.consecutive_failures + 1 END, \
+               total_failures = h.total_failures + CASE WHEN $3::bool THEN 0 ELSE 1 END, \
+               total_deliveries = h.total_deliveries + 1, \
+               success_rate = 100.0 * (h.total_deliveries - h.total_failures - CASE WHEN $3::bool THEN 0 ELSE 1 END + 1) \
+                 / (h.total_deliveries + 1), \
+               average_response_time = ((coalesce(h.average_response_time, 0)::bigint * h.total_deliveries + $4) \
+                 / (h.total_deliveries + 1))::int, \
+               last_failure_at = CASE WHEN $3::bool THEN h.last_failure_at ELSE now() END, \
+               last_success_at = CASE WHEN $3::bool THEN now() ELSE h.last_success_at END, \
+               status = CASE WHEN h.status = 'disabled' THEN 'disabled' WHEN $3::bool THEN 'healthy' \
+                 WHEN $5::text = 'open' THEN 'unhealthy' ELSE 'degraded' END, \
+               circuit_breaker_opened_at = CASE WHEN $5::text = 'open' AND h.circuit_breaker_state <> 'open' THEN now() \
+                 WHEN $5::text = 'open' THEN h.circuit_breaker_opened_at END, \
+               circuit_breaker_state = $5::text, \
+               updated_at = now()",
+            &[
+                &attempt.destination_id,
+                &attempt.organization_id,
+                &attempt.succeeded,
+                &attempt.latency_ms,
+                &attempt.breaker_state,
+            ],
+        )
+        .await?;
+    client
+        .execute(
+            "UPDATE delivery_destinations SET count_usage = count_usage + 1, last_used_at = now() WHERE id = $1",
+            &[&attempt.destination_id],
+        )
+        .await?;
+    Ok(())
+}

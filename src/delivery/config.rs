@@ -1,0 +1,332 @@
+//! Destination configuration: validated per kind, secrets sealed at rest and
+//! never shown (`***`), and the delivery settings every destination has.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::crypto::{DecryptError, SecretBox};
+use super::webhook;
+use crate::validation::FieldError;
+
+/// Kinds the schema knows.
+pub const KINDS: &[&str] = &["webhook", "email", "s3", "ftp"];
+/// Kinds this build can deliver to; the others are refused until they can.
+pub const AVAILABLE_KINDS: &[&str] = &["webhook"];
+const MASK: &str = "***";
+
+/// A webhook destination.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// http or https.
+    pub url: String,
+    /// POST or PUT.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// `whsec_` + base64; generated when absent. Signs every request.
+    pub secret: Option<String>,
+    /// The secret before the last rotation: also signs while receivers switch over.
+    pub previous_secret: Option<String>,
+}
+
+fn default_method() -> String {
+    "POST".to_owned()
+}
+
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+
+/// How a destination is delivered to: concurrency, rate, breaker and retries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverySettings {
+    /// Deliveries in flight at once to this destination.
+    pub concurrency: u32,
+    /// At most this many delivery attempts per second (none: unlimited).
+    pub rate_limit_per_second: Option<u32>,
+    /// Consecutive failures that open the circuit breaker.
+    pub failure_threshold: u32,
+    /// How long the breaker stays open before one probe is let through.
+    #[serde(with = "humantime_serde")]
+    pub reset_timeout: Duration,
+    /// Waits before each retry (±20% jitter); its length is the number of retries.
+    pub retry_schedule: Vec<String>,
+    /// A destination failing without a single success this long is disabled.
+    #[serde(with = "humantime_serde")]
+    pub auto_disable_after: Duration,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            concurrency: 4,
+            rate_limit_per_second: None,
+            failure_threshold: 5,
+            reset_timeout: Duration::from_secs(60),
+            retry_schedule: ["5s", "5m", "30m", "2h", "5h", "10h", "10h"]
+                .map(str::to_owned)
+                .to_vec(),
+            auto_disable_after: Duration::from_secs(5 * 24 * 3600),
+        }
+    }
+}
+
+impl DeliverySettings {
+    /// The parsed retry waits (validated on save).
+    pub fn retry_waits(&self) -> Vec<Duration> {
+        self.retry_schedule
+            .iter()
+            .filter_map(|wait| humantime::parse_duration(wait).ok())
+            .collect()
+    }
+
+    pub fn parse(value: Option<&Value>) -> Result<Self, Vec<FieldError>> {
+        let settings: DeliverySettings = match value {
+            None | Some(Value::Null) => return Ok(Self::default()),
+            Some(value) => serde_json::from_value(value.clone())
+                .map_err(|error| vec![FieldError::new("settings", error.to_string())])?,
+        };
+        let mut errors = Vec::new();
+        if !(1..=64).contains(&settings.concurrency) {
+            errors.push(FieldError::new("settings.concurrency", "between 1 and 64"));
+        }
+        if settings.rate_limit_per_second == Some(0) {
+            errors.push(FieldError::new(
+                "settings.rate_limit_per_second",
+                "at least 1 (or null for no limit)",
+            ));
+        }
+        if settings.failure_threshold == 0 {
+            errors.push(FieldError::new("settings.failure_threshold", "at least 1"));
+        }
+        if settings.reset_timeout.is_zero() {
+            errors.push(FieldError::new(
+                "settings.reset_timeout",
+                "longer than zero",
+            ));
+        }
+        if settings.retry_schedule.len() > 20 {
+            errors.push(FieldError::new(
+                "settings.retry_schedule",
+                "at most 20 retries",
+            ));
+        }
+        for (i, wait) in settings.retry_schedule.iter().enumerate() {
+            if humantime::parse_duration(wait).is_err() {
+                errors.push(FieldError::new(
+                    format!("settings.retry_schedule[{i}]"),
+                    "a duration such as 30s, 5m or 2h",
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(settings)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// Validates a webhook configuration as sent by a client. `previous` is the
+/// stored configuration when updating: secrets sent as `***` keep their value.
+pub fn validate_webhook(
+    value: &Value,
+    previous: Option<&WebhookConfig>,
+) -> Result<WebhookConfig, Vec<FieldError>> {
+    let mut config: WebhookConfig = serde_json::from_value(value.clone())
+        .map_err(|error| vec![FieldError::new("config", error.to_string())])?;
+    let mut errors = Vec::new();
+    match reqwest::Url::parse(&config.url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {}
+        _ => errors.push(FieldError::new(
+            "config.url",
+            "an absolute http or https URL",
+        )),
+    }
+    config.method = config.method.to_ascii_uppercase();
+    if !matches!(config.method.as_str(), "POST" | "PUT") {
+        errors.push(FieldError::new("config.method", "POST or PUT"));
+    }
+    if !(100..=60_000).contains(&config.timeout_ms) {
+        errors.push(FieldError::new(
+            "config.timeout_ms",
+            "between 100 and 60000",
+        ));
+    }
+    for (name, header_value) in &config.headers {
+        let reserved = name.to_ascii_lowercase().starts_with("webhook-")
+            || name.eq_ignore_ascii_case("content-type")
+            || name.eq_ignore_ascii_case("content-length");
+        let valid = reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
+            && reqwest::header::HeaderValue::from_str(header_value).is_ok();
+        if reserved || !valid {
+            errors.push(FieldError::new(
+                format!("config.headers.{name}"),
+                "a valid header that the signature and body do not set themselves",
+            ));
+        }
+    }
+    let keep = |sent: Option<String>, stored: Option<&String>| match sent.as_deref() {
+        Some(MASK) => stored.cloned(),
+        _ => sent,
+    };
+    config.secret = keep(config.secret, previous.and_then(|p| p.secret.as_ref()));
+    config.previous_secret = keep(
+        config.previous_secret,
+        previous.and_then(|p| p.previous_secret.as_ref()),
+    );
+    if config.secret.is_none() {
+        config.secret = Some(webhook::generate_secret());
+    }
+    for (field, secret) in [
+        ("config.secret", &config.secret),
+        ("config.previous_secret", &config.previous_secret),
+    ] {
+        if secret
+            .as_deref()
+            .is_some_and(|secret| webhook::secret_key(secret).is_none())
+        {
+            errors.push(FieldError::new(
+                field,
+                "`whsec_` followed by the base64 of 16 to 64 bytes",
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(errors)
+    }
+}
+
+impl WebhookConfig {
+    /// The form kept in the database: secrets sealed.
+    pub fn sealed(&self, secrets: &SecretBox) -> Value {
+        let mut copy = self.clone();
+        copy.secret = copy.secret.as_deref().map(|s| secrets.seal(s));
+        copy.previous_secret = copy.previous_secret.as_deref().map(|s| secrets.seal(s));
+        serde_json::to_value(copy).expect("a webhook config serializes")
+    }
+
+    /// From the database form.
+    pub fn unsealed(stored: &Value, secrets: &SecretBox) -> Result<Self, DecryptError> {
+        let mut config: WebhookConfig =
+            serde_json::from_value(stored.clone()).map_err(|_| DecryptError)?;
+        config.secret = config
+            .secret
+            .as_deref()
+            .map(|s| secrets.open(s))
+            .transpose()?;
+        config.previous_secret = config
+            .previous_secret
+            .as_deref()
+            .map(|s| secrets.open(s))
+            .transpose()?;
+        Ok(config)
+    }
+
+    /// The form shown by the API: secrets masked.
+    pub fn masked(stored: &Value) -> Value {
+        let mut shown = stored.clone();
+        for field in ["secret", "previous_secret"] {
+            if shown.get(field).is_some_and(|v| !v.is_null()) {
+                shown[field] = Value::String(MASK.to_owned());
+            }
+        }
+        shown
+    }
+
+    /// The keys that sign each request: the current secret, then the previous one.
+    pub fn signing_keys(&self) -> Vec<Vec<u8>> {
+        [&self.secret, &self.previous_secret]
+            .into_iter()
+            .flatten()
+            .filter_map(|secret| webhook::secret_key(secret))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_webhook_gets_a_secret_and_defaults() {
+        let config = validate_webhook(&json!({"url": "https://example.test/hook"}), None).unwrap();
+        assert_eq!(config.method, "POST");
+        assert!(config.secret.as_deref().unwrap().starts_with("whsec_"));
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let errors = validate_webhook(
+            &json!({"url": "ftp://x", "method": "GET", "timeout_ms": 5, "secret": "plain",
+                    "headers": {"Webhook-Id": "x", "bad header": "y"}}),
+            None,
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        for field in [
+            "config.url",
+            "config.method",
+            "config.timeout_ms",
+            "config.secret",
+        ] {
+            assert!(fields.contains(&field), "{field}: {fields:?}");
+        }
+        assert_eq!(
+            fields
+                .iter()
+                .filter(|f| f.starts_with("config.headers."))
+                .count(),
+            2
+        );
+    }
+
+    #[test]
+    fn secrets_are_sealed_masked_and_kept_when_sent_masked() {
+        let secrets = SecretBox::new(&[1; 32]);
+        let config = validate_webhook(&json!({"url": "http://127.0.0.1/x"}), None).unwrap();
+        let stored = config.sealed(&secrets);
+        assert!(!stored
+            .to_string()
+            .contains(config.secret.as_deref().unwrap()));
+        assert_eq!(WebhookConfig::masked(&stored)["secret"], "***");
+        let reopened = WebhookConfig::unsealed(&stored, &secrets).unwrap();
+        assert_eq!(reopened.secret, config.secret);
+        let updated = validate_webhook(
+            &json!({"url": "http://127.0.0.1/y", "secret": "***"}),
+            Some(&reopened),
+        )
+        .unwrap();
+        assert_eq!(updated.secret, config.secret);
+    }
+
+    #[test]
+    fn settings_are_validated() {
+        assert_eq!(
+            DeliverySettings::parse(None).unwrap(),
+            DeliverySettings::default()
+        );
+        let errors = DeliverySettings::parse(Some(
+            &json!({"concurrency": 0, "retry_schedule": ["5s", "soon"]}),
+        ))
+        .unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["settings.concurrency", "settings.retry_schedule[1]"]
+        );
+        assert_eq!(DeliverySettings::default().retry_waits().len(), 7);
+    }
+}

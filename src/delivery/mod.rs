@@ -1,0 +1,10 @@
+//! Delivery to organizations' own systems: destination configuration and its
+//! sealed secrets, webhook signing, the circuit breaker and the retry policy.
+//! The moving parts are actors: `QueueActor` claims work, one `DeliveryActor`
+//! per destination performs it, `HealthActor` keeps `destination_health`.
+
+pub mod breaker;
+pub mod config;
+pub mod crypto;
+pub mod retry;
+pub mod webhook;

@@ -1,0 +1,236 @@
+//! `/v1/deliveries`: queue data for an organization's destinations, follow it,
+//! and replay dead letters.
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::auth::Caller;
+use super::errors::{ApiError, FieldError};
+use super::AppState;
+use crate::db::deliveries::{self, AttemptLog, Delivery, NewDeliveries};
+use crate::db::{destinations, tenant};
+use crate::delivery::config::DeliverySettings;
+
+const RESOURCE: &str = "audit.deliveries";
+const STATUSES: &[&str] = &["pending", "processing", "retrying", "delivered", "failed"];
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDeliveries {
+    pub destination_ids: Vec<i64>,
+    /// The JSON object to deliver.
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    /// 0 to 10, higher first; default 0.
+    pub priority: Option<i16>,
+    /// Not before this time (RFC 3339); default now.
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// A repeated key returns the deliveries it created the first time.
+    pub idempotency_key: Option<String>,
+    pub correlation_id: Option<String>,
+    pub organization_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryList {
+    pub deliveries: Vec<Delivery>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryDetail {
+    #[serde(flatten)]
+    pub delivery: Delivery,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<AttemptLog>,
+}
+
+/// Queues the payload for each destination: 202, one delivery per destination.
+#[utoipa::path(post, path = "/v1/deliveries", tag = "delivery", request_body = CreateDeliveries,
+    responses((status = 202, body = DeliveryList), (status = 400), (status = 401), (status = 403)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all)]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Json<CreateDeliveries>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(RESOURCE, "create")?;
+    let body = body.into_inner();
+    caller.ensure_own_organization(body.organization_id.as_deref())?;
+    let mut errors = Vec::new();
+    let mut ids = body.destination_ids.clone();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() || ids.len() != body.destination_ids.len() || ids.len() > 100 {
+        errors.push(FieldError::new(
+            "destination_ids",
+            "1 to 100 distinct destination ids",
+        ));
+    }
+    if !body.payload.is_object() {
+        errors.push(FieldError::new("payload", "must be a JSON object"));
+    }
+    let priority = body.priority.unwrap_or(0);
+    if !(0..=10).contains(&priority) {
+        errors.push(FieldError::new("priority", "between 0 and 10"));
+    }
+    for (field, value) in [
+        ("idempotency_key", &body.idempotency_key),
+        ("correlation_id", &body.correlation_id),
+    ] {
+        if value
+            .as_ref()
+            .is_some_and(|v| v.is_empty() || v.chars().count() > 255)
+        {
+            errors.push(FieldError::new(field, "1 to 255 characters"));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let organization_id = caller.organization_id();
+    let mut client = state.pool.get().await?;
+    let transaction = tenant::begin(&mut client, organization_id).await?;
+    let mut max_retries = Vec::with_capacity(body.destination_ids.len());
+    for (i, id) in body.destination_ids.iter().enumerate() {
+        match destinations::get(&transaction, Some(organization_id), *id).await? {
+            Some(destination) => {
+                let settings =
+                    DeliverySettings::parse(Some(&destination.settings)).unwrap_or_default();
+                max_retries.push(settings.retry_waits().len() as i32);
+            }
+            None => errors.push(FieldError::new(
+                format!("destination_ids[{i}]"),
+                format!("no destination {id}"),
+            )),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let queued = deliveries::enqueue(
+        &transaction,
+        &NewDeliveries {
+            organization_id,
+            destination_ids: &body.destination_ids,
+            payload: &body.payload,
+            priority,
+            scheduled_at: body.scheduled_at,
+            idempotency_key: body.idempotency_key.as_deref(),
+            correlation_id: body.correlation_id.as_deref(),
+            max_retries: &max_retries,
+        },
+    )
+    .await?;
+    transaction.commit().await?;
+    Ok(HttpResponse::Accepted().json(DeliveryList { deliveries: queued }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveryQuery {
+    /// pending | processing | retrying | delivered | failed (`failed`: the dead letters).
+    pub status: Option<String>,
+    /// 1 to 1000, default 100.
+    pub limit: Option<i64>,
+    pub organization_id: Option<String>,
+}
+
+/// The organization's deliveries, newest first.
+#[utoipa::path(get, path = "/v1/deliveries", tag = "delivery", params(DeliveryQuery),
+    responses((status = 200, body = DeliveryList), (status = 400), (status = 401), (status = 403)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<DeliveryQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(RESOURCE, "read")?;
+    let mut errors = Vec::new();
+    if query
+        .status
+        .as_deref()
+        .is_some_and(|s| !STATUSES.contains(&s))
+    {
+        errors.push(FieldError::new(
+            "status",
+            format!("one of {}", STATUSES.join(", ")),
+        ));
+    }
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        errors.push(FieldError::new("limit", "between 1 and 1000"));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let organization_id = caller.organization_id();
+    let mut client = state.pool.get().await?;
+    let transaction = tenant::begin(&mut client, organization_id).await?;
+    let found = deliveries::list(
+        &transaction,
+        organization_id,
+        query.status.as_deref(),
+        limit,
+    )
+    .await?;
+    transaction.commit().await?;
+    Ok(HttpResponse::Ok().json(DeliveryList { deliveries: found }))
+}
+
+/// One delivery with every attempt.
+#[utoipa::path(get, path = "/v1/deliveries/{id}", tag = "delivery",
+    params(("id" = Uuid, Path, description = "Delivery id")),
+    responses((status = 200, body = DeliveryDetail), (status = 401), (status = 403), (status = 404)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(delivery = %id))]
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(RESOURCE, "read")?;
+    let organization_id = caller.organization_id();
+    let mut client = state.pool.get().await?;
+    let transaction = tenant::begin(&mut client, organization_id).await?;
+    let delivery = deliveries::get(&transaction, organization_id, *id).await?;
+    let attempts = deliveries::attempts(&transaction, organization_id, *id).await?;
+    transaction.commit().await?;
+    let delivery = delivery.ok_or_else(|| ApiError::NotFound(format!("delivery {id}")))?;
+    Ok(HttpResponse::Ok().json(DeliveryDetail { delivery, attempts }))
+}
+
+/// Replays a dead letter (a `failed` delivery) with its retries restored.
+#[utoipa::path(post, path = "/v1/deliveries/{id}/retry", tag = "delivery",
+    params(("id" = Uuid, Path, description = "Delivery id")),
+    responses((status = 202, body = Delivery), (status = 401), (status = 403), (status = 404), (status = 409)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(delivery = %id))]
+pub async fn retry(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(RESOURCE, "update")?;
+    let organization_id = caller.organization_id();
+    let mut client = state.pool.get().await?;
+    let transaction = tenant::begin(&mut client, organization_id).await?;
+    let replayed = deliveries::replay(&transaction, organization_id, *id).await?;
+    let exists = deliveries::get(&transaction, organization_id, *id)
+        .await?
+        .is_some();
+    transaction.commit().await?;
+    match (replayed, exists) {
+        (Some(delivery), _) => Ok(HttpResponse::Accepted().json(delivery)),
+        (None, true) => Err(ApiError::Conflict(format!(
+            "delivery {id} is not failed; only dead letters are replayed"
+        ))),
+        (None, false) => Err(ApiError::NotFound(format!("delivery {id}"))),
+    }
+}

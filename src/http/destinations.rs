@@ -1,0 +1,381 @@
+//! `/v1/destinations`: where an organization's data, alerts and reports go.
+
+use std::time::{Duration, Instant};
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::auth::Caller;
+use super::errors::{ApiError, FieldError};
+use super::AppState;
+use crate::db::destinations::{self, Destination, Health, NewDestination};
+use crate::db::tenant;
+use crate::delivery::config::{self, DeliverySettings, WebhookConfig};
+
+const RESOURCE: &str = "audit.deliveries";
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDestination {
+    /// webhook (email, s3 and ftp are not available in this version yet).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub label: String,
+    pub description: Option<String>,
+    pub icon: Option<String>,
+    pub instructions: Option<String>,
+    /// Kind-specific; for a webhook: url, method, headers, timeout_ms, secret, previous_secret.
+    #[schema(value_type = Object)]
+    pub config: Value,
+    /// concurrency, rate_limit_per_second, failure_threshold, reset_timeout, retry_schedule, auto_disable_after.
+    #[schema(value_type = Option<Object>)]
+    pub settings: Option<Value>,
+    pub organization_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateDestination {
+    pub label: Option<String>,
+    pub description: Option<String>,
+    pub icon: Option<String>,
+    pub instructions: Option<String>,
+    /// Replaces the configuration; secrets sent as `***` keep their value.
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub settings: Option<Value>,
+    /// false re-enables a disabled destination.
+    pub disabled: Option<bool>,
+    pub organization_id: Option<String>,
+}
+
+/// A destination as the API shows it: secrets as `***`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DestinationView {
+    pub id: i64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub label: String,
+    pub description: Option<String>,
+    pub icon: Option<String>,
+    pub instructions: Option<String>,
+    pub disabled: bool,
+    pub disabled_at: Option<DateTime<Utc>>,
+    pub disabled_by: Option<String>,
+    pub count_usage: i64,
+    pub last_used_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Object)]
+    pub config: Value,
+    #[schema(value_type = Object)]
+    pub settings: Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Destination> for DestinationView {
+    fn from(destination: Destination) -> Self {
+        DestinationView {
+            id: destination.id,
+            config: WebhookConfig::masked(&destination.config),
+            kind: destination.kind,
+            label: destination.label,
+            description: destination.description,
+            icon: destination.icon,
+            instructions: destination.instructions,
+            disabled: destination.disabled,
+            disabled_at: destination.disabled_at,
+            disabled_by: destination.disabled_by,
+            count_usage: destination.count_usage,
+            last_used_at: destination.last_used_at,
+            settings: destination.settings,
+            created_at: destination.created_at,
+            updated_at: destination.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DestinationList {
+    pub destinations: Vec<DestinationView>,
+}
+
+fn check_kind(kind: &str) -> Result<(), ApiError> {
+    if !config::KINDS.contains(&kind) {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "type",
+            format!("one of {}", config::KINDS.join(", ")),
+        )]));
+    }
+    if !config::AVAILABLE_KINDS.contains(&kind) {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "type",
+            format!("`{kind}` destinations are not available in this version yet"),
+        )]));
+    }
+    Ok(())
+}
+
+fn check_label(label: &str) -> Option<FieldError> {
+    (label.trim().is_empty() || label.chars().count() > 255)
+        .then(|| FieldError::new("label", "1 to 255 characters"))
+}
+
+/// Creates a destination; its secrets are stored encrypted and never shown again.
+#[utoipa::path(post, path = "/v1/destinations", tag = "delivery", request_body = CreateDestination,
+    responses((status = 201, body = DestinationView), (status = 400), (status = 401), (status = 403)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all)]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Json<CreateDestination>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(RESOURCE, "create")?;
+    let body = body.into_inner();
+    caller.ensure_own_organization(body.organization_id.as_deref())?;
+    check_kind(&body.kind)?;
+    let mut errors: Vec<FieldError> = check_label(&body.label).into_iter().collect();
+    let webhook = config::validate_webhook(&body.config, None)
+        .map_err(|e| errors.extend(e))
+        .ok();
+    let settings = DeliverySettings::parse(body.settings.as_ref())
+        .map_err(|e| errors.extend(e))
+        .ok();
+    let (Some(webhook), Some(settings)) = (webhook, settings) else {
+        return Err(ApiError::Validation(errors));
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let organization_id = caller.organization_id();
+    let sealed = webhook.sealed(&state.secrets);
+    let settings = serde_json::to_value(settings).expect("settings serialize");
+    let mut client = state.pool.get().await?;
+    let transaction = tenant::begin(&mut client, organization_id).await?;
+    let destination = destinations::insert(
+        &transaction,
+        &NewDestination {
+            organization_id,
+            kind: &body.kind,
+            label: &body.label,
+            description: body.description.as_deref(),
+            icon: body.icon.as_deref(),
+            instructions: body.instructions.as_deref(),
+            config: &sealed,
+            settings: &settings,
+        },
+    )
+    .await?;
+    transaction.commit().await?;
+    tracing::info!(destination = destination.id, "Created destination");
+    Ok(HttpResponse::Created().json(DestinationView::from(destination)))
+}
+
+#[utoipa::path(get, path = "/v1/destinations", tag = "delivery",
+    responses((status = 200, body = DestinationList), (status = 401), (status = 403)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all)]
+pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    caller.require(RESOURCE, "read")?;
+    let organization_id = caller.organization_id();
+    let mut client = state.pool.get().await?;
+    let transaction = tenant::begin(&mut client, organization_id).await?;
+    let found = destinations::list(&transaction, organization_id).await?;
+    transaction.commit().await?;
+    Ok(HttpResponse::Ok().json(DestinationList {
+        destinations: found.into_iter().map(DestinationView::from).collect(),
+    }))
+}
+
+async fn load(state: &AppState, caller: &Caller, id: i64) -> Result<Destination, ApiError> {
+    let organization_id = caller.organization_id();
+    let mut client = state.pool.get().await?;
+    let transaction = tenant::begin(&mut client, organization_id).await?;
+    let found = destinations::get(&transaction, Some(organization_id), id).await?;
+    transaction.commit().await?;
+    found.ok_or_else(|| ApiError::NotFound(format!("destination {id}")))
+}
+
+#[utoipa::path(get, path = "/v1/destinations/{id}", tag = "delivery",
+    params(("id" = i64, Path, description = "Destination id")),
+    responses((status = 200, body = DestinationView), (status = 401), (status = 403), (status = 404)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(destination = %id))]
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(RESOURCE, "read")?;
+    Ok(HttpResponse::Ok().json(DestinationView::from(load(&state, &caller, *id).await?)))
+}
+
+/// Changes a destination; `"disabled": false` re-enables one that was disabled.
+#[utoipa::path(patch, path = "/v1/destinations/{id}", tag = "delivery", request_body = UpdateDestination,
+    params(("id" = i64, Path, description = "Destination id")),
+    responses((status = 200, body = DestinationView), (status = 400), (status = 401), (status = 403), (status = 404)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(destination = %id))]
+pub async fn update(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<i64>,
+    body: web::Json<UpdateDestination>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(RESOURCE, "update")?;
+    let body = body.into_inner();
+    caller.ensure_own_organization(body.organization_id.as_deref())?;
+    let mut destination = load(&state, &caller, *id).await?;
+    let mut errors = Vec::new();
+    if let Some(label) = body.label {
+        errors.extend(check_label(&label));
+        destination.label = label;
+    }
+    destination.description = body.description.or(destination.description);
+    destination.icon = body.icon.or(destination.icon);
+    destination.instructions = body.instructions.or(destination.instructions);
+    if let Some(config) = &body.config {
+        let stored = WebhookConfig::unsealed(&destination.config, &state.secrets).ok();
+        match config::validate_webhook(config, stored.as_ref()) {
+            Ok(webhook) => destination.config = webhook.sealed(&state.secrets),
+            Err(problems) => errors.extend(problems),
+        }
+    }
+    if let Some(settings) = &body.settings {
+        match DeliverySettings::parse(Some(settings)) {
+            Ok(settings) => {
+                destination.settings = serde_json::to_value(settings).expect("settings serialize")
+            }
+            Err(problems) => errors.extend(problems),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    match body.disabled {
+        Some(true) if !destination.disabled => {
+            destination.disabled = true;
+            destination.disabled_at = Some(Utc::now());
+            destination.disabled_by = Some(caller.actor());
+        }
+        Some(false) => {
+            destination.disabled = false;
+            destination.disabled_at = None;
+            destination.disabled_by = None;
+        }
+        _ => {}
+    }
+    let organization_id = caller.organization_id();
+    let mut client = state.pool.get().await?;
+    let transaction = tenant::begin(&mut client, organization_id).await?;
+    let updated = destinations::update(&transaction, &destination).await?;
+    transaction.commit().await?;
+    Ok(HttpResponse::Ok().json(DestinationView::from(updated)))
+}
+
+/// Deletes a destination. Its delivery history stays; its queued deliveries fail.
+#[utoipa::path(delete, path = "/v1/destinations/{id}", tag = "delivery",
+    params(("id" = i64, Path, description = "Destination id")),
+    responses((status = 204), (status = 401), (status = 403), (status = 404)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(destination = %id))]
+pub async fn delete(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(RESOURCE, "delete")?;
+    let organization_id = caller.organization_id();
+    let mut client = state.pool.get().await?;
+    let transaction = tenant::begin(&mut client, organization_id).await?;
+    let deleted = destinations::delete(&transaction, organization_id, *id).await?;
+    transaction.commit().await?;
+    if deleted {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::NotFound(format!("destination {id}")))
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConnectionTest {
+    pub reachable: bool,
+    pub latency_ms: u64,
+    pub message: String,
+}
+
+/// Checks that the destination's host accepts connections, without delivering anything.
+#[utoipa::path(post, path = "/v1/destinations/{id}/test", tag = "delivery",
+    params(("id" = i64, Path, description = "Destination id")),
+    responses((status = 200, body = ConnectionTest), (status = 401), (status = 403), (status = 404)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(destination = %id))]
+pub async fn test(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(RESOURCE, "update")?;
+    let destination = load(&state, &caller, *id).await?;
+    let webhook =
+        WebhookConfig::unsealed(&destination.config, &state.secrets).map_err(|error| {
+            tracing::error!(%error, "Cannot open a destination's secrets");
+            ApiError::Internal
+        })?;
+    let url = reqwest::Url::parse(&webhook.url).map_err(|_| ApiError::Internal)?;
+    let address = format!(
+        "{}:{}",
+        url.host_str().unwrap_or_default(),
+        url.port_or_known_default().unwrap_or(443)
+    );
+    let started = Instant::now();
+    let timeout = Duration::from_millis(webhook.timeout_ms);
+    let (reachable, message) =
+        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&address)).await {
+            Ok(Ok(_)) => (true, format!("{address} accepts connections")),
+            Ok(Err(error)) => (false, format!("cannot connect to {address}: {error}")),
+            Err(_) => (
+                false,
+                format!(
+                    "no connection to {address} within {} ms",
+                    webhook.timeout_ms
+                ),
+            ),
+        };
+    Ok(HttpResponse::Ok().json(ConnectionTest {
+        reachable,
+        latency_ms: started.elapsed().as_millis() as u64,
+        message,
+    }))
+}
+
+/// The destination's delivery health: totals, success rate, response time, breaker.
+#[utoipa::path(get, path = "/v1/destinations/{id}/health", tag = "delivery",
+    params(("id" = i64, Path, description = "Destination id")),
+    responses((status = 200, body = Health), (status = 401), (status = 403), (status = 404)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(destination = %id))]
+pub async fn health(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(RESOURCE, "read")?;
+    load(&state, &caller, *id).await?;
+    let organization_id = caller.organization_id();
+    let mut client = state.pool.get().await?;
+    let transaction = tenant::begin(&mut client, organization_id).await?;
+    let health = destinations::health(&transaction, organization_id, *id).await?;
+    transaction.commit().await?;
+    match health {
+        Some(health) => Ok(HttpResponse::Ok().json(health)),
+        None => Ok(HttpResponse::Ok().json(serde_json::json!({
+            "destination_id": *id, "status": "healthy", "total_deliveries": 0, "total_failures": 0,
+            "consecutive_failures": 0, "circuit_breaker_state": "closed"
+        }))),
+    }
+}

@@ -1,0 +1,508 @@
+//! Delivery to webhooks over real HTTP on loopback: signing, retries, dead
+//! letters and replay, the circuit breaker, isolation of a broken destination,
+//! secrets at rest, tenant isolation and several workers on one queue.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use base64::Engine;
+use common::receiver::Receiver;
+use common::{spawn_app, spawn_app_with, wait_until, TestApp};
+use hmac::{Hmac, Mac};
+use reqwest::Method;
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+async fn destination(app: &TestApp, key: &str, url: &str, settings: Value) -> i64 {
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/destinations",
+            Some(key),
+            Some(json!({"type": "webhook", "label": "receiver", "config": {"url": url, "secret": SECRET},
+                        "settings": settings})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_i64().unwrap()
+}
+
+async fn enqueue(app: &TestApp, key: &str, destinations: &[i64], payload: Value) -> Vec<String> {
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/deliveries",
+            Some(key),
+            Some(json!({"destination_ids": destinations, "payload": payload})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    body["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn delivery(app: &TestApp, key: &str, id: &str) -> Value {
+    app.call(
+        Method::GET,
+        &format!("/v1/deliveries/{id}"),
+        Some(key),
+        None,
+    )
+    .await
+    .1
+}
+
+async fn wait_for_status(app: &TestApp, key: &str, id: &str, status: &str) -> Value {
+    wait_until(
+        Duration::from_secs(20),
+        &format!("delivery {id} {status}"),
+        || async {
+            let found = delivery(app, key, id).await;
+            (found["status"] == status).then_some(found)
+        },
+    )
+    .await
+}
+
+/// Verifies a Standard Webhooks signature as a receiver would.
+fn signature_valid(received: &common::receiver::Received) -> bool {
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(SECRET.trim_start_matches("whsec_"))
+        .unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{}.{}.", received.id, received.timestamp).as_bytes());
+    mac.update(&received.body);
+    let expected = format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    );
+    received
+        .signature
+        .split(' ')
+        .any(|signature| signature == expected)
+}
+
+fn fast_retries() -> Value {
+    json!({"retry_schedule": ["50ms", "50ms", "50ms"], "failure_threshold": 10})
+}
+
+/// A delivery reaches the receiver once, signed per Standard Webhooks, with a
+/// `webhook-id` naming the delivery; the attempt and the health are recorded.
+#[actix_web::test]
+async fn a_webhook_delivery_is_signed_delivered_and_recorded() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let receiver = Receiver::start(&[], false);
+    let target = destination(&app, &key, &receiver.url, Value::Null).await;
+    let ids = enqueue(
+        &app,
+        &key,
+        &[target],
+        json!({"event": "report.ready", "n": 1}),
+    )
+    .await;
+
+    let done = wait_for_status(&app, &key, &ids[0], "delivered").await;
+    let received = receiver.received();
+    assert_eq!(received.len(), 1);
+    assert!(signature_valid(&received[0]), "{:?}", received[0]);
+    assert_eq!(received[0].id, format!("msg_{}", ids[0].replace('-', "")));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&received[0].body).unwrap(),
+        json!({"event": "report.ready", "n": 1})
+    );
+    let attempts = done["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert!(attempts[0]["cross_system_reference"]
+        .as_str()
+        .unwrap()
+        .starts_with("rcv-"));
+
+    let (_, health) = app
+        .call(
+            Method::GET,
+            &format!("/v1/destinations/{target}/health"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(health["total_deliveries"], 1);
+    assert_eq!(health["success_rate"], 100.0);
+    assert_eq!(health["circuit_breaker_state"], "closed");
+}
+
+/// A 500 is retried after the backoff and delivered once; the receiver sees the
+/// same `webhook-id` both times.
+#[actix_web::test]
+async fn a_server_error_is_retried_then_delivered_once() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let receiver = Receiver::start(&[500], false);
+    let target = destination(&app, &key, &receiver.url, fast_retries()).await;
+    let ids = enqueue(&app, &key, &[target], json!({"n": 1})).await;
+    let done = wait_for_status(&app, &key, &ids[0], "delivered").await;
+    assert_eq!(done["retry_count"], 1);
+    assert_eq!(done["attempts"].as_array().unwrap().len(), 2);
+    let received = receiver.received();
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[0].id, received[1].id);
+}
+
+/// A 4xx other than 408/429 fails at once (a dead letter, listed), and a replay
+/// delivers it.
+#[actix_web::test]
+async fn a_client_error_is_dead_lettered_and_can_be_replayed() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let receiver = Receiver::start(&[422], false);
+    let target = destination(&app, &key, &receiver.url, fast_retries()).await;
+    let ids = enqueue(&app, &key, &[target], json!({"n": 1})).await;
+    let failed = wait_for_status(&app, &key, &ids[0], "failed").await;
+    assert_eq!(failed["retry_count"], 0, "no retry for a 422");
+    let (_, dead) = app
+        .call(
+            Method::GET,
+            "/v1/deliveries?status=failed",
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(dead["deliveries"][0]["id"], ids[0]);
+
+    let (status, _) = app
+        .call(
+            Method::POST,
+            &format!("/v1/deliveries/{}/retry", ids[0]),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202);
+    wait_for_status(&app, &key, &ids[0], "delivered").await;
+    assert_eq!(receiver.received().len(), 2);
+    let (status, _) = app
+        .call(
+            Method::POST,
+            &format!("/v1/deliveries/{}/retry", ids[0]),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "only dead letters are replayed");
+}
+
+/// Retries run out: the delivery ends `failed` after the last one.
+#[actix_web::test]
+async fn retries_end_in_a_dead_letter() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let receiver = Receiver::start(&[503, 503, 503, 503], false);
+    let target = destination(&app, &key, &receiver.url, fast_retries()).await;
+    let ids = enqueue(&app, &key, &[target], json!({"n": 1})).await;
+    let failed = wait_for_status(&app, &key, &ids[0], "failed").await;
+    assert_eq!(failed["retry_count"], 3);
+    assert_eq!(receiver.received().len(), 4);
+}
+
+/// After `failure_threshold` failures the breaker opens: deliveries wait
+/// without using their retries, and the health shows it.
+#[actix_web::test]
+async fn an_open_breaker_holds_deliveries_without_burning_retries() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let receiver = Receiver::start(&[500; 50], false);
+    let settings = json!({"retry_schedule": ["50ms", "50ms", "50ms", "50ms", "50ms", "50ms"],
+                          "failure_threshold": 2, "reset_timeout": "1h"});
+    let target = destination(&app, &key, &receiver.url, settings).await;
+    let ids = enqueue(&app, &key, &[target], json!({"n": 1})).await;
+    wait_until(Duration::from_secs(20), "breaker open", || async {
+        let (_, health) = app
+            .call(
+                Method::GET,
+                &format!("/v1/destinations/{target}/health"),
+                Some(&key),
+                None,
+            )
+            .await;
+        (health["circuit_breaker_state"] == "open").then_some(())
+    })
+    .await;
+    // Give the queue a few polls: the item is claimed and released, never attempted.
+    let attempts_then = receiver.received().len();
+    wait_until(Duration::from_secs(10), "a released claim", || async {
+        let found = delivery(&app, &key, &ids[0]).await;
+        (found["status"] == "retrying" && found["next_retry_at"].is_string()).then_some(())
+    })
+    .await;
+    assert_eq!(attempts_then, 2);
+    let found = delivery(&app, &key, &ids[0]).await;
+    assert_eq!(
+        found["retry_count"], 2,
+        "waiting for the breaker uses no retry: {found}"
+    );
+}
+
+/// A receiver that never answers slows only its own destination: the other
+/// destination's deliveries all arrive meanwhile.
+#[actix_web::test]
+async fn a_dead_destination_does_not_hold_up_the_others() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let dead = Receiver::start(&[], true);
+    let healthy = Receiver::start(&[], false);
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/destinations",
+            Some(&key),
+            Some(json!({"type": "webhook", "label": "dead", "config": {"url": dead.url, "timeout_ms": 2000},
+                        "settings": {"concurrency": 2}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let dead_id = body["id"].as_i64().unwrap();
+    let healthy_id = destination(&app, &key, &healthy.url, Value::Null).await;
+    for n in 0..10 {
+        enqueue(&app, &key, &[dead_id, healthy_id], json!({"n": n})).await;
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "all healthy deliveries",
+        || async { (healthy.received().len() == 10).then_some(()) },
+    )
+    .await;
+    assert!(
+        dead.received().len() <= 2,
+        "the dead destination holds at most its own concurrency"
+    );
+}
+
+/// Configuration is validated field by field, secrets are stored encrypted and
+/// shown as `***`, and kinds not available yet are refused.
+#[actix_web::test]
+async fn destinations_are_validated_and_their_secrets_hidden() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/destinations",
+            Some(&key),
+            Some(json!({"type": "webhook", "label": "", "config": {"url": "gopher://x", "method": "GET"},
+                        "settings": {"concurrency": 0}})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let fields: Vec<&str> = body["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap())
+        .collect();
+    for field in [
+        "label",
+        "config.url",
+        "config.method",
+        "settings.concurrency",
+    ] {
+        assert!(fields.contains(&field), "{field}: {body}");
+    }
+    let (status, _) = app
+        .call(
+            Method::POST,
+            "/v1/destinations",
+            Some(&key),
+            Some(json!({"type": "email", "label": "x", "config": {}})),
+        )
+        .await;
+    assert_eq!(status, 400);
+
+    let target = destination(&app, &key, "http://127.0.0.1:9/hook", Value::Null).await;
+    let (_, shown) = app
+        .call(
+            Method::GET,
+            &format!("/v1/destinations/{target}"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(shown["config"]["secret"], "***");
+    let stored: Value = app
+        .database()
+        .await
+        .query_one(
+            "SELECT config FROM delivery_destinations WHERE id = $1",
+            &[&target],
+        )
+        .await
+        .unwrap()
+        .get::<_, tokio_postgres::types::Json<Value>>(0)
+        .0;
+    assert!(
+        !stored
+            .to_string()
+            .contains(SECRET.trim_start_matches("whsec_")),
+        "{stored}"
+    );
+    assert!(stored["secret"].as_str().unwrap().starts_with("enc:v1:"));
+    // Changing the URL with the secret sent masked keeps the secret.
+    let (status, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/v1/destinations/{target}"),
+            Some(&key),
+            Some(json!({"config": {"url": "http://127.0.0.1:10/hook", "secret": "***"}})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, test) = app
+        .call(
+            Method::POST,
+            &format!("/v1/destinations/{target}/test"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(test["reachable"], false, "{test}");
+}
+
+/// Another organization can neither see nor use a destination or delivery; a
+/// repeated idempotency key returns the first deliveries.
+#[actix_web::test]
+async fn destinations_and_deliveries_are_isolated_and_enqueue_is_idempotent() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let other = app.create_key("org-b", "org:admin").await;
+    let receiver = Receiver::start(&[], false);
+    let target = destination(&app, &key, &receiver.url, Value::Null).await;
+    let body = json!({"destination_ids": [target], "payload": {"n": 1}, "idempotency_key": "once"});
+    let (_, first) = app
+        .call(
+            Method::POST,
+            "/v1/deliveries",
+            Some(&key),
+            Some(body.clone()),
+        )
+        .await;
+    let (_, again) = app
+        .call(
+            Method::POST,
+            "/v1/deliveries",
+            Some(&key),
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(first["deliveries"][0]["id"], again["deliveries"][0]["id"]);
+    let id = first["deliveries"][0]["id"].as_str().unwrap().to_owned();
+
+    assert_eq!(
+        app.call(
+            Method::GET,
+            &format!("/v1/destinations/{target}"),
+            Some(&other),
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        app.call(
+            Method::DELETE,
+            &format!("/v1/destinations/{target}"),
+            Some(&other),
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        app.call(Method::POST, "/v1/deliveries", Some(&other), Some(body))
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        app.call(
+            Method::GET,
+            &format!("/v1/deliveries/{id}"),
+            Some(&other),
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    let (_, listed) = app
+        .call(Method::GET, "/v1/destinations", Some(&other), None)
+        .await;
+    assert_eq!(listed["destinations"].as_array().unwrap().len(), 0);
+    let auditor = app.create_key("org-a", "auditor").await;
+    assert_eq!(
+        app.call(Method::GET, "/v1/destinations", Some(&auditor), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        app.call(
+            Method::POST,
+            "/v1/destinations",
+            Some(&auditor),
+            Some(
+                json!({"type": "webhook", "label": "x", "config": {"url": "http://127.0.0.1:9/"}})
+            )
+        )
+        .await
+        .0,
+        403
+    );
+    wait_for_status(&app, &key, &id, "delivered").await;
+    assert_eq!(receiver.received().len(), 1);
+}
+
+/// Two workers on one queue: every delivery arrives exactly once.
+#[actix_web::test]
+async fn two_workers_never_deliver_the_same_item() {
+    let first = spawn_app().await;
+    let url = first.config.database.url.clone();
+    let second = spawn_app_with(|config| config.database.url = url).await;
+    let key = first.create_key("org-a", "org:admin").await;
+    let receiver = Receiver::start(&[], false);
+    let target = destination(&first, &key, &receiver.url, Value::Null).await;
+    let mut ids = Vec::new();
+    for n in 0..40 {
+        let app = if n % 2 == 0 { &first } else { &second };
+        ids.extend(enqueue(app, &key, &[target], json!({"n": n})).await);
+    }
+    wait_until(Duration::from_secs(20), "40 deliveries", || async {
+        (receiver.received().len() >= 40).then_some(())
+    })
+    .await;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for received in receiver.received() {
+        *seen.entry(received.id).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 40);
+    assert!(seen.values().all(|count| *count == 1), "{seen:?}");
+    let workers: i64 = first
+        .database()
+        .await
+        .query_one(
+            "SELECT count(DISTINCT status) FROM delivery_queue WHERE status <> 'delivered'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(workers, 0);
+}

@@ -20,10 +20,11 @@ use crate::db::deliveries::{self, Attempt, Claim};
 use crate::db::destinations::{self, AttemptRecord, Destination};
 use crate::db::{DbError, PgPool};
 use crate::delivery::breaker::Breaker;
-use crate::delivery::config::{DeliverySettings, WebhookConfig};
+use crate::delivery::config::{DeliverySettings, DestinationConfig, WebhookConfig};
 use crate::delivery::crypto::SecretBox;
 use crate::delivery::retry::{self, Verdict};
 use crate::delivery::webhook;
+use crate::delivery::{email, ftp};
 use crate::messages::delivery::{Deliver, Finished};
 
 pub struct DeliveryActor {
@@ -262,7 +263,10 @@ impl Outcome {
     }
 }
 
-/// One attempt against the destination. Only webhooks exist so far.
+/// Time limit of one SMTP or FTP attempt.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One attempt against the destination, whatever its kind.
 async fn perform(
     http: &reqwest::Client,
     secrets: &SecretBox,
@@ -270,9 +274,37 @@ async fn perform(
     id: Uuid,
     payload: &Value,
 ) -> Outcome {
-    match WebhookConfig::unsealed(&destination.config, secrets) {
-        Ok(config) => send_webhook(http, &config, id, payload).await,
-        Err(error) => Outcome::permanent(&error.to_string()),
+    let config = match DestinationConfig::unsealed(&destination.kind, &destination.config, secrets)
+    {
+        Ok(config) => config,
+        Err(error) => return Outcome::permanent(&error.to_string()),
+    };
+    let started = Instant::now();
+    let elapsed = || started.elapsed().as_millis().min(i32::MAX as u128) as i32;
+    match config {
+        DestinationConfig::Webhook(config) => send_webhook(http, &config, id, payload).await,
+        DestinationConfig::Email(config) => {
+            let sent = email::send(&config, id, payload, TRANSFER_TIMEOUT).await;
+            Outcome {
+                verdict: sent.verdict,
+                response_code: sent.code,
+                latency_ms: elapsed(),
+                reason: sent.reason,
+                reference: sent.reference,
+                wait_at_least: None,
+            }
+        }
+        DestinationConfig::Ftp(config) => {
+            let sent = ftp::send(&config, id, payload, TRANSFER_TIMEOUT).await;
+            Outcome {
+                verdict: sent.verdict,
+                response_code: None,
+                latency_ms: elapsed(),
+                reason: sent.reason,
+                reference: sent.reference,
+                wait_at_least: None,
+            }
+        }
     }
 }
 

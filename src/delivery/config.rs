@@ -8,14 +8,158 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::crypto::{DecryptError, SecretBox};
+use super::email::EmailConfig;
+use super::ftp::FtpConfig;
 use super::webhook;
 use crate::validation::FieldError;
 
 /// Kinds the schema knows.
 pub const KINDS: &[&str] = &["webhook", "email", "s3", "ftp"];
 /// Kinds this build can deliver to; the others are refused until they can.
-pub const AVAILABLE_KINDS: &[&str] = &["webhook"];
+pub const AVAILABLE_KINDS: &[&str] = &["webhook", "email", "ftp"];
 const MASK: &str = "***";
+/// Config fields that hold secrets: sealed at rest, masked in answers.
+const SECRET_FIELDS: &[&str] = &["secret", "previous_secret", "password", "secret_access_key"];
+
+/// A destination's configuration, by kind.
+#[derive(Debug, Clone)]
+pub enum DestinationConfig {
+    Webhook(WebhookConfig),
+    Email(EmailConfig),
+    Ftp(FtpConfig),
+}
+
+impl DestinationConfig {
+    /// Validates a configuration as a client sent it. `previous` is the stored
+    /// configuration (unsealed) when updating: secrets sent as `***` keep their value.
+    pub fn validate(
+        kind: &str,
+        value: &Value,
+        previous: Option<&Value>,
+    ) -> Result<Self, Vec<FieldError>> {
+        let mut value = value.clone();
+        if let (Some(sent), Some(previous)) = (value.as_object_mut(), previous) {
+            for field in SECRET_FIELDS {
+                if sent.get(*field).and_then(Value::as_str) == Some(MASK) {
+                    match previous.get(*field) {
+                        Some(kept) => sent.insert((*field).to_owned(), kept.clone()),
+                        None => sent.remove(*field),
+                    };
+                }
+            }
+        }
+        let parse_error =
+            |error: serde_json::Error| vec![FieldError::new("config", error.to_string())];
+        match kind {
+            "webhook" => validate_webhook(&value).map(Self::Webhook),
+            "email" => {
+                let config: EmailConfig = serde_json::from_value(value).map_err(parse_error)?;
+                let errors = config.validate();
+                if errors.is_empty() {
+                    Ok(Self::Email(config))
+                } else {
+                    Err(errors)
+                }
+            }
+            "ftp" => {
+                let config: FtpConfig = serde_json::from_value(value).map_err(parse_error)?;
+                let errors = config.validate();
+                if errors.is_empty() {
+                    Ok(Self::Ftp(config))
+                } else {
+                    Err(errors)
+                }
+            }
+            other => Err(vec![FieldError::new(
+                "type",
+                format!("`{other}` destinations are not available"),
+            )]),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        match self {
+            Self::Webhook(config) => serde_json::to_value(config),
+            Self::Email(config) => serde_json::to_value(config),
+            Self::Ftp(config) => serde_json::to_value(config),
+        }
+        .expect("a destination config serializes")
+    }
+
+    /// The form kept in the database: secret fields sealed.
+    pub fn sealed(&self, secrets: &SecretBox) -> Value {
+        let mut value = self.to_value();
+        if let Some(object) = value.as_object_mut() {
+            for field in SECRET_FIELDS {
+                if let Some(Value::String(plain)) = object.get(*field) {
+                    let sealed = secrets.seal(plain);
+                    object.insert((*field).to_owned(), Value::String(sealed));
+                }
+            }
+        }
+        value
+    }
+
+    /// The stored form with its secrets opened (still untyped).
+    pub fn unsealed_value(stored: &Value, secrets: &SecretBox) -> Result<Value, DecryptError> {
+        let mut value = stored.clone();
+        if let Some(object) = value.as_object_mut() {
+            for field in SECRET_FIELDS {
+                if let Some(Value::String(sealed)) = object.get(*field) {
+                    let plain = secrets.open(sealed)?;
+                    object.insert((*field).to_owned(), Value::String(plain));
+                }
+            }
+        }
+        Ok(value)
+    }
+
+    /// From the database form.
+    pub fn unsealed(kind: &str, stored: &Value, secrets: &SecretBox) -> Result<Self, DecryptError> {
+        let value = Self::unsealed_value(stored, secrets)?;
+        let parsed = match kind {
+            "webhook" => serde_json::from_value(value).map(Self::Webhook),
+            "email" => serde_json::from_value(value).map(Self::Email),
+            "ftp" => serde_json::from_value(value).map(Self::Ftp),
+            _ => return Err(DecryptError),
+        };
+        parsed.map_err(|_| DecryptError)
+    }
+
+    /// The form shown by the API: secrets masked.
+    pub fn masked(stored: &Value) -> Value {
+        let mut shown = stored.clone();
+        if let Some(object) = shown.as_object_mut() {
+            for field in SECRET_FIELDS {
+                if object.get(*field).is_some_and(|v| !v.is_null()) {
+                    object.insert((*field).to_owned(), Value::String(MASK.to_owned()));
+                }
+            }
+        }
+        shown
+    }
+
+    /// Where a connection test connects, and how long it may take.
+    pub fn endpoint(&self) -> (String, u16, Duration) {
+        match self {
+            Self::Webhook(config) => {
+                let url = reqwest::Url::parse(&config.url).ok();
+                let host = url
+                    .as_ref()
+                    .and_then(|u| u.host_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                let port = url
+                    .as_ref()
+                    .and_then(|u| u.port_or_known_default())
+                    .unwrap_or(443);
+                (host, port, Duration::from_millis(config.timeout_ms))
+            }
+            Self::Email(config) => (config.host.clone(), config.port(), Duration::from_secs(10)),
+            Self::Ftp(config) => (config.host.clone(), config.port, Duration::from_secs(10)),
+        }
+    }
+}
 
 /// A webhook destination.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -136,12 +280,8 @@ impl DeliverySettings {
     }
 }
 
-/// Validates a webhook configuration as sent by a client. `previous` is the
-/// stored configuration when updating: secrets sent as `***` keep their value.
-pub fn validate_webhook(
-    value: &Value,
-    previous: Option<&WebhookConfig>,
-) -> Result<WebhookConfig, Vec<FieldError>> {
+/// Validates a webhook configuration; a missing secret is generated.
+fn validate_webhook(value: &Value) -> Result<WebhookConfig, Vec<FieldError>> {
     let mut config: WebhookConfig = serde_json::from_value(value.clone())
         .map_err(|error| vec![FieldError::new("config", error.to_string())])?;
     let mut errors = Vec::new();
@@ -175,15 +315,6 @@ pub fn validate_webhook(
             ));
         }
     }
-    let keep = |sent: Option<String>, stored: Option<&String>| match sent.as_deref() {
-        Some(MASK) => stored.cloned(),
-        _ => sent,
-    };
-    config.secret = keep(config.secret, previous.and_then(|p| p.secret.as_ref()));
-    config.previous_secret = keep(
-        config.previous_secret,
-        previous.and_then(|p| p.previous_secret.as_ref()),
-    );
     if config.secret.is_none() {
         config.secret = Some(webhook::generate_secret());
     }
@@ -209,42 +340,6 @@ pub fn validate_webhook(
 }
 
 impl WebhookConfig {
-    /// The form kept in the database: secrets sealed.
-    pub fn sealed(&self, secrets: &SecretBox) -> Value {
-        let mut copy = self.clone();
-        copy.secret = copy.secret.as_deref().map(|s| secrets.seal(s));
-        copy.previous_secret = copy.previous_secret.as_deref().map(|s| secrets.seal(s));
-        serde_json::to_value(copy).expect("a webhook config serializes")
-    }
-
-    /// From the database form.
-    pub fn unsealed(stored: &Value, secrets: &SecretBox) -> Result<Self, DecryptError> {
-        let mut config: WebhookConfig =
-            serde_json::from_value(stored.clone()).map_err(|_| DecryptError)?;
-        config.secret = config
-            .secret
-            .as_deref()
-            .map(|s| secrets.open(s))
-            .transpose()?;
-        config.previous_secret = config
-            .previous_secret
-            .as_deref()
-            .map(|s| secrets.open(s))
-            .transpose()?;
-        Ok(config)
-    }
-
-    /// The form shown by the API: secrets masked.
-    pub fn masked(stored: &Value) -> Value {
-        let mut shown = stored.clone();
-        for field in ["secret", "previous_secret"] {
-            if shown.get(field).is_some_and(|v| !v.is_null()) {
-                shown[field] = Value::String(MASK.to_owned());
-            }
-        }
-        shown
-    }
-
     /// The keys that sign each request: the current secret, then the previous one.
     pub fn signing_keys(&self) -> Vec<Vec<u8>> {
         [&self.secret, &self.previous_secret]
@@ -262,14 +357,22 @@ mod tests {
 
     #[test]
     fn a_webhook_gets_a_secret_and_defaults() {
-        let config = validate_webhook(&json!({"url": "https://example.test/hook"}), None).unwrap();
+        let DestinationConfig::Webhook(config) = DestinationConfig::validate(
+            "webhook",
+            &json!({"url": "https://example.test/hook"}),
+            None,
+        )
+        .unwrap() else {
+            panic!("a webhook")
+        };
         assert_eq!(config.method, "POST");
         assert!(config.secret.as_deref().unwrap().starts_with("whsec_"));
     }
 
     #[test]
     fn every_bad_field_is_named() {
-        let errors = validate_webhook(
+        let errors = DestinationConfig::validate(
+            "webhook",
             &json!({"url": "ftp://x", "method": "GET", "timeout_ms": 5, "secret": "plain",
                     "headers": {"Webhook-Id": "x", "bad header": "y"}}),
             None,
@@ -291,25 +394,43 @@ mod tests {
                 .count(),
             2
         );
+        let errors =
+            DestinationConfig::validate("email", &json!({"host": "", "from": "x", "to": []}), None)
+                .unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["config.host", "config.from", "config.to"]);
+        let errors = DestinationConfig::validate(
+            "ftp",
+            &json!({"host": "h", "username": "", "password": "p"}),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(errors[0].field, "config.username");
     }
 
     #[test]
     fn secrets_are_sealed_masked_and_kept_when_sent_masked() {
         let secrets = SecretBox::new(&[1; 32]);
-        let config = validate_webhook(&json!({"url": "http://127.0.0.1/x"}), None).unwrap();
-        let stored = config.sealed(&secrets);
-        assert!(!stored
-            .to_string()
-            .contains(config.secret.as_deref().unwrap()));
-        assert_eq!(WebhookConfig::masked(&stored)["secret"], "***");
-        let reopened = WebhookConfig::unsealed(&stored, &secrets).unwrap();
-        assert_eq!(reopened.secret, config.secret);
-        let updated = validate_webhook(
-            &json!({"url": "http://127.0.0.1/y", "secret": "***"}),
-            Some(&reopened),
+        let config = DestinationConfig::validate(
+            "ftp",
+            &json!({"host": "127.0.0.1", "username": "u", "password": "hunter2"}),
+            None,
         )
         .unwrap();
-        assert_eq!(updated.secret, config.secret);
+        let stored = config.sealed(&secrets);
+        assert!(!stored.to_string().contains("hunter2"));
+        assert_eq!(DestinationConfig::masked(&stored)["password"], "***");
+        let opened = DestinationConfig::unsealed_value(&stored, &secrets).unwrap();
+        assert_eq!(opened["password"], "hunter2");
+        let DestinationConfig::Ftp(updated) = DestinationConfig::validate(
+            "ftp",
+            &json!({"host": "127.0.0.2", "username": "u", "password": "***"}),
+            Some(&opened),
+        )
+        .unwrap() else {
+            panic!("ftp")
+        };
+        assert_eq!(updated.password, "hunter2");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `/v1/destinations`: where an organization's data, alerts and reports go.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
@@ -13,21 +13,23 @@ use super::errors::{ApiError, FieldError};
 use super::AppState;
 use crate::db::destinations::{self, Destination, Health, NewDestination};
 use crate::db::tenant;
-use crate::delivery::config::{self, DeliverySettings, WebhookConfig};
+use crate::delivery::config::{self, DeliverySettings, DestinationConfig};
 
 const RESOURCE: &str = "audit.deliveries";
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDestination {
-    /// webhook (email, s3 and ftp are not available in this version yet).
+    /// webhook, email or ftp (s3 is not available in this version yet).
     #[serde(rename = "type")]
     pub kind: String,
     pub label: String,
     pub description: Option<String>,
     pub icon: Option<String>,
     pub instructions: Option<String>,
-    /// Kind-specific; for a webhook: url, method, headers, timeout_ms, secret, previous_secret.
+    /// Kind-specific. webhook: url, method, headers, timeout_ms, secret, previous_secret.
+    /// email: host, port, tls, username, password, from, to, subject, attachment_name.
+    /// ftp: host, port, username, password, directory, tls, passive.
     #[schema(value_type = Object)]
     pub config: Value,
     /// concurrency, rate_limit_per_second, failure_threshold, reset_timeout, retry_schedule, auto_disable_after.
@@ -80,7 +82,7 @@ impl From<Destination> for DestinationView {
     fn from(destination: Destination) -> Self {
         DestinationView {
             id: destination.id,
-            config: WebhookConfig::masked(&destination.config),
+            config: DestinationConfig::masked(&destination.config),
             kind: destination.kind,
             label: destination.label,
             description: destination.description,
@@ -139,20 +141,20 @@ pub async fn create(
     caller.ensure_own_organization(body.organization_id.as_deref())?;
     check_kind(&body.kind)?;
     let mut errors: Vec<FieldError> = check_label(&body.label).into_iter().collect();
-    let webhook = config::validate_webhook(&body.config, None)
+    let checked = DestinationConfig::validate(&body.kind, &body.config, None)
         .map_err(|e| errors.extend(e))
         .ok();
     let settings = DeliverySettings::parse(body.settings.as_ref())
         .map_err(|e| errors.extend(e))
         .ok();
-    let (Some(webhook), Some(settings)) = (webhook, settings) else {
+    let (Some(checked), Some(settings)) = (checked, settings) else {
         return Err(ApiError::Validation(errors));
     };
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
     let organization_id = caller.organization_id();
-    let sealed = webhook.sealed(&state.secrets);
+    let sealed = checked.sealed(&state.secrets);
     let settings = serde_json::to_value(settings).expect("settings serialize");
     let mut client = state.pool.get().await?;
     let transaction = tenant::begin(&mut client, organization_id).await?;
@@ -239,9 +241,9 @@ pub async fn update(
     destination.icon = body.icon.or(destination.icon);
     destination.instructions = body.instructions.or(destination.instructions);
     if let Some(config) = &body.config {
-        let stored = WebhookConfig::unsealed(&destination.config, &state.secrets).ok();
-        match config::validate_webhook(config, stored.as_ref()) {
-            Ok(webhook) => destination.config = webhook.sealed(&state.secrets),
+        let stored = DestinationConfig::unsealed_value(&destination.config, &state.secrets).ok();
+        match DestinationConfig::validate(&destination.kind, config, stored.as_ref()) {
+            Ok(checked) => destination.config = checked.sealed(&state.secrets),
             Err(problems) => errors.extend(problems),
         }
     }
@@ -321,19 +323,15 @@ pub async fn test(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "update")?;
     let destination = load(&state, &caller, *id).await?;
-    let webhook =
-        WebhookConfig::unsealed(&destination.config, &state.secrets).map_err(|error| {
-            tracing::error!(%error, "Cannot open a destination's secrets");
-            ApiError::Internal
-        })?;
-    let url = reqwest::Url::parse(&webhook.url).map_err(|_| ApiError::Internal)?;
-    let address = format!(
-        "{}:{}",
-        url.host_str().unwrap_or_default(),
-        url.port_or_known_default().unwrap_or(443)
-    );
+    let checked =
+        DestinationConfig::unsealed(&destination.kind, &destination.config, &state.secrets)
+            .map_err(|error| {
+                tracing::error!(%error, "Cannot open a destination's configuration");
+                ApiError::Internal
+            })?;
+    let (host, port, timeout) = checked.endpoint();
+    let address = format!("{host}:{port}");
     let started = Instant::now();
-    let timeout = Duration::from_millis(webhook.timeout_ms);
     let (reachable, message) =
         match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&address)).await {
             Ok(Ok(_)) => (true, format!("{address} accepts connections")),
@@ -342,7 +340,7 @@ pub async fn test(
                 false,
                 format!(
                     "no connection to {address} within {} ms",
-                    webhook.timeout_ms
+                    timeout.as_millis()
                 ),
             ),
         };

@@ -5,6 +5,7 @@
 
 pub mod proxy;
 pub mod receiver;
+pub mod servers;
 
 use std::future::Future;
 use std::sync::Once;

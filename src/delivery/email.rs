@@ -1,0 +1,192 @@
+//! Email destinations: the payload sent over SMTP (lettre), as the body or as
+//! a JSON attachment.
+
+use std::time::Duration;
+
+use lettre::message::header::ContentType;
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::retry::Verdict;
+use crate::validation::FieldError;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    pub host: String,
+    /// Default: 25 without TLS, 587 with STARTTLS, 465 with TLS.
+    pub port: Option<u16>,
+    /// none | starttls | tls
+    #[serde(default = "default_tls")]
+    pub tls: String,
+    pub username: Option<String>,
+    /// Stored encrypted, shown as `***`.
+    pub password: Option<String>,
+    pub from: String,
+    pub to: Vec<String>,
+    #[serde(default = "default_subject")]
+    pub subject: String,
+    /// When set, the payload goes as a JSON attachment of this name instead of the body.
+    pub attachment_name: Option<String>,
+}
+
+fn default_tls() -> String {
+    "starttls".to_owned()
+}
+
+fn default_subject() -> String {
+    "Audit delivery".to_owned()
+}
+
+impl EmailConfig {
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        if self.host.trim().is_empty() {
+            errors.push(FieldError::new("config.host", "required"));
+        }
+        if self.port == Some(0) {
+            errors.push(FieldError::new("config.port", "between 1 and 65535"));
+        }
+        if !matches!(self.tls.as_str(), "none" | "starttls" | "tls") {
+            errors.push(FieldError::new("config.tls", "none, starttls or tls"));
+        }
+        if self.username.is_some() != self.password.is_some() {
+            errors.push(FieldError::new(
+                "config.password",
+                "username and password go together",
+            ));
+        }
+        if self.from.parse::<Mailbox>().is_err() {
+            errors.push(FieldError::new("config.from", "an email address"));
+        }
+        if self.to.is_empty() || self.to.len() > 50 {
+            errors.push(FieldError::new("config.to", "1 to 50 addresses"));
+        }
+        for (i, to) in self.to.iter().enumerate() {
+            if to.parse::<Mailbox>().is_err() {
+                errors.push(FieldError::new(
+                    format!("config.to[{i}]"),
+                    "an email address",
+                ));
+            }
+        }
+        if self.subject.is_empty()
+            || self.subject.chars().count() > 255
+            || self.subject.contains(['\r', '\n'])
+        {
+            errors.push(FieldError::new(
+                "config.subject",
+                "1 to 255 characters on one line",
+            ));
+        }
+        if self
+            .attachment_name
+            .as_ref()
+            .is_some_and(|name| name.is_empty() || name.contains(['/', '\\', '\r', '\n']))
+        {
+            errors.push(FieldError::new("config.attachment_name", "a file name"));
+        }
+        errors
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.tls.as_str() {
+            "none" => 25,
+            "tls" => 465,
+            _ => 587,
+        })
+    }
+}
+
+/// What one SMTP attempt came to: verdict, reply code, failure reason, and
+/// the Message-ID (the cross-system reference).
+pub struct Sent {
+    pub verdict: Verdict,
+    pub code: Option<i32>,
+    pub reason: Option<String>,
+    pub reference: Option<String>,
+}
+
+pub async fn send(config: &EmailConfig, id: Uuid, payload: &Value, timeout: Duration) -> Sent {
+    let message_id = format!("<{}@audit-worker>", id.simple());
+    let message = match build(config, &message_id, payload) {
+        Ok(message) => message,
+        Err(reason) => {
+            return Sent {
+                verdict: Verdict::Permanent,
+                code: None,
+                reason: Some(reason),
+                reference: None,
+            }
+        }
+    };
+    let builder = match config.tls.as_str() {
+        "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host),
+        "starttls" => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host),
+        _ => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
+            &config.host,
+        )),
+    };
+    let mut builder = match builder {
+        Ok(builder) => builder.port(config.port()).timeout(Some(timeout)),
+        Err(error) => {
+            return Sent {
+                verdict: Verdict::Permanent,
+                code: None,
+                reason: Some(error.to_string()),
+                reference: None,
+            }
+        }
+    };
+    if let (Some(username), Some(password)) = (&config.username, &config.password) {
+        builder = builder.credentials(Credentials::new(username.clone(), password.clone()));
+    }
+    match builder.build().send(message).await {
+        Ok(response) => Sent {
+            verdict: Verdict::Delivered,
+            code: Some(i32::from(u16::from(response.code()))),
+            reason: None,
+            reference: Some(message_id),
+        },
+        Err(error) => Sent {
+            // A 5xx reply will not change on retry; anything else (4xx, network) may.
+            verdict: if error.is_permanent() {
+                Verdict::Permanent
+            } else {
+                Verdict::Retryable
+            },
+            code: error.status().map(|code| i32::from(u16::from(code))),
+            reason: Some(format!("SMTP: {error}")),
+            reference: None,
+        },
+    }
+}
+
+fn build(config: &EmailConfig, message_id: &str, payload: &Value) -> Result<Message, String> {
+    let text = serde_json::to_string_pretty(payload).expect("a JSON value serializes");
+    let mut builder = Message::builder()
+        .from(config.from.parse::<Mailbox>().map_err(|e| e.to_string())?)
+        .subject(config.subject.clone())
+        .message_id(Some(message_id.to_owned()));
+    for to in &config.to {
+        builder = builder.to(to.parse::<Mailbox>().map_err(|e| e.to_string())?);
+    }
+    let built = match &config.attachment_name {
+        None => builder.header(ContentType::TEXT_PLAIN).body(text),
+        Some(name) => builder.multipart(
+            MultiPart::mixed()
+                .singlepart(SinglePart::plain(format!(
+                    "The attached {name} holds the delivered data."
+                )))
+                .singlepart(Attachment::new(name.clone()).body(
+                    text,
+                    ContentType::parse("application/json").expect("a valid type"),
+                )),
+        ),
+    };
+    built.map_err(|error| error.to_string())
+}

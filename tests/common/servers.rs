@@ -1,0 +1,123 @@
+//! Real SMTP and FTP servers for destination tests, from PyPI (aiosmtpd,
+//! pyftpdlib; `.ci/run` installs them), each a child process on a free
+//! loopback port, stopped when dropped.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    pub port: u16,
+    /// Where the server keeps what it received (a Maildir, or the FTP root).
+    pub dir: PathBuf,
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn scratch_dir(kind: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "audit-worker-{kind}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn spawn(args: &[&str], port: u16, dir: PathBuf) -> Server {
+    let child = Command::new("python3")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 runs (aiosmtpd and pyftpdlib come from .ci/run)");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the {args:?} server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server { port, dir, child }
+}
+
+/// An SMTP server storing every message in the Maildir `dir/box`.
+pub fn smtp() -> Server {
+    let (port, dir) = (free_port(), scratch_dir("smtp"));
+    let mailbox = dir.join("box").to_str().unwrap().to_owned();
+    let listen = format!("127.0.0.1:{port}");
+    spawn(
+        &[
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-l",
+            &listen,
+            "-c",
+            "aiosmtpd.handlers.Mailbox",
+            &mailbox,
+        ],
+        port,
+        dir,
+    )
+}
+
+/// An FTP server with user `user` / `pass`, writable root `dir`.
+pub fn ftp() -> Server {
+    let (port, dir) = (free_port(), scratch_dir("ftp"));
+    let (port_text, root) = (port.to_string(), dir.to_str().unwrap().to_owned());
+    spawn(
+        &[
+            "-m",
+            "pyftpdlib",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port_text,
+            "-w",
+            "-d",
+            &root,
+            "-u",
+            "user",
+            "-P",
+            "pass",
+        ],
+        port,
+        dir,
+    )
+}
+
+impl Server {
+    /// Every file under the server's directory, recursively, with its content.
+    pub fn files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if let Ok(content) = std::fs::read(&path) {
+                    out.push((path, content));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.dir, &mut out);
+        out
+    }
+}

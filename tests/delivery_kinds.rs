@@ -1,0 +1,167 @@
+//! Email and FTP destinations against real servers on loopback (aiosmtpd,
+//! pyftpdlib): what arrives is checked on the server's side.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{servers, spawn_app, wait_until, TestApp};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+async fn create(app: &TestApp, key: &str, kind: &str, config: Value) -> i64 {
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/destinations",
+            Some(key),
+            Some(json!({"type": kind, "label": kind, "config": config,
+            "settings": {"retry_schedule": ["50ms", "50ms"]}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_i64().unwrap()
+}
+
+async fn deliver(app: &TestApp, key: &str, destination: i64, payload: Value) -> Value {
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/deliveries",
+            Some(key),
+            Some(json!({"destination_ids": [destination], "payload": payload})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    wait_until(Duration::from_secs(30), "the delivery ends", || async {
+        let (_, found) = app
+            .call(
+                Method::GET,
+                &format!("/v1/deliveries/{id}"),
+                Some(key),
+                None,
+            )
+            .await;
+        matches!(found["status"].as_str(), Some("delivered" | "failed")).then_some(found)
+    })
+    .await
+}
+
+/// The payload arrives by SMTP as the body, or as a JSON attachment; the
+/// Message-ID is the delivery's reference.
+#[actix_web::test]
+async fn email_delivers_the_payload_as_body_or_attachment() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let smtp = servers::smtp();
+    let base = json!({"host": "127.0.0.1", "port": smtp.port, "tls": "none",
+                      "from": "audit@worker.test", "to": ["officer@clinic.test"], "subject": "Weekly audit"});
+    let body_destination = create(&app, &key, "email", base.clone()).await;
+    let mut with_attachment = base.clone();
+    with_attachment["attachment_name"] = json!("audit.json");
+    let attachment_destination = create(&app, &key, "email", with_attachment).await;
+
+    let done = deliver(
+        &app,
+        &key,
+        body_destination,
+        json!({"report": "body-marker"}),
+    )
+    .await;
+    assert_eq!(done["status"], "delivered", "{done}");
+    let reference = done["attempts"][0]["cross_system_reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let done = deliver(
+        &app,
+        &key,
+        attachment_destination,
+        json!({"report": "attached-marker"}),
+    )
+    .await;
+    assert_eq!(done["status"], "delivered", "{done}");
+
+    let messages: Vec<String> = smtp
+        .files()
+        .into_iter()
+        .map(|(_, content)| String::from_utf8_lossy(&content).into_owned())
+        .collect();
+    assert_eq!(messages.len(), 2);
+    let plain = messages
+        .iter()
+        .find(|m| m.contains("body-marker"))
+        .expect("the body message");
+    assert!(plain.contains("Subject: Weekly audit"));
+    assert!(plain.contains("officer@clinic.test"));
+    assert!(
+        plain.contains(&reference),
+        "Message-ID {reference} in {plain}"
+    );
+    let attached = messages
+        .iter()
+        .find(|m| m.contains("audit.json"))
+        .expect("the attachment message");
+    assert!(
+        attached.contains("Content-Disposition: attachment"),
+        "{attached}"
+    );
+}
+
+/// The payload is uploaded under a temporary name and renamed: only the final
+/// file remains, with the payload in it.
+#[actix_web::test]
+async fn ftp_uploads_then_renames_the_file() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let ftp = servers::ftp();
+    std::fs::create_dir_all(ftp.dir.join("inbox")).unwrap();
+    let destination = create(
+        &app,
+        &key,
+        "ftp",
+        json!({"host": "127.0.0.1", "port": ftp.port,
+        "username": "user", "password": "pass", "directory": "/inbox"}),
+    )
+    .await;
+    let done = deliver(&app, &key, destination, json!({"report": "ftp-marker"})).await;
+    assert_eq!(done["status"], "delivered", "{done}");
+    let files = ftp.files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let (path, content) = &files[0];
+    let name = path.file_name().unwrap().to_str().unwrap();
+    assert!(
+        name.starts_with("audit-") && name.ends_with(".json"),
+        "{name}"
+    );
+    assert!(path.parent().unwrap().ends_with("inbox"));
+    assert_eq!(
+        serde_json::from_slice::<Value>(content).unwrap(),
+        json!({"report": "ftp-marker"})
+    );
+    assert_eq!(
+        done["attempts"][0]["cross_system_reference"],
+        format!("/inbox/{name}")
+    );
+}
+
+/// A refused FTP login is a permanent failure: dead-lettered at once.
+#[actix_web::test]
+async fn a_refused_ftp_login_fails_at_once() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let ftp = servers::ftp();
+    let destination = create(
+        &app,
+        &key,
+        "ftp",
+        json!({"host": "127.0.0.1", "port": ftp.port,
+        "username": "user", "password": "wrong"}),
+    )
+    .await;
+    let done = deliver(&app, &key, destination, json!({"n": 1})).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["retry_count"], 0);
+    assert!(done["last_error"].as_str().unwrap().contains("FTP"));
+}

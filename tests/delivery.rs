@@ -100,7 +100,7 @@ fn fast_retries() -> Value {
 async fn a_webhook_delivery_is_signed_delivered_and_recorded() {
     let app = spawn_app().await;
     let key = app.create_key("org-a", "org:admin").await;
-    let receiver = Receiver::start(&[], false);
+    let receiver = Receiver::start(&[], 0);
     let target = destination(&app, &key, &receiver.url, Value::Null).await;
     let ids = enqueue(
         &app,
@@ -145,7 +145,7 @@ async fn a_webhook_delivery_is_signed_delivered_and_recorded() {
 async fn a_server_error_is_retried_then_delivered_once() {
     let app = spawn_app().await;
     let key = app.create_key("org-a", "org:admin").await;
-    let receiver = Receiver::start(&[500], false);
+    let receiver = Receiver::start(&[500], 0);
     let target = destination(&app, &key, &receiver.url, fast_retries()).await;
     let ids = enqueue(&app, &key, &[target], json!({"n": 1})).await;
     let done = wait_for_status(&app, &key, &ids[0], "delivered").await;
@@ -162,7 +162,7 @@ async fn a_server_error_is_retried_then_delivered_once() {
 async fn a_client_error_is_dead_lettered_and_can_be_replayed() {
     let app = spawn_app().await;
     let key = app.create_key("org-a", "org:admin").await;
-    let receiver = Receiver::start(&[422], false);
+    let receiver = Receiver::start(&[422], 0);
     let target = destination(&app, &key, &receiver.url, fast_retries()).await;
     let ids = enqueue(&app, &key, &[target], json!({"n": 1})).await;
     let failed = wait_for_status(&app, &key, &ids[0], "failed").await;
@@ -204,7 +204,7 @@ async fn a_client_error_is_dead_lettered_and_can_be_replayed() {
 async fn retries_end_in_a_dead_letter() {
     let app = spawn_app().await;
     let key = app.create_key("org-a", "org:admin").await;
-    let receiver = Receiver::start(&[503, 503, 503, 503], false);
+    let receiver = Receiver::start(&[503, 503, 503, 503], 0);
     let target = destination(&app, &key, &receiver.url, fast_retries()).await;
     let ids = enqueue(&app, &key, &[target], json!({"n": 1})).await;
     let failed = wait_for_status(&app, &key, &ids[0], "failed").await;
@@ -218,7 +218,7 @@ async fn retries_end_in_a_dead_letter() {
 async fn an_open_breaker_holds_deliveries_without_burning_retries() {
     let app = spawn_app().await;
     let key = app.create_key("org-a", "org:admin").await;
-    let receiver = Receiver::start(&[500; 50], false);
+    let receiver = Receiver::start(&[500; 50], 0);
     let settings = json!({"retry_schedule": ["50ms", "50ms", "50ms", "50ms", "50ms", "50ms"],
                           "failure_threshold": 2, "reset_timeout": "1h"});
     let target = destination(&app, &key, &receiver.url, settings).await;
@@ -256,8 +256,8 @@ async fn an_open_breaker_holds_deliveries_without_burning_retries() {
 async fn a_dead_destination_does_not_hold_up_the_others() {
     let app = spawn_app().await;
     let key = app.create_key("org-a", "org:admin").await;
-    let dead = Receiver::start(&[], true);
-    let healthy = Receiver::start(&[], false);
+    let dead = Receiver::start(&[], usize::MAX);
+    let healthy = Receiver::start(&[], 0);
     let (status, body) = app
         .call(
             Method::POST,
@@ -381,7 +381,7 @@ async fn destinations_and_deliveries_are_isolated_and_enqueue_is_idempotent() {
     let app = spawn_app().await;
     let key = app.create_key("org-a", "org:admin").await;
     let other = app.create_key("org-b", "org:admin").await;
-    let receiver = Receiver::start(&[], false);
+    let receiver = Receiver::start(&[], 0);
     let target = destination(&app, &key, &receiver.url, Value::Null).await;
     let body = json!({"destination_ids": [target], "payload": {"n": 1}, "idempotency_key": "once"});
     let (_, first) = app
@@ -477,7 +477,7 @@ async fn two_workers_never_deliver_the_same_item() {
     let url = first.config.database.url.clone();
     let second = spawn_app_with(|config| config.database.url = url).await;
     let key = first.create_key("org-a", "org:admin").await;
-    let receiver = Receiver::start(&[], false);
+    let receiver = Receiver::start(&[], 0);
     let target = destination(&first, &key, &receiver.url, Value::Null).await;
     let mut ids = Vec::new();
     for n in 0..40 {

@@ -138,7 +138,9 @@ pub struct Claim {
 
 /// Claims up to `limit` due deliveries (and those whose lease ran out), best
 /// priority first, for `lease`. Concurrent claimers skip each other's rows, so
-/// no item is ever handed to two workers at once.
+/// no item is ever handed to two workers at once; a worker never re-claims its
+/// own expired claims (it is still working on them: every start of a worker
+/// has a new id, so a restarted one does pick them up).
 pub async fn claim(
     client: &impl GenericClient,
     worker: &str,
@@ -153,7 +155,7 @@ pub async fn claim(
              WHERE q.id IN ( \
                SELECT id FROM delivery_queue \
                WHERE (status IN ('pending', 'retrying') AND coalesce(next_retry_at, scheduled_at) <= now()) \
-                  OR (status = 'processing' AND lease_expires_at < now()) \
+                  OR (status = 'processing' AND lease_expires_at < now() AND claimed_by <> $1) \
                ORDER BY priority DESC, coalesce(next_retry_at, scheduled_at) \
                LIMIT $3 FOR UPDATE SKIP LOCKED) \
              RETURNING q.id, q.organization_id, q.destination_id, q.payload, q.retry_count, q.max_retries",

@@ -18,8 +18,8 @@ pub struct Received {
 struct Script {
     /// Answered in order, one per request; 200 once exhausted.
     statuses: Vec<u16>,
-    /// Never answer (until the test ends).
-    hang: bool,
+    /// This many requests, the first ones, are never answered.
+    hang: usize,
     received: Vec<Received>,
 }
 
@@ -30,8 +30,9 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// Starts on a free port; must run inside an actix system.
-    pub fn start(statuses: &[u16], hang: bool) -> Self {
+    /// Starts on a free port; must run inside an actix system. The first
+    /// `hang` requests get no answer at all.
+    pub fn start(statuses: &[u16], hang: usize) -> Self {
         let script = Arc::new(Mutex::new(Script {
             statuses: statuses.to_vec(),
             hang,
@@ -85,7 +86,9 @@ async fn receive(
         } else {
             script.statuses.remove(0)
         };
-        (status, script.hang)
+        let hang = script.hang > 0;
+        script.hang = script.hang.saturating_sub(1);
+        (status, hang)
     };
     if hang {
         tokio::time::sleep(Duration::from_secs(3600)).await;

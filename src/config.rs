@@ -135,6 +135,8 @@ pub struct DeliveryConfig {
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
     pub max_in_flight: usize,
+    #[serde(with = "humantime_serde")]
+    pub health_interval: Duration,
 }
 
 /// A secret value: never printed (`***`), read only through [`Secret::expose`].

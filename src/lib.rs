@@ -46,6 +46,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, HttpServer};
 
 use crate::actors::checkpoint::CheckpointActor;
+use crate::actors::health::HealthActor;
 use crate::actors::heartbeat::HeartbeatActor;
 use crate::actors::ingest::IngestActor;
 use crate::actors::queue::QueueActor;
@@ -158,6 +159,16 @@ impl Application {
                     secrets.clone(),
                     http_client.clone(),
                 )
+            });
+        }
+        {
+            let (pool, metrics, interval) = (
+                pool.clone(),
+                metrics.clone(),
+                config.delivery.health_interval,
+            );
+            supervisor.supervise("health", move || {
+                HealthActor::new(pool.clone(), metrics.clone(), interval)
             });
         }
         let supervisor = supervisor.start();

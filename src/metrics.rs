@@ -26,6 +26,9 @@ pub struct Metrics {
     pub dependency_up: IntGaugeVec,
     /// Pool connections by state (`in_use`, `idle`), read at scrape time.
     pub db_pool_connections: IntGaugeVec,
+    /// Per destination, from `destination_health` (refreshed by the HealthActor).
+    pub destination_consecutive_failures: IntGaugeVec,
+    pub destination_breaker_open: IntGaugeVec,
 }
 
 impl Metrics {
@@ -94,9 +97,25 @@ impl Metrics {
                 &["state"],
             )
             .expect("valid metric"),
+            destination_consecutive_failures: IntGaugeVec::new(
+                Opts::new(
+                    "destination_consecutive_failures",
+                    "Consecutive failed delivery attempts per destination",
+                ),
+                &["destination_id"],
+            )
+            .expect("valid metric"),
+            destination_breaker_open: IntGaugeVec::new(
+                Opts::new(
+                    "destination_breaker_open",
+                    "1 while a destination's circuit breaker is open",
+                ),
+                &["destination_id"],
+            )
+            .expect("valid metric"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.http_request_duration.clone()),
             Box::new(metrics.actor_messages_handled.clone()),
@@ -106,6 +125,8 @@ impl Metrics {
             Box::new(metrics.actor_up.clone()),
             Box::new(metrics.dependency_up.clone()),
             Box::new(metrics.db_pool_connections.clone()),
+            Box::new(metrics.destination_consecutive_failures.clone()),
+            Box::new(metrics.destination_breaker_open.clone()),
         ];
         for collector in collectors {
             metrics

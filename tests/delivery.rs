@@ -506,3 +506,90 @@ async fn two_workers_never_deliver_the_same_item() {
         .get(0);
     assert_eq!(workers, 0);
 }
+
+/// A destination failing without a success for its `auto_disable_after` is
+/// disabled with a reason and a SYSTEM alert; its deliveries wait rather than
+/// fail; the API re-enables it; the gauges show it on `/metrics`.
+#[actix_web::test]
+async fn a_destination_failing_too_long_is_disabled_and_can_be_re_enabled() {
+    let app =
+        spawn_app_with(|config| config.delivery.health_interval = Duration::from_millis(100)).await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let receiver = Receiver::start(&[500; 1000], 0);
+    let settings = json!({"retry_schedule": ["50ms", "50ms", "50ms", "50ms", "50ms", "50ms", "50ms", "50ms"],
+                          "failure_threshold": 100, "auto_disable_after": "1s"});
+    let target = destination(&app, &key, &receiver.url, settings).await;
+    enqueue(&app, &key, &[target], json!({"n": 1})).await;
+    let shown = wait_until(Duration::from_secs(20), "auto-disabled", || async {
+        let (_, shown) = app
+            .call(
+                Method::GET,
+                &format!("/v1/destinations/{target}"),
+                Some(&key),
+                None,
+            )
+            .await;
+        (shown["disabled"] == true).then_some(shown)
+    })
+    .await;
+    assert_eq!(shown["disabled_by"], "audit-worker");
+    let (_, health) = app
+        .call(
+            Method::GET,
+            &format!("/v1/destinations/{target}/health"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(health["status"], "disabled");
+    assert!(
+        health["disabled_reason"]
+            .as_str()
+            .unwrap()
+            .contains("no successful delivery"),
+        "{health}"
+    );
+    let alerts: i64 = app
+        .database()
+        .await
+        .query_one(
+            "SELECT count(*) FROM alerts WHERE organization_id = 'org-a' AND type = 'SYSTEM' AND source = 'delivery'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(alerts, 1);
+
+    // Held, not failed, while disabled.
+    let attempts_before = receiver.received().len();
+    let held = enqueue(&app, &key, &[target], json!({"n": 2})).await;
+    wait_until(
+        Duration::from_secs(10),
+        "the new delivery is held",
+        || async {
+            let found = delivery(&app, &key, &held[0]).await;
+            (found["status"] == "pending" && found["next_retry_at"].is_string()).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(receiver.received().len(), attempts_before);
+
+    let (status, shown) = app
+        .call(
+            Method::PATCH,
+            &format!("/v1/destinations/{target}"),
+            Some(&key),
+            Some(json!({"disabled": false})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(shown["disabled"], false);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "audit_worker_destination_consecutive_failures{{destination_id=\"{target}\"}}"
+        )),
+        "{metrics}"
+    );
+}

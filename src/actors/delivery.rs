@@ -3,7 +3,8 @@
 //! destination only ever holds up its own deliveries. Each attempt is recorded
 //! (`delivery_logs`, `destination_health`); a retryable failure is rescheduled
 //! with backoff, a permanent one or the last retry is dead-lettered (`failed`).
-//! While the breaker is open, claims go back to the queue without using a retry.
+//! While the breaker is open, or the destination is disabled, claims go back
+//! to the queue without using a retry.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -129,7 +130,11 @@ impl DeliveryActor {
             let outcome = match &destination {
                 None => Outcome::permanent("the destination was deleted"),
                 Some(destination) if destination.disabled => {
-                    Outcome::permanent("the destination is disabled")
+                    // Held, not failed: the deliveries resume when it is re-enabled.
+                    let until = Utc::now()
+                        + chrono::Duration::from_std(DISABLED_RECHECK).unwrap_or_default();
+                    deliveries::release(&*client, &worker, claim.id, until).await?;
+                    return Ok(None);
                 }
                 Some(destination) => {
                     perform(&http, &secrets, destination, claim.id, &claim.payload).await
@@ -174,13 +179,14 @@ impl DeliveryActor {
                 },
             )
             .await?;
-            Ok::<_, DbError>((outcome, settings, destination.is_some()))
+            Ok::<_, DbError>(Some((outcome, settings, destination.is_some())))
         };
         ctx.spawn(
             wrap_future::<_, Self>(tracing::Instrument::instrument(work, span)).map(
                 move |result, actor, ctx| {
                     match result {
-                        Ok((outcome, settings, exists)) => {
+                        Ok(None) => {}
+                        Ok(Some((outcome, settings, exists))) => {
                             actor.apply_settings(settings);
                             let now = Instant::now();
                             let opened = match outcome.verdict {
@@ -262,6 +268,9 @@ impl Outcome {
         }
     }
 }
+
+/// How long the deliveries of a disabled destination wait before looking again.
+const DISABLED_RECHECK: Duration = Duration::from_secs(60);
 
 /// Time limit of one SMTP or FTP attempt.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);

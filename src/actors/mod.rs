@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod delivery;
+pub mod health;
 pub mod heartbeat;
 pub mod ingest;
 pub mod queue;

@@ -290,3 +290,98 @@ pub async fn record_attempt(
         .await?;
     Ok(())
 }
+
+/// A destination that is failing now: its settings, and since when it has had
+/// no success (its last success, else its creation).
+pub struct Failing {
+    pub id: i64,
+    pub organization_id: String,
+    pub label: String,
+    pub settings: Value,
+    pub failing_since: DateTime<Utc>,
+}
+
+/// Enabled destinations whose last attempt failed.
+pub async fn failing(client: &impl GenericClient) -> Result<Vec<Failing>, DbError> {
+    let rows = client
+        .query(
+            "SELECT d.id, d.organization_id, d.label, d.settings, coalesce(h.last_success_at, d.created_at) AS since \
+             FROM delivery_destinations d JOIN destination_health h ON h.destination_id = d.id \
+             WHERE NOT d.disabled AND d.deleted_at IS NULL AND h.consecutive_failures > 0",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| Failing {
+            id: row.get("id"),
+            organization_id: row.get("organization_id"),
+            label: row.get("label"),
+            settings: row.get::<_, Json<Value>>("settings").0,
+            failing_since: row.get("since"),
+        })
+        .collect())
+}
+
+/// Disables a destination that kept failing, records why, and raises a SYSTEM alert.
+pub async fn disable_failing(
+    client: &impl GenericClient,
+    destination: &Failing,
+    reason: &str,
+) -> Result<(), DbError> {
+    client
+        .execute(
+            "UPDATE delivery_destinations SET disabled = true, disabled_at = now(), disabled_by = 'audit-worker', \
+               updated_at = now() WHERE id = $1 AND NOT disabled",
+            &[&destination.id],
+        )
+        .await?;
+    client
+        .execute(
+            "UPDATE destination_health SET status = 'disabled', disabled_at = now(), disabled_reason = $2, \
+               updated_at = now() WHERE destination_id = $1",
+            &[&destination.id, &reason],
+        )
+        .await?;
+    client
+        .execute(
+            "INSERT INTO alerts (organization_id, severity, type, title, description, source, metadata) \
+             VALUES ($1, 'HIGH', 'SYSTEM', $2, $3, 'delivery', $4)",
+            &[
+                &destination.organization_id,
+                &format!("Destination \"{}\" disabled", destination.label),
+                &reason,
+                &Json(serde_json::json!({"destination_id": destination.id})),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// A re-enabled destination starts healthy again.
+pub async fn reset_health(client: &impl GenericClient, id: i64) -> Result<(), DbError> {
+    client
+        .execute(
+            "UPDATE destination_health SET status = 'healthy', consecutive_failures = 0, disabled_at = NULL, \
+               disabled_reason = NULL, updated_at = now() WHERE destination_id = $1",
+            &[&id],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Per destination: consecutive failures and whether its breaker is open (for `/metrics`).
+pub async fn health_snapshot(
+    client: &impl GenericClient,
+) -> Result<Vec<(i64, i32, bool)>, DbError> {
+    let rows = client
+        .query(
+            "SELECT destination_id, consecutive_failures, circuit_breaker_state = 'open' FROM destination_health",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect())
+}

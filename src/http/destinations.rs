@@ -264,7 +264,7 @@ pub async fn update(
             destination.disabled_at = Some(Utc::now());
             destination.disabled_by = Some(caller.actor());
         }
-        Some(false) => {
+        Some(false) if destination.disabled => {
             destination.disabled = false;
             destination.disabled_at = None;
             destination.disabled_by = None;
@@ -274,7 +274,11 @@ pub async fn update(
     let organization_id = caller.organization_id();
     let mut client = state.pool.get().await?;
     let transaction = tenant::begin(&mut client, organization_id).await?;
+    let reenabled = body.disabled == Some(false);
     let updated = destinations::update(&transaction, &destination).await?;
+    if reenabled {
+        destinations::reset_health(&transaction, updated.id).await?;
+    }
     transaction.commit().await?;
     Ok(HttpResponse::Ok().json(DestinationView::from(updated)))
 }

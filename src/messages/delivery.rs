@@ -24,3 +24,8 @@ pub struct Deliver(pub Claim);
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Finished;
+
+/// The HealthActor's round: disable destinations failing too long, refresh the gauges.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CheckHealth;

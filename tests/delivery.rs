@@ -593,3 +593,32 @@ async fn a_destination_failing_too_long_is_disabled_and_can_be_re_enabled() {
         "{metrics}"
     );
 }
+
+/// A destination's rate limit spaces its attempts out: six deliveries at two
+/// per second (burst two) take at least a second and a half.
+#[actix_web::test]
+async fn a_destination_rate_limit_spaces_attempts() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let receiver = Receiver::start(&[], 0);
+    let target = destination(
+        &app,
+        &key,
+        &receiver.url,
+        json!({"rate_limit_per_second": 2, "concurrency": 8}),
+    )
+    .await;
+    for n in 0..6 {
+        enqueue(&app, &key, &[target], json!({"n": n})).await;
+    }
+    wait_until(Duration::from_secs(20), "six deliveries", || async {
+        (receiver.received().len() == 6).then_some(())
+    })
+    .await;
+    let received = receiver.received();
+    let spread = received[5].at - received[0].at;
+    assert!(
+        spread >= Duration::from_millis(1400),
+        "six attempts within {spread:?} at 2/s"
+    );
+}

@@ -1,5 +1,6 @@
 //! DeliveryActor: one per destination. It performs that destination's claimed
-//! deliveries with its own concurrency limit and circuit breaker, so a broken
+//! deliveries with its own concurrency limit, optional rate limit and circuit
+//! breaker, so a broken
 //! destination only ever holds up its own deliveries. Each attempt is recorded
 //! (`delivery_logs`, `destination_health`); a retryable failure is rescheduled
 //! with backoff, a permanent one or the last retry is dead-lettered (`failed`).
@@ -7,12 +8,15 @@
 //! to the queue without using a retry.
 
 use std::collections::VecDeque;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::fut::wrap_future;
 use actix::prelude::*;
 use chrono::Utc;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -38,6 +42,10 @@ pub struct DeliveryActor {
     /// The destination's settings as last read (each attempt re-reads them).
     settings: DeliverySettings,
     breaker: Breaker,
+    /// Built from `rate_limit_per_second` when the destination has one.
+    limiter: Option<DefaultDirectRateLimiter>,
+    /// A pump is scheduled for when the rate limit allows the next attempt.
+    pump_scheduled: bool,
     in_flight: u32,
     waiting: VecDeque<Claim>,
 }
@@ -76,13 +84,28 @@ impl DeliveryActor {
             queue,
             worker_id,
             settings,
+            limiter: None,
+            pump_scheduled: false,
             in_flight: 0,
             waiting: VecDeque::new(),
         }
     }
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        while self.in_flight < self.settings.concurrency {
+        while self.in_flight < self.settings.concurrency && !self.waiting.is_empty() {
+            if let Some(limiter) = &self.limiter {
+                if let Err(not_until) = limiter.check() {
+                    if !self.pump_scheduled {
+                        self.pump_scheduled = true;
+                        let wait = not_until.wait_time_from(DefaultClock::default().now());
+                        ctx.run_later(wait, |actor, ctx| {
+                            actor.pump_scheduled = false;
+                            actor.pump(ctx);
+                        });
+                    }
+                    return;
+                }
+            }
             let Some(claim) = self.waiting.pop_front() else {
                 return;
             };
@@ -245,6 +268,14 @@ impl DeliveryActor {
             || settings.reset_timeout != self.settings.reset_timeout
         {
             self.breaker = Breaker::new(settings.failure_threshold, settings.reset_timeout);
+        }
+        if settings.rate_limit_per_second != self.settings.rate_limit_per_second
+            || self.limiter.is_none()
+        {
+            self.limiter = settings
+                .rate_limit_per_second
+                .and_then(NonZeroU32::new)
+                .map(|rate| RateLimiter::direct(Quota::per_second(rate)));
         }
         self.settings = settings;
     }

@@ -12,6 +12,7 @@ pub struct Received {
     pub timestamp: String,
     pub signature: String,
     pub body: Vec<u8>,
+    pub at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -80,6 +81,7 @@ async fn receive(
             timestamp: header("webhook-timestamp"),
             signature: header("webhook-signature"),
             body: body.to_vec(),
+            at: std::time::Instant::now(),
         });
         let status = if script.statuses.is_empty() {
             200

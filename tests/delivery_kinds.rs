@@ -1,5 +1,5 @@
-//! Email and FTP destinations against real servers on loopback (aiosmtpd,
-//! pyftpdlib): what arrives is checked on the server's side.
+//! Email, S3 and FTP destinations against real servers on loopback
+//! (aiosmtpd, moto, pyftpdlib): what arrives is checked on the server's side.
 
 mod common;
 
@@ -164,4 +164,86 @@ async fn a_refused_ftp_login_fails_at_once() {
     assert_eq!(done["status"], "failed", "{done}");
     assert_eq!(done["retry_count"], 0);
     assert!(done["last_error"].as_str().unwrap().contains("FTP"));
+}
+
+/// The payload is stored as an S3 object under the key template; a GET of the
+/// object returns it, and the reference names the object and its ETag.
+#[actix_web::test]
+async fn s3_stores_one_object_per_delivery() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let s3 = servers::s3();
+    let endpoint = format!("http://127.0.0.1:{}", s3.port);
+    let client = reqwest::Client::new();
+    let created = client
+        .put(format!("{endpoint}/audit-exports"))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success());
+    let destination = create(&app, &key, "s3", json!({"bucket": "audit-exports", "prefix": "org-a/",
+        "endpoint": endpoint, "path_style": true, "access_key_id": "test", "secret_access_key": "test-secret"}))
+    .await;
+    let (_, shown) = app
+        .call(
+            Method::GET,
+            &format!("/v1/destinations/{destination}"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(shown["config"]["secret_access_key"], "***");
+
+    let done = deliver(&app, &key, destination, json!({"report": "s3-marker"})).await;
+    assert_eq!(done["status"], "delivered", "{done}");
+    let reference = done["attempts"][0]["cross_system_reference"]
+        .as_str()
+        .unwrap();
+    let object = reference.split(' ').next().unwrap();
+    let id = done["id"].as_str().unwrap();
+    assert!(
+        object.starts_with("audit-exports/org-a/") && object.ends_with(&format!("{id}.json")),
+        "{object}"
+    );
+    let (bucket, object_key) = object.split_once('/').unwrap();
+    let s3_client = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "test",
+                "test-secret",
+                None,
+                None,
+                "test",
+            ))
+            .endpoint_url(&endpoint)
+            .force_path_style(true)
+            .build(),
+    );
+    let fetched = s3_client
+        .get_object()
+        .bucket(bucket)
+        .key(object_key)
+        .send()
+        .await
+        .expect("GET the object");
+    let bytes = fetched.body.collect().await.unwrap().into_bytes();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&bytes).unwrap(),
+        json!({"report": "s3-marker"})
+    );
+
+    // A bucket that does not exist is a permanent failure.
+    let missing = create(
+        &app,
+        &key,
+        "s3",
+        json!({"bucket": "no-such-bucket", "endpoint": endpoint,
+        "path_style": true, "access_key_id": "test", "secret_access_key": "test-secret"}),
+    )
+    .await;
+    let done = deliver(&app, &key, missing, json!({"n": 1})).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["retry_count"], 0);
 }

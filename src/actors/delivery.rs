@@ -29,7 +29,7 @@ use crate::delivery::config::{DeliverySettings, DestinationConfig, WebhookConfig
 use crate::delivery::crypto::SecretBox;
 use crate::delivery::retry::{self, Verdict};
 use crate::delivery::webhook;
-use crate::delivery::{email, ftp};
+use crate::delivery::{email, ftp, s3};
 use crate::messages::delivery::{Deliver, Finished};
 
 pub struct DeliveryActor {
@@ -303,7 +303,7 @@ impl Outcome {
 /// How long the deliveries of a disabled destination wait before looking again.
 const DISABLED_RECHECK: Duration = Duration::from_secs(60);
 
-/// Time limit of one SMTP or FTP attempt.
+/// Time limit of one SMTP, S3 or FTP attempt.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One attempt against the destination, whatever its kind.
@@ -325,6 +325,17 @@ async fn perform(
         DestinationConfig::Webhook(config) => send_webhook(http, &config, id, payload).await,
         DestinationConfig::Email(config) => {
             let sent = email::send(&config, id, payload, TRANSFER_TIMEOUT).await;
+            Outcome {
+                verdict: sent.verdict,
+                response_code: sent.code,
+                latency_ms: elapsed(),
+                reason: sent.reason,
+                reference: sent.reference,
+                wait_at_least: None,
+            }
+        }
+        DestinationConfig::S3(config) => {
+            let sent = s3::send(&config, id, payload, TRANSFER_TIMEOUT).await;
             Outcome {
                 verdict: sent.verdict,
                 response_code: sent.code,

@@ -10,13 +10,14 @@ use serde_json::Value;
 use super::crypto::{DecryptError, SecretBox};
 use super::email::EmailConfig;
 use super::ftp::FtpConfig;
+use super::s3::S3Config;
 use super::webhook;
 use crate::validation::FieldError;
 
 /// Kinds the schema knows.
 pub const KINDS: &[&str] = &["webhook", "email", "s3", "ftp"];
 /// Kinds this build can deliver to; the others are refused until they can.
-pub const AVAILABLE_KINDS: &[&str] = &["webhook", "email", "ftp"];
+pub const AVAILABLE_KINDS: &[&str] = &["webhook", "email", "s3", "ftp"];
 const MASK: &str = "***";
 /// Config fields that hold secrets: sealed at rest, masked in answers.
 const SECRET_FIELDS: &[&str] = &["secret", "previous_secret", "password", "secret_access_key"];
@@ -26,6 +27,7 @@ const SECRET_FIELDS: &[&str] = &["secret", "previous_secret", "password", "secre
 pub enum DestinationConfig {
     Webhook(WebhookConfig),
     Email(EmailConfig),
+    S3(S3Config),
     Ftp(FtpConfig),
 }
 
@@ -61,6 +63,15 @@ impl DestinationConfig {
                     Err(errors)
                 }
             }
+            "s3" => {
+                let config: S3Config = serde_json::from_value(value).map_err(parse_error)?;
+                let errors = config.validate();
+                if errors.is_empty() {
+                    Ok(Self::S3(config))
+                } else {
+                    Err(errors)
+                }
+            }
             "ftp" => {
                 let config: FtpConfig = serde_json::from_value(value).map_err(parse_error)?;
                 let errors = config.validate();
@@ -81,6 +92,7 @@ impl DestinationConfig {
         match self {
             Self::Webhook(config) => serde_json::to_value(config),
             Self::Email(config) => serde_json::to_value(config),
+            Self::S3(config) => serde_json::to_value(config),
             Self::Ftp(config) => serde_json::to_value(config),
         }
         .expect("a destination config serializes")
@@ -120,6 +132,7 @@ impl DestinationConfig {
         let parsed = match kind {
             "webhook" => serde_json::from_value(value).map(Self::Webhook),
             "email" => serde_json::from_value(value).map(Self::Email),
+            "s3" => serde_json::from_value(value).map(Self::S3),
             "ftp" => serde_json::from_value(value).map(Self::Ftp),
             _ => return Err(DecryptError),
         };
@@ -156,6 +169,10 @@ impl DestinationConfig {
                 (host, port, Duration::from_millis(config.timeout_ms))
             }
             Self::Email(config) => (config.host.clone(), config.port(), Duration::from_secs(10)),
+            Self::S3(config) => {
+                let (host, port) = config.endpoint_host();
+                (host, port, Duration::from_secs(10))
+            }
             Self::Ftp(config) => (config.host.clone(), config.port, Duration::from_secs(10)),
         }
     }

@@ -20,7 +20,7 @@ const RESOURCE: &str = "audit.deliveries";
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDestination {
-    /// webhook, email or ftp (s3 is not available in this version yet).
+    /// webhook, email, s3 or ftp.
     #[serde(rename = "type")]
     pub kind: String,
     pub label: String,
@@ -29,6 +29,7 @@ pub struct CreateDestination {
     pub instructions: Option<String>,
     /// Kind-specific. webhook: url, method, headers, timeout_ms, secret, previous_secret.
     /// email: host, port, tls, username, password, from, to, subject, attachment_name.
+    /// s3: bucket, prefix, region, endpoint, access_key_id, secret_access_key, path_style, key_template.
     /// ftp: host, port, username, password, directory, tls, passive.
     #[schema(value_type = Object)]
     pub config: Value,

@@ -1,6 +1,6 @@
-//! Real SMTP and FTP servers for destination tests, from PyPI (aiosmtpd,
-//! pyftpdlib; `.ci/run` installs them), each a child process on a free
-//! loopback port, stopped when dropped.
+//! Real SMTP, S3 and FTP servers for destination tests, from PyPI (aiosmtpd,
+//! moto in server mode, pyftpdlib; `.ci/run` installs them), each a child
+//! process on a free loopback port, stopped when dropped.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -98,6 +98,17 @@ pub fn ftp() -> Server {
             "-P",
             "pass",
         ],
+        port,
+        dir,
+    )
+}
+
+/// An S3-protocol server (moto), any credentials accepted.
+pub fn s3() -> Server {
+    let (port, dir) = (free_port(), scratch_dir("s3"));
+    let port_text = port.to_string();
+    spawn(
+        &["-m", "moto.server", "-H", "127.0.0.1", "-p", &port_text],
         port,
         dir,
     )

@@ -1,0 +1,1290 @@
+//! Delivery benchmark of the release `audit-worker` binary, started as a child
+//! process against a fresh database on the local PostgreSQL (127.0.0.1 only),
+//! delivering to a webhook receiver that runs inside this process.
+//!
+//! Measures:
+//! - webhook deliveries per second with 1, 10 and 100 destinations (all on the
+//!   receiver, concurrency 4 each): `DELIVERIES_PER_RUN` deliveries queued
+//!   through `POST /v1/deliveries` (every call names all the run's
+//!   destinations) by `ENQUEUE_CLIENTS` concurrent clients, timed from the
+//!   first enqueue until the receiver has seen every one of them;
+//! - against a baseline measured in the same run: a bare `reqwest` loop posting
+//!   the same bodies, headers and signatures to the same receiver with the same
+//!   total concurrency (4 per destination, at most the worker's `max_in_flight`);
+//! - enqueue-to-first-attempt latency with LISTEN/NOTIFY: single deliveries
+//!   queued one at a time while the queue is idle, each timed from just before
+//!   its `POST /v1/deliveries` until the receiver records its `webhook-id`;
+//! - that no `webhook-id` reached the receiver twice and every signature verifies.
+//!
+//! Request bodies are built before the clocks start. It prints figures and the
+//! floors the delivery issue sets; it never asserts on time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use chrono::Utc;
+use hmac::{Hmac, Mac};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+use sha2::Sha256;
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+/// The local PostgreSQL server; the bench creates (through the worker) and drops its own database.
+const SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432";
+const ORG: &str = "bench-delivery";
+/// Destinations per throughput run.
+const DESTINATION_COUNTS: [usize; 3] = [1, 10, 100];
+/// `settings.concurrency` of every destination.
+const CONCURRENCY: usize = 4;
+/// The worker's `delivery.max_in_flight` (its default), which also caps the baseline's concurrency.
+const MAX_IN_FLIGHT: usize = 256;
+/// Deliveries per throughput run; a multiple of every destination count.
+const DELIVERIES_PER_RUN: usize = 5_000;
+/// Clients queueing deliveries at once.
+const ENQUEUE_CLIENTS: usize = 8;
+/// A throughput run (worker or baseline) stops waiting past this and reports what it saw.
+const RUN_BUDGET: Duration = Duration::from_secs(60);
+/// Deliveries sent through a destination of its own before the measured runs.
+const WARMUP_DELIVERIES: usize = 200;
+const LATENCY_WARMUP: usize = 20;
+const LATENCY_SAMPLES: usize = 300;
+/// How long one latency sample waits for its delivery (the poll fallback is 1 s).
+const LATENCY_TIMEOUT: Duration = Duration::from_secs(3);
+/// The queue rests this long between latency samples, so each starts idle.
+const LATENCY_PAUSE: Duration = Duration::from_millis(20);
+const LATENCY_BUDGET: Duration = Duration::from_secs(90);
+/// Latency samples this slow most likely waited for the poll fallback, not a NOTIFY.
+const SLOW_SAMPLE: Duration = Duration::from_millis(500);
+/// Pause before each measured phase: the worker finishes recording the last one.
+const SETTLE: Duration = Duration::from_secs(1);
+/// `timeout_ms` of every destination, and the baseline's request timeout.
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Key of every destination's `whsec_` secret; the receiver verifies each signature.
+const SECRET_KEY: &[u8; 32] = b"audit-worker delivery bench key!";
+const RECEIVER_WORKERS: usize = 2;
+const READY_DEADLINE: Duration = Duration::from_secs(60);
+const EXIT_DEADLINE: Duration = Duration::from_secs(40);
+const POLL: Duration = Duration::from_millis(50);
+
+// Floors set by the delivery issue.
+const MIN_BARE_RATIO: f64 = 0.5;
+const MAX_P99_MS: f64 = 50.0;
+
+const ACTIONS: [&str; 6] = [
+    "patient.record.read",
+    "patient.record.update",
+    "patient.chart.export",
+    "prescription.create",
+    "lab.result.view",
+    "auth.login",
+];
+const FACILITIES: [&str; 4] = ["north-clinic", "central-hospital", "east-lab", "telehealth"];
+
+#[tokio::main]
+async fn main() {
+    let receiver = Receiver::start();
+    let mut bench = Bench::start(receiver).await;
+    bench.warm_up().await;
+    for destinations in DESTINATION_COUNTS {
+        bench.throughput(destinations).await;
+    }
+    bench.latency().await;
+    bench.check_receiver();
+    bench.check_queue().await;
+    bench.summary.print();
+    bench.stop().await;
+}
+
+/// The worker, its API, the receiver, the payloads, and the figures so far.
+struct Bench {
+    worker: Worker,
+    api: Arc<Api>,
+    receiver: Receiver,
+    /// Distinct payloads: call `k` of a run carries payload `k`.
+    payloads: Arc<Vec<Value>>,
+    summary: Summary,
+}
+
+impl Bench {
+    async fn start(receiver: Receiver) -> Self {
+        let payloads: Vec<Value> = (0..DELIVERIES_PER_RUN as u64).map(payload).collect();
+        let bytes: usize = payloads.iter().map(|p| p.to_string().len()).sum();
+        println!(
+            "{} distinct payloads, {} bytes of JSON each on average; receiver on {}",
+            grouped(payloads.len() as f64),
+            bytes / payloads.len(),
+            receiver.url
+        );
+        let worker = Worker::start().await;
+        let api = Arc::new(Api::new(&worker));
+        let summary = Summary {
+            load_at_start: load_average(),
+            ..Summary::default()
+        };
+        Self {
+            worker,
+            api,
+            receiver,
+            payloads: Arc::new(payloads),
+            summary,
+        }
+    }
+
+    /// Creates `count` webhook destinations on the receiver; their ids.
+    async fn destinations(&self, count: usize) -> Vec<i64> {
+        let mut ids = Vec::with_capacity(count);
+        for n in 0..count {
+            ids.push(
+                self.api
+                    .create_destination(&format!("bench receiver {n}"), &self.receiver.url)
+                    .await,
+            );
+        }
+        ids
+    }
+
+    /// Some deliveries through a destination of their own, so that the worker's
+    /// connections (PostgreSQL pool, HTTP client) are open before the clocks start.
+    async fn warm_up(&mut self) {
+        let destination = self.destinations(1).await;
+        let bodies = Arc::new(
+            self.payloads[..WARMUP_DELIVERIES]
+                .iter()
+                .map(|p| enqueue_body(&destination, p))
+                .collect::<Vec<_>>(),
+        );
+        let run = self.deliver(bodies).await;
+        println!(
+            "warm-up: {} of {} deliveries in {:.2?}",
+            run.seen, run.expected, run.elapsed
+        );
+        self.summary.absorb_failures("enqueue", &run.failures);
+    }
+
+    /// The worker with `destinations` destinations, then the bare baseline.
+    async fn throughput(&mut self, destinations: usize) {
+        let ids = self.destinations(destinations).await;
+        let calls = DELIVERIES_PER_RUN / destinations;
+        let bodies = Arc::new(
+            self.payloads[..calls]
+                .iter()
+                .map(|p| enqueue_body(&ids, p))
+                .collect::<Vec<_>>(),
+        );
+        tokio::time::sleep(SETTLE).await;
+        let cpu = self.worker.cpu_time();
+        let run = self.deliver(bodies).await;
+        let cores = self.worker.cores_since(cpu, run.elapsed);
+        let worker_rate = run.seen as f64 / run.elapsed.as_secs_f64();
+        println!(
+            "worker {destinations:>3} destinations: {} of {} deliveries in {:.2?} ({} deliveries/s; \
+             enqueued in {:.2?} by {} calls of {destinations}, {} delivered by then), worker CPU {cores:.2} cores",
+            grouped(run.seen as f64),
+            grouped(run.expected as f64),
+            run.elapsed,
+            grouped(worker_rate),
+            run.enqueued,
+            grouped(calls as f64),
+            grouped(run.seen_enqueued as f64)
+        );
+        self.summary.absorb_failures("enqueue", &run.failures);
+
+        let concurrency = (CONCURRENCY * destinations).min(MAX_IN_FLIGHT);
+        let bodies: Vec<Vec<u8>> = (0..DELIVERIES_PER_RUN)
+            .map(|n| {
+                serde_json::to_vec(&self.payloads[n / destinations]).expect("serialize a payload")
+            })
+            .collect();
+        tokio::time::sleep(SETTLE).await;
+        let bare = bare_posts(&self.receiver.url, destinations, concurrency, bodies).await;
+        let bare_rate = bare.ok as f64 / bare.elapsed.as_secs_f64();
+        println!(
+            "bare   {destinations:>3} destinations: {} requests in {:.2?} ({} requests/s, {concurrency} concurrent), \
+             ratio worker/bare {:.2}",
+            grouped(bare.ok as f64),
+            bare.elapsed,
+            grouped(bare_rate),
+            worker_rate / bare_rate
+        );
+        self.summary.absorb_failures("bare", &bare.failures);
+        self.summary.throughput.push(Throughput {
+            destinations,
+            concurrency,
+            worker: worker_rate,
+            bare: bare_rate,
+            seen: run.seen,
+            expected: run.expected,
+            enqueued: run.enqueued,
+            cores,
+        });
+    }
+
+    /// Queues every body from `ENQUEUE_CLIENTS` clients and waits until the
+    /// receiver has seen every delivery the calls created (or the budget ran out).
+    async fn deliver(&self, bodies: Arc<Vec<Vec<u8>>>) -> Delivered {
+        let unique_before = self.receiver.state.unique.load(Ordering::Relaxed);
+        let started = Instant::now();
+        let deadline = started + RUN_BUDGET;
+        let claims = Arc::new(Claims::new(bodies.len() as u64, deadline));
+        let tasks: Vec<_> = (0..ENQUEUE_CLIENTS)
+            .map(|_| {
+                let (api, bodies, claims) = (self.api.clone(), bodies.clone(), claims.clone());
+                tokio::spawn(async move {
+                    let mut ids = Vec::new();
+                    let mut failures = BTreeMap::<String, u64>::new();
+                    while let Some(n) = claims.claim() {
+                        match api.enqueue(bodies[n as usize].clone()).await {
+                            Ok(created) => ids.extend(created),
+                            Err(failure) => *failures.entry(failure).or_default() += 1,
+                        }
+                    }
+                    (ids, failures)
+                })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        let mut failures = BTreeMap::new();
+        for task in tasks {
+            let (created, failed) = task.await.expect("an enqueue task panicked");
+            ids.extend(created);
+            merge_failures(&mut failures, failed);
+        }
+        let enqueued = started.elapsed();
+        let seen_enqueued = self.receiver.state.unique.load(Ordering::Relaxed) - unique_before;
+        let expected = ids.len() as u64;
+        while self.receiver.state.unique.load(Ordering::Relaxed) - unique_before < expected
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (seen, last) = self.receiver.state.first_seen_of(&ids);
+        let elapsed = match last {
+            Some(last) if seen == expected => last.saturating_duration_since(started),
+            _ => started.elapsed(),
+        };
+        Delivered {
+            expected,
+            seen,
+            enqueued,
+            seen_enqueued,
+            elapsed,
+            failures,
+        }
+    }
+
+    /// Single deliveries queued one at a time on an idle queue.
+    async fn latency(&mut self) {
+        let destination = self.destinations(1).await;
+        let bodies: Vec<Vec<u8>> = self.payloads[..LATENCY_WARMUP + LATENCY_SAMPLES]
+            .iter()
+            .map(|p| enqueue_body(&destination, p))
+            .collect();
+        tokio::time::sleep(SETTLE).await;
+        let deadline = Instant::now() + LATENCY_BUDGET;
+        // Per delivery: until the receiver saw it, and until the POST was answered.
+        let mut samples: Vec<(Duration, Duration)> = Vec::with_capacity(LATENCY_SAMPLES);
+        let mut failures = BTreeMap::new();
+        let mut lost = 0;
+        for (n, body) in bodies.into_iter().enumerate() {
+            if Instant::now() >= deadline {
+                println!("latency: stopped after {n} deliveries, past {LATENCY_BUDGET:?}");
+                break;
+            }
+            let started = Instant::now();
+            let created = self.api.enqueue(body).await;
+            let answered = started.elapsed();
+            let measured = n >= LATENCY_WARMUP;
+            match created.as_deref() {
+                Ok([id]) => match self.receiver.wait_for(id, LATENCY_TIMEOUT).await {
+                    Some(at) if measured => {
+                        samples.push((at.saturating_duration_since(started), answered))
+                    }
+                    Some(_) => {}
+                    None => lost += 1,
+                },
+                Ok(other) => {
+                    *failures
+                        .entry(format!("{} deliveries for one destination", other.len()))
+                        .or_default() += 1
+                }
+                Err(failure) => *failures.entry(failure.to_owned()).or_default() += 1,
+            }
+            tokio::time::sleep(LATENCY_PAUSE).await;
+        }
+        let slow = samples.iter().filter(|(s, _)| *s >= SLOW_SAMPLE).count();
+        let latency = Percentiles::of(samples.iter().map(|(s, _)| *s).collect());
+        let answers = Percentiles::of(samples.iter().map(|(_, a)| *a).collect());
+        samples.sort_unstable_by(|a, b| b.cmp(a));
+        let slowest: Vec<String> = samples
+            .iter()
+            .take(5)
+            .map(|(seen, answered)| {
+                format!(
+                    "{:.1} ms (POST answered after {:.1} ms)",
+                    ms(*seen),
+                    ms(*answered)
+                )
+            })
+            .collect();
+        println!(
+            "latency enqueue -> first attempt: {} deliveries, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, \
+             max {:.2} ms; {slow} over {SLOW_SAMPLE:?}, {lost} not seen within {LATENCY_TIMEOUT:?}; \
+             POST /v1/deliveries answered in p50 {:.2} ms, p99 {:.2} ms",
+            latency.count,
+            ms(latency.p50),
+            ms(latency.p90),
+            ms(latency.p99),
+            ms(latency.max),
+            ms(answers.p50),
+            ms(answers.p99)
+        );
+        println!("latency: slowest {}", slowest.join(", "));
+        self.summary.absorb_failures("latency enqueue", &failures);
+        self.summary.latency = latency;
+        self.summary.latency_slow = slow;
+        self.summary.latency_lost = lost;
+    }
+
+    fn check_receiver(&mut self) {
+        let state = &self.receiver.state;
+        let (ids, extra) = state.duplicates("msg_");
+        self.summary.receiver = ReceiverFigures {
+            requests: state.requests.load(Ordering::Relaxed),
+            unique: state.unique.load(Ordering::Relaxed),
+            duplicated_ids: ids,
+            extra_requests: extra,
+            bad_signatures: state.bad_signatures.load(Ordering::Relaxed),
+        };
+        let r = &self.summary.receiver;
+        println!(
+            "receiver: {} requests for {} webhook-ids; worker ids received more than once: {} ({} extra requests); \
+             bad signatures: {}",
+            grouped(r.requests as f64),
+            grouped(r.unique as f64),
+            r.duplicated_ids,
+            r.extra_requests,
+            r.bad_signatures
+        );
+    }
+
+    /// What the queue and the attempt log hold after the runs (read directly from PostgreSQL).
+    async fn check_queue(&mut self) {
+        tokio::time::sleep(SETTLE).await;
+        let client = connect(&self.worker.database_url()).await;
+        let count_by = |sql: &'static str| {
+            let client = &client;
+            async move {
+                client
+                    .query(sql, &[])
+                    .await
+                    .expect("query the bench database")
+                    .iter()
+                    .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1)))
+                    .collect::<Vec<_>>()
+            }
+        };
+        let statuses =
+            count_by("SELECT status::text, count(*) FROM delivery_queue GROUP BY 1 ORDER BY 1")
+                .await;
+        let errors = count_by(
+            "SELECT last_error, count(*) FROM delivery_queue WHERE last_error IS NOT NULL \
+             GROUP BY 1 ORDER BY 2 DESC LIMIT 5",
+        )
+        .await;
+        let row = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM delivery_queue WHERE retry_count > 0), \
+                   (SELECT count(*) FROM delivery_logs), \
+                   (SELECT count(DISTINCT delivery_id) FROM delivery_logs), \
+                   (SELECT count(*) FROM delivery_logs WHERE status <> 'delivered')",
+                &[],
+            )
+            .await
+            .expect("query the bench database");
+        let queue = QueueFigures {
+            statuses,
+            errors,
+            retried: row.get(0),
+            attempts: row.get(1),
+            attempted: row.get(2),
+            failed_attempts: row.get(3),
+        };
+        println!(
+            "queue: {}; {} retried; delivery_logs: {} attempts for {} deliveries, {} not delivered",
+            queue.describe_statuses(),
+            queue.retried,
+            grouped(queue.attempts as f64),
+            grouped(queue.attempted as f64),
+            queue.failed_attempts
+        );
+        for (error, count) in &queue.errors {
+            println!("  last_error {count} x {error}");
+        }
+        self.summary.queue = Some(queue);
+    }
+
+    async fn stop(self) {
+        let log = self.worker.log.clone();
+        let (status, took) = self.worker.stop().await;
+        println!("worker stopped on SIGTERM in {took:.1?}: {status}; database dropped");
+        report_log(&log);
+        self.receiver.stop().await;
+    }
+}
+
+/// What one run of queued deliveries came to.
+struct Delivered {
+    /// Deliveries the enqueue calls created.
+    expected: u64,
+    /// Of those, how many the receiver saw.
+    seen: u64,
+    /// From the first enqueue until the last call was answered.
+    enqueued: Duration,
+    /// Deliveries the receiver had seen by then.
+    seen_enqueued: u64,
+    /// From the first enqueue until the receiver saw the last delivery (or gave up).
+    elapsed: Duration,
+    failures: BTreeMap<String, u64>,
+}
+
+/// A `POST /v1/deliveries` body: `payload` for each of `destinations`.
+fn enqueue_body(destinations: &[i64], payload: &Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({"destination_ids": destinations, "payload": payload}))
+        .expect("serialize an enqueue body")
+}
+
+/// Payload number `n`: an audit event notification, a few hundred bytes.
+fn payload(n: u64) -> Value {
+    let action = ACTIONS[(n % ACTIONS.len() as u64) as usize];
+    json!({
+        "type": "audit.event.recorded",
+        "sequence": n,
+        "organization_id": ORG,
+        "event": {
+            "principal_id": format!("user-{:04}", mix(n, 1) % 1000),
+            "action": action,
+            "status": if n % 20 == 0 { "failure" } else { "success" },
+            "target_resource_type": "Patient",
+            "target_resource_id": format!("patient-{:06}", mix(n, 2) % 50_000),
+            "correlation_id": format!("corr-{:016x}", mix(n / 4, 3)),
+            "data_classification": if action.starts_with("auth.") { "INTERNAL" } else { "PHI" },
+            "details": {
+                "ip": format!("10.{}.{}.{}", n % 8, mix(n, 4) % 256, mix(n, 5) % 254 + 1),
+                "facility": FACILITIES[(n % FACILITIES.len() as u64) as usize],
+                "session": { "id": format!("sess-{:016x}", mix(n / 8, 6)), "mfa": n % 4 != 0 },
+            },
+        },
+    })
+}
+
+/// A cheap deterministic scramble of `n` (splitmix64), one stream per `salt`.
+fn mix(n: u64, salt: u64) -> u64 {
+    let mut z = n
+        .wrapping_add(salt.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+// ---------------------------------------------------------------------------
+// The webhook receiver, inside this process.
+// ---------------------------------------------------------------------------
+
+/// An actix-web server on its own thread (and actix system) answering 200 at
+/// once and recording, per `webhook-id`, when it was first received and how often.
+struct Receiver {
+    url: String,
+    state: Arc<ReceiverState>,
+    handle: actix_web::dev::ServerHandle,
+    thread: std::thread::JoinHandle<()>,
+}
+
+struct Seen {
+    first: Instant,
+    count: u32,
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    seen: Mutex<HashMap<String, Seen>>,
+    requests: AtomicU64,
+    /// Distinct `webhook-id`s received.
+    unique: AtomicU64,
+    bad_signatures: AtomicU64,
+}
+
+impl Receiver {
+    fn start() -> Self {
+        let state = Arc::new(ReceiverState::default());
+        let shared = state.clone();
+        let (started, bound) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("webhook-receiver".to_owned())
+            .spawn(move || {
+                actix_web::rt::System::new().block_on(async move {
+                    let server = HttpServer::new(move || {
+                        App::new()
+                            .app_data(web::Data::from(shared.clone()))
+                            .default_service(web::to(receive))
+                    })
+                    .workers(RECEIVER_WORKERS)
+                    .disable_signals()
+                    .bind(("127.0.0.1", 0))
+                    .expect("bind the webhook receiver");
+                    let port = server.addrs()[0].port();
+                    let server = server.run();
+                    started
+                        .send((port, server.handle()))
+                        .expect("hand the receiver over");
+                    server.await.expect("run the webhook receiver");
+                })
+            })
+            .expect("start the receiver thread");
+        let (port, handle) = bound.recv().expect("the receiver starts");
+        Self {
+            url: format!("http://127.0.0.1:{port}/hook"),
+            state,
+            handle,
+            thread,
+        }
+    }
+
+    /// When the delivery `id` was first received, waiting up to `timeout` for it.
+    async fn wait_for(&self, id: &Uuid, timeout: Duration) -> Option<Instant> {
+        let key = webhook_id(id);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(seen) = self.state.seen.lock().expect("receiver lock").get(&key) {
+                return Some(seen.first);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    async fn stop(self) {
+        self.handle.stop(true).await;
+        self.thread.join().expect("the receiver thread ends");
+    }
+}
+
+impl ReceiverState {
+    fn record(&self, id: &str, at: Instant) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut seen = self.seen.lock().expect("receiver lock");
+        match seen.get_mut(id) {
+            Some(seen) => seen.count += 1,
+            None => {
+                seen.insert(
+                    id.to_owned(),
+                    Seen {
+                        first: at,
+                        count: 1,
+                    },
+                );
+                self.unique.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// How many of the deliveries `ids` were received, and the last first receipt.
+    fn first_seen_of(&self, ids: &[Uuid]) -> (u64, Option<Instant>) {
+        let keys: Vec<String> = ids.iter().map(webhook_id).collect();
+        let seen = self.seen.lock().expect("receiver lock");
+        let firsts: Vec<Instant> = keys
+            .iter()
+            .filter_map(|key| seen.get(key).map(|s| s.first))
+            .collect();
+        (firsts.len() as u64, firsts.into_iter().max())
+    }
+
+    /// Ids starting with `prefix` received more than once, and the extra requests.
+    fn duplicates(&self, prefix: &str) -> (u64, u64) {
+        let seen = self.seen.lock().expect("receiver lock");
+        seen.iter()
+            .filter(|(id, s)| id.starts_with(prefix) && s.count > 1)
+            .fold((0, 0), |(ids, extra), (_, s)| {
+                (ids + 1, extra + u64::from(s.count - 1))
+            })
+    }
+}
+
+async fn receive(
+    request: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<ReceiverState>,
+) -> HttpResponse {
+    let at = Instant::now();
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    let id = header("webhook-id");
+    let expected = signature(id, header("webhook-timestamp"), &body);
+    if !header("webhook-signature")
+        .split(' ')
+        .any(|signature| signature == expected)
+    {
+        state.bad_signatures.fetch_add(1, Ordering::Relaxed);
+    }
+    state.record(id, at);
+    HttpResponse::Ok().finish()
+}
+
+/// The `webhook-id` of delivery `id`: `msg_` and the uuid without dashes.
+fn webhook_id(id: &Uuid) -> String {
+    format!("msg_{}", id.simple())
+}
+
+fn secret() -> String {
+    format!("whsec_{}", STANDARD.encode(SECRET_KEY))
+}
+
+/// A Standard Webhooks signature, `v1,` + base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}")).
+fn signature(id: &str, timestamp: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET_KEY).expect("HMAC takes any key length");
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+// ---------------------------------------------------------------------------
+// The baseline: bare HTTP posts to the receiver.
+// ---------------------------------------------------------------------------
+
+/// What the baseline's clients did.
+#[derive(Default)]
+struct Bare {
+    ok: u64,
+    failures: BTreeMap<String, u64>,
+    elapsed: Duration,
+}
+
+/// Posts every body to the receiver, signed as the worker signs, from `concurrency` tasks.
+async fn bare_posts(
+    url: &str,
+    destinations: usize,
+    concurrency: usize,
+    bodies: Vec<Vec<u8>>,
+) -> Bare {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(WEBHOOK_TIMEOUT)
+        .build()
+        .expect("build the baseline client");
+    let bodies = Arc::new(bodies);
+    let started = Instant::now();
+    let claims = Arc::new(Claims::new(bodies.len() as u64, started + RUN_BUDGET));
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, url, bodies, claims) = (
+                client.clone(),
+                url.to_owned(),
+                bodies.clone(),
+                claims.clone(),
+            );
+            tokio::spawn(async move {
+                let mut bare = Bare::default();
+                while let Some(n) = claims.claim() {
+                    let body = bodies[n as usize].clone();
+                    let id = format!("bare_{destinations}_{n}");
+                    let timestamp = Utc::now().timestamp().to_string();
+                    let signed = signature(&id, &timestamp, &body);
+                    let response = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header("webhook-id", &id)
+                        .header("webhook-timestamp", &timestamp)
+                        .header("webhook-signature", signed)
+                        .body(body)
+                        .send()
+                        .await;
+                    match response {
+                        Ok(response) if response.status() == reqwest::StatusCode::OK => {
+                            bare.ok += 1
+                        }
+                        Ok(response) => {
+                            *bare
+                                .failures
+                                .entry(response.status().to_string())
+                                .or_default() += 1
+                        }
+                        Err(error) => {
+                            *bare
+                                .failures
+                                .entry(format!("transport: {error}"))
+                                .or_default() += 1
+                        }
+                    }
+                }
+                bare
+            })
+        })
+        .collect();
+    let mut bare = Bare::default();
+    for task in tasks {
+        let done = task.await.expect("a baseline task panicked");
+        bare.ok += done.ok;
+        merge_failures(&mut bare.failures, done.failures);
+    }
+    bare.elapsed = started.elapsed();
+    bare
+}
+
+/// Hands out request numbers to the clients until `total` or the deadline.
+struct Claims {
+    next: AtomicU64,
+    total: u64,
+    deadline: Instant,
+}
+
+impl Claims {
+    fn new(total: u64, deadline: Instant) -> Self {
+        Self {
+            next: AtomicU64::new(0),
+            total,
+            deadline,
+        }
+    }
+
+    fn claim(&self) -> Option<u64> {
+        if Instant::now() >= self.deadline {
+            return None;
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        (n < self.total).then_some(n)
+    }
+}
+
+fn merge_failures(into: &mut BTreeMap<String, u64>, from: BTreeMap<String, u64>) {
+    for (failure, count) in from {
+        *into.entry(failure).or_default() += count;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The worker's HTTP API.
+// ---------------------------------------------------------------------------
+
+/// The worker's HTTP API with the bench organization's admin key.
+struct Api {
+    client: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+impl Api {
+    fn new(worker: &Worker) -> Self {
+        Self {
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("build the HTTP client"),
+            base: worker.base_url(),
+            key: worker.create_key(ORG, "org:admin"),
+        }
+    }
+
+    /// A webhook destination on `url`, signed with the bench's secret; its id.
+    async fn create_destination(&self, label: &str, url: &str) -> i64 {
+        let response = self
+            .client
+            .post(format!("{}/v1/destinations", self.base))
+            .bearer_auth(&self.key)
+            .json(&json!({
+                "type": "webhook",
+                "label": label,
+                "config": {
+                    "url": url,
+                    "timeout_ms": WEBHOOK_TIMEOUT.as_millis() as u64,
+                    "secret": secret(),
+                },
+                "settings": {"concurrency": CONCURRENCY},
+            }))
+            .send()
+            .await
+            .expect("the worker answers POST /v1/destinations");
+        let status = response.status();
+        let body: Value = response.json().await.expect("a JSON destination");
+        assert_eq!(
+            status,
+            reqwest::StatusCode::CREATED,
+            "creating a destination failed: {body}"
+        );
+        body["id"].as_i64().expect("a destination id")
+    }
+
+    /// `POST /v1/deliveries`; the ids of the deliveries it created.
+    async fn enqueue(&self, body: Vec<u8>) -> Result<Vec<Uuid>, String> {
+        let response = self
+            .client
+            .post(format!("{}/v1/deliveries", self.base))
+            .bearer_auth(&self.key)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|error| format!("transport: {error}"))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|error| format!("body: {error}"))?;
+        if status != reqwest::StatusCode::ACCEPTED {
+            return Err(format!(
+                "{status}: {}",
+                text.chars().take(160).collect::<String>()
+            ));
+        }
+        let list: Value =
+            serde_json::from_str(&text).map_err(|error| format!("not JSON: {error}"))?;
+        list["deliveries"]
+            .as_array()
+            .map(|deliveries| {
+                deliveries
+                    .iter()
+                    .filter_map(|d| d["id"].as_str().and_then(|id| Uuid::parse_str(id).ok()))
+                    .collect()
+            })
+            .ok_or_else(|| format!("{status} without deliveries: {text}"))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The worker child process.
+// ---------------------------------------------------------------------------
+
+/// The release worker running as a child on its own port and database.
+struct Worker {
+    child: Child,
+    port: u16,
+    database: String,
+    log: PathBuf,
+}
+
+impl Worker {
+    /// Starts `audit-worker serve` and waits until `/readyz` answers 200.
+    async fn start() -> Self {
+        let database = format!("bench_{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let log = PathBuf::from(format!("/tmp/{database}.log"));
+        let port = free_port();
+        let log_file = File::create(&log).expect("create the worker log in /tmp");
+        let stderr = log_file.try_clone().expect("duplicate the log file handle");
+        let child = worker_command(port, &database)
+            .arg("serve")
+            .stdout(log_file)
+            .stderr(stderr)
+            .spawn()
+            .expect("start the audit-worker binary");
+        let mut worker = Self {
+            child,
+            port,
+            database,
+            log,
+        };
+        println!(
+            "worker pid {} on 127.0.0.1:{port}, database {}, log {}",
+            worker.child.id(),
+            worker.database,
+            worker.log.display()
+        );
+        worker.wait_ready().await;
+        worker
+    }
+
+    fn database_url(&self) -> String {
+        database_url(&self.database)
+    }
+
+    fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn wait_ready(&mut self) {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(1))
+            .build()
+            .expect("build the readiness client");
+        let url = format!("{}/readyz", self.base_url());
+        let deadline = Instant::now() + READY_DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll the worker") {
+                panic!(
+                    "the worker exited ({status}) before it was ready; see {}",
+                    self.log.display()
+                );
+            }
+            let ready = client.get(&url).send().await;
+            if ready.is_ok_and(|response| response.status() == 200) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the worker was not ready within {READY_DEADLINE:?}; see {}",
+                self.log.display()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Issues a key with `audit-worker api-key create` and returns it.
+    fn create_key(&self, organization: &str, role: &str) -> String {
+        let output = worker_command(self.port, &self.database)
+            .args(["api-key", "create", "--org", organization, "--role", role])
+            .output()
+            .expect("run audit-worker api-key create");
+        assert!(
+            output.status.success(),
+            "api-key create failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout)
+            .expect("the key is UTF-8")
+            .trim()
+            .to_owned()
+    }
+
+    /// CPU time the worker has used so far (user and system, all threads).
+    fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("read the worker's /proc stat");
+        // After the command name: the state, ..., utime and stime (the 12th and 13th).
+        let after_name = &stat[stat.rfind(')').expect("a command name in /proc stat") + 1..];
+        let ticks: u64 = after_name
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .map(|field| field.parse::<u64>().expect("CPU ticks are numbers"))
+            .sum();
+        // USER_HZ is 100 on Linux.
+        Duration::from_millis(ticks * 10)
+    }
+
+    /// Average cores the worker kept busy since `before` (a `cpu_time`) over `elapsed`.
+    fn cores_since(&self, before: Duration, elapsed: Duration) -> f64 {
+        (self.cpu_time() - before).as_secs_f64() / elapsed.as_secs_f64()
+    }
+
+    /// SIGTERM, wait for the exit (SIGKILL after a deadline), then drop the database.
+    async fn stop(mut self) -> (ExitStatus, Duration) {
+        let started = Instant::now();
+        let pid = Pid::from_raw(self.child.id() as i32);
+        kill(pid, Signal::SIGTERM).expect("send SIGTERM to the worker");
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("poll the worker") {
+                break status;
+            }
+            if started.elapsed() > EXIT_DEADLINE {
+                println!("the worker ignored SIGTERM for {EXIT_DEADLINE:?}: killing it");
+                self.child.kill().expect("kill the worker");
+                break self.child.wait().expect("reap the worker");
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        let took = started.elapsed();
+        drop_database(&self.database).await;
+        (status, took)
+    }
+}
+
+impl Drop for Worker {
+    /// On a panic, never leave the worker running.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The worker binary with the bench's configuration in its environment.
+fn worker_command(port: u16, database: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_audit-worker"));
+    command
+        .env("AUDIT_WORKER__HTTP__BIND", format!("127.0.0.1:{port}"))
+        .env("AUDIT_WORKER__DATABASE__URL", database_url(database))
+        .env("AUDIT_WORKER__LOG__LEVEL", "warn")
+        .env("AUDIT_WORKER__AUTH__RATE_LIMIT_PER_SECOND", "1000000")
+        .env("AUDIT_WORKER__AUTH__RATE_LIMIT_BURST", "1000000")
+        .env("AUDIT_WORKER__CACHE__REDIS_PREFIX", format!("{database}:"))
+        .env(
+            "AUDIT_WORKER__DELIVERY__MAX_IN_FLIGHT",
+            MAX_IN_FLIGHT.to_string(),
+        )
+        .env("AUDIT_WORKER__DELIVERY__POLL_INTERVAL", "1s")
+        .env_remove("RUST_LOG");
+    command
+}
+
+fn database_url(database: &str) -> String {
+    format!("{SERVER_URL}/{database}")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("find a free local port")
+        .port()
+}
+
+async fn drop_database(name: &str) {
+    let client = connect(&format!("{SERVER_URL}/postgres")).await;
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .await
+        .expect("drop the bench database");
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .expect("connect to the local PostgreSQL");
+    tokio::spawn(connection);
+    client
+}
+
+/// Prints how much the worker logged (at level warn) and its first lines.
+fn report_log(path: &Path) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    println!(
+        "worker log: {} lines at warn level or above ({})",
+        lines.len(),
+        path.display()
+    );
+    for line in lines.iter().take(5) {
+        println!("  {line}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Figures.
+// ---------------------------------------------------------------------------
+
+struct Throughput {
+    destinations: usize,
+    /// The baseline's concurrency.
+    concurrency: usize,
+    /// Deliveries per second through the worker.
+    worker: f64,
+    /// Requests per second of the baseline.
+    bare: f64,
+    seen: u64,
+    expected: u64,
+    enqueued: Duration,
+    cores: f64,
+}
+
+#[derive(Default)]
+struct ReceiverFigures {
+    requests: u64,
+    unique: u64,
+    duplicated_ids: u64,
+    extra_requests: u64,
+    bad_signatures: u64,
+}
+
+struct QueueFigures {
+    /// Deliveries by status.
+    statuses: Vec<(String, i64)>,
+    /// The most frequent `last_error`s.
+    errors: Vec<(String, i64)>,
+    retried: i64,
+    attempts: i64,
+    attempted: i64,
+    failed_attempts: i64,
+}
+
+impl QueueFigures {
+    fn describe_statuses(&self) -> String {
+        self.statuses
+            .iter()
+            .map(|(status, count)| format!("{} {status}", grouped(*count as f64)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+#[derive(Default)]
+struct Percentiles {
+    count: usize,
+    p50: Duration,
+    p90: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+impl Percentiles {
+    /// Nearest-rank percentiles.
+    fn of(mut samples: Vec<Duration>) -> Self {
+        samples.sort_unstable();
+        let rank = |p: f64| {
+            let index = ((p / 100.0) * samples.len() as f64).ceil() as usize;
+            samples
+                .get(index.saturating_sub(1))
+                .copied()
+                .unwrap_or_default()
+        };
+        Self {
+            count: samples.len(),
+            p50: rank(50.0),
+            p90: rank(90.0),
+            p99: rank(99.0),
+            max: samples.last().copied().unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Summary {
+    throughput: Vec<Throughput>,
+    latency: Percentiles,
+    latency_slow: usize,
+    latency_lost: usize,
+    receiver: ReceiverFigures,
+    queue: Option<QueueFigures>,
+    /// Failed requests by phase, status (or error) and message.
+    failures: BTreeMap<String, u64>,
+    /// `/proc/loadavg` when the worker was ready: other work on the machine skews the figures.
+    load_at_start: String,
+}
+
+impl Summary {
+    fn absorb_failures(&mut self, phase: &str, failures: &BTreeMap<String, u64>) {
+        for (failure, count) in failures {
+            *self
+                .failures
+                .entry(format!("{phase}: {failure}"))
+                .or_default() += count;
+        }
+    }
+
+    fn print(&self) {
+        println!(
+            "\n== summary ({} deliveries per run, concurrency {CONCURRENCY} per destination, \
+             max_in_flight {MAX_IN_FLIGHT}; floors from the delivery issue) ==",
+            grouped(DELIVERIES_PER_RUN as f64)
+        );
+        for t in &self.throughput {
+            let ratio = t.worker / t.bare;
+            println!(
+                "deliveries {:>3} destinations: worker {:>6} deliveries/s ({} of {} in time, enqueued in {:.2?}, \
+                 {:.2} cores), bare {:>6} requests/s ({:>3} concurrent), ratio {ratio:.2} (floor {MIN_BARE_RATIO}: {})",
+                t.destinations,
+                grouped(t.worker),
+                grouped(t.seen as f64),
+                grouped(t.expected as f64),
+                t.enqueued,
+                t.cores,
+                grouped(t.bare),
+                t.concurrency,
+                verdict(ratio >= MIN_BARE_RATIO && t.seen == t.expected)
+            );
+        }
+        let l = &self.latency;
+        println!(
+            "latency enqueue -> first attempt ({} deliveries, one at a time): p50 {:.2} ms, p90 {:.2} ms, \
+             p99 {:.2} ms, max {:.2} ms (floor p99 < {MAX_P99_MS} ms: {}); {} over {SLOW_SAMPLE:?}, {} lost",
+            l.count,
+            ms(l.p50),
+            ms(l.p90),
+            ms(l.p99),
+            ms(l.max),
+            verdict(ms(l.p99) < MAX_P99_MS && l.count == LATENCY_SAMPLES && self.latency_lost == 0),
+            self.latency_slow,
+            self.latency_lost
+        );
+        let r = &self.receiver;
+        println!(
+            "duplicates: {} webhook-ids received more than once ({} extra requests) ({}); \
+             bad signatures: {}; receiver: {} requests for {} ids",
+            r.duplicated_ids,
+            r.extra_requests,
+            verdict(r.duplicated_ids == 0),
+            r.bad_signatures,
+            grouped(r.requests as f64),
+            grouped(r.unique as f64)
+        );
+        if let Some(q) = &self.queue {
+            println!(
+                "queue after the runs: {}; {} retried; {} attempts logged for {} deliveries ({} not delivered)",
+                q.describe_statuses(),
+                q.retried,
+                grouped(q.attempts as f64),
+                grouped(q.attempted as f64),
+                q.failed_attempts
+            );
+        }
+        if self.failures.is_empty() {
+            println!("failed requests: none");
+        }
+        for (failure, count) in &self.failures {
+            println!("failed requests: {count} x {failure}");
+        }
+        println!(
+            "machine: {} cores, load average (1, 5, 15 min) {} at start, {} at the end",
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            self.load_at_start,
+            load_average()
+        );
+    }
+}
+
+/// The 1, 5 and 15 minute load averages.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "ok"
+    } else {
+        "MISSED"
+    }
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// A whole number with thousands separators: `55,000`.
+fn grouped(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}

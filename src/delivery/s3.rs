@@ -1,0 +1,173 @@
+//! S3 destinations (aws-sdk-s3, any S3-compatible store through `endpoint`):
+//! the payload is stored as one JSON object per delivery.
+
+use std::time::Duration;
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::primitives::ByteStream;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::retry::{self, Verdict};
+use crate::validation::FieldError;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Prepended to every key (e.g. `audit/`).
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// For S3-compatible stores; default: AWS.
+    pub endpoint: Option<String>,
+    pub access_key_id: String,
+    /// Stored encrypted, shown as `***`.
+    pub secret_access_key: String,
+    /// Address buckets as `endpoint/bucket` rather than `bucket.endpoint`.
+    #[serde(default)]
+    pub path_style: bool,
+    /// The object key; `{prefix}`, `{date}` (YYYY-MM-DD, UTC) and `{delivery_id}` are replaced.
+    #[serde(default = "default_key_template")]
+    pub key_template: String,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_owned()
+}
+
+fn default_key_template() -> String {
+    "{prefix}{date}/{delivery_id}.json".to_owned()
+}
+
+impl S3Config {
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        let bucket_ok = (3..=63).contains(&self.bucket.len())
+            && self
+                .bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+        if !bucket_ok {
+            errors.push(FieldError::new(
+                "config.bucket",
+                "3 to 63 lower-case letters, digits, `-` or `.`",
+            ));
+        }
+        if self.region.trim().is_empty() {
+            errors.push(FieldError::new("config.region", "required"));
+        }
+        if let Some(endpoint) = &self.endpoint {
+            match reqwest::Url::parse(endpoint) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+                _ => errors.push(FieldError::new("config.endpoint", "an http or https URL")),
+            }
+        }
+        if self.access_key_id.is_empty() {
+            errors.push(FieldError::new("config.access_key_id", "required"));
+        }
+        if self.secret_access_key.is_empty() {
+            errors.push(FieldError::new("config.secret_access_key", "required"));
+        }
+        if !self.key_template.contains("{delivery_id}") {
+            errors.push(FieldError::new(
+                "config.key_template",
+                "must contain {delivery_id}, so that deliveries never overwrite each other",
+            ));
+        }
+        errors
+    }
+
+    fn key(&self, id: Uuid) -> String {
+        self.key_template
+            .replace("{prefix}", &self.prefix)
+            .replace("{date}", &Utc::now().format("%Y-%m-%d").to_string())
+            .replace("{delivery_id}", &id.to_string())
+    }
+
+    /// Where a connection test connects.
+    pub fn endpoint_host(&self) -> (String, u16) {
+        let endpoint = self
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", self.region));
+        let url = reqwest::Url::parse(&endpoint).ok();
+        (
+            url.as_ref()
+                .and_then(|u| u.host_str())
+                .unwrap_or_default()
+                .to_owned(),
+            url.as_ref()
+                .and_then(|u| u.port_or_known_default())
+                .unwrap_or(443),
+        )
+    }
+}
+
+pub struct Sent {
+    pub verdict: Verdict,
+    pub code: Option<i32>,
+    pub reason: Option<String>,
+    /// `{bucket}/{key}` and the ETag.
+    pub reference: Option<String>,
+}
+
+pub async fn send(config: &S3Config, id: Uuid, payload: &Value, timeout: Duration) -> Sent {
+    let mut builder = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(config.region.clone()))
+        .credentials_provider(Credentials::new(
+            config.access_key_id.clone(),
+            config.secret_access_key.clone(),
+            None,
+            None,
+            "audit-worker",
+        ))
+        .force_path_style(config.path_style);
+    if let Some(endpoint) = &config.endpoint {
+        builder = builder.endpoint_url(endpoint);
+    }
+    let client = aws_sdk_s3::Client::from_conf(builder.build());
+    let key = config.key(id);
+    let body = serde_json::to_vec_pretty(payload).expect("a JSON value serializes");
+    let put = client
+        .put_object()
+        .bucket(&config.bucket)
+        .key(&key)
+        .content_type("application/json")
+        .body(ByteStream::from(body))
+        .send();
+    match tokio::time::timeout(timeout, put).await {
+        Ok(Ok(output)) => Sent {
+            verdict: Verdict::Delivered,
+            code: Some(200),
+            reason: None,
+            reference: Some(format!(
+                "{}/{key} {}",
+                config.bucket,
+                output.e_tag().unwrap_or_default()
+            )),
+        },
+        Ok(Err(error)) => {
+            let code = error
+                .raw_response()
+                .map(|response| response.status().as_u16());
+            Sent {
+                verdict: code.map_or(Verdict::Retryable, retry::verdict_for_status),
+                code: code.map(i32::from),
+                reason: Some(format!("S3: {}", DisplayErrorContext(&error))),
+                reference: None,
+            }
+        }
+        Err(_) => Sent {
+            verdict: Verdict::Retryable,
+            code: None,
+            reason: Some(format!("S3: no answer within {} ms", timeout.as_millis())),
+            reference: None,
+        },
+    }
+}

@@ -126,15 +126,18 @@ async fn a_webhook_delivery_is_signed_delivered_and_recorded() {
         .unwrap()
         .starts_with("rcv-"));
 
-    let (_, health) = app
-        .call(
-            Method::GET,
-            &format!("/v1/destinations/{target}/health"),
-            Some(&key),
-            None,
-        )
-        .await;
-    assert_eq!(health["total_deliveries"], 1);
+    let health = wait_until(Duration::from_secs(10), "health recorded", || async {
+        let (_, health) = app
+            .call(
+                Method::GET,
+                &format!("/v1/destinations/{target}/health"),
+                Some(&key),
+                None,
+            )
+            .await;
+        (health["total_deliveries"] == 1).then_some(health)
+    })
+    .await;
     assert_eq!(health["success_rate"], 100.0);
     assert_eq!(health["circuit_breaker_state"], "closed");
 }

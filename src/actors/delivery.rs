@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::queue::QueueActor;
 use crate::db::deliveries::{self, Attempt, Claim};
-use crate::db::destinations::{self, AttemptRecord, Destination};
+use crate::db::destinations::{self, Destination, HealthBatch};
 use crate::db::{DbError, PgPool};
 use crate::delivery::breaker::Breaker;
 use crate::delivery::config::{DeliverySettings, DestinationConfig, WebhookConfig};
@@ -42,12 +42,38 @@ pub struct DeliveryActor {
     /// The destination's settings as last read (each attempt re-reads them).
     settings: DeliverySettings,
     breaker: Breaker,
+    /// The destination as last read, and when (re-read after `DESTINATION_CACHE_TTL`).
+    destination: Option<(Arc<Destination>, Instant)>,
+    /// Attempts not yet folded into `destination_health`.
+    health: Option<HealthBatch>,
+    health_flush_scheduled: bool,
     /// Built from `rate_limit_per_second` when the destination has one.
     limiter: Option<DefaultDirectRateLimiter>,
     /// A pump is scheduled for when the rate limit allows the next attempt.
     pump_scheduled: bool,
     in_flight: u32,
     waiting: VecDeque<Claim>,
+}
+
+/// How long a read destination (config, settings, disabled flag) is reused.
+const DESTINATION_CACHE_TTL: Duration = Duration::from_secs(1);
+/// How often pending health updates are written.
+const HEALTH_FLUSH_EVERY: Duration = Duration::from_millis(500);
+
+/// What an attempt's future hands back to the actor.
+enum Attempted {
+    /// The destination is disabled: the claim went back to the queue.
+    Held {
+        destination: Arc<Destination>,
+        fresh: bool,
+    },
+    Done {
+        outcome: Outcome,
+        settings: DeliverySettings,
+        destination: Option<Arc<Destination>>,
+        fresh: bool,
+        organization_id: String,
+    },
 }
 
 /// What one attempt came to.
@@ -84,6 +110,9 @@ impl DeliveryActor {
             queue,
             worker_id,
             settings,
+            destination: None,
+            health: None,
+            health_flush_scheduled: false,
             limiter: None,
             pump_scheduled: false,
             in_flight: 0,
@@ -140,12 +169,28 @@ impl DeliveryActor {
             self.worker_id.clone(),
         );
         let destination_id = self.destination_id;
-        let organization_id = claim.organization_id.clone();
+        let cached = self
+            .destination
+            .as_ref()
+            .filter(|(_, read_at)| read_at.elapsed() < DESTINATION_CACHE_TTL)
+            .map(|(destination, _)| destination.clone());
         let span =
             tracing::info_span!("delivery", delivery = %claim.id, destination = destination_id);
+        // No pooled connection is held across the attempt itself: a slow
+        // receiver must not starve everyone else of connections.
         let work = async move {
-            let client = pool.get().await?;
-            let destination = destinations::get(&*client, None, destination_id).await?;
+            let (destination, fresh) = match cached {
+                Some(destination) => (Some(destination), false),
+                None => {
+                    let client = pool.get().await?;
+                    (
+                        destinations::get(&*client, None, destination_id)
+                            .await?
+                            .map(Arc::new),
+                        true,
+                    )
+                }
+            };
             let settings = destination
                 .as_ref()
                 .and_then(|d| DeliverySettings::parse(Some(&d.settings)).ok())
@@ -156,8 +201,12 @@ impl DeliveryActor {
                     // Held, not failed: the deliveries resume when it is re-enabled.
                     let until = Utc::now()
                         + chrono::Duration::from_std(DISABLED_RECHECK).unwrap_or_default();
+                    let client = pool.get().await?;
                     deliveries::release(&*client, &worker, claim.id, until).await?;
-                    return Ok(None);
+                    return Ok(Attempted::Held {
+                        destination: destination.clone(),
+                        fresh,
+                    });
                 }
                 Some(destination) => {
                     perform(&http, &secrets, destination, claim.id, &claim.payload).await
@@ -186,13 +235,12 @@ impl DeliveryActor {
             } else {
                 status
             };
+            let client = pool.get().await?;
             deliveries::finish(
                 &*client,
                 &worker,
                 &Attempt {
                     delivery_id: claim.id,
-                    organization_id: &claim.organization_id,
-                    destination_id,
                     status,
                     response_code: outcome.response_code,
                     latency_ms: outcome.latency_ms,
@@ -202,58 +250,92 @@ impl DeliveryActor {
                 },
             )
             .await?;
-            Ok::<_, DbError>(Some((outcome, settings, destination.is_some())))
+            Ok::<_, DbError>(Attempted::Done {
+                outcome,
+                settings,
+                destination,
+                fresh,
+                organization_id: claim.organization_id,
+            })
         };
-        ctx.spawn(
-            wrap_future::<_, Self>(tracing::Instrument::instrument(work, span)).map(
-                move |result, actor, ctx| {
-                    match result {
-                        Ok(None) => {}
-                        Ok(Some((outcome, settings, exists))) => {
-                            actor.apply_settings(settings);
-                            let now = Instant::now();
-                            let opened = match outcome.verdict {
-                                Verdict::Delivered => {
-                                    actor.breaker.succeeded();
-                                    false
-                                }
-                                _ => actor.breaker.failed(now),
-                            };
-                            if opened {
-                                tracing::warn!(destination = actor.destination_id, "Circuit breaker opened");
+        ctx.spawn(wrap_future::<_, Self>(tracing::Instrument::instrument(work, span)).map(
+            move |result, actor, ctx| {
+                match result {
+                    Ok(Attempted::Held { destination, fresh }) => actor.remember(Some(destination), fresh),
+                    Ok(Attempted::Done { outcome, settings, destination, fresh, organization_id }) => {
+                        let exists = destination.is_some();
+                        actor.remember(destination, fresh);
+                        actor.apply_settings(settings);
+                        let opened = match outcome.verdict {
+                            Verdict::Delivered => {
+                                actor.breaker.succeeded();
+                                false
                             }
-                            if exists {
-                                actor.record_health(organization_id, &outcome, ctx);
-                            }
+                            _ => actor.breaker.failed(Instant::now()),
+                        };
+                        if opened {
+                            tracing::warn!(destination = actor.destination_id, "Circuit breaker opened");
                         }
-                        Err(error) => tracing::warn!(%error, "Cannot record a delivery attempt; the lease will retry it"),
+                        if exists {
+                            actor.record_health(organization_id, &outcome, ctx);
+                        }
                     }
-                    actor.done(ctx);
-                },
-            ),
-        );
+                    Err(error) => {
+                        tracing::warn!(%error, "Cannot record a delivery attempt; the lease will retry it")
+                    }
+                }
+                actor.done(ctx);
+            },
+        ));
     }
 
+    /// Keeps a freshly read destination for the next attempts.
+    fn remember(&mut self, destination: Option<Arc<Destination>>, fresh: bool) {
+        if fresh {
+            self.destination = destination.map(|destination| (destination, Instant::now()));
+        }
+    }
+
+    /// Folds the attempt into the pending health update, written at most every
+    /// `HEALTH_FLUSH_EVERY`: one row per destination is hot, so writing it on
+    /// every attempt would make concurrent attempts queue for it.
     fn record_health(
         &mut self,
         organization_id: String,
         outcome: &Outcome,
         ctx: &mut Context<Self>,
     ) {
+        let now = Utc::now();
+        let batch = self
+            .health
+            .get_or_insert_with(|| HealthBatch::new(self.destination_id, organization_id));
+        batch.attempts += 1;
+        batch.latency_sum += i64::from(outcome.latency_ms);
+        if outcome.verdict == Verdict::Delivered {
+            batch.last_success_at = Some(now);
+            batch.any_success = true;
+            batch.trailing_failures = 0;
+        } else {
+            batch.failures += 1;
+            batch.last_failure_at = Some(now);
+            batch.trailing_failures += 1;
+        }
+        batch.breaker_state = self.breaker.state().name();
+        if !self.health_flush_scheduled {
+            self.health_flush_scheduled = true;
+            ctx.run_later(HEALTH_FLUSH_EVERY, |actor, ctx| actor.flush_health(ctx));
+        }
+    }
+
+    fn flush_health(&mut self, ctx: &mut Context<Self>) {
+        self.health_flush_scheduled = false;
+        let Some(batch) = self.health.take() else {
+            return;
+        };
         let pool = self.pool.clone();
-        let destination_id = self.destination_id;
-        let (succeeded, latency_ms) = (outcome.verdict == Verdict::Delivered, outcome.latency_ms);
-        let state = self.breaker.state().name();
         ctx.spawn(wrap_future(async move {
-            let record = AttemptRecord {
-                destination_id,
-                organization_id: &organization_id,
-                succeeded,
-                latency_ms,
-                breaker_state: state,
-            };
             let result = match pool.get().await {
-                Ok(client) => destinations::record_attempt(&*client, &record).await,
+                Ok(client) => destinations::record_attempts(&*client, &batch).await,
                 Err(error) => Err(error.into()),
             };
             if let Err(error) = result {

@@ -29,6 +29,9 @@ pub struct QueueActor {
     /// Claimed and not finished yet: at most `delivery.max_in_flight`.
     in_flight: usize,
     claiming: bool,
+    /// Woken while a claim was running: claim again when it ends, or the new
+    /// work would wait for the next poll.
+    woken_while_claiming: bool,
     actors: HashMap<i64, Addr<DeliveryActor>>,
 }
 
@@ -47,6 +50,7 @@ impl QueueActor {
             worker_id: format!("worker-{}", uuid::Uuid::new_v4()),
             in_flight: 0,
             claiming: false,
+            woken_while_claiming: false,
             actors: HashMap::new(),
         }
     }
@@ -57,7 +61,11 @@ impl QueueActor {
 
     fn claim(&mut self, ctx: &mut Context<Self>) {
         let room = self.settings().max_in_flight.saturating_sub(self.in_flight);
-        if self.claiming || room == 0 {
+        if self.claiming {
+            self.woken_while_claiming = true;
+            return;
+        }
+        if room == 0 {
             return;
         }
         self.claiming = true;

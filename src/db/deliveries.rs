@@ -178,8 +178,6 @@ pub async fn claim(
 /// What became of one attempt.
 pub struct Attempt<'a> {
     pub delivery_id: Uuid,
-    pub organization_id: &'a str,
-    pub destination_id: i64,
     /// delivered | retrying | failed
     pub status: &'a str,
     pub response_code: Option<i32>,
@@ -198,12 +196,26 @@ pub async fn finish(
     attempt: &Attempt<'_>,
 ) -> Result<(), DbError> {
     let retried = i32::from(attempt.status == "retrying");
+    let detail = serde_json::json!([{
+        "at": Utc::now(),
+        "status": attempt.status,
+        "response_code": attempt.response_code,
+        "latency_ms": attempt.latency_ms,
+    }]);
+    // One statement, one commit: the log row is written only if the claim was
+    // still this worker's.
     client
         .execute(
-            "UPDATE delivery_queue SET status = $3::text, retry_count = retry_count + $4, next_retry_at = $5, \
-               last_error = $6, lease_expires_at = NULL, claimed_by = NULL, updated_at = now(), \
-               processed_at = CASE WHEN $3::text IN ('delivered', 'failed') THEN now() END \
-             WHERE id = $1 AND claimed_by = $2",
+            "WITH moved AS ( \
+               UPDATE delivery_queue SET status = $3::text, retry_count = retry_count + $4, next_retry_at = $5, \
+                 last_error = $6::text, lease_expires_at = NULL, claimed_by = NULL, updated_at = now(), \
+                 processed_at = CASE WHEN $3::text IN ('delivered', 'failed') THEN now() END \
+               WHERE id = $1 AND claimed_by = $2 \
+               RETURNING id, destination_id, organization_id) \
+             INSERT INTO delivery_logs (delivery_id, destination_id, organization_id, status, attempts, \
+               last_attempt_at, delivered_at, failure_reason, cross_system_reference) \
+             SELECT id::text, destination_id, organization_id, $3::text, $7, now(), \
+               CASE WHEN $3::text = 'delivered' THEN now() END, $6::text, $8 FROM moved",
             &[
                 &attempt.delivery_id,
                 &worker,
@@ -211,27 +223,7 @@ pub async fn finish(
                 &retried,
                 &attempt.next_retry_at,
                 &attempt.failure_reason,
-            ],
-        )
-        .await?;
-    let detail = serde_json::json!([{
-        "at": Utc::now(),
-        "status": attempt.status,
-        "response_code": attempt.response_code,
-        "latency_ms": attempt.latency_ms,
-    }]);
-    client
-        .execute(
-            "INSERT INTO delivery_logs (delivery_id, destination_id, organization_id, status, attempts, \
-               last_attempt_at, delivered_at, failure_reason, cross_system_reference) \
-             VALUES ($1, $2, $3, $4::text, $5, now(), CASE WHEN $4::text = 'delivered' THEN now() END, $6, $7)",
-            &[
-                &attempt.delivery_id.to_string(),
-                &attempt.destination_id,
-                &attempt.organization_id,
-                &attempt.status,
                 &Json(detail),
-                &attempt.failure_reason,
                 &attempt.cross_system_reference,
             ],
         )

@@ -233,59 +233,85 @@ pub async fn health(
     }))
 }
 
-/// One attempt's effect on a destination's health.
-pub struct AttemptRecord<'a> {
+/// Attempts on one destination not yet folded into `destination_health`.
+#[derive(Debug)]
+pub struct HealthBatch {
     pub destination_id: i64,
-    pub organization_id: &'a str,
-    pub succeeded: bool,
-    pub latency_ms: i32,
-    pub breaker_state: &'a str,
+    pub organization_id: String,
+    pub attempts: i64,
+    pub failures: i64,
+    /// Milliseconds, summed over the attempts.
+    pub latency_sum: i64,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub last_failure_at: Option<DateTime<Utc>>,
+    pub any_success: bool,
+    /// Failures since the batch's last success (or all of them).
+    pub trailing_failures: i64,
+    pub breaker_state: &'static str,
 }
 
-/// Folds one attempt into `destination_health` (running totals and averages).
-pub async fn record_attempt(
+impl HealthBatch {
+    pub fn new(destination_id: i64, organization_id: String) -> Self {
+        Self {
+            destination_id,
+            organization_id,
+            attempts: 0,
+            failures: 0,
+            latency_sum: 0,
+            last_success_at: None,
+            last_failure_at: None,
+            any_success: false,
+            trailing_failures: 0,
+            breaker_state: "closed",
+        }
+    }
+}
+
+/// Folds a batch of attempts into `destination_health` (running totals and
+/// averages) and the destination's usage count.
+pub async fn record_attempts(
     client: &impl GenericClient,
-    attempt: &AttemptRecord<'_>,
+    batch: &HealthBatch,
 ) -> Result<(), DbError> {
     client
         .execute(
-            "INSERT INTO destination_health AS h (destination_id, organization_id, status, last_check_at, \
+            "WITH usage AS (UPDATE delivery_destinations SET count_usage = count_usage + $3, last_used_at = now() \
+               WHERE id = $1) \
+             INSERT INTO destination_health AS h (destination_id, organization_id, status, last_check_at, \
                consecutive_failures, total_failures, total_deliveries, success_rate, average_response_time, \
                last_failure_at, last_success_at, circuit_breaker_state, circuit_breaker_opened_at) \
-             VALUES ($1, $2, CASE WHEN $3::bool THEN 'healthy' ELSE 'degraded' END, now(), \
-               CASE WHEN $3::bool THEN 0 ELSE 1 END, CASE WHEN $3::bool THEN 0 ELSE 1 END, 1, \
-               CASE WHEN $3::bool THEN 100 ELSE 0 END, $4, CASE WHEN $3::bool THEN NULL ELSE now() END, \
-               CASE WHEN $3::bool THEN now() END, $5::text, CASE WHEN $5::text = 'open' THEN now() END) \
+             VALUES ($1, $2, CASE WHEN $9::text = 'open' THEN 'unhealthy' WHEN $8::bigint > 0 THEN 'degraded' \
+               ELSE 'healthy' END, now(), $8::bigint, $4::bigint, $3::bigint, 100.0 * ($3::bigint - $4::bigint) / $3::bigint, \
+               ($5::bigint / $3::bigint)::int, $6, $7, $9::text, CASE WHEN $9::text = 'open' THEN now() END) \
              ON CONFLICT (destination_id) DO UPDATE SET \
                last_check_at = now(), \
-               consecutive_failures = CASE WHEN $3::bool THEN 0 ELSE h.consecutive_failures + 1 END, \
-               total_failures = h.total_failures + CASE WHEN $3::bool THEN 0 ELSE 1 END, \
-               total_deliveries = h.total_deliveries + 1, \
-               success_rate = 100.0 * (h.total_deliveries - h.total_failures - CASE WHEN $3::bool THEN 0 ELSE 1 END + 1) \
-                 / (h.total_deliveries + 1), \
-               average_response_time = ((coalesce(h.average_response_time, 0)::bigint * h.total_deliveries + $4) \
-                 / (h.total_deliveries + 1))::int, \
-               last_failure_at = CASE WHEN $3::bool THEN h.last_failure_at ELSE now() END, \
-               last_success_at = CASE WHEN $3::bool THEN now() ELSE h.last_success_at END, \
-               status = CASE WHEN h.status = 'disabled' THEN 'disabled' WHEN $3::bool THEN 'healthy' \
-                 WHEN $5::text = 'open' THEN 'unhealthy' ELSE 'degraded' END, \
-               circuit_breaker_opened_at = CASE WHEN $5::text = 'open' AND h.circuit_breaker_state <> 'open' THEN now() \
-                 WHEN $5::text = 'open' THEN h.circuit_breaker_opened_at END, \
-               circuit_breaker_state = $5::text, \
+               consecutive_failures = CASE WHEN $10::bool THEN $8::bigint ELSE h.consecutive_failures + $8::bigint END, \
+               total_failures = h.total_failures + $4::bigint, \
+               total_deliveries = h.total_deliveries + $3::bigint, \
+               success_rate = 100.0 * (h.total_deliveries + $3::bigint - h.total_failures - $4::bigint) \
+                 / (h.total_deliveries + $3::bigint), \
+               average_response_time = ((coalesce(h.average_response_time, 0)::bigint * h.total_deliveries + $5::bigint) \
+                 / (h.total_deliveries + $3::bigint))::int, \
+               last_failure_at = coalesce($6, h.last_failure_at), \
+               last_success_at = coalesce($7, h.last_success_at), \
+               status = CASE WHEN h.status = 'disabled' THEN 'disabled' WHEN $9::text = 'open' THEN 'unhealthy' \
+                 WHEN $8::bigint > 0 THEN 'degraded' ELSE 'healthy' END, \
+               circuit_breaker_opened_at = CASE WHEN $9::text = 'open' AND h.circuit_breaker_state <> 'open' THEN now() \
+                 WHEN $9::text = 'open' THEN h.circuit_breaker_opened_at END, \
+               circuit_breaker_state = $9::text, \
                updated_at = now()",
             &[
-                &attempt.destination_id,
-                &attempt.organization_id,
-                &attempt.succeeded,
-                &attempt.latency_ms,
-                &attempt.breaker_state,
+                &batch.destination_id,
+                &batch.organization_id,
+                &batch.attempts,
+                &batch.failures,
+                &batch.latency_sum,
+                &batch.last_failure_at,
+                &batch.last_success_at,
+                &batch.trailing_failures,
+                &batch.breaker_state,
+                &batch.any_success,
             ],
-        )
-        .await?;
-    client
-        .execute(
-            "UPDATE delivery_destinations SET count_usage = count_usage + 1, last_used_at = now() WHERE id = $1",
-            &[&attempt.destination_id],
         )
         .await?;
     Ok(())

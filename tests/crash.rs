@@ -5,41 +5,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::process::{free_port, issue_key, serve, wait_ready, BINARY};
 use common::{wait_until, TestDatabase};
 use serde_json::{json, Value};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(port: u16, url: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_audit-worker"))
-        .arg("serve")
-        .env("AUDIT_WORKER__HTTP__BIND", format!("127.0.0.1:{port}"))
-        .env("AUDIT_WORKER__DATABASE__URL", url)
-        .env("AUDIT_WORKER__LOG__LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the worker")
-}
-
-async fn ready(client: &reqwest::Client, base: &str) {
-    wait_until(Duration::from_secs(30), "worker ready", || async {
-        let response = client.get(format!("{base}/readyz")).send().await.ok()?;
-        (response.status() == 200).then_some(())
-    })
-    .await;
-}
 
 #[tokio::test]
 async fn every_acknowledged_event_survives_a_kill_9_exactly_once() {
@@ -52,26 +24,14 @@ async fn every_acknowledged_event_survives_a_kill_9_exactly_once() {
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let mut worker = start(port, &url_text);
-    ready(&client, &base).await;
-    let key = String::from_utf8(
-        Command::new(env!("CARGO_BIN_EXE_audit-worker"))
-            .args([
-                "api-key",
-                "create",
-                "--org",
-                "org-crash",
-                "--role",
-                "ingest",
-            ])
-            .env("AUDIT_WORKER__DATABASE__URL", &url_text)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_owned();
+    let mut worker = serve(
+        port,
+        &url_text,
+        &[("AUDIT_WORKER__LOG__LEVEL", "warn")],
+        Stdio::null(),
+    );
+    wait_ready(&client, &base).await;
+    let key = issue_key(&url_text, "org-crash", "ingest");
 
     // correlation id -> acknowledged event id
     let acknowledged: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
@@ -128,8 +88,13 @@ async fn every_acknowledged_event_survives_a_kill_9_exactly_once() {
     }
     let acknowledged = acknowledged.lock().unwrap().clone();
 
-    let mut worker = start(port, &url_text);
-    ready(&client, &base).await;
+    let mut worker = serve(
+        port,
+        &url_text,
+        &[("AUDIT_WORKER__LOG__LEVEL", "warn")],
+        Stdio::null(),
+    );
+    wait_ready(&client, &base).await;
     let (db, connection) = url.config().connect(tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
     let stored: HashMap<String, (i64, i64)> = db
@@ -154,7 +119,7 @@ async fn every_acknowledged_event_survives_a_kill_9_exactly_once() {
         "nothing stored twice"
     );
 
-    let verified = Command::new(env!("CARGO_BIN_EXE_audit-worker"))
+    let verified = Command::new(BINARY)
         .args(["verify", "--org", "org-crash"])
         .env("AUDIT_WORKER__DATABASE__URL", &url_text)
         .output()

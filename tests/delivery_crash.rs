@@ -4,42 +4,19 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
+use common::process::{free_port, issue_key, serve, wait_ready};
 use common::receiver::Receiver;
 use common::{wait_until, TestDatabase};
 use serde_json::{json, Value};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(port: u16, url: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_audit-worker"))
-        .arg("serve")
-        .env("AUDIT_WORKER__HTTP__BIND", format!("127.0.0.1:{port}"))
-        .env("AUDIT_WORKER__DATABASE__URL", url)
-        .env("AUDIT_WORKER__DELIVERY__LEASE", "3s")
-        .env("AUDIT_WORKER__LOG__LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the worker")
-}
-
-async fn ready(client: &reqwest::Client, base: &str) {
-    wait_until(Duration::from_secs(30), "worker ready", || async {
-        let response = client.get(format!("{base}/readyz")).send().await.ok()?;
-        (response.status() == 200).then_some(())
-    })
-    .await;
-}
+/// A lease short enough for the test to wait out.
+const SETTINGS: &[(&str, &str)] = &[
+    ("AUDIT_WORKER__DELIVERY__LEASE", "3s"),
+    ("AUDIT_WORKER__LOG__LEVEL", "warn"),
+];
 
 #[actix_web::test]
 async fn a_delivery_interrupted_by_kill_9_is_claimed_again_and_delivered() {
@@ -51,19 +28,9 @@ async fn a_delivery_interrupted_by_kill_9_is_claimed_again_and_delivered() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let mut worker = start(port, &url_text);
-    ready(&client, &base).await;
-    let key = String::from_utf8(
-        Command::new(env!("CARGO_BIN_EXE_audit-worker"))
-            .args(["api-key", "create", "--org", "org-a", "--role", "org:admin"])
-            .env("AUDIT_WORKER__DATABASE__URL", &url_text)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_owned();
+    let mut worker = serve(port, &url_text, SETTINGS, Stdio::null());
+    wait_ready(&client, &base).await;
+    let key = issue_key(&url_text, "org-a", "org:admin");
     let created: Value = client
         .post(format!("{base}/v1/destinations"))
         .bearer_auth(&key)
@@ -98,8 +65,8 @@ async fn a_delivery_interrupted_by_kill_9_is_claimed_again_and_delivered() {
     worker.kill().expect("SIGKILL the worker");
     worker.wait().unwrap();
 
-    let mut worker = start(port, &url_text);
-    ready(&client, &base).await;
+    let mut worker = serve(port, &url_text, SETTINGS, Stdio::null());
+    wait_ready(&client, &base).await;
     let delivered = wait_until(
         Duration::from_secs(30),
         "delivered after the lease ran out",

@@ -2,34 +2,12 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::process::{free_port, serve};
 use common::wait_until;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts `serve`; its log goes to `log` (a file: a pipe nobody reads could fill and block it).
-fn spawn_worker(port: u16, database_url: &str, log: std::fs::File) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_audit-worker"))
-        .arg("serve")
-        .env("AUDIT_WORKER__HTTP__BIND", format!("127.0.0.1:{port}"))
-        .env("AUDIT_WORKER__DATABASE__URL", database_url)
-        .env("AUDIT_WORKER__LOG__FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start the worker")
-}
 
 /// SIGTERM stops the worker cleanly (exit 0, shutdown logged) and the port is released.
 #[tokio::test]
@@ -39,7 +17,12 @@ async fn sigterm_shuts_down_gracefully_with_exit_0() {
     let port = free_port();
     let log_path = std::env::temp_dir().join(format!("{}.log", url.database_name()));
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut worker = spawn_worker(port, &url.to_string(), log);
+    let mut worker = serve(
+        port,
+        &url.to_string(),
+        &[("AUDIT_WORKER__LOG__FORMAT", "json")],
+        log.into(),
+    );
     let client = reqwest::Client::new();
     let readyz = format!("http://127.0.0.1:{port}/readyz");
     wait_until(Duration::from_secs(30), "worker ready", || async {

@@ -402,42 +402,23 @@ async fn perform(
         Err(error) => return Outcome::permanent(&error.to_string()),
     };
     let started = Instant::now();
-    let elapsed = || started.elapsed().as_millis().min(i32::MAX as u128) as i32;
-    match config {
-        DestinationConfig::Webhook(config) => send_webhook(http, &config, id, payload).await,
+    let sent = match config {
+        DestinationConfig::Webhook(config) => {
+            return send_webhook(http, &config, id, payload).await
+        }
         DestinationConfig::Email(config) => {
-            let sent = email::send(&config, id, payload, TRANSFER_TIMEOUT).await;
-            Outcome {
-                verdict: sent.verdict,
-                response_code: sent.code,
-                latency_ms: elapsed(),
-                reason: sent.reason,
-                reference: sent.reference,
-                wait_at_least: None,
-            }
+            email::send(&config, id, payload, TRANSFER_TIMEOUT).await
         }
-        DestinationConfig::S3(config) => {
-            let sent = s3::send(&config, id, payload, TRANSFER_TIMEOUT).await;
-            Outcome {
-                verdict: sent.verdict,
-                response_code: sent.code,
-                latency_ms: elapsed(),
-                reason: sent.reason,
-                reference: sent.reference,
-                wait_at_least: None,
-            }
-        }
-        DestinationConfig::Ftp(config) => {
-            let sent = ftp::send(&config, id, payload, TRANSFER_TIMEOUT).await;
-            Outcome {
-                verdict: sent.verdict,
-                response_code: None,
-                latency_ms: elapsed(),
-                reason: sent.reason,
-                reference: sent.reference,
-                wait_at_least: None,
-            }
-        }
+        DestinationConfig::S3(config) => s3::send(&config, id, payload, TRANSFER_TIMEOUT).await,
+        DestinationConfig::Ftp(config) => ftp::send(&config, id, payload, TRANSFER_TIMEOUT).await,
+    };
+    Outcome {
+        verdict: sent.verdict,
+        response_code: sent.code,
+        latency_ms: started.elapsed().as_millis().min(i32::MAX as u128) as i32,
+        reason: sent.reason,
+        reference: sent.reference,
+        wait_at_least: None,
     }
 }
 

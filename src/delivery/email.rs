@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::retry::Verdict;
+use super::retry::{Sent, Verdict};
 use crate::validation::FieldError;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,15 +100,6 @@ impl EmailConfig {
             _ => 587,
         })
     }
-}
-
-/// What one SMTP attempt came to: verdict, reply code, failure reason, and
-/// the Message-ID (the cross-system reference).
-pub struct Sent {
-    pub verdict: Verdict,
-    pub code: Option<i32>,
-    pub reason: Option<String>,
-    pub reference: Option<String>,
 }
 
 pub async fn send(config: &EmailConfig, id: Uuid, payload: &Value, timeout: Duration) -> Sent {

@@ -11,7 +11,7 @@ use suppaftp::types::FileType;
 use suppaftp::{FtpError, Mode};
 use uuid::Uuid;
 
-use super::retry::Verdict;
+use super::retry::{Sent, Verdict};
 use crate::validation::FieldError;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,22 +69,17 @@ impl FtpConfig {
     }
 }
 
-pub struct Sent {
-    pub verdict: Verdict,
-    pub reason: Option<String>,
-    /// The uploaded file's path.
-    pub reference: Option<String>,
-}
-
 pub async fn send(config: &FtpConfig, id: Uuid, payload: &Value, timeout: Duration) -> Sent {
     let name = format!("audit-{}-{}.json", Utc::now().format("%Y%m%d"), id.simple());
     match tokio::time::timeout(timeout, upload(config, &name, payload)).await {
         Ok(Ok(path)) => Sent {
             verdict: Verdict::Delivered,
+            code: None,
             reason: None,
             reference: Some(path),
         },
         Ok(Err(error)) => Sent {
+            code: None,
             verdict: match &error {
                 // 5xx replies (bad login, no such directory) will not change on retry.
                 FtpError::UnexpectedResponse(response) if response.status.code() >= 500 => {
@@ -97,6 +92,7 @@ pub async fn send(config: &FtpConfig, id: Uuid, payload: &Value, timeout: Durati
         },
         Err(_) => Sent {
             verdict: Verdict::Retryable,
+            code: None,
             reason: Some(format!("FTP: no answer within {} ms", timeout.as_millis())),
             reference: None,
         },

@@ -24,6 +24,16 @@ pub fn verdict_for_status(status: u16) -> Verdict {
     }
 }
 
+/// What one SMTP, S3 or FTP attempt came to.
+pub struct Sent {
+    pub verdict: Verdict,
+    /// The protocol's reply code, when there is one.
+    pub code: Option<i32>,
+    pub reason: Option<String>,
+    /// Where the payload went (Message-ID, object and ETag, file path).
+    pub reference: Option<String>,
+}
+
 /// After 429s and timeouts the receiver is struggling: never retry sooner.
 pub const MIN_WAIT_AFTER_OVERLOAD: Duration = Duration::from_secs(60);
 

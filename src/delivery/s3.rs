@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::retry::{self, Verdict};
+use super::retry::{self, Sent, Verdict};
 use crate::validation::FieldError;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -106,14 +106,6 @@ impl S3Config {
                 .unwrap_or(443),
         )
     }
-}
-
-pub struct Sent {
-    pub verdict: Verdict,
-    pub code: Option<i32>,
-    pub reason: Option<String>,
-    /// `{bucket}/{key}` and the ETag.
-    pub reference: Option<String>,
 }
 
 pub async fn send(config: &S3Config, id: Uuid, payload: &Value, timeout: Duration) -> Sent {

@@ -3,6 +3,7 @@
 //! deadline-bounded wait instead of sleeps.
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
+pub mod process;
 pub mod proxy;
 pub mod receiver;
 pub mod servers;

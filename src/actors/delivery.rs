@@ -30,7 +30,7 @@ use crate::delivery::crypto::SecretBox;
 use crate::delivery::retry::{self, Verdict};
 use crate::delivery::webhook;
 use crate::delivery::{email, ftp, s3};
-use crate::messages::delivery::{Deliver, Finished};
+use crate::messages::delivery::{Deliver, Finished, Record};
 
 pub struct DeliveryActor {
     destination_id: i64,
@@ -67,13 +67,16 @@ enum Attempted {
         destination: Arc<Destination>,
         fresh: bool,
     },
-    Done {
-        outcome: Outcome,
-        settings: DeliverySettings,
-        destination: Option<Arc<Destination>>,
-        fresh: bool,
-        organization_id: String,
-    },
+    Done(Box<Done>),
+}
+
+struct Done {
+    record: Attempt,
+    outcome: Outcome,
+    settings: DeliverySettings,
+    destination: Option<Arc<Destination>>,
+    fresh: bool,
+    organization_id: String,
 }
 
 /// What one attempt came to.
@@ -235,34 +238,32 @@ impl DeliveryActor {
             } else {
                 status
             };
-            let client = pool.get().await?;
-            deliveries::finish(
-                &*client,
-                &worker,
-                &Attempt {
-                    delivery_id: claim.id,
-                    status,
-                    response_code: outcome.response_code,
-                    latency_ms: outcome.latency_ms,
-                    failure_reason: outcome.reason.as_deref(),
-                    cross_system_reference: outcome.reference.as_deref(),
-                    next_retry_at,
-                },
-            )
-            .await?;
-            Ok::<_, DbError>(Attempted::Done {
+            let record = Attempt {
+                delivery_id: claim.id,
+                status,
+                response_code: outcome.response_code,
+                latency_ms: outcome.latency_ms,
+                failure_reason: outcome.reason.clone(),
+                cross_system_reference: outcome.reference.clone(),
+                next_retry_at,
+            };
+            Ok::<_, DbError>(Attempted::Done(Box::new(Done {
+                record,
                 outcome,
                 settings,
                 destination,
                 fresh,
                 organization_id: claim.organization_id,
-            })
+            })))
         };
         ctx.spawn(wrap_future::<_, Self>(tracing::Instrument::instrument(work, span)).map(
             move |result, actor, ctx| {
+                let mut finished = None;
                 match result {
                     Ok(Attempted::Held { destination, fresh }) => actor.remember(Some(destination), fresh),
-                    Ok(Attempted::Done { outcome, settings, destination, fresh, organization_id }) => {
+                    Ok(Attempted::Done(done)) => {
+                        let Done { record, outcome, settings, destination, fresh, organization_id } = *done;
+                        finished = Some(record);
                         let exists = destination.is_some();
                         actor.remember(destination, fresh);
                         actor.apply_settings(settings);
@@ -281,10 +282,15 @@ impl DeliveryActor {
                         }
                     }
                     Err(error) => {
-                        tracing::warn!(%error, "Cannot record a delivery attempt; the lease will retry it")
+                        tracing::warn!(%error, "A delivery attempt could not be made; the lease will retry it")
                     }
                 }
-                actor.done(ctx);
+                actor.in_flight -= 1;
+                match finished {
+                    Some(record) => actor.queue.do_send(Record(record)),
+                    None => actor.queue.do_send(Finished),
+                }
+                actor.pump(ctx);
             },
         ));
     }

@@ -15,9 +15,10 @@ use tokio_postgres::AsyncMessage;
 
 use super::delivery::DeliveryActor;
 use crate::config::{Config, DeliveryConfig};
+use crate::db::deliveries::Attempt;
 use crate::db::{self, deliveries, PgPool};
 use crate::delivery::crypto::SecretBox;
-use crate::messages::delivery::{Deliver, Finished, Poll, Wake};
+use crate::messages::delivery::{Deliver, Finished, Poll, Record, Wake};
 
 pub struct QueueActor {
     pool: PgPool,
@@ -33,6 +34,10 @@ pub struct QueueActor {
     /// work would wait for the next poll.
     woken_while_claiming: bool,
     actors: HashMap<i64, Addr<DeliveryActor>>,
+    /// Attempts waiting to be written, and whether a write is under way: all
+    /// that arrive during one write go in the next (group commit).
+    to_record: Vec<Attempt>,
+    recording: bool,
 }
 
 impl QueueActor {
@@ -52,6 +57,8 @@ impl QueueActor {
             claiming: false,
             woken_while_claiming: false,
             actors: HashMap::new(),
+            to_record: Vec::new(),
+            recording: false,
         }
     }
 
@@ -98,6 +105,29 @@ impl QueueActor {
                 }
             }),
         );
+    }
+
+    fn record(&mut self, ctx: &mut Context<Self>) {
+        if self.recording || self.to_record.is_empty() {
+            return;
+        }
+        self.recording = true;
+        let batch = std::mem::take(&mut self.to_record);
+        let (pool, worker) = (self.pool.clone(), self.worker_id.clone());
+        let count = batch.len();
+        let write = async move {
+            let client = pool.get().await?;
+            deliveries::finish_many(&*client, &worker, &batch).await
+        };
+        ctx.spawn(wrap_future::<_, Self>(write).map(move |written, actor, ctx| {
+            actor.recording = false;
+            if let Err(error) = written {
+                tracing::warn!(%error, count, "Cannot record delivery attempts; their leases will retry them");
+            }
+            actor.in_flight = actor.in_flight.saturating_sub(count);
+            actor.record(ctx);
+            actor.claim(ctx);
+        }));
     }
 
     /// The destination's actor, started (again) if needed.
@@ -186,6 +216,15 @@ impl Handler<Poll> for QueueActor {
     fn handle(&mut self, _: Poll, ctx: &mut Self::Context) {
         self.claim(ctx);
         ctx.notify_later(Poll, self.settings().poll_interval);
+    }
+}
+
+impl Handler<Record> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, Record(attempt): Record, ctx: &mut Self::Context) {
+        self.to_record.push(attempt);
+        self.record(ctx);
     }
 }
 

@@ -176,56 +176,69 @@ pub async fn claim(
 }
 
 /// What became of one attempt.
-pub struct Attempt<'a> {
+#[derive(Debug, Clone)]
+pub struct Attempt {
     pub delivery_id: Uuid,
     /// delivered | retrying | failed
-    pub status: &'a str,
+    pub status: &'static str,
     pub response_code: Option<i32>,
     pub latency_ms: i32,
-    pub failure_reason: Option<&'a str>,
-    pub cross_system_reference: Option<&'a str>,
+    pub failure_reason: Option<String>,
+    pub cross_system_reference: Option<String>,
     /// For `retrying`: when to try again.
     pub next_retry_at: Option<DateTime<Utc>>,
 }
 
-/// Records an attempt (its log row) and moves the delivery on; only the
-/// worker holding the claim can.
-pub async fn finish(
+/// Records many attempts in one statement (one commit): each delivery moves on
+/// and gets its log row, but only where the claim is still this worker's.
+pub async fn finish_many(
     client: &impl GenericClient,
     worker: &str,
-    attempt: &Attempt<'_>,
+    attempts: &[Attempt],
 ) -> Result<(), DbError> {
-    let retried = i32::from(attempt.status == "retrying");
-    let detail = serde_json::json!([{
-        "at": Utc::now(),
-        "status": attempt.status,
-        "response_code": attempt.response_code,
-        "latency_ms": attempt.latency_ms,
-    }]);
-    // One statement, one commit: the log row is written only if the claim was
-    // still this worker's.
+    let ids: Vec<Uuid> = attempts.iter().map(|a| a.delivery_id).collect();
+    let statuses: Vec<&str> = attempts.iter().map(|a| a.status).collect();
+    let retried: Vec<i32> = attempts
+        .iter()
+        .map(|a| i32::from(a.status == "retrying"))
+        .collect();
+    let next: Vec<Option<DateTime<Utc>>> = attempts.iter().map(|a| a.next_retry_at).collect();
+    let reasons: Vec<Option<&str>> = attempts
+        .iter()
+        .map(|a| a.failure_reason.as_deref())
+        .collect();
+    let references: Vec<Option<&str>> = attempts
+        .iter()
+        .map(|a| a.cross_system_reference.as_deref())
+        .collect();
+    let now = Utc::now();
+    let details: Vec<Json<Value>> = attempts
+        .iter()
+        .map(|a| {
+            Json(serde_json::json!([{
+                "at": now,
+                "status": a.status,
+                "response_code": a.response_code,
+                "latency_ms": a.latency_ms,
+            }]))
+        })
+        .collect();
     client
         .execute(
-            "WITH moved AS ( \
-               UPDATE delivery_queue SET status = $3::text, retry_count = retry_count + $4, next_retry_at = $5, \
-                 last_error = $6::text, lease_expires_at = NULL, claimed_by = NULL, updated_at = now(), \
-                 processed_at = CASE WHEN $3::text IN ('delivered', 'failed') THEN now() END \
-               WHERE id = $1 AND claimed_by = $2 \
-               RETURNING id, destination_id, organization_id) \
+            "WITH input AS ( \
+               SELECT * FROM unnest($1::uuid[], $2::text[], $3::int4[], $4::timestamptz[], $5::text[], \
+                 $6::jsonb[], $7::text[]) AS t(id, status, retried, next_retry_at, reason, detail, reference)), \
+             moved AS ( \
+               UPDATE delivery_queue q SET status = i.status, retry_count = q.retry_count + i.retried, \
+                 next_retry_at = i.next_retry_at, last_error = i.reason, lease_expires_at = NULL, claimed_by = NULL, \
+                 updated_at = now(), processed_at = CASE WHEN i.status IN ('delivered', 'failed') THEN now() END \
+               FROM input i WHERE q.id = i.id AND q.claimed_by = $8 \
+               RETURNING q.id, q.destination_id, q.organization_id, i.status, i.reason, i.detail, i.reference) \
              INSERT INTO delivery_logs (delivery_id, destination_id, organization_id, status, attempts, \
                last_attempt_at, delivered_at, failure_reason, cross_system_reference) \
-             SELECT id::text, destination_id, organization_id, $3::text, $7, now(), \
-               CASE WHEN $3::text = 'delivered' THEN now() END, $6::text, $8 FROM moved",
-            &[
-                &attempt.delivery_id,
-                &worker,
-                &attempt.status,
-                &retried,
-                &attempt.next_retry_at,
-                &attempt.failure_reason,
-                &Json(detail),
-                &attempt.cross_system_reference,
-            ],
+             SELECT id::text, destination_id, organization_id, status, detail, now(), \
+               CASE WHEN status = 'delivered' THEN now() END, reason, reference FROM moved",
+            &[&ids, &statuses, &retried, &next, &reasons, &details, &references, &worker],
         )
         .await?;
     Ok(())

@@ -3,7 +3,7 @@
 
 use actix::Message;
 
-use crate::db::deliveries::Claim;
+use crate::db::deliveries::{Attempt, Claim};
 
 /// Look for due deliveries now (sent on `NOTIFY`, and after a delivery finished).
 #[derive(Debug, Message)]
@@ -20,7 +20,14 @@ pub struct Poll;
 #[rtype(result = "()")]
 pub struct Deliver(pub Claim);
 
-/// A claimed delivery is finished (done, rescheduled or released).
+/// An attempt to record: the QueueActor writes them in batches (one commit
+/// for many), and the delivery counts as finished once it is written.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Record(pub Attempt);
+
+/// A claimed delivery is finished without an attempt to record (released, or
+/// its attempt could not be made).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Finished;

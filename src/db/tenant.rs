@@ -5,7 +5,7 @@
 
 use tokio_postgres::{Client, Transaction};
 
-use super::DbError;
+use super::{DbError, PgPool};
 
 /// Begins a transaction that sees only `organization_id`'s rows.
 pub async fn begin<'a>(
@@ -23,4 +23,21 @@ pub async fn begin<'a>(
         )
         .await?;
     Ok(transaction)
+}
+
+/// Runs `work` in a transaction scoped to `organization_id` on a pooled
+/// connection, and commits it when `work` succeeds (an error rolls it back).
+pub async fn scoped<T, E>(
+    pool: &PgPool,
+    organization_id: &str,
+    work: impl AsyncFnOnce(&Transaction<'_>) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<DbError>,
+{
+    let mut client = pool.get().await.map_err(DbError::from)?;
+    let transaction = begin(&mut client, organization_id).await?;
+    let value = work(&transaction).await?;
+    transaction.commit().await.map_err(DbError::from)?;
+    Ok(value)
 }

@@ -105,10 +105,10 @@ pub async fn create(
 pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "read")?;
     let organization_id = caller.organization_id();
-    let mut client = state.pool.get().await?;
-    let transaction = tenant::begin(&mut client, organization_id).await?;
-    let keys = api_keys::list(&transaction, Some(organization_id)).await?;
-    transaction.commit().await?;
+    let keys = tenant::scoped(&state.pool, organization_id, async |tx| {
+        Ok::<_, ApiError>(api_keys::list(tx, Some(organization_id)).await?)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(ApiKeyList { api_keys: keys }))
 }
 

@@ -171,16 +171,12 @@ pub async fn list(
         return Err(ApiError::Validation(errors));
     }
     let organization_id = caller.organization_id();
-    let mut client = state.pool.get().await?;
-    let transaction = tenant::begin(&mut client, organization_id).await?;
-    let found = deliveries::list(
-        &transaction,
-        organization_id,
-        query.status.as_deref(),
-        limit,
-    )
+    let found = tenant::scoped(&state.pool, organization_id, async |tx| {
+        Ok::<_, ApiError>(
+            deliveries::list(tx, organization_id, query.status.as_deref(), limit).await?,
+        )
+    })
     .await?;
-    transaction.commit().await?;
     Ok(HttpResponse::Ok().json(DeliveryList { deliveries: found }))
 }
 

@@ -157,23 +157,25 @@ pub async fn create(
     let organization_id = caller.organization_id();
     let sealed = checked.sealed(&state.secrets);
     let settings = serde_json::to_value(settings).expect("settings serialize");
-    let mut client = state.pool.get().await?;
-    let transaction = tenant::begin(&mut client, organization_id).await?;
-    let destination = destinations::insert(
-        &transaction,
-        &NewDestination {
-            organization_id,
-            kind: &body.kind,
-            label: &body.label,
-            description: body.description.as_deref(),
-            icon: body.icon.as_deref(),
-            instructions: body.instructions.as_deref(),
-            config: &sealed,
-            settings: &settings,
-        },
-    )
+    let destination = tenant::scoped(&state.pool, organization_id, async |tx| {
+        Ok::<_, ApiError>(
+            destinations::insert(
+                tx,
+                &NewDestination {
+                    organization_id,
+                    kind: &body.kind,
+                    label: &body.label,
+                    description: body.description.as_deref(),
+                    icon: body.icon.as_deref(),
+                    instructions: body.instructions.as_deref(),
+                    config: &sealed,
+                    settings: &settings,
+                },
+            )
+            .await?,
+        )
+    })
     .await?;
-    transaction.commit().await?;
     tracing::info!(destination = destination.id, "Created destination");
     Ok(HttpResponse::Created().json(DestinationView::from(destination)))
 }
@@ -185,10 +187,10 @@ pub async fn create(
 pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "read")?;
     let organization_id = caller.organization_id();
-    let mut client = state.pool.get().await?;
-    let transaction = tenant::begin(&mut client, organization_id).await?;
-    let found = destinations::list(&transaction, organization_id).await?;
-    transaction.commit().await?;
+    let found = tenant::scoped(&state.pool, organization_id, async |tx| {
+        Ok::<_, ApiError>(destinations::list(tx, organization_id).await?)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(DestinationList {
         destinations: found.into_iter().map(DestinationView::from).collect(),
     }))
@@ -196,10 +198,10 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
 
 async fn load(state: &AppState, caller: &Caller, id: i64) -> Result<Destination, ApiError> {
     let organization_id = caller.organization_id();
-    let mut client = state.pool.get().await?;
-    let transaction = tenant::begin(&mut client, organization_id).await?;
-    let found = destinations::get(&transaction, Some(organization_id), id).await?;
-    transaction.commit().await?;
+    let found = tenant::scoped(&state.pool, organization_id, async |tx| {
+        Ok::<_, ApiError>(destinations::get(tx, Some(organization_id), id).await?)
+    })
+    .await?;
     found.ok_or_else(|| ApiError::NotFound(format!("destination {id}")))
 }
 
@@ -297,10 +299,10 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "delete")?;
     let organization_id = caller.organization_id();
-    let mut client = state.pool.get().await?;
-    let transaction = tenant::begin(&mut client, organization_id).await?;
-    let deleted = destinations::delete(&transaction, organization_id, *id).await?;
-    transaction.commit().await?;
+    let deleted = tenant::scoped(&state.pool, organization_id, async |tx| {
+        Ok::<_, ApiError>(destinations::delete(tx, organization_id, *id).await?)
+    })
+    .await?;
     if deleted {
         Ok(HttpResponse::NoContent().finish())
     } else {
@@ -370,10 +372,10 @@ pub async fn health(
     caller.require(RESOURCE, "read")?;
     load(&state, &caller, *id).await?;
     let organization_id = caller.organization_id();
-    let mut client = state.pool.get().await?;
-    let transaction = tenant::begin(&mut client, organization_id).await?;
-    let health = destinations::health(&transaction, organization_id, *id).await?;
-    transaction.commit().await?;
+    let health = tenant::scoped(&state.pool, organization_id, async |tx| {
+        Ok::<_, ApiError>(destinations::health(tx, organization_id, *id).await?)
+    })
+    .await?;
     match health {
         Some(health) => Ok(HttpResponse::Ok().json(health)),
         None => Ok(HttpResponse::Ok().json(serde_json::json!({

@@ -73,11 +73,10 @@ pub async fn ingest(
     let presets = if preset_names.is_empty() {
         HashMap::new()
     } else {
-        let mut client = state.pool.get().await?;
-        let transaction = tenant::begin(&mut client, organization_id).await?;
-        let found = presets::load(&transaction, organization_id, &preset_names).await?;
-        transaction.commit().await?;
-        found
+        tenant::scoped(&state.pool, organization_id, async |tx| {
+            Ok::<_, ApiError>(presets::load(tx, organization_id, &preset_names).await?)
+        })
+        .await?
     };
     let rules = Rules {
         organization_id,
@@ -216,10 +215,10 @@ pub async fn list(
     let query = query.into_inner();
     let filter = filter_from(query, &state)?;
     let organization_id = caller.organization_id();
-    let mut client = state.pool.get().await?;
-    let transaction = tenant::begin(&mut client, organization_id).await?;
-    let events = events::list(&transaction, organization_id, &filter).await?;
-    transaction.commit().await?;
+    let events = tenant::scoped(&state.pool, organization_id, async |tx| {
+        Ok::<_, ApiError>(events::list(tx, organization_id, &filter).await?)
+    })
+    .await?;
     let next_cursor = (events.len() as i64 == filter.limit)
         .then(|| events.last().map(encode_cursor))
         .flatten();
@@ -326,10 +325,10 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "read")?;
     let organization_id = caller.organization_id();
-    let mut client = state.pool.get().await?;
-    let transaction = tenant::begin(&mut client, organization_id).await?;
-    let event = events::get(&transaction, organization_id, *id).await?;
-    transaction.commit().await?;
+    let event = tenant::scoped(&state.pool, organization_id, async |tx| {
+        Ok::<_, ApiError>(events::get(tx, organization_id, *id).await?)
+    })
+    .await?;
     event
         .map(|event| HttpResponse::Ok().json(event))
         .ok_or_else(|| ApiError::NotFound(format!("event {id}")))

@@ -117,10 +117,10 @@ pub async fn list_checkpoints(
         )]));
     }
     let organization_id = caller.organization_id();
-    let mut client = state.pool.get().await?;
-    let transaction = tenant::begin(&mut client, organization_id).await?;
-    let checkpoints = checkpoints::list(&transaction, organization_id, limit).await?;
-    transaction.commit().await?;
+    let checkpoints = tenant::scoped(&state.pool, organization_id, async |tx| {
+        Ok::<_, ApiError>(checkpoints::list(tx, organization_id, limit).await?)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(CheckpointList { checkpoints }))
 }
 

@@ -146,10 +146,10 @@ impl Authenticator {
         &self,
         organization_id: &str,
     ) -> Result<HashMap<String, RoleDefinition>, DbError> {
-        let mut client = self.pool.get().await?;
-        let transaction = tenant::begin(&mut client, organization_id).await?;
-        let custom = db::roles::list(&transaction, organization_id).await?;
-        transaction.commit().await?;
+        let custom = tenant::scoped(&self.pool, organization_id, async |tx| {
+            db::roles::list(tx, organization_id).await
+        })
+        .await?;
         Ok(permissions::role_catalog(custom))
     }
 

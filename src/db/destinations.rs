@@ -127,6 +127,24 @@ pub async fn get(
     Ok(row.as_ref().map(destination))
 }
 
+/// The organization's destinations (not deleted) among `ids`, in one query.
+pub async fn get_many(
+    client: &impl GenericClient,
+    organization_id: &str,
+    ids: &[i64],
+) -> Result<Vec<Destination>, DbError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM delivery_destinations \
+                 WHERE organization_id = $1 AND id = ANY($2) AND deleted_at IS NULL"
+            ),
+            &[&organization_id, &ids],
+        )
+        .await?;
+    Ok(rows.iter().map(destination).collect())
+}
+
 /// Replaces the editable fields of a destination.
 pub async fn update(
     client: &impl GenericClient,

@@ -95,9 +95,11 @@ pub async fn create(
     let organization_id = caller.organization_id();
     let mut client = state.pool.get().await?;
     let transaction = tenant::begin(&mut client, organization_id).await?;
+    let found =
+        destinations::get_many(&transaction, organization_id, &body.destination_ids).await?;
     let mut max_retries = Vec::with_capacity(body.destination_ids.len());
     for (i, id) in body.destination_ids.iter().enumerate() {
-        match destinations::get(&transaction, Some(organization_id), *id).await? {
+        match found.iter().find(|destination| destination.id == *id) {
             Some(destination) => {
                 let settings =
                     DeliverySettings::parse(Some(&destination.settings)).unwrap_or_default();

@@ -68,6 +68,11 @@ const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Key of every destination's `whsec_` secret; the receiver verifies each signature.
 const SECRET_KEY: &[u8; 32] = b"audit-worker delivery bench key!";
 const RECEIVER_WORKERS: usize = 2;
+/// Healthy destinations in the run beside a dead one, and the dead one's `timeout_ms`.
+const DEAD_RUN_DESTINATIONS: usize = 10;
+const DEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// The channel the worker LISTENs on for new deliveries.
+const DELIVERY_CHANNEL: &str = "audit_worker_delivery";
 
 // Floors set by the delivery issue.
 const MIN_BARE_RATIO: f64 = 0.5;
@@ -91,6 +96,7 @@ async fn main() {
     for destinations in DESTINATION_COUNTS {
         bench.throughput(destinations).await;
     }
+    bench.beside_a_dead_destination().await;
     bench.latency().await;
     bench.check_receiver();
     bench.check_queue().await;
@@ -146,7 +152,11 @@ impl Bench {
         for n in 0..count {
             ids.push(
                 self.api
-                    .create_destination(&format!("bench receiver {n}"), &self.receiver.url)
+                    .create_destination(
+                        &format!("bench receiver {n}"),
+                        &self.receiver.url,
+                        WEBHOOK_TIMEOUT,
+                    )
                     .await,
             );
         }
@@ -199,6 +209,25 @@ impl Bench {
         );
         self.summary.absorb_failures("enqueue", &run.failures);
 
+        let held = Arc::new(
+            self.payloads[..calls]
+                .iter()
+                .map(|p| held_body(&ids, p))
+                .collect::<Vec<_>>(),
+        );
+        let drain = self.drain(held, &[]).await;
+        println!(
+            "drain  {destinations:>3} destinations: {} of {} held deliveries in {:.2?} after their release \
+             ({} deliveries/s), worker CPU {:.2} cores",
+            grouped(drain.seen as f64),
+            grouped(drain.expected as f64),
+            drain.elapsed,
+            grouped(drain.rate()),
+            drain.cores
+        );
+        self.summary
+            .absorb_failures("enqueue held", &drain.failures);
+
         let concurrency = (CONCURRENCY * destinations).min(MAX_IN_FLIGHT);
         let bodies: Vec<Vec<u8>> = (0..DELIVERIES_PER_RUN)
             .map(|n| {
@@ -210,10 +239,11 @@ impl Bench {
         let bare_rate = bare.ok as f64 / bare.elapsed.as_secs_f64();
         println!(
             "bare   {destinations:>3} destinations: {} requests in {:.2?} ({} requests/s, {concurrency} concurrent), \
-             ratio worker/bare {:.2}",
+             ratio drain/bare {:.2}, end-to-end/bare {:.2}",
             grouped(bare.ok as f64),
             bare.elapsed,
             grouped(bare_rate),
+            drain.rate() / bare_rate,
             worker_rate / bare_rate
         );
         self.summary.absorb_failures("bare", &bare.failures);
@@ -226,6 +256,7 @@ impl Bench {
             expected: run.expected,
             enqueued: run.enqueued,
             cores,
+            drain,
         });
     }
 
@@ -235,6 +266,61 @@ impl Bench {
         let unique_before = self.receiver.state.unique.load(Ordering::Relaxed);
         let started = Instant::now();
         let deadline = started + RUN_BUDGET;
+        let (ids, failures) = self.enqueue_all(bodies, deadline).await;
+        let enqueued = started.elapsed();
+        let seen_enqueued = self.receiver.state.unique.load(Ordering::Relaxed) - unique_before;
+        let (seen, elapsed) = self.wait_seen(&ids, unique_before, started, deadline).await;
+        Delivered {
+            expected: ids.len() as u64,
+            seen,
+            enqueued,
+            seen_enqueued,
+            elapsed,
+            failures,
+        }
+    }
+
+    /// Queues every body (each due in an hour), then makes them all due in one
+    /// statement and times how fast the worker empties the queue: its delivery
+    /// rate with the HTTP enqueue calls out of the way.
+    async fn drain(&self, bodies: Arc<Vec<Vec<u8>>>, also_release: &[Uuid]) -> Drained {
+        let unique_before = self.receiver.state.unique.load(Ordering::Relaxed);
+        let (ids, failures) = self.enqueue_all(bodies, Instant::now() + RUN_BUDGET).await;
+        let client = connect(&self.worker.database_url()).await;
+        tokio::time::sleep(SETTLE).await;
+        let cpu = self.worker.cpu_time();
+        let started = Instant::now();
+        let released: Vec<Uuid> = ids.iter().chain(also_release).copied().collect();
+        client
+            .execute(
+                "UPDATE delivery_queue SET scheduled_at = now() WHERE id = ANY($1)",
+                &[&released],
+            )
+            .await
+            .expect("release the held deliveries");
+        client
+            .execute("SELECT pg_notify($1, '')", &[&DELIVERY_CHANNEL])
+            .await
+            .expect("wake the worker");
+        let (seen, elapsed) = self
+            .wait_seen(&ids, unique_before, started, started + RUN_BUDGET)
+            .await;
+        Drained {
+            expected: ids.len() as u64,
+            seen,
+            elapsed,
+            cores: self.worker.cores_since(cpu, elapsed),
+            failures,
+        }
+    }
+
+    /// Sends every body to `POST /v1/deliveries` from `ENQUEUE_CLIENTS` clients;
+    /// the ids of the deliveries created, and the failed calls.
+    async fn enqueue_all(
+        &self,
+        bodies: Arc<Vec<Vec<u8>>>,
+        deadline: Instant,
+    ) -> (Vec<Uuid>, BTreeMap<String, u64>) {
         let claims = Arc::new(Claims::new(bodies.len() as u64, deadline));
         let tasks: Vec<_> = (0..ENQUEUE_CLIENTS)
             .map(|_| {
@@ -259,27 +345,81 @@ impl Bench {
             ids.extend(created);
             merge_failures(&mut failures, failed);
         }
-        let enqueued = started.elapsed();
-        let seen_enqueued = self.receiver.state.unique.load(Ordering::Relaxed) - unique_before;
+        (ids, failures)
+    }
+
+    /// Waits until the receiver has seen every one of `ids` (or the deadline);
+    /// how many it saw, and the time from `started` to the last one first seen.
+    async fn wait_seen(
+        &self,
+        ids: &[Uuid],
+        unique_before: u64,
+        started: Instant,
+        deadline: Instant,
+    ) -> (u64, Duration) {
         let expected = ids.len() as u64;
         while self.receiver.state.unique.load(Ordering::Relaxed) - unique_before < expected
             && Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let (seen, last) = self.receiver.state.first_seen_of(&ids);
+        let (seen, last) = self.receiver.state.first_seen_of(ids);
         let elapsed = match last {
             Some(last) if seen == expected => last.saturating_duration_since(started),
             _ => started.elapsed(),
         };
-        Delivered {
-            expected,
-            seen,
-            enqueued,
-            seen_enqueued,
-            elapsed,
-            failures,
-        }
+        (seen, elapsed)
+    }
+
+    /// The 10-destination drain again, with a destination that never answers
+    /// sharing the queue: its deliveries (one for every call) are released
+    /// with the others and time out, and must not slow the healthy ones.
+    async fn beside_a_dead_destination(&mut self) {
+        let black_hole = BlackHole::start().await;
+        let dead = self
+            .api
+            .create_destination("bench black hole", &black_hole.url, DEAD_TIMEOUT)
+            .await;
+        let healthy = self.destinations(DEAD_RUN_DESTINATIONS).await;
+        let calls = DELIVERIES_PER_RUN / DEAD_RUN_DESTINATIONS;
+        let dead_bodies = Arc::new(
+            self.payloads[..calls]
+                .iter()
+                .map(|p| held_body(&[dead], p))
+                .collect::<Vec<_>>(),
+        );
+        let (dead_ids, failures) = self
+            .enqueue_all(dead_bodies, Instant::now() + RUN_BUDGET)
+            .await;
+        self.summary.absorb_failures("enqueue held", &failures);
+        let held = Arc::new(
+            self.payloads[..calls]
+                .iter()
+                .map(|p| held_body(&healthy, p))
+                .collect::<Vec<_>>(),
+        );
+        let drain = self.drain(held, &dead_ids).await;
+        let alone = self
+            .summary
+            .throughput
+            .iter()
+            .find(|t| t.destinations == DEAD_RUN_DESTINATIONS)
+            .map_or(f64::NAN, |t| t.drain.rate());
+        println!(
+            "drain  {DEAD_RUN_DESTINATIONS:>3} destinations beside a dead one ({} of its deliveries released too, \
+             {DEAD_TIMEOUT:?} timeout): {} of {} in {:.2?} ({} deliveries/s, {:.2} of the rate without it); \
+             the dead one held {} connections",
+            grouped(dead_ids.len() as f64),
+            grouped(drain.seen as f64),
+            grouped(drain.expected as f64),
+            drain.elapsed,
+            grouped(drain.rate()),
+            drain.rate() / alone,
+            black_hole.connections()
+        );
+        self.summary
+            .absorb_failures("enqueue held", &drain.failures);
+        self.summary.beside_dead = Some((drain.rate(), alone));
     }
 
     /// Single deliveries queued one at a time on an idle queue.
@@ -457,10 +597,37 @@ struct Delivered {
     failures: BTreeMap<String, u64>,
 }
 
+/// What one drain of a full queue came to.
+struct Drained {
+    expected: u64,
+    seen: u64,
+    /// From the release of the held deliveries until the receiver saw the last one.
+    elapsed: Duration,
+    /// The worker's CPU during the drain, in cores.
+    cores: f64,
+    failures: BTreeMap<String, u64>,
+}
+
+impl Drained {
+    fn rate(&self) -> f64 {
+        self.seen as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
 /// A `POST /v1/deliveries` body: `payload` for each of `destinations`.
 fn enqueue_body(destinations: &[i64], payload: &Value) -> Vec<u8> {
     serde_json::to_vec(&json!({"destination_ids": destinations, "payload": payload}))
         .expect("serialize an enqueue body")
+}
+
+/// A `POST /v1/deliveries` body like [`enqueue_body`]'s, due only in an hour.
+fn held_body(destinations: &[i64], payload: &Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "destination_ids": destinations,
+        "payload": payload,
+        "scheduled_at": (Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
+    }))
+    .expect("serialize an enqueue body")
 }
 
 /// Payload number `n`: an audit event notification, a few hundred bytes.
@@ -781,6 +948,36 @@ fn merge_failures(into: &mut BTreeMap<String, u64>, from: BTreeMap<String, u64>)
     }
 }
 
+/// A TCP listener that accepts connections and never answers on them.
+struct BlackHole {
+    url: String,
+    held: Arc<Mutex<Vec<tokio::net::TcpStream>>>,
+}
+
+impl BlackHole {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the black hole");
+        let url = format!(
+            "http://{}/hook",
+            listener.local_addr().expect("the black hole's address")
+        );
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let keep = held.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                keep.lock().expect("black hole lock").push(stream);
+            }
+        });
+        Self { url, held }
+    }
+
+    fn connections(&self) -> usize {
+        self.held.lock().expect("black hole lock").len()
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The worker's HTTP API.
 // ---------------------------------------------------------------------------
@@ -806,7 +1003,7 @@ impl Api {
     }
 
     /// A webhook destination on `url`, signed with the bench's secret; its id.
-    async fn create_destination(&self, label: &str, url: &str) -> i64 {
+    async fn create_destination(&self, label: &str, url: &str, timeout: Duration) -> i64 {
         let response = self
             .client
             .post(format!("{}/v1/destinations", self.base))
@@ -816,7 +1013,7 @@ impl Api {
                 "label": label,
                 "config": {
                     "url": url,
-                    "timeout_ms": WEBHOOK_TIMEOUT.as_millis() as u64,
+                    "timeout_ms": timeout.as_millis() as u64,
                     "secret": secret(),
                 },
                 "settings": {"concurrency": CONCURRENCY},
@@ -886,6 +1083,8 @@ struct Throughput {
     expected: u64,
     enqueued: Duration,
     cores: f64,
+    /// The same deliveries from a full queue.
+    drain: Drained,
 }
 
 #[derive(Default)]
@@ -951,6 +1150,8 @@ impl Percentiles {
 #[derive(Default)]
 struct Summary {
     throughput: Vec<Throughput>,
+    /// Drain rate of the healthy destinations beside a dead one, and without it.
+    beside_dead: Option<(f64, f64)>,
     latency: Percentiles,
     latency_slow: usize,
     latency_lost: usize,
@@ -979,19 +1180,35 @@ impl Summary {
             grouped(DELIVERIES_PER_RUN as f64)
         );
         for t in &self.throughput {
-            let ratio = t.worker / t.bare;
+            let ratio = t.drain.rate() / t.bare;
             println!(
-                "deliveries {:>3} destinations: worker {:>6} deliveries/s ({} of {} in time, enqueued in {:.2?}, \
-                 {:.2} cores), bare {:>6} requests/s ({:>3} concurrent), ratio {ratio:.2} (floor {MIN_BARE_RATIO}: {})",
+                "deliveries {:>3} destinations: drain {:>6} deliveries/s ({} of {}, {:.2} cores), \
+                 bare {:>6} requests/s ({:>3} concurrent), ratio {ratio:.2} (floor {MIN_BARE_RATIO}: {}); \
+                 end-to-end with HTTP enqueue {:>6} deliveries/s ({} of {}, enqueued in {:.2?}, {:.2} cores), \
+                 ratio {:.2}",
                 t.destinations,
+                grouped(t.drain.rate()),
+                grouped(t.drain.seen as f64),
+                grouped(t.drain.expected as f64),
+                t.drain.cores,
+                grouped(t.bare),
+                t.concurrency,
+                verdict(ratio >= MIN_BARE_RATIO && t.drain.seen == t.drain.expected),
                 grouped(t.worker),
                 grouped(t.seen as f64),
                 grouped(t.expected as f64),
                 t.enqueued,
                 t.cores,
-                grouped(t.bare),
-                t.concurrency,
-                verdict(ratio >= MIN_BARE_RATIO && t.seen == t.expected)
+                t.worker / t.bare
+            );
+        }
+        if let Some((beside, alone)) = self.beside_dead {
+            println!(
+                "deliveries {DEAD_RUN_DESTINATIONS:>3} destinations beside one that never answers: {} deliveries/s, \
+                 {} without it ({:.2} of it)",
+                grouped(beside),
+                grouped(alone),
+                beside / alone
             );
         }
         let l = &self.latency;

@@ -135,6 +135,7 @@ pub struct DeliveryConfig {
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
     pub max_in_flight: usize,
+    pub max_in_flight_per_destination: usize,
     #[serde(with = "humantime_serde")]
     pub health_interval: Duration,
 }
@@ -279,6 +280,13 @@ impl Config {
         }
         if self.delivery.max_in_flight == 0 {
             return Err(invalid("delivery.max_in_flight", "must be at least 1"));
+        }
+        if !(1..=self.delivery.max_in_flight).contains(&self.delivery.max_in_flight_per_destination)
+        {
+            return Err(invalid(
+                "delivery.max_in_flight_per_destination",
+                "must be between 1 and delivery.max_in_flight",
+            ));
         }
         for (key, value) in [
             ("integrity.commitment_key", &self.integrity.commitment_key),

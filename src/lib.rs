@@ -150,17 +150,23 @@ impl Application {
                 CheckpointActor::new(pool.clone(), keys.clone(), interval)
             });
         }
-        {
-            let (pool, config, secrets) = (pool.clone(), config.clone(), secrets.clone());
+        let queue = {
+            let (pool, config, secrets, metrics) = (
+                pool.clone(),
+                config.clone(),
+                secrets.clone(),
+                metrics.clone(),
+            );
             supervisor.supervise("queue", move || {
                 QueueActor::new(
                     pool.clone(),
                     config.clone(),
                     secrets.clone(),
                     http_client.clone(),
+                    metrics.clone(),
                 )
-            });
-        }
+            })
+        };
         {
             let (pool, metrics, interval) = (
                 pool.clone(),
@@ -195,6 +201,7 @@ impl Application {
             auth,
             keys,
             ingest,
+            queue,
             secrets,
         });
         let mut server = HttpServer::new(move || http::app(state.clone()))

@@ -3,7 +3,8 @@
 //! `audit_worker_`, base units, counters ending in `_total`, small label sets.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::db::PgPool;
@@ -29,6 +30,8 @@ pub struct Metrics {
     /// Per destination, from `destination_health` (refreshed by the HealthActor).
     pub destination_consecutive_failures: IntGaugeVec,
     pub destination_breaker_open: IntGaugeVec,
+    /// DeliveryActors running in this worker: one per active destination.
+    pub delivery_actors: IntGauge,
 }
 
 impl Metrics {
@@ -113,9 +116,14 @@ impl Metrics {
                 &["destination_id"],
             )
             .expect("valid metric"),
+            delivery_actors: IntGauge::new(
+                "delivery_actors",
+                "DeliveryActors running in this worker (one per active destination)",
+            )
+            .expect("valid metric"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.http_request_duration.clone()),
             Box::new(metrics.actor_messages_handled.clone()),
@@ -127,6 +135,7 @@ impl Metrics {
             Box::new(metrics.db_pool_connections.clone()),
             Box::new(metrics.destination_consecutive_failures.clone()),
             Box::new(metrics.destination_breaker_open.clone()),
+            Box::new(metrics.delivery_actors.clone()),
         ];
         for collector in collectors {
             metrics

@@ -329,6 +329,25 @@ impl<T, E> Outcome for Result<T, E> {
 }
 
 impl<A: Actor> ActorHandle<A> {
+    /// Sends `message` to the current instance without waiting for a reply;
+    /// dropped while the actor is down (for news a restarted actor reads anew).
+    pub fn notify<M>(&self, message: M)
+    where
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+    {
+        let addr = self.slot.read().unwrap_or_else(|e| e.into_inner()).clone();
+        match addr {
+            Some(addr) => addr.do_send(message),
+            None => tracing::debug!(
+                actor = self.name,
+                "Dropped a notice to an actor that is down"
+            ),
+        }
+    }
+
     /// Sends `message` to the current instance and waits for its reply. Fails at
     /// once, instead of queueing, while the actor is down.
     pub async fn send<M>(&self, message: M) -> Result<M::Result, ActorUnavailable>

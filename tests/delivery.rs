@@ -564,18 +564,14 @@ async fn a_destination_failing_too_long_is_disabled_and_can_be_re_enabled() {
         .get(0);
     assert_eq!(alerts, 1);
 
-    // Held, not failed, while disabled.
+    // Held, not failed, while disabled: a delivery queued with it to a healthy
+    // destination goes out, and it stays pending without an attempt.
     let attempts_before = receiver.received().len();
-    let held = enqueue(&app, &key, &[target], json!({"n": 2})).await;
-    wait_until(
-        Duration::from_secs(10),
-        "the new delivery is held",
-        || async {
-            let found = delivery(&app, &key, &held[0]).await;
-            (found["status"] == "pending" && found["next_retry_at"].is_string()).then_some(())
-        },
-    )
-    .await;
+    let healthy = Receiver::start(&[], 0);
+    let other = destination(&app, &key, &healthy.url, json!({})).await;
+    let held = enqueue(&app, &key, &[target, other], json!({"n": 2})).await;
+    wait_for_status(&app, &key, &held[1], "delivered").await;
+    assert_eq!(delivery(&app, &key, &held[0]).await["status"], "pending");
     assert_eq!(receiver.received().len(), attempts_before);
 
     let (status, shown) = app
@@ -588,6 +584,12 @@ async fn a_destination_failing_too_long_is_disabled_and_can_be_re_enabled() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(shown["disabled"], false);
+    wait_until(
+        Duration::from_secs(10),
+        "the held delivery is attempted once re-enabled",
+        || async { (receiver.received().len() > attempts_before).then_some(()) },
+    )
+    .await;
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(
         metrics.contains(&format!(
@@ -624,4 +626,85 @@ async fn a_destination_rate_limit_spaces_attempts() {
         spread >= Duration::from_millis(1400),
         "six attempts within {spread:?} at 2/s"
     );
+}
+
+/// The number of DeliveryActors the worker runs, from `/metrics`.
+async fn delivery_actors(app: &TestApp) -> i64 {
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("audit_worker_delivery_actors "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(-1)
+}
+
+async fn wait_for_delivery_actors(app: &TestApp, expected: i64) {
+    wait_until(
+        Duration::from_secs(10),
+        &format!("{expected} delivery actors"),
+        || async { (delivery_actors(app).await == expected).then_some(()) },
+    )
+    .await;
+}
+
+/// One DeliveryActor per active destination: started when a destination is
+/// created (or found at start-up) or re-enabled, stopped when it is disabled
+/// or deleted; a deleted destination's queued deliveries fail.
+#[actix_web::test]
+async fn delivery_actors_follow_the_destinations() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let receiver = Receiver::start(&[], 0);
+    wait_for_delivery_actors(&app, 0).await;
+    let first = destination(&app, &key, &receiver.url, json!({})).await;
+    let second = destination(&app, &key, &receiver.url, json!({})).await;
+    wait_for_delivery_actors(&app, 2).await;
+
+    let patch = |id: i64, body: Value| {
+        let (app, key) = (&app, &key);
+        async move {
+            let (status, shown) = app
+                .call(
+                    Method::PATCH,
+                    &format!("/v1/destinations/{id}"),
+                    Some(key),
+                    Some(body),
+                )
+                .await;
+            assert_eq!(status, 200, "{shown}");
+        }
+    };
+    patch(first, json!({"disabled": true})).await;
+    wait_for_delivery_actors(&app, 1).await;
+
+    let queued = enqueue(&app, &key, &[second], json!({"n": 1})).await;
+    wait_for_status(&app, &key, &queued[0], "delivered").await;
+    // Scheduled later, then orphaned by the deletion.
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/deliveries",
+            Some(&key),
+            Some(json!({"destination_ids": [second], "payload": {"n": 2},
+                        "scheduled_at": "2100-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let later = body["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/destinations/{second}"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    wait_for_delivery_actors(&app, 0).await;
+    let orphan = delivery(&app, &key, &later).await;
+    assert_eq!(orphan["status"], "failed");
+    assert_eq!(orphan["last_error"], "the destination was deleted");
+
+    patch(first, json!({"disabled": false})).await;
+    wait_for_delivery_actors(&app, 1).await;
 }

@@ -30,7 +30,7 @@ use crate::delivery::crypto::SecretBox;
 use crate::delivery::retry::{self, Verdict};
 use crate::delivery::webhook;
 use crate::delivery::{email, ftp, s3};
-use crate::messages::delivery::{Deliver, Finished, Record};
+use crate::messages::delivery::{Deliver, Finished, Record, Retire};
 
 pub struct DeliveryActor {
     destination_id: i64,
@@ -53,6 +53,9 @@ pub struct DeliveryActor {
     pump_scheduled: bool,
     in_flight: u32,
     waiting: VecDeque<Claim>,
+    /// Told to stop (the destination is disabled or deleted): claims go back
+    /// to the queue, and the actor stops once its attempts have ended.
+    retiring: bool,
 }
 
 /// How long a read destination (config, settings, disabled flag) is reused.
@@ -120,10 +123,21 @@ impl DeliveryActor {
             pump_scheduled: false,
             in_flight: 0,
             waiting: VecDeque::new(),
+            retiring: false,
         }
     }
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.retiring {
+            while let Some(claim) = self.waiting.pop_front() {
+                self.in_flight += 1;
+                self.release(claim, Duration::ZERO, ctx);
+            }
+            if self.in_flight == 0 {
+                ctx.stop();
+            }
+            return;
+        }
         while self.in_flight < self.settings.concurrency && !self.waiting.is_empty() {
             if let Some(limiter) = &self.limiter {
                 if let Err(not_until) = limiter.check() {
@@ -201,11 +215,10 @@ impl DeliveryActor {
             let outcome = match &destination {
                 None => Outcome::permanent("the destination was deleted"),
                 Some(destination) if destination.disabled => {
-                    // Held, not failed: the deliveries resume when it is re-enabled.
-                    let until = Utc::now()
-                        + chrono::Duration::from_std(DISABLED_RECHECK).unwrap_or_default();
+                    // Held, not failed: claims skip a disabled destination's
+                    // deliveries, which resume when it is re-enabled.
                     let client = pool.get().await?;
-                    deliveries::release(&*client, &worker, claim.id, until).await?;
+                    deliveries::release(&*client, &worker, claim.id, Utc::now()).await?;
                     return Ok(Attempted::Held {
                         destination: destination.clone(),
                         fresh,
@@ -260,7 +273,11 @@ impl DeliveryActor {
             move |result, actor, ctx| {
                 let mut finished = None;
                 match result {
-                    Ok(Attempted::Held { destination, fresh }) => actor.remember(Some(destination), fresh),
+                    Ok(Attempted::Held { destination, fresh }) => {
+                        // Disabled since this instance last looked: nothing more to do here.
+                        actor.remember(Some(destination), fresh);
+                        actor.retiring = true;
+                    }
                     Ok(Attempted::Done(done)) => {
                         let Done { record, outcome, settings, destination, fresh, organization_id } = *done;
                         finished = Some(record);
@@ -286,9 +303,10 @@ impl DeliveryActor {
                     }
                 }
                 actor.in_flight -= 1;
+                let destination_id = actor.destination_id;
                 match finished {
-                    Some(record) => actor.queue.do_send(Record(record)),
-                    None => actor.queue.do_send(Finished),
+                    Some(attempt) => actor.queue.do_send(Record { destination_id, attempt }),
+                    None => actor.queue.do_send(Finished { destination_id }),
                 }
                 actor.pump(ctx);
             },
@@ -370,7 +388,9 @@ impl DeliveryActor {
 
     fn done(&mut self, ctx: &mut Context<Self>) {
         self.in_flight -= 1;
-        self.queue.do_send(Finished);
+        self.queue.do_send(Finished {
+            destination_id: self.destination_id,
+        });
         self.pump(ctx);
     }
 }
@@ -387,9 +407,6 @@ impl Outcome {
         }
     }
 }
-
-/// How long the deliveries of a disabled destination wait before looking again.
-const DISABLED_RECHECK: Duration = Duration::from_secs(60);
 
 /// Time limit of one SMTP, S3 or FTP attempt.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -510,6 +527,19 @@ async fn send_webhook(
 
 impl Actor for DeliveryActor {
     type Context = Context<Self>;
+}
+
+impl Handler<Retire> for DeliveryActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Retire, ctx: &mut Self::Context) {
+        tracing::info!(
+            destination = self.destination_id,
+            "Stopping the delivery actor of a disabled or deleted destination"
+        );
+        self.retiring = true;
+        self.pump(ctx);
+    }
 }
 
 impl Handler<Deliver> for DeliveryActor {

@@ -1,10 +1,14 @@
 //! QueueActor: claims due deliveries from `delivery_queue` (`FOR UPDATE SKIP
-//! LOCKED`, with a lease) and hands each to its destination's DeliveryActor,
-//! starting that actor on first use and again if it died. `LISTEN` wakes it as
-//! soon as work is enqueued; a poll every `delivery.poll_interval` is the
-//! fallback (and picks up retries and expired leases).
+//! LOCKED`, with a lease) and hands each to its destination's DeliveryActor.
+//! It runs one DeliveryActor per active destination: started at start-up and
+//! when a destination is created or re-enabled, retired when it is disabled or
+//! deleted (at once for changes made through this worker, within
+//! `RECONCILE_EVERY` for those made elsewhere), and started again if one died.
+//! `LISTEN` wakes it as soon as work is enqueued; a poll every
+//! `delivery.poll_interval` is the fallback (and picks up retries and expired
+//! leases).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,19 +20,31 @@ use tokio_postgres::AsyncMessage;
 use super::delivery::DeliveryActor;
 use crate::config::{Config, DeliveryConfig};
 use crate::db::deliveries::Attempt;
-use crate::db::{self, deliveries, PgPool};
+use crate::db::{self, deliveries, destinations, PgPool};
 use crate::delivery::crypto::SecretBox;
-use crate::messages::delivery::{Deliver, Finished, Poll, Record, Wake};
+use crate::messages::delivery::{
+    Deliver, DestinationsChanged, Finished, Poll, Record, Retire, Wake,
+};
+use crate::metrics::Metrics;
+
+/// How often the running DeliveryActors are matched against the active
+/// destinations, for changes made through other worker instances.
+const RECONCILE_EVERY: Duration = Duration::from_secs(30);
+/// Wait before writing attempts again after a failed write.
+const RECORD_RETRY: Duration = Duration::from_secs(1);
 
 pub struct QueueActor {
     pool: PgPool,
     config: Arc<Config>,
     secrets: Arc<SecretBox>,
     http: reqwest::Client,
+    metrics: Arc<Metrics>,
     /// Names this instance's claims, so only it can finish them.
     worker_id: String,
     /// Claimed and not finished yet: at most `delivery.max_in_flight`.
     in_flight: usize,
+    /// The same per destination: at most `delivery.max_in_flight_per_destination`.
+    in_flight_by_destination: HashMap<i64, usize>,
     claiming: bool,
     /// Woken while a claim was running: claim again when it ends, or the new
     /// work would wait for the next poll.
@@ -36,7 +52,7 @@ pub struct QueueActor {
     actors: HashMap<i64, Addr<DeliveryActor>>,
     /// Attempts waiting to be written, and whether a write is under way: all
     /// that arrive during one write go in the next (group commit).
-    to_record: Vec<Attempt>,
+    to_record: Vec<(i64, Attempt)>,
     recording: bool,
 }
 
@@ -46,14 +62,17 @@ impl QueueActor {
         config: Arc<Config>,
         secrets: Arc<SecretBox>,
         http: reqwest::Client,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             pool,
             config,
             secrets,
             http,
+            metrics,
             worker_id: format!("worker-{}", uuid::Uuid::new_v4()),
             in_flight: 0,
+            in_flight_by_destination: HashMap::new(),
             claiming: false,
             woken_while_claiming: false,
             actors: HashMap::new(),
@@ -81,9 +100,18 @@ impl QueueActor {
             self.worker_id.clone(),
             self.settings().lease,
         );
+        // Room is per destination too: claims for a full one wait in the queue,
+        // where they hold nobody else up.
+        let per_destination = self.settings().max_in_flight_per_destination;
+        let saturated: Vec<i64> = self
+            .in_flight_by_destination
+            .iter()
+            .filter(|(_, count)| **count >= per_destination)
+            .map(|(id, _)| *id)
+            .collect();
         let claim = async move {
             let client = pool.get().await?;
-            deliveries::claim(&*client, &worker, lease, room as i64).await
+            deliveries::claim(&*client, &worker, lease, room as i64, &saturated).await
         };
         ctx.spawn(
             wrap_future::<_, Self>(claim).map(move |claimed, actor, ctx| {
@@ -93,6 +121,10 @@ impl QueueActor {
                         let full = claims.len() == room;
                         for claim in claims {
                             actor.in_flight += 1;
+                            *actor
+                                .in_flight_by_destination
+                                .entry(claim.destination_id)
+                                .or_default() += 1;
                             actor
                                 .deliverer(claim.destination_id, ctx)
                                 .do_send(Deliver(claim));
@@ -112,21 +144,75 @@ impl QueueActor {
             return;
         }
         self.recording = true;
-        let batch = std::mem::take(&mut self.to_record);
+        let batch: Vec<(i64, Attempt)> = std::mem::take(&mut self.to_record);
         let (pool, worker) = (self.pool.clone(), self.worker_id.clone());
-        let count = batch.len();
         let write = async move {
-            let client = pool.get().await?;
-            deliveries::finish_many(&*client, &worker, &batch).await
+            let attempts: Vec<Attempt> = batch.iter().map(|(_, attempt)| attempt.clone()).collect();
+            let written = match pool.get().await {
+                Ok(client) => deliveries::finish_many(&*client, &worker, &attempts).await,
+                Err(error) => Err(error.into()),
+            };
+            (batch, written)
         };
-        ctx.spawn(wrap_future::<_, Self>(write).map(move |written, actor, ctx| {
+        ctx.spawn(wrap_future::<_, Self>(write).map(move |(batch, written), actor, ctx| {
             actor.recording = false;
-            if let Err(error) = written {
-                tracing::warn!(%error, count, "Cannot record delivery attempts; their leases will retry them");
+            match written {
+                Ok(()) => {
+                    for (destination_id, _) in batch {
+                        actor.finished(destination_id);
+                    }
+                    actor.record(ctx);
+                    actor.claim(ctx);
+                }
+                Err(error) => {
+                    // The attempts were made: keep them and write them once
+                    // PostgreSQL answers again (their claims stay in flight).
+                    tracing::warn!(%error, "Cannot record delivery attempts; trying again shortly");
+                    actor.to_record.splice(0..0, batch);
+                    ctx.run_later(RECORD_RETRY, |actor, ctx| actor.record(ctx));
+                }
             }
-            actor.in_flight = actor.in_flight.saturating_sub(count);
-            actor.record(ctx);
-            actor.claim(ctx);
+        }));
+    }
+
+    /// One claimed delivery of `destination_id` is done with.
+    fn finished(&mut self, destination_id: i64) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if let Some(count) = self.in_flight_by_destination.get_mut(&destination_id) {
+            *count -= 1;
+            if *count == 0 {
+                self.in_flight_by_destination.remove(&destination_id);
+            }
+        }
+    }
+
+    /// Matches the running DeliveryActors to the active destinations: starts
+    /// the missing ones, retires those of destinations no longer active.
+    fn reconcile(&mut self, ctx: &mut Context<Self>) {
+        let pool = self.pool.clone();
+        let active = async move {
+            let client = pool.get().await?;
+            destinations::active_ids(&*client).await
+        };
+        ctx.spawn(wrap_future::<_, Self>(active).map(|active, actor, ctx| {
+            let active: HashSet<i64> = match active {
+                Ok(ids) => ids.into_iter().collect(),
+                Err(error) => {
+                    tracing::warn!(%error, "Cannot read the active destinations");
+                    return;
+                }
+            };
+            actor.actors.retain(|id, addr| {
+                let keep = active.contains(id) && addr.connected();
+                if !keep {
+                    addr.do_send(Retire);
+                }
+                keep
+            });
+            for id in active {
+                actor.deliverer(id, ctx);
+            }
+            actor.metrics.delivery_actors.set(actor.actors.len() as i64);
         }));
     }
 
@@ -148,6 +234,7 @@ impl QueueActor {
             )
             .start();
             self.actors.insert(destination_id, actor.clone());
+            self.metrics.delivery_actors.set(self.actors.len() as i64);
             actor
         })
     }
@@ -198,7 +285,17 @@ impl Actor for QueueActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.spawn(wrap_future(listen(self.config.clone(), ctx.address())));
+        self.reconcile(ctx);
+        ctx.run_interval(RECONCILE_EVERY, |actor, ctx| actor.reconcile(ctx));
         ctx.notify(Poll);
+    }
+}
+
+impl Handler<DestinationsChanged> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, _: DestinationsChanged, ctx: &mut Self::Context) {
+        self.reconcile(ctx);
     }
 }
 
@@ -222,8 +319,8 @@ impl Handler<Poll> for QueueActor {
 impl Handler<Record> for QueueActor {
     type Result = ();
 
-    fn handle(&mut self, Record(attempt): Record, ctx: &mut Self::Context) {
-        self.to_record.push(attempt);
+    fn handle(&mut self, record: Record, ctx: &mut Self::Context) {
+        self.to_record.push((record.destination_id, record.attempt));
         self.record(ctx);
     }
 }
@@ -231,8 +328,8 @@ impl Handler<Record> for QueueActor {
 impl Handler<Finished> for QueueActor {
     type Result = ();
 
-    fn handle(&mut self, _: Finished, ctx: &mut Self::Context) {
-        self.in_flight = self.in_flight.saturating_sub(1);
+    fn handle(&mut self, done: Finished, ctx: &mut Self::Context) {
+        self.finished(done.destination_id);
         self.claim(ctx);
     }
 }

@@ -137,7 +137,8 @@ pub struct Claim {
 }
 
 /// Claims up to `limit` due deliveries (and those whose lease ran out), best
-/// priority first, for `lease`. Concurrent claimers skip each other's rows, so
+/// priority first, for `lease`, skipping the `saturated` destinations (this
+/// worker holds enough of theirs) and disabled ones. Concurrent claimers skip each other's rows, so
 /// no item is ever handed to two workers at once; a worker never re-claims its
 /// own expired claims (it is still working on them: every start of a worker
 /// has a new id, so a restarted one does pick them up).
@@ -146,6 +147,7 @@ pub async fn claim(
     worker: &str,
     lease: Duration,
     limit: i64,
+    saturated: &[i64],
 ) -> Result<Vec<Claim>, DbError> {
     let lease_seconds = lease.as_secs_f64();
     let rows = client
@@ -154,12 +156,14 @@ pub async fn claim(
                lease_expires_at = now() + make_interval(secs => $2), updated_at = now() \
              WHERE q.id IN ( \
                SELECT id FROM delivery_queue \
-               WHERE (status IN ('pending', 'retrying') AND coalesce(next_retry_at, scheduled_at) <= now()) \
-                  OR (status = 'processing' AND lease_expires_at < now() AND claimed_by <> $1) \
+               WHERE ((status IN ('pending', 'retrying') AND coalesce(next_retry_at, scheduled_at) <= now()) \
+                  OR (status = 'processing' AND lease_expires_at < now() AND claimed_by <> $1)) \
+                 AND destination_id <> ALL($4) \
+                 AND NOT EXISTS (SELECT 1 FROM delivery_destinations d WHERE d.id = destination_id AND d.disabled) \
                ORDER BY priority DESC, coalesce(next_retry_at, scheduled_at) \
                LIMIT $3 FOR UPDATE SKIP LOCKED) \
              RETURNING q.id, q.organization_id, q.destination_id, q.payload, q.retry_count, q.max_retries",
-            &[&worker, &lease_seconds, &limit],
+            &[&worker, &lease_seconds, &limit, &saturated],
         )
         .await?;
     Ok(rows

@@ -175,7 +175,20 @@ pub async fn update(
     Ok(destination(&row))
 }
 
-/// Deletes a destination, keeping its delivery history; its queued deliveries fail.
+/// Every destination that takes deliveries (neither disabled nor deleted), in
+/// all organizations: the QueueActor runs one DeliveryActor for each.
+pub async fn active_ids(client: &impl GenericClient) -> Result<Vec<i64>, DbError> {
+    let rows = client
+        .query(
+            "SELECT id FROM delivery_destinations WHERE NOT disabled AND deleted_at IS NULL",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// Deletes a destination, keeping its delivery history; its queued deliveries
+/// fail, and so do claimed ones (an attempt under way can no longer record).
 pub async fn delete(
     client: &impl GenericClient,
     organization_id: &str,
@@ -190,8 +203,9 @@ pub async fn delete(
         .await?;
     client
         .execute(
-            "UPDATE delivery_queue SET status = 'failed', last_error = 'the destination was deleted', updated_at = now() \
-             WHERE organization_id = $1 AND destination_id = $2 AND status IN ('pending', 'retrying')",
+            "UPDATE delivery_queue SET status = 'failed', last_error = 'the destination was deleted', \
+               claimed_by = NULL, lease_expires_at = NULL, updated_at = now() \
+             WHERE organization_id = $1 AND destination_id = $2 AND status IN ('pending', 'retrying', 'processing')",
             &[&organization_id, &id],
         )
         .await?;

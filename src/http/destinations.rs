@@ -14,6 +14,7 @@ use super::AppState;
 use crate::db::destinations::{self, Destination, Health, NewDestination};
 use crate::db::tenant;
 use crate::delivery::config::{self, DeliverySettings, DestinationConfig};
+use crate::messages::delivery::DestinationsChanged;
 
 const RESOURCE: &str = "audit.deliveries";
 
@@ -177,6 +178,7 @@ pub async fn create(
     })
     .await?;
     tracing::info!(destination = destination.id, "Created destination");
+    state.queue.notify(DestinationsChanged);
     Ok(HttpResponse::Created().json(DestinationView::from(destination)))
 }
 
@@ -283,6 +285,9 @@ pub async fn update(
         destinations::reset_health(&transaction, updated.id).await?;
     }
     transaction.commit().await?;
+    if body.disabled.is_some() {
+        state.queue.notify(DestinationsChanged);
+    }
     Ok(HttpResponse::Ok().json(DestinationView::from(updated)))
 }
 
@@ -304,6 +309,7 @@ pub async fn delete(
     })
     .await?;
     if deleted {
+        state.queue.notify(DestinationsChanged);
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::NotFound(format!("destination {id}")))

@@ -19,6 +19,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App};
 
 use crate::actors::ingest::IngestActor;
+use crate::actors::queue::QueueActor;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::db::PgPool;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub keys: Arc<IntegrityKeys>,
     pub ingest: ActorHandle<IngestActor>,
+    /// Told when destinations change, to start or stop their DeliveryActors.
+    pub queue: ActorHandle<QueueActor>,
     /// Seals and opens destination secrets.
     pub secrets: Arc<SecretBox>,
 }

@@ -15,6 +15,18 @@ pub struct Wake;
 #[rtype(result = "()")]
 pub struct Poll;
 
+/// A destination was created, changed or deleted over this worker's API:
+/// start or stop DeliveryActors to match the active destinations now.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct DestinationsChanged;
+
+/// The destination is disabled or deleted: give back the claims that wait,
+/// and stop once the attempts under way have ended.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
 /// Perform this claimed delivery (to the receiving actor's destination).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -24,13 +36,18 @@ pub struct Deliver(pub Claim);
 /// for many), and the delivery counts as finished once it is written.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct Record(pub Attempt);
+pub struct Record {
+    pub destination_id: i64,
+    pub attempt: Attempt,
+}
 
-/// A claimed delivery is finished without an attempt to record (released, or
-/// its attempt could not be made).
+/// A claimed delivery of this destination is finished without an attempt to
+/// record (released, or its attempt could not be made).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct Finished;
+pub struct Finished {
+    pub destination_id: i64,
+}
 
 /// The HealthActor's round: disable destinations failing too long, refresh the gauges.
 #[derive(Debug, Message)]

@@ -218,11 +218,12 @@ impl Bench {
         let drain = self.drain(held, &[]).await;
         println!(
             "drain  {destinations:>3} destinations: {} of {} held deliveries in {:.2?} after their release \
-             ({} deliveries/s), worker CPU {:.2} cores",
+             ({} deliveries/s; {}), worker CPU {:.2} cores",
             grouped(drain.seen as f64),
             grouped(drain.expected as f64),
             drain.elapsed,
             grouped(drain.rate()),
+            drain.describe_progress(),
             drain.cores
         );
         self.summary
@@ -305,10 +306,18 @@ impl Bench {
         let (seen, elapsed) = self
             .wait_seen(&ids, unique_before, started, started + RUN_BUDGET)
             .await;
+        let arrivals = self.receiver.state.arrivals(&ids);
+        let by_share = |share: f64| {
+            let index = ((arrivals.len() as f64 * share).ceil() as usize).saturating_sub(1);
+            arrivals
+                .get(index)
+                .map_or(Duration::ZERO, |at| at.saturating_duration_since(started))
+        };
         Drained {
             expected: ids.len() as u64,
             seen,
             elapsed,
+            progress: [by_share(0.5), by_share(0.9), by_share(0.99)],
             cores: self.worker.cores_since(cpu, elapsed),
             failures,
         }
@@ -407,7 +416,7 @@ impl Bench {
             .map_or(f64::NAN, |t| t.drain.rate());
         println!(
             "drain  {DEAD_RUN_DESTINATIONS:>3} destinations beside a dead one ({} of its deliveries released too, \
-             {DEAD_TIMEOUT:?} timeout): {} of {} in {:.2?} ({} deliveries/s, {:.2} of the rate without it); \
+             {DEAD_TIMEOUT:?} timeout): {} of {} in {:.2?} ({} deliveries/s, {:.2} of the rate without it; {}); \
              the dead one held {} connections",
             grouped(dead_ids.len() as f64),
             grouped(drain.seen as f64),
@@ -415,6 +424,7 @@ impl Bench {
             drain.elapsed,
             grouped(drain.rate()),
             drain.rate() / alone,
+            drain.describe_progress(),
             black_hole.connections()
         );
         self.summary
@@ -603,6 +613,8 @@ struct Drained {
     seen: u64,
     /// From the release of the held deliveries until the receiver saw the last one.
     elapsed: Duration,
+    /// When half, nine tenths and 99 % of them had been received.
+    progress: [Duration; 3],
     /// The worker's CPU during the drain, in cores.
     cores: f64,
     failures: BTreeMap<String, u64>,
@@ -611,6 +623,11 @@ struct Drained {
 impl Drained {
     fn rate(&self) -> f64 {
         self.seen as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn describe_progress(&self) -> String {
+        let [half, most, nearly] = self.progress;
+        format!("50 % after {half:.2?}, 90 % after {most:.2?}, 99 % after {nearly:.2?}")
     }
 }
 
@@ -776,6 +793,17 @@ impl ReceiverState {
             .filter_map(|key| seen.get(key).map(|s| s.first))
             .collect();
         (firsts.len() as u64, firsts.into_iter().max())
+    }
+
+    /// When each of the deliveries `ids` that was received was first received, in order.
+    fn arrivals(&self, ids: &[Uuid]) -> Vec<Instant> {
+        let seen = self.seen.lock().expect("receiver lock");
+        let mut firsts: Vec<Instant> = ids
+            .iter()
+            .filter_map(|id| seen.get(&webhook_id(id)).map(|s| s.first))
+            .collect();
+        firsts.sort_unstable();
+        firsts
     }
 
     /// Ids starting with `prefix` received more than once, and the extra requests.

@@ -102,16 +102,20 @@ impl QueueActor {
         );
         // Room is per destination too: claims for a full one wait in the queue,
         // where they hold nobody else up.
-        let per_destination = self.settings().max_in_flight_per_destination;
-        let saturated: Vec<i64> = self
+        let per_destination = self.settings().max_in_flight_per_destination as i64;
+        let (destination_ids, counts): (Vec<i64>, Vec<i64>) = self
             .in_flight_by_destination
             .iter()
-            .filter(|(_, count)| **count >= per_destination)
-            .map(|(id, _)| *id)
-            .collect();
+            .map(|(id, count)| (*id, *count as i64))
+            .unzip();
         let claim = async move {
-            let client = pool.get().await?;
-            deliveries::claim(&*client, &worker, lease, room as i64, &saturated).await
+            let mut client = pool.get().await?;
+            let held = deliveries::Held {
+                destination_ids: &destination_ids,
+                counts: &counts,
+                per_destination,
+            };
+            deliveries::claim(&mut *client, &worker, lease, room as i64, &held).await
         };
         ctx.spawn(
             wrap_future::<_, Self>(claim).map(move |claimed, actor, ctx| {
@@ -119,17 +123,22 @@ impl QueueActor {
                 match claimed {
                     Ok(claims) => {
                         let full = claims.len() == room;
+                        // A destination that just filled up may have kept this
+                        // claim short: the next one skips it and finds the rest.
+                        let mut filled_up = false;
                         for claim in claims {
                             actor.in_flight += 1;
-                            *actor
+                            let held = actor
                                 .in_flight_by_destination
                                 .entry(claim.destination_id)
-                                .or_default() += 1;
+                                .or_default();
+                            *held += 1;
+                            filled_up |= *held == per_destination as usize;
                             actor
                                 .deliverer(claim.destination_id, ctx)
                                 .do_send(Deliver(claim));
                         }
-                        if full {
+                        if full || filled_up || std::mem::take(&mut actor.woken_while_claiming) {
                             ctx.notify(Wake);
                         }
                     }
@@ -149,7 +158,9 @@ impl QueueActor {
         let write = async move {
             let attempts: Vec<Attempt> = batch.iter().map(|(_, attempt)| attempt.clone()).collect();
             let written = match pool.get().await {
-                Ok(client) => deliveries::finish_many(&*client, &worker, &attempts).await,
+                Ok(mut client) => {
+                    deliveries::finish_many(&mut *client, &worker, &attempts).await
+                }
                 Err(error) => Err(error.into()),
             };
             (batch, written)

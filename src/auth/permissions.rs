@@ -16,6 +16,7 @@ pub const RESOURCES: &[&str] = &[
     "audit.presets",
     "audit.deliveries",
     "audit.gdpr",
+    "audit.retention",
     "audit.metrics",
     "organization.roles",
     "organization.api_keys",

@@ -136,36 +136,67 @@ pub struct Claim {
     pub max_retries: i32,
 }
 
+/// What this worker already holds: how many claims per destination, and the
+/// most it may hold for any one destination.
+pub struct Held<'a> {
+    pub destination_ids: &'a [i64],
+    pub counts: &'a [i64],
+    pub per_destination: i64,
+}
+
 /// Claims up to `limit` due deliveries (and those whose lease ran out), best
-/// priority first, for `lease`, skipping the `saturated` destinations (this
-/// worker holds enough of theirs) and disabled ones. Concurrent claimers skip each other's rows, so
-/// no item is ever handed to two workers at once; a worker never re-claims its
-/// own expired claims (it is still working on them: every start of a worker
-/// has a new id, so a restarted one does pick them up).
+/// priority first, for `lease`; never more for a destination than `held`
+/// leaves room for, and none for disabled destinations. Concurrent claimers
+/// skip each other's rows, so no item is ever handed to two workers at once;
+/// a worker never re-claims its own expired claims (it is still working on
+/// them: every start of a worker has a new id, so a restarted one does pick
+/// them up).
 pub async fn claim(
-    client: &impl GenericClient,
+    client: &mut impl GenericClient,
     worker: &str,
     lease: Duration,
     limit: i64,
-    saturated: &[i64],
+    held: &Held<'_>,
 ) -> Result<Vec<Claim>, DbError> {
     let lease_seconds = lease.as_secs_f64();
-    let rows = client
+    let transaction = bookkeeping(client).await?;
+    // Candidates are locked first; those past their destination's room are
+    // left alone and unlocked at commit, still due.
+    let rows = transaction
         .query(
-            "UPDATE delivery_queue q SET status = 'processing', claimed_by = $1, \
-               lease_expires_at = now() + make_interval(secs => $2), updated_at = now() \
-             WHERE q.id IN ( \
-               SELECT id FROM delivery_queue \
+            "WITH held AS ( \
+               SELECT * FROM unnest($4::int8[], $5::int8[]) AS h(destination_id, count)), \
+             candidates AS ( \
+               SELECT id, destination_id, priority, coalesce(next_retry_at, scheduled_at) AS due \
+               FROM delivery_queue \
                WHERE ((status IN ('pending', 'retrying') AND coalesce(next_retry_at, scheduled_at) <= now()) \
                   OR (status = 'processing' AND lease_expires_at < now() AND claimed_by <> $1)) \
-                 AND destination_id <> ALL($4) \
+                 AND destination_id NOT IN (SELECT destination_id FROM held WHERE count >= $6) \
                  AND NOT EXISTS (SELECT 1 FROM delivery_destinations d WHERE d.id = destination_id AND d.disabled) \
                ORDER BY priority DESC, coalesce(next_retry_at, scheduled_at) \
-               LIMIT $3 FOR UPDATE SKIP LOCKED) \
+               LIMIT $3 FOR UPDATE SKIP LOCKED), \
+             chosen AS ( \
+               SELECT c.id FROM ( \
+                 SELECT id, destination_id, \
+                   row_number() OVER (PARTITION BY destination_id ORDER BY priority DESC, due) AS n \
+                 FROM candidates) c \
+               LEFT JOIN held h ON h.destination_id = c.destination_id \
+               WHERE c.n + coalesce(h.count, 0) <= $6) \
+             UPDATE delivery_queue q SET status = 'processing', claimed_by = $1, \
+               lease_expires_at = now() + make_interval(secs => $2), updated_at = now() \
+             FROM chosen WHERE q.id = chosen.id \
              RETURNING q.id, q.organization_id, q.destination_id, q.payload, q.retry_count, q.max_retries",
-            &[&worker, &lease_seconds, &limit, &saturated],
+            &[
+                &worker,
+                &lease_seconds,
+                &limit,
+                &held.destination_ids,
+                &held.counts,
+                &held.per_destination,
+            ],
         )
         .await?;
+    transaction.commit().await?;
     Ok(rows
         .iter()
         .map(|row| Claim {
@@ -177,6 +208,21 @@ pub async fn claim(
             max_retries: row.get("max_retries"),
         })
         .collect())
+}
+
+/// A transaction for the queue's own bookkeeping (claims and outcomes), whose
+/// commit does not wait for the WAL flush: a PostgreSQL crash can lose the
+/// last few of them, which only makes the deliveries concerned run again
+/// (at least once; the receiver drops repeats by `webhook-id`), never loses
+/// one. Enqueueing keeps the synchronous commit: an accepted delivery is durable.
+async fn bookkeeping<C: GenericClient>(
+    client: &mut C,
+) -> Result<tokio_postgres::Transaction<'_>, DbError> {
+    let transaction = client.transaction().await?;
+    transaction
+        .batch_execute("SET LOCAL synchronous_commit TO OFF")
+        .await?;
+    Ok(transaction)
 }
 
 /// What became of one attempt.
@@ -196,7 +242,7 @@ pub struct Attempt {
 /// Records many attempts in one statement (one commit): each delivery moves on
 /// and gets its log row, but only where the claim is still this worker's.
 pub async fn finish_many(
-    client: &impl GenericClient,
+    client: &mut impl GenericClient,
     worker: &str,
     attempts: &[Attempt],
 ) -> Result<(), DbError> {
@@ -227,7 +273,8 @@ pub async fn finish_many(
             }]))
         })
         .collect();
-    client
+    let transaction = bookkeeping(client).await?;
+    transaction
         .execute(
             "WITH input AS ( \
                SELECT * FROM unnest($1::uuid[], $2::text[], $3::int4[], $4::timestamptz[], $5::text[], \
@@ -245,6 +292,7 @@ pub async fn finish_many(
             &[&ids, &statuses, &retried, &next, &reasons, &details, &references, &worker],
         )
         .await?;
+    transaction.commit().await?;
     Ok(())
 }
 

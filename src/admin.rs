@@ -6,11 +6,16 @@ use chrono::{DateTime, Utc};
 use crate::auth::{self, permissions, IssueError};
 use crate::config::Config;
 use crate::db::api_keys::{self, ApiKeyInfo};
+use crate::db::archives::Archive;
 use crate::db::migrations::{self, MigrationError};
+use crate::db::partitions::Partition;
 use crate::db::{self, roles, DbError};
 use crate::integrity::checkpoint::SignedCheckpoint;
 use crate::integrity::keys::IntegrityKeys;
 use crate::integrity::verify::{self, Report, Scope, VerifyError};
+use crate::maintenance::archive::{self, ArchiveError, ArchiveReport};
+use crate::maintenance::longest_retention_days;
+use crate::maintenance::partitions::{self as maintain, Expired};
 use crate::secrets::SecretError;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +32,8 @@ pub enum AdminError {
     Keys(#[from] SecretError),
     #[error(transparent)]
     Verify(#[from] VerifyError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
 }
 
 /// Who the stored records name as the author of CLI changes.
@@ -91,4 +98,49 @@ pub async fn verify(
     let client = pool.get().await.map_err(DbError::from)?;
     verify::record(&*client, organization_id, &report, &scope, CLI_ACTOR).await?;
     Ok(report)
+}
+
+/// The partitions of `audit_log`, oldest first.
+pub async fn list_partitions(config: &Config) -> Result<Vec<Partition>, AdminError> {
+    let client = connect(config).await?;
+    Ok(db::partitions::list(&client).await?)
+}
+
+/// Creates the partitions from this month to `partitions.months_ahead` ahead;
+/// the names of those it created.
+pub async fn ensure_partitions(config: &Config) -> Result<Vec<String>, AdminError> {
+    connect(config).await?;
+    let pool = db::pool(&config.database);
+    Ok(maintain::ensure_ahead(&pool, Utc::now(), config.partitions.months_ahead).await?)
+}
+
+/// Drops the empty partitions past every retention period (lists them only in
+/// a dry run).
+pub async fn drop_expired_partitions(
+    config: &Config,
+    dry_run: bool,
+) -> Result<Vec<Expired>, AdminError> {
+    connect(config).await?;
+    let pool = db::pool(&config.database);
+    let keep_days = longest_retention_days(&pool).await?;
+    Ok(maintain::drop_expired(&pool, Utc::now(), keep_days, dry_run).await?)
+}
+
+/// Archives every organization's due events now (counts them only in a dry run).
+pub async fn run_archival(config: &Config, dry_run: bool) -> Result<ArchiveReport, AdminError> {
+    connect(config).await?;
+    let pool = db::pool(&config.database);
+    Ok(archive::run(&pool, &config.partitions, Utc::now(), dry_run).await?)
+}
+
+pub async fn list_archives(config: &Config) -> Result<Vec<Archive>, AdminError> {
+    let client = connect(config).await?;
+    Ok(db::archives::list_all(&client).await?)
+}
+
+/// Puts an archive's events back into the live table; how many.
+pub async fn restore_archive(config: &Config, id: uuid::Uuid) -> Result<u64, AdminError> {
+    connect(config).await?;
+    let pool = db::pool(&config.database);
+    Ok(archive::restore(&pool, id).await?)
 }

@@ -44,6 +44,7 @@ pub struct Config {
     pub query: QueryConfig,
     pub integrity: IntegrityConfig,
     pub delivery: DeliveryConfig,
+    pub partitions: PartitionsConfig,
     pub cache: CacheConfig,
     pub log: LogConfig,
     pub supervisor: SupervisorConfig,
@@ -108,6 +109,16 @@ pub struct IngestConfig {
     pub breaker_failure_threshold: u32,
     #[serde(with = "humantime_serde")]
     pub breaker_reset_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionsConfig {
+    pub months_ahead: u32,
+    #[serde(with = "humantime_serde")]
+    pub maintenance_interval: Duration,
+    pub archive_batch_events: u32,
+    pub archive_compression_level: i32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -280,6 +291,27 @@ impl Config {
         }
         if self.delivery.max_in_flight == 0 {
             return Err(invalid("delivery.max_in_flight", "must be at least 1"));
+        }
+        if self.partitions.months_ahead > 120 {
+            return Err(invalid("partitions.months_ahead", "must be at most 120"));
+        }
+        if self.partitions.maintenance_interval.is_zero() {
+            return Err(invalid(
+                "partitions.maintenance_interval",
+                "must be positive",
+            ));
+        }
+        if self.partitions.archive_batch_events == 0 {
+            return Err(invalid(
+                "partitions.archive_batch_events",
+                "must be at least 1",
+            ));
+        }
+        if !(1..=19).contains(&self.partitions.archive_compression_level) {
+            return Err(invalid(
+                "partitions.archive_compression_level",
+                "must be between 1 and 19",
+            ));
         }
         if !(1..=self.delivery.max_in_flight).contains(&self.delivery.max_in_flight_per_destination)
         {

@@ -24,12 +24,14 @@
 pub mod actors;
 pub mod admin;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod delivery;
 pub mod events;
 pub mod http;
 pub mod integrity;
+pub mod maintenance;
 pub mod messages;
 pub mod metrics;
 pub mod redis_conn;
@@ -49,8 +51,10 @@ use crate::actors::checkpoint::CheckpointActor;
 use crate::actors::health::HealthActor;
 use crate::actors::heartbeat::HeartbeatActor;
 use crate::actors::ingest::IngestActor;
+use crate::actors::partition::PartitionActor;
 use crate::actors::queue::QueueActor;
 use crate::auth::Authenticator;
+use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::db::migrations::MigrationError;
 use crate::db::{DbError, PgPool};
@@ -97,6 +101,15 @@ impl Application {
     /// Creates and migrates the database, starts the supervised actors and binds
     /// the HTTP socket. Must run inside an actix system (`actix_web::rt::System`).
     pub async fn build(config: Config) -> Result<Self, StartupError> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`build`](Self::build) with the clock the maintenance jobs read (tests
+    /// move it forward to age data).
+    pub async fn build_with_clock(
+        config: Config,
+        clock: SharedClock,
+    ) -> Result<Self, StartupError> {
         let config = Arc::new(config);
         db::ensure_database(&config.database).await?;
         db::migrations::run(&config.database).await?;
@@ -175,6 +188,12 @@ impl Application {
             );
             supervisor.supervise("health", move || {
                 HealthActor::new(pool.clone(), metrics.clone(), interval)
+            });
+        }
+        {
+            let (pool, config, metrics) = (pool.clone(), config.clone(), metrics.clone());
+            supervisor.supervise("partition", move || {
+                PartitionActor::new(pool.clone(), config.clone(), clock.clone(), metrics.clone())
             });
         }
         let supervisor = supervisor.start();

@@ -52,6 +52,40 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         checkpoint: Option<PathBuf>,
     },
+    /// Inspect and maintain the monthly partitions of audit_log.
+    #[command(subcommand)]
+    Partitions(PartitionsCommand),
+    /// Archive aged events, list archives, restore one.
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
+}
+
+#[derive(Subcommand)]
+enum PartitionsCommand {
+    /// List partitions (name, month, bytes, estimated rows), tab-separated.
+    List,
+    /// Create the partitions from this month to `partitions.months_ahead` ahead.
+    Ensure,
+    /// Drop the empty partitions past every retention period and legal hold.
+    DropExpired {
+        /// Only list what would be dropped.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ArchiveCommand {
+    /// Archive every organization's events past their policy's archive_after_days.
+    Run {
+        /// Only count the events that would be archived.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List archives (never their contents), tab-separated.
+    List,
+    /// Put an archive's events back into the live table and delete the archive.
+    Restore { id: uuid::Uuid },
 }
 
 fn parse_time(raw: &str) -> Result<DateTime<Utc>, String> {
@@ -108,6 +142,12 @@ fn main() -> ExitCode {
                 Ok(false) => return ExitCode::FAILURE,
                 Err(error) => Err(error),
             }
+        }
+        Command::Partitions(command) => {
+            actix_web::rt::System::new().block_on(partitions(config, command))
+        }
+        Command::Archive(command) => {
+            actix_web::rt::System::new().block_on(archive(config, command))
         }
         Command::Serve => {
             telemetry::init(&config.log);
@@ -202,6 +242,67 @@ async fn api_key(config: Config, command: ApiKeyCommand) -> anyhow::Result<()> {
         ApiKeyCommand::Revoke { id } => {
             let key = admin::revoke_api_key(&config, &id).await?;
             eprintln!("revoked {} ({}, {})", key.id, key.organization_id, key.role);
+        }
+    }
+    Ok(())
+}
+
+async fn partitions(config: Config, command: PartitionsCommand) -> anyhow::Result<()> {
+    match command {
+        PartitionsCommand::List => {
+            println!("name\tmonth\tbytes\trows_estimate");
+            for partition in admin::list_partitions(&config).await? {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    partition.name, partition.month, partition.bytes, partition.rows_estimate
+                );
+            }
+        }
+        PartitionsCommand::Ensure => {
+            let created = admin::ensure_partitions(&config).await?;
+            eprintln!("created {} partitions", created.len());
+            for name in created {
+                println!("{name}");
+            }
+        }
+        PartitionsCommand::DropExpired { dry_run } => {
+            for expired in admin::drop_expired_partitions(&config, dry_run).await? {
+                let what = match (expired.dropped, expired.holds_rows) {
+                    (true, _) => "dropped",
+                    (false, true) => "kept: still holds rows",
+                    (false, false) => "would be dropped",
+                };
+                println!("{}\t{what}", expired.name);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn archive(config: Config, command: ArchiveCommand) -> anyhow::Result<()> {
+    match command {
+        ArchiveCommand::Run { dry_run } => {
+            let report = admin::run_archival(&config, dry_run).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        ArchiveCommand::List => {
+            println!("id\torganization_id\tevents\tfirst_event_at\tlast_event_at\tcompressed_bytes\tcreated_at");
+            for archive in admin::list_archives(&config).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    archive.id,
+                    archive.organization_id,
+                    archive.event_count,
+                    archive.first_event_at.to_rfc3339(),
+                    archive.last_event_at.to_rfc3339(),
+                    archive.metadata["compressed_bytes"],
+                    archive.created_at.to_rfc3339()
+                );
+            }
+        }
+        ArchiveCommand::Restore { id } => {
+            let restored = admin::restore_archive(&config, id).await?;
+            eprintln!("restored {restored} events from archive {id}");
         }
     }
     Ok(())

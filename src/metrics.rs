@@ -3,8 +3,8 @@
 //! `audit_worker_`, base units, counters ending in `_total`, small label sets.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::db::PgPool;
@@ -32,6 +32,12 @@ pub struct Metrics {
     pub destination_breaker_open: IntGaugeVec,
     /// DeliveryActors running in this worker: one per active destination.
     pub delivery_actors: IntGauge,
+    /// Per `audit_log` partition (refreshed by the PartitionActor).
+    pub partition_bytes: IntGaugeVec,
+    pub partition_rows_estimate: IntGaugeVec,
+    /// Unix time of the last maintenance round this worker led.
+    pub partition_maintenance_last_run: IntGauge,
+    pub archived_events: IntCounter,
 }
 
 impl Metrics {
@@ -121,9 +127,35 @@ impl Metrics {
                 "DeliveryActors running in this worker (one per active destination)",
             )
             .expect("valid metric"),
+            partition_bytes: IntGaugeVec::new(
+                Opts::new(
+                    "partition_bytes",
+                    "Size of an audit_log partition (table, indexes, TOAST)",
+                ),
+                &["partition"],
+            )
+            .expect("valid metric"),
+            partition_rows_estimate: IntGaugeVec::new(
+                Opts::new(
+                    "partition_rows_estimate",
+                    "PostgreSQL's row estimate of an audit_log partition",
+                ),
+                &["partition"],
+            )
+            .expect("valid metric"),
+            partition_maintenance_last_run: IntGauge::new(
+                "partition_maintenance_last_run_timestamp_seconds",
+                "When this worker last ran partition maintenance (Unix seconds)",
+            )
+            .expect("valid metric"),
+            archived_events: IntCounter::new(
+                "archived_events_total",
+                "Events this worker moved to archives",
+            )
+            .expect("valid metric"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.http_request_duration.clone()),
             Box::new(metrics.actor_messages_handled.clone()),
@@ -136,6 +168,10 @@ impl Metrics {
             Box::new(metrics.destination_consecutive_failures.clone()),
             Box::new(metrics.destination_breaker_open.clone()),
             Box::new(metrics.delivery_actors.clone()),
+            Box::new(metrics.partition_bytes.clone()),
+            Box::new(metrics.partition_rows_estimate.clone()),
+            Box::new(metrics.partition_maintenance_last_run.clone()),
+            Box::new(metrics.archived_events.clone()),
         ];
         for collector in collectors {
             metrics

@@ -6,4 +6,5 @@ pub mod delivery;
 pub mod health;
 pub mod heartbeat;
 pub mod ingest;
+pub mod partition;
 pub mod queue;

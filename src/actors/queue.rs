@@ -158,9 +158,7 @@ impl QueueActor {
         let write = async move {
             let attempts: Vec<Attempt> = batch.iter().map(|(_, attempt)| attempt.clone()).collect();
             let written = match pool.get().await {
-                Ok(mut client) => {
-                    deliveries::finish_many(&mut *client, &worker, &attempts).await
-                }
+                Ok(mut client) => deliveries::finish_many(&mut *client, &worker, &attempts).await,
                 Err(error) => Err(error.into()),
             };
             (batch, written)

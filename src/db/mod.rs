@@ -2,12 +2,16 @@
 //! liveness probe. Queries per table family join this module as they arrive.
 
 pub mod api_keys;
+pub mod archives;
 pub mod checkpoints;
 pub mod deliveries;
 pub mod destinations;
 pub mod events;
+pub mod legal_holds;
 pub mod migrations;
+pub mod partitions;
 pub mod presets;
+pub mod retention;
 pub mod roles;
 pub mod tenant;
 

@@ -1,7 +1,9 @@
 //! Audit events: the request format, validation (all-or-nothing, every problem
-//! named by index and field), presets, and the hashed form that is stored.
+//! named by index and field), presets, retention policies, and the hashed form
+//! that is stored.
 
 pub mod presets;
+pub mod retention;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde::Serialize;
@@ -290,7 +292,7 @@ pub fn prepare(
         event_version: event_version.unwrap_or_else(|| "1.0".to_owned()),
         correlation_id,
         data_classification,
-        retention_policy: retention_policy.unwrap_or_else(|| "standard".to_owned()),
+        retention_policy: retention_policy.unwrap_or_else(|| retention::DEFAULT_POLICY.to_owned()),
         idempotency_key,
         details,
         hash: String::new(),

@@ -1,6 +1,7 @@
 //! The HTTP API: routes, middleware and error mapping.
 
 pub mod api_keys;
+pub mod archives;
 pub mod auth;
 pub mod deliveries;
 pub mod destinations;
@@ -8,8 +9,10 @@ pub mod errors;
 pub mod events;
 pub mod health;
 pub mod integrity;
+pub mod legal_holds;
 mod middleware;
 pub mod openapi;
+pub mod retention_policies;
 pub mod roles;
 
 use std::sync::Arc;
@@ -109,7 +112,32 @@ pub fn app(
                 .route("/deliveries", web::post().to(deliveries::create))
                 .route("/deliveries", web::get().to(deliveries::list))
                 .route("/deliveries/{id}", web::get().to(deliveries::get))
-                .route("/deliveries/{id}/retry", web::post().to(deliveries::retry)),
+                .route("/deliveries/{id}/retry", web::post().to(deliveries::retry))
+                .route(
+                    "/retention-policies",
+                    web::get().to(retention_policies::list),
+                )
+                .route(
+                    "/retention-policies",
+                    web::post().to(retention_policies::create),
+                )
+                .route(
+                    "/retention-policies/{id}",
+                    web::patch().to(retention_policies::update),
+                )
+                .route(
+                    "/retention-policies/{id}",
+                    web::delete().to(retention_policies::delete),
+                )
+                .route("/legal-holds", web::post().to(legal_holds::create))
+                .route("/legal-holds", web::get().to(legal_holds::list))
+                .route("/legal-holds/{id}", web::get().to(legal_holds::get))
+                .route(
+                    "/legal-holds/{id}/release",
+                    web::post().to(legal_holds::release),
+                )
+                .route("/archives", web::get().to(archives::list))
+                .route("/archives/{id}", web::get().to(archives::get)),
         )
         .default_service(web::to(errors::route_not_found))
 }

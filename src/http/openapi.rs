@@ -5,6 +5,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{api_keys, deliveries, destinations, errors, events, health, integrity, roles};
+use super::{archives, legal_holds, retention_policies};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,6 +19,10 @@ use super::{api_keys, deliveries, destinations, errors, events, health, integrit
         destinations::create, destinations::list, destinations::get, destinations::update, destinations::delete,
         destinations::test, destinations::health,
         deliveries::create, deliveries::list, deliveries::get, deliveries::retry,
+        retention_policies::list, retention_policies::create, retention_policies::update,
+        retention_policies::delete,
+        legal_holds::create, legal_holds::list, legal_holds::get, legal_holds::release,
+        archives::list, archives::get,
     ),
     components(schemas(errors::ErrorBody, errors::ErrorDetail, errors::FieldError)),
     modifiers(&BearerKeys),
@@ -27,6 +32,7 @@ use super::{api_keys, deliveries, destinations, errors, events, health, integrit
         (name = "events", description = "Audit events: ingest and queries"),
         (name = "integrity", description = "Tamper evidence: verification and signed checkpoints"),
         (name = "delivery", description = "Destinations and the delivery queue"),
+        (name = "retention", description = "Retention policies, legal holds and archives"),
     )
 )]
 pub struct ApiDoc;

@@ -4,7 +4,9 @@
 //! or (against a checkpoint kept outside) a truncated chain.
 //!
 //! It streams: chain rows and events are read in chain order side by side, so
-//! memory stays constant whatever the size of the chain.
+//! memory stays constant whatever the size of the chain. Archived events of
+//! the links in range are checked like live ones: their archives are opened
+//! (both SHA-256 sums checked) into a temporary table read beside `audit_log`.
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::pin;
@@ -20,7 +22,8 @@ use super::canonical::{self, HashedFields};
 use super::chain;
 use super::checkpoint::{self, CheckpointError, SignedCheckpoint};
 use super::keys::IntegrityKeys;
-use crate::db::{DbError, PgPool};
+use crate::db::{archives, DbError, PgPool};
+use crate::maintenance::archive;
 
 /// At most this many problems are listed (all are counted).
 const MAX_LISTED_PROBLEMS: usize = 1000;
@@ -35,6 +38,9 @@ pub enum ProblemKind {
     Inserted,
     Reordered,
     Truncated,
+    /// An archive's bytes no longer match their recorded SHA-256 (its events
+    /// then also show as missing).
+    CorruptedArchive,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -174,7 +180,14 @@ pub async fn verify(
         None => None,
     };
 
-    let client = pool.get().await?;
+    let mut client = pool.get().await?;
+    // One snapshot for all reads; the temporary table of archived events
+    // disappears with it.
+    let client = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await?;
 
     // 1. The whole chain, in order: every link's own hash and its pointer to the
     //    previous one. Keep the links whose events the range touches.
@@ -222,19 +235,27 @@ pub async fn verify(
         }
     }
 
-    // 2. Their events, grouped by link. Hashing runs on blocking threads, a
+    // 2. Archived events of those links, next to the live ones.
+    let archived = load_archives(&client, org, &in_range, &mut findings).await?;
+
+    // 3. Their events, grouped by link. Hashing runs on blocking threads, a
     //    chunk at a time, while the next rows arrive.
-    let events = client
-        .query_raw(
-            "SELECT id, \"timestamp\", ttl, principal_id, organization_id, action, target_resource_type, \
-               target_resource_id, status, outcome_description, hash, hash_algorithm, event_version, correlation_id, \
-               data_classification, retention_policy, details, idempotency_key, principal_commitment, \
-               target_resource_commitment, chain_link \
-             FROM audit_log WHERE organization_id = $1 \
-               AND ($2::timestamptz IS NULL OR \"timestamp\" >= $2) AND ($3::timestamptz IS NULL OR \"timestamp\" <= $3) \
-             ORDER BY chain_link, id",
-            [&org as &(dyn ToSql + Sync), &lower, &upper],
+    let columns = "id, \"timestamp\", ttl, principal_id, organization_id, action, target_resource_type, \
+        target_resource_id, status, outcome_description, hash, hash_algorithm, event_version, correlation_id, \
+        data_classification, retention_policy, details, idempotency_key, principal_commitment, \
+        target_resource_commitment, chain_link";
+    let filter = "organization_id = $1 \
+        AND ($2::timestamptz IS NULL OR \"timestamp\" >= $2) AND ($3::timestamptz IS NULL OR \"timestamp\" <= $3)";
+    let sql = if archived {
+        format!(
+            "SELECT {columns} FROM audit_log WHERE {filter} \
+             UNION ALL SELECT {columns} FROM verify_archived WHERE {filter} ORDER BY chain_link, id"
         )
+    } else {
+        format!("SELECT {columns} FROM audit_log WHERE {filter} ORDER BY chain_link, id")
+    };
+    let events = client
+        .query_raw(&sql, [&org as &(dyn ToSql + Sync), &lower, &upper])
         .await?;
     let mut events = pin!(events);
     let key: [u8; 32] = keys
@@ -297,7 +318,7 @@ pub async fn verify(
     }
 
     check_tail(
-        &*client,
+        &client,
         org,
         last.as_ref(),
         statement.as_ref(),
@@ -368,6 +389,38 @@ fn report_strays(rows: &[Row], scope: &Scope<'_>, findings: &mut Findings) {
 }
 
 /// Checks a chunk of links with their events (on a blocking thread).
+/// Opens the organization's archives holding events of the links in range
+/// into the temporary table `verify_archived`; whether there were any. A
+/// corrupted archive is reported and left out.
+async fn load_archives(
+    client: &tokio_postgres::Transaction<'_>,
+    org: &str,
+    in_range: &HashMap<i64, Link>,
+    findings: &mut Findings,
+) -> Result<bool, VerifyError> {
+    let (Some(first), Some(last)) = (in_range.keys().min(), in_range.keys().max()) else {
+        return Ok(false);
+    };
+    let found = archives::covering_links(client, org, *first, *last).await?;
+    if found.is_empty() {
+        return Ok(false);
+    }
+    client
+        .batch_execute("CREATE TEMPORARY TABLE verify_archived (LIKE audit_log) ON COMMIT DROP")
+        .await?;
+    for (stored, data) in found {
+        match archive::open(&stored, &data) {
+            Ok(lines) => {
+                archives::insert_events(client, false, &lines).await?;
+            }
+            Err(error) => {
+                findings.add(ProblemKind::CorruptedArchive, None, None, error.to_string())
+            }
+        }
+    }
+    Ok(true)
+}
+
 fn check_chunk(links: Vec<(Link, Vec<Row>)>, key: &[u8], org: &str) -> Findings {
     let mut findings = Findings::default();
     for (link, members) in &links {

@@ -5,4 +5,5 @@ pub mod checkpoint;
 pub mod delivery;
 pub mod heartbeat;
 pub mod ingest;
+pub mod partition;
 pub mod supervisor;

@@ -9,9 +9,10 @@ pub mod receiver;
 pub mod servers;
 
 use std::future::Future;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
+use audit_worker::clock::{SharedClock, SystemClock};
 use audit_worker::config::{Config, PostgresUrl};
 use audit_worker::Application;
 use uuid::Uuid;
@@ -61,11 +62,16 @@ pub async fn spawn_app() -> TestApp {
 /// Starts a worker after `adjust` has changed the test configuration.
 /// Must run inside an actix system (`#[actix_web::test]`).
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_with_clock(Arc::new(SystemClock), adjust).await
+}
+
+/// Starts a worker whose maintenance jobs read `clock` (tests move it to age data).
+pub async fn spawn_app_with_clock(clock: SharedClock, adjust: impl FnOnce(&mut Config)) -> TestApp {
     init_logging();
     let mut config = test_config();
     adjust(&mut config);
     let database = TestDatabase::named(config.database.url.database_name());
-    let app = Application::build(config.clone())
+    let app = Application::build_with_clock(config.clone(), clock)
         .await
         .expect("the worker starts");
     let address = format!("http://127.0.0.1:{}", app.port());

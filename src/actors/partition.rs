@@ -1,0 +1,111 @@
+//! PartitionActor: at start-up and every `partitions.maintenance_interval`,
+//! keeps `audit_log`'s monthly partitions ready ahead, archives aged events
+//! and drops empty expired partitions ([`maintenance::run`]), then refreshes
+//! the partition gauges on `/metrics`. One worker instance maintains at a
+//! time; the others skip the round. Time comes from the injected clock, so
+//! tests can age data.
+
+use std::sync::Arc;
+
+use actix::fut::wrap_future;
+use actix::prelude::*;
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::db::{partitions, DbError, PgPool};
+use crate::maintenance::{self, Report};
+use crate::messages::partition::Maintain;
+use crate::metrics::Metrics;
+
+pub struct PartitionActor {
+    pool: PgPool,
+    config: Arc<Config>,
+    clock: SharedClock,
+    metrics: Arc<Metrics>,
+}
+
+impl PartitionActor {
+    pub fn new(
+        pool: PgPool,
+        config: Arc<Config>,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            pool,
+            config,
+            clock,
+            metrics,
+        }
+    }
+}
+
+impl Actor for PartitionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.notify(Maintain);
+    }
+}
+
+/// One round, then the gauges (refreshed by every instance, leader or not).
+async fn round(
+    config: Arc<Config>,
+    pool: PgPool,
+    clock: SharedClock,
+    metrics: Arc<Metrics>,
+) -> Result<Report, DbError> {
+    let report = maintenance::run(&config, &pool, clock.now()).await?;
+    let listed = partitions::list(&*pool.get().await?).await?;
+    metrics.partition_bytes.reset();
+    metrics.partition_rows_estimate.reset();
+    for partition in listed {
+        metrics
+            .partition_bytes
+            .with_label_values(&[&partition.name])
+            .set(partition.bytes);
+        metrics
+            .partition_rows_estimate
+            .with_label_values(&[&partition.name])
+            .set(partition.rows_estimate);
+    }
+    if report.ran {
+        metrics
+            .partition_maintenance_last_run
+            .set(clock.now().timestamp());
+        metrics.archived_events.inc_by(report.archived.events);
+    }
+    Ok(report)
+}
+
+impl Handler<Maintain> for PartitionActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    #[tracing::instrument(name = "partition_maintenance", skip_all)]
+    fn handle(&mut self, _: Maintain, _: &mut Self::Context) -> Self::Result {
+        let work = round(
+            self.config.clone(),
+            self.pool.clone(),
+            self.clock.clone(),
+            self.metrics.clone(),
+        );
+        Box::pin(wrap_future::<_, Self>(work).map(|outcome, actor, ctx| {
+            match outcome {
+                Ok(report) if report.ran => tracing::info!(
+                    created = ?report.partitions_created,
+                    archived_events = report.archived.events,
+                    archives = report.archived.archives,
+                    failed_batches = report.archived.failed_batches,
+                    dropped = ?report.partitions_dropped,
+                    took = ?report.took,
+                    "Partition maintenance done"
+                ),
+                Ok(_) => tracing::debug!("Another worker is maintaining partitions"),
+                Err(error) => {
+                    tracing::warn!(%error, "Partition maintenance failed; next round retries")
+                }
+            }
+            ctx.notify_later(Maintain, actor.config.partitions.maintenance_interval);
+        }))
+    }
+}

@@ -1,0 +1,380 @@
+//! `archive_storage`: compressed batches of archived events, and moving events
+//! between it and the live `audit_log`.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use tokio_postgres::types::Json;
+use tokio_postgres::GenericClient;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::DbError;
+
+/// An archive as listed (its bytes are fetched separately).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Archive {
+    pub id: Uuid,
+    pub organization_id: String,
+    pub event_count: i32,
+    pub first_event_at: DateTime<Utc>,
+    pub last_event_at: DateTime<Utc>,
+    pub first_link: i64,
+    pub last_link: i64,
+    /// Format, compression, SHA-256 of both forms, sizes, policy, chain links.
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    pub created_at: DateTime<Utc>,
+    pub retrieved_count: i32,
+    pub last_retrieved_at: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str =
+    "id, organization_id, event_count, first_event_at, last_event_at, first_link, last_link, \
+    metadata, created_at, retrieved_count, last_retrieved_at";
+
+fn archive(row: &tokio_postgres::Row) -> Archive {
+    Archive {
+        id: row.get("id"),
+        organization_id: row.get("organization_id"),
+        event_count: row.get("event_count"),
+        first_event_at: row.get("first_event_at"),
+        last_event_at: row.get("last_event_at"),
+        first_link: row.get("first_link"),
+        last_link: row.get("last_link"),
+        metadata: row.get::<_, Json<Value>>("metadata").0,
+        created_at: row.get("created_at"),
+        retrieved_count: row.get("retrieved_count"),
+        last_retrieved_at: row.get("last_retrieved_at"),
+    }
+}
+
+/// The organization's archives, newest first.
+pub async fn list(
+    client: &impl GenericClient,
+    organization_id: &str,
+) -> Result<Vec<Archive>, DbError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM archive_storage WHERE organization_id = $1 \
+                 ORDER BY first_event_at DESC, id"
+            ),
+            &[&organization_id],
+        )
+        .await?;
+    Ok(rows.iter().map(archive).collect())
+}
+
+/// Every archive, of all organizations (operator listing), newest first.
+pub async fn list_all(client: &impl GenericClient) -> Result<Vec<Archive>, DbError> {
+    let rows = client
+        .query(
+            &format!("SELECT {COLUMNS} FROM archive_storage ORDER BY created_at DESC, id"),
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(archive).collect())
+}
+
+/// An archive and its compressed bytes; `organization_id` None for the operator.
+pub async fn get(
+    client: &impl GenericClient,
+    organization_id: Option<&str>,
+    id: Uuid,
+) -> Result<Option<(Archive, Vec<u8>)>, DbError> {
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT {COLUMNS}, data FROM archive_storage \
+                 WHERE id = $2 AND ($1::text IS NULL OR organization_id = $1)"
+            ),
+            &[&organization_id, &id],
+        )
+        .await?;
+    Ok(row.map(|row| (archive(&row), row.get("data"))))
+}
+
+/// Counts a retrieval of the archive.
+pub async fn mark_retrieved(
+    client: &impl GenericClient,
+    organization_id: &str,
+    id: Uuid,
+) -> Result<(), DbError> {
+    client
+        .execute(
+            "UPDATE archive_storage SET retrieved_count = retrieved_count + 1, last_retrieved_at = now() \
+             WHERE organization_id = $1 AND id = $2",
+            &[&organization_id, &id],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The organization's archives holding events of chain links `first..=last`.
+pub async fn covering_links(
+    client: &impl GenericClient,
+    organization_id: &str,
+    first: i64,
+    last: i64,
+) -> Result<Vec<(Archive, Vec<u8>)>, DbError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {COLUMNS}, data FROM archive_storage \
+                 WHERE organization_id = $1 AND first_link <= $3 AND last_link >= $2 ORDER BY first_link"
+            ),
+            &[&organization_id, &first, &last],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| (archive(row), row.get("data")))
+        .collect())
+}
+
+/// The (retention_policy, data_classification) pairs among the organization's
+/// live events older than `before`.
+pub async fn policy_pairs(
+    client: &impl GenericClient,
+    organization_id: &str,
+    before: DateTime<Utc>,
+) -> Result<Vec<(String, String)>, DbError> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT retention_policy, data_classification FROM audit_log \
+             WHERE organization_id = $1 AND \"timestamp\" < $2",
+            &[&organization_id, &before],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
+/// Live events chosen for one archive, locked until the transaction ends.
+pub struct Batch {
+    /// One JSON object per event, every column, `archived_at` set.
+    pub lines: Vec<String>,
+    pub ids: Vec<i64>,
+    pub first_event_at: DateTime<Utc>,
+    pub last_event_at: DateTime<Utc>,
+    pub links: Vec<i64>,
+}
+
+/// Which of the organization's live events an archival of one policy pair
+/// takes: `$1` organization, `$2` policy, `$3` classification, `$4` older than
+/// this; none under an active legal hold (both its bounds inclusive: at the
+/// edge, a hold errs on the side of keeping).
+const DUE: &str =
+    "e.organization_id = $1 AND e.retention_policy = $2 AND e.data_classification = $3 \
+    AND e.\"timestamp\" < $4 \
+    AND NOT EXISTS (SELECT 1 FROM legal_holds h WHERE h.organization_id = e.organization_id \
+      AND h.released_at IS NULL AND (h.principal_id IS NULL OR h.principal_id = e.principal_id) \
+      AND (h.starts_at IS NULL OR e.\"timestamp\" >= h.starts_at) \
+      AND (h.ends_at IS NULL OR e.\"timestamp\" <= h.ends_at))";
+
+/// How many events an archival of this policy pair would take now.
+pub async fn count_due(
+    client: &impl GenericClient,
+    organization_id: &str,
+    (policy, classification): (&str, &str),
+    before: DateTime<Utc>,
+) -> Result<i64, DbError> {
+    Ok(client
+        .query_one(
+            &format!("SELECT count(*) FROM audit_log e WHERE {DUE}"),
+            &[&organization_id, &policy, &classification, &before],
+        )
+        .await?
+        .get(0))
+}
+
+/// Up to `limit` of the events an archival of this policy pair takes, oldest
+/// id first, locked until the transaction ends, as JSON with `archived_at` set.
+pub async fn select_batch(
+    client: &impl GenericClient,
+    organization_id: &str,
+    (policy, classification): (&str, &str),
+    before: DateTime<Utc>,
+    archived_at: DateTime<Utc>,
+    limit: i64,
+) -> Result<Option<Batch>, DbError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT (to_jsonb(e) || jsonb_build_object('archived_at', $5::timestamptz))::text, \
+                   e.id, e.\"timestamp\", e.chain_link \
+                 FROM audit_log e WHERE {DUE} ORDER BY e.id LIMIT $6 FOR UPDATE OF e"
+            ),
+            &[
+                &organization_id,
+                &policy,
+                &classification,
+                &before,
+                &archived_at,
+                &limit,
+            ],
+        )
+        .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let times: Vec<DateTime<Utc>> = rows.iter().map(|row| row.get(2)).collect();
+    let mut links: Vec<i64> = rows.iter().map(|row| row.get(3)).collect();
+    links.sort_unstable();
+    links.dedup();
+    Ok(Some(Batch {
+        lines: rows.iter().map(|row| row.get(0)).collect(),
+        ids: rows.iter().map(|row| row.get(1)).collect(),
+        first_event_at: *times.iter().min().expect("a non-empty batch"),
+        last_event_at: *times.iter().max().expect("a non-empty batch"),
+        links,
+    }))
+}
+
+/// The chain links `ids` of the organization, as archive metadata keeps them.
+pub async fn links(
+    client: &impl GenericClient,
+    organization_id: &str,
+    ids: &[i64],
+) -> Result<Value, DbError> {
+    let row = client
+        .query_one(
+            "SELECT coalesce(jsonb_agg(jsonb_build_object('link_id', link_id, 'seq', seq, \
+               'event_count', event_count, 'first_event_id', first_event_id, 'last_event_id', last_event_id, \
+               'merkle_root', merkle_root, 'prev_link', prev_link, 'link', link) ORDER BY seq), '[]') \
+             FROM audit_chain WHERE organization_id = $1 AND link_id = ANY($2)",
+            &[&organization_id, &ids],
+        )
+        .await?;
+    Ok(row.get::<_, Json<Value>>(0).0)
+}
+
+pub struct NewArchive<'a> {
+    pub organization_id: &'a str,
+    pub metadata: &'a Value,
+    pub data: &'a [u8],
+    pub event_count: i32,
+    pub first_event_at: DateTime<Utc>,
+    pub last_event_at: DateTime<Utc>,
+    pub first_link: i64,
+    pub last_link: i64,
+}
+
+/// Stores the archive and removes its events from the live table.
+pub async fn store(
+    client: &impl GenericClient,
+    new: &NewArchive<'_>,
+    ids: &[i64],
+) -> Result<Uuid, DbError> {
+    let id: Uuid = client
+        .query_one(
+            "INSERT INTO archive_storage (organization_id, metadata, data, event_count, first_event_at, \
+               last_event_at, first_link, last_link) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            &[
+                &new.organization_id,
+                &Json(new.metadata),
+                &new.data,
+                &new.event_count,
+                &new.first_event_at,
+                &new.last_event_at,
+                &new.first_link,
+                &new.last_link,
+            ],
+        )
+        .await?
+        .get(0);
+    client
+        .execute(
+            "DELETE FROM audit_log WHERE organization_id = $1 AND id = ANY($2) \
+               AND \"timestamp\" >= $3 AND \"timestamp\" <= $4",
+            &[
+                &new.organization_id,
+                &ids,
+                &new.first_event_at,
+                &new.last_event_at,
+            ],
+        )
+        .await?;
+    Ok(id)
+}
+
+/// Puts archived events (JSON objects of every column) back into `audit_log`
+/// with `archived_at` cleared, or into a verification's temporary copy
+/// (`verify_archived`) as they are.
+pub async fn insert_events(
+    client: &impl GenericClient,
+    into_live_table: bool,
+    lines: &[String],
+) -> Result<u64, DbError> {
+    let sql = if into_live_table {
+        "INSERT INTO audit_log SELECT (jsonb_populate_record(NULL::audit_log, \
+           line::jsonb || '{\"archived_at\": null}')).* FROM unnest($1::text[]) AS line"
+    } else {
+        "INSERT INTO verify_archived SELECT (jsonb_populate_record(NULL::audit_log, line::jsonb)).* \
+         FROM unnest($1::text[]) AS line"
+    };
+    Ok(client.execute(sql, &[&lines]).await?)
+}
+
+/// Deletes a restored archive.
+pub async fn delete(client: &impl GenericClient, id: Uuid) -> Result<(), DbError> {
+    client
+        .execute("DELETE FROM archive_storage WHERE id = $1", &[&id])
+        .await?;
+    Ok(())
+}
+
+/// Records a failed archival batch for the operator (and counts repeats).
+pub async fn dead_letter(
+    client: &impl GenericClient,
+    organization_id: &str,
+    job: &str,
+    reason: &str,
+    metadata: &Value,
+) -> Result<(), DbError> {
+    let updated = client
+        .execute(
+            "UPDATE archive_dlq_event SET failure_count = failure_count + 1, last_failure_time = now(), \
+               failure_reason = $3, metadata = $4 \
+             WHERE organization_id = $1 AND original_job_id = $2 AND action = 'archive'",
+            &[&organization_id, &job, &reason, &Json(metadata)],
+        )
+        .await?;
+    if updated == 0 {
+        client
+            .execute(
+                "INSERT INTO archive_dlq_event (organization_id, action, failure_reason, first_failure_time, \
+                   last_failure_time, original_job_id, original_queue_name, metadata) \
+                 VALUES ($1, 'archive', $3, now(), now(), $2, 'partition-maintenance', $4)",
+                &[&organization_id, &job, &reason, &Json(metadata)],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Clears the dead letter of a job that now succeeded.
+pub async fn clear_dead_letter(
+    client: &impl GenericClient,
+    organization_id: &str,
+    job: &str,
+) -> Result<(), DbError> {
+    client
+        .execute(
+            "DELETE FROM archive_dlq_event WHERE organization_id = $1 AND original_job_id = $2 AND action = 'archive'",
+            &[&organization_id, &job],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Organizations with a chain (every organization that ever stored an event).
+pub async fn organizations(client: &impl GenericClient) -> Result<Vec<String>, DbError> {
+    let rows = client
+        .query(
+            "SELECT organization_id FROM audit_chain_head ORDER BY organization_id",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}

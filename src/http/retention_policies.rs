@@ -1,0 +1,212 @@
+//! `/v1/retention-policies`: how long the organization keeps its events. The
+//! built-in policies are listed with the organization's own; saving a policy
+//! under a built-in's name overrides it, deleting that policy restores it.
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::Caller;
+use super::errors::ApiError;
+use super::AppState;
+use crate::db::{retention, tenant};
+use crate::events::retention::RetentionPolicy;
+
+const RESOURCE: &str = "audit.retention";
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePolicy {
+    /// 1 to 100 of `a-z`, `0-9` and `_`; a built-in's name overrides that built-in.
+    pub policy_name: String,
+    pub retention_days: i32,
+    /// At most `retention_days`; never archived when absent.
+    pub archive_after_days: Option<i32>,
+    /// At least `archive_after_days`; never deleted when absent.
+    pub delete_after_days: Option<i32>,
+    /// PUBLIC, INTERNAL, CONFIDENTIAL or PHI.
+    pub data_classification: String,
+    pub description: Option<String>,
+    /// Default true.
+    pub is_active: Option<bool>,
+    /// Optional; if present it must be the caller's own organization.
+    pub organization_id: Option<String>,
+}
+
+/// Absent fields keep their value; `null` clears a nullable one. The name
+/// cannot change: events refer to the policy by it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePolicy {
+    pub retention_days: Option<i32>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i32>)]
+    pub archive_after_days: Option<Option<i32>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i32>)]
+    pub delete_after_days: Option<Option<i32>>,
+    pub data_classification: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    pub is_active: Option<bool>,
+    pub organization_id: Option<String>,
+}
+
+/// A field that is present, even as `null` (which plain `Option` would take
+/// for absent): `Some(None)` clears, `None` (via `default`) keeps.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+impl UpdatePolicy {
+    fn apply(self, policy: &mut RetentionPolicy) {
+        if let Some(days) = self.retention_days {
+            policy.retention_days = days;
+        }
+        if let Some(days) = self.archive_after_days {
+            policy.archive_after_days = days;
+        }
+        if let Some(days) = self.delete_after_days {
+            policy.delete_after_days = days;
+        }
+        if let Some(classification) = self.data_classification {
+            policy.data_classification = classification;
+        }
+        if let Some(description) = self.description {
+            policy.description = description;
+        }
+        if let Some(active) = self.is_active {
+            policy.is_active = active;
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyList {
+    pub policies: Vec<RetentionPolicy>,
+}
+
+/// The organization's effective policies by name: its own and the built-ins it has not overridden.
+#[utoipa::path(get, path = "/v1/retention-policies", tag = "retention",
+    responses((status = 200, body = PolicyList), (status = 401), (status = 403)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all)]
+pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    caller.require(RESOURCE, "read")?;
+    let organization_id = caller.organization_id();
+    let policies = tenant::scoped(&state.pool, organization_id, async |tx| {
+        Ok::<_, ApiError>(retention::effective_policies(tx, organization_id).await?)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(PolicyList { policies }))
+}
+
+/// Creates a policy; one named like a built-in overrides that built-in.
+#[utoipa::path(post, path = "/v1/retention-policies", tag = "retention", request_body = CreatePolicy,
+    responses((status = 201, body = RetentionPolicy), (status = 400), (status = 401), (status = 403),
+        (status = 409, description = "The organization has a policy of that name already")),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all)]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Json<CreatePolicy>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(RESOURCE, "create")?;
+    let body = body.into_inner();
+    caller.ensure_own_organization(body.organization_id.as_deref())?;
+    let new = RetentionPolicy {
+        id: None,
+        policy_name: body.policy_name,
+        retention_days: body.retention_days,
+        archive_after_days: body.archive_after_days,
+        delete_after_days: body.delete_after_days,
+        data_classification: body.data_classification,
+        description: body.description,
+        is_active: body.is_active.unwrap_or(true),
+        built_in: false,
+        created_at: None,
+        updated_at: None,
+        created_by: Some(caller.actor()),
+    };
+    let problems = new.problems();
+    if !problems.is_empty() {
+        return Err(ApiError::Validation(problems));
+    }
+    let organization_id = caller.organization_id();
+    let created = tenant::scoped(&state.pool, organization_id, async |tx| {
+        Ok::<_, ApiError>(retention::insert(tx, organization_id, &new).await?)
+    })
+    .await?
+    .ok_or_else(|| {
+        ApiError::Conflict(format!(
+            "a retention policy named `{}` exists already; change it with PATCH",
+            new.policy_name
+        ))
+    })?;
+    tracing::info!(policy = created.policy_name, "Created retention policy");
+    Ok(HttpResponse::Created().json(created))
+}
+
+/// Changes one of the organization's policies (not its name).
+#[utoipa::path(patch, path = "/v1/retention-policies/{id}", tag = "retention", request_body = UpdatePolicy,
+    params(("id" = i64, Path, description = "Policy id")),
+    responses((status = 200, body = RetentionPolicy), (status = 400), (status = 401), (status = 403), (status = 404)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(policy = %id))]
+pub async fn update(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<i64>,
+    body: web::Json<UpdatePolicy>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(RESOURCE, "update")?;
+    let body = body.into_inner();
+    caller.ensure_own_organization(body.organization_id.as_deref())?;
+    let organization_id = caller.organization_id();
+    let id = id.into_inner();
+    let updated = tenant::scoped(&state.pool, organization_id, async move |tx| {
+        let mut policy = retention::get_for_update(tx, organization_id, id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("retention policy {id}")))?;
+        body.apply(&mut policy);
+        let problems = policy.problems();
+        if !problems.is_empty() {
+            return Err(ApiError::Validation(problems));
+        }
+        Ok(retention::update(tx, organization_id, &policy).await?)
+    })
+    .await?;
+    tracing::info!("Changed retention policy");
+    Ok(HttpResponse::Ok().json(updated))
+}
+
+/// Deletes one of the organization's policies; a built-in of the same name applies again.
+#[utoipa::path(delete, path = "/v1/retention-policies/{id}", tag = "retention",
+    params(("id" = i64, Path, description = "Policy id")),
+    responses((status = 204), (status = 401), (status = 403), (status = 404)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(policy = %id))]
+pub async fn delete(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(RESOURCE, "delete")?;
+    let organization_id = caller.organization_id();
+    let deleted = tenant::scoped(&state.pool, organization_id, async |tx| {
+        Ok::<_, ApiError>(retention::delete(tx, organization_id, *id).await?)
+    })
+    .await?;
+    if deleted {
+        tracing::info!("Deleted retention policy");
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::NotFound(format!("retention policy {id}")))
+    }
+}

@@ -1,0 +1,77 @@
+//! Partition maintenance and the data lifecycle: partitions kept ready ahead,
+//! aged events archived, empty expired partitions dropped. The PartitionActor
+//! runs it on a schedule, one worker instance at a time (an advisory lock held
+//! by a session of its own); the CLI runs the same pieces on demand.
+
+pub mod archive;
+pub mod partitions;
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::db::{self, retention, DbError, PgPool};
+use crate::events::retention::built_in_policies;
+
+/// Advisory lock key of partition maintenance ("audit_pm").
+const LOCK_KEY: i64 = 0x6175_6469_745f_706d;
+
+/// What one maintenance round did; `ran` is false when another worker held the lock.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub ran: bool,
+    pub partitions_created: Vec<String>,
+    pub archived: archive::ArchiveReport,
+    pub partitions_dropped: Vec<String>,
+    #[serde(skip)]
+    pub took: Duration,
+}
+
+pub async fn run(config: &Config, pool: &PgPool, now: DateTime<Utc>) -> Result<Report, DbError> {
+    let started = Instant::now();
+    let session = db::connect(&config.database, &config.database.url).await?;
+    let locked: bool = session
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
+        .await?
+        .get(0);
+    if !locked {
+        return Ok(Report::default());
+    }
+    let settings = &config.partitions;
+    let partitions_created = partitions::ensure_ahead(pool, now, settings.months_ahead).await?;
+    let archived = archive::run(pool, settings, now, false).await?;
+    let keep_days = longest_retention_days(pool).await?;
+    let partitions_dropped = partitions::drop_expired(pool, now, keep_days, false)
+        .await?
+        .into_iter()
+        .filter(|expired| expired.dropped)
+        .map(|expired| expired.name)
+        .collect();
+    // Closing the session releases the lock.
+    drop(session);
+    Ok(Report {
+        ran: true,
+        partitions_created,
+        archived,
+        partitions_dropped,
+        took: started.elapsed(),
+    })
+}
+
+/// The longest time any active policy (of any organization, or built in)
+/// keeps data: partitions older than that hold nothing anyone must keep.
+pub async fn longest_retention_days(pool: &PgPool) -> Result<i64, DbError> {
+    let client = pool.get().await?;
+    let configured = retention::longest_retention_days(&*client).await?;
+    let built_in = built_in_policies()
+        .iter()
+        .map(|policy| {
+            i64::from(policy.delete_after_days.unwrap_or(policy.retention_days))
+                .max(policy.retention_days.into())
+        })
+        .max()
+        .unwrap_or_default();
+    Ok(configured.unwrap_or_default().max(built_in))
+}

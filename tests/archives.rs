@@ -1,0 +1,276 @@
+//! Archival of aged events under their retention policies (with the clock
+//! moved forward), archive fetch, legal holds, verification across live and
+//! archived events, restore round trip, and a corrupted archive.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use audit_worker::clock::ShiftedClock;
+use audit_worker::db;
+use audit_worker::maintenance::archive;
+use chrono::Utc;
+use common::{spawn_app, spawn_app_with_clock, wait_until, TestApp};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+async fn ingest(app: &TestApp, key: &str, events: Value) {
+    let (status, body) = app
+        .call(Method::POST, "/v1/events", Some(key), Some(events))
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// `count` events of `principal` under retention policy `policy`.
+fn events(principal: &str, policy: &str, count: usize) -> Value {
+    (0..count)
+        .map(|n| {
+            json!({"principal_id": principal, "action": "patient.record.read", "status": "success",
+                   "target_resource_type": "Patient", "target_resource_id": format!("p-{n}"),
+                   "data_classification": "INTERNAL", "retention_policy": policy,
+                   "details": {"n": n, "note": "ä \u{1F600}"}})
+        })
+        .collect()
+}
+
+async fn verify(app: &TestApp, key: &str) -> Value {
+    let (status, report) = app
+        .call(
+            Method::POST,
+            "/v1/integrity/verify",
+            Some(key),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 200, "{report}");
+    report
+}
+
+async fn live_events(app: &TestApp, org: &str) -> i64 {
+    app.database()
+        .await
+        .query_one(
+            "SELECT count(*) FROM audit_log WHERE organization_id = $1",
+            &[&org],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn archives(app: &TestApp, key: &str) -> Vec<Value> {
+    let (status, body) = app.call(Method::GET, "/v1/archives", Some(key), None).await;
+    assert_eq!(status, 200, "{body}");
+    body["archives"].as_array().unwrap().clone()
+}
+
+/// Every stored column of the organization's events, as JSON text, by id.
+async fn snapshot(app: &TestApp, org: &str) -> Vec<String> {
+    app.database()
+        .await
+        .query(
+            "SELECT (to_jsonb(e) - 'archived_at')::text FROM audit_log e WHERE organization_id = $1 ORDER BY id",
+            &[&org],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// Forty days on, events under policy `minimal` (archive after 30 days) go to
+/// archives while those under `standard` (after 365) and those under a legal
+/// hold stay live; the archive is fetched as JSON Lines, counted, and
+/// the chain — links holding both archived and live events — still verifies.
+#[actix_web::test]
+async fn aged_events_move_to_archives_and_verification_spans_both() {
+    let clock = Arc::new(ShiftedClock::default());
+    let app = spawn_app_with_clock(clock.clone(), |config| {
+        config.partitions.maintenance_interval = Duration::from_millis(200);
+        config.partitions.archive_batch_events = 7;
+    })
+    .await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let other = app.create_key("org-b", "org:admin").await;
+    let mixed: Vec<Value> = [
+        events("nurse", "minimal", 10),
+        events("nurse", "standard", 5),
+        events("held-user", "minimal", 3),
+    ]
+    .into_iter()
+    .flat_map(|batch| batch.as_array().unwrap().clone())
+    .collect();
+    ingest(&app, &key, Value::Array(mixed)).await;
+    ingest(&app, &other, events("someone", "minimal", 2)).await;
+    let (status, hold) = app
+        .call(
+            Method::POST,
+            "/v1/legal-holds",
+            Some(&key),
+            Some(json!({"reason": "litigation 2026-17", "principal_id": "held-user"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{hold}");
+    assert!(archives(&app, &key).await.is_empty());
+
+    clock.advance(chrono::Duration::days(40));
+    let listed = wait_until(Duration::from_secs(20), "two archives of org-a", || async {
+        let listed = archives(&app, &key).await;
+        (listed.len() == 2).then_some(listed)
+    })
+    .await;
+    // Ten `minimal` events in batches of at most seven.
+    let counts: Vec<i64> = listed
+        .iter()
+        .map(|a| a["event_count"].as_i64().unwrap())
+        .collect();
+    assert_eq!(counts.iter().sum::<i64>(), 10, "{listed:?}");
+    assert_eq!(
+        live_events(&app, "org-a").await,
+        8,
+        "`standard` and held events stay"
+    );
+    for archive in &listed {
+        assert_eq!(archive["metadata"]["compression"], "zstd");
+        assert_eq!(
+            archive["metadata"]["sha256_compressed"]
+                .as_str()
+                .unwrap()
+                .len(),
+            64
+        );
+        assert!(!archive["metadata"]["chain_links"]
+            .as_array()
+            .unwrap()
+            .is_empty());
+    }
+
+    let id = listed[0]["id"].as_str().unwrap();
+    let response = app
+        .client
+        .get(format!("{}/v1/archives/{id}", app.address))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "application/x-ndjson"
+    );
+    let text = response.text().await.unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines.len() as i64,
+        listed[0]["event_count"].as_i64().unwrap()
+    );
+    assert!(lines
+        .iter()
+        .all(|e| e["retention_policy"] == "minimal" && e["archived_at"].is_string()));
+    let refetched = archives(&app, &key).await;
+    let again = refetched.iter().find(|a| a["id"] == id).unwrap();
+    assert_eq!(again["retrieved_count"], 1);
+    assert!(again["last_retrieved_at"].is_string());
+
+    // Another organization sees none of it.
+    let (status, _) = app
+        .call(
+            Method::GET,
+            &format!("/v1/archives/{id}"),
+            Some(&other),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert!(
+        archives(&app, &other).await.len() == 1,
+        "org-b's own aged events were archived too"
+    );
+
+    let report = verify(&app, &key).await;
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(
+        report["checked"], 18,
+        "live and archived events are all re-hashed: {report}"
+    );
+
+    // Tampering inside an archive is reported.
+    app.database()
+        .await
+        .execute(
+            "UPDATE archive_storage SET data = overlay(data placing '\\x00'::bytea from 20 for 1) WHERE id = $1::text::uuid",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let (status, body) = app
+        .call(Method::GET, &format!("/v1/archives/{id}"), Some(&key), None)
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let report = verify(&app, &key).await;
+    assert_eq!(report["valid"], false);
+    let kinds: Vec<&str> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"corrupted_archive"), "{report}");
+    assert!(kinds.contains(&"missing"), "{report}");
+}
+
+/// An archive put back restores byte-identical events, and verification passes.
+#[actix_web::test]
+async fn an_archive_restores_identical_events() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    ingest(&app, &key, events("dr-who", "standard", 12)).await;
+    let before = snapshot(&app, "org-a").await;
+    assert_eq!(before.len(), 12);
+
+    let pool = db::pool(&app.config.database);
+    let report = archive::run(
+        &pool,
+        &app.config.partitions,
+        Utc::now() + chrono::Duration::days(400),
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (report.events, report.archives),
+        (12, 0),
+        "a dry run only counts"
+    );
+    let report = archive::run(
+        &pool,
+        &app.config.partitions,
+        Utc::now() + chrono::Duration::days(400),
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!((report.events, report.archives), (12, 1));
+    assert!(report.compressed_bytes < report.uncompressed_bytes);
+    assert_eq!(live_events(&app, "org-a").await, 0);
+    assert_eq!(verify(&app, &key).await["valid"], true);
+
+    let listed = audit_worker::admin::list_archives(&app.config)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    let restored = audit_worker::admin::restore_archive(&app.config, listed[0].id)
+        .await
+        .unwrap();
+    assert_eq!(restored, 12);
+    assert_eq!(snapshot(&app, "org-a").await, before);
+    assert!(archives(&app, &key).await.is_empty());
+    let report = verify(&app, &key).await;
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(report["checked"], 12);
+}

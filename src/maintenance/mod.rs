@@ -9,7 +9,6 @@ pub mod partitions;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 
 use crate::config::Config;
 use crate::db::{self, retention, DbError, PgPool};
@@ -19,13 +18,12 @@ use crate::events::retention::built_in_policies;
 const LOCK_KEY: i64 = 0x6175_6469_745f_706d;
 
 /// What one maintenance round did; `ran` is false when another worker held the lock.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default)]
 pub struct Report {
     pub ran: bool,
     pub partitions_created: Vec<String>,
     pub archived: archive::ArchiveReport,
     pub partitions_dropped: Vec<String>,
-    #[serde(skip)]
     pub took: Duration,
 }
 

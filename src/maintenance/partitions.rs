@@ -35,7 +35,7 @@ pub async fn ensure_ahead(
 }
 
 /// What `drop_expired` found for one expired partition.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct Expired {
     pub name: String,
     /// Dropped (false in a dry run, or when it still holds rows).

@@ -14,7 +14,7 @@
 //! Rows are generated in PostgreSQL (`generate_series`) with the shape ingest
 //! gives them; it prints figures and never asserts on time.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use audit_worker::config::Config;
 use audit_worker::db::{self, events, migrations};
@@ -22,6 +22,10 @@ use audit_worker::maintenance::{archive, partitions};
 use chrono::{DateTime, TimeZone, Utc};
 use tokio_postgres::NoTls;
 use uuid::Uuid;
+
+#[path = "support/figures.rs"]
+mod figures;
+use figures::{ms, Percentiles};
 
 const SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432";
 const ORGANIZATIONS: i64 = 20;
@@ -103,12 +107,13 @@ async fn main() {
         let flat = time_query(&client, &sql.replace("{table}", "audit_log_flat"), start).await;
         println!(
             "{shape}: partitioned p50 {:.2} ms p99 {:.2} ms ({} rows on average); unpartitioned p50 {:.2} ms p99 {:.2} ms; ratio p50 {:.2}",
-            ms(partitioned.0), ms(partitioned.1), partitioned.2, ms(flat.0), ms(flat.1), ms(partitioned.0) / ms(flat.0)
+            ms(partitioned.0.p50), ms(partitioned.0.p99), partitioned.1, ms(flat.0.p50), ms(flat.0.p99),
+            ms(partitioned.0.p50) / ms(flat.0.p50)
         );
         summary.push(format!(
             "{shape}: partitioned {:.2} ms vs unpartitioned {:.2} ms (p50)",
-            ms(partitioned.0),
-            ms(flat.0)
+            ms(partitioned.0.p50),
+            ms(flat.0.p50)
         ));
     }
 
@@ -159,13 +164,13 @@ async fn main() {
         .expect("drop the bench database");
 }
 
-/// p50, p99 and the average row count of `QUERY_RUNS` runs, each on another
+/// The times and the average row count of `QUERY_RUNS` runs, each on another
 /// day and organization.
 async fn time_query(
     client: &tokio_postgres::Client,
     sql: &str,
     start: DateTime<Utc>,
-) -> (Duration, Duration, u64) {
+) -> (Percentiles, u64) {
     let statement = client.prepare(sql).await.expect("prepare");
     let mut samples = Vec::with_capacity(QUERY_RUNS);
     let mut rows = 0u64;
@@ -187,11 +192,5 @@ async fn time_query(
             found.len() as u64
         };
     }
-    samples.sort_unstable();
-    let at = |p: f64| samples[((p * samples.len() as f64).ceil() as usize).saturating_sub(1)];
-    (at(0.5), at(0.99), rows / QUERY_RUNS as u64)
-}
-
-fn ms(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
+    (Percentiles::of(samples), rows / QUERY_RUNS as u64)
 }

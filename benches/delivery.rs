@@ -33,8 +33,11 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use uuid::Uuid;
 
+#[path = "support/figures.rs"]
+mod figures;
 #[path = "support/worker.rs"]
 mod worker;
+use figures::{grouped, mix, ms, verdict, Claims, Percentiles};
 use worker::{connect, report_log, Worker};
 
 const ORG: &str = "bench-delivery";
@@ -671,16 +674,6 @@ fn payload(n: u64) -> Value {
     })
 }
 
-/// A cheap deterministic scramble of `n` (splitmix64), one stream per `salt`.
-fn mix(n: u64, salt: u64) -> u64 {
-    let mut z = n
-        .wrapping_add(salt.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-        .wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 // ---------------------------------------------------------------------------
 // The webhook receiver, inside this process.
 // ---------------------------------------------------------------------------
@@ -945,31 +938,6 @@ async fn bare_posts(
     bare
 }
 
-/// Hands out request numbers to the clients until `total` or the deadline.
-struct Claims {
-    next: AtomicU64,
-    total: u64,
-    deadline: Instant,
-}
-
-impl Claims {
-    fn new(total: u64, deadline: Instant) -> Self {
-        Self {
-            next: AtomicU64::new(0),
-            total,
-            deadline,
-        }
-    }
-
-    fn claim(&self) -> Option<u64> {
-        if Instant::now() >= self.deadline {
-            return None;
-        }
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        (n < self.total).then_some(n)
-    }
-}
-
 fn merge_failures(into: &mut BTreeMap<String, u64>, from: BTreeMap<String, u64>) {
     for (failure, count) in from {
         *into.entry(failure).or_default() += count;
@@ -1146,36 +1114,6 @@ impl QueueFigures {
 }
 
 #[derive(Default)]
-struct Percentiles {
-    count: usize,
-    p50: Duration,
-    p90: Duration,
-    p99: Duration,
-    max: Duration,
-}
-
-impl Percentiles {
-    /// Nearest-rank percentiles.
-    fn of(mut samples: Vec<Duration>) -> Self {
-        samples.sort_unstable();
-        let rank = |p: f64| {
-            let index = ((p / 100.0) * samples.len() as f64).ceil() as usize;
-            samples
-                .get(index.saturating_sub(1))
-                .copied()
-                .unwrap_or_default()
-        };
-        Self {
-            count: samples.len(),
-            p50: rank(50.0),
-            p90: rank(90.0),
-            p99: rank(99.0),
-            max: samples.last().copied().unwrap_or_default(),
-        }
-    }
-}
-
-#[derive(Default)]
 struct Summary {
     throughput: Vec<Throughput>,
     /// Drain rate of the healthy destinations beside a dead one, and without it.
@@ -1298,29 +1236,4 @@ fn load_average() -> String {
                 .join(" ")
         })
         .unwrap_or_default()
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "ok"
-    } else {
-        "MISSED"
-    }
-}
-
-fn ms(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
-}
-
-/// A whole number with thousands separators: `55,000`.
-fn grouped(value: f64) -> String {
-    let digits = format!("{:.0}", value.max(0.0));
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
 }

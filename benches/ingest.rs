@@ -15,7 +15,6 @@
 //! and the floors the ingest issue sets; it never asserts on time.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,8 +24,11 @@ use serde_json::{json, Value};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
+#[path = "support/figures.rs"]
+mod figures;
 #[path = "support/worker.rs"]
 mod worker;
+use figures::{grouped, mix, ms, verdict, Claims, Percentiles};
 use worker::{connect, report_log, Worker};
 
 const HTTP_ORG: &str = "bench-http";
@@ -284,16 +286,6 @@ impl SampleEvent {
     }
 }
 
-/// A cheap deterministic scramble of `n` (splitmix64), one stream per `salt`.
-fn mix(n: u64, salt: u64) -> u64 {
-    let mut z = n
-        .wrapping_add(salt.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-        .wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 fn fake_hex(n: u64, salt: u64) -> String {
     (0..4)
         .map(|part| format!("{:016x}", mix(n, salt * 4 + part)))
@@ -316,31 +308,6 @@ fn batch_bodies(pool: &[SampleEvent], batch: usize) -> Vec<Vec<u8>> {
 // ---------------------------------------------------------------------------
 // Timed runs.
 // ---------------------------------------------------------------------------
-
-/// Hands out request (or batch) numbers to the clients until `total` or the deadline.
-struct Claims {
-    next: AtomicU64,
-    total: u64,
-    deadline: Instant,
-}
-
-impl Claims {
-    fn new(total: u64, budget: Duration) -> Self {
-        Self {
-            next: AtomicU64::new(0),
-            total,
-            deadline: Instant::now() + budget,
-        }
-    }
-
-    fn claim(&self) -> Option<u64> {
-        if Instant::now() >= self.deadline {
-            return None;
-        }
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        (n < self.total).then_some(n)
-    }
-}
 
 /// What the clients of one run did.
 #[derive(Default)]
@@ -393,7 +360,7 @@ where
     F: Fn(Arc<Claims>) -> Fut,
     Fut: std::future::Future<Output = Tally> + Send + 'static,
 {
-    let claims = Arc::new(Claims::new(total, budget));
+    let claims = Arc::new(Claims::new(total, Instant::now() + budget));
     let started = Instant::now();
     let tasks: Vec<_> = (0..CLIENTS)
         .map(|_| tokio::spawn(client(claims.clone())))
@@ -621,36 +588,6 @@ struct Verification {
 }
 
 #[derive(Default)]
-struct Percentiles {
-    count: usize,
-    p50: Duration,
-    p90: Duration,
-    p99: Duration,
-    max: Duration,
-}
-
-impl Percentiles {
-    /// Nearest-rank percentiles.
-    fn of(mut samples: Vec<Duration>) -> Self {
-        samples.sort_unstable();
-        let rank = |p: f64| {
-            let index = ((p / 100.0) * samples.len() as f64).ceil() as usize;
-            samples
-                .get(index.saturating_sub(1))
-                .copied()
-                .unwrap_or_default()
-        };
-        Self {
-            count: samples.len(),
-            p50: rank(50.0),
-            p90: rank(90.0),
-            p99: rank(99.0),
-            max: samples.last().copied().unwrap_or_default(),
-        }
-    }
-}
-
-#[derive(Default)]
 struct Summary {
     throughput: Vec<Throughput>,
     latency: Percentiles,
@@ -732,32 +669,7 @@ impl Summary {
     }
 }
 
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "ok"
-    } else {
-        "MISSED"
-    }
-}
-
-fn ms(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
-}
-
 /// Kibibytes (as /proc reports them) in megabytes of 10^6 bytes.
 fn mb(kib: u64) -> f64 {
     kib as f64 * 1024.0 / 1e6
-}
-
-/// A whole number with thousands separators: `55,000`.
-fn grouped(value: f64) -> String {
-    let digits = format!("{:.0}", value.max(0.0));
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
 }

@@ -1,0 +1,98 @@
+//! What the benchmarks share to hand out work and print figures (included with
+//! `#[path]`, so each bench uses only part of it).
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Hands out request (or batch) numbers to concurrent clients until `total`
+/// or the deadline.
+pub struct Claims {
+    next: AtomicU64,
+    total: u64,
+    deadline: Instant,
+}
+
+impl Claims {
+    pub fn new(total: u64, deadline: Instant) -> Self {
+        Self {
+            next: AtomicU64::new(0),
+            total,
+            deadline,
+        }
+    }
+
+    pub fn claim(&self) -> Option<u64> {
+        if Instant::now() >= self.deadline {
+            return None;
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        (n < self.total).then_some(n)
+    }
+}
+
+#[derive(Default)]
+pub struct Percentiles {
+    pub count: usize,
+    pub p50: Duration,
+    pub p90: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+impl Percentiles {
+    /// Nearest-rank percentiles.
+    pub fn of(mut samples: Vec<Duration>) -> Self {
+        samples.sort_unstable();
+        let rank = |p: f64| {
+            let index = ((p / 100.0) * samples.len() as f64).ceil() as usize;
+            samples
+                .get(index.saturating_sub(1))
+                .copied()
+                .unwrap_or_default()
+        };
+        Self {
+            count: samples.len(),
+            p50: rank(50.0),
+            p90: rank(90.0),
+            p99: rank(99.0),
+            max: samples.last().copied().unwrap_or_default(),
+        }
+    }
+}
+
+/// A cheap deterministic scramble of `n` (splitmix64), one stream per `salt`.
+pub fn mix(n: u64, salt: u64) -> u64 {
+    let mut z = n
+        .wrapping_add(salt.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// How a figure compares with the floor an issue sets.
+pub fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "ok"
+    } else {
+        "MISSED"
+    }
+}
+
+pub fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// A whole number with thousands separators: `55,000`.
+pub fn grouped(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}

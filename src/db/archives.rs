@@ -111,26 +111,22 @@ pub async fn mark_retrieved(
     Ok(())
 }
 
-/// The organization's archives holding events of chain links `first..=last`.
+/// The ids of the organization's archives holding events of chain links
+/// `first..=last` (their bytes are read one archive at a time).
 pub async fn covering_links(
     client: &impl GenericClient,
     organization_id: &str,
     first: i64,
     last: i64,
-) -> Result<Vec<(Archive, Vec<u8>)>, DbError> {
+) -> Result<Vec<Uuid>, DbError> {
     let rows = client
         .query(
-            &format!(
-                "SELECT {COLUMNS}, data FROM archive_storage \
-                 WHERE organization_id = $1 AND first_link <= $3 AND last_link >= $2 ORDER BY first_link"
-            ),
+            "SELECT id FROM archive_storage \
+             WHERE organization_id = $1 AND first_link <= $3 AND last_link >= $2 ORDER BY first_link",
             &[&organization_id, &first, &last],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|row| (archive(row), row.get("data")))
-        .collect())
+    Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
 /// The (retention_policy, data_classification) pairs among the organization's

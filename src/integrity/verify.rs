@@ -408,8 +408,15 @@ async fn load_archives(
     client
         .batch_execute("CREATE TEMPORARY TABLE verify_archived (LIKE audit_log) ON COMMIT DROP")
         .await?;
-    for (stored, data) in found {
-        match archive::open(&stored, &data) {
+    for id in found {
+        let Some((stored, data)) = archives::get(client, Some(org), id).await? else {
+            continue;
+        };
+        // Checking and decompressing is CPU work: off the async threads.
+        let opened = tokio::task::spawn_blocking(move || archive::open(&stored, &data))
+            .await
+            .expect("opening an archive does not panic");
+        match opened {
             Ok(lines) => {
                 archives::insert_events(client, false, &lines).await?;
             }

@@ -191,9 +191,16 @@ impl Application {
             });
         }
         {
-            let (pool, config, metrics) = (pool.clone(), config.clone(), metrics.clone());
+            let (pool, keys, config, metrics) =
+                (pool.clone(), keys.clone(), config.clone(), metrics.clone());
             supervisor.supervise("partition", move || {
-                PartitionActor::new(pool.clone(), config.clone(), clock.clone(), metrics.clone())
+                PartitionActor::new(
+                    pool.clone(),
+                    keys.clone(),
+                    config.clone(),
+                    clock.clone(),
+                    metrics.clone(),
+                )
             });
         }
         let supervisor = supervisor.start();

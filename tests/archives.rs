@@ -274,3 +274,118 @@ async fn an_archive_restores_identical_events() {
     assert_eq!(report["valid"], true, "{report}");
     assert_eq!(report["checked"], 12);
 }
+
+/// Past `delete_after_days`, live events and whole archives are deleted as
+/// recorded operations: their chain leaves stand in for them, so the chain
+/// still verifies; an audit event in the organization's chain and a signed
+/// checkpoint record it; held events stay; and removing a kept leaf is still
+/// caught.
+#[actix_web::test]
+async fn expired_events_and_archives_are_deleted_as_recorded_operations() {
+    let clock = Arc::new(ShiftedClock::default());
+    let app = spawn_app_with_clock(clock.clone(), |config| {
+        config.partitions.maintenance_interval = Duration::from_millis(200);
+    })
+    .await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/retention-policies",
+            Some(&key),
+            Some(
+                json!({"policy_name": "shortlived", "retention_days": 10, "delete_after_days": 10,
+                        "data_classification": "INTERNAL"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let mixed: Vec<Value> = [
+        events("nurse", "shortlived", 6),
+        events("nurse", "minimal", 4),
+        events("held-user", "shortlived", 2),
+        events("nurse", "standard", 3),
+    ]
+    .into_iter()
+    .flat_map(|batch| batch.as_array().unwrap().clone())
+    .collect();
+    ingest(&app, &key, Value::Array(mixed)).await;
+    let (status, hold) = app
+        .call(
+            Method::POST,
+            "/v1/legal-holds",
+            Some(&key),
+            Some(json!({"reason": "pending lawsuit", "principal_id": "held-user"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{hold}");
+
+    // 100 days on: `minimal` (archived after 30, deleted after 90) and
+    // `shortlived` (deleted after 10) are past; `standard` is not.
+    clock.advance(chrono::Duration::days(100));
+    let database = app.database().await;
+    let operations = wait_until(Duration::from_secs(20), "both deletions recorded", || async {
+        let rows = database
+            .query(
+                "SELECT kind, event_count FROM retention_operations WHERE organization_id = 'org-a' ORDER BY kind",
+                &[],
+            )
+            .await
+            .unwrap();
+        let found: Vec<(String, i32)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        (found.len() == 2).then_some(found)
+    })
+    .await;
+    assert_eq!(
+        operations,
+        [
+            ("delete_archive".to_owned(), 4),
+            ("delete_events".to_owned(), 6)
+        ]
+    );
+    assert!(archives(&app, &key).await.is_empty());
+    let remaining: Vec<(String, String)> = database
+        .query(
+            "SELECT principal_id, action FROM audit_log WHERE organization_id = 'org-a' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let held = remaining.iter().filter(|(p, _)| p == "held-user").count();
+    let recorded = remaining
+        .iter()
+        .filter(|(_, a)| a == "audit.retention.deleted")
+        .count();
+    assert_eq!(
+        (remaining.len(), held, recorded),
+        (6, 2, 1),
+        "{remaining:?}"
+    );
+    let checkpoints: i64 = database
+        .query_one(
+            "SELECT count(*) FROM integrity_checkpoints WHERE organization_id = 'org-a'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(checkpoints >= 1);
+
+    let report = verify(&app, &key).await;
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(report["deleted_by_retention"], 10, "{report}");
+    assert_eq!(report["checked"], 6, "{report}");
+
+    database
+        .execute(
+            "DELETE FROM audit_pruned_leaf WHERE event_id = (SELECT min(event_id) FROM audit_pruned_leaf)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let report = verify(&app, &key).await;
+    assert_eq!(report["valid"], false, "{report}");
+}

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use audit_worker::clock::{Clock, ShiftedClock};
 use audit_worker::db::{self, events, partitions};
+use audit_worker::integrity::keys::IntegrityKeys;
 use audit_worker::maintenance::{self, partitions as maintain};
 use chrono::{Datelike, Months, Utc};
 use common::{spawn_app, spawn_app_with_clock, wait_until, TestApp};
@@ -113,10 +114,15 @@ async fn racing_workers_create_each_partition_once() {
         assert_eq!(names.iter().filter(|n| **n == name).count(), 1, "{name}");
     }
 
+    let keys = Arc::new(
+        IntegrityKeys::load(&app.config.integrity, &pool)
+            .await
+            .unwrap(),
+    );
     let rounds: Vec<_> = (0..3)
         .map(|_| {
-            let (config, pool) = (app.config.clone(), pool.clone());
-            tokio::spawn(async move { maintenance::run(&config, &pool, far).await })
+            let (config, pool, keys) = (app.config.clone(), pool.clone(), keys.clone());
+            tokio::spawn(async move { maintenance::run(&config, &pool, &keys, far).await })
         })
         .collect();
     let mut ran = 0;

@@ -1,6 +1,6 @@
 //! PartitionActor: at start-up and every `partitions.maintenance_interval`,
-//! keeps `audit_log`'s monthly partitions ready ahead, archives aged events
-//! and drops empty expired partitions ([`maintenance::run`]), then refreshes
+//! keeps `audit_log`'s monthly partitions ready ahead, archives aged events,
+//! deletes expired ones and drops empty expired partitions ([`maintenance::run`]), then refreshes
 //! the partition gauges on `/metrics`. One worker instance maintains at a
 //! time; the others skip the round. Time comes from the injected clock, so
 //! tests can age data.
@@ -13,12 +13,14 @@ use actix::prelude::*;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::db::{partitions, DbError, PgPool};
+use crate::integrity::keys::IntegrityKeys;
 use crate::maintenance::{self, Report};
 use crate::messages::partition::Maintain;
 use crate::metrics::Metrics;
 
 pub struct PartitionActor {
     pool: PgPool,
+    keys: Arc<IntegrityKeys>,
     config: Arc<Config>,
     clock: SharedClock,
     metrics: Arc<Metrics>,
@@ -27,12 +29,14 @@ pub struct PartitionActor {
 impl PartitionActor {
     pub fn new(
         pool: PgPool,
+        keys: Arc<IntegrityKeys>,
         config: Arc<Config>,
         clock: SharedClock,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             pool,
+            keys,
             config,
             clock,
             metrics,
@@ -52,10 +56,11 @@ impl Actor for PartitionActor {
 async fn round(
     config: Arc<Config>,
     pool: PgPool,
+    keys: Arc<IntegrityKeys>,
     clock: SharedClock,
     metrics: Arc<Metrics>,
 ) -> Result<Report, DbError> {
-    let report = maintenance::run(&config, &pool, clock.now()).await?;
+    let report = maintenance::run(&config, &pool, &keys, clock.now()).await?;
     let listed = partitions::list(&*pool.get().await?).await?;
     metrics.partition_bytes.reset();
     metrics.partition_rows_estimate.reset();
@@ -86,6 +91,7 @@ impl Handler<Maintain> for PartitionActor {
         let work = round(
             self.config.clone(),
             self.pool.clone(),
+            self.keys.clone(),
             self.clock.clone(),
             self.metrics.clone(),
         );
@@ -95,6 +101,8 @@ impl Handler<Maintain> for PartitionActor {
                     created = ?report.partitions_created,
                     archived_events = report.archived.events,
                     archives = report.archived.archives,
+                    deleted_events = report.deleted.events,
+                    deleted_archives = report.deleted.archives,
                     failed_batches = report.archived.failed_batches,
                     dropped = ?report.partitions_dropped,
                     took = ?report.took,

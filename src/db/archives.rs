@@ -160,7 +160,7 @@ pub struct Batch {
 /// takes: `$1` organization, `$2` policy, `$3` classification, `$4` older than
 /// this; none under an active legal hold (both its bounds inclusive: at the
 /// edge, a hold errs on the side of keeping).
-const DUE: &str =
+pub(crate) const DUE: &str =
     "e.organization_id = $1 AND e.retention_policy = $2 AND e.data_classification = $3 \
     AND e.\"timestamp\" < $4 \
     AND NOT EXISTS (SELECT 1 FROM legal_holds h WHERE h.organization_id = e.organization_id \

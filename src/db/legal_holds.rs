@@ -27,6 +27,20 @@ pub struct LegalHold {
     pub released_by: Option<String>,
 }
 
+impl LegalHold {
+    /// Whether this hold keeps `principal_id`'s event of `timestamp` (both
+    /// bounds inclusive: at the edge, a hold errs on the side of keeping).
+    pub fn covers(&self, principal_id: &str, timestamp: DateTime<Utc>) -> bool {
+        self.released_at.is_none()
+            && self
+                .principal_id
+                .as_deref()
+                .is_none_or(|held| held == principal_id)
+            && self.starts_at.is_none_or(|start| start <= timestamp)
+            && self.ends_at.is_none_or(|end| timestamp <= end)
+    }
+}
+
 const COLUMNS: &str = "id, principal_id, starts_at, ends_at, reason, created_at, created_by, \
     released_at, released_by";
 

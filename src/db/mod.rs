@@ -4,6 +4,7 @@
 pub mod api_keys;
 pub mod archives;
 pub mod checkpoints;
+pub mod deletions;
 pub mod deliveries;
 pub mod destinations;
 pub mod events;

@@ -1,9 +1,11 @@
 //! Partition maintenance and the data lifecycle: partitions kept ready ahead,
-//! aged events archived, empty expired partitions dropped. The PartitionActor
+//! aged events archived, expired events and archives deleted (as recorded
+//! operations), empty expired partitions dropped. The PartitionActor
 //! runs it on a schedule, one worker instance at a time (an advisory lock held
 //! by a session of its own); the CLI runs the same pieces on demand.
 
 pub mod archive;
+pub mod deletion;
 pub mod partitions;
 
 use std::time::{Duration, Instant};
@@ -13,6 +15,7 @@ use chrono::{DateTime, Utc};
 use crate::config::Config;
 use crate::db::{self, retention, DbError, PgPool};
 use crate::events::retention::built_in_policies;
+use crate::integrity::keys::IntegrityKeys;
 
 /// Advisory lock key of partition maintenance ("audit_pm").
 const LOCK_KEY: i64 = 0x6175_6469_745f_706d;
@@ -23,11 +26,17 @@ pub struct Report {
     pub ran: bool,
     pub partitions_created: Vec<String>,
     pub archived: archive::ArchiveReport,
+    pub deleted: deletion::DeletionReport,
     pub partitions_dropped: Vec<String>,
     pub took: Duration,
 }
 
-pub async fn run(config: &Config, pool: &PgPool, now: DateTime<Utc>) -> Result<Report, DbError> {
+pub async fn run(
+    config: &Config,
+    pool: &PgPool,
+    keys: &IntegrityKeys,
+    now: DateTime<Utc>,
+) -> Result<Report, DbError> {
     let started = Instant::now();
     let session = db::connect(&config.database, &config.database.url).await?;
     let locked: bool = session
@@ -40,6 +49,7 @@ pub async fn run(config: &Config, pool: &PgPool, now: DateTime<Utc>) -> Result<R
     let settings = &config.partitions;
     let partitions_created = partitions::ensure_ahead(pool, now, settings.months_ahead).await?;
     let archived = archive::run(pool, settings, now, false).await?;
+    let deleted = deletion::run(pool, keys, i64::from(settings.archive_batch_events), now).await?;
     let keep_days = longest_retention_days(pool).await?;
     let partitions_dropped = partitions::drop_expired(pool, now, keep_days, false)
         .await?
@@ -53,6 +63,7 @@ pub async fn run(config: &Config, pool: &PgPool, now: DateTime<Utc>) -> Result<R
         ran: true,
         partitions_created,
         archived,
+        deleted,
         partitions_dropped,
         took: started.elapsed(),
     })

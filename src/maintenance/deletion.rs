@@ -1,0 +1,225 @@
+//! Deletion past `delete_after_days`: live events of the organization's
+//! policies, and whole archives, unless an active legal hold covers them.
+//! Every deletion is a recorded operation: the deleted events' chain leaves
+//! are kept so their links still verify, an audit event in the organization's
+//! own chain says what was deleted, and a checkpoint is signed after it — so
+//! verification tells a deletion by retention from tampering.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::archive::{self, ArchiveError};
+use crate::db::deletions::{self, Leaf};
+use crate::db::legal_holds::{self, LegalHold};
+use crate::db::{archives, checkpoints, events, retention, DbError, PgPool};
+use crate::events::retention::policy_for;
+use crate::events::{prepare, Rules};
+use crate::integrity::keys::IntegrityKeys;
+
+/// The action of the audit event recording a round's deletions.
+pub const DELETION_ACTION: &str = "audit.retention.deleted";
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct DeletionReport {
+    pub events: u64,
+    pub archives: u64,
+    /// Archives due but unreadable (corrupted): kept, and reported.
+    pub failed_archives: u64,
+}
+
+/// Deletes every organization's events and archives past their policy at `now`.
+pub async fn run(
+    pool: &PgPool,
+    keys: &IntegrityKeys,
+    batch: i64,
+    now: DateTime<Utc>,
+) -> Result<DeletionReport, DbError> {
+    let mut report = DeletionReport::default();
+    let organizations = archives::organizations(&*pool.get().await?).await?;
+    for organization in organizations {
+        let policies = retention::effective_policies(&*pool.get().await?, &organization).await?;
+        let Some(soonest) = policies
+            .iter()
+            .filter(|policy| policy.is_active)
+            .filter_map(|policy| policy.delete_after_days)
+            .min()
+        else {
+            continue;
+        };
+        let delete_after = |name: &str, classification: &str| {
+            policy_for(&policies, name, classification).and_then(|p| p.delete_after_days)
+        };
+        let mut operations: Vec<Uuid> = Vec::new();
+        let mut deleted_events = 0u64;
+
+        let pairs = archives::policy_pairs(
+            &*pool.get().await?,
+            &organization,
+            now - Duration::days(soonest.into()),
+        )
+        .await?;
+        for (name, classification) in pairs {
+            let Some(days) = delete_after(&name, &classification) else {
+                continue;
+            };
+            let before = now - Duration::days(days.into());
+            loop {
+                let mut client = pool.get().await?;
+                let transaction = client.transaction().await?;
+                let deleted = deletions::delete_due_events(
+                    &transaction,
+                    &organization,
+                    (&name, &classification),
+                    before,
+                    batch,
+                )
+                .await?;
+                transaction.commit().await?;
+                let Some((operation, count)) = deleted else {
+                    break;
+                };
+                operations.push(operation);
+                deleted_events += count as u64;
+            }
+        }
+
+        let mut deleted_archives = 0u64;
+        let holds = legal_holds::list(&*pool.get().await?, &organization, Some(true)).await?;
+        for stored in archives::list(&*pool.get().await?, &organization).await? {
+            let recorded = |key: &str| stored.metadata[key].as_str().unwrap_or_default().to_owned();
+            let Some(days) = delete_after(
+                &recorded("retention_policy"),
+                &recorded("data_classification"),
+            ) else {
+                continue;
+            };
+            let older_than = now - Duration::days(days.into());
+            if stored.last_event_at >= older_than {
+                continue;
+            }
+            match delete_archive(pool, stored.id, older_than, &holds).await {
+                Ok(Some((operation, count))) => {
+                    operations.push(operation);
+                    deleted_archives += 1;
+                    deleted_events += count;
+                }
+                Ok(None) => {}
+                Err(ArchiveError::Db(error)) => return Err(error),
+                Err(error) => {
+                    tracing::warn!(%error, organization, "A due archive cannot be read; it is kept");
+                    report.failed_archives += 1;
+                }
+            }
+        }
+
+        if !operations.is_empty() {
+            record(
+                pool,
+                keys,
+                &organization,
+                &operations,
+                deleted_events,
+                deleted_archives,
+            )
+            .await?;
+            report.events += deleted_events;
+            report.archives += deleted_archives;
+        }
+    }
+    Ok(report)
+}
+
+/// Deletes one archive after reading its events' leaves; the operation and
+/// how many events went with it. `None`: a legal hold covers one of its
+/// events (it is kept whole), or someone else deleted it first.
+async fn delete_archive(
+    pool: &PgPool,
+    id: Uuid,
+    older_than: DateTime<Utc>,
+    holds: &[LegalHold],
+) -> Result<Option<(Uuid, u64)>, ArchiveError> {
+    let mut client = pool.get().await?;
+    let transaction = client.transaction().await?;
+    let Some((stored, data)) = archives::get(&transaction, None, id).await? else {
+        return Ok(None);
+    };
+    let lines = archive::open(&stored, &data)?;
+    let mut leaves = Vec::with_capacity(lines.len());
+    for line in &lines {
+        let (leaf, principal) = leaf(line).ok_or_else(|| ArchiveError::Corrupted {
+            id,
+            problem: "an archived event lacks its id, link, time, principal or hash".to_owned(),
+        })?;
+        if holds
+            .iter()
+            .any(|hold| hold.covers(&principal, leaf.event_timestamp))
+        {
+            return Ok(None);
+        }
+        leaves.push(leaf);
+    }
+    let operation = deletions::delete_archive(&transaction, &stored, older_than, &leaves).await?;
+    transaction.commit().await?;
+    Ok(Some((operation, leaves.len() as u64)))
+}
+
+/// The chain leaf and the principal of one archived event (a JSON object of
+/// every column).
+fn leaf(line: &str) -> Option<(Leaf, String)> {
+    let event: Value = serde_json::from_str(line).ok()?;
+    let leaf = Leaf {
+        chain_link: event["chain_link"].as_i64()?,
+        event_id: event["id"].as_i64()?,
+        event_timestamp: DateTime::parse_from_rfc3339(event["timestamp"].as_str()?)
+            .ok()?
+            .with_timezone(&Utc),
+        hash: event["hash"].as_str()?.to_owned(),
+    };
+    Some((leaf, event["principal_id"].as_str()?.to_owned()))
+}
+
+/// Records the organization's deletions of this round: an audit event in its
+/// chain naming the operations, then a signed checkpoint.
+async fn record(
+    pool: &PgPool,
+    keys: &IntegrityKeys,
+    organization: &str,
+    operations: &[Uuid],
+    events_deleted: u64,
+    archives_deleted: u64,
+) -> Result<(), DbError> {
+    let now = Utc::now();
+    let input = json!({
+        "principal_id": "audit-worker",
+        "action": DELETION_ACTION,
+        "status": "success",
+        "outcome_description": format!("deleted {events_deleted} events past their retention ({archives_deleted} archives)"),
+        "data_classification": "INTERNAL",
+        "details": {"operation_ids": operations, "events_deleted": events_deleted,
+                    "archives_deleted": archives_deleted},
+    });
+    let rules = Rules {
+        organization_id: organization,
+        now,
+        max_clock_skew: std::time::Duration::ZERO,
+        commitment_key: keys.commitment_key(),
+        presets: &HashMap::new(),
+    };
+    let event = prepare(0, &input, &rules).expect("the deletion record is a valid event");
+    events::ensure_partitions(pool, &[events::month_of(now)]).await?;
+    events::write_group(
+        pool,
+        &[events::Submission {
+            events: vec![event],
+            received: Instant::now(),
+        }],
+    )
+    .await?;
+    checkpoints::create(&*pool.get().await?, keys, Some(organization)).await?;
+    Ok(())
+}

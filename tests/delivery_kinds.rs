@@ -1,4 +1,4 @@
-//! Email, S3 and FTP destinations against real servers on loopback
+//! Email, S3, FTP and FTPS destinations against real servers on loopback
 //! (aiosmtpd, moto, pyftpdlib): what arrives is checked on the server's side.
 
 mod common;
@@ -143,6 +143,55 @@ async fn ftp_uploads_then_renames_the_file() {
     assert_eq!(
         done["attempts"][0]["cross_system_reference"],
         format!("/inbox/{name}")
+    );
+}
+
+/// Explicit FTPS: the session and the upload are protected, the server's
+/// certificate checked against the configured CA. Without that CA (the public
+/// roots only) nothing is sent; an invalid CA is refused at creation.
+#[actix_web::test]
+async fn ftps_uploads_over_tls_checked_against_the_ca() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let ftps = servers::ftps();
+    let ca = std::fs::read_to_string(ftps.dir.join("ca.pem")).unwrap();
+    let config = json!({"host": "127.0.0.1", "port": ftps.port, "username": "user", "password": "pass",
+                        "directory": "/inbox", "tls": true, "ca_certificate": ca});
+    let destination = create(&app, &key, "ftp", config.clone()).await;
+    let done = deliver(&app, &key, destination, json!({"report": "ftps-marker"})).await;
+    assert_eq!(done["status"], "delivered", "{done}");
+    let uploaded: Vec<Value> = ftps
+        .files()
+        .into_iter()
+        .filter(|(path, _)| path.parent().unwrap().ends_with("inbox"))
+        .map(|(_, content)| serde_json::from_slice(&content).unwrap())
+        .collect();
+    assert_eq!(uploaded, [json!({"report": "ftps-marker"})]);
+
+    let mut untrusted = config.clone();
+    untrusted.as_object_mut().unwrap().remove("ca_certificate");
+    let destination = create(&app, &key, "ftp", untrusted).await;
+    let done = deliver(&app, &key, destination, json!({"report": "never"})).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(
+        done["last_error"].as_str().unwrap().contains("certificate"),
+        "{done}"
+    );
+
+    let mut invalid = config;
+    invalid["ca_certificate"] = json!("not a certificate");
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/destinations",
+            Some(&key),
+            Some(json!({"type": "ftp", "label": "ftps", "config": invalid})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["error"]["details"][0]["field"],
+        "config.ca_certificate"
     );
 }
 

@@ -1,14 +1,21 @@
 //! FTP destinations: the payload uploaded (suppaftp) under a temporary name,
-//! then renamed, so a reader never sees a half-written file.
+//! then renamed, so a reader never sees a half-written file. With `tls`, the
+//! session is explicit FTPS (`AUTH TLS`, then protected data connections),
+//! the server checked against the public web roots or a configured CA.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use rustls::{ClientConfig, RootCertStore};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use suppaftp::tokio::AsyncFtpStream;
+use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsFtpStream};
 use suppaftp::types::FileType;
 use suppaftp::{FtpError, Mode};
+use tokio_rustls::TlsConnector;
 use uuid::Uuid;
 
 use super::retry::{Sent, Verdict};
@@ -25,9 +32,12 @@ pub struct FtpConfig {
     pub password: String,
     /// Where files go; default the login directory.
     pub directory: Option<String>,
-    /// Explicit FTPS. Not available in this version yet: refused when true.
+    /// Explicit FTPS: `AUTH TLS` before logging in, data connections protected.
     #[serde(default)]
     pub tls: bool,
+    /// PEM certificates of the CA that signed the server's certificate, for a
+    /// private CA; the public web roots otherwise.
+    pub ca_certificate: Option<String>,
     #[serde(default = "default_passive")]
     pub passive: bool,
 }
@@ -52,11 +62,10 @@ impl FtpConfig {
         if self.username.is_empty() {
             errors.push(FieldError::new("config.username", "required"));
         }
-        if self.tls {
-            errors.push(FieldError::new(
-                "config.tls",
-                "explicit FTPS is not available in this version yet",
-            ));
+        if let Some(pem) = &self.ca_certificate {
+            if let Err(problem) = roots(Some(pem)) {
+                errors.push(FieldError::new("config.ca_certificate", problem));
+            }
         }
         if self
             .directory
@@ -99,8 +108,46 @@ pub async fn send(config: &FtpConfig, id: Uuid, payload: &Value, timeout: Durati
     }
 }
 
+/// The certificates a server may chain to: the configured CA, or the web roots.
+fn roots(ca_certificate: Option<&str>) -> Result<RootCertStore, String> {
+    let Some(pem) = ca_certificate else {
+        return Ok(RootCertStore::from_iter(
+            webpki_roots::TLS_SERVER_ROOTS.iter().cloned(),
+        ));
+    };
+    let mut store = RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let certificate = certificate.map_err(|error| format!("not a PEM certificate: {error}"))?;
+        store
+            .add(certificate)
+            .map_err(|error| format!("not a usable CA certificate: {error}"))?;
+    }
+    if store.is_empty() {
+        return Err("holds no PEM certificate".to_owned());
+    }
+    Ok(store)
+}
+
+fn tls_connector(config: &FtpConfig) -> Result<AsyncRustlsConnector, FtpError> {
+    let roots = roots(config.ca_certificate.as_deref()).map_err(FtpError::SecureError)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| FtpError::SecureError(error.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(AsyncRustlsConnector::from(TlsConnector::from(Arc::new(
+        client,
+    ))))
+}
+
 async fn upload(config: &FtpConfig, name: &str, payload: &Value) -> Result<String, FtpError> {
-    let mut ftp = AsyncFtpStream::connect((config.host.as_str(), config.port)).await?;
+    let mut ftp = AsyncRustlsFtpStream::connect((config.host.as_str(), config.port)).await?;
+    if config.tls {
+        ftp = ftp
+            .into_secure(tls_connector(config)?, &config.host)
+            .await?;
+    }
     ftp.login(config.username.as_str(), config.password.as_str())
         .await?;
     ftp.set_mode(if config.passive {

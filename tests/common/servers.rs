@@ -103,6 +103,16 @@ pub fn ftp() -> Server {
     )
 }
 
+/// An explicit-FTPS server (pyftpdlib's TLS handler, `ftps_server.py`) with
+/// user `user` / `pass`, writable root `dir/root`; `dir/ca.pem` is the CA its
+/// certificate chains to.
+pub fn ftps() -> Server {
+    let (port, dir) = (free_port(), scratch_dir("ftps"));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/ftps_server.py");
+    let (port_text, base) = (port.to_string(), dir.to_str().unwrap().to_owned());
+    spawn(&[script, &port_text, &base], port, dir)
+}
+
 /// An S3-protocol server (moto), any credentials accepted.
 pub fn s3() -> Server {
     let (port, dir) = (free_port(), scratch_dir("s3"));

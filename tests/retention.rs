@@ -353,6 +353,15 @@ async fn another_organization_can_neither_see_nor_change_policies_or_holds() {
         .call(Method::GET, "/v1/legal-holds", Some(&other), None)
         .await;
     assert_eq!(holds["holds"], json!([]));
+    let (status, body) = app
+        .call(
+            Method::GET,
+            "/v1/legal-holds?organization_id=org-a",
+            Some(&other),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403, "naming another organization: {body}");
     let hold_path = format!("/v1/legal-holds/{}", hold["id"]);
     let (status, _) = app.call(Method::GET, &hold_path, Some(&other), None).await;
     assert_eq!(status, 404);

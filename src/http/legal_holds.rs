@@ -125,6 +125,7 @@ pub async fn list(
     query: web::Query<HoldQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "read")?;
+    caller.ensure_own_organization(query.organization_id.as_deref())?;
     let organization_id = caller.organization_id();
     let holds = tenant::scoped(&state.pool, organization_id, async |tx| {
         Ok::<_, ApiError>(legal_holds::list(tx, organization_id, query.active).await?)

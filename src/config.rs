@@ -182,6 +182,9 @@ impl Serialize for Secret {
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
     pub redis_prefix: String,
+    pub l1_max_mb: u64,
+    #[serde(with = "humantime_serde")]
+    pub default_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -291,6 +294,9 @@ impl Config {
         }
         if self.delivery.max_in_flight == 0 {
             return Err(invalid("delivery.max_in_flight", "must be at least 1"));
+        }
+        if self.cache.default_ttl.is_zero() {
+            return Err(invalid("cache.default_ttl", "must be positive"));
         }
         if self.partitions.months_ahead > 120 {
             return Err(invalid("partitions.months_ahead", "must be at most 120"));

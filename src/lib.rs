@@ -24,6 +24,7 @@
 pub mod actors;
 pub mod admin;
 pub mod auth;
+pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod db;
@@ -47,6 +48,7 @@ use actix::Addr;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, HttpServer};
 
+use crate::actors::cache::CacheActor;
 use crate::actors::checkpoint::CheckpointActor;
 use crate::actors::health::HealthActor;
 use crate::actors::heartbeat::HeartbeatActor;
@@ -54,6 +56,7 @@ use crate::actors::ingest::IngestActor;
 use crate::actors::partition::PartitionActor;
 use crate::actors::queue::QueueActor;
 use crate::auth::Authenticator;
+use crate::cache::QueryCache;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::db::migrations::MigrationError;
@@ -130,7 +133,14 @@ impl Application {
             .build()
             .map_err(StartupError::HttpClient)?;
 
+        let cache = Arc::new(QueryCache::new(&config, redis.clone(), metrics.clone()));
         let mut supervisor = SupervisorBuilder::new(config.supervisor.clone(), metrics.clone());
+        {
+            let (config, cache) = (config.clone(), cache.clone());
+            supervisor.supervise("cache", move || {
+                CacheActor::new(config.clone(), cache.clone())
+            });
+        }
         {
             let (pool, redis, metrics) = (pool.clone(), redis.clone(), metrics.clone());
             let (interval, timeout) = (
@@ -191,12 +201,18 @@ impl Application {
             });
         }
         {
-            let (pool, keys, config, metrics) =
-                (pool.clone(), keys.clone(), config.clone(), metrics.clone());
+            let (pool, keys, cache, config, metrics) = (
+                pool.clone(),
+                keys.clone(),
+                cache.clone(),
+                config.clone(),
+                metrics.clone(),
+            );
             supervisor.supervise("partition", move || {
                 PartitionActor::new(
                     pool.clone(),
                     keys.clone(),
+                    cache.clone(),
                     config.clone(),
                     clock.clone(),
                     metrics.clone(),
@@ -229,6 +245,7 @@ impl Application {
             ingest,
             queue,
             secrets,
+            cache,
         });
         let mut server = HttpServer::new(move || http::app(state.clone()))
             .shutdown_timeout(config.http.shutdown_timeout.as_secs().max(1))

@@ -38,6 +38,11 @@ pub struct Metrics {
     /// Unix time of the last maintenance round this worker led.
     pub partition_maintenance_last_run: IntGauge,
     pub archived_events: IntCounter,
+    /// Query cache look-ups by level (`l1`, `l2`) and outcome (`hit`, `miss`).
+    pub cache_lookups: IntCounterVec,
+    pub cache_evictions: IntCounterVec,
+    pub cache_l1_bytes: IntGauge,
+    pub cache_l1_entries: IntGauge,
 }
 
 impl Metrics {
@@ -153,9 +158,35 @@ impl Metrics {
                 "Events this worker moved to archives",
             )
             .expect("valid metric"),
+            cache_lookups: IntCounterVec::new(
+                Opts::new(
+                    "cache_lookups_total",
+                    "Query cache look-ups by level and outcome",
+                ),
+                &["level", "outcome"],
+            )
+            .expect("valid metric"),
+            cache_evictions: IntCounterVec::new(
+                Opts::new(
+                    "cache_evictions_total",
+                    "Query cache entries evicted for room",
+                ),
+                &["level"],
+            )
+            .expect("valid metric"),
+            cache_l1_bytes: IntGauge::new(
+                "cache_l1_bytes",
+                "Bytes of answers held by the in-process query cache",
+            )
+            .expect("valid metric"),
+            cache_l1_entries: IntGauge::new(
+                "cache_l1_entries",
+                "Answers held by the in-process query cache",
+            )
+            .expect("valid metric"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 20] = [
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.http_request_duration.clone()),
             Box::new(metrics.actor_messages_handled.clone()),
@@ -172,6 +203,10 @@ impl Metrics {
             Box::new(metrics.partition_rows_estimate.clone()),
             Box::new(metrics.partition_maintenance_last_run.clone()),
             Box::new(metrics.archived_events.clone()),
+            Box::new(metrics.cache_lookups.clone()),
+            Box::new(metrics.cache_evictions.clone()),
+            Box::new(metrics.cache_l1_bytes.clone()),
+            Box::new(metrics.cache_l1_entries.clone()),
         ];
         for collector in collectors {
             metrics

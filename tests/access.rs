@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::proxy::TcpProxy;
-use common::{spawn_app, spawn_app_with, wait_until, TestApp};
+use common::{spawn_app, spawn_app_with, spawn_beside, wait_until, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -197,9 +197,7 @@ async fn bad_credentials_get_a_json_401() {
 async fn revocation_reaches_every_instance_within_the_cache_ttl() {
     let first =
         spawn_app_with(|config| config.auth.key_cache_ttl = Duration::from_millis(500)).await;
-    let url = first.config.database.url.clone();
-    let second = spawn_app_with(|config| {
-        config.database.url = url;
+    let second = spawn_beside(&first, |config| {
         config.auth.key_cache_ttl = Duration::from_millis(500);
     })
     .await;
@@ -510,8 +508,7 @@ async fn callers_cannot_grant_more_than_they_hold() {
 #[actix_web::test]
 async fn role_changes_apply_at_once_on_every_instance() {
     let first = spawn_app().await;
-    let url = first.config.database.url.clone();
-    let second = spawn_app_with(|config| config.database.url = url).await;
+    let second = spawn_beside(&first, |_| {}).await;
     let admin = first.create_key("org-a", "org:admin").await;
     let reader = json!({"permissions": [{"resource": "organization.roles", "action": "read"}]});
     assert_eq!(

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::receiver::Receiver;
-use common::{spawn_app, spawn_app_with, wait_until, TestApp};
+use common::{spawn_app, spawn_app_with, spawn_beside, wait_until, TestApp};
 use hmac::{Hmac, Mac};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -477,8 +477,7 @@ async fn destinations_and_deliveries_are_isolated_and_enqueue_is_idempotent() {
 #[actix_web::test]
 async fn two_workers_never_deliver_the_same_item() {
     let first = spawn_app().await;
-    let url = first.config.database.url.clone();
-    let second = spawn_app_with(|config| config.database.url = url).await;
+    let second = spawn_beside(&first, |_| {}).await;
     let key = first.create_key("org-a", "org:admin").await;
     let receiver = Receiver::start(&[], 0);
     let target = destination(&first, &key, &receiver.url, Value::Null).await;

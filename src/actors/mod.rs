@@ -1,6 +1,7 @@
 //! The actors, one per file. Each owns its state; they share only the
 //! PostgreSQL pool, the Redis connection and read-only configuration.
 
+pub mod cache;
 pub mod checkpoint;
 pub mod delivery;
 pub mod health;

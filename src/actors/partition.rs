@@ -10,6 +10,7 @@ use std::sync::Arc;
 use actix::fut::wrap_future;
 use actix::prelude::*;
 
+use crate::cache::QueryCache;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::db::{partitions, DbError, PgPool};
@@ -21,6 +22,7 @@ use crate::metrics::Metrics;
 pub struct PartitionActor {
     pool: PgPool,
     keys: Arc<IntegrityKeys>,
+    cache: Arc<QueryCache>,
     config: Arc<Config>,
     clock: SharedClock,
     metrics: Arc<Metrics>,
@@ -30,6 +32,7 @@ impl PartitionActor {
     pub fn new(
         pool: PgPool,
         keys: Arc<IntegrityKeys>,
+        cache: Arc<QueryCache>,
         config: Arc<Config>,
         clock: SharedClock,
         metrics: Arc<Metrics>,
@@ -37,6 +40,7 @@ impl PartitionActor {
         Self {
             pool,
             keys,
+            cache,
             config,
             clock,
             metrics,
@@ -57,10 +61,19 @@ async fn round(
     config: Arc<Config>,
     pool: PgPool,
     keys: Arc<IntegrityKeys>,
+    cache: Arc<QueryCache>,
     clock: SharedClock,
     metrics: Arc<Metrics>,
 ) -> Result<Report, DbError> {
     let report = maintenance::run(&config, &pool, &keys, clock.now()).await?;
+    for organization in report
+        .archived
+        .organizations
+        .iter()
+        .chain(&report.deleted.organizations)
+    {
+        cache.invalidate_organization(organization).await;
+    }
     let listed = partitions::list(&*pool.get().await?).await?;
     metrics.partition_bytes.reset();
     metrics.partition_rows_estimate.reset();
@@ -92,6 +105,7 @@ impl Handler<Maintain> for PartitionActor {
             self.config.clone(),
             self.pool.clone(),
             self.keys.clone(),
+            self.cache.clone(),
             self.clock.clone(),
             self.metrics.clone(),
         );

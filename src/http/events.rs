@@ -103,6 +103,8 @@ pub async fn ingest(
             received,
         })
         .await??;
+    // Before the acknowledgement: no query after it may see an answer without these events.
+    state.cache.invalidate_organization(organization_id).await;
     Ok(HttpResponse::Created().json(IngestResponse { events: receipts }))
 }
 
@@ -213,19 +215,33 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "read")?;
     let query = query.into_inner();
+    // Every parameter as sent: the answer is a function of them (and of the
+    // organization's generation), not of the time `to` defaults to.
+    let parameters = format!("{query:?}");
     let filter = filter_from(query, &state)?;
     let organization_id = caller.organization_id();
-    let events = tenant::scoped(&state.pool, organization_id, async |tx| {
-        Ok::<_, ApiError>(events::list(tx, organization_id, &filter).await?)
-    })
-    .await?;
-    let next_cursor = (events.len() as i64 == filter.limit)
-        .then(|| events.last().map(encode_cursor))
-        .flatten();
-    Ok(HttpResponse::Ok().json(EventPage {
-        events,
-        next_cursor,
-    }))
+    let page = state
+        .cache
+        .get_or_load(organization_id, "events", &parameters, || async {
+            let events = tenant::scoped(&state.pool, organization_id, async |tx| {
+                Ok::<_, ApiError>(events::list(tx, organization_id, &filter).await?)
+            })
+            .await?;
+            let next_cursor = (events.len() as i64 == filter.limit)
+                .then(|| events.last().map(encode_cursor))
+                .flatten();
+            Ok::<_, ApiError>(
+                serde_json::to_vec(&EventPage {
+                    events,
+                    next_cursor,
+                })
+                .expect("an event page serializes"),
+            )
+        })
+        .await?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(page.as_ref().clone()))
 }
 
 fn filter_from(query: EventQuery, state: &AppState) -> Result<EventFilter, ApiError> {

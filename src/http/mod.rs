@@ -24,6 +24,7 @@ use actix_web::{web, App};
 use crate::actors::ingest::IngestActor;
 use crate::actors::queue::QueueActor;
 use crate::auth::Authenticator;
+use crate::cache::QueryCache;
 use crate::config::Config;
 use crate::db::PgPool;
 use crate::delivery::crypto::SecretBox;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub queue: ActorHandle<QueueActor>,
     /// Seals and opens destination secrets.
     pub secrets: Arc<SecretBox>,
+    /// Query answers (L1 here, L2 in Redis), invalidated by every write.
+    pub cache: Arc<QueryCache>,
 }
 
 /// Builds the application for one HTTP worker thread.

@@ -50,6 +50,8 @@ pub struct ArchiveReport {
     /// Batches that failed (each recorded in `archive_dlq_event`, retried next run).
     pub failed_batches: usize,
     pub dry_run: bool,
+    /// Organizations whose live events changed (their cached answers are stale).
+    pub organizations: Vec<String>,
 }
 
 /// Archives every organization's events that are due at `now`.
@@ -106,6 +108,9 @@ pub async fn run(
                     }
                     Ok(Some(stored)) => {
                         report.archives += 1;
+                        if !report.organizations.contains(&organization) {
+                            report.organizations.push(organization.clone());
+                        }
                         report.events += stored.events;
                         report.uncompressed_bytes += stored.uncompressed_bytes;
                         report.compressed_bytes += stored.compressed_bytes;

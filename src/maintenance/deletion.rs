@@ -30,6 +30,8 @@ pub struct DeletionReport {
     pub archives: u64,
     /// Archives due but unreadable (corrupted): kept, and reported.
     pub failed_archives: u64,
+    /// Organizations whose events changed (their cached answers are stale).
+    pub organizations: Vec<String>,
 }
 
 /// Deletes every organization's events and archives past their policy at `now`.
@@ -128,6 +130,7 @@ pub async fn run(
             )
             .await?;
             report.events += deleted_events;
+            report.organizations.push(organization.clone());
             report.archives += deleted_archives;
         }
     }

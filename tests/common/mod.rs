@@ -33,7 +33,11 @@ pub fn unique_database_name() -> String {
 pub fn test_config() -> Config {
     let mut config = Config::defaults();
     let server: PostgresUrl = test_server_url().parse().expect("valid TEST_DATABASE_URL");
-    config.database.url = server.with_database(&unique_database_name());
+    let database = unique_database_name();
+    config.database.url = server.with_database(&database);
+    // Tests share one Redis: each worker (and any second worker on the same
+    // database) keeps its keys apart, as separate deployments would.
+    config.cache.redis_prefix = format!("{database}:");
     config.http.bind = "127.0.0.1:0".parse().unwrap();
     config.http.workers = 1;
     config.http.shutdown_timeout = Duration::from_secs(5);
@@ -63,6 +67,21 @@ pub async fn spawn_app() -> TestApp {
 /// Must run inside an actix system (`#[actix_web::test]`).
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     spawn_app_with_clock(Arc::new(SystemClock), adjust).await
+}
+
+/// Starts a second worker instance beside `first`: its database and its Redis
+/// key prefix, after `adjust`.
+pub async fn spawn_beside(first: &TestApp, adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let (url, prefix) = (
+        first.config.database.url.clone(),
+        first.config.cache.redis_prefix.clone(),
+    );
+    spawn_app_with(move |config| {
+        config.database.url = url;
+        config.cache.redis_prefix = prefix;
+        adjust(config);
+    })
+    .await
 }
 
 /// Starts a worker whose maintenance jobs read `clock` (tests move it to age data).

@@ -1,0 +1,68 @@
+//! CacheActor: keeps this instance's L1 query cache in step with the others.
+//! It listens on the Redis channel where every instance announces the
+//! organizations whose generation it bumped, and drops their L1 entries here
+//! (correctness does not wait for it: the generation in each key already
+//! makes older answers unreachable; this frees their memory at once). It
+//! reconnects by itself while Redis is down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::fut::wrap_future;
+use actix::prelude::*;
+use futures_util::StreamExt;
+
+use crate::cache::QueryCache;
+use crate::config::Config;
+
+/// Wait before subscribing again after Redis went away.
+const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
+
+pub struct CacheActor {
+    config: Arc<Config>,
+    cache: Arc<QueryCache>,
+}
+
+impl CacheActor {
+    pub fn new(config: Arc<Config>, cache: Arc<QueryCache>) -> Self {
+        Self { config, cache }
+    }
+}
+
+impl Actor for CacheActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.spawn(wrap_future(listen(self.config.clone(), self.cache.clone())));
+    }
+}
+
+/// Applies the announced invalidations; runs inside the actor's context, so
+/// it ends with the actor.
+async fn listen(config: Arc<Config>, cache: Arc<QueryCache>) {
+    let channel = cache.channel();
+    loop {
+        let subscribed = async {
+            let client = redis::Client::open(config.redis.url.as_str())?;
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        match tokio::time::timeout(config.redis.connect_timeout, subscribed).await {
+            Ok(Ok(pubsub)) => {
+                let mut messages = pubsub.into_on_message();
+                while let Some(message) = messages.next().await {
+                    if let Ok(organization_id) = message.get_payload::<String>() {
+                        cache.drop_local(&organization_id);
+                    }
+                }
+                tracing::warn!("Lost the cache invalidation channel; subscribing again");
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "Cannot subscribe to cache invalidations yet")
+            }
+            Err(_) => tracing::debug!("Subscribing to cache invalidations timed out"),
+        }
+        tokio::time::sleep(RESUBSCRIBE_AFTER).await;
+    }
+}

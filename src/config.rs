@@ -183,6 +183,7 @@ impl Serialize for Secret {
 pub struct CacheConfig {
     pub redis_prefix: String,
     pub l1_max_mb: u64,
+    pub l1_max_entries: u64,
     #[serde(with = "humantime_serde")]
     pub default_ttl: Duration,
 }
@@ -294,6 +295,12 @@ impl Config {
         }
         if self.delivery.max_in_flight == 0 {
             return Err(invalid("delivery.max_in_flight", "must be at least 1"));
+        }
+        if self.cache.l1_max_mb == 0 || self.cache.l1_max_entries == 0 {
+            return Err(invalid(
+                "cache.l1_max_mb",
+                "the L1 cache needs at least 1 MiB and 1 entry",
+            ));
         }
         if self.cache.default_ttl.is_zero() {
             return Err(invalid("cache.default_ttl", "must be positive"));

@@ -233,7 +233,7 @@ impl Application {
                 source,
             })?
             .port();
-        let auth = Arc::new(Authenticator::new(&config, pool.clone(), redis.clone()));
+        let auth = Arc::new(Authenticator::new(&config, pool.clone(), cache.clone()));
         let state = web::Data::new(http::AppState {
             config: config.clone(),
             pool: pool.clone(),

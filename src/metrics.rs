@@ -3,8 +3,8 @@
 //! `audit_worker_`, base units, counters ending in `_total`, small label sets.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::db::PgPool;
@@ -38,9 +38,12 @@ pub struct Metrics {
     /// Unix time of the last maintenance round this worker led.
     pub partition_maintenance_last_run: IntGauge,
     pub archived_events: IntCounter,
-    /// Query cache look-ups by level (`l1`, `l2`) and outcome (`hit`, `miss`).
+    /// Query cache look-ups by kind of answer, level (`l1`, `l2`) and outcome
+    /// (`hit`, `miss`, `bypass`).
     pub cache_lookups: IntCounterVec,
     pub cache_evictions: IntCounterVec,
+    /// Hits over hits and misses since start, per level.
+    pub cache_hit_ratio: GaugeVec,
     pub cache_l1_bytes: IntGauge,
     pub cache_l1_entries: IntGauge,
 }
@@ -161,9 +164,9 @@ impl Metrics {
             cache_lookups: IntCounterVec::new(
                 Opts::new(
                     "cache_lookups_total",
-                    "Query cache look-ups by level and outcome",
+                    "Query cache look-ups by kind of answer, level and outcome",
                 ),
-                &["level", "outcome"],
+                &["kind", "level", "outcome"],
             )
             .expect("valid metric"),
             cache_evictions: IntCounterVec::new(
@@ -172,6 +175,14 @@ impl Metrics {
                     "Query cache entries evicted for room",
                 ),
                 &["level"],
+            )
+            .expect("valid metric"),
+            cache_hit_ratio: GaugeVec::new(
+                Opts::new(
+                    "cache_hit_ratio",
+                    "Query cache hits over look-ups since start",
+                ),
+                &["kind", "level"],
             )
             .expect("valid metric"),
             cache_l1_bytes: IntGauge::new(
@@ -186,7 +197,7 @@ impl Metrics {
             .expect("valid metric"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 20] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.http_request_duration.clone()),
             Box::new(metrics.actor_messages_handled.clone()),
@@ -205,6 +216,7 @@ impl Metrics {
             Box::new(metrics.archived_events.clone()),
             Box::new(metrics.cache_lookups.clone()),
             Box::new(metrics.cache_evictions.clone()),
+            Box::new(metrics.cache_hit_ratio.clone()),
             Box::new(metrics.cache_l1_bytes.clone()),
             Box::new(metrics.cache_l1_entries.clone()),
         ];

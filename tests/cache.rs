@@ -37,11 +37,13 @@ async fn actions(app: &TestApp, key: &str) -> Vec<String> {
         .collect()
 }
 
-/// `audit_worker_cache_lookups_total{level, outcome}` on the app's /metrics.
+/// `audit_worker_cache_lookups_total` of event listings at `level` with
+/// `outcome`, on the app's /metrics.
 async fn lookups(app: &TestApp, level: &str, outcome: &str) -> u64 {
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    let series =
-        format!("audit_worker_cache_lookups_total{{level=\"{level}\",outcome=\"{outcome}\"}} ");
+    let series = format!(
+        "audit_worker_cache_lookups_total{{kind=\"events\",level=\"{level}\",outcome=\"{outcome}\"}} "
+    );
     metrics
         .lines()
         .find_map(|line| line.strip_prefix(&series))
@@ -141,7 +143,7 @@ async fn redis_down_and_back_costs_the_client_nothing() {
     proxy.enable();
     // Redis answers again: a write's generation lands there, and the listing
     // (keyed on Redis's generation again, never on the outage's) shows it.
-    let generation_key = format!("{}generation:org-a", app.config.cache.redis_prefix);
+    let generation_key = format!("{}generation:org-a:events", app.config.cache.redis_prefix);
     let redis = redis::Client::open("redis://127.0.0.1:6379/0").unwrap();
     let connection = redis.get_multiplexed_async_connection().await.unwrap();
     let before: i64 = redis::cmd("GET")

@@ -1,6 +1,6 @@
 //! CacheActor: keeps this instance's L1 query cache in step with the others.
 //! It listens on the Redis channel where every instance announces the
-//! organizations whose generation it bumped, and drops their L1 entries here
+//! (organization, kind) generations it bumped, and drops those L1 entries here
 //! (correctness does not wait for it: the generation in each key already
 //! makes older answers unreachable; this frees their memory at once). It
 //! reconnects by itself while Redis is down.
@@ -52,8 +52,8 @@ async fn listen(config: Arc<Config>, cache: Arc<QueryCache>) {
             Ok(Ok(pubsub)) => {
                 let mut messages = pubsub.into_on_message();
                 while let Some(message) = messages.next().await {
-                    if let Ok(organization_id) = message.get_payload::<String>() {
-                        cache.drop_local(&organization_id);
+                    if let Ok(announcement) = message.get_payload::<String>() {
+                        cache.apply_announcement(&announcement);
                     }
                 }
                 tracing::warn!("Lost the cache invalidation channel; subscribing again");

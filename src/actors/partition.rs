@@ -10,7 +10,7 @@ use std::sync::Arc;
 use actix::fut::wrap_future;
 use actix::prelude::*;
 
-use crate::cache::QueryCache;
+use crate::cache::{QueryCache, EVENTS};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::db::{partitions, DbError, PgPool};
@@ -72,7 +72,7 @@ async fn round(
         .iter()
         .chain(&report.deleted.organizations)
     {
-        cache.invalidate_organization(organization).await;
+        cache.invalidate(organization, EVENTS).await;
     }
     let listed = partitions::list(&*pool.get().await?).await?;
     metrics.partition_bytes.reset();

@@ -4,8 +4,9 @@
 //! - [`permissions`]: roles, wildcards, inheritance.
 //! - [`Authenticator`]: verifies a bearer key (cached in-process for
 //!   `auth.key_cache_ttl`, so the hot path needs no database round trip),
-//!   resolves the key's role (cached in Redis for `auth.permission_cache_ttl`,
-//!   invalidated on every role change on every instance), and rate-limits per key.
+//!   resolves the key's role (through the query cache for
+//!   `auth.permission_cache_ttl`, invalidated on every role change on every
+//!   instance), and rate-limits per key.
 
 pub mod keys;
 pub mod permissions;
@@ -19,10 +20,10 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio_postgres::GenericClient;
 
+use crate::cache::{Lifetime, QueryCache};
 use crate::config::Config;
 use crate::db::api_keys::{self, ApiKeyInfo, KeyCredentials, NewApiKey};
 use crate::db::{self, tenant, DbError, PgPool};
-use crate::redis_conn::RedisConnection;
 use permissions::{PermissionSet, RoleDefinition};
 
 /// A verified caller.
@@ -59,32 +60,36 @@ pub enum IssueError {
     Database(#[from] DbError),
 }
 
+/// The query cache's kind for resolved role permissions.
+const PERMISSIONS: &str = "permissions";
+
 pub struct Authenticator {
     pool: PgPool,
-    redis: RedisConnection,
+    cache: Arc<QueryCache>,
     /// key id → credentials; `None` caches "no such key" so that guessing ids
     /// cannot hammer the database either.
     keys: moka::sync::Cache<String, Option<Arc<KeyCredentials>>>,
     limiter: DefaultKeyedRateLimiter<String>,
-    redis_prefix: String,
-    permission_ttl: Duration,
+    permission_lifetime: Lifetime,
 }
 
 impl Authenticator {
-    pub fn new(config: &Config, pool: PgPool, redis: RedisConnection) -> Self {
+    pub fn new(config: &Config, pool: PgPool, cache: Arc<QueryCache>) -> Self {
         let per_second =
             NonZeroU32::new(config.auth.rate_limit_per_second).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(config.auth.rate_limit_burst).unwrap_or(NonZeroU32::MIN);
         Self {
             pool,
-            redis,
+            cache,
             keys: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(config.auth.key_cache_ttl)
                 .build(),
             limiter: RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)),
-            redis_prefix: config.cache.redis_prefix.clone(),
-            permission_ttl: config.auth.permission_cache_ttl,
+            permission_lifetime: Lifetime {
+                ttl: config.auth.permission_cache_ttl,
+                strict: true,
+            },
         }
     }
 
@@ -153,88 +158,43 @@ impl Authenticator {
         Ok(permissions::role_catalog(custom))
     }
 
-    /// The effective permissions of `role` in `organization_id`: from Redis when
-    /// cached there, else resolved from PostgreSQL (and cached). Works without
-    /// Redis. A role that no longer exists grants nothing.
+    /// The effective permissions of `role` in `organization_id`, through the
+    /// query cache (strict: never from memory while Redis cannot vouch for
+    /// the organization's generation). A role that no longer exists grants
+    /// nothing.
     pub async fn permissions(
         &self,
         organization_id: &str,
         role: &str,
     ) -> Result<Arc<PermissionSet>, DbError> {
-        let generation = self.roles_generation(organization_id).await;
-        if let Some(generation) = generation {
-            let key = self.permissions_key(organization_id, generation, role);
-            if let Ok(Some(json)) = self
-                .redis
-                .query::<Option<String>>(redis::cmd("GET").arg(&key))
-                .await
-            {
-                if let Ok(set) = serde_json::from_str::<PermissionSet>(&json) {
-                    return Ok(Arc::new(set));
-                }
-            }
+        let resolve = || async {
+            let catalog = self.role_catalog(organization_id).await?;
+            Ok::<_, DbError>(permissions::resolve(role, &catalog).unwrap_or_default())
+        };
+        let answer = self
+            .cache
+            .get_or_load(
+                organization_id,
+                PERMISSIONS,
+                role,
+                self.permission_lifetime,
+                || async {
+                    let set = resolve().await?;
+                    Ok::<_, DbError>(serde_json::to_vec(&set).expect("permissions serialize"))
+                },
+            )
+            .await?;
+        match serde_json::from_slice::<PermissionSet>(&answer) {
+            Ok(set) => Ok(Arc::new(set)),
+            // Not what this version stores (an older worker's entry): ask PostgreSQL.
+            Err(_) => Ok(Arc::new(resolve().await?)),
         }
-        let catalog = self.role_catalog(organization_id).await?;
-        let set = permissions::resolve(role, &catalog).unwrap_or_default();
-        if let (Some(generation), Ok(json)) = (generation, serde_json::to_string(&set)) {
-            let key = self.permissions_key(organization_id, generation, role);
-            let ttl = self.permission_ttl.as_secs().max(1);
-            let _ = self
-                .redis
-                .query::<()>(redis::cmd("SET").arg(&key).arg(json).arg("EX").arg(ttl))
-                .await;
-        }
-        Ok(Arc::new(set))
     }
 
-    /// Makes every instance forget the organization's cached permissions: the
-    /// generation number is part of every cache key, so bumping it orphans them.
-    /// If Redis is unreachable now, keeps trying in the background for as long
-    /// as a stale entry could live.
+    /// Makes every instance forget the organization's cached permissions
+    /// before the change is acknowledged.
     pub async fn roles_changed(&self, organization_id: &str) {
-        let command = redis::cmd("INCR")
-            .arg(self.generation_key(organization_id))
-            .clone();
-        if self.redis.query::<i64>(&command).await.is_ok() {
-            return;
-        }
-        tracing::warn!(
-            organization_id,
-            "Cannot reach Redis to invalidate cached permissions; retrying"
-        );
-        let (redis, deadline) = (
-            self.redis.clone(),
-            tokio::time::Instant::now() + self.permission_ttl,
-        );
-        tokio::spawn(async move {
-            while tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                if redis.query::<i64>(&command).await.is_ok() {
-                    return;
-                }
-            }
-        });
-    }
-
-    /// `None` when Redis is unreachable: then nothing is read from or written to it.
-    async fn roles_generation(&self, organization_id: &str) -> Option<i64> {
-        self.redis
-            .query::<Option<i64>>(redis::cmd("GET").arg(self.generation_key(organization_id)))
-            .await
-            .ok()
-            .map(|generation| generation.unwrap_or(0))
-    }
-
-    fn generation_key(&self, organization_id: &str) -> String {
-        format!("{}roles-generation:{organization_id}", self.redis_prefix)
-    }
-
-    fn permissions_key(&self, organization_id: &str, generation: i64, role: &str) -> String {
-        // The generation is numeric, so this key cannot collide across organizations.
-        format!(
-            "{}permissions:{organization_id}:{generation}:{role}",
-            self.redis_prefix
-        )
+        self.cache.invalidate(organization_id, PERMISSIONS).await;
     }
 }
 

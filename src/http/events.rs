@@ -16,6 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::Caller;
 use super::errors::{ApiError, FieldError};
 use super::AppState;
+use crate::cache::EVENTS;
 use crate::db::events::{self, EventFilter, StoredEvent};
 use crate::db::{presets, tenant};
 use crate::events::{self as audit_events, Receipt, Rules, CLASSIFICATIONS, STATUSES};
@@ -104,7 +105,7 @@ pub async fn ingest(
         })
         .await??;
     // Before the acknowledgement: no query after it may see an answer without these events.
-    state.cache.invalidate_organization(organization_id).await;
+    state.cache.invalidate(organization_id, EVENTS).await;
     Ok(HttpResponse::Created().json(IngestResponse { events: receipts }))
 }
 
@@ -222,22 +223,28 @@ pub async fn list(
     let organization_id = caller.organization_id();
     let page = state
         .cache
-        .get_or_load(organization_id, "events", &parameters, || async {
-            let events = tenant::scoped(&state.pool, organization_id, async |tx| {
-                Ok::<_, ApiError>(events::list(tx, organization_id, &filter).await?)
-            })
-            .await?;
-            let next_cursor = (events.len() as i64 == filter.limit)
-                .then(|| events.last().map(encode_cursor))
-                .flatten();
-            Ok::<_, ApiError>(
-                serde_json::to_vec(&EventPage {
-                    events,
-                    next_cursor,
+        .get_or_load(
+            organization_id,
+            EVENTS,
+            &parameters,
+            state.cache.default_lifetime(),
+            || async {
+                let events = tenant::scoped(&state.pool, organization_id, async |tx| {
+                    Ok::<_, ApiError>(events::list(tx, organization_id, &filter).await?)
                 })
-                .expect("an event page serializes"),
-            )
-        })
+                .await?;
+                let next_cursor = (events.len() as i64 == filter.limit)
+                    .then(|| events.last().map(encode_cursor))
+                    .flatten();
+                Ok::<_, ApiError>(
+                    serde_json::to_vec(&EventPage {
+                        events,
+                        next_cursor,
+                    })
+                    .expect("an event page serializes"),
+                )
+            },
+        )
         .await?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")

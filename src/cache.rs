@@ -3,10 +3,12 @@
 //! PostgreSQL.
 //!
 //! Answers come in kinds (`events`, `permissions`, …). Coherence comes from a
-//! generation number per organization and kind, kept in Redis and part of
-//! every key: a write bumps it before it is acknowledged, so a query issued
-//! after the acknowledgement reads the new generation and misses every older
-//! answer, on every instance. A write invalidates only the kinds it changes:
+//! generation number per organization and kind, kept in Redis: every answer
+//! is stored with the generation it was computed at (in its L2 key, beside
+//! it in L1), and a write bumps the generation before it is acknowledged, so
+//! a query issued after the acknowledgement reads the new generation and
+//! takes no older answer, on every instance. One Redis round trip per query
+//! reads the generation and, when L1 cannot answer, the L2 answer. A write invalidates only the kinds it changes:
 //! ingest does not make permissions be resolved again. The CacheActor also
 //! drops L1 entries when another instance announces a bump (Redis pub/sub),
 //! to free their memory early. Keys name the organization, the kind and a
@@ -41,6 +43,14 @@ const BUMP_RETRY: Duration = Duration::from_secs(1);
 /// The kind of event listings: every change to an organization's events
 /// (ingest, archival, deletion) invalidates it.
 pub const EVENTS: &str = "events";
+/// Reads the generation (KEYS[1]) and, unless it equals the one L1 holds
+/// (ARGV[2]), the L2 answer stored under the slot (ARGV[1]) for it. (The L2
+/// key is built here: fine for a single Redis, not for Redis Cluster.)
+const LOOKUP_SCRIPT: &str = "local g = 'r' .. (redis.call('GET', KEYS[1]) or '0') \
+    if g == ARGV[2] then return {g} end \
+    local answer = redis.call('GET', ARGV[1] .. ':' .. g) \
+    if answer then return {g, answer} end \
+    return {g}";
 /// Separates the organization from the kind in an invalidation announcement.
 const ANNOUNCEMENT_SEPARATOR: char = '\u{0}';
 
@@ -51,6 +61,7 @@ pub type Answer = Arc<Vec<u8>>;
 /// How long one kind of answer may be kept, and how strictly.
 #[derive(Debug, Clone, Copy)]
 pub struct Lifetime {
+    /// Zero: not cached at all.
     pub ttl: Duration,
     /// Never served from this process's memory while Redis cannot vouch for
     /// the generation: for answers a change on another instance must overrule
@@ -60,6 +71,8 @@ pub struct Lifetime {
 
 #[derive(Clone)]
 struct Entry {
+    /// The generation the answer was computed at: stale once it moved on.
+    generation: String,
     answer: Answer,
     ttl: Duration,
 }
@@ -112,14 +125,20 @@ impl QueryCache {
             l1,
             redis,
             prefix: settings.redis_prefix.clone(),
-            default_ttl: settings.default_ttl,
+            // Disabled: listings get a zero lifetime, which is never cached.
+            default_ttl: if settings.enabled {
+                settings.default_ttl
+            } else {
+                Duration::ZERO
+            },
             longest_ttl: settings.default_ttl.max(config.auth.permission_cache_ttl),
             local_generations: DashMap::new(),
             metrics,
         }
     }
 
-    /// `cache.default_ttl`, not strict: for query listings.
+    /// `cache.default_ttl` (zero when `cache.enabled` is false), not strict:
+    /// for query listings.
     pub fn default_lifetime(&self) -> Lifetime {
         Lifetime {
             ttl: self.default_ttl,
@@ -142,8 +161,18 @@ impl QueryCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Vec<u8>, E>>,
     {
-        let generation = match self.generation(organization_id, kind).await {
-            Some(generation) => generation,
+        if lifetime.ttl.is_zero() {
+            return load().await.map(Arc::new);
+        }
+        let slot = self.slot(organization_id, kind, parameters);
+        let cached = self.l1.get(&slot);
+        // One Redis round trip: the current generation, and the L2 answer
+        // unless L1 holds this generation's already.
+        let (generation, from_l2) = match self
+            .lookup(&slot, organization_id, kind, cached.as_ref())
+            .await
+        {
+            Some(found) => found,
             None if lifetime.strict => {
                 self.count(kind, "l1", "bypass");
                 return load().await.map(Arc::new);
@@ -153,24 +182,23 @@ impl QueryCache {
                     .local_generations
                     .get(&(organization_id.to_owned(), kind.to_owned()))
                     .map_or(0, |generation| *generation);
-                format!("l{local}")
+                (format!("l{local}"), None)
             }
         };
-        let key = self.key(organization_id, kind, &generation, parameters);
-        if let Some(entry) = self.l1.get(&key) {
+        if let Some(entry) = cached.filter(|entry| entry.generation == generation) {
             self.count(kind, "l1", "hit");
             return Ok(entry.answer);
         }
         self.count(kind, "l1", "miss");
-        if let Some(answer) = self.l2_get(&key).await {
+        if let Some(answer) = from_l2 {
             self.count(kind, "l2", "hit");
-            self.remember(key, answer.clone(), lifetime.ttl);
+            self.remember(slot, generation, answer.clone(), lifetime.ttl);
             return Ok(answer);
         }
         self.count(kind, "l2", "miss");
         let answer = Arc::new(load().await?);
-        self.remember(key.clone(), answer.clone(), lifetime.ttl);
-        self.l2_set(&key, &answer, lifetime.ttl).await;
+        self.l2_set(format!("{slot}:{generation}"), answer.clone(), lifetime.ttl);
+        self.remember(slot, generation, answer.clone(), lifetime.ttl);
         Ok(answer)
     }
 
@@ -237,8 +265,15 @@ impl QueryCache {
             .invalidate_entries_if(move |key, _| key.starts_with(&prefix));
     }
 
-    fn remember(&self, key: String, answer: Answer, ttl: Duration) {
-        self.l1.insert(key, Entry { answer, ttl });
+    fn remember(&self, slot: String, generation: String, answer: Answer, ttl: Duration) {
+        self.l1.insert(
+            slot,
+            Entry {
+                generation,
+                answer,
+                ttl,
+            },
+        );
         self.metrics
             .cache_l1_bytes
             .set(i64::try_from(self.l1.weighted_size()).unwrap_or(i64::MAX));
@@ -247,55 +282,69 @@ impl QueryCache {
             .set(i64::try_from(self.l1.entry_count()).unwrap_or(i64::MAX));
     }
 
-    /// The generation as Redis holds it (`r…` in keys); `None` while Redis fails.
-    async fn generation(&self, organization_id: &str, kind: &str) -> Option<String> {
-        self.redis
-            .query::<Option<i64>>(redis::cmd("GET").arg(self.generation_key(organization_id, kind)))
-            .await
-            .ok()
-            .map(|generation| format!("r{}", generation.unwrap_or(0)))
-    }
-
-    async fn l2_get(&self, key: &str) -> Option<Answer> {
-        let stored: Vec<u8> = self
+    /// The current generation as Redis holds it (`r…`), and the L2 answer
+    /// for it unless `cached` is of that generation already: one round trip
+    /// (a Lua script). `None` while Redis fails.
+    async fn lookup(
+        &self,
+        slot: &str,
+        organization_id: &str,
+        kind: &str,
+        cached: Option<&Entry>,
+    ) -> Option<(String, Option<Answer>)> {
+        let command = redis::cmd("EVAL")
+            .arg(LOOKUP_SCRIPT)
+            .arg(1)
+            .arg(self.generation_key(organization_id, kind))
+            .arg(slot)
+            .arg(cached.map_or("", |entry| entry.generation.as_str()))
+            .clone();
+        let mut reply = self
             .redis
-            .query::<Option<Vec<u8>>>(redis::cmd("GET").arg(key))
+            .query::<Vec<Vec<u8>>>(&command)
             .await
-            .ok()??;
-        match stored.split_first() {
+            .ok()?
+            .into_iter();
+        let generation = String::from_utf8(reply.next()?).ok()?;
+        let answer = reply.next().and_then(|stored| match stored.split_first() {
             Some((&PLAIN, rest)) => Some(Arc::new(rest.to_vec())),
             Some((&ZSTD, rest)) => zstd::decode_all(rest).ok().map(Arc::new),
             _ => None,
-        }
+        });
+        Some((generation, answer))
     }
 
-    async fn l2_set(&self, key: &str, answer: &[u8], ttl: Duration) {
-        let mut stored = Vec::with_capacity(answer.len().min(COMPRESS_ABOVE) + 1);
-        if answer.len() > COMPRESS_ABOVE {
-            let Ok(compressed) = zstd::encode_all(answer, 3) else {
-                return;
-            };
-            stored.push(ZSTD);
-            stored.extend(compressed);
-        } else {
-            stored.push(PLAIN);
-            stored.extend_from_slice(answer);
-        }
-        let command = redis::cmd("SET")
-            .arg(key)
-            .arg(stored)
-            .arg("EX")
-            .arg(ttl.as_secs().max(1))
-            .clone();
-        let _ = self.redis.query::<()>(&command).await;
+    /// Stores the answer in Redis off the request's path: the caller has it
+    /// already, and another instance asking meanwhile only misses L2 once.
+    fn l2_set(&self, key: String, answer: Answer, ttl: Duration) {
+        let redis = self.redis.clone();
+        tokio::spawn(async move {
+            let mut stored = Vec::with_capacity(answer.len().min(COMPRESS_ABOVE) + 1);
+            if answer.len() > COMPRESS_ABOVE {
+                let Ok(compressed) = zstd::encode_all(answer.as_slice(), 3) else {
+                    return;
+                };
+                stored.push(ZSTD);
+                stored.extend(compressed);
+            } else {
+                stored.push(PLAIN);
+                stored.extend_from_slice(&answer);
+            }
+            let command = redis::cmd("SET")
+                .arg(key)
+                .arg(stored)
+                .arg("EX")
+                .arg(ttl.as_secs().max(1))
+                .clone();
+            let _ = redis.query::<()>(&command).await;
+        });
     }
 
-    fn key(&self, organization_id: &str, kind: &str, generation: &str, parameters: &str) -> String {
+    /// The L1 key of a query: organization, kind and a hash of its
+    /// parameters. Its L2 key adds the generation.
+    fn slot(&self, organization_id: &str, kind: &str, parameters: &str) -> String {
         let digest = hex::encode(Sha256::digest(parameters.as_bytes()));
-        format!(
-            "{}q:{organization_id}:{kind}:{generation}:{digest}",
-            self.prefix
-        )
+        format!("{}q:{organization_id}:{kind}:{digest}", self.prefix)
     }
 
     fn generation_key(&self, organization_id: &str, kind: &str) -> String {

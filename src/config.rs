@@ -181,6 +181,7 @@ impl Serialize for Secret {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
+    pub enabled: bool,
     pub redis_prefix: String,
     pub l1_max_mb: u64,
     pub l1_max_entries: u64,

@@ -176,8 +176,14 @@ async fn create_database(config: &DatabaseConfig) -> Result<(), DbError> {
             tracing::info!(database = name, "Created database");
             Ok(())
         }
-        // Another worker created it first.
-        Err(error) if error.code() == Some(&SqlState::DUPLICATE_DATABASE) => Ok(()),
+        // Another worker created it first (a creation still in flight
+        // surfaces as a unique violation on the catalog instead).
+        Err(error)
+            if error.code() == Some(&SqlState::DUPLICATE_DATABASE)
+                || error.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
+        {
+            Ok(())
+        }
         Err(error) => Err(create_error(error)),
     }
 }

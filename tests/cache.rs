@@ -6,8 +6,11 @@ mod common;
 
 use std::time::Duration;
 
+use std::process::Stdio;
+
+use common::process::{free_port, issue_key, serve, wait_ready};
 use common::proxy::TcpProxy;
-use common::{spawn_app, spawn_app_with, spawn_beside, wait_until, TestApp};
+use common::{spawn_app, spawn_app_with, spawn_beside, wait_until, TestApp, TestDatabase};
 use reqwest::Method;
 use serde_json::json;
 
@@ -99,6 +102,73 @@ async fn two_instances_stay_coherent() {
         let action = format!("write-{n}");
         ingest(writer, &key, &action).await;
         assert_eq!(actions(reader, &key).await[0], action);
+    }
+}
+
+/// Two worker processes (the release binary) on one database and one Redis:
+/// each write on one is in the very next listing on the other, with both
+/// caching.
+#[tokio::test]
+async fn two_worker_processes_stay_coherent() {
+    let config = common::test_config();
+    let _database = TestDatabase::named(config.database.url.database_name());
+    let url = config.database.url.to_string();
+    let settings = [
+        ("AUDIT_WORKER__LOG__LEVEL", "warn"),
+        (
+            "AUDIT_WORKER__CACHE__REDIS_PREFIX",
+            config.cache.redis_prefix.as_str(),
+        ),
+    ];
+    let client = reqwest::Client::new();
+    let ports = [free_port(), free_port()];
+    let mut workers: Vec<_> = ports
+        .iter()
+        .map(|port| serve(*port, &url, &settings, Stdio::null()))
+        .collect();
+    let bases: Vec<String> = ports
+        .iter()
+        .map(|port| format!("http://127.0.0.1:{port}"))
+        .collect();
+    for base in &bases {
+        wait_ready(&client, base).await;
+    }
+    let key = issue_key(&url, "org-a", "org:admin");
+    let listing = |base: &str| {
+        let (client, key, url) = (client.clone(), key.clone(), format!("{base}/v1/events"));
+        async move {
+            let body: serde_json::Value = client
+                .get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body["events"][0]["action"].as_str().map(str::to_owned)
+        }
+    };
+    for n in 0..6 {
+        let (writer, reader) = (&bases[n % 2], &bases[(n + 1) % 2]);
+        // Both have the current answer cached before the write.
+        listing(writer).await;
+        listing(reader).await;
+        let action = format!("write-{n}");
+        let response = client
+            .post(format!("{writer}/v1/events"))
+            .bearer_auth(&key)
+            .json(&json!({"principal_id": "u", "action": action, "status": "success"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        assert_eq!(listing(reader).await.as_deref(), Some(action.as_str()));
+        assert_eq!(listing(writer).await.as_deref(), Some(action.as_str()));
+    }
+    for worker in &mut workers {
+        worker.kill().unwrap();
+        worker.wait().unwrap();
     }
 }
 

@@ -324,17 +324,30 @@ async fn expired_events_and_archives_are_deleted_as_recorded_operations() {
     // `shortlived` (deleted after 10) are past; `standard` is not.
     clock.advance(chrono::Duration::days(100));
     let database = app.database().await;
-    let operations = wait_until(Duration::from_secs(20), "both deletions recorded", || async {
-        let rows = database
-            .query(
-                "SELECT kind, event_count FROM retention_operations WHERE organization_id = 'org-a' ORDER BY kind",
-                &[],
-            )
-            .await
-            .unwrap();
-        let found: Vec<(String, i32)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        (found.len() == 2).then_some(found)
-    })
+    // The round's last step is the checkpoint signed after its record.
+    let operations = wait_until(
+        Duration::from_secs(20),
+        "both deletions recorded and checkpointed",
+        || async {
+            let rows = database
+                .query(
+                    "SELECT kind, event_count FROM retention_operations WHERE organization_id = 'org-a' ORDER BY kind",
+                    &[],
+                )
+                .await
+                .unwrap();
+            let found: Vec<(String, i32)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+            let checkpoints: i64 = database
+                .query_one(
+                    "SELECT count(*) FROM integrity_checkpoints WHERE organization_id = 'org-a'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (found.len() == 2 && checkpoints >= 1).then_some(found)
+        },
+    )
     .await;
     assert_eq!(
         operations,
@@ -364,15 +377,6 @@ async fn expired_events_and_archives_are_deleted_as_recorded_operations() {
         (6, 2, 1),
         "{remaining:?}"
     );
-    let checkpoints: i64 = database
-        .query_one(
-            "SELECT count(*) FROM integrity_checkpoints WHERE organization_id = 'org-a'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert!(checkpoints >= 1);
 
     let report = verify(&app, &key).await;
     assert_eq!(report["valid"], true, "{report}");

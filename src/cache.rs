@@ -247,10 +247,12 @@ impl QueryCache {
 
     /// Applies an invalidation another instance announced: drops the L1
     /// entries it made unreachable.
-    pub fn apply_announcement(&self, announcement: &str) {
-        if let Some((organization_id, kind)) = announcement.split_once(ANNOUNCEMENT_SEPARATOR) {
-            self.drop_local(organization_id, kind);
-        }
+    /// Drops the L1 entries an announcement names; returns its organization
+    /// and kind.
+    pub fn apply_announcement<'a>(&self, announcement: &'a str) -> Option<(&'a str, &'a str)> {
+        let (organization_id, kind) = announcement.split_once(ANNOUNCEMENT_SEPARATOR)?;
+        self.drop_local(organization_id, kind);
+        Some((organization_id, kind))
     }
 
     /// The pub/sub channel generation bumps are announced on.

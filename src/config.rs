@@ -13,6 +13,8 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::alerts::rule::RuleDefinition;
+
 /// The documented defaults, compiled in so the binary runs without any file.
 const DEFAULTS: &str = include_str!("../config.toml");
 
@@ -46,6 +48,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub partitions: PartitionsConfig,
     pub cache: CacheConfig,
+    pub alerts: AlertsConfig,
+    pub gdpr: GdprConfig,
     pub log: LogConfig,
     pub supervisor: SupervisorConfig,
 }
@@ -187,6 +191,37 @@ pub struct CacheConfig {
     pub l1_max_entries: u64,
     #[serde(with = "humantime_serde")]
     pub default_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    pub enabled: bool,
+    pub retention_days: u32,
+    #[serde(with = "humantime_serde")]
+    pub system_check_interval: Duration,
+    pub system_organization: String,
+    #[serde(with = "humantime_serde")]
+    pub breaker_open_after: Duration,
+    pub ingest_error_rate: f64,
+    pub ingest_min_requests: u64,
+    #[serde(with = "humantime_serde")]
+    pub ingest_latency: Duration,
+    pub max_backlog_events: usize,
+    /// Rules every organization gets.
+    #[serde(default)]
+    pub rules: Vec<RuleDefinition>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GdprConfig {
+    pub pseudonym_key: Secret,
+    pub encryption_key: Secret,
+    pub preserve_actions: Vec<String>,
+    pub preserve_classifications: Vec<String>,
+    pub batch_size: i64,
+    pub max_delivery_bytes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -338,6 +373,8 @@ impl Config {
             ("integrity.commitment_key", &self.integrity.commitment_key),
             ("integrity.signing_key", &self.integrity.signing_key),
             ("delivery.encryption_key", &self.delivery.encryption_key),
+            ("gdpr.pseudonym_key", &self.gdpr.pseudonym_key),
+            ("gdpr.encryption_key", &self.gdpr.encryption_key),
         ] {
             let decoded = base64::engine::general_purpose::STANDARD.decode(value.expose());
             if !value.expose().is_empty() && decoded.map_or(true, |bytes| bytes.len() != 32) {
@@ -362,8 +399,67 @@ impl Config {
                 "must not be shorter than supervisor.restart_backoff_min",
             ));
         }
+        self.validate_alerts()?;
+        if !(1..=100_000).contains(&self.gdpr.batch_size) {
+            return Err(invalid("gdpr.batch_size", "must be between 1 and 100000"));
+        }
+        if let Some(classification) = self
+            .gdpr
+            .preserve_classifications
+            .iter()
+            .find(|c| !crate::events::CLASSIFICATIONS.contains(&c.as_str()))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "key `gdpr.preserve_classifications`: {classification} is not one of {}",
+                crate::events::CLASSIFICATIONS.join(", ")
+            )));
+        }
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid("log.level", &error.to_string()));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_alerts(&self) -> Result<(), ConfigError> {
+        let alerts = &self.alerts;
+        if alerts.retention_days == 0 {
+            return Err(invalid("alerts.retention_days", "must be at least 1"));
+        }
+        if alerts.system_check_interval.is_zero() {
+            return Err(invalid("alerts.system_check_interval", "must be positive"));
+        }
+        if alerts.system_organization.trim().is_empty() || alerts.system_organization.len() > 255 {
+            return Err(invalid(
+                "alerts.system_organization",
+                "must be 1 to 255 characters",
+            ));
+        }
+        if !(0.0..=1.0).contains(&alerts.ingest_error_rate) {
+            return Err(invalid(
+                "alerts.ingest_error_rate",
+                "must be a fraction between 0 and 1",
+            ));
+        }
+        if alerts.max_backlog_events == 0 {
+            return Err(invalid("alerts.max_backlog_events", "must be at least 1"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (index, rule) in alerts.rules.iter().enumerate() {
+            let prefix = format!("alerts.rules[{index}].");
+            if let Some(problem) = rule.problems(&prefix).into_iter().next() {
+                return Err(ConfigError::Invalid(format!(
+                    "key `{}`: {}",
+                    problem.field, problem.message
+                )));
+            }
+            if !names.insert(rule.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "key `{prefix}name`: another rule is named {}",
+                    rule.name
+                )));
+            }
         }
         Ok(())
     }

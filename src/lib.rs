@@ -23,6 +23,7 @@
 
 pub mod actors;
 pub mod admin;
+pub mod alerts;
 pub mod auth;
 pub mod cache;
 pub mod clock;
@@ -30,6 +31,7 @@ pub mod config;
 pub mod db;
 pub mod delivery;
 pub mod events;
+pub mod gdpr;
 pub mod http;
 pub mod integrity;
 pub mod maintenance;
@@ -48,8 +50,10 @@ use actix::Addr;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, HttpServer};
 
+use crate::actors::alert::AlertActor;
 use crate::actors::cache::CacheActor;
 use crate::actors::checkpoint::CheckpointActor;
+use crate::actors::gdpr::GdprActor;
 use crate::actors::health::HealthActor;
 use crate::actors::heartbeat::HeartbeatActor;
 use crate::actors::ingest::IngestActor;
@@ -62,6 +66,8 @@ use crate::config::Config;
 use crate::db::migrations::MigrationError;
 use crate::db::{DbError, PgPool};
 use crate::delivery::crypto::SecretBox;
+use crate::gdpr::operations::Gdpr;
+use crate::gdpr::pseudonym::PseudonymKeys;
 use crate::integrity::keys::IntegrityKeys;
 use crate::messages::supervisor::Shutdown;
 use crate::metrics::Metrics;
@@ -135,10 +141,28 @@ impl Application {
 
         let cache = Arc::new(QueryCache::new(&config, redis.clone(), metrics.clone()));
         let mut supervisor = SupervisorBuilder::new(config.supervisor.clone(), metrics.clone());
+        let alerts = {
+            let (pool, cache, config, clock, metrics) = (
+                pool.clone(),
+                cache.clone(),
+                config.clone(),
+                clock.clone(),
+                metrics.clone(),
+            );
+            supervisor.supervise("alert", move || {
+                AlertActor::new(
+                    pool.clone(),
+                    cache.clone(),
+                    config.clone(),
+                    clock.clone(),
+                    metrics.clone(),
+                )
+            })
+        };
         {
-            let (config, cache) = (config.clone(), cache.clone());
+            let (config, cache, alerts) = (config.clone(), cache.clone(), alerts.clone());
             supervisor.supervise("cache", move || {
-                CacheActor::new(config.clone(), cache.clone())
+                CacheActor::new(config.clone(), cache.clone(), alerts.clone())
             });
         }
         {
@@ -158,10 +182,36 @@ impl Application {
             });
         }
         let ingest = {
-            let (pool, ingest_config) = (pool.clone(), config.ingest.clone());
+            let (pool, ingest_config, alerts) =
+                (pool.clone(), config.ingest.clone(), alerts.clone());
             supervisor.supervise("ingest", move || {
-                IngestActor::new(pool.clone(), ingest_config.clone())
+                IngestActor::new(pool.clone(), ingest_config.clone(), alerts.clone())
             })
+        };
+        let gdpr = {
+            let gdpr = Arc::new(Gdpr {
+                pool: pool.clone(),
+                keys: keys.clone(),
+                pseudonyms: Arc::new(PseudonymKeys::new(
+                    &secrets::key_bytes(
+                        "gdpr.pseudonym_key",
+                        config.gdpr.pseudonym_key.expose(),
+                        &pool,
+                    )
+                    .await?,
+                    &secrets::key_bytes(
+                        "gdpr.encryption_key",
+                        config.gdpr.encryption_key.expose(),
+                        &pool,
+                    )
+                    .await?,
+                )),
+                ingest: ingest.clone(),
+                cache: cache.clone(),
+                settings: config.gdpr.clone(),
+                database: config.database.clone(),
+            });
+            supervisor.supervise("gdpr", move || GdprActor::new(gdpr.clone()))
         };
         {
             let (pool, keys, interval) = (
@@ -246,6 +296,8 @@ impl Application {
             queue,
             secrets,
             cache,
+            gdpr,
+            alerts,
         });
         let mut server = HttpServer::new(move || http::app(state.clone()))
             .shutdown_timeout(config.http.shutdown_timeout.as_secs().max(1))

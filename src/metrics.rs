@@ -46,6 +46,12 @@ pub struct Metrics {
     pub cache_hit_ratio: GaugeVec,
     pub cache_l1_bytes: IntGauge,
     pub cache_l1_entries: IntGauge,
+    /// Events the alert rules were evaluated on.
+    pub alert_events_evaluated: IntCounter,
+    /// Events skipped by the rules because their backlog was full.
+    pub alert_events_skipped: IntCounter,
+    /// Alerts raised by rules, by outcome (`created`, `updated`).
+    pub alerts_raised: IntCounterVec,
 }
 
 impl Metrics {
@@ -195,9 +201,27 @@ impl Metrics {
                 "Answers held by the in-process query cache",
             )
             .expect("valid metric"),
+            alert_events_evaluated: IntCounter::new(
+                "alert_events_evaluated_total",
+                "Events the alert rules were evaluated on",
+            )
+            .expect("valid metric"),
+            alert_events_skipped: IntCounter::new(
+                "alert_events_skipped_total",
+                "Events the alert rules skipped because their backlog was full",
+            )
+            .expect("valid metric"),
+            alerts_raised: IntCounterVec::new(
+                Opts::new(
+                    "alerts_raised_total",
+                    "Alerts raised by rules: created, or an open one updated",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 21] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 24] = [
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.http_request_duration.clone()),
             Box::new(metrics.actor_messages_handled.clone()),
@@ -219,6 +243,9 @@ impl Metrics {
             Box::new(metrics.cache_hit_ratio.clone()),
             Box::new(metrics.cache_l1_bytes.clone()),
             Box::new(metrics.cache_l1_entries.clone()),
+            Box::new(metrics.alert_events_evaluated.clone()),
+            Box::new(metrics.alert_events_skipped.clone()),
+            Box::new(metrics.alerts_raised.clone()),
         ];
         for collector in collectors {
             metrics

@@ -510,7 +510,7 @@ async fn two_workers_never_deliver_the_same_item() {
 }
 
 /// A destination failing without a success for its `auto_disable_after` is
-/// disabled with a reason and a SYSTEM alert; its deliveries wait rather than
+/// disabled with a reason and a DELIVERY alert; its deliveries wait rather than
 /// fail; the API re-enables it; the gauges show it on `/metrics`.
 #[actix_web::test]
 async fn a_destination_failing_too_long_is_disabled_and_can_be_re_enabled() {
@@ -555,7 +555,7 @@ async fn a_destination_failing_too_long_is_disabled_and_can_be_re_enabled() {
         .database()
         .await
         .query_one(
-            "SELECT count(*) FROM alerts WHERE organization_id = 'org-a' AND type = 'SYSTEM' AND source = 'delivery'",
+            "SELECT count(*) FROM alerts WHERE organization_id = 'org-a' AND type = 'DELIVERY' AND source = 'system' AND rule_id = 'system:destination-disabled'",
             &[],
         )
         .await

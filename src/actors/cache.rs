@@ -2,7 +2,8 @@
 //! It listens on the Redis channel where every instance announces the
 //! (organization, kind) generations it bumped, and drops those L1 entries here
 //! (correctness does not wait for it: the generation in each key already
-//! makes older answers unreachable; this frees their memory at once). It
+//! makes older answers unreachable; this frees their memory at once), and
+//! tells the AlertActor when an organization's alert rules changed. It
 //! reconnects by itself while Redis is down.
 
 use std::sync::Arc;
@@ -12,8 +13,12 @@ use actix::fut::wrap_future;
 use actix::prelude::*;
 use futures_util::StreamExt;
 
+use super::alert::AlertActor;
+use crate::alerts::RULES_CACHE_KIND;
 use crate::cache::QueryCache;
 use crate::config::Config;
+use crate::messages::alert::RulesChanged;
+use crate::supervisor::ActorHandle;
 
 /// Wait before subscribing again after Redis went away.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
@@ -21,11 +26,20 @@ const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
 pub struct CacheActor {
     config: Arc<Config>,
     cache: Arc<QueryCache>,
+    alerts: ActorHandle<AlertActor>,
 }
 
 impl CacheActor {
-    pub fn new(config: Arc<Config>, cache: Arc<QueryCache>) -> Self {
-        Self { config, cache }
+    pub fn new(
+        config: Arc<Config>,
+        cache: Arc<QueryCache>,
+        alerts: ActorHandle<AlertActor>,
+    ) -> Self {
+        Self {
+            config,
+            cache,
+            alerts,
+        }
     }
 }
 
@@ -33,13 +47,17 @@ impl Actor for CacheActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.spawn(wrap_future(listen(self.config.clone(), self.cache.clone())));
+        ctx.spawn(wrap_future(listen(
+            self.config.clone(),
+            self.cache.clone(),
+            self.alerts.clone(),
+        )));
     }
 }
 
 /// Applies the announced invalidations; runs inside the actor's context, so
 /// it ends with the actor.
-async fn listen(config: Arc<Config>, cache: Arc<QueryCache>) {
+async fn listen(config: Arc<Config>, cache: Arc<QueryCache>, alerts: ActorHandle<AlertActor>) {
     let channel = cache.channel();
     loop {
         let subscribed = async {
@@ -53,7 +71,13 @@ async fn listen(config: Arc<Config>, cache: Arc<QueryCache>) {
                 let mut messages = pubsub.into_on_message();
                 while let Some(message) = messages.next().await {
                     if let Ok(announcement) = message.get_payload::<String>() {
-                        cache.apply_announcement(&announcement);
+                        if let Some((organization_id, RULES_CACHE_KIND)) =
+                            cache.apply_announcement(&announcement)
+                        {
+                            alerts.notify(RulesChanged {
+                                organization_id: organization_id.to_owned(),
+                            });
+                        }
                     }
                 }
                 tracing::warn!("Lost the cache invalidation channel; subscribing again");

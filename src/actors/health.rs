@@ -1,6 +1,6 @@
 //! HealthActor: every `delivery.health_interval`, disables destinations that
 //! have failed without a single success for their `auto_disable_after` (with a
-//! reason and a SYSTEM alert; the API re-enables them), and refreshes the
+//! reason and a DELIVERY alert; the API re-enables them), and refreshes the
 //! per-destination gauges on `/metrics`. `destination_health` itself is kept
 //! current by each attempt. One worker instance disables at a time (an
 //! advisory lock).
@@ -12,6 +12,7 @@ use actix::fut::wrap_future;
 use actix::prelude::*;
 use chrono::Utc;
 
+use crate::alerts::system;
 use crate::db::{destinations, DbError, PgPool};
 use crate::delivery::config::DeliverySettings;
 use crate::messages::delivery::CheckHealth;
@@ -71,6 +72,7 @@ async fn round(pool: PgPool, metrics: Arc<Metrics>) -> Result<usize, DbError> {
                     humantime::format_duration(limit)
                 );
                 destinations::disable_failing(&*client, &destination, &reason).await?;
+                system::destination_disabled(&*client, &destination, &reason).await?;
                 tracing::warn!(destination = destination.id, %reason, "Disabled a failing destination");
                 disabled += 1;
             }

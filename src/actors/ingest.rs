@@ -14,17 +14,22 @@ use actix::prelude::*;
 use chrono::NaiveDate;
 use tokio::sync::oneshot;
 
+use super::alert::AlertActor;
 use crate::config::IngestConfig;
-use crate::db::events::{self, Submission};
+use crate::db::events::{self, Submission, Written};
 use crate::db::{DbError, PgPool};
 use crate::events::Receipt;
+use crate::messages::alert::{Observe, ObservedEvent};
 use crate::messages::ingest::{Ingest, IngestError};
+use crate::supervisor::ActorHandle;
 
 type Reply = oneshot::Sender<Result<Vec<Receipt>, IngestError>>;
 
 pub struct IngestActor {
     pool: PgPool,
     config: IngestConfig,
+    /// Hears of every event stored, after its commit.
+    alerts: ActorHandle<AlertActor>,
     /// Requests waiting for the next transaction.
     pending: Vec<(Submission, Reply)>,
     pending_events: usize,
@@ -39,10 +44,11 @@ pub struct IngestActor {
 }
 
 impl IngestActor {
-    pub fn new(pool: PgPool, config: IngestConfig) -> Self {
+    pub fn new(pool: PgPool, config: IngestConfig, alerts: ActorHandle<AlertActor>) -> Self {
         Self {
             pool,
             config,
+            alerts,
             pending: Vec::new(),
             pending_events: 0,
             flush_scheduled: false,
@@ -71,20 +77,33 @@ impl IngestActor {
         let known = self.known_months.clone();
         let write = async move {
             let known = ensure_partitions(&pool, known, &submissions).await?;
-            let receipts = events::write_group(&pool, &submissions).await?;
-            Ok::<_, DbError>((known, receipts))
+            let written = events::write_group(&pool, &submissions).await?;
+            Ok::<_, DbError>((known, written, submissions))
         };
         let span = tracing::info_span!("ingest_group", requests = replies.len());
         ctx.spawn(wrap_future::<_, Self>(tracing::Instrument::instrument(write, span)).map(
             move |outcome, actor, ctx| {
                 actor.in_flight -= 1;
                 match outcome {
-                    Ok((known, receipts)) => {
+                    Ok((known, written, submissions)) => {
                         actor.known_months.get_or_insert_with(HashSet::new).extend(known);
                         actor.consecutive_failures = 0;
                         actor.open_until = None;
-                        for (reply, receipts) in replies.into_iter().zip(receipts) {
+                        let Written { receipts, mut stored } = written;
+                        let mut observed = Vec::with_capacity(stored.len());
+                        for ((reply, receipts), submission) in
+                            replies.into_iter().zip(receipts).zip(submissions)
+                        {
+                            for (event, receipt) in submission.events.into_iter().zip(&receipts) {
+                                // `remove`: an event repeated within the group is observed once.
+                                if stored.remove(&receipt.id) {
+                                    observed.push(ObservedEvent { id: receipt.id, event });
+                                }
+                            }
                             let _ = reply.send(Ok(receipts));
+                        }
+                        if !observed.is_empty() {
+                            actor.alerts.notify(Observe(observed));
                         }
                     }
                     Err(error) => {

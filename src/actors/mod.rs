@@ -1,9 +1,11 @@
 //! The actors, one per file. Each owns its state; they share only the
 //! PostgreSQL pool, the Redis connection and read-only configuration.
 
+pub mod alert;
 pub mod cache;
 pub mod checkpoint;
 pub mod delivery;
+pub mod gdpr;
 pub mod health;
 pub mod heartbeat;
 pub mod ingest;

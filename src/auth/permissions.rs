@@ -34,6 +34,8 @@ pub const ACTIONS: &[&str] = &[
     "reverse",
     "acknowledge",
     "resolve",
+    "dismiss",
+    "manage",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]

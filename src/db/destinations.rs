@@ -381,7 +381,40 @@ pub async fn failing(client: &impl GenericClient) -> Result<Vec<Failing>, DbErro
         .collect())
 }
 
-/// Disables a destination that kept failing, records why, and raises a SYSTEM alert.
+/// A destination whose circuit breaker has stayed open.
+pub struct OpenBreaker {
+    pub id: i64,
+    pub organization_id: String,
+    pub label: String,
+    pub opened_at: DateTime<Utc>,
+}
+
+/// Enabled destinations whose breaker has been open longer than `open_for`.
+pub async fn open_breakers(
+    client: &impl GenericClient,
+    open_for: std::time::Duration,
+) -> Result<Vec<OpenBreaker>, DbError> {
+    let rows = client
+        .query(
+            "SELECT d.id, d.organization_id, d.label, h.circuit_breaker_opened_at AS opened_at \
+             FROM delivery_destinations d JOIN destination_health h ON h.destination_id = d.id \
+             WHERE NOT d.disabled AND d.deleted_at IS NULL AND h.circuit_breaker_state = 'open' \
+               AND h.circuit_breaker_opened_at < now() - make_interval(secs => $1)",
+            &[&open_for.as_secs_f64()],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| OpenBreaker {
+            id: row.get("id"),
+            organization_id: row.get("organization_id"),
+            label: row.get("label"),
+            opened_at: row.get("opened_at"),
+        })
+        .collect())
+}
+
+/// Disables a destination that kept failing and records why (the caller raises the alert).
 pub async fn disable_failing(
     client: &impl GenericClient,
     destination: &Failing,
@@ -399,18 +432,6 @@ pub async fn disable_failing(
             "UPDATE destination_health SET status = 'disabled', disabled_at = now(), disabled_reason = $2, \
                updated_at = now() WHERE destination_id = $1",
             &[&destination.id, &reason],
-        )
-        .await?;
-    client
-        .execute(
-            "INSERT INTO alerts (organization_id, severity, type, title, description, source, metadata) \
-             VALUES ($1, 'HIGH', 'SYSTEM', $2, $3, 'delivery', $4)",
-            &[
-                &destination.organization_id,
-                &format!("Destination \"{}\" disabled", destination.label),
-                &reason,
-                &Json(serde_json::json!({"destination_id": destination.id})),
-            ],
         )
         .await?;
     Ok(())

@@ -24,6 +24,15 @@ pub struct Submission {
     pub received: Instant,
 }
 
+/// What a group write stored.
+pub struct Written {
+    /// Each request's receipts, in input order.
+    pub receipts: Vec<Vec<Receipt>>,
+    /// Ids of the events this write stored (not those answered by an earlier
+    /// event with the same idempotency key).
+    pub stored: HashSet<i64>,
+}
+
 /// Writes the events of several requests in one transaction and returns each
 /// request's receipts, in input order.
 ///
@@ -34,10 +43,7 @@ pub struct Submission {
 /// only for the last statements (other organizations never wait). An
 /// idempotency key already stored, or repeated within the group, yields the
 /// first event's receipt and stores nothing new.
-pub async fn write_group(
-    pool: &PgPool,
-    submissions: &[Submission],
-) -> Result<Vec<Vec<Receipt>>, DbError> {
+pub async fn write_group(pool: &PgPool, submissions: &[Submission]) -> Result<Written, DbError> {
     let plan = Plan::new(submissions);
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
@@ -84,11 +90,14 @@ pub async fn write_group(
             }
         })
     };
-    Ok(plan
-        .slots
-        .iter()
-        .map(|slots| slots.iter().map(|&slot| receipt_of(slot)).collect())
-        .collect())
+    Ok(Written {
+        receipts: plan
+            .slots
+            .iter()
+            .map(|slots| slots.iter().map(|&slot| receipt_of(slot)).collect())
+            .collect(),
+        stored: new.iter().map(|&slot| ids[slot]).collect(),
+    })
 }
 
 /// The events of a group to insert (`candidates`), and for each request's event
@@ -462,11 +471,11 @@ pub struct StoredEvent {
     pub processing_latency: Option<i32>,
 }
 
-const EVENT_COLUMNS: &str = "id, \"timestamp\", organization_id, principal_id, action, status, \
+pub const EVENT_COLUMNS: &str = "id, \"timestamp\", organization_id, principal_id, action, status, \
     target_resource_type, target_resource_id, outcome_description, correlation_id, data_classification, \
     retention_policy, ttl, event_version, details, idempotency_key, hash, hash_algorithm, processing_latency";
 
-fn stored(row: &tokio_postgres::Row) -> StoredEvent {
+pub fn stored(row: &tokio_postgres::Row) -> StoredEvent {
     let timestamp: DateTime<Utc> = row.get("timestamp");
     StoredEvent {
         id: row.get("id"),

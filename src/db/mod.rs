@@ -1,6 +1,9 @@
 //! PostgreSQL: the connection pool, database creation, migrations and the
 //! liveness probe. Queries per table family join this module as they arrive.
 
+pub mod alert_rules;
+pub mod alert_windows;
+pub mod alerts;
 pub mod api_keys;
 pub mod archives;
 pub mod checkpoints;
@@ -8,6 +11,7 @@ pub mod deletions;
 pub mod deliveries;
 pub mod destinations;
 pub mod events;
+pub mod gdpr;
 pub mod legal_holds;
 pub mod migrations;
 pub mod partitions;
@@ -48,6 +52,9 @@ pub enum DbError {
     Timeout(Duration),
     #[error("PostgreSQL error: {}", describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
+    /// A value the worker stored (or cached) could not be read back.
+    #[error("cannot decode a stored value: {0}")]
+    Decode(String),
 }
 
 impl From<bb8::RunError<tokio_postgres::Error>> for DbError {
@@ -84,7 +91,7 @@ impl DbError {
                     || state.starts_with("57P0")
                     || state.starts_with("53")
             }
-            DbError::CreateDatabase { .. } => false,
+            DbError::CreateDatabase { .. } | DbError::Decode(_) => false,
         }
     }
 }

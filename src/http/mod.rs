@@ -1,5 +1,7 @@
 //! The HTTP API: routes, middleware and error mapping.
 
+pub mod alert_rules;
+pub mod alerts;
 pub mod api_keys;
 pub mod archives;
 pub mod auth;
@@ -7,6 +9,7 @@ pub mod deliveries;
 pub mod destinations;
 pub mod errors;
 pub mod events;
+pub mod gdpr;
 pub mod health;
 pub mod integrity;
 pub mod legal_holds;
@@ -21,6 +24,8 @@ use actix::Addr;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App};
 
+use crate::actors::alert::AlertActor;
+use crate::actors::gdpr::GdprActor;
 use crate::actors::ingest::IngestActor;
 use crate::actors::queue::QueueActor;
 use crate::auth::Authenticator;
@@ -49,6 +54,10 @@ pub struct AppState {
     pub secrets: Arc<SecretBox>,
     /// Query answers (L1 here, L2 in Redis), invalidated by every write.
     pub cache: Arc<QueryCache>,
+    /// Carries out data subject requests.
+    pub gdpr: ActorHandle<GdprActor>,
+    /// Told when an organization's alert rules change.
+    pub alerts: ActorHandle<AlertActor>,
 }
 
 /// Builds the application for one HTTP worker thread.
@@ -139,6 +148,51 @@ pub fn app(
                     "/legal-holds/{id}/release",
                     web::post().to(legal_holds::release),
                 )
+                .route("/alert-rules", web::get().to(alert_rules::list))
+                .route("/alert-rules", web::post().to(alert_rules::create))
+                .route("/alert-rules/{id}", web::get().to(alert_rules::get))
+                .route("/alert-rules/{id}", web::put().to(alert_rules::replace))
+                .route("/alert-rules/{id}", web::delete().to(alert_rules::delete))
+                // `/alerts/statistics` before `/alerts/{id}`, which would take it for an id.
+                .route("/alerts", web::get().to(alerts::list))
+                .route("/alerts", web::post().to(alerts::create))
+                .route("/alerts/statistics", web::get().to(alerts::statistics))
+                .route("/alerts/{id}", web::get().to(alerts::get))
+                .route(
+                    "/alerts/{id}/acknowledge",
+                    web::post().to(alerts::acknowledge),
+                )
+                .route("/alerts/{id}/resolve", web::post().to(alerts::resolve))
+                .route("/alerts/{id}/dismiss", web::post().to(alerts::dismiss))
+                .route(
+                    "/alert-subscriptions",
+                    web::post().to(alerts::create_subscription),
+                )
+                .route(
+                    "/alert-subscriptions",
+                    web::get().to(alerts::list_subscriptions),
+                )
+                .route(
+                    "/alert-subscriptions/{id}",
+                    web::get().to(alerts::get_subscription),
+                )
+                .route(
+                    "/alert-subscriptions/{id}",
+                    web::patch().to(alerts::update_subscription),
+                )
+                .route(
+                    "/alert-subscriptions/{id}",
+                    web::delete().to(alerts::delete_subscription),
+                )
+                .route("/gdpr/export", web::post().to(gdpr::export))
+                .route("/gdpr/pseudonymize", web::post().to(gdpr::pseudonymize))
+                .route("/gdpr/erase", web::post().to(gdpr::erase))
+                .route(
+                    "/gdpr/pseudonyms/{pseudonym_id}",
+                    web::get().to(gdpr::reverse),
+                )
+                .route("/gdpr/requests", web::post().to(gdpr::record_request))
+                .route("/gdpr/requests/{id}", web::get().to(gdpr::get_request))
                 .route("/archives", web::get().to(archives::list))
                 .route("/archives/{id}", web::get().to(archives::get)),
         )

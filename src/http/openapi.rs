@@ -4,8 +4,8 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::{alert_rules, alerts, archives, gdpr, legal_holds, retention_policies};
 use super::{api_keys, deliveries, destinations, errors, events, health, integrity, roles};
-use super::{archives, legal_holds, retention_policies};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +23,11 @@ use super::{archives, legal_holds, retention_policies};
         retention_policies::delete,
         legal_holds::create, legal_holds::list, legal_holds::get, legal_holds::release,
         archives::list, archives::get,
+        alert_rules::list, alert_rules::create, alert_rules::get, alert_rules::replace, alert_rules::delete,
+        alerts::list, alerts::statistics, alerts::get, alerts::acknowledge, alerts::resolve, alerts::dismiss,
+        alerts::create, alerts::create_subscription, alerts::list_subscriptions, alerts::get_subscription,
+        alerts::update_subscription, alerts::delete_subscription,
+        gdpr::export, gdpr::pseudonymize, gdpr::erase, gdpr::reverse, gdpr::record_request, gdpr::get_request,
     ),
     components(schemas(errors::ErrorBody, errors::ErrorDetail, errors::FieldError)),
     modifiers(&BearerKeys),
@@ -33,6 +38,8 @@ use super::{archives, legal_holds, retention_policies};
         (name = "integrity", description = "Tamper evidence: verification and signed checkpoints"),
         (name = "delivery", description = "Destinations and the delivery queue"),
         (name = "retention", description = "Retention policies, legal holds and archives"),
+        (name = "alerts", description = "Alerts, alert rules and alert subscriptions"),
+        (name = "gdpr", description = "Data subject requests: export, pseudonymization, erasure"),
     )
 )]
 pub struct ApiDoc;

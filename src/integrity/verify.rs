@@ -8,8 +8,9 @@
 //! the links in range are checked like live ones: their archives are opened
 //! (both SHA-256 sums checked) into a temporary table read beside `audit_log`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::pin;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
@@ -22,7 +23,8 @@ use super::canonical::{self, HashedFields};
 use super::chain;
 use super::checkpoint::{self, CheckpointError, SignedCheckpoint};
 use super::keys::IntegrityKeys;
-use crate::db::{archives, DbError, PgPool};
+use crate::alerts::system;
+use crate::db::{archives, gdpr, DbError, PgPool};
 use crate::maintenance::archive;
 
 /// At most this many problems are listed (all are counted).
@@ -62,6 +64,12 @@ pub struct Report {
     /// Events deleted by a recorded retention operation: their kept chain
     /// leaves stand in for them in their links.
     pub deleted_by_retention: u64,
+    /// Events erased by a recorded GDPR erasure: their kept chain leaves
+    /// stand in for them, as for retention.
+    pub erased_by_gdpr: u64,
+    /// Checked events whose identifier a recorded GDPR operation replaced by a
+    /// pseudonym (counted in `checked` too).
+    pub pseudonymized: u64,
     /// Chain links whose hash was recomputed (always the whole chain).
     pub links_checked: u64,
     pub valid: bool,
@@ -106,11 +114,14 @@ pub struct Scope<'a> {
 struct Findings {
     problems: Vec<Problem>,
     count: u64,
+    /// Events whose identifiers a recorded GDPR operation replaced.
+    pseudonymized: u64,
 }
 
 impl Findings {
     fn merge(&mut self, other: Findings) {
         self.count += other.count - other.problems.len() as u64;
+        self.pseudonymized += other.pseudonymized;
         for problem in other.problems {
             self.add(problem.kind, problem.event_id, problem.seq, problem.message);
         }
@@ -167,6 +178,7 @@ pub async fn verify(
 ) -> Result<Report, VerifyError> {
     let org = scope.organization_id;
     let mut findings = Findings {
+        pseudonymized: 0,
         problems: Vec::new(),
         count: 0,
     };
@@ -238,6 +250,10 @@ pub async fn verify(
         }
     }
 
+    // Pseudonyms that recorded GDPR operations gave (read before the events
+    // stream: the connection answers in order).
+    let pseudonyms: Arc<Pseudonyms> = Arc::new(recorded_pseudonyms(&client, org).await?);
+
     // 2. Archived events of those links, next to the live ones.
     let archived = load_archives(&client, org, &in_range, &mut findings).await?;
 
@@ -252,16 +268,16 @@ pub async fn verify(
     // The leaves of events deleted by retention, in the same row shape:
     // only the id, time, hash and link are known.
     let pruned = "SELECT event_id, event_timestamp, NULL, NULL, organization_id, NULL, NULL, NULL, NULL, NULL, \
-        hash, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, chain_link, true FROM audit_pruned_leaf \
+        hash, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, chain_link, operation_kind FROM audit_pruned_leaf \
         WHERE organization_id = $1 AND ($2::timestamptz IS NULL OR event_timestamp >= $2) \
           AND ($3::timestamptz IS NULL OR event_timestamp <= $3)";
     let archived = if archived {
-        format!("UNION ALL SELECT {columns}, false FROM verify_archived WHERE {filter}")
+        format!("UNION ALL SELECT {columns}, NULL::text FROM verify_archived WHERE {filter}")
     } else {
         String::new()
     };
     let sql = format!(
-        "SELECT {columns}, false AS pruned FROM audit_log WHERE {filter} {archived} \
+        "SELECT {columns}, NULL::text AS removed_by FROM audit_log WHERE {filter} {archived} \
          UNION ALL {pruned} ORDER BY chain_link, id"
     );
     let events = client
@@ -274,6 +290,7 @@ pub async fn verify(
         .expect("a 32-byte commitment key");
     let mut checked = 0u64;
     let mut deleted_by_retention = 0u64;
+    let mut erased_by_gdpr = 0u64;
     let mut chunk: Vec<(Link, Vec<Row>)> = Vec::new();
     let mut chunk_rows = 0usize;
     let mut running: VecDeque<tokio::task::JoinHandle<Findings>> = VecDeque::new();
@@ -283,11 +300,15 @@ pub async fn verify(
         let next_link = next.as_ref().map(|row| row.get::<_, i64>("chain_link"));
         if group.as_ref().map(|(link, _)| Some(*link)) != Some(next_link) {
             if let Some((link_id, rows)) = group.take() {
-                let deleted = rows
-                    .iter()
-                    .filter(|row| row.get::<_, bool>("pruned"))
-                    .count();
-                deleted_by_retention += deleted as u64;
+                let mut deleted = 0;
+                for row in &rows {
+                    match row.get::<_, Option<&str>>("removed_by") {
+                        Some(RETENTION) => deleted_by_retention += 1,
+                        Some(_) => erased_by_gdpr += 1,
+                        None => continue,
+                    }
+                    deleted += 1;
+                }
                 checked += (rows.len() - deleted) as u64;
                 match in_range.remove(&link_id) {
                     Some(link) => {
@@ -302,8 +323,9 @@ pub async fn verify(
             let work = std::mem::take(&mut chunk);
             chunk_rows = 0;
             let organization_id = org.to_owned();
+            let pseudonyms = pseudonyms.clone();
             running.push_back(tokio::task::spawn_blocking(move || {
-                check_chunk(work, &key, &organization_id)
+                check_chunk(work, &key, &organization_id, &pseudonyms)
             }));
             if running.len() > 2 {
                 findings.merge(
@@ -330,7 +352,7 @@ pub async fn verify(
     let mut emptied: Vec<Link> = in_range.into_values().collect();
     emptied.sort_by_key(|link| link.seq);
     for link in emptied {
-        check_members(&link, &[], &key, org, &mut findings);
+        check_members(&link, &[], &key, org, &pseudonyms, &mut findings);
     }
 
     check_tail(
@@ -345,6 +367,8 @@ pub async fn verify(
     Ok(Report {
         checked,
         deleted_by_retention,
+        erased_by_gdpr,
+        pseudonymized: findings.pseudonymized,
         links_checked,
         valid: findings.count == 0,
         problem_count: findings.count,
@@ -445,22 +469,34 @@ async fn load_archives(
 }
 
 /// Checks a chunk of links with their events (on a blocking thread).
-fn check_chunk(links: Vec<(Link, Vec<Row>)>, key: &[u8], org: &str) -> Findings {
+fn check_chunk(
+    links: Vec<(Link, Vec<Row>)>,
+    key: &[u8],
+    org: &str,
+    pseudonyms: &Pseudonyms,
+) -> Findings {
     let mut findings = Findings::default();
     for (link, members) in &links {
-        check_members(link, members, key, org, &mut findings);
+        check_members(link, members, key, org, pseudonyms, &mut findings);
     }
     findings
 }
 
 /// Compares one link with the events that claim it.
-fn check_members(link: &Link, members: &[Row], key: &[u8], org: &str, findings: &mut Findings) {
+fn check_members(
+    link: &Link,
+    members: &[Row],
+    key: &[u8],
+    org: &str,
+    pseudonyms: &Pseudonyms,
+    findings: &mut Findings,
+) {
     let seq = Some(link.seq);
     let mut leaves = Vec::with_capacity(members.len());
     let mut modified = false;
     for event in members {
         let id: i64 = event.get("id");
-        if event.get::<_, bool>("pruned") {
+        if event.get::<_, Option<&str>>("removed_by").is_some() {
             // Deleted by a recorded operation: its kept leaf is all there is.
             let stored: &str = event.get("hash");
             leaves.push(chain::parse_hash(stored).unwrap_or_default());
@@ -476,14 +512,20 @@ fn check_members(link: &Link, members: &[Row], key: &[u8], org: &str, findings: 
                 seq,
                 "the event's content no longer matches its hash".to_owned(),
             );
-        } else if let Some(field) = identifier_mismatch(event, key, org) {
-            modified = true;
-            findings.add(
-                ProblemKind::Modified,
-                Some(id),
-                seq,
-                format!("`{field}` no longer matches its commitment, and no recorded operation changed it"),
-            );
+        } else {
+            match identifiers(event, key, org, pseudonyms) {
+                Identifiers::Intact => {}
+                Identifiers::Pseudonymized => findings.pseudonymized += 1,
+                Identifiers::Changed(field) => {
+                    modified = true;
+                    findings.add(
+                        ProblemKind::Modified,
+                        Some(id),
+                        seq,
+                        format!("`{field}` no longer matches its commitment, and no recorded operation changed it"),
+                    );
+                }
+            }
         }
         if id < link.first_event_id || id > link.last_event_id {
             findings.add(
@@ -557,22 +599,64 @@ fn recompute_hash(event: &Row) -> [u8; 32] {
     canonical::event_hash(&fields)
 }
 
-/// The identifier field whose value no longer matches its commitment, if any.
-fn identifier_mismatch(event: &Row, key: &[u8], org: &str) -> Option<&'static str> {
-    let principal: &str = event.get("principal_id");
-    if canonical::commitment(key, org, principal) != event.get::<_, &str>("principal_commitment") {
-        return Some("principal_id");
+/// `operation_kind` of the leaves kept by deletion past retention.
+const RETENTION: &str = "retention";
+
+/// Per subject commitment, the pseudonyms recorded GDPR operations gave it.
+type Pseudonyms = HashMap<String, HashSet<String>>;
+
+async fn recorded_pseudonyms(
+    client: &impl GenericClient,
+    org: &str,
+) -> Result<Pseudonyms, DbError> {
+    let mut pseudonyms = Pseudonyms::new();
+    for (commitment, pseudonym) in gdpr::recorded_pseudonyms(client, org).await? {
+        pseudonyms.entry(commitment).or_default().insert(pseudonym);
     }
-    let target: Option<&str> = event.get("target_resource_id");
-    let commitment: Option<&str> = event.get("target_resource_commitment");
-    match (target, commitment) {
-        (None, None) => None,
-        (Some(target), Some(commitment))
-            if canonical::commitment(key, org, target) == commitment =>
+    Ok(pseudonyms)
+}
+
+/// Whether an event's identifiers are the ones its commitments bind.
+enum Identifiers {
+    Intact,
+    /// At least one is a pseudonym a recorded operation gave that identity.
+    Pseudonymized,
+    /// This field is neither.
+    Changed(&'static str),
+}
+
+fn identifiers(event: &Row, key: &[u8], org: &str, pseudonyms: &Pseudonyms) -> Identifiers {
+    // Matches its commitment, or is the pseudonym a recorded operation gave it.
+    let bound = |value: &str, commitment: &str| -> Option<bool> {
+        if canonical::commitment(key, org, value) == commitment {
+            Some(false)
+        } else if pseudonyms
+            .get(commitment)
+            .is_some_and(|given| given.contains(value))
         {
+            Some(true)
+        } else {
             None
         }
-        _ => Some("target_resource_id"),
+    };
+    let principal: &str = event.get("principal_id");
+    let Some(principal_pseudonymized) = bound(principal, event.get("principal_commitment")) else {
+        return Identifiers::Changed("principal_id");
+    };
+    let target: Option<&str> = event.get("target_resource_id");
+    let commitment: Option<&str> = event.get("target_resource_commitment");
+    let target_pseudonymized = match (target, commitment) {
+        (None, None) => false,
+        (Some(target), Some(commitment)) => match bound(target, commitment) {
+            Some(pseudonymized) => pseudonymized,
+            None => return Identifiers::Changed("target_resource_id"),
+        },
+        _ => return Identifiers::Changed("target_resource_id"),
+    };
+    if principal_pseudonymized || target_pseudonymized {
+        Identifiers::Pseudonymized
+    } else {
+        Identifiers::Intact
     }
 }
 
@@ -635,7 +719,8 @@ async fn check_tail(
     Ok(())
 }
 
-/// Records a verification run in `audit_integrity_log`.
+/// Records a verification run in `audit_integrity_log`; a failed one also
+/// raises a CRITICAL COMPLIANCE alert (one open alert per organization).
 pub async fn record(
     client: &impl GenericClient,
     org: &str,
@@ -660,5 +745,15 @@ pub async fn record(
             &[&org, &status, &Json(details), &verified_by],
         )
         .await?;
+    if !report.valid {
+        let summary = serde_json::json!({
+            "problem_count": report.problem_count,
+            "problems": report.problems.iter().take(10).collect::<Vec<_>>(),
+            "from": scope.from,
+            "to": scope.to,
+            "verified_by": verified_by,
+        });
+        system::integrity_failed(client, org, report.problem_count as usize, summary).await?;
+    }
     Ok(())
 }

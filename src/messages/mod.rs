@@ -1,8 +1,10 @@
 //! Typed messages between actors, one module per family. Every request message
 //! has a typed response; internal ticks answer `()`.
 
+pub mod alert;
 pub mod checkpoint;
 pub mod delivery;
+pub mod gdpr;
 pub mod heartbeat;
 pub mod ingest;
 pub mod partition;

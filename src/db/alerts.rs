@@ -1,0 +1,905 @@
+//! Queries on `alerts` and `alert_subscriptions`: raising alerts (deduplicated
+//! per rule and group, with escalation and a cooldown), their lifecycle,
+//! listings and statistics, notifying subscribed destinations, and deleting
+//! old closed alerts.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio_postgres::types::{FromSql, Json, ToSql, Type};
+use tokio_postgres::{GenericClient, Row};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::deliveries::{self, NewDeliveries};
+use super::DbError;
+use crate::delivery::config::DeliverySettings;
+
+/// A stored value outside the fixed set its column allows (the CHECK
+/// constraints make this a bug), or a client's unknown value.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown {kind} `{value}`: one of {expected}")]
+pub struct UnknownValue {
+    pub kind: &'static str,
+    pub value: String,
+    pub expected: String,
+}
+
+/// Declares an enumeration stored as one of a fixed set of strings (those of
+/// its column's CHECK constraint): serde and the API use the same strings, and
+/// rows decode into it without a panic on a value outside the set.
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident, $kind:literal { $($(#[$variant_meta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+        pub enum $name {
+            $($(#[$variant_meta])* #[serde(rename = $text)] $variant,)+
+        }
+
+        impl $name {
+            /// Every value, in the declared (for [`Severity`], ascending) order.
+            pub const ALL: &[$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = UnknownValue;
+
+            fn from_str(value: &str) -> Result<Self, UnknownValue> {
+                match value {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(UnknownValue {
+                        kind: $kind,
+                        value: value.to_owned(),
+                        expected: [$($text),+].join(", "),
+                    }),
+                }
+            }
+        }
+
+        impl<'a> FromSql<'a> for $name {
+            fn from_sql(
+                ty: &Type,
+                raw: &'a [u8],
+            ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+                Ok(<&str as FromSql>::from_sql(ty, raw)?.parse()?)
+            }
+
+            fn accepts(ty: &Type) -> bool {
+                <&str as FromSql>::accepts(ty)
+            }
+        }
+    };
+}
+
+text_enum! {
+    /// How bad an alert is. The order is meaningful: escalation and the
+    /// subscriptions' `min_severity` compare with it.
+    Severity, "severity" {
+        Info = "INFO",
+        Low = "LOW",
+        Medium = "MEDIUM",
+        High = "HIGH",
+        Critical = "CRITICAL",
+    }
+}
+
+text_enum! {
+    /// What an alert is about.
+    AlertType, "type" {
+        Security = "SECURITY",
+        Compliance = "COMPLIANCE",
+        Performance = "PERFORMANCE",
+        System = "SYSTEM",
+        Delivery = "DELIVERY",
+        /// Raised by a client over `POST /v1/alerts`.
+        Custom = "CUSTOM",
+    }
+}
+
+text_enum! {
+    /// Where an alert is in its lifecycle. `active` and `acknowledged` are
+    /// open; `resolved` and `dismissed` are final.
+    AlertStatus, "status" {
+        Active = "active",
+        Acknowledged = "acknowledged",
+        Resolved = "resolved",
+        Dismissed = "dismissed",
+    }
+}
+
+/// The severities in ascending order, for SQL that ranks them
+/// (`array_position`): one source of truth, the enum.
+fn severity_ranks() -> Vec<&'static str> {
+    Severity::ALL
+        .iter()
+        .map(|severity| severity.as_str())
+        .collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Alert {
+    pub id: Uuid,
+    pub organization_id: String,
+    pub severity: Severity,
+    #[serde(rename = "type")]
+    pub alert_type: AlertType,
+    pub status: AlertStatus,
+    pub title: String,
+    pub description: Option<String>,
+    /// What raised it: `rules`, `system`, `custom`, or the client's own name.
+    pub source: String,
+    pub correlation_id: Option<String>,
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    /// Derived from `acknowledged_at` (the seed's boolean).
+    pub acknowledged: bool,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    pub acknowledged_by: Option<String>,
+    /// Derived from `resolved_at` (the seed's boolean).
+    pub resolved: bool,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub resolved_by: Option<String>,
+    pub resolution_notes: Option<String>,
+    pub dismissed_at: Option<DateTime<Utc>>,
+    pub dismissed_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The rule that raised it; absent for custom alerts and rule-less system ones.
+    pub rule_id: Option<String>,
+    /// The value of the rule's grouping field: one open alert per rule and group.
+    pub group_key: Option<String>,
+    /// How often the rule fired for this group while the alert was open.
+    pub occurrences: i32,
+    /// When the first and the latest firing's event happened.
+    pub first_seen_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, organization_id, severity, type, status, title, description, source, \
+    correlation_id, metadata, acknowledged, acknowledged_at, acknowledged_by, resolved, resolved_at, \
+    resolved_by, resolution_notes, dismissed_at, dismissed_by, created_at, updated_at, rule_id, \
+    group_key, occurrences, first_seen_at, last_seen_at";
+
+fn alert(row: &Row) -> Result<Alert, DbError> {
+    Ok(Alert {
+        id: row.try_get("id")?,
+        organization_id: row.try_get("organization_id")?,
+        severity: row.try_get("severity")?,
+        alert_type: row.try_get("type")?,
+        status: row.try_get("status")?,
+        title: row.try_get("title")?,
+        description: row.try_get("description")?,
+        source: row.try_get("source")?,
+        correlation_id: row.try_get("correlation_id")?,
+        metadata: row.try_get::<_, Json<Value>>("metadata")?.0,
+        acknowledged: row.try_get("acknowledged")?,
+        acknowledged_at: row.try_get("acknowledged_at")?,
+        acknowledged_by: row.try_get("acknowledged_by")?,
+        resolved: row.try_get("resolved")?,
+        resolved_at: row.try_get("resolved_at")?,
+        resolved_by: row.try_get("resolved_by")?,
+        resolution_notes: row.try_get("resolution_notes")?,
+        dismissed_at: row.try_get("dismissed_at")?,
+        dismissed_by: row.try_get("dismissed_by")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        rule_id: row.try_get("rule_id")?,
+        group_key: row.try_get("group_key")?,
+        occurrences: row.try_get("occurrences")?,
+        first_seen_at: row.try_get("first_seen_at")?,
+        last_seen_at: row.try_get("last_seen_at")?,
+    })
+}
+
+/// An alert raised without a rule: a client's custom alert, or a one-off
+/// system alert. Nothing deduplicates it.
+pub struct NewAlert<'a> {
+    pub organization_id: &'a str,
+    pub severity: Severity,
+    pub alert_type: AlertType,
+    pub title: &'a str,
+    pub description: Option<&'a str>,
+    pub source: &'a str,
+    pub correlation_id: Option<&'a str>,
+    pub metadata: &'a Value,
+}
+
+pub async fn insert(client: &impl GenericClient, new: &NewAlert<'_>) -> Result<Alert, DbError> {
+    let row = client
+        .query_one(
+            &format!(
+                "INSERT INTO alerts (organization_id, severity, type, title, description, source, \
+                   correlation_id, metadata) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
+            ),
+            &[
+                &new.organization_id,
+                &new.severity.as_str(),
+                &new.alert_type.as_str(),
+                &new.title,
+                &new.description,
+                &new.source,
+                &new.correlation_id,
+                &Json(new.metadata),
+            ],
+        )
+        .await?;
+    alert(&row)
+}
+
+/// A rule fired for a group: what [`raise`] records.
+#[derive(Debug, Clone)]
+pub struct Raised {
+    pub organization_id: String,
+    pub rule_id: String,
+    /// The grouping field's value (empty for a rule without grouping).
+    pub group_key: String,
+    pub severity: Severity,
+    pub alert_type: AlertType,
+    pub title: String,
+    pub description: Option<String>,
+    pub source: String,
+    pub correlation_id: Option<String>,
+    /// Kept from the firing that created the alert; later firings only count.
+    pub metadata: Value,
+    /// When the firing's event happened.
+    pub seen_at: DateTime<Utc>,
+    /// How many firings this stands for (a batch may fire a rule several
+    /// times for one group); at least 1.
+    pub occurrences: i32,
+    /// After the group's last alert was resolved, firings are dropped this long.
+    pub cooldown: Duration,
+}
+
+/// What [`raise`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Raise {
+    /// No open alert for the rule and group: a new active one.
+    Created(Alert),
+    /// The open alert counted the firing; `escalated` when its severity rose.
+    Updated { alert: Alert, escalated: bool },
+    /// The group's last alert was resolved less than the cooldown ago: nothing written.
+    Suppressed,
+}
+
+/// How many times [`raise`] retries after losing a race to a concurrent
+/// creation before it settles for not knowing the previous severity.
+const STRICT_RAISE_ATTEMPTS: usize = 3;
+
+/// Records a rule's firing for a group: counts it on the open alert of that
+/// rule and group (keeping the higher severity), or is dropped within the
+/// cooldown after the group's last resolution, or creates a new active alert.
+///
+/// One statement decides, so concurrent callers on any instance agree: the
+/// open alert is locked (`FOR UPDATE`) as it is read, so the severity it had
+/// before is exact, and the upsert goes through the partial unique index
+/// `alerts_open_rule_group_idx`, so two callers never create two open alerts.
+/// The update applies only to the alert that was read and locked: when a
+/// concurrent caller created the open alert after this statement's snapshot,
+/// nothing is written and the statement runs again (under READ COMMITTED its
+/// new snapshot sees that alert). After [`STRICT_RAISE_ATTEMPTS`] such
+/// losses the update applies anyway and reports no escalation. The cooldown
+/// is read from the same snapshot: a firing that races the resolution of its
+/// group's alert creates a new alert rather than being dropped.
+#[tracing::instrument(skip_all, fields(organization_id = %raised.organization_id, rule_id = %raised.rule_id))]
+pub async fn raise(client: &impl GenericClient, raised: &Raised) -> Result<Raise, DbError> {
+    let statement = format!(
+        "WITH prior AS MATERIALIZED ( \
+           SELECT id, severity FROM alerts \
+           WHERE organization_id = $1 AND rule_id = $2 AND group_key = $3 \
+             AND status IN ('active', 'acknowledged') \
+           FOR UPDATE), \
+         cooling AS MATERIALIZED ( \
+           SELECT 1 FROM alerts \
+           WHERE organization_id = $1 AND rule_id = $2 AND group_key = $3 AND status = 'resolved' \
+             AND resolved_at > now() - make_interval(secs => $13) \
+           LIMIT 1), \
+         upserted AS ( \
+           INSERT INTO alerts (organization_id, rule_id, group_key, severity, type, title, description, \
+             source, correlation_id, metadata, occurrences, first_seen_at, last_seen_at) \
+           SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12 \
+           WHERE EXISTS (SELECT 1 FROM prior) OR NOT EXISTS (SELECT 1 FROM cooling) \
+           ON CONFLICT (organization_id, rule_id, group_key) \
+             WHERE rule_id IS NOT NULL AND status IN ('active', 'acknowledged') \
+           DO UPDATE SET occurrences = alerts.occurrences + EXCLUDED.occurrences, \
+             first_seen_at = least(alerts.first_seen_at, EXCLUDED.first_seen_at), \
+             last_seen_at = greatest(alerts.last_seen_at, EXCLUDED.last_seen_at), \
+             severity = CASE WHEN array_position($14::text[], EXCLUDED.severity::text) \
+                                > array_position($14::text[], alerts.severity::text) \
+                        THEN EXCLUDED.severity ELSE alerts.severity END, \
+             updated_at = now() \
+           WHERE alerts.id = (SELECT id FROM prior) OR $15 \
+           RETURNING {COLUMNS}, xmax = 0 AS inserted) \
+         SELECT upserted.*, (SELECT severity FROM prior) AS previous_severity, \
+           EXISTS (SELECT 1 FROM cooling) AS cooling \
+         FROM (VALUES (1)) AS one LEFT JOIN upserted ON true"
+    );
+    let ranks = severity_ranks();
+    let occurrences = raised.occurrences.max(1);
+    let cooldown = raised.cooldown.as_secs_f64();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let lenient = attempt > STRICT_RAISE_ATTEMPTS;
+        let row = client
+            .query_one(
+                &statement,
+                &[
+                    &raised.organization_id,
+                    &raised.rule_id,
+                    &raised.group_key,
+                    &raised.severity.as_str(),
+                    &raised.alert_type.as_str(),
+                    &raised.title,
+                    &raised.description,
+                    &raised.source,
+                    &raised.correlation_id,
+                    &Json(&raised.metadata),
+                    &occurrences,
+                    &raised.seen_at,
+                    &cooldown,
+                    &ranks,
+                    &lenient,
+                ],
+            )
+            .await?;
+        let inserted: Option<bool> = row.try_get("inserted")?;
+        match inserted {
+            Some(true) => return Ok(Raise::Created(alert(&row)?)),
+            Some(false) => {
+                let alert = alert(&row)?;
+                let previous: Option<Severity> = row.try_get("previous_severity")?;
+                let escalated = previous.is_some_and(|previous| alert.severity > previous);
+                return Ok(Raise::Updated { alert, escalated });
+            }
+            // Nothing proposed (the cooldown) — the only way a lenient attempt writes nothing.
+            None if lenient || row.try_get::<_, bool>("cooling")? => return Ok(Raise::Suppressed),
+            None => tracing::debug!(
+                attempt,
+                "Lost a race to a concurrent alert creation; retrying"
+            ),
+        }
+    }
+}
+
+/// A lifecycle step of an alert, with who takes it.
+#[derive(Debug, Clone, Copy)]
+pub enum Transition<'a> {
+    /// Someone is on it: active → acknowledged.
+    Acknowledge { by: &'a str },
+    /// Dealt with: active or acknowledged → resolved. Starts the rule's cooldown.
+    Resolve { by: &'a str, notes: Option<&'a str> },
+    /// Not worth acting on: active or acknowledged → dismissed. No cooldown:
+    /// the rule may raise it again at once.
+    Dismiss { by: &'a str },
+}
+
+impl Transition<'_> {
+    /// The status the step leads to.
+    pub fn target(&self) -> AlertStatus {
+        match self {
+            Transition::Acknowledge { .. } => AlertStatus::Acknowledged,
+            Transition::Resolve { .. } => AlertStatus::Resolved,
+            Transition::Dismiss { .. } => AlertStatus::Dismissed,
+        }
+    }
+}
+
+/// Why a lifecycle step was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum TransitionError {
+    #[error("no such alert")]
+    NotFound,
+    #[error("the alert is {current}; it cannot become {wanted}")]
+    NotAllowed {
+        current: AlertStatus,
+        wanted: AlertStatus,
+    },
+    #[error(transparent)]
+    Database(#[from] DbError),
+}
+
+/// Takes a lifecycle step in one conditional UPDATE, so two callers racing on
+/// one alert cannot both succeed. When nothing matched, a second read tells an
+/// unknown alert from one in the wrong status; statuses only move forward, so
+/// a status that refused the step still refuses it at that read.
+#[tracing::instrument(skip(client, transition), fields(to = %transition.target()))]
+pub async fn transition(
+    client: &impl GenericClient,
+    organization_id: &str,
+    id: Uuid,
+    transition: Transition<'_>,
+) -> Result<Alert, TransitionError> {
+    let (set, from, by, notes) = match transition {
+        Transition::Acknowledge { by } => (
+            "status = 'acknowledged', acknowledged_at = now(), acknowledged_by = $3",
+            "('active')",
+            by,
+            None,
+        ),
+        Transition::Resolve { by, notes } => (
+            "status = 'resolved', resolved_at = now(), resolved_by = $3, resolution_notes = $4",
+            "('active', 'acknowledged')",
+            by,
+            Some(notes),
+        ),
+        Transition::Dismiss { by } => (
+            "status = 'dismissed', dismissed_at = now(), dismissed_by = $3",
+            "('active', 'acknowledged')",
+            by,
+            None,
+        ),
+    };
+    let mut parameters: Vec<&(dyn ToSql + Sync)> = vec![&organization_id, &id, &by];
+    if let Some(notes) = &notes {
+        parameters.push(notes);
+    }
+    let row = client
+        .query_opt(
+            &format!(
+                "UPDATE alerts SET {set}, updated_at = now() \
+                 WHERE organization_id = $1 AND id = $2 AND status IN {from} RETURNING {COLUMNS}"
+            ),
+            &parameters,
+        )
+        .await
+        .map_err(DbError::from)?;
+    if let Some(row) = row {
+        return Ok(alert(&row)?);
+    }
+    let current = client
+        .query_opt(
+            "SELECT status FROM alerts WHERE organization_id = $1 AND id = $2",
+            &[&organization_id, &id],
+        )
+        .await
+        .map_err(DbError::from)?;
+    match current {
+        Some(row) => Err(TransitionError::NotAllowed {
+            current: row.try_get("status").map_err(DbError::from)?,
+            wanted: transition.target(),
+        }),
+        None => Err(TransitionError::NotFound),
+    }
+}
+
+pub async fn get(
+    client: &impl GenericClient,
+    organization_id: &str,
+    id: Uuid,
+) -> Result<Option<Alert>, DbError> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM alerts WHERE organization_id = $1 AND id = $2"),
+            &[&organization_id, &id],
+        )
+        .await?;
+    row.as_ref().map(alert).transpose()
+}
+
+/// Which alerts a listing returns. An empty list of values means any.
+#[derive(Debug, Clone)]
+pub struct AlertFilter {
+    pub severities: Vec<Severity>,
+    pub types: Vec<AlertType>,
+    pub statuses: Vec<AlertStatus>,
+    pub sources: Vec<String>,
+    /// Created at or after (inclusive).
+    pub from: Option<DateTime<Utc>>,
+    /// Created before (exclusive).
+    pub to: Option<DateTime<Utc>>,
+    /// Continue after this `(created_at, id)`, newest first.
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    pub limit: i64,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub alerts: Vec<Alert>,
+    /// The `(created_at, id)` to continue after, when more alerts match.
+    pub next: Option<(DateTime<Utc>, Uuid)>,
+}
+
+/// A page of the organization's alerts, newest first: `(created_at, id)`
+/// descending and strictly after the cursor, so paging never repeats an alert
+/// nor skips one that existed when the listing began.
+pub async fn list(
+    client: &impl GenericClient,
+    organization_id: &str,
+    filter: &AlertFilter,
+) -> Result<Page, DbError> {
+    let severities: Vec<&str> = filter.severities.iter().map(|s| s.as_str()).collect();
+    let types = type_names(&filter.types);
+    let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+    let (after_created, after_id) = filter.after.unzip();
+    // One more than asked: whether it comes back says if there is a next page.
+    let fetch = filter.limit + 1;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM alerts \
+                 WHERE organization_id = $1 \
+                   AND (cardinality($2::text[]) = 0 OR severity = ANY($2)) \
+                   AND (cardinality($3::text[]) = 0 OR type = ANY($3)) \
+                   AND (cardinality($4::text[]) = 0 OR status = ANY($4)) \
+                   AND (cardinality($5::text[]) = 0 OR source = ANY($5)) \
+                   AND ($6::timestamptz IS NULL OR created_at >= $6) \
+                   AND ($7::timestamptz IS NULL OR created_at < $7) \
+                   AND ($8::timestamptz IS NULL OR (created_at, id) < ($8, $9::uuid)) \
+                 ORDER BY created_at DESC, id DESC LIMIT $10"
+            ),
+            &[
+                &organization_id,
+                &severities,
+                &types,
+                &statuses,
+                &filter.sources,
+                &filter.from,
+                &filter.to,
+                &after_created,
+                &after_id,
+                &fetch,
+            ],
+        )
+        .await?;
+    let mut alerts = rows.iter().map(alert).collect::<Result<Vec<_>, _>>()?;
+    let more = alerts.len() as i64 > filter.limit;
+    alerts.truncate(filter.limit.max(0) as usize);
+    let next = more
+        .then(|| alerts.last().map(|last| (last.created_at, last.id)))
+        .flatten();
+    Ok(Page { alerts, next })
+}
+
+/// Alerts created on one UTC day.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct DailyCount {
+    pub date: NaiveDate,
+    pub count: i64,
+}
+
+/// An organization's alerts counted several ways.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct AlertStatistics {
+    pub total: i64,
+    /// Every status, zeros included.
+    pub by_status: BTreeMap<String, i64>,
+    /// Every severity, zeros included.
+    pub by_severity: BTreeMap<String, i64>,
+    /// Every type, zeros included.
+    pub by_type: BTreeMap<String, i64>,
+    /// The sources that have alerts.
+    pub by_source: BTreeMap<String, i64>,
+    /// Alerts created on each of the last 30 UTC days, today last, zeros included.
+    pub daily_trend: Vec<DailyCount>,
+}
+
+/// How many days the trend covers, today included.
+const TREND_DAYS: i32 = 30;
+
+pub async fn statistics(
+    client: &impl GenericClient,
+    organization_id: &str,
+) -> Result<AlertStatistics, DbError> {
+    fn zeros(names: impl Iterator<Item = &'static str>) -> BTreeMap<String, i64> {
+        names.map(|name| (name.to_owned(), 0)).collect()
+    }
+    let mut statistics = AlertStatistics {
+        total: 0,
+        by_status: zeros(AlertStatus::ALL.iter().map(|s| s.as_str())),
+        by_severity: zeros(Severity::ALL.iter().map(|s| s.as_str())),
+        by_type: zeros(AlertType::ALL.iter().map(|t| t.as_str())),
+        by_source: BTreeMap::new(),
+        daily_trend: Vec::new(),
+    };
+    // One scan for every breakdown; the columns are NOT NULL, so the one that
+    // is set tells which grouping a row belongs to (none: the total).
+    let rows = client
+        .query(
+            "SELECT status, severity, type, source, count(*) AS count FROM alerts \
+             WHERE organization_id = $1 \
+             GROUP BY GROUPING SETS ((status), (severity), (type), (source), ())",
+            &[&organization_id],
+        )
+        .await?;
+    for row in &rows {
+        let count: i64 = row.try_get("count")?;
+        let key = |column: &str| row.try_get::<_, Option<String>>(column);
+        if let Some(status) = key("status")? {
+            statistics.by_status.insert(status, count);
+        } else if let Some(severity) = key("severity")? {
+            statistics.by_severity.insert(severity, count);
+        } else if let Some(alert_type) = key("type")? {
+            statistics.by_type.insert(alert_type, count);
+        } else if let Some(source) = key("source")? {
+            statistics.by_source.insert(source, count);
+        } else {
+            statistics.total = count;
+        }
+    }
+    // Days are UTC days, and "today" is the database's, like created_at.
+    let rows = client
+        .query(
+            "SELECT day::date AS date, count(a.id) AS count \
+             FROM generate_series((now() AT TIME ZONE 'UTC')::date - ($2::int - 1), \
+                                  (now() AT TIME ZONE 'UTC')::date, interval '1 day') AS day \
+             LEFT JOIN alerts a ON a.organization_id = $1 \
+               AND a.created_at >= day AT TIME ZONE 'UTC' \
+               AND a.created_at < (day + interval '1 day') AT TIME ZONE 'UTC' \
+             GROUP BY day ORDER BY day",
+            &[&organization_id, &TREND_DAYS],
+        )
+        .await?;
+    statistics.daily_trend = rows
+        .iter()
+        .map(|row| {
+            Ok(DailyCount {
+                date: row.try_get("date")?,
+                count: row.try_get("count")?,
+            })
+        })
+        .collect::<Result<_, DbError>>()?;
+    Ok(statistics)
+}
+
+/// Why subscribers hear of an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    New,
+    /// An open alert's severity rose.
+    Escalated,
+}
+
+impl Notice {
+    /// The `event` of the delivered payload.
+    pub fn event(self) -> &'static str {
+        match self {
+            Notice::New => "alert.created",
+            Notice::Escalated => "alert.escalated",
+        }
+    }
+}
+
+/// Queues one delivery of `{"event", "alert"}` to each destination subscribed
+/// to this alert (enabled subscription, destination neither disabled nor
+/// deleted, severity at least the subscription's minimum, type among its
+/// types or any). The idempotency key names the alert, the event and the
+/// severity, so a repeated call (a retried batch, two workers racing on an
+/// escalation) queues nothing twice. Returns how many deliveries the notice
+/// has.
+#[tracing::instrument(skip_all, fields(alert = %alert.id, event = notice.event()))]
+pub async fn notify_subscribers(
+    client: &impl GenericClient,
+    alert: &Alert,
+    notice: Notice,
+) -> Result<usize, DbError> {
+    let rows = client
+        .query(
+            "SELECT s.destination_id, d.settings FROM alert_subscriptions s \
+             JOIN delivery_destinations d ON d.id = s.destination_id AND d.organization_id = s.organization_id \
+             WHERE s.organization_id = $1 AND s.enabled AND NOT d.disabled AND d.deleted_at IS NULL \
+               AND array_position($4::text[], $2::text) >= array_position($4::text[], s.min_severity::text) \
+               AND (cardinality(s.types) = 0 OR $3 = ANY(s.types)) \
+             ORDER BY s.destination_id",
+            &[
+                &alert.organization_id,
+                &alert.severity.as_str(),
+                &alert.alert_type.as_str(),
+                &severity_ranks(),
+            ],
+        )
+        .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut destination_ids = Vec::with_capacity(rows.len());
+    let mut max_retries = Vec::with_capacity(rows.len());
+    for row in &rows {
+        destination_ids.push(row.try_get::<_, i64>("destination_id")?);
+        let settings = row.try_get::<_, Json<Value>>("settings")?.0;
+        let settings = DeliverySettings::parse(Some(&settings)).unwrap_or_default();
+        max_retries.push(settings.retry_waits().len() as i32);
+    }
+    let payload = json!({"event": notice.event(), "alert": alert});
+    let idempotency_key = format!("alert:{}:{}:{}", alert.id, notice.event(), alert.severity);
+    let correlation_id = alert.id.to_string();
+    let queued = deliveries::enqueue(
+        client,
+        &NewDeliveries {
+            organization_id: &alert.organization_id,
+            destination_ids: &destination_ids,
+            payload: &payload,
+            priority: 0,
+            scheduled_at: None,
+            idempotency_key: Some(&idempotency_key),
+            correlation_id: Some(&correlation_id),
+            max_retries: &max_retries,
+        },
+    )
+    .await?;
+    Ok(queued.len())
+}
+
+/// Deletes up to `limit` resolved or dismissed alerts, of every organization,
+/// closed before `cutoff`; returns how many. Small batches keep each
+/// statement's locks short; rows another transaction holds are skipped, not
+/// waited for (the next batch or run takes them).
+pub async fn delete_closed_before(
+    client: &impl GenericClient,
+    cutoff: DateTime<Utc>,
+    limit: i64,
+) -> Result<u64, DbError> {
+    Ok(client
+        .execute(
+            "DELETE FROM alerts WHERE id IN ( \
+               SELECT id FROM alerts \
+               WHERE status IN ('resolved', 'dismissed') AND coalesce(resolved_at, dismissed_at) < $1 \
+               LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            &[&cutoff, &limit],
+        )
+        .await?)
+}
+
+/// Which of an organization's alerts a destination hears of.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Subscription {
+    pub id: i64,
+    pub destination_id: i64,
+    /// Alerts at least this severe.
+    pub min_severity: Severity,
+    /// Alerts of these types; empty: every type.
+    pub types: Vec<AlertType>,
+    pub enabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub created_by: Option<String>,
+}
+
+const SUBSCRIPTION_COLUMNS: &str =
+    "id, destination_id, min_severity, types, enabled, created_at, created_by";
+
+fn subscription(row: &Row) -> Result<Subscription, DbError> {
+    Ok(Subscription {
+        id: row.try_get("id")?,
+        destination_id: row.try_get("destination_id")?,
+        min_severity: row.try_get("min_severity")?,
+        types: row.try_get("types")?,
+        enabled: row.try_get("enabled")?,
+        created_at: row.try_get("created_at")?,
+        created_by: row.try_get("created_by")?,
+    })
+}
+
+fn type_names(types: &[AlertType]) -> Vec<&'static str> {
+    types.iter().map(|t| t.as_str()).collect()
+}
+
+pub struct NewSubscription<'a> {
+    pub organization_id: &'a str,
+    pub destination_id: i64,
+    pub min_severity: Severity,
+    pub types: &'a [AlertType],
+    pub enabled: bool,
+    pub created_by: &'a str,
+}
+
+/// Subscribes a destination; `None` when it has a subscription already (one
+/// per destination).
+pub async fn insert_subscription(
+    client: &impl GenericClient,
+    new: &NewSubscription<'_>,
+) -> Result<Option<Subscription>, DbError> {
+    let row = client
+        .query_opt(
+            &format!(
+                "INSERT INTO alert_subscriptions (organization_id, destination_id, min_severity, types, enabled, \
+                   created_by) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (organization_id, destination_id) DO NOTHING RETURNING {SUBSCRIPTION_COLUMNS}"
+            ),
+            &[
+                &new.organization_id,
+                &new.destination_id,
+                &new.min_severity.as_str(),
+                &type_names(new.types),
+                &new.enabled,
+                &new.created_by,
+            ],
+        )
+        .await?;
+    row.as_ref().map(subscription).transpose()
+}
+
+pub async fn list_subscriptions(
+    client: &impl GenericClient,
+    organization_id: &str,
+) -> Result<Vec<Subscription>, DbError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {SUBSCRIPTION_COLUMNS} FROM alert_subscriptions WHERE organization_id = $1 ORDER BY id"
+            ),
+            &[&organization_id],
+        )
+        .await?;
+    rows.iter().map(subscription).collect()
+}
+
+pub async fn get_subscription(
+    client: &impl GenericClient,
+    organization_id: &str,
+    id: i64,
+) -> Result<Option<Subscription>, DbError> {
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT {SUBSCRIPTION_COLUMNS} FROM alert_subscriptions WHERE organization_id = $1 AND id = $2"
+            ),
+            &[&organization_id, &id],
+        )
+        .await?;
+    row.as_ref().map(subscription).transpose()
+}
+
+/// The fields a change sets; `None` keeps the stored value.
+#[derive(Debug, Clone, Default)]
+pub struct SubscriptionChange {
+    pub min_severity: Option<Severity>,
+    pub types: Option<Vec<AlertType>>,
+    pub enabled: Option<bool>,
+}
+
+/// Applies a change; `None` when the organization has no such subscription.
+pub async fn update_subscription(
+    client: &impl GenericClient,
+    organization_id: &str,
+    id: i64,
+    change: &SubscriptionChange,
+) -> Result<Option<Subscription>, DbError> {
+    let row = client
+        .query_opt(
+            &format!(
+                "UPDATE alert_subscriptions SET min_severity = coalesce($3, min_severity), \
+                   types = coalesce($4::text[], types), enabled = coalesce($5, enabled) \
+                 WHERE organization_id = $1 AND id = $2 RETURNING {SUBSCRIPTION_COLUMNS}"
+            ),
+            &[
+                &organization_id,
+                &id,
+                &change.min_severity.map(Severity::as_str),
+                &change.types.as_deref().map(type_names),
+                &change.enabled,
+            ],
+        )
+        .await?;
+    row.as_ref().map(subscription).transpose()
+}
+
+/// Whether the organization had such a subscription (it has not any more).
+pub async fn delete_subscription(
+    client: &impl GenericClient,
+    organization_id: &str,
+    id: i64,
+) -> Result<bool, DbError> {
+    Ok(client
+        .execute(
+            "DELETE FROM alert_subscriptions WHERE organization_id = $1 AND id = $2",
+            &[&organization_id, &id],
+        )
+        .await?
+        > 0)
+}

@@ -48,7 +48,7 @@ pub struct Metrics {
     pub cache_l1_entries: IntGauge,
     /// Events the alert rules were evaluated on.
     pub alert_events_evaluated: IntCounter,
-    /// Events skipped by the rules because their backlog was full.
+    /// Events (or their matches) skipped by the rules because their backlog was full.
     pub alert_events_skipped: IntCounter,
     /// Alerts raised by rules, by outcome (`created`, `updated`).
     pub alerts_raised: IntCounterVec,
@@ -208,7 +208,7 @@ impl Metrics {
             .expect("valid metric"),
             alert_events_skipped: IntCounter::new(
                 "alert_events_skipped_total",
-                "Events the alert rules skipped because their backlog was full",
+                "Events or matches the alert rules skipped because their backlog was full",
             )
             .expect("valid metric"),
             alerts_raised: IntCounterVec::new(

@@ -1,9 +1,9 @@
 //! AlertActor: evaluates the alert rules on every newly stored event, off the
 //! ingest path. Ingest hands it each committed group ([`Observe`]) without
 //! waiting. Matching runs at once (it is cheap) and only the matches wait for
-//! the database: they are applied in one transaction at a time, and whatever
-//! matched meanwhile goes in the next, so under load batches grow instead of
-//! queueing up, and waiting costs little memory. A batch that cannot be
+//! the database: they are applied in one transaction at a time, at most every
+//! `APPLY_EVERY`, and whatever matched meanwhile goes in the next, so under
+//! load batches grow instead of queueing up, and waiting costs little memory. A batch that cannot be
 //! written is kept and tried again. Every `alerts.system_check_interval` it
 //! also runs the system rules and deletes closed alerts past their retention
 //! (one instance at a time).
@@ -27,6 +27,8 @@ use crate::db::{alert_windows, alerts, DbError, PgPool};
 use crate::messages::alert::{CheckSystem, Observe, ObservedEvent, RulesChanged};
 use crate::metrics::Metrics;
 
+/// Batches are applied at most this often.
+const APPLY_EVERY: Duration = Duration::from_millis(250);
 /// Wait before applying a batch again after a failed write.
 const APPLY_RETRY: Duration = Duration::from_secs(1);
 /// Rows deleted per statement by the retention and pruning jobs.
@@ -69,6 +71,9 @@ pub struct AlertActor {
     /// Matches not yet applied.
     evaluation: Evaluation,
     applying: bool,
+    /// When the last batch began, and whether the next one is scheduled.
+    last_apply: Option<Instant>,
+    apply_scheduled: bool,
     /// Ingest figures at the last system check.
     last_ingest: IngestSample,
 }
@@ -105,6 +110,8 @@ impl AlertActor {
             loading: HashMap::new(),
             evaluation: Evaluation::default(),
             applying: false,
+            last_apply: None,
+            apply_scheduled: false,
             last_ingest,
         }
     }
@@ -198,9 +205,21 @@ impl AlertActor {
     }
 
     fn apply(&mut self, ctx: &mut Context<Self>) {
-        if self.applying || self.evaluation.events() == 0 {
+        if self.applying || self.apply_scheduled || self.evaluation.events() == 0 {
             return;
         }
+        // At most one batch per APPLY_EVERY: a group firing many times
+        // meanwhile is one update, its window read once.
+        let since = self.last_apply.map_or(APPLY_EVERY, |at| at.elapsed());
+        if since < APPLY_EVERY {
+            self.apply_scheduled = true;
+            ctx.run_later(APPLY_EVERY - since, |actor, ctx| {
+                actor.apply_scheduled = false;
+                actor.apply(ctx);
+            });
+            return;
+        }
+        self.last_apply = Some(Instant::now());
         self.applying = true;
         let batch = std::mem::take(&mut self.evaluation);
         let pool = self.pool.clone();
@@ -371,6 +390,13 @@ impl Handler<Observe> for AlertActor {
         }
         for observed in events {
             self.observe(observed, ctx);
+        }
+        // Matches wait in memory while the database lags; they never take
+        // more than `alerts.max_backlog_events` entries.
+        let skipped = self.evaluation.trim(self.config.alerts.max_backlog_events);
+        if skipped > 0 {
+            self.metrics.alert_events_skipped.inc_by(skipped as u64);
+            tracing::warn!(skipped, "Alert rule backlog full: skipped the oldest matches");
         }
         self.apply(ctx);
     }

@@ -152,6 +152,33 @@ pub struct Applied {
     pub notifications: usize,
 }
 
+/// The alert a firing raises.
+fn raised(firing: &Firing) -> Raised {
+    let definition = &firing.rule.definition;
+    Raised {
+        organization_id: firing.organization_id.clone(),
+        rule_id: firing.rule.id.clone(),
+        group_key: firing.group_key.clone(),
+        severity: definition.severity,
+        alert_type: definition.alert_type,
+        title: firing.rule.title(&firing.group_key),
+        description: definition.description.clone(),
+        source: "rules".to_owned(),
+        correlation_id: firing.correlation_id.clone(),
+        metadata: json!({
+            "rule": definition.name,
+            "kind": definition.kind,
+            "group_by": definition.group_by,
+            "group": firing.group_key,
+            "last_event_id": firing.event_id,
+            "window_count": firing.window_count,
+        }),
+        seen_at: firing.seen_at,
+        occurrences: firing.times,
+        cooldown: firing.rule.cooldown(),
+    }
+}
+
 /// Records the batch's hits and raises its alerts in one transaction: all of
 /// it or (on error, retried by the caller) none of it.
 pub async fn apply(pool: &PgPool, evaluation: &Evaluation) -> Result<Applied, DbError> {
@@ -194,48 +221,32 @@ pub async fn apply(pool: &PgPool, evaluation: &Evaluation) -> Result<Applied, Db
             &b.group_key,
         ))
     });
-    for firing in firings {
-        let definition = &firing.rule.definition;
-        let raised = Raised {
-            organization_id: firing.organization_id.clone(),
-            rule_id: firing.rule.id.clone(),
-            group_key: firing.group_key.clone(),
-            severity: definition.severity,
-            alert_type: definition.alert_type,
-            title: firing.rule.title(&firing.group_key),
-            description: definition.description.clone(),
-            source: "rules".to_owned(),
-            correlation_id: firing.correlation_id.clone(),
-            metadata: json!({
-                "rule": definition.name,
-                "kind": definition.kind,
-                "group_by": definition.group_by,
-                "group": firing.group_key,
-                "last_event_id": firing.event_id,
-                "window_count": firing.window_count,
-            }),
-            seen_at: firing.seen_at,
-            occurrences: firing.times,
-            cooldown: firing.rule.cooldown(),
-        };
-        let notice = match alerts::raise(&transaction, &raised).await? {
+    // The raises are sent together: the connection pipelines them (the
+    // server runs them one after the other, in this order), so a batch
+    // firing many groups waits for one round trip, not one each.
+    let client = &transaction;
+    let raises = firings.into_iter().map(|firing| async move {
+        let raised = raised(&firing);
+        let raise = alerts::raise(client, &raised).await?;
+        let notified = match &raise {
             Raise::Created(alert) => {
-                applied.created += 1;
-                Some((alert, Notice::New))
+                alerts::notify_subscribers(client, alert, Notice::New).await?
             }
-            Raise::Updated { alert, escalated } => {
-                applied.updated += 1;
-                escalated.then_some((alert, Notice::Escalated))
-            }
-            Raise::Suppressed => {
-                applied.suppressed += 1;
-                None
-            }
+            Raise::Updated {
+                alert,
+                escalated: true,
+            } => alerts::notify_subscribers(client, alert, Notice::Escalated).await?,
+            Raise::Updated { .. } | Raise::Suppressed => 0,
         };
-        if let Some((alert, notice)) = notice {
-            applied.notifications +=
-                alerts::notify_subscribers(&transaction, &alert, notice).await?;
+        Ok::<_, DbError>((raise, notified))
+    });
+    for (raise, notified) in futures_util::future::try_join_all(raises).await? {
+        match raise {
+            Raise::Created(_) => applied.created += 1,
+            Raise::Updated { .. } => applied.updated += 1,
+            Raise::Suppressed => applied.suppressed += 1,
         }
+        applied.notifications += notified;
     }
     transaction.commit().await?;
     Ok(applied)

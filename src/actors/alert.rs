@@ -396,7 +396,10 @@ impl Handler<Observe> for AlertActor {
         let skipped = self.evaluation.trim(self.config.alerts.max_backlog_events);
         if skipped > 0 {
             self.metrics.alert_events_skipped.inc_by(skipped as u64);
-            tracing::warn!(skipped, "Alert rule backlog full: skipped the oldest matches");
+            tracing::warn!(
+                skipped,
+                "Alert rule backlog full: skipped the oldest matches"
+            );
         }
         self.apply(ctx);
     }

@@ -229,9 +229,7 @@ pub async fn apply(pool: &PgPool, evaluation: &Evaluation) -> Result<Applied, Db
         let raised = raised(&firing);
         let raise = alerts::raise(client, &raised).await?;
         let notified = match &raise {
-            Raise::Created(alert) => {
-                alerts::notify_subscribers(client, alert, Notice::New).await?
-            }
+            Raise::Created(alert) => alerts::notify_subscribers(client, alert, Notice::New).await?,
             Raise::Updated {
                 alert,
                 escalated: true,

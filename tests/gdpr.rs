@@ -407,6 +407,15 @@ async fn pseudonymization_strategies_keep_the_trail_verifiable() {
     assert_eq!(report["valid"], true, "{report}");
     assert_eq!(report["pseudonymized"], 7, "{report}");
 
+    // The subject's events are still theirs to export, under the pseudonym.
+    let (_, exported) = export(&app, &key, "json").await;
+    let exported: Value = serde_json::from_str(&exported).unwrap();
+    let events = exported["events"].as_array().unwrap();
+    assert_eq!(events.len(), 3, "{exported}");
+    assert!(events
+        .iter()
+        .all(|e| e["principal_id"] == hashed["pseudonym_id"]));
+
     // An edit no operation recorded: one of bob's events given carol's pseudonym.
     db.execute(
         "UPDATE audit_log SET principal_id = $1 WHERE id = (SELECT min(id) FROM audit_log \
@@ -637,4 +646,54 @@ async fn other_requests_are_recorded_and_input_is_checked() {
         )
         .await;
     assert_eq!(status, 403);
+}
+
+/// With `destination_id`, the export goes through the delivery queue to a
+/// real receiver, with its manifest.
+#[actix_web::test]
+async fn an_export_is_delivered_to_a_destination() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    seed(&app, &key).await;
+    let receiver = common::receiver::Receiver::start(&[], 0);
+    let (status, destination) = app
+        .call(
+            Method::POST,
+            "/v1/destinations",
+            Some(&key),
+            Some(json!({"type": "webhook", "label": "dpo", "config": {"url": receiver.url}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{destination}");
+    let (status, delivered) = app
+        .call(
+            Method::POST,
+            "/v1/gdpr/export",
+            Some(&key),
+            Some(json!({"principal_id": "alice", "format": "csv",
+                        "destination_id": destination["id"]})),
+        )
+        .await;
+    assert_eq!(status, 202, "{delivered}");
+    assert_eq!(delivered["manifest"]["count"], 5);
+    let body = common::wait_until(
+        std::time::Duration::from_secs(15),
+        "the export to arrive",
+        || {
+            let received = receiver.received();
+            async move { received.first().map(|r| r.body.clone()) }
+        },
+    )
+    .await;
+    let payload: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(payload["type"], "gdpr.export");
+    let content = payload["file"]["content"].as_str().unwrap();
+    assert_eq!(
+        payload["manifest"]["sha256"],
+        hex::encode(Sha256::digest(content.as_bytes()))
+    );
+    let records = csv::Reader::from_reader(content.as_bytes())
+        .records()
+        .count();
+    assert_eq!(records, 5, "{content}");
 }

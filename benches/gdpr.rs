@@ -26,7 +26,11 @@
 //! 5. `POST /v1/integrity/verify` of the whole organization afterwards:
 //!    `valid`, `pseudonymized`, `erased_by_gdpr` and how long it took.
 //!
-//! It prints figures and a summary; it never asserts on time.
+//! After each step it waits for PostgreSQL's statistics to be flushed and
+//! prints what the step had it do on `audit_log` (index entries read, rows
+//! fetched, updated, deleted, in all partitions; the probe's inserts
+//! included), so that a cost can be traced to its queries. It prints figures
+//! and a summary; it never asserts on time.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,7 +45,7 @@ mod figures;
 #[path = "support/worker.rs"]
 mod worker;
 use figures::{grouped, mix, ms, Claims, Percentiles};
-use worker::{report_log, Worker};
+use worker::{connect, report_log, Worker};
 
 const ORG: &str = "bench-gdpr";
 const SUBJECT: &str = "subject-ada-lovelace";
@@ -63,6 +67,9 @@ const OPERATION_TIMEOUT: Duration = Duration::from_secs(600);
 /// How often the worker's VmRSS is read during an export.
 const RSS_SAMPLE: Duration = Duration::from_millis(25);
 const FORMATS: [&str; 3] = ["json", "csv", "xml"];
+/// PostgreSQL flushes a backend's statistics at most this long after its last
+/// transaction.
+const STATS_FLUSH: Duration = Duration::from_secs(11);
 
 /// Actions of the subject's events other than `auth.login`.
 const ACTIONS: [&str; 7] = [
@@ -91,6 +98,7 @@ async fn main() {
     };
 
     summary.ingested = ingest(&api).await;
+    let mut work = TableWork::read(&worker).await;
 
     let pseudonymize = measured(&worker, &api, "pseudonymize", async {
         api.operation(
@@ -112,6 +120,7 @@ async fn main() {
         pseudonymize.answer
     );
     pseudonymize.print_probe();
+    work = work.print_since(&worker, "pseudonymize", affected).await;
     summary.pseudonymize = Some(pseudonymize);
 
     for format in FORMATS {
@@ -119,6 +128,7 @@ async fn main() {
         export.print();
         summary.exports.push(export);
     }
+    work = work.print_since(&worker, "the 3 exports", 0).await;
 
     let erase = measured(&worker, &api, "erase", async {
         api.operation(
@@ -141,6 +151,8 @@ async fn main() {
         erase.answer
     );
     erase.print_probe();
+    let erased = erase.answer["records_deleted"].as_u64().unwrap_or_default();
+    work.print_since(&worker, "erase", erased).await;
     summary.erase = Some(erase);
 
     let cpu = worker.cpu_time();
@@ -475,6 +487,76 @@ async fn measured(
         cores,
         baseline,
         during,
+    }
+}
+
+/// What PostgreSQL did on `audit_log` (all its partitions, their indexes) so far.
+struct TableWork {
+    index_entries_read: i64,
+    rows_fetched: i64,
+    updated: i64,
+    deleted: i64,
+}
+
+impl TableWork {
+    /// Waits until every backend flushed its statistics, then reads them.
+    async fn read(worker: &Worker) -> Self {
+        tokio::time::sleep(STATS_FLUSH).await;
+        let database = connect(&worker.database_url()).await;
+        let partitions = "SELECT inhrelid FROM pg_inherits WHERE inhparent = 'audit_log'::regclass";
+        let tables = database
+            .query_one(
+                &format!(
+                    "SELECT COALESCE(sum(idx_tup_fetch + seq_tup_read), 0)::int8, \
+                     COALESCE(sum(n_tup_upd), 0)::int8, COALESCE(sum(n_tup_del), 0)::int8 \
+                     FROM pg_stat_user_tables WHERE relid IN ({partitions})"
+                ),
+                &[],
+            )
+            .await
+            .expect("read pg_stat_user_tables");
+        let indexes = database
+            .query_one(
+                &format!(
+                    "SELECT COALESCE(sum(idx_tup_read), 0)::int8 FROM pg_stat_user_indexes \
+                     WHERE relid IN ({partitions})"
+                ),
+                &[],
+            )
+            .await
+            .expect("read pg_stat_user_indexes");
+        Self {
+            index_entries_read: indexes.get(0),
+            rows_fetched: tables.get(0),
+            updated: tables.get(1),
+            deleted: tables.get(2),
+        }
+    }
+
+    /// Prints what PostgreSQL did on `audit_log` since `self` (a step that
+    /// changed `changed` events, the probe's inserts included); the new reading.
+    async fn print_since(self, worker: &Worker, step: &str, changed: u64) -> Self {
+        let now = Self::read(worker).await;
+        let per_event = |value: i64| {
+            if changed == 0 {
+                String::new()
+            } else {
+                format!(" ({:.1} an event changed)", value as f64 / changed as f64)
+            }
+        };
+        let entries = now.index_entries_read - self.index_entries_read;
+        let rows = now.rows_fetched - self.rows_fetched;
+        println!(
+            "  PostgreSQL on audit_log during {step}: {} index entries read{}, {} rows fetched{}, \
+             {} rows updated, {} deleted",
+            grouped(entries as f64),
+            per_event(entries),
+            grouped(rows as f64),
+            per_event(rows),
+            grouped((now.updated - self.updated) as f64),
+            grouped((now.deleted - self.deleted) as f64)
+        );
+        now
     }
 }
 

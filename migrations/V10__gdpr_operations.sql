@@ -37,9 +37,10 @@ CREATE TABLE gdpr_operations (
 CREATE INDEX gdpr_operations_org_idx ON gdpr_operations (organization_id, started_at DESC);
 CREATE INDEX gdpr_operations_subject_idx ON gdpr_operations (organization_id, subject_commitment);
 
--- A subject's events, found by commitment (so also under a pseudonym).
-CREATE INDEX audit_log_principal_commitment_idx ON audit_log (organization_id, principal_commitment);
-CREATE INDEX audit_log_target_commitment_idx ON audit_log (organization_id, target_resource_commitment)
+-- A subject's events, found by commitment (so also under a pseudonym), in id
+-- order: batches walk them from where the last one stopped.
+CREATE INDEX audit_log_principal_commitment_idx ON audit_log (organization_id, principal_commitment, id);
+CREATE INDEX audit_log_target_commitment_idx ON audit_log (organization_id, target_resource_commitment, id)
     WHERE target_resource_commitment IS NOT NULL;
 
 -- Leaves kept by erasure name a GDPR operation, not a retention one.

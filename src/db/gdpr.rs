@@ -252,33 +252,75 @@ pub async fn get_operation(
     Ok(row.as_ref().map(operation))
 }
 
-/// Replaces the subject's identifier by `pseudonym` in up to `limit` events
-/// (as principal, and as target where the target names the subject); how many
-/// events changed. Events already carrying the pseudonym are skipped, so a
-/// re-run after a crash continues where the last committed batch ended.
+/// Which identifier of the subject's events a batch replaces.
+#[derive(Debug, Clone, Copy)]
+pub enum Role {
+    Principal,
+    Target,
+}
+
+/// One batch of a walk through the subject's events in id order.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch {
+    /// The last event id the batch looked at; `None` when none was left.
+    pub last_id: Option<i64>,
+    /// Events it changed (or deleted).
+    pub changed: u64,
+}
+
+/// Replaces the subject's identifier (as principal, or as target) by
+/// `pseudonym` in the next `limit` of the subject's events after `after_id`.
+/// Events already carrying it are left as they are, so a re-run after a crash
+/// completes what the last committed batch did not.
 pub async fn pseudonymize_batch(
     client: &impl GenericClient,
     organization_id: &str,
     subject_commitment: &str,
     pseudonym: &str,
+    role: Role,
+    after_id: i64,
     limit: i64,
-) -> Result<u64, DbError> {
-    Ok(client
-        .execute(
-            "WITH batch AS ( \
-               SELECT id, \"timestamp\" FROM audit_log \
-               WHERE organization_id = $1 \
-                 AND ((principal_commitment = $2 AND principal_id <> $3) \
-                   OR (target_resource_commitment = $2 AND target_resource_id <> $3)) \
-               LIMIT $4 FOR UPDATE) \
-             UPDATE audit_log e SET \
-               principal_id = CASE WHEN e.principal_commitment = $2 THEN $3 ELSE e.principal_id END, \
-               target_resource_id = CASE WHEN e.target_resource_commitment = $2 THEN $3 \
-                 ELSE e.target_resource_id END \
-             FROM batch b WHERE e.organization_id = $1 AND e.id = b.id AND e.\"timestamp\" = b.\"timestamp\"",
-            &[&organization_id, &subject_commitment, &pseudonym, &limit],
+) -> Result<Batch, DbError> {
+    // The principal walk also replaces the target where it names the subject
+    // too; the target walk takes only other principals' events. An event is
+    // counted once.
+    let (walked, also, assign) = match role {
+        Role::Principal => (
+            "principal_commitment = $2",
+            "",
+            "principal_id = $3, target_resource_id = CASE WHEN e.target_resource_commitment = $2 THEN $3 \
+               ELSE e.target_resource_id END",
+        ),
+        Role::Target => (
+            "target_resource_commitment = $2",
+            "AND principal_commitment <> $2",
+            "target_resource_id = $3",
+        ),
+    };
+    let row = client
+        .query_one(
+            &format!(
+                "WITH batch AS ( \
+                   SELECT id, \"timestamp\" FROM audit_log \
+                   WHERE organization_id = $1 AND {walked} AND id > $4 {also} \
+                   ORDER BY id LIMIT $5), \
+                 changed AS ( \
+                   UPDATE audit_log e SET {assign} FROM batch b \
+                   WHERE e.organization_id = $1 AND e.id = b.id AND e.\"timestamp\" = b.\"timestamp\" \
+                     AND (e.principal_id IS DISTINCT FROM (CASE WHEN e.principal_commitment = $2 THEN $3 \
+                            ELSE e.principal_id END) \
+                       OR e.target_resource_id IS DISTINCT FROM (CASE WHEN e.target_resource_commitment = $2 \
+                            THEN $3 ELSE e.target_resource_id END)) \
+                   RETURNING 1) \
+                 SELECT (SELECT max(id) FROM batch), (SELECT count(*) FROM changed)"
+            ),
+            &[&organization_id, &subject_commitment, &pseudonym, &after_id, &limit],
         )
-        .await?)
+        .await?;
+    Ok(Batch {
+        last_id: row.get(0),
+        changed: row.get::<_, i64>(1) as u64,
+    })
 }
 
 /// What erasure keeps: events whose action matches one of `actions` (SQL
@@ -297,24 +339,26 @@ const PRESERVED: &str =
     OR EXISTS (SELECT 1 FROM unnest($5::timestamptz[], $6::timestamptz[]) AS h(s, t) \
       WHERE (h.s IS NULL OR e.\"timestamp\" >= h.s) AND (h.t IS NULL OR e.\"timestamp\" <= h.t)))";
 
-/// Deletes up to `limit` of the subject's own events (as principal) that are
-/// not preserved, keeping each one's chain leaf under the operation; how many
-/// went.
+/// Deletes, of the next `limit` of the subject's own events (as principal)
+/// after `after_id`, those not preserved, keeping each one's chain leaf under
+/// the operation.
 pub async fn erase_batch(
     client: &impl GenericClient,
     organization_id: &str,
     subject_commitment: &str,
     preserved: &Preserved<'_>,
     operation_id: Uuid,
+    after_id: i64,
     limit: i64,
-) -> Result<u64, DbError> {
+) -> Result<Batch, DbError> {
     let row = client
         .query_one(
             &format!(
-                "WITH doomed AS ( \
-                   SELECT e.id, e.\"timestamp\", e.chain_link, e.hash FROM audit_log e \
-                   WHERE e.organization_id = $1 AND e.principal_commitment = $2 AND NOT {PRESERVED} \
+                "WITH batch AS ( \
+                   SELECT e.id, e.\"timestamp\", e.chain_link, e.hash, {PRESERVED} AS kept FROM audit_log e \
+                   WHERE e.organization_id = $1 AND e.principal_commitment = $2 AND e.id > $9 \
                    ORDER BY e.id LIMIT $7 FOR UPDATE OF e), \
+                 doomed AS (SELECT * FROM batch WHERE NOT kept), \
                  leaves AS ( \
                    INSERT INTO audit_pruned_leaf (organization_id, chain_link, event_id, event_timestamp, hash, \
                      operation_id, operation_kind) \
@@ -322,7 +366,7 @@ pub async fn erase_batch(
                  gone AS ( \
                    DELETE FROM audit_log e USING doomed d \
                    WHERE e.organization_id = $1 AND e.id = d.id AND e.\"timestamp\" = d.\"timestamp\" RETURNING 1) \
-                 SELECT count(*) FROM gone"
+                 SELECT (SELECT max(id) FROM batch), (SELECT count(*) FROM gone)"
             ),
             &[
                 &organization_id,
@@ -333,10 +377,14 @@ pub async fn erase_batch(
                 &preserved.hold_ends,
                 &limit,
                 &operation_id,
+                &after_id,
             ],
         )
         .await?;
-    Ok(row.get::<_, i64>(0) as u64)
+    Ok(Batch {
+        last_id: row.get(0),
+        changed: row.get::<_, i64>(1) as u64,
+    })
 }
 
 /// The subject's own events erasure keeps.

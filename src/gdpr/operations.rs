@@ -25,7 +25,7 @@ use super::GdprError;
 use crate::actors::ingest::IngestActor;
 use crate::cache::{QueryCache, EVENTS};
 use crate::config::{DatabaseConfig, GdprConfig};
-use crate::db::gdpr::{self, Mapping, NewMapping, NewOperation, Operation, Preserved};
+use crate::db::gdpr::{self, Mapping, NewMapping, NewOperation, Operation, Preserved, Role};
 use crate::db::{
     self, checkpoints, deliveries, destinations, events, legal_holds, DbError, PgPool,
 };
@@ -36,8 +36,11 @@ use crate::messages::ingest::Ingest;
 use crate::supervisor::ActorHandle;
 
 /// Chunks of an export waiting to be sent, at most: the producer waits for
-/// the client, so memory stays constant whatever the size.
+/// the client, so memory stays constant whatever the size (about
+/// EXPORT_CHANNEL_CHUNKS × EXPORT_CHUNK_BYTES).
 const EXPORT_CHANNEL_CHUNKS: usize = 16;
+/// Bytes of an export sent at a time, about.
+const EXPORT_CHUNK_BYTES: usize = 64 * 1024;
 /// Rows fetched at a time by an export.
 const EXPORT_FETCH_ROWS: i32 = 1000;
 
@@ -322,21 +325,28 @@ impl Gdpr {
         pseudonym: &str,
     ) -> Result<u64, GdprError> {
         let mut total = 0;
-        loop {
-            let client = self.pool.get().await.map_err(DbError::from)?;
-            let changed = gdpr::pseudonymize_batch(
-                &*client,
-                organization_id,
-                commitment,
-                pseudonym,
-                self.settings.batch_size,
-            )
-            .await?;
-            total += changed;
-            if changed == 0 {
-                return Ok(total);
+        for role in [Role::Principal, Role::Target] {
+            let mut after_id = 0;
+            loop {
+                let client = self.pool.get().await.map_err(DbError::from)?;
+                let batch = gdpr::pseudonymize_batch(
+                    &*client,
+                    organization_id,
+                    commitment,
+                    pseudonym,
+                    role,
+                    after_id,
+                    self.settings.batch_size,
+                )
+                .await?;
+                total += batch.changed;
+                match batch.last_id {
+                    Some(last) => after_id = last,
+                    None => break,
+                }
             }
         }
+        Ok(total)
     }
 
     /// Ends an operation: its closing audit event, its result, fresh answers
@@ -485,19 +495,22 @@ impl Gdpr {
                 }),
             )
             .await?;
+        let mut after_id = 0;
         loop {
             let client = self.pool.get().await.map_err(DbError::from)?;
-            let deleted = gdpr::erase_batch(
+            let batch = gdpr::erase_batch(
                 &*client,
                 organization_id,
                 &commitment,
                 &preserved,
                 operation.id,
+                after_id,
                 self.settings.batch_size,
             )
             .await?;
-            if deleted == 0 {
-                break;
+            match batch.last_id {
+                Some(last) => after_id = last,
+                None => break,
             }
         }
         let client = self.pool.get().await.map_err(DbError::from)?;
@@ -802,9 +815,8 @@ impl Gdpr {
         Fut: std::future::Future<Output = bool>,
     {
         let mut writer = ExportWriter::new(request.format, request_id);
-        if !send(writer.begin(&request.principal_id)).await {
-            return Ok(None);
-        }
+        // Events go out in chunks of about EXPORT_CHUNK_BYTES, not one each.
+        let mut pending: Vec<u8> = writer.begin(&request.principal_id).to_vec();
         let mut client = self.pool.get().await?;
         let transaction = client
             .build_transaction()
@@ -833,14 +845,18 @@ impl Gdpr {
             }
             for row in &rows {
                 let timestamp: DateTime<Utc> = row.get("timestamp");
-                let chunk = writer.event(&events::stored(row), timestamp);
-                if !send(chunk).await {
+                pending.extend_from_slice(&writer.event(&events::stored(row), timestamp));
+                if pending.len() >= EXPORT_CHUNK_BYTES
+                    && !send(Bytes::from(std::mem::take(&mut pending))).await
+                {
                     return Ok(None);
                 }
             }
         }
         transaction.commit().await?;
-        Ok(Some(writer.finish()))
+        let (end, manifest) = writer.finish();
+        pending.extend_from_slice(&end);
+        Ok(Some((Bytes::from(pending), manifest)))
     }
 
     async fn finish_export(

@@ -44,7 +44,7 @@ use sha2::{Digest, Sha256};
 mod figures;
 #[path = "support/worker.rs"]
 mod worker;
-use figures::{grouped, mix, ms, Claims, Percentiles};
+use figures::{grouped, mix, ms, Claims, Percentiles, Tally};
 use worker::{connect, report_log, Worker};
 
 const ORG: &str = "bench-gdpr";
@@ -310,42 +310,6 @@ async fn ingest(api: &Arc<Api>) -> u64 {
 // ---------------------------------------------------------------------------
 // The probe: single-event ingest for another principal, in a loop.
 // ---------------------------------------------------------------------------
-
-/// What the clients of one run did.
-#[derive(Default)]
-struct Tally {
-    ok: u64,
-    /// Failed requests by status (or error) and message.
-    failures: BTreeMap<String, u64>,
-    latencies: Vec<Duration>,
-    elapsed: Duration,
-}
-
-impl Tally {
-    fn merge(&mut self, other: Tally) {
-        self.ok += other.ok;
-        for (failure, count) in other.failures {
-            *self.failures.entry(failure).or_default() += count;
-        }
-        self.latencies.extend(other.latencies);
-    }
-
-    fn record(&mut self, started: Instant, outcome: Result<(), String>) {
-        match outcome {
-            Ok(()) => {
-                self.ok += 1;
-                self.latencies.push(started.elapsed());
-            }
-            Err(failure) => *self.failures.entry(failure).or_default() += 1,
-        }
-    }
-
-    fn print_failures(&self) {
-        for (failure, count) in &self.failures {
-            println!("  {count} x {failure}");
-        }
-    }
-}
 
 /// A running probe: `PROBE_CLIENTS` tasks posting single events until stopped.
 struct Probe {

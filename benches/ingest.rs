@@ -28,7 +28,7 @@ use tokio_postgres::types::{ToSql, Type};
 mod figures;
 #[path = "support/worker.rs"]
 mod worker;
-use figures::{grouped, mix, ms, verdict, Claims, Percentiles};
+use figures::{grouped, mix, ms, verdict, Claims, Percentiles, Tally};
 use worker::{connect, report_log, Worker};
 
 const HTTP_ORG: &str = "bench-http";
@@ -309,35 +309,7 @@ fn batch_bodies(pool: &[SampleEvent], batch: usize) -> Vec<Vec<u8>> {
 // Timed runs.
 // ---------------------------------------------------------------------------
 
-/// What the clients of one run did.
-#[derive(Default)]
-struct Tally {
-    ok: u64,
-    /// Failed requests by status (or error) and message.
-    failures: BTreeMap<String, u64>,
-    latencies: Vec<Duration>,
-    elapsed: Duration,
-}
-
 impl Tally {
-    fn merge(&mut self, other: Tally) {
-        self.ok += other.ok;
-        for (failure, count) in other.failures {
-            *self.failures.entry(failure).or_default() += count;
-        }
-        self.latencies.extend(other.latencies);
-    }
-
-    fn record(&mut self, started: Instant, outcome: Result<(), String>) {
-        match outcome {
-            Ok(()) => {
-                self.ok += 1;
-                self.latencies.push(started.elapsed());
-            }
-            Err(failure) => *self.failures.entry(failure).or_default() += 1,
-        }
-    }
-
     fn rate(&self, events: u64) -> f64 {
         events as f64 / self.elapsed.as_secs_f64()
     }

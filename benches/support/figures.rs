@@ -2,6 +2,7 @@
 //! `#[path]`, so each bench uses only part of it).
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -95,4 +96,40 @@ pub fn grouped(value: f64) -> String {
         out.push(digit);
     }
     out
+}
+
+/// What the clients of one timed run did.
+#[derive(Default)]
+pub struct Tally {
+    pub ok: u64,
+    /// Failed requests by status (or error) and message.
+    pub failures: BTreeMap<String, u64>,
+    pub latencies: Vec<Duration>,
+    pub elapsed: Duration,
+}
+
+impl Tally {
+    pub fn merge(&mut self, other: Tally) {
+        self.ok += other.ok;
+        for (failure, count) in other.failures {
+            *self.failures.entry(failure).or_default() += count;
+        }
+        self.latencies.extend(other.latencies);
+    }
+
+    pub fn record(&mut self, started: Instant, outcome: Result<(), String>) {
+        match outcome {
+            Ok(()) => {
+                self.ok += 1;
+                self.latencies.push(started.elapsed());
+            }
+            Err(failure) => *self.failures.entry(failure).or_default() += 1,
+        }
+    }
+
+    pub fn print_failures(&self) {
+        for (failure, count) in &self.failures {
+            println!("  {count} x {failure}");
+        }
+    }
 }

@@ -50,6 +50,7 @@ pub struct Config {
     pub cache: CacheConfig,
     pub alerts: AlertsConfig,
     pub gdpr: GdprConfig,
+    pub reports: ReportsConfig,
     pub log: LogConfig,
     pub supervisor: SupervisorConfig,
 }
@@ -221,6 +222,19 @@ pub struct GdprConfig {
     pub preserve_actions: Vec<String>,
     pub preserve_classifications: Vec<String>,
     pub batch_size: i64,
+    pub max_delivery_bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportsConfig {
+    pub enabled: bool,
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    pub max_attempts: i32,
+    pub concurrency: usize,
     pub max_delivery_bytes: u64,
 }
 
@@ -413,6 +427,18 @@ impl Config {
                 "key `gdpr.preserve_classifications`: {classification} is not one of {}",
                 crate::events::CLASSIFICATIONS.join(", ")
             )));
+        }
+        if self.reports.poll_interval.is_zero() {
+            return Err(invalid("reports.poll_interval", "must be longer than zero"));
+        }
+        if self.reports.lease < Duration::from_secs(10) {
+            return Err(invalid("reports.lease", "must be at least 10s"));
+        }
+        if !(1..=100).contains(&self.reports.max_attempts) {
+            return Err(invalid("reports.max_attempts", "must be between 1 and 100"));
+        }
+        if !(1..=64).contains(&self.reports.concurrency) {
+            return Err(invalid("reports.concurrency", "must be between 1 and 64"));
         }
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid("log.level", &error.to_string()));

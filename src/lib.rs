@@ -38,6 +38,7 @@ pub mod maintenance;
 pub mod messages;
 pub mod metrics;
 pub mod redis_conn;
+pub mod reports;
 pub mod secrets;
 pub mod supervisor;
 pub mod telemetry;
@@ -59,6 +60,7 @@ use crate::actors::heartbeat::HeartbeatActor;
 use crate::actors::ingest::IngestActor;
 use crate::actors::partition::PartitionActor;
 use crate::actors::queue::QueueActor;
+use crate::actors::report::ReportActor;
 use crate::auth::Authenticator;
 use crate::cache::QueryCache;
 use crate::clock::{SharedClock, SystemClock};
@@ -72,6 +74,7 @@ use crate::integrity::keys::IntegrityKeys;
 use crate::messages::supervisor::Shutdown;
 use crate::metrics::Metrics;
 use crate::redis_conn::{RedisConnection, RedisError};
+use crate::reports::run::Reports;
 use crate::secrets::SecretError;
 use crate::supervisor::{Supervisor, SupervisorBuilder};
 
@@ -250,6 +253,16 @@ impl Application {
                 HealthActor::new(pool.clone(), metrics.clone(), interval)
             });
         }
+        let reports = {
+            let reports = Arc::new(Reports {
+                pool: pool.clone(),
+                keys: keys.clone(),
+                settings: config.reports.clone(),
+                metrics: metrics.clone(),
+                worker_id: format!("worker-{}", uuid::Uuid::new_v4()),
+            });
+            supervisor.supervise("report", move || ReportActor::new(reports.clone()))
+        };
         {
             let (pool, keys, cache, config, metrics) = (
                 pool.clone(),
@@ -298,6 +311,7 @@ impl Application {
             cache,
             gdpr,
             alerts,
+            reports,
         });
         let mut server = HttpServer::new(move || http::app(state.clone()))
             .shutdown_timeout(config.http.shutdown_timeout.as_secs().max(1))

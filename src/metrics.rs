@@ -52,6 +52,8 @@ pub struct Metrics {
     pub alert_events_skipped: IntCounter,
     /// Alerts raised by rules, by outcome (`created`, `updated`).
     pub alerts_raised: IntCounterVec,
+    /// Report run attempts by outcome (`completed`, `retrying`, `failed`).
+    pub report_runs: IntCounterVec,
 }
 
 impl Metrics {
@@ -219,9 +221,17 @@ impl Metrics {
                 &["outcome"],
             )
             .expect("valid metric"),
+            report_runs: IntCounterVec::new(
+                Opts::new(
+                    "report_runs_total",
+                    "Report run attempts by outcome: completed, retrying (failed, tried again) or failed",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 24] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 25] = [
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.http_request_duration.clone()),
             Box::new(metrics.actor_messages_handled.clone()),
@@ -246,6 +256,7 @@ impl Metrics {
             Box::new(metrics.alert_events_evaluated.clone()),
             Box::new(metrics.alert_events_skipped.clone()),
             Box::new(metrics.alerts_raised.clone()),
+            Box::new(metrics.report_runs.clone()),
         ];
         for collector in collectors {
             metrics

@@ -11,3 +11,4 @@ pub mod heartbeat;
 pub mod ingest;
 pub mod partition;
 pub mod queue;
+pub mod report;

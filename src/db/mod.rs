@@ -16,6 +16,7 @@ pub mod legal_holds;
 pub mod migrations;
 pub mod partitions;
 pub mod presets;
+pub mod reports;
 pub mod retention;
 pub mod roles;
 pub mod tenant;

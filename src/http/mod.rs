@@ -15,6 +15,7 @@ pub mod integrity;
 pub mod legal_holds;
 mod middleware;
 pub mod openapi;
+pub mod reports;
 pub mod retention_policies;
 pub mod roles;
 
@@ -28,6 +29,7 @@ use crate::actors::alert::AlertActor;
 use crate::actors::gdpr::GdprActor;
 use crate::actors::ingest::IngestActor;
 use crate::actors::queue::QueueActor;
+use crate::actors::report::ReportActor;
 use crate::auth::Authenticator;
 use crate::cache::QueryCache;
 use crate::config::Config;
@@ -58,6 +60,8 @@ pub struct AppState {
     pub gdpr: ActorHandle<GdprActor>,
     /// Told when an organization's alert rules change.
     pub alerts: ActorHandle<AlertActor>,
+    /// Told when a manual report run is queued.
+    pub reports: ActorHandle<ReportActor>,
 }
 
 /// Builds the application for one HTTP worker thread.
@@ -194,7 +198,42 @@ pub fn app(
                 .route("/gdpr/requests", web::post().to(gdpr::record_request))
                 .route("/gdpr/requests/{id}", web::get().to(gdpr::get_request))
                 .route("/archives", web::get().to(archives::list))
-                .route("/archives/{id}", web::get().to(archives::get)),
+                .route("/archives/{id}", web::get().to(archives::get))
+                .route("/report-templates", web::get().to(reports::list_templates))
+                .route(
+                    "/report-templates",
+                    web::post().to(reports::create_template),
+                )
+                .route(
+                    "/report-templates/{id}",
+                    web::get().to(reports::get_template),
+                )
+                .route(
+                    "/report-templates/{id}",
+                    web::patch().to(reports::update_template),
+                )
+                .route(
+                    "/report-templates/{id}",
+                    web::delete().to(reports::delete_template),
+                )
+                .route("/reports", web::get().to(reports::list_reports))
+                .route("/reports", web::post().to(reports::create_report))
+                .route("/reports/{id}", web::get().to(reports::get_report))
+                .route("/reports/{id}", web::patch().to(reports::update_report))
+                .route("/reports/{id}", web::delete().to(reports::delete_report))
+                .route("/reports/{id}/run", web::post().to(reports::run_now))
+                .route(
+                    "/reports/{id}/executions",
+                    web::get().to(reports::list_executions),
+                )
+                .route(
+                    "/reports/{id}/executions/{execution_id}",
+                    web::get().to(reports::get_execution),
+                )
+                .route(
+                    "/reports/{id}/executions/{execution_id}/output",
+                    web::get().to(reports::download_output),
+                ),
         )
         .default_service(web::to(errors::route_not_found))
 }

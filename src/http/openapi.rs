@@ -4,7 +4,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{alert_rules, alerts, archives, gdpr, legal_holds, retention_policies};
+use super::{alert_rules, alerts, archives, gdpr, legal_holds, reports, retention_policies};
 use super::{api_keys, deliveries, destinations, errors, events, health, integrity, roles};
 
 #[derive(OpenApi)]
@@ -28,6 +28,10 @@ use super::{api_keys, deliveries, destinations, errors, events, health, integrit
         alerts::create, alerts::create_subscription, alerts::list_subscriptions, alerts::get_subscription,
         alerts::update_subscription, alerts::delete_subscription,
         gdpr::export, gdpr::pseudonymize, gdpr::erase, gdpr::reverse, gdpr::record_request, gdpr::get_request,
+        reports::list_templates, reports::create_template, reports::get_template, reports::update_template,
+        reports::delete_template, reports::list_reports, reports::create_report, reports::get_report,
+        reports::update_report, reports::delete_report, reports::run_now, reports::list_executions,
+        reports::get_execution, reports::download_output,
     ),
     components(schemas(errors::ErrorBody, errors::ErrorDetail, errors::FieldError)),
     modifiers(&BearerKeys),
@@ -40,6 +44,7 @@ use super::{api_keys, deliveries, destinations, errors, events, health, integrit
         (name = "retention", description = "Retention policies, legal holds and archives"),
         (name = "alerts", description = "Alerts, alert rules and alert subscriptions"),
         (name = "gdpr", description = "Data subject requests: export, pseudonymization, erasure"),
+        (name = "reports", description = "Report templates, scheduled reports, their runs and outputs"),
     )
 )]
 pub struct ApiDoc;

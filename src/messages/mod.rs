@@ -8,4 +8,5 @@ pub mod gdpr;
 pub mod heartbeat;
 pub mod ingest;
 pub mod partition;
+pub mod report;
 pub mod supervisor;

@@ -291,7 +291,8 @@ async fn download(api: &Api, worker: &Worker, execution: &Value) -> (Duration, u
         .expect("the download starts");
     assert_eq!(response.status(), 200);
     let mut response = response;
-    let (mut bytes, mut hasher, mut rss_max) = (0u64, Sha256::new(), 0u64);
+    let (mut bytes, mut hasher) = (0u64, Sha256::new());
+    let mut rss_max = worker.rss_kib("VmRSS");
     let mut sampled = Instant::now();
     while let Some(chunk) = response.chunk().await.expect("a chunk") {
         bytes += chunk.len() as u64;

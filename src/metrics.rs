@@ -52,6 +52,12 @@ pub struct Metrics {
     pub alert_events_skipped: IntCounter,
     /// Alerts raised by rules, by outcome (`created`, `updated`).
     pub alerts_raised: IntCounterVec,
+    /// Internal errors handed to the error tracker, by category and severity.
+    pub errors_recorded: IntCounterVec,
+    /// Internal errors the tracker could not buffer (too many distinct fingerprints).
+    pub errors_dropped: IntCounter,
+    /// Error-tracker flushes that failed (their errors stay buffered and are retried).
+    pub errors_flush_failures: IntCounter,
 }
 
 impl Metrics {
@@ -219,9 +225,27 @@ impl Metrics {
                 &["outcome"],
             )
             .expect("valid metric"),
+            errors_recorded: IntCounterVec::new(
+                Opts::new(
+                    "errors_recorded_total",
+                    "Internal errors recorded by the error tracker",
+                ),
+                &["category", "severity"],
+            )
+            .expect("valid metric"),
+            errors_dropped: IntCounter::new(
+                "errors_dropped_total",
+                "Internal errors dropped because the error tracker's buffer was full",
+            )
+            .expect("valid metric"),
+            errors_flush_failures: IntCounter::new(
+                "errors_flush_failures_total",
+                "Error tracker flushes that failed and will be retried",
+            )
+            .expect("valid metric"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 24] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 27] = [
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.http_request_duration.clone()),
             Box::new(metrics.actor_messages_handled.clone()),
@@ -246,6 +270,9 @@ impl Metrics {
             Box::new(metrics.alert_events_evaluated.clone()),
             Box::new(metrics.alert_events_skipped.clone()),
             Box::new(metrics.alerts_raised.clone()),
+            Box::new(metrics.errors_recorded.clone()),
+            Box::new(metrics.errors_dropped.clone()),
+            Box::new(metrics.errors_flush_failures.clone()),
         ];
         for collector in collectors {
             metrics

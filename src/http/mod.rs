@@ -1,5 +1,6 @@
 //! The HTTP API: routes, middleware and error mapping.
 
+pub mod admin;
 pub mod alert_rules;
 pub mod alerts;
 pub mod api_keys;
@@ -33,6 +34,7 @@ use crate::cache::QueryCache;
 use crate::config::Config;
 use crate::db::PgPool;
 use crate::delivery::crypto::SecretBox;
+use crate::error_tracking::ErrorTracker;
 use crate::integrity::keys::IntegrityKeys;
 use crate::metrics::Metrics;
 use crate::redis_conn::RedisConnection;
@@ -58,6 +60,8 @@ pub struct AppState {
     pub gdpr: ActorHandle<GdprActor>,
     /// Told when an organization's alert rules change.
     pub alerts: ActorHandle<AlertActor>,
+    /// Where 5xx answers are recorded as internal errors.
+    pub errors: ErrorTracker,
 }
 
 /// Builds the application for one HTTP worker thread.
@@ -194,7 +198,18 @@ pub fn app(
                 .route("/gdpr/requests", web::post().to(gdpr::record_request))
                 .route("/gdpr/requests/{id}", web::get().to(gdpr::get_request))
                 .route("/archives", web::get().to(archives::list))
-                .route("/archives/{id}", web::get().to(archives::get)),
+                .route("/archives/{id}", web::get().to(archives::get))
+                .route("/admin/performance", web::get().to(admin::performance))
+                .route("/admin/performance/explain", web::post().to(admin::explain))
+                .route(
+                    "/admin/maintenance/run",
+                    web::post().to(admin::run_maintenance),
+                )
+                .route("/admin/errors", web::get().to(admin::list_errors))
+                .route(
+                    "/admin/errors/{aggregation_key}",
+                    web::get().to(admin::get_error),
+                ),
         )
         .default_service(web::to(errors::route_not_found))
 }

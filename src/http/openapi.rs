@@ -4,7 +4,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{alert_rules, alerts, archives, gdpr, legal_holds, retention_policies};
+use super::{admin, alert_rules, alerts, archives, gdpr, legal_holds, retention_policies};
 use super::{api_keys, deliveries, destinations, errors, events, health, integrity, roles};
 
 #[derive(OpenApi)]
@@ -28,6 +28,7 @@ use super::{api_keys, deliveries, destinations, errors, events, health, integrit
         alerts::create, alerts::create_subscription, alerts::list_subscriptions, alerts::get_subscription,
         alerts::update_subscription, alerts::delete_subscription,
         gdpr::export, gdpr::pseudonymize, gdpr::erase, gdpr::reverse, gdpr::record_request, gdpr::get_request,
+        admin::performance, admin::explain, admin::run_maintenance, admin::list_errors, admin::get_error,
     ),
     components(schemas(errors::ErrorBody, errors::ErrorDetail, errors::FieldError)),
     modifiers(&BearerKeys),
@@ -40,6 +41,7 @@ use super::{api_keys, deliveries, destinations, errors, events, health, integrit
         (name = "retention", description = "Retention policies, legal holds and archives"),
         (name = "alerts", description = "Alerts, alert rules and alert subscriptions"),
         (name = "gdpr", description = "Data subject requests: export, pseudonymization, erasure"),
+        (name = "admin", description = "The platform operators' tools: database performance, maintenance, internal errors"),
     )
 )]
 pub struct ApiDoc;

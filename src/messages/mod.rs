@@ -4,8 +4,10 @@
 pub mod alert;
 pub mod checkpoint;
 pub mod delivery;
+pub mod errors;
 pub mod gdpr;
 pub mod heartbeat;
 pub mod ingest;
+pub mod maintenance;
 pub mod partition;
 pub mod supervisor;

@@ -392,6 +392,14 @@ fn print_report(report: &PerformanceReport) {
         ratio(report.cache_hit_ratio.heap),
         ratio(report.cache_hit_ratio.index)
     );
+    let connections = &report.connections;
+    println!(
+        "\n# connections\tpool open {} idle {} max {}",
+        connections.pool_open, connections.pool_idle, connections.pool_max
+    );
+    for state in &connections.server_by_state {
+        println!("server {}\t{}", state.state, state.count);
+    }
     println!("\n# suggested indexes");
     for suggestion in &report.suggested_indexes {
         println!("{}\t{}", suggestion.table, suggestion.reason);

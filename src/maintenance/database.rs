@@ -127,7 +127,7 @@ async fn maintain(
                     OR s.relid IN (SELECT inhrelid FROM pg_inherits
                                    WHERE inhparent = to_regclass('audit_log')))
                AND s.n_dead_tup > 0
-               AND s.n_dead_tup > $2 * s.n_live_tup
+               AND s.n_dead_tup > $2::float8 * s.n_live_tup
              ORDER BY s.relname",
             &[&tables, &dead_ratio],
         )

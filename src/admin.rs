@@ -9,11 +9,13 @@ use crate::db::api_keys::{self, ApiKeyInfo};
 use crate::db::archives::Archive;
 use crate::db::migrations::{self, MigrationError};
 use crate::db::partitions::Partition;
+use crate::db::performance::{self, PerformanceReport};
 use crate::db::{self, roles, DbError};
 use crate::integrity::checkpoint::SignedCheckpoint;
 use crate::integrity::keys::IntegrityKeys;
 use crate::integrity::verify::{self, Report, Scope, VerifyError};
 use crate::maintenance::archive::{self, ArchiveError, ArchiveReport};
+use crate::maintenance::database::{self as database_maintenance, MaintenanceError};
 use crate::maintenance::longest_retention_days;
 use crate::maintenance::partitions::{self as maintain, Expired};
 use crate::secrets::SecretError;
@@ -34,6 +36,8 @@ pub enum AdminError {
     Verify(#[from] VerifyError),
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Maintenance(#[from] MaintenanceError),
 }
 
 /// Who the stored records name as the author of CLI changes.
@@ -143,4 +147,20 @@ pub async fn restore_archive(config: &Config, id: uuid::Uuid) -> Result<u64, Adm
     connect(config).await?;
     let pool = db::pool(&config.database);
     Ok(archive::restore(&pool, id).await?)
+}
+
+/// The database performance report, as `GET /v1/admin/performance` gives it
+/// (the pool figures are this command's own).
+pub async fn performance_report(config: &Config) -> Result<PerformanceReport, AdminError> {
+    connect(config).await?;
+    let pool = db::pool(&config.database);
+    Ok(performance::report(&pool, config).await?)
+}
+
+/// Runs database maintenance now; `None` when another instance is running it.
+pub async fn maintain_database(
+    config: &Config,
+) -> Result<database_maintenance::Outcome, AdminError> {
+    connect(config).await?;
+    Ok(database_maintenance::run(config, database_maintenance::Trigger::Operator).await?)
 }

@@ -51,6 +51,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub gdpr: GdprConfig,
     pub reports: ReportsConfig,
+    pub operations: OperationsConfig,
+    pub errors: ErrorsConfig,
     pub log: LogConfig,
     pub supervisor: SupervisorConfig,
 }
@@ -223,6 +225,42 @@ pub struct GdprConfig {
     pub preserve_classifications: Vec<String>,
     pub batch_size: i64,
     pub max_delivery_bytes: u64,
+}
+
+/// The operators' tools under `/v1/admin` and `audit-worker db`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperationsConfig {
+    /// The operators' organization: only its keys (with `system.operations`)
+    /// reach `/v1/admin`; tenants never do, whatever their role.
+    pub organization: String,
+    /// Statements slower than this on average are reported as slow.
+    #[serde(with = "humantime_serde")]
+    pub slow_query_threshold: Duration,
+    /// Tables smaller than this are never suggested an index.
+    pub seq_scan_min_rows: i64,
+    /// How often the database maintenance job runs; zero disables it.
+    #[serde(with = "humantime_serde")]
+    pub maintenance_interval: Duration,
+    /// Dead over live tuples above which maintenance vacuums a table.
+    pub vacuum_dead_ratio: f64,
+    /// `statement_timeout` of an operator's EXPLAIN.
+    #[serde(with = "humantime_serde")]
+    pub explain_timeout: Duration,
+}
+
+/// Error tracking: what the worker buffers and writes to error_log / error_aggregation.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorsConfig {
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Distinct fingerprints held between flushes; errors of new ones beyond it are dropped (and counted).
+    pub buffer_fingerprints: usize,
+    /// error_log rows written per fingerprint per flush (the rest only count).
+    pub log_rows_per_fingerprint: usize,
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -414,6 +452,7 @@ impl Config {
             ));
         }
         self.validate_alerts()?;
+        self.validate_operations()?;
         if !(1..=100_000).contains(&self.gdpr.batch_size) {
             return Err(invalid("gdpr.batch_size", "must be between 1 and 100000"));
         }
@@ -448,6 +487,45 @@ impl Config {
 }
 
 impl Config {
+    fn validate_operations(&self) -> Result<(), ConfigError> {
+        let operations = &self.operations;
+        if let Err(error) = crate::auth::validate_organization_id(&operations.organization) {
+            return Err(invalid("operations.organization", &error.to_string()));
+        }
+        if operations.seq_scan_min_rows < 0 {
+            return Err(invalid(
+                "operations.seq_scan_min_rows",
+                "must not be negative",
+            ));
+        }
+        if !(operations.vacuum_dead_ratio > 0.0 && operations.vacuum_dead_ratio <= 100.0) {
+            return Err(invalid(
+                "operations.vacuum_dead_ratio",
+                "must be a ratio above 0 (and at most 100)",
+            ));
+        }
+        if operations.explain_timeout.is_zero() {
+            return Err(invalid("operations.explain_timeout", "must be positive"));
+        }
+        let errors = &self.errors;
+        if errors.flush_interval.is_zero() {
+            return Err(invalid("errors.flush_interval", "must be positive"));
+        }
+        if errors.buffer_fingerprints == 0 {
+            return Err(invalid("errors.buffer_fingerprints", "must be at least 1"));
+        }
+        if errors.log_rows_per_fingerprint > 100 {
+            return Err(invalid(
+                "errors.log_rows_per_fingerprint",
+                "must be at most 100",
+            ));
+        }
+        if errors.retention.is_zero() {
+            return Err(invalid("errors.retention", "must be positive"));
+        }
+        Ok(())
+    }
+
     fn validate_alerts(&self) -> Result<(), ConfigError> {
         let alerts = &self.alerts;
         if alerts.retention_days == 0 {

@@ -11,6 +11,7 @@
 //! - [`integrity`]: hashes, the chain, checkpoints and verification.
 //! - [`delivery`]: destinations, webhook signing, breaker and retry policy.
 //! - [`db`]: the PostgreSQL pool, database creation and migrations.
+//! - [`error_tracking`]: internal errors buffered, fingerprinted and aggregated.
 //! - [`redis_conn`]: the self-reconnecting Redis connection (optional dependency).
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
 //! - [`secrets`]: configured or generated keys.
@@ -30,6 +31,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod delivery;
+pub mod error_tracking;
 pub mod events;
 pub mod gdpr;
 pub mod http;
@@ -54,10 +56,12 @@ use actix_web::{web, HttpServer};
 use crate::actors::alert::AlertActor;
 use crate::actors::cache::CacheActor;
 use crate::actors::checkpoint::CheckpointActor;
+use crate::actors::errors::ErrorActor;
 use crate::actors::gdpr::GdprActor;
 use crate::actors::health::HealthActor;
 use crate::actors::heartbeat::HeartbeatActor;
 use crate::actors::ingest::IngestActor;
+use crate::actors::maintenance::MaintenanceActor;
 use crate::actors::partition::PartitionActor;
 use crate::actors::queue::QueueActor;
 use crate::actors::report::ReportActor;
@@ -68,6 +72,7 @@ use crate::config::Config;
 use crate::db::migrations::MigrationError;
 use crate::db::{DbError, PgPool};
 use crate::delivery::crypto::SecretBox;
+use crate::error_tracking::ErrorTracker;
 use crate::gdpr::operations::Gdpr;
 use crate::gdpr::pseudonym::PseudonymKeys;
 use crate::integrity::keys::IntegrityKeys;
@@ -107,6 +112,7 @@ pub struct Application {
     supervisor: Addr<Supervisor>,
     pool: PgPool,
     config: Arc<Config>,
+    errors: ErrorTracker,
 }
 
 impl Application {
@@ -143,7 +149,19 @@ impl Application {
             .map_err(StartupError::HttpClient)?;
 
         let cache = Arc::new(QueryCache::new(&config, redis.clone(), metrics.clone()));
+        let errors = ErrorTracker::new(
+            config.errors.buffer_fingerprints,
+            config.errors.log_rows_per_fingerprint,
+            metrics.clone(),
+        );
         let mut supervisor = SupervisorBuilder::new(config.supervisor.clone(), metrics.clone());
+        supervisor.report_errors_to(errors.clone());
+        {
+            let (pool, errors, settings) = (pool.clone(), errors.clone(), config.errors.clone());
+            supervisor.supervise("errors", move || {
+                ErrorActor::new(pool.clone(), errors.clone(), settings.clone())
+            });
+        }
         let alerts = {
             let (pool, cache, config, clock, metrics) = (
                 pool.clone(),
@@ -185,10 +203,19 @@ impl Application {
             });
         }
         let ingest = {
-            let (pool, ingest_config, alerts) =
-                (pool.clone(), config.ingest.clone(), alerts.clone());
+            let (pool, ingest_config, alerts, errors) = (
+                pool.clone(),
+                config.ingest.clone(),
+                alerts.clone(),
+                errors.clone(),
+            );
             supervisor.supervise("ingest", move || {
-                IngestActor::new(pool.clone(), ingest_config.clone(), alerts.clone())
+                IngestActor::new(
+                    pool.clone(),
+                    ingest_config.clone(),
+                    alerts.clone(),
+                    errors.clone(),
+                )
             })
         };
         let gdpr = {
@@ -282,6 +309,12 @@ impl Application {
                 )
             });
         }
+        {
+            let (config, errors) = (config.clone(), errors.clone());
+            supervisor.supervise("maintenance", move || {
+                MaintenanceActor::new(config.clone(), errors.clone())
+            });
+        }
         let supervisor = supervisor.start();
 
         let listener =
@@ -312,6 +345,7 @@ impl Application {
             gdpr,
             alerts,
             reports,
+            errors: errors.clone(),
         });
         let mut server = HttpServer::new(move || http::app(state.clone()))
             .shutdown_timeout(config.http.shutdown_timeout.as_secs().max(1))
@@ -330,7 +364,13 @@ impl Application {
             supervisor,
             pool,
             config,
+            errors,
         })
+    }
+
+    /// The error tracker every part of this worker reports to (tests record through it).
+    pub fn errors(&self) -> ErrorTracker {
+        self.errors.clone()
     }
 
     /// The bound port (useful with `http.bind` port 0).
@@ -354,6 +394,12 @@ impl Application {
                 timeout: self.config.http.shutdown_timeout,
             })
             .await;
+        // The ErrorActor is gone: write what it had not written yet.
+        if let Err(error) =
+            error_tracking::flush(&self.errors, &self.pool, self.config.errors.flush_interval).await
+        {
+            tracing::warn!(%error, "Could not write the buffered errors at shutdown");
+        }
         drop(self.pool);
         tracing::info!("Shut down cleanly");
         Ok(())

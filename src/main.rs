@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use audit_worker::config::Config;
+use audit_worker::db::performance::PerformanceReport;
 use audit_worker::integrity::checkpoint::SignedCheckpoint;
 use audit_worker::{admin, db, telemetry, Application};
 use chrono::{DateTime, Utc};
@@ -58,6 +59,23 @@ enum Command {
     /// Archive aged events, list archives, restore one.
     #[command(subcommand)]
     Archive(ArchiveCommand),
+    /// Database performance report and maintenance.
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Slow statements, index usage, table statistics, cache hit ratio,
+    /// connections, suggested indexes and the last maintenance runs.
+    Report {
+        /// Print the whole report as JSON (as GET /v1/admin/performance gives it).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run database maintenance now (ANALYZE; VACUUM where dead tuples pile up),
+    /// unless another instance is running it.
+    Maintain,
 }
 
 #[derive(Subcommand)]
@@ -149,6 +167,7 @@ fn main() -> ExitCode {
         Command::Archive(command) => {
             actix_web::rt::System::new().block_on(archive(config, command))
         }
+        Command::Db(command) => actix_web::rt::System::new().block_on(database(config, command)),
         Command::Serve => {
             telemetry::init(&config.log);
             actix_web::rt::System::new().block_on(serve(config))
@@ -306,6 +325,96 @@ async fn archive(config: Config, command: ArchiveCommand) -> anyhow::Result<()> 
         }
     }
     Ok(())
+}
+
+async fn database(config: Config, command: DbCommand) -> anyhow::Result<()> {
+    match command {
+        DbCommand::Report { json: true } => {
+            let report = admin::performance_report(&config).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        DbCommand::Report { json: false } => {
+            print_report(&admin::performance_report(&config).await?)
+        }
+        DbCommand::Maintain => match admin::maintain_database(&config).await? {
+            Some(run) => println!("{}", serde_json::to_string_pretty(&run)?),
+            None => eprintln!("another instance is running database maintenance; nothing done"),
+        },
+    }
+    Ok(())
+}
+
+/// The report for a person: one section per heading, tab-separated rows.
+fn print_report(report: &PerformanceReport) {
+    println!(
+        "database {} at {}",
+        report.database,
+        report.generated_at.to_rfc3339()
+    );
+    let slow = &report.slow_queries;
+    println!("\n# slow queries (mean over {} ms)", slow.threshold_ms);
+    if slow.available {
+        for query in &slow.queries {
+            println!(
+                "{:.1} ms mean\t{} calls\t{}",
+                query.mean_ms,
+                query.calls,
+                query.query.replace('\n', " ")
+            );
+        }
+    } else {
+        println!(
+            "unavailable: {}; to enable: {}",
+            slow.reason.as_deref().unwrap_or_default(),
+            slow.how_to_enable.unwrap_or_default()
+        );
+    }
+    println!("\n# unused indexes (table, index, bytes)");
+    for index in &report.indexes.unused {
+        println!("{}\t{}\t{}", index.table, index.index, index.size_bytes);
+    }
+    println!("\n# tables (table, partition of, rows, bytes, dead tuples, seq scans, index scans)");
+    for table in &report.tables {
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            table.table,
+            table.partition_of.as_deref().unwrap_or("-"),
+            table.rows_estimate,
+            table.total_bytes,
+            table.dead_tuples,
+            table.seq_scans,
+            table.index_scans
+        );
+    }
+    let ratio = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.4}"));
+    println!(
+        "\n# cache hit ratio\theap {}\tindex {}",
+        ratio(report.cache_hit_ratio.heap),
+        ratio(report.cache_hit_ratio.index)
+    );
+    let connections = &report.connections;
+    println!(
+        "\n# connections\tpool open {} idle {} max {}",
+        connections.pool_open, connections.pool_idle, connections.pool_max
+    );
+    for state in &connections.server_by_state {
+        println!("server {}\t{}", state.state, state.count);
+    }
+    println!("\n# suggested indexes");
+    for suggestion in &report.suggested_indexes {
+        println!("{}\t{}", suggestion.table, suggestion.reason);
+    }
+    println!("\n# last maintenance runs (id, started, trigger, actions, error)");
+    for run in &report.maintenance_runs {
+        println!(
+            "{}\t{}\t{}\t{}\t{}",
+            run.id,
+            run.started_at.to_rfc3339(),
+            run.trigger,
+            run.actions.as_array().map_or(0, Vec::len),
+            run.error.as_deref().unwrap_or("-")
+        );
+    }
 }
 
 fn check_config(config: &Config) -> anyhow::Result<()> {

@@ -54,6 +54,12 @@ pub struct Metrics {
     pub alerts_raised: IntCounterVec,
     /// Report run attempts by outcome (`completed`, `retrying`, `failed`).
     pub report_runs: IntCounterVec,
+    /// Internal errors handed to the error tracker, by category and severity.
+    pub errors_recorded: IntCounterVec,
+    /// Internal errors the tracker could not buffer (too many distinct fingerprints).
+    pub errors_dropped: IntCounter,
+    /// Error-tracker flushes that failed (their errors stay buffered and are retried).
+    pub errors_flush_failures: IntCounter,
 }
 
 impl Metrics {
@@ -229,9 +235,27 @@ impl Metrics {
                 &["outcome"],
             )
             .expect("valid metric"),
+            errors_recorded: IntCounterVec::new(
+                Opts::new(
+                    "errors_recorded_total",
+                    "Internal errors recorded by the error tracker",
+                ),
+                &["category", "severity"],
+            )
+            .expect("valid metric"),
+            errors_dropped: IntCounter::new(
+                "errors_dropped_total",
+                "Internal errors dropped because the error tracker's buffer was full",
+            )
+            .expect("valid metric"),
+            errors_flush_failures: IntCounter::new(
+                "errors_flush_failures_total",
+                "Error tracker flushes that failed and will be retried",
+            )
+            .expect("valid metric"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 25] = [
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.http_request_duration.clone()),
             Box::new(metrics.actor_messages_handled.clone()),
@@ -257,6 +281,9 @@ impl Metrics {
             Box::new(metrics.alert_events_skipped.clone()),
             Box::new(metrics.alerts_raised.clone()),
             Box::new(metrics.report_runs.clone()),
+            Box::new(metrics.errors_recorded.clone()),
+            Box::new(metrics.errors_dropped.clone()),
+            Box::new(metrics.errors_flush_failures.clone()),
         ];
         for collector in collectors {
             metrics

@@ -17,6 +17,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::config::SupervisorConfig;
+use crate::error_tracking::{ErrorEvent, ErrorTracker, Severity};
 use crate::messages::supervisor::{ChildExited, ChildStatus, GetStatus, Shutdown};
 use crate::metrics::Metrics;
 
@@ -25,6 +26,7 @@ pub struct SupervisorBuilder {
     children: Vec<Child>,
     config: SupervisorConfig,
     metrics: Arc<Metrics>,
+    errors: Option<ErrorTracker>,
 }
 
 pub struct Supervisor {
@@ -35,6 +37,8 @@ pub struct Supervisor {
     shutting_down: bool,
     /// Callers of [`Shutdown`] waiting for the last child to exit.
     shutdown_waiters: Vec<oneshot::Sender<()>>,
+    /// Hears of every unexpected exit.
+    errors: Option<ErrorTracker>,
 }
 
 struct Child {
@@ -111,7 +115,13 @@ impl SupervisorBuilder {
             children: Vec::new(),
             config,
             metrics,
+            errors: None,
         }
+    }
+
+    /// Records every unexpected exit of a child as an internal error.
+    pub fn report_errors_to(&mut self, tracker: ErrorTracker) {
+        self.errors = Some(tracker);
     }
 
     /// Registers an actor built by `factory` (called again for every restart) and
@@ -149,6 +159,7 @@ impl SupervisorBuilder {
             metrics: self.metrics,
             shutting_down: false,
             shutdown_waiters: Vec::new(),
+            errors: self.errors,
         }
         .start()
     }
@@ -245,6 +256,19 @@ impl Handler<ChildExited> for Supervisor {
             ?delay,
             "Actor stopped unexpectedly; restarting"
         );
+        if let Some(errors) = &self.errors {
+            let mut event = ErrorEvent::new(
+                "actor",
+                Severity::High,
+                "actor_stopped",
+                name,
+                "run",
+                format!("actor {name} stopped unexpectedly (stopped or panicked); restarting"),
+            );
+            event.retryable = true;
+            event.context = serde_json::json!({ "recent_failures": recent_failures + 1 });
+            errors.record(event);
+        }
         let index = exit.index;
         ctx.run_later(delay, move |supervisor, ctx| {
             supervisor.start_child(index, ctx)

@@ -18,6 +18,7 @@ use super::alert::AlertActor;
 use crate::config::IngestConfig;
 use crate::db::events::{self, Submission, Written};
 use crate::db::{DbError, PgPool};
+use crate::error_tracking::{ErrorEvent, ErrorTracker, Severity};
 use crate::events::Receipt;
 use crate::messages::alert::{Observe, ObservedEvent};
 use crate::messages::ingest::{Ingest, IngestError};
@@ -30,6 +31,8 @@ pub struct IngestActor {
     config: IngestConfig,
     /// Hears of every event stored, after its commit.
     alerts: ActorHandle<AlertActor>,
+    /// Hears of every failed commit.
+    errors: ErrorTracker,
     /// Requests waiting for the next transaction.
     pending: Vec<(Submission, Reply)>,
     pending_events: usize,
@@ -44,11 +47,17 @@ pub struct IngestActor {
 }
 
 impl IngestActor {
-    pub fn new(pool: PgPool, config: IngestConfig, alerts: ActorHandle<AlertActor>) -> Self {
+    pub fn new(
+        pool: PgPool,
+        config: IngestConfig,
+        alerts: ActorHandle<AlertActor>,
+        errors: ErrorTracker,
+    ) -> Self {
         Self {
             pool,
             config,
             alerts,
+            errors,
             pending: Vec::new(),
             pending_events: 0,
             flush_scheduled: false,
@@ -118,6 +127,17 @@ impl IngestActor {
                         } else {
                             tracing::error!(%error, "Ingest transaction failed; nothing of it was stored");
                         }
+                        let mut event = ErrorEvent::new(
+                            if unavailable { "dependency" } else { "ingest" },
+                            if unavailable { Severity::Medium } else { Severity::High },
+                            "ingest_commit_failed",
+                            "ingest",
+                            "write_group",
+                            error.to_string(),
+                        );
+                        event.retryable = unavailable;
+                        event.context = serde_json::json!({ "requests": replies.len() });
+                        actor.errors.record(event);
                         let retry_after = actor.breaker_open().unwrap_or(Duration::from_secs(1));
                         for reply in replies {
                             let _ = reply.send(Err(if unavailable {

@@ -20,6 +20,8 @@ pub const RESOURCES: &[&str] = &[
     "audit.metrics",
     "organization.roles",
     "organization.api_keys",
+    // The platform operators' tools (`/v1/admin`): held only in the operators' organization.
+    "system.operations",
 ];
 
 /// Actions a permission may name (or `*`).

@@ -5,12 +5,20 @@ use std::collections::HashMap;
 
 use actix_web::dev::Payload;
 use actix_web::http::header::AUTHORIZATION;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 
 use super::errors::ApiError;
 use super::AppState;
 use crate::auth::Identity;
+
+/// The resource of the operators' tools.
+const OPERATIONS: &str = "system.operations";
+
+/// The organization of a request's caller, left in the request's extensions
+/// so that the error tracker can attribute a failure to it.
+#[derive(Clone)]
+pub struct CallerOrganization(pub String);
 
 /// The authenticated caller of a request.
 pub struct Caller(pub Identity);
@@ -38,6 +46,26 @@ impl Caller {
         }
     }
 
+    /// 403 unless the caller is one of the platform's operators: its key belongs
+    /// to `operations_organization` (`operations.organization`) and its role
+    /// grants `action` on `system.operations`. A tenant's org:admin holds `*`
+    /// in its own organization, so the organization check is what keeps
+    /// tenants out.
+    pub fn require_operator(
+        &self,
+        operations_organization: &str,
+        action: &str,
+    ) -> Result<(), ApiError> {
+        if self.organization_id() != operations_organization {
+            return Err(ApiError::Forbidden(
+                "the /v1/admin API is for the platform's operators: this API key belongs to a \
+                 tenant organization, not the operators' organization"
+                    .to_owned(),
+            ));
+        }
+        self.require(OPERATIONS, action)
+    }
+
     /// The organization always comes from the key: a request that names
     /// another one (in its body or query) is refused outright.
     pub fn ensure_own_organization(&self, named: Option<&str>) -> Result<(), ApiError> {
@@ -57,6 +85,7 @@ impl FromRequest for Caller {
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = request.app_data::<web::Data<AppState>>().cloned();
+        let request = request.clone();
         let authorization = request
             .headers()
             .get(AUTHORIZATION)
@@ -66,8 +95,12 @@ impl FromRequest for Caller {
                 .ok()
                 .and_then(|query| query.into_inner().remove("organization_id"));
         Box::pin(async move {
-            let state = state.ok_or(ApiError::Internal)?;
+            let state =
+                state.ok_or_else(|| ApiError::Internal("no application state".to_owned()))?;
             let identity = state.auth.authenticate(authorization.as_deref()).await?;
+            request
+                .extensions_mut()
+                .insert(CallerOrganization(identity.organization_id.clone()));
             let span = tracing::Span::current();
             span.record("organization_id", identity.organization_id.as_str());
             span.record("key_id", identity.key_id.as_str());

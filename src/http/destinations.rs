@@ -340,7 +340,9 @@ pub async fn test(
         DestinationConfig::unsealed(&destination.kind, &destination.config, &state.secrets)
             .map_err(|error| {
                 tracing::error!(%error, "Cannot open a destination's configuration");
-                ApiError::Internal
+                ApiError::Internal(format!(
+                    "cannot open a destination's configuration: {error}"
+                ))
             })?;
     let (host, port, timeout) = checked.endpoint();
     let address = format!("{host}:{port}");

@@ -46,9 +46,10 @@ pub enum ApiError {
     },
     #[error("unsupported content type `{0}`: send application/json or application/x-ndjson")]
     UnsupportedMediaType(String),
-    /// The cause is logged; the client learns only that it was on our side.
+    /// The cause (logged and recorded by the error tracker) never reaches the
+    /// client, who learns only that it was on our side.
     #[error("internal error")]
-    Internal,
+    Internal(String),
     #[error("not ready: {failing}")]
     NotReady { failing: String, checks: Value },
 }
@@ -96,7 +97,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
-            ApiError::Internal => "internal",
+            ApiError::Internal(_) => "internal",
             ApiError::NotReady { .. } => "not_ready",
         }
     }
@@ -128,7 +129,7 @@ impl ResponseError for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -168,7 +169,7 @@ impl From<DbError> for ApiError {
             }
         } else {
             tracing::error!(%error, "Database error");
-            ApiError::Internal
+            ApiError::Internal(error.to_string())
         }
     }
 }
@@ -192,7 +193,7 @@ impl From<IngestError> for ApiError {
                 reason: "the database is unavailable; nothing was stored".to_owned(),
                 retry_after,
             },
-            IngestError::Failed => ApiError::Internal,
+            IngestError::Failed => ApiError::Internal("the ingest transaction failed".to_owned()),
         }
     }
 }

@@ -44,7 +44,7 @@ impl From<GdprError> for ApiError {
             GdprError::Unavailable(error) => error.into(),
             GdprError::Undecryptable | GdprError::Record(_) => {
                 tracing::error!(%error, "GDPR request failed");
-                ApiError::Internal
+                ApiError::Internal(format!("GDPR request failed: {error}"))
             }
         }
     }

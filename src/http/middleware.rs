@@ -6,13 +6,15 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{web, Error, ResponseError};
+use actix_web::{web, Error, HttpMessage, ResponseError};
 use tracing::field::Empty;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::auth::CallerOrganization;
 use super::errors::ApiError;
 use super::AppState;
+use crate::error_tracking::{ErrorEvent, Severity};
 
 /// Wraps each request in a span (method, route, request id, status, latency),
 /// counts it by route pattern and status, and tags the response with its request id.
@@ -46,7 +48,7 @@ pub async fn observe(
     };
     span.record("status", status.as_u16());
     span.record("latency_ms", latency.as_secs_f64() * 1000.0);
-    if let Some(state) = state {
+    if let Some(state) = &state {
         state
             .metrics
             .http_requests
@@ -57,6 +59,27 @@ pub async fn observe(
             .http_request_duration
             .with_label_values(&[&method, &route])
             .observe(latency.as_secs_f64());
+    }
+    if status.is_server_error() {
+        if let Some(state) = &state {
+            let (error, organization) = match &outcome {
+                Ok(response) => (
+                    response.response().error(),
+                    response
+                        .request()
+                        .extensions()
+                        .get::<CallerOrganization>()
+                        .map(|caller| caller.0.clone()),
+                ),
+                Err(error) => (Some(error), None),
+            };
+            if let Some(mut event) = internal_error(error, &route) {
+                event.organization_id = organization;
+                event.request_id = Some(request_id.to_string());
+                event.context = serde_json::json!({ "method": method, "status": status.as_u16() });
+                state.errors.record(event);
+            }
+        }
     }
     span.in_scope(|| {
         if status.is_server_error() {
@@ -72,6 +95,40 @@ pub async fn observe(
             .insert(header::HeaderName::from_static("x-request-id"), value);
     }
     Ok(response)
+}
+
+/// The internal error behind a 5xx answer (component `http`, operation the
+/// route pattern); `None` for a readiness probe's 503, which reports a state
+/// the heartbeat already tracks.
+fn internal_error(error: Option<&Error>, route: &str) -> Option<ErrorEvent> {
+    let api_error = error.and_then(|error| error.as_error::<ApiError>());
+    let (category, severity, code, message, retryable) = match api_error {
+        Some(ApiError::NotReady { .. }) => return None,
+        Some(ApiError::Internal(cause)) => (
+            "internal",
+            Severity::High,
+            "internal_error",
+            cause.clone(),
+            false,
+        ),
+        Some(unavailable @ ApiError::Unavailable { .. }) => (
+            "dependency",
+            Severity::Medium,
+            "unavailable",
+            unavailable.to_string(),
+            true,
+        ),
+        _ => (
+            "internal",
+            Severity::High,
+            "internal_error",
+            error.map_or_else(|| "server error".to_owned(), ToString::to_string),
+            false,
+        ),
+    };
+    let mut event = ErrorEvent::new(category, severity, code, "http", route, message);
+    event.retryable = retryable;
+    Some(event)
 }
 
 /// Refuses a body whose declared length exceeds `http.max_body` before any

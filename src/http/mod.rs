@@ -1,5 +1,6 @@
 //! The HTTP API: routes, middleware and error mapping.
 
+pub mod admin;
 pub mod alert_rules;
 pub mod alerts;
 pub mod api_keys;
@@ -35,6 +36,7 @@ use crate::cache::QueryCache;
 use crate::config::Config;
 use crate::db::PgPool;
 use crate::delivery::crypto::SecretBox;
+use crate::error_tracking::ErrorTracker;
 use crate::integrity::keys::IntegrityKeys;
 use crate::metrics::Metrics;
 use crate::redis_conn::RedisConnection;
@@ -62,6 +64,8 @@ pub struct AppState {
     pub alerts: ActorHandle<AlertActor>,
     /// Told when a manual report run is queued.
     pub reports: ActorHandle<ReportActor>,
+    /// Where 5xx answers are recorded as internal errors.
+    pub errors: ErrorTracker,
 }
 
 /// Builds the application for one HTTP worker thread.
@@ -233,6 +237,17 @@ pub fn app(
                 .route(
                     "/reports/{id}/executions/{execution_id}/output",
                     web::get().to(reports::download_output),
+                )
+                .route("/admin/performance", web::get().to(admin::performance))
+                .route("/admin/performance/explain", web::post().to(admin::explain))
+                .route(
+                    "/admin/maintenance/run",
+                    web::post().to(admin::run_maintenance),
+                )
+                .route("/admin/errors", web::get().to(admin::list_errors))
+                .route(
+                    "/admin/errors/{aggregation_key}",
+                    web::get().to(admin::get_error),
                 ),
         )
         .default_service(web::to(errors::route_not_found))

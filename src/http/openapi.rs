@@ -4,7 +4,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{alert_rules, alerts, archives, gdpr, legal_holds, reports, retention_policies};
+use super::{admin, alert_rules, alerts, archives, gdpr, legal_holds, reports, retention_policies};
 use super::{api_keys, deliveries, destinations, errors, events, health, integrity, roles};
 
 #[derive(OpenApi)]
@@ -32,6 +32,7 @@ use super::{api_keys, deliveries, destinations, errors, events, health, integrit
         reports::delete_template, reports::list_reports, reports::create_report, reports::get_report,
         reports::update_report, reports::delete_report, reports::run_now, reports::list_executions,
         reports::get_execution, reports::download_output,
+        admin::performance, admin::explain, admin::run_maintenance, admin::list_errors, admin::get_error,
     ),
     components(schemas(errors::ErrorBody, errors::ErrorDetail, errors::FieldError)),
     modifiers(&BearerKeys),
@@ -45,6 +46,7 @@ use super::{api_keys, deliveries, destinations, errors, events, health, integrit
         (name = "alerts", description = "Alerts, alert rules and alert subscriptions"),
         (name = "gdpr", description = "Data subject requests: export, pseudonymization, erasure"),
         (name = "reports", description = "Report templates, scheduled reports, their runs and outputs"),
+        (name = "admin", description = "The platform operators' tools: database performance, maintenance, internal errors"),
     )
 )]
 pub struct ApiDoc;

@@ -5,6 +5,7 @@
 //! by a session of its own); the CLI runs the same pieces on demand.
 
 pub mod archive;
+pub mod database;
 pub mod deletion;
 pub mod partitions;
 

@@ -4,9 +4,11 @@
 pub mod alert;
 pub mod checkpoint;
 pub mod delivery;
+pub mod errors;
 pub mod gdpr;
 pub mod heartbeat;
 pub mod ingest;
+pub mod maintenance;
 pub mod partition;
 pub mod report;
 pub mod supervisor;

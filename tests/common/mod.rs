@@ -54,6 +54,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub config: Config,
     pub server: actix_web::dev::ServerHandle,
+    /// The worker's error tracker, to record errors in-process.
+    pub errors: audit_worker::error_tracking::ErrorTracker,
     /// Drops the test database when the test ends.
     _database: TestDatabase,
 }
@@ -95,12 +97,14 @@ pub async fn spawn_app_with_clock(clock: SharedClock, adjust: impl FnOnce(&mut C
         .expect("the worker starts");
     let address = format!("http://127.0.0.1:{}", app.port());
     let server = app.server_handle();
+    let errors = app.errors();
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address,
         client: reqwest::Client::new(),
         config,
         server,
+        errors,
         _database: database,
     }
 }

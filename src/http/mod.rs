@@ -15,6 +15,7 @@ pub mod integrity;
 pub mod legal_holds;
 mod middleware;
 pub mod openapi;
+pub mod presets;
 pub mod retention_policies;
 pub mod roles;
 
@@ -88,6 +89,11 @@ pub fn app(
                 .route("/events", web::post().to(events::ingest))
                 .route("/events", web::get().to(events::list))
                 .route("/events/{id}", web::get().to(events::get))
+                .route("/presets", web::get().to(presets::list))
+                .route("/presets", web::post().to(presets::create))
+                .route("/presets/{name}", web::get().to(presets::get))
+                .route("/presets/{name}", web::put().to(presets::put))
+                .route("/presets/{name}", web::delete().to(presets::delete))
                 .route("/integrity/verify", web::post().to(integrity::verify))
                 .route(
                     "/integrity/checkpoints",

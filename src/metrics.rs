@@ -52,6 +52,8 @@ pub struct Metrics {
     pub alert_events_skipped: IntCounter,
     /// Alerts raised by rules, by outcome (`created`, `updated`).
     pub alerts_raised: IntCounterVec,
+    /// Configuration reloads by outcome (`applied`, `rejected`, `unchanged`).
+    pub config_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -219,9 +221,21 @@ impl Metrics {
                 &["outcome"],
             )
             .expect("valid metric"),
+            config_reloads: IntCounterVec::new(
+                Opts::new(
+                    "config_reloads_total",
+                    "Configuration reloads (SIGHUP): applied, rejected, or unchanged",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 24] = [
+        // Every outcome shows from the start, at 0, so a rate over it is defined.
+        for outcome in ["applied", "rejected", "unchanged"] {
+            metrics.config_reloads.with_label_values(&[outcome]);
+        }
+        let collectors: [Box<dyn prometheus::core::Collector>; 25] = [
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.http_request_duration.clone()),
             Box::new(metrics.actor_messages_handled.clone()),
@@ -246,6 +260,7 @@ impl Metrics {
             Box::new(metrics.alert_events_evaluated.clone()),
             Box::new(metrics.alert_events_skipped.clone()),
             Box::new(metrics.alerts_raised.clone()),
+            Box::new(metrics.config_reloads.clone()),
         ];
         for collector in collectors {
             metrics

@@ -37,11 +37,16 @@ use crate::delivery::crypto::SecretBox;
 use crate::integrity::keys::IntegrityKeys;
 use crate::metrics::Metrics;
 use crate::redis_conn::RedisConnection;
+use crate::reload::LiveConfig;
 use crate::supervisor::{ActorHandle, Supervisor};
 
 /// What handlers share: cheap to clone, the same for every HTTP worker thread.
 pub struct AppState {
+    /// Restart-only keys, as at start.
     pub config: Arc<Config>,
+    /// The keys a reload may change (`ingest.max_batch`, `ingest.max_clock_skew`):
+    /// read where used.
+    pub live: LiveConfig,
     pub pool: PgPool,
     pub redis: RedisConnection,
     pub supervisor: Addr<Supervisor>,

@@ -178,10 +178,7 @@ impl ConfigReloader {
         let (file, next) = match next {
             Ok(both) => both,
             Err(error) => {
-                let field = match &error {
-                    ConfigError::Value { key, .. } => (*key).to_owned(),
-                    _ => "*".to_owned(),
-                };
+                let field = faulty_key(&error);
                 let reason = mask_text(&error.to_string());
                 tracing::error!(%reason, "Configuration reload refused; the old configuration stays in force");
                 let row = NewChange {
@@ -392,6 +389,20 @@ fn mask_text(text: &str) -> String {
         .collect()
 }
 
+/// The key a configuration error names (`key \`alerts.rules[0].threshold\`: …`),
+/// or `*` when it names none (a file that does not parse).
+fn faulty_key(error: &ConfigError) -> String {
+    match error {
+        ConfigError::Value { key, .. } => (*key).to_owned(),
+        other => {
+            let text = other.to_string();
+            text.split_once("key `")
+                .and_then(|(_, rest)| rest.split_once('`'))
+                .map_or_else(|| "*".to_owned(), |(key, _)| truncate(key))
+        }
+    }
+}
+
 fn truncate(text: &str) -> String {
     text.chars().take(MAX_REASON_CHARS).collect()
 }
@@ -456,6 +467,21 @@ mod tests {
             mask_text("bad url postgres://a:b@h/x here"),
             "bad url postgres://a:***@h/x here"
         );
+    }
+
+    #[test]
+    fn a_refusal_names_the_key_at_fault_when_it_can() {
+        let invalid = ConfigError::Invalid(
+            "key `alerts.rules[1].threshold` (in /etc/aw.toml): must be at least 1".to_owned(),
+        );
+        assert_eq!(faulty_key(&invalid), "alerts.rules[1].threshold");
+        let value = ConfigError::Value {
+            key: "auth.rate_limit_burst",
+            reason: "must be at least 1".to_owned(),
+        };
+        assert_eq!(faulty_key(&value), "auth.rate_limit_burst");
+        let parse = ConfigError::Invalid("expected `]` at line 1".to_owned());
+        assert_eq!(faulty_key(&parse), "*");
     }
 
     #[test]

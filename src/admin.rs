@@ -7,6 +7,7 @@ use crate::auth::{self, permissions, IssueError};
 use crate::config::Config;
 use crate::db::api_keys::{self, ApiKeyInfo};
 use crate::db::archives::Archive;
+use crate::db::config_changes::{self, ConfigChange};
 use crate::db::migrations::{self, MigrationError};
 use crate::db::partitions::Partition;
 use crate::db::performance::{self, PerformanceReport};
@@ -49,6 +50,12 @@ async fn connect(config: &Config) -> Result<tokio_postgres::Client, AdminError> 
     Ok(db::connect(&config.database, &config.database.url)
         .await
         .map_err(DbError::from)?)
+}
+
+/// The latest `limit` recorded configuration changes, newest first.
+pub async fn config_history(config: &Config, limit: i64) -> Result<Vec<ConfigChange>, AdminError> {
+    let client = connect(config).await?;
+    Ok(config_changes::latest(&client, limit).await?)
 }
 
 /// Issues a key for `role` in `organization_id`; returns the key itself.

@@ -333,7 +333,8 @@ impl Config {
     }
 
     /// Checks that serde's types cannot express; every message names its key.
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Also run on a reloaded configuration merged with the values in force.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
             ("http.shutdown_timeout", self.http.shutdown_timeout),
             ("database.connect_timeout", self.database.connect_timeout),
@@ -526,6 +527,54 @@ impl Config {
         Ok(())
     }
 
+    /// The secret keys (and URLs, whose passwords print masked) whose real
+    /// values differ between `self` and `other`: a comparison of the printed
+    /// forms cannot see a changed secret.
+    pub(crate) fn secret_keys_differing(&self, other: &Config) -> Vec<&'static str> {
+        let pairs = [
+            (
+                "database.url",
+                self.database.url.raw.as_str(),
+                other.database.url.raw.as_str(),
+            ),
+            (
+                "redis.url",
+                self.redis.url.as_str(),
+                other.redis.url.as_str(),
+            ),
+            (
+                "integrity.commitment_key",
+                self.integrity.commitment_key.expose(),
+                other.integrity.commitment_key.expose(),
+            ),
+            (
+                "integrity.signing_key",
+                self.integrity.signing_key.expose(),
+                other.integrity.signing_key.expose(),
+            ),
+            (
+                "delivery.encryption_key",
+                self.delivery.encryption_key.expose(),
+                other.delivery.encryption_key.expose(),
+            ),
+            (
+                "gdpr.pseudonym_key",
+                self.gdpr.pseudonym_key.expose(),
+                other.gdpr.pseudonym_key.expose(),
+            ),
+            (
+                "gdpr.encryption_key",
+                self.gdpr.encryption_key.expose(),
+                other.gdpr.encryption_key.expose(),
+            ),
+        ];
+        pairs
+            .into_iter()
+            .filter(|(_, mine, theirs)| mine != theirs)
+            .map(|(key, _, _)| key)
+            .collect()
+    }
+
     fn validate_alerts(&self) -> Result<(), ConfigError> {
         let alerts = &self.alerts;
         if alerts.retention_days == 0 {
@@ -702,7 +751,7 @@ impl fmt::Debug for RedisUrl {
 }
 
 /// Replaces the password of `scheme://user:password@host` with `***`.
-fn mask_password(url: &str) -> String {
+pub(crate) fn mask_password(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };

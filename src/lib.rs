@@ -16,6 +16,7 @@
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
 //! - [`secrets`]: configured or generated keys.
 //! - [`telemetry`]: logging set-up.
+//! - [`reload`]: configuration reload (SIGHUP) and its recorded history.
 //! - [`validation`]: the shape of a validation problem.
 //!
 //! [`Application::build`] wires them together; `main` only parses the command
@@ -40,6 +41,7 @@ pub mod maintenance;
 pub mod messages;
 pub mod metrics;
 pub mod redis_conn;
+pub mod reload;
 pub mod reports;
 pub mod secrets;
 pub mod supervisor;
@@ -47,6 +49,7 @@ pub mod telemetry;
 pub mod validation;
 
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use actix::Addr;
@@ -79,6 +82,7 @@ use crate::integrity::keys::IntegrityKeys;
 use crate::messages::supervisor::Shutdown;
 use crate::metrics::Metrics;
 use crate::redis_conn::{RedisConnection, RedisError};
+use crate::reload::{ConfigReloader, ReloadError, ReloadReport};
 use crate::reports::run::Reports;
 use crate::secrets::SecretError;
 use crate::supervisor::{Supervisor, SupervisorBuilder};
@@ -113,13 +117,24 @@ pub struct Application {
     pool: PgPool,
     config: Arc<Config>,
     errors: ErrorTracker,
+    reloader: Arc<ConfigReloader>,
 }
 
 impl Application {
     /// Creates and migrates the database, starts the supervised actors and binds
     /// the HTTP socket. Must run inside an actix system (`actix_web::rt::System`).
+    /// A reload reads `./config.toml` (when present) and the environment.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        Self::build_with_clock(config, Arc::new(SystemClock)).await
+        Self::build_from(config, None, Arc::new(SystemClock)).await
+    }
+
+    /// [`build`](Self::build) for a configuration read from `file` (`--config`),
+    /// which a reload reads again.
+    pub async fn build_with_config_file(
+        config: Config,
+        file: Option<PathBuf>,
+    ) -> Result<Self, StartupError> {
+        Self::build_from(config, file, Arc::new(SystemClock)).await
     }
 
     /// [`build`](Self::build) with the clock the maintenance jobs read (tests
@@ -128,7 +143,17 @@ impl Application {
         config: Config,
         clock: SharedClock,
     ) -> Result<Self, StartupError> {
+        Self::build_from(config, None, clock).await
+    }
+
+    async fn build_from(
+        config: Config,
+        file: Option<PathBuf>,
+        clock: SharedClock,
+    ) -> Result<Self, StartupError> {
         let config = Arc::new(config);
+        // The live keys' current values (see `reload`); restart-only keys are read from `config`.
+        let (live_sender, live) = tokio::sync::watch::channel(config.clone());
         db::ensure_database(&config.database).await?;
         db::migrations::run(&config.database).await?;
         let pool = db::pool(&config.database);
@@ -163,10 +188,10 @@ impl Application {
             });
         }
         let alerts = {
-            let (pool, cache, config, clock, metrics) = (
+            let (pool, cache, live, clock, metrics) = (
                 pool.clone(),
                 cache.clone(),
-                config.clone(),
+                live.clone(),
                 clock.clone(),
                 metrics.clone(),
             );
@@ -174,7 +199,7 @@ impl Application {
                 AlertActor::new(
                     pool.clone(),
                     cache.clone(),
-                    config.clone(),
+                    live.clone(),
                     clock.clone(),
                     metrics.clone(),
                 )
@@ -330,8 +355,16 @@ impl Application {
             })?
             .port();
         let auth = Arc::new(Authenticator::new(&config, pool.clone(), cache.clone()));
+        let reloader = Arc::new(ConfigReloader::new(
+            file,
+            live_sender,
+            auth.clone(),
+            pool.clone(),
+            metrics.clone(),
+        ));
         let state = web::Data::new(http::AppState {
             config: config.clone(),
+            live,
             pool: pool.clone(),
             redis,
             supervisor: supervisor.clone(),
@@ -365,12 +398,39 @@ impl Application {
             pool,
             config,
             errors,
+            reloader,
         })
     }
 
     /// The error tracker every part of this worker reports to (tests record through it).
     pub fn errors(&self) -> ErrorTracker {
         self.errors.clone()
+    }
+
+    /// Reads the configuration file again and applies the keys that can
+    /// change at run time (see [`reload`]); `trigger` is recorded as who changed it.
+    pub async fn reload_config(&self, trigger: &str) -> Result<ReloadReport, ReloadError> {
+        self.reloader.reload(trigger).await
+    }
+
+    /// What reloads the configuration, for callers that keep it after
+    /// [`run_until_stopped`](Self::run_until_stopped) took the application.
+    pub fn config_reloader(&self) -> Arc<ConfigReloader> {
+        self.reloader.clone()
+    }
+
+    /// Reloads the configuration on every SIGHUP, for as long as the actix
+    /// system runs (`serve`). Each reload logs and records its own outcome.
+    pub fn reload_on_sighup(&self) -> std::io::Result<()> {
+        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let reloader = self.reloader.clone();
+        actix_web::rt::spawn(async move {
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the configuration");
+                let _ = reloader.reload("sighup").await;
+            }
+        });
+        Ok(())
     }
 
     /// The bound port (useful with `http.bind` port 0).

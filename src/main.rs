@@ -62,6 +62,9 @@ enum Command {
     /// Database performance report and maintenance.
     #[command(subcommand)]
     Db(DbCommand),
+    /// The history of configuration changes (reloads on SIGHUP).
+    #[command(subcommand)]
+    Config(ConfigCommand),
 }
 
 #[derive(Subcommand)]
@@ -76,6 +79,21 @@ enum DbCommand {
     /// Run database maintenance now (ANALYZE; VACUUM where dead tuples pile up),
     /// unless another instance is running it.
     Maintain,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Recorded changes, newest first, tab-separated (values as JSON, secrets
+    /// masked): time, field, previous, new, changed_by, reason, environment,
+    /// previous_version, new_version.
+    History {
+        /// How many changes at most.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+        limit: i64,
+        /// One JSON object per line instead.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -168,9 +186,12 @@ fn main() -> ExitCode {
             actix_web::rt::System::new().block_on(archive(config, command))
         }
         Command::Db(command) => actix_web::rt::System::new().block_on(database(config, command)),
+        Command::Config(command) => {
+            actix_web::rt::System::new().block_on(config_command(config, command))
+        }
         Command::Serve => {
             telemetry::init(&config.log);
-            actix_web::rt::System::new().block_on(serve(config))
+            actix_web::rt::System::new().block_on(serve(config, cli.config))
         }
         Command::Migrate => {
             telemetry::init(&config.log);
@@ -186,8 +207,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let app = Application::build(config).await.context("cannot start")?;
+/// `file` is read again on SIGHUP.
+async fn serve(config: Config, file: Option<PathBuf>) -> anyhow::Result<()> {
+    let app = Application::build_with_config_file(config, file)
+        .await
+        .context("cannot start")?;
+    app.reload_on_sighup().context("cannot listen for SIGHUP")?;
     app.run_until_stopped()
         .await
         .context("stopped with an error")
@@ -340,6 +365,38 @@ async fn database(config: Config, command: DbCommand) -> anyhow::Result<()> {
             Some(run) => println!("{}", serde_json::to_string_pretty(&run)?),
             None => eprintln!("another instance is running database maintenance; nothing done"),
         },
+    }
+    Ok(())
+}
+
+async fn config_command(config: Config, command: ConfigCommand) -> anyhow::Result<()> {
+    match command {
+        ConfigCommand::History { limit, json } => {
+            let changes = admin::config_history(&config, limit).await?;
+            if json {
+                for change in changes {
+                    println!("{}", serde_json::to_string(&change)?);
+                }
+                return Ok(());
+            }
+            println!("timestamp\tfield\tprevious_value\tnew_value\tchanged_by\treason\tenvironment\tprevious_version\tnew_version");
+            let json =
+                |value: Option<serde_json::Value>| value.map(|v| v.to_string()).unwrap_or_default();
+            for change in changes {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    change.timestamp.to_rfc3339(),
+                    change.field,
+                    json(change.previous_value),
+                    json(change.new_value),
+                    change.changed_by,
+                    change.reason.unwrap_or_default().replace(['\t', '\n'], " "),
+                    change.environment.unwrap_or_default(),
+                    change.previous_version.unwrap_or_default(),
+                    change.new_version.unwrap_or_default()
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -60,6 +60,8 @@ pub struct Metrics {
     pub errors_dropped: IntCounter,
     /// Error-tracker flushes that failed (their errors stay buffered and are retried).
     pub errors_flush_failures: IntCounter,
+    /// Configuration reloads by outcome (`applied`, `rejected`, `unchanged`).
+    pub config_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -235,6 +237,14 @@ impl Metrics {
                 &["outcome"],
             )
             .expect("valid metric"),
+            config_reloads: IntCounterVec::new(
+                Opts::new(
+                    "config_reloads_total",
+                    "Configuration reloads (SIGHUP): applied, rejected, or unchanged",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
             errors_recorded: IntCounterVec::new(
                 Opts::new(
                     "errors_recorded_total",
@@ -255,6 +265,10 @@ impl Metrics {
             .expect("valid metric"),
             registry,
         };
+        // Every outcome shows from the start, at 0, so a rate over it is defined.
+        for outcome in ["applied", "rejected", "unchanged"] {
+            metrics.config_reloads.with_label_values(&[outcome]);
+        }
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.http_request_duration.clone()),
@@ -284,6 +298,7 @@ impl Metrics {
             Box::new(metrics.errors_recorded.clone()),
             Box::new(metrics.errors_dropped.clone()),
             Box::new(metrics.errors_flush_failures.clone()),
+            Box::new(metrics.config_reloads.clone()),
         ];
         for collector in collectors {
             metrics

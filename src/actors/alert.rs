@@ -26,6 +26,7 @@ use crate::db::alert_rules::{self, StoredRule};
 use crate::db::{alert_windows, alerts, DbError, PgPool};
 use crate::messages::alert::{CheckSystem, Observe, ObservedEvent, RulesChanged};
 use crate::metrics::Metrics;
+use crate::reload::LiveConfig;
 
 /// Batches are applied at most this often.
 const APPLY_EVERY: Duration = Duration::from_millis(250);
@@ -60,10 +61,14 @@ struct OwnRules {
 pub struct AlertActor {
     pool: PgPool,
     cache: Arc<QueryCache>,
-    config: Arc<Config>,
+    /// The configuration in force: `[alerts]` changes at run time (a reload),
+    /// and a restarted actor must start from the reloaded values, not those of
+    /// the start, hence a receiver rather than a copy.
+    config: LiveConfig,
     clock: SharedClock,
     metrics: Arc<Metrics>,
-    /// The rules of `config.toml`: every organization's.
+    /// The rules of `config.toml`: every organization's; compiled again when
+    /// a reload changes them.
     global: RuleList,
     own: HashMap<String, OwnRules>,
     /// Organizations whose rules are being read.
@@ -82,22 +87,11 @@ impl AlertActor {
     pub fn new(
         pool: PgPool,
         cache: Arc<QueryCache>,
-        config: Arc<Config>,
+        mut config: LiveConfig,
         clock: SharedClock,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let global = config
-            .alerts
-            .rules
-            .iter()
-            .filter(|definition| definition.enabled)
-            .map(|definition| {
-                Arc::new(CompiledRule::new(
-                    format!("config:{}", definition.name),
-                    definition.clone(),
-                ))
-            })
-            .collect();
+        let global = global_rules(&config.borrow_and_update());
         let last_ingest = IngestSample::read(&metrics);
         Self {
             pool,
@@ -105,7 +99,7 @@ impl AlertActor {
             config,
             clock,
             metrics,
-            global: Arc::new(global),
+            global,
             own: HashMap::new(),
             loading: HashMap::new(),
             evaluation: Evaluation::default(),
@@ -113,6 +107,14 @@ impl AlertActor {
             last_apply: None,
             apply_scheduled: false,
             last_ingest,
+        }
+    }
+
+    /// Compiles the configuration's rules again if a reload changed the configuration.
+    fn refresh_global_rules(&mut self) {
+        if self.config.has_changed().unwrap_or(false) {
+            let config = self.config.borrow_and_update().clone();
+            self.global = global_rules(&config);
         }
     }
 
@@ -186,7 +188,7 @@ impl AlertActor {
                     // Keep the events; try again shortly.
                     tracing::warn!(%error, organization_id, "Cannot read the organization's alert rules");
                     let mut waiting = waiting;
-                    let limit = actor.config.alerts.max_backlog_events;
+                    let limit = actor.config.borrow().alerts.max_backlog_events;
                     if waiting.len() > limit {
                         let skipped = waiting.len() - limit;
                         waiting.drain(..skipped);
@@ -261,7 +263,8 @@ impl AlertActor {
                             tracing::warn!(%error, "Cannot apply alert rules; trying the batch again shortly");
                             let mut batch = unapplied.unwrap_or_default();
                             batch.merge(std::mem::take(&mut actor.evaluation));
-                            let skipped = batch.trim(actor.config.alerts.max_backlog_events);
+                            let limit = actor.config.borrow().alerts.max_backlog_events;
+                            let skipped = batch.trim(limit);
                             if skipped > 0 {
                                 actor.metrics.alert_events_skipped.inc_by(skipped as u64);
                                 tracing::warn!(skipped, "Alert rule backlog full: skipped the oldest matches");
@@ -274,6 +277,24 @@ impl AlertActor {
             ),
         );
     }
+}
+
+/// The enabled rules of `config.toml`.
+fn global_rules(config: &Config) -> RuleList {
+    Arc::new(
+        config
+            .alerts
+            .rules
+            .iter()
+            .filter(|definition| definition.enabled)
+            .map(|definition| {
+                Arc::new(CompiledRule::new(
+                    format!("config:{}", definition.name),
+                    definition.clone(),
+                ))
+            })
+            .collect(),
+    )
 }
 
 /// The organization's enabled rules, through the query cache; `previous` is
@@ -375,9 +396,9 @@ impl Actor for AlertActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(self.config.alerts.system_check_interval, |_, ctx| {
-            ctx.notify(CheckSystem)
-        });
+        // Restart-only: the timer is armed once (see `reload`).
+        let interval = self.config.borrow().alerts.system_check_interval;
+        ctx.run_interval(interval, |_, ctx| ctx.notify(CheckSystem));
     }
 }
 
@@ -385,15 +406,17 @@ impl Handler<Observe> for AlertActor {
     type Result = ();
 
     fn handle(&mut self, Observe(events): Observe, ctx: &mut Self::Context) {
-        if !self.config.alerts.enabled {
+        if !self.config.borrow().alerts.enabled {
             return;
         }
+        self.refresh_global_rules();
         for observed in events {
             self.observe(observed, ctx);
         }
         // Matches wait in memory while the database lags; they never take
         // more than `alerts.max_backlog_events` entries.
-        let skipped = self.evaluation.trim(self.config.alerts.max_backlog_events);
+        let limit = self.config.borrow().alerts.max_backlog_events;
+        let skipped = self.evaluation.trim(limit);
         if skipped > 0 {
             self.metrics.alert_events_skipped.inc_by(skipped as u64);
             tracing::warn!(
@@ -424,7 +447,7 @@ impl Handler<CheckSystem> for AlertActor {
         let before = std::mem::replace(&mut self.last_ingest, now);
         let check = check_system(
             self.pool.clone(),
-            self.config.clone(),
+            self.config.borrow().clone(),
             self.clock.clone(),
             before,
             now,

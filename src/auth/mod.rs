@@ -16,6 +16,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio_postgres::GenericClient;
@@ -69,15 +70,15 @@ pub struct Authenticator {
     /// key id → credentials; `None` caches "no such key" so that guessing ids
     /// cannot hammer the database either.
     keys: moka::sync::Cache<String, Option<Arc<KeyCredentials>>>,
-    limiter: DefaultKeyedRateLimiter<String>,
+    /// Swapped whole when a configuration reload changes the rate limit
+    /// (`governor` cannot change a limiter's quota); the hot path reads it
+    /// without a lock.
+    limiter: ArcSwap<DefaultKeyedRateLimiter<String>>,
     permission_lifetime: Lifetime,
 }
 
 impl Authenticator {
     pub fn new(config: &Config, pool: PgPool, cache: Arc<QueryCache>) -> Self {
-        let per_second =
-            NonZeroU32::new(config.auth.rate_limit_per_second).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(config.auth.rate_limit_burst).unwrap_or(NonZeroU32::MIN);
         Self {
             pool,
             cache,
@@ -85,7 +86,10 @@ impl Authenticator {
                 .max_capacity(100_000)
                 .time_to_live(config.auth.key_cache_ttl)
                 .build(),
-            limiter: RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)),
+            limiter: ArcSwap::from_pointee(limiter(
+                config.auth.rate_limit_per_second,
+                config.auth.rate_limit_burst,
+            )),
             permission_lifetime: Lifetime {
                 ttl: config.auth.permission_cache_ttl,
                 strict: true,
@@ -139,9 +143,16 @@ impl Authenticator {
         self.keys.invalidate(id);
     }
 
+    /// Applies a new rate limit (a configuration reload). Every key starts
+    /// again with a full burst: the old limiter's state is dropped with it.
+    pub fn set_rate_limit(&self, per_second: u32, burst: u32) {
+        self.limiter.store(Arc::new(limiter(per_second, burst)));
+    }
+
     /// Takes one request from the key's budget, or says how long to wait.
     pub fn check_rate(&self, key_id: &str) -> Result<(), Duration> {
         self.limiter
+            .load()
             .check_key(&key_id.to_owned())
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
@@ -196,6 +207,13 @@ impl Authenticator {
     pub async fn roles_changed(&self, organization_id: &str) {
         self.cache.invalidate(organization_id, PERMISSIONS).await;
     }
+}
+
+/// A per-key limiter of `per_second` requests with bursts of `burst` (0 counts as 1).
+fn limiter(per_second: u32, burst: u32) -> DefaultKeyedRateLimiter<String> {
+    let per_second = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
 }
 
 /// Organization ids: 1 to 255 characters of letters, digits and `._:@-`.

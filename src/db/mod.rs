@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod api_keys;
 pub mod archives;
 pub mod checkpoints;
+pub mod config_changes;
 pub mod deletions;
 pub mod deliveries;
 pub mod destinations;

@@ -40,6 +40,15 @@ const STRING_FIELDS: &[(&str, usize)] = &[
     ("organization_id", 255),
 ];
 
+/// The longest value a client may send for `field`, if it is one of the string
+/// fields of an event (`details` is not).
+pub fn string_field_max_chars(field: &str) -> Option<usize> {
+    STRING_FIELDS
+        .iter()
+        .find(|(name, _)| *name == field)
+        .map(|(_, max)| *max)
+}
+
 /// An event ready to store: validated, defaults applied, identifiers committed, hashed.
 #[derive(Debug, Clone)]
 pub struct NewEvent {

@@ -49,7 +49,7 @@ pub async fn ingest(
     let body = read_body(payload, state.config.http.max_body).await?;
     let items = parse_events(&request, &body)?;
     tracing::Span::current().record("events", items.len());
-    let max_batch = state.config.ingest.max_batch;
+    let max_batch = state.live.borrow().ingest.max_batch;
     if items.is_empty() || items.len() > max_batch {
         return Err(ApiError::Validation(vec![FieldError::new(
             "",
@@ -82,7 +82,7 @@ pub async fn ingest(
     let rules = Rules {
         organization_id,
         now: Utc::now(),
-        max_clock_skew: state.config.ingest.max_clock_skew,
+        max_clock_skew: state.live.borrow().ingest.max_clock_skew,
         commitment_key: state.keys.commitment_key(),
         presets: &presets,
     };
@@ -293,7 +293,7 @@ fn filter_from(query: EventQuery, state: &AppState) -> Result<EventFilter, ApiEr
             None
         }
     };
-    let skew = TimeDelta::from_std(state.config.ingest.max_clock_skew).unwrap_or_default();
+    let skew = TimeDelta::from_std(state.live.borrow().ingest.max_clock_skew).unwrap_or_default();
     let window = TimeDelta::from_std(state.config.query.default_window).unwrap_or_default();
     let to = to.unwrap_or_else(|| Utc::now() + skew);
     let from = from.unwrap_or(to - window);

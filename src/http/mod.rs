@@ -16,6 +16,7 @@ pub mod integrity;
 pub mod legal_holds;
 mod middleware;
 pub mod openapi;
+pub mod presets;
 pub mod reports;
 pub mod retention_policies;
 pub mod roles;
@@ -40,11 +41,16 @@ use crate::error_tracking::ErrorTracker;
 use crate::integrity::keys::IntegrityKeys;
 use crate::metrics::Metrics;
 use crate::redis_conn::RedisConnection;
+use crate::reload::LiveConfig;
 use crate::supervisor::{ActorHandle, Supervisor};
 
 /// What handlers share: cheap to clone, the same for every HTTP worker thread.
 pub struct AppState {
+    /// Restart-only keys, as at start.
     pub config: Arc<Config>,
+    /// The keys a reload may change (`ingest.max_batch`, `ingest.max_clock_skew`):
+    /// read where used.
+    pub live: LiveConfig,
     pub pool: PgPool,
     pub redis: RedisConnection,
     pub supervisor: Addr<Supervisor>,
@@ -96,6 +102,11 @@ pub fn app(
                 .route("/events", web::post().to(events::ingest))
                 .route("/events", web::get().to(events::list))
                 .route("/events/{id}", web::get().to(events::get))
+                .route("/presets", web::get().to(presets::list))
+                .route("/presets", web::post().to(presets::create))
+                .route("/presets/{name}", web::get().to(presets::get))
+                .route("/presets/{name}", web::put().to(presets::put))
+                .route("/presets/{name}", web::delete().to(presets::delete))
                 .route("/integrity/verify", web::post().to(integrity::verify))
                 .route(
                     "/integrity/checkpoints",

@@ -4,7 +4,9 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, alert_rules, alerts, archives, gdpr, legal_holds, reports, retention_policies};
+use super::{
+    admin, alert_rules, alerts, archives, gdpr, legal_holds, presets, reports, retention_policies,
+};
 use super::{api_keys, deliveries, destinations, errors, events, health, integrity, roles};
 
 #[derive(OpenApi)]
@@ -15,6 +17,7 @@ use super::{api_keys, deliveries, destinations, errors, events, health, integrit
         api_keys::create, api_keys::list, api_keys::revoke,
         roles::list, roles::get, roles::put, roles::delete,
         events::ingest, events::list, events::get,
+        presets::list, presets::get, presets::create, presets::put, presets::delete,
         integrity::verify, integrity::list_checkpoints, integrity::create_checkpoint, integrity::public_key,
         destinations::create, destinations::list, destinations::get, destinations::update, destinations::delete,
         destinations::test, destinations::health,

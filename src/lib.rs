@@ -228,11 +228,12 @@ impl Application {
             });
         }
         let ingest = {
-            let (pool, ingest_config, alerts, errors) = (
+            let (pool, ingest_config, alerts, errors, metrics) = (
                 pool.clone(),
                 config.ingest.clone(),
                 alerts.clone(),
                 errors.clone(),
+                metrics.clone(),
             );
             supervisor.supervise("ingest", move || {
                 IngestActor::new(
@@ -240,6 +241,7 @@ impl Application {
                     ingest_config.clone(),
                     alerts.clone(),
                     errors.clone(),
+                    metrics.clone(),
                 )
             })
         };

@@ -3,8 +3,8 @@
 //! `audit_worker_`, base units, counters ending in `_total`, small label sets.
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::db::PgPool;
@@ -21,6 +21,8 @@ pub struct Metrics {
     pub actor_restarts: IntCounterVec,
     /// Messages sent to an actor and not answered yet (queued or being handled).
     pub actor_mailbox_depth: IntGaugeVec,
+    /// From a message's send to its reply (queueing and handling), per actor.
+    pub actor_message_duration: HistogramVec,
     /// 1 while the actor runs, 0 while it is down or waiting to be restarted.
     pub actor_up: IntGaugeVec,
     /// 1 when the last heartbeat probe of the dependency succeeded.
@@ -62,6 +64,17 @@ pub struct Metrics {
     pub errors_flush_failures: IntCounter,
     /// Configuration reloads by outcome (`applied`, `rejected`, `unchanged`).
     pub config_reloads: IntCounterVec,
+    /// Deliveries in `delivery_queue` by status (`pending`, `retrying`, `processing`).
+    pub delivery_queue_depth: IntGaugeVec,
+    /// How long the oldest due delivery has been waiting (0 when none is).
+    pub delivery_queue_oldest_due: Gauge,
+    /// Events per ingest transaction (group commit).
+    pub ingest_batch_events: Histogram,
+    /// Requests per ingest transaction.
+    pub ingest_batch_requests: Histogram,
+    /// Partition maintenance rounds by outcome (`ran`, `skipped`: another
+    /// instance holds the lock, `failed`).
+    pub partition_maintenance_runs: IntCounterVec,
 }
 
 impl Metrics {
@@ -106,6 +119,17 @@ impl Metrics {
                     "actor_mailbox_depth",
                     "Messages sent to an actor and not answered yet",
                 ),
+                &["actor"],
+            )
+            .expect("valid metric"),
+            actor_message_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "actor_message_duration_seconds",
+                    "Time from sending a message to an actor to its reply",
+                )
+                .buckets(vec![
+                    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0,
+                ]),
                 &["actor"],
             )
             .expect("valid metric"),
@@ -263,11 +287,50 @@ impl Metrics {
                 "Error tracker flushes that failed and will be retried",
             )
             .expect("valid metric"),
+            delivery_queue_depth: IntGaugeVec::new(
+                Opts::new(
+                    "delivery_queue_depth",
+                    "Deliveries in the queue by status (pending, retrying, processing)",
+                ),
+                &["status"],
+            )
+            .expect("valid metric"),
+            delivery_queue_oldest_due: Gauge::new(
+                "delivery_queue_oldest_due_seconds",
+                "How long the oldest due, unclaimed delivery has been waiting",
+            )
+            .expect("valid metric"),
+            ingest_batch_events: Histogram::with_opts(
+                HistogramOpts::new("ingest_batch_events", "Events per ingest transaction")
+                    .buckets(batch_buckets()),
+            )
+            .expect("valid metric"),
+            ingest_batch_requests: Histogram::with_opts(
+                HistogramOpts::new("ingest_batch_requests", "Requests per ingest transaction")
+                    .buckets(batch_buckets()),
+            )
+            .expect("valid metric"),
+            partition_maintenance_runs: IntCounterVec::new(
+                Opts::new(
+                    "partition_maintenance_runs_total",
+                    "Partition maintenance rounds: ran, skipped (another instance had the lock) or failed",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
             registry,
         };
         // Every outcome shows from the start, at 0, so a rate over it is defined.
         for outcome in ["applied", "rejected", "unchanged"] {
             metrics.config_reloads.with_label_values(&[outcome]);
+        }
+        for outcome in ["ran", "skipped", "failed"] {
+            metrics
+                .partition_maintenance_runs
+                .with_label_values(&[outcome]);
+        }
+        for outcome in ["completed", "retrying", "failed"] {
+            metrics.report_runs.with_label_values(&[outcome]);
         }
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(metrics.http_requests.clone()),
@@ -299,6 +362,12 @@ impl Metrics {
             Box::new(metrics.errors_dropped.clone()),
             Box::new(metrics.errors_flush_failures.clone()),
             Box::new(metrics.config_reloads.clone()),
+            Box::new(metrics.actor_message_duration.clone()),
+            Box::new(metrics.delivery_queue_depth.clone()),
+            Box::new(metrics.delivery_queue_oldest_due.clone()),
+            Box::new(metrics.ingest_batch_events.clone()),
+            Box::new(metrics.ingest_batch_requests.clone()),
+            Box::new(metrics.partition_maintenance_runs.clone()),
         ];
         for collector in collectors {
             metrics
@@ -331,4 +400,11 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// 1-2-5 steps up to the largest ingest batch.
+fn batch_buckets() -> Vec<f64> {
+    vec![
+        1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+    ]
 }

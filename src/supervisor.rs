@@ -353,8 +353,14 @@ impl<T, E> Outcome for Result<T, E> {
 }
 
 impl<A: Actor> ActorHandle<A> {
-    /// Sends `message` to the current instance without waiting for a reply;
+    fn current(&self) -> Option<Addr<A>> {
+        self.slot.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Sends `message` to the current instance without waiting for its reply;
     /// dropped while the actor is down (for news a restarted actor reads anew).
+    /// A task waits for the reply in its place, so that notices count in the
+    /// actor's mailbox depth, handled messages and processing time too.
     pub fn notify<M>(&self, message: M)
     where
         A: Handler<M>,
@@ -362,9 +368,15 @@ impl<A: Actor> ActorHandle<A> {
         M: Message + Send + 'static,
         M::Result: Send,
     {
-        let addr = self.slot.read().unwrap_or_else(|e| e.into_inner()).clone();
-        match addr {
-            Some(addr) => addr.do_send(message),
+        match self.current() {
+            Some(addr) => {
+                let handle = self.clone();
+                tokio::spawn(async move {
+                    if handle.deliver(addr, message).await.is_err() {
+                        handle.count_error();
+                    }
+                });
+            }
             None => tracing::debug!(
                 actor = self.name,
                 "Dropped a notice to an actor that is down"
@@ -382,40 +394,57 @@ impl<A: Actor> ActorHandle<A> {
         M::Result: Send + Outcome,
     {
         let addr = self
-            .slot
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .current()
             .ok_or(ActorUnavailable::NotRunning(self.name))?;
+        match self.deliver(addr, message).await {
+            Ok(reply) => {
+                if reply.is_failure() {
+                    self.count_error();
+                }
+                Ok(reply)
+            }
+            Err(_) => {
+                self.count_error();
+                Err(ActorUnavailable::NotRunning(self.name))
+            }
+        }
+    }
+
+    /// Sends and awaits the reply, with the message in the mailbox-depth
+    /// gauge meanwhile, then counts it as handled and times it.
+    async fn deliver<M>(&self, addr: Addr<A>, message: M) -> Result<M::Result, MailboxError>
+    where
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+    {
         let in_flight = InFlight::enter(
             self.metrics
                 .actor_mailbox_depth
                 .with_label_values(&[self.name]),
         );
+        let started = Instant::now();
         let reply = addr.send(message).await;
         drop(in_flight);
-        match reply {
-            Ok(reply) => {
-                self.metrics
-                    .actor_messages_handled
-                    .with_label_values(&[self.name])
-                    .inc();
-                if reply.is_failure() {
-                    self.metrics
-                        .actor_errors
-                        .with_label_values(&[self.name])
-                        .inc();
-                }
-                Ok(reply)
-            }
-            Err(_) => {
-                self.metrics
-                    .actor_errors
-                    .with_label_values(&[self.name])
-                    .inc();
-                Err(ActorUnavailable::NotRunning(self.name))
-            }
+        if reply.is_ok() {
+            self.metrics
+                .actor_messages_handled
+                .with_label_values(&[self.name])
+                .inc();
+            self.metrics
+                .actor_message_duration
+                .with_label_values(&[self.name])
+                .observe(started.elapsed().as_secs_f64());
         }
+        reply
+    }
+
+    fn count_error(&self) {
+        self.metrics
+            .actor_errors
+            .with_label_values(&[self.name])
+            .inc();
     }
 }
 

@@ -75,6 +75,51 @@ async fn metrics_expose_http_actor_and_pool_series() {
     }
 }
 
+/// `/metrics` covers what operators watch: every actor's messages (replies
+/// and notices) and their time, ingest batch sizes, the delivery queue, and
+/// the outcome of partition maintenance and report runs.
+#[actix_web::test]
+async fn metrics_cover_actors_ingest_the_queue_and_maintenance() {
+    let app = spawn_app_with(|config| {
+        config.delivery.health_interval = std::time::Duration::from_millis(50);
+    })
+    .await;
+    let key = app.create_key("org-metrics", "org:admin").await;
+    let (status, _) = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/events",
+            Some(&key),
+            Some(serde_json::json!([{"principal_id": "u", "action": "auth.login", "status": "success"},
+                                    {"principal_id": "u", "action": "auth.logout", "status": "success"}])),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let expected = [
+        r#"audit_worker_actor_message_duration_seconds_count{actor="ingest"} 1"#,
+        // The ingest actor's notice of stored events, counted once handled.
+        r#"audit_worker_actor_messages_handled_total{actor="alert"}"#,
+        "audit_worker_ingest_batch_events_sum 2",
+        "audit_worker_ingest_batch_requests_count 1",
+        r#"audit_worker_delivery_queue_depth{status="pending"} 0"#,
+        "audit_worker_delivery_queue_oldest_due_seconds 0",
+        r#"audit_worker_partition_maintenance_runs_total{outcome="ran"} 1"#,
+        r#"audit_worker_report_runs_total{outcome="failed"} 0"#,
+    ];
+    common::wait_until(
+        std::time::Duration::from_secs(10),
+        "every series on /metrics",
+        || async {
+            let text = app.get("/metrics").await.text().await.unwrap();
+            expected
+                .iter()
+                .all(|series| text.contains(series))
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 /// `/openapi.json` is a generated OpenAPI 3 document listing the routes.
 #[actix_web::test]
 async fn openapi_document_lists_the_routes() {

@@ -1,9 +1,9 @@
 //! HealthActor: every `delivery.health_interval`, disables destinations that
 //! have failed without a single success for their `auto_disable_after` (with a
 //! reason and a DELIVERY alert; the API re-enables them), and refreshes the
-//! per-destination gauges on `/metrics`. `destination_health` itself is kept
-//! current by each attempt. One worker instance disables at a time (an
-//! advisory lock).
+//! per-destination gauges and the queue's depth and oldest due delivery on
+//! `/metrics`. `destination_health` itself is kept current by each attempt.
+//! One worker instance disables at a time (an advisory lock).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use actix::prelude::*;
 use chrono::Utc;
 
 use crate::alerts::system;
-use crate::db::{destinations, DbError, PgPool};
+use crate::db::{deliveries, destinations, DbError, PgPool};
 use crate::delivery::config::DeliverySettings;
 use crate::messages::delivery::CheckHealth;
 use crate::metrics::Metrics;
@@ -53,6 +53,14 @@ async fn round(pool: PgPool, metrics: Arc<Metrics>) -> Result<usize, DbError> {
             .with_label_values(&[&label])
             .set(i64::from(open));
     }
+    let (depth, oldest_due) = deliveries::queue_figures(&*client).await?;
+    for (status, count) in depth {
+        metrics
+            .delivery_queue_depth
+            .with_label_values(&[&status])
+            .set(count);
+    }
+    metrics.delivery_queue_oldest_due.set(oldest_due);
     let locked: bool = client
         .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
         .await?

@@ -7,6 +7,7 @@
 //! with 503 for `breaker_reset_timeout`, then one write probes again.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::fut::wrap_future;
@@ -22,6 +23,7 @@ use crate::error_tracking::{ErrorEvent, ErrorTracker, Severity};
 use crate::events::Receipt;
 use crate::messages::alert::{Observe, ObservedEvent};
 use crate::messages::ingest::{Ingest, IngestError};
+use crate::metrics::Metrics;
 use crate::supervisor::ActorHandle;
 
 type Reply = oneshot::Sender<Result<Vec<Receipt>, IngestError>>;
@@ -33,6 +35,8 @@ pub struct IngestActor {
     alerts: ActorHandle<AlertActor>,
     /// Hears of every failed commit.
     errors: ErrorTracker,
+    /// Batch sizes go there.
+    metrics: Arc<Metrics>,
     /// Requests waiting for the next transaction.
     pending: Vec<(Submission, Reply)>,
     pending_events: usize,
@@ -52,12 +56,14 @@ impl IngestActor {
         config: IngestConfig,
         alerts: ActorHandle<AlertActor>,
         errors: ErrorTracker,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             pool,
             config,
             alerts,
             errors,
+            metrics,
             pending: Vec::new(),
             pending_events: 0,
             flush_scheduled: false,
@@ -82,6 +88,15 @@ impl IngestActor {
         let batch = std::mem::take(&mut self.pending);
         self.pending_events = 0;
         let (submissions, replies): (Vec<Submission>, Vec<Reply>) = batch.into_iter().unzip();
+        self.metrics
+            .ingest_batch_requests
+            .observe(submissions.len() as f64);
+        self.metrics.ingest_batch_events.observe(
+            submissions
+                .iter()
+                .map(|submission| submission.events.len())
+                .sum::<usize>() as f64,
+        );
         let pool = self.pool.clone();
         let known = self.known_months.clone();
         let write = async move {

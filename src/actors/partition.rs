@@ -110,6 +110,16 @@ impl Handler<Maintain> for PartitionActor {
             self.metrics.clone(),
         );
         Box::pin(wrap_future::<_, Self>(work).map(|outcome, actor, ctx| {
+            let label = match &outcome {
+                Ok(report) if report.ran => "ran",
+                Ok(_) => "skipped",
+                Err(_) => "failed",
+            };
+            actor
+                .metrics
+                .partition_maintenance_runs
+                .with_label_values(&[label])
+                .inc();
             match outcome {
                 Ok(report) if report.ran => tracing::info!(
                     created = ?report.partitions_created,

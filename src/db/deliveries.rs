@@ -406,3 +406,28 @@ pub async fn replay(
     }
     Ok(row.as_ref().map(delivery))
 }
+
+/// The queue as the metrics show it: deliveries by unfinished status, and how
+/// long the oldest due, unclaimed one has waited (seconds; 0 when none).
+pub async fn queue_figures(
+    client: &impl GenericClient,
+) -> Result<(Vec<(String, i64)>, f64), DbError> {
+    let rows = client
+        .query(
+            "SELECT s.status, count(q.id) FROM unnest(ARRAY['pending', 'retrying', 'processing']) AS s(status) \
+             LEFT JOIN delivery_queue q ON q.status = s.status GROUP BY s.status",
+            &[],
+        )
+        .await?;
+    let depth = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    let oldest: f64 = client
+        .query_one(
+            "SELECT coalesce(extract(epoch FROM now() - min(coalesce(next_retry_at, scheduled_at))), 0)::float8 \
+             FROM delivery_queue WHERE status IN ('pending', 'retrying') \
+               AND coalesce(next_retry_at, scheduled_at) <= now()",
+            &[],
+        )
+        .await?
+        .get(0);
+    Ok((depth, oldest))
+}

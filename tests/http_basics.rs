@@ -140,3 +140,35 @@ async fn responses_carry_a_request_id() {
     let id = response.headers()["x-request-id"].to_str().unwrap();
     assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
 }
+
+/// The Grafana dashboard in `deploy/` is valid JSON and every series it
+/// queries is one the worker exports.
+#[test]
+fn the_grafana_dashboard_queries_exported_series() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let text = std::fs::read_to_string(format!("{root}/deploy/grafana/audit-worker.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let source = std::fs::read_to_string(format!("{root}/src/metrics.rs")).unwrap();
+    let name = regex::Regex::new(r"audit_worker_([a-z_]+)").unwrap();
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            for found in name.captures_iter(expr) {
+                let series = &found[1];
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| series.strip_suffix(suffix))
+                    .filter(|family| source.contains(&format!("\"{family}\"")))
+                    .unwrap_or(series);
+                assert!(
+                    source.contains(&format!("\"{family}\"")),
+                    "panel {:?} queries audit_worker_{series}, which src/metrics.rs does not define",
+                    panel["title"]
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 30, "only {checked} series checked");
+}

@@ -6,7 +6,7 @@ use tokio_postgres::types::Json;
 use tokio_postgres::GenericClient;
 use utoipa::ToSchema;
 
-use super::DbError;
+use super::{save_error, DbError, SaveError};
 use crate::alerts::rule::RuleDefinition;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -38,23 +38,6 @@ fn stored(row: &tokio_postgres::Row) -> Result<StoredRule, DbError> {
         created_by: row.get("created_by"),
         updated_at: row.get("updated_at"),
     })
-}
-
-/// Why a rule could not be saved.
-#[derive(Debug, thiserror::Error)]
-pub enum SaveError {
-    #[error("the organization already has a rule named {0}")]
-    NameTaken(String),
-    #[error(transparent)]
-    Db(#[from] DbError),
-}
-
-fn save_error(error: tokio_postgres::Error, name: &str) -> SaveError {
-    if error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-        SaveError::NameTaken(name.to_owned())
-    } else {
-        SaveError::Db(error.into())
-    }
 }
 
 pub async fn insert(

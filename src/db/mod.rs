@@ -62,6 +62,25 @@ pub enum DbError {
     Decode(String),
 }
 
+/// Why a row named uniquely within its organization (a rule, a report, a
+/// template) could not be saved.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    #[error("the organization already has one named {0}")]
+    NameTaken(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// A unique violation is the name being taken; anything else is the database's.
+pub(crate) fn save_error(error: tokio_postgres::Error, name: &str) -> SaveError {
+    if error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+        SaveError::NameTaken(name.to_owned())
+    } else {
+        SaveError::Db(error.into())
+    }
+}
+
 impl From<bb8::RunError<tokio_postgres::Error>> for DbError {
     fn from(error: bb8::RunError<tokio_postgres::Error>) -> Self {
         match error {

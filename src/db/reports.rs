@@ -12,24 +12,7 @@ use tokio_postgres::{GenericClient, Row};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::DbError;
-
-/// Why a template or schedule could not be saved.
-#[derive(Debug, thiserror::Error)]
-pub enum SaveError {
-    #[error("the organization already has one named {0}")]
-    NameTaken(String),
-    #[error(transparent)]
-    Db(#[from] DbError),
-}
-
-fn save_error(error: tokio_postgres::Error, name: &str) -> SaveError {
-    if error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-        SaveError::NameTaken(name.to_owned())
-    } else {
-        SaveError::Db(error.into())
-    }
-}
+use super::{save_error, DbError, SaveError};
 
 // --- Templates -------------------------------------------------------------
 

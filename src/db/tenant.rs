@@ -13,6 +13,13 @@ pub async fn begin<'a>(
     organization_id: &str,
 ) -> Result<Transaction<'a>, DbError> {
     let transaction = client.transaction().await?;
+    scope(&transaction, organization_id).await?;
+    Ok(transaction)
+}
+
+/// Makes a transaction already begun (with its own isolation level, say)
+/// see only `organization_id`'s rows, until it ends.
+pub async fn scope(transaction: &Transaction<'_>, organization_id: &str) -> Result<(), DbError> {
     transaction
         .batch_execute("SET LOCAL ROLE audit_worker_tenant")
         .await?;
@@ -22,7 +29,7 @@ pub async fn begin<'a>(
             &[&organization_id],
         )
         .await?;
-    Ok(transaction)
+    Ok(())
 }
 
 /// Runs `work` in a transaction scoped to `organization_id` on a pooled

@@ -11,7 +11,7 @@ use super::errors::ApiError;
 use super::AppState;
 use crate::alerts::rule::RuleDefinition;
 use crate::alerts::RULES_CACHE_KIND;
-use crate::db::alert_rules::{self, SaveError, StoredRule};
+use crate::db::alert_rules::{self, StoredRule};
 use crate::db::tenant;
 use crate::messages::alert::RulesChanged;
 
@@ -31,15 +31,6 @@ pub struct RuleList {
     pub rules: Vec<StoredRule>,
     /// The rules every organization gets, from the worker's configuration.
     pub configured: Vec<ConfiguredRule>,
-}
-
-impl From<SaveError> for ApiError {
-    fn from(error: SaveError) -> Self {
-        match error {
-            SaveError::NameTaken(_) => ApiError::Conflict(error.to_string()),
-            SaveError::Db(error) => error.into(),
-        }
-    }
 }
 
 fn validated(definition: web::Json<RuleDefinition>) -> Result<RuleDefinition, ApiError> {

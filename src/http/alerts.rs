@@ -2,8 +2,6 @@
 //! statistics, lifecycle, custom alerts) and which destinations hear of them.
 
 use actix_web::{web, HttpResponse};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -11,6 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::Caller;
+use super::cursor;
 use super::errors::{ApiError, FieldError};
 use super::AppState;
 use crate::db::alerts::{
@@ -124,7 +123,7 @@ fn filter_from(query: AlertQuery) -> Result<AlertFilter, ApiError> {
             100
         }
     };
-    let after = match query.cursor.as_deref().map(decode_cursor) {
+    let after = match query.cursor.as_deref().map(cursor::decode) {
         None => None,
         Some(Some(after)) => Some(after),
         Some(None) => {
@@ -147,21 +146,6 @@ fn filter_from(query: AlertQuery) -> Result<AlertFilter, ApiError> {
     })
 }
 
-/// `base64url("<created_at in µs>:<id>")` of the last alert of a page: the
-/// microsecond is PostgreSQL's precision, so the keyset is exact.
-fn encode_cursor((created_at, id): (DateTime<Utc>, Uuid)) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}:{id}", created_at.timestamp_micros()))
-}
-
-fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
-    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
-    let (micros, id) = text.split_once(':')?;
-    Some((
-        DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-        id.parse().ok()?,
-    ))
-}
-
 /// The organization's alerts, newest first, filtered, with keyset pagination.
 #[utoipa::path(get, path = "/v1/alerts", tag = "alerts", params(AlertQuery),
     responses((status = 200, body = AlertPage), (status = 400), (status = 401), (status = 403)),
@@ -181,7 +165,9 @@ pub async fn list(
     .await?;
     Ok(HttpResponse::Ok().json(AlertPage {
         alerts: page.alerts,
-        next_cursor: page.next.map(encode_cursor),
+        next_cursor: page
+            .next
+            .map(|(created_at, id)| cursor::encode(created_at, id)),
     }))
 }
 

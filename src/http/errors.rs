@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 pub use crate::validation::FieldError;
 
 use crate::auth::AuthError;
-use crate::db::DbError;
+use crate::db::{DbError, SaveError};
 use crate::messages::ingest::IngestError;
 use crate::supervisor::ActorUnavailable;
 
@@ -154,6 +154,15 @@ impl ResponseError for ApiError {
                 details: self.details(),
             },
         })
+    }
+}
+
+impl From<SaveError> for ApiError {
+    fn from(error: SaveError) -> Self {
+        match error {
+            SaveError::NameTaken(_) => ApiError::Conflict(error.to_string()),
+            SaveError::Db(error) => error.into(),
+        }
     }
 }
 

@@ -5,8 +5,6 @@ use std::time::Instant;
 
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{web, HttpRequest, HttpResponse};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -14,6 +12,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
+use super::cursor;
 use super::errors::{ApiError, FieldError};
 use super::AppState;
 use crate::cache::EVENTS;
@@ -285,7 +284,7 @@ fn filter_from(query: EventQuery, state: &AppState) -> Result<EventFilter, ApiEr
             ));
         }
     }
-    let after = match query.cursor.as_deref().map(decode_cursor) {
+    let after = match query.cursor.as_deref().map(cursor::decode) {
         None => None,
         Some(Some(after)) => Some(after),
         Some(None) => {
@@ -318,21 +317,12 @@ fn filter_from(query: EventQuery, state: &AppState) -> Result<EventFilter, ApiEr
     })
 }
 
-/// `base64url("<timestamp in µs>:<id>")` of the last event of a page.
+/// The cursor after `event`, the last of a page.
 fn encode_cursor(event: &StoredEvent) -> String {
-    let micros = DateTime::parse_from_rfc3339(&event.timestamp)
-        .map(|t| t.timestamp_micros())
+    let time = DateTime::parse_from_rfc3339(&event.timestamp)
+        .map(|t| t.with_timezone(&Utc))
         .unwrap_or_default();
-    URL_SAFE_NO_PAD.encode(format!("{micros}:{}", event.id))
-}
-
-fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, i64)> {
-    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
-    let (micros, id) = text.split_once(':')?;
-    Some((
-        DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-        id.parse().ok()?,
-    ))
+    cursor::encode(time, event.id)
 }
 
 /// One event of the caller's organization.

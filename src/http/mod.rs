@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod api_keys;
 pub mod archives;
 pub mod auth;
+mod cursor;
 pub mod deliveries;
 pub mod destinations;
 pub mod errors;

@@ -4,8 +4,6 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
@@ -14,10 +12,11 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::Caller;
+use super::cursor;
 use super::errors::ApiError;
 use super::AppState;
 use crate::db::reports::{
-    self, Execution, ReportFields, SaveError, ScheduledReport, Template, TemplateFields,
+    self, Execution, ReportFields, ScheduledReport, Template, TemplateFields,
 };
 use crate::db::{destinations, tenant};
 use crate::messages::report::RunDue;
@@ -30,15 +29,6 @@ use crate::validation::FieldError;
 const RESOURCE: &str = "audit.reports";
 const MAX_DESTINATIONS: usize = 20;
 const MAX_TAGS: usize = 50;
-
-impl From<SaveError> for ApiError {
-    fn from(error: SaveError) -> Self {
-        match error {
-            SaveError::NameTaken(_) => ApiError::Conflict(error.to_string()),
-            SaveError::Db(error) => error.into(),
-        }
-    }
-}
 
 // --- Validation shared by templates and reports -----------------------------
 
@@ -726,7 +716,7 @@ pub async fn list_executions(
     if !(1..=200).contains(&limit) {
         errors.push(FieldError::new("limit", "must be between 1 and 200"));
     }
-    let before = match query.cursor.as_deref().map(decode_cursor) {
+    let before = match query.cursor.as_deref().map(cursor::decode) {
         None => None,
         Some(Some(before)) => Some(before),
         Some(None) => {
@@ -746,7 +736,11 @@ pub async fn list_executions(
     })
     .await?;
     let next_cursor = (executions.len() as i64 == limit)
-        .then(|| executions.last().map(encode_cursor))
+        .then(|| {
+            executions
+                .last()
+                .map(|run| cursor::encode(run.scheduled_time, run.id))
+        })
         .flatten();
     Ok(HttpResponse::Ok().json(ExecutionPage {
         executions,
@@ -830,22 +824,4 @@ async fn find_execution(
     })
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("run {execution_id} of report {report_id}")))
-}
-
-/// `base64url("<scheduled time in µs>:<id>")` of the last run of a page.
-fn encode_cursor(execution: &Execution) -> String {
-    URL_SAFE_NO_PAD.encode(format!(
-        "{}:{}",
-        execution.scheduled_time.timestamp_micros(),
-        execution.id
-    ))
-}
-
-fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
-    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
-    let (micros, id) = text.split_once(':')?;
-    Some((
-        DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-        id.parse().ok()?,
-    ))
 }

@@ -21,7 +21,7 @@ use super::{Format, ReportError, ReportType};
 use crate::config::ReportsConfig;
 use crate::db::deliveries::{self, NewDeliveries};
 use crate::db::reports::{self, Completion, Execution, ScheduledReport};
-use crate::db::{destinations, DbError, PgPool};
+use crate::db::{destinations, tenant, DbError, PgPool};
 use crate::delivery::config::DeliverySettings;
 use crate::integrity::keys::IntegrityKeys;
 use crate::integrity::verify::{self, Report as Verification};
@@ -248,15 +248,7 @@ impl Reports {
             .start()
             .await?;
         // Row-level security on top of every query's own organization filter.
-        transaction
-            .batch_execute("SET LOCAL ROLE audit_worker_tenant")
-            .await?;
-        transaction
-            .execute(
-                "SELECT set_config('app.organization_id', $1, true)",
-                &[&organization_id],
-            )
-            .await?;
+        tenant::scope(&transaction, organization_id).await?;
         let mut sink = OutputSink::new(
             ReportWriter::new(format),
             self.pool.clone(),

@@ -118,10 +118,13 @@ impl Actor for ReportActor {
             ctx.notify(RunDue)
         });
     }
+}
 
-    fn stopped(&mut self, _: &mut Self::Context) {
-        // Runs under way stop with it; their leases run out and another
-        // instance (or this one, restarted) takes them over.
+impl Drop for ReportActor {
+    /// Also after a panic, which skips `stopped`: the runs' thread ends with
+    /// the actor. Runs under way stop with it; their leases run out and
+    /// another instance (or this one, restarted) takes them over.
+    fn drop(&mut self) {
         self.arbiter.stop();
     }
 }

@@ -607,29 +607,7 @@ impl Api {
     }
 
     async fn post_events(&self, body: Vec<u8>) -> Result<(), String> {
-        let response = self
-            .client
-            .post(format!("{}/v1/events", self.base))
-            .bearer_auth(&self.key)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .timeout(Duration::from_secs(60))
-            .send()
-            .await
-            .map_err(|error| format!("transport: {error}"))?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|error| format!("body: {error}"))?;
-        if status == reqwest::StatusCode::CREATED {
-            Ok(())
-        } else {
-            Err(format!(
-                "{status}: {}",
-                text.chars().take(160).collect::<String>()
-            ))
-        }
+        worker::post_events(&self.client, &self.base, &self.key, body).await
     }
 
     /// A GDPR operation's answer (200 expected).

@@ -388,28 +388,7 @@ impl HttpTarget {
     }
 
     async fn post_events(&self, body: Vec<u8>) -> Result<(), String> {
-        let response = self
-            .client
-            .post(format!("{}/v1/events", self.base))
-            .bearer_auth(&self.key)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|error| format!("transport: {error}"))?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|error| format!("body: {error}"))?;
-        if status == reqwest::StatusCode::CREATED {
-            Ok(())
-        } else {
-            Err(format!(
-                "{status}: {}",
-                text.chars().take(160).collect::<String>()
-            ))
-        }
+        worker::post_events(&self.client, &self.base, &self.key, body).await
     }
 
     /// Verifies every event of the organization; the report and how long it took.

@@ -68,19 +68,7 @@ impl Api {
     }
 
     async fn post_events(&self, body: Vec<u8>) -> Result<(), String> {
-        let response = self
-            .client
-            .post(format!("{}/v1/events", self.base))
-            .bearer_auth(&self.key)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|error| format!("transport: {error}"))?;
-        match response.status() {
-            reqwest::StatusCode::CREATED => Ok(()),
-            status => Err(format!("{status}")),
-        }
+        worker::post_events(&self.client, &self.base, &self.key, body).await
     }
 }
 

@@ -231,3 +231,34 @@ pub fn report_log(path: &Path) {
         println!("  {line}");
     }
 }
+
+/// `POST /v1/events` with a JSON body already serialized; `Err` names what
+/// went wrong (transport, or the status and the start of the answer).
+pub async fn post_events(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    body: Vec<u8>,
+) -> Result<(), String> {
+    let response = client
+        .post(format!("{base}/v1/events"))
+        .bearer_auth(key)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|error| format!("transport: {error}"))?;
+    let status = response.status();
+    let text = response
+        .text()
+        .await
+        .map_err(|error| format!("body: {error}"))?;
+    if status == reqwest::StatusCode::CREATED {
+        Ok(())
+    } else {
+        Err(format!(
+            "{status}: {}",
+            text.chars().take(160).collect::<String>()
+        ))
+    }
+}

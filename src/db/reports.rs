@@ -454,10 +454,12 @@ pub struct Execution {
     pub requested_by: Option<String>,
 }
 
+/// Every column but `delivery_attempts`, which a query adds as it stands
+/// (`e.delivery_attempts`) or with each delivery's status ([`DELIVERY_STATUS`]).
 const EXECUTION_COLUMNS: &str = "e.id, e.report_config_id, e.organization_id, e.trigger, e.scheduled_time, \
     e.execution_time, e.completed_at, e.status, e.attempts, e.duration, e.records_processed, e.period_from, \
     e.period_to, e.output_format, e.output_sha256, e.output_bytes, e.export_result, e.integrity_report, \
-    e.delivery_attempts, e.error, e.requested_by";
+    e.error, e.requested_by";
 
 /// `delivery_attempts` with each delivery's current status and attempts
 /// (from `delivery_queue`), so a run shows how its deliveries went.
@@ -467,7 +469,7 @@ const DELIVERY_STATUS: &str =
       'processed_at', q.processed_at), '{}'::jsonb) ORDER BY a.n) \
     FROM jsonb_array_elements(e.delivery_attempts) WITH ORDINALITY AS a(attempt, n) \
     LEFT JOIN delivery_queue q ON q.organization_id = e.organization_id \
-      AND q.id::text = a.attempt ->> 'delivery_id'), '[]'::jsonb) AS delivery_status";
+      AND q.id::text = a.attempt ->> 'delivery_id'), '[]'::jsonb) AS delivery_attempts";
 
 fn execution(row: &Row) -> Result<Execution, DbError> {
     Ok(Execution {
@@ -493,10 +495,7 @@ fn execution(row: &Row) -> Result<Execution, DbError> {
         integrity_report: row
             .try_get::<_, Option<Json<Value>>>("integrity_report")?
             .map(|Json(v)| v),
-        delivery_attempts: match row.columns().iter().any(|c| c.name() == "delivery_status") {
-            true => row.try_get::<_, Json<Value>>("delivery_status")?.0,
-            false => row.try_get::<_, Json<Value>>("delivery_attempts")?.0,
-        },
+        delivery_attempts: row.try_get::<_, Json<Value>>("delivery_attempts")?.0,
         error: row.try_get("error")?,
         requested_by: row.try_get("requested_by")?,
     })
@@ -514,7 +513,7 @@ pub async fn insert_manual_run(
             &format!(
                 "INSERT INTO report_executions AS e (report_config_id, organization_id, scheduled_time, trigger, \
                    status, lease_until, requested_by) \
-                 VALUES ($1, $2, now(), 'manual', 'pending', now(), $3) RETURNING {EXECUTION_COLUMNS}"
+                 VALUES ($1, $2, now(), 'manual', 'pending', now(), $3) RETURNING {EXECUTION_COLUMNS}, e.delivery_attempts"
             ),
             &[&report_id, &organization_id, &requested_by],
         )
@@ -601,7 +600,7 @@ pub async fn claim(
                  WHERE e.id IN (SELECT id FROM report_executions \
                    WHERE status IN ('pending', 'running') AND lease_until <= now() \
                    ORDER BY lease_until LIMIT $3 FOR UPDATE SKIP LOCKED) \
-                 RETURNING {EXECUTION_COLUMNS}"
+                 RETURNING {EXECUTION_COLUMNS}, e.delivery_attempts"
             ),
             &[&worker, &(lease.as_millis() as f64), &limit],
         )

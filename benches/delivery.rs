@@ -37,7 +37,7 @@ use uuid::Uuid;
 mod figures;
 #[path = "support/worker.rs"]
 mod worker;
-use figures::{grouped, mix, ms, verdict, Claims, Percentiles};
+use figures::{grouped, mix, ms, verdict, Claims, MachineCpu, Percentiles};
 use worker::{connect, report_log, Worker};
 
 const ORG: &str = "bench-delivery";
@@ -221,13 +221,15 @@ impl Bench {
         let drain = self.drain(held, &[]).await;
         println!(
             "drain  {destinations:>3} destinations: {} of {} held deliveries in {:.2?} after their release \
-             ({} deliveries/s; {}), worker CPU {:.2} cores",
+             ({} deliveries/s; {}), worker CPU {:.2} cores, machine {:.2} of {} cores",
             grouped(drain.seen as f64),
             grouped(drain.expected as f64),
             drain.elapsed,
             grouped(drain.rate()),
             drain.describe_progress(),
-            drain.cores
+            drain.cores,
+            drain.machine_cores,
+            MachineCpu::cores()
         );
         self.summary
             .absorb_failures("enqueue held", &drain.failures);
@@ -243,10 +245,11 @@ impl Bench {
         let bare_rate = bare.ok as f64 / bare.elapsed.as_secs_f64();
         println!(
             "bare   {destinations:>3} destinations: {} requests in {:.2?} ({} requests/s, {concurrency} concurrent), \
-             ratio drain/bare {:.2}, end-to-end/bare {:.2}",
+             machine {:.2} cores, ratio drain/bare {:.2}, end-to-end/bare {:.2}",
             grouped(bare.ok as f64),
             bare.elapsed,
             grouped(bare_rate),
+            bare.machine_cores,
             drain.rate() / bare_rate,
             worker_rate / bare_rate
         );
@@ -293,6 +296,7 @@ impl Bench {
         let client = connect(&self.worker.database_url()).await;
         tokio::time::sleep(SETTLE).await;
         let cpu = self.worker.cpu_time();
+        let machine = MachineCpu::now();
         let started = Instant::now();
         let released: Vec<Uuid> = ids.iter().chain(also_release).copied().collect();
         client
@@ -322,6 +326,7 @@ impl Bench {
             elapsed,
             progress: [by_share(0.5), by_share(0.9), by_share(0.99)],
             cores: self.worker.cores_since(cpu, elapsed),
+            machine_cores: machine.busy_since(),
             failures,
         }
     }
@@ -620,6 +625,8 @@ struct Drained {
     progress: [Duration; 3],
     /// The worker's CPU during the drain, in cores.
     cores: f64,
+    /// The whole machine's (worker, PostgreSQL, receiver), in cores.
+    machine_cores: f64,
     failures: BTreeMap<String, u64>,
 }
 
@@ -865,6 +872,8 @@ struct Bare {
     ok: u64,
     failures: BTreeMap<String, u64>,
     elapsed: Duration,
+    /// Cores the whole machine kept busy (this process: clients and receiver).
+    machine_cores: f64,
 }
 
 /// Posts every body to the receiver, signed as the worker signs, from `concurrency` tasks.
@@ -880,6 +889,7 @@ async fn bare_posts(
         .build()
         .expect("build the baseline client");
     let bodies = Arc::new(bodies);
+    let machine = MachineCpu::now();
     let started = Instant::now();
     let claims = Arc::new(Claims::new(bodies.len() as u64, started + RUN_BUDGET));
     let tasks: Vec<_> = (0..concurrency)
@@ -935,6 +945,7 @@ async fn bare_posts(
         merge_failures(&mut bare.failures, done.failures);
     }
     bare.elapsed = started.elapsed();
+    bare.machine_cores = machine.busy_since();
     bare
 }
 

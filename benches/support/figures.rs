@@ -133,3 +133,44 @@ impl Tally {
         }
     }
 }
+
+/// The whole machine's CPU time from `/proc/stat`: busy and all jiffies, so a
+/// phase can say how many cores everything (worker, PostgreSQL, this process)
+/// kept busy, and so whether it was bound by the CPU.
+#[derive(Clone, Copy)]
+pub struct MachineCpu {
+    busy: u64,
+    total: u64,
+}
+
+impl MachineCpu {
+    pub fn now() -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").expect("read /proc/stat");
+        let jiffies: Vec<u64> = stat
+            .lines()
+            .next()
+            .and_then(|line| line.strip_prefix("cpu "))
+            .expect("a cpu line in /proc/stat")
+            .split_whitespace()
+            .map(|field| field.parse().expect("jiffies are numbers"))
+            .collect();
+        let total = jiffies.iter().sum();
+        // idle and iowait are the 4th and 5th.
+        let idle = jiffies[3] + jiffies.get(4).copied().unwrap_or(0);
+        Self {
+            busy: total - idle,
+            total,
+        }
+    }
+
+    /// Cores kept busy since `self`.
+    pub fn busy_since(self) -> f64 {
+        let now = Self::now();
+        let share = (now.busy - self.busy) as f64 / (now.total - self.total).max(1) as f64;
+        share * Self::cores() as f64
+    }
+
+    pub fn cores() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}

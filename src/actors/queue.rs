@@ -19,8 +19,8 @@ use tokio_postgres::AsyncMessage;
 
 use super::delivery::DeliveryActor;
 use crate::config::{Config, DeliveryConfig};
-use crate::db::deliveries::Attempt;
-use crate::db::{self, deliveries, destinations, PgPool};
+use crate::db::deliveries::{Attempt, Bookkeeper};
+use crate::db::{self, deliveries, destinations, DbError, PgPool};
 use crate::delivery::crypto::SecretBox;
 use crate::messages::delivery::{
     Deliver, DestinationsChanged, Finished, Poll, Record, Retire, Wake,
@@ -35,24 +35,35 @@ const RECORD_RETRY: Duration = Duration::from_secs(1);
 
 pub struct QueueActor {
     pool: PgPool,
+    /// The connections claims and records go through, one each so that they
+    /// overlap; taken by the claim or write under way, and opened again when
+    /// lost.
+    claimer: Option<Bookkeeper>,
+    recorder: Option<Bookkeeper>,
     config: Arc<Config>,
     secrets: Arc<SecretBox>,
     http: reqwest::Client,
     metrics: Arc<Metrics>,
     /// Names this instance's claims, so only it can finish them.
     worker_id: String,
-    /// Claimed and not finished yet: at most `delivery.max_in_flight`.
+    /// Claimed and not recorded yet: at most `delivery.max_in_flight`, which
+    /// also bounds the attempts waiting to be written.
     in_flight: usize,
-    /// The same per destination: at most `delivery.max_in_flight_per_destination`.
+    /// Claimed and not attempted yet, per destination: at most
+    /// `delivery.max_in_flight_per_destination`. A slot frees as soon as its
+    /// attempt ends, so the destination's next claims need not wait for the
+    /// record to be written.
     in_flight_by_destination: HashMap<i64, usize>,
     claiming: bool,
+    /// The last claim found nothing due (for the destinations with room).
+    exhausted: bool,
     /// Woken while a claim was running: claim again when it ends, or the new
     /// work would wait for the next poll.
     woken_while_claiming: bool,
     actors: HashMap<i64, Addr<DeliveryActor>>,
     /// Attempts waiting to be written, and whether a write is under way: all
     /// that arrive during one write go in the next (group commit).
-    to_record: Vec<(i64, Attempt)>,
+    to_record: Vec<Attempt>,
     recording: bool,
 }
 
@@ -66,6 +77,8 @@ impl QueueActor {
     ) -> Self {
         Self {
             pool,
+            claimer: None,
+            recorder: None,
             config,
             secrets,
             http,
@@ -74,6 +87,7 @@ impl QueueActor {
             in_flight: 0,
             in_flight_by_destination: HashMap::new(),
             claiming: false,
+            exhausted: false,
             woken_while_claiming: false,
             actors: HashMap::new(),
             to_record: Vec::new(),
@@ -95,8 +109,9 @@ impl QueueActor {
             return;
         }
         self.claiming = true;
-        let (pool, worker, lease) = (
-            self.pool.clone(),
+        let (connection, config, worker, lease) = (
+            self.claimer.take(),
+            self.config.clone(),
             self.worker_id.clone(),
             self.settings().lease,
         );
@@ -109,36 +124,36 @@ impl QueueActor {
             .map(|(id, count)| (*id, *count as i64))
             .unzip();
         let claim = async move {
-            let mut client = pool.get().await?;
+            let connection = Bookkeeper::reuse_or_connect(connection, &config.database).await?;
             let held = deliveries::Held {
                 destination_ids: &destination_ids,
                 counts: &counts,
                 per_destination,
             };
-            deliveries::claim(&mut *client, &worker, lease, room as i64, &held).await
+            let claimed = connection.claim(&worker, lease, room as i64, &held).await;
+            Ok::<_, DbError>((connection, claimed))
         };
         ctx.spawn(
             wrap_future::<_, Self>(claim).map(move |claimed, actor, ctx| {
                 actor.claiming = false;
+                let claimed = claimed.and_then(|(connection, claimed)| {
+                    actor.claimer = Some(connection);
+                    claimed
+                });
                 match claimed {
                     Ok(claims) => {
-                        let full = claims.len() == room;
-                        // A destination that just filled up may have kept this
-                        // claim short: the next one skips it and finds the rest.
-                        let mut filled_up = false;
+                        actor.exhausted = claims.is_empty();
                         for claim in claims {
                             actor.in_flight += 1;
-                            let held = actor
+                            *actor
                                 .in_flight_by_destination
                                 .entry(claim.destination_id)
-                                .or_default();
-                            *held += 1;
-                            filled_up |= *held == per_destination as usize;
+                                .or_default() += 1;
                             actor
                                 .deliverer(claim.destination_id, ctx)
                                 .do_send(Deliver(claim));
                         }
-                        if full || filled_up || std::mem::take(&mut actor.woken_while_claiming) {
+                        if std::mem::take(&mut actor.woken_while_claiming) {
                             ctx.notify(Wake);
                         }
                     }
@@ -153,25 +168,32 @@ impl QueueActor {
             return;
         }
         self.recording = true;
-        let batch: Vec<(i64, Attempt)> = std::mem::take(&mut self.to_record);
-        let (pool, worker) = (self.pool.clone(), self.worker_id.clone());
+        let batch: Vec<Attempt> = std::mem::take(&mut self.to_record);
+        let (connection, config, worker) = (
+            self.recorder.take(),
+            self.config.clone(),
+            self.worker_id.clone(),
+        );
         let write = async move {
-            let attempts: Vec<Attempt> = batch.iter().map(|(_, attempt)| attempt.clone()).collect();
-            let written = match pool.get().await {
-                Ok(mut client) => deliveries::finish_many(&mut *client, &worker, &attempts).await,
-                Err(error) => Err(error.into()),
+            let written = match Bookkeeper::reuse_or_connect(connection, &config.database).await {
+                Ok(connection) => {
+                    let written = connection.finish_many(&worker, &batch).await;
+                    (Some(connection), written)
+                }
+                Err(error) => (None, Err(error)),
             };
             (batch, written)
         };
-        ctx.spawn(wrap_future::<_, Self>(write).map(move |(batch, written), actor, ctx| {
+        ctx.spawn(wrap_future::<_, Self>(write).map(move |(batch, (connection, written)), actor, ctx| {
             actor.recording = false;
+            actor.recorder = connection;
             match written {
                 Ok(()) => {
-                    for (destination_id, _) in batch {
-                        actor.finished(destination_id);
-                    }
+                    let freed = actor.free(batch.len());
                     actor.record(ctx);
-                    actor.claim(ctx);
+                    if freed {
+                        actor.claim(ctx);
+                    }
                 }
                 Err(error) => {
                     // The attempts were made: keep them and write them once
@@ -184,15 +206,26 @@ impl QueueActor {
         }));
     }
 
-    /// One claimed delivery of `destination_id` is done with.
-    fn finished(&mut self, destination_id: i64) {
-        self.in_flight = self.in_flight.saturating_sub(1);
-        if let Some(count) = self.in_flight_by_destination.get_mut(&destination_id) {
-            *count -= 1;
-            if *count == 0 {
-                self.in_flight_by_destination.remove(&destination_id);
-            }
+    /// One claimed delivery of `destination_id` is no longer the destination's
+    /// to work on (attempted, or given back). True when this left the
+    /// destination at or below its low-water mark (see [`low_water`]).
+    fn attempted(&mut self, destination_id: i64) -> bool {
+        let Some(count) = self.in_flight_by_destination.get_mut(&destination_id) else {
+            return false;
+        };
+        *count -= 1;
+        let low = *count <= low_water(self.config.delivery.max_in_flight_per_destination);
+        if *count == 0 {
+            self.in_flight_by_destination.remove(&destination_id);
         }
+        low && !self.exhausted
+    }
+
+    /// `count` claims are recorded (or given back). True when this left the
+    /// worker at or below its low-water mark (see [`low_water`]).
+    fn free(&mut self, count: usize) -> bool {
+        self.in_flight = self.in_flight.saturating_sub(count);
+        self.in_flight <= low_water(self.config.delivery.max_in_flight) && !self.exhausted
     }
 
     /// Matches the running DeliveryActors to the active destinations: starts
@@ -247,6 +280,15 @@ impl QueueActor {
             actor
         })
     }
+}
+
+/// Claims are made once half of a limit's room has freed up (and on every
+/// `NOTIFY` and poll), not each time one attempt ends, so each takes dozens
+/// of rows in one statement, while a destination still has half its room's
+/// worth queued in its actor. Once a claim finds nothing, only a `NOTIFY` or
+/// the poll claims again: empty claims do not follow each attempt.
+fn low_water(limit: usize) -> usize {
+    limit / 2
 }
 
 /// Forwards `NOTIFY`s on the delivery channel as [`Wake`]s; reconnects after a
@@ -312,6 +354,7 @@ impl Handler<Wake> for QueueActor {
     type Result = ();
 
     fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
+        self.exhausted = false;
         self.claim(ctx);
     }
 }
@@ -320,6 +363,7 @@ impl Handler<Poll> for QueueActor {
     type Result = ();
 
     fn handle(&mut self, _: Poll, ctx: &mut Self::Context) {
+        self.exhausted = false;
         self.claim(ctx);
         ctx.notify_later(Poll, self.settings().poll_interval);
     }
@@ -329,8 +373,12 @@ impl Handler<Record> for QueueActor {
     type Result = ();
 
     fn handle(&mut self, record: Record, ctx: &mut Self::Context) {
-        self.to_record.push((record.destination_id, record.attempt));
+        let freed = self.attempted(record.destination_id);
+        self.to_record.push(record.attempt);
         self.record(ctx);
+        if freed {
+            self.claim(ctx);
+        }
     }
 }
 
@@ -338,7 +386,9 @@ impl Handler<Finished> for QueueActor {
     type Result = ();
 
     fn handle(&mut self, done: Finished, ctx: &mut Self::Context) {
-        self.finished(done.destination_id);
-        self.claim(ctx);
+        let freed = self.attempted(done.destination_id) | self.free(1);
+        if freed {
+            self.claim(ctx);
+        }
     }
 }

@@ -138,6 +138,27 @@ pub fn pool(config: &DatabaseConfig) -> PgPool {
         .build_unchecked(manager)
 }
 
+/// Opens one connection whose commits do not wait for the WAL flush
+/// (`synchronous_commit = off`), for the delivery queue's bookkeeping (see
+/// [`deliveries::Bookkeeper`]).
+pub async fn connect_asynchronous_commit(
+    config: &DatabaseConfig,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut pg = connection_config(config, &config.url);
+    let options = match pg.get_options() {
+        Some(options) => format!("{options} -c synchronous_commit=off"),
+        None => "-c synchronous_commit=off".to_owned(),
+    };
+    pg.options(&options);
+    let (client, connection) = pg.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "PostgreSQL connection closed");
+        }
+    });
+    Ok(client)
+}
+
 /// Opens one connection outside the pool (migrations hold it for a session-level lock).
 pub async fn connect(
     config: &DatabaseConfig,

@@ -33,7 +33,8 @@ pub struct Retire;
 pub struct Deliver(pub Claim);
 
 /// An attempt to record: the QueueActor writes them in batches (one commit
-/// for many), and the delivery counts as finished once it is written.
+/// for many). The destination may claim more at once; the claim counts
+/// against `delivery.max_in_flight` until its record is written.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Record {

@@ -43,7 +43,7 @@ pub struct DeliveryActor {
     settings: DeliverySettings,
     breaker: Breaker,
     /// The destination as last read, and when (re-read after `DESTINATION_CACHE_TTL`).
-    destination: Option<(Arc<Destination>, Instant)>,
+    destination: Option<(Arc<Prepared>, Instant)>,
     /// Attempts not yet folded into `destination_health`.
     health: Option<HealthBatch>,
     health_flush_scheduled: bool,
@@ -63,11 +63,33 @@ const DESTINATION_CACHE_TTL: Duration = Duration::from_secs(1);
 /// How often pending health updates are written.
 const HEALTH_FLUSH_EVERY: Duration = Duration::from_millis(500);
 
+/// A destination as read, with what every attempt needs worked out once:
+/// its settings, and its config with the secrets opened.
+struct Prepared {
+    destination: Destination,
+    settings: DeliverySettings,
+    /// Or why the stored config cannot be used (every attempt fails with it).
+    config: Result<DestinationConfig, String>,
+}
+
+impl Prepared {
+    fn new(destination: Destination, secrets: &SecretBox) -> Self {
+        let settings = DeliverySettings::parse(Some(&destination.settings)).unwrap_or_default();
+        let config = DestinationConfig::unsealed(&destination.kind, &destination.config, secrets)
+            .map_err(|error| error.to_string());
+        Self {
+            destination,
+            settings,
+            config,
+        }
+    }
+}
+
 /// What an attempt's future hands back to the actor.
 enum Attempted {
     /// The destination is disabled: the claim went back to the queue.
     Held {
-        destination: Arc<Destination>,
+        destination: Arc<Prepared>,
         fresh: bool,
     },
     Done(Box<Done>),
@@ -76,8 +98,8 @@ enum Attempted {
 struct Done {
     record: Attempt,
     outcome: Outcome,
-    settings: DeliverySettings,
-    destination: Option<Arc<Destination>>,
+    /// `None`: the destination was deleted.
+    destination: Option<Arc<Prepared>>,
     fresh: bool,
     organization_id: String,
 }
@@ -200,21 +222,17 @@ impl DeliveryActor {
                 Some(destination) => (Some(destination), false),
                 None => {
                     let client = pool.get().await?;
-                    (
-                        destinations::get(&*client, None, destination_id)
-                            .await?
-                            .map(Arc::new),
-                        true,
-                    )
+                    let read = destinations::get(&*client, None, destination_id).await?;
+                    (read.map(|d| Arc::new(Prepared::new(d, &secrets))), true)
                 }
             };
             let settings = destination
                 .as_ref()
-                .and_then(|d| DeliverySettings::parse(Some(&d.settings)).ok())
+                .map(|d| d.settings.clone())
                 .unwrap_or_default();
             let outcome = match &destination {
                 None => Outcome::permanent("the destination was deleted"),
-                Some(destination) if destination.disabled => {
+                Some(destination) if destination.destination.disabled => {
                     // Held, not failed: claims skip a disabled destination's
                     // deliveries, which resume when it is re-enabled.
                     let client = pool.get().await?;
@@ -225,7 +243,7 @@ impl DeliveryActor {
                     });
                 }
                 Some(destination) => {
-                    perform(&http, &secrets, destination, claim.id, &claim.payload).await
+                    perform(&http, &destination.config, claim.id, &claim.payload).await
                 }
             };
             let status = match outcome.verdict {
@@ -263,7 +281,6 @@ impl DeliveryActor {
             Ok::<_, DbError>(Attempted::Done(Box::new(Done {
                 record,
                 outcome,
-                settings,
                 destination,
                 fresh,
                 organization_id: claim.organization_id,
@@ -279,9 +296,10 @@ impl DeliveryActor {
                         actor.retiring = true;
                     }
                     Ok(Attempted::Done(done)) => {
-                        let Done { record, outcome, settings, destination, fresh, organization_id } = *done;
+                        let Done { record, outcome, destination, fresh, organization_id } = *done;
                         finished = Some(record);
                         let exists = destination.is_some();
+                        let settings = destination.as_ref().map(|d| d.settings.clone()).unwrap_or_default();
                         actor.remember(destination, fresh);
                         actor.apply_settings(settings);
                         let opened = match outcome.verdict {
@@ -314,7 +332,7 @@ impl DeliveryActor {
     }
 
     /// Keeps a freshly read destination for the next attempts.
-    fn remember(&mut self, destination: Option<Arc<Destination>>, fresh: bool) {
+    fn remember(&mut self, destination: Option<Arc<Prepared>>, fresh: bool) {
         if fresh {
             self.destination = destination.map(|destination| (destination, Instant::now()));
         }
@@ -414,26 +432,22 @@ const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
 /// One attempt against the destination, whatever its kind.
 async fn perform(
     http: &reqwest::Client,
-    secrets: &SecretBox,
-    destination: &Destination,
+    config: &Result<DestinationConfig, String>,
     id: Uuid,
     payload: &Value,
 ) -> Outcome {
-    let config = match DestinationConfig::unsealed(&destination.kind, &destination.config, secrets)
-    {
+    let config = match config {
         Ok(config) => config,
-        Err(error) => return Outcome::permanent(&error.to_string()),
+        Err(error) => return Outcome::permanent(error),
     };
     let started = Instant::now();
     let sent = match config {
-        DestinationConfig::Webhook(config) => {
-            return send_webhook(http, &config, id, payload).await
-        }
+        DestinationConfig::Webhook(config) => return send_webhook(http, config, id, payload).await,
         DestinationConfig::Email(config) => {
-            email::send(&config, id, payload, TRANSFER_TIMEOUT).await
+            email::send(config, id, payload, TRANSFER_TIMEOUT).await
         }
-        DestinationConfig::S3(config) => s3::send(&config, id, payload, TRANSFER_TIMEOUT).await,
-        DestinationConfig::Ftp(config) => ftp::send(&config, id, payload, TRANSFER_TIMEOUT).await,
+        DestinationConfig::S3(config) => s3::send(config, id, payload, TRANSFER_TIMEOUT).await,
+        DestinationConfig::Ftp(config) => ftp::send(config, id, payload, TRANSFER_TIMEOUT).await,
     };
     Outcome {
         verdict: sent.verdict,

@@ -55,7 +55,7 @@ pub struct QueueActor {
     /// record to be written.
     in_flight_by_destination: HashMap<i64, usize>,
     claiming: bool,
-    /// The last claim found nothing due (for the destinations with room).
+    /// The last claim found nothing due, and no destination was full.
     exhausted: bool,
     /// Woken while a claim was running: claim again when it ends, or the new
     /// work would wait for the next poll.
@@ -123,6 +123,9 @@ impl QueueActor {
             .iter()
             .map(|(id, count)| (*id, *count as i64))
             .unzip();
+        // An empty claim says there is no due work only if no destination was
+        // left out for being full: a full one may have a backlog.
+        let none_full = counts.iter().all(|count| *count < per_destination);
         let claim = async move {
             let connection = Bookkeeper::reuse_or_connect(connection, &config.database).await?;
             let held = deliveries::Held {
@@ -142,7 +145,7 @@ impl QueueActor {
                 });
                 match claimed {
                     Ok(claims) => {
-                        actor.exhausted = claims.is_empty();
+                        actor.exhausted = claims.is_empty() && none_full;
                         for claim in claims {
                             actor.in_flight += 1;
                             *actor

@@ -226,9 +226,8 @@ SELECT id::text, destination_id, organization_id, status, detail, now(), \
   CASE WHEN status = 'delivered' THEN now() END, reason, reference FROM moved";
 
 /// A connection of the queue's own for its bookkeeping (claims, outcomes),
-/// with both statements prepared once: PostgreSQL then keeps their plans
-/// instead of planning the claim again each time (milliseconds, as much as
-/// claiming dozens of rows costs). Its commits do not wait for the WAL flush:
+/// with both statements prepared once, so each claim or batch of outcomes is
+/// one round trip. Its commits do not wait for the WAL flush:
 /// a PostgreSQL crash can lose the last few of them, which only makes the
 /// deliveries concerned run again (at least once; receivers drop repeats by
 /// `webhook-id`), never loses one. Enqueueing keeps the synchronous commit:

@@ -138,16 +138,20 @@ pub fn pool(config: &DatabaseConfig) -> PgPool {
         .build_unchecked(manager)
 }
 
+const BOOKKEEPING_OPTIONS: &str = "-c synchronous_commit=off -c plan_cache_mode=force_custom_plan";
+
 /// Opens one connection whose commits do not wait for the WAL flush
 /// (`synchronous_commit = off`), for the delivery queue's bookkeeping (see
-/// [`deliveries::Bookkeeper`]).
+/// [`deliveries::Bookkeeper`]). Its prepared statements are planned for
+/// their parameters on every run (`plan_cache_mode`): a generic plan chosen
+/// while the queue was nearly empty made claims scan the queue later on.
 pub async fn connect_asynchronous_commit(
     config: &DatabaseConfig,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let mut pg = connection_config(config, &config.url);
     let options = match pg.get_options() {
-        Some(options) => format!("{options} -c synchronous_commit=off"),
-        None => "-c synchronous_commit=off".to_owned(),
+        Some(options) => format!("{options} {BOOKKEEPING_OPTIONS}"),
+        None => BOOKKEEPING_OPTIONS.to_owned(),
     };
     pg.options(&options);
     let (client, connection) = pg.connect(NoTls).await?;

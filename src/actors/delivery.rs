@@ -39,7 +39,7 @@ pub struct DeliveryActor {
     secrets: Arc<SecretBox>,
     queue: Addr<QueueActor>,
     worker_id: String,
-    /// The destination's settings as last read (each attempt re-reads them).
+    /// The destination's settings as last read (again once `DESTINATION_CACHE_TTL` has passed).
     settings: DeliverySettings,
     breaker: Breaker,
     /// The destination as last read, and when (re-read after `DESTINATION_CACHE_TTL`).
@@ -226,10 +226,6 @@ impl DeliveryActor {
                     (read.map(|d| Arc::new(Prepared::new(d, &secrets))), true)
                 }
             };
-            let settings = destination
-                .as_ref()
-                .map(|d| d.settings.clone())
-                .unwrap_or_default();
             let outcome = match &destination {
                 None => Outcome::permanent("the destination was deleted"),
                 Some(destination) if destination.destination.disabled => {
@@ -255,8 +251,10 @@ impl DeliveryActor {
             };
             let next_retry_at = (status == "retrying")
                 .then(|| {
+                    // `Retryable` only comes from an existing destination.
+                    let waits = destination.as_ref().map(|d| d.settings.retry_waits());
                     retry::next_wait(
-                        &settings.retry_waits(),
+                        &waits.unwrap_or_default(),
                         claim.retry_count as usize + 1,
                         outcome.wait_at_least,
                     )
@@ -299,9 +297,7 @@ impl DeliveryActor {
                         let Done { record, outcome, destination, fresh, organization_id } = *done;
                         finished = Some(record);
                         let exists = destination.is_some();
-                        let settings = destination.as_ref().map(|d| d.settings.clone()).unwrap_or_default();
                         actor.remember(destination, fresh);
-                        actor.apply_settings(settings);
                         let opened = match outcome.verdict {
                             Verdict::Delivered => {
                                 actor.breaker.succeeded();
@@ -331,11 +327,15 @@ impl DeliveryActor {
         ));
     }
 
-    /// Keeps a freshly read destination for the next attempts.
+    /// Keeps a freshly read destination for the next attempts, and applies
+    /// its settings (the defaults once it is deleted).
     fn remember(&mut self, destination: Option<Arc<Prepared>>, fresh: bool) {
-        if fresh {
-            self.destination = destination.map(|destination| (destination, Instant::now()));
+        if !fresh {
+            return;
         }
+        let settings = destination.as_ref().map(|d| d.settings.clone());
+        self.apply_settings(settings.unwrap_or_default());
+        self.destination = destination.map(|destination| (destination, Instant::now()));
     }
 
     /// Folds the attempt into the pending health update, written at most every

@@ -213,11 +213,12 @@ impl QueueActor {
     /// to work on (attempted, or given back). True when this left the
     /// destination at or below its low-water mark (see [`low_water`]).
     fn attempted(&mut self, destination_id: i64) -> bool {
+        let mark = low_water(self.settings().max_in_flight_per_destination);
         let Some(count) = self.in_flight_by_destination.get_mut(&destination_id) else {
             return false;
         };
         *count -= 1;
-        let low = *count <= low_water(self.config.delivery.max_in_flight_per_destination);
+        let low = *count <= mark;
         if *count == 0 {
             self.in_flight_by_destination.remove(&destination_id);
         }
@@ -228,7 +229,7 @@ impl QueueActor {
     /// worker at or below its low-water mark (see [`low_water`]).
     fn free(&mut self, count: usize) -> bool {
         self.in_flight = self.in_flight.saturating_sub(count);
-        self.in_flight <= low_water(self.config.delivery.max_in_flight) && !self.exhausted
+        self.in_flight <= low_water(self.settings().max_in_flight) && !self.exhausted
     }
 
     /// Matches the running DeliveryActors to the active destinations: starts

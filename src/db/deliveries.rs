@@ -156,7 +156,8 @@ pub struct Held<'a> {
 /// reads about as many rows as it takes: a destination that is full, or
 /// hangs with a long backlog, costs one probe, however long its backlog.
 /// Expired leases come from their own index. Only the chosen rows are then
-/// locked, `SKIP LOCKED`, and re-checked on their newest version, so no item
+/// locked (looked up by id in the primary key), `SKIP LOCKED`, and re-checked
+/// on their newest version, so no item
 /// is ever handed to two workers at once. A worker never re-claims its own
 /// expired claims (it is still working on them: every start of a worker has
 /// a new id, so a restarted one does pick them up).
@@ -198,13 +199,13 @@ chosen AS ( \
   ORDER BY c.priority DESC, c.due LIMIT $3), \
 locked AS ( \
   SELECT q.id FROM delivery_queue q \
-  WHERE q.id IN (SELECT id FROM chosen) \
+  WHERE q.id = ANY(ARRAY(SELECT id FROM chosen)) \
     AND ((q.status IN ('pending', 'retrying') AND coalesce(q.next_retry_at, q.scheduled_at) <= now()) \
       OR (q.status = 'processing' AND q.lease_expires_at < now() AND q.claimed_by <> $1)) \
   FOR UPDATE SKIP LOCKED) \
 UPDATE delivery_queue q SET status = 'processing', claimed_by = $1, \
   lease_expires_at = now() + make_interval(secs => $2), updated_at = now() \
-FROM locked WHERE q.id = locked.id \
+WHERE q.id = ANY(ARRAY(SELECT id FROM locked)) \
 RETURNING q.id, q.organization_id, q.destination_id, q.payload, q.retry_count, q.max_retries";
 
 /// Records attempts (`$1`..`$7`, one array element per attempt): each

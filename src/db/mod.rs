@@ -138,13 +138,14 @@ pub fn pool(config: &DatabaseConfig) -> PgPool {
         .build_unchecked(manager)
 }
 
-const BOOKKEEPING_OPTIONS: &str = "-c synchronous_commit=off -c plan_cache_mode=force_custom_plan";
+const BOOKKEEPING_OPTIONS: &str = "-c synchronous_commit=off -c enable_seqscan=off";
 
 /// Opens one connection whose commits do not wait for the WAL flush
 /// (`synchronous_commit = off`), for the delivery queue's bookkeeping (see
-/// [`deliveries::Bookkeeper`]). Its prepared statements are planned for
-/// their parameters on every run (`plan_cache_mode`): a generic plan chosen
-/// while the queue was nearly empty made claims scan the queue later on.
+/// [`deliveries::Bookkeeper`]). Its statements are prepared once and their
+/// generic plans kept; those plans are made while the queue may still be
+/// empty, so sequential scans are ruled out (`enable_seqscan = off`): a scan
+/// that was cheapest on an empty queue would read the whole queue later on.
 pub async fn connect_asynchronous_commit(
     config: &DatabaseConfig,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {

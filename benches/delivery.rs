@@ -37,7 +37,7 @@ use uuid::Uuid;
 mod figures;
 #[path = "support/worker.rs"]
 mod worker;
-use figures::{grouped, mix, ms, verdict, Claims, MachineCpu, Percentiles};
+use figures::{grouped, mix, ms, verdict, Busy, Claims, MachineCpu, Percentiles};
 use worker::{connect, report_log, Worker};
 
 const ORG: &str = "bench-delivery";
@@ -221,14 +221,15 @@ impl Bench {
         let drain = self.drain(held, &[]).await;
         println!(
             "drain  {destinations:>3} destinations: {} of {} held deliveries in {:.2?} after their release \
-             ({} deliveries/s; {}), worker CPU {:.2} cores, machine {:.2} of {} cores",
+             ({} deliveries/s; {}), worker CPU {:.2} cores, PostgreSQL {:.2}, machine {:.2} of {} cores",
             grouped(drain.seen as f64),
             grouped(drain.expected as f64),
             drain.elapsed,
             grouped(drain.rate()),
             drain.describe_progress(),
             drain.cores,
-            drain.machine_cores,
+            drain.machine.postgres,
+            drain.machine.machine,
             MachineCpu::cores()
         );
         self.summary
@@ -295,10 +296,10 @@ impl Bench {
         let (ids, failures) = self.enqueue_all(bodies, Instant::now() + RUN_BUDGET).await;
         let client = connect(&self.worker.database_url()).await;
         tokio::time::sleep(SETTLE).await;
-        let cpu = self.worker.cpu_time();
-        let machine = MachineCpu::now();
-        let started = Instant::now();
         let released: Vec<Uuid> = ids.iter().chain(also_release).copied().collect();
+        // Making them due is this bench's setup, like queueing them: the
+        // clocks start once it has committed, just before the NOTIFY (the
+        // worker's next poll is most likely hundreds of ms away).
         client
             .execute(
                 "UPDATE delivery_queue SET scheduled_at = now() WHERE id = ANY($1)",
@@ -306,6 +307,9 @@ impl Bench {
             )
             .await
             .expect("release the held deliveries");
+        let cpu = self.worker.cpu_time();
+        let machine = MachineCpu::now();
+        let started = Instant::now();
         client
             .execute("SELECT pg_notify($1, '')", &[&DELIVERY_CHANNEL])
             .await
@@ -326,7 +330,7 @@ impl Bench {
             elapsed,
             progress: [by_share(0.5), by_share(0.9), by_share(0.99)],
             cores: self.worker.cores_since(cpu, elapsed),
-            machine_cores: machine.busy_since(),
+            machine: machine.busy_since(),
             failures,
         }
     }
@@ -619,14 +623,14 @@ struct Delivered {
 struct Drained {
     expected: u64,
     seen: u64,
-    /// From the release of the held deliveries until the receiver saw the last one.
+    /// From the NOTIFY after the release of the held deliveries until the receiver saw the last one.
     elapsed: Duration,
     /// When half, nine tenths and 99 % of them had been received.
     progress: [Duration; 3],
     /// The worker's CPU during the drain, in cores.
     cores: f64,
-    /// The whole machine's (worker, PostgreSQL, receiver), in cores.
-    machine_cores: f64,
+    /// The whole machine's (worker, PostgreSQL, receiver) and PostgreSQL's, in cores.
+    machine: Busy,
     failures: BTreeMap<String, u64>,
 }
 
@@ -945,7 +949,7 @@ async fn bare_posts(
         merge_failures(&mut bare.failures, done.failures);
     }
     bare.elapsed = started.elapsed();
-    bare.machine_cores = machine.busy_since();
+    bare.machine_cores = machine.busy_since().machine;
     bare
 }
 

@@ -141,6 +141,15 @@ impl Tally {
 pub struct MachineCpu {
     busy: u64,
     total: u64,
+    /// CPU ticks of every `postgres` process (server and backends) so far.
+    postgres: u64,
+}
+
+/// Cores kept busy over a span: by the whole machine, and by PostgreSQL.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Busy {
+    pub machine: f64,
+    pub postgres: f64,
 }
 
 impl MachineCpu {
@@ -160,17 +169,47 @@ impl MachineCpu {
         Self {
             busy: total - idle,
             total,
+            postgres: postgres_ticks(),
         }
     }
 
-    /// Cores kept busy since `self`.
-    pub fn busy_since(self) -> f64 {
+    /// Cores kept busy since `self`. PostgreSQL's share misses backends that
+    /// exited in between (the worker's connections are long-lived).
+    pub fn busy_since(self) -> Busy {
         let now = Self::now();
-        let share = (now.busy - self.busy) as f64 / (now.total - self.total).max(1) as f64;
-        share * Self::cores() as f64
+        let elapsed = (now.total - self.total).max(1) as f64;
+        let cores = Self::cores() as f64;
+        Busy {
+            machine: (now.busy - self.busy) as f64 / elapsed * cores,
+            postgres: now.postgres.saturating_sub(self.postgres) as f64 / elapsed * cores,
+        }
     }
 
     pub fn cores() -> usize {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     }
+}
+
+/// User and system ticks of every process named `postgres`.
+fn postgres_ticks() -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+        .filter_map(|stat| {
+            let open = stat.find('(')?;
+            let close = stat.rfind(')')?;
+            (&stat[open + 1..close] == "postgres").then(|| {
+                // After the command name: the state, ..., utime and stime (the 12th and 13th).
+                stat[close + 1..]
+                    .split_whitespace()
+                    .skip(11)
+                    .take(2)
+                    .filter_map(|field| field.parse::<u64>().ok())
+                    .sum::<u64>()
+            })
+        })
+        .sum()
 }

@@ -17,7 +17,6 @@ use actix::prelude::*;
 use chrono::Utc;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::queue::QueueActor;
@@ -239,7 +238,7 @@ impl DeliveryActor {
                     });
                 }
                 Some(destination) => {
-                    perform(&http, &destination.config, claim.id, &claim.payload).await
+                    perform(&http, &destination.config, claim.id, claim.payload).await
                 }
             };
             let status = match outcome.verdict {
@@ -429,12 +428,14 @@ impl Outcome {
 /// Time limit of one SMTP, S3 or FTP attempt.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// One attempt against the destination, whatever its kind.
+/// One attempt against the destination, whatever its kind. `payload` is
+/// the stored JSON text: a webhook posts it as it is; the other kinds write
+/// it out indented, for people to read.
 async fn perform(
     http: &reqwest::Client,
     config: &Result<DestinationConfig, String>,
     id: Uuid,
-    payload: &Value,
+    payload: String,
 ) -> Outcome {
     let config = match config {
         Ok(config) => config,
@@ -442,12 +443,14 @@ async fn perform(
     };
     let started = Instant::now();
     let sent = match config {
-        DestinationConfig::Webhook(config) => return send_webhook(http, config, id, payload).await,
-        DestinationConfig::Email(config) => {
-            email::send(config, id, payload, TRANSFER_TIMEOUT).await
+        DestinationConfig::Webhook(config) => {
+            return send_webhook(http, config, id, payload.into_bytes()).await
         }
-        DestinationConfig::S3(config) => s3::send(config, id, payload, TRANSFER_TIMEOUT).await,
-        DestinationConfig::Ftp(config) => ftp::send(config, id, payload, TRANSFER_TIMEOUT).await,
+        DestinationConfig::Email(config) => {
+            email::send(config, id, &payload, TRANSFER_TIMEOUT).await
+        }
+        DestinationConfig::S3(config) => s3::send(config, id, &payload, TRANSFER_TIMEOUT).await,
+        DestinationConfig::Ftp(config) => ftp::send(config, id, &payload, TRANSFER_TIMEOUT).await,
     };
     Outcome {
         verdict: sent.verdict,
@@ -465,9 +468,8 @@ async fn send_webhook(
     http: &reqwest::Client,
     config: &WebhookConfig,
     id: Uuid,
-    payload: &Value,
+    body: Vec<u8>,
 ) -> Outcome {
-    let body = serde_json::to_vec(payload).expect("a JSON value serializes");
     let message_id = format!("msg_{}", id.simple());
     let timestamp = Utc::now().timestamp();
     let method = if config.method == "PUT" {

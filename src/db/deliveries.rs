@@ -132,7 +132,9 @@ pub struct Claim {
     pub id: Uuid,
     pub organization_id: String,
     pub destination_id: i64,
-    pub payload: Value,
+    /// The payload's JSON text as stored: a webhook posts it unchanged, so
+    /// it is neither parsed nor written again on the way.
+    pub payload: String,
     pub retry_count: i32,
     pub max_retries: i32,
 }
@@ -165,15 +167,18 @@ const CLAIM: &str = "\
 WITH RECURSIVE held AS ( \
   SELECT * FROM unnest($4::int8[], $5::int8[]) AS h(destination_id, count)), \
 with_due_work AS ( \
-  SELECT min(destination_id) AS destination_id FROM delivery_queue \
-  WHERE status IN ('pending', 'retrying') AND coalesce(next_retry_at, scheduled_at) <= now() \
+  SELECT (SELECT destination_id FROM delivery_queue \
+          WHERE status IN ('pending', 'retrying') AND coalesce(next_retry_at, scheduled_at) <= now() \
+          ORDER BY destination_id LIMIT 1) AS destination_id \
   UNION ALL \
-  SELECT (SELECT min(q.destination_id) FROM delivery_queue q \
+  SELECT (SELECT q.destination_id FROM delivery_queue q \
           WHERE q.status IN ('pending', 'retrying') AND coalesce(q.next_retry_at, q.scheduled_at) <= now() \
-            AND q.destination_id > w.destination_id) \
+            AND q.destination_id > w.destination_id \
+          ORDER BY q.destination_id LIMIT 1) \
   FROM with_due_work w WHERE w.destination_id IS NOT NULL), \
 candidates AS ( \
   SELECT c.* FROM with_due_work w \
+  CROSS JOIN (SELECT greatest(count(destination_id), 1) AS count FROM with_due_work) busy \
   LEFT JOIN held h ON h.destination_id = w.destination_id \
   CROSS JOIN LATERAL ( \
     SELECT q.id, q.destination_id, q.priority, coalesce(q.next_retry_at, q.scheduled_at) AS due \
@@ -181,7 +186,7 @@ candidates AS ( \
     WHERE q.destination_id = w.destination_id AND q.status IN ('pending', 'retrying') \
       AND coalesce(q.next_retry_at, q.scheduled_at) <= now() \
     ORDER BY q.priority DESC, coalesce(q.next_retry_at, q.scheduled_at) \
-    LIMIT greatest($6 - coalesce(h.count, 0), 0)) c \
+    LIMIT greatest(least($6 - coalesce(h.count, 0), 2 * (($3 + busy.count - 1) / busy.count)), 0)) c \
   WHERE NOT EXISTS (SELECT 1 FROM delivery_destinations d WHERE d.id = w.destination_id AND d.disabled) \
   UNION ALL \
   (SELECT id, destination_id, priority, lease_expires_at AS due \
@@ -206,7 +211,7 @@ locked AS ( \
 UPDATE delivery_queue q SET status = 'processing', claimed_by = $1, \
   lease_expires_at = now() + make_interval(secs => $2), updated_at = now() \
 WHERE q.id = ANY(ARRAY(SELECT id FROM locked)) \
-RETURNING q.id, q.organization_id, q.destination_id, q.payload, q.retry_count, q.max_retries";
+RETURNING q.id, q.organization_id, q.destination_id, q.payload::text AS payload, q.retry_count, q.max_retries";
 
 /// Records attempts (`$1`..`$7`, one array element per attempt): each
 /// delivery moves on and gets its log row, but only where the claim is still
@@ -290,7 +295,7 @@ impl Bookkeeper {
                 id: row.get("id"),
                 organization_id: row.get("organization_id"),
                 destination_id: row.get("destination_id"),
-                payload: row.get::<_, Json<Value>>("payload").0,
+                payload: row.get("payload"),
                 retry_count: row.get("retry_count"),
                 max_retries: row.get("max_retries"),
             })

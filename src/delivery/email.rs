@@ -8,7 +8,6 @@ use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::retry::{Sent, Verdict};
@@ -102,7 +101,7 @@ impl EmailConfig {
     }
 }
 
-pub async fn send(config: &EmailConfig, id: Uuid, payload: &Value, timeout: Duration) -> Sent {
+pub async fn send(config: &EmailConfig, id: Uuid, payload: &str, timeout: Duration) -> Sent {
     let message_id = format!("<{}@audit-worker>", id.simple());
     let message = match build(config, &message_id, payload) {
         Ok(message) => message,
@@ -157,8 +156,8 @@ pub async fn send(config: &EmailConfig, id: Uuid, payload: &Value, timeout: Dura
     }
 }
 
-fn build(config: &EmailConfig, message_id: &str, payload: &Value) -> Result<Message, String> {
-    let text = serde_json::to_string_pretty(payload).expect("a JSON value serializes");
+fn build(config: &EmailConfig, message_id: &str, payload: &str) -> Result<Message, String> {
+    let text = super::indented(payload);
     let mut builder = Message::builder()
         .from(config.from.parse::<Mailbox>().map_err(|e| e.to_string())?)
         .subject(config.subject.clone())

@@ -11,7 +11,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsFtpStream};
 use suppaftp::types::FileType;
 use suppaftp::{FtpError, Mode};
@@ -78,7 +77,7 @@ impl FtpConfig {
     }
 }
 
-pub async fn send(config: &FtpConfig, id: Uuid, payload: &Value, timeout: Duration) -> Sent {
+pub async fn send(config: &FtpConfig, id: Uuid, payload: &str, timeout: Duration) -> Sent {
     let name = format!("audit-{}-{}.json", Utc::now().format("%Y%m%d"), id.simple());
     match tokio::time::timeout(timeout, upload(config, &name, payload)).await {
         Ok(Ok(path)) => Sent {
@@ -141,7 +140,7 @@ fn tls_connector(config: &FtpConfig) -> Result<AsyncRustlsConnector, FtpError> {
     ))))
 }
 
-async fn upload(config: &FtpConfig, name: &str, payload: &Value) -> Result<String, FtpError> {
+async fn upload(config: &FtpConfig, name: &str, payload: &str) -> Result<String, FtpError> {
     let mut ftp = AsyncRustlsFtpStream::connect((config.host.as_str(), config.port)).await?;
     if config.tls {
         ftp = ftp
@@ -160,7 +159,7 @@ async fn upload(config: &FtpConfig, name: &str, payload: &Value) -> Result<Strin
         ftp.cwd(directory).await?;
     }
     let partial = format!(".{name}.part");
-    let body = serde_json::to_vec_pretty(payload).expect("a JSON value serializes");
+    let body = super::indented(payload).into_bytes();
     ftp.put_file(&partial, &mut body.as_slice()).await?;
     ftp.rename(&partial, &name.to_owned()).await?;
     let _ = ftp.quit().await;

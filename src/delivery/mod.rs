@@ -12,3 +12,12 @@ pub mod ftp;
 pub mod retry;
 pub mod s3;
 pub mod webhook;
+
+/// The payload (JSON text, as stored) indented for people to read, as email,
+/// S3 and FTP destinations write it; as stored if it does not parse.
+pub fn indented(payload: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|value| serde_json::to_string_pretty(&value).ok())
+        .unwrap_or_else(|| payload.to_owned())
+}

@@ -8,7 +8,6 @@ use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::retry::{self, Sent, Verdict};
@@ -108,7 +107,7 @@ impl S3Config {
     }
 }
 
-pub async fn send(config: &S3Config, id: Uuid, payload: &Value, timeout: Duration) -> Sent {
+pub async fn send(config: &S3Config, id: Uuid, payload: &str, timeout: Duration) -> Sent {
     let mut builder = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(config.region.clone()))
@@ -125,7 +124,7 @@ pub async fn send(config: &S3Config, id: Uuid, payload: &Value, timeout: Duratio
     }
     let client = aws_sdk_s3::Client::from_conf(builder.build());
     let key = config.key(id);
-    let body = serde_json::to_vec_pretty(payload).expect("a JSON value serializes");
+    let body = super::indented(payload).into_bytes();
     let put = client
         .put_object()
         .bucket(&config.bucket)

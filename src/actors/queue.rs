@@ -66,6 +66,10 @@ pub struct QueueActor {
     /// work would wait for the next poll.
     woken_while_claiming: bool,
     actors: HashMap<i64, Addr<DeliveryActor>>,
+    /// Where the DeliveryActors run: a thread of their own, so attempts
+    /// (HTTP and TLS work, responses) go on while this actor decodes claims
+    /// and writes records. Stopped with the actor.
+    deliveries: Arbiter,
     /// Attempts waiting to be written, and whether a write is under way: one
     /// write at a time, each taking all that wait (group commit), once a batch
     /// is full or `RECORD_DELAY` after the first.
@@ -98,6 +102,7 @@ impl QueueActor {
             exhausted: false,
             woken_while_claiming: false,
             actors: HashMap::new(),
+            deliveries: Arbiter::new(),
             to_record: Vec::new(),
             recording: false,
             record_timer: None,
@@ -330,8 +335,8 @@ impl QueueActor {
                 self.secrets.clone(),
                 ctx.address(),
                 self.worker_id.clone(),
-            )
-            .start();
+            );
+            let actor = DeliveryActor::start_in_arbiter(&self.deliveries.handle(), |_| actor);
             self.actors.insert(destination_id, actor.clone());
             self.metrics.delivery_actors.set(self.actors.len() as i64);
             actor
@@ -404,6 +409,10 @@ impl Actor for QueueActor {
         self.reconcile(ctx);
         ctx.run_interval(RECONCILE_EVERY, |actor, ctx| actor.reconcile(ctx));
         ctx.notify(Poll);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.deliveries.stop();
     }
 }
 

@@ -153,10 +153,14 @@ pub struct Held<'a> {
 /// destinations.
 ///
 /// The destinations with due work are found by skipping along
-/// `delivery_queue_due_by_destination_idx` (one probe each), and each one
-/// with room gives its best rows, no more than it has room for. So a claim
-/// reads about as many rows as it takes: a destination that is full, or
-/// hangs with a long backlog, costs one probe, however long its backlog.
+/// `delivery_queue_due_by_destination_idx` (one probe each, stopping at the
+/// next destination's first due row), and each one with room gives its best
+/// rows: no more than it has room for, nor than twice its fair share of the
+/// claim (`$3` over the destinations with due work; priority still decides
+/// among those offered). So a claim reads about as many rows as it takes: a
+/// destination that is full, or hangs with a long backlog, costs one probe,
+/// however long its backlog, and with 100 destinations and room for 64, each
+/// offers 2 rows, not its whole room.
 /// Expired leases come from their own index. Only the chosen rows are then
 /// locked (looked up by id in the primary key), `SKIP LOCKED`, and re-checked
 /// on their newest version, so no item

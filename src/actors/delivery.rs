@@ -561,8 +561,8 @@ impl Handler<Retire> for DeliveryActor {
 impl Handler<Deliver> for DeliveryActor {
     type Result = ();
 
-    fn handle(&mut self, Deliver(claim): Deliver, ctx: &mut Self::Context) {
-        self.waiting.push_back(claim);
+    fn handle(&mut self, Deliver(claims): Deliver, ctx: &mut Self::Context) {
+        self.waiting.extend(claims);
         self.pump(ctx);
     }
 }

@@ -19,7 +19,7 @@ use tokio_postgres::AsyncMessage;
 
 use super::delivery::DeliveryActor;
 use crate::config::{Config, DeliveryConfig};
-use crate::db::deliveries::{Attempt, Bookkeeper};
+use crate::db::deliveries::{Attempt, Bookkeeper, Claim};
 use crate::db::{self, deliveries, destinations, DbError, PgPool};
 use crate::delivery::crypto::SecretBox;
 use crate::messages::delivery::{
@@ -165,15 +165,22 @@ impl QueueActor {
                         // Took all it asked for: there may be more, and
                         // room may have freed up for it meanwhile.
                         let more = claims.len() == room;
+                        actor.in_flight += claims.len();
+                        let mut by_destination: HashMap<i64, Vec<Claim>> = HashMap::new();
                         for claim in claims {
-                            actor.in_flight += 1;
+                            by_destination
+                                .entry(claim.destination_id)
+                                .or_default()
+                                .push(claim);
+                        }
+                        for (destination_id, claims) in by_destination {
                             *actor
                                 .in_flight_by_destination
-                                .entry(claim.destination_id)
-                                .or_default() += 1;
+                                .entry(destination_id)
+                                .or_default() += claims.len();
                             actor
-                                .deliverer(claim.destination_id, ctx)
-                                .do_send(Deliver(claim));
+                                .deliverer(destination_id, ctx)
+                                .do_send(Deliver(claims));
                         }
                         if std::mem::take(&mut actor.woken_while_claiming) {
                             ctx.notify(Wake);

@@ -27,10 +27,12 @@ pub struct DestinationsChanged;
 #[rtype(result = "()")]
 pub struct Retire;
 
-/// Perform this claimed delivery (to the receiving actor's destination).
+/// Perform these claimed deliveries (of the receiving actor's destination),
+/// in order: one message for all of a claim's rows of a destination, as
+/// each message to the DeliveryActors' thread may have to wake it.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct Deliver(pub Claim);
+pub struct Deliver(pub Vec<Claim>);
 
 /// An attempt to record: the QueueActor writes them in batches (one commit
 /// for many). The destination may claim more at once; the claim counts

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use base64::Engine;
-use common::receiver::Receiver;
+use common::receiver::{DroppingReceiver, Receiver};
 use common::{spawn_app, spawn_app_with, spawn_beside, wait_until, TestApp};
 use hmac::{Hmac, Mac};
 use reqwest::Method;
@@ -140,6 +140,22 @@ async fn a_webhook_delivery_is_signed_delivered_and_recorded() {
     .await;
     assert_eq!(health["success_rate"], 100.0);
     assert_eq!(health["circuit_breaker_state"], "closed");
+}
+
+/// A request that breaks on an open connection (the receiver closed it under
+/// the request) is sent again at once on a new one, as the same attempt, not
+/// after the retry backoff (seconds by default).
+#[actix_web::test]
+async fn a_connection_closed_under_a_request_is_sent_again_at_once() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let receiver = DroppingReceiver::start().await;
+    let target = destination(&app, &key, &receiver.url, Value::Null).await;
+    let ids = enqueue(&app, &key, &[target], json!({"n": 1})).await;
+    let done = wait_for_status(&app, &key, &ids[0], "delivered").await;
+    assert_eq!(done["retry_count"], 0, "{done}");
+    assert_eq!(done["attempts"].as_array().unwrap().len(), 1, "{done}");
+    assert_eq!(receiver.requests(), 2);
 }
 
 /// A 500 is retried after the backoff and delivered once; the receiver sees the

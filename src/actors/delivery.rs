@@ -490,8 +490,15 @@ async fn send_webhook(
     for (name, value) in &config.headers {
         request = request.header(name, value);
     }
+    let request = request.body(body);
+    let again = request.try_clone();
     let started = Instant::now();
-    let response = request.body(body).send().await;
+    let mut response = request.send().await;
+    if let (Err(error), Some(again)) = (&response, again) {
+        if broke_on_open_connection(error) {
+            response = again.send().await;
+        }
+    }
     let latency_ms = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
     match response {
         Ok(response) => {
@@ -539,6 +546,17 @@ async fn send_webhook(
             wait_at_least: error.is_timeout().then_some(retry::MIN_WAIT_AFTER_OVERLOAD),
         },
     }
+}
+
+/// The request failed on a connection that was open, rather than timing out
+/// or failing to connect: most often a keep-alive connection the receiver
+/// closed as it was taken from the pool (its idle timeout racing ours: Node,
+/// actix-web and Apache close idle connections after 5 s, gunicorn after 2 s).
+/// Such a request gets one more try at once, on another connection, where a
+/// retry would wait out the backoff (seconds). Its `webhook-id` is the same,
+/// so a receiver that did get the first one drops the repeat.
+fn broke_on_open_connection(error: &reqwest::Error) -> bool {
+    !(error.is_timeout() || error.is_connect() || error.is_builder())
 }
 
 impl Actor for DeliveryActor {

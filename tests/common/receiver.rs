@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -98,4 +99,79 @@ async fn receive(
     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
         .insert_header(("x-request-id", format!("rcv-{}", uuid::Uuid::new_v4())))
         .finish()
+}
+
+/// A receiver that reads the first request in full and then closes its
+/// connection without answering, as a server closing an idle keep-alive
+/// connection just as the client reuses it does; it answers 200 to every
+/// later request. Plain TCP: no HTTP server lets a handler drop its connection.
+pub struct DroppingReceiver {
+    pub url: String,
+    requests: Arc<Mutex<usize>>,
+}
+
+impl DroppingReceiver {
+    /// Starts on a free port; must run inside an actix system.
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the receiver");
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(0));
+        let counted = requests.clone();
+        actix_web::rt::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let counted = counted.clone();
+                actix_web::rt::spawn(async move {
+                    while read_request(&mut stream).await.is_some() {
+                        let first = {
+                            let mut count = counted.lock().unwrap();
+                            *count += 1;
+                            *count == 1
+                        };
+                        if first {
+                            return;
+                        }
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        DroppingReceiver {
+            url: format!("http://127.0.0.1:{port}/hook"),
+            requests,
+        }
+    }
+
+    pub fn requests(&self) -> usize {
+        *self.requests.lock().unwrap()
+    }
+}
+
+/// Reads one request (head and `content-length` body); `None` once the
+/// client has closed the connection.
+async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<()> {
+    let mut read = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = read.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = stream.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+        read.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&read[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0);
+    while read.len() < head_end + length {
+        let n = stream.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+        read.extend_from_slice(&chunk[..n]);
+    }
+    Some(())
 }

@@ -19,7 +19,9 @@
 //! - enqueue-to-first-attempt latency with LISTEN/NOTIFY: single deliveries
 //!   queued one at a time while the queue is idle, each timed from just before
 //!   its `POST /v1/deliveries` until the receiver records its `webhook-id`;
-//! - that no `webhook-id` reached the receiver twice and every signature verifies.
+//! - that no `webhook-id` reached the receiver twice and every signature verifies;
+//! - where the server has `pg_stat_statements` loaded, the busiest statements
+//!   of each drain: calls, rows per call and time per row.
 //!
 //! Request bodies are built before the clocks start. It prints figures and the
 //! floors the delivery issue sets; it never asserts on time.
@@ -248,6 +250,9 @@ impl Bench {
                 drain.machine.machine,
                 MachineCpu::cores()
             );
+            for statement in &drain.statements {
+                println!("  statement: {}", statement.describe());
+            }
             self.summary
                 .absorb_failures("enqueue held", &drain.failures);
 
@@ -338,6 +343,7 @@ impl Bench {
             )
             .await
             .expect("release the held deliveries");
+        let counting_statements = reset_statement_figures(&client).await;
         let cpu = self.worker.cpu_time();
         let machine = MachineCpu::now();
         let started = Instant::now();
@@ -348,6 +354,11 @@ impl Bench {
         let (seen, elapsed) = self
             .wait_seen(&ids, unique_before, started, started + RUN_BUDGET)
             .await;
+        let statements = if counting_statements {
+            statement_figures(&client).await
+        } else {
+            Vec::new()
+        };
         let arrivals = self.receiver.state.arrivals(&ids);
         let by_share = |share: f64| {
             let index = ((arrivals.len() as f64 * share).ceil() as usize).saturating_sub(1);
@@ -363,6 +374,7 @@ impl Bench {
             cores: self.worker.cores_since(cpu, elapsed),
             machine: machine.busy_since(),
             failures,
+            statements,
         }
     }
 
@@ -590,8 +602,8 @@ impl Bench {
             count_by("SELECT status::text, count(*) FROM delivery_queue GROUP BY 1 ORDER BY 1")
                 .await;
         let errors = count_by(
-            "SELECT last_error, count(*) FROM delivery_queue WHERE last_error IS NOT NULL \
-             GROUP BY 1 ORDER BY 2 DESC LIMIT 5",
+            "SELECT coalesce(failure_reason, status), count(*) FROM delivery_logs \
+             WHERE status <> 'delivered' GROUP BY 1 ORDER BY 2 DESC LIMIT 5",
         )
         .await;
         let row = client
@@ -621,7 +633,7 @@ impl Bench {
             queue.failed_attempts
         );
         for (error, count) in &queue.errors {
-            println!("  last_error {count} x {error}");
+            println!("  failed attempts: {count} x {error}");
         }
         self.summary.queue = Some(queue);
     }
@@ -663,6 +675,66 @@ struct Drained {
     /// The whole machine's (worker, PostgreSQL, receiver) and PostgreSQL's, in cores.
     machine: Busy,
     failures: BTreeMap<String, u64>,
+    /// The queue's busiest statements during the drain, where PostgreSQL
+    /// has `pg_stat_statements` loaded.
+    statements: Vec<StatementFigure>,
+}
+
+/// One statement's work during a drain, from `pg_stat_statements`.
+struct StatementFigure {
+    calls: i64,
+    rows: i64,
+    /// Time spent executing it, in ms (wall time in the server, so it also
+    /// counts waits for a core).
+    exec_ms: f64,
+    /// Its first words.
+    query: String,
+}
+
+/// Creates and resets `pg_stat_statements` in the bench database, so that
+/// the figures read after a drain are the drain's own. False when the server
+/// has not loaded it (`shared_preload_libraries`): the bench then prints none.
+async fn reset_statement_figures(client: &tokio_postgres::Client) -> bool {
+    client
+        .batch_execute(
+            "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()",
+        )
+        .await
+        .is_ok()
+}
+
+/// The statements that took the most execution time since the last reset.
+async fn statement_figures(client: &tokio_postgres::Client) -> Vec<StatementFigure> {
+    let rows = client
+        .query(
+            "SELECT calls, rows, total_exec_time, left(regexp_replace(query, '\\s+', ' ', 'g'), 60) \
+             FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%' \
+             ORDER BY total_exec_time DESC LIMIT 4",
+            &[],
+        )
+        .await
+        .unwrap_or_default();
+    rows.iter()
+        .map(|row| StatementFigure {
+            calls: row.get(0),
+            rows: row.get(1),
+            exec_ms: row.get(2),
+            query: row.get(3),
+        })
+        .collect()
+}
+
+impl StatementFigure {
+    fn describe(&self) -> String {
+        format!(
+            "{} calls, {:.1} rows per call, {:.0} ms ({:.0} us per row): {}",
+            grouped(self.calls as f64),
+            self.rows as f64 / self.calls.max(1) as f64,
+            self.exec_ms,
+            self.exec_ms * 1000.0 / self.rows.max(1) as f64,
+            self.query
+        )
+    }
 }
 
 impl Drained {
@@ -1141,7 +1213,7 @@ struct ReceiverFigures {
 struct QueueFigures {
     /// Deliveries by status.
     statuses: Vec<(String, i64)>,
-    /// The most frequent `last_error`s.
+    /// The most frequent reasons of failed attempts (`delivery_logs`).
     errors: Vec<(String, i64)>,
     retried: i64,
     attempts: i64,

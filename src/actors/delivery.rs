@@ -477,26 +477,28 @@ async fn send_webhook(
     } else {
         reqwest::Method::POST
     };
-    let mut request = http
-        .request(method, &config.url)
-        .timeout(Duration::from_millis(config.timeout_ms))
-        .header("content-type", "application/json")
-        .header("webhook-id", &message_id)
-        .header("webhook-timestamp", timestamp.to_string())
-        .header(
-            "webhook-signature",
-            webhook::signature_header(&config.signing_keys(), &message_id, timestamp, &body),
-        );
-    for (name, value) in &config.headers {
-        request = request.header(name, value);
-    }
-    let request = request.body(body);
-    let again = request.try_clone();
+    let signature =
+        webhook::signature_header(&config.signing_keys(), &message_id, timestamp, &body);
+    let body = bytes::Bytes::from(body);
+    // Built again only for a second try, so the usual request clones nothing.
+    let request = || {
+        let mut request = http
+            .request(method.clone(), &config.url)
+            .timeout(Duration::from_millis(config.timeout_ms))
+            .header("content-type", "application/json")
+            .header("webhook-id", &message_id)
+            .header("webhook-timestamp", timestamp)
+            .header("webhook-signature", &signature);
+        for (name, value) in &config.headers {
+            request = request.header(name, value);
+        }
+        request.body(body.clone())
+    };
     let started = Instant::now();
-    let mut response = request.send().await;
-    if let (Err(error), Some(again)) = (&response, again) {
+    let mut response = request().send().await;
+    if let Err(error) = &response {
         if broke_on_open_connection(error) {
-            response = again.send().await;
+            response = request().send().await;
         }
     }
     let latency_ms = started.elapsed().as_millis().min(i32::MAX as u128) as i32;

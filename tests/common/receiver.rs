@@ -1,6 +1,7 @@
 //! A real HTTP webhook receiver on loopback: records every request and answers
 //! with the statuses it is told to (then 200), or never answers.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -107,7 +108,7 @@ async fn receive(
 /// later request. Plain TCP: no HTTP server lets a handler drop its connection.
 pub struct DroppingReceiver {
     pub url: String,
-    requests: Arc<Mutex<usize>>,
+    requests: Arc<AtomicUsize>,
 }
 
 impl DroppingReceiver {
@@ -117,19 +118,14 @@ impl DroppingReceiver {
             .await
             .expect("bind the receiver");
         let port = listener.local_addr().unwrap().port();
-        let requests = Arc::new(Mutex::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
         let counted = requests.clone();
         actix_web::rt::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 let counted = counted.clone();
                 actix_web::rt::spawn(async move {
                     while read_request(&mut stream).await.is_some() {
-                        let first = {
-                            let mut count = counted.lock().unwrap();
-                            *count += 1;
-                            *count == 1
-                        };
-                        if first {
+                        if counted.fetch_add(1, Ordering::SeqCst) == 0 {
                             return;
                         }
                         let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
@@ -147,7 +143,7 @@ impl DroppingReceiver {
     }
 
     pub fn requests(&self) -> usize {
-        *self.requests.lock().unwrap()
+        self.requests.load(Ordering::SeqCst)
     }
 }
 

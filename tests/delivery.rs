@@ -304,6 +304,92 @@ async fn a_dead_destination_does_not_hold_up_the_others() {
     );
 }
 
+/// A claim only takes a lease: the stored status stays `pending`, the API shows
+/// `processing` while the lease runs, and PostgreSQL updated the claimed rows
+/// in place (HOT), with no new index entries: an index on a column a claim
+/// sets would make every claim dearer, and this test fail.
+#[actix_web::test]
+async fn a_claim_is_a_lease_updated_in_place_and_shown_as_processing() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let hung = Receiver::start(&[], usize::MAX);
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/destinations",
+            Some(&key),
+            Some(json!({"type": "webhook", "label": "hung", "config": {"url": hung.url, "timeout_ms": 30000},
+                        "settings": {"concurrency": 1}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let hung_id = body["id"].as_i64().unwrap();
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.extend(enqueue(&app, &key, &[hung_id], json!({"n": n})).await);
+    }
+    wait_for_status(&app, &key, &ids[0], "processing").await;
+    let listed = wait_until(
+        Duration::from_secs(10),
+        "all five deliveries listed as processing",
+        || async {
+            let (status, body) = app
+                .call(
+                    Method::GET,
+                    "/v1/deliveries?status=processing",
+                    Some(&key),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            let listed = body["deliveries"].as_array().unwrap().clone();
+            (listed.len() == 5).then_some(listed)
+        },
+    )
+    .await;
+    assert!(listed.iter().all(|d| d["status"] == "processing"));
+    let (status, body) = app
+        .call(
+            Method::GET,
+            "/v1/deliveries?status=pending",
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["deliveries"], json!([]), "claimed is not pending");
+
+    let database = app.database().await;
+    let stored: Vec<(String, bool)> = database
+        .query(
+            "SELECT status, lease_expires_at > now() FROM delivery_queue WHERE destination_id = $1",
+            &[&hung_id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(stored, vec![("pending".to_owned(), true); 5]);
+    // The queue's connection reports its statistics once idle for a moment.
+    wait_until(
+        Duration::from_secs(30),
+        "the claims counted as HOT updates",
+        || async {
+            let hot: i64 = database
+                .query_one(
+                    "SELECT n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'delivery_queue'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (hot >= 5).then_some(())
+        },
+    )
+    .await;
+}
+
 /// Configuration is validated field by field, secrets are stored encrypted and
 /// shown as `***`, and kinds not available yet are refused.
 #[actix_web::test]

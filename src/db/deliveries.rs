@@ -37,8 +37,31 @@ pub struct Delivery {
     pub updated_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "id, organization_id, destination_id, status, priority, scheduled_at, next_retry_at, \
-    retry_count, max_retries, idempotency_key, correlation_id, last_error, processed_at, created_at, updated_at";
+/// A delivery's status as the API shows it, for `delivery_queue` under the
+/// alias given (`""` or `"q."`): "processing" is not stored (a claim only sets
+/// the lease, see [`CLAIM`]), it is a pending or retrying delivery whose lease
+/// runs.
+macro_rules! shown_status {
+    ($alias:literal) => {
+        concat!(
+            "CASE WHEN ",
+            $alias,
+            "status IN ('pending', 'retrying') AND ",
+            $alias,
+            "lease_expires_at > now() THEN 'processing' ELSE ",
+            $alias,
+            "status END"
+        )
+    };
+}
+pub(crate) use shown_status;
+
+const COLUMNS: &str = concat!(
+    "id, organization_id, destination_id, ",
+    shown_status!(""),
+    " AS status, priority, scheduled_at, next_retry_at, retry_count, max_retries, idempotency_key, \
+     correlation_id, last_error, processed_at, created_at, updated_at"
+);
 
 fn delivery(row: &tokio_postgres::Row) -> Delivery {
     Delivery {
@@ -147,26 +170,30 @@ pub struct Held<'a> {
     pub per_destination: i64,
 }
 
-/// Claims up to `$3` due deliveries (and those whose lease ran out), best
-/// priority first, for `$2` seconds; never more for a destination than the
-/// held counts (`$4`, `$5`) leave room for under `$6`, and none for disabled
-/// destinations.
+/// Claims up to `$3` due deliveries, best priority first, for `$2` seconds;
+/// never more for a destination than the held counts (`$4`, `$5`) leave room
+/// for under `$6`, and none for disabled destinations.
+///
+/// A claim is its lease: it sets `lease_expires_at` and `claimed_by` and
+/// leaves the status as it is. So it changes no indexed column, and the row is
+/// updated in place (HOT: no new index entries, a quarter of the WAL), on the
+/// page room the table's fillfactor keeps. A due row is free while it has no
+/// lease, or its lease ran out and it is not this worker's: a worker never
+/// re-claims its own expired claims (it is still working on them; every start
+/// of a worker has a new id, so a restarted one does pick them up).
 ///
 /// The destinations with due work are found by skipping along
 /// `delivery_queue_due_by_destination_idx` (one probe each, stopping at the
 /// next destination's first due row), and each one with room gives its best
-/// rows: no more than it has room for, nor than twice its fair share of the
-/// claim (`$3` over the destinations with due work; priority still decides
-/// among those offered). So a claim reads about as many rows as it takes: a
-/// destination that is full, or hangs with a long backlog, costs one probe,
-/// however long its backlog, and with 100 destinations and room for 64, each
-/// offers 2 rows, not its whole room.
-/// Expired leases come from their own index. Only the chosen rows are then
-/// locked (looked up by id in the primary key), `SKIP LOCKED`, and re-checked
-/// on their newest version, so no item
-/// is ever handed to two workers at once. A worker never re-claims its own
-/// expired claims (it is still working on them: every start of a worker has
-/// a new id, so a restarted one does pick them up).
+/// free rows: no more than it has room for, nor than twice its fair share of
+/// the claim (`$3` over the destinations with due work; priority still decides
+/// among those offered). So a claim reads about as many rows as it takes, plus
+/// those in flight: a destination that is full, or hangs with a long backlog,
+/// costs one probe, however long its backlog, and with 100 destinations and
+/// room for 64, each offers 2 rows, not its whole room.
+/// Only the chosen rows are then locked (looked up by id in the primary key),
+/// `SKIP LOCKED`, and re-checked on their newest version, so no item is ever
+/// handed to two workers at once.
 const CLAIM: &str = "\
 WITH RECURSIVE held AS ( \
   SELECT * FROM unnest($4::int8[], $5::int8[]) AS h(destination_id, count)), \
@@ -189,15 +216,10 @@ candidates AS ( \
     FROM delivery_queue q \
     WHERE q.destination_id = w.destination_id AND q.status IN ('pending', 'retrying') \
       AND coalesce(q.next_retry_at, q.scheduled_at) <= now() \
+      AND (q.lease_expires_at IS NULL OR (q.lease_expires_at < now() AND q.claimed_by <> $1)) \
     ORDER BY q.priority DESC, coalesce(q.next_retry_at, q.scheduled_at) \
     LIMIT greatest(least($6 - coalesce(h.count, 0), 2 * (($3 + busy.count - 1) / busy.count)), 0)) c \
-  WHERE NOT EXISTS (SELECT 1 FROM delivery_destinations d WHERE d.id = w.destination_id AND d.disabled) \
-  UNION ALL \
-  (SELECT id, destination_id, priority, lease_expires_at AS due \
-   FROM delivery_queue \
-   WHERE status = 'processing' AND lease_expires_at < now() AND claimed_by <> $1 \
-     AND NOT EXISTS (SELECT 1 FROM delivery_destinations d WHERE d.id = destination_id AND d.disabled) \
-   ORDER BY lease_expires_at LIMIT $3)), \
+  WHERE NOT EXISTS (SELECT 1 FROM delivery_destinations d WHERE d.id = w.destination_id AND d.disabled)), \
 chosen AS ( \
   SELECT c.id FROM ( \
     SELECT id, destination_id, priority, due, \
@@ -209,10 +231,10 @@ chosen AS ( \
 locked AS ( \
   SELECT q.id FROM delivery_queue q \
   WHERE q.id = ANY(ARRAY(SELECT id FROM chosen)) \
-    AND ((q.status IN ('pending', 'retrying') AND coalesce(q.next_retry_at, q.scheduled_at) <= now()) \
-      OR (q.status = 'processing' AND q.lease_expires_at < now() AND q.claimed_by <> $1)) \
+    AND q.status IN ('pending', 'retrying') AND coalesce(q.next_retry_at, q.scheduled_at) <= now() \
+    AND (q.lease_expires_at IS NULL OR (q.lease_expires_at < now() AND q.claimed_by <> $1)) \
   FOR UPDATE SKIP LOCKED) \
-UPDATE delivery_queue q SET status = 'processing', claimed_by = $1, \
+UPDATE delivery_queue q SET claimed_by = $1, \
   lease_expires_at = now() + make_interval(secs => $2), updated_at = now() \
 WHERE q.id = ANY(ARRAY(SELECT id FROM locked)) \
 RETURNING q.id, q.organization_id, q.destination_id, q.payload::text AS payload, q.retry_count, q.max_retries";
@@ -378,8 +400,8 @@ pub async fn release(
 ) -> Result<(), DbError> {
     client
         .execute(
-            "UPDATE delivery_queue SET status = CASE WHEN retry_count > 0 THEN 'retrying' ELSE 'pending' END, \
-               next_retry_at = $3, lease_expires_at = NULL, claimed_by = NULL, updated_at = now() \
+            "UPDATE delivery_queue SET next_retry_at = $3, lease_expires_at = NULL, claimed_by = NULL, \
+               updated_at = now() \
              WHERE id = $1 AND claimed_by = $2",
             &[&id, &worker, &until],
         )
@@ -445,8 +467,8 @@ pub async fn list(
     let rows = client
         .query(
             &format!(
-                "SELECT {COLUMNS} FROM delivery_queue WHERE organization_id = $1 AND ($2::text IS NULL OR status = $2) \
-                 ORDER BY created_at DESC, id LIMIT $3"
+                "SELECT * FROM (SELECT {COLUMNS} FROM delivery_queue WHERE organization_id = $1) d \
+                 WHERE $2::text IS NULL OR d.status = $2 ORDER BY created_at DESC, id LIMIT $3"
             ),
             &[&organization_id, &status, &limit],
         )
@@ -486,8 +508,13 @@ pub async fn queue_figures(
 ) -> Result<(Vec<(String, i64)>, f64), DbError> {
     let rows = client
         .query(
-            "SELECT s.status, count(q.id) FROM unnest(ARRAY['pending', 'retrying', 'processing']) AS s(status) \
-             LEFT JOIN delivery_queue q ON q.status = s.status GROUP BY s.status",
+            concat!(
+                "SELECT s.status, count(q.id) FROM unnest(ARRAY['pending', 'retrying', 'processing']) AS s(status) \
+                 LEFT JOIN (SELECT id, ",
+                shown_status!(""),
+                " AS status FROM delivery_queue WHERE status IN ('pending', 'retrying')) q \
+                 ON q.status = s.status GROUP BY s.status"
+            ),
             &[],
         )
         .await?;
@@ -496,7 +523,8 @@ pub async fn queue_figures(
         .query_one(
             "SELECT coalesce(extract(epoch FROM now() - min(coalesce(next_retry_at, scheduled_at))), 0)::float8 \
              FROM delivery_queue WHERE status IN ('pending', 'retrying') \
-               AND coalesce(next_retry_at, scheduled_at) <= now()",
+               AND coalesce(next_retry_at, scheduled_at) <= now() \
+               AND (lease_expires_at IS NULL OR lease_expires_at < now())",
             &[],
         )
         .await?

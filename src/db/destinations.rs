@@ -205,7 +205,7 @@ pub async fn delete(
         .execute(
             "UPDATE delivery_queue SET status = 'failed', last_error = 'the destination was deleted', \
                claimed_by = NULL, lease_expires_at = NULL, updated_at = now() \
-             WHERE organization_id = $1 AND destination_id = $2 AND status IN ('pending', 'retrying', 'processing')",
+             WHERE organization_id = $1 AND destination_id = $2 AND status IN ('pending', 'retrying')",
             &[&organization_id, &id],
         )
         .await?;

@@ -463,13 +463,15 @@ const EXECUTION_COLUMNS: &str = "e.id, e.report_config_id, e.organization_id, e.
 
 /// `delivery_attempts` with each delivery's current status and attempts
 /// (from `delivery_queue`), so a run shows how its deliveries went.
-const DELIVERY_STATUS: &str =
-    "coalesce((SELECT jsonb_agg(a.attempt || coalesce(jsonb_build_object(\
-      'status', q.status, 'attempts', q.retry_count, 'last_error', q.last_error, \
+const DELIVERY_STATUS: &str = concat!(
+    "coalesce((SELECT jsonb_agg(a.attempt || coalesce(jsonb_build_object('status', ",
+    super::deliveries::shown_status!("q."),
+    ", 'attempts', q.retry_count, 'last_error', q.last_error, \
       'processed_at', q.processed_at), '{}'::jsonb) ORDER BY a.n) \
     FROM jsonb_array_elements(e.delivery_attempts) WITH ORDINALITY AS a(attempt, n) \
     LEFT JOIN delivery_queue q ON q.organization_id = e.organization_id \
-      AND q.id::text = a.attempt ->> 'delivery_id'), '[]'::jsonb) AS delivery_attempts";
+      AND q.id::text = a.attempt ->> 'delivery_id'), '[]'::jsonb) AS delivery_attempts"
+);
 
 fn execution(row: &Row) -> Result<Execution, DbError> {
     Ok(Execution {

@@ -17,13 +17,13 @@ use actix::prelude::*;
 use futures_util::StreamExt;
 use tokio_postgres::AsyncMessage;
 
-use super::delivery::DeliveryActor;
+use super::delivery::{DeliveryActor, Outbox};
 use crate::config::{Config, DeliveryConfig};
 use crate::db::deliveries::{Attempt, Bookkeeper, Claim};
 use crate::db::{self, deliveries, destinations, DbError, PgPool};
 use crate::delivery::crypto::SecretBox;
 use crate::messages::delivery::{
-    Deliver, DestinationsChanged, Finished, Poll, Record, Retire, Wake,
+    Deliver, DestinationsChanged, Ended, Finished, Poll, Record, Retire, Wake,
 };
 use crate::metrics::Metrics;
 
@@ -70,6 +70,8 @@ pub struct QueueActor {
     /// (HTTP and TLS work, responses) go on while this actor decodes claims
     /// and writes records. Stopped with the actor.
     deliveries: Arbiter,
+    /// How the DeliveryActors' ended attempts come back, in batches.
+    outbox: Option<Outbox>,
     /// Attempts waiting to be written, and whether a write is under way: one
     /// write at a time, each taking all that wait (group commit), once a batch
     /// is full or `RECORD_DELAY` after the first.
@@ -103,6 +105,7 @@ impl QueueActor {
             woken_while_claiming: false,
             actors: HashMap::new(),
             deliveries: Arbiter::new(),
+            outbox: None,
             to_record: Vec::new(),
             recording: false,
             record_timer: None,
@@ -341,6 +344,9 @@ impl QueueActor {
                 self.http.clone(),
                 self.secrets.clone(),
                 ctx.address(),
+                self.outbox
+                    .clone()
+                    .expect("the outbox is made as the actor starts"),
                 self.worker_id.clone(),
             );
             let actor = DeliveryActor::start_in_arbiter(&self.deliveries.handle(), |_| actor);
@@ -412,6 +418,7 @@ impl Actor for QueueActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.outbox = Some(Outbox::new(ctx.address()));
         ctx.spawn(wrap_future(listen(self.config.clone(), ctx.address())));
         self.reconcile(ctx);
         ctx.run_interval(RECONCILE_EVERY, |actor, ctx| actor.reconcile(ctx));
@@ -453,9 +460,16 @@ impl Handler<Poll> for QueueActor {
 impl Handler<Record> for QueueActor {
     type Result = ();
 
-    fn handle(&mut self, record: Record, ctx: &mut Self::Context) {
-        let freed = self.attempted(record.destination_id);
-        self.to_record.push(record.attempt);
+    fn handle(&mut self, Record(ended): Record, ctx: &mut Self::Context) {
+        let mut freed = false;
+        for Ended {
+            destination_id,
+            attempt,
+        } in ended
+        {
+            freed |= self.attempted(destination_id);
+            self.to_record.push(attempt);
+        }
         self.record(ctx);
         if freed {
             self.top_up(ctx);

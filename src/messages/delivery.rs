@@ -34,12 +34,17 @@ pub struct Retire;
 #[rtype(result = "()")]
 pub struct Deliver(pub Vec<Claim>);
 
-/// An attempt to record: the QueueActor writes them in batches (one commit
-/// for many). The destination may claim more at once; the claim counts
-/// against `delivery.max_in_flight` until its record is written.
+/// Attempts to record, of any destinations, as the DeliveryActors' outbox
+/// gathered them: the QueueActor writes them in batches (one commit for
+/// many). Each destination may claim more at once; a claim counts against
+/// `delivery.max_in_flight` until its record is written.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct Record {
+pub struct Record(pub Vec<Ended>);
+
+/// One attempt that ended, and whose destination it was.
+#[derive(Debug)]
+pub struct Ended {
     pub destination_id: i64,
     pub attempt: Attempt,
 }

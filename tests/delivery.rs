@@ -31,6 +31,29 @@ async fn destination(app: &TestApp, key: &str, url: &str, settings: Value) -> i6
     body["id"].as_i64().unwrap()
 }
 
+/// A webhook destination for a receiver that never answers: its attempts
+/// end only at `timeout_ms`, `concurrency` at a time.
+async fn unanswered_destination(
+    app: &TestApp,
+    key: &str,
+    url: &str,
+    timeout_ms: u64,
+    concurrency: u32,
+) -> i64 {
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/destinations",
+            Some(key),
+            Some(json!({"type": "webhook", "label": "unanswered",
+                        "config": {"url": url, "timeout_ms": timeout_ms},
+                        "settings": {"concurrency": concurrency}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_i64().unwrap()
+}
+
 async fn enqueue(app: &TestApp, key: &str, destinations: &[i64], payload: Value) -> Vec<String> {
     let (status, body) = app
         .call(
@@ -277,17 +300,7 @@ async fn a_dead_destination_does_not_hold_up_the_others() {
     let key = app.create_key("org-a", "org:admin").await;
     let dead = Receiver::start(&[], usize::MAX);
     let healthy = Receiver::start(&[], 0);
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/v1/destinations",
-            Some(&key),
-            Some(json!({"type": "webhook", "label": "dead", "config": {"url": dead.url, "timeout_ms": 2000},
-                        "settings": {"concurrency": 2}})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let dead_id = body["id"].as_i64().unwrap();
+    let dead_id = unanswered_destination(&app, &key, &dead.url, 2000, 2).await;
     let healthy_id = destination(&app, &key, &healthy.url, Value::Null).await;
     for n in 0..10 {
         enqueue(&app, &key, &[dead_id, healthy_id], json!({"n": n})).await;
@@ -313,17 +326,7 @@ async fn a_claim_is_a_lease_updated_in_place_and_shown_as_processing() {
     let app = spawn_app().await;
     let key = app.create_key("org-a", "org:admin").await;
     let hung = Receiver::start(&[], usize::MAX);
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/v1/destinations",
-            Some(&key),
-            Some(json!({"type": "webhook", "label": "hung", "config": {"url": hung.url, "timeout_ms": 30000},
-                        "settings": {"concurrency": 1}})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let hung_id = body["id"].as_i64().unwrap();
+    let hung_id = unanswered_destination(&app, &key, &hung.url, 30_000, 1).await;
     let mut ids = Vec::new();
     for n in 0..5 {
         ids.extend(enqueue(&app, &key, &[hung_id], json!({"n": n})).await);

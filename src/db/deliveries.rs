@@ -458,6 +458,10 @@ pub async fn attempts(
         .collect())
 }
 
+/// The organization's deliveries, newest first, those with the status shown
+/// as `status` if given (see [`shown_status`]; finished deliveries hold no
+/// lease). The filter names the stored status, so that, for dead letters say,
+/// `delivery_queue_org_status_idx` can serve it.
 pub async fn list(
     client: &impl GenericClient,
     organization_id: &str,
@@ -467,8 +471,10 @@ pub async fn list(
     let rows = client
         .query(
             &format!(
-                "SELECT * FROM (SELECT {COLUMNS} FROM delivery_queue WHERE organization_id = $1) d \
-                 WHERE $2::text IS NULL OR d.status = $2 ORDER BY created_at DESC, id LIMIT $3"
+                "SELECT {COLUMNS} FROM delivery_queue WHERE organization_id = $1 AND ($2::text IS NULL \
+                   OR (status = $2 AND (lease_expires_at IS NULL OR lease_expires_at <= now())) \
+                   OR ($2 = 'processing' AND status IN ('pending', 'retrying') AND lease_expires_at > now())) \
+                 ORDER BY created_at DESC, id LIMIT $3"
             ),
             &[&organization_id, &status, &limit],
         )

@@ -44,6 +44,10 @@ pub struct DeliveryActor {
     breaker: Breaker,
     /// The destination as last read, and when (re-read after `DESTINATION_CACHE_TTL`).
     destination: Option<(Arc<Prepared>, Instant)>,
+    /// An attempt is reading the destination again: those that start
+    /// meanwhile use the copy in hand, so it is read once per
+    /// `DESTINATION_CACHE_TTL`, not once per concurrent attempt.
+    reading_destination: bool,
     /// Attempts not yet folded into `destination_health`.
     health: Option<HealthBatch>,
     health_flush_scheduled: bool,
@@ -189,6 +193,7 @@ impl DeliveryActor {
             worker_id,
             settings,
             destination: None,
+            reading_destination: false,
             health: None,
             health_flush_scheduled: false,
             limiter: None,
@@ -261,8 +266,12 @@ impl DeliveryActor {
         let cached = self
             .destination
             .as_ref()
-            .filter(|(_, read_at)| read_at.elapsed() < DESTINATION_CACHE_TTL)
+            .filter(|(_, read_at)| {
+                self.reading_destination || read_at.elapsed() < DESTINATION_CACHE_TTL
+            })
             .map(|(destination, _)| destination.clone());
+        let reads = cached.is_none();
+        self.reading_destination |= reads;
         let span =
             tracing::info_span!("delivery", delivery = %claim.id, destination = destination_id);
         // No pooled connection is held across the attempt itself: a slow
@@ -336,6 +345,9 @@ impl DeliveryActor {
         };
         ctx.spawn(wrap_future::<_, Self>(tracing::Instrument::instrument(work, span)).map(
             move |result, actor, ctx| {
+                if reads {
+                    actor.reading_destination = false;
+                }
                 let mut finished = None;
                 match result {
                     Ok(Attempted::Held { destination, fresh }) => {

@@ -83,6 +83,20 @@ async fn delivery(app: &TestApp, key: &str, id: &str) -> Value {
     .1
 }
 
+/// `GET /v1/deliveries?status=…`: the deliveries listed.
+async fn listed_with_status(app: &TestApp, key: &str, status: &str) -> Vec<Value> {
+    let (code, body) = app
+        .call(
+            Method::GET,
+            &format!("/v1/deliveries?status={status}"),
+            Some(key),
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    body["deliveries"].as_array().unwrap().clone()
+}
+
 async fn wait_for_status(app: &TestApp, key: &str, id: &str, status: &str) -> Value {
     wait_until(
         Duration::from_secs(20),
@@ -209,15 +223,8 @@ async fn a_client_error_is_dead_lettered_and_can_be_replayed() {
     let ids = enqueue(&app, &key, &[target], json!({"n": 1})).await;
     let failed = wait_for_status(&app, &key, &ids[0], "failed").await;
     assert_eq!(failed["retry_count"], 0, "no retry for a 422");
-    let (_, dead) = app
-        .call(
-            Method::GET,
-            "/v1/deliveries?status=failed",
-            Some(&key),
-            None,
-        )
-        .await;
-    assert_eq!(dead["deliveries"][0]["id"], ids[0]);
+    let dead = listed_with_status(&app, &key, "failed").await;
+    assert_eq!(dead[0]["id"], ids[0]);
 
     let (status, _) = app
         .call(
@@ -336,31 +343,17 @@ async fn a_claim_is_a_lease_updated_in_place_and_shown_as_processing() {
         Duration::from_secs(10),
         "all five deliveries listed as processing",
         || async {
-            let (status, body) = app
-                .call(
-                    Method::GET,
-                    "/v1/deliveries?status=processing",
-                    Some(&key),
-                    None,
-                )
-                .await;
-            assert_eq!(status, 200, "{body}");
-            let listed = body["deliveries"].as_array().unwrap().clone();
+            let listed = listed_with_status(&app, &key, "processing").await;
             (listed.len() == 5).then_some(listed)
         },
     )
     .await;
     assert!(listed.iter().all(|d| d["status"] == "processing"));
-    let (status, body) = app
-        .call(
-            Method::GET,
-            "/v1/deliveries?status=pending",
-            Some(&key),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["deliveries"], json!([]), "claimed is not pending");
+    assert_eq!(
+        listed_with_status(&app, &key, "pending").await,
+        Vec::<Value>::new(),
+        "claimed is not pending"
+    );
 
     let database = app.database().await;
     let stored: Vec<(String, bool)> = database

@@ -44,10 +44,12 @@ pub struct DeliveryActor {
     breaker: Breaker,
     /// The destination as last read, and when (re-read after `DESTINATION_CACHE_TTL`).
     destination: Option<(Arc<Prepared>, Instant)>,
-    /// An attempt is reading the destination again: those that start
-    /// meanwhile use the copy in hand, so it is read once per
-    /// `DESTINATION_CACHE_TTL`, not once per concurrent attempt.
-    reading_destination: bool,
+    /// When an attempt started reading the destination again. Those that
+    /// start within `DESTINATION_CACHE_TTL` of it use the copy in hand, so it
+    /// is read once per period, not once per concurrent attempt; the copy
+    /// replaces the old one only when that attempt ends, so a slow attempt
+    /// does not keep the others on the old copy for longer than the period.
+    reading_destination_since: Option<Instant>,
     /// Attempts not yet folded into `destination_health`.
     health: Option<HealthBatch>,
     health_flush_scheduled: bool,
@@ -193,7 +195,7 @@ impl DeliveryActor {
             worker_id,
             settings,
             destination: None,
-            reading_destination: false,
+            reading_destination_since: None,
             health: None,
             health_flush_scheduled: false,
             limiter: None,
@@ -263,15 +265,18 @@ impl DeliveryActor {
             self.worker_id.clone(),
         );
         let destination_id = self.destination_id;
+        let being_read = self
+            .reading_destination_since
+            .is_some_and(|since| since.elapsed() < DESTINATION_CACHE_TTL);
         let cached = self
             .destination
             .as_ref()
-            .filter(|(_, read_at)| {
-                self.reading_destination || read_at.elapsed() < DESTINATION_CACHE_TTL
-            })
+            .filter(|(_, read_at)| being_read || read_at.elapsed() < DESTINATION_CACHE_TTL)
             .map(|(destination, _)| destination.clone());
         let reads = cached.is_none();
-        self.reading_destination |= reads;
+        if reads {
+            self.reading_destination_since = Some(Instant::now());
+        }
         let span =
             tracing::info_span!("delivery", delivery = %claim.id, destination = destination_id);
         // No pooled connection is held across the attempt itself: a slow
@@ -346,7 +351,7 @@ impl DeliveryActor {
         ctx.spawn(wrap_future::<_, Self>(tracing::Instrument::instrument(work, span)).map(
             move |result, actor, ctx| {
                 if reads {
-                    actor.reading_destination = false;
+                    actor.reading_destination_since = None;
                 }
                 let mut finished = None;
                 match result {

@@ -97,6 +97,11 @@ async fn listed_with_status(app: &TestApp, key: &str, status: &str) -> Vec<Value
     body["deliveries"].as_array().unwrap().clone()
 }
 
+/// The one number `sql` selects.
+async fn scalar(database: &tokio_postgres::Client, sql: &str) -> i64 {
+    database.query_one(sql, &[]).await.unwrap().get(0)
+}
+
 async fn wait_for_status(app: &TestApp, key: &str, id: &str, status: &str) -> Value {
     wait_until(
         Duration::from_secs(20),
@@ -372,14 +377,11 @@ async fn a_claim_is_a_lease_updated_in_place_and_shown_as_processing() {
         Duration::from_secs(30),
         "the claims counted as HOT updates",
         || async {
-            let hot: i64 = database
-                .query_one(
-                    "SELECT n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'delivery_queue'",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
+            let hot = scalar(
+                &database,
+                "SELECT n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'delivery_queue'",
+            )
+            .await;
             (hot >= 5).then_some(())
         },
     )
@@ -600,14 +602,11 @@ async fn two_workers_never_deliver_the_same_item() {
         Duration::from_secs(10),
         "every delivery recorded as delivered",
         || async {
-            let left: i64 = database
-                .query_one(
-                    "SELECT count(*) FROM delivery_queue WHERE status <> 'delivered'",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
+            let left = scalar(
+                &database,
+                "SELECT count(*) FROM delivery_queue WHERE status <> 'delivered'",
+            )
+            .await;
             (left == 0).then_some(())
         },
     )

@@ -613,6 +613,44 @@ async fn two_workers_never_deliver_the_same_item() {
     .await;
 }
 
+/// A claim waiting behind its destination's earlier attempts for more than
+/// half its lease goes back to the queue rather than be attempted: its lease
+/// could run out mid-attempt, and another worker claim it too. One worker
+/// claims twelve deliveries to a receiver answering after 500 ms, one at a
+/// time, under a 3 s lease; a second worker starts beside it, and would
+/// claim the last ones once their leases ran out, while the first still held
+/// them.
+#[actix_web::test]
+async fn a_claim_held_too_long_goes_back_rather_than_be_delivered_twice() {
+    let lease = |config: &mut audit_worker::config::Config| {
+        config.delivery.lease = Duration::from_secs(3)
+    };
+    let first = spawn_app_with(lease).await;
+    let key = first.create_key("org-a", "org:admin").await;
+    let receiver = Receiver::slow(Duration::from_millis(500));
+    let target = destination(&first, &key, &receiver.url, json!({"concurrency": 1})).await;
+    for n in 0..12 {
+        enqueue(&first, &key, &[target], json!({"n": n})).await;
+    }
+    let second = spawn_beside(&first, lease).await;
+    let database = second.database().await;
+    wait_until(Duration::from_secs(30), "12 deliveries recorded", || async {
+        let delivered = scalar(
+            &database,
+            "SELECT count(*) FROM delivery_queue WHERE status = 'delivered'",
+        )
+        .await;
+        (delivered == 12).then_some(())
+    })
+    .await;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for received in receiver.received() {
+        *seen.entry(received.id).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 12);
+    assert!(seen.values().all(|count| *count == 1), "{seen:?}");
+}
+
 /// A destination failing without a success for its `auto_disable_after` is
 /// disabled with a reason and a DELIVERY alert; its deliveries wait rather than
 /// fail; the API re-enables it; the gauges show it on `/metrics`.

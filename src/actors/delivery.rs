@@ -235,7 +235,15 @@ impl DeliveryActor {
                 return;
             };
             self.in_flight += 1;
-            match self.breaker.admit(Instant::now()) {
+            let now = Instant::now();
+            if now > claim.attempt_by {
+                // Held too long behind this destination's earlier attempts:
+                // its lease could run out mid-attempt, and another worker
+                // claim it too. It goes back to the queue instead.
+                self.release(claim, Duration::ZERO, ctx);
+                continue;
+            }
+            match self.breaker.admit(now) {
                 Ok(()) => self.attempt(claim, ctx),
                 Err(wait) => self.release(claim, wait, ctx),
             }

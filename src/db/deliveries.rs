@@ -1,7 +1,7 @@
 //! Queries on `delivery_queue` and `delivery_logs`: enqueue, claim with
 //! `FOR UPDATE SKIP LOCKED` and a lease, and record each attempt's outcome.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -160,6 +160,10 @@ pub struct Claim {
     pub payload: String,
     pub retry_count: i32,
     pub max_retries: i32,
+    /// An attempt must start by then: half the lease after the claim was
+    /// sent (its lease starts later), so the attempt and its record fit in
+    /// the rest, before another worker may claim the delivery again.
+    pub attempt_by: Instant,
 }
 
 /// What this worker already holds: how many claims per destination, and the
@@ -301,6 +305,7 @@ impl Bookkeeper {
         limit: i64,
         held: &Held<'_>,
     ) -> Result<Vec<Claim>, DbError> {
+        let attempt_by = Instant::now() + lease / 2;
         let rows = self
             .client
             .query(
@@ -324,6 +329,7 @@ impl Bookkeeper {
                 payload: row.get("payload"),
                 retry_count: row.get("retry_count"),
                 max_retries: row.get("max_retries"),
+                attempt_by,
             })
             .collect())
     }

@@ -23,6 +23,8 @@ struct Script {
     statuses: Vec<u16>,
     /// This many requests, the first ones, are never answered.
     hang: usize,
+    /// Every answer waits this long.
+    delay: Duration,
     received: Vec<Received>,
 }
 
@@ -36,11 +38,24 @@ impl Receiver {
     /// Starts on a free port; must run inside an actix system. The first
     /// `hang` requests get no answer at all.
     pub fn start(statuses: &[u16], hang: usize) -> Self {
-        let script = Arc::new(Mutex::new(Script {
+        Self::with_script(Script {
             statuses: statuses.to_vec(),
             hang,
-            received: Vec::new(),
-        }));
+            ..Script::default()
+        })
+    }
+
+    /// Starts on a free port; must run inside an actix system. Answers 200
+    /// to every request, each after `delay`.
+    pub fn slow(delay: Duration) -> Self {
+        Self::with_script(Script {
+            delay,
+            ..Script::default()
+        })
+    }
+
+    fn with_script(script: Script) -> Self {
+        let script = Arc::new(Mutex::new(script));
         let shared = script.clone();
         let server = HttpServer::new(move || {
             App::new()
@@ -76,7 +91,7 @@ async fn receive(
             .unwrap_or_default()
             .to_owned()
     };
-    let (status, hang) = {
+    let (status, hang, delay) = {
         let mut script = script.lock().unwrap();
         script.received.push(Received {
             id: header("webhook-id"),
@@ -92,11 +107,12 @@ async fn receive(
         };
         let hang = script.hang > 0;
         script.hang = script.hang.saturating_sub(1);
-        (status, hang)
+        (status, hang, script.delay)
     };
     if hang {
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
+    tokio::time::sleep(delay).await;
     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
         .insert_header(("x-request-id", format!("rcv-{}", uuid::Uuid::new_v4())))
         .finish()

@@ -245,21 +245,26 @@ RETURNING q.id, q.organization_id, q.destination_id, q.payload::text AS payload,
 
 /// Records attempts (`$1`..`$7`, one array element per attempt): each
 /// delivery moves on and gets its log row, but only where the claim is still
-/// this worker's (`$8`).
+/// this worker's (`$8`). The log row's detail is built here from the
+/// attempt's figures, so neither side writes or parses JSON text for it.
 const FINISH: &str = "\
 WITH input AS ( \
-  SELECT * FROM unnest($1::uuid[], $2::text[], $3::int4[], $4::timestamptz[], $5::text[], \
-    $6::jsonb[], $7::text[]) AS t(id, status, retried, next_retry_at, reason, detail, reference)), \
+  SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::int4[], \
+    $6::int4[], $7::text[]) AS t(id, status, next_retry_at, reason, response_code, latency_ms, reference)), \
 moved AS ( \
-  UPDATE delivery_queue q SET status = i.status, retry_count = q.retry_count + i.retried, \
+  UPDATE delivery_queue q SET status = i.status, \
+    retry_count = q.retry_count + (i.status = 'retrying')::int4, \
     next_retry_at = i.next_retry_at, last_error = i.reason, lease_expires_at = NULL, claimed_by = NULL, \
     updated_at = now(), processed_at = CASE WHEN i.status IN ('delivered', 'failed') THEN now() END \
   FROM input i WHERE q.id = i.id AND q.claimed_by = $8 \
-  RETURNING q.id, q.destination_id, q.organization_id, i.status, i.reason, i.detail, i.reference) \
+  RETURNING q.id, q.destination_id, q.organization_id, i.status, i.reason, i.response_code, \
+    i.latency_ms, i.reference) \
 INSERT INTO delivery_logs (delivery_id, destination_id, organization_id, status, attempts, \
   last_attempt_at, delivered_at, failure_reason, cross_system_reference) \
-SELECT id::text, destination_id, organization_id, status, detail, now(), \
-  CASE WHEN status = 'delivered' THEN now() END, reason, reference FROM moved";
+SELECT id::text, destination_id, organization_id, status, \
+  jsonb_build_array(jsonb_build_object('at', now(), 'status', status, \
+    'response_code', response_code, 'latency_ms', latency_ms)), \
+  now(), CASE WHEN status = 'delivered' THEN now() END, reason, reference FROM moved";
 
 /// A connection of the queue's own for its bookkeeping (claims, outcomes),
 /// with both statements prepared once, so each claim or batch of outcomes is
@@ -338,30 +343,16 @@ impl Bookkeeper {
     pub async fn finish_many(&self, worker: &str, attempts: &[Attempt]) -> Result<(), DbError> {
         let ids: Vec<Uuid> = attempts.iter().map(|a| a.delivery_id).collect();
         let statuses: Vec<&str> = attempts.iter().map(|a| a.status).collect();
-        let retried: Vec<i32> = attempts
-            .iter()
-            .map(|a| i32::from(a.status == "retrying"))
-            .collect();
         let next: Vec<Option<DateTime<Utc>>> = attempts.iter().map(|a| a.next_retry_at).collect();
         let reasons: Vec<Option<&str>> = attempts
             .iter()
             .map(|a| a.failure_reason.as_deref())
             .collect();
+        let codes: Vec<Option<i32>> = attempts.iter().map(|a| a.response_code).collect();
+        let latencies: Vec<i32> = attempts.iter().map(|a| a.latency_ms).collect();
         let references: Vec<Option<&str>> = attempts
             .iter()
             .map(|a| a.cross_system_reference.as_deref())
-            .collect();
-        let now = Utc::now();
-        let details: Vec<Json<Value>> = attempts
-            .iter()
-            .map(|a| {
-                Json(serde_json::json!([{
-                    "at": now,
-                    "status": a.status,
-                    "response_code": a.response_code,
-                    "latency_ms": a.latency_ms,
-                }]))
-            })
             .collect();
         self.client
             .execute(
@@ -369,10 +360,10 @@ impl Bookkeeper {
                 &[
                     &ids,
                     &statuses,
-                    &retried,
                     &next,
                     &reasons,
-                    &details,
+                    &codes,
+                    &latencies,
                     &references,
                     &worker,
                 ],

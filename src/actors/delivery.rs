@@ -24,9 +24,12 @@ use crate::db::deliveries::{self, Attempt, Claim};
 use crate::db::destinations::{self, Destination, HealthBatch};
 use crate::db::{DbError, PgPool};
 use crate::delivery::breaker::Breaker;
-use crate::delivery::config::{DeliverySettings, DestinationConfig, WebhookConfig};
+use crate::delivery::config::{DeliverySettings, DestinationConfig};
 use crate::delivery::crypto::SecretBox;
+use crate::delivery::email::EmailConfig;
+use crate::delivery::ftp::FtpConfig;
 use crate::delivery::retry::{self, Verdict};
+use crate::delivery::s3::S3Config;
 use crate::delivery::webhook;
 use crate::delivery::{email, ftp, s3};
 use crate::messages::delivery::{Deliver, Ended, Finished, Record, Retire};
@@ -118,24 +121,45 @@ const DESTINATION_CACHE_TTL: Duration = Duration::from_secs(1);
 const HEALTH_FLUSH_EVERY: Duration = Duration::from_millis(500);
 
 /// A destination as read, with what every attempt needs worked out once:
-/// its settings, and its config with the secrets opened.
+/// its settings, and how to send to it.
 struct Prepared {
     destination: Destination,
     settings: DeliverySettings,
     /// Or why the stored config cannot be used (every attempt fails with it).
-    config: Result<DestinationConfig, String>,
+    sender: Result<Sender, String>,
 }
 
 impl Prepared {
     fn new(destination: Destination, secrets: &SecretBox) -> Self {
         let settings = DeliverySettings::parse(Some(&destination.settings)).unwrap_or_default();
-        let config = DestinationConfig::unsealed(&destination.kind, &destination.config, secrets)
-            .map_err(|error| error.to_string());
+        let sender = DestinationConfig::unsealed(&destination.kind, &destination.config, secrets)
+            .map_err(|error| error.to_string())
+            .and_then(Sender::new);
         Self {
             destination,
             settings,
-            config,
+            sender,
         }
+    }
+}
+
+/// A destination's config with its secrets opened; a webhook's requests are
+/// worked out too (see [`webhook::Target`]), as every attempt sends one.
+enum Sender {
+    Webhook(webhook::Target),
+    Email(EmailConfig),
+    S3(S3Config),
+    Ftp(FtpConfig),
+}
+
+impl Sender {
+    fn new(config: DestinationConfig) -> Result<Self, String> {
+        Ok(match config {
+            DestinationConfig::Webhook(config) => Self::Webhook(webhook::Target::new(&config)?),
+            DestinationConfig::Email(config) => Self::Email(config),
+            DestinationConfig::S3(config) => Self::S3(config),
+            DestinationConfig::Ftp(config) => Self::Ftp(config),
+        })
     }
 }
 
@@ -311,7 +335,7 @@ impl DeliveryActor {
                     });
                 }
                 Some(destination) => {
-                    perform(&http, &destination.config, claim.id, claim.payload).await
+                    perform(&http, &destination.sender, claim.id, claim.payload).await
                 }
             };
             let status = match outcome.verdict {
@@ -509,24 +533,22 @@ const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
 /// it out indented, for people to read.
 async fn perform(
     http: &reqwest::Client,
-    config: &Result<DestinationConfig, String>,
+    sender: &Result<Sender, String>,
     id: Uuid,
     payload: String,
 ) -> Outcome {
-    let config = match config {
-        Ok(config) => config,
+    let sender = match sender {
+        Ok(sender) => sender,
         Err(error) => return Outcome::permanent(error),
     };
     let started = Instant::now();
-    let sent = match config {
-        DestinationConfig::Webhook(config) => {
-            return send_webhook(http, config, id, payload.into_bytes()).await
+    let sent = match sender {
+        Sender::Webhook(target) => {
+            return send_webhook(http, target, id, payload.into_bytes()).await
         }
-        DestinationConfig::Email(config) => {
-            email::send(config, id, &payload, TRANSFER_TIMEOUT).await
-        }
-        DestinationConfig::S3(config) => s3::send(config, id, &payload, TRANSFER_TIMEOUT).await,
-        DestinationConfig::Ftp(config) => ftp::send(config, id, &payload, TRANSFER_TIMEOUT).await,
+        Sender::Email(config) => email::send(config, id, &payload, TRANSFER_TIMEOUT).await,
+        Sender::S3(config) => s3::send(config, id, &payload, TRANSFER_TIMEOUT).await,
+        Sender::Ftp(config) => ftp::send(config, id, &payload, TRANSFER_TIMEOUT).await,
     };
     Outcome {
         verdict: sent.verdict,
@@ -542,33 +564,23 @@ async fn perform(
 /// on every retry, so the receiver can drop duplicates.
 async fn send_webhook(
     http: &reqwest::Client,
-    config: &WebhookConfig,
+    target: &webhook::Target,
     id: Uuid,
     body: Vec<u8>,
 ) -> Outcome {
     let message_id = format!("msg_{}", id.simple());
     let timestamp = Utc::now().timestamp();
-    let method = if config.method == "PUT" {
-        reqwest::Method::PUT
-    } else {
-        reqwest::Method::POST
-    };
-    let signature =
-        webhook::signature_header(&config.signing_keys(), &message_id, timestamp, &body);
+    let signature = target.signer.header(&message_id, timestamp, &body);
     let body = bytes::Bytes::from(body);
-    // Built again only for a second try, so the usual request clones nothing.
+    // Built again only for a second try.
     let request = || {
-        let mut request = http
-            .request(method.clone(), &config.url)
-            .timeout(Duration::from_millis(config.timeout_ms))
-            .header("content-type", "application/json")
+        http.request(target.method.clone(), target.url.clone())
+            .timeout(target.timeout)
+            .headers(target.headers.clone())
             .header("webhook-id", &message_id)
             .header("webhook-timestamp", timestamp)
-            .header("webhook-signature", &signature);
-        for (name, value) in &config.headers {
-            request = request.header(name, value);
-        }
-        request.body(body.clone())
+            .header("webhook-signature", &signature)
+            .body(body.clone())
     };
     let started = Instant::now();
     let mut response = request().send().await;
@@ -616,7 +628,7 @@ async fn send_webhook(
             response_code: None,
             latency_ms,
             reason: Some(if error.is_timeout() {
-                format!("no answer within {} ms", config.timeout_ms)
+                format!("no answer within {} ms", target.timeout.as_millis())
             } else {
                 format!("cannot reach the receiver: {error}")
             }),

@@ -622,9 +622,8 @@ async fn two_workers_never_deliver_the_same_item() {
 /// them.
 #[actix_web::test]
 async fn a_claim_held_too_long_goes_back_rather_than_be_delivered_twice() {
-    let lease = |config: &mut audit_worker::config::Config| {
-        config.delivery.lease = Duration::from_secs(3)
-    };
+    let lease =
+        |config: &mut audit_worker::config::Config| config.delivery.lease = Duration::from_secs(3);
     let first = spawn_app_with(lease).await;
     let key = first.create_key("org-a", "org:admin").await;
     let receiver = Receiver::slow(Duration::from_millis(500));
@@ -634,14 +633,18 @@ async fn a_claim_held_too_long_goes_back_rather_than_be_delivered_twice() {
     }
     let second = spawn_beside(&first, lease).await;
     let database = second.database().await;
-    wait_until(Duration::from_secs(30), "12 deliveries recorded", || async {
-        let delivered = scalar(
-            &database,
-            "SELECT count(*) FROM delivery_queue WHERE status = 'delivered'",
-        )
-        .await;
-        (delivered == 12).then_some(())
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "12 deliveries recorded",
+        || async {
+            let delivered = scalar(
+                &database,
+                "SELECT count(*) FROM delivery_queue WHERE status = 'delivered'",
+            )
+            .await;
+            (delivered == 12).then_some(())
+        },
+    )
     .await;
     let mut seen: HashMap<String, usize> = HashMap::new();
     for received in receiver.received() {

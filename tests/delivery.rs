@@ -102,6 +102,30 @@ async fn scalar(database: &tokio_postgres::Client, sql: &str) -> i64 {
     database.query_one(sql, &[]).await.unwrap().get(0)
 }
 
+/// Waits until every delivery queued is recorded as delivered: outcomes are
+/// written in batches, a moment after the receiver has them.
+async fn wait_all_delivered(database: &tokio_postgres::Client, within: Duration) {
+    wait_until(within, "every delivery recorded as delivered", || async {
+        let left = scalar(
+            database,
+            "SELECT count(*) FROM delivery_queue WHERE status <> 'delivered'",
+        )
+        .await;
+        (left == 0).then_some(())
+    })
+    .await;
+}
+
+/// The receiver got `count` distinct `webhook-id`s, each exactly once.
+fn assert_each_received_once(receiver: &Receiver, count: usize) {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for received in receiver.received() {
+        *seen.entry(received.id).or_default() += 1;
+    }
+    assert_eq!(seen.len(), count);
+    assert!(seen.values().all(|count| *count == 1), "{seen:?}");
+}
+
 async fn wait_for_status(app: &TestApp, key: &str, id: &str, status: &str) -> Value {
     wait_until(
         Duration::from_secs(20),
@@ -590,27 +614,8 @@ async fn two_workers_never_deliver_the_same_item() {
         (receiver.received().len() >= 40).then_some(())
     })
     .await;
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for received in receiver.received() {
-        *seen.entry(received.id).or_default() += 1;
-    }
-    assert_eq!(seen.len(), 40);
-    assert!(seen.values().all(|count| *count == 1), "{seen:?}");
-    // Outcomes are written in batches, a moment after the receiver has them.
-    let database = first.database().await;
-    wait_until(
-        Duration::from_secs(10),
-        "every delivery recorded as delivered",
-        || async {
-            let left = scalar(
-                &database,
-                "SELECT count(*) FROM delivery_queue WHERE status <> 'delivered'",
-            )
-            .await;
-            (left == 0).then_some(())
-        },
-    )
-    .await;
+    assert_each_received_once(&receiver, 40);
+    wait_all_delivered(&first.database().await, Duration::from_secs(10)).await;
 }
 
 /// A claim waiting behind its destination's earlier attempts for more than
@@ -632,26 +637,8 @@ async fn a_claim_held_too_long_goes_back_rather_than_be_delivered_twice() {
         enqueue(&first, &key, &[target], json!({"n": n})).await;
     }
     let second = spawn_beside(&first, lease).await;
-    let database = second.database().await;
-    wait_until(
-        Duration::from_secs(30),
-        "12 deliveries recorded",
-        || async {
-            let delivered = scalar(
-                &database,
-                "SELECT count(*) FROM delivery_queue WHERE status = 'delivered'",
-            )
-            .await;
-            (delivered == 12).then_some(())
-        },
-    )
-    .await;
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for received in receiver.received() {
-        *seen.entry(received.id).or_default() += 1;
-    }
-    assert_eq!(seen.len(), 12);
-    assert!(seen.values().all(|count| *count == 1), "{seen:?}");
+    wait_all_delivered(&second.database().await, Duration::from_secs(30)).await;
+    assert_each_received_once(&receiver, 12);
 }
 
 /// A destination failing without a success for its `auto_disable_after` is

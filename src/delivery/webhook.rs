@@ -88,12 +88,12 @@ impl Target {
         };
         let mut headers = HeaderMap::with_capacity(config.headers.len() + 1);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        for (name, value) in &config.headers {
-            let header = HeaderName::from_bytes(name.as_bytes())
+        for (name, text) in &config.headers {
+            let (header, value) = HeaderName::from_bytes(name.as_bytes())
                 .ok()
-                .zip(HeaderValue::from_str(value).ok())
+                .zip(HeaderValue::from_str(text).ok())
                 .ok_or_else(|| format!("config.headers.{name}: not a valid header"))?;
-            headers.append(header.0, header.1);
+            headers.append(header, value);
         }
         Ok(Self {
             url,

@@ -53,7 +53,7 @@ const DESTINATION_COUNTS: [usize; 3] = [1, 10, 100];
 /// `settings.concurrency` of every destination.
 const CONCURRENCY: usize = 4;
 /// The worker's `delivery.max_in_flight` (its default), which also caps the baseline's concurrency.
-const MAX_IN_FLIGHT: usize = 1024;
+const MAX_IN_FLIGHT: usize = 2048;
 /// Deliveries per throughput run; a multiple of every destination count.
 const DELIVERIES_PER_RUN: usize = 5_000;
 /// Drains and bare loops per destination count, taken in turns; their medians are compared.

@@ -1267,7 +1267,7 @@ impl Summary {
             let ratio = t.drain.rate() / t.bare;
             println!(
                 "deliveries {:>3} destinations: drain {:>6} deliveries/s ({} of {}, {:.2} cores), \
-                 bare {:>6} requests/s ({:>3} concurrent), ratio {ratio:.2} (floor {MIN_BARE_RATIO}: {}); \
+                 bare {:>6} requests/s ({:>3} concurrent), ratio {ratio:.3} (floor {MIN_BARE_RATIO}: {}); \
                  end-to-end with HTTP enqueue {:>6} deliveries/s ({} of {}, enqueued in {:.2?}, {:.2} cores), \
                  ratio {:.2}",
                 t.destinations,

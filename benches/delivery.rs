@@ -57,7 +57,7 @@ const MAX_IN_FLIGHT: usize = 2048;
 /// Deliveries per throughput run; a multiple of every destination count.
 const DELIVERIES_PER_RUN: usize = 5_000;
 /// Drains and bare loops per destination count, taken in turns; their medians are compared.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 /// Clients queueing deliveries at once.
 const ENQUEUE_CLIENTS: usize = 8;
 /// A throughput run (worker or baseline) stops waiting past this and reports what it saw.

@@ -140,7 +140,7 @@ pub fn pool(config: &DatabaseConfig) -> PgPool {
 
 const BOOKKEEPING_OPTIONS: &str =
     "-c synchronous_commit=off -c plan_cache_mode=force_generic_plan \
-     -c enable_seqscan=off -c enable_bitmapscan=off";
+     -c enable_seqscan=off -c enable_bitmapscan=off -c jit=off";
 
 /// Opens one connection whose commits do not wait for the WAL flush
 /// (`synchronous_commit = off`), for the delivery queue's bookkeeping (see
@@ -155,6 +155,10 @@ const BOOKKEEPING_OPTIONS: &str =
 /// (`enable_bitmapscan = off`). Both looked cheapest on a queue thought
 /// empty, and made each claim read every due row (3,000 rows read to lock 64
 /// in a drain) where the primary key finds the chosen ones directly.
+/// JIT compilation is off (`jit = off`): the claim's estimated cost grows with
+/// the queued rows, and past `jit_above_cost` each claim compiled its
+/// expressions anew. With 500,000 rows queued, a claim of 256 took 360 ms so,
+/// 1.4 ms without (measured).
 pub async fn connect_asynchronous_commit(
     config: &DatabaseConfig,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {

@@ -19,6 +19,10 @@
 //! - enqueue-to-first-attempt latency with LISTEN/NOTIFY: single deliveries
 //!   queued one at a time while the queue is idle, each timed from just before
 //!   its `POST /v1/deliveries` until the receiver records its `webhook-id`;
+//! - a 1-destination drain beside a backlog of `BACKLOG_ROWS` deliveries
+//!   queued for later (written straight into the table, as setup), against
+//!   the 1-destination drain without it: a long queue must not make claims
+//!   dearer;
 //! - that no `webhook-id` reached the receiver twice and every signature verifies;
 //! - where the server has `pg_stat_statements` loaded, the busiest statements
 //!   of each drain: calls, rows per call and time per row.
@@ -83,6 +87,8 @@ const RECEIVER_WORKERS: usize = 2;
 /// Healthy destinations in the run beside a dead one, and the dead one's `timeout_ms`.
 const DEAD_RUN_DESTINATIONS: usize = 10;
 const DEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deliveries queued for later (one every 100 ms from an hour on) beside the backlog run's drain.
+const BACKLOG_ROWS: i64 = 200_000;
 /// The channel the worker LISTENs on for new deliveries.
 const DELIVERY_CHANNEL: &str = "audit_worker_delivery";
 
@@ -109,6 +115,7 @@ async fn main() {
         bench.throughput(destinations).await;
     }
     bench.beside_a_dead_destination().await;
+    bench.beside_a_backlog().await;
     bench.latency().await;
     bench.check_receiver();
     bench.check_queue().await;
@@ -485,6 +492,71 @@ impl Bench {
         self.summary
             .absorb_failures("enqueue held", &drain.failures);
         self.summary.beside_dead = Some((drain.rate(), alone));
+    }
+
+    /// One destination's drain while `BACKLOG_ROWS` deliveries of another
+    /// are due later, each at its own time: they are in the due index, which
+    /// claims must not walk, and in the table's statistics (the drain analyzes
+    /// them), so the claim is planned for a long queue. The backlog is
+    /// deleted afterwards.
+    async fn beside_a_backlog(&mut self) {
+        let waiting = self.destinations(1).await;
+        let draining = self.destinations(1).await;
+        let client = connect(&self.worker.database_url()).await;
+        let started = Instant::now();
+        client
+            .execute(
+                "INSERT INTO delivery_queue (id, organization_id, destination_id, payload, scheduled_at) \
+                 SELECT gen_random_uuid(), $1, $2, jsonb_build_object('sequence', n), now() + interval '1 hour' + n * interval '100 ms' \
+                 FROM generate_series(1, $3::int8) AS n",
+                &[&ORG, &waiting[0], &BACKLOG_ROWS],
+            )
+            .await
+            .expect("queue the backlog");
+        println!(
+            "backlog: {} deliveries queued for later in {:.2?}",
+            grouped(BACKLOG_ROWS as f64),
+            started.elapsed()
+        );
+        let calls = DELIVERIES_PER_RUN;
+        let held = Arc::new(
+            self.payloads[..calls]
+                .iter()
+                .map(|p| held_body(&draining, p))
+                .collect::<Vec<_>>(),
+        );
+        let drain = self.drain(held, &[]).await;
+        let alone = self
+            .summary
+            .throughput
+            .iter()
+            .find(|t| t.destinations == 1)
+            .map_or(f64::NAN, |t| t.drain.rate());
+        println!(
+            "drain    1 destination beside a backlog of {}: {} of {} in {:.2?} ({} deliveries/s, {:.2} of the \
+             rate without it; {})",
+            grouped(BACKLOG_ROWS as f64),
+            grouped(drain.seen as f64),
+            grouped(drain.expected as f64),
+            drain.elapsed,
+            grouped(drain.rate()),
+            drain.rate() / alone,
+            drain.describe_progress(),
+        );
+        self.summary
+            .absorb_failures("enqueue held", &drain.failures);
+        self.summary.beside_backlog = Some((drain.rate(), alone));
+        client
+            .execute(
+                "DELETE FROM delivery_queue WHERE destination_id = $1",
+                &[&waiting[0]],
+            )
+            .await
+            .expect("delete the backlog");
+        client
+            .batch_execute("VACUUM (ANALYZE) delivery_queue")
+            .await
+            .expect("vacuum the queue");
     }
 
     /// Single deliveries queued one at a time on an idle queue.
@@ -1236,6 +1308,8 @@ struct Summary {
     throughput: Vec<Throughput>,
     /// Drain rate of the healthy destinations beside a dead one, and without it.
     beside_dead: Option<(f64, f64)>,
+    /// Drain rate of one destination beside a backlog, and without it.
+    beside_backlog: Option<(f64, f64)>,
     latency: Percentiles,
     latency_slow: usize,
     latency_lost: usize,
@@ -1290,6 +1364,16 @@ impl Summary {
             println!(
                 "deliveries {DEAD_RUN_DESTINATIONS:>3} destinations beside one that never answers: {} deliveries/s, \
                  {} without it ({:.2} of it)",
+                grouped(beside),
+                grouped(alone),
+                beside / alone
+            );
+        }
+        if let Some((beside, alone)) = self.beside_backlog {
+            println!(
+                "deliveries   1 destination beside a backlog of {} queued for later: {} deliveries/s, \
+                 {} without it ({:.2} of it)",
+                grouped(BACKLOG_ROWS as f64),
                 grouped(beside),
                 grouped(alone),
                 beside / alone

@@ -353,6 +353,54 @@ async fn a_dead_destination_does_not_hold_up_the_others() {
     );
 }
 
+/// Work due together goes out highest priority first, then earliest due:
+/// the claim chooses by priority, and the destination's actor sends in that
+/// order, though a claim returns its rows in table order.
+#[actix_web::test]
+async fn higher_priority_deliveries_go_first() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let receiver = Receiver::start(&[], 0);
+    let one_at_a_time = destination(&app, &key, &receiver.url, json!({"concurrency": 1})).await;
+    let priorities = [0, 3, 10, 0, 7, 3, 0, 10, 1, 0, 5, 2];
+    // All due at the same moment, a little later: one claim takes them all.
+    let due = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    for (n, priority) in priorities.iter().enumerate() {
+        let (status, body) = app
+            .call(
+                Method::POST,
+                "/v1/deliveries",
+                Some(&key),
+                Some(
+                    json!({"destination_ids": [one_at_a_time], "priority": priority,
+                            "scheduled_at": due, "payload": {"n": n, "priority": priority}}),
+                ),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let received = wait_until(
+        Duration::from_secs(20),
+        "every delivery received",
+        || async {
+            let received = receiver.received();
+            (received.len() == priorities.len()).then_some(received)
+        },
+    )
+    .await;
+    let sent: Vec<i64> = received
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<Value>(&r.body).unwrap()["priority"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    let mut best_first: Vec<i64> = priorities.to_vec();
+    best_first.sort_by(|a, b| b.cmp(a));
+    assert_eq!(sent, best_first);
+}
+
 /// A claim only takes a lease: the stored status stays `pending`, the API shows
 /// `processing` while the lease runs, and PostgreSQL updated the claimed rows
 /// in place (HOT), with no new index entries: an index on a column a claim

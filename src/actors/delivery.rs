@@ -61,6 +61,9 @@ pub struct DeliveryActor {
     /// A pump is scheduled for when the rate limit allows the next attempt.
     pump_scheduled: bool,
     in_flight: u32,
+    /// Claimed and not attempted yet, best first: highest priority, then
+    /// earliest due. A claim's rows come back in table order, and a later
+    /// claim may bring rows that go before those already waiting.
     waiting: VecDeque<Claim>,
     /// Told to stop (the destination is disabled or deleted): claims go back
     /// to the queue, and the actor stops once its attempts have ended.
@@ -671,6 +674,11 @@ impl Handler<Deliver> for DeliveryActor {
 
     fn handle(&mut self, Deliver(claims): Deliver, ctx: &mut Self::Context) {
         self.waiting.extend(claims);
+        // Stable; close to linear on what it mostly gets: rows in order, then
+        // a claim's rows in table order (about the order they were queued).
+        self.waiting
+            .make_contiguous()
+            .sort_by(|a, b| b.priority.cmp(&a.priority).then(a.due.cmp(&b.due)));
         self.pump(ctx);
     }
 }

@@ -470,23 +470,12 @@ impl Bench {
                 .collect::<Vec<_>>(),
         );
         let drain = self.drain(held, &dead_ids).await;
-        let alone = self
-            .summary
-            .throughput
-            .iter()
-            .find(|t| t.destinations == DEAD_RUN_DESTINATIONS)
-            .map_or(f64::NAN, |t| t.drain.rate());
+        let alone = self.summary.drain_rate(DEAD_RUN_DESTINATIONS);
         println!(
             "drain  {DEAD_RUN_DESTINATIONS:>3} destinations beside a dead one ({} of its deliveries released too, \
-             {DEAD_TIMEOUT:?} timeout): {} of {} in {:.2?} ({} deliveries/s, {:.2} of the rate without it; {}); \
-             the dead one held {} connections",
+             {DEAD_TIMEOUT:?} timeout): {}; the dead one held {} connections",
             grouped(dead_ids.len() as f64),
-            grouped(drain.seen as f64),
-            grouped(drain.expected as f64),
-            drain.elapsed,
-            grouped(drain.rate()),
-            drain.rate() / alone,
-            drain.describe_progress(),
+            drain.describe_against(alone),
             black_hole.connections()
         );
         self.summary
@@ -526,22 +515,11 @@ impl Bench {
                 .collect::<Vec<_>>(),
         );
         let drain = self.drain(held, &[]).await;
-        let alone = self
-            .summary
-            .throughput
-            .iter()
-            .find(|t| t.destinations == 1)
-            .map_or(f64::NAN, |t| t.drain.rate());
+        let alone = self.summary.drain_rate(1);
         println!(
-            "drain    1 destination beside a backlog of {}: {} of {} in {:.2?} ({} deliveries/s, {:.2} of the \
-             rate without it; {})",
+            "drain    1 destination beside a backlog of {}: {}",
             grouped(BACKLOG_ROWS as f64),
-            grouped(drain.seen as f64),
-            grouped(drain.expected as f64),
-            drain.elapsed,
-            grouped(drain.rate()),
-            drain.rate() / alone,
-            drain.describe_progress(),
+            drain.describe_against(alone),
         );
         self.summary
             .absorb_failures("enqueue held", &drain.failures);
@@ -817,6 +795,19 @@ impl Drained {
     fn describe_progress(&self) -> String {
         let [half, most, nearly] = self.progress;
         format!("50 % after {half:.2?}, 90 % after {most:.2?}, 99 % after {nearly:.2?}")
+    }
+
+    /// This drain beside something, against the rate `alone` without it.
+    fn describe_against(&self, alone: f64) -> String {
+        format!(
+            "{} of {} in {:.2?} ({} deliveries/s, {:.2} of the rate without it; {})",
+            grouped(self.seen as f64),
+            grouped(self.expected as f64),
+            self.elapsed,
+            grouped(self.rate()),
+            self.rate() / alone,
+            self.describe_progress()
+        )
     }
 }
 
@@ -1322,6 +1313,14 @@ struct Summary {
 }
 
 impl Summary {
+    /// The median drain rate measured with `destinations` destinations.
+    fn drain_rate(&self, destinations: usize) -> f64 {
+        self.throughput
+            .iter()
+            .find(|t| t.destinations == destinations)
+            .map_or(f64::NAN, |t| t.drain.rate())
+    }
+
     fn absorb_failures(&mut self, phase: &str, failures: &BTreeMap<String, u64>) {
         for (failure, count) in failures {
             *self

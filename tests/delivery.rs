@@ -363,8 +363,9 @@ async fn higher_priority_deliveries_go_first() {
     let receiver = Receiver::start(&[], 0);
     let one_at_a_time = destination(&app, &key, &receiver.url, json!({"concurrency": 1})).await;
     let priorities = [0, 3, 10, 0, 7, 3, 0, 10, 1, 0, 5, 2];
-    // All due at the same moment, a little later: one claim takes them all.
-    let due = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    // Queued for later, then made due together in one statement, so that one
+    // claim takes them all however long queueing them took.
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
     for (n, priority) in priorities.iter().enumerate() {
         let (status, body) = app
             .call(
@@ -373,12 +374,20 @@ async fn higher_priority_deliveries_go_first() {
                 Some(&key),
                 Some(
                     json!({"destination_ids": [one_at_a_time], "priority": priority,
-                            "scheduled_at": due, "payload": {"n": n, "priority": priority}}),
+                            "scheduled_at": later, "payload": {"n": n, "priority": priority}}),
                 ),
             )
             .await;
         assert_eq!(status, 202, "{body}");
     }
+    let database = app.database().await;
+    database
+        .execute(
+            "UPDATE delivery_queue SET scheduled_at = now() WHERE destination_id = $1",
+            &[&one_at_a_time],
+        )
+        .await
+        .unwrap();
     let received = wait_until(
         Duration::from_secs(20),
         "every delivery received",

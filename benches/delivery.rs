@@ -8,13 +8,15 @@
 //!   through `POST /v1/deliveries` (every call names all the run's
 //!   destinations) by `ENQUEUE_CLIENTS` concurrent clients, timed from the
 //!   first enqueue until the receiver has seen every one of them;
-//! - the same deliveries drained from a full queue: queued due in an hour,
-//!   made due in one statement, and timed from the `NOTIFY` after it until the
-//!   receiver has seen every one: the worker's delivery rate with the HTTP
-//!   enqueue out of the way;
+//! - `DRAIN_DELIVERIES` deliveries drained from a full queue: written into
+//!   `delivery_queue` due in an hour (setup, as `POST /v1/deliveries` writes
+//!   them), made due in one statement, and timed from the `NOTIFY` after it
+//!   until the receiver has seen every one: the worker's delivery rate with the
+//!   HTTP enqueue out of the way;
 //! - against a baseline measured in the same run: a bare `reqwest` loop posting
-//!   the same bodies, headers and signatures to the same receiver with the same
-//!   total concurrency (4 per destination, at most the worker's `max_in_flight`).
+//!   the same bodies (byte for byte, as stored), headers and signatures to the
+//!   same receiver with the same total concurrency (4 per destination, at most
+//!   the worker's `max_in_flight`).
 //!   Drains and bare loops take `ROUNDS` turns, and their medians are compared;
 //! - enqueue-to-first-attempt latency with LISTEN/NOTIFY: single deliveries
 //!   queued one at a time while the queue is idle, each timed from just before
@@ -58,8 +60,13 @@ const DESTINATION_COUNTS: [usize; 3] = [1, 10, 100];
 const CONCURRENCY: usize = 4;
 /// The worker's `delivery.max_in_flight` (its default), which also caps the baseline's concurrency.
 const MAX_IN_FLIGHT: usize = 2048;
-/// Deliveries per throughput run; a multiple of every destination count.
+/// Deliveries per end-to-end run (queued through the API); a multiple of every destination count.
 const DELIVERIES_PER_RUN: usize = 5_000;
+/// Deliveries per drain, and requests per bare loop; a multiple of every
+/// destination count. Enough for the rate to be the worker's steady one: its
+/// start on a burst (the first claim, about 60 ms on a slow day) and the
+/// machine's hiccups weigh a quarter of what they did in drains of 5,000.
+const DRAIN_DELIVERIES: usize = 20_000;
 /// Drains and bare loops per destination count, taken in turns; their medians are compared.
 const ROUNDS: usize = 5;
 /// Clients queueing deliveries at once.
@@ -135,7 +142,7 @@ struct Bench {
 
 impl Bench {
     async fn start(receiver: Receiver) -> Self {
-        let payloads: Vec<Value> = (0..DELIVERIES_PER_RUN as u64).map(payload).collect();
+        let payloads: Vec<Value> = (0..DRAIN_DELIVERIES as u64).map(payload).collect();
         let bytes: usize = payloads.iter().map(|p| p.to_string().len()).sum();
         println!(
             "{} distinct payloads, {} bytes of JSON each on average; receiver on {}",
@@ -228,22 +235,16 @@ impl Bench {
         );
         self.summary.absorb_failures("enqueue", &run.failures);
 
-        let held = Arc::new(
-            self.payloads[..calls]
-                .iter()
-                .map(|p| held_body(&ids, p))
-                .collect::<Vec<_>>(),
-        );
         let concurrency = (CONCURRENCY * destinations).min(MAX_IN_FLIGHT);
-        let bare_bodies: Vec<Vec<u8>> = (0..DELIVERIES_PER_RUN)
-            .map(|n| {
-                serde_json::to_vec(&self.payloads[n / destinations]).expect("serialize a payload")
-            })
+        let stored = self.as_stored(DRAIN_DELIVERIES / destinations).await;
+        let bare_bodies: Vec<Vec<u8>> = (0..DRAIN_DELIVERIES)
+            .map(|n| stored[n / destinations].clone())
             .collect();
         let mut drains = Vec::with_capacity(ROUNDS);
         let mut bare_rates = Vec::with_capacity(ROUNDS);
         for round in 1..=ROUNDS {
-            let drain = self.drain(held.clone(), &[]).await;
+            let held = self.hold(&ids, DRAIN_DELIVERIES / destinations).await;
+            let drain = self.drain(held, &[]).await;
             println!(
                 "drain  {destinations:>3} destinations, round {round}: {} of {} held deliveries in {:.2?} after \
                  their release ({} deliveries/s; {}), worker CPU {:.2} cores, PostgreSQL {:.2}, machine {:.2} of {} cores",
@@ -260,8 +261,6 @@ impl Bench {
             for statement in &drain.statements {
                 println!("  statement: {}", statement.describe());
             }
-            self.summary
-                .absorb_failures("enqueue held", &drain.failures);
 
             tokio::time::sleep(SETTLE).await;
             let bare = bare_posts(
@@ -324,12 +323,66 @@ impl Bench {
         }
     }
 
-    /// Queues every body (each due in an hour), then makes them all due in one
-    /// statement and times how fast the worker empties the queue: its delivery
+    /// Queues payload `k`, for each `k` below `calls`, to each of
+    /// `destinations`, due in an hour; the deliveries' ids. The rows are
+    /// written straight into `delivery_queue`, as setup: they are those
+    /// `POST /v1/deliveries` writes (UUIDv7 ids, in call order, one per
+    /// destination), but 20,000 single-destination calls, each waiting for its
+    /// commit to be flushed, took a minute on a slow day.
+    async fn hold(&self, destinations: &[i64], calls: usize) -> Vec<Uuid> {
+        let count = calls * destinations.len();
+        let (mut ids, mut destination_ids, mut payloads) = (
+            Vec::with_capacity(count),
+            Vec::with_capacity(count),
+            Vec::with_capacity(count),
+        );
+        for payload in &self.payloads[..calls] {
+            let text = payload.to_string();
+            for destination in destinations {
+                ids.push(Uuid::now_v7());
+                destination_ids.push(*destination);
+                payloads.push(text.clone());
+            }
+        }
+        connect(&self.worker.database_url())
+            .await
+            .execute(
+                "INSERT INTO delivery_queue (id, organization_id, destination_id, payload, scheduled_at) \
+                 SELECT i, $1, d, p::jsonb, now() + interval '1 hour' \
+                 FROM unnest($2::uuid[], $3::int8[], $4::text[]) AS t(i, d, p)",
+                &[&ORG, &ids, &destination_ids, &payloads],
+            )
+            .await
+            .expect("queue the held deliveries");
+        ids
+    }
+
+    /// The first `count` payloads as the worker posts them: the text
+    /// PostgreSQL gives back for the stored `jsonb`, a few bytes longer than
+    /// serde's (a space after each `:` and `,`).
+    async fn as_stored(&self, count: usize) -> Vec<Vec<u8>> {
+        let texts: Vec<String> = self.payloads[..count]
+            .iter()
+            .map(Value::to_string)
+            .collect();
+        connect(&self.worker.database_url())
+            .await
+            .query(
+                "SELECT p::jsonb::text FROM unnest($1::text[]) WITH ORDINALITY AS t(p, n) ORDER BY n",
+                &[&texts],
+            )
+            .await
+            .expect("read payloads back as stored")
+            .iter()
+            .map(|row| row.get::<_, String>(0).into_bytes())
+            .collect()
+    }
+
+    /// Makes the held deliveries `ids` (and `also_release`) due in one
+    /// statement and times how fast the worker delivers `ids`: its delivery
     /// rate with the HTTP enqueue calls out of the way.
-    async fn drain(&self, bodies: Arc<Vec<Vec<u8>>>, also_release: &[Uuid]) -> Drained {
+    async fn drain(&self, ids: Vec<Uuid>, also_release: &[Uuid]) -> Drained {
         let unique_before = self.receiver.state.unique.load(Ordering::Relaxed);
-        let (ids, failures) = self.enqueue_all(bodies, Instant::now() + RUN_BUDGET).await;
         let client = connect(&self.worker.database_url()).await;
         // What autovacuum would have done by now: this machine's PostgreSQL
         // runs without it, so each drain would find more dead rows than the
@@ -380,7 +433,6 @@ impl Bench {
             progress: [by_share(0.5), by_share(0.9), by_share(0.99)],
             cores: self.worker.cores_since(cpu, elapsed),
             machine: machine.busy_since(),
-            failures,
             statements,
         }
     }
@@ -452,23 +504,12 @@ impl Bench {
             .create_destination("bench black hole", &black_hole.url, DEAD_TIMEOUT)
             .await;
         let healthy = self.destinations(DEAD_RUN_DESTINATIONS).await;
-        let calls = DELIVERIES_PER_RUN / DEAD_RUN_DESTINATIONS;
-        let dead_bodies = Arc::new(
-            self.payloads[..calls]
-                .iter()
-                .map(|p| held_body(&[dead], p))
-                .collect::<Vec<_>>(),
-        );
-        let (dead_ids, failures) = self
-            .enqueue_all(dead_bodies, Instant::now() + RUN_BUDGET)
+        let dead_ids = self
+            .hold(&[dead], DELIVERIES_PER_RUN / DEAD_RUN_DESTINATIONS)
             .await;
-        self.summary.absorb_failures("enqueue held", &failures);
-        let held = Arc::new(
-            self.payloads[..calls]
-                .iter()
-                .map(|p| held_body(&healthy, p))
-                .collect::<Vec<_>>(),
-        );
+        let held = self
+            .hold(&healthy, DRAIN_DELIVERIES / DEAD_RUN_DESTINATIONS)
+            .await;
         let drain = self.drain(held, &dead_ids).await;
         let alone = self.summary.drain_rate(DEAD_RUN_DESTINATIONS);
         println!(
@@ -478,8 +519,6 @@ impl Bench {
             drain.describe_against(alone),
             black_hole.connections()
         );
-        self.summary
-            .absorb_failures("enqueue held", &drain.failures);
         self.summary.beside_dead = Some((drain.rate(), alone));
     }
 
@@ -507,13 +546,7 @@ impl Bench {
             grouped(BACKLOG_ROWS as f64),
             started.elapsed()
         );
-        let calls = DELIVERIES_PER_RUN;
-        let held = Arc::new(
-            self.payloads[..calls]
-                .iter()
-                .map(|p| held_body(&draining, p))
-                .collect::<Vec<_>>(),
-        );
+        let held = self.hold(&draining, DRAIN_DELIVERIES).await;
         let drain = self.drain(held, &[]).await;
         let alone = self.summary.drain_rate(1);
         println!(
@@ -521,8 +554,6 @@ impl Bench {
             grouped(BACKLOG_ROWS as f64),
             drain.describe_against(alone),
         );
-        self.summary
-            .absorb_failures("enqueue held", &drain.failures);
         self.summary.beside_backlog = Some((drain.rate(), alone));
         client
             .execute(
@@ -724,7 +755,6 @@ struct Drained {
     cores: f64,
     /// The whole machine's (worker, PostgreSQL, receiver) and PostgreSQL's, in cores.
     machine: Busy,
-    failures: BTreeMap<String, u64>,
     /// The queue's busiest statements during the drain, where PostgreSQL
     /// has `pg_stat_statements` loaded.
     statements: Vec<StatementFigure>,
@@ -815,16 +845,6 @@ impl Drained {
 fn enqueue_body(destinations: &[i64], payload: &Value) -> Vec<u8> {
     serde_json::to_vec(&json!({"destination_ids": destinations, "payload": payload}))
         .expect("serialize an enqueue body")
-}
-
-/// A `POST /v1/deliveries` body like [`enqueue_body`]'s, due only in an hour.
-fn held_body(destinations: &[i64], payload: &Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "destination_ids": destinations,
-        "payload": payload,
-        "scheduled_at": (Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
-    }))
-    .expect("serialize an enqueue body")
 }
 
 /// Payload number `n`: an audit event notification, a few hundred bytes.
@@ -1332,8 +1352,9 @@ impl Summary {
 
     fn print(&self) {
         println!(
-            "\n== summary ({} deliveries per run, concurrency {CONCURRENCY} per destination, \
-             max_in_flight {MAX_IN_FLIGHT}; floors from the delivery issue) ==",
+            "\n== summary ({} deliveries per drain and bare loop, {} per end-to-end run, concurrency \
+             {CONCURRENCY} per destination, max_in_flight {MAX_IN_FLIGHT}; floors from the delivery issue) ==",
+            grouped(DRAIN_DELIVERIES as f64),
             grouped(DELIVERIES_PER_RUN as f64)
         );
         for t in &self.throughput {

@@ -128,8 +128,8 @@ impl QueueActor {
         // start once a step's rows are claimed, not the whole room's (2,048
         // rows took 60 ms on the slow bench machine, during which nothing
         // was sent); the claim that follows overlaps their attempts.
-        let room = self.room().min(claim_step(self.settings().max_in_flight));
-        if room == 0 {
+        let limit = self.room().min(claim_step(self.settings().max_in_flight));
+        if limit == 0 {
             return;
         }
         self.claiming = true;
@@ -157,7 +157,7 @@ impl QueueActor {
                 counts: &counts,
                 per_destination,
             };
-            let claimed = connection.claim(&worker, lease, room as i64, &held).await;
+            let claimed = connection.claim(&worker, lease, limit as i64, &held).await;
             Ok::<_, DbError>((connection, claimed))
         };
         ctx.spawn(
@@ -172,7 +172,7 @@ impl QueueActor {
                         actor.exhausted = claims.is_empty() && none_full;
                         // Took all it asked for: there may be more, and
                         // room may have freed up for it meanwhile.
-                        let more = claims.len() == room;
+                        let more = claims.len() == limit;
                         actor.in_flight += claims.len();
                         let mut by_destination: HashMap<i64, Vec<Claim>> = HashMap::new();
                         for claim in claims {

@@ -280,6 +280,16 @@ impl Application {
                 CheckpointActor::new(pool.clone(), keys.clone(), interval)
             });
         }
+        let health = {
+            let (pool, metrics, interval) = (
+                pool.clone(),
+                metrics.clone(),
+                config.delivery.health_interval,
+            );
+            supervisor.supervise("health", move || {
+                HealthActor::new(pool.clone(), metrics.clone(), interval)
+            })
+        };
         let queue = {
             let (pool, config, secrets, metrics) = (
                 pool.clone(),
@@ -294,19 +304,10 @@ impl Application {
                     secrets.clone(),
                     http_client.clone(),
                     metrics.clone(),
+                    health.clone(),
                 )
             })
         };
-        {
-            let (pool, metrics, interval) = (
-                pool.clone(),
-                metrics.clone(),
-                config.delivery.health_interval,
-            );
-            supervisor.supervise("health", move || {
-                HealthActor::new(pool.clone(), metrics.clone(), interval)
-            });
-        }
         let reports = {
             let reports = Arc::new(Reports {
                 pool: pool.clone(),

@@ -156,6 +156,17 @@ fn signature_valid(received: &common::receiver::Received) -> bool {
         .any(|signature| signature == expected)
 }
 
+async fn health(app: &TestApp, key: &str, target: i64) -> Value {
+    app.call(
+        Method::GET,
+        &format!("/v1/destinations/{target}/health"),
+        Some(key),
+        None,
+    )
+    .await
+    .1
+}
+
 fn fast_retries() -> Value {
     json!({"retry_schedule": ["50ms", "50ms", "50ms"], "failure_threshold": 10})
 }
@@ -193,14 +204,7 @@ async fn a_webhook_delivery_is_signed_delivered_and_recorded() {
         .starts_with("rcv-"));
 
     let health = wait_until(Duration::from_secs(10), "health recorded", || async {
-        let (_, health) = app
-            .call(
-                Method::GET,
-                &format!("/v1/destinations/{target}/health"),
-                Some(&key),
-                None,
-            )
-            .await;
+        let health = health(&app, &key, target).await;
         (health["total_deliveries"] == 1).then_some(health)
     })
     .await;
@@ -277,6 +281,48 @@ async fn a_client_error_is_dead_lettered_and_can_be_replayed() {
     assert_eq!(status, 409, "only dead letters are replayed");
 }
 
+/// Every destination's attempts land in its own health row, though the
+/// HealthActor writes the figures of all destinations together.
+#[actix_web::test]
+async fn each_destination_health_counts_its_own_attempts() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let steady = Receiver::start(&[], 0);
+    let refusing = Receiver::start(&[422], 0);
+    let busy = destination(&app, &key, &steady.url, json!({})).await;
+    let quiet = destination(&app, &key, &steady.url, json!({})).await;
+    let refused = destination(&app, &key, &refusing.url, fast_retries()).await;
+    for n in 0..3 {
+        enqueue(&app, &key, &[busy], json!({"n": n})).await;
+    }
+    enqueue(&app, &key, &[quiet, refused], json!({"n": 3})).await;
+
+    let [busy, quiet, refused] =
+        wait_until(Duration::from_secs(10), "health of all three", || async {
+            let shown = [
+                health(&app, &key, busy).await,
+                health(&app, &key, quiet).await,
+                health(&app, &key, refused).await,
+            ];
+            (shown[0]["total_deliveries"] == 3
+                && shown[1]["total_deliveries"] == 1
+                && shown[2]["total_deliveries"] == 1)
+                .then_some(shown)
+        })
+        .await;
+    for healthy in [&busy, &quiet] {
+        assert_eq!(healthy["total_failures"], 0, "{healthy}");
+        assert_eq!(healthy["success_rate"], 100.0, "{healthy}");
+        assert_eq!(healthy["status"], "healthy", "{healthy}");
+    }
+    assert_eq!(refused["total_failures"], 1, "{refused}");
+    assert_eq!(refused["consecutive_failures"], 1, "{refused}");
+    assert_eq!(refused["success_rate"], 0.0, "{refused}");
+    assert_eq!(refused["status"], "degraded", "{refused}");
+    assert!(refused["last_failure_at"].is_string(), "{refused}");
+    assert!(refused["last_success_at"].is_null(), "{refused}");
+}
+
 /// Retries run out: the delivery ends `failed` after the last one.
 #[actix_web::test]
 async fn retries_end_in_a_dead_letter() {
@@ -302,15 +348,7 @@ async fn an_open_breaker_holds_deliveries_without_burning_retries() {
     let target = destination(&app, &key, &receiver.url, settings).await;
     let ids = enqueue(&app, &key, &[target], json!({"n": 1})).await;
     wait_until(Duration::from_secs(20), "breaker open", || async {
-        let (_, health) = app
-            .call(
-                Method::GET,
-                &format!("/v1/destinations/{target}/health"),
-                Some(&key),
-                None,
-            )
-            .await;
-        (health["circuit_breaker_state"] == "open").then_some(())
+        (health(&app, &key, target).await["circuit_breaker_state"] == "open").then_some(())
     })
     .await;
     // Give the queue a few polls: the item is claimed and released, never attempted.
@@ -724,14 +762,7 @@ async fn a_destination_failing_too_long_is_disabled_and_can_be_re_enabled() {
     })
     .await;
     assert_eq!(shown["disabled_by"], "audit-worker");
-    let (_, health) = app
-        .call(
-            Method::GET,
-            &format!("/v1/destinations/{target}/health"),
-            Some(&key),
-            None,
-        )
-        .await;
+    let health = health(&app, &key, target).await;
     assert_eq!(health["status"], "disabled");
     assert!(
         health["disabled_reason"]

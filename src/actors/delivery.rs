@@ -19,6 +19,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use uuid::Uuid;
 
+use super::health::HealthActor;
 use super::queue::QueueActor;
 use crate::db::deliveries::{self, Attempt, Claim};
 use crate::db::destinations::{self, Destination, HealthBatch};
@@ -32,15 +33,17 @@ use crate::delivery::retry::{self, Verdict};
 use crate::delivery::s3::S3Config;
 use crate::delivery::webhook;
 use crate::delivery::{email, ftp, s3};
-use crate::messages::delivery::{Deliver, Ended, Finished, Record, Retire};
+use crate::messages::delivery::{Deliver, Ended, Finished, HealthReport, Record, Retire};
+use crate::supervisor::ActorHandle;
 
 pub struct DeliveryActor {
     destination_id: i64,
     pool: PgPool,
     http: reqwest::Client,
     secrets: Arc<SecretBox>,
-    queue: Addr<QueueActor>,
     outbox: Outbox,
+    /// Where the attempts' figures go, for `destination_health`.
+    health_reports: ActorHandle<HealthActor>,
     worker_id: String,
     /// The destination's settings as last read (again once `DESTINATION_CACHE_TTL` has passed).
     settings: DeliverySettings,
@@ -53,9 +56,9 @@ pub struct DeliveryActor {
     /// replaces the old one only when that attempt ends, so a slow attempt
     /// does not keep the others on the old copy for longer than the period.
     reading_destination_since: Option<Instant>,
-    /// Attempts not yet folded into `destination_health`.
+    /// Attempts not yet reported to the HealthActor.
     health: Option<HealthBatch>,
-    health_flush_scheduled: bool,
+    health_report_scheduled: bool,
     /// Built from `rate_limit_per_second` when the destination has one.
     limiter: Option<DefaultDirectRateLimiter>,
     /// A pump is scheduled for when the rate limit allows the next attempt.
@@ -116,12 +119,18 @@ impl Outbox {
             });
         }
     }
+
+    /// Tells the QueueActor at once that a claim ended without an attempt to
+    /// record (it was given back, or its attempt could not be made).
+    fn finished(&self, destination_id: i64) {
+        self.queue.do_send(Finished { destination_id });
+    }
 }
 
 /// How long a read destination (config, settings, disabled flag) is reused.
 const DESTINATION_CACHE_TTL: Duration = Duration::from_secs(1);
-/// How often pending health updates are written.
-const HEALTH_FLUSH_EVERY: Duration = Duration::from_millis(500);
+/// How often the attempts' figures are reported to the HealthActor.
+const HEALTH_REPORT_EVERY: Duration = Duration::from_millis(500);
 
 /// A destination as read, with what every attempt needs worked out once:
 /// its settings, and how to send to it.
@@ -182,7 +191,6 @@ struct Done {
     /// `None`: the destination was deleted.
     destination: Option<Arc<Prepared>>,
     fresh: bool,
-    organization_id: String,
 }
 
 /// What one attempt came to.
@@ -202,8 +210,8 @@ impl DeliveryActor {
         pool: PgPool,
         http: reqwest::Client,
         secrets: Arc<SecretBox>,
-        queue: Addr<QueueActor>,
         outbox: Outbox,
+        health_reports: ActorHandle<HealthActor>,
         worker_id: String,
     ) -> Self {
         // One at a time until the first attempt has read the destination's own settings.
@@ -217,14 +225,14 @@ impl DeliveryActor {
             pool,
             http,
             secrets,
-            queue,
             outbox,
+            health_reports,
             worker_id,
             settings,
             destination: None,
             reading_destination_since: None,
             health: None,
-            health_flush_scheduled: false,
+            health_report_scheduled: false,
             limiter: None,
             pump_scheduled: false,
             in_flight: 0,
@@ -380,7 +388,6 @@ impl DeliveryActor {
                 outcome,
                 destination,
                 fresh,
-                organization_id: claim.organization_id,
             })))
         };
         ctx.spawn(wrap_future::<_, Self>(tracing::Instrument::instrument(work, span)).map(
@@ -396,7 +403,7 @@ impl DeliveryActor {
                         actor.retiring = true;
                     }
                     Ok(Attempted::Done(done)) => {
-                        let Done { record, outcome, destination, fresh, organization_id } = *done;
+                        let Done { record, outcome, destination, fresh } = *done;
                         finished = Some(record);
                         let exists = destination.is_some();
                         actor.remember(destination, fresh);
@@ -411,7 +418,7 @@ impl DeliveryActor {
                             tracing::warn!(destination = actor.destination_id, "Circuit breaker opened");
                         }
                         if exists {
-                            actor.record_health(organization_id, &outcome, ctx);
+                            actor.record_health(&outcome, ctx);
                         }
                     }
                     Err(error) => {
@@ -422,7 +429,7 @@ impl DeliveryActor {
                 let destination_id = actor.destination_id;
                 match finished {
                     Some(attempt) => actor.outbox.send(Ended { destination_id, attempt }),
-                    None => actor.queue.do_send(Finished { destination_id }),
+                    None => actor.outbox.finished(destination_id),
                 }
                 actor.pump(ctx);
             },
@@ -440,19 +447,14 @@ impl DeliveryActor {
         self.destination = destination.map(|destination| (destination, Instant::now()));
     }
 
-    /// Folds the attempt into the pending health update, written at most every
-    /// `HEALTH_FLUSH_EVERY`: one row per destination is hot, so writing it on
-    /// every attempt would make concurrent attempts queue for it.
-    fn record_health(
-        &mut self,
-        organization_id: String,
-        outcome: &Outcome,
-        ctx: &mut Context<Self>,
-    ) {
+    /// Folds the attempt into the figures reported to the HealthActor at most
+    /// every `HEALTH_REPORT_EVERY`: a message per attempt would cross threads
+    /// tens of thousands of times a second under load.
+    fn record_health(&mut self, outcome: &Outcome, ctx: &mut Context<Self>) {
         let now = Utc::now();
         let batch = self
             .health
-            .get_or_insert_with(|| HealthBatch::new(self.destination_id, organization_id));
+            .get_or_insert_with(|| HealthBatch::new(self.destination_id));
         batch.attempts += 1;
         batch.latency_sum += i64::from(outcome.latency_ms);
         if outcome.verdict == Verdict::Delivered {
@@ -465,27 +467,17 @@ impl DeliveryActor {
             batch.trailing_failures += 1;
         }
         batch.breaker_state = self.breaker.state().name();
-        if !self.health_flush_scheduled {
-            self.health_flush_scheduled = true;
-            ctx.run_later(HEALTH_FLUSH_EVERY, |actor, ctx| actor.flush_health(ctx));
+        if !self.health_report_scheduled {
+            self.health_report_scheduled = true;
+            ctx.run_later(HEALTH_REPORT_EVERY, |actor, _| actor.report_health());
         }
     }
 
-    fn flush_health(&mut self, ctx: &mut Context<Self>) {
-        self.health_flush_scheduled = false;
-        let Some(batch) = self.health.take() else {
-            return;
-        };
-        let pool = self.pool.clone();
-        ctx.spawn(wrap_future(async move {
-            let result = match pool.get().await {
-                Ok(client) => destinations::record_attempts(&*client, &batch).await,
-                Err(error) => Err(error.into()),
-            };
-            if let Err(error) = result {
-                tracing::warn!(%error, "Cannot update destination health");
-            }
-        }));
+    fn report_health(&mut self) {
+        self.health_report_scheduled = false;
+        if let Some(batch) = self.health.take() {
+            self.health_reports.notify(HealthReport(batch));
+        }
     }
 
     /// New settings from the database: a changed breaker configuration starts a fresh breaker.
@@ -508,9 +500,7 @@ impl DeliveryActor {
 
     fn done(&mut self, ctx: &mut Context<Self>) {
         self.in_flight -= 1;
-        self.queue.do_send(Finished {
-            destination_id: self.destination_id,
-        });
+        self.outbox.finished(self.destination_id);
         self.pump(ctx);
     }
 }

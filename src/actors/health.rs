@@ -1,30 +1,43 @@
-//! HealthActor: every `delivery.health_interval`, disables destinations that
-//! have failed without a single success for their `auto_disable_after` (with a
-//! reason and a DELIVERY alert; the API re-enables them), and refreshes the
+//! HealthActor: keeps `destination_health` current from the DeliveryActors'
+//! reports, written for all destinations at once every `WRITE_EVERY`. Every
+//! `delivery.health_interval`, it disables destinations that have failed
+//! without a single success for their `auto_disable_after` (with a reason and
+//! a DELIVERY alert; the API re-enables them), and refreshes the
 //! per-destination gauges and the queue's depth and oldest due delivery on
-//! `/metrics`. `destination_health` itself is kept current by each attempt.
-//! One worker instance disables at a time (an advisory lock).
+//! `/metrics`. One worker instance disables at a time (an advisory lock).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::fut::wrap_future;
 use actix::prelude::*;
 use chrono::Utc;
+use tracing::Instrument;
 
 use crate::alerts::system;
+use crate::db::destinations::HealthBatch;
 use crate::db::{deliveries, destinations, DbError, PgPool};
 use crate::delivery::config::DeliverySettings;
-use crate::messages::delivery::CheckHealth;
+use crate::messages::delivery::{CheckHealth, HealthReport};
 use crate::metrics::Metrics;
 
 /// Advisory lock key of the disabling round ("audit_hl").
 const LOCK_KEY: i64 = 0x6175_6469_745f_686c;
+/// How long reports wait to be written together. A DeliveryActor reports at
+/// most every 500 ms, so `destination_health` lags its attempts by a second
+/// at most.
+const WRITE_EVERY: Duration = Duration::from_millis(500);
 
 pub struct HealthActor {
     pool: PgPool,
     metrics: Arc<Metrics>,
     interval: Duration,
+    /// Reported attempts not written yet, one batch per destination.
+    reported: HashMap<i64, HealthBatch>,
+    /// A write is scheduled or under way: one at a time, each taking every
+    /// batch reported by then.
+    writing: bool,
 }
 
 impl HealthActor {
@@ -33,7 +46,47 @@ impl HealthActor {
             pool,
             metrics,
             interval,
+            reported: HashMap::new(),
+            writing: false,
         }
+    }
+
+    fn schedule_write(&mut self, ctx: &mut Context<Self>) {
+        if self.writing || self.reported.is_empty() {
+            return;
+        }
+        self.writing = true;
+        ctx.run_later(WRITE_EVERY, |actor, ctx| actor.write(ctx));
+    }
+
+    /// Writes every reported batch in one transaction. Batches that could not
+    /// be written are kept, ahead of those reported since, for the next write.
+    fn write(&mut self, ctx: &mut Context<Self>) {
+        let batches: Vec<HealthBatch> = std::mem::take(&mut self.reported).into_values().collect();
+        let pool = self.pool.clone();
+        let span = tracing::info_span!("destination_health_write", destinations = batches.len());
+        let write = async move {
+            let written = match pool.get().await {
+                Ok(mut client) => destinations::record_attempts(&mut client, &batches).await,
+                Err(error) => Err(error.into()),
+            };
+            (batches, written)
+        };
+        ctx.spawn(wrap_future::<_, Self>(write.instrument(span)).map(
+            |(batches, written), actor, ctx| {
+                if let Err(error) = written {
+                    tracing::warn!(%error, "Cannot update destination health; will retry");
+                    for mut batch in batches {
+                        if let Some(later) = actor.reported.remove(&batch.destination_id) {
+                            batch.absorb(later);
+                        }
+                        actor.reported.insert(batch.destination_id, batch);
+                    }
+                }
+                actor.writing = false;
+                actor.schedule_write(ctx);
+            },
+        ));
     }
 }
 
@@ -99,6 +152,22 @@ impl Actor for HealthActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.notify(CheckHealth);
+    }
+}
+
+impl Handler<HealthReport> for HealthActor {
+    type Result = ();
+
+    #[tracing::instrument(name = "health_report", skip_all, fields(destination = report.0.destination_id))]
+    fn handle(&mut self, report: HealthReport, ctx: &mut Self::Context) {
+        let HealthReport(batch) = report;
+        match self.reported.get_mut(&batch.destination_id) {
+            Some(earlier) => earlier.absorb(batch),
+            None => {
+                self.reported.insert(batch.destination_id, batch);
+            }
+        }
+        self.schedule_write(ctx);
     }
 }
 

@@ -18,6 +18,7 @@ use futures_util::StreamExt;
 use tokio_postgres::AsyncMessage;
 
 use super::delivery::{DeliveryActor, Outbox};
+use super::health::HealthActor;
 use crate::config::{Config, DeliveryConfig};
 use crate::db::deliveries::{Attempt, Bookkeeper, Claim};
 use crate::db::{self, deliveries, destinations, DbError, PgPool};
@@ -26,6 +27,7 @@ use crate::messages::delivery::{
     Deliver, DestinationsChanged, Ended, Finished, Poll, Record, Retire, Wake,
 };
 use crate::metrics::Metrics;
+use crate::supervisor::ActorHandle;
 
 /// How often the running DeliveryActors are matched against the active
 /// destinations, for changes made through other worker instances.
@@ -50,6 +52,8 @@ pub struct QueueActor {
     secrets: Arc<SecretBox>,
     http: reqwest::Client,
     metrics: Arc<Metrics>,
+    /// Where the DeliveryActors report their attempts' figures.
+    health: ActorHandle<HealthActor>,
     /// Names this instance's claims, so only it can finish them.
     worker_id: String,
     /// Claimed and not recorded yet: at most `delivery.max_in_flight`, which
@@ -89,6 +93,7 @@ impl QueueActor {
         secrets: Arc<SecretBox>,
         http: reqwest::Client,
         metrics: Arc<Metrics>,
+        health: ActorHandle<HealthActor>,
     ) -> Self {
         Self {
             pool,
@@ -98,6 +103,7 @@ impl QueueActor {
             secrets,
             http,
             metrics,
+            health,
             worker_id: format!("worker-{}", uuid::Uuid::new_v4()),
             in_flight: 0,
             in_flight_by_destination: HashMap::new(),
@@ -186,9 +192,7 @@ impl QueueActor {
                                 .in_flight_by_destination
                                 .entry(destination_id)
                                 .or_default() += claims.len();
-                            actor
-                                .deliverer(destination_id, ctx)
-                                .do_send(Deliver(claims));
+                            actor.deliverer(destination_id).do_send(Deliver(claims));
                         }
                         if std::mem::take(&mut actor.woken_while_claiming) {
                             ctx.notify(Wake);
@@ -313,7 +317,7 @@ impl QueueActor {
             let client = pool.get().await?;
             destinations::active_ids(&*client).await
         };
-        ctx.spawn(wrap_future::<_, Self>(active).map(|active, actor, ctx| {
+        ctx.spawn(wrap_future::<_, Self>(active).map(|active, actor, _| {
             let active: HashSet<i64> = match active {
                 Ok(ids) => ids.into_iter().collect(),
                 Err(error) => {
@@ -329,14 +333,14 @@ impl QueueActor {
                 keep
             });
             for id in active {
-                actor.deliverer(id, ctx);
+                actor.deliverer(id);
             }
             actor.metrics.delivery_actors.set(actor.actors.len() as i64);
         }));
     }
 
     /// The destination's actor, started (again) if needed.
-    fn deliverer(&mut self, destination_id: i64, ctx: &mut Context<Self>) -> Addr<DeliveryActor> {
+    fn deliverer(&mut self, destination_id: i64) -> Addr<DeliveryActor> {
         let alive = self
             .actors
             .get(&destination_id)
@@ -348,10 +352,10 @@ impl QueueActor {
                 self.pool.clone(),
                 self.http.clone(),
                 self.secrets.clone(),
-                ctx.address(),
                 self.outbox
                     .clone()
                     .expect("the outbox is made as the actor starts"),
+                self.health.clone(),
                 self.worker_id.clone(),
             );
             let actor = DeliveryActor::start_in_arbiter(&self.deliveries.handle(), |_| actor);

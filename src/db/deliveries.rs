@@ -161,7 +161,6 @@ pub async fn enqueue(
 #[derive(Debug, Clone)]
 pub struct Claim {
     pub id: Uuid,
-    pub organization_id: String,
     pub destination_id: i64,
     /// The payload's JSON text as stored: a webhook posts it unchanged, so
     /// it is neither parsed nor written again on the way.
@@ -283,7 +282,7 @@ locked AS ( \
 UPDATE delivery_queue q SET claimed_by = $1, \
   lease_expires_at = now() + make_interval(secs => $2), updated_at = now() \
 WHERE q.ctid = ANY(ARRAY(SELECT tid FROM locked)) \
-RETURNING q.id, q.organization_id, q.destination_id, q.payload::text AS payload, q.retry_count, q.max_retries, \
+RETURNING q.id, q.destination_id, q.payload::text AS payload, q.retry_count, q.max_retries, \
   q.priority, coalesce(q.next_retry_at, q.scheduled_at) AS due";
 
 /// Records attempts (`$1`..`$7`, one array element per attempt): each
@@ -372,7 +371,6 @@ impl Bookkeeper {
             .iter()
             .map(|row| Claim {
                 id: row.get("id"),
-                organization_id: row.get("organization_id"),
                 destination_id: row.get("destination_id"),
                 payload: row.get("payload"),
                 retry_count: row.get("retry_count"),

@@ -269,7 +269,6 @@ pub async fn health(
 #[derive(Debug)]
 pub struct HealthBatch {
     pub destination_id: i64,
-    pub organization_id: String,
     pub attempts: i64,
     pub failures: i64,
     /// Milliseconds, summed over the attempts.
@@ -283,10 +282,9 @@ pub struct HealthBatch {
 }
 
 impl HealthBatch {
-    pub fn new(destination_id: i64, organization_id: String) -> Self {
+    pub fn new(destination_id: i64) -> Self {
         Self {
             destination_id,
-            organization_id,
             attempts: 0,
             failures: 0,
             latency_sum: 0,
@@ -297,55 +295,97 @@ impl HealthBatch {
             breaker_state: "closed",
         }
     }
+
+    /// Adds `later`: the same destination's attempts that ended after these.
+    pub fn absorb(&mut self, later: HealthBatch) {
+        self.attempts += later.attempts;
+        self.failures += later.failures;
+        self.latency_sum += later.latency_sum;
+        self.last_success_at = later.last_success_at.or(self.last_success_at);
+        self.last_failure_at = later.last_failure_at.or(self.last_failure_at);
+        self.trailing_failures = if later.any_success {
+            later.trailing_failures
+        } else {
+            self.trailing_failures + later.trailing_failures
+        };
+        self.any_success |= later.any_success;
+        self.breaker_state = later.breaker_state;
+    }
 }
 
-/// Folds a batch of attempts into `destination_health` (running totals and
-/// averages) and the destination's usage count.
+/// Folds batches of attempts, at most one per destination, into
+/// `destination_health` (running totals and averages) and the destinations'
+/// usage counts: one transaction of two statements however many destinations
+/// there are, rather than a statement and a commit per destination. The first
+/// creates the health rows that do not exist yet, so that the second can fold
+/// every batch in as an update. Destinations that no longer exist are skipped.
 pub async fn record_attempts(
-    client: &impl GenericClient,
-    batch: &HealthBatch,
+    client: &mut tokio_postgres::Client,
+    batches: &[HealthBatch],
 ) -> Result<(), DbError> {
-    client
+    let ids: Vec<i64> = batches.iter().map(|b| b.destination_id).collect();
+    let attempts: Vec<i64> = batches.iter().map(|b| b.attempts).collect();
+    let failures: Vec<i64> = batches.iter().map(|b| b.failures).collect();
+    let latency_sums: Vec<i64> = batches.iter().map(|b| b.latency_sum).collect();
+    let last_failures: Vec<Option<DateTime<Utc>>> =
+        batches.iter().map(|b| b.last_failure_at).collect();
+    let last_successes: Vec<Option<DateTime<Utc>>> =
+        batches.iter().map(|b| b.last_success_at).collect();
+    let trailing: Vec<i64> = batches.iter().map(|b| b.trailing_failures).collect();
+    let states: Vec<&str> = batches.iter().map(|b| b.breaker_state).collect();
+    let any_success: Vec<bool> = batches.iter().map(|b| b.any_success).collect();
+    let transaction = client.transaction().await?;
+    transaction
         .execute(
-            "WITH usage AS (UPDATE delivery_destinations SET count_usage = count_usage + $3, last_used_at = now() \
-               WHERE id = $1) \
-             INSERT INTO destination_health AS h (destination_id, organization_id, status, last_check_at, \
-               consecutive_failures, total_failures, total_deliveries, success_rate, average_response_time, \
-               last_failure_at, last_success_at, circuit_breaker_state, circuit_breaker_opened_at) \
-             VALUES ($1, $2, CASE WHEN $9::text = 'open' THEN 'unhealthy' WHEN $8::bigint > 0 THEN 'degraded' \
-               ELSE 'healthy' END, now(), $8::bigint, $4::bigint, $3::bigint, 100.0 * ($3::bigint - $4::bigint) / $3::bigint, \
-               ($5::bigint / $3::bigint)::int, $6, $7, $9::text, CASE WHEN $9::text = 'open' THEN now() END) \
-             ON CONFLICT (destination_id) DO UPDATE SET \
+            "INSERT INTO destination_health (destination_id, organization_id) \
+             SELECT d.id, d.organization_id FROM delivery_destinations d WHERE d.id = ANY($1) \
+             ORDER BY d.id ON CONFLICT (destination_id) DO NOTHING",
+            &[&ids],
+        )
+        .await?;
+    transaction
+        .execute(
+            "WITH b AS ( \
+               SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::timestamptz[], \
+                 $6::timestamptz[], $7::int8[], $8::text[], $9::bool[]) \
+                 AS b(destination_id, attempts, failures, latency_sum, last_failure_at, last_success_at, \
+                   trailing_failures, breaker_state, any_success)), \
+             usage AS ( \
+               UPDATE delivery_destinations d SET count_usage = d.count_usage + b.attempts, last_used_at = now() \
+               FROM b WHERE d.id = b.destination_id) \
+             UPDATE destination_health h SET \
                last_check_at = now(), \
-               consecutive_failures = CASE WHEN $10::bool THEN $8::bigint ELSE h.consecutive_failures + $8::bigint END, \
-               total_failures = h.total_failures + $4::bigint, \
-               total_deliveries = h.total_deliveries + $3::bigint, \
-               success_rate = 100.0 * (h.total_deliveries + $3::bigint - h.total_failures - $4::bigint) \
-                 / (h.total_deliveries + $3::bigint), \
-               average_response_time = ((coalesce(h.average_response_time, 0)::bigint * h.total_deliveries + $5::bigint) \
-                 / (h.total_deliveries + $3::bigint))::int, \
-               last_failure_at = coalesce($6, h.last_failure_at), \
-               last_success_at = coalesce($7, h.last_success_at), \
-               status = CASE WHEN h.status = 'disabled' THEN 'disabled' WHEN $9::text = 'open' THEN 'unhealthy' \
-                 WHEN $8::bigint > 0 THEN 'degraded' ELSE 'healthy' END, \
-               circuit_breaker_opened_at = CASE WHEN $9::text = 'open' AND h.circuit_breaker_state <> 'open' THEN now() \
-                 WHEN $9::text = 'open' THEN h.circuit_breaker_opened_at END, \
-               circuit_breaker_state = $9::text, \
-               updated_at = now()",
+               consecutive_failures = CASE WHEN b.any_success THEN b.trailing_failures \
+                 ELSE h.consecutive_failures + b.trailing_failures END, \
+               total_failures = h.total_failures + b.failures, \
+               total_deliveries = h.total_deliveries + b.attempts, \
+               success_rate = 100.0 * (h.total_deliveries + b.attempts - h.total_failures - b.failures) \
+                 / (h.total_deliveries + b.attempts), \
+               average_response_time = ((coalesce(h.average_response_time, 0)::bigint * h.total_deliveries \
+                 + b.latency_sum) / (h.total_deliveries + b.attempts))::int, \
+               last_failure_at = coalesce(b.last_failure_at, h.last_failure_at), \
+               last_success_at = coalesce(b.last_success_at, h.last_success_at), \
+               status = CASE WHEN h.status = 'disabled' THEN 'disabled' WHEN b.breaker_state = 'open' THEN 'unhealthy' \
+                 WHEN b.trailing_failures > 0 THEN 'degraded' ELSE 'healthy' END, \
+               circuit_breaker_opened_at = CASE WHEN b.breaker_state = 'open' AND h.circuit_breaker_state <> 'open' \
+                 THEN now() WHEN b.breaker_state = 'open' THEN h.circuit_breaker_opened_at END, \
+               circuit_breaker_state = b.breaker_state, \
+               updated_at = now() \
+             FROM b WHERE h.destination_id = b.destination_id",
             &[
-                &batch.destination_id,
-                &batch.organization_id,
-                &batch.attempts,
-                &batch.failures,
-                &batch.latency_sum,
-                &batch.last_failure_at,
-                &batch.last_success_at,
-                &batch.trailing_failures,
-                &batch.breaker_state,
-                &batch.any_success,
+                &ids,
+                &attempts,
+                &failures,
+                &latency_sums,
+                &last_failures,
+                &last_successes,
+                &trailing,
+                &states,
+                &any_success,
             ],
         )
         .await?;
+    transaction.commit().await?;
     Ok(())
 }
 
@@ -463,4 +503,56 @@ pub async fn health_snapshot(
         .iter()
         .map(|row| (row.get(0), row.get(1), row.get(2)))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(outcomes: &[bool]) -> HealthBatch {
+        let mut batch = HealthBatch::new(7);
+        for (n, &delivered) in outcomes.iter().enumerate() {
+            let at = Some(DateTime::<Utc>::from_timestamp(n as i64, 0).unwrap());
+            batch.attempts += 1;
+            batch.latency_sum += 10;
+            if delivered {
+                batch.last_success_at = at;
+                batch.any_success = true;
+                batch.trailing_failures = 0;
+            } else {
+                batch.failures += 1;
+                batch.last_failure_at = at;
+                batch.trailing_failures += 1;
+            }
+        }
+        batch
+    }
+
+    #[test]
+    fn absorbing_a_later_batch_counts_failures_since_the_last_success() {
+        let mut earlier = batch(&[true, false]);
+        earlier.absorb(batch(&[false, false]));
+        assert_eq!(
+            (earlier.attempts, earlier.failures, earlier.latency_sum),
+            (4, 3, 40)
+        );
+        assert_eq!(earlier.trailing_failures, 3);
+        assert!(earlier.any_success);
+
+        let mut failing = batch(&[false]);
+        let mut later = batch(&[false, true, false]);
+        later.breaker_state = "half-open";
+        failing.absorb(later);
+        assert_eq!(
+            failing.trailing_failures, 1,
+            "a later success resets the count"
+        );
+        assert!(failing.any_success);
+        assert_eq!(failing.breaker_state, "half-open");
+        assert_eq!(
+            failing.last_success_at,
+            DateTime::<Utc>::from_timestamp(1, 0),
+            "the later batch's times win"
+        );
+    }
 }

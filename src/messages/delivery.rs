@@ -1,9 +1,11 @@
-//! Messages of the [`QueueActor`](crate::actors::queue::QueueActor) and the
-//! [`DeliveryActor`](crate::actors::delivery::DeliveryActor)s.
+//! Messages of the [`QueueActor`](crate::actors::queue::QueueActor), the
+//! [`DeliveryActor`](crate::actors::delivery::DeliveryActor)s and the
+//! [`HealthActor`](crate::actors::health::HealthActor).
 
 use actix::Message;
 
 use crate::db::deliveries::{Attempt, Claim};
+use crate::db::destinations::HealthBatch;
 
 /// Look for due deliveries now (sent on `NOTIFY`, and after a delivery finished).
 #[derive(Debug, Message)]
@@ -56,6 +58,12 @@ pub struct Ended {
 pub struct Finished {
     pub destination_id: i64,
 }
+
+/// A DeliveryActor's attempts since its last report, for the HealthActor to
+/// write into `destination_health` together with the other destinations'.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct HealthReport(pub HealthBatch);
 
 /// The HealthActor's round: disable destinations failing too long, refresh the gauges.
 #[derive(Debug, Message)]

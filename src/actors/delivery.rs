@@ -459,7 +459,6 @@ impl DeliveryActor {
         batch.latency_sum += i64::from(outcome.latency_ms);
         if outcome.verdict == Verdict::Delivered {
             batch.last_success_at = Some(now);
-            batch.any_success = true;
             batch.trailing_failures = 0;
         } else {
             batch.failures += 1;

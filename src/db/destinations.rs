@@ -275,7 +275,6 @@ pub struct HealthBatch {
     pub latency_sum: i64,
     pub last_success_at: Option<DateTime<Utc>>,
     pub last_failure_at: Option<DateTime<Utc>>,
-    pub any_success: bool,
     /// Failures since the batch's last success (or all of them).
     pub trailing_failures: i64,
     pub breaker_state: &'static str,
@@ -290,10 +289,14 @@ impl HealthBatch {
             latency_sum: 0,
             last_success_at: None,
             last_failure_at: None,
-            any_success: false,
             trailing_failures: 0,
             breaker_state: "closed",
         }
+    }
+
+    /// Every attempt either delivered or failed.
+    fn any_success(&self) -> bool {
+        self.attempts > self.failures
     }
 
     /// Adds `later`: the same destination's attempts that ended after these.
@@ -303,12 +306,11 @@ impl HealthBatch {
         self.latency_sum += later.latency_sum;
         self.last_success_at = later.last_success_at.or(self.last_success_at);
         self.last_failure_at = later.last_failure_at.or(self.last_failure_at);
-        self.trailing_failures = if later.any_success {
+        self.trailing_failures = if later.any_success() {
             later.trailing_failures
         } else {
             self.trailing_failures + later.trailing_failures
         };
-        self.any_success |= later.any_success;
         self.breaker_state = later.breaker_state;
     }
 }
@@ -333,7 +335,6 @@ pub async fn record_attempts(
         batches.iter().map(|b| b.last_success_at).collect();
     let trailing: Vec<i64> = batches.iter().map(|b| b.trailing_failures).collect();
     let states: Vec<&str> = batches.iter().map(|b| b.breaker_state).collect();
-    let any_success: Vec<bool> = batches.iter().map(|b| b.any_success).collect();
     let transaction = client.transaction().await?;
     transaction
         .execute(
@@ -347,15 +348,15 @@ pub async fn record_attempts(
         .execute(
             "WITH b AS ( \
                SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::timestamptz[], \
-                 $6::timestamptz[], $7::int8[], $8::text[], $9::bool[]) \
+                 $6::timestamptz[], $7::int8[], $8::text[]) \
                  AS b(destination_id, attempts, failures, latency_sum, last_failure_at, last_success_at, \
-                   trailing_failures, breaker_state, any_success)), \
+                   trailing_failures, breaker_state)), \
              usage AS ( \
                UPDATE delivery_destinations d SET count_usage = d.count_usage + b.attempts, last_used_at = now() \
                FROM b WHERE d.id = b.destination_id) \
              UPDATE destination_health h SET \
                last_check_at = now(), \
-               consecutive_failures = CASE WHEN b.any_success THEN b.trailing_failures \
+               consecutive_failures = CASE WHEN b.attempts > b.failures THEN b.trailing_failures \
                  ELSE h.consecutive_failures + b.trailing_failures END, \
                total_failures = h.total_failures + b.failures, \
                total_deliveries = h.total_deliveries + b.attempts, \
@@ -381,7 +382,6 @@ pub async fn record_attempts(
                 &last_successes,
                 &trailing,
                 &states,
-                &any_success,
             ],
         )
         .await?;
@@ -517,7 +517,6 @@ mod tests {
             batch.latency_sum += 10;
             if delivered {
                 batch.last_success_at = at;
-                batch.any_success = true;
                 batch.trailing_failures = 0;
             } else {
                 batch.failures += 1;
@@ -537,7 +536,7 @@ mod tests {
             (4, 3, 40)
         );
         assert_eq!(earlier.trailing_failures, 3);
-        assert!(earlier.any_success);
+        assert!(earlier.any_success());
 
         let mut failing = batch(&[false]);
         let mut later = batch(&[false, true, false]);
@@ -547,7 +546,7 @@ mod tests {
             failing.trailing_failures, 1,
             "a later success resets the count"
         );
-        assert!(failing.any_success);
+        assert!(failing.any_success());
         assert_eq!(failing.breaker_state, "half-open");
         assert_eq!(
             failing.last_success_at,

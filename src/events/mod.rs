@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::integrity::canonical::{self, HashedFields, HASH_ALGORITHM};
-use crate::validation::FieldError;
+use crate::validation::{parse_timestamp, FieldError};
 use presets::Preset;
 
 pub const STATUSES: &[&str] = &["attempt", "success", "failure"];
@@ -218,17 +218,16 @@ pub fn prepare(
             format!("must be one of {}", CLASSIFICATIONS.join(", ")),
         ));
     }
+    // Normalized to the instant PostgreSQL stores (`parse_timestamp`), so that
+    // the hash covers exactly what is stored.
     let timestamp = match timestamp {
-        None => rules.now,
-        Some(raw) => match DateTime::parse_from_rfc3339(&raw) {
-            Err(_) => {
-                errors.push(error(
-                    "timestamp",
-                    "must be an RFC 3339 date-time, e.g. 2026-01-31T12:00:00Z".to_owned(),
-                ));
+        None => normalized_now(rules.now),
+        Some(raw) => match parse_timestamp(&raw) {
+            Err(problem) => {
+                errors.push(error("timestamp", problem));
                 rules.now
             }
-            Ok(parsed) => parsed.with_timezone(&Utc),
+            Ok(parsed) => parsed,
         },
     };
     let skew = TimeDelta::from_std(rules.max_clock_skew).unwrap_or(TimeDelta::MAX);
@@ -287,10 +286,7 @@ pub fn prepare(
             .as_deref()
             .map(|id| canonical::commitment(rules.commitment_key, &organization_id, id)),
         organization_id,
-        // PostgreSQL keeps microseconds: hash exactly what will be stored.
-        timestamp: timestamp
-            .duration_trunc(TimeDelta::microseconds(1))
-            .unwrap_or(timestamp),
+        timestamp,
         ttl,
         principal_id,
         action: action.unwrap_or_default(),
@@ -317,4 +313,10 @@ fn contains_nul(value: &Value) -> bool {
         Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
         _ => false,
     }
+}
+
+/// The clock's time as PostgreSQL stores it (whole microseconds).
+fn normalized_now(now: DateTime<Utc>) -> DateTime<Utc> {
+    now.duration_trunc(TimeDelta::microseconds(1))
+        .unwrap_or(now)
 }

@@ -4,18 +4,20 @@
 //! whatever their role.
 
 use actix_web::{web, HttpResponse};
-use chrono::{DateTime, Utc};
+
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
 use super::errors::{ApiError, FieldError};
+use super::extract::{Json, Path, Query};
 use super::AppState;
 use crate::db::errors::{self, Aggregation, AggregationFilter, ErrorLogEntry};
 use crate::db::maintenance_runs::MaintenanceRun;
 use crate::db::performance::{self, ExplainError, PerformanceReport};
 use crate::error_tracking::Severity;
 use crate::maintenance::database::{self, MaintenanceError, Trigger};
+use crate::validation::timestamp_field;
 
 /// error_log rows shown with one aggregation.
 const RECENT_ROWS: i64 = 50;
@@ -61,7 +63,7 @@ pub struct ErrorAggregationDetail {
 pub async fn list_errors(
     state: web::Data<AppState>,
     caller: Caller,
-    query: web::Query<ErrorQuery>,
+    query: Query<ErrorQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_operator(&state.config.operations.organization, "read")?;
     let mut problems = Vec::new();
@@ -73,14 +75,7 @@ pub async fn list_errors(
             ));
         }
     }
-    let since = match query.since.as_deref().map(DateTime::parse_from_rfc3339) {
-        None => None,
-        Some(Ok(since)) => Some(since.with_timezone(&Utc)),
-        Some(Err(_)) => {
-            problems.push(FieldError::new("since", "must be an RFC 3339 date-time"));
-            None
-        }
-    };
+    let since = timestamp_field("since", query.since.as_deref(), &mut problems);
     let limit = query.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         problems.push(FieldError::new("limit", "must be between 1 and 500"));
@@ -118,7 +113,7 @@ pub async fn list_errors(
 pub async fn get_error(
     state: web::Data<AppState>,
     caller: Caller,
-    key: web::Path<String>,
+    key: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_operator(&state.config.operations.organization, "read")?;
     let client = state.pool.get().await?;
@@ -176,7 +171,7 @@ pub struct ExplainResponse {
 pub async fn explain(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<ExplainRequest>,
+    body: Json<ExplainRequest>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_operator(&state.config.operations.organization, "read")?;
     let plan = performance::explain(

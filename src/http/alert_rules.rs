@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::errors::ApiError;
+use super::extract::{Json, Path};
 use super::AppState;
 use crate::alerts::rule::RuleDefinition;
 use crate::alerts::RULES_CACHE_KIND;
@@ -33,7 +34,7 @@ pub struct RuleList {
     pub configured: Vec<ConfiguredRule>,
 }
 
-fn validated(definition: web::Json<RuleDefinition>) -> Result<RuleDefinition, ApiError> {
+fn validated(definition: Json<RuleDefinition>) -> Result<RuleDefinition, ApiError> {
     let definition = definition.into_inner();
     let problems = definition.problems("");
     if problems.is_empty() {
@@ -77,7 +78,7 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<RuleDefinition>,
+    body: Json<RuleDefinition>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "manage")?;
     let definition = validated(body)?;
@@ -100,7 +101,7 @@ pub async fn create(
 pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<i64>,
+    id: Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "read")?;
     let organization_id = caller.organization_id();
@@ -122,8 +123,8 @@ pub async fn get(
 pub async fn replace(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<i64>,
-    body: web::Json<RuleDefinition>,
+    id: Path<i64>,
+    body: Json<RuleDefinition>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "manage")?;
     let definition = validated(body)?;
@@ -146,7 +147,7 @@ pub async fn replace(
 pub async fn delete(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<i64>,
+    id: Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "manage")?;
     let organization_id = caller.organization_id();

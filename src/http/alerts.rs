@@ -2,7 +2,7 @@
 //! statistics, lifecycle, custom alerts) and which destinations hear of them.
 
 use actix_web::{web, HttpResponse};
-use chrono::{DateTime, Utc};
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -11,12 +11,14 @@ use uuid::Uuid;
 use super::auth::Caller;
 use super::cursor;
 use super::errors::{ApiError, FieldError};
+use super::extract::{Json, OptionalJson, Path, Query};
 use super::AppState;
 use crate::db::alerts::{
     self, Alert, AlertFilter, AlertStatistics, AlertStatus, AlertType, NewAlert, NewSubscription,
     Notice, Severity, Subscription, SubscriptionChange, Transition, TransitionError,
 };
 use crate::db::{destinations, tenant};
+use crate::validation::timestamp_field;
 
 const RESOURCE: &str = "audit.alerts";
 
@@ -98,18 +100,8 @@ fn filter_from(query: AlertQuery) -> Result<AlertFilter, ApiError> {
                 .collect()
         })
         .unwrap_or_default();
-    let mut time = |field: &str, raw: Option<String>| {
-        let raw = raw?;
-        match DateTime::parse_from_rfc3339(&raw) {
-            Ok(time) => Some(time.with_timezone(&Utc)),
-            Err(_) => {
-                errors.push(FieldError::new(field, "must be an RFC 3339 date-time"));
-                None
-            }
-        }
-    };
-    let from = time("from", query.from);
-    let to = time("to", query.to);
+    let from = timestamp_field("from", query.from.as_deref(), &mut errors);
+    let to = timestamp_field("to", query.to.as_deref(), &mut errors);
     if let (Some(from), Some(to)) = (from, to) {
         if from > to {
             errors.push(FieldError::new("from", "must not be after `to`"));
@@ -154,7 +146,7 @@ fn filter_from(query: AlertQuery) -> Result<AlertFilter, ApiError> {
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
-    query: web::Query<AlertQuery>,
+    query: Query<AlertQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "read")?;
     let filter = filter_from(query.into_inner())?;
@@ -199,7 +191,7 @@ pub async fn statistics(
 pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<Uuid>,
+    id: Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "read")?;
     let organization_id = caller.organization_id();
@@ -252,7 +244,7 @@ async fn step(
 pub async fn acknowledge(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<Uuid>,
+    id: Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "acknowledge")?;
     let by = caller.actor();
@@ -277,17 +269,11 @@ pub struct ResolveAlert {
 pub async fn resolve(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<Uuid>,
-    body: web::Bytes,
+    id: Path<Uuid>,
+    body: OptionalJson<ResolveAlert>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "resolve")?;
-    // Read by hand: a client may send no body at all, which `web::Json` refuses.
-    let body: ResolveAlert = if body.iter().all(u8::is_ascii_whitespace) {
-        ResolveAlert::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|error| ApiError::BadRequest(format!("invalid JSON body: {error}")))?
-    };
+    let body = body.into_inner().unwrap_or_default();
     if body
         .notes
         .as_ref()
@@ -322,7 +308,7 @@ pub async fn resolve(
 pub async fn dismiss(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<Uuid>,
+    id: Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "dismiss")?;
     let by = caller.actor();
@@ -348,8 +334,6 @@ pub struct CreateAlert {
     /// A JSON object; default `{}`.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
-    /// Optional; if present it must be the caller's own organization.
-    pub organization_id: Option<String>,
 }
 
 impl CreateAlert {
@@ -411,11 +395,10 @@ impl CreateAlert {
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<CreateAlert>,
+    body: Json<CreateAlert>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "create")?;
     let mut body = body.into_inner();
-    caller.ensure_own_organization(body.organization_id.as_deref())?;
     let severity = body.validated().map_err(ApiError::Validation)?;
     let organization_id = caller.organization_id();
     let metadata = body
@@ -458,8 +441,6 @@ pub struct CreateSubscription {
     pub types: Option<Vec<String>>,
     /// Default true.
     pub enabled: Option<bool>,
-    /// Optional; if present it must be the caller's own organization.
-    pub organization_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -471,7 +452,6 @@ pub struct UpdateSubscription {
     #[schema(value_type = Option<Vec<AlertType>>)]
     pub types: Option<Vec<String>>,
     pub enabled: Option<bool>,
-    pub organization_id: Option<String>,
 }
 
 /// Checks a subscription's `min_severity` and `types`, naming each bad one.
@@ -520,11 +500,10 @@ pub struct SubscriptionList {
 pub async fn create_subscription(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<CreateSubscription>,
+    body: Json<CreateSubscription>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "manage")?;
     let body = body.into_inner();
-    caller.ensure_own_organization(body.organization_id.as_deref())?;
     let mut errors = Vec::new();
     let (min_severity, types) = subscription_fields(
         body.min_severity.as_deref(),
@@ -599,7 +578,7 @@ pub async fn list_subscriptions(
 pub async fn get_subscription(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<i64>,
+    id: Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "read")?;
     let organization_id = caller.organization_id();
@@ -621,12 +600,11 @@ pub async fn get_subscription(
 pub async fn update_subscription(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<i64>,
-    body: web::Json<UpdateSubscription>,
+    id: Path<i64>,
+    body: Json<UpdateSubscription>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "manage")?;
     let body = body.into_inner();
-    caller.ensure_own_organization(body.organization_id.as_deref())?;
     let mut errors = Vec::new();
     let (min_severity, types) = subscription_fields(
         body.min_severity.as_deref(),
@@ -659,7 +637,7 @@ pub async fn update_subscription(
 pub async fn delete_subscription(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<i64>,
+    id: Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "manage")?;
     let organization_id = caller.organization_id();

@@ -6,6 +6,7 @@ use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::errors::{ApiError, FieldError};
+use super::extract::{Json, Path};
 use super::AppState;
 use crate::auth::{self, permissions, IssueError};
 use crate::db::api_keys::{self, ApiKeyInfo};
@@ -20,8 +21,6 @@ pub struct CreateApiKey {
     pub role: String,
     /// A label for people (at most 255 characters).
     pub name: Option<String>,
-    /// Optional; if present it must be the caller's own organization.
-    pub organization_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -45,11 +44,10 @@ pub struct ApiKeyList {
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<CreateApiKey>,
+    body: Json<CreateApiKey>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "create")?;
     let body = body.into_inner();
-    caller.ensure_own_organization(body.organization_id.as_deref())?;
     if body
         .name
         .as_ref()
@@ -122,7 +120,7 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
 pub async fn revoke(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<String>,
+    id: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "delete")?;
     let organization_id = caller.organization_id();

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::auth::Caller;
 use super::errors::ApiError;
+use super::extract::Path;
 use super::AppState;
 use crate::db::archives::{self, Archive};
 use crate::db::tenant;
@@ -46,7 +47,7 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
 pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<Uuid>,
+    id: Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "read")?;
     let organization_id = caller.organization_id();

@@ -20,6 +20,30 @@ const OPERATIONS: &str = "system.operations";
 #[derive(Clone)]
 pub struct CallerOrganization(pub String);
 
+/// The organization a request's body named (its top-level `organization_id`),
+/// left in the request's extensions by the body extractor.
+#[derive(Clone)]
+pub struct NamedOrganization(pub String);
+
+/// 403 when the body named another organization than the caller's. The body
+/// and the caller are extracted concurrently, so both extractors call this
+/// once they are done: whichever finishes second sees both.
+pub fn check_named_organization(request: &HttpRequest) -> Result<(), ApiError> {
+    let extensions = request.extensions();
+    match (
+        extensions.get::<CallerOrganization>(),
+        extensions.get::<NamedOrganization>(),
+    ) {
+        (Some(CallerOrganization(caller)), Some(NamedOrganization(named))) if caller != named => {
+            Err(ApiError::Forbidden(OTHER_ORGANIZATION.to_owned()))
+        }
+        _ => Ok(()),
+    }
+}
+
+const OTHER_ORGANIZATION: &str =
+    "this API key belongs to another organization than the one named in the request";
+
 /// The authenticated caller of a request.
 pub struct Caller(pub Identity);
 
@@ -70,10 +94,9 @@ impl Caller {
     /// another one (in its body or query) is refused outright.
     pub fn ensure_own_organization(&self, named: Option<&str>) -> Result<(), ApiError> {
         match named {
-            Some(named) if named != self.organization_id() => Err(ApiError::Forbidden(
-                "this API key belongs to another organization than the one named in the request"
-                    .to_owned(),
-            )),
+            Some(named) if named != self.organization_id() => {
+                Err(ApiError::Forbidden(OTHER_ORGANIZATION.to_owned()))
+            }
             _ => Ok(()),
         }
     }
@@ -110,6 +133,7 @@ impl FromRequest for Caller {
                 .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
             let caller = Caller(identity);
             caller.ensure_own_organization(named_organization.as_deref())?;
+            check_named_organization(&request)?;
             Ok(caller)
         })
     }

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::auth::Caller;
 use super::errors::{ApiError, FieldError};
+use super::extract::{Json, Path, Query};
 use super::AppState;
 use crate::db::deliveries::{self, AttemptLog, Delivery, NewDeliveries};
 use crate::db::{destinations, tenant};
@@ -28,11 +29,11 @@ pub struct CreateDeliveries {
     /// 0 to 10, higher first; default 0.
     pub priority: Option<i16>,
     /// Not before this time (RFC 3339); default now.
+    #[serde(default, deserialize_with = "crate::validation::optional_timestamp")]
     pub scheduled_at: Option<DateTime<Utc>>,
     /// A repeated key returns the deliveries it created the first time.
     pub idempotency_key: Option<String>,
     pub correlation_id: Option<String>,
-    pub organization_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -56,11 +57,10 @@ pub struct DeliveryDetail {
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<CreateDeliveries>,
+    body: Json<CreateDeliveries>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "create")?;
     let body = body.into_inner();
-    caller.ensure_own_organization(body.organization_id.as_deref())?;
     let mut errors = Vec::new();
     let mut ids = body.destination_ids.clone();
     ids.sort_unstable();
@@ -151,7 +151,7 @@ pub struct DeliveryQuery {
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
-    query: web::Query<DeliveryQuery>,
+    query: Query<DeliveryQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "read")?;
     let mut errors = Vec::new();
@@ -191,7 +191,7 @@ pub async fn list(
 pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<Uuid>,
+    id: Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "read")?;
     let organization_id = caller.organization_id();
@@ -213,7 +213,7 @@ pub async fn get(
 pub async fn retry(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<Uuid>,
+    id: Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "update")?;
     let organization_id = caller.organization_id();

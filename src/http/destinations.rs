@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::errors::{ApiError, FieldError};
+use super::extract::{Json, Path};
 use super::AppState;
 use crate::db::destinations::{self, Destination, Health, NewDestination};
 use crate::db::tenant;
@@ -37,7 +38,6 @@ pub struct CreateDestination {
     /// concurrency, rate_limit_per_second, failure_threshold, reset_timeout, retry_schedule, auto_disable_after.
     #[schema(value_type = Option<Object>)]
     pub settings: Option<Value>,
-    pub organization_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -54,7 +54,6 @@ pub struct UpdateDestination {
     pub settings: Option<Value>,
     /// false re-enables a disabled destination.
     pub disabled: Option<bool>,
-    pub organization_id: Option<String>,
 }
 
 /// A destination as the API shows it: secrets as `***`.
@@ -136,11 +135,10 @@ fn check_label(label: &str) -> Option<FieldError> {
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<CreateDestination>,
+    body: Json<CreateDestination>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "create")?;
     let body = body.into_inner();
-    caller.ensure_own_organization(body.organization_id.as_deref())?;
     check_kind(&body.kind)?;
     let mut errors: Vec<FieldError> = check_label(&body.label).into_iter().collect();
     let checked = DestinationConfig::validate(&body.kind, &body.config, None)
@@ -215,7 +213,7 @@ async fn load(state: &AppState, caller: &Caller, id: i64) -> Result<Destination,
 pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<i64>,
+    id: Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "read")?;
     Ok(HttpResponse::Ok().json(DestinationView::from(load(&state, &caller, *id).await?)))
@@ -230,12 +228,11 @@ pub async fn get(
 pub async fn update(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<i64>,
-    body: web::Json<UpdateDestination>,
+    id: Path<i64>,
+    body: Json<UpdateDestination>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "update")?;
     let body = body.into_inner();
-    caller.ensure_own_organization(body.organization_id.as_deref())?;
     let mut destination = load(&state, &caller, *id).await?;
     let mut errors = Vec::new();
     if let Some(label) = body.label {
@@ -300,7 +297,7 @@ pub async fn update(
 pub async fn delete(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<i64>,
+    id: Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "delete")?;
     let organization_id = caller.organization_id();
@@ -332,7 +329,7 @@ pub struct ConnectionTest {
 pub async fn test(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<i64>,
+    id: Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "update")?;
     let destination = load(&state, &caller, *id).await?;
@@ -375,7 +372,7 @@ pub async fn test(
 pub async fn health(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<i64>,
+    id: Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "read")?;
     load(&state, &caller, *id).await?;

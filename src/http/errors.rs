@@ -4,10 +4,9 @@
 
 use std::time::Duration;
 
-use actix_web::error::{JsonPayloadError, PayloadError, QueryPayloadError};
 use actix_web::http::header;
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -44,8 +43,23 @@ pub enum ApiError {
         reason: String,
         retry_after: Duration,
     },
-    #[error("unsupported content type `{0}`: send application/json or application/x-ndjson")]
-    UnsupportedMediaType(String),
+    #[error("unsupported content type `{given}`: send {expected}")]
+    UnsupportedMediaType {
+        given: String,
+        expected: &'static str,
+    },
+    #[error("unsupported content encoding `{0}`: send the body as is, gzip or zstd")]
+    UnsupportedEncoding(String),
+    #[error("{method} is not allowed on {path}; allowed: {}", .allow.join(", "))]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allow: Vec<&'static str>,
+    },
+    #[error("the request URI is longer than the limit of {limit} bytes")]
+    UriTooLong { limit: usize },
+    #[error("the request headers are larger than the limit of {limit} bytes")]
+    HeadersTooLarge { limit: usize },
     /// The cause (logged and recorded by the error tracker) never reaches the
     /// client, who learns only that it was on our side.
     #[error("internal error")]
@@ -96,7 +110,12 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable { .. } => "unavailable",
-            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::UnsupportedMediaType { .. } | ApiError::UnsupportedEncoding(_) => {
+                "unsupported_media_type"
+            }
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::UriTooLong { .. } => "uri_too_long",
+            ApiError::HeadersTooLarge { .. } => "headers_too_large",
             ApiError::Internal(_) => "internal",
             ApiError::NotReady { .. } => "not_ready",
         }
@@ -105,7 +124,10 @@ impl ApiError {
     fn details(&self) -> Value {
         match self {
             ApiError::NotReady { checks, .. } => serde_json::json!({ "checks": checks }),
-            ApiError::PayloadTooLarge { limit } => serde_json::json!({ "limit_bytes": limit }),
+            ApiError::PayloadTooLarge { limit }
+            | ApiError::UriTooLong { limit }
+            | ApiError::HeadersTooLarge { limit } => serde_json::json!({ "limit_bytes": limit }),
+            ApiError::MethodNotAllowed { allow, .. } => serde_json::json!({ "allow": allow }),
             ApiError::Validation(errors) => serde_json::to_value(errors).unwrap_or_default(),
             ApiError::RateLimited { retry_after } => {
                 serde_json::json!({ "retry_after_seconds": retry_after_secs(retry_after) })
@@ -128,7 +150,12 @@ impl ResponseError for ApiError {
             ApiError::Unavailable { .. } | ApiError::NotReady { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType { .. } | ApiError::UnsupportedEncoding(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            ApiError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -144,6 +171,9 @@ impl ResponseError for ApiError {
             }
             ApiError::Unavailable { retry_after, .. } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs(retry_after)));
+            }
+            ApiError::MethodNotAllowed { allow, .. } => {
+                response.insert_header((header::ALLOW, allow.join(", ")));
             }
             _ => {}
         }
@@ -170,6 +200,9 @@ impl From<DbError> for ApiError {
     /// An outage of PostgreSQL is a 503 the client may retry; anything else from
     /// the database is a bug on our side, logged with its cause.
     fn from(error: DbError) -> Self {
+        if let Some(refusal) = refused_input(&error) {
+            return refusal;
+        }
         if error.is_unavailable() {
             tracing::warn!(%error, "Database unavailable");
             ApiError::Unavailable {
@@ -180,6 +213,39 @@ impl From<DbError> for ApiError {
             tracing::error!(%error, "Database error");
             ApiError::Internal(error.to_string())
         }
+    }
+}
+
+/// What PostgreSQL refused because of a value the client sent, as the client's
+/// error rather than ours: a value out of its column's range or length (class
+/// 22), a missing or constraint-breaking value (23502, 23514) or a clash with
+/// another row (23505, 23503). Handlers validate what they know first; this
+/// keeps whatever they missed from turning into a 500.
+fn refused_input(error: &DbError) -> Option<ApiError> {
+    let DbError::Postgres(error) = error else {
+        return None;
+    };
+    let db = error.as_db_error()?;
+    let code = db.code().code();
+    let field = db.column().unwrap_or_default();
+    if code.starts_with("22") || code == "23502" || code == "23514" {
+        tracing::info!(code, message = db.message(), "PostgreSQL refused a value");
+        Some(ApiError::Validation(vec![FieldError::new(
+            field,
+            format!("refused by the database: {}", db.message()),
+        )]))
+    } else if code == "23505" || code == "23503" {
+        tracing::info!(
+            code,
+            message = db.message(),
+            "PostgreSQL refused a conflicting row"
+        );
+        Some(ApiError::Conflict(format!(
+            "conflicts with another record: {}",
+            db.message()
+        )))
+    } else {
+        None
     }
 }
 
@@ -225,38 +291,21 @@ impl From<AuthError> for ApiError {
     }
 }
 
-/// The fallback service: any path or method no route serves.
+/// The fallback service: a path no route serves is a 404; a path some route
+/// serves, asked with another method, a 405 naming the methods it takes (as
+/// the OpenAPI document lists them).
 pub async fn route_not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::RouteNotFound {
-        method: request.method().to_string(),
-        path: request.path().to_owned(),
-    })
-}
-
-/// Extractor settings that turn their failures into [`ApiError`]s, so that a
-/// malformed or oversized body gets the same JSON error shape as everything else.
-pub fn configure_extractors(cfg: &mut web::ServiceConfig, max_body: usize) {
-    cfg.app_data(
-        web::JsonConfig::default()
-            .limit(max_body)
-            .error_handler(move |error, _| match error {
-                JsonPayloadError::Overflow { .. }
-                | JsonPayloadError::OverflowKnownLength { .. } => {
-                    ApiError::PayloadTooLarge { limit: max_body }.into()
-                }
-                JsonPayloadError::Payload(PayloadError::Overflow) => {
-                    ApiError::PayloadTooLarge { limit: max_body }.into()
-                }
-                other => ApiError::BadRequest(format!("invalid JSON body: {other}")).into(),
-            }),
-    )
-    .app_data(web::PayloadConfig::new(max_body))
-    .app_data(web::PathConfig::default().error_handler(|error, request| {
-        ApiError::NotFound(format!("{} ({error})", request.path())).into()
-    }))
-    .app_data(
-        web::QueryConfig::default().error_handler(|error: QueryPayloadError, _| {
-            ApiError::BadRequest(format!("invalid query string: {error}")).into()
+    let method = request.method().to_string();
+    let path = request.path().to_owned();
+    match request
+        .match_pattern()
+        .and_then(|pattern| super::openapi::methods_of(&pattern))
+    {
+        Some(allow) => Err(ApiError::MethodNotAllowed {
+            method,
+            path,
+            allow,
         }),
-    );
+        None => Err(ApiError::RouteNotFound { method, path }),
+    }
 }

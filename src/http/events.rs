@@ -3,10 +3,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
-use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, TimeDelta, Utc};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -14,14 +12,24 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::Caller;
 use super::cursor;
 use super::errors::{ApiError, FieldError};
+use super::extract::{self, Path, Query};
 use super::AppState;
 use crate::cache::EVENTS;
 use crate::db::events::{self, EventFilter, StoredEvent};
 use crate::db::{presets, tenant};
 use crate::events::{self as audit_events, Receipt, Rules, CLASSIFICATIONS, STATUSES};
 use crate::messages::ingest::Ingest;
+use crate::validation::{timestamp_field, Strictness, TextRules};
 
 const RESOURCE: &str = "audit.events";
+
+/// An event's strings: its fields read as text, its `details` as JSON, and
+/// lengths left to the event's own rules (`events::prepare`).
+const EVENT_TEXT: TextRules = TextRules {
+    fields: Strictness::Text,
+    nested: Strictness::Json,
+    max_chars: None,
+};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct IngestResponse {
@@ -45,7 +53,7 @@ pub async fn ingest(
 ) -> Result<HttpResponse, ApiError> {
     let received = Instant::now();
     caller.require(RESOURCE, "create")?;
-    let body = read_body(payload, state.config.http.max_body).await?;
+    let body = extract::read_body(&request, payload.into_inner()).await?;
     let items = parse_events(&request, &body)?;
     tracing::Span::current().record("events", items.len());
     let max_batch = state.live.borrow().ingest.max_batch;
@@ -57,6 +65,25 @@ pub async fn ingest(
                 items.len()
             ),
         )]));
+    }
+    // Before anything reads a value (presets are looked up by name): strings
+    // PostgreSQL would refuse, or that have no place in a trail, are named
+    // here.
+    let problems: Vec<FieldError> = items
+        .iter()
+        .enumerate()
+        .flat_map(|(index, item)| {
+            EVENT_TEXT
+                .json_problems(item)
+                .into_iter()
+                .map(move |problem| FieldError {
+                    index: Some(index),
+                    ..problem
+                })
+        })
+        .collect();
+    if !problems.is_empty() {
+        return Err(ApiError::Validation(problems));
     }
     for item in &items {
         caller.ensure_own_organization(item.get("organization_id").and_then(Value::as_str))?;
@@ -108,36 +135,9 @@ pub async fn ingest(
     Ok(HttpResponse::Created().json(IngestResponse { events: receipts }))
 }
 
-/// Reads the body up to `limit` bytes; past it, a JSON 413 (the declared-length
-/// guard cannot see chunked bodies).
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk
-            .map_err(|error| ApiError::BadRequest(format!("cannot read the body: {error}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::PayloadTooLarge { limit });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
 /// One object, an array of objects, or NDJSON (one object per line).
 fn parse_events(request: &HttpRequest, body: &[u8]) -> Result<Vec<Value>, ApiError> {
-    let content_type = request
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .map(|value| {
-            value
-                .split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        });
-    match content_type.as_deref() {
+    match extract::media_type(request).as_deref() {
         None | Some("application/json") => match serde_json::from_slice::<Value>(body) {
             Ok(Value::Array(items)) => Ok(items),
             Ok(object @ Value::Object(_)) => Ok(vec![object]),
@@ -167,7 +167,10 @@ fn parse_events(request: &HttpRequest, body: &[u8]) -> Result<Vec<Value>, ApiErr
                 Err(ApiError::Validation(errors))
             }
         }
-        Some(other) => Err(ApiError::UnsupportedMediaType(other.to_owned())),
+        Some(other) => Err(ApiError::UnsupportedMediaType {
+            given: other.to_owned(),
+            expected: "application/json or application/x-ndjson",
+        }),
     }
 }
 
@@ -211,7 +214,7 @@ pub struct EventPage {
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
-    query: web::Query<EventQuery>,
+    query: Query<EventQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "read")?;
     let query = query.into_inner();
@@ -252,18 +255,8 @@ pub async fn list(
 
 fn filter_from(query: EventQuery, state: &AppState) -> Result<EventFilter, ApiError> {
     let mut errors = Vec::new();
-    let mut time = |field: &str, raw: Option<String>| -> Option<DateTime<Utc>> {
-        let raw = raw?;
-        match DateTime::parse_from_rfc3339(&raw) {
-            Ok(time) => Some(time.with_timezone(&Utc)),
-            Err(_) => {
-                errors.push(FieldError::new(field, "must be an RFC 3339 date-time"));
-                None
-            }
-        }
-    };
-    let from = time("from", query.from);
-    let to = time("to", query.to);
+    let from = timestamp_field("from", query.from.as_deref(), &mut errors);
+    let to = timestamp_field("to", query.to.as_deref(), &mut errors);
     let limit = query.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
         errors.push(FieldError::new("limit", "must be between 1 and 1000"));
@@ -334,7 +327,7 @@ fn encode_cursor(event: &StoredEvent) -> String {
 pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<i64>,
+    id: Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "read")?;
     let organization_id = caller.organization_id();

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::auth::Caller;
 use super::errors::{ApiError, FieldError};
+use super::extract::{Json, Path};
 use super::AppState;
 use crate::db::gdpr::{self, Operation};
 use crate::db::tenant;
@@ -73,7 +74,9 @@ pub struct ExportBody {
     /// The data subject: their events as principal and as target, under any pseudonym.
     pub principal_id: String,
     pub format: Format,
+    #[serde(default, deserialize_with = "crate::validation::optional_timestamp")]
     pub from: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "crate::validation::optional_timestamp")]
     pub to: Option<DateTime<Utc>>,
     /// Deliver the file there instead of answering with it.
     pub destination_id: Option<i64>,
@@ -92,7 +95,7 @@ pub struct ExportBody {
 pub async fn export(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<ExportBody>,
+    body: Json<ExportBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "export")?;
     let body = body.into_inner();
@@ -171,7 +174,7 @@ pub struct PseudonymizeBody {
 pub async fn pseudonymize(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<PseudonymizeBody>,
+    body: Json<PseudonymizeBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "pseudonymize")?;
     let body = body.into_inner();
@@ -216,7 +219,7 @@ fn preserve_by_default() -> bool {
 pub async fn erase(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<EraseBody>,
+    body: Json<EraseBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "delete")?;
     let body = body.into_inner();
@@ -245,7 +248,7 @@ pub async fn erase(
 pub async fn reverse(
     state: web::Data<AppState>,
     caller: Caller,
-    pseudonym_id: web::Path<String>,
+    pseudonym_id: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "reverse")?;
     let done = state
@@ -287,7 +290,7 @@ pub struct RecordedRequest {
 pub async fn record_request(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<RequestBody>,
+    body: Json<RequestBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "create")?;
     let body = body.into_inner();
@@ -340,7 +343,7 @@ pub async fn record_request(
 pub async fn get_request(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<Uuid>,
+    id: Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "read")?;
     let organization_id = caller.organization_id();

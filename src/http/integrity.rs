@@ -9,6 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
 use super::errors::{ApiError, FieldError};
+use super::extract::{OptionalJson, Query};
 use super::AppState;
 use crate::db::checkpoints::{self, StoredCheckpoint};
 use crate::db::tenant;
@@ -21,14 +22,14 @@ const RESOURCE: &str = "audit.integrity";
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
     /// RFC 3339; events from this time. Default: the beginning.
+    #[serde(default, deserialize_with = "crate::validation::optional_timestamp")]
     pub from: Option<DateTime<Utc>>,
     /// RFC 3339, exclusive. Default: the end.
+    #[serde(default, deserialize_with = "crate::validation::optional_timestamp")]
     pub to: Option<DateTime<Utc>>,
     /// A checkpoint kept outside (as `GET /v1/integrity/checkpoints` returned it):
     /// the chain must still reach it, else the report says `truncated`.
     pub checkpoint: Option<SignedCheckpoint>,
-    /// Checked against the key's organization (403 when it differs).
-    pub organization_id: Option<String>,
 }
 
 /// Recomputes every hash and link of the caller's organization (in the time
@@ -41,16 +42,10 @@ pub struct VerifyRequest {
 pub async fn verify(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Bytes,
+    body: OptionalJson<VerifyRequest>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "verify")?;
-    let request: VerifyRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        VerifyRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|error| ApiError::BadRequest(format!("invalid JSON body: {error}")))?
-    };
-    caller.ensure_own_organization(request.organization_id.as_deref())?;
+    let request = body.into_inner().unwrap_or_default();
     if let (Some(from), Some(to)) = (request.from, request.to) {
         if from > to {
             return Err(ApiError::Validation(vec![FieldError::new(
@@ -106,7 +101,7 @@ pub struct CheckpointList {
 pub async fn list_checkpoints(
     state: web::Data<AppState>,
     caller: Caller,
-    query: web::Query<CheckpointQuery>,
+    query: Query<CheckpointQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "read")?;
     let limit = query.limit.unwrap_or(20);

@@ -8,6 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
 use super::errors::{ApiError, FieldError};
+use super::extract::{Json, Path, Query};
 use super::AppState;
 use crate::db::legal_holds::{self, LegalHold, NewHold};
 use crate::db::tenant;
@@ -27,11 +28,11 @@ pub struct CreateHold {
     /// Holds only this principal's events; all of them when absent.
     pub principal_id: Option<String>,
     /// Holds only events from this instant on.
+    #[serde(default, deserialize_with = "crate::validation::optional_timestamp")]
     pub starts_at: Option<DateTime<Utc>>,
     /// Holds only events up to this instant; after `starts_at`.
+    #[serde(default, deserialize_with = "crate::validation::optional_timestamp")]
     pub ends_at: Option<DateTime<Utc>>,
-    /// Optional; if present it must be the caller's own organization.
-    pub organization_id: Option<String>,
 }
 
 impl CreateHold {
@@ -82,11 +83,10 @@ pub struct HoldList {
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<CreateHold>,
+    body: Json<CreateHold>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "create")?;
     let body = body.into_inner();
-    caller.ensure_own_organization(body.organization_id.as_deref())?;
     let problems = body.problems();
     if !problems.is_empty() {
         return Err(ApiError::Validation(problems));
@@ -122,10 +122,9 @@ pub async fn create(
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
-    query: web::Query<HoldQuery>,
+    query: Query<HoldQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "read")?;
-    caller.ensure_own_organization(query.organization_id.as_deref())?;
     let organization_id = caller.organization_id();
     let holds = tenant::scoped(&state.pool, organization_id, async |tx| {
         Ok::<_, ApiError>(legal_holds::list(tx, organization_id, query.active).await?)
@@ -142,7 +141,7 @@ pub async fn list(
 pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<i64>,
+    id: Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "read")?;
     let organization_id = caller.organization_id();
@@ -164,7 +163,7 @@ pub async fn get(
 pub async fn release(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<i64>,
+    id: Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "update")?;
     let organization_id = caller.organization_id();

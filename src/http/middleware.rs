@@ -1,4 +1,5 @@
-//! Request middleware: the per-request span, HTTP metrics and the body-size guard.
+//! Request middleware: the per-request span, HTTP metrics and the guard on
+//! the request's size (URI, headers, declared body).
 
 use std::time::Instant;
 
@@ -131,9 +132,17 @@ fn internal_error(error: Option<&Error>, route: &str) -> Option<ErrorEvent> {
     Some(event)
 }
 
-/// Refuses a body whose declared length exceeds `http.max_body` before any
-/// handler reads it. Bodies without a length are capped by the extractors.
-pub async fn limit_body(
+/// Longest request URI answered, in bytes (longer: a JSON 414).
+const MAX_URI_BYTES: usize = 16 * 1024;
+/// Largest sum of header names and values answered, in bytes (larger: a JSON
+/// 431). The HTTP parser's own bound (128 KiB for the whole head) lies beyond
+/// these two, so any head the parser accepts gets an answer in our JSON shape.
+const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Refuses, before any handler runs, a URI or headers past their limits and a
+/// body whose declared length exceeds `http.max_body`. Bodies without a length
+/// (chunked, compressed) are capped as they are read.
+pub async fn limit_request(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
@@ -145,11 +154,30 @@ pub async fn limit_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<usize>().ok());
-    if let (Some(limit), Some(declared)) = (limit, declared) {
-        if declared > limit {
-            let response = ApiError::PayloadTooLarge { limit }.error_response();
-            return Ok(request.into_response(response).map_into_right_body());
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    let refusal = if request.uri().to_string().len() > MAX_URI_BYTES {
+        Some(ApiError::UriTooLong {
+            limit: MAX_URI_BYTES,
+        })
+    } else if header_bytes > MAX_HEADER_BYTES {
+        Some(ApiError::HeadersTooLarge {
+            limit: MAX_HEADER_BYTES,
+        })
+    } else {
+        match (limit, declared) {
+            (Some(limit), Some(declared)) if declared > limit => {
+                Some(ApiError::PayloadTooLarge { limit })
+            }
+            _ => None,
         }
+    };
+    if let Some(refusal) = refusal {
+        let response = refusal.error_response();
+        return Ok(request.into_response(response).map_into_right_body());
     }
     Ok(next.call(request).await?.map_into_left_body())
 }

@@ -11,6 +11,7 @@ pub mod deliveries;
 pub mod destinations;
 pub mod errors;
 pub mod events;
+pub mod extract;
 pub mod gdpr;
 pub mod health;
 pub mod integrity;
@@ -25,8 +26,8 @@ pub mod roles;
 use std::sync::Arc;
 
 use actix::Addr;
-use actix_web::middleware::from_fn;
-use actix_web::{web, App};
+use actix_web::middleware::{from_fn, Compress};
+use actix_web::{guard, web, App, Route};
 
 use crate::actors::alert::AlertActor;
 use crate::actors::gdpr::GdprActor;
@@ -75,6 +76,11 @@ pub struct AppState {
     pub errors: ErrorTracker,
 }
 
+/// A route for GET, and HEAD too: a HEAD answer is the GET answer's head.
+fn get() -> Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
+}
+
 /// Builds the application for one HTTP worker thread.
 pub fn app(
     state: web::Data<AppState>,
@@ -87,68 +93,59 @@ pub fn app(
         InitError = (),
     >,
 > {
-    let max_body = state.config.http.max_body;
     App::new()
         .app_data(state)
-        // The last `wrap` is the outermost: the span and metrics see the guard's 413 too.
-        .wrap(from_fn(middleware::limit_body))
+        // The last `wrap` is the outermost: the span and metrics see the
+        // guard's 413, 414 and 431 too, and every answer may be compressed.
+        .wrap(from_fn(middleware::limit_request))
         .wrap(from_fn(middleware::observe))
-        .configure(|cfg| errors::configure_extractors(cfg, max_body))
-        .route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(health::metrics))
-        .route("/openapi.json", web::get().to(openapi::openapi_json))
+        .wrap(Compress::default())
+        .route("/healthz", get().to(health::healthz))
+        .route("/readyz", get().to(health::readyz))
+        .route("/metrics", get().to(health::metrics))
+        .route("/openapi.json", get().to(openapi::openapi_json))
         .service(
             web::scope("/v1")
                 .route("/events", web::post().to(events::ingest))
-                .route("/events", web::get().to(events::list))
-                .route("/events/{id}", web::get().to(events::get))
-                .route("/presets", web::get().to(presets::list))
+                .route("/events", get().to(events::list))
+                .route("/events/{id}", get().to(events::get))
+                .route("/presets", get().to(presets::list))
                 .route("/presets", web::post().to(presets::create))
-                .route("/presets/{name}", web::get().to(presets::get))
+                .route("/presets/{name}", get().to(presets::get))
                 .route("/presets/{name}", web::put().to(presets::put))
                 .route("/presets/{name}", web::delete().to(presets::delete))
                 .route("/integrity/verify", web::post().to(integrity::verify))
                 .route(
                     "/integrity/checkpoints",
-                    web::get().to(integrity::list_checkpoints),
+                    get().to(integrity::list_checkpoints),
                 )
                 .route(
                     "/integrity/checkpoints",
                     web::post().to(integrity::create_checkpoint),
                 )
-                .route(
-                    "/integrity/public-key",
-                    web::get().to(integrity::public_key),
-                )
-                .route("/api-keys", web::get().to(api_keys::list))
+                .route("/integrity/public-key", get().to(integrity::public_key))
+                .route("/api-keys", get().to(api_keys::list))
                 .route("/api-keys", web::post().to(api_keys::create))
                 .route("/api-keys/{id}", web::delete().to(api_keys::revoke))
-                .route("/roles", web::get().to(roles::list))
-                .route("/roles/{name}", web::get().to(roles::get))
+                .route("/roles", get().to(roles::list))
+                .route("/roles/{name}", get().to(roles::get))
                 .route("/roles/{name}", web::put().to(roles::put))
                 .route("/roles/{name}", web::delete().to(roles::delete))
                 .route("/destinations", web::post().to(destinations::create))
-                .route("/destinations", web::get().to(destinations::list))
-                .route("/destinations/{id}", web::get().to(destinations::get))
+                .route("/destinations", get().to(destinations::list))
+                .route("/destinations/{id}", get().to(destinations::get))
                 .route("/destinations/{id}", web::patch().to(destinations::update))
                 .route("/destinations/{id}", web::delete().to(destinations::delete))
                 .route(
                     "/destinations/{id}/test",
                     web::post().to(destinations::test),
                 )
-                .route(
-                    "/destinations/{id}/health",
-                    web::get().to(destinations::health),
-                )
+                .route("/destinations/{id}/health", get().to(destinations::health))
                 .route("/deliveries", web::post().to(deliveries::create))
-                .route("/deliveries", web::get().to(deliveries::list))
-                .route("/deliveries/{id}", web::get().to(deliveries::get))
+                .route("/deliveries", get().to(deliveries::list))
+                .route("/deliveries/{id}", get().to(deliveries::get))
                 .route("/deliveries/{id}/retry", web::post().to(deliveries::retry))
-                .route(
-                    "/retention-policies",
-                    web::get().to(retention_policies::list),
-                )
+                .route("/retention-policies", get().to(retention_policies::list))
                 .route(
                     "/retention-policies",
                     web::post().to(retention_policies::create),
@@ -162,22 +159,22 @@ pub fn app(
                     web::delete().to(retention_policies::delete),
                 )
                 .route("/legal-holds", web::post().to(legal_holds::create))
-                .route("/legal-holds", web::get().to(legal_holds::list))
-                .route("/legal-holds/{id}", web::get().to(legal_holds::get))
+                .route("/legal-holds", get().to(legal_holds::list))
+                .route("/legal-holds/{id}", get().to(legal_holds::get))
                 .route(
                     "/legal-holds/{id}/release",
                     web::post().to(legal_holds::release),
                 )
-                .route("/alert-rules", web::get().to(alert_rules::list))
+                .route("/alert-rules", get().to(alert_rules::list))
                 .route("/alert-rules", web::post().to(alert_rules::create))
-                .route("/alert-rules/{id}", web::get().to(alert_rules::get))
+                .route("/alert-rules/{id}", get().to(alert_rules::get))
                 .route("/alert-rules/{id}", web::put().to(alert_rules::replace))
                 .route("/alert-rules/{id}", web::delete().to(alert_rules::delete))
                 // `/alerts/statistics` before `/alerts/{id}`, which would take it for an id.
-                .route("/alerts", web::get().to(alerts::list))
+                .route("/alerts", get().to(alerts::list))
                 .route("/alerts", web::post().to(alerts::create))
-                .route("/alerts/statistics", web::get().to(alerts::statistics))
-                .route("/alerts/{id}", web::get().to(alerts::get))
+                .route("/alerts/statistics", get().to(alerts::statistics))
+                .route("/alerts/{id}", get().to(alerts::get))
                 .route(
                     "/alerts/{id}/acknowledge",
                     web::post().to(alerts::acknowledge),
@@ -188,13 +185,10 @@ pub fn app(
                     "/alert-subscriptions",
                     web::post().to(alerts::create_subscription),
                 )
-                .route(
-                    "/alert-subscriptions",
-                    web::get().to(alerts::list_subscriptions),
-                )
+                .route("/alert-subscriptions", get().to(alerts::list_subscriptions))
                 .route(
                     "/alert-subscriptions/{id}",
-                    web::get().to(alerts::get_subscription),
+                    get().to(alerts::get_subscription),
                 )
                 .route(
                     "/alert-subscriptions/{id}",
@@ -207,23 +201,17 @@ pub fn app(
                 .route("/gdpr/export", web::post().to(gdpr::export))
                 .route("/gdpr/pseudonymize", web::post().to(gdpr::pseudonymize))
                 .route("/gdpr/erase", web::post().to(gdpr::erase))
-                .route(
-                    "/gdpr/pseudonyms/{pseudonym_id}",
-                    web::get().to(gdpr::reverse),
-                )
+                .route("/gdpr/pseudonyms/{pseudonym_id}", get().to(gdpr::reverse))
                 .route("/gdpr/requests", web::post().to(gdpr::record_request))
-                .route("/gdpr/requests/{id}", web::get().to(gdpr::get_request))
-                .route("/archives", web::get().to(archives::list))
-                .route("/archives/{id}", web::get().to(archives::get))
-                .route("/report-templates", web::get().to(reports::list_templates))
+                .route("/gdpr/requests/{id}", get().to(gdpr::get_request))
+                .route("/archives", get().to(archives::list))
+                .route("/archives/{id}", get().to(archives::get))
+                .route("/report-templates", get().to(reports::list_templates))
                 .route(
                     "/report-templates",
                     web::post().to(reports::create_template),
                 )
-                .route(
-                    "/report-templates/{id}",
-                    web::get().to(reports::get_template),
-                )
+                .route("/report-templates/{id}", get().to(reports::get_template))
                 .route(
                     "/report-templates/{id}",
                     web::patch().to(reports::update_template),
@@ -232,34 +220,34 @@ pub fn app(
                     "/report-templates/{id}",
                     web::delete().to(reports::delete_template),
                 )
-                .route("/reports", web::get().to(reports::list_reports))
+                .route("/reports", get().to(reports::list_reports))
                 .route("/reports", web::post().to(reports::create_report))
-                .route("/reports/{id}", web::get().to(reports::get_report))
+                .route("/reports/{id}", get().to(reports::get_report))
                 .route("/reports/{id}", web::patch().to(reports::update_report))
                 .route("/reports/{id}", web::delete().to(reports::delete_report))
                 .route("/reports/{id}/run", web::post().to(reports::run_now))
                 .route(
                     "/reports/{id}/executions",
-                    web::get().to(reports::list_executions),
+                    get().to(reports::list_executions),
                 )
                 .route(
                     "/reports/{id}/executions/{execution_id}",
-                    web::get().to(reports::get_execution),
+                    get().to(reports::get_execution),
                 )
                 .route(
                     "/reports/{id}/executions/{execution_id}/output",
-                    web::get().to(reports::download_output),
+                    get().to(reports::download_output),
                 )
-                .route("/admin/performance", web::get().to(admin::performance))
+                .route("/admin/performance", get().to(admin::performance))
                 .route("/admin/performance/explain", web::post().to(admin::explain))
                 .route(
                     "/admin/maintenance/run",
                     web::post().to(admin::run_maintenance),
                 )
-                .route("/admin/errors", web::get().to(admin::list_errors))
+                .route("/admin/errors", get().to(admin::list_errors))
                 .route(
                     "/admin/errors/{aggregation_key}",
-                    web::get().to(admin::get_error),
+                    get().to(admin::get_error),
                 ),
         )
         .default_service(web::to(errors::route_not_found))

@@ -1,5 +1,8 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
 use actix_web::HttpResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -72,4 +75,36 @@ impl Modify for BearerKeys {
     responses((status = 200, description = "OpenAPI 3 document")))]
 pub async fn openapi_json() -> HttpResponse {
     HttpResponse::Ok().json(ApiDoc::openapi())
+}
+
+/// The methods the route `pattern` (as actix and the document spell it,
+/// `/v1/events/{id}`) answers, HEAD included wherever GET is; `None` for a
+/// pattern the document does not know.
+pub fn methods_of(pattern: &str) -> Option<Vec<&'static str>> {
+    static METHODS: OnceLock<HashMap<String, Vec<&'static str>>> = OnceLock::new();
+    METHODS
+        .get_or_init(|| {
+            ApiDoc::openapi()
+                .paths
+                .paths
+                .into_iter()
+                .map(|(path, item)| {
+                    let methods = [
+                        ("GET", item.get.is_some()),
+                        ("HEAD", item.get.is_some() || item.head.is_some()),
+                        ("POST", item.post.is_some()),
+                        ("PUT", item.put.is_some()),
+                        ("PATCH", item.patch.is_some()),
+                        ("DELETE", item.delete.is_some()),
+                    ];
+                    let allowed = methods
+                        .into_iter()
+                        .filter_map(|(method, present)| present.then_some(method))
+                        .collect();
+                    (path, allowed)
+                })
+                .collect()
+        })
+        .get(pattern)
+        .cloned()
 }

@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::errors::{ApiError, FieldError};
+use super::extract::{Json, Path};
 use super::AppState;
 use crate::db::presets::{self, StoredPreset};
 use crate::db::tenant;
@@ -97,8 +98,6 @@ pub struct PresetBody {
     #[serde(default = "empty_object")]
     #[schema(value_type = Object)]
     pub validation: Value,
-    /// Optional; if present it must be the caller's own organization.
-    pub organization_id: Option<String>,
 }
 
 fn empty_array() -> Value {
@@ -151,7 +150,7 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
 pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
-    name: web::Path<String>,
+    name: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "read")?;
     let organization_id = caller.organization_id();
@@ -173,11 +172,10 @@ pub async fn get(
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<PresetBody>,
+    body: Json<PresetBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "create")?;
     let body = body.into_inner();
-    caller.ensure_own_organization(body.organization_id.as_deref())?;
     let Some(name) = body.name.clone() else {
         return Err(ApiError::Validation(vec![FieldError::new(
             "name",
@@ -220,12 +218,11 @@ pub async fn create(
 pub async fn put(
     state: web::Data<AppState>,
     caller: Caller,
-    name: web::Path<String>,
-    body: web::Json<PresetBody>,
+    name: Path<String>,
+    body: Json<PresetBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "update")?;
     let body = body.into_inner();
-    caller.ensure_own_organization(body.organization_id.as_deref())?;
     if body.name.as_ref().is_some_and(|named| *named != *name) {
         return Err(ApiError::Validation(vec![FieldError::new(
             "name",
@@ -267,7 +264,7 @@ pub async fn put(
 pub async fn delete(
     state: web::Data<AppState>,
     caller: Caller,
-    name: web::Path<String>,
+    name: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "delete")?;
     let organization_id = caller.organization_id();

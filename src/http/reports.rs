@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::auth::Caller;
 use super::cursor;
 use super::errors::ApiError;
+use super::extract::{Json, Path, Query};
 use super::AppState;
 use crate::db::reports::{
     self, Execution, ReportFields, ScheduledReport, Template, TemplateFields,
@@ -221,7 +222,7 @@ pub async fn list_templates(
 pub async fn create_template(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<TemplateBody>,
+    body: Json<TemplateBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "create")?;
     let organization_id = caller.organization_id();
@@ -244,7 +245,7 @@ pub async fn create_template(
 pub async fn get_template(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<Uuid>,
+    id: Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "read")?;
     let organization_id = caller.organization_id();
@@ -265,8 +266,8 @@ pub async fn get_template(
 pub async fn update_template(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<Uuid>,
-    body: web::Json<TemplateBody>,
+    id: Path<Uuid>,
+    body: Json<TemplateBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "update")?;
     let organization_id = caller.organization_id();
@@ -299,7 +300,7 @@ pub async fn update_template(
 pub async fn delete_template(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<Uuid>,
+    id: Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "delete")?;
     let organization_id = caller.organization_id();
@@ -564,7 +565,7 @@ pub async fn list_reports(
 pub async fn create_report(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<ReportBody>,
+    body: Json<ReportBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "create")?;
     let organization_id = caller.organization_id();
@@ -589,7 +590,7 @@ pub async fn create_report(
 pub async fn get_report(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<Uuid>,
+    id: Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "read")?;
     let organization_id = caller.organization_id();
@@ -610,8 +611,8 @@ pub async fn get_report(
 pub async fn update_report(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<Uuid>,
-    body: web::Json<ReportBody>,
+    id: Path<Uuid>,
+    body: Json<ReportBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "update")?;
     let organization_id = caller.organization_id();
@@ -639,7 +640,7 @@ pub async fn update_report(
 pub async fn delete_report(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<Uuid>,
+    id: Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "delete")?;
     let organization_id = caller.organization_id();
@@ -665,7 +666,7 @@ pub async fn delete_report(
 pub async fn run_now(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<Uuid>,
+    id: Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "create")?;
     let organization_id = caller.organization_id();
@@ -707,8 +708,8 @@ pub struct ExecutionPage {
 pub async fn list_executions(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<Uuid>,
-    query: web::Query<ExecutionQuery>,
+    id: Path<Uuid>,
+    query: Query<ExecutionQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "read")?;
     let limit = query.limit.unwrap_or(50);
@@ -753,11 +754,11 @@ pub async fn list_executions(
         ("execution_id" = Uuid, Path, description = "Run id")),
     responses((status = 200, body = Execution), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]
-#[tracing::instrument(skip_all, fields(report = %path.0, execution = %path.1))]
+#[tracing::instrument(skip_all, fields(report = %path.0.0, execution = %path.0.1))]
 pub async fn get_execution(
     state: web::Data<AppState>,
     caller: Caller,
-    path: web::Path<(Uuid, Uuid)>,
+    path: Path<(Uuid, Uuid)>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "read")?;
     let (report_id, execution_id) = path.into_inner();
@@ -774,11 +775,11 @@ pub async fn get_execution(
     responses((status = 200, description = "The output (JSON, CSV or HTML)"), (status = 401),
         (status = 403), (status = 404), (status = 409, description = "The run has not completed")),
     security(("bearer" = [])))]
-#[tracing::instrument(skip_all, fields(report = %path.0, execution = %path.1))]
+#[tracing::instrument(skip_all, fields(report = %path.0.0, execution = %path.0.1))]
 pub async fn download_output(
     state: web::Data<AppState>,
     caller: Caller,
-    path: web::Path<(Uuid, Uuid)>,
+    path: Path<(Uuid, Uuid)>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "export")?;
     let (report_id, execution_id) = path.into_inner();

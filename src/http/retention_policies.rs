@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::errors::ApiError;
+use super::extract::{Json, Path};
 use super::AppState;
 use crate::db::{retention, tenant};
 use crate::events::retention::RetentionPolicy;
@@ -29,8 +30,6 @@ pub struct CreatePolicy {
     pub description: Option<String>,
     /// Default true.
     pub is_active: Option<bool>,
-    /// Optional; if present it must be the caller's own organization.
-    pub organization_id: Option<String>,
 }
 
 /// Absent fields keep their value; `null` clears a nullable one. The name
@@ -50,7 +49,6 @@ pub struct UpdatePolicy {
     #[schema(value_type = Option<String>)]
     pub description: Option<Option<String>>,
     pub is_active: Option<bool>,
-    pub organization_id: Option<String>,
 }
 
 /// A field that is present, even as `null` (which plain `Option` would take
@@ -115,11 +113,10 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<CreatePolicy>,
+    body: Json<CreatePolicy>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "create")?;
     let body = body.into_inner();
-    caller.ensure_own_organization(body.organization_id.as_deref())?;
     let new = RetentionPolicy {
         id: None,
         policy_name: body.policy_name,
@@ -162,12 +159,11 @@ pub async fn create(
 pub async fn update(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<i64>,
-    body: web::Json<UpdatePolicy>,
+    id: Path<i64>,
+    body: Json<UpdatePolicy>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "update")?;
     let body = body.into_inner();
-    caller.ensure_own_organization(body.organization_id.as_deref())?;
     let organization_id = caller.organization_id();
     let id = id.into_inner();
     let updated = tenant::scoped(&state.pool, organization_id, async move |tx| {
@@ -195,7 +191,7 @@ pub async fn update(
 pub async fn delete(
     state: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<i64>,
+    id: Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "delete")?;
     let organization_id = caller.organization_id();

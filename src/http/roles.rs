@@ -6,6 +6,7 @@ use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::errors::{ApiError, FieldError};
+use super::extract::{Json, Path};
 use super::AppState;
 use crate::auth::permissions::{self, Permission, RoleDefinition};
 use crate::db::{api_keys, roles, tenant};
@@ -38,8 +39,6 @@ pub struct PutRole {
     /// Names of roles whose permissions this one also grants.
     #[serde(default)]
     pub inherits: Vec<String>,
-    /// Optional; if present it must be the caller's own organization.
-    pub organization_id: Option<String>,
 }
 
 fn view(
@@ -86,7 +85,7 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
 pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
-    name: web::Path<String>,
+    name: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "read")?;
     let catalog = state.auth.role_catalog(caller.organization_id()).await?;
@@ -108,12 +107,11 @@ pub async fn get(
 pub async fn put(
     state: web::Data<AppState>,
     caller: Caller,
-    name: web::Path<String>,
-    body: web::Json<PutRole>,
+    name: Path<String>,
+    body: Json<PutRole>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "update")?;
     let body = body.into_inner();
-    caller.ensure_own_organization(body.organization_id.as_deref())?;
     let name = name.into_inner();
     if permissions::is_built_in(&name) {
         return Err(ApiError::Conflict(format!(
@@ -190,7 +188,7 @@ pub async fn put(
 pub async fn delete(
     state: web::Data<AppState>,
     caller: Caller,
-    name: web::Path<String>,
+    name: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "delete")?;
     if permissions::is_built_in(&name) {

@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use super::schedule::{CalendarUnit, Schedule};
 use super::ReportType;
 use crate::events::{CLASSIFICATIONS, STATUSES};
-use crate::validation::FieldError;
+use crate::validation::{parse_timestamp, FieldError};
 
 /// Longest relative period (`last`).
 const MAX_LAST: Duration = Duration::from_secs(5 * 366 * 24 * 3600);
@@ -253,8 +253,7 @@ fn parse_time_range(value: &Value, errors: &mut Vec<FieldError>) -> TimeRange {
             let mut time = |key: &str| {
                 let parsed = object[key]
                     .as_str()
-                    .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
-                    .map(|time| time.with_timezone(&Utc));
+                    .and_then(|text| parse_timestamp(text).ok());
                 if parsed.is_none() {
                     errors.push(FieldError::new(
                         format!("{field}.{key}"),

@@ -646,3 +646,68 @@ async fn ingest_fails_fast_without_postgres_and_recovers() {
         .await;
     assert_eq!(report["valid"], true, "{report}");
 }
+
+/// A leap second is stored as PostgreSQL reads it (the next second) and
+/// hashed as stored: the receipt shows that instant, and verification finds
+/// the event intact, with no alert.
+#[actix_web::test]
+async fn a_leap_second_is_stored_and_hashed_as_the_next_second() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-leap", "org:admin").await;
+    let mut leap = event("u1", "leap.test");
+    leap["timestamp"] = json!("2025-06-30T23:59:60Z");
+    let (status, body) = post(&app, &key, json!([leap, event("u2", "after.leap")])).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body["events"][0]["timestamp"],
+        "2025-07-01T00:00:00.000000Z"
+    );
+    let (status, report) = app
+        .call(Method::POST, "/v1/integrity/verify", Some(&key), None)
+        .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["valid"], true, "{report}");
+    let stored: chrono::DateTime<Utc> = app
+        .database()
+        .await
+        .query_one(
+            "SELECT timestamp FROM audit_log WHERE action = 'leap.test'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored.to_rfc3339(), "2025-07-01T00:00:00+00:00");
+}
+
+/// A request whose events PostgreSQL refuses fails alone: the requests of
+/// other organizations that shared its group commit are written and
+/// acknowledged. (The month's partition name is taken by a plain table, so
+/// PostgreSQL finds no partition for that request's event.)
+#[actix_web::test]
+async fn a_request_that_fails_in_the_database_fails_no_other_request() {
+    // A long window: the two requests of each round share one transaction.
+    let app = spawn_app_with(|config| {
+        config.ingest.group_commit_window = Duration::from_millis(100);
+    })
+    .await;
+    app.database()
+        .await
+        .batch_execute("CREATE TABLE audit_log_2001_01 (unrelated integer)")
+        .await
+        .unwrap();
+    let bad = app.create_key("org-bad", "org:admin").await;
+    let good = app.create_key("org-good", "org:admin").await;
+    let mut doomed = event("u1", "doomed");
+    doomed["timestamp"] = json!("2001-01-15T00:00:00Z");
+    for round in 0..5 {
+        let ((bad_status, _), (good_status, good_body)) = tokio::join!(
+            post(&app, &bad, doomed.clone()),
+            post(&app, &good, event("u2", "innocent")),
+        );
+        assert_eq!(good_status, 201, "round {round}: {good_body}");
+        assert!(bad_status >= 500, "round {round}: {bad_status}");
+    }
+    assert_eq!(count_events(&app, "org-good").await, 5);
+    assert_eq!(count_events(&app, "org-bad").await, 0);
+}

@@ -99,76 +99,97 @@ impl IngestActor {
         );
         let pool = self.pool.clone();
         let known = self.known_months.clone();
-        let write = async move {
-            let known = ensure_partitions(&pool, known, &submissions).await?;
-            let written = events::write_group(&pool, &submissions).await?;
-            Ok::<_, DbError>((known, written, submissions))
-        };
+        let write = write_isolating(pool, known, submissions);
         let span = tracing::info_span!("ingest_group", requests = replies.len());
-        ctx.spawn(wrap_future::<_, Self>(tracing::Instrument::instrument(write, span)).map(
-            move |outcome, actor, ctx| {
-                actor.in_flight -= 1;
-                match outcome {
-                    Ok((known, written, submissions)) => {
-                        actor.known_months.get_or_insert_with(HashSet::new).extend(known);
-                        actor.consecutive_failures = 0;
-                        actor.open_until = None;
-                        let Written { receipts, mut stored } = written;
-                        let mut observed = Vec::with_capacity(stored.len());
-                        for ((reply, receipts), submission) in
-                            replies.into_iter().zip(receipts).zip(submissions)
-                        {
-                            for (event, receipt) in submission.events.into_iter().zip(&receipts) {
-                                // `remove`: an event repeated within the group is observed once.
-                                if stored.remove(&receipt.id) {
-                                    observed.push(ObservedEvent { id: receipt.id, event });
-                                }
-                            }
-                            let _ = reply.send(Ok(receipts));
-                        }
-                        if !observed.is_empty() {
-                            actor.alerts.notify(Observe(observed));
+        ctx.spawn(
+            wrap_future::<_, Self>(tracing::Instrument::instrument(write, span)).map(
+                move |group, actor, ctx| {
+                    actor.in_flight -= 1;
+                    actor.finish(group, replies);
+                    // Whatever waited for a free writer goes next.
+                    if !actor.pending.is_empty() && !actor.flush_scheduled {
+                        actor.flush(ctx);
+                    }
+                },
+            ),
+        );
+    }
+
+    /// Answers each request of a written group, hands the stored events to
+    /// the AlertActor and keeps the breaker's count.
+    fn finish(&mut self, group: GroupWrite, replies: Vec<Reply>) {
+        if let Some(known) = group.known {
+            self.known_months
+                .get_or_insert_with(HashSet::new)
+                .extend(known);
+        }
+        let mut stored = group.stored;
+        let mut observed = Vec::with_capacity(stored.len());
+        let mut outage = false;
+        let mut failures = Vec::new();
+        for ((reply, outcome), submission) in replies
+            .into_iter()
+            .zip(group.outcomes)
+            .zip(group.submissions)
+        {
+            match outcome {
+                Ok(receipts) => {
+                    for (event, receipt) in submission.events.into_iter().zip(&receipts) {
+                        // `remove`: an event repeated within the group is observed once.
+                        if stored.remove(&receipt.id) {
+                            observed.push(ObservedEvent {
+                                id: receipt.id,
+                                event,
+                            });
                         }
                     }
-                    Err(error) => {
-                        let unavailable = error.is_unavailable();
-                        if unavailable {
-                            actor.record_outage();
-                            // The cached partition list may be stale after an outage.
-                            actor.known_months = None;
-                        }
-                        if unavailable {
-                            tracing::warn!(%error, "Ingest transaction failed; nothing of it was stored");
-                        } else {
-                            tracing::error!(%error, "Ingest transaction failed; nothing of it was stored");
-                        }
-                        let mut event = ErrorEvent::new(
-                            if unavailable { "dependency" } else { "ingest" },
-                            if unavailable { Severity::Medium } else { Severity::High },
-                            "ingest_commit_failed",
-                            "ingest",
-                            "write_group",
-                            error.to_string(),
-                        );
-                        event.retryable = unavailable;
-                        event.context = serde_json::json!({ "requests": replies.len() });
-                        actor.errors.record(event);
-                        let retry_after = actor.breaker_open().unwrap_or(Duration::from_secs(1));
-                        for reply in replies {
-                            let _ = reply.send(Err(if unavailable {
-                                IngestError::Unavailable { retry_after }
-                            } else {
-                                IngestError::Failed
-                            }));
-                        }
-                    }
+                    let _ = reply.send(Ok(receipts));
                 }
-                // Whatever waited for a free writer goes next.
-                if !actor.pending.is_empty() && !actor.flush_scheduled {
-                    actor.flush(ctx);
+                Err(error) => {
+                    outage |= error.is_unavailable();
+                    failures.push((reply, error));
                 }
-            },
-        ));
+            }
+        }
+        if !observed.is_empty() {
+            self.alerts.notify(Observe(observed));
+        }
+        if outage {
+            self.record_outage();
+            // The cached partition list may be stale after an outage.
+            self.known_months = None;
+        } else if failures.is_empty() {
+            self.consecutive_failures = 0;
+            self.open_until = None;
+        }
+        let retry_after = self.breaker_open().unwrap_or(Duration::from_secs(1));
+        for (reply, error) in failures {
+            let unavailable = error.is_unavailable();
+            if unavailable {
+                tracing::warn!(%error, "Ingest transaction failed; nothing of it was stored");
+            } else {
+                tracing::error!(%error, "Ingest transaction failed; nothing of it was stored");
+            }
+            let mut event = ErrorEvent::new(
+                if unavailable { "dependency" } else { "ingest" },
+                if unavailable {
+                    Severity::Medium
+                } else {
+                    Severity::High
+                },
+                "ingest_commit_failed",
+                "ingest",
+                "write_group",
+                error.to_string(),
+            );
+            event.retryable = unavailable;
+            self.errors.record(event);
+            let _ = reply.send(Err(if unavailable {
+                IngestError::Unavailable { retry_after }
+            } else {
+                IngestError::Failed
+            }));
+        }
     }
 
     fn record_outage(&mut self) {
@@ -181,6 +202,78 @@ impl IngestActor {
             );
         }
     }
+}
+
+/// What became of a group: each request's receipts or error, in order.
+struct GroupWrite {
+    /// The months now known to have a partition (`None`: unknown after an error).
+    known: Option<HashSet<NaiveDate>>,
+    outcomes: Vec<Result<Vec<Receipt>, Arc<DbError>>>,
+    /// Ids of the events stored (not answered by an earlier idempotency key).
+    stored: HashSet<i64>,
+    submissions: Vec<Submission>,
+}
+
+/// Writes the group in one transaction. When that fails for a reason other
+/// than an outage, one request's events may be the cause (a value PostgreSQL
+/// refuses, a month whose partition cannot be made): the requests are then
+/// written one by one, so that only the request at fault fails and no
+/// organization pays for another's input.
+async fn write_isolating(
+    pool: PgPool,
+    known: Option<HashSet<NaiveDate>>,
+    submissions: Vec<Submission>,
+) -> GroupWrite {
+    let error = match write_together(&pool, known.clone(), &submissions).await {
+        Ok((known, written)) => {
+            return GroupWrite {
+                known: Some(known),
+                outcomes: written.receipts.into_iter().map(Ok).collect(),
+                stored: written.stored,
+                submissions,
+            }
+        }
+        Err(error) => Arc::new(error),
+    };
+    if error.is_unavailable() || submissions.len() == 1 {
+        return GroupWrite {
+            known: None,
+            outcomes: submissions.iter().map(|_| Err(error.clone())).collect(),
+            stored: HashSet::new(),
+            submissions,
+        };
+    }
+    tracing::warn!(%error, requests = submissions.len(), "Group commit failed; writing its requests one by one");
+    let mut known = known;
+    let mut outcomes = Vec::with_capacity(submissions.len());
+    let mut stored = HashSet::new();
+    for submission in &submissions {
+        match write_together(&pool, known.clone(), std::slice::from_ref(submission)).await {
+            Ok((now_known, written)) => {
+                known = Some(now_known);
+                stored.extend(written.stored);
+                outcomes.push(Ok(written.receipts.into_iter().next().unwrap_or_default()));
+            }
+            Err(error) => outcomes.push(Err(Arc::new(error))),
+        }
+    }
+    GroupWrite {
+        known,
+        outcomes,
+        stored,
+        submissions,
+    }
+}
+
+/// One transaction for all of `submissions`, after making their partitions.
+async fn write_together(
+    pool: &PgPool,
+    known: Option<HashSet<NaiveDate>>,
+    submissions: &[Submission],
+) -> Result<(HashSet<NaiveDate>, Written), DbError> {
+    let known = ensure_partitions(pool, known, submissions).await?;
+    let written = events::write_group(pool, submissions).await?;
+    Ok((known, written))
 }
 
 /// Makes sure every month of the submitted events has a partition, so that no

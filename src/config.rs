@@ -98,6 +98,8 @@ pub struct AuthConfig {
     #[serde(with = "humantime_serde")]
     pub key_cache_ttl: Duration,
     #[serde(with = "humantime_serde")]
+    pub key_grace_period: Duration,
+    #[serde(with = "humantime_serde")]
     pub permission_cache_ttl: Duration,
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,

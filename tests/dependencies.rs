@@ -75,3 +75,79 @@ async fn worker_starts_without_redis_and_connects_later() {
     })
     .await;
 }
+
+/// While PostgreSQL is unreachable, a request that needs it gets its 503 with
+/// `Retry-After` at once (not after `database.connect_timeout`, here far
+/// longer than the client waits), a key verified before the outage is still
+/// accepted, so an answer cached in Redis is still served; and everything
+/// works again once PostgreSQL is back.
+#[actix_web::test]
+async fn requests_fail_fast_while_postgres_is_down_and_cached_answers_are_served() {
+    let proxy = TcpProxy::start("127.0.0.1:5432", true).await;
+    let app = spawn_app_with(|config| {
+        let name = config.database.url.database_name().to_owned();
+        config.database.url = format!("postgres://postgres@{}/{name}", proxy.address())
+            .parse()
+            .unwrap();
+        config.database.connect_timeout = Duration::from_secs(60);
+        // Every request finds its key stale and asks PostgreSQL first.
+        config.auth.key_cache_ttl = Duration::from_millis(1);
+    })
+    .await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let alert = serde_json::json!({"severity": "LOW", "title": "needs the database"});
+    // A client that gives up long before the pool's connect timeout.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let events = |client: &reqwest::Client| {
+        client
+            .get(format!("{}/v1/events?limit=5", app.address))
+            .bearer_auth(&key)
+            .send()
+    };
+    assert_eq!(events(&client).await.unwrap().status(), 200);
+
+    proxy.disable();
+    wait_until(Duration::from_secs(15), "a 503 for a write", || async {
+        let response = client
+            .post(format!("{}/v1/alerts", app.address))
+            .bearer_auth(&key)
+            .json(&alert)
+            .send()
+            .await
+            .ok()?;
+        (response.status() == 503).then_some(())
+    })
+    .await;
+    for _ in 0..20 {
+        let response = client
+            .post(format!("{}/v1/alerts", app.address))
+            .bearer_auth(&key)
+            .json(&alert)
+            .send()
+            .await
+            .expect("answered before the client's timeout");
+        assert_eq!(response.status(), 503);
+        assert!(response.headers().contains_key("retry-after"));
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unavailable");
+    }
+    // The key and the listing (cached in Redis) need no database.
+    let response = events(&client).await.expect("answered");
+    assert_eq!(response.status(), 200);
+
+    proxy.enable();
+    wait_until(Duration::from_secs(15), "writes work again", || async {
+        let response = client
+            .post(format!("{}/v1/alerts", app.address))
+            .bearer_auth(&key)
+            .json(&alert)
+            .send()
+            .await
+            .ok()?;
+        (response.status() == 201).then_some(())
+    })
+    .await;
+}

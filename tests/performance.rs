@@ -351,7 +351,7 @@ async fn maintenance_records_its_actions_and_runs_one_instance_at_a_time() {
             first.call(Method::POST, "/v1/admin/maintenance/run", Some(&key), None),
             second.call(Method::POST, "/v1/admin/maintenance/run", Some(&key), None),
         );
-        assert_eq!((a.0, b.0), (200, 200));
+        assert_eq!((a.0, b.0), (200, 200), "{a:?} {b:?}");
         assert!(a.1["ran"] == true || b.1["ran"] == true, "{a:?} {b:?}");
     }
     let runs = db

@@ -3,7 +3,8 @@
 //! - [`keys`]: the API key format, generation and constant-time verification.
 //! - [`permissions`]: roles, wildcards, inheritance.
 //! - [`Authenticator`]: verifies a bearer key (cached in-process for
-//!   `auth.key_cache_ttl`, so the hot path needs no database round trip),
+//!   `auth.key_cache_ttl`, so the hot path needs no database round trip, and
+//!   for `auth.key_grace_period` while PostgreSQL is unreachable),
 //!   resolves the key's role (through the query cache for
 //!   `auth.permission_cache_ttl`, invalidated on every role change on every
 //!   instance), and rate-limits per key.
@@ -14,7 +15,7 @@ pub mod permissions;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use governor::clock::{Clock, DefaultClock};
@@ -61,15 +62,27 @@ pub enum IssueError {
     Database(#[from] DbError),
 }
 
+/// A key's credentials as read from PostgreSQL, and when.
+#[derive(Clone)]
+struct CachedKey {
+    read_at: Instant,
+    credentials: Option<Arc<KeyCredentials>>,
+}
+
 /// The query cache's kind for resolved role permissions.
 const PERMISSIONS: &str = "permissions";
 
 pub struct Authenticator {
     pool: PgPool,
     cache: Arc<QueryCache>,
-    /// key id → credentials; `None` caches "no such key" so that guessing ids
-    /// cannot hammer the database either.
-    keys: moka::sync::Cache<String, Option<Arc<KeyCredentials>>>,
+    /// key id → credentials as last read; `None` caches "no such key" so that
+    /// guessing ids cannot hammer the database either.
+    keys: moka::sync::Cache<String, CachedKey>,
+    /// How long a read stays fresh (`auth.key_cache_ttl`).
+    key_ttl: Duration,
+    /// How long a read may serve while PostgreSQL is unreachable
+    /// (`auth.key_grace_period`).
+    key_grace: Duration,
     /// Swapped whole when a configuration reload changes the rate limit
     /// (`governor` cannot change a limiter's quota); the hot path reads it
     /// without a lock.
@@ -84,8 +97,10 @@ impl Authenticator {
             cache,
             keys: moka::sync::Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(config.auth.key_cache_ttl)
+                .time_to_live(config.auth.key_cache_ttl.max(config.auth.key_grace_period))
                 .build(),
+            key_ttl: config.auth.key_cache_ttl,
+            key_grace: config.auth.key_grace_period,
             limiter: ArcSwap::from_pointee(limiter(
                 config.auth.rate_limit_per_second,
                 config.auth.rate_limit_burst,
@@ -127,14 +142,41 @@ impl Authenticator {
         })
     }
 
+    /// The key's credentials: from this instance's cache while fresh, else
+    /// from PostgreSQL; while PostgreSQL is unreachable, from a read within
+    /// the grace period.
     async fn credentials(&self, id: &str) -> Result<Option<Arc<KeyCredentials>>, DbError> {
-        if let Some(cached) = self.keys.get(id) {
-            return Ok(cached);
+        let cached = self.keys.get(id);
+        if let Some(cached) = cached
+            .as_ref()
+            .filter(|c| c.read_at.elapsed() < self.key_ttl)
+        {
+            return Ok(cached.credentials.clone());
         }
-        let client = self.pool.get().await?;
-        let found = api_keys::credentials(&*client, id).await?.map(Arc::new);
-        self.keys.insert(id.to_owned(), found.clone());
-        Ok(found)
+        let read = async {
+            let client = self.pool.get().await?;
+            Ok::<_, DbError>(api_keys::credentials(&*client, id).await?.map(Arc::new))
+        };
+        match read.await {
+            Ok(found) => {
+                self.keys.insert(
+                    id.to_owned(),
+                    CachedKey {
+                        read_at: Instant::now(),
+                        credentials: found.clone(),
+                    },
+                );
+                Ok(found)
+            }
+            Err(error) if error.is_unavailable() => match cached {
+                Some(cached) if cached.read_at.elapsed() < self.key_grace => {
+                    tracing::debug!(%error, "Key accepted from a read within the grace period");
+                    Ok(cached.credentials)
+                }
+                _ => Err(error),
+            },
+            Err(error) => Err(error),
+        }
     }
 
     /// Drops a key from this instance's cache (after a revocation here; other

@@ -14,6 +14,7 @@ pub mod destinations;
 pub mod errors;
 pub mod events;
 pub mod gdpr;
+pub mod health;
 pub mod legal_holds;
 pub mod maintenance_runs;
 pub mod migrations;
@@ -25,6 +26,7 @@ pub mod retention;
 pub mod roles;
 pub mod tenant;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bb8_postgres::PostgresConnectionManager;
@@ -32,9 +34,45 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
 use crate::config::{DatabaseConfig, PostgresUrl};
+use health::DbHealth;
 
 /// The shared pool: the only PostgreSQL handle actors and handlers use.
-pub type PgPool = bb8::Pool<PostgresConnectionManager<NoTls>>;
+#[derive(Clone)]
+pub struct PgPool {
+    pool: bb8::Pool<health::Manager>,
+    health: Arc<DbHealth>,
+}
+
+/// A connection taken from the pool; back to it when dropped.
+pub type PooledClient<'a> = bb8::PooledConnection<'a, health::Manager>;
+
+impl PgPool {
+    /// A pooled connection; at once [`DbError::Down`] while PostgreSQL is
+    /// known to be unreachable, rather than after `database.connect_timeout`.
+    ///
+    /// A caller already waiting gives up as soon as a connection attempt
+    /// fails, rather than at the end of its wait.
+    pub async fn get(&self) -> Result<PooledClient<'_>, DbError> {
+        let down = DbError::Down {
+            retry_after: health::PROBE_INTERVAL,
+        };
+        let went_down = self.health.went_down();
+        tokio::pin!(went_down);
+        went_down.as_mut().enable();
+        if self.health.is_down() {
+            return Err(down);
+        }
+        tokio::select! {
+            connection = self.pool.get() => Ok(connection?),
+            () = went_down => Err(down),
+        }
+    }
+
+    /// Connections open and idle, for the metrics and the performance report.
+    pub fn state(&self) -> bb8::State {
+        self.pool.state()
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -53,6 +91,9 @@ pub enum DbError {
     },
     #[error("no pooled PostgreSQL connection became available in time")]
     PoolTimeout,
+    /// A connection attempt failed moments ago and no probe has succeeded since.
+    #[error("PostgreSQL is unreachable")]
+    Down { retry_after: Duration },
     #[error("PostgreSQL did not answer within {0:?}")]
     Timeout(Duration),
     #[error("PostgreSQL error: {}", describe(.0))]
@@ -104,20 +145,27 @@ impl DbError {
     /// time (worth a retry), rather than a problem with the statement itself.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            DbError::Unreachable { .. } | DbError::PoolTimeout | DbError::Timeout(_) => true,
-            DbError::Postgres(error) => {
-                let io = std::error::Error::source(error).is_some_and(|s| s.is::<std::io::Error>());
-                // Class 08: connection exception; 57P0x: server shutting down; 53: out of resources.
-                let state = error.code().map_or("", |code| code.code());
-                error.is_closed()
-                    || io
-                    || state.starts_with("08")
-                    || state.starts_with("57P0")
-                    || state.starts_with("53")
-            }
+            DbError::Unreachable { .. }
+            | DbError::PoolTimeout
+            | DbError::Timeout(_)
+            | DbError::Down { .. } => true,
+            DbError::Postgres(error) => connection_lost(error),
             DbError::CreateDatabase { .. } | DbError::Decode(_) => false,
         }
     }
+}
+
+/// Whether PostgreSQL could not be reached, or dropped the connection, rather
+/// than refused a statement.
+pub(crate) fn connection_lost(error: &tokio_postgres::Error) -> bool {
+    let io = std::error::Error::source(error).is_some_and(|s| s.is::<std::io::Error>());
+    // Class 08: connection exception; 57P0x: server shutting down; 53: out of resources.
+    let state = error.code().map_or("", |code| code.code());
+    error.is_closed()
+        || io
+        || state.starts_with("08")
+        || state.starts_with("57P0")
+        || state.starts_with("53")
 }
 
 /// The connection settings every connection of ours uses.
@@ -131,11 +179,17 @@ fn connection_config(config: &DatabaseConfig, url: &PostgresUrl) -> tokio_postgr
 /// Builds the pool without connecting: connections open on first use, so a
 /// PostgreSQL outage later on degrades requests instead of failing start-up.
 pub fn pool(config: &DatabaseConfig) -> PgPool {
-    let manager = PostgresConnectionManager::new(connection_config(config, &config.url), NoTls);
-    bb8::Pool::builder()
+    let connect = connection_config(config, &config.url);
+    let health = DbHealth::new(connect.clone());
+    let manager = health::Manager {
+        inner: PostgresConnectionManager::new(connect, NoTls),
+        health: Arc::clone(&health),
+    };
+    let pool = bb8::Pool::builder()
         .max_size(config.pool_max_size)
         .connection_timeout(config.connect_timeout)
-        .build_unchecked(manager)
+        .build_unchecked(manager);
+    PgPool { pool, health }
 }
 
 const BOOKKEEPING_OPTIONS: &str =

@@ -255,12 +255,6 @@ impl From<tokio_postgres::Error> for ApiError {
     }
 }
 
-impl From<bb8::RunError<tokio_postgres::Error>> for ApiError {
-    fn from(error: bb8::RunError<tokio_postgres::Error>) -> Self {
-        DbError::from(error).into()
-    }
-}
-
 impl From<IngestError> for ApiError {
     fn from(error: IngestError) -> Self {
         match error {

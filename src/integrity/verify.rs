@@ -94,12 +94,6 @@ impl From<tokio_postgres::Error> for VerifyError {
     }
 }
 
-impl From<bb8::RunError<tokio_postgres::Error>> for VerifyError {
-    fn from(error: bb8::RunError<tokio_postgres::Error>) -> Self {
-        VerifyError::Database(error.into())
-    }
-}
-
 /// What to verify.
 pub struct Scope<'a> {
     pub organization_id: &'a str,

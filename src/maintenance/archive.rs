@@ -34,12 +34,6 @@ impl From<tokio_postgres::Error> for ArchiveError {
     }
 }
 
-impl From<bb8::RunError<tokio_postgres::Error>> for ArchiveError {
-    fn from(error: bb8::RunError<tokio_postgres::Error>) -> Self {
-        Self::Db(error.into())
-    }
-}
-
 /// What an archival run did (or, in a dry run, would do).
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct ArchiveReport {

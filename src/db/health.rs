@@ -1,0 +1,137 @@
+//! What this worker knows of PostgreSQL's reachability, shared by every user
+//! of the pool. While PostgreSQL is known to be unreachable, asking the pool
+//! for a connection fails at once (a 503 with `Retry-After` for a request)
+//! instead of waiting out `database.connect_timeout` on every call, and one
+//! probe in the background finds out when it is back.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bb8::ManageConnection;
+use bb8_postgres::PostgresConnectionManager;
+use tokio::sync::futures::Notified;
+use tokio::sync::Notify;
+use tokio_postgres::{Client, NoTls};
+
+use super::connection_lost;
+
+/// How often the probe tries to connect while PostgreSQL is unreachable; also
+/// the `Retry-After` a request gets meanwhile.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+#[derive(Debug)]
+pub struct DbHealth {
+    /// Set by a failed connection attempt, cleared by a successful one.
+    down: AtomicBool,
+    /// A probe task is running (at most one).
+    probing: AtomicBool,
+    /// Wakes the callers waiting for a connection when PostgreSQL is found unreachable.
+    went_down: Notify,
+    /// How the probe connects: as the pool does.
+    connect: tokio_postgres::Config,
+}
+
+impl DbHealth {
+    pub fn new(connect: tokio_postgres::Config) -> Arc<Self> {
+        Arc::new(Self {
+            down: AtomicBool::new(false),
+            probing: AtomicBool::new(false),
+            went_down: Notify::new(),
+            connect,
+        })
+    }
+
+    /// Whether PostgreSQL is known to be unreachable now.
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Acquire)
+    }
+
+    /// Resolves when PostgreSQL is next found unreachable. Made before
+    /// looking at [`is_down`](Self::is_down), so that no change is missed.
+    pub fn went_down(&self) -> Notified<'_> {
+        self.went_down.notified()
+    }
+
+    /// Records a failed connection and starts the probe, unless one runs.
+    fn mark_down(self: &Arc<Self>, error: &tokio_postgres::Error) {
+        if !self.down.swap(true, Ordering::AcqRel) {
+            tracing::warn!(%error, "PostgreSQL is unreachable: requests that need it get 503 until it is back");
+        }
+        self.went_down.notify_waiters();
+        self.start_probe();
+    }
+
+    fn start_probe(self: &Arc<Self>) {
+        if self.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.probing.store(false, Ordering::Release);
+            return;
+        };
+        let health = Arc::clone(self);
+        runtime.spawn(async move {
+            while health.is_down() {
+                if health.probe().await.is_ok() {
+                    health.mark_up();
+                    break;
+                }
+                tokio::time::sleep(PROBE_INTERVAL).await;
+            }
+            health.probing.store(false, Ordering::Release);
+            // A failure recorded after the last probe found this one still
+            // running and started none: probe again.
+            if health.is_down() {
+                health.start_probe();
+            }
+        });
+    }
+
+    fn mark_up(&self) {
+        if self.down.swap(false, Ordering::AcqRel) {
+            tracing::info!("PostgreSQL is reachable again");
+        }
+    }
+
+    async fn probe(&self) -> Result<(), tokio_postgres::Error> {
+        let (client, connection) = self.connect.connect(NoTls).await?;
+        let driver = tokio::spawn(connection);
+        let outcome = client.simple_query("SELECT 1").await.map(drop);
+        drop(client);
+        let _ = driver.await;
+        outcome
+    }
+}
+
+/// The pool's connection manager: PostgreSQL's, telling [`DbHealth`] how
+/// each new connection went. Only a failure to connect anew marks PostgreSQL
+/// unreachable: a pooled connection found closed on checkout says nothing of
+/// the server (it may have restarted a moment ago).
+pub struct Manager {
+    pub inner: PostgresConnectionManager<NoTls>,
+    pub health: Arc<DbHealth>,
+}
+
+impl ManageConnection for Manager {
+    type Connection = Client;
+    type Error = tokio_postgres::Error;
+
+    async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
+        let connected = self.inner.connect().await;
+        match &connected {
+            Ok(_) => self.health.mark_up(),
+            Err(error) if connection_lost(error) => self.health.mark_down(error),
+            Err(_) => {}
+        }
+        connected
+    }
+
+    async fn is_valid(&self, client: &mut Client) -> Result<(), tokio_postgres::Error> {
+        self.inner.is_valid(client).await
+    }
+
+    fn has_broken(&self, client: &mut Client) -> bool {
+        self.inner.has_broken(client)
+    }
+}

@@ -632,9 +632,17 @@ fn describe(errors: figment::Error) -> ConfigError {
                     .as_ref()
                     .is_some_and(|m| m.name.contains("environment")) =>
                 {
+                    // A list's element (`denied_networks.0`) comes from the
+                    // variable of the whole list.
+                    let variable: Vec<&str> = error
+                        .path
+                        .iter()
+                        .map(String::as_str)
+                        .take_while(|part| !part.chars().all(|c| c.is_ascii_digit()))
+                        .collect();
                     format!(
                         " (from {ENV_PREFIX}{})",
-                        error.path.join("__").to_uppercase()
+                        variable.join("__").to_uppercase()
                     )
                 }
                 _ => String::new(),

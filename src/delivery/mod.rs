@@ -9,6 +9,7 @@ pub mod config;
 pub mod crypto;
 pub mod email;
 pub mod ftp;
+pub mod network_policy;
 pub mod retry;
 pub mod s3;
 pub mod webhook;

@@ -10,6 +10,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::egress::{Egress, EgressError};
 use super::retry::{self, Sent, Verdict};
 use crate::validation::FieldError;
 
@@ -107,8 +108,29 @@ impl S3Config {
     }
 }
 
-pub async fn send(config: &S3Config, id: Uuid, payload: &str, timeout: Duration) -> Sent {
+/// Stores the payload. The SDK's HTTP client resolves through the network
+/// policy; a literal endpoint address, which it does not resolve, is checked
+/// here first.
+pub async fn send(
+    config: &S3Config,
+    egress: &Egress,
+    id: Uuid,
+    payload: &str,
+    timeout: Duration,
+) -> Sent {
+    let refused = |error: &EgressError| Sent {
+        verdict: error.verdict(),
+        code: None,
+        reason: Some(format!("S3: {error}")),
+        reference: None,
+    };
+    if let Some(Ok(url)) = config.endpoint.as_deref().map(reqwest::Url::parse) {
+        if let Err(error) = egress.check_url(&url) {
+            return refused(&error);
+        }
+    }
     let mut builder = aws_sdk_s3::Config::builder()
+        .http_client(egress.s3_http())
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(config.region.clone()))
         .credentials_provider(Credentials::new(
@@ -144,6 +166,9 @@ pub async fn send(config: &S3Config, id: Uuid, payload: &str, timeout: Duration)
             )),
         },
         Ok(Err(error)) => {
+            if let Some(refusal) = EgressError::refusal_in(&error) {
+                return refused(refusal);
+            }
             let code = error
                 .raw_response()
                 .map(|response| response.status().as_u16());

@@ -48,6 +48,11 @@ impl EmailConfig {
         let mut errors = Vec::new();
         if self.host.trim().is_empty() {
             errors.push(FieldError::new("config.host", "required"));
+        } else if egress::parse_host(&self.host).is_none() {
+            errors.push(FieldError::new(
+                "config.host",
+                "a host name or IP address, without spaces or control characters",
+            ));
         }
         if self.port == Some(0) {
             errors.push(FieldError::new("config.port", "between 1 and 65535"));

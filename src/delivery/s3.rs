@@ -10,7 +10,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::egress::{Egress, EgressError};
+use super::egress::{self, Egress, EgressError};
 use super::retry::{self, Sent, Verdict};
 use crate::validation::FieldError;
 
@@ -63,8 +63,15 @@ impl S3Config {
         }
         if let Some(endpoint) = &self.endpoint {
             match reqwest::Url::parse(endpoint) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-                _ => errors.push(FieldError::new("config.endpoint", "an http or https URL")),
+                // URL parsing drops tabs and line breaks: the text is checked itself.
+                Ok(url)
+                    if matches!(url.scheme(), "http" | "https")
+                        && url.host_str().is_some()
+                        && !egress::has_control_or_space(endpoint) => {}
+                _ => errors.push(FieldError::new(
+                    "config.endpoint",
+                    "an http or https URL, without spaces or control characters",
+                )),
             }
         }
         if self.access_key_id.is_empty() {

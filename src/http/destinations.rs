@@ -153,6 +153,7 @@ pub async fn create(
     let (Some(checked), Some(settings)) = (checked, settings) else {
         return Err(ApiError::Validation(errors));
     };
+    errors.extend(checked.check_network(&state.egress).await);
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
@@ -249,7 +250,10 @@ pub async fn update(
     if let Some(config) = &body.config {
         let stored = DestinationConfig::unsealed_value(&destination.config, &state.secrets).ok();
         match DestinationConfig::validate(&destination.kind, config, stored.as_ref()) {
-            Ok(checked) => destination.config = checked.sealed(&state.secrets),
+            Ok(checked) => {
+                errors.extend(checked.check_network(&state.egress).await);
+                destination.config = checked.sealed(&state.secrets);
+            }
             Err(problems) => errors.extend(problems),
         }
     }

@@ -14,6 +14,7 @@ use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::alerts::rule::RuleDefinition;
+use crate::delivery::network_policy::{Network, NetworkPolicy};
 
 /// The documented defaults, compiled in so the binary runs without any file.
 const DEFAULTS: &str = include_str!("../config.toml");
@@ -158,6 +159,25 @@ pub struct DeliveryConfig {
     pub max_in_flight_per_destination: usize,
     #[serde(with = "humantime_serde")]
     pub health_interval: Duration,
+    /// Networks deliveries may always reach, before any other rule (see
+    /// [`crate::delivery::network_policy`]).
+    pub allowed_networks: Vec<Network>,
+    /// Networks deliveries may not reach: a tenant's destination must never
+    /// reach the worker's own networks (cloud metadata, private services).
+    pub denied_networks: Vec<Network>,
+    /// Loopback is refused unless this is true (tests, local development).
+    pub allow_loopback: bool,
+}
+
+impl DeliveryConfig {
+    /// The policy every destination's connections are held to.
+    pub fn network_policy(&self) -> NetworkPolicy {
+        NetworkPolicy::new(
+            self.allowed_networks.clone(),
+            self.denied_networks.clone(),
+            self.allow_loopback,
+        )
+    }
 }
 
 /// A secret value: never printed (`***`), read only through [`Secret::expose`].
@@ -634,10 +654,15 @@ fn describe(errors: figment::Error) -> ConfigError {
                     .as_ref()
                     .is_some_and(|m| m.name.contains("environment")) =>
                 {
-                    format!(
-                        " (from {ENV_PREFIX}{})",
-                        error.path.join("__").to_uppercase()
-                    )
+                    // A list's element (`denied_networks.0`) comes from the
+                    // variable of the whole list.
+                    let variable: Vec<&str> = error
+                        .path
+                        .iter()
+                        .map(String::as_str)
+                        .take_while(|part| !part.chars().all(|c| c.is_ascii_digit()))
+                        .collect();
+                    format!(" (from {ENV_PREFIX}{})", variable.join("__").to_uppercase())
                 }
                 _ => String::new(),
             };
@@ -791,6 +816,7 @@ macro_rules! string_backed_serde {
 
 string_backed_serde!(PostgresUrl);
 string_backed_serde!(RedisUrl);
+string_backed_serde!(Network);
 
 #[cfg(test)]
 mod tests {
@@ -841,6 +867,32 @@ mod tests {
             .merge(Toml::string("[http]\nbind = \"not an address\"\n"));
         let error = Config::extract(figment).unwrap_err().to_string();
         assert!(error.contains("http.bind"), "{error}");
+    }
+
+    #[test]
+    fn a_bad_network_names_its_key() {
+        for (key, toml) in [
+            (
+                "delivery.denied_networks",
+                "[delivery]\ndenied_networks = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\n",
+            ),
+            (
+                "delivery.allowed_networks",
+                "[delivery]\nallowed_networks = [\"intranet\"]\n",
+            ),
+        ] {
+            let figment = Figment::from(Toml::string(DEFAULTS)).merge(Toml::string(toml));
+            let error = Config::extract(figment).unwrap_err().to_string();
+            assert!(error.contains(key), "{error}");
+            assert!(error.contains("CIDR"), "{error}");
+        }
+        let figment = Figment::from(Toml::string(DEFAULTS)).merge(Toml::string(
+            "[delivery]\nallowed_networks = [\"10.20.0.0/16\"]\nallow_loopback = true\n",
+        ));
+        let delivery = Config::extract(figment).unwrap().delivery;
+        assert_eq!(delivery.allowed_networks[0].to_string(), "10.20.0.0/16");
+        assert!(delivery.allow_loopback);
+        assert!(!Config::defaults().delivery.allow_loopback);
     }
 
     #[test]

@@ -75,6 +75,7 @@ use crate::config::Config;
 use crate::db::migrations::MigrationError;
 use crate::db::{DbError, PgPool};
 use crate::delivery::crypto::SecretBox;
+use crate::delivery::egress::Egress;
 use crate::error_tracking::ErrorTracker;
 use crate::gdpr::operations::Gdpr;
 use crate::gdpr::pseudonym::PseudonymKeys;
@@ -168,10 +169,11 @@ impl Application {
             )
             .await?,
         ));
-        let http_client = reqwest::Client::builder()
-            .user_agent(concat!("audit-worker/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(StartupError::HttpClient)?;
+        let egress = Egress::new(
+            config.delivery.network_policy(),
+            concat!("audit-worker/", env!("CARGO_PKG_VERSION")),
+        )
+        .map_err(StartupError::HttpClient)?;
 
         let cache = Arc::new(QueryCache::new(&config, redis.clone(), metrics.clone()));
         let errors = ErrorTracker::new(
@@ -291,18 +293,19 @@ impl Application {
             })
         };
         let queue = {
-            let (pool, config, secrets, metrics) = (
+            let (pool, config, secrets, metrics, egress) = (
                 pool.clone(),
                 config.clone(),
                 secrets.clone(),
                 metrics.clone(),
+                egress.clone(),
             );
             supervisor.supervise("queue", move || {
                 QueueActor::new(
                     pool.clone(),
                     config.clone(),
                     secrets.clone(),
-                    http_client.clone(),
+                    egress.clone(),
                     metrics.clone(),
                     health.clone(),
                 )
@@ -377,6 +380,7 @@ impl Application {
             ingest,
             queue,
             secrets,
+            egress,
             cache,
             gdpr,
             alerts,

@@ -104,6 +104,11 @@ fn a_bad_value_names_the_key_and_exits_non_zero() {
             "soon",
             "redis.response_timeout",
         ),
+        (
+            "AUDIT_WORKER__DELIVERY__DENIED_NETWORKS",
+            "[\"10.0.0.0/33\"]",
+            "delivery.denied_networks",
+        ),
     ];
     for (key, value, named) in cases {
         for command in ["check-config", "serve", "migrate"] {
@@ -119,6 +124,24 @@ fn a_bad_value_names_the_key_and_exits_non_zero() {
             );
         }
     }
+}
+
+/// Deliveries to loopback are refused unless allowed, which local
+/// development does through the environment (see the README).
+#[test]
+fn allow_loopback_is_off_unless_the_environment_turns_it_on() {
+    let output = run(&["check-config"], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("\"allow_loopback\": false"), "{stdout}");
+
+    let output = run(
+        &["check-config"],
+        &[("AUDIT_WORKER__DELIVERY__ALLOW_LOOPBACK", "true")],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("\"allow_loopback\": true"), "{stdout}");
 }
 
 /// A key that does not exist (a typo) is refused rather than ignored.

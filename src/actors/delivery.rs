@@ -27,6 +27,7 @@ use crate::db::{DbError, PgPool};
 use crate::delivery::breaker::Breaker;
 use crate::delivery::config::{DeliverySettings, DestinationConfig};
 use crate::delivery::crypto::SecretBox;
+use crate::delivery::egress::{Egress, EgressError};
 use crate::delivery::email::EmailConfig;
 use crate::delivery::ftp::FtpConfig;
 use crate::delivery::retry::{self, Verdict};
@@ -39,7 +40,8 @@ use crate::supervisor::ActorHandle;
 pub struct DeliveryActor {
     destination_id: i64,
     pool: PgPool,
-    http: reqwest::Client,
+    /// Every connection goes through it, held to the network policy.
+    egress: Egress,
     secrets: Arc<SecretBox>,
     outbox: Outbox,
     /// Where the attempts' figures go, for `destination_health`.
@@ -208,7 +210,7 @@ impl DeliveryActor {
     pub fn new(
         destination_id: i64,
         pool: PgPool,
-        http: reqwest::Client,
+        egress: Egress,
         secrets: Arc<SecretBox>,
         outbox: Outbox,
         health_reports: ActorHandle<HealthActor>,
@@ -223,7 +225,7 @@ impl DeliveryActor {
             breaker: Breaker::new(settings.failure_threshold, settings.reset_timeout),
             destination_id,
             pool,
-            http,
+            egress,
             secrets,
             outbox,
             health_reports,
@@ -301,9 +303,9 @@ impl DeliveryActor {
     }
 
     fn attempt(&mut self, claim: Claim, ctx: &mut Context<Self>) {
-        let (pool, http, secrets, worker) = (
+        let (pool, egress, secrets, worker) = (
             self.pool.clone(),
-            self.http.clone(),
+            self.egress.clone(),
             self.secrets.clone(),
             self.worker_id.clone(),
         );
@@ -346,7 +348,7 @@ impl DeliveryActor {
                     });
                 }
                 Some(destination) => {
-                    perform(&http, &destination.sender, claim.id, claim.payload).await
+                    perform(&egress, &destination.sender, claim.id, claim.payload).await
                 }
             };
             let status = match outcome.verdict {
@@ -524,7 +526,7 @@ const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
 /// the stored JSON text: a webhook posts it as it is; the other kinds write
 /// it out indented, for people to read.
 async fn perform(
-    http: &reqwest::Client,
+    egress: &Egress,
     sender: &Result<Sender, String>,
     id: Uuid,
     payload: String,
@@ -536,11 +538,11 @@ async fn perform(
     let started = Instant::now();
     let sent = match sender {
         Sender::Webhook(target) => {
-            return send_webhook(http, target, id, payload.into_bytes()).await
+            return send_webhook(egress, target, id, payload.into_bytes()).await
         }
-        Sender::Email(config) => email::send(config, id, &payload, TRANSFER_TIMEOUT).await,
-        Sender::S3(config) => s3::send(config, id, &payload, TRANSFER_TIMEOUT).await,
-        Sender::Ftp(config) => ftp::send(config, id, &payload, TRANSFER_TIMEOUT).await,
+        Sender::Email(config) => email::send(config, egress, id, &payload, TRANSFER_TIMEOUT).await,
+        Sender::S3(config) => s3::send(config, egress, id, &payload, TRANSFER_TIMEOUT).await,
+        Sender::Ftp(config) => ftp::send(config, egress, id, &payload, TRANSFER_TIMEOUT).await,
     };
     Outcome {
         verdict: sent.verdict,
@@ -553,13 +555,19 @@ async fn perform(
 }
 
 /// Posts the payload, signed; the `webhook-id` is the delivery's id, the same
-/// on every retry, so the receiver can drop duplicates.
+/// on every retry, so the receiver can drop duplicates. A host the network
+/// policy refuses fails the attempt for good, before or while connecting.
 async fn send_webhook(
-    http: &reqwest::Client,
+    egress: &Egress,
     target: &webhook::Target,
     id: Uuid,
     body: Vec<u8>,
 ) -> Outcome {
+    // reqwest connects to a literal address without asking the resolver.
+    if let Err(refused) = egress.check_url(&target.url) {
+        return Outcome::permanent(&refused.to_string());
+    }
+    let http = egress.http();
     let message_id = format!("msg_{}", id.simple());
     let timestamp = Utc::now().timestamp();
     let signature = target.signer.header(&message_id, timestamp, &body);
@@ -577,6 +585,13 @@ async fn send_webhook(
     let started = Instant::now();
     let mut response = request().send().await;
     if let Err(error) = &response {
+        // From the resolver (the name now points inside) or a redirect.
+        if let Some(refused) = EgressError::refusal_in(error) {
+            return Outcome {
+                latency_ms: started.elapsed().as_millis().min(i32::MAX as u128) as i32,
+                ..Outcome::permanent(&refused.to_string())
+            };
+        }
         if broke_on_open_connection(error) {
             response = request().send().await;
         }

@@ -23,6 +23,7 @@ use crate::config::{Config, DeliveryConfig};
 use crate::db::deliveries::{Attempt, Bookkeeper, Claim};
 use crate::db::{self, deliveries, destinations, DbError, PgPool};
 use crate::delivery::crypto::SecretBox;
+use crate::delivery::egress::Egress;
 use crate::messages::delivery::{
     Deliver, DestinationsChanged, Ended, Finished, Poll, Record, Retire, Wake,
 };
@@ -50,7 +51,8 @@ pub struct QueueActor {
     recorder: Option<Bookkeeper>,
     config: Arc<Config>,
     secrets: Arc<SecretBox>,
-    http: reqwest::Client,
+    /// The DeliveryActors' connections, held to the network policy.
+    egress: Egress,
     metrics: Arc<Metrics>,
     /// Where the DeliveryActors report their attempts' figures.
     health: ActorHandle<HealthActor>,
@@ -91,7 +93,7 @@ impl QueueActor {
         pool: PgPool,
         config: Arc<Config>,
         secrets: Arc<SecretBox>,
-        http: reqwest::Client,
+        egress: Egress,
         metrics: Arc<Metrics>,
         health: ActorHandle<HealthActor>,
     ) -> Self {
@@ -101,7 +103,7 @@ impl QueueActor {
             recorder: None,
             config,
             secrets,
-            http,
+            egress,
             metrics,
             health,
             worker_id: format!("worker-{}", uuid::Uuid::new_v4()),
@@ -350,7 +352,7 @@ impl QueueActor {
             let actor = DeliveryActor::new(
                 destination_id,
                 self.pool.clone(),
-                self.http.clone(),
+                self.egress.clone(),
                 self.secrets.clone(),
                 self.outbox
                     .clone()

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::crypto::{DecryptError, SecretBox};
+use super::egress::{self, Egress, Host};
 use super::email::EmailConfig;
 use super::ftp::FtpConfig;
 use super::s3::S3Config;
@@ -150,6 +151,46 @@ impl DestinationConfig {
             }
         }
         shown
+    }
+
+    /// The hosts this destination connects to, each with the field that
+    /// names it and its port (an S3 destination without `endpoint` goes to
+    /// AWS, and has none). Only valid configurations have them all.
+    pub fn hosts(&self) -> Vec<(&'static str, Host, u16)> {
+        let from_url = |field, text: &str| {
+            let url = reqwest::Url::parse(text).ok()?;
+            Some((field, url.host()?.to_owned(), url.port_or_known_default()?))
+        };
+        let host = match self {
+            Self::Webhook(config) => from_url("config.url", &config.url),
+            Self::Email(config) => {
+                egress::parse_host(&config.host).map(|host| ("config.host", host, config.port()))
+            }
+            Self::Ftp(config) => {
+                egress::parse_host(&config.host).map(|host| ("config.host", host, config.port))
+            }
+            Self::S3(config) => config
+                .endpoint
+                .as_deref()
+                .and_then(|endpoint| from_url("config.endpoint", endpoint)),
+        };
+        host.into_iter().collect()
+    }
+
+    /// The network policy's check on a new or changed destination: a host
+    /// that is, or now resolves to, a refused address is refused, naming its
+    /// field. Connections are checked again (see [`egress`]).
+    pub async fn check_network(&self, egress: &Egress) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        for (field, host, port) in self.hosts() {
+            if let Err(error) = egress.vet(&host, port).await {
+                errors.push(FieldError::new(
+                    field,
+                    format!("must not reach an internal network: {error}"),
+                ));
+            }
+        }
+        errors
     }
 
     /// Where a connection test connects, and how long it may take.
@@ -303,10 +344,14 @@ fn validate_webhook(value: &Value) -> Result<WebhookConfig, Vec<FieldError>> {
         .map_err(|error| vec![FieldError::new("config", error.to_string())])?;
     let mut errors = Vec::new();
     match reqwest::Url::parse(&config.url) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {}
+        // URL parsing drops tabs and line breaks: the text is checked itself.
+        Ok(url)
+            if matches!(url.scheme(), "http" | "https")
+                && url.host_str().is_some()
+                && !egress::has_control_or_space(&config.url) => {}
         _ => errors.push(FieldError::new(
             "config.url",
-            "an absolute http or https URL",
+            "an absolute http or https URL, without spaces or control characters",
         )),
     }
     config.method = config.method.to_ascii_uppercase();
@@ -323,8 +368,11 @@ fn validate_webhook(value: &Value) -> Result<WebhookConfig, Vec<FieldError>> {
         let reserved = name.to_ascii_lowercase().starts_with("webhook-")
             || name.eq_ignore_ascii_case("content-type")
             || name.eq_ignore_ascii_case("content-length");
+        // No line breaks: they would add headers of their own (CRLF injection).
         let valid = reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
-            && reqwest::header::HeaderValue::from_str(header_value).is_ok();
+            && reqwest::header::HeaderValue::from_str(header_value).is_ok()
+            && !egress::has_control_or_space(name)
+            && !header_value.chars().any(char::is_control);
         if reserved || !valid {
             errors.push(FieldError::new(
                 format!("config.headers.{name}"),

@@ -6,10 +6,12 @@ use std::time::Duration;
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::egress::{self, Egress};
 use super::retry::{Sent, Verdict};
 use crate::validation::FieldError;
 
@@ -46,6 +48,11 @@ impl EmailConfig {
         let mut errors = Vec::new();
         if self.host.trim().is_empty() {
             errors.push(FieldError::new("config.host", "required"));
+        } else if egress::parse_host(&self.host).is_none() {
+            errors.push(FieldError::new(
+                "config.host",
+                "a host name or IP address, without spaces or control characters",
+            ));
         }
         if self.port == Some(0) {
             errors.push(FieldError::new("config.port", "between 1 and 65535"));
@@ -101,37 +108,51 @@ impl EmailConfig {
     }
 }
 
-pub async fn send(config: &EmailConfig, id: Uuid, payload: &str, timeout: Duration) -> Sent {
+/// Sends the payload. The host is resolved here and the connection made to
+/// an address the network policy allows (the first, in the resolver's
+/// order), TLS still checking the certificate against the host's name.
+pub async fn send(
+    config: &EmailConfig,
+    egress: &Egress,
+    id: Uuid,
+    payload: &str,
+    timeout: Duration,
+) -> Sent {
+    let failed = |verdict, reason: String| Sent {
+        verdict,
+        code: None,
+        reason: Some(reason),
+        reference: None,
+    };
     let message_id = format!("<{}@audit-worker>", id.simple());
     let message = match build(config, &message_id, payload) {
         Ok(message) => message,
-        Err(reason) => {
-            return Sent {
-                verdict: Verdict::Permanent,
-                code: None,
-                reason: Some(reason),
-                reference: None,
-            }
-        }
+        Err(reason) => return failed(Verdict::Permanent, reason),
     };
-    let builder = match config.tls.as_str() {
-        "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host),
-        "starttls" => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host),
-        _ => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
-            &config.host,
-        )),
+    let Some(host) = egress::parse_host(&config.host) else {
+        return failed(
+            Verdict::Permanent,
+            format!("config.host: `{}` is not a host", config.host),
+        );
     };
-    let mut builder = match builder {
-        Ok(builder) => builder.port(config.port()).timeout(Some(timeout)),
-        Err(error) => {
-            return Sent {
-                verdict: Verdict::Permanent,
-                code: None,
-                reason: Some(error.to_string()),
-                reference: None,
-            }
-        }
+    let address = match egress.resolve(&host, config.port()).await {
+        Ok(addresses) => addresses[0].ip(),
+        Err(error) => return failed(error.verdict(), format!("SMTP: {error}")),
     };
+    let tls_parameters = || TlsParameters::new(egress::server_name(&host));
+    let tls = match config.tls.as_str() {
+        "tls" => tls_parameters().map(Tls::Wrapper),
+        "starttls" => tls_parameters().map(Tls::Required),
+        _ => Ok(Tls::None),
+    };
+    let tls = match tls {
+        Ok(tls) => tls,
+        Err(error) => return failed(Verdict::Permanent, error.to_string()),
+    };
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(address.to_string())
+        .port(config.port())
+        .tls(tls)
+        .timeout(Some(timeout));
     if let (Some(username), Some(password)) = (&config.username, &config.password) {
         builder = builder.credentials(Credentials::new(username.clone(), password.clone()));
     }

@@ -3,6 +3,7 @@
 //! session is explicit FTPS (`AUTH TLS`, then protected data connections),
 //! the server checked against the public web roots or a configured CA.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use suppaftp::{FtpError, Mode};
 use tokio_rustls::TlsConnector;
 use uuid::Uuid;
 
+use super::egress::{self, Egress, Host};
 use super::retry::{Sent, Verdict};
 use crate::validation::FieldError;
 
@@ -54,6 +56,11 @@ impl FtpConfig {
         let mut errors = Vec::new();
         if self.host.trim().is_empty() {
             errors.push(FieldError::new("config.host", "required"));
+        } else if egress::parse_host(&self.host).is_none() {
+            errors.push(FieldError::new(
+                "config.host",
+                "a host name or IP address, without spaces or control characters",
+            ));
         }
         if self.port == 0 {
             errors.push(FieldError::new("config.port", "between 1 and 65535"));
@@ -77,9 +84,35 @@ impl FtpConfig {
     }
 }
 
-pub async fn send(config: &FtpConfig, id: Uuid, payload: &str, timeout: Duration) -> Sent {
+/// Uploads the payload. The host is resolved here and only the addresses the
+/// network policy allows are connected to, TLS still checking the
+/// certificate against the host's name.
+pub async fn send(
+    config: &FtpConfig,
+    egress: &Egress,
+    id: Uuid,
+    payload: &str,
+    timeout: Duration,
+) -> Sent {
+    let failed = |verdict, reason: String| Sent {
+        verdict,
+        code: None,
+        reason: Some(reason),
+        reference: None,
+    };
+    let Some(host) = egress::parse_host(&config.host) else {
+        return failed(
+            Verdict::Permanent,
+            format!("config.host: `{}` is not a host", config.host),
+        );
+    };
+    let addresses = match egress.resolve(&host, config.port).await {
+        Ok(addresses) => addresses,
+        Err(error) => return failed(error.verdict(), format!("FTP: {error}")),
+    };
     let name = format!("audit-{}-{}.json", Utc::now().format("%Y%m%d"), id.simple());
-    match tokio::time::timeout(timeout, upload(config, &name, payload)).await {
+    let upload = upload(config, &host, &addresses, &name, payload);
+    match tokio::time::timeout(timeout, upload).await {
         Ok(Ok(path)) => Sent {
             verdict: Verdict::Delivered,
             code: None,
@@ -140,13 +173,23 @@ fn tls_connector(config: &FtpConfig) -> Result<AsyncRustlsConnector, FtpError> {
     ))))
 }
 
-async fn upload(config: &FtpConfig, name: &str, payload: &str) -> Result<String, FtpError> {
-    let mut ftp = AsyncRustlsFtpStream::connect((config.host.as_str(), config.port)).await?;
+async fn upload(
+    config: &FtpConfig,
+    host: &Host,
+    addresses: &[SocketAddr],
+    name: &str,
+    payload: &str,
+) -> Result<String, FtpError> {
+    let mut ftp = AsyncRustlsFtpStream::connect(addresses).await?;
     if config.tls {
         ftp = ftp
-            .into_secure(tls_connector(config)?, &config.host)
+            .into_secure(tls_connector(config)?, &egress::server_name(host))
             .await?;
     }
+    // Passive data connections go to the address the control connection
+    // was checked on, never to the one the server's PASV reply names: a
+    // server could name an internal address there.
+    ftp.set_passive_nat_workaround(true);
     ftp.login(config.username.as_str(), config.password.as_str())
         .await?;
     ftp.set_mode(if config.passive {

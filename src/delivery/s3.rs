@@ -10,6 +10,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::egress::{self, Egress, EgressError};
 use super::retry::{self, Sent, Verdict};
 use crate::validation::FieldError;
 
@@ -62,8 +63,15 @@ impl S3Config {
         }
         if let Some(endpoint) = &self.endpoint {
             match reqwest::Url::parse(endpoint) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-                _ => errors.push(FieldError::new("config.endpoint", "an http or https URL")),
+                // URL parsing drops tabs and line breaks: the text is checked itself.
+                Ok(url)
+                    if matches!(url.scheme(), "http" | "https")
+                        && url.host_str().is_some()
+                        && !egress::has_control_or_space(endpoint) => {}
+                _ => errors.push(FieldError::new(
+                    "config.endpoint",
+                    "an http or https URL, without spaces or control characters",
+                )),
             }
         }
         if self.access_key_id.is_empty() {
@@ -107,8 +115,29 @@ impl S3Config {
     }
 }
 
-pub async fn send(config: &S3Config, id: Uuid, payload: &str, timeout: Duration) -> Sent {
+/// Stores the payload. The SDK's HTTP client resolves through the network
+/// policy; a literal endpoint address, which it does not resolve, is checked
+/// here first.
+pub async fn send(
+    config: &S3Config,
+    egress: &Egress,
+    id: Uuid,
+    payload: &str,
+    timeout: Duration,
+) -> Sent {
+    let refused = |error: &EgressError| Sent {
+        verdict: error.verdict(),
+        code: None,
+        reason: Some(format!("S3: {error}")),
+        reference: None,
+    };
+    if let Some(Ok(url)) = config.endpoint.as_deref().map(reqwest::Url::parse) {
+        if let Err(error) = egress.check_url(&url) {
+            return refused(&error);
+        }
+    }
     let mut builder = aws_sdk_s3::Config::builder()
+        .http_client(egress.s3_http())
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(config.region.clone()))
         .credentials_provider(Credentials::new(
@@ -144,6 +173,9 @@ pub async fn send(config: &S3Config, id: Uuid, payload: &str, timeout: Duration)
             )),
         },
         Ok(Err(error)) => {
+            if let Some(refusal) = EgressError::refusal_in(&error) {
+                return refused(refusal);
+            }
             let code = error
                 .raw_response()
                 .map(|response| response.status().as_u16());

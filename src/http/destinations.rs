@@ -15,6 +15,7 @@ use super::AppState;
 use crate::db::destinations::{self, Destination, Health, NewDestination};
 use crate::db::tenant;
 use crate::delivery::config::{self, DeliverySettings, DestinationConfig};
+use crate::delivery::egress;
 use crate::messages::delivery::DestinationsChanged;
 
 const RESOURCE: &str = "audit.deliveries";
@@ -150,6 +151,7 @@ pub async fn create(
     let (Some(checked), Some(settings)) = (checked, settings) else {
         return Err(ApiError::Validation(errors));
     };
+    errors.extend(checked.check_network(&state.egress).await);
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
@@ -245,7 +247,10 @@ pub async fn update(
     if let Some(config) = &body.config {
         let stored = DestinationConfig::unsealed_value(&destination.config, &state.secrets).ok();
         match DestinationConfig::validate(&destination.kind, config, stored.as_ref()) {
-            Ok(checked) => destination.config = checked.sealed(&state.secrets),
+            Ok(checked) => {
+                errors.extend(checked.check_network(&state.egress).await);
+                destination.config = checked.sealed(&state.secrets);
+            }
             Err(problems) => errors.extend(problems),
         }
     }
@@ -344,18 +349,30 @@ pub async fn test(
     let (host, port, timeout) = checked.endpoint();
     let address = format!("{host}:{port}");
     let started = Instant::now();
-    let (reachable, message) =
-        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&address)).await {
-            Ok(Ok(_)) => (true, format!("{address} accepts connections")),
-            Ok(Err(error)) => (false, format!("cannot connect to {address}: {error}")),
-            Err(_) => (
-                false,
-                format!(
-                    "no connection to {address} within {} ms",
-                    timeout.as_millis()
-                ),
+    // Held to the network policy like a delivery: only allowed addresses.
+    let connect = async {
+        let parsed = egress::parse_host(&host)
+            .ok_or_else(|| format!("`{host}` is not a host name or IP address"))?;
+        let allowed = state
+            .egress
+            .resolve(&parsed, port)
+            .await
+            .map_err(|error| error.to_string())?;
+        tokio::net::TcpStream::connect(&allowed[..])
+            .await
+            .map_err(|error| format!("cannot connect to {address}: {error}"))
+    };
+    let (reachable, message) = match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(_)) => (true, format!("{address} accepts connections")),
+        Ok(Err(message)) => (false, message),
+        Err(_) => (
+            false,
+            format!(
+                "no connection to {address} within {} ms",
+                timeout.as_millis()
             ),
-        };
+        ),
+    };
     Ok(HttpResponse::Ok().json(ConnectionTest {
         reachable,
         latency_ms: started.elapsed().as_millis() as u64,

@@ -39,6 +39,7 @@ use crate::cache::QueryCache;
 use crate::config::Config;
 use crate::db::PgPool;
 use crate::delivery::crypto::SecretBox;
+use crate::delivery::egress::Egress;
 use crate::error_tracking::ErrorTracker;
 use crate::integrity::keys::IntegrityKeys;
 use crate::metrics::Metrics;
@@ -64,6 +65,9 @@ pub struct AppState {
     pub queue: ActorHandle<QueueActor>,
     /// Seals and opens destination secrets.
     pub secrets: Arc<SecretBox>,
+    /// The delivery network policy: destinations are checked against it
+    /// when saved, and connection tests connect through it.
+    pub egress: Egress,
     /// Query answers (L1 here, L2 in Redis), invalidated by every write.
     pub cache: Arc<QueryCache>,
     /// Carries out data subject requests.

@@ -46,6 +46,10 @@ pub fn test_config() -> Config {
     config.supervisor.restart_backoff_min = Duration::from_millis(10);
     config.supervisor.restart_backoff_max = Duration::from_millis(200);
     config.supervisor.heartbeat_interval = Duration::from_millis(200);
+    // Test receivers (webhooks, SMTP, FTP, S3) listen on loopback, which the
+    // delivery network policy refuses by default; tests of the policy itself
+    // turn this off again.
+    config.delivery.allow_loopback = true;
     config
 }
 

@@ -16,13 +16,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// `audit-worker serve` on `port` against `database_url`, with extra
-/// `AUDIT_WORKER__*` settings; its log goes to `log`.
+/// `audit-worker serve` on `port` against `database_url`, loopback
+/// destinations allowed, with extra `AUDIT_WORKER__*` settings; its log goes
+/// to `log`.
 pub fn serve(port: u16, database_url: &str, settings: &[(&str, &str)], log: Stdio) -> Child {
     Command::new(BINARY)
         .arg("serve")
         .env("AUDIT_WORKER__HTTP__BIND", format!("127.0.0.1:{port}"))
         .env("AUDIT_WORKER__DATABASE__URL", database_url)
+        // Test receivers listen on loopback (see `test_config`).
+        .env("AUDIT_WORKER__DELIVERY__ALLOW_LOOPBACK", "true")
         .envs(settings.iter().copied())
         .stdout(Stdio::null())
         .stderr(log)

@@ -281,6 +281,45 @@ async fn a_client_error_is_dead_lettered_and_can_be_replayed() {
     assert_eq!(status, 409, "only dead letters are replayed");
 }
 
+/// A dead letter whose destination was deleted cannot be replayed: a 409
+/// naming the destination, and the delivery stays failed rather than wait
+/// forever in the queue.
+#[actix_web::test]
+async fn a_dead_letter_of_a_deleted_destination_is_not_replayed() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let receiver = Receiver::start(&[422], 0);
+    let target = destination(&app, &key, &receiver.url, fast_retries()).await;
+    let ids = enqueue(&app, &key, &[target], json!({"n": 1})).await;
+    wait_for_status(&app, &key, &ids[0], "failed").await;
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/destinations/{target}"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+
+    let (status, body) = app
+        .call(
+            Method::POST,
+            &format!("/v1/deliveries/{}/retry", ids[0]),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "conflict");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("destination {target}")) && message.contains("deleted"),
+        "{message}"
+    );
+    assert_eq!(delivery(&app, &key, &ids[0]).await["status"], "failed");
+}
+
 /// Every destination's attempts land in its own health row, though the
 /// HealthActor writes the figures of all destinations together.
 #[actix_web::test]

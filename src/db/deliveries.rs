@@ -522,29 +522,61 @@ pub async fn list(
     Ok(rows.iter().map(delivery).collect())
 }
 
-/// Replays a dead letter: back to pending with its retries restored. `None`
-/// when no failed delivery of the organization has this id.
+/// What became of a request to replay a delivery.
+#[derive(Debug)]
+pub enum Replay {
+    /// Queued again, with its retries restored.
+    Replayed(Delivery),
+    NotFound,
+    /// Only dead letters (`failed`) are replayed.
+    NotFailed,
+    /// Its destination was deleted: nothing would ever deliver it.
+    DestinationDeleted(i64),
+}
+
+/// Queues a dead letter again with its retries restored, unless its
+/// destination was deleted. The delivery's row stays locked until the
+/// transaction ends, so a deletion of the destination meanwhile fails it
+/// again after this commits.
 pub async fn replay(
     client: &impl GenericClient,
     organization_id: &str,
     id: Uuid,
-) -> Result<Option<Delivery>, DbError> {
-    let row = client
+) -> Result<Replay, DbError> {
+    let Some(found) = client
         .query_opt(
+            "SELECT q.status, q.destination_id, d.deleted_at IS NOT NULL \
+             FROM delivery_queue q JOIN delivery_destinations d \
+               ON d.organization_id = q.organization_id AND d.id = q.destination_id \
+             WHERE q.organization_id = $1 AND q.id = $2 FOR UPDATE OF q",
+            &[&organization_id, &id],
+        )
+        .await?
+    else {
+        return Ok(Replay::NotFound);
+    };
+    let (status, destination, deleted): (String, i64, bool) =
+        (found.get(0), found.get(1), found.get(2));
+    if deleted {
+        return Ok(Replay::DestinationDeleted(destination));
+    }
+    if status != "failed" {
+        return Ok(Replay::NotFailed);
+    }
+    let row = client
+        .query_one(
             &format!(
                 "UPDATE delivery_queue SET status = 'pending', retry_count = 0, next_retry_at = NULL, \
                    scheduled_at = now(), processed_at = NULL, updated_at = now() \
-                 WHERE organization_id = $1 AND id = $2 AND status = 'failed' RETURNING {COLUMNS}"
+                 WHERE organization_id = $1 AND id = $2 RETURNING {COLUMNS}"
             ),
             &[&organization_id, &id],
         )
         .await?;
-    if row.is_some() {
-        client
-            .execute("SELECT pg_notify($1, '')", &[&CHANNEL])
-            .await?;
-    }
-    Ok(row.as_ref().map(delivery))
+    client
+        .execute("SELECT pg_notify($1, '')", &[&CHANNEL])
+        .await?;
+    Ok(Replay::Replayed(delivery(&row)))
 }
 
 /// The queue as the metrics show it: deliveries by unfinished status, and how

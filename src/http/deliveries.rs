@@ -12,7 +12,7 @@ use super::auth::Caller;
 use super::errors::{ApiError, FieldError};
 use super::extract::{Json, Path, Query};
 use super::AppState;
-use crate::db::deliveries::{self, AttemptLog, Delivery, NewDeliveries};
+use crate::db::deliveries::{self, AttemptLog, Delivery, NewDeliveries, Replay};
 use crate::db::{destinations, tenant};
 use crate::delivery::config::DeliverySettings;
 
@@ -219,16 +219,16 @@ pub async fn retry(
     let organization_id = caller.organization_id();
     let mut client = state.pool.get().await?;
     let transaction = tenant::begin(&mut client, organization_id).await?;
-    let replayed = deliveries::replay(&transaction, organization_id, *id).await?;
-    let exists = deliveries::get(&transaction, organization_id, *id)
-        .await?
-        .is_some();
+    let replay = deliveries::replay(&transaction, organization_id, *id).await?;
     transaction.commit().await?;
-    match (replayed, exists) {
-        (Some(delivery), _) => Ok(HttpResponse::Accepted().json(delivery)),
-        (None, true) => Err(ApiError::Conflict(format!(
+    match replay {
+        Replay::Replayed(delivery) => Ok(HttpResponse::Accepted().json(delivery)),
+        Replay::NotFailed => Err(ApiError::Conflict(format!(
             "delivery {id} is not failed; only dead letters are replayed"
         ))),
-        (None, false) => Err(ApiError::NotFound(format!("delivery {id}"))),
+        Replay::DestinationDeleted(destination) => Err(ApiError::Conflict(format!(
+            "destination {destination} of delivery {id} was deleted; nothing could deliver it"
+        ))),
+        Replay::NotFound => Err(ApiError::NotFound(format!("delivery {id}"))),
     }
 }

@@ -320,6 +320,41 @@ async fn a_dead_letter_of_a_deleted_destination_is_not_replayed() {
     assert_eq!(delivery(&app, &key, &ids[0]).await["status"], "failed");
 }
 
+/// A destination's health never contradicts the destination: disabled by
+/// hand, its health says `disabled` at once (before any health figures were
+/// written), and healthy again once it is re-enabled.
+#[actix_web::test]
+async fn a_disabled_destination_s_health_says_so_at_once() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let receiver = Receiver::start(&[], 0);
+    let target = destination(&app, &key, &receiver.url, json!({})).await;
+    assert_eq!(health(&app, &key, target).await["status"], "healthy");
+    for (disabled, status) in [(true, "disabled"), (false, "healthy")] {
+        let (code, shown) = app
+            .call(
+                Method::PATCH,
+                &format!("/v1/destinations/{target}"),
+                Some(&key),
+                Some(json!({"disabled": disabled})),
+            )
+            .await;
+        assert_eq!(code, 200, "{shown}");
+        let health = health(&app, &key, target).await;
+        assert_eq!(health["status"], status, "{health}");
+        assert_eq!(health["disabled_at"].is_null(), !disabled, "{health}");
+    }
+    let (status, _) = app
+        .call(
+            Method::GET,
+            "/v1/destinations/999999/health",
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+}
+
 /// Every destination's attempts land in its own health row, though the
 /// HealthActor writes the figures of all destinations together.
 #[actix_web::test]

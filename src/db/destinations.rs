@@ -212,7 +212,8 @@ pub async fn delete(
     Ok(deleted > 0)
 }
 
-/// Health of a destination, as `destination_health` keeps it.
+/// Health of a destination: its delivery figures as `destination_health`
+/// keeps them, and its state as the destination itself says it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Health {
     pub destination_id: i64,
@@ -233,6 +234,10 @@ pub struct Health {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The health of a destination of the organization (`None`: no such
+/// destination). Whether it is disabled is read from the destination, never
+/// from the figures the HealthActor writes a moment later: the two can never
+/// disagree, whatever was written in between.
 pub async fn health(
     client: &impl GenericClient,
     organization_id: &str,
@@ -240,10 +245,22 @@ pub async fn health(
 ) -> Result<Option<Health>, DbError> {
     let row = client
         .query_opt(
-            "SELECT destination_id, status, consecutive_failures, total_failures, total_deliveries, success_rate, \
-               average_response_time, last_failure_at, last_success_at, circuit_breaker_state, \
-               circuit_breaker_opened_at, disabled_at, disabled_reason, updated_at \
-             FROM destination_health WHERE organization_id = $1 AND destination_id = $2",
+            "SELECT d.id AS destination_id, \
+               CASE WHEN d.disabled THEN 'disabled' \
+                 WHEN h.status IS NULL OR h.status = 'disabled' THEN 'healthy' ELSE h.status END AS status, \
+               coalesce(h.consecutive_failures, 0) AS consecutive_failures, \
+               coalesce(h.total_failures, 0) AS total_failures, \
+               coalesce(h.total_deliveries, 0) AS total_deliveries, \
+               h.success_rate, h.average_response_time, h.last_failure_at, h.last_success_at, \
+               coalesce(h.circuit_breaker_state, 'closed') AS circuit_breaker_state, \
+               h.circuit_breaker_opened_at, \
+               CASE WHEN d.disabled THEN coalesce(h.disabled_at, d.disabled_at) END AS disabled_at, \
+               CASE WHEN d.disabled THEN coalesce(h.disabled_reason, \
+                 'disabled by ' || coalesce(d.disabled_by, 'an operator')) END AS disabled_reason, \
+               greatest(h.updated_at, d.updated_at) AS updated_at \
+             FROM delivery_destinations d \
+             LEFT JOIN destination_health h ON h.destination_id = d.id \
+             WHERE d.organization_id = $1 AND d.id = $2 AND d.deleted_at IS NULL",
             &[&organization_id, &id],
         )
         .await?;
@@ -460,16 +477,13 @@ pub async fn disable_failing(
     destination: &Failing,
     reason: &str,
 ) -> Result<(), DbError> {
+    // One statement: nobody sees the destination disabled and its health not.
     client
         .execute(
-            "UPDATE delivery_destinations SET disabled = true, disabled_at = now(), disabled_by = 'audit-worker', \
-               updated_at = now() WHERE id = $1 AND NOT disabled",
-            &[&destination.id],
-        )
-        .await?;
-    client
-        .execute(
-            "UPDATE destination_health SET status = 'disabled', disabled_at = now(), disabled_reason = $2, \
+            "WITH disabled AS ( \
+               UPDATE delivery_destinations SET disabled = true, disabled_at = now(), \
+                 disabled_by = 'audit-worker', updated_at = now() WHERE id = $1 AND NOT disabled) \
+             UPDATE destination_health SET status = 'disabled', disabled_at = now(), disabled_reason = $2, \
                updated_at = now() WHERE destination_id = $1",
             &[&destination.id, &reason],
         )

@@ -392,17 +392,12 @@ pub async fn health(
     id: Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "read")?;
-    load(&state, &caller, *id).await?;
     let organization_id = caller.organization_id();
     let health = tenant::scoped(&state.pool, organization_id, async |tx| {
         Ok::<_, ApiError>(destinations::health(tx, organization_id, *id).await?)
     })
     .await?;
-    match health {
-        Some(health) => Ok(HttpResponse::Ok().json(health)),
-        None => Ok(HttpResponse::Ok().json(serde_json::json!({
-            "destination_id": *id, "status": "healthy", "total_deliveries": 0, "total_failures": 0,
-            "consecutive_failures": 0, "circuit_breaker_state": "closed"
-        }))),
-    }
+    health
+        .map(|health| HttpResponse::Ok().json(health))
+        .ok_or_else(|| ApiError::NotFound(format!("destination {id}")))
 }

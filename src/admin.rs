@@ -106,7 +106,7 @@ pub async fn verify(
         checkpoint,
     };
     let report = verify::verify(&pool, &keys, &scope).await?;
-    let client = pool.get().await.map_err(DbError::from)?;
+    let client = pool.get().await?;
     verify::record(&*client, organization_id, &report, &scope, CLI_ACTOR).await?;
     Ok(report)
 }

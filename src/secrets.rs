@@ -33,7 +33,7 @@ pub async fn key_bytes(
     }
     let mut candidate = [0u8; 32];
     rand::rng().fill_bytes(&mut candidate);
-    let client = pool.get().await.map_err(DbError::from)?;
+    let client = pool.get().await?;
     // The first instance to start stores its candidate; everyone reads the stored one.
     client
         .execute(

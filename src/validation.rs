@@ -142,6 +142,34 @@ impl TextRules {
     }
 }
 
+/// Largest free-form JSON field of a request (`metadata`, `criteria`, a
+/// preset's `default_values`, a destination's `config`), serialized; as an
+/// event's `details`.
+pub const MAX_FREE_JSON_BYTES: usize = 64 * 1024;
+
+/// Reads a free-form JSON field of a request body, refusing one larger than
+/// [`MAX_FREE_JSON_BYTES`] serialized
+/// (`#[serde(deserialize_with = "…")]`).
+pub fn bounded_json<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<serde_json::Value, D::Error> {
+    let value = serde_json::Value::deserialize(deserializer)?;
+    let size = serde_json::to_vec(&value).map_or(usize::MAX, |bytes| bytes.len());
+    if size > MAX_FREE_JSON_BYTES {
+        return Err(serde::de::Error::custom(format!(
+            "at most {MAX_FREE_JSON_BYTES} bytes serialized ({size} given)"
+        )));
+    }
+    Ok(value)
+}
+
+/// [`bounded_json`] for an optional field (`#[serde(default, deserialize_with = "…")]`).
+pub fn optional_bounded_json<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<serde_json::Value>, D::Error> {
+    bounded_json(deserializer).map(|value| Some(value).filter(|value| !value.is_null()))
+}
+
 /// Parses an RFC 3339 date-time into the instant PostgreSQL will store: UTC,
 /// whole microseconds (finer digits dropped), and a leap second
 /// (`23:59:60`) as the second after it, as PostgreSQL reads one. Everything

@@ -640,3 +640,46 @@ async fn each_key_is_rate_limited_on_its_own() {
         200
     );
 }
+
+/// A body naming another organization is refused with 403 on every route
+/// that takes one, whatever else the body holds (the body is checked before
+/// its fields are read); naming the caller's own organization is allowed.
+#[actix_web::test]
+async fn a_body_naming_another_organization_is_refused_on_every_route() {
+    let app = spawn_app().await;
+    let admin = app.create_key("org-a", "org:admin").await;
+    for (method, path) in [
+        (Method::POST, "/v1/reports"),
+        (Method::POST, "/v1/report-templates"),
+        (Method::POST, "/v1/alert-rules"),
+        (Method::POST, "/v1/gdpr/export"),
+        (Method::POST, "/v1/gdpr/erase"),
+        (Method::POST, "/v1/gdpr/pseudonymize"),
+        (Method::POST, "/v1/alerts"),
+        (Method::POST, "/v1/presets"),
+        (Method::POST, "/v1/destinations"),
+        (Method::POST, "/v1/integrity/verify"),
+        (Method::PUT, "/v1/roles/custom"),
+    ] {
+        let (status, body) = app
+            .call(
+                method.clone(),
+                path,
+                Some(&admin),
+                Some(json!({"organization_id": "org-b", "name": "x"})),
+            )
+            .await;
+        assert_eq!(status, 403, "{method} {path}: {body}");
+        assert_eq!(body["error"]["code"], "forbidden");
+        let (status, body) = app
+            .call(
+                method.clone(),
+                path,
+                Some(&admin),
+                Some(json!({"organization_id": "org-a", "name": "x"})),
+            )
+            .await;
+        assert_ne!(status, 403, "{method} {path}: {body}");
+        assert!(status < 500, "{method} {path}: {body}");
+    }
+}

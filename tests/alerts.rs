@@ -1236,3 +1236,32 @@ async fn closed_alerts_before_the_cutoff_are_deleted_in_batches() {
     expected.sort();
     assert_eq!(left, expected);
 }
+
+/// An alert's `metadata`, like every free-form JSON field, is bounded:
+/// past 64 KiB serialized it is a 400 naming the field, and nothing is stored.
+#[actix_web::test]
+async fn alert_metadata_is_bounded() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let many: serde_json::Map<String, Value> = (0..5000)
+        .map(|n| (format!("key-{n}"), json!("sixteen chars..")))
+        .collect();
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/alerts",
+            Some(&key),
+            Some(json!({"severity": "LOW", "title": "big", "metadata": many})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["details"][0]["field"], "metadata", "{body}");
+    let stored: i64 = app
+        .database()
+        .await
+        .query_one("SELECT count(*) FROM alerts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 0);
+}

@@ -1,9 +1,13 @@
 //! The HTTP surface every later route relies on: liveness, readiness, the JSON
-//! error shape, the body limit, metrics and the OpenAPI document.
+//! error shape, the body limit, metrics and the OpenAPI document; HEAD, 405,
+//! compressed bodies and answers, content types and oversized heads.
 
 mod common;
 
-use common::{spawn_app, spawn_app_with};
+use std::io::{Read, Write};
+
+use common::{spawn_app, spawn_app_with, TestApp};
+use serde_json::{json, Value};
 
 /// `/healthz` answers 200 while the process runs.
 #[actix_web::test]
@@ -171,4 +175,247 @@ fn the_grafana_dashboard_queries_exported_series() {
         }
     }
     assert!(checked > 30, "only {checked} series checked");
+}
+
+/// Asserts a response is a JSON error with `status` and `code`; returns its body.
+async fn json_error(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status);
+    let body: Value = response.json().await.expect("a JSON error body");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    body
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn post_encoded(
+    app: &TestApp,
+    key: &str,
+    path: &str,
+    encoding: &str,
+    body: Vec<u8>,
+) -> reqwest::RequestBuilder {
+    app.client
+        .post(format!("{}{path}", app.address))
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .header("content-encoding", encoding)
+        .body(body)
+}
+
+/// HEAD is answered wherever GET is: the same status and headers, no body.
+#[actix_web::test]
+async fn head_is_answered_wherever_get_is() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    for path in [
+        "/healthz",
+        "/metrics",
+        "/openapi.json",
+        "/v1/events",
+        "/v1/alerts/statistics",
+    ] {
+        let response = app
+            .client
+            .head(format!("{}{path}", app.address))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "HEAD {path}");
+        assert!(
+            response.bytes().await.unwrap().is_empty(),
+            "HEAD {path} has no body"
+        );
+    }
+}
+
+/// A known path asked with a method it does not take is a JSON 405 whose
+/// `Allow` names the methods it does take; an unknown path stays a 404.
+#[actix_web::test]
+async fn an_unsupported_method_on_a_known_route_is_a_405_with_allow() {
+    let app = spawn_app().await;
+    for (method, path, allowed) in [
+        ("DELETE", "/v1/events", "GET, HEAD, POST"),
+        ("PUT", "/healthz", "GET, HEAD"),
+        ("FROB", "/v1/events/12", "GET, HEAD"),
+        ("POST", "/v1/alerts/statistics", "GET, HEAD"),
+        (
+            "GET",
+            "/v1/alerts/0e1c5a3a-4f59-4a8e-9a53-8b3c2a1d0f00/resolve",
+            "POST",
+        ),
+    ] {
+        let response = app
+            .client
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}{path}", app.address),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["allow"], allowed, "{method} {path}");
+        let body = json_error(response, 405, "method_not_allowed").await;
+        assert!(body["error"]["message"].as_str().unwrap().contains(path));
+    }
+    let response = app
+        .client
+        .delete(format!("{}/v1/nothing-here", app.address))
+        .send()
+        .await
+        .unwrap();
+    json_error(response, 404, "not_found").await;
+}
+
+/// Bodies may come gzip or zstd, on ingest and on every other JSON route;
+/// what they decompress to is held to `http.max_body` (a zip bomb is a 413),
+/// and an encoding the worker does not read is a 415.
+#[actix_web::test]
+async fn compressed_bodies_are_read_within_the_body_limit() {
+    let app = spawn_app_with(|config| config.http.max_body = 64 * 1024).await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let events = serde_json::to_vec(&json!([
+        {"principal_id": "u1", "action": "gzip.sent", "status": "success"},
+        {"principal_id": "u2", "action": "gzip.sent", "status": "success"}
+    ]))
+    .unwrap();
+    let response = post_encoded(&app, &key, "/v1/events", "gzip", gzip(&events))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    let zstd = zstd::encode_all(&events[..], 3).unwrap();
+    let response = post_encoded(&app, &key, "/v1/events", "zstd", zstd)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    let alert =
+        serde_json::to_vec(&json!({"severity": "LOW", "title": "sent compressed"})).unwrap();
+    let response = post_encoded(
+        &app,
+        &key,
+        "/v1/alerts",
+        "zstd",
+        zstd::encode_all(&alert[..], 3).unwrap(),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+
+    // Eight megabytes of spaces: a few kilobytes compressed, far past the limit decoded.
+    let bomb = vec![b' '; 8 * 1024 * 1024];
+    for (encoding, body) in [
+        ("gzip", gzip(&bomb)),
+        ("zstd", zstd::encode_all(&bomb[..], 19).unwrap()),
+    ] {
+        assert!(body.len() < 64 * 1024, "{encoding}: {} bytes", body.len());
+        for path in ["/v1/events", "/v1/alerts"] {
+            let response = post_encoded(&app, &key, path, encoding, body.clone())
+                .send()
+                .await
+                .unwrap();
+            json_error(response, 413, "payload_too_large").await;
+        }
+    }
+    let response = post_encoded(&app, &key, "/v1/events", "br", events.clone())
+        .send()
+        .await
+        .unwrap();
+    json_error(response, 415, "unsupported_media_type").await;
+    let response = post_encoded(
+        &app,
+        &key,
+        "/v1/events",
+        "gzip",
+        b"not gzip at all".to_vec(),
+    )
+    .send()
+    .await
+    .unwrap();
+    json_error(response, 400, "bad_request").await;
+}
+
+/// Answers are compressed when the client asks (`/metrics` is large).
+#[actix_web::test]
+async fn answers_are_compressed_when_the_client_asks() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+    let compressed = response.bytes().await.unwrap();
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&compressed[..])
+        .read_to_string(&mut text)
+        .unwrap();
+    assert!(text.contains("audit_worker_"), "{text}");
+    assert!(compressed.len() < text.len());
+}
+
+/// A body of another media type than JSON is a JSON 415, on ingest as on
+/// every other route that takes a body.
+#[actix_web::test]
+async fn a_wrong_content_type_is_a_json_415() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    for path in [
+        "/v1/events",
+        "/v1/alerts",
+        "/v1/presets",
+        "/v1/integrity/verify",
+    ] {
+        let response = app
+            .client
+            .post(format!("{}{path}", app.address))
+            .bearer_auth(&key)
+            .header("content-type", "text/plain")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        let body = json_error(response, 415, "unsupported_media_type").await;
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("text/plain"),
+            "{path}: {body}"
+        );
+    }
+}
+
+/// An over-long URI or oversized headers get the usual JSON error body.
+#[actix_web::test]
+async fn an_over_long_uri_or_header_is_a_json_error() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .get(format!(
+            "{}/healthz?pad={}",
+            app.address,
+            "x".repeat(20_000)
+        ))
+        .send()
+        .await
+        .unwrap();
+    json_error(response, 414, "uri_too_long").await;
+    let response = app
+        .client
+        .get(format!("{}/healthz", app.address))
+        .header("x-padding", "y".repeat(40_000))
+        .send()
+        .await
+        .unwrap();
+    json_error(response, 431, "headers_too_large").await;
 }

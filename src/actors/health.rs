@@ -68,7 +68,7 @@ impl HealthActor {
         let write = async move {
             let written = match pool.get().await {
                 Ok(mut client) => destinations::record_attempts(&mut client, &batches).await,
-                Err(error) => Err(error.into()),
+                Err(error) => Err(error),
             };
             (batches, written)
         };

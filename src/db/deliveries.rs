@@ -526,7 +526,7 @@ pub async fn list(
 #[derive(Debug)]
 pub enum Replay {
     /// Queued again, with its retries restored.
-    Replayed(Delivery),
+    Replayed(Box<Delivery>),
     NotFound,
     /// Only dead letters (`failed`) are replayed.
     NotFailed,
@@ -576,7 +576,7 @@ pub async fn replay(
     client
         .execute("SELECT pg_notify($1, '')", &[&CHANNEL])
         .await?;
-    Ok(Replay::Replayed(delivery(&row)))
+    Ok(Replay::Replayed(Box::new(delivery(&row))))
 }
 
 /// The queue as the metrics show it: deliveries by unfinished status, and how

@@ -509,7 +509,7 @@ pub async fn explain(
     let statement = query
         .trim()
         .trim_end_matches(|c: char| c == ';' || c.is_whitespace());
-    let mut client = pool.get().await.map_err(DbError::from)?;
+    let mut client = pool.get().await?;
     let tx = client
         .build_transaction()
         .read_only(true)

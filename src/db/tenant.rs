@@ -42,7 +42,7 @@ pub async fn scoped<T, E>(
 where
     E: From<DbError>,
 {
-    let mut client = pool.get().await.map_err(DbError::from)?;
+    let mut client = pool.get().await?;
     let transaction = begin(&mut client, organization_id).await?;
     let value = work(&transaction).await?;
     transaction.commit().await.map_err(DbError::from)?;

@@ -226,7 +226,7 @@ impl Gdpr {
         strategy: Strategy,
         requested_by: &str,
     ) -> Result<Mapping, GdprError> {
-        let client = self.pool.get().await.map_err(DbError::from)?;
+        let client = self.pool.get().await?;
         if let Some(existing) =
             gdpr::mapping_of_subject(&*client, organization_id, commitment).await?
         {
@@ -264,7 +264,7 @@ impl Gdpr {
         requested_by: &str,
         parameters: Value,
     ) -> Result<Operation, GdprError> {
-        let client = self.pool.get().await.map_err(DbError::from)?;
+        let client = self.pool.get().await?;
         let operation = match gdpr::unfinished_operation(
             &*client,
             organization_id,
@@ -328,7 +328,7 @@ impl Gdpr {
         for role in [Role::Principal, Role::Target] {
             let mut after_id = 0;
             loop {
-                let client = self.pool.get().await.map_err(DbError::from)?;
+                let client = self.pool.get().await?;
                 let batch = gdpr::pseudonymize_batch(
                     &*client,
                     organization_id,
@@ -369,7 +369,7 @@ impl Gdpr {
             details: json!({"operation_id": operation.id, "result": result}),
         })
         .await?;
-        let client = self.pool.get().await.map_err(DbError::from)?;
+        let client = self.pool.get().await?;
         gdpr::finish_operation(&*client, operation.id, "completed", &result).await?;
         checkpoints::create(&*client, &self.keys, Some(organization_id)).await?;
         self.cache.invalidate(organization_id, EVENTS).await;
@@ -459,19 +459,16 @@ impl Gdpr {
             (Vec::new(), Vec::new())
         };
         // A legal hold always wins over erasure.
-        let holds: Vec<_> = legal_holds::list(
-            &*self.pool.get().await.map_err(DbError::from)?,
-            organization_id,
-            Some(true),
-        )
-        .await?
-        .into_iter()
-        .filter(|hold| {
-            hold.principal_id
-                .as_deref()
-                .is_none_or(|held| held == principal_id)
-        })
-        .collect();
+        let holds: Vec<_> =
+            legal_holds::list(&*self.pool.get().await?, organization_id, Some(true))
+                .await?
+                .into_iter()
+                .filter(|hold| {
+                    hold.principal_id
+                        .as_deref()
+                        .is_none_or(|held| held == principal_id)
+                })
+                .collect();
         let hold_starts: Vec<_> = holds.iter().map(|hold| hold.starts_at).collect();
         let hold_ends: Vec<_> = holds.iter().map(|hold| hold.ends_at).collect();
         let preserved = Preserved {
@@ -497,7 +494,7 @@ impl Gdpr {
             .await?;
         let mut after_id = 0;
         loop {
-            let client = self.pool.get().await.map_err(DbError::from)?;
+            let client = self.pool.get().await?;
             let batch = gdpr::erase_batch(
                 &*client,
                 organization_id,
@@ -513,7 +510,7 @@ impl Gdpr {
                 None => break,
             }
         }
-        let client = self.pool.get().await.map_err(DbError::from)?;
+        let client = self.pool.get().await?;
         // Counted from what is stored, so a resumed operation reports its whole work.
         let records_deleted = gdpr::count_erased(&*client, organization_id, operation.id).await?;
         let compliance_records_preserved =
@@ -551,7 +548,7 @@ impl Gdpr {
         pseudonym_id: &str,
         requested_by: &str,
     ) -> Result<Reversed, GdprError> {
-        let client = self.pool.get().await.map_err(DbError::from)?;
+        let client = self.pool.get().await?;
         let mapping = gdpr::mapping_of_pseudonym(&*client, organization_id, pseudonym_id)
             .await?
             .ok_or_else(|| GdprError::UnknownPseudonym(pseudonym_id.to_owned()))?;
@@ -603,7 +600,7 @@ impl Gdpr {
         requested_by: &str,
     ) -> Result<Operation, GdprError> {
         let commitment = self.commitment(organization_id, principal_id);
-        let client = self.pool.get().await.map_err(DbError::from)?;
+        let client = self.pool.get().await?;
         let operation = gdpr::start_operation(
             &*client,
             &NewOperation {
@@ -688,7 +685,7 @@ impl Gdpr {
     ) -> Result<ExportDelivered, GdprError> {
         let organization_id = request.organization_id.clone();
         let destination = destinations::get(
-            &*self.pool.get().await.map_err(DbError::from)?,
+            &*self.pool.get().await?,
             Some(&organization_id),
             destination_id,
         )
@@ -709,7 +706,7 @@ impl Gdpr {
             })
             .await?;
         let Some((last, manifest)) = manifest.filter(|_| !too_large) else {
-            let client = self.pool.get().await.map_err(DbError::from)?;
+            let client = self.pool.get().await?;
             gdpr::finish_operation(
                 &*client,
                 operation.id,
@@ -733,7 +730,7 @@ impl Gdpr {
         let settings =
             crate::delivery::config::DeliverySettings::parse(Some(&destination.settings))
                 .unwrap_or_default();
-        let client = self.pool.get().await.map_err(DbError::from)?;
+        let client = self.pool.get().await?;
         let delivered = deliveries::enqueue(
             &*client,
             &deliveries::NewDeliveries {
@@ -764,7 +761,7 @@ impl Gdpr {
     ) -> Result<(Operation, String), GdprError> {
         let organization_id = request.organization_id.as_str();
         let commitment = self.commitment(organization_id, &request.principal_id);
-        let client = self.pool.get().await.map_err(DbError::from)?;
+        let client = self.pool.get().await?;
         let parameters = json!({
             "format": request.format, "from": request.from, "to": request.to,
             "destination_id": destination_id,

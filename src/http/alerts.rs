@@ -333,6 +333,7 @@ pub struct CreateAlert {
     pub correlation_id: Option<String>,
     /// A JSON object; default `{}`.
     #[schema(value_type = Option<Object>)]
+    #[serde(default, deserialize_with = "crate::validation::optional_bounded_json")]
     pub metadata: Option<Value>,
 }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use actix_web::dev::Payload;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
-use futures_util::future::LocalBoxFuture;
+use futures_util::future::{FutureExt, LocalBoxFuture, Shared};
 
 use super::errors::ApiError;
 use super::AppState;
@@ -19,27 +19,6 @@ const OPERATIONS: &str = "system.operations";
 /// so that the error tracker can attribute a failure to it.
 #[derive(Clone)]
 pub struct CallerOrganization(pub String);
-
-/// The organization a request's body named (its top-level `organization_id`),
-/// left in the request's extensions by the body extractor.
-#[derive(Clone)]
-pub struct NamedOrganization(pub String);
-
-/// 403 when the body named another organization than the caller's. The body
-/// and the caller are extracted concurrently, so both extractors call this
-/// once they are done: whichever finishes second sees both.
-pub fn check_named_organization(request: &HttpRequest) -> Result<(), ApiError> {
-    let extensions = request.extensions();
-    match (
-        extensions.get::<CallerOrganization>(),
-        extensions.get::<NamedOrganization>(),
-    ) {
-        (Some(CallerOrganization(caller)), Some(NamedOrganization(named))) if caller != named => {
-            Err(ApiError::Forbidden(OTHER_ORGANIZATION.to_owned()))
-        }
-        _ => Ok(()),
-    }
-}
 
 const OTHER_ORGANIZATION: &str =
     "this API key belongs to another organization than the one named in the request";
@@ -90,15 +69,9 @@ impl Caller {
         self.require(OPERATIONS, action)
     }
 
-    /// The organization always comes from the key: a request that names
-    /// another one (in its body or query) is refused outright.
+    /// 403 when `named` is another organization than the caller's.
     pub fn ensure_own_organization(&self, named: Option<&str>) -> Result<(), ApiError> {
-        match named {
-            Some(named) if named != self.organization_id() => {
-                Err(ApiError::Forbidden(OTHER_ORGANIZATION.to_owned()))
-            }
-            _ => Ok(()),
-        }
+        ensure_own_organization(&self.0, named)
     }
 }
 
@@ -107,34 +80,65 @@ impl FromRequest for Caller {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let state = request.app_data::<web::Data<AppState>>().cloned();
         let request = request.clone();
-        let authorization = request
-            .headers()
-            .get(AUTHORIZATION)
-            .map(|value| value.to_str().map(str::to_owned).unwrap_or_default());
-        let named_organization =
-            web::Query::<HashMap<String, String>>::from_query(request.query_string())
-                .ok()
-                .and_then(|query| query.into_inner().remove("organization_id"));
         Box::pin(async move {
-            let state =
-                state.ok_or_else(|| ApiError::Internal("no application state".to_owned()))?;
-            let identity = state.auth.authenticate(authorization.as_deref()).await?;
+            let identity = authenticated(&request).await?;
             request
                 .extensions_mut()
                 .insert(CallerOrganization(identity.organization_id.clone()));
             let span = tracing::Span::current();
             span.record("organization_id", identity.organization_id.as_str());
             span.record("key_id", identity.key_id.as_str());
-            state
-                .auth
-                .check_rate(&identity.key_id)
-                .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
-            let caller = Caller(identity);
-            caller.ensure_own_organization(named_organization.as_deref())?;
-            check_named_organization(&request)?;
-            Ok(caller)
+            Ok(Caller(identity))
         })
+    }
+}
+
+/// The authentication of one request, run once whoever asks first.
+type Authentication = Shared<LocalBoxFuture<'static, Result<Identity, ApiError>>>;
+
+/// Authenticates the request's key, takes one request from its rate budget
+/// and checks an `organization_id` named in the query, once per request: the
+/// [`Caller`] extractor and the body extractor (when a body names an
+/// organization, to check it) share the outcome. Extractors run side by side,
+/// so neither can count on the other having finished.
+pub fn authenticated(request: &HttpRequest) -> Authentication {
+    if let Some(pending) = request.extensions().get::<Authentication>() {
+        return pending.clone();
+    }
+    // Only owned values go in: the future is kept in the request's own extensions.
+    let state = request.app_data::<web::Data<AppState>>().cloned();
+    let authorization = request
+        .headers()
+        .get(AUTHORIZATION)
+        .map(|value| value.to_str().map(str::to_owned).unwrap_or_default());
+    let named_organization =
+        web::Query::<HashMap<String, String>>::from_query(request.query_string())
+            .ok()
+            .and_then(|query| query.into_inner().remove("organization_id"));
+    let pending = async move {
+        let state = state.ok_or_else(|| ApiError::Internal("no application state".to_owned()))?;
+        let identity = state.auth.authenticate(authorization.as_deref()).await?;
+        state
+            .auth
+            .check_rate(&identity.key_id)
+            .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+        ensure_own_organization(&identity, named_organization.as_deref())?;
+        Ok(identity)
+    }
+    .boxed_local()
+    .shared();
+    request.extensions_mut().insert(pending.clone());
+    pending
+}
+
+/// The organization always comes from the key: a request that names another
+/// one (in its query or its body) is refused outright.
+pub fn ensure_own_organization(identity: &Identity, named: Option<&str>) -> Result<(), ApiError> {
+    match named {
+        Some(named) if named != identity.organization_id => {
+            Err(ApiError::Forbidden(OTHER_ORGANIZATION.to_owned()))
+        }
+        _ => Ok(()),
     }
 }

@@ -35,9 +35,11 @@ pub struct CreateDestination {
     /// s3: bucket, prefix, region, endpoint, access_key_id, secret_access_key, path_style, key_template.
     /// ftp: host, port, username, password, directory, tls, passive.
     #[schema(value_type = Object)]
+    #[serde(deserialize_with = "crate::validation::bounded_json")]
     pub config: Value,
     /// concurrency, rate_limit_per_second, failure_threshold, reset_timeout, retry_schedule, auto_disable_after.
     #[schema(value_type = Option<Object>)]
+    #[serde(default, deserialize_with = "crate::validation::optional_bounded_json")]
     pub settings: Option<Value>,
 }
 
@@ -50,8 +52,10 @@ pub struct UpdateDestination {
     pub instructions: Option<String>,
     /// Replaces the configuration; secrets sent as `***` keep their value.
     #[schema(value_type = Option<Object>)]
+    #[serde(default, deserialize_with = "crate::validation::optional_bounded_json")]
     pub config: Option<Value>,
     #[schema(value_type = Option<Object>)]
+    #[serde(default, deserialize_with = "crate::validation::optional_bounded_json")]
     pub settings: Option<Value>,
     /// false re-enables a disabled destination.
     pub disabled: Option<bool>,

@@ -18,7 +18,7 @@ use crate::db::{DbError, SaveError};
 use crate::messages::ingest::IngestError;
 use crate::supervisor::ActorUnavailable;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     #[error("no route matches {method} {path}")]
     RouteNotFound { method: String, path: String },

@@ -17,14 +17,14 @@ use std::ops::{Deref, DerefMut};
 
 use actix_web::dev::Payload;
 use actix_web::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
-use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
+use actix_web::{web, FromRequest, HttpRequest};
 use bytes::{Bytes, BytesMut};
 use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::auth::{check_named_organization, NamedOrganization};
+use super::auth::{authenticated, ensure_own_organization};
 use super::errors::{ApiError, FieldError};
 use super::AppState;
 use crate::validation::{Strictness, TextRules};
@@ -99,7 +99,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
             if body.iter().all(u8::is_ascii_whitespace) {
                 return Err(ApiError::BadRequest("a JSON body is required".to_owned()));
             }
-            typed_body(&request, &body).map(Json)
+            typed_body(&request, &body).await.map(Json)
         })
     }
 }
@@ -116,7 +116,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
             if body.iter().all(u8::is_ascii_whitespace) {
                 return Ok(OptionalJson(None));
             }
-            typed_body(&request, &body).map(|value| OptionalJson(Some(value)))
+            typed_body(&request, &body)
+                .await
+                .map(|value| OptionalJson(Some(value)))
         })
     }
 }
@@ -304,7 +306,10 @@ impl Encoding {
 }
 
 /// Parses a JSON body, applies the module's checks and reads it into `T`.
-fn typed_body<T: DeserializeOwned>(request: &HttpRequest, body: &[u8]) -> Result<T, ApiError> {
+async fn typed_body<T: DeserializeOwned>(
+    request: &HttpRequest,
+    body: &[u8],
+) -> Result<T, ApiError> {
     let mut value: Value = serde_json::from_slice(body)
         .map_err(|error| ApiError::BadRequest(format!("invalid JSON body: {error}")))?;
     let problems = TextRules::REQUEST.json_problems(&value);
@@ -319,8 +324,8 @@ fn typed_body<T: DeserializeOwned>(request: &HttpRequest, body: &[u8]) -> Result
                     "must be a string",
                 )]));
             };
-            request.extensions_mut().insert(NamedOrganization(named));
-            check_named_organization(request)?;
+            let identity = authenticated(request).await?;
+            ensure_own_organization(&identity, Some(&named))?;
         }
     }
     serde_path_to_error::deserialize(value).map_err(|error| {

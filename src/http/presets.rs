@@ -87,15 +87,24 @@ pub struct PresetBody {
     /// Default INTERNAL.
     pub data_classification: Option<String>,
     /// Default `[]`.
-    #[serde(default = "empty_array")]
+    #[serde(
+        default = "empty_array",
+        deserialize_with = "crate::validation::bounded_json"
+    )]
     #[schema(value_type = Vec<String>)]
     pub required_fields: Value,
     /// Default `{}`.
-    #[serde(default = "empty_object")]
+    #[serde(
+        default = "empty_object",
+        deserialize_with = "crate::validation::bounded_json"
+    )]
     #[schema(value_type = Object)]
     pub default_values: Value,
     /// Default `{}`.
-    #[serde(default = "empty_object")]
+    #[serde(
+        default = "empty_object",
+        deserialize_with = "crate::validation::bounded_json"
+    )]
     #[schema(value_type = Object)]
     pub validation: Value,
 }

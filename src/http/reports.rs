@@ -109,10 +109,12 @@ pub struct TemplateBody {
     pub report_type: Option<String>,
     /// Criteria (see `POST /v1/reports`).
     #[schema(value_type = Option<Object>)]
+    #[serde(default, deserialize_with = "crate::validation::optional_bounded_json")]
     pub default_criteria: Option<Value>,
     /// json (default), csv or html.
     pub default_format: Option<String>,
     #[schema(value_type = Option<Object>)]
+    #[serde(default, deserialize_with = "crate::validation::optional_bounded_json")]
     pub default_export_config: Option<Value>,
     pub tags: Option<Vec<String>>,
     pub is_active: Option<bool>,
@@ -370,6 +372,7 @@ pub struct ReportBody {
     /// for a prefix), principal_id, target_resource_type, target_resource_id,
     /// status, data_classification.
     #[schema(value_type = Option<Object>)]
+    #[serde(default, deserialize_with = "crate::validation::optional_bounded_json")]
     pub criteria: Option<Value>,
     /// json (default), csv or html.
     pub format: Option<String>,

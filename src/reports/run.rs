@@ -21,7 +21,7 @@ use super::{Format, ReportError, ReportType};
 use crate::config::ReportsConfig;
 use crate::db::deliveries::{self, NewDeliveries};
 use crate::db::reports::{self, Completion, Execution, ScheduledReport};
-use crate::db::{destinations, tenant, DbError, PgPool};
+use crate::db::{destinations, tenant, PgPool};
 use crate::delivery::config::DeliverySettings;
 use crate::integrity::keys::IntegrityKeys;
 use crate::integrity::verify::{self, Report as Verification};
@@ -151,7 +151,7 @@ impl Reports {
                 Ok(client) => {
                     reports::renew_lease(&*client, id, &self.worker_id, self.settings.lease).await
                 }
-                Err(error) => Err(DbError::from(error)),
+                Err(error) => Err(error),
             };
             match renewed {
                 Ok(true) => {}

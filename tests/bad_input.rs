@@ -1,0 +1,275 @@
+//! Every route of the served OpenAPI document, walked with bad input: NUL,
+//! control characters, oversized strings and values of the wrong type, in
+//! every path parameter, query parameter and top-level body field the
+//! document names. Each gets a JSON 4xx (naming the field where the problem is
+//! its characters), never a 5xx. The cases come from the document, so a route
+//! added later is covered without anyone remembering to.
+
+mod common;
+
+use common::{spawn_app, TestApp};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// The bad values every string slot gets; `names_field`: the answer must name it.
+const BAD_TEXT: [(&str, fn() -> String, bool); 3] = [
+    ("NUL", || "a\u{0}b".to_owned(), true),
+    ("control character", || "a\u{1b}[2Jb".to_owned(), true),
+    ("oversized", || "x".repeat(70_000), false),
+];
+
+/// One operation of the document.
+struct Operation {
+    method: Method,
+    path: String,
+    parameters: Vec<Parameter>,
+    /// The top-level properties of its JSON body, with their schemas.
+    body: Option<Vec<(String, Value)>>,
+}
+
+struct Parameter {
+    name: String,
+    in_path: bool,
+    schema: Value,
+}
+
+/// Follows a `$ref` to the schema it names.
+fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(reference) => {
+            let name = reference.rsplit('/').next().unwrap();
+            resolve(doc, &doc["components"]["schemas"][name])
+        }
+        None => schema,
+    }
+}
+
+/// The schema's type, reading OpenAPI 3.1's `["string", "null"]` as `string`.
+fn type_of(schema: &Value) -> &str {
+    match &schema["type"] {
+        Value::String(kind) => kind,
+        Value::Array(kinds) => kinds
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|kind| *kind != "null")
+            .unwrap_or(""),
+        _ => match schema["oneOf"].as_array().or(schema["anyOf"].as_array()) {
+            Some(options) => options
+                .iter()
+                .map(type_of)
+                .find(|kind| *kind != "null")
+                .unwrap_or(""),
+            None => "",
+        },
+    }
+}
+
+fn operations(doc: &Value) -> Vec<Operation> {
+    let mut found = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let Ok(method) = Method::from_bytes(method.to_uppercase().as_bytes()) else {
+                continue;
+            };
+            let parameters = operation["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|parameter| Parameter {
+                    name: parameter["name"].as_str().unwrap().to_owned(),
+                    in_path: parameter["in"] == "path",
+                    schema: resolve(doc, &parameter["schema"]).clone(),
+                })
+                .collect();
+            let body = operation["requestBody"]["content"]
+                .as_object()
+                .and_then(|content| content.values().next())
+                .map(|media| {
+                    let schema = resolve(doc, &media["schema"]);
+                    schema["properties"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(name, property)| (name.clone(), resolve(doc, property).clone()))
+                        .collect()
+                });
+            found.push(Operation {
+                method,
+                path: path.clone(),
+                parameters,
+                body,
+            });
+        }
+    }
+    found
+}
+
+/// A value of the parameter's type that the route may well accept.
+fn plausible(schema: &Value) -> String {
+    match (type_of(schema), schema["format"].as_str()) {
+        ("integer" | "number", _) => "1".to_owned(),
+        ("boolean", _) => "true".to_owned(),
+        (_, Some("uuid")) => "0e1c5a3a-4f59-4a8e-9a53-8b3c2a1d0f00".to_owned(),
+        _ => "x".to_owned(),
+    }
+}
+
+/// A JSON value of another type than the schema's.
+fn wrong_type(schema: &Value) -> Value {
+    match type_of(schema) {
+        "string" => json!(12345),
+        "integer" | "number" => json!("not a number"),
+        "boolean" => json!("not a boolean"),
+        "array" => json!("not an array"),
+        _ => json!(["not", "an", "object"]),
+    }
+}
+
+/// Percent-encodes every byte but letters and digits, for a path segment.
+fn segment(value: &str) -> String {
+    value
+        .bytes()
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() {
+                (byte as char).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The path with every parameter plausible, but `bad` for the one named.
+fn path_with(operation: &Operation, bad: Option<(&str, &str)>) -> String {
+    let mut path = operation.path.clone();
+    for parameter in operation.parameters.iter().filter(|p| p.in_path) {
+        let value = match bad {
+            Some((name, value)) if name == parameter.name => segment(value),
+            _ => plausible(&parameter.schema),
+        };
+        path = path.replace(&format!("{{{}}}", parameter.name), &value);
+    }
+    path
+}
+
+/// A case's answer: a 4xx with the JSON error shape (naming `field` when
+/// given); returns a line describing the failure, if any.
+async fn check(
+    app: &TestApp,
+    key: &str,
+    what: &str,
+    request: reqwest::RequestBuilder,
+    field: Option<&str>,
+) -> Option<String> {
+    let response = request
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("the worker answers");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let _ = app;
+    if !(400..500).contains(&status) || !body["error"]["code"].is_string() {
+        return Some(format!("{what}: {status} {}", &text[..text.len().min(300)]));
+    }
+    if let Some(field) = field {
+        let named = body["error"]["details"]
+            .as_array()
+            .is_some_and(|details| details.iter().any(|detail| detail["field"] == field));
+        if status != 400 || !named {
+            return Some(format!(
+                "{what}: {status}, `{field}` not named: {text:.300}"
+            ));
+        }
+    }
+    None
+}
+
+#[actix_web::test]
+async fn every_route_answers_bad_input_with_a_json_4xx() {
+    let app = spawn_app().await;
+    // The operators' organization: the admin routes answer it too.
+    let key = app
+        .create_key(&app.config.operations.organization, "org:admin")
+        .await;
+    let (_, doc) = app.get_json("/openapi.json").await;
+    let url = |path: &str| format!("{}{path}", app.address);
+    let mut failures = Vec::new();
+    let mut cases = 0;
+    for operation in operations(&doc) {
+        let method = &operation.method;
+        for parameter in &operation.parameters {
+            let name = parameter.name.as_str();
+            for (label, value, names_field) in BAD_TEXT {
+                // Past the URI limit (16 KiB), within what an HTTP client sends.
+                let value: String = value().chars().take(20_000).collect();
+                let what = format!("{method} {} {label} in `{name}`", operation.path);
+                let request = if parameter.in_path {
+                    app.client.request(
+                        method.clone(),
+                        url(&path_with(&operation, Some((name, &value)))),
+                    )
+                } else {
+                    app.client
+                        .request(method.clone(), url(&path_with(&operation, None)))
+                        .query(&[(name, value.as_str())])
+                };
+                // A long URI is refused as a whole, before any parameter is read.
+                let field = names_field.then_some(name);
+                failures.extend(check(&app, &key, &what, request, field).await);
+                cases += 1;
+            }
+            if !parameter.in_path && type_of(&parameter.schema) != "string" {
+                let what = format!("{method} {} wrong type in `{name}`", operation.path);
+                let request = app
+                    .client
+                    .request(method.clone(), url(&path_with(&operation, None)))
+                    .query(&[(name, "not-a-value")]);
+                failures.extend(check(&app, &key, &what, request, Some(name)).await);
+                cases += 1;
+            }
+        }
+        let Some(properties) = &operation.body else {
+            continue;
+        };
+        let target = url(&path_with(&operation, None));
+        let what = format!("{method} {} NUL body", operation.path);
+        let request = app
+            .client
+            .request(method.clone(), &target)
+            .json(&json!("a\u{0}b"));
+        failures.extend(check(&app, &key, &what, request, None).await);
+        cases += 1;
+        for (name, schema) in properties {
+            for (label, value, names_field) in BAD_TEXT {
+                let what = format!("{method} {} {label} in body `{name}`", operation.path);
+                let request = app
+                    .client
+                    .request(method.clone(), &target)
+                    .json(&json!({ name: value() }));
+                let field = names_field.then_some(name.as_str());
+                failures.extend(check(&app, &key, &what, request, field).await);
+                cases += 1;
+            }
+            let what = format!("{method} {} wrong type in body `{name}`", operation.path);
+            let request = app
+                .client
+                .request(method.clone(), &target)
+                .json(&json!({ name: wrong_type(schema) }));
+            failures.extend(check(&app, &key, &what, request, None).await);
+            cases += 1;
+        }
+    }
+    println!("{cases} bad-input cases over the OpenAPI document");
+    assert!(
+        cases > 300,
+        "only {cases} cases: the document lost its routes?"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {cases} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

@@ -147,14 +147,15 @@ impl<T: DeserializeOwned + 'static> FromRequest for Path<T> {
         // The segments' types are actix's to read (a wrong one is a 404, as
         // for a path that names nothing).
         let typed = web::Path::<T>::from_request(request, payload);
+        let path = request.path().to_owned();
         Box::pin(async move {
             if !problems.is_empty() {
                 return Err(ApiError::Validation(problems));
             }
             typed
                 .await
-                .map(|path| Path(path.into_inner()))
-                .map_err(|error| ApiError::NotFound(error.to_string()))
+                .map(|typed| Path(typed.into_inner()))
+                .map_err(|error| ApiError::NotFound(format!("{path} ({error})")))
         })
     }
 }

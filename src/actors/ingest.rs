@@ -163,33 +163,52 @@ impl IngestActor {
             self.open_until = None;
         }
         let retry_after = self.breaker_open().unwrap_or(Duration::from_secs(1));
-        for (reply, error) in failures {
-            let unavailable = error.is_unavailable();
-            if unavailable {
-                tracing::warn!(%error, "Ingest transaction failed; nothing of it was stored");
-            } else {
-                tracing::error!(%error, "Ingest transaction failed; nothing of it was stored");
+        // One log line and one recorded error per failed write, however many
+        // requests shared it.
+        let mut recorded: Vec<&Arc<DbError>> = Vec::new();
+        for (_, error) in &failures {
+            if recorded.iter().any(|seen| Arc::ptr_eq(seen, error)) {
+                continue;
             }
-            let mut event = ErrorEvent::new(
-                if unavailable { "dependency" } else { "ingest" },
-                if unavailable {
-                    Severity::Medium
-                } else {
-                    Severity::High
-                },
-                "ingest_commit_failed",
-                "ingest",
-                "write_group",
-                error.to_string(),
-            );
-            event.retryable = unavailable;
-            self.errors.record(event);
-            let _ = reply.send(Err(if unavailable {
+            recorded.push(error);
+            let requests = failures
+                .iter()
+                .filter(|(_, other)| Arc::ptr_eq(other, error))
+                .count();
+            self.record_failure(error, requests);
+        }
+        for (reply, error) in failures {
+            let _ = reply.send(Err(if error.is_unavailable() {
                 IngestError::Unavailable { retry_after }
             } else {
                 IngestError::Failed
             }));
         }
+    }
+
+    /// Logs a failed write and hands it to the error tracker.
+    fn record_failure(&self, error: &DbError, requests: usize) {
+        let unavailable = error.is_unavailable();
+        if unavailable {
+            tracing::warn!(%error, requests, "Ingest transaction failed; nothing of it was stored");
+        } else {
+            tracing::error!(%error, requests, "Ingest transaction failed; nothing of it was stored");
+        }
+        let mut event = ErrorEvent::new(
+            if unavailable { "dependency" } else { "ingest" },
+            if unavailable {
+                Severity::Medium
+            } else {
+                Severity::High
+            },
+            "ingest_commit_failed",
+            "ingest",
+            "write_group",
+            error.to_string(),
+        );
+        event.retryable = unavailable;
+        event.context = serde_json::json!({ "requests": requests });
+        self.errors.record(event);
     }
 
     fn record_outage(&mut self) {

@@ -125,7 +125,7 @@ impl PresetBody {
 }
 
 /// Lists the organization's presets by name.
-#[utoipa::path(get, path = "/v1/presets", tag = "events",
+#[utoipa::path(get, path = "/v1/presets", operation_id = "list_presets", tag = "events",
     responses((status = 200, body = PresetList), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -142,7 +142,7 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
 }
 
 /// One preset.
-#[utoipa::path(get, path = "/v1/presets/{name}", tag = "events",
+#[utoipa::path(get, path = "/v1/presets/{name}", operation_id = "get_preset", tag = "events",
     params(("name" = String, Path, description = "Preset name")),
     responses((status = 200, body = PresetView), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]
@@ -163,7 +163,7 @@ pub async fn get(
 }
 
 /// Creates a preset; 409 when the organization has one of that name (replace it with PUT).
-#[utoipa::path(post, path = "/v1/presets", tag = "events", request_body = PresetBody,
+#[utoipa::path(post, path = "/v1/presets", operation_id = "create_preset", tag = "events", request_body = PresetBody,
     responses((status = 201, body = PresetView), (status = 400, body = super::errors::ErrorBody),
         (status = 401), (status = 403),
         (status = 409, description = "The organization has a preset of that name already")),
@@ -209,7 +209,7 @@ pub async fn create(
 
 /// Creates the preset (201) or replaces it whole (200): fields left out of the
 /// body take their defaults, they do not keep their old values.
-#[utoipa::path(put, path = "/v1/presets/{name}", tag = "events", request_body = PresetBody,
+#[utoipa::path(put, path = "/v1/presets/{name}", operation_id = "put_preset", tag = "events", request_body = PresetBody,
     params(("name" = String, Path, description = "Preset name")),
     responses((status = 201, body = PresetView), (status = 200, body = PresetView),
         (status = 400, body = super::errors::ErrorBody), (status = 401), (status = 403)),
@@ -256,7 +256,7 @@ pub async fn put(
 
 /// Deletes a preset; events naming it are refused from then on, as for any
 /// unknown preset.
-#[utoipa::path(delete, path = "/v1/presets/{name}", tag = "events",
+#[utoipa::path(delete, path = "/v1/presets/{name}", operation_id = "delete_preset", tag = "events",
     params(("name" = String, Path, description = "Preset name")),
     responses((status = 204), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]

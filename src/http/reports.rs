@@ -197,7 +197,7 @@ fn template_fields(
     }
 }
 
-#[utoipa::path(get, path = "/v1/report-templates", tag = "reports",
+#[utoipa::path(get, path = "/v1/report-templates", operation_id = "list_report_templates", tag = "reports",
     responses((status = 200, body = TemplateList), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -214,7 +214,7 @@ pub async fn list_templates(
     Ok(HttpResponse::Ok().json(TemplateList { templates }))
 }
 
-#[utoipa::path(post, path = "/v1/report-templates", tag = "reports", request_body = TemplateBody,
+#[utoipa::path(post, path = "/v1/report-templates", operation_id = "create_report_template", tag = "reports", request_body = TemplateBody,
     responses((status = 201, body = Template), (status = 400), (status = 401), (status = 403),
         (status = 409, description = "A template of that name exists")),
     security(("bearer" = [])))]
@@ -237,7 +237,7 @@ pub async fn create_template(
     Ok(HttpResponse::Created().json(created))
 }
 
-#[utoipa::path(get, path = "/v1/report-templates/{id}", tag = "reports",
+#[utoipa::path(get, path = "/v1/report-templates/{id}", operation_id = "get_report_template", tag = "reports",
     params(("id" = Uuid, Path, description = "Template id")),
     responses((status = 200, body = Template), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]
@@ -257,7 +257,7 @@ pub async fn get_template(
     Ok(HttpResponse::Ok().json(template))
 }
 
-#[utoipa::path(patch, path = "/v1/report-templates/{id}", tag = "reports", request_body = TemplateBody,
+#[utoipa::path(patch, path = "/v1/report-templates/{id}", operation_id = "update_report_template", tag = "reports", request_body = TemplateBody,
     params(("id" = Uuid, Path, description = "Template id")),
     responses((status = 200, body = Template), (status = 400), (status = 401), (status = 403),
         (status = 404), (status = 409)),
@@ -291,7 +291,7 @@ pub async fn update_template(
     Ok(HttpResponse::Ok().json(updated))
 }
 
-#[utoipa::path(delete, path = "/v1/report-templates/{id}", tag = "reports",
+#[utoipa::path(delete, path = "/v1/report-templates/{id}", operation_id = "delete_report_template", tag = "reports",
     params(("id" = Uuid, Path, description = "Template id")),
     responses((status = 204, description = "Deleted; reports made from it keep their settings"),
         (status = 401), (status = 403), (status = 404)),
@@ -540,7 +540,7 @@ async fn report_fields(
     })
 }
 
-#[utoipa::path(get, path = "/v1/reports", tag = "reports",
+#[utoipa::path(get, path = "/v1/reports", operation_id = "list_reports", tag = "reports",
     responses((status = 200, body = ReportList), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -557,7 +557,7 @@ pub async fn list_reports(
     Ok(HttpResponse::Ok().json(ReportList { reports }))
 }
 
-#[utoipa::path(post, path = "/v1/reports", tag = "reports", request_body = ReportBody,
+#[utoipa::path(post, path = "/v1/reports", operation_id = "create_report", tag = "reports", request_body = ReportBody,
     responses((status = 201, body = ScheduledReport), (status = 400), (status = 401), (status = 403),
         (status = 409, description = "A report of that name exists")),
     security(("bearer" = [])))]
@@ -582,7 +582,7 @@ pub async fn create_report(
     Ok(HttpResponse::Created().json(report))
 }
 
-#[utoipa::path(get, path = "/v1/reports/{id}", tag = "reports",
+#[utoipa::path(get, path = "/v1/reports/{id}", operation_id = "get_report", tag = "reports",
     params(("id" = Uuid, Path, description = "Report id")),
     responses((status = 200, body = ScheduledReport), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]
@@ -602,7 +602,7 @@ pub async fn get_report(
     Ok(HttpResponse::Ok().json(report))
 }
 
-#[utoipa::path(patch, path = "/v1/reports/{id}", tag = "reports", request_body = ReportBody,
+#[utoipa::path(patch, path = "/v1/reports/{id}", operation_id = "update_report", tag = "reports", request_body = ReportBody,
     params(("id" = Uuid, Path, description = "Report id")),
     responses((status = 200, body = ScheduledReport), (status = 400), (status = 401), (status = 403),
         (status = 404), (status = 409)),
@@ -631,7 +631,7 @@ pub async fn update_report(
     Ok(HttpResponse::Ok().json(report))
 }
 
-#[utoipa::path(delete, path = "/v1/reports/{id}", tag = "reports",
+#[utoipa::path(delete, path = "/v1/reports/{id}", operation_id = "delete_report", tag = "reports",
     params(("id" = Uuid, Path, description = "Report id")),
     responses((status = 204, description = "Deleted with its runs and their outputs"),
         (status = 401), (status = 403), (status = 404)),
@@ -658,7 +658,7 @@ pub async fn delete_report(
 // --- Runs ------------------------------------------------------------------
 
 /// Queues a run of the report now (its period ends now); 202 with the run.
-#[utoipa::path(post, path = "/v1/reports/{id}/run", tag = "reports",
+#[utoipa::path(post, path = "/v1/reports/{id}/run", operation_id = "run_report", tag = "reports",
     params(("id" = Uuid, Path, description = "Report id")),
     responses((status = 202, body = Execution), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]
@@ -686,7 +686,8 @@ pub async fn run_now(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ExecutionQuery {
-    /// 1 to 200, default 50.
+    /// Default 50.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -699,7 +700,7 @@ pub struct ExecutionPage {
     pub next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/reports/{id}/executions", tag = "reports",
+#[utoipa::path(get, path = "/v1/reports/{id}/executions", operation_id = "list_report_executions", tag = "reports",
     params(("id" = Uuid, Path, description = "Report id"), ExecutionQuery),
     responses((status = 200, body = ExecutionPage), (status = 400), (status = 401), (status = 403),
         (status = 404)),
@@ -749,7 +750,7 @@ pub async fn list_executions(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/reports/{id}/executions/{execution_id}", tag = "reports",
+#[utoipa::path(get, path = "/v1/reports/{id}/executions/{execution_id}", operation_id = "get_report_execution", tag = "reports",
     params(("id" = Uuid, Path, description = "Report id"),
         ("execution_id" = Uuid, Path, description = "Run id")),
     responses((status = 200, body = Execution), (status = 401), (status = 403), (status = 404)),
@@ -769,7 +770,7 @@ pub async fn get_execution(
 
 /// The output of a completed run, streamed as it was stored; its SHA-256 is
 /// the run's `output_sha256` (also in the `X-Content-SHA256` header).
-#[utoipa::path(get, path = "/v1/reports/{id}/executions/{execution_id}/output", tag = "reports",
+#[utoipa::path(get, path = "/v1/reports/{id}/executions/{execution_id}/output", operation_id = "download_report_output", tag = "reports",
     params(("id" = Uuid, Path, description = "Report id"),
         ("execution_id" = Uuid, Path, description = "Run id")),
     responses((status = 200, description = "The output (JSON, CSV or HTML)"), (status = 401),

@@ -90,7 +90,7 @@ pub struct PolicyList {
 }
 
 /// The organization's effective policies by name: its own and the built-ins it has not overridden.
-#[utoipa::path(get, path = "/v1/retention-policies", tag = "retention",
+#[utoipa::path(get, path = "/v1/retention-policies", operation_id = "list_retention_policies", tag = "retention",
     responses((status = 200, body = PolicyList), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -105,7 +105,7 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
 }
 
 /// Creates a policy; one named like a built-in overrides that built-in.
-#[utoipa::path(post, path = "/v1/retention-policies", tag = "retention", request_body = CreatePolicy,
+#[utoipa::path(post, path = "/v1/retention-policies", operation_id = "create_retention_policy", tag = "retention", request_body = CreatePolicy,
     responses((status = 201, body = RetentionPolicy), (status = 400), (status = 401), (status = 403),
         (status = 409, description = "The organization has a policy of that name already")),
     security(("bearer" = [])))]
@@ -151,7 +151,7 @@ pub async fn create(
 }
 
 /// Changes one of the organization's policies (not its name).
-#[utoipa::path(patch, path = "/v1/retention-policies/{id}", tag = "retention", request_body = UpdatePolicy,
+#[utoipa::path(patch, path = "/v1/retention-policies/{id}", operation_id = "update_retention_policy", tag = "retention", request_body = UpdatePolicy,
     params(("id" = i64, Path, description = "Policy id")),
     responses((status = 200, body = RetentionPolicy), (status = 400), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]
@@ -183,7 +183,7 @@ pub async fn update(
 }
 
 /// Deletes one of the organization's policies; a built-in of the same name applies again.
-#[utoipa::path(delete, path = "/v1/retention-policies/{id}", tag = "retention",
+#[utoipa::path(delete, path = "/v1/retention-policies/{id}", operation_id = "delete_retention_policy", tag = "retention",
     params(("id" = i64, Path, description = "Policy id")),
     responses((status = 204), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]

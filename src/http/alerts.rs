@@ -260,7 +260,8 @@ pub async fn acknowledge(
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveAlert {
-    /// What was done about it; at most 10000 characters.
+    /// What was done about it.
+    #[schema(max_length = 10000)]
     pub notes: Option<String>,
 }
 
@@ -328,14 +329,16 @@ pub struct CreateAlert {
     pub severity: String,
     /// Always CUSTOM: other types are raised by the worker itself.
     #[serde(rename = "type")]
-    #[schema(value_type = Option<AlertType>)]
+    #[schema(pattern = "^CUSTOM$")]
     pub alert_type: Option<String>,
-    /// 1 to 500 characters.
+    #[schema(max_length = 500, pattern = r"\S")]
     pub title: String,
     pub description: Option<String>,
-    /// What raised it, 1 to 100 characters; default `custom`.
+    /// What raised it; default `custom`.
+    #[schema(max_length = 100, pattern = r"\S")]
     pub source: Option<String>,
-    /// Ties the alert to the events or requests behind it; at most 255 characters.
+    /// Ties the alert to the events or requests behind it.
+    #[schema(min_length = 1, max_length = 255)]
     pub correlation_id: Option<String>,
     /// A JSON object; default `{}`.
     #[schema(value_type = Option<Object>)]

@@ -19,7 +19,8 @@ const RESOURCE: &str = "organization.api_keys";
 pub struct CreateApiKey {
     /// A built-in or custom role of the organization.
     pub role: String,
-    /// A label for people (at most 255 characters).
+    /// A label for people.
+    #[schema(max_length = 255)]
     pub name: Option<String>,
 }
 

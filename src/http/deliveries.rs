@@ -22,17 +22,22 @@ const STATUSES: &[&str] = &["pending", "processing", "retrying", "delivered", "f
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDeliveries {
+    /// The organization's destinations, each once.
+    #[schema(min_items = 1, max_items = 100)]
     pub destination_ids: Vec<i64>,
     /// The JSON object to deliver.
     #[schema(value_type = Object)]
     pub payload: Value,
-    /// 0 to 10, higher first; default 0.
+    /// Higher first; default 0.
+    #[schema(minimum = 0, maximum = 10)]
     pub priority: Option<i16>,
     /// Not before this time (RFC 3339); default now.
     #[serde(default, deserialize_with = "crate::validation::optional_timestamp")]
     pub scheduled_at: Option<DateTime<Utc>>,
     /// A repeated key returns the deliveries it created the first time.
+    #[schema(min_length = 1, max_length = 255)]
     pub idempotency_key: Option<String>,
+    #[schema(min_length = 1, max_length = 255)]
     pub correlation_id: Option<String>,
 }
 

@@ -25,7 +25,9 @@ const RESOURCE: &str = "audit.deliveries";
 pub struct CreateDestination {
     /// webhook, email, s3 or ftp.
     #[serde(rename = "type")]
+    #[schema(pattern = "^(webhook|email|s3|ftp)$")]
     pub kind: String,
+    #[schema(max_length = 255, pattern = r"\S")]
     pub label: String,
     pub description: Option<String>,
     pub icon: Option<String>,
@@ -44,6 +46,7 @@ pub struct CreateDestination {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateDestination {
+    #[schema(max_length = 255, pattern = r"\S")]
     pub label: Option<String>,
     pub description: Option<String>,
     pub icon: Option<String>,

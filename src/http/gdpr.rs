@@ -72,6 +72,7 @@ fn valid(errors: Vec<FieldError>) -> Result<(), ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct ExportBody {
     /// The data subject: their events as principal and as target, under any pseudonym.
+    #[schema(max_length = 255, pattern = r"\S")]
     pub principal_id: String,
     pub format: Format,
     #[serde(default, deserialize_with = "crate::validation::optional_timestamp")]
@@ -158,6 +159,7 @@ pub async fn export(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PseudonymizeBody {
+    #[schema(max_length = 255, pattern = r"\S")]
     pub principal_id: String,
     pub strategy: Strategy,
 }
@@ -196,6 +198,7 @@ pub async fn pseudonymize(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EraseBody {
+    #[schema(max_length = 255, pattern = r"\S")]
     pub principal_id: String,
     /// Keep (pseudonymized) the events `gdpr.preserve_actions` and
     /// `gdpr.preserve_classifications` name; default true. Events under a
@@ -267,8 +270,11 @@ pub async fn reverse(
 pub struct RequestBody {
     /// rectification | restriction | objection
     #[serde(rename = "type")]
+    #[schema(pattern = "^(rectification|restriction|objection)$")]
     pub kind: String,
+    #[schema(max_length = 255, pattern = r"\S")]
     pub principal_id: String,
+    #[schema(max_length = 10000)]
     pub description: Option<String>,
 }
 

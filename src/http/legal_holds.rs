@@ -23,9 +23,11 @@ const MAX_PRINCIPAL_CHARS: usize = 255;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateHold {
-    /// Why the data must be kept; 1 to 2000 characters.
+    /// Why the data must be kept.
+    #[schema(max_length = 2000, pattern = r"\S")]
     pub reason: String,
     /// Holds only this principal's events; all of them when absent.
+    #[schema(max_length = 255, pattern = r"\S")]
     pub principal_id: Option<String>,
     /// Holds only events from this instant on.
     #[serde(default, deserialize_with = "crate::validation::optional_timestamp")]

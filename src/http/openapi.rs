@@ -12,7 +12,10 @@ use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
 use utoipa::openapi::request_body::RequestBody;
 use utoipa::openapi::response::{Response, ResponseBuilder};
-use utoipa::openapi::schema::{ArrayItems, Object, ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::schema::{
+    AdditionalProperties, AllOfBuilder, AnyOfBuilder, ArrayBuilder, ArrayItems, KnownFormat,
+    Object, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, SchemaType, Type,
+};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Components, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
@@ -21,6 +24,7 @@ use super::{
     admin, alert_rules, alerts, archives, gdpr, legal_holds, presets, reports, retention_policies,
 };
 use super::{api_keys, deliveries, destinations, errors, events, health, integrity, roles};
+use crate::events::{self as audit_events, STRING_FIELDS};
 #[cfg(doc)]
 use crate::validation::TextRules;
 use crate::validation::MAX_STRING_CHARS;
@@ -207,10 +211,16 @@ impl Modify for WireRules {
                 RefOr::T(shared_error(status, description)),
             );
         }
+        components
+            .schemas
+            .insert("EventInput".to_owned(), RefOr::T(event_input()));
         let mut body_schemas = BTreeSet::new();
         for item in openapi.paths.paths.values_mut() {
             for operation in operations_mut(item) {
                 let id = operation.operation_id.clone().unwrap_or_default();
+                if id == "ingest_events" {
+                    ingest_body(operation);
+                }
                 if let Some(body) = &mut operation.request_body {
                     if let Some(name) = body_schema(body, components, &id) {
                         body_schemas.insert(name);
@@ -234,6 +244,99 @@ impl Modify for WireRules {
             }
         }
     }
+}
+
+/// An event as `POST /v1/events` takes it ([`audit_events::prepare`]): its
+/// string fields and their lengths from [`STRING_FIELDS`], each read as text;
+/// `principal_id`, `action` and `status` unless a preset gives them.
+fn event_input() -> Schema {
+    let text = |max: usize, types: SchemaType| {
+        ObjectBuilder::new()
+            .schema_type(types)
+            .max_length(Some(max))
+            .pattern(Some(text_pattern()))
+    };
+    let mut event = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(
+            "One audit event. The identifiers are required unless the named preset gives them; \
+             `timestamp` (default: now) lies between 1970 and now plus `ingest.max_clock_skew`.",
+        ))
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+    for (field, max) in STRING_FIELDS {
+        let nullable = SchemaType::from_iter([Type::String, Type::Null]);
+        let schema = match *field {
+            "timestamp" => ObjectBuilder::new()
+                .schema_type(nullable)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+            "principal_id" | "action" => {
+                text(*max, nullable).pattern(Some(not_blank_text_pattern()))
+            }
+            "status" => enumeration(nullable, audit_events::STATUSES),
+            "data_classification" => enumeration(nullable, audit_events::CLASSIFICATIONS)
+                .description(Some("Default INTERNAL")),
+            "preset" => text(*max, nullable).description(Some("One of the organization's presets")),
+            "organization_id" => {
+                text(*max, nullable).description(Some("The key's organization (403 for another)"))
+            }
+            _ => text(*max, nullable),
+        };
+        event = event.property(*field, schema);
+    }
+    event = event.property(
+        "details",
+        ObjectBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+            .property_names(Some(text(MAX_STRING_CHARS, Type::String.into())))
+            .description(Some(format!(
+                "Free-form; at most {} bytes serialized",
+                audit_events::MAX_DETAILS_BYTES
+            ))),
+    );
+    let required = |fields: &[&str]| {
+        fields.iter().fold(
+            ObjectBuilder::new().schema_type(SchemaType::AnyValue),
+            |object, field| object.required(*field),
+        )
+    };
+    AllOfBuilder::new()
+        .item(event)
+        .item(
+            AnyOfBuilder::new()
+                .item(required(&["preset"]))
+                .item(required(&["principal_id", "action", "status"])),
+        )
+        .into()
+}
+
+/// One of `values`, or null (which an event's fields take for absent).
+fn enumeration(types: SchemaType, values: &[&str]) -> ObjectBuilder {
+    let values = values.iter().map(|value| serde_json::Value::from(*value));
+    ObjectBuilder::new()
+        .schema_type(types)
+        .enum_values(Some(values.chain([serde_json::Value::Null])))
+}
+
+/// The ingest handler reads its body itself (one event, an array of them, or
+/// NDJSON, one per line), so its annotation leaves the schema to this.
+fn ingest_body(operation: &mut Operation) {
+    let Some(body) = &mut operation.request_body else {
+        return;
+    };
+    let event = Ref::from_schema_name("EventInput");
+    let schema = OneOfBuilder::new()
+        .item(event.clone())
+        .item(
+            ArrayBuilder::new()
+                .items(event)
+                .min_items(Some(1))
+                .description(Some("At most `ingest.max_batch` events")),
+        )
+        .build();
+    body.content.insert(
+        "application/json".to_owned(),
+        Content::new(Some(Schema::OneOf(schema))),
+    );
 }
 
 fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
@@ -344,17 +447,9 @@ fn document_errors(operation: &mut Operation) {
 fn body_schema(body: &mut RequestBody, components: &mut Components, id: &str) -> Option<String> {
     let content = body.content.get_mut("application/json")?;
     let schema = content.schema.as_mut()?;
-    if let RefOr::T(Schema::OneOf(one_of)) = schema {
-        let not_null: Vec<_> = one_of
-            .items
-            .iter()
-            .filter(|item| !is_null(item))
-            .cloned()
-            .collect();
-        if let [only] = &not_null[..] {
-            *schema = only.clone();
-            body.required = None;
-        }
+    if let Some(only) = without_null(schema) {
+        *schema = only;
+        body.required = None;
     }
     let RefOr::Ref(reference) = schema else {
         return None;
@@ -373,23 +468,43 @@ fn body_schema(body: &mut RequestBody, components: &mut Components, id: &str) ->
                 object.required.push((*field).to_owned());
             }
             // A required field may not be null either.
-            if let Some(RefOr::T(Schema::Object(property))) = object.properties.get_mut(*field) {
-                if let SchemaType::Array(types) = &property.schema_type {
-                    let types: Vec<Type> = types
-                        .iter()
-                        .filter(|t| **t != Type::Null)
-                        .cloned()
-                        .collect();
-                    if let [only] = &types[..] {
-                        property.schema_type = SchemaType::Type(only.clone());
+            match object.properties.get_mut(*field) {
+                Some(RefOr::T(Schema::Object(property))) => {
+                    if let SchemaType::Array(types) = &property.schema_type {
+                        let types: Vec<Type> = types
+                            .iter()
+                            .filter(|t| **t != Type::Null)
+                            .cloned()
+                            .collect();
+                        if let [only] = &types[..] {
+                            property.schema_type = SchemaType::Type(only.clone());
+                        }
                     }
                 }
+                Some(property @ RefOr::T(Schema::OneOf(_))) => {
+                    if let Some(only) = without_null(property) {
+                        *property = only;
+                    }
+                }
+                _ => {}
             }
         }
     }
     components.schemas.insert((*create_name).to_owned(), copy);
     *schema = RefOr::Ref(Ref::from_schema_name(*create_name));
     Some((*create_name).to_owned())
+}
+
+/// The one schema besides null of a `oneOf` (how utoipa writes an `Option`), if that is what `schema` is.
+fn without_null(schema: &RefOr<Schema>) -> Option<RefOr<Schema>> {
+    let RefOr::T(Schema::OneOf(one_of)) = schema else {
+        return None;
+    };
+    let not_null: Vec<_> = one_of.items.iter().filter(|item| !is_null(item)).collect();
+    match not_null[..] {
+        [only] => Some(only.clone()),
+        _ => None,
+    }
 }
 
 fn is_null(schema: &RefOr<Schema>) -> bool {

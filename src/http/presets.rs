@@ -81,10 +81,14 @@ pub struct PresetList {
 pub struct PresetBody {
     /// 1 to 255 letters, digits, `.`, `_` and `-`, starting with a letter or
     /// digit. Required by POST; optional in a PUT, where it must match the path.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")]
     pub name: Option<String>,
+    #[schema(max_length = 10000)]
     pub description: Option<String>,
+    #[schema(max_length = 255, pattern = r"\S")]
     pub action: String,
-    /// Default INTERNAL.
+    /// PUBLIC, INTERNAL (the default), CONFIDENTIAL or PHI.
+    #[schema(pattern = "^(PUBLIC|INTERNAL|CONFIDENTIAL|PHI)$")]
     pub data_classification: Option<String>,
     /// Default `[]`.
     #[serde(default = "empty_array")]

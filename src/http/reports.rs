@@ -103,19 +103,42 @@ fn criteria(
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateBody {
+    #[schema(max_length = 255, pattern = r"\S")]
     pub name: Option<String>,
+    #[schema(max_length = 4000)]
     pub description: Option<String>,
-    /// access_summary, failed_access, phi_access, gdpr_activity, integrity or alerts_summary.
+    #[schema(value_type = Option<ReportType>)]
     pub report_type: Option<String>,
     /// Criteria (see `POST /v1/reports`).
     #[schema(value_type = Option<Object>)]
     pub default_criteria: Option<Value>,
-    /// json (default), csv or html.
+    /// Default json.
+    #[schema(value_type = Option<Format>)]
     pub default_format: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub default_export_config: Option<Value>,
+    #[schema(schema_with = tags_schema)]
     pub tags: Option<Vec<String>>,
     pub is_active: Option<bool>,
+}
+
+/// A template's `tags`, as [`template_fields`] checks them.
+fn tags_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .schema_type(
+            [Type::Array, Type::Null]
+                .into_iter()
+                .collect::<utoipa::openapi::schema::SchemaType>(),
+        )
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(100)),
+        )
+        .max_items(Some(MAX_TAGS))
+        .build()
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -359,10 +382,13 @@ pub struct ScheduleBody {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportBody {
+    #[schema(max_length = 255, pattern = r"\S")]
     pub name: Option<String>,
+    #[schema(max_length = 4000)]
     pub description: Option<String>,
     pub template_id: Option<Uuid>,
-    /// access_summary, failed_access, phi_access, gdpr_activity, integrity or alerts_summary.
+    /// Required unless the template gives it.
+    #[schema(value_type = Option<ReportType>)]
     pub report_type: Option<String>,
     /// `time_range`: `{"last": "7d"}`, `{"previous": "day|week|month"}` (in the
     /// schedule's time zone) or `{"from", "to"}`; default: since the previous
@@ -371,10 +397,12 @@ pub struct ReportBody {
     /// status, data_classification.
     #[schema(value_type = Option<Object>)]
     pub criteria: Option<Value>,
-    /// json (default), csv or html.
+    /// Default json, or the template's.
+    #[schema(value_type = Option<Format>)]
     pub format: Option<String>,
     pub schedule: Option<ScheduleBody>,
-    /// Destinations each run's output is delivered to.
+    /// Destinations each run's output is delivered to, each once.
+    #[schema(max_items = 20)]
     pub destination_ids: Option<Vec<i64>>,
     pub enabled: Option<bool>,
 }

@@ -18,15 +18,21 @@ const RESOURCE: &str = "audit.retention";
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePolicy {
-    /// 1 to 100 of `a-z`, `0-9` and `_`; a built-in's name overrides that built-in.
+    /// A built-in's name overrides that built-in.
+    #[schema(pattern = "^[a-z0-9_]{1,100}$")]
     pub policy_name: String,
+    #[schema(minimum = 1)]
     pub retention_days: i32,
     /// At most `retention_days`; never archived when absent.
+    #[schema(minimum = 0)]
     pub archive_after_days: Option<i32>,
     /// At least `archive_after_days`; never deleted when absent.
+    #[schema(minimum = 1)]
     pub delete_after_days: Option<i32>,
     /// PUBLIC, INTERNAL, CONFIDENTIAL or PHI.
+    #[schema(pattern = "^(PUBLIC|INTERNAL|CONFIDENTIAL|PHI)$")]
     pub data_classification: String,
+    #[schema(max_length = 10000)]
     pub description: Option<String>,
     /// Default true.
     pub is_active: Option<bool>,
@@ -37,16 +43,19 @@ pub struct CreatePolicy {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdatePolicy {
+    #[schema(minimum = 1)]
     pub retention_days: Option<i32>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<i32>)]
+    #[schema(value_type = Option<i32>, minimum = 0)]
     pub archive_after_days: Option<Option<i32>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<i32>)]
+    #[schema(value_type = Option<i32>, minimum = 1)]
     pub delete_after_days: Option<Option<i32>>,
+    /// PUBLIC, INTERNAL, CONFIDENTIAL or PHI.
+    #[schema(pattern = "^(PUBLIC|INTERNAL|CONFIDENTIAL|PHI)$")]
     pub data_classification: Option<String>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 10000)]
     pub description: Option<Option<String>>,
     pub is_active: Option<bool>,
 }

@@ -33,6 +33,7 @@ pub struct RoleList {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutRole {
+    #[schema(max_length = 10000)]
     pub description: Option<String>,
     #[serde(default)]
     pub permissions: Vec<Permission>,
@@ -99,7 +100,8 @@ pub async fn get(
 /// permissions or parents, inheritance cycles, and roles granting more than the
 /// caller holds.
 #[utoipa::path(put, path = "/v1/roles/{name}", operation_id = "put_role", tag = "access", request_body = PutRole,
-    params(("name" = String, Path, description = "Role name: lower-case letters, digits and `:._-`")),
+    params(("name" = String, Path, pattern = "^[a-z0-9][a-z0-9:._-]{0,99}$",
+        description = "Role name: lower-case letters, digits and `:._-`; not a built-in's")),
     responses((status = 201, body = RoleView), (status = 200, body = RoleView), (status = 400),
         (status = 401), (status = 403), (status = 409)),
     security(("bearer" = [])))]

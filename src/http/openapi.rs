@@ -603,3 +603,39 @@ pub fn methods_of(pattern: &str) -> Option<Vec<&'static str>> {
         .get(pattern)
         .cloned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validation::{Strictness, TextRules};
+
+    /// The document's pattern for text refuses exactly what the request
+    /// handling refuses: a client that follows it is never surprised.
+    #[test]
+    fn the_text_pattern_refuses_what_the_text_rules_refuse() {
+        let pattern = regex::Regex::new(&text_pattern()).unwrap();
+        for c in (0..=0x3000).filter_map(char::from_u32) {
+            let text = format!("a{c}b");
+            let refused = TextRules::REQUEST
+                .problem(&text, Strictness::Text)
+                .is_some();
+            assert_eq!(pattern.is_match(&text), !refused, "U+{:04X}", u32::from(c));
+        }
+    }
+
+    /// Not blank is what the handlers' `trim().is_empty()` says, control
+    /// characters still refused.
+    #[test]
+    fn a_not_blank_text_holds_a_character_that_is_not_white_space() {
+        let pattern = regex::Regex::new(&not_blank_text_pattern()).unwrap();
+        for blank in ["", " ", "\t\r\n", "\u{3000}\u{2028}"] {
+            assert_eq!(
+                pattern.is_match(blank),
+                !blank.trim().is_empty(),
+                "{blank:?}"
+            );
+        }
+        assert!(pattern.is_match(" x\t"));
+        assert!(!pattern.is_match("x\u{1}"));
+    }
+}

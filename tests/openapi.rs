@@ -23,17 +23,27 @@ async fn document_file(app: &common::TestApp) -> PathBuf {
     path
 }
 
-/// Runs `python3 args…` off the actix thread, which the worker under test
+/// Runs `python3 args…` in a directory of its own (schemathesis keeps a
+/// cache of past failures in its working directory, which would make one run
+/// depend on the last), off the actix thread, which the worker under test
 /// shares, and returns its output.
 async fn python(args: Vec<String>) -> Output {
-    actix_web::rt::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args(&args)
-            .output()
-            .expect("python3 runs (.ci/run installs the tools these tests use)")
-    })
-    .await
-    .expect("the tool's thread finishes")
+    let directory = std::env::temp_dir().join(format!("aw-openapi-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir(&directory).expect("create a working directory");
+    let output = {
+        let directory = directory.clone();
+        actix_web::rt::task::spawn_blocking(move || {
+            Command::new("python3")
+                .args(&args)
+                .current_dir(directory)
+                .output()
+                .expect("python3 runs (.ci/run installs the tools these tests use)")
+        })
+        .await
+        .expect("the tool's thread finishes")
+    };
+    let _ = std::fs::remove_dir_all(&directory);
+    output
 }
 
 fn printed(output: &Output) -> String {

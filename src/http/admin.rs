@@ -100,7 +100,10 @@ pub async fn list_errors(
     };
     let client = state.pool.get().await?;
     let aggregations = errors::list(&*client, &filter).await?;
-    let next_offset = (aggregations.len() as i64 == limit).then_some(offset + limit);
+    // `then`, not `then_some`: the sum is only wanted (and only fits) for a full page.
+    let next_offset = (aggregations.len() as i64 == limit)
+        .then(|| offset.checked_add(limit))
+        .flatten();
     Ok(HttpResponse::Ok().json(ErrorList {
         aggregations,
         next_offset,

@@ -30,6 +30,7 @@ use crate::metrics::Metrics;
 /// How bad an error is (the CHECK of `error_log.severity`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
+#[schema(as = ErrorSeverity)]
 pub enum Severity {
     Low,
     Medium,

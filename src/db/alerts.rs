@@ -31,8 +31,13 @@ pub struct UnknownValue {
 /// Declares an enumeration stored as one of a fixed set of strings (those of
 /// its column's CHECK constraint): serde and the API use the same strings, and
 /// rows decode into it without a panic on a value outside the set.
+///
+/// The strings are `tt`, not `literal`: a `literal` fragment reaches the
+/// derives wrapped in an invisible group, which serde reads through but
+/// utoipa's derive does not, so the OpenAPI document showed the variants'
+/// Rust names (`Info`) instead of the wire's (`INFO`).
 macro_rules! text_enum {
-    ($(#[$meta:meta])* $name:ident, $kind:literal { $($(#[$variant_meta:meta])* $variant:ident = $text:literal,)+ }) => {
+    ($(#[$meta:meta])* $name:ident, $kind:literal { $($(#[$variant_meta:meta])* $variant:ident = $text:tt,)+ }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
         pub enum $name {

@@ -467,7 +467,8 @@ pub async fn get(
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AttemptLog {
     pub status: String,
-    #[schema(value_type = Object)]
+    /// The attempts the row records, each `{at, status, response_code, latency_ms}`.
+    #[schema(value_type = Vec<Object>)]
     pub detail: Value,
     pub failure_reason: Option<String>,
     pub cross_system_reference: Option<String>,

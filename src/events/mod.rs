@@ -22,7 +22,7 @@ const MAX_TEXT_CHARS: usize = 64 * 1024;
 
 /// The fields a client may send, with their maximum lengths in characters (as
 /// the schema's column types).
-const STRING_FIELDS: &[(&str, usize)] = &[
+pub const STRING_FIELDS: &[(&str, usize)] = &[
     ("timestamp", 64),
     ("principal_id", 255),
     ("action", 255),

@@ -26,17 +26,20 @@ const RECENT_ROWS: i64 = 50;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ErrorQuery {
-    /// LOW | MEDIUM | HIGH | CRITICAL.
+    #[param(value_type = Option<crate::error_tracking::Severity>)]
     pub severity: Option<String>,
     /// e.g. internal, dependency, actor, ingest, maintenance.
     pub category: Option<String>,
     /// Aggregations that affected this component (e.g. http, ingest, an actor's name).
     pub component: Option<String>,
     /// Last seen at or after (RFC 3339).
+    #[param(format = DateTime)]
     pub since: Option<String>,
-    /// 1 to 500, default 50.
+    /// Default 50.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// Aggregations to skip, default 0.
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 
@@ -56,7 +59,7 @@ pub struct ErrorAggregationDetail {
 }
 
 /// Internal errors aggregated by fingerprint.
-#[utoipa::path(get, path = "/v1/admin/errors", tag = "admin", params(ErrorQuery),
+#[utoipa::path(get, path = "/v1/admin/errors", operation_id = "list_errors", tag = "admin", params(ErrorQuery),
     responses((status = 200, body = ErrorList), (status = 400), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -97,7 +100,10 @@ pub async fn list_errors(
     };
     let client = state.pool.get().await?;
     let aggregations = errors::list(&*client, &filter).await?;
-    let next_offset = (aggregations.len() as i64 == limit).then_some(offset + limit);
+    // `then`, not `then_some`: the sum is only wanted (and only fits) for a full page.
+    let next_offset = (aggregations.len() as i64 == limit)
+        .then(|| offset.checked_add(limit))
+        .flatten();
     Ok(HttpResponse::Ok().json(ErrorList {
         aggregations,
         next_offset,
@@ -105,7 +111,7 @@ pub async fn list_errors(
 }
 
 /// One aggregation and its recent occurrences.
-#[utoipa::path(get, path = "/v1/admin/errors/{aggregation_key}", tag = "admin",
+#[utoipa::path(get, path = "/v1/admin/errors/{aggregation_key}", operation_id = "get_error", tag = "admin",
     params(("aggregation_key" = String, Path, description = "The fingerprint")),
     responses((status = 200, body = ErrorAggregationDetail), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]
@@ -130,7 +136,7 @@ pub async fn get_error(
 /// The database performance report: slow statements, index usage, table and
 /// partition statistics, cache hit ratio, connections, suggested indexes and
 /// the last maintenance runs.
-#[utoipa::path(get, path = "/v1/admin/performance", tag = "admin",
+#[utoipa::path(get, path = "/v1/admin/performance", operation_id = "get_performance_report", tag = "admin",
     responses((status = 200, body = PerformanceReport), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -161,7 +167,7 @@ pub struct ExplainResponse {
 }
 
 /// EXPLAIN of one read-only query, in a READ ONLY transaction with a timeout.
-#[utoipa::path(post, path = "/v1/admin/performance/explain", tag = "admin",
+#[utoipa::path(post, path = "/v1/admin/performance/explain", operation_id = "explain_query", tag = "admin",
     request_body = ExplainRequest,
     responses((status = 200, body = ExplainResponse),
         (status = 400, description = "Not a single read-only query, or PostgreSQL refused it"),
@@ -199,7 +205,7 @@ pub struct MaintenanceOutcome {
 
 /// Runs database maintenance now (ANALYZE; VACUUM where dead tuples exceed
 /// `operations.vacuum_dead_ratio`), unless another instance is running it.
-#[utoipa::path(post, path = "/v1/admin/maintenance/run", tag = "admin",
+#[utoipa::path(post, path = "/v1/admin/maintenance/run", operation_id = "run_maintenance", tag = "admin",
     responses((status = 200, body = MaintenanceOutcome), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]

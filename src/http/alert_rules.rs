@@ -45,7 +45,7 @@ fn validated(definition: Json<RuleDefinition>) -> Result<RuleDefinition, ApiErro
 }
 
 /// Lists the organization's rules and the configured ones.
-#[utoipa::path(get, path = "/v1/alert-rules", tag = "alerts",
+#[utoipa::path(get, path = "/v1/alert-rules", operation_id = "list_alert_rules", tag = "alerts",
     responses((status = 200, body = RuleList), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -70,7 +70,7 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
 }
 
 /// Adds a rule; it applies to events stored from then on.
-#[utoipa::path(post, path = "/v1/alert-rules", tag = "alerts", request_body = RuleDefinition,
+#[utoipa::path(post, path = "/v1/alert-rules", operation_id = "create_alert_rule", tag = "alerts", request_body = RuleDefinition,
     responses((status = 201, body = StoredRule), (status = 400), (status = 401), (status = 403),
         (status = 409, description = "A rule of that name exists")),
     security(("bearer" = [])))]
@@ -93,7 +93,7 @@ pub async fn create(
     Ok(HttpResponse::Created().json(rule))
 }
 
-#[utoipa::path(get, path = "/v1/alert-rules/{id}", tag = "alerts",
+#[utoipa::path(get, path = "/v1/alert-rules/{id}", operation_id = "get_alert_rule", tag = "alerts",
     params(("id" = i64, Path, description = "Rule id")),
     responses((status = 200, body = StoredRule), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]
@@ -114,7 +114,7 @@ pub async fn get(
 }
 
 /// Replaces a rule. Its window state and open alerts stay: they belong to its id.
-#[utoipa::path(put, path = "/v1/alert-rules/{id}", tag = "alerts", request_body = RuleDefinition,
+#[utoipa::path(put, path = "/v1/alert-rules/{id}", operation_id = "replace_alert_rule", tag = "alerts", request_body = RuleDefinition,
     params(("id" = i64, Path, description = "Rule id")),
     responses((status = 200, body = StoredRule), (status = 400), (status = 401), (status = 403),
         (status = 404), (status = 409, description = "Another rule has that name")),
@@ -139,7 +139,7 @@ pub async fn replace(
     Ok(HttpResponse::Ok().json(rule))
 }
 
-#[utoipa::path(delete, path = "/v1/alert-rules/{id}", tag = "alerts",
+#[utoipa::path(delete, path = "/v1/alert-rules/{id}", operation_id = "delete_alert_rule", tag = "alerts",
     params(("id" = i64, Path, description = "Rule id")),
     responses((status = 204), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]

@@ -37,21 +37,27 @@ const DEFAULT_SOURCE: &str = "custom";
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AlertQuery {
-    /// INFO | LOW | MEDIUM | HIGH | CRITICAL; several comma-separated.
+    /// Any of these severities, comma-separated.
+    #[param(value_type = Option<Vec<Severity>>, style = Form, explode = false, min_items = 1)]
     pub severity: Option<String>,
-    /// SECURITY | COMPLIANCE | PERFORMANCE | SYSTEM | DELIVERY | CUSTOM; several comma-separated.
+    /// Any of these types, comma-separated.
     #[serde(rename = "type")]
-    #[param(rename = "type")]
+    #[param(rename = "type", value_type = Option<Vec<AlertType>>, style = Form, explode = false, min_items = 1)]
     pub alert_type: Option<String>,
-    /// active | acknowledged | resolved | dismissed; several comma-separated.
+    /// Any of these statuses, comma-separated.
+    #[param(value_type = Option<Vec<AlertStatus>>, style = Form, explode = false, min_items = 1)]
     pub status: Option<String>,
-    /// Exact source; several comma-separated.
+    /// Any of these exact sources, comma-separated.
+    #[param(value_type = Option<Vec<String>>, style = Form, explode = false, min_items = 1)]
     pub source: Option<String>,
-    /// Created at or after (RFC 3339).
+    /// Created at or after (RFC 3339); not after `to`.
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// Created before (RFC 3339).
+    #[param(format = DateTime)]
     pub to: Option<String>,
-    /// 1 to 1000, default 100.
+    /// Default 100.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -139,7 +145,7 @@ fn filter_from(query: AlertQuery) -> Result<AlertFilter, ApiError> {
 }
 
 /// The organization's alerts, newest first, filtered, with keyset pagination.
-#[utoipa::path(get, path = "/v1/alerts", tag = "alerts", params(AlertQuery),
+#[utoipa::path(get, path = "/v1/alerts", operation_id = "list_alerts", tag = "alerts", params(AlertQuery),
     responses((status = 200, body = AlertPage), (status = 400), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -165,7 +171,7 @@ pub async fn list(
 
 /// Counts of the organization's alerts by status, severity, type and source,
 /// and per day over the last 30 UTC days: what a dashboard shows.
-#[utoipa::path(get, path = "/v1/alerts/statistics", tag = "alerts",
+#[utoipa::path(get, path = "/v1/alerts/statistics", operation_id = "get_alert_statistics", tag = "alerts",
     responses((status = 200, body = AlertStatistics), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -183,7 +189,7 @@ pub async fn statistics(
 }
 
 /// One alert of the organization.
-#[utoipa::path(get, path = "/v1/alerts/{id}", tag = "alerts",
+#[utoipa::path(get, path = "/v1/alerts/{id}", operation_id = "get_alert", tag = "alerts",
     params(("id" = Uuid, Path, description = "Alert id")),
     responses((status = 200, body = Alert), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]
@@ -235,7 +241,7 @@ async fn step(
 
 /// Says someone is on it: an active alert becomes acknowledged (and stays open,
 /// so its rule keeps counting firings on it).
-#[utoipa::path(post, path = "/v1/alerts/{id}/acknowledge", tag = "alerts",
+#[utoipa::path(post, path = "/v1/alerts/{id}/acknowledge", operation_id = "acknowledge_alert", tag = "alerts",
     params(("id" = Uuid, Path, description = "Alert id")),
     responses((status = 200, body = Alert), (status = 401), (status = 403), (status = 404),
         (status = 409, description = "The alert is not active")),
@@ -254,13 +260,14 @@ pub async fn acknowledge(
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveAlert {
-    /// What was done about it; at most 10000 characters.
+    /// What was done about it.
+    #[schema(max_length = 10000)]
     pub notes: Option<String>,
 }
 
 /// Closes an open alert as dealt with. Its rule stays silent for that group
 /// during the rule's cooldown. The body is optional.
-#[utoipa::path(post, path = "/v1/alerts/{id}/resolve", tag = "alerts",
+#[utoipa::path(post, path = "/v1/alerts/{id}/resolve", operation_id = "resolve_alert", tag = "alerts",
     params(("id" = Uuid, Path, description = "Alert id")), request_body = Option<ResolveAlert>,
     responses((status = 200, body = Alert), (status = 400), (status = 401), (status = 403),
         (status = 404), (status = 409, description = "The alert is resolved or dismissed already")),
@@ -299,7 +306,7 @@ pub async fn resolve(
 
 /// Closes an open alert as not worth acting on. Unlike a resolution, it starts
 /// no cooldown: the rule may raise it again.
-#[utoipa::path(post, path = "/v1/alerts/{id}/dismiss", tag = "alerts",
+#[utoipa::path(post, path = "/v1/alerts/{id}/dismiss", operation_id = "dismiss_alert", tag = "alerts",
     params(("id" = Uuid, Path, description = "Alert id")),
     responses((status = 200, body = Alert), (status = 401), (status = 403), (status = 404),
         (status = 409, description = "The alert is resolved or dismissed already")),
@@ -322,14 +329,16 @@ pub struct CreateAlert {
     pub severity: String,
     /// Always CUSTOM: other types are raised by the worker itself.
     #[serde(rename = "type")]
-    #[schema(value_type = Option<AlertType>)]
+    #[schema(pattern = "^CUSTOM$")]
     pub alert_type: Option<String>,
-    /// 1 to 500 characters.
+    #[schema(max_length = 500, pattern = r"\S")]
     pub title: String,
     pub description: Option<String>,
-    /// What raised it, 1 to 100 characters; default `custom`.
+    /// What raised it; default `custom`.
+    #[schema(max_length = 100, pattern = r"\S")]
     pub source: Option<String>,
-    /// Ties the alert to the events or requests behind it; at most 255 characters.
+    /// Ties the alert to the events or requests behind it.
+    #[schema(min_length = 1, max_length = 255)]
     pub correlation_id: Option<String>,
     /// A JSON object; default `{}`.
     #[schema(value_type = Option<Object>)]
@@ -389,7 +398,7 @@ impl CreateAlert {
 /// Raises a CUSTOM alert (a client's own monitoring, say) and, in the same
 /// transaction, queues its notification to every subscribed destination: the
 /// alert and its deliveries exist together or not at all.
-#[utoipa::path(post, path = "/v1/alerts", tag = "alerts", request_body = CreateAlert,
+#[utoipa::path(post, path = "/v1/alerts", operation_id = "create_alert", tag = "alerts", request_body = CreateAlert,
     responses((status = 201, body = Alert), (status = 400), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -492,7 +501,7 @@ pub struct SubscriptionList {
 
 /// Subscribes one of the organization's destinations to its alerts: each new
 /// or escalated alert that passes the filters is delivered there.
-#[utoipa::path(post, path = "/v1/alert-subscriptions", tag = "alerts",
+#[utoipa::path(post, path = "/v1/alert-subscriptions", operation_id = "create_alert_subscription", tag = "alerts",
     request_body = CreateSubscription,
     responses((status = 201, body = Subscription), (status = 400), (status = 401), (status = 403),
         (status = 409, description = "The destination has a subscription already")),
@@ -554,7 +563,7 @@ pub async fn create_subscription(
 }
 
 /// The organization's alert subscriptions.
-#[utoipa::path(get, path = "/v1/alert-subscriptions", tag = "alerts",
+#[utoipa::path(get, path = "/v1/alert-subscriptions", operation_id = "list_alert_subscriptions", tag = "alerts",
     responses((status = 200, body = SubscriptionList), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -571,7 +580,7 @@ pub async fn list_subscriptions(
     Ok(HttpResponse::Ok().json(SubscriptionList { subscriptions }))
 }
 
-#[utoipa::path(get, path = "/v1/alert-subscriptions/{id}", tag = "alerts",
+#[utoipa::path(get, path = "/v1/alert-subscriptions/{id}", operation_id = "get_alert_subscription", tag = "alerts",
     params(("id" = i64, Path, description = "Subscription id")),
     responses((status = 200, body = Subscription), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]
@@ -592,7 +601,7 @@ pub async fn get_subscription(
 }
 
 /// Changes what a destination hears of; absent fields keep their value.
-#[utoipa::path(patch, path = "/v1/alert-subscriptions/{id}", tag = "alerts",
+#[utoipa::path(patch, path = "/v1/alert-subscriptions/{id}", operation_id = "update_alert_subscription", tag = "alerts",
     params(("id" = i64, Path, description = "Subscription id")), request_body = UpdateSubscription,
     responses((status = 200, body = Subscription), (status = 400), (status = 401), (status = 403),
         (status = 404)),
@@ -630,7 +639,7 @@ pub async fn update_subscription(
 }
 
 /// Stops a destination hearing of alerts; deliveries already queued still go.
-#[utoipa::path(delete, path = "/v1/alert-subscriptions/{id}", tag = "alerts",
+#[utoipa::path(delete, path = "/v1/alert-subscriptions/{id}", operation_id = "delete_alert_subscription", tag = "alerts",
     params(("id" = i64, Path, description = "Subscription id")),
     responses((status = 204), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]

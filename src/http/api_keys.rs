@@ -19,7 +19,8 @@ const RESOURCE: &str = "organization.api_keys";
 pub struct CreateApiKey {
     /// A built-in or custom role of the organization.
     pub role: String,
-    /// A label for people (at most 255 characters).
+    /// A label for people.
+    #[schema(max_length = 255)]
     pub name: Option<String>,
 }
 
@@ -37,7 +38,7 @@ pub struct ApiKeyList {
 }
 
 /// Issues a key. A caller can only issue keys whose role grants no more than its own.
-#[utoipa::path(post, path = "/v1/api-keys", tag = "access", request_body = CreateApiKey,
+#[utoipa::path(post, path = "/v1/api-keys", operation_id = "create_api_key", tag = "access", request_body = CreateApiKey,
     responses((status = 201, body = CreatedApiKey), (status = 400), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -96,7 +97,7 @@ pub async fn create(
 }
 
 /// Lists the organization's keys (never their secrets).
-#[utoipa::path(get, path = "/v1/api-keys", tag = "access",
+#[utoipa::path(get, path = "/v1/api-keys", operation_id = "list_api_keys", tag = "access",
     responses((status = 200, body = ApiKeyList), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -112,7 +113,7 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
 
 /// Revokes a key of the organization (idempotent). It stops working at once on
 /// this instance and within `auth.key_cache_ttl` everywhere.
-#[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "access",
+#[utoipa::path(delete, path = "/v1/api-keys/{id}", operation_id = "revoke_api_key", tag = "access",
     params(("id" = String, Path, description = "Key id")),
     responses((status = 204), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]

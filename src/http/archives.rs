@@ -21,7 +21,7 @@ pub struct ArchiveList {
     pub archives: Vec<Archive>,
 }
 
-#[utoipa::path(get, path = "/v1/archives", tag = "retention",
+#[utoipa::path(get, path = "/v1/archives", operation_id = "list_archives", tag = "retention",
     responses((status = 200, body = ArchiveList), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -37,7 +37,7 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
 
 /// The archived events, one JSON object per line (every stored column), after
 /// checking the archive against its recorded SHA-256 sums.
-#[utoipa::path(get, path = "/v1/archives/{id}", tag = "retention",
+#[utoipa::path(get, path = "/v1/archives/{id}", operation_id = "get_archive", tag = "retention",
     params(("id" = Uuid, Path, description = "Archive id")),
     responses((status = 200, description = "JSON Lines", content_type = "application/x-ndjson"),
         (status = 401), (status = 403), (status = 404),

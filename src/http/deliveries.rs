@@ -22,17 +22,22 @@ const STATUSES: &[&str] = &["pending", "processing", "retrying", "delivered", "f
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDeliveries {
+    /// The organization's destinations, each once.
+    #[schema(min_items = 1, max_items = 100)]
     pub destination_ids: Vec<i64>,
     /// The JSON object to deliver.
     #[schema(value_type = Object)]
     pub payload: Value,
-    /// 0 to 10, higher first; default 0.
+    /// Higher first; default 0.
+    #[schema(minimum = 0, maximum = 10)]
     pub priority: Option<i16>,
     /// Not before this time (RFC 3339); default now.
     #[serde(default, deserialize_with = "crate::validation::optional_timestamp")]
     pub scheduled_at: Option<DateTime<Utc>>,
     /// A repeated key returns the deliveries it created the first time.
+    #[schema(min_length = 1, max_length = 255)]
     pub idempotency_key: Option<String>,
+    #[schema(min_length = 1, max_length = 255)]
     pub correlation_id: Option<String>,
 }
 
@@ -50,7 +55,7 @@ pub struct DeliveryDetail {
 }
 
 /// Queues the payload for each destination: 202, one delivery per destination.
-#[utoipa::path(post, path = "/v1/deliveries", tag = "delivery", request_body = CreateDeliveries,
+#[utoipa::path(post, path = "/v1/deliveries", operation_id = "create_deliveries", tag = "delivery", request_body = CreateDeliveries,
     responses((status = 202, body = DeliveryList), (status = 400), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -137,14 +142,17 @@ pub async fn create(
 #[into_params(parameter_in = Query)]
 pub struct DeliveryQuery {
     /// pending | processing | retrying | delivered | failed (`failed`: the dead letters).
+    #[param(pattern = "^(pending|processing|retrying|delivered|failed)$")]
     pub status: Option<String>,
-    /// 1 to 1000, default 100.
+    /// Default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
+    /// Checked against the key's organization (403 when it differs).
     pub organization_id: Option<String>,
 }
 
 /// The organization's deliveries, newest first.
-#[utoipa::path(get, path = "/v1/deliveries", tag = "delivery", params(DeliveryQuery),
+#[utoipa::path(get, path = "/v1/deliveries", operation_id = "list_deliveries", tag = "delivery", params(DeliveryQuery),
     responses((status = 200, body = DeliveryList), (status = 400), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -183,7 +191,7 @@ pub async fn list(
 }
 
 /// One delivery with every attempt.
-#[utoipa::path(get, path = "/v1/deliveries/{id}", tag = "delivery",
+#[utoipa::path(get, path = "/v1/deliveries/{id}", operation_id = "get_delivery", tag = "delivery",
     params(("id" = Uuid, Path, description = "Delivery id")),
     responses((status = 200, body = DeliveryDetail), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]
@@ -205,7 +213,7 @@ pub async fn get(
 }
 
 /// Replays a dead letter (a `failed` delivery) with its retries restored.
-#[utoipa::path(post, path = "/v1/deliveries/{id}/retry", tag = "delivery",
+#[utoipa::path(post, path = "/v1/deliveries/{id}/retry", operation_id = "retry_delivery", tag = "delivery",
     params(("id" = Uuid, Path, description = "Delivery id")),
     responses((status = 202, body = Delivery), (status = 401), (status = 403), (status = 404), (status = 409)),
     security(("bearer" = [])))]

@@ -25,7 +25,9 @@ const RESOURCE: &str = "audit.deliveries";
 pub struct CreateDestination {
     /// webhook, email, s3 or ftp.
     #[serde(rename = "type")]
+    #[schema(pattern = "^(webhook|email|s3|ftp)$")]
     pub kind: String,
+    #[schema(max_length = 255, pattern = r"\S")]
     pub label: String,
     pub description: Option<String>,
     pub icon: Option<String>,
@@ -46,6 +48,7 @@ pub struct CreateDestination {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateDestination {
+    #[schema(max_length = 255, pattern = r"\S")]
     pub label: Option<String>,
     pub description: Option<String>,
     pub icon: Option<String>,
@@ -133,7 +136,7 @@ fn check_label(label: &str) -> Option<FieldError> {
 }
 
 /// Creates a destination; its secrets are stored encrypted and never shown again.
-#[utoipa::path(post, path = "/v1/destinations", tag = "delivery", request_body = CreateDestination,
+#[utoipa::path(post, path = "/v1/destinations", operation_id = "create_destination", tag = "delivery", request_body = CreateDestination,
     responses((status = 201, body = DestinationView), (status = 400), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -186,7 +189,7 @@ pub async fn create(
     Ok(HttpResponse::Created().json(DestinationView::from(destination)))
 }
 
-#[utoipa::path(get, path = "/v1/destinations", tag = "delivery",
+#[utoipa::path(get, path = "/v1/destinations", operation_id = "list_destinations", tag = "delivery",
     responses((status = 200, body = DestinationList), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -211,7 +214,7 @@ async fn load(state: &AppState, caller: &Caller, id: i64) -> Result<Destination,
     found.ok_or_else(|| ApiError::NotFound(format!("destination {id}")))
 }
 
-#[utoipa::path(get, path = "/v1/destinations/{id}", tag = "delivery",
+#[utoipa::path(get, path = "/v1/destinations/{id}", operation_id = "get_destination", tag = "delivery",
     params(("id" = i64, Path, description = "Destination id")),
     responses((status = 200, body = DestinationView), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]
@@ -226,7 +229,7 @@ pub async fn get(
 }
 
 /// Changes a destination; `"disabled": false` re-enables one that was disabled.
-#[utoipa::path(patch, path = "/v1/destinations/{id}", tag = "delivery", request_body = UpdateDestination,
+#[utoipa::path(patch, path = "/v1/destinations/{id}", operation_id = "update_destination", tag = "delivery", request_body = UpdateDestination,
     params(("id" = i64, Path, description = "Destination id")),
     responses((status = 200, body = DestinationView), (status = 400), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]
@@ -298,7 +301,7 @@ pub async fn update(
 }
 
 /// Deletes a destination. Its delivery history stays; its queued deliveries fail.
-#[utoipa::path(delete, path = "/v1/destinations/{id}", tag = "delivery",
+#[utoipa::path(delete, path = "/v1/destinations/{id}", operation_id = "delete_destination", tag = "delivery",
     params(("id" = i64, Path, description = "Destination id")),
     responses((status = 204), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]
@@ -330,7 +333,7 @@ pub struct ConnectionTest {
 }
 
 /// Checks that the destination's host accepts connections, without delivering anything.
-#[utoipa::path(post, path = "/v1/destinations/{id}/test", tag = "delivery",
+#[utoipa::path(post, path = "/v1/destinations/{id}/test", operation_id = "test_destination", tag = "delivery",
     params(("id" = i64, Path, description = "Destination id")),
     responses((status = 200, body = ConnectionTest), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]
@@ -385,7 +388,7 @@ pub async fn test(
 }
 
 /// The destination's delivery health: totals, success rate, response time, breaker.
-#[utoipa::path(get, path = "/v1/destinations/{id}/health", tag = "delivery",
+#[utoipa::path(get, path = "/v1/destinations/{id}/health", operation_id = "get_destination_health", tag = "delivery",
     params(("id" = i64, Path, description = "Destination id")),
     responses((status = 200, body = Health), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]

@@ -93,9 +93,24 @@ pub struct ErrorDetail {
     pub code: &'static str,
     /// What went wrong, for a person.
     pub message: String,
-    /// Structured context (which field, which check), or null.
-    #[schema(value_type = Object)]
+    /// Structured context, or null: for `validation_failed`, the list of
+    /// invalid fields; otherwise an object (`limit_bytes`, `allow`,
+    /// `retry_after_seconds`, `checks`).
+    #[schema(schema_with = details_schema)]
     pub details: Value,
+}
+
+/// What [`ApiError::details`] may send: null, the fields of a validation
+/// error, or an object.
+fn details_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    use utoipa::openapi::Ref;
+    OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .item(ArrayBuilder::new().items(Ref::from_schema_name("FieldError")))
+        .item(ObjectBuilder::new().schema_type(Type::Object))
+        .build()
+        .into()
 }
 
 impl ApiError {

@@ -39,7 +39,7 @@ pub struct IngestResponse {
 
 /// Stores events. Answered only after the transaction holding them has
 /// committed; all-or-nothing: one invalid event and nothing is stored.
-#[utoipa::path(post, path = "/v1/events", tag = "events",
+#[utoipa::path(post, path = "/v1/events", operation_id = "ingest_events", tag = "events",
     request_body(content = Object, description = "One event object, a JSON array of them, or NDJSON (application/x-ndjson)"),
     responses((status = 201, body = IngestResponse), (status = 400, body = super::errors::ErrorBody),
         (status = 401), (status = 403), (status = 413), (status = 503)),
@@ -178,19 +178,26 @@ fn parse_events(request: &HttpRequest, body: &[u8]) -> Result<Vec<Value>, ApiErr
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EventQuery {
-    /// RFC 3339; default: `to` minus `query.default_window` (31 days).
+    /// RFC 3339; default: `to` minus `query.default_window` (31 days). Not after `to`.
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// RFC 3339, exclusive; default: now plus the allowed clock skew.
+    #[param(format = DateTime)]
     pub to: Option<String>,
     /// Exact action, or a prefix ending in `*` (`auth.*`).
     pub action: Option<String>,
     pub principal_id: Option<String>,
     pub target_resource_type: Option<String>,
     pub target_resource_id: Option<String>,
+    /// attempt, success or failure.
+    #[param(pattern = "^(attempt|success|failure)$")]
     pub status: Option<String>,
     pub correlation_id: Option<String>,
+    /// PUBLIC, INTERNAL, CONFIDENTIAL or PHI.
+    #[param(pattern = "^(PUBLIC|INTERNAL|CONFIDENTIAL|PHI)$")]
     pub data_classification: Option<String>,
-    /// 1 to 1000, default 50.
+    /// Default 50.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -207,7 +214,7 @@ pub struct EventPage {
 }
 
 /// Lists events, newest first, with keyset pagination.
-#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventQuery),
+#[utoipa::path(get, path = "/v1/events", operation_id = "list_events", tag = "events", params(EventQuery),
     responses((status = 200, body = EventPage), (status = 400), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -319,7 +326,7 @@ fn encode_cursor(event: &StoredEvent) -> String {
 }
 
 /// One event of the caller's organization.
-#[utoipa::path(get, path = "/v1/events/{id}", tag = "events",
+#[utoipa::path(get, path = "/v1/events/{id}", operation_id = "get_event", tag = "events",
     params(("id" = i64, Path, description = "Event id")),
     responses((status = 200, body = StoredEvent), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]

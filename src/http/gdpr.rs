@@ -72,6 +72,7 @@ fn valid(errors: Vec<FieldError>) -> Result<(), ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct ExportBody {
     /// The data subject: their events as principal and as target, under any pseudonym.
+    #[schema(max_length = 255, pattern = r"\S")]
     pub principal_id: String,
     pub format: Format,
     #[serde(default, deserialize_with = "crate::validation::optional_timestamp")]
@@ -87,7 +88,7 @@ pub struct ExportBody {
 /// range, SHA-256 of the file) is at `GET /v1/gdpr/requests/{X-Gdpr-Request-Id}`
 /// once the download ends. With one, the file is queued for that destination
 /// and the answer is 202 with the manifest.
-#[utoipa::path(post, path = "/v1/gdpr/export", tag = "gdpr", request_body = ExportBody,
+#[utoipa::path(post, path = "/v1/gdpr/export", operation_id = "gdpr_export", tag = "gdpr", request_body = ExportBody,
     responses((status = 200, description = "The export file (JSON, CSV or XML)"),
         (status = 202, body = ExportDelivered), (status = 400), (status = 401), (status = 403)),
     security(("bearer" = [])))]
@@ -158,6 +159,7 @@ pub async fn export(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PseudonymizeBody {
+    #[schema(max_length = 255, pattern = r"\S")]
     pub principal_id: String,
     pub strategy: Strategy,
 }
@@ -166,7 +168,7 @@ pub struct PseudonymizeBody {
 /// organization. Repeating the request returns the same pseudonym (and
 /// catches events stored since); a subject keeps the strategy it was first
 /// given (409 for another).
-#[utoipa::path(post, path = "/v1/gdpr/pseudonymize", tag = "gdpr", request_body = PseudonymizeBody,
+#[utoipa::path(post, path = "/v1/gdpr/pseudonymize", operation_id = "gdpr_pseudonymize", tag = "gdpr", request_body = PseudonymizeBody,
     responses((status = 200, body = Pseudonymized), (status = 400), (status = 401), (status = 403),
         (status = 409, description = "Another strategy, or an operation on the subject is running")),
     security(("bearer" = [])))]
@@ -196,6 +198,7 @@ pub async fn pseudonymize(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EraseBody {
+    #[schema(max_length = 255, pattern = r"\S")]
     pub principal_id: String,
     /// Keep (pseudonymized) the events `gdpr.preserve_actions` and
     /// `gdpr.preserve_classifications` name; default true. Events under a
@@ -211,7 +214,7 @@ fn preserve_by_default() -> bool {
 /// Erases a subject: deletes their own events except those that must be
 /// kept, which are pseudonymized, and pseudonymizes the subject in other
 /// principals' events that name them.
-#[utoipa::path(post, path = "/v1/gdpr/erase", tag = "gdpr", request_body = EraseBody,
+#[utoipa::path(post, path = "/v1/gdpr/erase", operation_id = "gdpr_erase", tag = "gdpr", request_body = EraseBody,
     responses((status = 200, body = Erased), (status = 400), (status = 401), (status = 403),
         (status = 409, description = "An operation on the subject is running")),
     security(("bearer" = [])))]
@@ -240,7 +243,7 @@ pub async fn erase(
 
 /// The original identifier behind a pseudonym, for a role holding
 /// `audit.gdpr:reverse`; every look-up is recorded as an audit event.
-#[utoipa::path(get, path = "/v1/gdpr/pseudonyms/{pseudonym_id}", tag = "gdpr",
+#[utoipa::path(get, path = "/v1/gdpr/pseudonyms/{pseudonym_id}", operation_id = "gdpr_reverse_pseudonym", tag = "gdpr",
     params(("pseudonym_id" = String, Path, description = "A pseudonym this organization gave")),
     responses((status = 200, body = Reversed), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]
@@ -267,8 +270,11 @@ pub async fn reverse(
 pub struct RequestBody {
     /// rectification | restriction | objection
     #[serde(rename = "type")]
+    #[schema(pattern = "^(rectification|restriction|objection)$")]
     pub kind: String,
+    #[schema(max_length = 255, pattern = r"\S")]
     pub principal_id: String,
+    #[schema(max_length = 10000)]
     pub description: Option<String>,
 }
 
@@ -283,7 +289,7 @@ pub struct RecordedRequest {
 
 /// Records a data subject request the worker does not act on by itself, and
 /// says what it does with it.
-#[utoipa::path(post, path = "/v1/gdpr/requests", tag = "gdpr", request_body = RequestBody,
+#[utoipa::path(post, path = "/v1/gdpr/requests", operation_id = "record_gdpr_request", tag = "gdpr", request_body = RequestBody,
     responses((status = 202, body = RecordedRequest), (status = 400), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -335,7 +341,7 @@ pub async fn record_request(
 
 /// One GDPR request: its kind, status, who asked, and its result (an
 /// export's manifest).
-#[utoipa::path(get, path = "/v1/gdpr/requests/{id}", tag = "gdpr",
+#[utoipa::path(get, path = "/v1/gdpr/requests/{id}", operation_id = "get_gdpr_request", tag = "gdpr",
     params(("id" = Uuid, Path, description = "Request id")),
     responses((status = 200, body = Operation), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]

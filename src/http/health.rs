@@ -65,7 +65,7 @@ impl Check {
 }
 
 /// Liveness: 200 as long as the process serves HTTP.
-#[utoipa::path(get, path = "/healthz", tag = "operations",
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations",
     responses((status = 200, description = "The process is running", body = Liveness)))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Liveness { status: "alive" })
@@ -73,7 +73,7 @@ pub async fn healthz() -> HttpResponse {
 
 /// Readiness: PostgreSQL answers, the schema is current and every supervised
 /// actor runs. Each check really exercises its dependency.
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations", responses(
     (status = 200, description = "Ready to serve", body = Readiness),
     (status = 503, description = "Not ready; `details.checks` names what is not", body = super::errors::ErrorBody)))]
 #[tracing::instrument(skip_all)]
@@ -148,7 +148,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 }
 
 /// Prometheus text exposition of every `audit_worker_` metric.
-#[utoipa::path(get, path = "/metrics", tag = "operations",
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()

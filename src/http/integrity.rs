@@ -35,7 +35,7 @@ pub struct VerifyRequest {
 /// Recomputes every hash and link of the caller's organization (in the time
 /// range, if given) and reports what no longer matches. The run is recorded in
 /// `audit_integrity_log`. A body is optional.
-#[utoipa::path(post, path = "/v1/integrity/verify", tag = "integrity", request_body = VerifyRequest,
+#[utoipa::path(post, path = "/v1/integrity/verify", operation_id = "verify_integrity", tag = "integrity", request_body = Option<VerifyRequest>,
     responses((status = 200, body = Report), (status = 400), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -82,8 +82,10 @@ pub async fn verify(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct CheckpointQuery {
-    /// 1 to 1000, default 20.
+    /// Default 20.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
+    /// Checked against the key's organization (403 when it differs).
     pub organization_id: Option<String>,
 }
 
@@ -94,7 +96,7 @@ pub struct CheckpointList {
 }
 
 /// The organization's signed checkpoints, newest first.
-#[utoipa::path(get, path = "/v1/integrity/checkpoints", tag = "integrity", params(CheckpointQuery),
+#[utoipa::path(get, path = "/v1/integrity/checkpoints", operation_id = "list_checkpoints", tag = "integrity", params(CheckpointQuery),
     responses((status = 200, body = CheckpointList), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -120,7 +122,7 @@ pub async fn list_checkpoints(
 }
 
 /// Signs a checkpoint of the organization's chain now (if it grew since the last one).
-#[utoipa::path(post, path = "/v1/integrity/checkpoints", tag = "integrity",
+#[utoipa::path(post, path = "/v1/integrity/checkpoints", operation_id = "create_checkpoint", tag = "integrity",
     responses((status = 201, body = CheckpointList), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -145,7 +147,7 @@ pub struct PublicKey {
 }
 
 /// The key that verifies checkpoint signatures. Public: no key needed.
-#[utoipa::path(get, path = "/v1/integrity/public-key", tag = "integrity",
+#[utoipa::path(get, path = "/v1/integrity/public-key", operation_id = "get_public_key", tag = "integrity",
     responses((status = 200, body = PublicKey)))]
 pub async fn public_key(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(PublicKey {

@@ -23,9 +23,11 @@ const MAX_PRINCIPAL_CHARS: usize = 255;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateHold {
-    /// Why the data must be kept; 1 to 2000 characters.
+    /// Why the data must be kept.
+    #[schema(max_length = 2000, pattern = r"\S")]
     pub reason: String,
     /// Holds only this principal's events; all of them when absent.
+    #[schema(max_length = 255, pattern = r"\S")]
     pub principal_id: Option<String>,
     /// Holds only events from this instant on.
     #[serde(default, deserialize_with = "crate::validation::optional_timestamp")]
@@ -67,6 +69,7 @@ impl CreateHold {
 pub struct HoldQuery {
     /// true: only holds in force; false: only released ones; absent: all.
     pub active: Option<bool>,
+    /// Checked against the key's organization (403 when it differs).
     pub organization_id: Option<String>,
 }
 
@@ -76,7 +79,7 @@ pub struct HoldList {
 }
 
 /// Places a hold: from now on nothing it covers is deleted, until it is released.
-#[utoipa::path(post, path = "/v1/legal-holds", tag = "retention", request_body = CreateHold,
+#[utoipa::path(post, path = "/v1/legal-holds", operation_id = "create_legal_hold", tag = "retention", request_body = CreateHold,
     responses((status = 201, body = LegalHold), (status = 400), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -115,7 +118,7 @@ pub async fn create(
 }
 
 /// The organization's legal holds, newest first.
-#[utoipa::path(get, path = "/v1/legal-holds", tag = "retention", params(HoldQuery),
+#[utoipa::path(get, path = "/v1/legal-holds", operation_id = "list_legal_holds", tag = "retention", params(HoldQuery),
     responses((status = 200, body = HoldList), (status = 400), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -133,7 +136,7 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(HoldList { holds }))
 }
 
-#[utoipa::path(get, path = "/v1/legal-holds/{id}", tag = "retention",
+#[utoipa::path(get, path = "/v1/legal-holds/{id}", operation_id = "get_legal_hold", tag = "retention",
     params(("id" = i64, Path, description = "Legal hold id")),
     responses((status = 200, body = LegalHold), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]
@@ -154,7 +157,7 @@ pub async fn get(
 }
 
 /// Releases a hold: what it covered follows the retention policies again.
-#[utoipa::path(post, path = "/v1/legal-holds/{id}/release", tag = "retention",
+#[utoipa::path(post, path = "/v1/legal-holds/{id}/release", operation_id = "release_legal_hold", tag = "retention",
     params(("id" = i64, Path, description = "Legal hold id")),
     responses((status = 200, body = LegalHold), (status = 401), (status = 403), (status = 404),
         (status = 409, description = "The hold was released already")),

@@ -81,10 +81,14 @@ pub struct PresetList {
 pub struct PresetBody {
     /// 1 to 255 letters, digits, `.`, `_` and `-`, starting with a letter or
     /// digit. Required by POST; optional in a PUT, where it must match the path.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")]
     pub name: Option<String>,
+    #[schema(max_length = 10000)]
     pub description: Option<String>,
+    #[schema(max_length = 255, pattern = r"\S")]
     pub action: String,
-    /// Default INTERNAL.
+    /// PUBLIC, INTERNAL (the default), CONFIDENTIAL or PHI.
+    #[schema(pattern = "^(PUBLIC|INTERNAL|CONFIDENTIAL|PHI)$")]
     pub data_classification: Option<String>,
     /// Default `[]`.
     #[serde(
@@ -134,7 +138,7 @@ impl PresetBody {
 }
 
 /// Lists the organization's presets by name.
-#[utoipa::path(get, path = "/v1/presets", tag = "events",
+#[utoipa::path(get, path = "/v1/presets", operation_id = "list_presets", tag = "events",
     responses((status = 200, body = PresetList), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -151,7 +155,7 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
 }
 
 /// One preset.
-#[utoipa::path(get, path = "/v1/presets/{name}", tag = "events",
+#[utoipa::path(get, path = "/v1/presets/{name}", operation_id = "get_preset", tag = "events",
     params(("name" = String, Path, description = "Preset name")),
     responses((status = 200, body = PresetView), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]
@@ -172,7 +176,7 @@ pub async fn get(
 }
 
 /// Creates a preset; 409 when the organization has one of that name (replace it with PUT).
-#[utoipa::path(post, path = "/v1/presets", tag = "events", request_body = PresetBody,
+#[utoipa::path(post, path = "/v1/presets", operation_id = "create_preset", tag = "events", request_body = PresetBody,
     responses((status = 201, body = PresetView), (status = 400, body = super::errors::ErrorBody),
         (status = 401), (status = 403),
         (status = 409, description = "The organization has a preset of that name already")),
@@ -218,7 +222,7 @@ pub async fn create(
 
 /// Creates the preset (201) or replaces it whole (200): fields left out of the
 /// body take their defaults, they do not keep their old values.
-#[utoipa::path(put, path = "/v1/presets/{name}", tag = "events", request_body = PresetBody,
+#[utoipa::path(put, path = "/v1/presets/{name}", operation_id = "put_preset", tag = "events", request_body = PresetBody,
     params(("name" = String, Path, description = "Preset name")),
     responses((status = 201, body = PresetView), (status = 200, body = PresetView),
         (status = 400, body = super::errors::ErrorBody), (status = 401), (status = 403)),
@@ -265,7 +269,7 @@ pub async fn put(
 
 /// Deletes a preset; events naming it are refused from then on, as for any
 /// unknown preset.
-#[utoipa::path(delete, path = "/v1/presets/{name}", tag = "events",
+#[utoipa::path(delete, path = "/v1/presets/{name}", operation_id = "delete_preset", tag = "events",
     params(("name" = String, Path, description = "Preset name")),
     responses((status = 204), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]

@@ -103,21 +103,44 @@ fn criteria(
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateBody {
+    #[schema(max_length = 255, pattern = r"\S")]
     pub name: Option<String>,
+    #[schema(max_length = 4000)]
     pub description: Option<String>,
-    /// access_summary, failed_access, phi_access, gdpr_activity, integrity or alerts_summary.
+    #[schema(value_type = Option<ReportType>)]
     pub report_type: Option<String>,
     /// Criteria (see `POST /v1/reports`).
     #[schema(value_type = Option<Object>)]
     #[serde(default, deserialize_with = "crate::validation::optional_bounded_json")]
     pub default_criteria: Option<Value>,
-    /// json (default), csv or html.
+    /// Default json.
+    #[schema(value_type = Option<Format>)]
     pub default_format: Option<String>,
     #[schema(value_type = Option<Object>)]
     #[serde(default, deserialize_with = "crate::validation::optional_bounded_json")]
     pub default_export_config: Option<Value>,
+    #[schema(schema_with = tags_schema)]
     pub tags: Option<Vec<String>>,
     pub is_active: Option<bool>,
+}
+
+/// A template's `tags`, as [`template_fields`] checks them.
+fn tags_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .schema_type(
+            [Type::Array, Type::Null]
+                .into_iter()
+                .collect::<utoipa::openapi::schema::SchemaType>(),
+        )
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(100)),
+        )
+        .max_items(Some(MAX_TAGS))
+        .build()
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -199,7 +222,7 @@ fn template_fields(
     }
 }
 
-#[utoipa::path(get, path = "/v1/report-templates", tag = "reports",
+#[utoipa::path(get, path = "/v1/report-templates", operation_id = "list_report_templates", tag = "reports",
     responses((status = 200, body = TemplateList), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -216,7 +239,7 @@ pub async fn list_templates(
     Ok(HttpResponse::Ok().json(TemplateList { templates }))
 }
 
-#[utoipa::path(post, path = "/v1/report-templates", tag = "reports", request_body = TemplateBody,
+#[utoipa::path(post, path = "/v1/report-templates", operation_id = "create_report_template", tag = "reports", request_body = TemplateBody,
     responses((status = 201, body = Template), (status = 400), (status = 401), (status = 403),
         (status = 409, description = "A template of that name exists")),
     security(("bearer" = [])))]
@@ -239,7 +262,7 @@ pub async fn create_template(
     Ok(HttpResponse::Created().json(created))
 }
 
-#[utoipa::path(get, path = "/v1/report-templates/{id}", tag = "reports",
+#[utoipa::path(get, path = "/v1/report-templates/{id}", operation_id = "get_report_template", tag = "reports",
     params(("id" = Uuid, Path, description = "Template id")),
     responses((status = 200, body = Template), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]
@@ -259,7 +282,7 @@ pub async fn get_template(
     Ok(HttpResponse::Ok().json(template))
 }
 
-#[utoipa::path(patch, path = "/v1/report-templates/{id}", tag = "reports", request_body = TemplateBody,
+#[utoipa::path(patch, path = "/v1/report-templates/{id}", operation_id = "update_report_template", tag = "reports", request_body = TemplateBody,
     params(("id" = Uuid, Path, description = "Template id")),
     responses((status = 200, body = Template), (status = 400), (status = 401), (status = 403),
         (status = 404), (status = 409)),
@@ -293,7 +316,7 @@ pub async fn update_template(
     Ok(HttpResponse::Ok().json(updated))
 }
 
-#[utoipa::path(delete, path = "/v1/report-templates/{id}", tag = "reports",
+#[utoipa::path(delete, path = "/v1/report-templates/{id}", operation_id = "delete_report_template", tag = "reports",
     params(("id" = Uuid, Path, description = "Template id")),
     responses((status = 204, description = "Deleted; reports made from it keep their settings"),
         (status = 401), (status = 403), (status = 404)),
@@ -361,10 +384,13 @@ pub struct ScheduleBody {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportBody {
+    #[schema(max_length = 255, pattern = r"\S")]
     pub name: Option<String>,
+    #[schema(max_length = 4000)]
     pub description: Option<String>,
     pub template_id: Option<Uuid>,
-    /// access_summary, failed_access, phi_access, gdpr_activity, integrity or alerts_summary.
+    /// Required unless the template gives it.
+    #[schema(value_type = Option<ReportType>)]
     pub report_type: Option<String>,
     /// `time_range`: `{"last": "7d"}`, `{"previous": "day|week|month"}` (in the
     /// schedule's time zone) or `{"from", "to"}`; default: since the previous
@@ -374,10 +400,12 @@ pub struct ReportBody {
     #[schema(value_type = Option<Object>)]
     #[serde(default, deserialize_with = "crate::validation::optional_bounded_json")]
     pub criteria: Option<Value>,
-    /// json (default), csv or html.
+    /// Default json, or the template's.
+    #[schema(value_type = Option<Format>)]
     pub format: Option<String>,
     pub schedule: Option<ScheduleBody>,
-    /// Destinations each run's output is delivered to.
+    /// Destinations each run's output is delivered to, each once.
+    #[schema(max_items = 20)]
     pub destination_ids: Option<Vec<i64>>,
     pub enabled: Option<bool>,
 }
@@ -543,7 +571,7 @@ async fn report_fields(
     })
 }
 
-#[utoipa::path(get, path = "/v1/reports", tag = "reports",
+#[utoipa::path(get, path = "/v1/reports", operation_id = "list_reports", tag = "reports",
     responses((status = 200, body = ReportList), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -560,7 +588,7 @@ pub async fn list_reports(
     Ok(HttpResponse::Ok().json(ReportList { reports }))
 }
 
-#[utoipa::path(post, path = "/v1/reports", tag = "reports", request_body = ReportBody,
+#[utoipa::path(post, path = "/v1/reports", operation_id = "create_report", tag = "reports", request_body = ReportBody,
     responses((status = 201, body = ScheduledReport), (status = 400), (status = 401), (status = 403),
         (status = 409, description = "A report of that name exists")),
     security(("bearer" = [])))]
@@ -585,7 +613,7 @@ pub async fn create_report(
     Ok(HttpResponse::Created().json(report))
 }
 
-#[utoipa::path(get, path = "/v1/reports/{id}", tag = "reports",
+#[utoipa::path(get, path = "/v1/reports/{id}", operation_id = "get_report", tag = "reports",
     params(("id" = Uuid, Path, description = "Report id")),
     responses((status = 200, body = ScheduledReport), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]
@@ -605,7 +633,7 @@ pub async fn get_report(
     Ok(HttpResponse::Ok().json(report))
 }
 
-#[utoipa::path(patch, path = "/v1/reports/{id}", tag = "reports", request_body = ReportBody,
+#[utoipa::path(patch, path = "/v1/reports/{id}", operation_id = "update_report", tag = "reports", request_body = ReportBody,
     params(("id" = Uuid, Path, description = "Report id")),
     responses((status = 200, body = ScheduledReport), (status = 400), (status = 401), (status = 403),
         (status = 404), (status = 409)),
@@ -634,7 +662,7 @@ pub async fn update_report(
     Ok(HttpResponse::Ok().json(report))
 }
 
-#[utoipa::path(delete, path = "/v1/reports/{id}", tag = "reports",
+#[utoipa::path(delete, path = "/v1/reports/{id}", operation_id = "delete_report", tag = "reports",
     params(("id" = Uuid, Path, description = "Report id")),
     responses((status = 204, description = "Deleted with its runs and their outputs"),
         (status = 401), (status = 403), (status = 404)),
@@ -661,7 +689,7 @@ pub async fn delete_report(
 // --- Runs ------------------------------------------------------------------
 
 /// Queues a run of the report now (its period ends now); 202 with the run.
-#[utoipa::path(post, path = "/v1/reports/{id}/run", tag = "reports",
+#[utoipa::path(post, path = "/v1/reports/{id}/run", operation_id = "run_report", tag = "reports",
     params(("id" = Uuid, Path, description = "Report id")),
     responses((status = 202, body = Execution), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]
@@ -689,7 +717,8 @@ pub async fn run_now(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ExecutionQuery {
-    /// 1 to 200, default 50.
+    /// Default 50.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -702,7 +731,7 @@ pub struct ExecutionPage {
     pub next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/reports/{id}/executions", tag = "reports",
+#[utoipa::path(get, path = "/v1/reports/{id}/executions", operation_id = "list_report_executions", tag = "reports",
     params(("id" = Uuid, Path, description = "Report id"), ExecutionQuery),
     responses((status = 200, body = ExecutionPage), (status = 400), (status = 401), (status = 403),
         (status = 404)),
@@ -752,7 +781,7 @@ pub async fn list_executions(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/reports/{id}/executions/{execution_id}", tag = "reports",
+#[utoipa::path(get, path = "/v1/reports/{id}/executions/{execution_id}", operation_id = "get_report_execution", tag = "reports",
     params(("id" = Uuid, Path, description = "Report id"),
         ("execution_id" = Uuid, Path, description = "Run id")),
     responses((status = 200, body = Execution), (status = 401), (status = 403), (status = 404)),
@@ -772,7 +801,7 @@ pub async fn get_execution(
 
 /// The output of a completed run, streamed as it was stored; its SHA-256 is
 /// the run's `output_sha256` (also in the `X-Content-SHA256` header).
-#[utoipa::path(get, path = "/v1/reports/{id}/executions/{execution_id}/output", tag = "reports",
+#[utoipa::path(get, path = "/v1/reports/{id}/executions/{execution_id}/output", operation_id = "download_report_output", tag = "reports",
     params(("id" = Uuid, Path, description = "Report id"),
         ("execution_id" = Uuid, Path, description = "Run id")),
     responses((status = 200, description = "The output (JSON, CSV or HTML)"), (status = 401),

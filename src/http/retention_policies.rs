@@ -18,15 +18,21 @@ const RESOURCE: &str = "audit.retention";
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePolicy {
-    /// 1 to 100 of `a-z`, `0-9` and `_`; a built-in's name overrides that built-in.
+    /// A built-in's name overrides that built-in.
+    #[schema(pattern = "^[a-z0-9_]{1,100}$")]
     pub policy_name: String,
+    #[schema(minimum = 1)]
     pub retention_days: i32,
     /// At most `retention_days`; never archived when absent.
+    #[schema(minimum = 0)]
     pub archive_after_days: Option<i32>,
     /// At least `archive_after_days`; never deleted when absent.
+    #[schema(minimum = 1)]
     pub delete_after_days: Option<i32>,
     /// PUBLIC, INTERNAL, CONFIDENTIAL or PHI.
+    #[schema(pattern = "^(PUBLIC|INTERNAL|CONFIDENTIAL|PHI)$")]
     pub data_classification: String,
+    #[schema(max_length = 10000)]
     pub description: Option<String>,
     /// Default true.
     pub is_active: Option<bool>,
@@ -37,16 +43,19 @@ pub struct CreatePolicy {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdatePolicy {
+    #[schema(minimum = 1)]
     pub retention_days: Option<i32>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<i32>)]
+    #[schema(value_type = Option<i32>, minimum = 0)]
     pub archive_after_days: Option<Option<i32>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<i32>)]
+    #[schema(value_type = Option<i32>, minimum = 1)]
     pub delete_after_days: Option<Option<i32>>,
+    /// PUBLIC, INTERNAL, CONFIDENTIAL or PHI.
+    #[schema(pattern = "^(PUBLIC|INTERNAL|CONFIDENTIAL|PHI)$")]
     pub data_classification: Option<String>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 10000)]
     pub description: Option<Option<String>>,
     pub is_active: Option<bool>,
 }
@@ -90,7 +99,7 @@ pub struct PolicyList {
 }
 
 /// The organization's effective policies by name: its own and the built-ins it has not overridden.
-#[utoipa::path(get, path = "/v1/retention-policies", tag = "retention",
+#[utoipa::path(get, path = "/v1/retention-policies", operation_id = "list_retention_policies", tag = "retention",
     responses((status = 200, body = PolicyList), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -105,7 +114,7 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
 }
 
 /// Creates a policy; one named like a built-in overrides that built-in.
-#[utoipa::path(post, path = "/v1/retention-policies", tag = "retention", request_body = CreatePolicy,
+#[utoipa::path(post, path = "/v1/retention-policies", operation_id = "create_retention_policy", tag = "retention", request_body = CreatePolicy,
     responses((status = 201, body = RetentionPolicy), (status = 400), (status = 401), (status = 403),
         (status = 409, description = "The organization has a policy of that name already")),
     security(("bearer" = [])))]
@@ -151,7 +160,7 @@ pub async fn create(
 }
 
 /// Changes one of the organization's policies (not its name).
-#[utoipa::path(patch, path = "/v1/retention-policies/{id}", tag = "retention", request_body = UpdatePolicy,
+#[utoipa::path(patch, path = "/v1/retention-policies/{id}", operation_id = "update_retention_policy", tag = "retention", request_body = UpdatePolicy,
     params(("id" = i64, Path, description = "Policy id")),
     responses((status = 200, body = RetentionPolicy), (status = 400), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]
@@ -183,7 +192,7 @@ pub async fn update(
 }
 
 /// Deletes one of the organization's policies; a built-in of the same name applies again.
-#[utoipa::path(delete, path = "/v1/retention-policies/{id}", tag = "retention",
+#[utoipa::path(delete, path = "/v1/retention-policies/{id}", operation_id = "delete_retention_policy", tag = "retention",
     params(("id" = i64, Path, description = "Policy id")),
     responses((status = 204), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]

@@ -33,6 +33,7 @@ pub struct RoleList {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutRole {
+    #[schema(max_length = 10000)]
     pub description: Option<String>,
     #[serde(default)]
     pub permissions: Vec<Permission>,
@@ -60,7 +61,7 @@ fn view(
 }
 
 /// Lists every role of the organization, built-in ones first.
-#[utoipa::path(get, path = "/v1/roles", tag = "access",
+#[utoipa::path(get, path = "/v1/roles", operation_id = "list_roles", tag = "access",
     responses((status = 200, body = RoleList), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -77,7 +78,7 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
 }
 
 /// One role with its effective permissions.
-#[utoipa::path(get, path = "/v1/roles/{name}", tag = "access",
+#[utoipa::path(get, path = "/v1/roles/{name}", operation_id = "get_role", tag = "access",
     params(("name" = String, Path, description = "Role name")),
     responses((status = 200, body = RoleView), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]
@@ -98,8 +99,9 @@ pub async fn get(
 /// Creates or replaces a custom role. Refused: built-in names, unknown
 /// permissions or parents, inheritance cycles, and roles granting more than the
 /// caller holds.
-#[utoipa::path(put, path = "/v1/roles/{name}", tag = "access", request_body = PutRole,
-    params(("name" = String, Path, description = "Role name: lower-case letters, digits and `:._-`")),
+#[utoipa::path(put, path = "/v1/roles/{name}", operation_id = "put_role", tag = "access", request_body = PutRole,
+    params(("name" = String, Path, pattern = "^[a-z0-9][a-z0-9:._-]{0,99}$",
+        description = "Role name: lower-case letters, digits and `:._-`; not a built-in's")),
     responses((status = 201, body = RoleView), (status = 200, body = RoleView), (status = 400),
         (status = 401), (status = 403), (status = 409)),
     security(("bearer" = [])))]
@@ -180,7 +182,7 @@ pub async fn put(
 }
 
 /// Deletes a custom role that no other role inherits and no live key holds.
-#[utoipa::path(delete, path = "/v1/roles/{name}", tag = "access",
+#[utoipa::path(delete, path = "/v1/roles/{name}", operation_id = "delete_role", tag = "access",
     params(("name" = String, Path, description = "Role name")),
     responses((status = 204), (status = 401), (status = 403), (status = 404), (status = 409)),
     security(("bearer" = [])))]

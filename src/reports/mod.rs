@@ -77,6 +77,7 @@ impl ReportType {
 /// Output formats. The seed's `pdf` is refused: HTML is the human-readable one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = ReportFormat)]
 pub enum Format {
     Json,
     Csv,

@@ -14,8 +14,9 @@
 //! to free their memory early. Keys name the organization, the kind and a
 //! hash of every query parameter: no answer can serve another organization.
 //!
-//! Redis is optional: each call is bounded by `redis.response_timeout`. While
-//! Redis fails, L2 is skipped and generations are counted in this process
+//! Redis is optional: each call is bounded by `redis.response_timeout`, and
+//! after a failure Redis is skipped for a back-off (`redis_conn`); a skipped
+//! call is a failed one here. While Redis fails, L2 is skipped and generations are counted in this process
 //! (its own writes still invalidate its own L1); those are spelled apart from
 //! Redis's (`l3` against `r3`), so an answer cached during an outage is never
 //! taken for a current one once Redis is back, and a bump Redis missed is
@@ -243,6 +244,12 @@ impl QueryCache {
             }
         }
         self.drop_local(organization_id, kind);
+    }
+
+    /// False while Redis is backed off (`redis_conn`): for the invalidation
+    /// listener, which keeps a connection of its own.
+    pub fn redis_available(&self) -> bool {
+        self.redis.available()
     }
 
     /// Applies an invalidation another instance announced: drops the L1

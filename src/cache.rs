@@ -18,15 +18,16 @@
 //! after a failure Redis is skipped for a back-off (`redis_conn`); a skipped
 //! call is a failed one here. While Redis fails, L2 is skipped and
 //! generations are counted in this process (its own writes still invalidate
-//! its own L1); those are spelled apart from Redis's (`l3` against `r3`), so
-//! an answer cached during an outage is never taken for a current one once
-//! Redis is back. A bump Redis missed is retried until it lands (one task
-//! for all of them, one bump per organization and kind), and this instance
-//! does not trust Redis's generation of that organization and kind before it
-//! has landed, so its own acknowledged writes show in its answers. Other
-//! instances see such a write once the bump lands: within about the back-off
-//! when only this instance lost Redis. Strict kinds (permissions) are not
-//! served from memory at all while Redis cannot vouch for their generation.
+//! its own L1); those are spelled apart from Redis's and name the outage
+//! (`l4.3` against `r3`), so an answer cached during an outage is never taken
+//! for a current one once Redis is back, nor in a later outage. A bump Redis
+//! missed is retried until it lands (one task for all of them, one bump per
+//! organization and kind), and this instance does not trust Redis's
+//! generation of that organization and kind before it has landed, so its own
+//! acknowledged writes show in its answers. Other instances see such a write
+//! once the bump lands: within about the back-off when only this instance
+//! lost Redis. Strict kinds (permissions) are not served from memory at all
+//! while Redis cannot vouch for their generation.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -209,6 +210,7 @@ impl QueryCache {
         } else {
             None
         };
+        let from_redis = found.is_some();
         let (generation, from_l2) = match found {
             Some(found) => found,
             None if lifetime.strict => {
@@ -220,7 +222,7 @@ impl QueryCache {
                     .local_generations
                     .get(&(organization_id.to_owned(), kind.to_owned()))
                     .map_or(0, |generation| *generation);
-                (format!("l{local}"), None)
+                (format!("l{}.{local}", self.redis.epoch()), None)
             }
         };
         if let Some(entry) = cached.filter(|entry| entry.generation == generation) {
@@ -235,7 +237,10 @@ impl QueryCache {
         }
         self.count(kind, "l2", "miss");
         let answer = Arc::new(load().await?);
-        self.l2_set(format!("{slot}:{generation}"), answer.clone(), lifetime.ttl);
+        // L2 is only ever read at Redis's generations.
+        if from_redis {
+            self.l2_set(format!("{slot}:{generation}"), answer.clone(), lifetime.ttl);
+        }
         self.remember(slot, generation, answer.clone(), lifetime.ttl);
         Ok(answer)
     }

@@ -276,6 +276,72 @@ async fn wait_redis(app: &TestApp, up: bool) {
     .await;
 }
 
+/// The generation of the organization's event listings in Redis.
+async fn events_generation(app: &TestApp, organization_id: &str) -> i64 {
+    let key = format!(
+        "{}generation:{organization_id}:events",
+        app.config.cache.redis_prefix
+    );
+    let redis = redis::Client::open("redis://127.0.0.1:6379/0").unwrap();
+    let mut connection = redis.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("GET")
+        .arg(key)
+        .query_async::<Option<i64>>(&mut connection)
+        .await
+        .unwrap()
+        .unwrap_or(0)
+}
+
+/// An answer an instance cached while Redis was skipped is never served in a
+/// later outage, though another instance's write came in between without
+/// its announcement reaching it (that write's bump was retried, and retries
+/// announce nothing); once Redis is back, the instance reads L2 again.
+#[actix_web::test]
+async fn an_answer_cached_in_one_outage_is_not_served_in_the_next() {
+    let (to_a, to_b) = (
+        TcpProxy::start("127.0.0.1:6379", true).await,
+        TcpProxy::start("127.0.0.1:6379", true).await,
+    );
+    let a = spawn_through(&to_a, None).await;
+    let b = spawn_through(&to_b, Some(&a)).await;
+    let key = a.create_key("org-a", "org:admin").await;
+    ingest(&a, &key, "first").await;
+
+    // First outage of A: it caches the listing without Redis.
+    to_a.disable();
+    wait_redis(&a, false).await;
+    assert_eq!(actions(&a, &key).await, ["first"]);
+    to_a.enable();
+    wait_redis(&a, true).await;
+
+    // B writes while Redis is skipped there; its bump lands later, unannounced.
+    let generation = events_generation(&a, "org-a").await;
+    to_b.disable();
+    wait_redis(&b, false).await;
+    ingest(&b, &key, "second").await;
+    to_b.enable();
+    wait_until(Duration::from_secs(15), "B's bump lands", || async {
+        (events_generation(&a, "org-a").await > generation).then_some(())
+    })
+    .await;
+
+    // Second outage of A: the first outage's answer is not taken.
+    to_a.disable();
+    wait_redis(&a, false).await;
+    assert_eq!(actions(&a, &key).await, ["second", "first"]);
+
+    // Redis back: B's answer is an L2 hit on A.
+    to_a.enable();
+    wait_redis(&a, true).await;
+    assert_eq!(actions(&b, &key).await, ["second", "first"]);
+    let l2_hits = lookups(&a, "l2", "hit").await;
+    wait_until(Duration::from_secs(5), "an L2 hit on A", || async {
+        assert_eq!(actions(&a, &key).await, ["second", "first"]);
+        (lookups(&a, "l2", "hit").await > l2_hits).then_some(())
+    })
+    .await;
+}
+
 /// Events an instance acknowledged while Redis was skipped are in its next
 /// listing once Redis is back, though Redis then still holds the answer from
 /// before them (L2): the instance makes the bump it missed before it trusts

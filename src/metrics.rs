@@ -29,7 +29,8 @@ pub struct Metrics {
     pub dependency_up: IntGaugeVec,
     /// Pool connections by state (`in_use`, `idle`), read at scrape time.
     pub db_pool_connections: IntGaugeVec,
-    /// Per destination, from `destination_health` (refreshed by the HealthActor).
+    /// Per destination (`destination_id`), from `destination_health`
+    /// (refreshed by the HealthActor); deleted destinations have none.
     pub destination_consecutive_failures: IntGaugeVec,
     pub destination_breaker_open: IntGaugeVec,
     /// DeliveryActors running in this worker: one per active destination.

@@ -1,7 +1,16 @@
 //! Prometheus metrics, one registry per running worker (so in-process test
 //! workers never share counters). Names follow Prometheus conventions: prefix
 //! `audit_worker_`, base units, counters ending in `_total`, small label sets.
+//!
+//! Every label value comes from a set the worker knows, never from what a
+//! client sends, or one request with a made-up value would add a series for
+//! good: HTTP methods outside the standard ones are `other`, routes are the
+//! route's pattern (`unmatched` for unknown paths), statuses are those the
+//! worker answers with; actors, dependencies, kinds, levels, outcomes,
+//! categories and severities are names in the code; partitions and
+//! destinations are those that exist (their series go when they do).
 
+use actix_web::http::Method;
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -11,7 +20,8 @@ use crate::db::PgPool;
 
 pub struct Metrics {
     registry: Registry,
-    /// HTTP requests by method, route pattern (not raw path: bounded cardinality) and status.
+    /// HTTP requests by method ([`method_label`]), route pattern (not raw
+    /// path: bounded cardinality) and status.
     pub http_requests: IntCounterVec,
     pub http_request_duration: HistogramVec,
     /// Replies received from an actor, per actor.
@@ -400,6 +410,21 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The `method` label of an HTTP request: a client may send any token as its
+/// method, so all but the standard ones share `other`.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
     }
 }
 

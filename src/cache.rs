@@ -52,6 +52,13 @@ const BUMP_RETRY: Duration = Duration::from_secs(1);
 /// The kind of event listings: every change to an organization's events
 /// (ingest, archival, deletion) invalidates it.
 pub const EVENTS: &str = "events";
+/// Every kind of answer: the `kind` label values of the cache's metrics,
+/// shown at 0 from the start.
+const KINDS: [&str; 3] = [
+    EVENTS,
+    crate::auth::PERMISSIONS,
+    crate::alerts::RULES_CACHE_KIND,
+];
 /// Reads the generation (KEYS[1]) and, unless it equals the one L1 holds
 /// (ARGV[2]), the L2 answer stored under the slot (ARGV[1]) for it. (The L2
 /// key is built here: fine for a single Redis, not for Redis Cluster.)
@@ -139,6 +146,19 @@ impl QueryCache {
         // Every entry weighs at least capacity / max_entries: the byte bound
         // then also bounds the number of entries (moka bounds one weight).
         let least_weight = capacity / settings.l1_max_entries.max(1);
+        for kind in KINDS {
+            for (level, outcome) in [
+                ("l1", "hit"),
+                ("l1", "miss"),
+                ("l1", "bypass"),
+                ("l2", "hit"),
+                ("l2", "miss"),
+            ] {
+                metrics
+                    .cache_lookups
+                    .with_label_values(&[kind, level, outcome]);
+            }
+        }
         let evictions = metrics.clone();
         let l1 = moka::sync::Cache::builder()
             .max_capacity(capacity)
@@ -432,6 +452,7 @@ impl QueryCache {
     }
 
     fn count(&self, kind: &str, level: &str, outcome: &str) {
+        debug_assert!(KINDS.contains(&kind), "cache kind {kind} is not in KINDS");
         let lookups = &self.metrics.cache_lookups;
         lookups.with_label_values(&[kind, level, outcome]).inc();
         let hits = lookups.with_label_values(&[kind, level, "hit"]).get();

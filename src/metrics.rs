@@ -9,6 +9,8 @@
 //! worker answers with; actors, dependencies, kinds, levels, outcomes,
 //! categories and severities are names in the code; partitions and
 //! destinations are those that exist (their series go when they do).
+//! Counters that dashboards take a `rate()` or `increase()` of exist at 0
+//! from the start for every label value known then.
 
 use actix_web::http::Method;
 use prometheus::{
@@ -17,6 +19,7 @@ use prometheus::{
 };
 
 use crate::db::PgPool;
+use crate::error_tracking::{Severity, CATEGORIES};
 
 pub struct Metrics {
     registry: Registry,
@@ -343,6 +346,17 @@ impl Metrics {
         for outcome in ["completed", "retrying", "failed"] {
             metrics.report_runs.with_label_values(&[outcome]);
         }
+        for outcome in ["created", "updated"] {
+            metrics.alerts_raised.with_label_values(&[outcome]);
+        }
+        for category in CATEGORIES {
+            for severity in Severity::ALL {
+                metrics
+                    .errors_recorded
+                    .with_label_values(&[category, severity.as_str()]);
+            }
+        }
+        metrics.cache_evictions.with_label_values(&["l1"]);
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.http_request_duration.clone()),
@@ -387,6 +401,15 @@ impl Metrics {
                 .expect("metric names are unique");
         }
         metrics
+    }
+
+    /// Shows the series of `actor` from the start: its counters at 0.
+    pub fn register_actor(&self, actor: &str) {
+        self.actor_messages_handled.with_label_values(&[actor]);
+        self.actor_errors.with_label_values(&[actor]);
+        self.actor_restarts.with_label_values(&[actor]);
+        self.actor_mailbox_depth.with_label_values(&[actor]);
+        self.actor_message_duration.with_label_values(&[actor]);
     }
 
     /// The Prometheus text exposition of every metric, pool figures refreshed first.

@@ -1,8 +1,9 @@
-//! `/metrics` stays bounded whatever clients send, and forgets deleted
-//! destinations.
+//! `/metrics` stays bounded whatever clients send, shows the counters
+//! dashboards rate from the first scrape, and forgets deleted destinations.
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::receiver::Receiver;
@@ -77,6 +78,54 @@ async fn made_up_methods_and_paths_add_no_series() {
         "/metrics grew from {before} to {} bytes",
         text.len()
     );
+}
+
+/// Right after start, before anything happened, the counters dashboards
+/// take a `rate()` or `increase()` of show at 0: per actor, per error
+/// category and severity, per alert and report outcome, per cache kind.
+#[actix_web::test]
+async fn counters_dashboards_rate_are_at_zero_from_the_start() {
+    let app = spawn_app().await;
+    let text = metrics(&app).await;
+    let actors: BTreeSet<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("audit_worker_actor_up{"))
+        .filter_map(|line| label(line, "actor"))
+        .collect();
+    assert!(actors.len() >= 10, "{actors:?}");
+    let mut expected: Vec<String> = actors
+        .iter()
+        .flat_map(|actor| {
+            [
+                format!("audit_worker_actor_restarts_total{{actor=\"{actor}\"}} 0"),
+                format!("audit_worker_actor_errors_total{{actor=\"{actor}\"}}"),
+                format!("audit_worker_actor_messages_handled_total{{actor=\"{actor}\"}}"),
+            ]
+        })
+        .collect();
+    expected.extend(
+        [
+            r#"audit_worker_errors_recorded_total{category="internal",severity="HIGH"} 0"#,
+            r#"audit_worker_errors_recorded_total{category="actor",severity="HIGH"} 0"#,
+            r#"audit_worker_errors_recorded_total{category="dependency",severity="MEDIUM"} 0"#,
+            r#"audit_worker_errors_recorded_total{category="ingest",severity="HIGH"} 0"#,
+            r#"audit_worker_errors_recorded_total{category="maintenance",severity="MEDIUM"} 0"#,
+            "audit_worker_errors_dropped_total 0",
+            r#"audit_worker_alerts_raised_total{outcome="created"} 0"#,
+            r#"audit_worker_alerts_raised_total{outcome="updated"} 0"#,
+            r#"audit_worker_report_runs_total{outcome="failed"} 0"#,
+            r#"audit_worker_config_reloads_total{outcome="rejected"} 0"#,
+            r#"audit_worker_cache_lookups_total{kind="permissions",level="l1",outcome="bypass"} 0"#,
+            r#"audit_worker_cache_lookups_total{kind="alert_rules",level="l2",outcome="hit"} 0"#,
+            r#"audit_worker_cache_evictions_total{level="l1"} 0"#,
+        ]
+        .map(str::to_owned),
+    );
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|series| !text.contains(series.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "missing {missing:#?} in:\n{text}");
 }
 
 /// A destination's series show once it has been attempted, on both

@@ -62,7 +62,7 @@ pub enum IssueError {
 }
 
 /// The query cache's kind for resolved role permissions.
-const PERMISSIONS: &str = "permissions";
+pub(crate) const PERMISSIONS: &str = "permissions";
 
 pub struct Authenticator {
     pool: PgPool,

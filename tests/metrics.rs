@@ -1,5 +1,6 @@
 //! `/metrics` stays bounded whatever clients send, shows the counters
-//! dashboards rate from the first scrape, and forgets deleted destinations.
+//! dashboards rate from the first scrape, forgets deleted destinations, and
+//! the README and the dashboard name the labels the code exports.
 
 mod common;
 
@@ -200,5 +201,47 @@ async fn a_deleted_destination_loses_its_series_on_every_instance() {
             },
         )
         .await;
+    }
+}
+
+/// Every label the README's metrics and the Grafana dashboard name
+/// (`name{label,…}`, `by (label)`, `{{label}}`) is one `src/metrics.rs`
+/// declares.
+#[test]
+fn the_readme_and_the_dashboard_name_the_labels_the_code_exports() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let read = |path: &str| std::fs::read_to_string(format!("{root}/{path}")).unwrap();
+    let source = read("src/metrics.rs");
+    let (readme, dashboard) = (read("README.md"), read("deploy/grafana/audit-worker.json"));
+    let series = regex::Regex::new(r"audit_worker_[a-z_]+\{([^}]*)\}").unwrap();
+    let quoted = regex::Regex::new(r#""[^"]*"|\|"#).unwrap();
+    let name = regex::Regex::new(r"[a-z_]+").unwrap();
+    let grouping = regex::Regex::new(r"by \(([a-z_, ]+)\)").unwrap();
+    let legend = regex::Regex::new(r"\{\{([a-z_]+)\}\}").unwrap();
+    let mut named = BTreeSet::new();
+    for found in series.captures_iter(&readme) {
+        // Label names, not their values (`outcome="ran"|"failed"`).
+        let names = quoted.replace_all(&found[1], "");
+        for label in name.find_iter(&names) {
+            named.insert(("README.md", label.as_str().to_owned()));
+        }
+    }
+    for found in grouping.captures_iter(&dashboard) {
+        for label in found[1].split(',') {
+            named.insert(("the dashboard", label.trim().to_owned()));
+        }
+    }
+    for found in legend.captures_iter(&dashboard) {
+        named.insert(("the dashboard", found[1].to_owned()));
+    }
+    assert!(named.len() > 10, "{named:?}");
+    for (place, label) in &named {
+        if ["le", "job", "instance"].contains(&label.as_str()) {
+            continue;
+        }
+        assert!(
+            source.contains(&format!("\"{label}\"")),
+            "{place} names the label `{label}`, which src/metrics.rs does not declare"
+        );
     }
 }

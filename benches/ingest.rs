@@ -8,7 +8,11 @@
 //!   batch, `id` from the column default `nextval('audit_log_id_seq')`);
 //! - single-event latency (p50, p90, p99, max);
 //! - the speed of `POST /v1/integrity/verify` over every event ingested;
-//! - the worker's resident memory, idle and up to one million ingested events.
+//! - the worker's resident memory, idle and up to one million ingested events;
+//! - ingest with Redis unreachable against Redis up: two more fresh workers,
+//!   one with `redis.url` on a port where nothing listens, measured in turns
+//!   (throughput in batches of 100, and single-event p50). Run alone with
+//!   `cargo bench --bench ingest -- redis-outage`.
 //!
 //! Request bodies and rows are built before the clocks start, so the figures
 //! are the worker's (or PostgreSQL's), not the generator's. It prints figures
@@ -29,7 +33,7 @@ mod figures;
 #[path = "support/worker.rs"]
 mod worker;
 use figures::{grouped, mix, ms, verdict, Claims, Percentiles, Tally};
-use worker::{connect, report_log, Worker};
+use worker::{connect, free_port, report_log, Worker};
 
 const HTTP_ORG: &str = "bench-http";
 const COPY_ORG: &str = "bench-copy";
@@ -51,6 +55,18 @@ const MIN_COPY_RATIO: f64 = 0.5;
 const MAX_P99_MS: f64 = 20.0;
 const MIN_VERIFY_RATE: f64 = 100_000.0;
 const MAX_RSS_MB: f64 = 200.0;
+/// Goal of the Redis issue: ingest with Redis unreachable at this share of
+/// its rate with Redis up, at least.
+const MIN_OUTAGE_RATIO: f64 = 0.9;
+
+/// The Redis outage phase: turns per worker (up, unreachable, up, ...), and
+/// what each turn sends.
+const OUTAGE_ROUNDS: usize = 3;
+const OUTAGE_BATCH: usize = 100;
+const OUTAGE_EVENTS_PER_TURN: u64 = 50_000;
+const OUTAGE_SINGLES: u64 = 2_000;
+/// The command-line word that runs the outage phase alone.
+const OUTAGE_ONLY: &str = "redis-outage";
 
 const ACTIONS: [&str; 8] = [
     "patient.record.read",
@@ -71,7 +87,12 @@ const FACILITIES: [&str; 4] = ["north-clinic", "central-hospital", "east-lab", "
 
 #[tokio::main]
 async fn main() {
-    let mut bench = Bench::start().await;
+    let pool = Arc::new(sample_pool());
+    if std::env::args().any(|arg| arg == OUTAGE_ONLY) {
+        redis_outage(&pool).await;
+        return;
+    }
+    let mut bench = Bench::start(pool.clone()).await;
     for batch in BATCH_SIZES {
         bench.throughput(batch).await;
     }
@@ -84,6 +105,7 @@ async fn main() {
     bench.summary.rss_peak = bench.worker.rss_kib("VmHWM");
     bench.summary.print();
     bench.stop().await;
+    redis_outage(&pool).await;
 }
 
 /// The worker, its HTTP API, the sample events, and the figures so far.
@@ -95,8 +117,7 @@ struct Bench {
 }
 
 impl Bench {
-    async fn start() -> Self {
-        let pool = Arc::new(sample_pool());
+    async fn start(pool: Arc<Vec<SampleEvent>>) -> Self {
         let worker = Worker::start(&[]).await;
         let http = Arc::new(HttpTarget::new(&worker));
         let summary = Summary {
@@ -186,6 +207,91 @@ impl Bench {
         println!("worker stopped on SIGTERM in {took:.1?}: {status}; database dropped");
         report_log(&log);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Redis unreachable against Redis up.
+// ---------------------------------------------------------------------------
+
+/// Two fresh workers, one whose Redis URL names a port where nothing
+/// listens, take turns at the same runs, so that both see the same machine
+/// and databases of the same size; prints the median rates, their ratio
+/// with its goal, and each worker's single-event p50.
+async fn redis_outage(pool: &Arc<Vec<SampleEvent>>) {
+    let nowhere = format!("redis://127.0.0.1:{}/0", free_port());
+    println!("\n== Redis unreachable against Redis up (Redis URL {nowhere}) ==");
+    let up = Worker::start(&[]).await;
+    let down = Worker::start(&[("AUDIT_WORKER__REDIS__URL", nowhere)]).await;
+    let targets = [
+        ("up", Arc::new(HttpTarget::new(&up))),
+        ("unreachable", Arc::new(HttpTarget::new(&down))),
+    ];
+    let batches = Arc::new(batch_bodies(pool, OUTAGE_BATCH));
+    let singles = Arc::new(batch_bodies(pool, 1));
+    let mut rates = [Vec::new(), Vec::new()];
+    let mut failures = Tally::default();
+    for (_, target) in &targets {
+        failures.merge(target.post_all(&singles, LATENCY_WARMUP, RUN_BUDGET).await);
+    }
+    for round in 1..=OUTAGE_ROUNDS {
+        for (side, (name, target)) in targets.iter().enumerate() {
+            let run = target
+                .post_all(
+                    &batches,
+                    OUTAGE_EVENTS_PER_TURN / OUTAGE_BATCH as u64,
+                    RUN_BUDGET,
+                )
+                .await;
+            let events = run.ok * OUTAGE_BATCH as u64;
+            println!(
+                "round {round}, Redis {name}, batch={OUTAGE_BATCH}: {}",
+                run.describe(events)
+            );
+            rates[side].push(run.rate(events));
+            failures.merge(run);
+        }
+    }
+    let mut singles_rate = Vec::new();
+    let mut p50 = Vec::new();
+    for (name, target) in &targets {
+        let run = target.post_all(&singles, OUTAGE_SINGLES, RUN_BUDGET).await;
+        println!("Redis {name}, single events: {}", run.describe(run.ok));
+        singles_rate.push(run.rate(run.ok));
+        p50.push(Percentiles::of(run.latencies.clone()).p50);
+        failures.merge(run);
+    }
+    let [up_rate, down_rate] = rates.map(median);
+    let ratio = down_rate / up_rate;
+    println!(
+        "\n== summary, Redis outage ({CLIENTS} concurrent clients, median of {OUTAGE_ROUNDS} turns each) =="
+    );
+    println!(
+        "ingest batch={OUTAGE_BATCH}: Redis up {} ev/s, Redis unreachable {} ev/s, ratio {ratio:.2} (goal >= {MIN_OUTAGE_RATIO}: {})",
+        grouped(up_rate),
+        grouped(down_rate),
+        verdict(ratio >= MIN_OUTAGE_RATIO)
+    );
+    println!(
+        "single events: Redis up {} ev/s, p50 {:.2} ms; Redis unreachable {} ev/s, p50 {:.2} ms",
+        grouped(singles_rate[0]),
+        ms(p50[0]),
+        grouped(singles_rate[1]),
+        ms(p50[1])
+    );
+    if failures.failures.is_empty() {
+        println!("failed requests: none");
+    }
+    failures.print_failures();
+    for worker in [up, down] {
+        let log = worker.log.clone();
+        worker.stop().await;
+        report_log(&log);
+    }
+}
+
+fn median(mut rates: Vec<f64>) -> f64 {
+    rates.sort_by(f64::total_cmp);
+    rates[rates.len() / 2]
 }
 
 // ---------------------------------------------------------------------------

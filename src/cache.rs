@@ -14,24 +14,33 @@
 //! to free their memory early. Keys name the organization, the kind and a
 //! hash of every query parameter: no answer can serve another organization.
 //!
-//! Redis is optional: each call is bounded by `redis.response_timeout`. While
-//! Redis fails, L2 is skipped and generations are counted in this process
-//! (its own writes still invalidate its own L1); those are spelled apart from
-//! Redis's (`l3` against `r3`), so an answer cached during an outage is never
-//! taken for a current one once Redis is back, and a bump Redis missed is
-//! retried until it lands. Strict kinds (permissions) are not served from
-//! memory at all while Redis cannot vouch for their generation.
+//! Redis is optional: each call is bounded by `redis.response_timeout`, and
+//! after a failure Redis is skipped for a back-off (`redis_conn`); a skipped
+//! call is a failed one here. While Redis fails, L2 is skipped and
+//! generations are counted in this process (its own writes still invalidate
+//! its own L1); those are spelled apart from Redis's and name the outage
+//! (`l4.3` against `r3`), so an answer cached during an outage is never taken
+//! for a current one once Redis is back, nor in a later outage. A bump Redis
+//! missed is retried until it lands (one task for all of them, one bump per
+//! organization and kind), and this instance does not trust Redis's
+//! generation of that organization and kind before it has landed, so its own
+//! acknowledged writes show in its answers. Other instances see such a write
+//! once the bump lands: within about the back-off when only this instance
+//! lost Redis. Strict kinds (permissions) are not served from memory at all
+//! while Redis cannot vouch for their generation.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::redis_conn::RedisConnection;
+use crate::redis_conn::{RedisConnection, RedisError};
 
 /// L2 values longer than this are stored zstd-compressed.
 const COMPRESS_ABOVE: usize = 1024;
@@ -43,6 +52,13 @@ const BUMP_RETRY: Duration = Duration::from_secs(1);
 /// The kind of event listings: every change to an organization's events
 /// (ingest, archival, deletion) invalidates it.
 pub const EVENTS: &str = "events";
+/// Every kind of answer: the `kind` label values of the cache's metrics,
+/// shown at 0 from the start.
+const KINDS: [&str; 3] = [
+    EVENTS,
+    crate::auth::PERMISSIONS,
+    crate::alerts::RULES_CACHE_KIND,
+];
 /// Reads the generation (KEYS[1]) and, unless it equals the one L1 holds
 /// (ARGV[2]), the L2 answer stored under the slot (ARGV[1]) for it. (The L2
 /// key is built here: fine for a single Redis, not for Redis Cluster.)
@@ -96,7 +112,31 @@ pub struct QueryCache {
     longest_ttl: Duration,
     /// Per (organization, kind), the generations counted here while Redis failed.
     local_generations: DashMap<(String, String), u64>,
+    /// Shared with the task that retries them.
+    missed_bumps: Arc<MissedBumps>,
     metrics: Arc<Metrics>,
+}
+
+/// The generation bumps Redis missed, one per (organization, kind) however
+/// many writes missed it: a single bump after the last of them makes every
+/// answer computed before any of them unreachable.
+#[derive(Default)]
+struct MissedBumps {
+    pending: DashMap<(String, String), MissedBump>,
+    /// Numbers the writes that missed their bump.
+    writes: AtomicU64,
+    /// A task is retrying the pending bumps (at most one runs).
+    retrying: AtomicBool,
+}
+
+struct MissedBump {
+    /// After this, every answer cached before the last write has expired:
+    /// the bump is no longer needed.
+    needed_until: tokio::time::Instant,
+    /// The last write that missed it. A bump that lands clears the entry only
+    /// if no write missed since its number was read: a later write may have
+    /// committed after the bump was made.
+    write: u64,
 }
 
 impl QueryCache {
@@ -106,6 +146,19 @@ impl QueryCache {
         // Every entry weighs at least capacity / max_entries: the byte bound
         // then also bounds the number of entries (moka bounds one weight).
         let least_weight = capacity / settings.l1_max_entries.max(1);
+        for kind in KINDS {
+            for (level, outcome) in [
+                ("l1", "hit"),
+                ("l1", "miss"),
+                ("l1", "bypass"),
+                ("l2", "hit"),
+                ("l2", "miss"),
+            ] {
+                metrics
+                    .cache_lookups
+                    .with_label_values(&[kind, level, outcome]);
+            }
+        }
         let evictions = metrics.clone();
         let l1 = moka::sync::Cache::builder()
             .max_capacity(capacity)
@@ -133,6 +186,7 @@ impl QueryCache {
             },
             longest_ttl: settings.default_ttl.max(config.auth.permission_cache_ttl),
             local_generations: DashMap::new(),
+            missed_bumps: Arc::default(),
             metrics,
         }
     }
@@ -167,11 +221,17 @@ impl QueryCache {
         let slot = self.slot(organization_id, kind, parameters);
         let cached = self.l1.get(&slot);
         // One Redis round trip: the current generation, and the L2 answer
-        // unless L1 holds this generation's already.
-        let (generation, from_l2) = match self
-            .lookup(&slot, organization_id, kind, cached.as_ref())
-            .await
-        {
+        // unless L1 holds this generation's already. Redis's generation is not
+        // to be trusted while it lacks a bump for one of this instance's
+        // writes: that write would be missing from the answer.
+        let found = if self.land_missed_bump(organization_id, kind).await {
+            self.lookup(&slot, organization_id, kind, cached.as_ref())
+                .await
+        } else {
+            None
+        };
+        let from_redis = found.is_some();
+        let (generation, from_l2) = match found {
             Some(found) => found,
             None if lifetime.strict => {
                 self.count(kind, "l1", "bypass");
@@ -182,7 +242,7 @@ impl QueryCache {
                     .local_generations
                     .get(&(organization_id.to_owned(), kind.to_owned()))
                     .map_or(0, |generation| *generation);
-                (format!("l{local}"), None)
+                (format!("l{}.{local}", self.redis.epoch()), None)
             }
         };
         if let Some(entry) = cached.filter(|entry| entry.generation == generation) {
@@ -197,7 +257,10 @@ impl QueryCache {
         }
         self.count(kind, "l2", "miss");
         let answer = Arc::new(load().await?);
-        self.l2_set(format!("{slot}:{generation}"), answer.clone(), lifetime.ttl);
+        // L2 is only ever read at Redis's generations.
+        if from_redis {
+            self.l2_set(format!("{slot}:{generation}"), answer.clone(), lifetime.ttl);
+        }
         self.remember(slot, generation, answer.clone(), lifetime.ttl);
         Ok(answer)
     }
@@ -207,9 +270,7 @@ impl QueryCache {
     /// generation is in Redis (or, with Redis down, counted here and retried
     /// in the background).
     pub async fn invalidate(&self, organization_id: &str, kind: &str) {
-        let bump = redis::cmd("INCR")
-            .arg(self.generation_key(organization_id, kind))
-            .clone();
+        let bump = bump_command(&self.prefix, organization_id, kind);
         match self.redis.query::<i64>(&bump).await {
             Ok(_) => {
                 let announce = redis::cmd("PUBLISH")
@@ -219,30 +280,71 @@ impl QueryCache {
                 let _ = self.redis.query::<i64>(&announce).await;
             }
             Err(error) => {
-                tracing::warn!(%error, organization_id, kind,
-                    "Cannot reach Redis to invalidate cached answers; retrying in the background");
                 *self
                     .local_generations
                     .entry((organization_id.to_owned(), kind.to_owned()))
                     .or_default() += 1;
-                // Until Redis has it, other instances may serve answers they
-                // cached before this write: bump as soon as Redis is back, for
-                // as long as such an answer can live.
-                let (redis, deadline) = (
-                    self.redis.clone(),
-                    tokio::time::Instant::now() + self.longest_ttl,
-                );
-                tokio::spawn(async move {
-                    while tokio::time::Instant::now() < deadline {
-                        tokio::time::sleep(BUMP_RETRY).await;
-                        if redis.query::<i64>(&bump).await.is_ok() {
-                            return;
-                        }
-                    }
-                });
+                self.miss_bump(organization_id, kind, &error);
             }
         }
         self.drop_local(organization_id, kind);
+    }
+
+    /// False while Redis is backed off (`redis_conn`): for the invalidation
+    /// listener, which keeps a connection of its own.
+    pub fn redis_available(&self) -> bool {
+        self.redis.available()
+    }
+
+    /// Until Redis has the bump, other instances may serve answers they
+    /// cached before the write: it is made as soon as Redis is back, for as
+    /// long as such an answer can live.
+    fn miss_bump(&self, organization_id: &str, kind: &str, error: &RedisError) {
+        let missed = &self.missed_bumps;
+        let bump = MissedBump {
+            needed_until: tokio::time::Instant::now() + self.longest_ttl,
+            write: missed.writes.fetch_add(1, Ordering::Relaxed) + 1,
+        };
+        match missed
+            .pending
+            .entry((organization_id.to_owned(), kind.to_owned()))
+        {
+            MapEntry::Occupied(mut pending) => *pending.get_mut() = bump,
+            // Once per organization and kind, not once per write of an outage.
+            MapEntry::Vacant(pending) => {
+                pending.insert(bump);
+                tracing::warn!(%error, organization_id, kind,
+                    "Cannot reach Redis to invalidate cached answers; retrying in the background");
+            }
+        }
+        if !missed.retrying.swap(true, Ordering::SeqCst) {
+            tokio::spawn(retry_missed_bumps(
+                self.redis.clone(),
+                self.prefix.clone(),
+                missed.clone(),
+            ));
+        }
+    }
+
+    /// Makes the bump Redis missed for this organization and kind, if any;
+    /// false when there is one and it still cannot be made.
+    async fn land_missed_bump(&self, organization_id: &str, kind: &str) -> bool {
+        let missed = &self.missed_bumps;
+        if !missed.retrying.load(Ordering::SeqCst) {
+            return true;
+        }
+        let key = (organization_id.to_owned(), kind.to_owned());
+        let Some(write) = missed.pending.get(&key).map(|bump| bump.write) else {
+            return true;
+        };
+        let bump = bump_command(&self.prefix, organization_id, kind);
+        if self.redis.query::<i64>(&bump).await.is_err() {
+            return false;
+        }
+        missed
+            .pending
+            .remove_if(&key, |_, bump| bump.write == write);
+        true
     }
 
     /// Applies an invalidation another instance announced: drops the L1
@@ -297,7 +399,7 @@ impl QueryCache {
         let command = redis::cmd("EVAL")
             .arg(LOOKUP_SCRIPT)
             .arg(1)
-            .arg(self.generation_key(organization_id, kind))
+            .arg(generation_key(&self.prefix, organization_id, kind))
             .arg(slot)
             .arg(cached.map_or("", |entry| entry.generation.as_str()))
             .clone();
@@ -349,11 +451,8 @@ impl QueryCache {
         format!("{}q:{organization_id}:{kind}:{digest}", self.prefix)
     }
 
-    fn generation_key(&self, organization_id: &str, kind: &str) -> String {
-        format!("{}generation:{organization_id}:{kind}", self.prefix)
-    }
-
     fn count(&self, kind: &str, level: &str, outcome: &str) {
+        debug_assert!(KINDS.contains(&kind), "cache kind {kind} is not in KINDS");
         let lookups = &self.metrics.cache_lookups;
         lookups.with_label_values(&[kind, level, outcome]).inc();
         let hits = lookups.with_label_values(&[kind, level, "hit"]).get();
@@ -363,6 +462,51 @@ impl QueryCache {
                 .cache_hit_ratio
                 .with_label_values(&[kind, level])
                 .set(hits as f64 / (hits + misses) as f64);
+        }
+    }
+}
+
+fn generation_key(prefix: &str, organization_id: &str, kind: &str) -> String {
+    format!("{prefix}generation:{organization_id}:{kind}")
+}
+
+fn bump_command(prefix: &str, organization_id: &str, kind: &str) -> redis::Cmd {
+    redis::cmd("INCR")
+        .arg(generation_key(prefix, organization_id, kind))
+        .clone()
+}
+
+/// Makes the bumps Redis missed, every `BUMP_RETRY` until none is pending.
+/// While Redis is backed off each round fails at once; once the back-off is
+/// over, a round's first bump may be the probe that finds Redis back.
+async fn retry_missed_bumps(redis: RedisConnection, prefix: String, missed: Arc<MissedBumps>) {
+    loop {
+        tokio::time::sleep(BUMP_RETRY).await;
+        let now = tokio::time::Instant::now();
+        missed.pending.retain(|_, bump| bump.needed_until > now);
+        let due: Vec<((String, String), u64)> = missed
+            .pending
+            .iter()
+            .map(|pending| (pending.key().clone(), pending.write))
+            .collect();
+        for ((organization_id, kind), write) in due {
+            let bump = bump_command(&prefix, &organization_id, &kind);
+            if redis.query::<i64>(&bump).await.is_err() {
+                // Redis fails: the others would too.
+                break;
+            }
+            missed
+                .pending
+                .remove_if(&(organization_id, kind), |_, bump| bump.write == write);
+        }
+        if missed.pending.is_empty() {
+            missed.retrying.store(false, Ordering::SeqCst);
+            // A bump missed between the check and the store saw this task
+            // running and started none: keep going for it, unless another
+            // task has been started since.
+            if missed.pending.is_empty() || missed.retrying.swap(true, Ordering::SeqCst) {
+                return;
+            }
         }
     }
 }

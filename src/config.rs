@@ -91,6 +91,13 @@ pub struct RedisConfig {
     pub connect_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub response_timeout: Duration,
+    /// After a failed or timed-out command, how long every call skips Redis
+    /// before one probes it (see `redis_conn`).
+    #[serde(with = "humantime_serde")]
+    pub outage_backoff: Duration,
+    /// The longest the back-off grows to, doubling at each failed probe.
+    #[serde(with = "humantime_serde")]
+    pub outage_backoff_max: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -364,6 +371,7 @@ impl Config {
             ("database.startup_timeout", self.database.startup_timeout),
             ("redis.connect_timeout", self.redis.connect_timeout),
             ("redis.response_timeout", self.redis.response_timeout),
+            ("redis.outage_backoff", self.redis.outage_backoff),
             (
                 "supervisor.restart_backoff_min",
                 self.supervisor.restart_backoff_min,
@@ -467,6 +475,12 @@ impl Config {
         }
         if self.database.pool_max_size == 0 {
             return Err(invalid("database.pool_max_size", "must be at least 1"));
+        }
+        if self.redis.outage_backoff_max < self.redis.outage_backoff {
+            return Err(invalid(
+                "redis.outage_backoff_max",
+                "must not be shorter than redis.outage_backoff",
+            ));
         }
         if self.supervisor.restart_backoff_max < self.supervisor.restart_backoff_min {
             return Err(invalid(

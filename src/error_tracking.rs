@@ -39,6 +39,13 @@ pub enum Severity {
 }
 
 impl Severity {
+    pub const ALL: [Severity; 4] = [
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Low => "LOW",
@@ -49,10 +56,14 @@ impl Severity {
     }
 }
 
+/// Every `ErrorEvent::category`: the label values of
+/// `audit_worker_errors_recorded_total`, shown at 0 from the start.
+pub const CATEGORIES: [&str; 5] = ["internal", "dependency", "actor", "ingest", "maintenance"];
+
 /// One internal error, as its reporter describes it.
 #[derive(Debug, Clone)]
 pub struct ErrorEvent {
-    /// Broad class: `internal`, `dependency`, `actor`, `ingest`, `maintenance`.
+    /// Broad class: one of [`CATEGORIES`].
     pub category: &'static str,
     pub severity: Severity,
     /// Stable code, e.g. `internal_error`, `actor_stopped`.
@@ -78,6 +89,10 @@ impl ErrorEvent {
         operation: impl Into<String>,
         message: impl Into<String>,
     ) -> Self {
+        debug_assert!(
+            CATEGORIES.contains(&category),
+            "error category {category} is not in CATEGORIES"
+        );
         Self {
             category,
             severity,

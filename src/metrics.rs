@@ -1,17 +1,30 @@
 //! Prometheus metrics, one registry per running worker (so in-process test
 //! workers never share counters). Names follow Prometheus conventions: prefix
 //! `audit_worker_`, base units, counters ending in `_total`, small label sets.
+//!
+//! Every label value comes from a set the worker knows, never from what a
+//! client sends, or one request with a made-up value would add a series for
+//! good: HTTP methods outside the standard ones are `other`, routes are the
+//! route's pattern (`unmatched` for unknown paths), statuses are those the
+//! worker answers with; actors, dependencies, kinds, levels, outcomes,
+//! categories and severities are names in the code; partitions and
+//! destinations are those that exist (their series go when they do).
+//! Counters that dashboards take a `rate()` or `increase()` of exist at 0
+//! from the start for every label value known then.
 
+use actix_web::http::Method;
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::db::PgPool;
+use crate::error_tracking::{Severity, CATEGORIES};
 
 pub struct Metrics {
     registry: Registry,
-    /// HTTP requests by method, route pattern (not raw path: bounded cardinality) and status.
+    /// HTTP requests by method ([`method_label`]), route pattern (not raw
+    /// path: bounded cardinality) and status.
     pub http_requests: IntCounterVec,
     pub http_request_duration: HistogramVec,
     /// Replies received from an actor, per actor.
@@ -29,7 +42,8 @@ pub struct Metrics {
     pub dependency_up: IntGaugeVec,
     /// Pool connections by state (`in_use`, `idle`), read at scrape time.
     pub db_pool_connections: IntGaugeVec,
-    /// Per destination, from `destination_health` (refreshed by the HealthActor).
+    /// Per destination (`destination_id`), from `destination_health`
+    /// (refreshed by the HealthActor); deleted destinations have none.
     pub destination_consecutive_failures: IntGaugeVec,
     pub destination_breaker_open: IntGaugeVec,
     /// DeliveryActors running in this worker: one per active destination.
@@ -332,6 +346,17 @@ impl Metrics {
         for outcome in ["completed", "retrying", "failed"] {
             metrics.report_runs.with_label_values(&[outcome]);
         }
+        for outcome in ["created", "updated"] {
+            metrics.alerts_raised.with_label_values(&[outcome]);
+        }
+        for category in CATEGORIES {
+            for severity in Severity::ALL {
+                metrics
+                    .errors_recorded
+                    .with_label_values(&[category, severity.as_str()]);
+            }
+        }
+        metrics.cache_evictions.with_label_values(&["l1"]);
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.http_request_duration.clone()),
@@ -378,6 +403,15 @@ impl Metrics {
         metrics
     }
 
+    /// Shows the series of `actor` from the start: its counters at 0.
+    pub fn register_actor(&self, actor: &str) {
+        self.actor_messages_handled.with_label_values(&[actor]);
+        self.actor_errors.with_label_values(&[actor]);
+        self.actor_restarts.with_label_values(&[actor]);
+        self.actor_mailbox_depth.with_label_values(&[actor]);
+        self.actor_message_duration.with_label_values(&[actor]);
+    }
+
     /// The Prometheus text exposition of every metric, pool figures refreshed first.
     pub fn render(&self, pool: &PgPool) -> String {
         let state = pool.state();
@@ -399,6 +433,21 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The `method` label of an HTTP request: a client may send any token as its
+/// method, so all but the standard ones share `other`.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
     }
 }
 

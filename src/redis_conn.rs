@@ -1,10 +1,25 @@
-//! The Redis connection: one multiplexed connection that reconnects by itself.
-//! Redis is optional for the worker: when it is down, calls fail fast (bounded by
-//! `redis.response_timeout`) and callers fall back; `serve` never waits for it.
+//! The Redis connection: one multiplexed connection shared by every caller,
+//! behind a back-off that keeps a Redis outage off the request path.
+//!
+//! Redis is optional for the worker: when a call fails, its caller falls back
+//! (to PostgreSQL, to generations counted in this process), slower but never
+//! wrong. What a caller must not do is wait for Redis on every call while it
+//! is down: with redis's `ConnectionManager`, each call waited for a
+//! reconnection of its own (two refused connects 75 ms apart, measured), and
+//! an ingest request makes two calls. So after a command fails or times out,
+//! every call fails at once with [`RedisError::Backoff`] for
+//! `redis.outage_backoff`; then one call probes, over a new connection, and
+//! its success ends the back-off for every caller. Each failed probe doubles
+//! the back-off, up to `redis.outage_backoff_max`. To its caller a skipped
+//! call is a failed one, so whatever a caller does when Redis fails, it does
+//! while Redis is skipped.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use futures_util::future::{BoxFuture, FutureExt, Shared as SharedFuture};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, ErrorKind, ServerErrorKind};
 
 use crate::config::RedisConfig;
 
@@ -14,51 +29,442 @@ pub enum RedisError {
     Url(#[source] redis::RedisError),
     #[error("Redis did not answer within {0:?}")]
     Timeout(Duration),
+    /// Any failure to open the connection, whatever Redis said: it is
+    /// opened again only after a back-off.
+    #[error("cannot connect to Redis: {0}")]
+    Connect(#[source] redis::RedisError),
     #[error("Redis error: {0}")]
     Command(#[from] redis::RedisError),
+    /// Not sent: Redis failed and has not answered a probe since. Carries
+    /// the failure, so that `/readyz` and the heartbeat still name it.
+    #[error("Redis is skipped after a failure ({0})")]
+    Backoff(Arc<str>),
+}
+
+impl RedisError {
+    /// Whether Redis could not be used at all (unreachable, too slow, not
+    /// serving), as opposed to answering this one command with an error.
+    fn is_outage(&self) -> bool {
+        match self {
+            RedisError::Url(_)
+            | RedisError::Timeout(_)
+            | RedisError::Connect(_)
+            | RedisError::Backoff(_) => true,
+            RedisError::Command(error) => {
+                error.is_io_error()
+                    || error.is_connection_dropped()
+                    || matches!(
+                        error.kind(),
+                        ErrorKind::AuthenticationFailed
+                            | ErrorKind::Server(
+                                ServerErrorKind::BusyLoading
+                                    | ServerErrorKind::MasterDown
+                                    // A replica after a failover: generation
+                                    // bumps would fail while look-ups succeed.
+                                    | ServerErrorKind::ReadOnly
+                            )
+                    )
+            }
+        }
+    }
 }
 
 #[derive(Clone)]
 pub struct RedisConnection {
-    manager: ConnectionManager,
-    response_timeout: Duration,
+    shared: Arc<Shared>,
 }
 
+struct Shared {
+    client: redis::Client,
+    connection_config: AsyncConnectionConfig,
+    response_timeout: Duration,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// The connection every call goes through, multiplexed; opened by the
+    /// first call to await it, and every call made meanwhile waits for that
+    /// one attempt. Replaced by a new one, not yet opened, when Redis fails,
+    /// so that each probe is one connection attempt made when it probes.
+    connection: Connection,
+    gate: Gate,
+}
+
+/// A connection being opened, or opened, or that failed to open.
+type Connection =
+    SharedFuture<BoxFuture<'static, Result<MultiplexedConnection, redis::RedisError>>>;
+
 impl RedisConnection {
-    /// Prepares the connection without opening it: the first command connects,
-    /// and a failed one makes the next command reconnect.
+    /// Prepares the connection without opening it: the first command connects.
     pub fn new(config: &RedisConfig) -> Result<Self, RedisError> {
         let client = redis::Client::open(config.url.as_str()).map_err(RedisError::Url)?;
-        // One quick retry per reconnection: while Redis is down, a caller should
-        // get its error within the response timeout, not wait out a long backoff.
-        let manager_config = ConnectionManagerConfig::new()
+        let connection_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.response_timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        let manager = ConnectionManager::new_lazy_with_config(client, manager_config)
-            .map_err(RedisError::Url)?;
+            .set_response_timeout(Some(config.response_timeout));
+        let connection = connect(&client, &connection_config);
         Ok(Self {
-            manager,
-            response_timeout: config.response_timeout,
+            shared: Arc::new(Shared {
+                client,
+                connection_config,
+                response_timeout: config.response_timeout,
+                state: Mutex::new(State {
+                    connection,
+                    gate: Gate::new(config.outage_backoff, config.outage_backoff_max),
+                }),
+            }),
         })
     }
 
-    /// Runs one command, bounded by the response timeout whatever the connection state.
+    /// Runs one command, bounded by the response timeout whatever the
+    /// connection state; fails at once while Redis is backed off.
     pub async fn query<T: redis::FromRedisValue>(
         &self,
         command: &redis::Cmd,
     ) -> Result<T, RedisError> {
-        let mut connection = self.manager.clone();
-        tokio::time::timeout(self.response_timeout, command.query_async(&mut connection))
+        let (connection, ticket) = self.shared.admit()?;
+        let sent = async {
+            let mut connection = connection.await.map_err(RedisError::Connect)?;
+            Ok(command.query_async(&mut connection).await?)
+        };
+        let outcome = tokio::time::timeout(self.shared.response_timeout, sent)
             .await
-            .map_err(|_| RedisError::Timeout(self.response_timeout))?
-            .map_err(RedisError::from)
+            .unwrap_or(Err(RedisError::Timeout(self.shared.response_timeout)));
+        ticket.settle(outcome.as_ref().err());
+        outcome
     }
 
     /// A PING round trip: what `/readyz` and the heartbeat call "Redis answers".
     pub async fn ping(&self) -> Result<(), RedisError> {
         self.query::<String>(&redis::cmd("PING")).await.map(drop)
+    }
+
+    /// A number that changes whenever an outage begins and whenever it ends,
+    /// so that what a caller kept during one outage (answers cached without
+    /// Redis) can be told apart from what it kept during another.
+    pub fn epoch(&self) -> u64 {
+        self.shared.lock().gate.epoch
+    }
+
+    /// False while Redis is backed off: for callers that keep their own
+    /// connection (the invalidation listener), to wait instead of trying it.
+    pub fn available(&self) -> bool {
+        self.shared.lock().gate.outage.is_none()
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connection to send a command on, and the ticket that reports how
+    /// it went; `Backoff` when the command must not be sent.
+    fn admit(&self) -> Result<(Connection, Ticket<'_>), RedisError> {
+        let mut state = self.lock();
+        let probe = match state.gate.admit(Instant::now()) {
+            Admission::Go => false,
+            Admission::Probe => true,
+            Admission::Skip(cause) => return Err(RedisError::Backoff(cause)),
+        };
+        let ticket = Ticket {
+            shared: self,
+            probe,
+            settled: false,
+        };
+        Ok((state.connection.clone(), ticket))
+    }
+}
+
+/// A connection that opens when first awaited.
+fn connect(client: &redis::Client, config: &AsyncConnectionConfig) -> Connection {
+    let (client, config) = (client.clone(), config.clone());
+    async move {
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    }
+    .boxed()
+    .shared()
+}
+
+/// One admitted call: reports its outcome to the gate, or, dropped before
+/// that (its caller gave up), frees the probe it may hold, so the back-off
+/// never waits for a probe that will not end.
+struct Ticket<'a> {
+    shared: &'a Shared,
+    probe: bool,
+    settled: bool,
+}
+
+impl Ticket<'_> {
+    fn settle(mut self, error: Option<&RedisError>) {
+        self.settled = true;
+        let mut state = self.shared.lock();
+        match error {
+            Some(error) if error.is_outage() => {
+                let began = state.gate.outage.is_none();
+                if state.gate.failed(Instant::now(), self.probe, error) {
+                    state.connection = connect(&self.shared.client, &self.shared.connection_config);
+                }
+                if began {
+                    tracing::debug!(%error, "Redis failed; skipping it for the back-off");
+                }
+            }
+            // An answer, even an error reply: Redis is there.
+            _ => state.gate.answered(self.probe),
+        }
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if self.probe && !self.settled {
+            self.shared.lock().gate.abandon_probe();
+        }
+    }
+}
+
+/// The back-off's state, apart from the connection so that it can be tested
+/// with made-up instants.
+#[derive(Debug)]
+struct Gate {
+    first: Duration,
+    max: Duration,
+    /// `None` while Redis answers.
+    outage: Option<Outage>,
+    /// See [`RedisConnection::epoch`].
+    epoch: u64,
+}
+
+#[derive(Debug)]
+struct Outage {
+    /// Calls are skipped until then.
+    until: Instant,
+    /// The back-off in force; doubled at each failed probe.
+    backoff: Duration,
+    /// A probe is under way: calls are skipped until it ends.
+    probing: bool,
+    /// The last failure, shown to skipped callers.
+    cause: Arc<str>,
+}
+
+/// What a call may do.
+#[derive(Debug, PartialEq)]
+enum Admission {
+    /// Redis answers: send.
+    Go,
+    /// The back-off is over: send, as the one probe.
+    Probe,
+    /// Backed off: fail at once, with the failure behind it.
+    Skip(Arc<str>),
+}
+
+impl Gate {
+    fn new(first: Duration, max: Duration) -> Self {
+        Self {
+            first,
+            max,
+            outage: None,
+            epoch: 0,
+        }
+    }
+
+    fn admit(&mut self, now: Instant) -> Admission {
+        match &mut self.outage {
+            None => Admission::Go,
+            Some(outage) if outage.probing || now < outage.until => {
+                Admission::Skip(outage.cause.clone())
+            }
+            Some(outage) => {
+                outage.probing = true;
+                Admission::Probe
+            }
+        }
+    }
+
+    /// Records a failed call; true when it began an outage or failed the
+    /// probe, so the connection must be replaced. A call sent before the
+    /// outage began and failing after it changes nothing.
+    fn failed(&mut self, now: Instant, probe: bool, cause: &RedisError) -> bool {
+        match &mut self.outage {
+            None => {
+                self.outage = Some(Outage {
+                    until: now + self.first,
+                    backoff: self.first,
+                    probing: false,
+                    cause: cause.to_string().into(),
+                });
+                self.epoch += 1;
+                true
+            }
+            Some(outage) if probe => {
+                outage.backoff = outage.backoff.saturating_mul(2).min(self.max);
+                outage.until = now + outage.backoff;
+                outage.probing = false;
+                outage.cause = cause.to_string().into();
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
+    /// Records an answer: a probe's ends the outage for every caller. Calls
+    /// sent before the outage began do not: they prove nothing about now.
+    fn answered(&mut self, probe: bool) {
+        if probe && self.outage.take().is_some() {
+            self.epoch += 1;
+        }
+    }
+
+    /// The probe's caller gave up before its outcome: the next call probes.
+    fn abandon_probe(&mut self) {
+        if let Some(outage) = &mut self.outage {
+            outage.probing = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIRST: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(5);
+
+    fn failure() -> RedisError {
+        RedisError::Timeout(Duration::from_millis(500))
+    }
+
+    fn skipped(admission: Admission) -> bool {
+        matches!(admission, Admission::Skip(_))
+    }
+
+    /// A failure skips every call for the back-off; after it, one call
+    /// probes while the others are still skipped, and its answer reopens
+    /// Redis to everyone.
+    #[test]
+    fn a_failure_skips_calls_until_one_probe_answers() {
+        let mut gate = Gate::new(FIRST, MAX);
+        let start = Instant::now();
+        assert_eq!(gate.admit(start), Admission::Go);
+        assert!(gate.failed(start, false, &failure()));
+
+        assert!(skipped(gate.admit(start)));
+        assert!(skipped(
+            gate.admit(start + FIRST - Duration::from_millis(1))
+        ));
+        assert_eq!(gate.admit(start + FIRST), Admission::Probe);
+        assert!(
+            skipped(gate.admit(start + FIRST)),
+            "only one probe at a time"
+        );
+
+        gate.answered(true);
+        assert_eq!(gate.admit(start + FIRST), Admission::Go);
+        assert_eq!(gate.admit(start + FIRST), Admission::Go);
+    }
+
+    /// Each failed probe doubles the back-off, up to the cap; an answer
+    /// starts the next outage from the first back-off again.
+    #[test]
+    fn the_backoff_doubles_while_probes_fail_up_to_its_cap() {
+        let mut gate = Gate::new(FIRST, MAX);
+        let mut now = Instant::now();
+        gate.failed(now, false, &failure());
+        let mut waits = Vec::new();
+        for _ in 0..5 {
+            let backoff = gate.outage.as_ref().unwrap().backoff;
+            assert!(skipped(
+                gate.admit(now + backoff - Duration::from_millis(1))
+            ));
+            now += backoff;
+            assert_eq!(gate.admit(now), Admission::Probe);
+            assert!(gate.failed(now, true, &failure()));
+            waits.push(gate.outage.as_ref().unwrap().backoff);
+        }
+        assert_eq!(
+            waits,
+            [2, 4, 5, 5, 5].map(Duration::from_secs),
+            "doubling, capped at {MAX:?}"
+        );
+
+        now += MAX;
+        assert_eq!(gate.admit(now), Admission::Probe);
+        gate.answered(true);
+        gate.failed(now, false, &failure());
+        assert_eq!(gate.outage.as_ref().unwrap().backoff, FIRST);
+    }
+
+    /// Calls sent before an outage began neither extend nor end it when they
+    /// finish after it: only the probe speaks for Redis as it is now.
+    #[test]
+    fn stragglers_from_before_an_outage_change_nothing() {
+        let mut gate = Gate::new(FIRST, MAX);
+        let start = Instant::now();
+        gate.failed(start, false, &failure());
+        assert!(!gate.failed(start, false, &failure()), "no new connection");
+        gate.answered(false);
+        assert!(skipped(gate.admit(start)), "still backed off");
+        assert_eq!(gate.outage.as_ref().unwrap().until, start + FIRST);
+    }
+
+    /// A probe whose caller gave up frees the way for the next probe.
+    #[test]
+    fn an_abandoned_probe_lets_the_next_call_probe() {
+        let mut gate = Gate::new(FIRST, MAX);
+        let start = Instant::now();
+        gate.failed(start, false, &failure());
+        assert_eq!(gate.admit(start + FIRST), Admission::Probe);
+        gate.abandon_probe();
+        assert_eq!(gate.admit(start + FIRST), Admission::Probe);
+    }
+
+    /// The epoch changes when an outage begins and when it ends, and only then.
+    #[test]
+    fn the_epoch_marks_each_outage_and_each_recovery() {
+        let mut gate = Gate::new(FIRST, MAX);
+        let start = Instant::now();
+        gate.answered(false);
+        assert_eq!(gate.epoch, 0);
+        gate.failed(start, false, &failure());
+        assert_eq!(gate.epoch, 1);
+        gate.admit(start + FIRST);
+        gate.failed(start + FIRST, true, &failure());
+        assert_eq!(gate.epoch, 1, "a failed probe continues the outage");
+        gate.admit(start + FIRST * 3);
+        gate.answered(true);
+        assert_eq!(gate.epoch, 2);
+    }
+
+    /// Against a port that accepts and drops every connection: the first
+    /// call tries and fails, the calls after it do not connect at all.
+    #[tokio::test]
+    async fn calls_after_a_failure_do_not_reach_for_redis() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(socket);
+            }
+        });
+        let mut config = crate::config::Config::defaults().redis;
+        config.url = format!("redis://127.0.0.1:{port}/0").parse().unwrap();
+        config.outage_backoff = Duration::from_secs(3600);
+        config.outage_backoff_max = Duration::from_secs(3600);
+        let redis = RedisConnection::new(&config).unwrap();
+
+        let first = redis.ping().await.unwrap_err();
+        assert!(!matches!(first, RedisError::Backoff(_)), "{first}");
+        let tried = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(tried, 1);
+        for _ in 0..100 {
+            let error = redis.ping().await.unwrap_err();
+            assert!(matches!(error, RedisError::Backoff(_)), "{error}");
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), tried);
+        assert!(!redis.available());
     }
 }

@@ -131,6 +131,7 @@ impl SupervisorBuilder {
         A: Actor<Context = Context<A>>,
         F: Fn() -> A + 'static,
     {
+        self.metrics.register_actor(name);
         let slot: Slot<A> = Arc::new(RwLock::new(None));
         self.children.push(Child {
             name,

@@ -240,3 +240,143 @@ async fn redis_down_and_back_costs_the_client_nothing() {
     })
     .await;
 }
+
+/// A worker whose Redis goes through `proxy`, skipping Redis for a short
+/// back-off after a failure.
+async fn spawn_through(proxy: &TcpProxy, beside: Option<&TestApp>) -> TestApp {
+    let url = format!("redis://{}/0", proxy.address());
+    let adjust = move |config: &mut audit_worker::config::Config| {
+        config.redis.url = url.parse().unwrap();
+        config.redis.outage_backoff = Duration::from_millis(50);
+        config.redis.outage_backoff_max = Duration::from_millis(200);
+    };
+    match beside {
+        Some(first) => spawn_beside(first, adjust).await,
+        None => spawn_app_with(adjust).await,
+    }
+}
+
+/// Waits until the worker's `/readyz` says Redis is `ok` (`true`) or
+/// skipped after a failure (`false`).
+async fn wait_redis(app: &TestApp, up: bool) {
+    let what = if up {
+        "Redis used again"
+    } else {
+        "Redis skipped"
+    };
+    wait_until(Duration::from_secs(15), what, || async {
+        let (_, body) = app.get_json("/readyz").await;
+        let check = &body["checks"]["redis"];
+        let skipped = check["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("skipped"));
+        let ok = check["status"] == "ok";
+        (if up { ok } else { skipped }).then_some(())
+    })
+    .await;
+}
+
+/// The generation of the organization's event listings in Redis.
+async fn events_generation(app: &TestApp, organization_id: &str) -> i64 {
+    let key = format!(
+        "{}generation:{organization_id}:events",
+        app.config.cache.redis_prefix
+    );
+    let redis = redis::Client::open("redis://127.0.0.1:6379/0").unwrap();
+    let mut connection = redis.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("GET")
+        .arg(key)
+        .query_async::<Option<i64>>(&mut connection)
+        .await
+        .unwrap()
+        .unwrap_or(0)
+}
+
+/// An answer an instance cached while Redis was skipped is never served in a
+/// later outage, though another instance's write came in between without
+/// its announcement reaching it (that write's bump was retried, and retries
+/// announce nothing); once Redis is back, the instance reads L2 again.
+#[actix_web::test]
+async fn an_answer_cached_in_one_outage_is_not_served_in_the_next() {
+    let (to_a, to_b) = (
+        TcpProxy::start("127.0.0.1:6379", true).await,
+        TcpProxy::start("127.0.0.1:6379", true).await,
+    );
+    let a = spawn_through(&to_a, None).await;
+    let b = spawn_through(&to_b, Some(&a)).await;
+    let key = a.create_key("org-a", "org:admin").await;
+    ingest(&a, &key, "first").await;
+
+    // First outage of A: it caches the listing without Redis.
+    to_a.disable();
+    wait_redis(&a, false).await;
+    assert_eq!(actions(&a, &key).await, ["first"]);
+    to_a.enable();
+    wait_redis(&a, true).await;
+
+    // B writes while Redis is skipped there; its bump lands later, unannounced.
+    let generation = events_generation(&a, "org-a").await;
+    to_b.disable();
+    wait_redis(&b, false).await;
+    ingest(&b, &key, "second").await;
+    to_b.enable();
+    wait_until(Duration::from_secs(15), "B's bump lands", || async {
+        (events_generation(&a, "org-a").await > generation).then_some(())
+    })
+    .await;
+
+    // Second outage of A: the first outage's answer is not taken.
+    to_a.disable();
+    wait_redis(&a, false).await;
+    assert_eq!(actions(&a, &key).await, ["second", "first"]);
+
+    // Redis back: B's answer is an L2 hit on A.
+    to_a.enable();
+    wait_redis(&a, true).await;
+    assert_eq!(actions(&b, &key).await, ["second", "first"]);
+    let l2_hits = lookups(&a, "l2", "hit").await;
+    wait_until(Duration::from_secs(5), "an L2 hit on A", || async {
+        assert_eq!(actions(&a, &key).await, ["second", "first"]);
+        (lookups(&a, "l2", "hit").await > l2_hits).then_some(())
+    })
+    .await;
+}
+
+/// Events an instance acknowledged while Redis was skipped are in its next
+/// listing once Redis is back, though Redis then still holds the answer from
+/// before them (L2): the instance makes the bump it missed before it trusts
+/// Redis's generation again.
+#[actix_web::test]
+async fn writes_made_while_redis_was_skipped_show_once_it_is_back() {
+    let proxy = TcpProxy::start("127.0.0.1:6379", true).await;
+    let app = spawn_through(&proxy, None).await;
+    let key = app.create_key("org-a", "org:admin").await;
+    ingest(&app, &key, "before").await;
+    assert_eq!(actions(&app, &key).await, ["before"]);
+    // That answer is in L2 (stored off the request's path).
+    let pattern = format!("{}q:org-a:events:*", app.config.cache.redis_prefix);
+    let redis = redis::Client::open("redis://127.0.0.1:6379/0").unwrap();
+    let connection = redis.get_multiplexed_async_connection().await.unwrap();
+    wait_until(Duration::from_secs(5), "the answer in L2", || {
+        let (mut connection, pattern) = (connection.clone(), pattern.clone());
+        async move {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(pattern)
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            (!keys.is_empty()).then_some(())
+        }
+    })
+    .await;
+
+    proxy.disable();
+    wait_redis(&app, false).await;
+    ingest(&app, &key, "during").await;
+    assert_eq!(actions(&app, &key).await, ["during", "before"]);
+
+    proxy.enable();
+    wait_redis(&app, true).await;
+    assert_eq!(actions(&app, &key).await, ["during", "before"]);
+    assert_eq!(actions(&app, &key).await, ["during", "before"]);
+}

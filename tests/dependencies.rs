@@ -1,12 +1,14 @@
 //! Readiness tells the truth about PostgreSQL and Redis, and the worker
-//! survives either going away.
+//! survives either going away; without Redis, requests do not wait for it.
 
 mod common;
 
 use std::time::Duration;
 
 use common::proxy::TcpProxy;
-use common::{spawn_app_with, wait_until};
+use common::{spawn_app_with, wait_until, TestApp};
+use reqwest::Method;
+use serde_json::json;
 
 /// With PostgreSQL cut off, `/readyz` turns 503 naming postgres; once it is
 /// reachable again, `/readyz` is 200 again without a restart.
@@ -150,4 +152,88 @@ async fn requests_fail_fast_while_postgres_is_down_and_cached_answers_are_served
         (response.status() == 201).then_some(())
     })
     .await;
+}
+
+/// With Redis cut off, requests do not each pay a Redis attempt: once a call
+/// has failed, the worker skips Redis for its back-off (here longer than the
+/// test), so fifty ingests and fifty listings open no connection to it, and
+/// still answer right. `/readyz` and the heartbeat count a skipped Redis as
+/// a failed one.
+#[actix_web::test]
+async fn with_redis_down_requests_skip_it_instead_of_trying_it_each() {
+    let proxy = TcpProxy::start("127.0.0.1:6379", true).await;
+    let app = spawn_app_with(|config| {
+        config.redis.url = format!("redis://{}/0", proxy.address()).parse().unwrap();
+        config.redis.outage_backoff = Duration::from_secs(3600);
+        config.redis.outage_backoff_max = Duration::from_secs(3600);
+    })
+    .await;
+    let key = app.create_key("org-a", "org:admin").await;
+    ingest(&app, &key, "before").await;
+
+    proxy.disable();
+    // The first call after the cut (a request's or the heartbeat's) fails and
+    // starts the back-off; the calls after it are skipped.
+    let body = wait_until(
+        Duration::from_secs(15),
+        "readyz says Redis is skipped",
+        || async {
+            let (status, body) = app.get_json("/readyz").await;
+            assert_eq!(status, 200, "{body}");
+            let message = body["checks"]["redis"]["message"]
+                .as_str()
+                .unwrap_or_default();
+            message.contains("skipped").then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(body["checks"]["redis"]["status"], "degraded");
+    wait_until(Duration::from_secs(5), "redis gauge down", || async {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        text.contains(r#"audit_worker_dependency_up{dependency="redis"} 0"#)
+            .then_some(())
+    })
+    .await;
+
+    let opened = proxy.connections();
+    for n in 0..50 {
+        let action = format!("during-{n}");
+        ingest(&app, &key, &action).await;
+        let listed = actions(&app, &key).await;
+        assert_eq!(listed[0], action);
+        assert_eq!(listed.len(), n + 2);
+    }
+    // At most one connection from the invalidation listener, if it checked
+    // for the back-off just before it began.
+    assert!(
+        proxy.connections() <= opened + 1,
+        "{} connections to Redis during 100 requests",
+        proxy.connections() - opened
+    );
+}
+
+async fn ingest(app: &TestApp, key: &str, action: &str) {
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/events",
+            Some(key),
+            Some(json!({"principal_id": "dr-who", "action": action, "status": "success"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// The actions of the organization's listing, newest first.
+async fn actions(app: &TestApp, key: &str) -> Vec<String> {
+    let (status, body) = app
+        .call(Method::GET, "/v1/events?limit=100", Some(key), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect()
 }

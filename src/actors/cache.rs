@@ -4,7 +4,7 @@
 //! (correctness does not wait for it: the generation in each key already
 //! makes older answers unreachable; this frees their memory at once), and
 //! tells the AlertActor when an organization's alert rules changed. It
-//! reconnects by itself while Redis is down.
+//! reconnects by itself once Redis is back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +60,13 @@ impl Actor for CacheActor {
 async fn listen(config: Arc<Config>, cache: Arc<QueryCache>, alerts: ActorHandle<AlertActor>) {
     let channel = cache.channel();
     loop {
+        // While Redis is backed off it is known to fail: wait for a probe
+        // (the heartbeat's, at least) to find it back instead of trying it
+        // from here as well.
+        if !cache.redis_available() {
+            tokio::time::sleep(RESUBSCRIBE_AFTER).await;
+            continue;
+        }
         let subscribed = async {
             let client = redis::Client::open(config.redis.url.as_str())?;
             let mut pubsub = client.get_async_pubsub().await?;

@@ -70,7 +70,7 @@ struct CachedKey {
 }
 
 /// The query cache's kind for resolved role permissions.
-const PERMISSIONS: &str = "permissions";
+pub(crate) const PERMISSIONS: &str = "permissions";
 
 pub struct Authenticator {
     pool: PgPool,

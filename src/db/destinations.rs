@@ -503,13 +503,17 @@ pub async fn reset_health(client: &impl GenericClient, id: i64) -> Result<(), Db
     Ok(())
 }
 
-/// Per destination: consecutive failures and whether its breaker is open (for `/metrics`).
+/// Per destination not deleted: consecutive failures and whether its breaker
+/// is open (for `/metrics`). A deleted destination keeps its health row, as its
+/// history, but no series.
 pub async fn health_snapshot(
     client: &impl GenericClient,
 ) -> Result<Vec<(i64, i32, bool)>, DbError> {
     let rows = client
         .query(
-            "SELECT destination_id, consecutive_failures, circuit_breaker_state = 'open' FROM destination_health",
+            "SELECT h.destination_id, h.consecutive_failures, h.circuit_breaker_state = 'open' \
+             FROM destination_health h JOIN delivery_destinations d ON d.id = h.destination_id \
+             WHERE d.deleted_at IS NULL",
             &[],
         )
         .await?;

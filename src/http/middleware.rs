@@ -29,6 +29,7 @@ pub async fn observe(
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = request.method().to_string();
+    let method_label = crate::metrics::method_label(request.method());
     let request_id = Uuid::new_v4();
     let span = tracing::info_span!(
         "http_request",
@@ -53,12 +54,12 @@ pub async fn observe(
         state
             .metrics
             .http_requests
-            .with_label_values(&[&method, &route, status.as_str()])
+            .with_label_values(&[method_label, &route, status.as_str()])
             .inc();
         state
             .metrics
             .http_request_duration
-            .with_label_values(&[&method, &route])
+            .with_label_values(&[method_label, &route])
             .observe(latency.as_secs_f64());
     }
     if status.is_server_error() {

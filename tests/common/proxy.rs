@@ -1,7 +1,7 @@
 //! A TCP proxy that a test can switch off, to make PostgreSQL or Redis
 //! unreachable for one worker without touching the shared servers.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -10,6 +10,9 @@ use tokio::sync::watch;
 pub struct TcpProxy {
     pub port: u16,
     enabled: Arc<AtomicBool>,
+    /// Connections clients opened, forwarded or refused: how often they
+    /// tried the upstream.
+    connections: Arc<AtomicUsize>,
     /// Bumped when the proxy is switched off, which cuts every open connection.
     cut: watch::Sender<u64>,
 }
@@ -20,10 +23,17 @@ impl TcpProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().unwrap().port();
         let flag = Arc::new(AtomicBool::new(enabled));
+        let connections = Arc::new(AtomicUsize::new(0));
         let (cut, _) = watch::channel(0u64);
-        let (upstream, accepting, cuts) = (upstream.to_owned(), flag.clone(), cut.clone());
+        let (upstream, accepting, cuts, opened) = (
+            upstream.to_owned(),
+            flag.clone(),
+            cut.clone(),
+            connections.clone(),
+        );
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                opened.fetch_add(1, Ordering::SeqCst);
                 if !accepting.load(Ordering::SeqCst) {
                     drop(inbound);
                     continue;
@@ -44,6 +54,7 @@ impl TcpProxy {
         Self {
             port,
             enabled: flag,
+            connections,
             cut,
         }
     }
@@ -56,6 +67,11 @@ impl TcpProxy {
     pub fn disable(&self) {
         self.enabled.store(false, Ordering::SeqCst);
         self.cut.send_modify(|generation| *generation += 1);
+    }
+
+    /// Connections opened through the proxy so far, refused ones included.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     pub fn enable(&self) {

@@ -11,34 +11,7 @@ use std::process::Stdio;
 use common::process::{free_port, issue_key, serve, wait_ready};
 use common::proxy::TcpProxy;
 use common::{spawn_app, spawn_app_with, spawn_beside, wait_until, TestApp, TestDatabase};
-use reqwest::Method;
 use serde_json::json;
-
-async fn ingest(app: &TestApp, key: &str, action: &str) {
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/v1/events",
-            Some(key),
-            Some(json!({"principal_id": "dr-who", "action": action, "status": "success"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-}
-
-/// The actions of the organization's listing, newest first.
-async fn actions(app: &TestApp, key: &str) -> Vec<String> {
-    let (status, body) = app
-        .call(Method::GET, "/v1/events?limit=100", Some(key), None)
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap().to_owned())
-        .collect()
-}
 
 /// `audit_worker_cache_lookups_total` of event listings at `level` with
 /// `outcome`, on the app's /metrics.
@@ -59,16 +32,16 @@ async fn lookups(app: &TestApp, level: &str, outcome: &str) -> u64 {
 async fn repeated_listings_hit_l1_and_writes_show_at_once() {
     let app = spawn_app().await;
     let key = app.create_key("org-a", "org:admin").await;
-    ingest(&app, &key, "first").await;
-    assert_eq!(actions(&app, &key).await, ["first"]);
+    app.ingest_action(&key, "first").await;
+    assert_eq!(app.listed_actions(&key).await, ["first"]);
     let hits = lookups(&app, "l1", "hit").await;
-    assert_eq!(actions(&app, &key).await, ["first"]);
+    assert_eq!(app.listed_actions(&key).await, ["first"]);
     assert_eq!(lookups(&app, "l1", "hit").await, hits + 1);
     for n in 0..5 {
         let action = format!("write-{n}");
-        ingest(&app, &key, &action).await;
+        app.ingest_action(&key, &action).await;
         assert_eq!(
-            actions(&app, &key).await[0],
+            app.listed_actions(&key).await[0],
             action,
             "a write is seen at once"
         );
@@ -87,10 +60,10 @@ async fn two_instances_stay_coherent() {
     let first = spawn_app().await;
     let second = spawn_beside(&first, |_| {}).await;
     let key = first.create_key("org-a", "org:admin").await;
-    ingest(&first, &key, "one").await;
-    assert_eq!(actions(&first, &key).await, ["one"]);
+    first.ingest_action(&key, "one").await;
+    assert_eq!(first.listed_actions(&key).await, ["one"]);
     let l2_hits = lookups(&second, "l2", "hit").await;
-    assert_eq!(actions(&second, &key).await, ["one"]);
+    assert_eq!(second.listed_actions(&key).await, ["one"]);
     assert_eq!(lookups(&second, "l2", "hit").await, l2_hits + 1);
 
     for n in 0..5 {
@@ -100,8 +73,8 @@ async fn two_instances_stay_coherent() {
             (&first, &second)
         };
         let action = format!("write-{n}");
-        ingest(writer, &key, &action).await;
-        assert_eq!(actions(reader, &key).await[0], action);
+        writer.ingest_action(&key, &action).await;
+        assert_eq!(reader.listed_actions(&key).await[0], action);
     }
 }
 
@@ -178,12 +151,12 @@ async fn answers_never_cross_organizations() {
     let app = spawn_app().await;
     let a = app.create_key("org-a", "org:admin").await;
     let b = app.create_key("org-b", "org:admin").await;
-    ingest(&app, &a, "a-only").await;
-    assert_eq!(actions(&app, &a).await, ["a-only"]);
-    assert!(actions(&app, &b).await.is_empty());
-    ingest(&app, &b, "b-only").await;
-    assert_eq!(actions(&app, &b).await, ["b-only"]);
-    assert_eq!(actions(&app, &a).await, ["a-only"]);
+    app.ingest_action(&a, "a-only").await;
+    assert_eq!(app.listed_actions(&a).await, ["a-only"]);
+    assert!(app.listed_actions(&b).await.is_empty());
+    app.ingest_action(&b, "b-only").await;
+    assert_eq!(app.listed_actions(&b).await, ["b-only"]);
+    assert_eq!(app.listed_actions(&a).await, ["a-only"]);
 }
 
 /// Redis cut mid-run: listings and writes still succeed, writes still show
@@ -196,14 +169,14 @@ async fn redis_down_and_back_costs_the_client_nothing() {
     })
     .await;
     let key = app.create_key("org-a", "org:admin").await;
-    ingest(&app, &key, "before").await;
-    assert_eq!(actions(&app, &key).await, ["before"]);
+    app.ingest_action(&key, "before").await;
+    assert_eq!(app.listed_actions(&key).await, ["before"]);
 
     proxy.disable();
-    ingest(&app, &key, "during").await;
-    assert_eq!(actions(&app, &key).await, ["during", "before"]);
+    app.ingest_action(&key, "during").await;
+    assert_eq!(app.listed_actions(&key).await, ["during", "before"]);
     let hits = lookups(&app, "l1", "hit").await;
-    assert_eq!(actions(&app, &key).await, ["during", "before"]);
+    assert_eq!(app.listed_actions(&key).await, ["during", "before"]);
     assert_eq!(
         lookups(&app, "l1", "hit").await,
         hits + 1,
@@ -228,8 +201,8 @@ async fn redis_down_and_back_costs_the_client_nothing() {
             (&app, &key, connection.clone(), &generation_key);
         async move {
             let action = format!("after-{n}");
-            ingest(app, key, &action).await;
-            assert_eq!(actions(app, key).await[0], action);
+            app.ingest_action(key, &action).await;
+            assert_eq!(app.listed_actions(key).await[0], action);
             let now: i64 = redis::cmd("GET")
                 .arg(generation_key)
                 .query_async(&mut connection)
@@ -305,12 +278,12 @@ async fn an_answer_cached_in_one_outage_is_not_served_in_the_next() {
     let a = spawn_through(&to_a, None).await;
     let b = spawn_through(&to_b, Some(&a)).await;
     let key = a.create_key("org-a", "org:admin").await;
-    ingest(&a, &key, "first").await;
+    a.ingest_action(&key, "first").await;
 
     // First outage of A: it caches the listing without Redis.
     to_a.disable();
     wait_redis(&a, false).await;
-    assert_eq!(actions(&a, &key).await, ["first"]);
+    assert_eq!(a.listed_actions(&key).await, ["first"]);
     to_a.enable();
     wait_redis(&a, true).await;
 
@@ -318,7 +291,7 @@ async fn an_answer_cached_in_one_outage_is_not_served_in_the_next() {
     let generation = events_generation(&a, "org-a").await;
     to_b.disable();
     wait_redis(&b, false).await;
-    ingest(&b, &key, "second").await;
+    b.ingest_action(&key, "second").await;
     to_b.enable();
     wait_until(Duration::from_secs(15), "B's bump lands", || async {
         (events_generation(&a, "org-a").await > generation).then_some(())
@@ -328,15 +301,15 @@ async fn an_answer_cached_in_one_outage_is_not_served_in_the_next() {
     // Second outage of A: the first outage's answer is not taken.
     to_a.disable();
     wait_redis(&a, false).await;
-    assert_eq!(actions(&a, &key).await, ["second", "first"]);
+    assert_eq!(a.listed_actions(&key).await, ["second", "first"]);
 
     // Redis back: B's answer is an L2 hit on A.
     to_a.enable();
     wait_redis(&a, true).await;
-    assert_eq!(actions(&b, &key).await, ["second", "first"]);
+    assert_eq!(b.listed_actions(&key).await, ["second", "first"]);
     let l2_hits = lookups(&a, "l2", "hit").await;
     wait_until(Duration::from_secs(5), "an L2 hit on A", || async {
-        assert_eq!(actions(&a, &key).await, ["second", "first"]);
+        assert_eq!(a.listed_actions(&key).await, ["second", "first"]);
         (lookups(&a, "l2", "hit").await > l2_hits).then_some(())
     })
     .await;
@@ -351,8 +324,8 @@ async fn writes_made_while_redis_was_skipped_show_once_it_is_back() {
     let proxy = TcpProxy::start("127.0.0.1:6379", true).await;
     let app = spawn_through(&proxy, None).await;
     let key = app.create_key("org-a", "org:admin").await;
-    ingest(&app, &key, "before").await;
-    assert_eq!(actions(&app, &key).await, ["before"]);
+    app.ingest_action(&key, "before").await;
+    assert_eq!(app.listed_actions(&key).await, ["before"]);
     // That answer is in L2 (stored off the request's path).
     let pattern = format!("{}q:org-a:events:*", app.config.cache.redis_prefix);
     let redis = redis::Client::open("redis://127.0.0.1:6379/0").unwrap();
@@ -372,11 +345,11 @@ async fn writes_made_while_redis_was_skipped_show_once_it_is_back() {
 
     proxy.disable();
     wait_redis(&app, false).await;
-    ingest(&app, &key, "during").await;
-    assert_eq!(actions(&app, &key).await, ["during", "before"]);
+    app.ingest_action(&key, "during").await;
+    assert_eq!(app.listed_actions(&key).await, ["during", "before"]);
 
     proxy.enable();
     wait_redis(&app, true).await;
-    assert_eq!(actions(&app, &key).await, ["during", "before"]);
-    assert_eq!(actions(&app, &key).await, ["during", "before"]);
+    assert_eq!(app.listed_actions(&key).await, ["during", "before"]);
+    assert_eq!(app.listed_actions(&key).await, ["during", "before"]);
 }

@@ -6,9 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::proxy::TcpProxy;
-use common::{spawn_app_with, wait_until, TestApp};
-use reqwest::Method;
-use serde_json::json;
+use common::{spawn_app_with, wait_until};
 
 /// With PostgreSQL cut off, `/readyz` turns 503 naming postgres; once it is
 /// reachable again, `/readyz` is 200 again without a restart.
@@ -169,7 +167,7 @@ async fn with_redis_down_requests_skip_it_instead_of_trying_it_each() {
     })
     .await;
     let key = app.create_key("org-a", "org:admin").await;
-    ingest(&app, &key, "before").await;
+    app.ingest_action(&key, "before").await;
 
     proxy.disable();
     // The first call after the cut (a request's or the heartbeat's) fails and
@@ -198,8 +196,8 @@ async fn with_redis_down_requests_skip_it_instead_of_trying_it_each() {
     let opened = proxy.connections();
     for n in 0..50 {
         let action = format!("during-{n}");
-        ingest(&app, &key, &action).await;
-        let listed = actions(&app, &key).await;
+        app.ingest_action(&key, &action).await;
+        let listed = app.listed_actions(&key).await;
         assert_eq!(listed[0], action);
         assert_eq!(listed.len(), n + 2);
     }
@@ -210,30 +208,4 @@ async fn with_redis_down_requests_skip_it_instead_of_trying_it_each() {
         "{} connections to Redis during 100 requests",
         proxy.connections() - opened
     );
-}
-
-async fn ingest(app: &TestApp, key: &str, action: &str) {
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/v1/events",
-            Some(key),
-            Some(json!({"principal_id": "dr-who", "action": action, "status": "success"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-}
-
-/// The actions of the organization's listing, newest first.
-async fn actions(app: &TestApp, key: &str) -> Vec<String> {
-    let (status, body) = app
-        .call(Method::GET, "/v1/events?limit=100", Some(key), None)
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap().to_owned())
-        .collect()
 }

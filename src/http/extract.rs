@@ -92,14 +92,13 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let request = request.clone();
-        let payload = payload.take();
+        let optional = OptionalJson::<T>::from_request(request, payload);
         Box::pin(async move {
-            let body = read_json_body(&request, payload).await?;
-            if body.iter().all(u8::is_ascii_whitespace) {
-                return Err(ApiError::BadRequest("a JSON body is required".to_owned()));
-            }
-            typed_body(&request, &body).await.map(Json)
+            optional
+                .await?
+                .into_inner()
+                .map(Json)
+                .ok_or_else(|| ApiError::BadRequest("a JSON body is required".to_owned()))
         })
     }
 }
@@ -112,10 +111,11 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
         let request = request.clone();
         let payload = payload.take();
         Box::pin(async move {
-            let body = read_json_body(&request, payload).await?;
+            let body = read_body(&request, payload).await?;
             if body.iter().all(u8::is_ascii_whitespace) {
                 return Ok(OptionalJson(None));
             }
+            require_json(&request)?;
             typed_body(&request, &body)
                 .await
                 .map(|value| OptionalJson(Some(value)))
@@ -192,15 +192,6 @@ pub fn query<T: DeserializeOwned>(query_string: &str) -> Result<T, ApiError> {
             error.into_inner().to_string(),
         )])
     })
-}
-
-/// The body as sent, decompressed, after checking that it is JSON.
-async fn read_json_body(request: &HttpRequest, payload: Payload) -> Result<Bytes, ApiError> {
-    let body = read_body(request, payload).await?;
-    if !body.iter().all(u8::is_ascii_whitespace) {
-        require_json(request)?;
-    }
-    Ok(body)
 }
 
 /// 415 unless the declared content type is JSON; a body without one is read as JSON.

@@ -150,6 +150,38 @@ impl TestApp {
         (status, json)
     }
 
+    /// Stores one event with `action` for the key's organization (201 asserted).
+    pub async fn ingest_action(&self, key: &str, action: &str) {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/events",
+                Some(key),
+                Some(serde_json::json!({"principal_id": "dr-who", "action": action, "status": "success"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    /// The actions of the organization's listing (its latest 100 events), newest first.
+    pub async fn listed_actions(&self, key: &str) -> Vec<String> {
+        let (status, body) = self
+            .call(
+                reqwest::Method::GET,
+                "/v1/events?limit=100",
+                Some(key),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["events"]
+            .as_array()
+            .expect("a listing")
+            .iter()
+            .map(|event| event["action"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
     /// A direct connection to the worker's database, as its owner.
     pub async fn database(&self) -> tokio_postgres::Client {
         let (client, connection) = self

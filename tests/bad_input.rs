@@ -303,3 +303,54 @@ async fn every_route_answers_bad_input_with_a_json_4xx() {
         failures.join("\n")
     );
 }
+
+/// The answer to a request does not depend on which of its extractors
+/// finishes first: authentication goes before input (a bad key with bad
+/// input is a 401), and a NUL in the `organization_id` the query names is a
+/// 400 naming it, every time.
+#[actix_web::test]
+async fn authentication_goes_before_input_every_time() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let wrong_key = "awk_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    for _ in 0..20 {
+        for (path, bearer, status, field) in [
+            ("/v1/events?principal_id=a%00b", wrong_key, 401, None),
+            ("/v1/events/abc", wrong_key, 401, None),
+            (
+                "/v1/events?organization_id=a%00b",
+                key.as_str(),
+                400,
+                Some("organization_id"),
+            ),
+            (
+                "/v1/deliveries?organization_id=a%1Bb",
+                key.as_str(),
+                400,
+                Some("organization_id"),
+            ),
+            (
+                "/v1/alerts?organization_id=org-b&limit=0",
+                key.as_str(),
+                403,
+                None,
+            ),
+        ] {
+            let response = app
+                .client
+                .get(format!("{}{path}", app.address))
+                .bearer_auth(bearer)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), status, "{path}");
+            let body: Value = response.json().await.unwrap();
+            if let Some(field) = field {
+                assert_eq!(
+                    body["error"]["details"][0]["field"], field,
+                    "{path}: {body}"
+                );
+            }
+        }
+    }
+}

@@ -8,9 +8,10 @@ use actix_web::http::header::AUTHORIZATION;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use futures_util::future::{FutureExt, LocalBoxFuture, Shared};
 
-use super::errors::ApiError;
+use super::errors::{ApiError, FieldError};
 use super::AppState;
 use crate::auth::Identity;
+use crate::validation::{Strictness, TextRules};
 
 /// The resource of the operators' tools.
 const OPERATIONS: &str = "system.operations";
@@ -95,7 +96,7 @@ impl FromRequest for Caller {
 }
 
 /// The authentication of one request, run once whoever asks first.
-type Authentication = Shared<LocalBoxFuture<'static, Result<Identity, ApiError>>>;
+pub type Authentication = Shared<LocalBoxFuture<'static, Result<Identity, ApiError>>>;
 
 /// Authenticates the request's key, takes one request from its rate budget
 /// and checks an `organization_id` named in the query, once per request: the
@@ -123,6 +124,15 @@ pub fn authenticated(request: &HttpRequest) -> Authentication {
             .auth
             .check_rate(&identity.key_id)
             .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+        if let Some(problem) = named_organization
+            .as_deref()
+            .and_then(|named| TextRules::REQUEST.problem(named, Strictness::Text))
+        {
+            return Err(ApiError::Validation(vec![FieldError::new(
+                "organization_id",
+                problem,
+            )]));
+        }
         ensure_own_organization(&identity, named_organization.as_deref())?;
         Ok(identity)
     }

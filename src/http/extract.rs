@@ -17,14 +17,14 @@ use std::ops::{Deref, DerefMut};
 
 use actix_web::dev::Payload;
 use actix_web::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use bytes::{Bytes, BytesMut};
 use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::auth::{authenticated, ensure_own_organization};
+use super::auth::{authenticated, ensure_own_organization, Authentication};
 use super::errors::{ApiError, FieldError};
 use super::AppState;
 use crate::validation::{Strictness, TextRules};
@@ -93,12 +93,15 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
 
     fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let optional = OptionalJson::<T>::from_request(request, payload);
+        let request = request.clone();
         Box::pin(async move {
-            optional
-                .await?
-                .into_inner()
-                .map(Json)
-                .ok_or_else(|| ApiError::BadRequest("a JSON body is required".to_owned()))
+            match optional.await?.into_inner() {
+                Some(body) => Ok(Json(body)),
+                None => {
+                    let missing = ApiError::BadRequest("a JSON body is required".to_owned());
+                    Err(refusal(&request, missing).await)
+                }
+            }
         })
     }
 }
@@ -111,24 +114,37 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
         let request = request.clone();
         let payload = payload.take();
         Box::pin(async move {
-            let body = read_body(&request, payload).await?;
-            if body.iter().all(u8::is_ascii_whitespace) {
-                return Ok(OptionalJson(None));
+            let read = async {
+                let body = read_body(&request, payload).await?;
+                if body.iter().all(u8::is_ascii_whitespace) {
+                    return Ok(OptionalJson(None));
+                }
+                require_json(&request)?;
+                typed_body(&request, &body)
+                    .await
+                    .map(|value| OptionalJson(Some(value)))
+            };
+            match read.await {
+                Ok(body) => Ok(body),
+                Err(error) => Err(refusal(&request, error).await),
             }
-            require_json(&request)?;
-            typed_body(&request, &body)
-                .await
-                .map(|value| OptionalJson(Some(value)))
         })
     }
 }
 
-impl<T: DeserializeOwned> FromRequest for Query<T> {
+impl<T: DeserializeOwned + 'static> FromRequest for Query<T> {
     type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(query(request.query_string()).map(Query))
+        let read = query(request.query_string()).map(Query);
+        let request = request.clone();
+        Box::pin(async move {
+            match read {
+                Ok(query) => Ok(query),
+                Err(error) => Err(refusal(&request, error).await),
+            }
+        })
     }
 }
 
@@ -147,16 +163,33 @@ impl<T: DeserializeOwned + 'static> FromRequest for Path<T> {
         // The segments' types are actix's to read (a wrong one is a 404, as
         // for a path that names nothing).
         let typed = web::Path::<T>::from_request(request, payload);
-        let path = request.path().to_owned();
+        let request = request.clone();
         Box::pin(async move {
-            if !problems.is_empty() {
-                return Err(ApiError::Validation(problems));
+            let read = if problems.is_empty() {
+                typed
+                    .await
+                    .map(|typed| Path(typed.into_inner()))
+                    .map_err(|error| ApiError::NotFound(format!("{} ({error})", request.path())))
+            } else {
+                Err(ApiError::Validation(problems))
+            };
+            match read {
+                Ok(path) => Ok(path),
+                Err(error) => Err(refusal(&request, error).await),
             }
-            typed
-                .await
-                .map(|typed| Path(typed.into_inner()))
-                .map_err(|error| ApiError::NotFound(format!("{path} ({error})")))
         })
+    }
+}
+
+/// The answer to a request whose input is refused: the caller's
+/// authentication goes first (a 401, 403 or 429 before any 400). Every input
+/// error waits for it, so the answer does not depend on which extractor
+/// finished first: once it is known, the first argument's error wins.
+async fn refusal(request: &HttpRequest, input_error: ApiError) -> ApiError {
+    let authentication = request.extensions().get::<Authentication>().cloned();
+    match authentication {
+        Some(authentication) => authentication.await.err().unwrap_or(input_error),
+        None => input_error,
     }
 }
 

@@ -306,8 +306,9 @@ async fn every_route_answers_bad_input_with_a_json_4xx() {
 
 /// The answer to a request does not depend on which of its extractors
 /// finishes first: authentication goes before input (a bad key with bad
-/// input is a 401), and a NUL in the `organization_id` the query names is a
-/// 400 naming it, every time.
+/// input is a 401), a NUL in the `organization_id` the query names is a 400
+/// naming it, and a bad path parameter is named before a missing body, every
+/// time, also in a burst of concurrent requests.
 #[actix_web::test]
 async fn authentication_goes_before_input_every_time() {
     let app = spawn_app().await;
@@ -352,5 +353,15 @@ async fn authentication_goes_before_input_every_time() {
                 );
             }
         }
+    }
+    let burst = (0..400).map(|_| {
+        app.client
+            .put(format!("{}/v1/alert-rules/a%1Bb", app.address))
+            .bearer_auth(&key)
+            .send()
+    });
+    for response in futures_util::future::join_all(burst).await {
+        let body: Value = response.unwrap().json().await.unwrap();
+        assert_eq!(body["error"]["details"][0]["field"], "id", "{body}");
     }
 }

@@ -81,9 +81,11 @@ impl FromRequest for Caller {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        // Made now, before any extractor runs, so that each finds it.
+        let authentication = authenticated(request);
         let request = request.clone();
         Box::pin(async move {
-            let identity = authenticated(&request).await?;
+            let identity = authentication.await?;
             request
                 .extensions_mut()
                 .insert(CallerOrganization(identity.organization_id.clone()));

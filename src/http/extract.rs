@@ -99,7 +99,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
                 Some(body) => Ok(Json(body)),
                 None => {
                     let missing = ApiError::BadRequest("a JSON body is required".to_owned());
-                    Err(refusal(&request, missing).await)
+                    keep_refusal(&request, Part::Body, missing);
+                    Err(refusal(&request).await)
                 }
             }
         })
@@ -126,7 +127,10 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
             };
             match read.await {
                 Ok(body) => Ok(body),
-                Err(error) => Err(refusal(&request, error).await),
+                Err(error) => {
+                    keep_refusal(&request, Part::Body, error);
+                    Err(refusal(&request).await)
+                }
             }
         })
     }
@@ -138,13 +142,14 @@ impl<T: DeserializeOwned + 'static> FromRequest for Query<T> {
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         let read = query(request.query_string()).map(Query);
-        let request = request.clone();
-        Box::pin(async move {
-            match read {
-                Ok(query) => Ok(query),
-                Err(error) => Err(refusal(&request, error).await),
+        match read {
+            Ok(query) => Box::pin(std::future::ready(Ok(query))),
+            Err(error) => {
+                keep_refusal(request, Part::Query, error);
+                let request = request.clone();
+                Box::pin(async move { Err(refusal(&request).await) })
             }
-        })
+        }
     }
 }
 
@@ -162,35 +167,67 @@ impl<T: DeserializeOwned + 'static> FromRequest for Path<T> {
             .collect();
         // The segments' types are actix's to read (a wrong one is a 404, as
         // for a path that names nothing).
-        let typed = web::Path::<T>::from_request(request, payload);
-        let request = request.clone();
-        Box::pin(async move {
-            let read = if problems.is_empty() {
-                typed
-                    .await
-                    .map(|typed| Path(typed.into_inner()))
-                    .map_err(|error| ApiError::NotFound(format!("{} ({error})", request.path())))
-            } else {
-                Err(ApiError::Validation(problems))
-            };
-            match read {
-                Ok(path) => Ok(path),
-                Err(error) => Err(refusal(&request, error).await),
+        let read = if problems.is_empty() {
+            web::Path::<T>::from_request(request, payload)
+                .into_inner()
+                .map(|typed| Path(typed.into_inner()))
+                .map_err(|error| ApiError::NotFound(format!("{} ({error})", request.path())))
+        } else {
+            Err(ApiError::Validation(problems))
+        };
+        match read {
+            Ok(path) => Box::pin(std::future::ready(Ok(path))),
+            Err(error) => {
+                keep_refusal(request, Part::Path, error);
+                let request = request.clone();
+                Box::pin(async move { Err(refusal(&request).await) })
             }
-        })
+        }
+    }
+}
+
+/// The parts of a request its input is read from, in the order they are
+/// read, which is also the order their refusals take precedence in.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Part {
+    Path,
+    Query,
+    Body,
+}
+
+/// The refusal a request's input gets: the first part's (see [`Part`]).
+#[derive(Clone)]
+struct InputRefusal(Part, ApiError);
+
+/// Keeps `error` as the request's input refusal, unless an earlier part's
+/// is kept. Path and query are read as their extractors are made, before any
+/// of them runs, so a body's refusal can never come before theirs.
+fn keep_refusal(request: &HttpRequest, part: Part, error: ApiError) {
+    let mut extensions = request.extensions_mut();
+    if extensions
+        .get::<InputRefusal>()
+        .is_none_or(|kept| part < kept.0)
+    {
+        extensions.insert(InputRefusal(part, error));
     }
 }
 
 /// The answer to a request whose input is refused: the caller's
-/// authentication goes first (a 401, 403 or 429 before any 400). Every input
-/// error waits for it, so the answer does not depend on which extractor
-/// finished first: once it is known, the first argument's error wins.
-async fn refusal(request: &HttpRequest, input_error: ApiError) -> ApiError {
+/// authentication goes first (a 401, 403 or 429 before any 400), then the
+/// refusal of the first part of the request (path, query, body), whichever
+/// extractor finishes first.
+async fn refusal(request: &HttpRequest) -> ApiError {
     let authentication = request.extensions().get::<Authentication>().cloned();
-    match authentication {
-        Some(authentication) => authentication.await.err().unwrap_or(input_error),
-        None => input_error,
+    if let Some(authentication) = authentication {
+        if let Err(error) = authentication.await {
+            return error;
+        }
     }
+    request
+        .extensions()
+        .get::<InputRefusal>()
+        .map(|kept| kept.1.clone())
+        .unwrap_or_else(|| ApiError::Internal("an input refusal was not kept".to_owned()))
 }
 
 /// What [`TextRules::REQUEST`] says of a query or path parameter.

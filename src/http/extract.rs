@@ -10,7 +10,9 @@
 //!   naming the field; see [`TextRules`]);
 //! - an `organization_id` named at the top of a body must be the caller's own
 //!   (403), as one named in the query (checked by the `Caller` extractor);
-//! - a value of the wrong type or shape is a 400 naming the field.
+//! - a value of the wrong type or shape is a 400 naming the field;
+//! - a request refused for several reasons gets one answer, always the same:
+//!   its authentication's refusal first, then its path's, query's, body's.
 
 use std::io::Read;
 use std::ops::{Deref, DerefMut};

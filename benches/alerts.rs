@@ -34,8 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use audit_worker::alerts::engine::Evaluation;
-use audit_worker::alerts::rule::{CompiledRule, RuleDefinition, RuleKind};
-use audit_worker::config::Config;
+use audit_worker::alerts::rule::{configured, CompiledRule, RuleDefinition, RuleKind};
 use audit_worker::events::NewEvent;
 use audit_worker::messages::alert::ObservedEvent;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
@@ -276,8 +275,9 @@ async fn main() {
     let config_file =
         std::env::temp_dir().join(format!("bench_alerts_{}.toml", std::process::id()));
     std::fs::write(&config_file, RULES_TOML).expect("write the rules config file");
-    let config = Config::load(Some(&config_file)).expect("the rules config file is valid");
-    let definitions = config.alerts.rules;
+    let config =
+        audit_worker::load_config(Some(&config_file)).expect("the rules config file is valid");
+    let definitions = configured(&config.alerts.rules).expect("the configured rules are valid");
     assert_eq!(
         definitions.len(),
         RULE_COUNT,

@@ -52,13 +52,16 @@ const BUMP_RETRY: Duration = Duration::from_secs(1);
 /// The kind of event listings: every change to an organization's events
 /// (ingest, archival, deletion) invalidates it.
 pub const EVENTS: &str = "events";
+/// The kind of a key's permissions: every change to an organization's roles
+/// or keys invalidates it.
+pub const PERMISSIONS: &str = "permissions";
+/// The kind of an organization's own alert rules: every change to them
+/// invalidates it, so every instance picks the change up.
+pub const ALERT_RULES: &str = "alert_rules";
 /// Every kind of answer: the `kind` label values of the cache's metrics,
-/// shown at 0 from the start.
-const KINDS: [&str; 3] = [
-    EVENTS,
-    crate::auth::PERMISSIONS,
-    crate::alerts::RULES_CACHE_KIND,
-];
+/// shown at 0 from the start. The cache names them all, so that its metrics
+/// need nothing from the areas it serves.
+const KINDS: [&str; 3] = [EVENTS, PERMISSIONS, ALERT_RULES];
 /// Reads the generation (KEYS[1]) and, unless it equals the one L1 holds
 /// (ARGV[2]), the L2 answer stored under the slot (ARGV[1]) for it. (The L2
 /// key is built here: fine for a single Redis, not for Redis Cluster.)

@@ -218,7 +218,16 @@ pub struct ErrorTracker {
 }
 
 impl ErrorTracker {
+    /// Also shows every category and severity at 0 in `errors_recorded`,
+    /// so a dashboard's rate works before the first error.
     pub fn new(capacity: usize, keep_samples: usize, metrics: Arc<Metrics>) -> Self {
+        for category in CATEGORIES {
+            for severity in Severity::ALL {
+                metrics
+                    .errors_recorded
+                    .with_label_values(&[category, severity.as_str()]);
+            }
+        }
         Self {
             buffer: Arc::default(),
             capacity,

@@ -49,7 +49,7 @@ pub mod telemetry;
 pub mod validation;
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use actix::Addr;
@@ -71,7 +71,7 @@ use crate::actors::report::ReportActor;
 use crate::auth::Authenticator;
 use crate::cache::QueryCache;
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::db::migrations::MigrationError;
 use crate::db::{DbError, PgPool};
 use crate::delivery::crypto::SecretBox;
@@ -88,8 +88,32 @@ use crate::reports::run::Reports;
 use crate::secrets::SecretError;
 use crate::supervisor::{Supervisor, SupervisorBuilder};
 
+/// Reads the configuration ([`Config::load`]) and checks the keys other
+/// areas own ([`check_config`]).
+pub fn load_config(path: Option<&Path>) -> Result<Config, ConfigError> {
+    let config = Config::load(path)?;
+    check_config(&config)?;
+    Ok(config)
+}
+
+/// Checks the keys whose meaning belongs to another area than `config`: the
+/// alert rules (`alerts`) and the operations organization (`auth`). Every
+/// configuration passes here before it is put in force: at start-up and on reload.
+pub fn check_config(config: &Config) -> Result<(), ConfigError> {
+    if let Err(error) = auth::validate_organization_id(&config.operations.organization) {
+        return Err(ConfigError::Value {
+            key: "operations.organization",
+            reason: error.to_string(),
+        });
+    }
+    alerts::rule::configured(&config.alerts.rules)?;
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error(transparent)]
     Database(#[from] DbError),
     #[error(transparent)]
@@ -152,6 +176,7 @@ impl Application {
         file: Option<PathBuf>,
         clock: SharedClock,
     ) -> Result<Self, StartupError> {
+        check_config(&config)?;
         let config = Arc::new(config);
         // The live keys' current values (see `reload`); restart-only keys are read from `config`.
         let (live_sender, live) = tokio::sync::watch::channel(config.clone());

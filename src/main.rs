@@ -163,7 +163,7 @@ enum ApiKeyCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(cli.config.as_deref()) {
+    let config = match audit_worker::load_config(cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("error: {error}");

@@ -19,7 +19,6 @@ use prometheus::{
 };
 
 use crate::db::PgPool;
-use crate::error_tracking::{Severity, CATEGORIES};
 
 pub struct Metrics {
     registry: Registry,
@@ -348,13 +347,6 @@ impl Metrics {
         }
         for outcome in ["created", "updated"] {
             metrics.alerts_raised.with_label_values(&[outcome]);
-        }
-        for category in CATEGORIES {
-            for severity in Severity::ALL {
-                metrics
-                    .errors_recorded
-                    .with_label_values(&[category, severity.as_str()]);
-            }
         }
         metrics.cache_evictions.with_label_values(&["l1"]);
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![

@@ -173,6 +173,7 @@ impl ConfigReloader {
         let next = loaded.and_then(|file| {
             let next = merge_live(&current, &file);
             next.validate()?;
+            crate::check_config(&next)?;
             Ok((file, next))
         });
         let (file, next) = match next {

@@ -9,7 +9,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use audit_worker::db::alerts::{self, AlertType, Notice, Raise, Raised, Severity, Transition};
+use audit_worker::alerts::model::{AlertStatus, AlertType, Severity, Transition};
+use audit_worker::db::alerts::{self, Notice, Raise, Raised};
 use chrono::{DateTime, NaiveDate, SubsecRound, TimeDelta, Utc};
 use common::receiver::Receiver;
 use common::{spawn_app, wait_until, TestApp};
@@ -937,7 +938,7 @@ async fn raise_deduplicates_escalates_and_cools_down() {
     else {
         panic!("the first firing creates the alert");
     };
-    assert_eq!(created.status, alerts::AlertStatus::Active);
+    assert_eq!(created.status, AlertStatus::Active);
     assert_eq!(created.occurrences, 1);
     assert_eq!(created.rule_id.as_deref(), Some("repeated-login-failures"));
     assert_eq!(created.group_key.as_deref(), Some("alice"));

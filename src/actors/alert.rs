@@ -16,9 +16,9 @@ use actix::fut::wrap_future;
 use actix::prelude::*;
 
 use crate::alerts::engine::{self, Evaluation};
-use crate::alerts::rule::CompiledRule;
+use crate::alerts::rule::{configured, CompiledRule};
 use crate::alerts::system::{self, IngestLimits, IngestSample};
-use crate::alerts::RULES_CACHE_KIND;
+use crate::cache::ALERT_RULES;
 use crate::cache::{Answer, QueryCache};
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -279,18 +279,18 @@ impl AlertActor {
     }
 }
 
-/// The enabled rules of `config.toml`.
+/// The enabled rules of `config.toml`. A configuration is checked before it
+/// is put in force (start-up, reload), so reading its rules again succeeds.
 fn global_rules(config: &Config) -> RuleList {
+    let definitions = configured(&config.alerts.rules).unwrap_or_default();
     Arc::new(
-        config
-            .alerts
-            .rules
-            .iter()
+        definitions
+            .into_iter()
             .filter(|definition| definition.enabled)
             .map(|definition| {
                 Arc::new(CompiledRule::new(
                     format!("config:{}", definition.name),
-                    definition.clone(),
+                    definition,
                 ))
             })
             .collect(),
@@ -308,7 +308,7 @@ async fn organization_rules(
     let answer = cache
         .get_or_load(
             organization_id,
-            RULES_CACHE_KIND,
+            ALERT_RULES,
             "",
             cache.default_lifetime(),
             || async {

@@ -14,8 +14,8 @@ use actix::prelude::*;
 use futures_util::StreamExt;
 
 use super::alert::AlertActor;
-use crate::alerts::RULES_CACHE_KIND;
 use crate::cache::QueryCache;
+use crate::cache::ALERT_RULES;
 use crate::config::Config;
 use crate::messages::alert::RulesChanged;
 use crate::supervisor::ActorHandle;
@@ -78,7 +78,7 @@ async fn listen(config: Arc<Config>, cache: Arc<QueryCache>, alerts: ActorHandle
                 let mut messages = pubsub.into_on_message();
                 while let Some(message) = messages.next().await {
                     if let Ok(announcement) = message.get_payload::<String>() {
-                        if let Some((organization_id, RULES_CACHE_KIND)) =
+                        if let Some((organization_id, ALERT_RULES)) =
                             cache.apply_announcement(&announcement)
                         {
                             alerts.notify(RulesChanged {

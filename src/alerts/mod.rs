@@ -3,9 +3,6 @@
 //! destinations and ingest itself, and the alerts they raise.
 
 pub mod engine;
+pub mod model;
 pub mod rule;
 pub mod system;
-
-/// The cache kind of an organization's own rules: every change to them
-/// invalidates it, so every instance picks the change up.
-pub const RULES_CACHE_KIND: &str = "alert_rules";

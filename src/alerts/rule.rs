@@ -3,7 +3,7 @@
 //! matches events against.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,8 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use wildmatch::WildMatch;
 
-use crate::db::alerts::{AlertType, Severity};
+use super::model::{AlertType, Severity};
+use crate::config::ConfigError;
 use crate::events::NewEvent;
 use crate::validation::FieldError;
 
@@ -116,6 +117,41 @@ pub struct RuleDefinition {
 
 fn enabled_by_default() -> bool {
     true
+}
+
+/// The rules of `config.toml` (`alerts.rules`), read and checked. The first
+/// problem is the error, naming its key as every configuration error does
+/// (`alerts.rules[2].threshold`); two rules may not share a name.
+pub fn configured(rules: &[Value]) -> Result<Vec<RuleDefinition>, ConfigError> {
+    let mut names = HashSet::new();
+    let mut definitions = Vec::with_capacity(rules.len());
+    for (index, value) in rules.iter().enumerate() {
+        let key = format!("alerts.rules[{index}]");
+        let definition: RuleDefinition =
+            serde_path_to_error::deserialize(value).map_err(|error| {
+                let path = error.path().to_string();
+                let key = if path == "." {
+                    key.clone()
+                } else {
+                    format!("{key}.{path}")
+                };
+                ConfigError::Invalid(format!("key `{key}`: {}", error.inner()))
+            })?;
+        if let Some(problem) = definition.problems(&format!("{key}.")).into_iter().next() {
+            return Err(ConfigError::Invalid(format!(
+                "key `{}`: {}",
+                problem.field, problem.message
+            )));
+        }
+        if !names.insert(definition.name.clone()) {
+            return Err(ConfigError::Invalid(format!(
+                "key `{key}.name`: another rule is named {}",
+                definition.name
+            )));
+        }
+        definitions.push(definition);
+    }
+    Ok(definitions)
 }
 
 impl RuleDefinition {

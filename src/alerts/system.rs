@@ -8,8 +8,9 @@ use chrono::Utc;
 use serde_json::{json, Value};
 use tokio_postgres::GenericClient;
 
+use super::model::{AlertType, Severity};
 use super::rule::DEFAULT_COOLDOWN;
-use crate::db::alerts::{self, AlertType, Notice, Raise, Raised, Severity};
+use crate::db::alerts::{self, Notice, Raise, Raised};
 use crate::db::destinations::{self, Failing};
 use crate::db::DbError;
 use crate::metrics::Metrics;

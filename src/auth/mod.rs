@@ -22,7 +22,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio_postgres::GenericClient;
 
-use crate::cache::{Lifetime, QueryCache};
+use crate::cache::{Lifetime, QueryCache, PERMISSIONS};
 use crate::config::Config;
 use crate::db::api_keys::{self, ApiKeyInfo, KeyCredentials, NewApiKey};
 use crate::db::{self, tenant, DbError, PgPool};
@@ -68,9 +68,6 @@ struct CachedKey {
     read_at: Instant,
     credentials: Option<Arc<KeyCredentials>>,
 }
-
-/// The query cache's kind for resolved role permissions.
-pub(crate) const PERMISSIONS: &str = "permissions";
 
 pub struct Authenticator {
     pool: PgPool,

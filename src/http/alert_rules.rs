@@ -10,8 +10,8 @@ use super::auth::Caller;
 use super::errors::ApiError;
 use super::extract::{Json, Path};
 use super::AppState;
-use crate::alerts::rule::RuleDefinition;
-use crate::alerts::RULES_CACHE_KIND;
+use crate::alerts::rule::{self, RuleDefinition};
+use crate::cache::ALERT_RULES;
 use crate::db::alert_rules::{self, StoredRule};
 use crate::db::tenant;
 use crate::messages::alert::RulesChanged;
@@ -56,14 +56,13 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
         Ok::<_, ApiError>(alert_rules::list(tx, organization_id).await?)
     })
     .await?;
-    let configured = state
-        .config
-        .alerts
-        .rules
-        .iter()
+    // Checked before it was put in force: reading the rules again succeeds.
+    let configured = rule::configured(&state.config.alerts.rules)
+        .unwrap_or_default()
+        .into_iter()
         .map(|definition| ConfiguredRule {
             rule_id: format!("config:{}", definition.name),
-            definition: definition.clone(),
+            definition,
         })
         .collect();
     Ok(HttpResponse::Ok().json(RuleList { rules, configured }))
@@ -168,10 +167,7 @@ pub async fn delete(
 /// any event stored after this answer), the others through the cache's
 /// invalidation announcement.
 async fn rules_changed(state: &AppState, organization_id: &str) {
-    state
-        .cache
-        .invalidate(organization_id, RULES_CACHE_KIND)
-        .await;
+    state.cache.invalidate(organization_id, ALERT_RULES).await;
     state.alerts.notify(RulesChanged {
         organization_id: organization_id.to_owned(),
     });

@@ -13,9 +13,10 @@ use super::cursor;
 use super::errors::{ApiError, FieldError};
 use super::extract::{Json, OptionalJson, Path, Query};
 use super::AppState;
+use crate::alerts::model::{AlertStatus, AlertType, Severity, Transition, UnknownValue};
 use crate::db::alerts::{
-    self, Alert, AlertFilter, AlertStatistics, AlertStatus, AlertType, NewAlert, NewSubscription,
-    Notice, Severity, Subscription, SubscriptionChange, Transition, TransitionError,
+    self, Alert, AlertFilter, AlertStatistics, NewAlert, NewSubscription, Notice, Subscription,
+    SubscriptionChange, TransitionError,
 };
 use crate::db::{destinations, tenant};
 use crate::validation::timestamp_field;
@@ -74,7 +75,7 @@ pub struct AlertPage {
 }
 
 /// The values of a comma-separated filter, each one checked.
-fn values<T: std::str::FromStr<Err = alerts::UnknownValue>>(
+fn values<T: std::str::FromStr<Err = UnknownValue>>(
     field: &str,
     raw: Option<&str>,
     errors: &mut Vec<FieldError>,

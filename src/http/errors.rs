@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -297,24 +297,5 @@ impl From<AuthError> for ApiError {
             AuthError::Backend(error) => error.into(),
             other => ApiError::Unauthorized(other.to_string()),
         }
-    }
-}
-
-/// The fallback service: a path no route serves is a 404; a path some route
-/// serves, asked with another method, a 405 naming the methods it takes (as
-/// the OpenAPI document lists them).
-pub async fn route_not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let method = request.method().to_string();
-    let path = request.path().to_owned();
-    match request
-        .match_pattern()
-        .and_then(|pattern| super::openapi::methods_of(&pattern))
-    {
-        Some(allow) => Err(ApiError::MethodNotAllowed {
-            method,
-            path,
-            allow,
-        }),
-        None => Err(ApiError::RouteNotFound { method, path }),
     }
 }

@@ -254,5 +254,5 @@ pub fn app(
                     get().to(admin::get_error),
                 ),
         )
-        .default_service(web::to(errors::route_not_found))
+        .default_service(web::to(openapi::route_not_found))
 }

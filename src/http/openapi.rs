@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::OnceLock;
 
-use actix_web::HttpResponse;
+use actix_web::{HttpRequest, HttpResponse};
 use utoipa::openapi::content::Content;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
@@ -20,6 +20,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Components, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
+use super::errors::ApiError;
 use super::{
     admin, alert_rules, alerts, archives, gdpr, legal_holds, presets, reports, retention_policies,
 };
@@ -602,6 +603,25 @@ pub fn methods_of(pattern: &str) -> Option<Vec<&'static str>> {
         })
         .get(pattern)
         .cloned()
+}
+
+/// The fallback service: a path no route serves is a 404; a path some route
+/// serves, asked with another method, a 405 naming the methods it takes (as
+/// the OpenAPI document lists them).
+pub async fn route_not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let method = request.method().to_string();
+    let path = request.path().to_owned();
+    match request
+        .match_pattern()
+        .and_then(|pattern| methods_of(&pattern))
+    {
+        Some(allow) => Err(ApiError::MethodNotAllowed {
+            method,
+            path,
+            allow,
+        }),
+        None => Err(ApiError::RouteNotFound { method, path }),
+    }
 }
 
 #[cfg(test)]

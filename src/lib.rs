@@ -27,6 +27,7 @@ pub mod actors;
 pub mod admin;
 pub mod alerts;
 pub mod auth;
+pub mod breaker;
 pub mod cache;
 pub mod clock;
 pub mod config;

@@ -9,7 +9,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use audit_worker::maintenance::database::LOCK_KEY;
+use audit_worker::db::locks::Round;
 use common::{spawn_app, spawn_app_with, spawn_beside, wait_until, TestApp, TestDatabase};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -329,7 +329,10 @@ async fn maintenance_records_its_actions_and_runs_one_instance_at_a_time() {
     // Another session holds the lock: neither worker runs.
     let holder = first.database().await;
     holder
-        .query("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
+        .query(
+            "SELECT pg_advisory_lock($1)",
+            &[&Round::DatabaseMaintenance.key()],
+        )
         .await
         .unwrap();
     for app in [&first, &second] {
@@ -341,7 +344,10 @@ async fn maintenance_records_its_actions_and_runs_one_instance_at_a_time() {
         assert!(body["run"].is_null());
     }
     holder
-        .query("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
+        .query(
+            "SELECT pg_advisory_unlock($1)",
+            &[&Round::DatabaseMaintenance.key()],
+        )
         .await
         .unwrap();
 

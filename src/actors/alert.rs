@@ -23,8 +23,9 @@ use crate::cache::{Answer, QueryCache};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::db::alert_rules::{self, StoredRule};
+use crate::db::locks::{self, Round};
 use crate::db::{alert_windows, alerts, DbError, PgPool};
-use crate::messages::alert::{CheckSystem, Observe, ObservedEvent, RulesChanged};
+use crate::messages::alert::{Observe, ObservedEvent, RulesChanged};
 use crate::metrics::Metrics;
 use crate::reload::LiveConfig;
 
@@ -34,8 +35,6 @@ const APPLY_EVERY: Duration = Duration::from_millis(250);
 const APPLY_RETRY: Duration = Duration::from_secs(1);
 /// Rows deleted per statement by the retention and pruning jobs.
 const DELETE_BATCH: i64 = 1000;
-/// Advisory lock key of the alert retention job ("alerts" in ASCII).
-const RETENTION_LOCK_KEY: i64 = 0x616c_6572_7473;
 /// An organization's rules are looked up again (a cache hit, unless they
 /// changed on some instance) when last read longer ago than this.
 const RULES_REFRESH: Duration = Duration::from_secs(1);
@@ -57,6 +56,12 @@ struct OwnRules {
     rules: RuleList,
     read_at: Instant,
 }
+
+/// Run the system rules and the alert retention now: the actor's own tick,
+/// re-armed after each run so that two checks never overlap.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct CheckSystem;
 
 pub struct AlertActor {
     pool: PgPool,
@@ -81,6 +86,8 @@ pub struct AlertActor {
     apply_scheduled: bool,
     /// Ingest figures at the last system check.
     last_ingest: IngestSample,
+    /// Read when the actor starts: `alerts.system_check_interval` is restart-only.
+    system_check_interval: Duration,
 }
 
 impl AlertActor {
@@ -92,6 +99,7 @@ impl AlertActor {
         metrics: Arc<Metrics>,
     ) -> Self {
         let global = global_rules(&config.borrow_and_update());
+        let system_check_interval = config.borrow().alerts.system_check_interval;
         let last_ingest = IngestSample::read(&metrics);
         Self {
             pool,
@@ -107,6 +115,7 @@ impl AlertActor {
             last_apply: None,
             apply_scheduled: false,
             last_ingest,
+            system_check_interval,
         }
     }
 
@@ -365,14 +374,7 @@ async fn check_system(
     .await?;
 
     let transaction = client.transaction().await?;
-    let leader: bool = transaction
-        .query_one(
-            "SELECT pg_try_advisory_xact_lock($1)",
-            &[&RETENTION_LOCK_KEY],
-        )
-        .await?
-        .get(0);
-    if !leader {
+    if !locks::try_lock_for_transaction(&transaction, Round::AlertRetention).await? {
         return Ok(());
     }
     let cutoff = clock.now() - chrono::Duration::days(i64::from(settings.retention_days));
@@ -396,9 +398,7 @@ impl Actor for AlertActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // Restart-only: the timer is armed once (see `reload`).
-        let interval = self.config.borrow().alerts.system_check_interval;
-        ctx.run_interval(interval, |_, ctx| ctx.notify(CheckSystem));
+        ctx.notify_later(CheckSystem, self.system_check_interval);
     }
 }
 
@@ -452,10 +452,15 @@ impl Handler<CheckSystem> for AlertActor {
             before,
             now,
         );
-        Box::pin(wrap_future::<_, Self>(async move {
-            if let Err(error) = check.await {
-                tracing::warn!(%error, "System alert check failed");
-            }
-        }))
+        Box::pin(
+            wrap_future::<_, Self>(async move {
+                if let Err(error) = check.await {
+                    tracing::warn!(%error, "System alert check failed");
+                }
+            })
+            .map(|(), actor, ctx| {
+                ctx.notify_later(CheckSystem, actor.system_check_interval);
+            }),
+        )
     }
 }

@@ -8,12 +8,14 @@ use std::time::Duration;
 use actix::fut::wrap_future;
 use actix::prelude::*;
 
-use crate::db::{checkpoints, DbError, PgPool};
+use crate::db::{checkpoints, PgPool};
 use crate::integrity::keys::IntegrityKeys;
-use crate::messages::checkpoint::SignCheckpoints;
 
-/// Advisory lock key of the checkpoint round ("audit_cp").
-const LOCK_KEY: i64 = 0x6175_6469_745f_6370;
+/// Sign checkpoints of every chain that grew: the actor's own tick, re-armed
+/// after each run so that two rounds never overlap.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct SignCheckpoints;
 
 pub struct CheckpointActor {
     pool: PgPool,
@@ -39,29 +41,16 @@ impl Actor for CheckpointActor {
     }
 }
 
-/// Signs the due checkpoints if this instance wins the lock; returns how many.
-async fn sign_round(pool: PgPool, keys: Arc<IntegrityKeys>) -> Result<Option<usize>, DbError> {
-    let client = pool.get().await?;
-    let locked: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
-        .await?
-        .get(0);
-    if !locked {
-        return Ok(None);
-    }
-    let signed = checkpoints::create(&*client, &keys, None).await;
-    client
-        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
-        .await?;
-    Ok(Some(signed?))
-}
-
 impl Handler<SignCheckpoints> for CheckpointActor {
     type Result = ResponseActFuture<Self, ()>;
 
     #[tracing::instrument(name = "sign_checkpoints", skip_all)]
     fn handle(&mut self, _: SignCheckpoints, _: &mut Self::Context) -> Self::Result {
-        let round = sign_round(self.pool.clone(), self.keys.clone());
+        let (pool, keys) = (self.pool.clone(), self.keys.clone());
+        let round = async move {
+            let client = pool.get().await?;
+            checkpoints::create_unless_signing(&*client, &keys).await
+        };
         Box::pin(wrap_future::<_, Self>(round).map(|outcome, actor, ctx| {
             match outcome {
                 Ok(Some(signed)) if signed > 0 => tracing::info!(signed, "Signed checkpoints"),

@@ -21,10 +21,10 @@ use uuid::Uuid;
 
 use super::health::HealthActor;
 use super::queue::QueueActor;
+use crate::breaker::Breaker;
 use crate::db::deliveries::{self, Attempt, Claim};
 use crate::db::destinations::{self, Destination, HealthBatch};
 use crate::db::{DbError, PgPool};
-use crate::delivery::breaker::Breaker;
 use crate::delivery::config::{DeliverySettings, DestinationConfig};
 use crate::delivery::crypto::SecretBox;
 use crate::delivery::egress::{Egress, EgressError};

@@ -13,10 +13,15 @@ use chrono::Utc;
 use crate::config::ErrorsConfig;
 use crate::db::{errors as store, DbError, PgPool};
 use crate::error_tracking::{self, ErrorTracker};
-use crate::messages::errors::Flush;
 
 /// How often old `error_log` rows are deleted.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// Write the buffered errors now: the actor's own tick, re-armed after each
+/// write so that two writes never overlap.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Flush;
 
 pub struct ErrorActor {
     pool: PgPool,

@@ -9,9 +9,14 @@ use actix::fut::wrap_future;
 use actix::prelude::*;
 
 use crate::db::{self, PgPool};
-use crate::messages::heartbeat::Beat;
 use crate::metrics::Metrics;
 use crate::redis_conn::RedisConnection;
+
+/// Probe the dependencies now: the actor's own tick, re-armed after each
+/// probe finishes so that two probes never overlap.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Beat;
 
 pub struct HeartbeatActor {
     pool: PgPool,

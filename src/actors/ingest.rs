@@ -16,6 +16,7 @@ use chrono::NaiveDate;
 use tokio::sync::oneshot;
 
 use super::alert::AlertActor;
+use crate::breaker::Breaker;
 use crate::config::IngestConfig;
 use crate::db::events::{self, Submission, Written};
 use crate::db::{DbError, PgPool};
@@ -46,8 +47,8 @@ pub struct IngestActor {
     in_flight: usize,
     /// Months known to have an `audit_log` partition; `None` until first read.
     known_months: Option<HashSet<NaiveDate>>,
-    consecutive_failures: u32,
-    open_until: Option<Instant>,
+    /// Guards PostgreSQL: open, requests fail at once with 503.
+    breaker: Breaker,
 }
 
 impl IngestActor {
@@ -60,7 +61,6 @@ impl IngestActor {
     ) -> Self {
         Self {
             pool,
-            config,
             alerts,
             errors,
             metrics,
@@ -69,14 +69,12 @@ impl IngestActor {
             flush_scheduled: false,
             in_flight: 0,
             known_months: None,
-            consecutive_failures: 0,
-            open_until: None,
+            breaker: Breaker::new(
+                config.breaker_failure_threshold,
+                config.breaker_reset_timeout,
+            ),
+            config,
         }
-    }
-
-    fn breaker_open(&self) -> Option<Duration> {
-        self.open_until
-            .and_then(|until| until.checked_duration_since(Instant::now()))
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
@@ -154,15 +152,21 @@ impl IngestActor {
         if !observed.is_empty() {
             self.alerts.notify(Observe(observed));
         }
+        let now = Instant::now();
         if outage {
-            self.record_outage();
+            if self.breaker.failed(now) {
+                tracing::warn!(
+                    reset_after = ?self.config.breaker_reset_timeout,
+                    "Database breaker open: ingest answers 503 at once"
+                );
+            }
             // The cached partition list may be stale after an outage.
             self.known_months = None;
-        } else if failures.is_empty() {
-            self.consecutive_failures = 0;
-            self.open_until = None;
+        } else {
+            // PostgreSQL answered, even if it refused some request.
+            self.breaker.succeeded();
         }
-        let retry_after = self.breaker_open().unwrap_or(Duration::from_secs(1));
+        let retry_after = self.breaker.open_for(now).unwrap_or(Duration::from_secs(1));
         // One log line and one recorded error per failed write, however many
         // requests shared it.
         let mut recorded: Vec<&Arc<DbError>> = Vec::new();
@@ -209,17 +213,6 @@ impl IngestActor {
         event.retryable = unavailable;
         event.context = serde_json::json!({ "requests": requests });
         self.errors.record(event);
-    }
-
-    fn record_outage(&mut self) {
-        self.consecutive_failures += 1;
-        if self.consecutive_failures >= self.config.breaker_failure_threshold {
-            self.open_until = Some(Instant::now() + self.config.breaker_reset_timeout);
-            tracing::warn!(
-                reset_after = ?self.config.breaker_reset_timeout,
-                "Database breaker open: ingest answers 503 at once"
-            );
-        }
     }
 }
 
@@ -340,7 +333,7 @@ impl Handler<Ingest> for IngestActor {
     type Result = ResponseFuture<Result<Vec<Receipt>, IngestError>>;
 
     fn handle(&mut self, ingest: Ingest, ctx: &mut Self::Context) -> Self::Result {
-        if let Some(retry_after) = self.breaker_open() {
+        if let Err(retry_after) = self.breaker.admit(Instant::now()) {
             return Box::pin(async move { Err(IngestError::Unavailable { retry_after }) });
         }
         let (reply, answer) = oneshot::channel();

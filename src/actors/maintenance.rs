@@ -11,7 +11,11 @@ use actix::prelude::*;
 use crate::config::Config;
 use crate::error_tracking::{ErrorEvent, ErrorTracker, Severity};
 use crate::maintenance::database::{self, Trigger};
-use crate::messages::maintenance::MaintainDatabase;
+
+/// Run database maintenance now: the actor's own tick, re-armed after each run.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct MaintainDatabase;
 
 pub struct MaintenanceActor {
     config: Arc<Config>,

@@ -16,8 +16,13 @@ use crate::config::Config;
 use crate::db::{partitions, DbError, PgPool};
 use crate::integrity::keys::IntegrityKeys;
 use crate::maintenance::{self, Report};
-use crate::messages::partition::Maintain;
 use crate::metrics::Metrics;
+
+/// Run partition maintenance now: the actor's own tick, re-armed after each
+/// run so that two runs never overlap.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Maintain;
 
 pub struct PartitionActor {
     pool: PgPool,

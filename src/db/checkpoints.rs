@@ -5,6 +5,7 @@ use serde::Serialize;
 use tokio_postgres::GenericClient;
 use utoipa::ToSchema;
 
+use super::locks::{self, Round};
 use super::DbError;
 use crate::integrity::checkpoint::{self, CheckpointStatement, SignedCheckpoint};
 use crate::integrity::keys::IntegrityKeys;
@@ -20,6 +21,20 @@ pub struct StoredCheckpoint {
     pub key_id: String,
     /// What to keep outside, and pass back to `verify`.
     pub checkpoint: SignedCheckpoint,
+}
+
+/// [`create`] for every organization, unless another instance is signing
+/// (`None`): checkpoints are signed by one instance at a time.
+pub async fn create_unless_signing(
+    client: &impl GenericClient,
+    keys: &IntegrityKeys,
+) -> Result<Option<usize>, DbError> {
+    if !locks::try_lock(client, Round::Checkpoints).await? {
+        return Ok(None);
+    }
+    let signed = create(client, keys, None).await;
+    locks::unlock(client, Round::Checkpoints).await?;
+    Ok(Some(signed?))
 }
 
 /// Signs and stores a checkpoint of each organization's chain that grew since

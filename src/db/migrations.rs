@@ -7,15 +7,13 @@ use std::time::Duration;
 use refinery::error::Kind;
 use tokio_postgres::error::SqlState;
 
+use super::locks::{self, Round};
 use super::{DbError, PgPool};
 use crate::config::DatabaseConfig;
 
 mod embedded {
     refinery::embed_migrations!("migrations");
 }
-
-/// Key of the session-level advisory lock that lets only one worker migrate at a time.
-const MIGRATION_LOCK_KEY: i64 = 0x6175_6469_745f_6d67; // "audit_mg"
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {
@@ -37,15 +35,10 @@ pub async fn run(config: &DatabaseConfig) -> Result<Vec<String>, MigrationError>
     let mut client = super::connect(config, &config.url)
         .await
         .map_err(DbError::from)?;
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
-        .await
-        .map_err(DbError::from)?;
+    locks::lock(&client, Round::Migrations).await?;
     let outcome = embedded::migrations::runner().run_async(&mut client).await;
     // The lock is released with the session too; unlocking here just frees it sooner.
-    let _ = client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
-        .await;
+    let _ = locks::unlock(&client, Round::Migrations).await;
     let report = outcome.map_err(|error| match error.kind() {
         Kind::DivergentVersion(applied, _) => MigrationError::Edited(applied.to_string()),
         _ => MigrationError::Failed(error),

@@ -16,6 +16,7 @@ pub mod events;
 pub mod gdpr;
 pub mod health;
 pub mod legal_holds;
+pub mod locks;
 pub mod maintenance_runs;
 pub mod migrations;
 pub mod partitions;

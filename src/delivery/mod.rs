@@ -5,7 +5,6 @@
 //! The moving parts are actors: `QueueActor` claims work, one `DeliveryActor`
 //! per destination performs it, `HealthActor` keeps `destination_health`.
 
-pub mod breaker;
 pub mod config;
 pub mod crypto;
 pub mod egress;

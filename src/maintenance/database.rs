@@ -11,11 +11,9 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use crate::config::Config;
+use crate::db::locks::{self, Round};
 use crate::db::maintenance_runs::{self, MaintenanceRun};
 use crate::db::{self, DbError};
-
-/// Advisory lock key of database maintenance ("audit_dbm").
-pub const LOCK_KEY: i64 = 0x6175_6469_745f_6462;
 
 /// The tables maintenance looks after (those that grow with the audit trail).
 pub const AUDIT_TABLES: &[&str] = &[
@@ -69,12 +67,7 @@ pub async fn run(config: &Config, trigger: Trigger) -> Result<Outcome, Maintenan
     let session = db::connect(&config.database, &config.database.url)
         .await
         .map_err(DbError::from)?;
-    let locked: bool = session
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
-        .await
-        .map_err(DbError::from)?
-        .get(0);
-    if !locked {
+    if !locks::try_lock(&session, Round::DatabaseMaintenance).await? {
         return Ok(None);
     }
     let id = maintenance_runs::start(&session, &instance(), trigger.as_str()).await?;

@@ -14,12 +14,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
+use crate::db::locks::{self, Round};
 use crate::db::{self, retention, DbError, PgPool};
 use crate::events::retention::built_in_policies;
 use crate::integrity::keys::IntegrityKeys;
-
-/// Advisory lock key of partition maintenance ("audit_pm").
-const LOCK_KEY: i64 = 0x6175_6469_745f_706d;
 
 /// What one maintenance round did; `ran` is false when another worker held the lock.
 #[derive(Debug, Default)]
@@ -40,11 +38,7 @@ pub async fn run(
 ) -> Result<Report, DbError> {
     let started = Instant::now();
     let session = db::connect(&config.database, &config.database.url).await?;
-    let locked: bool = session
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
-        .await?
-        .get(0);
-    if !locked {
+    if !locks::try_lock(&session, Round::PartitionMaintenance).await? {
         return Ok(Report::default());
     }
     let settings = &config.partitions;

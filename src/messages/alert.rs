@@ -24,8 +24,3 @@ pub struct ObservedEvent {
 pub struct RulesChanged {
     pub organization_id: String,
 }
-
-/// Run the system rules and the alert retention now (also the actor's tick).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct CheckSystem;

@@ -1,14 +1,10 @@
 //! Typed messages between actors, one module per family. Every request message
-//! has a typed response; internal ticks answer `()`.
+//! has a typed response. An actor's own ticks are not here: each is private
+//! to its actor.
 
 pub mod alert;
-pub mod checkpoint;
 pub mod delivery;
-pub mod errors;
 pub mod gdpr;
-pub mod heartbeat;
 pub mod ingest;
-pub mod maintenance;
-pub mod partition;
 pub mod report;
 pub mod supervisor;

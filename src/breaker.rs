@@ -1,8 +1,9 @@
-//! A destination's circuit breaker: closed → open after `failure_threshold`
-//! consecutive failures → half-open after `reset_timeout`, letting one probe
-//! through → closed on its success, open again on its failure. Hand-written:
-//! it is a few lines of state owned by one actor, where a crate would bring
-//! its own clock and async wrapper for no gain.
+//! The circuit breaker of a dependency (a destination, or PostgreSQL for
+//! ingest): closed → open after `failure_threshold` consecutive failures →
+//! half-open after `reset_timeout`, letting one probe through → closed on its
+//! success, open again on its failure. Hand-written: it is a few lines of
+//! state owned by one actor, where a crate would bring its own clock and async
+//! wrapper for no gain.
 
 use std::time::{Duration, Instant};
 
@@ -59,6 +60,14 @@ impl Breaker {
             }
             BreakerState::Open { until } => Err(until - now),
             BreakerState::HalfOpen => Err(self.reset_timeout.min(Duration::from_secs(1))),
+        }
+    }
+
+    /// How much longer it stays open from `now`; `None` unless open.
+    pub fn open_for(&self, now: Instant) -> Option<Duration> {
+        match self.state {
+            BreakerState::Open { until } => until.checked_duration_since(now),
+            _ => None,
         }
     }
 

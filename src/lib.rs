@@ -45,6 +45,7 @@ pub mod redis_conn;
 pub mod reload;
 pub mod reports;
 pub mod secrets;
+pub mod shared;
 pub mod supervisor;
 pub mod telemetry;
 pub mod validation;
@@ -70,7 +71,6 @@ use crate::actors::partition::PartitionActor;
 use crate::actors::queue::QueueActor;
 use crate::actors::report::ReportActor;
 use crate::auth::Authenticator;
-use crate::cache::QueryCache;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, ConfigError};
 use crate::db::migrations::MigrationError;
@@ -80,14 +80,13 @@ use crate::delivery::egress::Egress;
 use crate::error_tracking::ErrorTracker;
 use crate::gdpr::operations::Gdpr;
 use crate::gdpr::pseudonym::PseudonymKeys;
-use crate::integrity::keys::IntegrityKeys;
 use crate::messages::supervisor::Shutdown;
-use crate::metrics::Metrics;
-use crate::redis_conn::{RedisConnection, RedisError};
+use crate::redis_conn::RedisError;
 use crate::reload::{ConfigReloader, ReloadError, ReloadReport};
 use crate::reports::run::Reports;
 use crate::secrets::SecretError;
-use crate::supervisor::{Supervisor, SupervisorBuilder};
+use crate::shared::Shared;
+use crate::supervisor::{ActorHandle, Supervisor, SupervisorBuilder};
 
 /// Reads the configuration ([`Config::load`]) and checks the keys other
 /// areas own ([`check_config`]).
@@ -178,20 +177,13 @@ impl Application {
         clock: SharedClock,
     ) -> Result<Self, StartupError> {
         check_config(&config)?;
-        let config = Arc::new(config);
-        // The live keys' current values (see `reload`); restart-only keys are read from `config`.
-        let (live_sender, live) = tokio::sync::watch::channel(config.clone());
-        db::ensure_database(&config.database).await?;
-        db::migrations::run(&config.database).await?;
-        let pool = db::pool(&config.database);
-        let redis = RedisConnection::new(&config.redis)?;
-        let metrics = Arc::new(Metrics::new());
-        let keys = Arc::new(IntegrityKeys::load(&config.integrity, &pool).await?);
+        let (shared, live_sender) = Shared::open(config, clock).await?;
+        let config = shared.config.clone();
         let secrets = Arc::new(SecretBox::new(
             &secrets::key_bytes(
                 "delivery.encryption_key",
                 config.delivery.encryption_key.expose(),
-                &pool,
+                &shared.pool,
             )
             .await?,
         ));
@@ -200,226 +192,61 @@ impl Application {
             concat!("audit-worker/", env!("CARGO_PKG_VERSION")),
         )
         .map_err(StartupError::HttpClient)?;
+        let pseudonyms = Arc::new(PseudonymKeys::load(&config.gdpr, &shared.pool).await?);
 
-        let cache = Arc::new(QueryCache::new(&config, redis.clone(), metrics.clone()));
-        let errors = ErrorTracker::new(
-            config.errors.buffer_fingerprints,
-            config.errors.log_rows_per_fingerprint,
-            metrics.clone(),
+        let mut supervisor =
+            SupervisorBuilder::new(config.supervisor.clone(), shared.metrics.clone());
+        supervisor.report_errors_to(shared.errors.clone());
+        let actors = start_actors(
+            &mut supervisor,
+            &shared,
+            pseudonyms,
+            secrets.clone(),
+            egress.clone(),
         );
-        let mut supervisor = SupervisorBuilder::new(config.supervisor.clone(), metrics.clone());
-        supervisor.report_errors_to(errors.clone());
-        {
-            let (pool, errors, settings) = (pool.clone(), errors.clone(), config.errors.clone());
-            supervisor.supervise("errors", move || {
-                ErrorActor::new(pool.clone(), errors.clone(), settings.clone())
-            });
-        }
-        let alerts = {
-            let (pool, cache, live, clock, metrics) = (
-                pool.clone(),
-                cache.clone(),
-                live.clone(),
-                clock.clone(),
-                metrics.clone(),
-            );
-            supervisor.supervise("alert", move || {
-                AlertActor::new(
-                    pool.clone(),
-                    cache.clone(),
-                    live.clone(),
-                    clock.clone(),
-                    metrics.clone(),
-                )
-            })
-        };
-        {
-            let (config, cache, alerts) = (config.clone(), cache.clone(), alerts.clone());
-            supervisor.supervise("cache", move || {
-                CacheActor::new(config.clone(), cache.clone(), alerts.clone())
-            });
-        }
-        {
-            let (pool, redis, metrics) = (pool.clone(), redis.clone(), metrics.clone());
-            let (interval, timeout) = (
-                config.supervisor.heartbeat_interval,
-                config.database.health_timeout,
-            );
-            supervisor.supervise("heartbeat", move || {
-                HeartbeatActor::new(
-                    pool.clone(),
-                    redis.clone(),
-                    metrics.clone(),
-                    interval,
-                    timeout,
-                )
-            });
-        }
-        let ingest = {
-            let (pool, ingest_config, alerts, errors, metrics) = (
-                pool.clone(),
-                config.ingest.clone(),
-                alerts.clone(),
-                errors.clone(),
-                metrics.clone(),
-            );
-            supervisor.supervise("ingest", move || {
-                IngestActor::new(
-                    pool.clone(),
-                    ingest_config.clone(),
-                    alerts.clone(),
-                    errors.clone(),
-                    metrics.clone(),
-                )
-            })
-        };
-        let gdpr = {
-            let gdpr = Arc::new(Gdpr {
-                pool: pool.clone(),
-                keys: keys.clone(),
-                pseudonyms: Arc::new(PseudonymKeys::new(
-                    &secrets::key_bytes(
-                        "gdpr.pseudonym_key",
-                        config.gdpr.pseudonym_key.expose(),
-                        &pool,
-                    )
-                    .await?,
-                    &secrets::key_bytes(
-                        "gdpr.encryption_key",
-                        config.gdpr.encryption_key.expose(),
-                        &pool,
-                    )
-                    .await?,
-                )),
-                ingest: ingest.clone(),
-                cache: cache.clone(),
-                settings: config.gdpr.clone(),
-                database: config.database.clone(),
-            });
-            supervisor.supervise("gdpr", move || GdprActor::new(gdpr.clone()))
-        };
-        {
-            let (pool, keys, interval) = (
-                pool.clone(),
-                keys.clone(),
-                config.integrity.checkpoint_interval,
-            );
-            supervisor.supervise("checkpoint", move || {
-                CheckpointActor::new(pool.clone(), keys.clone(), interval)
-            });
-        }
-        let health = {
-            let (pool, metrics, interval) = (
-                pool.clone(),
-                metrics.clone(),
-                config.delivery.health_interval,
-            );
-            supervisor.supervise("health", move || {
-                HealthActor::new(pool.clone(), metrics.clone(), interval)
-            })
-        };
-        let queue = {
-            let (pool, config, secrets, metrics, egress) = (
-                pool.clone(),
-                config.clone(),
-                secrets.clone(),
-                metrics.clone(),
-                egress.clone(),
-            );
-            supervisor.supervise("queue", move || {
-                QueueActor::new(
-                    pool.clone(),
-                    config.clone(),
-                    secrets.clone(),
-                    egress.clone(),
-                    metrics.clone(),
-                    health.clone(),
-                )
-            })
-        };
-        let reports = {
-            let reports = Arc::new(Reports {
-                pool: pool.clone(),
-                keys: keys.clone(),
-                settings: config.reports.clone(),
-                metrics: metrics.clone(),
-                worker_id: format!("worker-{}", uuid::Uuid::new_v4()),
-            });
-            supervisor.supervise("report", move || ReportActor::new(reports.clone()))
-        };
-        {
-            let (pool, keys, cache, config, metrics) = (
-                pool.clone(),
-                keys.clone(),
-                cache.clone(),
-                config.clone(),
-                metrics.clone(),
-            );
-            supervisor.supervise("partition", move || {
-                PartitionActor::new(
-                    pool.clone(),
-                    keys.clone(),
-                    cache.clone(),
-                    config.clone(),
-                    clock.clone(),
-                    metrics.clone(),
-                )
-            });
-        }
-        {
-            let (config, errors) = (config.clone(), errors.clone());
-            supervisor.supervise("maintenance", move || {
-                MaintenanceActor::new(config.clone(), errors.clone())
-            });
-        }
         let supervisor = supervisor.start();
 
-        let listener =
-            TcpListener::bind(config.http.bind).map_err(|source| StartupError::Bind {
-                addr: config.http.bind,
-                source,
-            })?;
-        let port = listener
-            .local_addr()
-            .map_err(|source| StartupError::Bind {
-                addr: config.http.bind,
-                source,
-            })?
-            .port();
-        let auth = Arc::new(Authenticator::new(&config, pool.clone(), cache.clone()));
+        let bind_error = |source| StartupError::Bind {
+            addr: config.http.bind,
+            source,
+        };
+        let listener = TcpListener::bind(config.http.bind).map_err(bind_error)?;
+        let port = listener.local_addr().map_err(bind_error)?.port();
+        let auth = Arc::new(Authenticator::new(
+            &config,
+            shared.pool.clone(),
+            shared.cache.clone(),
+        ));
         let reloader = Arc::new(ConfigReloader::new(
             file,
             live_sender,
             auth.clone(),
-            pool.clone(),
-            metrics.clone(),
+            shared.pool.clone(),
+            shared.metrics.clone(),
         ));
         let state = web::Data::new(http::AppState {
             config: config.clone(),
-            live,
-            pool: pool.clone(),
-            redis,
+            live: shared.live.clone(),
+            pool: shared.pool.clone(),
+            redis: shared.redis.clone(),
             supervisor: supervisor.clone(),
-            metrics,
+            metrics: shared.metrics.clone(),
             auth,
-            keys,
-            ingest,
-            queue,
+            keys: shared.keys.clone(),
+            ingest: actors.ingest,
+            queue: actors.queue,
             secrets,
             egress,
-            cache,
-            gdpr,
-            alerts,
-            reports,
-            errors: errors.clone(),
+            cache: shared.cache.clone(),
+            gdpr: actors.gdpr,
+            alerts: actors.alerts,
+            reports: actors.reports,
+            errors: shared.errors.clone(),
         });
         let mut server = HttpServer::new(move || http::app(state.clone()))
             .shutdown_timeout(config.http.shutdown_timeout.as_secs().max(1))
             .listen(listener)
-            .map_err(|source| StartupError::Bind {
-                addr: config.http.bind,
-                source,
-            })?;
+            .map_err(bind_error)?;
         if config.http.workers > 0 {
             server = server.workers(config.http.workers);
         }
@@ -428,9 +255,9 @@ impl Application {
             port,
             server: server.run(),
             supervisor,
-            pool,
+            pool: shared.pool,
             config,
-            errors,
+            errors: shared.errors,
             reloader,
         })
     }
@@ -496,5 +323,86 @@ impl Application {
         drop(self.pool);
         tracing::info!("Shut down cleanly");
         Ok(())
+    }
+}
+
+/// The actors the HTTP API talks to.
+struct Actors {
+    alerts: ActorHandle<AlertActor>,
+    ingest: ActorHandle<IngestActor>,
+    gdpr: ActorHandle<GdprActor>,
+    queue: ActorHandle<QueueActor>,
+    reports: ActorHandle<ReportActor>,
+}
+
+/// Puts every actor under `supervisor`: each is built again from `shared` when restarted.
+fn start_actors(
+    supervisor: &mut SupervisorBuilder,
+    shared: &Shared,
+    pseudonyms: Arc<PseudonymKeys>,
+    secrets: Arc<SecretBox>,
+    egress: Egress,
+) -> Actors {
+    let config = &shared.config;
+    let each = shared.clone();
+    supervisor.supervise("errors", move || ErrorActor::new(&each));
+    let each = shared.clone();
+    let alerts = supervisor.supervise("alert", move || AlertActor::new(&each));
+    let (each, to_alerts) = (shared.clone(), alerts.clone());
+    supervisor.supervise("cache", move || CacheActor::new(&each, to_alerts.clone()));
+    let each = shared.clone();
+    supervisor.supervise("heartbeat", move || HeartbeatActor::new(&each));
+    let (each, to_alerts) = (shared.clone(), alerts.clone());
+    let ingest = supervisor.supervise("ingest", move || IngestActor::new(&each, to_alerts.clone()));
+    let gdpr = Arc::new(Gdpr {
+        pool: shared.pool.clone(),
+        keys: shared.keys.clone(),
+        pseudonyms,
+        ingest: ingest.clone(),
+        cache: shared.cache.clone(),
+        settings: config.gdpr.clone(),
+        database: config.database.clone(),
+    });
+    let gdpr = supervisor.supervise("gdpr", move || GdprActor::new(gdpr.clone()));
+    let each = shared.clone();
+    supervisor.supervise("checkpoint", move || CheckpointActor::new(&each));
+    let (pool, metrics, interval) = (
+        shared.pool.clone(),
+        shared.metrics.clone(),
+        config.delivery.health_interval,
+    );
+    let health = supervisor.supervise("health", move || {
+        HealthActor::new(pool.clone(), metrics.clone(), interval)
+    });
+    let (pool, queue_config, metrics) =
+        (shared.pool.clone(), config.clone(), shared.metrics.clone());
+    let queue = supervisor.supervise("queue", move || {
+        QueueActor::new(
+            pool.clone(),
+            queue_config.clone(),
+            secrets.clone(),
+            egress.clone(),
+            metrics.clone(),
+            health.clone(),
+        )
+    });
+    let reports = Arc::new(Reports {
+        pool: shared.pool.clone(),
+        keys: shared.keys.clone(),
+        settings: config.reports.clone(),
+        metrics: shared.metrics.clone(),
+        worker_id: format!("worker-{}", uuid::Uuid::new_v4()),
+    });
+    let reports = supervisor.supervise("report", move || ReportActor::new(reports.clone()));
+    let each = shared.clone();
+    supervisor.supervise("partition", move || PartitionActor::new(&each));
+    let each = shared.clone();
+    supervisor.supervise("maintenance", move || MaintenanceActor::new(&each));
+    Actors {
+        alerts,
+        ingest,
+        gdpr,
+        queue,
+        reports,
     }
 }

@@ -28,6 +28,7 @@ use crate::db::{alert_windows, alerts, DbError, PgPool};
 use crate::messages::alert::{Observe, ObservedEvent, RulesChanged};
 use crate::metrics::Metrics;
 use crate::reload::LiveConfig;
+use crate::shared::Shared;
 
 /// Batches are applied at most this often.
 const APPLY_EVERY: Duration = Duration::from_millis(250);
@@ -91,21 +92,17 @@ pub struct AlertActor {
 }
 
 impl AlertActor {
-    pub fn new(
-        pool: PgPool,
-        cache: Arc<QueryCache>,
-        mut config: LiveConfig,
-        clock: SharedClock,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(shared: &Shared) -> Self {
+        let mut config = shared.live.clone();
+        let metrics = shared.metrics.clone();
         let global = global_rules(&config.borrow_and_update());
         let system_check_interval = config.borrow().alerts.system_check_interval;
         let last_ingest = IngestSample::read(&metrics);
         Self {
-            pool,
-            cache,
+            pool: shared.pool.clone(),
+            cache: shared.cache.clone(),
             config,
-            clock,
+            clock: shared.clock.clone(),
             metrics,
             global,
             own: HashMap::new(),

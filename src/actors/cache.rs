@@ -18,6 +18,7 @@ use crate::cache::QueryCache;
 use crate::cache::ALERT_RULES;
 use crate::config::Config;
 use crate::messages::alert::RulesChanged;
+use crate::shared::Shared;
 use crate::supervisor::ActorHandle;
 
 /// Wait before subscribing again after Redis went away.
@@ -30,14 +31,10 @@ pub struct CacheActor {
 }
 
 impl CacheActor {
-    pub fn new(
-        config: Arc<Config>,
-        cache: Arc<QueryCache>,
-        alerts: ActorHandle<AlertActor>,
-    ) -> Self {
+    pub fn new(shared: &Shared, alerts: ActorHandle<AlertActor>) -> Self {
         Self {
-            config,
-            cache,
+            config: shared.config.clone(),
+            cache: shared.cache.clone(),
             alerts,
         }
     }

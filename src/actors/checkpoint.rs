@@ -10,6 +10,7 @@ use actix::prelude::*;
 
 use crate::db::{checkpoints, PgPool};
 use crate::integrity::keys::IntegrityKeys;
+use crate::shared::Shared;
 
 /// Sign checkpoints of every chain that grew: the actor's own tick, re-armed
 /// after each run so that two rounds never overlap.
@@ -24,11 +25,11 @@ pub struct CheckpointActor {
 }
 
 impl CheckpointActor {
-    pub fn new(pool: PgPool, keys: Arc<IntegrityKeys>, interval: Duration) -> Self {
+    pub fn new(shared: &Shared) -> Self {
         Self {
-            pool,
-            keys,
-            interval,
+            pool: shared.pool.clone(),
+            keys: shared.keys.clone(),
+            interval: shared.config.integrity.checkpoint_interval,
         }
     }
 }

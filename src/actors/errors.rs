@@ -13,6 +13,7 @@ use chrono::Utc;
 use crate::config::ErrorsConfig;
 use crate::db::{errors as store, DbError, PgPool};
 use crate::error_tracking::{self, ErrorTracker};
+use crate::shared::Shared;
 
 /// How often old `error_log` rows are deleted.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
@@ -32,11 +33,11 @@ pub struct ErrorActor {
 }
 
 impl ErrorActor {
-    pub fn new(pool: PgPool, tracker: ErrorTracker, config: ErrorsConfig) -> Self {
+    pub fn new(shared: &Shared) -> Self {
         Self {
-            pool,
-            tracker,
-            config,
+            pool: shared.pool.clone(),
+            tracker: shared.errors.clone(),
+            config: shared.config.errors.clone(),
             pruned_at: None,
         }
     }

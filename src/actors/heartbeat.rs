@@ -11,6 +11,7 @@ use actix::prelude::*;
 use crate::db::{self, PgPool};
 use crate::metrics::Metrics;
 use crate::redis_conn::RedisConnection;
+use crate::shared::Shared;
 
 /// Probe the dependencies now: the actor's own tick, re-armed after each
 /// probe finishes so that two probes never overlap.
@@ -31,19 +32,13 @@ pub struct HeartbeatActor {
 }
 
 impl HeartbeatActor {
-    pub fn new(
-        pool: PgPool,
-        redis: RedisConnection,
-        metrics: Arc<Metrics>,
-        interval: Duration,
-        probe_timeout: Duration,
-    ) -> Self {
+    pub fn new(shared: &Shared) -> Self {
         Self {
-            pool,
-            redis,
-            metrics,
-            interval,
-            probe_timeout,
+            pool: shared.pool.clone(),
+            redis: shared.redis.clone(),
+            metrics: shared.metrics.clone(),
+            interval: shared.config.supervisor.heartbeat_interval,
+            probe_timeout: shared.config.database.health_timeout,
             postgres_up: None,
             redis_up: None,
         }

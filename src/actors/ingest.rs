@@ -25,6 +25,7 @@ use crate::events::Receipt;
 use crate::messages::alert::{Observe, ObservedEvent};
 use crate::messages::ingest::{Ingest, IngestError};
 use crate::metrics::Metrics;
+use crate::shared::Shared;
 use crate::supervisor::ActorHandle;
 
 type Reply = oneshot::Sender<Result<Vec<Receipt>, IngestError>>;
@@ -52,18 +53,13 @@ pub struct IngestActor {
 }
 
 impl IngestActor {
-    pub fn new(
-        pool: PgPool,
-        config: IngestConfig,
-        alerts: ActorHandle<AlertActor>,
-        errors: ErrorTracker,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(shared: &Shared, alerts: ActorHandle<AlertActor>) -> Self {
+        let config = shared.config.ingest.clone();
         Self {
-            pool,
+            pool: shared.pool.clone(),
             alerts,
-            errors,
-            metrics,
+            errors: shared.errors.clone(),
+            metrics: shared.metrics.clone(),
             pending: Vec::new(),
             pending_events: 0,
             flush_scheduled: false,

@@ -11,6 +11,7 @@ use actix::prelude::*;
 use crate::config::Config;
 use crate::error_tracking::{ErrorEvent, ErrorTracker, Severity};
 use crate::maintenance::database::{self, Trigger};
+use crate::shared::Shared;
 
 /// Run database maintenance now: the actor's own tick, re-armed after each run.
 #[derive(Debug, Message)]
@@ -23,8 +24,11 @@ pub struct MaintenanceActor {
 }
 
 impl MaintenanceActor {
-    pub fn new(config: Arc<Config>, errors: ErrorTracker) -> Self {
-        Self { config, errors }
+    pub fn new(shared: &Shared) -> Self {
+        Self {
+            config: shared.config.clone(),
+            errors: shared.errors.clone(),
+        }
     }
 
     fn schedule(&self, ctx: &mut Context<Self>) {

@@ -17,6 +17,7 @@ use crate::db::{partitions, DbError, PgPool};
 use crate::integrity::keys::IntegrityKeys;
 use crate::maintenance::{self, Report};
 use crate::metrics::Metrics;
+use crate::shared::Shared;
 
 /// Run partition maintenance now: the actor's own tick, re-armed after each
 /// run so that two runs never overlap.
@@ -34,21 +35,14 @@ pub struct PartitionActor {
 }
 
 impl PartitionActor {
-    pub fn new(
-        pool: PgPool,
-        keys: Arc<IntegrityKeys>,
-        cache: Arc<QueryCache>,
-        config: Arc<Config>,
-        clock: SharedClock,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(shared: &Shared) -> Self {
         Self {
-            pool,
-            keys,
-            cache,
-            config,
-            clock,
-            metrics,
+            pool: shared.pool.clone(),
+            keys: shared.keys.clone(),
+            cache: shared.cache.clone(),
+            config: shared.config.clone(),
+            clock: shared.clock.clone(),
+            metrics: shared.metrics.clone(),
         }
     }
 }

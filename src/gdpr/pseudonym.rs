@@ -22,6 +22,10 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use utoipa::ToSchema;
 
+use crate::config::GdprConfig;
+use crate::db::PgPool;
+use crate::secrets::{self, SecretError};
+
 type HmacSha256 = Hmac<Sha256>;
 
 const HASH_PREFIX: &str = "psh_";
@@ -76,6 +80,20 @@ pub struct PseudonymKeys {
 }
 
 impl PseudonymKeys {
+    /// The configured keys (`gdpr.pseudonym_key`, `gdpr.encryption_key`), or
+    /// those generated into the database when none is configured.
+    pub async fn load(settings: &GdprConfig, pool: &PgPool) -> Result<Self, SecretError> {
+        let pseudonym_key =
+            secrets::key_bytes("gdpr.pseudonym_key", settings.pseudonym_key.expose(), pool).await?;
+        let encryption_key = secrets::key_bytes(
+            "gdpr.encryption_key",
+            settings.encryption_key.expose(),
+            pool,
+        )
+        .await?;
+        Ok(Self::new(&pseudonym_key, &encryption_key))
+    }
+
     pub fn new(pseudonym_key: &[u8; 32], encryption_key: &[u8; 32]) -> Self {
         let mut derive =
             <HmacSha256 as Mac>::new_from_slice(encryption_key).expect("HMAC takes any key");

@@ -265,6 +265,7 @@ pub async fn connect_raw(
 #[tracing::instrument(skip_all, fields(database = config.url.database_name()))]
 pub async fn ensure_database(config: &DatabaseConfig) -> Result<(), DbError> {
     let started = tokio::time::Instant::now();
+    let mut hinted = false;
     loop {
         let error = match connect(config, &config.url).await {
             Ok(_) => return Ok(()),
@@ -280,9 +281,37 @@ pub async fn ensure_database(config: &DatabaseConfig) -> Result<(), DbError> {
                 source: error,
             });
         }
+        if !hinted && refused(&error) {
+            hinted = true;
+            eprintln!("{}", start_hint(&config.url));
+        }
         tracing::warn!(%error, "PostgreSQL is not reachable yet; retrying");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Nothing listens at the address: PostgreSQL is not started (or elsewhere).
+fn refused(error: &tokio_postgres::Error) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+}
+
+/// One line for a newcomer whose PostgreSQL is not running: how to start it,
+/// or where to point the worker instead.
+fn start_hint(url: &PostgresUrl) -> String {
+    let hosts = url.config().get_hosts();
+    let ports = url.config().get_ports();
+    let host = match hosts.first() {
+        Some(tokio_postgres::config::Host::Tcp(name)) => name.clone(),
+        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = ports.first().copied().unwrap_or(5432);
+    format!(
+        "nothing listens at {host}:{port}: start PostgreSQL (Debian: `pg_ctlcluster <version> main start`, \
+         systemd: `systemctl start postgresql`), or set database.url (AUDIT_WORKER__DATABASE__URL) to yours"
+    )
 }
 
 async fn create_database(config: &DatabaseConfig) -> Result<(), DbError> {

@@ -30,6 +30,7 @@ pub mod auth;
 pub mod breaker;
 pub mod cache;
 pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod db;
 pub mod delivery;
@@ -122,7 +123,7 @@ pub enum StartupError {
     Redis(#[from] RedisError),
     #[error(transparent)]
     Keys(#[from] SecretError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: std::net::SocketAddr,
         #[source]
@@ -177,6 +178,11 @@ impl Application {
         clock: SharedClock,
     ) -> Result<Self, StartupError> {
         check_config(&config)?;
+        // First, so that a taken port fails the start before anything runs.
+        let addr = config.http.bind;
+        let bind_error = |source| StartupError::Bind { addr, source };
+        let listener = TcpListener::bind(addr).map_err(bind_error)?;
+        let port = listener.local_addr().map_err(bind_error)?.port();
         let (shared, live_sender) = Shared::open(config, clock).await?;
         let config = shared.config.clone();
         let secrets = Arc::new(SecretBox::new(
@@ -206,12 +212,6 @@ impl Application {
         );
         let supervisor = supervisor.start();
 
-        let bind_error = |source| StartupError::Bind {
-            addr: config.http.bind,
-            source,
-        };
-        let listener = TcpListener::bind(config.http.bind).map_err(bind_error)?;
-        let port = listener.local_addr().map_err(bind_error)?.port();
         let auth = Arc::new(Authenticator::new(
             &config,
             shared.pool.clone(),

@@ -21,6 +21,7 @@ pub mod migrations;
 pub mod partitions;
 pub mod performance;
 pub mod presets;
+pub mod report_sections;
 pub mod reports;
 pub mod retention;
 pub mod roles;

@@ -5,7 +5,7 @@
 //! - [`schedule`]: cron expressions in a time zone, and the period a run covers.
 //! - [`criteria`]: the time range and event filters of a report, validated.
 //! - [`writer`]: JSON, CSV and HTML output, written section by section.
-//! - [`generate`]: each report type's sections, read from the database.
+//! - [`generate`]: what each report type contains, written as it is read.
 //! - [`run`]: one execution from claim to delivery.
 
 pub mod criteria;

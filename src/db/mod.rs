@@ -26,6 +26,7 @@ pub mod reports;
 pub mod retention;
 pub mod roles;
 pub mod tenant;
+pub mod verification;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -295,21 +295,15 @@ pub async fn store(
 }
 
 /// Puts archived events (JSON objects of every column) back into `audit_log`
-/// with `archived_at` cleared, or into a verification's temporary copy
-/// (`verify_archived`) as they are.
-pub async fn insert_events(
-    client: &impl GenericClient,
-    into_live_table: bool,
-    lines: &[String],
-) -> Result<u64, DbError> {
-    let sql = if into_live_table {
-        "INSERT INTO audit_log SELECT (jsonb_populate_record(NULL::audit_log, \
-           line::jsonb || '{\"archived_at\": null}')).* FROM unnest($1::text[]) AS line"
-    } else {
-        "INSERT INTO verify_archived SELECT (jsonb_populate_record(NULL::audit_log, line::jsonb)).* \
-         FROM unnest($1::text[]) AS line"
-    };
-    Ok(client.execute(sql, &[&lines]).await?)
+/// with `archived_at` cleared.
+pub async fn insert_events(client: &impl GenericClient, lines: &[String]) -> Result<u64, DbError> {
+    Ok(client
+        .execute(
+            "INSERT INTO audit_log SELECT (jsonb_populate_record(NULL::audit_log, \
+               line::jsonb || '{\"archived_at\": null}')).* FROM unnest($1::text[]) AS line",
+            &[&lines],
+        )
+        .await?)
 }
 
 /// Deletes a restored archive.

@@ -22,10 +22,12 @@ pub mod migrations;
 pub mod partitions;
 pub mod performance;
 pub mod presets;
+pub mod report_sections;
 pub mod reports;
 pub mod retention;
 pub mod roles;
 pub mod tenant;
+pub mod verification;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -16,86 +16,17 @@ use super::cursor;
 use super::errors::ApiError;
 use super::extract::{Json, Path, Query};
 use super::AppState;
-use crate::db::reports::{
-    self, Execution, ReportFields, ScheduledReport, Template, TemplateFields,
-};
+use crate::db::reports::{self, Execution, ScheduledReport, Template};
 use crate::db::{destinations, tenant};
 use crate::messages::report::RunDue;
-use crate::reports::criteria::Criteria;
+use crate::reports::definition::{
+    self, Found, ReportDefinition, ReportInput, ScheduleInput, TemplateInput, MAX_TAGS,
+};
 use crate::reports::output;
-use crate::reports::schedule::Schedule;
 use crate::reports::{Format, ReportType};
 use crate::validation::FieldError;
 
 const RESOURCE: &str = "audit.reports";
-const MAX_DESTINATIONS: usize = 20;
-const MAX_TAGS: usize = 50;
-
-// --- Validation shared by templates and reports -----------------------------
-
-fn check_name(name: Option<&str>, errors: &mut Vec<FieldError>) {
-    match name {
-        None => errors.push(FieldError::new("name", "is required")),
-        Some(name) if name.trim().is_empty() || name.chars().count() > 255 => {
-            errors.push(FieldError::new("name", "must be 1 to 255 characters"))
-        }
-        Some(_) => {}
-    }
-}
-
-fn check_description(description: Option<&str>, errors: &mut Vec<FieldError>) {
-    if description.is_some_and(|d| d.chars().count() > 4000) {
-        errors.push(FieldError::new("description", "at most 4000 characters"));
-    }
-}
-
-fn report_type(
-    field: &str,
-    value: Option<&str>,
-    errors: &mut Vec<FieldError>,
-) -> Option<ReportType> {
-    match value {
-        None => {
-            errors.push(FieldError::new(field, "is required"));
-            None
-        }
-        Some(value) => ReportType::parse(value).or_else(|| {
-            errors.push(FieldError::new(
-                field,
-                format!("must be one of {}", ReportType::names()),
-            ));
-            None
-        }),
-    }
-}
-
-fn format(field: &str, value: &str, errors: &mut Vec<FieldError>) -> Option<Format> {
-    Format::parse(value).or_else(|| {
-        let hint = if value == "pdf" {
-            "pdf is not produced: use html, the human-readable format"
-        } else {
-            "must be json, csv or html"
-        };
-        errors.push(FieldError::new(field, hint));
-        None
-    })
-}
-
-/// Validates criteria for `report_type` and returns their stored form.
-fn criteria(
-    value: &Value,
-    report_type: Option<ReportType>,
-    errors: &mut Vec<FieldError>,
-) -> Option<Value> {
-    let report_type = report_type?;
-    match Criteria::parse(value, report_type) {
-        Ok(criteria) => Some(criteria.to_json()),
-        Err(problems) => {
-            errors.extend(problems);
-            None
-        }
-    }
-}
 
 // --- Templates -------------------------------------------------------------
 
@@ -124,7 +55,7 @@ pub struct TemplateBody {
     pub is_active: Option<bool>,
 }
 
-/// A template's `tags`, as [`template_fields`] checks them.
+/// A template's `tags`, as [`definition::template`] checks them.
 fn tags_schema() -> utoipa::openapi::schema::Array {
     use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
     ArrayBuilder::new()
@@ -148,77 +79,18 @@ pub struct TemplateList {
     pub templates: Vec<Template>,
 }
 
-/// Validates a template body over `existing` (PATCH) or nothing (POST).
-fn template_fields(
-    body: TemplateBody,
-    existing: Option<&Template>,
-) -> Result<OwnedTemplate, ApiError> {
-    let mut errors = Vec::new();
-    let name = body.name.or_else(|| existing.map(|t| t.name.clone()));
-    check_name(name.as_deref(), &mut errors);
-    let description = body
-        .description
-        .or_else(|| existing.and_then(|t| t.description.clone()));
-    check_description(description.as_deref(), &mut errors);
-    let type_name = body
-        .report_type
-        .or_else(|| existing.map(|t| t.report_type.clone()));
-    let kind = report_type("report_type", type_name.as_deref(), &mut errors);
-    let raw_criteria = body
-        .default_criteria
-        .or_else(|| existing.map(|t| t.default_criteria.clone()))
-        .unwrap_or(Value::Null);
-    let mut criteria_errors = Vec::new();
-    let default_criteria = criteria(&raw_criteria, kind, &mut criteria_errors);
-    // The criteria's errors name `criteria.*`; here the field is default_criteria.
-    errors.extend(criteria_errors.into_iter().map(|mut error| {
-        error.field = error.field.replacen("criteria", "default_criteria", 1);
-        error
-    }));
-    let default_format = body
-        .default_format
-        .or_else(|| existing.map(|t| t.default_format.clone()))
-        .unwrap_or_else(|| "json".into());
-    format("default_format", &default_format, &mut errors);
-    let default_export_config = body
-        .default_export_config
-        .or_else(|| existing.map(|t| t.default_export_config.clone()))
-        .unwrap_or_else(|| Value::Object(Default::default()));
-    if !default_export_config.is_object() {
-        errors.push(FieldError::new(
-            "default_export_config",
-            "must be an object",
-        ));
-    }
-    let tags = match body.tags {
-        Some(tags) => tags,
-        None => existing
-            .and_then(|t| serde_json::from_value(t.tags.clone()).ok())
-            .unwrap_or_default(),
-    };
-    if tags.len() > MAX_TAGS || tags.iter().any(|t| t.is_empty() || t.chars().count() > 100) {
-        errors.push(FieldError::new(
-            "tags",
-            format!("at most {MAX_TAGS} tags of 1 to 100 characters"),
-        ));
-    }
-    match (name, type_name, default_criteria) {
-        (Some(name), Some(report_type), Some(default_criteria)) if errors.is_empty() => {
-            Ok(OwnedTemplate {
-                name,
-                description,
-                report_type,
-                default_criteria,
-                default_format,
-                default_export_config,
-                tags,
-                is_active: body
-                    .is_active
-                    .or(existing.map(|t| t.is_active))
-                    .unwrap_or(true),
-            })
+impl From<TemplateBody> for TemplateInput {
+    fn from(body: TemplateBody) -> Self {
+        TemplateInput {
+            name: body.name,
+            description: body.description,
+            report_type: body.report_type,
+            default_criteria: body.default_criteria,
+            default_format: body.default_format,
+            default_export_config: body.default_export_config,
+            tags: body.tags,
+            is_active: body.is_active,
         }
-        _ => Err(ApiError::Validation(errors)),
     }
 }
 
@@ -252,10 +124,11 @@ pub async fn create_template(
     caller.require(RESOURCE, "create")?;
     let organization_id = caller.organization_id();
     let actor = caller.actor();
-    let fields = template_fields(body.into_inner(), None)?;
+    let definition =
+        definition::template(body.into_inner().into(), None).map_err(ApiError::Validation)?;
     let created = tenant::scoped(&state.pool, organization_id, async |tx| {
         Ok::<_, ApiError>(
-            reports::insert_template(tx, organization_id, &fields.borrowed(), &actor).await?,
+            reports::insert_template(tx, organization_id, &definition.fields(), &actor).await?,
         )
     })
     .await?;
@@ -302,12 +175,13 @@ pub async fn update_template(
     let existing = reports::get_template(&transaction, organization_id, *id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("report template {id}")))?;
-    let fields = template_fields(body.into_inner(), Some(&existing))?;
+    let definition = definition::template(body.into_inner().into(), Some(&existing))
+        .map_err(ApiError::Validation)?;
     let updated = reports::update_template(
         &transaction,
         organization_id,
         *id,
-        &fields.borrowed(),
+        &definition.fields(),
         &actor,
     )
     .await?
@@ -337,33 +211,6 @@ pub async fn delete_template(
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::NotFound(format!("report template {id}")))
-    }
-}
-
-/// Owned template fields, to carry them from validation to the query.
-struct OwnedTemplate {
-    name: String,
-    description: Option<String>,
-    report_type: String,
-    default_criteria: Value,
-    default_format: String,
-    default_export_config: Value,
-    tags: Vec<String>,
-    is_active: bool,
-}
-
-impl OwnedTemplate {
-    fn borrowed(&self) -> TemplateFields<'_> {
-        TemplateFields {
-            name: &self.name,
-            description: self.description.as_deref(),
-            report_type: &self.report_type,
-            default_criteria: &self.default_criteria,
-            default_format: &self.default_format,
-            default_export_config: &self.default_export_config,
-            tags: &self.tags,
-            is_active: self.is_active,
-        }
     }
 }
 
@@ -405,6 +252,7 @@ pub struct ReportBody {
     pub format: Option<String>,
     pub schedule: Option<ScheduleBody>,
     /// Destinations each run's output is delivered to, each once.
+    // A literal, as utoipa requires: definition::MAX_DESTINATIONS.
     #[schema(max_items = 20)]
     pub destination_ids: Option<Vec<i64>>,
     pub enabled: Option<bool>,
@@ -415,160 +263,53 @@ pub struct ReportList {
     pub reports: Vec<ScheduledReport>,
 }
 
-struct OwnedReport {
-    name: String,
-    description: Option<String>,
-    template_id: Option<Uuid>,
-    report_type: String,
-    criteria: Value,
-    format: String,
-    schedule: Value,
-    destination_ids: Vec<i64>,
-    enabled: bool,
-    next_run: Option<DateTime<Utc>>,
-}
-
-impl OwnedReport {
-    fn borrowed(&self) -> ReportFields<'_> {
-        ReportFields {
-            name: &self.name,
-            description: self.description.as_deref(),
-            template_id: self.template_id,
-            report_type: &self.report_type,
-            criteria: &self.criteria,
-            format: &self.format,
-            schedule: &self.schedule,
-            destination_ids: &self.destination_ids,
-            enabled: self.enabled,
-            next_run: self.next_run,
+impl From<ReportBody> for ReportInput {
+    fn from(body: ReportBody) -> Self {
+        ReportInput {
+            name: body.name,
+            description: body.description,
+            template_id: body.template_id,
+            report_type: body.report_type,
+            criteria: body.criteria,
+            format: body.format,
+            schedule: body.schedule.map(|schedule| ScheduleInput {
+                cron: schedule.cron,
+                timezone: schedule.timezone,
+            }),
+            destination_ids: body.destination_ids,
+            enabled: body.enabled,
         }
     }
 }
 
-/// Validates a report body over `existing` (PATCH) or nothing (POST),
-/// reading its template and destinations in the caller's transaction.
-async fn report_fields(
+/// Validates a report body over `existing` (PATCH) or nothing (POST), with
+/// the template and destinations it names read in the caller's transaction.
+async fn report_definition(
     client: &impl tokio_postgres::GenericClient,
     organization_id: &str,
     body: ReportBody,
     existing: Option<&ScheduledReport>,
-) -> Result<OwnedReport, ApiError> {
-    let mut errors = Vec::new();
-    let template = match body.template_id {
-        Some(id) => match reports::get_template(client, organization_id, id).await? {
-            Some(template) if template.is_active => Some(template),
-            Some(_) => {
-                errors.push(FieldError::new("template_id", "the template is not active"));
-                None
-            }
-            None => {
-                errors.push(FieldError::new("template_id", format!("no template {id}")));
-                None
-            }
-        },
+) -> Result<ReportDefinition, ApiError> {
+    let input = ReportInput::from(body);
+    let template = match input.template_id {
+        Some(id) => reports::get_template(client, organization_id, id).await?,
         None => None,
     };
-    let template_id = body.template_id.or(existing.and_then(|r| r.template_id));
-    let name = body.name.or_else(|| existing.map(|r| r.name.clone()));
-    check_name(name.as_deref(), &mut errors);
-    let description = body
-        .description
-        .or_else(|| existing.and_then(|r| r.description.clone()))
-        .or_else(|| template.as_ref().and_then(|t| t.description.clone()));
-    check_description(description.as_deref(), &mut errors);
-    let type_name = body
-        .report_type
-        .or_else(|| existing.map(|r| r.report_type.clone()))
-        .or_else(|| template.as_ref().map(|t| t.report_type.clone()));
-    let kind = report_type("report_type", type_name.as_deref(), &mut errors);
-    let raw_criteria = body
-        .criteria
-        .or_else(|| existing.map(|r| r.criteria.clone()))
-        .or_else(|| template.as_ref().map(|t| t.default_criteria.clone()))
-        .unwrap_or(Value::Null);
-    let stored_criteria = criteria(&raw_criteria, kind, &mut errors);
-    let format_name = body
-        .format
-        .or_else(|| existing.map(|r| r.format.clone()))
-        .or_else(|| template.as_ref().map(|t| t.default_format.clone()))
-        .unwrap_or_else(|| "json".into());
-    format("format", &format_name, &mut errors);
-    let schedule_changed = body.schedule.is_some();
-    let schedule_json = match body.schedule {
-        Some(schedule) => Some(serde_json::json!({
-            "cron": schedule.cron,
-            "timezone": schedule.timezone.unwrap_or_else(|| "UTC".into()),
-        })),
-        None => existing.map(|r| r.schedule.clone()),
+    let wanted = input.destinations_to_find(existing);
+    let destination_ids = if wanted.is_empty() {
+        Vec::new()
+    } else {
+        destinations::get_many(client, organization_id, &wanted)
+            .await?
+            .into_iter()
+            .map(|destination| destination.id)
+            .collect()
     };
-    let schedule = match &schedule_json {
-        None => {
-            errors.push(FieldError::new("schedule", "is required"));
-            None
-        }
-        Some(json) => Schedule::parse(
-            "schedule",
-            json["cron"].as_str().unwrap_or_default(),
-            json["timezone"].as_str().unwrap_or_default(),
-        )
-        .map_err(|problems| errors.extend(problems))
-        .ok(),
-    };
-    let destination_ids = body
-        .destination_ids
-        .or_else(|| existing.map(|r| r.destination_ids.clone()))
-        .unwrap_or_default();
-    if destination_ids.len() > MAX_DESTINATIONS {
-        errors.push(FieldError::new(
-            "destination_ids",
-            format!("at most {MAX_DESTINATIONS}"),
-        ));
-    } else if !destination_ids.is_empty() {
-        let found = destinations::get_many(client, organization_id, &destination_ids).await?;
-        for (i, id) in destination_ids.iter().enumerate() {
-            if destination_ids[..i].contains(id) {
-                errors.push(FieldError::new(
-                    format!("destination_ids[{i}]"),
-                    "listed twice",
-                ));
-            } else if !found.iter().any(|destination| destination.id == *id) {
-                errors.push(FieldError::new(
-                    format!("destination_ids[{i}]"),
-                    format!("no destination {id}"),
-                ));
-            }
-        }
-    }
-    let enabled = body.enabled.or(existing.map(|r| r.enabled)).unwrap_or(true);
-    let (Some(name), Some(report_type), Some(criteria), Some(schedule), Some(schedule_json)) =
-        (name, type_name, stored_criteria, schedule, schedule_json)
-    else {
-        return Err(ApiError::Validation(errors));
-    };
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
-    // A schedule keeps its pending slot unless it changed or was re-enabled
-    // (which then does not catch up the time it was off).
-    let next_run = match existing {
-        _ if !enabled => None,
-        Some(existing) if !schedule_changed && existing.enabled && existing.next_run.is_some() => {
-            existing.next_run
-        }
-        _ => schedule.next_after(Utc::now()),
-    };
-    Ok(OwnedReport {
-        name,
-        description,
-        template_id,
-        report_type,
-        criteria,
-        format: format_name,
-        schedule: schedule_json,
+    let found = Found {
+        template,
         destination_ids,
-        enabled,
-        next_run,
-    })
+    };
+    definition::report(input, existing, found, Utc::now()).map_err(ApiError::Validation)
 }
 
 #[utoipa::path(get, path = "/v1/reports", operation_id = "list_reports", tag = "reports",
@@ -603,9 +344,9 @@ pub async fn create_report(
     let actor = caller.actor();
     let body = body.into_inner();
     let report = tenant::scoped(&state.pool, organization_id, async |tx| {
-        let fields = report_fields(tx, organization_id, body, None).await?;
+        let definition = report_definition(tx, organization_id, body, None).await?;
         Ok::<_, ApiError>(
-            reports::insert_report(tx, organization_id, &fields.borrowed(), &actor).await?,
+            reports::insert_report(tx, organization_id, &definition.fields(), &actor).await?,
         )
     })
     .await?;
@@ -653,8 +394,8 @@ pub async fn update_report(
         let existing = reports::get_report(tx, organization_id, *id)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("report {id}")))?;
-        let fields = report_fields(tx, organization_id, body, Some(&existing)).await?;
-        reports::update_report(tx, organization_id, *id, &fields.borrowed(), &actor)
+        let definition = report_definition(tx, organization_id, body, Some(&existing)).await?;
+        reports::update_report(tx, organization_id, *id, &definition.fields(), &actor)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("report {id}")))
     })

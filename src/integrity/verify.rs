@@ -7,6 +7,7 @@
 //! memory stays constant whatever the size of the chain. Archived events of
 //! the links in range are checked like live ones: their archives are opened
 //! (both SHA-256 sums checked) into a temporary table read beside `audit_log`.
+//! What it reads, and how, is [`crate::db::verification`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::pin;
@@ -15,15 +16,16 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use serde::Serialize;
-use tokio_postgres::types::{Json, ToSql};
-use tokio_postgres::{GenericClient, Row};
+use tokio::task::JoinHandle;
+use tokio_postgres::{GenericClient, IsolationLevel};
 use utoipa::ToSchema;
 
-use super::canonical::{self, HashedFields};
+use super::canonical;
 use super::chain;
-use super::checkpoint::{self, CheckpointError, SignedCheckpoint};
+use super::checkpoint::{self, CheckpointError, CheckpointStatement, SignedCheckpoint};
 use super::keys::IntegrityKeys;
 use crate::alerts::system;
+use crate::db::verification::{self, ChainEvent, ChainLink, Removal};
 use crate::db::{archives, gdpr, DbError, PgPool};
 use crate::maintenance::archive;
 
@@ -134,91 +136,128 @@ impl Findings {
     }
 }
 
-/// A chain row as read for verification.
-struct Link {
-    link_id: i64,
-    seq: i64,
-    event_count: i64,
-    first_event_id: i64,
-    last_event_id: i64,
-    min_timestamp: DateTime<Utc>,
-    max_timestamp: DateTime<Utc>,
-    merkle_root: String,
-    prev_link: String,
-    link: String,
-}
-
-impl Link {
-    fn from_row(row: &Row) -> Self {
-        Link {
-            link_id: row.get("link_id"),
-            seq: row.get("seq"),
-            min_timestamp: row.get("min_timestamp"),
-            max_timestamp: row.get("max_timestamp"),
-            event_count: i64::from(row.get::<_, i32>("event_count")),
-            first_event_id: row.get("first_event_id"),
-            last_event_id: row.get("last_event_id"),
-            merkle_root: row.get("merkle_root"),
-            prev_link: row.get("prev_link"),
-            link: row.get("link"),
-        }
-    }
-}
-
+/// Verifies the events of `scope`'s range and the organization's whole chain,
+/// all read from one snapshot.
 pub async fn verify(
     pool: &PgPool,
     keys: &IntegrityKeys,
     scope: &Scope<'_>,
 ) -> Result<Report, VerifyError> {
     let org = scope.organization_id;
-    let mut findings = Findings {
-        pseudonymized: 0,
-        problems: Vec::new(),
-        count: 0,
-    };
-    let statement = match scope.checkpoint {
-        Some(signed) => {
-            let statement = checkpoint::open(&keys.verifying_key(), signed)?;
-            if statement.organization_id != org {
-                return Err(VerifyError::CheckpointOfAnotherOrganization(
-                    statement.organization_id,
-                ));
-            }
-            Some(statement)
-        }
-        None => None,
-    };
-
+    let statement = attested(keys, scope)?;
     let mut client = pool.get().await?;
     // One snapshot for all reads; the temporary table of archived events
     // disappears with it.
     let client = client
         .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .isolation_level(IsolationLevel::RepeatableRead)
         .start()
         .await?;
+    let mut findings = Findings::default();
 
-    // 1. The whole chain, in order: every link's own hash and its pointer to the
-    //    previous one. Keep the links whose events the range touches.
-    let links = client
-        .query_raw(
-            "SELECT link_id, seq, event_count, first_event_id, last_event_id, min_timestamp, max_timestamp, \
-               merkle_root, prev_link, link \
-             FROM audit_chain WHERE organization_id = $1 ORDER BY seq",
-            [&org as &(dyn ToSql + Sync)],
-        )
-        .await?;
+    // 1. The whole chain, in order.
+    let walk = check_chain(&client, scope, &mut findings).await?;
+    // Pseudonyms that recorded GDPR operations gave (read before the events
+    // stream: the connection answers in order).
+    let pseudonyms = Arc::new(recorded_pseudonyms(&client, org).await?);
+    // 2. Archived events of the links in range, next to the live ones.
+    let archived = load_archives(&client, org, &walk.in_range, &mut findings).await?;
+    // 3. Their events, against their links.
+    let key: [u8; 32] = keys
+        .commitment_key()
+        .try_into()
+        .expect("a 32-byte commitment key");
+    let mut pass = EventPass::new(scope, walk.in_range, key, pseudonyms);
+    check_events(&client, &mut pass, walk.span, archived, &mut findings).await?;
+    let counts = pass.finish(&mut findings).await;
+    // 4. The end of the chain.
+    check_tail(
+        &client,
+        org,
+        walk.last.as_ref(),
+        statement.as_ref(),
+        &mut findings,
+    )
+    .await?;
+
+    Ok(Report {
+        checked: counts.checked,
+        deleted_by_retention: counts.deleted_by_retention,
+        erased_by_gdpr: counts.erased_by_gdpr,
+        pseudonymized: findings.pseudonymized,
+        links_checked: walk.links_checked,
+        valid: findings.count == 0,
+        problem_count: findings.count,
+        problems: findings.problems,
+    })
+}
+
+/// The statement of the checkpoint to verify against, its signature checked;
+/// it must be this organization's.
+fn attested(
+    keys: &IntegrityKeys,
+    scope: &Scope<'_>,
+) -> Result<Option<CheckpointStatement>, VerifyError> {
+    let Some(signed) = scope.checkpoint else {
+        return Ok(None);
+    };
+    let statement = checkpoint::open(&keys.verifying_key(), signed)?;
+    if statement.organization_id != scope.organization_id {
+        return Err(VerifyError::CheckpointOfAnotherOrganization(
+            statement.organization_id,
+        ));
+    }
+    Ok(Some(statement))
+}
+
+/// What walking the chain leaves for the steps after it.
+struct ChainWalk {
+    /// The links whose events the range touches, by link id.
+    in_range: HashMap<i64, ChainLink>,
+    /// The time span those links' events cover, widened to the range asked
+    /// for (`None`: open at that end).
+    span: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+    links_checked: u64,
+    /// The last link: its seq and hash.
+    last: Option<(i64, String)>,
+}
+
+impl ChainWalk {
+    /// Keeps `link` if the range touches its events.
+    fn keep_if_in_range(&mut self, link: ChainLink, scope: &Scope<'_>) {
+        let touches = scope.from.is_none_or(|from| link.max_timestamp >= from)
+            && scope.to.is_none_or(|to| link.min_timestamp < to);
+        if touches {
+            if scope.from.is_some() {
+                self.span.0 = self.span.0.min(Some(link.min_timestamp));
+            }
+            if scope.to.is_some() {
+                self.span.1 = self.span.1.max(Some(link.max_timestamp));
+            }
+            self.in_range.insert(link.link_id, link);
+        }
+    }
+}
+
+/// Every link's own hash and its pointer to the previous one, and no gap in
+/// their sequence; keeps the links whose events the range touches.
+async fn check_chain(
+    client: &impl GenericClient,
+    scope: &Scope<'_>,
+    findings: &mut Findings,
+) -> Result<ChainWalk, VerifyError> {
+    let links = verification::chain_links(client, scope.organization_id).await?;
     let mut links = pin!(links);
-    let mut in_range: HashMap<i64, Link> = HashMap::new();
-    // The time span the kept links' events cover, widened to the range asked for.
-    let (mut lower, mut upper) = (scope.from, scope.to);
-    let mut links_checked = 0u64;
+    let mut walk = ChainWalk {
+        in_range: HashMap::new(),
+        span: (scope.from, scope.to),
+        links_checked: 0,
+        last: None,
+    };
     let mut previous = chain::GENESIS;
     let mut expected_seq = 1i64;
-    let mut last: Option<(i64, String)> = None;
-    while let Some(row) = links.try_next().await? {
-        let link = Link::from_row(&row);
-        links_checked += 1;
+    while let Some(link) = links.try_next().await? {
+        walk.links_checked += 1;
         if link.seq != expected_seq {
             findings.add(
                 ProblemKind::Missing,
@@ -227,150 +266,16 @@ pub async fn verify(
                 format!("chain links {expected_seq} to {} are missing", link.seq - 1),
             );
         }
-        check_link(&link, &previous, &mut findings);
+        check_link(&link, &previous, findings);
         previous = chain::parse_hash(&link.link).unwrap_or(chain::GENESIS);
         expected_seq = link.seq + 1;
-        last = Some((link.seq, link.link.clone()));
-        let touches = scope.from.is_none_or(|from| link.max_timestamp >= from)
-            && scope.to.is_none_or(|to| link.min_timestamp < to);
-        if touches {
-            if scope.from.is_some() {
-                lower = lower.min(Some(link.min_timestamp));
-            }
-            if scope.to.is_some() {
-                upper = upper.max(Some(link.max_timestamp));
-            }
-            in_range.insert(link.link_id, link);
-        }
+        walk.last = Some((link.seq, link.link.clone()));
+        walk.keep_if_in_range(link, scope);
     }
-
-    // Pseudonyms that recorded GDPR operations gave (read before the events
-    // stream: the connection answers in order).
-    let pseudonyms: Arc<Pseudonyms> = Arc::new(recorded_pseudonyms(&client, org).await?);
-
-    // 2. Archived events of those links, next to the live ones.
-    let archived = load_archives(&client, org, &in_range, &mut findings).await?;
-
-    // 3. Their events, grouped by link. Hashing runs on blocking threads, a
-    //    chunk at a time, while the next rows arrive.
-    let columns = "id, \"timestamp\", ttl, principal_id, organization_id, action, target_resource_type, \
-        target_resource_id, status, outcome_description, hash, hash_algorithm, event_version, correlation_id, \
-        data_classification, retention_policy, details, idempotency_key, principal_commitment, \
-        target_resource_commitment, chain_link";
-    let filter = "organization_id = $1 \
-        AND ($2::timestamptz IS NULL OR \"timestamp\" >= $2) AND ($3::timestamptz IS NULL OR \"timestamp\" <= $3)";
-    // The leaves of events deleted by retention, in the same row shape:
-    // only the id, time, hash and link are known.
-    let pruned = "SELECT event_id, event_timestamp, NULL, NULL, organization_id, NULL, NULL, NULL, NULL, NULL, \
-        hash, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, chain_link, operation_kind FROM audit_pruned_leaf \
-        WHERE organization_id = $1 AND ($2::timestamptz IS NULL OR event_timestamp >= $2) \
-          AND ($3::timestamptz IS NULL OR event_timestamp <= $3)";
-    let archived = if archived {
-        format!("UNION ALL SELECT {columns}, NULL::text FROM verify_archived WHERE {filter}")
-    } else {
-        String::new()
-    };
-    let sql = format!(
-        "SELECT {columns}, NULL::text AS removed_by FROM audit_log WHERE {filter} {archived} \
-         UNION ALL {pruned} ORDER BY chain_link, id"
-    );
-    let events = client
-        .query_raw(&sql, [&org as &(dyn ToSql + Sync), &lower, &upper])
-        .await?;
-    let mut events = pin!(events);
-    let key: [u8; 32] = keys
-        .commitment_key()
-        .try_into()
-        .expect("a 32-byte commitment key");
-    let mut checked = 0u64;
-    let mut deleted_by_retention = 0u64;
-    let mut erased_by_gdpr = 0u64;
-    let mut chunk: Vec<(Link, Vec<Row>)> = Vec::new();
-    let mut chunk_rows = 0usize;
-    let mut running: VecDeque<tokio::task::JoinHandle<Findings>> = VecDeque::new();
-    let mut group: Option<(i64, Vec<Row>)> = None;
-    loop {
-        let next = events.try_next().await?;
-        let next_link = next.as_ref().map(|row| row.get::<_, i64>("chain_link"));
-        if group.as_ref().map(|(link, _)| Some(*link)) != Some(next_link) {
-            if let Some((link_id, rows)) = group.take() {
-                let mut deleted = 0;
-                for row in &rows {
-                    match row.get::<_, Option<&str>>("removed_by") {
-                        Some(RETENTION) => deleted_by_retention += 1,
-                        Some(_) => erased_by_gdpr += 1,
-                        None => continue,
-                    }
-                    deleted += 1;
-                }
-                checked += (rows.len() - deleted) as u64;
-                match in_range.remove(&link_id) {
-                    Some(link) => {
-                        chunk_rows += rows.len();
-                        chunk.push((link, rows));
-                    }
-                    None => report_strays(&rows, scope, &mut findings),
-                }
-            }
-        }
-        if chunk_rows >= CHUNK_ROWS || (next.is_none() && !chunk.is_empty()) {
-            let work = std::mem::take(&mut chunk);
-            chunk_rows = 0;
-            let organization_id = org.to_owned();
-            let pseudonyms = pseudonyms.clone();
-            running.push_back(tokio::task::spawn_blocking(move || {
-                check_chunk(work, &key, &organization_id, &pseudonyms)
-            }));
-            if running.len() > 2 {
-                findings.merge(
-                    running
-                        .pop_front()
-                        .expect("a running chunk")
-                        .await
-                        .expect("a chunk check does not panic"),
-                );
-            }
-        }
-        match next {
-            None => break,
-            Some(row) => group
-                .get_or_insert_with(|| (row.get("chain_link"), Vec::new()))
-                .1
-                .push(row),
-        }
-    }
-    for handle in running {
-        findings.merge(handle.await.expect("a chunk check does not panic"));
-    }
-    // Links of the range none of whose events remain.
-    let mut emptied: Vec<Link> = in_range.into_values().collect();
-    emptied.sort_by_key(|link| link.seq);
-    for link in emptied {
-        check_members(&link, &[], &key, org, &pseudonyms, &mut findings);
-    }
-
-    check_tail(
-        &client,
-        org,
-        last.as_ref(),
-        statement.as_ref(),
-        &mut findings,
-    )
-    .await?;
-
-    Ok(Report {
-        checked,
-        deleted_by_retention,
-        erased_by_gdpr,
-        pseudonymized: findings.pseudonymized,
-        links_checked,
-        valid: findings.count == 0,
-        problem_count: findings.count,
-        problems: findings.problems,
-    })
+    Ok(walk)
 }
 
-fn check_link(link: &Link, previous: &[u8; 32], findings: &mut Findings) {
+fn check_link(link: &ChainLink, previous: &[u8; 32], findings: &mut Findings) {
     let seq = Some(link.seq);
     let parsed = (
         chain::parse_hash(&link.prev_link),
@@ -405,17 +310,162 @@ fn check_link(link: &Link, previous: &[u8; 32], findings: &mut Findings) {
     }
 }
 
+/// What the events pass counts besides problems.
+#[derive(Default)]
+struct EventCounts {
+    checked: u64,
+    deleted_by_retention: u64,
+    erased_by_gdpr: u64,
+}
+
+/// The events pass: the events stream grouped by link; each group is counted
+/// and, with its link, handed to blocking threads a chunk at a time, while the
+/// next rows arrive.
+struct EventPass<'a> {
+    scope: &'a Scope<'a>,
+    /// Links of the range whose events have not come (yet).
+    in_range: HashMap<i64, ChainLink>,
+    key: [u8; 32],
+    pseudonyms: Arc<Pseudonyms>,
+    chunk: Vec<(ChainLink, Vec<ChainEvent>)>,
+    chunk_rows: usize,
+    /// Chunks being checked, oldest first; at most two stay unmerged, so a
+    /// bounded number of events is in memory.
+    running: VecDeque<JoinHandle<Findings>>,
+    counts: EventCounts,
+}
+
+impl<'a> EventPass<'a> {
+    fn new(
+        scope: &'a Scope<'a>,
+        in_range: HashMap<i64, ChainLink>,
+        key: [u8; 32],
+        pseudonyms: Arc<Pseudonyms>,
+    ) -> Self {
+        EventPass {
+            scope,
+            in_range,
+            key,
+            pseudonyms,
+            chunk: Vec::new(),
+            chunk_rows: 0,
+            running: VecDeque::new(),
+            counts: EventCounts::default(),
+        }
+    }
+
+    /// Takes the complete group of events claiming link `link_id`: counts
+    /// them, and queues them with their link, or reports them when their link
+    /// is not one of the range's.
+    fn close_group(&mut self, link_id: i64, events: Vec<ChainEvent>, findings: &mut Findings) {
+        let mut removed = 0;
+        for event in &events {
+            match event.removed_by() {
+                Some(Removal::Retention) => self.counts.deleted_by_retention += 1,
+                Some(Removal::GdprErasure) => self.counts.erased_by_gdpr += 1,
+                None => continue,
+            }
+            removed += 1;
+        }
+        self.counts.checked += (events.len() - removed) as u64;
+        match self.in_range.remove(&link_id) {
+            Some(link) => {
+                self.chunk_rows += events.len();
+                self.chunk.push((link, events));
+            }
+            None => report_strays(&events, self.scope, findings),
+        }
+    }
+
+    /// Whether the queued chunk is big enough to hand over.
+    fn chunk_full(&self) -> bool {
+        self.chunk_rows >= CHUNK_ROWS
+    }
+
+    /// Hands the queued links to a blocking thread; merges the oldest
+    /// chunk's findings once more than two are running.
+    async fn dispatch(&mut self, findings: &mut Findings) {
+        let work = std::mem::take(&mut self.chunk);
+        self.chunk_rows = 0;
+        let (key, pseudonyms) = (self.key, self.pseudonyms.clone());
+        let organization_id = self.scope.organization_id.to_owned();
+        self.running.push_back(tokio::task::spawn_blocking(move || {
+            check_chunk(work, &key, &organization_id, &pseudonyms)
+        }));
+        if self.running.len() > 2 {
+            findings.merge(
+                self.running
+                    .pop_front()
+                    .expect("a running chunk")
+                    .await
+                    .expect("a chunk check does not panic"),
+            );
+        }
+    }
+
+    /// Merges the chunks still running, then checks the links of the range
+    /// none of whose events remain.
+    async fn finish(self, findings: &mut Findings) -> EventCounts {
+        for handle in self.running {
+            findings.merge(handle.await.expect("a chunk check does not panic"));
+        }
+        let mut emptied: Vec<ChainLink> = self.in_range.into_values().collect();
+        emptied.sort_by_key(|link| link.seq);
+        let org = self.scope.organization_id;
+        for link in emptied {
+            check_members(&link, &[], &self.key, org, &self.pseudonyms, findings);
+        }
+        self.counts
+    }
+}
+
+/// Streams the events of `span` (with the archived ones copied beside them
+/// when `archived`) into `pass`, a link's group at a time.
+async fn check_events(
+    client: &impl GenericClient,
+    pass: &mut EventPass<'_>,
+    span: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+    archived: bool,
+    findings: &mut Findings,
+) -> Result<(), VerifyError> {
+    let events = verification::events(client, pass.scope.organization_id, span, archived).await?;
+    let mut events = pin!(events);
+    // The events of one link so far: the stream is in chain link order.
+    let mut group: Option<(i64, Vec<ChainEvent>)> = None;
+    loop {
+        let next = events.try_next().await?;
+        let next_link = next.as_ref().map(ChainEvent::chain_link);
+        group = match group.take() {
+            Some((link_id, members)) if Some(link_id) != next_link => {
+                pass.close_group(link_id, members, findings);
+                None
+            }
+            unchanged => unchanged,
+        };
+        if pass.chunk_full() || (next.is_none() && !pass.chunk.is_empty()) {
+            pass.dispatch(findings).await;
+        }
+        match next {
+            None => return Ok(()),
+            Some(event) => group
+                .get_or_insert_with(|| (event.chain_link(), Vec::new()))
+                .1
+                .push(event),
+        }
+    }
+}
+
 /// Events of a link that is not among the links of the range: if they lie in
 /// the range, no link row backs them.
-fn report_strays(rows: &[Row], scope: &Scope<'_>, findings: &mut Findings) {
-    for row in rows {
-        let timestamp: DateTime<Utc> = row.get("timestamp");
+fn report_strays(events: &[ChainEvent], scope: &Scope<'_>, findings: &mut Findings) {
+    for event in events {
+        let timestamp = event.timestamp();
         let in_scope = scope.from.is_none_or(|from| timestamp >= from)
             && scope.to.is_none_or(|to| timestamp < to);
         if in_scope {
             findings.add(
                 ProblemKind::Inserted,
-                Some(row.get("id")),
+                Some(event.id()),
                 None,
                 "the event belongs to no chain link".to_owned(),
             );
@@ -427,9 +477,9 @@ fn report_strays(rows: &[Row], scope: &Scope<'_>, findings: &mut Findings) {
 /// into the temporary table `verify_archived`; whether there were any. A
 /// corrupted archive is reported and left out.
 async fn load_archives(
-    client: &tokio_postgres::Transaction<'_>,
+    client: &impl GenericClient,
     org: &str,
-    in_range: &HashMap<i64, Link>,
+    in_range: &HashMap<i64, ChainLink>,
     findings: &mut Findings,
 ) -> Result<bool, VerifyError> {
     let (Some(first), Some(last)) = (in_range.keys().min(), in_range.keys().max()) else {
@@ -439,9 +489,7 @@ async fn load_archives(
     if found.is_empty() {
         return Ok(false);
     }
-    client
-        .batch_execute("CREATE TEMPORARY TABLE verify_archived (LIKE audit_log) ON COMMIT DROP")
-        .await?;
+    verification::create_archived_copy(client).await?;
     for id in found {
         let Some((stored, data)) = archives::get(client, Some(org), id).await? else {
             continue;
@@ -452,7 +500,7 @@ async fn load_archives(
             .expect("opening an archive does not panic");
         match opened {
             Ok(lines) => {
-                archives::insert_events(client, false, &lines).await?;
+                verification::copy_archived(client, &lines).await?;
             }
             Err(error) => {
                 findings.add(ProblemKind::CorruptedArchive, None, None, error.to_string())
@@ -464,7 +512,7 @@ async fn load_archives(
 
 /// Checks a chunk of links with their events (on a blocking thread).
 fn check_chunk(
-    links: Vec<(Link, Vec<Row>)>,
+    links: Vec<(ChainLink, Vec<ChainEvent>)>,
     key: &[u8],
     org: &str,
     pseudonyms: &Pseudonyms,
@@ -478,62 +526,87 @@ fn check_chunk(
 
 /// Compares one link with the events that claim it.
 fn check_members(
-    link: &Link,
-    members: &[Row],
+    link: &ChainLink,
+    members: &[ChainEvent],
     key: &[u8],
     org: &str,
     pseudonyms: &Pseudonyms,
     findings: &mut Findings,
 ) {
-    let seq = Some(link.seq);
     let mut leaves = Vec::with_capacity(members.len());
     let mut modified = false;
     for event in members {
-        let id: i64 = event.get("id");
-        if event.get::<_, Option<&str>>("removed_by").is_some() {
-            // Deleted by a recorded operation: its kept leaf is all there is.
-            let stored: &str = event.get("hash");
-            leaves.push(chain::parse_hash(stored).unwrap_or_default());
-            continue;
-        }
-        let recomputed = recompute_hash(event);
-        let stored: String = event.get("hash");
-        if hex::encode(recomputed) != stored {
-            modified = true;
-            findings.add(
-                ProblemKind::Modified,
-                Some(id),
-                seq,
-                "the event's content no longer matches its hash".to_owned(),
-            );
-        } else {
-            match identifiers(event, key, org, pseudonyms) {
-                Identifiers::Intact => {}
-                Identifiers::Pseudonymized => findings.pseudonymized += 1,
-                Identifiers::Changed(field) => {
-                    modified = true;
-                    findings.add(
-                        ProblemKind::Modified,
-                        Some(id),
-                        seq,
-                        format!("`{field}` no longer matches its commitment, and no recorded operation changed it"),
-                    );
-                }
+        let (leaf, intact) = check_member(link, event, key, org, pseudonyms, findings);
+        modified |= !intact;
+        leaves.push(leaf);
+    }
+    check_membership(link, members, &leaves, modified, findings);
+}
+
+/// Checks one event against its hash, its commitments and its link's ids;
+/// returns its leaf and whether its content is intact. An event a recorded
+/// operation removed has its kept leaf, and nothing else, to check.
+fn check_member(
+    link: &ChainLink,
+    event: &ChainEvent,
+    key: &[u8],
+    org: &str,
+    pseudonyms: &Pseudonyms,
+    findings: &mut Findings,
+) -> ([u8; 32], bool) {
+    if event.removed_by().is_some() {
+        return (chain::parse_hash(event.hash()).unwrap_or_default(), true);
+    }
+    let (id, seq) = (event.id(), Some(link.seq));
+    let recomputed = recompute_hash(event);
+    let mut intact = true;
+    if hex::encode(recomputed) != event.hash() {
+        intact = false;
+        findings.add(
+            ProblemKind::Modified,
+            Some(id),
+            seq,
+            "the event's content no longer matches its hash".to_owned(),
+        );
+    } else {
+        match identifiers(event, key, org, pseudonyms) {
+            Identifiers::Intact => {}
+            Identifiers::Pseudonymized => findings.pseudonymized += 1,
+            Identifiers::Changed(field) => {
+                intact = false;
+                findings.add(
+                    ProblemKind::Modified,
+                    Some(id),
+                    seq,
+                    format!("`{field}` no longer matches its commitment, and no recorded operation changed it"),
+                );
             }
         }
-        if id < link.first_event_id || id > link.last_event_id {
-            findings.add(
-                ProblemKind::Inserted,
-                Some(id),
-                seq,
-                format!(
-                    "the event's id lies outside its link ({} to {})",
-                    link.first_event_id, link.last_event_id
-                ),
-            );
-        }
-        leaves.push(recomputed);
     }
+    if id < link.first_event_id || id > link.last_event_id {
+        findings.add(
+            ProblemKind::Inserted,
+            Some(id),
+            seq,
+            format!(
+                "the event's id lies outside its link ({} to {})",
+                link.first_event_id, link.last_event_id
+            ),
+        );
+    }
+    (recomputed, intact)
+}
+
+/// The link's events as a whole: as many as it holds and, when each is
+/// intact, in the order its Merkle root commits to.
+fn check_membership(
+    link: &ChainLink,
+    members: &[ChainEvent],
+    leaves: &[[u8; 32]],
+    modified: bool,
+    findings: &mut Findings,
+) {
+    let seq = Some(link.seq);
     let found = members.len() as i64;
     if found < link.event_count {
         findings.add(
@@ -558,43 +631,22 @@ fn check_members(
                 link.event_count
             ),
         );
-    } else if !modified && Some(chain::merkle_root(&leaves)) != chain::parse_hash(&link.merkle_root)
+    } else if !modified && Some(chain::merkle_root(leaves)) != chain::parse_hash(&link.merkle_root)
     {
         // Every event is intact and the count is right: their order (ids) changed.
         findings.add(
             ProblemKind::Reordered,
-            members.first().map(|e| e.get("id")),
+            members.first().map(ChainEvent::id),
             seq,
             "the link's events are intact but no longer in their recorded order".to_owned(),
         );
     }
 }
 
-fn recompute_hash(event: &Row) -> [u8; 32] {
-    let details: Option<Json<serde_json::Value>> = event.get("details");
-    let fields = HashedFields {
-        organization_id: event.get("organization_id"),
-        timestamp: event.get("timestamp"),
-        ttl: event.get("ttl"),
-        principal_commitment: event.get("principal_commitment"),
-        action: event.get("action"),
-        target_resource_type: event.get("target_resource_type"),
-        target_resource_commitment: event.get("target_resource_commitment"),
-        status: event.get("status"),
-        outcome_description: event.get("outcome_description"),
-        hash_algorithm: event.get("hash_algorithm"),
-        event_version: event.get("event_version"),
-        correlation_id: event.get("correlation_id"),
-        data_classification: event.get("data_classification"),
-        retention_policy: event.get("retention_policy"),
-        idempotency_key: event.get("idempotency_key"),
-        details: details.as_ref().map(|Json(value)| value),
-    };
-    canonical::event_hash(&fields)
+fn recompute_hash(event: &ChainEvent) -> [u8; 32] {
+    let details = event.details();
+    canonical::event_hash(&event.hashed_fields(details.as_ref()))
 }
-
-/// `operation_kind` of the leaves kept by deletion past retention.
-const RETENTION: &str = "retention";
 
 /// Per subject commitment, the pseudonyms recorded GDPR operations gave it.
 type Pseudonyms = HashMap<String, HashSet<String>>;
@@ -619,7 +671,7 @@ enum Identifiers {
     Changed(&'static str),
 }
 
-fn identifiers(event: &Row, key: &[u8], org: &str, pseudonyms: &Pseudonyms) -> Identifiers {
+fn identifiers(event: &ChainEvent, key: &[u8], org: &str, pseudonyms: &Pseudonyms) -> Identifiers {
     // Matches its commitment, or is the pseudonym a recorded operation gave it.
     let bound = |value: &str, commitment: &str| -> Option<bool> {
         if canonical::commitment(key, org, value) == commitment {
@@ -633,13 +685,14 @@ fn identifiers(event: &Row, key: &[u8], org: &str, pseudonyms: &Pseudonyms) -> I
             None
         }
     };
-    let principal: &str = event.get("principal_id");
-    let Some(principal_pseudonymized) = bound(principal, event.get("principal_commitment")) else {
+    let Some(principal_pseudonymized) = bound(event.principal_id(), event.principal_commitment())
+    else {
         return Identifiers::Changed("principal_id");
     };
-    let target: Option<&str> = event.get("target_resource_id");
-    let commitment: Option<&str> = event.get("target_resource_commitment");
-    let target_pseudonymized = match (target, commitment) {
+    let target_pseudonymized = match (
+        event.target_resource_id(),
+        event.target_resource_commitment(),
+    ) {
         (None, None) => false,
         (Some(target), Some(commitment)) => match bound(target, commitment) {
             Some(pseudonymized) => pseudonymized,
@@ -660,18 +713,12 @@ async fn check_tail(
     client: &impl GenericClient,
     org: &str,
     last: Option<&(i64, String)>,
-    statement: Option<&checkpoint::CheckpointStatement>,
+    statement: Option<&CheckpointStatement>,
     findings: &mut Findings,
 ) -> Result<(), VerifyError> {
-    let head = client
-        .query_opt(
-            "SELECT seq, link FROM audit_chain_head WHERE organization_id = $1",
-            &[&org],
-        )
-        .await?;
+    let head_seq = verification::head_seq(client, org).await?;
     let last_seq = last.map_or(0, |(seq, _)| *seq);
-    if let Some(head) = head {
-        let head_seq: i64 = head.get("seq");
+    if let Some(head_seq) = head_seq {
         if head_seq > last_seq {
             findings.add(
                 ProblemKind::Truncated,
@@ -693,13 +740,7 @@ async fn check_tail(
                 ),
             );
         } else {
-            let row = client
-                .query_opt(
-                    "SELECT link FROM audit_chain WHERE organization_id = $1 AND seq = $2",
-                    &[&org, &statement.seq],
-                )
-                .await?;
-            let link: Option<String> = row.map(|row| row.get(0));
+            let link = verification::link_at(client, org, statement.seq).await?;
             if link.as_deref() != Some(statement.link.as_str()) {
                 findings.add(
                     ProblemKind::Modified,
@@ -731,14 +772,7 @@ pub async fn record(
         "to": scope.to,
         "checkpoint": scope.checkpoint.is_some(),
     });
-    let status = if report.valid { "success" } else { "failure" };
-    client
-        .execute(
-            "INSERT INTO audit_integrity_log (organization_id, verification_status, verification_details, verified_by) \
-             VALUES ($1, $2, $3, $4)",
-            &[&org, &status, &Json(details), &verified_by],
-        )
-        .await?;
+    verification::record_run(client, org, report.valid, &details, verified_by).await?;
     if !report.valid {
         let summary = serde_json::json!({
             "problem_count": report.problem_count,

@@ -262,7 +262,7 @@ pub async fn restore(pool: &PgPool, id: Uuid) -> Result<u64, ArchiveError> {
     );
     events::ensure_partitions(pool, &months).await?;
     let transaction = client.transaction().await?;
-    let restored = archives::insert_events(&transaction, true, &lines).await?;
+    let restored = archives::insert_events(&transaction, &lines).await?;
     archives::delete(&transaction, id).await?;
     transaction.commit().await?;
     Ok(restored)

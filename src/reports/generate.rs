@@ -1,30 +1,15 @@
-//! The sections of each report type, read from one REPEATABLE READ snapshot
-//! through portals (a bounded number of rows fetched at a time) and written as
-//! they arrive. Aggregates are computed by PostgreSQL (`GROUP BY`), so the
-//! worker only ever holds one fetch of rows.
+//! What each report type contains: its sections (name, title, columns and the
+//! rows they list) and its summary figures. Sections are written as their rows
+//! arrive from one snapshot ([`crate::db::report_sections`] reads them a
+//! bounded number at a time), so a report never sits in memory.
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
-use tokio_postgres::types::{Json, ToSql};
-use tokio_postgres::{Row, Transaction};
+use tokio_postgres::Transaction;
 
-use super::criteria::EventFilters;
 use super::output::OutputSink;
 use super::{ReportError, ReportType};
+use crate::db::report_sections::{self, AlertColumn, Scope, SectionQuery};
 use crate::integrity::verify::Report as Verification;
-
-/// Rows fetched from a portal at a time.
-const FETCH_ROWS: i32 = 1000;
-
-/// The event filters as SQL, on parameters `$1` to `$10`.
-const EVENT_SCOPE: &str = "organization_id = $1 AND \"timestamp\" >= $2 AND \"timestamp\" < $3 \
-    AND ($4::text IS NULL OR action = $4) AND ($5::text IS NULL OR action LIKE $5) \
-    AND ($6::text IS NULL OR principal_id = $6) AND ($7::text IS NULL OR target_resource_type = $7) \
-    AND ($8::text IS NULL OR target_resource_id = $8) AND ($9::text IS NULL OR status = $9) \
-    AND ($10::text IS NULL OR data_classification = $10)";
-
-/// What `failed_access` counts as denied: the action says so.
-const DENIED: &str = "(action LIKE '%denied%' OR action LIKE '%unauthorized%')";
 
 /// The columns of an event listing section.
 const EVENT_COLUMNS: [&str; 9] = [
@@ -38,17 +23,6 @@ const EVENT_COLUMNS: [&str; 9] = [
     "outcome_description",
     "correlation_id",
 ];
-const EVENT_SELECT: &str =
-    "\"timestamp\", id, principal_id, action, status, target_resource_type, \
-    target_resource_id, outcome_description, correlation_id";
-
-/// What a report reads: its organization, period and filters.
-pub struct Scope<'a> {
-    pub organization_id: &'a str,
-    pub from: DateTime<Utc>,
-    pub to: DateTime<Utc>,
-    pub filters: &'a EventFilters,
-}
 
 /// Writes the sections of `report_type`; returns the records it processed
 /// (events, operations or alerts) and its summary figures.
@@ -59,146 +33,133 @@ pub async fn sections(
     scope: &Scope<'_>,
     verification: &Verification,
 ) -> Result<(u64, Map<String, Value>), ReportError> {
-    let (action, action_like) = scope.filters.action_parameters();
-    let filters = scope.filters;
-    let event_parameters: [&(dyn ToSql + Sync); 10] = [
-        &scope.organization_id,
-        &scope.from,
-        &scope.to,
-        &action,
-        &action_like,
-        &filters.principal_id,
-        &filters.target_resource_type,
-        &filters.target_resource_id,
-        &filters.status,
-        &filters.data_classification,
-    ];
-    let period: [&(dyn ToSql + Sync); 3] = [&scope.organization_id, &scope.from, &scope.to];
-    let mut summary = Map::new();
+    let mut report = Sections {
+        transaction,
+        scope,
+        sink,
+        summary: Map::new(),
+    };
     let records = match report_type {
-        ReportType::AccessSummary => {
-            let totals = transaction
-                .query_one(
-                    &format!(
-                        "SELECT count(*) AS events, \
-                           count(*) FILTER (WHERE status = 'success') AS success, \
-                           count(*) FILTER (WHERE status = 'failure') AS failure, \
-                           count(*) FILTER (WHERE status = 'attempt') AS attempt, \
-                           count(DISTINCT principal_id) AS principals \
-                         FROM audit_log WHERE {EVENT_SCOPE}"
-                    ),
-                    &event_parameters,
-                )
-                .await?;
-            for column in ["events", "success", "failure", "attempt", "principals"] {
-                summary.insert(column.into(), json!(totals.get::<_, i64>(column)));
-            }
-            section(
-                transaction,
-                sink,
-                ("by_action", "Events by action"),
-                &["action", "events", "success", "failure", "attempt", "principals"],
-                &format!(
-                    "SELECT action, count(*), count(*) FILTER (WHERE status = 'success'), \
-                       count(*) FILTER (WHERE status = 'failure'), count(*) FILTER (WHERE status = 'attempt'), \
-                       count(DISTINCT principal_id) \
-                     FROM audit_log WHERE {EVENT_SCOPE} GROUP BY action ORDER BY count(*) DESC, action"
-                ),
-                &event_parameters,
-            )
-            .await?;
-            section(
-                transaction,
-                sink,
-                ("by_principal", "Events by principal"),
-                &["principal_id", "events", "success", "failure", "actions", "first_seen", "last_seen"],
-                &format!(
-                    "SELECT principal_id, count(*), count(*) FILTER (WHERE status = 'success'), \
-                       count(*) FILTER (WHERE status = 'failure'), count(DISTINCT action), \
-                       min(\"timestamp\"), max(\"timestamp\") \
-                     FROM audit_log WHERE {EVENT_SCOPE} GROUP BY principal_id ORDER BY count(*) DESC, principal_id"
-                ),
-                &event_parameters,
-            )
-            .await?;
-            section(
-                transaction,
-                sink,
-                ("by_resource_type", "Events by resource type"),
-                &["target_resource_type", "events", "resources", "principals"],
-                &format!(
-                    "SELECT target_resource_type, count(*), count(DISTINCT target_resource_id), \
-                       count(DISTINCT principal_id) \
-                     FROM audit_log WHERE {EVENT_SCOPE} \
-                     GROUP BY target_resource_type ORDER BY count(*) DESC, target_resource_type NULLS LAST"
-                ),
-                &event_parameters,
-            )
-            .await?;
-            totals.get::<_, i64>("events") as u64
+        ReportType::AccessSummary => report.access_summary().await?,
+        ReportType::FailedAccess => report.failed_access().await?,
+        ReportType::PhiAccess => report.phi_access().await?,
+        ReportType::GdprActivity => report.gdpr_activity().await?,
+        ReportType::Integrity => report.integrity(verification).await?,
+        ReportType::AlertsSummary => report.alerts_summary().await?,
+    };
+    report
+        .summary
+        .insert("records_processed".into(), json!(records));
+    Ok((records, report.summary))
+}
+
+/// A report being written: where its rows come from and go, and the summary
+/// figures gathered on the way.
+struct Sections<'a, 't> {
+    transaction: &'a Transaction<'t>,
+    scope: &'a Scope<'a>,
+    sink: &'a mut OutputSink,
+    summary: Map<String, Value>,
+}
+
+impl Sections<'_, '_> {
+    /// Events by action, principal and resource type; the records are the
+    /// period's events.
+    async fn access_summary(&mut self) -> Result<u64, ReportError> {
+        let totals = report_sections::access_totals(self.transaction, self.scope).await?;
+        for (figure, value) in [
+            ("events", totals.events),
+            ("success", totals.success),
+            ("failure", totals.failure),
+            ("attempt", totals.attempt),
+            ("principals", totals.principals),
+        ] {
+            self.summary.insert(figure.into(), json!(value));
         }
-        ReportType::FailedAccess => {
-            let condition = format!("{EVENT_SCOPE} AND (status = 'failure' OR {DENIED})");
-            section(
-                transaction,
-                sink,
-                ("by_principal", "Failed or denied access by principal"),
-                &["principal_id", "failures", "denied", "last_seen"],
-                &format!(
-                    "SELECT principal_id, count(*) FILTER (WHERE status = 'failure'), \
-                       count(*) FILTER (WHERE {DENIED}), max(\"timestamp\") \
-                     FROM audit_log WHERE {condition} GROUP BY principal_id ORDER BY count(*) DESC, principal_id"
-                ),
-                &event_parameters,
-            )
-            .await?;
-            let events = section(
-                transaction,
-                sink,
+        self.section(
+            ("by_action", "Events by action"),
+            &[
+                "action",
+                "events",
+                "success",
+                "failure",
+                "attempt",
+                "principals",
+            ],
+            SectionQuery::EventsByAction,
+        )
+        .await?;
+        self.section(
+            ("by_principal", "Events by principal"),
+            &[
+                "principal_id",
+                "events",
+                "success",
+                "failure",
+                "actions",
+                "first_seen",
+                "last_seen",
+            ],
+            SectionQuery::EventsByPrincipal,
+        )
+        .await?;
+        self.section(
+            ("by_resource_type", "Events by resource type"),
+            &["target_resource_type", "events", "resources", "principals"],
+            SectionQuery::EventsByResourceType,
+        )
+        .await?;
+        Ok(totals.events as u64)
+    }
+
+    /// Failed or denied access, by principal and event by event.
+    async fn failed_access(&mut self) -> Result<u64, ReportError> {
+        self.section(
+            ("by_principal", "Failed or denied access by principal"),
+            &["principal_id", "failures", "denied", "last_seen"],
+            SectionQuery::FailuresByPrincipal,
+        )
+        .await?;
+        let events = self
+            .section(
                 ("events", "Failed or denied access"),
                 &EVENT_COLUMNS,
-                &format!(
-                    "SELECT {EVENT_SELECT} FROM audit_log WHERE {condition} ORDER BY \"timestamp\", id"
-                ),
-                &event_parameters,
+                SectionQuery::Failures,
             )
             .await?;
-            summary.insert("events".into(), json!(events));
-            events
-        }
-        ReportType::PhiAccess => {
-            let condition = format!("{EVENT_SCOPE} AND data_classification = 'PHI'");
-            section(
-                transaction,
-                sink,
-                ("by_principal", "PHI access by principal"),
-                &["principal_id", "events", "resources", "first_seen", "last_seen"],
-                &format!(
-                    "SELECT principal_id, count(*), count(DISTINCT target_resource_id), \
-                       min(\"timestamp\"), max(\"timestamp\") \
-                     FROM audit_log WHERE {condition} GROUP BY principal_id ORDER BY count(*) DESC, principal_id"
-                ),
-                &event_parameters,
-            )
-            .await?;
-            let events = section(
-                transaction,
-                sink,
+        self.summary.insert("events".into(), json!(events));
+        Ok(events)
+    }
+
+    /// PHI access, by principal and event by event.
+    async fn phi_access(&mut self) -> Result<u64, ReportError> {
+        self.section(
+            ("by_principal", "PHI access by principal"),
+            &[
+                "principal_id",
+                "events",
+                "resources",
+                "first_seen",
+                "last_seen",
+            ],
+            SectionQuery::PhiByPrincipal,
+        )
+        .await?;
+        let events = self
+            .section(
                 ("events", "Every PHI event"),
                 &EVENT_COLUMNS,
-                &format!(
-                    "SELECT {EVENT_SELECT} FROM audit_log WHERE {condition} ORDER BY \"timestamp\", id"
-                ),
-                &event_parameters,
+                SectionQuery::PhiEvents,
             )
             .await?;
-            summary.insert("events".into(), json!(events));
-            events
-        }
-        ReportType::GdprActivity => {
-            let operations = section(
-                transaction,
-                sink,
+        self.summary.insert("events".into(), json!(events));
+        Ok(events)
+    }
+
+    /// The GDPR operations of the period and the GDPR events.
+    async fn gdpr_activity(&mut self) -> Result<u64, ReportError> {
+        let operations = self
+            .section(
                 ("operations", "GDPR operations"),
                 &[
                     "started_at",
@@ -211,73 +172,72 @@ pub async fn sections(
                     "completed_at",
                     "result",
                 ],
-                "SELECT started_at, id::text, kind, status, strategy, subject_commitment, requested_by, \
-                   completed_at, result \
-                 FROM gdpr_operations WHERE organization_id = $1 AND started_at >= $2 AND started_at < $3 \
-                 ORDER BY started_at, id",
-                &period,
+                SectionQuery::GdprOperations,
             )
             .await?;
-            let events = section(
-                transaction,
-                sink,
+        let events = self
+            .section(
                 ("events", "GDPR events"),
                 &EVENT_COLUMNS,
-                &format!(
-                    "SELECT {EVENT_SELECT} FROM audit_log WHERE {EVENT_SCOPE} AND action LIKE 'gdpr.%' \
-                     ORDER BY \"timestamp\", id"
-                ),
-                &event_parameters,
+                SectionQuery::GdprEvents,
             )
             .await?;
-            summary.insert("operations".into(), json!(operations));
-            summary.insert("events".into(), json!(events));
-            operations + events
+        self.summary.insert("operations".into(), json!(operations));
+        self.summary.insert("events".into(), json!(events));
+        Ok(operations + events)
+    }
+
+    /// The problems the period's verification found; the records are the
+    /// events it checked.
+    async fn integrity(&mut self, verification: &Verification) -> Result<u64, ReportError> {
+        self.sink.writer.section(
+            "problems",
+            "Problems found",
+            &["kind", "event_id", "seq", "message"],
+        );
+        for problem in &verification.problems {
+            self.sink.writer.row(&[
+                json!(problem.kind),
+                json!(problem.event_id),
+                json!(problem.seq),
+                json!(problem.message),
+            ]);
+            self.sink.flush_if_full().await?;
         }
-        ReportType::Integrity => {
-            sink.writer.section(
-                "problems",
-                "Problems found",
-                &["kind", "event_id", "seq", "message"],
-            );
-            for problem in &verification.problems {
-                sink.writer.row(&[
-                    json!(problem.kind),
-                    json!(problem.event_id),
-                    json!(problem.seq),
-                    json!(problem.message),
-                ]);
-                sink.flush_if_full().await?;
-            }
-            sink.writer.end_section();
-            summary.insert("events_checked".into(), json!(verification.checked));
-            summary.insert("problems".into(), json!(verification.problem_count));
-            verification.checked
+        self.sink.writer.end_section();
+        self.summary
+            .insert("events_checked".into(), json!(verification.checked));
+        self.summary
+            .insert("problems".into(), json!(verification.problem_count));
+        Ok(verification.checked)
+    }
+
+    /// Alerts by severity, type and status, then one by one.
+    async fn alerts_summary(&mut self) -> Result<u64, ReportError> {
+        for (name, title, column, grouping) in [
+            (
+                "by_severity",
+                "Alerts by severity",
+                "severity",
+                AlertColumn::Severity,
+            ),
+            ("by_type", "Alerts by type", "type", AlertColumn::Type),
+            (
+                "by_status",
+                "Alerts by status",
+                "status",
+                AlertColumn::Status,
+            ),
+        ] {
+            self.section(
+                (name, title),
+                &[column, "alerts", "occurrences"],
+                SectionQuery::AlertsBy(grouping),
+            )
+            .await?;
         }
-        ReportType::AlertsSummary => {
-            let alerts_in =
-                "FROM alerts WHERE organization_id = $1 AND created_at >= $2 AND created_at < $3";
-            for (name, title, column) in [
-                ("by_severity", "Alerts by severity", "severity"),
-                ("by_type", "Alerts by type", "type"),
-                ("by_status", "Alerts by status", "status"),
-            ] {
-                section(
-                    transaction,
-                    sink,
-                    (name, title),
-                    &[column, "alerts", "occurrences"],
-                    &format!(
-                        "SELECT {column}, count(*), sum(occurrences) {alerts_in} \
-                         GROUP BY {column} ORDER BY count(*) DESC, {column}"
-                    ),
-                    &period,
-                )
-                .await?;
-            }
-            let alerts = section(
-                transaction,
-                sink,
+        let alerts = self
+            .section(
                 ("alerts", "Alerts"),
                 &[
                     "created_at",
@@ -291,68 +251,33 @@ pub async fn sections(
                     "acknowledged_at",
                     "resolved_at",
                 ],
-                &format!(
-                    "SELECT created_at, id::text, severity, type, status, title, source, occurrences, \
-                       acknowledged_at, resolved_at {alerts_in} ORDER BY created_at, id"
-                ),
-                &period,
+                SectionQuery::Alerts,
             )
             .await?;
-            summary.insert("alerts".into(), json!(alerts));
-            alerts
-        }
-    };
-    summary.insert("records_processed".into(), json!(records));
-    Ok((records, summary))
-}
-
-/// Writes one section from a query, fetching [`FETCH_ROWS`] rows at a time;
-/// returns its row count.
-async fn section(
-    transaction: &Transaction<'_>,
-    sink: &mut OutputSink,
-    (name, title): (&str, &str),
-    columns: &[&'static str],
-    sql: &str,
-    parameters: &[&(dyn ToSql + Sync)],
-) -> Result<u64, ReportError> {
-    sink.writer.section(name, title, columns);
-    let statement = transaction.prepare(sql).await?;
-    let portal = transaction.bind(&statement, parameters).await?;
-    loop {
-        let rows = transaction.query_portal(&portal, FETCH_ROWS).await?;
-        if rows.is_empty() {
-            break;
-        }
-        for row in &rows {
-            sink.writer.row(&cells(row)?);
-            sink.flush_if_full().await?;
-        }
+        self.summary.insert("alerts".into(), json!(alerts));
+        Ok(alerts)
     }
-    Ok(sink.writer.end_section())
-}
 
-/// A row as JSON values, by the column types these queries return.
-fn cells(row: &Row) -> Result<Vec<Value>, ReportError> {
-    use tokio_postgres::types::Type;
-    row.columns()
-        .iter()
-        .enumerate()
-        .map(|(i, column)| {
-            // Text for every other type these queries return (varchar, text).
-            let value = match *column.type_() {
-                Type::INT8 => json!(row.try_get::<_, Option<i64>>(i)?),
-                Type::INT4 => json!(row.try_get::<_, Option<i32>>(i)?),
-                Type::TIMESTAMPTZ => json!(row
-                    .try_get::<_, Option<DateTime<Utc>>>(i)?
-                    .map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true))),
-                Type::JSONB | Type::JSON => row
-                    .try_get::<_, Option<Json<Value>>>(i)?
-                    .map(|Json(value)| value)
-                    .unwrap_or(Value::Null),
-                _ => json!(row.try_get::<_, Option<String>>(i)?),
-            };
-            Ok(value)
-        })
-        .collect()
+    /// Writes one section of the rows `query` reads, as they are fetched;
+    /// returns its row count.
+    async fn section(
+        &mut self,
+        (name, title): (&str, &str),
+        columns: &[&'static str],
+        query: SectionQuery,
+    ) -> Result<u64, ReportError> {
+        self.sink.writer.section(name, title, columns);
+        let mut rows = report_sections::open(self.transaction, query, self.scope).await?;
+        loop {
+            let fetched = rows.next().await?;
+            if fetched.is_empty() {
+                break;
+            }
+            for cells in &fetched {
+                self.sink.writer.row(cells);
+                self.sink.flush_if_full().await?;
+            }
+        }
+        Ok(self.sink.writer.end_section())
+    }
 }

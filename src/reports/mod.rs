@@ -4,11 +4,13 @@
 //!
 //! - [`schedule`]: cron expressions in a time zone, and the period a run covers.
 //! - [`criteria`]: the time range and event filters of a report, validated.
+//! - [`definition`]: what makes a template or a scheduled report valid.
 //! - [`writer`]: JSON, CSV and HTML output, written section by section.
-//! - [`generate`]: each report type's sections, read from the database.
+//! - [`generate`]: what each report type contains, written as it is read.
 //! - [`run`]: one execution from claim to delivery.
 
 pub mod criteria;
+pub mod definition;
 pub mod generate;
 pub mod output;
 pub mod run;

@@ -13,13 +13,14 @@ use tokio_postgres::IsolationLevel;
 use tracing::Instrument;
 
 use super::criteria::Criteria;
-use super::generate::{self, Scope as ReadScope};
+use super::generate;
 use super::output::{self, OutputSink, StoredOutput};
 use super::schedule::Schedule;
 use super::writer::{Metadata, ReportWriter};
 use super::{Format, ReportError, ReportType};
 use crate::config::ReportsConfig;
 use crate::db::deliveries::{self, NewDeliveries};
+use crate::db::report_sections::Scope as ReadScope;
 use crate::db::reports::{self, Completion, Execution, ScheduledReport};
 use crate::db::{destinations, tenant, PgPool};
 use crate::delivery::config::DeliverySettings;

@@ -1,12 +1,22 @@
 //! Shared test helpers: a real worker in-process on a random port against a
-//! fresh, uniquely named database; a TCP proxy to cut a dependency off; and a
-//! deadline-bounded wait instead of sleeps.
+//! fresh, uniquely named database (`TestApp`, whose requests read as
+//! sentences: see `api.rs`); the one event builder (`event`); a TCP proxy to
+//! cut a dependency off; real receivers and servers; and a deadline-bounded
+//! wait instead of sleeps.
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
+mod api;
+mod event;
 pub mod process;
 pub mod proxy;
 pub mod receiver;
 pub mod servers;
+
+// Re-exported for `use common::{event, …}`; like every helper here, unused by some binaries.
+#[allow(unused_imports)]
+pub use api::{error_fields, webhook};
+#[allow(unused_imports)]
+pub use event::{event, Event};
 
 use std::future::Future;
 use std::sync::{Arc, Once};
@@ -53,6 +63,7 @@ pub fn test_config() -> Config {
     config
 }
 
+/// A worker running in-process for one test, on its own database.
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
@@ -150,38 +161,6 @@ impl TestApp {
         (status, json)
     }
 
-    /// Stores one event with `action` for the key's organization (201 asserted).
-    pub async fn ingest_action(&self, key: &str, action: &str) {
-        let (status, body) = self
-            .call(
-                reqwest::Method::POST,
-                "/v1/events",
-                Some(key),
-                Some(serde_json::json!({"principal_id": "dr-who", "action": action, "status": "success"})),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-    }
-
-    /// The actions of the organization's listing (its latest 100 events), newest first.
-    pub async fn listed_actions(&self, key: &str) -> Vec<String> {
-        let (status, body) = self
-            .call(
-                reqwest::Method::GET,
-                "/v1/events?limit=100",
-                Some(key),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-        body["events"]
-            .as_array()
-            .expect("a listing")
-            .iter()
-            .map(|event| event["action"].as_str().unwrap_or_default().to_owned())
-            .collect()
-    }
-
     /// A direct connection to the worker's database, as its owner.
     pub async fn database(&self) -> tokio_postgres::Client {
         let (client, connection) = self
@@ -196,6 +175,7 @@ impl TestApp {
         client
     }
 
+    /// `GET path` without a key; asserts only that the worker answers.
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.address))
@@ -204,7 +184,7 @@ impl TestApp {
             .expect("the worker answers")
     }
 
-    /// `GET path` and its JSON body.
+    /// `GET path` without a key, and its JSON body; asserts the body is JSON.
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
         let response = self.get(path).await;
         let status = response.status().as_u16();
@@ -216,6 +196,7 @@ impl TestApp {
 pub struct TestDatabase(String);
 
 impl TestDatabase {
+    /// Takes charge of dropping the database `name` (which need not exist yet).
     pub fn named(name: &str) -> Self {
         Self(name.to_owned())
     }

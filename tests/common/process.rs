@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use super::wait_until;
 
+/// The release binary under test.
 pub const BINARY: &str = env!("CARGO_BIN_EXE_audit-worker");
 
+/// A loopback port free at the time of asking.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -566,7 +566,7 @@ async fn role_changes_apply_at_once_on_every_instance() {
 async fn permission_checks_work_without_redis() {
     let proxy = TcpProxy::start("127.0.0.1:6379", false).await;
     let app = spawn_app_with(|config| {
-        config.redis.url = format!("redis://{}/0", proxy.address()).parse().unwrap();
+        proxy.carry_redis(config);
     })
     .await;
     let admin = app.create_key("org-a", "org:admin").await;

@@ -7,50 +7,17 @@ mod common;
 
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
-use common::{spawn_app_with, spawn_beside, wait_until, TestApp};
+use chrono::{DateTime, TimeDelta, Utc};
+use common::{
+    error_fields, event, spawn_app_with, spawn_beside, wait_until, webhook, Event, TestApp,
+};
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(15);
 
-fn at(time: DateTime<Utc>) -> String {
-    time.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-fn login_failure(principal: &str, time: DateTime<Utc>) -> Value {
-    json!({"principal_id": principal, "action": "auth.login", "status": "failure", "timestamp": at(time)})
-}
-
-async fn ingest(app: &TestApp, key: &str, events: Vec<Value>) {
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/v1/events",
-            Some(key),
-            Some(Value::Array(events)),
-        )
-        .await;
-    assert!(
-        status == 201 || status == 200,
-        "ingest answered {status}: {body}"
-    );
-}
-
-/// The events the rules have been evaluated on so far, from `/metrics`.
-async fn evaluated(app: &TestApp) -> u64 {
-    let text = app.get("/metrics").await.text().await.unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix("audit_worker_alert_events_evaluated_total "))
-        .map_or(0, |value| value.trim().parse().unwrap())
-}
-
-/// Waits until the rules have seen `count` events in all.
-async fn wait_evaluated(app: &TestApp, count: u64) {
-    wait_until(WAIT, "the rules to evaluate the events", || async {
-        (evaluated(app).await >= count).then_some(())
-    })
-    .await;
+fn login_failure(principal: &str, time: DateTime<Utc>) -> Event {
+    event(principal, "auth.login").status("failure").at(time)
 }
 
 /// The organization's alerts of a rule: (group, status, occurrences, severity, type).
@@ -90,17 +57,20 @@ async fn threshold_rule_fires_at_the_window_boundary_and_not_past_it() {
         first.extend((0..4).map(|n| login_failure(principal, minute(n))));
     }
     // Other events that must not count: successes, other actions.
-    first.push(json!({"principal_id": "inside", "action": "auth.login", "status": "success", "timestamp": at(minute(5))}));
-    first.push(json!({"principal_id": "inside", "action": "auth.logout", "status": "failure", "timestamp": at(minute(5))}));
-    ingest(&app, &key, first).await;
-    wait_evaluated(&app, 10).await;
+    first.push(event("inside", "auth.login").at(minute(5)));
+    first.push(
+        event("inside", "auth.logout")
+            .status("failure")
+            .at(minute(5)),
+    );
+    app.ingest(&key, first).await;
+    app.wait_evaluated(10).await;
     assert!(
         alerts_of(&app, "org-a", LOGIN_RULE).await.is_empty(),
         "fired below the threshold"
     );
 
-    ingest(
-        &app,
+    app.ingest(
         &key,
         vec![
             login_failure("inside", minute(10)),
@@ -108,7 +78,7 @@ async fn threshold_rule_fires_at_the_window_boundary_and_not_past_it() {
         ],
     )
     .await;
-    wait_evaluated(&app, 12).await;
+    app.wait_evaluated(12).await;
     let alerts = alerts_of(&app, "org-a", LOGIN_RULE).await;
     assert_eq!(
         alerts,
@@ -131,15 +101,15 @@ async fn deduplication_cooldown_and_isolation() {
     let key_a = app.create_key("org-a", "org:admin").await;
     let key_b = app.create_key("org-b", "org:admin").await;
     let start = Utc::now() - TimeDelta::minutes(5);
-    let events = |n: usize| -> Vec<Value> {
+    let events = |n: usize| -> Vec<Event> {
         (0..n)
             .map(|i| login_failure("mallory", start + TimeDelta::seconds(i as i64)))
             .collect()
     };
-    ingest(&app, &key_a, events(7)).await;
+    app.ingest(&key_a, events(7)).await;
     // Org B's four failures of the same principal must not add to org A's count.
-    ingest(&app, &key_b, events(4)).await;
-    wait_evaluated(&app, 11).await;
+    app.ingest(&key_b, events(4)).await;
+    app.wait_evaluated(11).await;
     let alerts = alerts_of(&app, "org-a", LOGIN_RULE).await;
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     // Fired by the 5th, 6th and 7th failures: one alert, three occurrences.
@@ -154,11 +124,11 @@ async fn deduplication_cooldown_and_isolation() {
         )
         .await
         .unwrap();
-    let later: Vec<Value> = (0..5)
+    let later: Vec<Event> = (0..5)
         .map(|i| login_failure("mallory", start + TimeDelta::seconds(100 + i)))
         .collect();
-    ingest(&app, &key_a, later).await;
-    wait_evaluated(&app, 16).await;
+    app.ingest(&key_a, later).await;
+    app.wait_evaluated(16).await;
     let alerts = alerts_of(&app, "org-a", LOGIN_RULE).await;
     assert_eq!(
         alerts.len(),
@@ -174,20 +144,25 @@ async fn deduplication_cooldown_and_isolation() {
 async fn match_rules_fire_exactly_on_matching_events() {
     let app = spawn_app_with(|_| {}).await;
     let key = app.create_key("org-a", "org:admin").await;
-    let now = at(Utc::now());
-    ingest(
-        &app,
+    let now = Utc::now();
+    let read = |principal: &str, status: &str, classification: &str| {
+        event(principal, "patient.read")
+            .status(status)
+            .classification(classification)
+            .at(now)
+    };
+    app.ingest(
         &key,
         vec![
-            json!({"principal_id": "nurse", "action": "patient.read", "status": "failure", "data_classification": "PHI", "timestamp": now}),
-            json!({"principal_id": "doctor", "action": "patient.read", "status": "success", "data_classification": "PHI", "timestamp": now}),
-            json!({"principal_id": "clerk", "action": "patient.read", "status": "failure", "data_classification": "INTERNAL", "timestamp": now}),
-            json!({"principal_id": "dpo", "action": "gdpr.data.export", "status": "success", "timestamp": now}),
-            json!({"principal_id": "dpo", "action": "gdprx.other", "status": "success", "timestamp": now}),
+            read("nurse", "failure", "PHI"),
+            read("doctor", "success", "PHI"),
+            read("clerk", "failure", "INTERNAL"),
+            event("dpo", "gdpr.data.export").at(now),
+            event("dpo", "gdprx.other").at(now),
         ],
     )
     .await;
-    wait_evaluated(&app, 5).await;
+    app.wait_evaluated(5).await;
     let phi = alerts_of(&app, "org-a", "config:failed-phi-access").await;
     assert_eq!(
         phi,
@@ -234,14 +209,10 @@ async fn organization_rules_over_the_api() {
         .call(Method::POST, "/v1/alert-rules", Some(&key), Some(bad))
         .await;
     assert_eq!(status, 400, "{body}");
-    let fields: Vec<&str> = body["error"]["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["field"].as_str().unwrap())
-        .collect();
+    let fields = error_fields(&body);
     assert!(
-        fields.contains(&"window") && fields.contains(&"group_by"),
+        fields.iter().any(|field| field == "window")
+            && fields.iter().any(|field| field == "group_by"),
         "{body}"
     );
 
@@ -281,23 +252,15 @@ async fn organization_rules_over_the_api() {
         .await;
     assert_eq!(status, 404, "another organization's rule is invisible");
 
-    let export = |client: &str| {
-        json!({"principal_id": "u", "action": "records.export", "status": "success",
-               "details": {"client": client}})
-    };
-    ingest(
-        &app,
+    let export = |client: &str| event("u", "records.export").details(json!({"client": client}));
+    app.ingest(
         &key,
         vec![export("etl"), export("etl"), export("etl"), export("bi")],
     )
     .await;
-    ingest(
-        &app,
-        &other,
-        vec![export("etl"), export("etl"), export("etl")],
-    )
-    .await;
-    wait_evaluated(&app, 7).await;
+    app.ingest(&other, vec![export("etl"), export("etl"), export("etl")])
+        .await;
+    app.wait_evaluated(7).await;
     let fired = alerts_of(&app, "org-a", &rule_id).await;
     assert_eq!(fired.len(), 1, "{fired:?}");
     assert_eq!(
@@ -319,8 +282,9 @@ async fn organization_rules_over_the_api() {
         )
         .await;
     assert_eq!(status, 204);
-    ingest(&app, &key, vec![export("bi"), export("bi"), export("bi")]).await;
-    wait_evaluated(&app, 10).await;
+    app.ingest(&key, vec![export("bi"), export("bi"), export("bi")])
+        .await;
+    app.wait_evaluated(10).await;
     assert_eq!(
         alerts_of(&app, "org-a", &rule_id).await.len(),
         1,
@@ -335,27 +299,18 @@ async fn window_state_is_shared_by_instances_and_survives_a_restart() {
     let first = spawn_app_with(|_| {}).await;
     let key = first.create_key("org-a", "org:admin").await;
     let start = Utc::now() - TimeDelta::minutes(3);
-    ingest(
-        &first,
-        &key,
-        (0..3)
-            .map(|i| login_failure("eve", start + TimeDelta::seconds(i)))
-            .collect(),
-    )
-    .await;
-    wait_evaluated(&first, 3).await;
+    let failure = |i: i64| login_failure("eve", start + TimeDelta::seconds(i));
+    first
+        .ingest(&key, (0..3).map(failure).collect::<Vec<_>>())
+        .await;
+    first.wait_evaluated(3).await;
     first.server.stop(true).await;
 
     let second = spawn_beside(&first, |_| {}).await;
-    ingest(
-        &second,
-        &key,
-        (3..5)
-            .map(|i| login_failure("eve", start + TimeDelta::seconds(i)))
-            .collect(),
-    )
-    .await;
-    wait_evaluated(&second, 2).await;
+    second
+        .ingest(&key, (3..5).map(failure).collect::<Vec<_>>())
+        .await;
+    second.wait_evaluated(2).await;
     let alerts = alerts_of(&second, "org-a", LOGIN_RULE).await;
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0].0, "eve");
@@ -374,12 +329,7 @@ async fn system_rules_raise_their_alerts() {
     })
     .await;
     let key = app.create_key("org-a", "org:admin").await;
-    ingest(
-        &app,
-        &key,
-        vec![json!({"principal_id": "u", "action": "record.read", "status": "success"})],
-    )
-    .await;
+    app.ingest(&key, vec![event("u", "record.read")]).await;
     let db = app.database().await;
     db.execute(
         "UPDATE audit_log SET action = 'record.delete' WHERE organization_id = 'org-a'",
@@ -387,10 +337,7 @@ async fn system_rules_raise_their_alerts() {
     )
     .await
     .unwrap();
-    let (status, report) = app
-        .call(Method::POST, "/v1/integrity/verify", Some(&key), None)
-        .await;
-    assert_eq!(status, 200);
+    let report = app.verify(&key).await;
     assert_eq!(report["valid"], false);
     let integrity = alerts_of(&app, "org-a", "system:integrity-verification").await;
     assert_eq!(integrity.len(), 1, "{integrity:?}");
@@ -399,16 +346,9 @@ async fn system_rules_raise_their_alerts() {
         ("CRITICAL", "COMPLIANCE")
     );
 
-    let (status, destination) = app
-        .call(
-            Method::POST,
-            "/v1/destinations",
-            Some(&key),
-            Some(json!({"type": "webhook", "label": "siem", "config": {"url": "http://127.0.0.1:9/"}})),
-        )
+    let id = app
+        .create_destination(&key, webhook("siem", "http://127.0.0.1:9/"))
         .await;
-    assert_eq!(status, 201, "{destination}");
-    let id = destination["id"].as_i64().unwrap();
     db.execute(
         "INSERT INTO destination_health (destination_id, organization_id, circuit_breaker_state, circuit_breaker_opened_at) \
          VALUES ($1, 'org-a', 'open', now() - interval '2 minutes') \

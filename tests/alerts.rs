@@ -13,7 +13,7 @@ use audit_worker::alerts::model::{AlertStatus, AlertType, Severity, Transition};
 use audit_worker::db::alerts::{self, Notice, Raise, Raised};
 use chrono::{DateTime, NaiveDate, SubsecRound, TimeDelta, Utc};
 use common::receiver::Receiver;
-use common::{spawn_app, wait_until, TestApp};
+use common::{error_fields, spawn_app, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -131,19 +131,6 @@ async fn every_page(app: &TestApp, key: &str, query: &str) -> (Vec<Uuid>, usize)
     }
 }
 
-/// The fields a 400 names.
-fn fields(body: &Value) -> Vec<String> {
-    body["error"]["details"]
-        .as_array()
-        .map(|details| {
-            details
-                .iter()
-                .map(|detail| detail["field"].as_str().unwrap_or_default().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Which seeded alerts a filter should return.
 type Keep = fn(&Seed) -> bool;
 
@@ -256,7 +243,7 @@ async fn bad_listing_parameters_are_refused_naming_the_field() {
     ] {
         let (status, body) = get(&app, &key, &format!("/v1/alerts?{query}")).await;
         assert_eq!(status, 400, "{query}: {body}");
-        assert_eq!(fields(&body), [field], "{query}: {body}");
+        assert_eq!(error_fields(&body), [field], "{query}: {body}");
     }
     let (status, body) = get(&app, &key, "/v1/alerts?colour=red").await;
     assert_eq!(status, 400, "unknown parameters are refused: {body}");
@@ -376,7 +363,7 @@ async fn the_lifecycle_moves_forward_only_and_refuses_the_rest_with_409() {
     )
     .await;
     assert_eq!(status, 400);
-    assert_eq!(fields(&body), ["notes"]);
+    assert_eq!(error_fields(&body), ["notes"]);
     let (status, _) = post(
         &app,
         &key,
@@ -444,7 +431,7 @@ async fn custom_alerts_are_validated_and_always_custom() {
     ] {
         let (status, answer) = post(&app, &key, "/v1/alerts", Some(body.clone())).await;
         assert_eq!(status, 400, "{body}: {answer}");
-        assert_eq!(fields(&answer), [field], "{body}: {answer}");
+        assert_eq!(error_fields(&answer), [field], "{body}: {answer}");
     }
     let (status, _) = post(
         &app,
@@ -673,20 +660,14 @@ async fn each_alert_route_needs_its_permission() {
     );
 }
 
+/// A webhook destination with a retry budget of three (201 asserted); returns its id.
 async fn webhook(app: &TestApp, key: &str, url: &str) -> i64 {
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/v1/destinations",
-            Some(key),
-            Some(
-                json!({"type": "webhook", "label": "alerts", "config": {"url": url},
-                        "settings": {"retry_schedule": ["1s", "2s", "3s"]}}),
-            ),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    body["id"].as_i64().unwrap()
+    app.create_destination(
+        key,
+        json!({"type": "webhook", "label": "alerts", "config": {"url": url},
+               "settings": {"retry_schedule": ["1s", "2s", "3s"]}}),
+    )
+    .await
 }
 
 async fn subscribe(app: &TestApp, key: &str, body: Value) -> Value {
@@ -774,11 +755,7 @@ async fn a_custom_alert_is_delivered_to_subscribed_webhooks_only() {
         "one delivery, for the only matching subscription"
     );
 
-    let received = wait_until(Duration::from_secs(20), "the alert delivered", || async {
-        let received = receiver.received();
-        (!received.is_empty()).then_some(received)
-    })
-    .await;
+    let received = receiver.wait_for(1, Duration::from_secs(20)).await;
     assert_eq!(received.len(), 1);
     let delivered: Value = serde_json::from_slice(&received[0].body).unwrap();
     assert_eq!(delivered, json!({"event": "alert.created", "alert": alert}));
@@ -831,7 +808,7 @@ async fn subscriptions_are_validated_unique_editable_and_isolated() {
         let (status, answer) =
             post(&app, &key, "/v1/alert-subscriptions", Some(body.clone())).await;
         assert_eq!(status, 400, "{body}: {answer}");
-        assert_eq!(fields(&answer), [field], "{body}: {answer}");
+        assert_eq!(error_fields(&answer), [field], "{body}: {answer}");
     }
 
     let path = format!("/v1/alert-subscriptions/{id}");
@@ -858,7 +835,7 @@ async fn subscriptions_are_validated_unique_editable_and_isolated() {
         )
         .await;
     assert_eq!(status, 400);
-    assert_eq!(fields(&answer), ["types[0]"]);
+    assert_eq!(error_fields(&answer), ["types[0]"]);
     let (_, shown) = get(&app, &key, &path).await;
     assert_eq!(shown, changed);
     let (_, listed) = get(&app, &key, "/v1/alert-subscriptions").await;
@@ -1257,12 +1234,6 @@ async fn alert_metadata_is_bounded() {
         .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["details"][0]["field"], "metadata", "{body}");
-    let stored: i64 = app
-        .database()
-        .await
-        .query_one("SELECT count(*) FROM alerts", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let stored = app.count("SELECT count(*) FROM alerts", &[]).await;
     assert_eq!(stored, 0);
 }

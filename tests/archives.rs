@@ -11,54 +11,24 @@ use audit_worker::clock::ShiftedClock;
 use audit_worker::db;
 use audit_worker::maintenance::archive;
 use chrono::Utc;
-use common::{spawn_app, spawn_app_with_clock, wait_until, TestApp};
+use common::{event, spawn_app, spawn_app_with_clock, wait_until, Event, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-async fn ingest(app: &TestApp, key: &str, events: Value) {
-    let (status, body) = app
-        .call(Method::POST, "/v1/events", Some(key), Some(events))
-        .await;
-    assert_eq!(status, 201, "{body}");
-}
-
-/// `count` events of `principal` under retention policy `policy`.
-fn events(principal: &str, policy: &str, count: usize) -> Value {
+/// `count` reads of `principal` under retention policy `policy`.
+fn events(principal: &str, policy: &str, count: usize) -> Vec<Event> {
     (0..count)
         .map(|n| {
-            json!({"principal_id": principal, "action": "patient.record.read", "status": "success",
-                   "target_resource_type": "Patient", "target_resource_id": format!("p-{n}"),
-                   "data_classification": "INTERNAL", "retention_policy": policy,
-                   "details": {"n": n, "note": "ä \u{1F600}"}})
+            event(principal, "patient.record.read")
+                .target("Patient", format!("p-{n}"))
+                .classification("INTERNAL")
+                .policy(policy)
+                .details(json!({"n": n, "note": "ä \u{1F600}"}))
         })
         .collect()
 }
 
-async fn verify(app: &TestApp, key: &str) -> Value {
-    let (status, report) = app
-        .call(
-            Method::POST,
-            "/v1/integrity/verify",
-            Some(key),
-            Some(json!({})),
-        )
-        .await;
-    assert_eq!(status, 200, "{report}");
-    report
-}
-
-async fn live_events(app: &TestApp, org: &str) -> i64 {
-    app.database()
-        .await
-        .query_one(
-            "SELECT count(*) FROM audit_log WHERE organization_id = $1",
-            &[&org],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
+/// `GET /v1/archives`; asserts 200 and returns the organization's archives.
 async fn archives(app: &TestApp, key: &str) -> Vec<Value> {
     let (status, body) = app.call(Method::GET, "/v1/archives", Some(key), None).await;
     assert_eq!(status, 200, "{body}");
@@ -94,25 +64,19 @@ async fn aged_events_move_to_archives_and_verification_spans_both() {
     .await;
     let key = app.create_key("org-a", "org:admin").await;
     let other = app.create_key("org-b", "org:admin").await;
-    let mixed: Vec<Value> = [
+    let mixed = [
         events("nurse", "minimal", 10),
         events("nurse", "standard", 5),
         events("held-user", "minimal", 3),
     ]
-    .into_iter()
-    .flat_map(|batch| batch.as_array().unwrap().clone())
-    .collect();
-    ingest(&app, &key, Value::Array(mixed)).await;
-    ingest(&app, &other, events("someone", "minimal", 2)).await;
-    let (status, hold) = app
-        .call(
-            Method::POST,
-            "/v1/legal-holds",
-            Some(&key),
-            Some(json!({"reason": "litigation 2026-17", "principal_id": "held-user"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{hold}");
+    .concat();
+    app.ingest(&key, mixed).await;
+    app.ingest(&other, events("someone", "minimal", 2)).await;
+    app.create_legal_hold(
+        &key,
+        json!({"reason": "litigation 2026-17", "principal_id": "held-user"}),
+    )
+    .await;
     assert!(archives(&app, &key).await.is_empty());
 
     clock.advance(chrono::Duration::days(40));
@@ -128,7 +92,7 @@ async fn aged_events_move_to_archives_and_verification_spans_both() {
         .collect();
     assert_eq!(counts.iter().sum::<i64>(), 10, "{listed:?}");
     assert_eq!(
-        live_events(&app, "org-a").await,
+        app.count_events("org-a").await,
         8,
         "`standard` and held events stay"
     );
@@ -192,7 +156,7 @@ async fn aged_events_move_to_archives_and_verification_spans_both() {
         "org-b's own aged events were archived too"
     );
 
-    let report = verify(&app, &key).await;
+    let report = app.verify(&key).await;
     assert_eq!(report["valid"], true, "{report}");
     assert_eq!(
         report["checked"], 18,
@@ -212,7 +176,7 @@ async fn aged_events_move_to_archives_and_verification_spans_both() {
         .call(Method::GET, &format!("/v1/archives/{id}"), Some(&key), None)
         .await;
     assert_eq!(status, 409, "{body}");
-    let report = verify(&app, &key).await;
+    let report = app.verify(&key).await;
     assert_eq!(report["valid"], false);
     let kinds: Vec<&str> = report["problems"]
         .as_array()
@@ -229,7 +193,7 @@ async fn aged_events_move_to_archives_and_verification_spans_both() {
 async fn an_archive_restores_identical_events() {
     let app = spawn_app().await;
     let key = app.create_key("org-a", "org:admin").await;
-    ingest(&app, &key, events("dr-who", "standard", 12)).await;
+    app.ingest(&key, events("dr-who", "standard", 12)).await;
     let before = snapshot(&app, "org-a").await;
     assert_eq!(before.len(), 12);
 
@@ -257,8 +221,8 @@ async fn an_archive_restores_identical_events() {
     .unwrap();
     assert_eq!((report.events, report.archives), (12, 1));
     assert!(report.compressed_bytes < report.uncompressed_bytes);
-    assert_eq!(live_events(&app, "org-a").await, 0);
-    assert_eq!(verify(&app, &key).await["valid"], true);
+    assert_eq!(app.count_events("org-a").await, 0);
+    assert_eq!(app.verify(&key).await["valid"], true);
 
     let listed = audit_worker::admin::list_archives(&app.config)
         .await
@@ -270,7 +234,7 @@ async fn an_archive_restores_identical_events() {
     assert_eq!(restored, 12);
     assert_eq!(snapshot(&app, "org-a").await, before);
     assert!(archives(&app, &key).await.is_empty());
-    let report = verify(&app, &key).await;
+    let report = app.verify(&key).await;
     assert_eq!(report["valid"], true, "{report}");
     assert_eq!(report["checked"], 12);
 }
@@ -288,37 +252,25 @@ async fn expired_events_and_archives_are_deleted_as_recorded_operations() {
     })
     .await;
     let key = app.create_key("org-a", "org:admin").await;
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/v1/retention-policies",
-            Some(&key),
-            Some(
-                json!({"policy_name": "shortlived", "retention_days": 10, "delete_after_days": 10,
-                        "data_classification": "INTERNAL"}),
-            ),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let mixed: Vec<Value> = [
+    app.create_retention_policy(
+        &key,
+        json!({"policy_name": "shortlived", "retention_days": 10, "delete_after_days": 10,
+               "data_classification": "INTERNAL"}),
+    )
+    .await;
+    let mixed = [
         events("nurse", "shortlived", 6),
         events("nurse", "minimal", 4),
         events("held-user", "shortlived", 2),
         events("nurse", "standard", 3),
     ]
-    .into_iter()
-    .flat_map(|batch| batch.as_array().unwrap().clone())
-    .collect();
-    ingest(&app, &key, Value::Array(mixed)).await;
-    let (status, hold) = app
-        .call(
-            Method::POST,
-            "/v1/legal-holds",
-            Some(&key),
-            Some(json!({"reason": "pending lawsuit", "principal_id": "held-user"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{hold}");
+    .concat();
+    app.ingest(&key, mixed).await;
+    app.create_legal_hold(
+        &key,
+        json!({"reason": "pending lawsuit", "principal_id": "held-user"}),
+    )
+    .await;
 
     // 100 days on: `minimal` (archived after 30, deleted after 90) and
     // `shortlived` (deleted after 10) are past; `standard` is not.
@@ -378,7 +330,7 @@ async fn expired_events_and_archives_are_deleted_as_recorded_operations() {
         "{remaining:?}"
     );
 
-    let report = verify(&app, &key).await;
+    let report = app.verify(&key).await;
     assert_eq!(report["valid"], true, "{report}");
     assert_eq!(report["deleted_by_retention"], 10, "{report}");
     assert_eq!(report["checked"], 6, "{report}");
@@ -390,6 +342,6 @@ async fn expired_events_and_archives_are_deleted_as_recorded_operations() {
         )
         .await
         .unwrap();
-    let report = verify(&app, &key).await;
+    let report = app.verify(&key).await;
     assert_eq!(report["valid"], false, "{report}");
 }

@@ -8,22 +8,18 @@ use std::time::Duration;
 
 use std::process::Stdio;
 
-use common::process::{free_port, issue_key, serve, wait_ready};
+use common::process::{free_port, issue_key, kill_9, post, serve, wait_ready};
 use common::proxy::TcpProxy;
-use common::{spawn_app, spawn_app_with, spawn_beside, wait_until, TestApp, TestDatabase};
-use serde_json::json;
+use common::{event, spawn_app, spawn_app_with, spawn_beside, wait_until, TestApp, TestDatabase};
+use serde_json::Value;
 
 /// `audit_worker_cache_lookups_total` of event listings at `level` with
 /// `outcome`, on the app's /metrics.
 async fn lookups(app: &TestApp, level: &str, outcome: &str) -> u64 {
-    let metrics = app.get("/metrics").await.text().await.unwrap();
     let series = format!(
-        "audit_worker_cache_lookups_total{{kind=\"events\",level=\"{level}\",outcome=\"{outcome}\"}} "
+        "audit_worker_cache_lookups_total{{kind=\"events\",level=\"{level}\",outcome=\"{outcome}\"}}"
     );
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(&series))
-        .map_or(0, |value| value.trim().parse().unwrap())
+    app.metric(&series).await.unwrap_or(0)
 }
 
 /// A repeated listing is an L1 hit; an event ingested afterwards is in the
@@ -46,7 +42,7 @@ async fn repeated_listings_hit_l1_and_writes_show_at_once() {
             "a write is seen at once"
         );
     }
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("audit_worker_cache_l1_bytes "),
         "{metrics}"
@@ -128,20 +124,14 @@ async fn two_worker_processes_stay_coherent() {
         listing(writer).await;
         listing(reader).await;
         let action = format!("write-{n}");
-        let response = client
-            .post(format!("{writer}/v1/events"))
-            .bearer_auth(&key)
-            .json(&json!({"principal_id": "u", "action": action, "status": "success"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201);
+        let written = Value::from(event("u", &action));
+        let (status, body) = post(&client, writer, &key, "/v1/events", &written).await;
+        assert_eq!(status, 201, "{body}");
         assert_eq!(listing(reader).await.as_deref(), Some(action.as_str()));
         assert_eq!(listing(writer).await.as_deref(), Some(action.as_str()));
     }
     for worker in &mut workers {
-        worker.kill().unwrap();
-        worker.wait().unwrap();
+        kill_9(worker);
     }
 }
 
@@ -165,7 +155,7 @@ async fn answers_never_cross_organizations() {
 async fn redis_down_and_back_costs_the_client_nothing() {
     let proxy = TcpProxy::start("127.0.0.1:6379", true).await;
     let app = spawn_app_with(|config| {
-        config.redis.url = format!("redis://{}/0", proxy.address()).parse().unwrap();
+        proxy.carry_redis(config);
     })
     .await;
     let key = app.create_key("org-a", "org:admin").await;
@@ -217,9 +207,8 @@ async fn redis_down_and_back_costs_the_client_nothing() {
 /// A worker whose Redis goes through `proxy`, skipping Redis for a short
 /// back-off after a failure.
 async fn spawn_through(proxy: &TcpProxy, beside: Option<&TestApp>) -> TestApp {
-    let url = format!("redis://{}/0", proxy.address());
     let adjust = move |config: &mut audit_worker::config::Config| {
-        config.redis.url = url.parse().unwrap();
+        proxy.carry_redis(config);
         config.redis.outage_backoff = Duration::from_millis(50);
         config.redis.outage_backoff_max = Duration::from_millis(200);
     };

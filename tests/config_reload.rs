@@ -7,15 +7,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use audit_worker::config::Config;
-use audit_worker::reload::ConfigReloader;
-use audit_worker::Application;
-use common::process::{free_port, issue_key, serve, wait_ready, BINARY};
-use common::{test_config, wait_until, TestDatabase};
+use common::process::{free_port, issue_key, serve, signal, wait_ready, BINARY};
+use common::{event, spawn_app_from_file, test_config, wait_until, Event, TestApp, TestDatabase};
+use nix::sys::signal::Signal;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -108,85 +107,10 @@ type = "SECURITY"
     )
 }
 
-/// A worker in-process, built from `file` as `serve --config` builds it.
-struct Worker {
-    address: String,
-    client: reqwest::Client,
-    config: Config,
-    reloader: std::sync::Arc<ConfigReloader>,
-    _database: TestDatabase,
-}
-
-async fn start(file: &Path) -> Worker {
-    let config = Config::load(Some(file)).expect("the test file is valid");
-    let database = TestDatabase::named(config.database.url.database_name());
-    let app = Application::build_with_config_file(config.clone(), Some(file.to_path_buf()))
-        .await
-        .expect("the worker starts");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    let reloader = app.config_reloader();
-    actix_web::rt::spawn(app.run_until_stopped());
-    Worker {
-        address,
-        client: reqwest::Client::new(),
-        config,
-        reloader,
-        _database: database,
-    }
-}
-
-impl Worker {
-    async fn call(&self, method: Method, path: &str, key: &str, body: Option<Value>) -> u16 {
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.address))
-            .bearer_auth(key);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        request
-            .send()
-            .await
-            .expect("the worker answers")
-            .status()
-            .as_u16()
-    }
-
-    async fn key(&self, organization_id: &str) -> String {
-        audit_worker::admin::create_api_key(&self.config, organization_id, "org:admin", None)
-            .await
-            .expect("issue a key")
-    }
-
-    async fn database(&self) -> tokio_postgres::Client {
-        let (client, connection) = self
-            .config
-            .database
-            .url
-            .config()
-            .connect(tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        client
-    }
-
-    async fn metrics(&self) -> String {
-        self.client
-            .get(format!("{}/metrics", self.address))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-}
-
 /// Sends up to `tries` requests in a row; whether one was refused with 429.
-async fn refused_within(worker: &Worker, key: &str, tries: usize) -> bool {
+async fn refused_within(worker: &TestApp, key: &str, tries: usize) -> bool {
     for _ in 0..tries {
-        let status = worker.call(Method::GET, "/v1/roles", key, None).await;
+        let (status, _) = worker.call(Method::GET, "/v1/roles", Some(key), None).await;
         if status == 429 {
             return true;
         }
@@ -234,8 +158,9 @@ async fn a_reload_applies_the_live_keys_and_records_each_change() {
         &base,
         &live_keys(5, 1000, 2000, "tok-*", "info"),
     ));
-    let worker = start(&file.path).await;
-    let (reader, writer) = (worker.key("org-a").await, worker.key("org-a").await);
+    let worker = spawn_app_from_file(&file.path).await;
+    let reader = worker.create_key("org-a", "org:admin").await;
+    let writer = worker.create_key("org-a", "org:admin").await;
     assert!(
         !refused_within(&worker, &reader, 5).await,
         "the initial limit is generous"
@@ -296,20 +221,10 @@ async fn a_reload_applies_the_live_keys_and_records_each_change() {
     // The rate limit is in effect: a few requests in a row and one is refused.
     assert!(refused_within(&worker, &reader, 5).await, "1/s, burst 1");
     // The new threshold is in effect: two failures fire the rule (five before).
-    let failures: Vec<Value> = (0..2)
-        .map(|_| json!({"principal_id": "mallory", "action": "auth.login", "status": "failure"}))
+    let failures: Vec<Event> = (0..2)
+        .map(|_| event("mallory", "auth.login").status("failure"))
         .collect();
-    assert_eq!(
-        worker
-            .call(
-                Method::POST,
-                "/v1/events",
-                &writer,
-                Some(Value::Array(failures))
-            )
-            .await,
-        201
-    );
+    worker.ingest(&writer, failures).await;
     let db = worker.database().await;
     wait_until(WAIT, "the rule fires at the new threshold", || async {
         let fired: i64 = db
@@ -381,8 +296,8 @@ async fn an_invalid_file_is_refused_and_the_old_values_kept() {
         &base,
         &live_keys(5, 1000, 2000, "tok-*", "info"),
     ));
-    let worker = start(&file.path).await;
-    let key = worker.key("org-a").await;
+    let worker = spawn_app_from_file(&file.path).await;
+    let key = worker.create_key("org-a", "org:admin").await;
 
     file.write("[auth\nrate_limit_per_second = 1\n");
     let error = worker.reloader.reload("test").await.unwrap_err();
@@ -471,11 +386,7 @@ async fn a_sighup_makes_a_running_worker_reload_its_file() {
     }
 
     file.write(&file_text(&base, &live_keys(5, 1, 1, "tok-*", "warn")));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(worker.id() as i32),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .unwrap();
+    signal(&worker, Signal::SIGHUP);
     wait_until(WAIT, "the new rate limit refuses a request", || {
         let (client, key, address) = (client.clone(), key.clone(), address.clone());
         async move { (status(client, key, address).await == 429).then_some(()) }
@@ -517,10 +428,6 @@ async fn a_sighup_makes_a_running_worker_reload_its_file() {
         .unwrap()
         .starts_with("auth.rate_limit_"));
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(worker.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    signal(&worker, Signal::SIGTERM);
     worker.wait().unwrap();
 }

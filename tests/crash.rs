@@ -9,9 +9,12 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::process::{free_port, issue_key, serve, wait_ready, BINARY};
+use common::process::{free_port, issue_key, kill_9, serve, wait_ready, BINARY};
 use common::{wait_until, TestDatabase};
 use serde_json::{json, Value};
+
+/// The worker's log level: warnings only.
+const QUIET: &[(&str, &str)] = &[("AUDIT_WORKER__LOG__LEVEL", "warn")];
 
 #[tokio::test]
 async fn every_acknowledged_event_survives_a_kill_9_exactly_once() {
@@ -24,12 +27,7 @@ async fn every_acknowledged_event_survives_a_kill_9_exactly_once() {
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let mut worker = serve(
-        port,
-        &url_text,
-        &[("AUDIT_WORKER__LOG__LEVEL", "warn")],
-        Stdio::null(),
-    );
+    let mut worker = serve(port, &url_text, QUIET, Stdio::null());
     wait_ready(&client, &base).await;
     let key = issue_key(&url_text, "org-crash", "ingest");
 
@@ -81,22 +79,15 @@ async fn every_acknowledged_event_survives_a_kill_9_exactly_once() {
         async move { (count >= 2000).then_some(()) }
     })
     .await;
-    worker.kill().expect("SIGKILL the worker");
-    worker.wait().unwrap();
+    kill_9(&mut worker);
     for writer in writers {
         writer.await.unwrap();
     }
     let acknowledged = acknowledged.lock().unwrap().clone();
 
-    let mut worker = serve(
-        port,
-        &url_text,
-        &[("AUDIT_WORKER__LOG__LEVEL", "warn")],
-        Stdio::null(),
-    );
+    let mut worker = serve(port, &url_text, QUIET, Stdio::null());
     wait_ready(&client, &base).await;
-    let (db, connection) = url.config().connect(tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
+    let db = common::connect(&url).await;
     let stored: HashMap<String, (i64, i64)> = db
         .query(
             "SELECT correlation_id, min(id), count(*) FROM audit_log WHERE action = 'crash.test' GROUP BY correlation_id",
@@ -127,6 +118,5 @@ async fn every_acknowledged_event_survives_a_kill_9_exactly_once() {
     let report: Value = serde_json::from_slice(&verified.stdout).unwrap();
     assert_eq!(report["valid"], true, "{report}");
     assert!(report["checked"].as_u64().unwrap() >= acknowledged.len() as u64);
-    worker.kill().unwrap();
-    worker.wait().unwrap();
+    kill_9(&mut worker);
 }

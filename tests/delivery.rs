@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::receiver::{DroppingReceiver, Receiver};
-use common::{spawn_app, spawn_app_with, spawn_beside, wait_until, TestApp};
+use common::{error_fields, spawn_app, spawn_app_with, spawn_beside, wait_until, webhook, TestApp};
 use hmac::{Hmac, Mac};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -17,18 +17,14 @@ use sha2::Sha256;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
+/// A webhook destination signing with [`SECRET`] (201 asserted); returns its id.
 async fn destination(app: &TestApp, key: &str, url: &str, settings: Value) -> i64 {
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/v1/destinations",
-            Some(key),
-            Some(json!({"type": "webhook", "label": "receiver", "config": {"url": url, "secret": SECRET},
-                        "settings": settings})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    body["id"].as_i64().unwrap()
+    app.create_destination(
+        key,
+        json!({"type": "webhook", "label": "receiver", "config": {"url": url, "secret": SECRET},
+               "settings": settings}),
+    )
+    .await
 }
 
 /// A webhook destination for a receiver that never answers: its attempts
@@ -40,47 +36,13 @@ async fn unanswered_destination(
     timeout_ms: u64,
     concurrency: u32,
 ) -> i64 {
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/v1/destinations",
-            Some(key),
-            Some(json!({"type": "webhook", "label": "unanswered",
-                        "config": {"url": url, "timeout_ms": timeout_ms},
-                        "settings": {"concurrency": concurrency}})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    body["id"].as_i64().unwrap()
-}
-
-async fn enqueue(app: &TestApp, key: &str, destinations: &[i64], payload: Value) -> Vec<String> {
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/v1/deliveries",
-            Some(key),
-            Some(json!({"destination_ids": destinations, "payload": payload})),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-    body["deliveries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-async fn delivery(app: &TestApp, key: &str, id: &str) -> Value {
-    app.call(
-        Method::GET,
-        &format!("/v1/deliveries/{id}"),
-        Some(key),
-        None,
+    app.create_destination(
+        key,
+        json!({"type": "webhook", "label": "unanswered",
+               "config": {"url": url, "timeout_ms": timeout_ms},
+               "settings": {"concurrency": concurrency}}),
     )
     .await
-    .1
 }
 
 /// `GET /v1/deliveries?status=…`: the deliveries listed.
@@ -131,7 +93,7 @@ async fn wait_for_status(app: &TestApp, key: &str, id: &str, status: &str) -> Va
         Duration::from_secs(20),
         &format!("delivery {id} {status}"),
         || async {
-            let found = delivery(app, key, id).await;
+            let found = app.delivery(key, id).await;
             (found["status"] == status).then_some(found)
         },
     )
@@ -179,13 +141,9 @@ async fn a_webhook_delivery_is_signed_delivered_and_recorded() {
     let key = app.create_key("org-a", "org:admin").await;
     let receiver = Receiver::start(&[], 0);
     let target = destination(&app, &key, &receiver.url, Value::Null).await;
-    let ids = enqueue(
-        &app,
-        &key,
-        &[target],
-        json!({"event": "report.ready", "n": 1}),
-    )
-    .await;
+    let ids = app
+        .enqueue(&key, &[target], json!({"event": "report.ready", "n": 1}))
+        .await;
 
     let done = wait_for_status(&app, &key, &ids[0], "delivered").await;
     let received = receiver.received();
@@ -221,7 +179,7 @@ async fn a_connection_closed_under_a_request_is_sent_again_at_once() {
     let key = app.create_key("org-a", "org:admin").await;
     let receiver = DroppingReceiver::start().await;
     let target = destination(&app, &key, &receiver.url, Value::Null).await;
-    let ids = enqueue(&app, &key, &[target], json!({"n": 1})).await;
+    let ids = app.enqueue(&key, &[target], json!({"n": 1})).await;
     let done = wait_for_status(&app, &key, &ids[0], "delivered").await;
     assert_eq!(done["retry_count"], 0, "{done}");
     assert_eq!(done["attempts"].as_array().unwrap().len(), 1, "{done}");
@@ -236,7 +194,7 @@ async fn a_server_error_is_retried_then_delivered_once() {
     let key = app.create_key("org-a", "org:admin").await;
     let receiver = Receiver::start(&[500], 0);
     let target = destination(&app, &key, &receiver.url, fast_retries()).await;
-    let ids = enqueue(&app, &key, &[target], json!({"n": 1})).await;
+    let ids = app.enqueue(&key, &[target], json!({"n": 1})).await;
     let done = wait_for_status(&app, &key, &ids[0], "delivered").await;
     assert_eq!(done["retry_count"], 1);
     assert_eq!(done["attempts"].as_array().unwrap().len(), 2);
@@ -253,7 +211,7 @@ async fn a_client_error_is_dead_lettered_and_can_be_replayed() {
     let key = app.create_key("org-a", "org:admin").await;
     let receiver = Receiver::start(&[422], 0);
     let target = destination(&app, &key, &receiver.url, fast_retries()).await;
-    let ids = enqueue(&app, &key, &[target], json!({"n": 1})).await;
+    let ids = app.enqueue(&key, &[target], json!({"n": 1})).await;
     let failed = wait_for_status(&app, &key, &ids[0], "failed").await;
     assert_eq!(failed["retry_count"], 0, "no retry for a 422");
     let dead = listed_with_status(&app, &key, "failed").await;
@@ -290,7 +248,7 @@ async fn a_dead_letter_of_a_deleted_destination_is_not_replayed() {
     let key = app.create_key("org-a", "org:admin").await;
     let receiver = Receiver::start(&[422], 0);
     let target = destination(&app, &key, &receiver.url, fast_retries()).await;
-    let ids = enqueue(&app, &key, &[target], json!({"n": 1})).await;
+    let ids = app.enqueue(&key, &[target], json!({"n": 1})).await;
     wait_for_status(&app, &key, &ids[0], "failed").await;
     let (status, _) = app
         .call(
@@ -317,7 +275,7 @@ async fn a_dead_letter_of_a_deleted_destination_is_not_replayed() {
         message.contains(&format!("destination {target}")) && message.contains("deleted"),
         "{message}"
     );
-    assert_eq!(delivery(&app, &key, &ids[0]).await["status"], "failed");
+    assert_eq!(app.delivery(&key, &ids[0]).await["status"], "failed");
 }
 
 /// A destination's health never contradicts the destination: disabled by
@@ -367,9 +325,9 @@ async fn each_destination_health_counts_its_own_attempts() {
     let quiet = destination(&app, &key, &steady.url, json!({})).await;
     let refused = destination(&app, &key, &refusing.url, fast_retries()).await;
     for n in 0..3 {
-        enqueue(&app, &key, &[busy], json!({"n": n})).await;
+        app.enqueue(&key, &[busy], json!({"n": n})).await;
     }
-    enqueue(&app, &key, &[quiet, refused], json!({"n": 3})).await;
+    app.enqueue(&key, &[quiet, refused], json!({"n": 3})).await;
 
     let [busy, quiet, refused] =
         wait_until(Duration::from_secs(10), "health of all three", || async {
@@ -404,7 +362,7 @@ async fn retries_end_in_a_dead_letter() {
     let key = app.create_key("org-a", "org:admin").await;
     let receiver = Receiver::start(&[503, 503, 503, 503], 0);
     let target = destination(&app, &key, &receiver.url, fast_retries()).await;
-    let ids = enqueue(&app, &key, &[target], json!({"n": 1})).await;
+    let ids = app.enqueue(&key, &[target], json!({"n": 1})).await;
     let failed = wait_for_status(&app, &key, &ids[0], "failed").await;
     assert_eq!(failed["retry_count"], 3);
     assert_eq!(receiver.received().len(), 4);
@@ -420,7 +378,7 @@ async fn an_open_breaker_holds_deliveries_without_burning_retries() {
     let settings = json!({"retry_schedule": ["50ms", "50ms", "50ms", "50ms", "50ms", "50ms"],
                           "failure_threshold": 2, "reset_timeout": "1h"});
     let target = destination(&app, &key, &receiver.url, settings).await;
-    let ids = enqueue(&app, &key, &[target], json!({"n": 1})).await;
+    let ids = app.enqueue(&key, &[target], json!({"n": 1})).await;
     wait_until(Duration::from_secs(20), "breaker open", || async {
         (health(&app, &key, target).await["circuit_breaker_state"] == "open").then_some(())
     })
@@ -428,12 +386,12 @@ async fn an_open_breaker_holds_deliveries_without_burning_retries() {
     // Give the queue a few polls: the item is claimed and released, never attempted.
     let attempts_then = receiver.received().len();
     wait_until(Duration::from_secs(10), "a released claim", || async {
-        let found = delivery(&app, &key, &ids[0]).await;
+        let found = app.delivery(&key, &ids[0]).await;
         (found["status"] == "retrying" && found["next_retry_at"].is_string()).then_some(())
     })
     .await;
     assert_eq!(attempts_then, 2);
-    let found = delivery(&app, &key, &ids[0]).await;
+    let found = app.delivery(&key, &ids[0]).await;
     assert_eq!(
         found["retry_count"], 2,
         "waiting for the breaker uses no retry: {found}"
@@ -451,7 +409,8 @@ async fn a_dead_destination_does_not_hold_up_the_others() {
     let dead_id = unanswered_destination(&app, &key, &dead.url, 2000, 2).await;
     let healthy_id = destination(&app, &key, &healthy.url, Value::Null).await;
     for n in 0..10 {
-        enqueue(&app, &key, &[dead_id, healthy_id], json!({"n": n})).await;
+        app.enqueue(&key, &[dead_id, healthy_id], json!({"n": n}))
+            .await;
     }
     wait_until(
         Duration::from_secs(10),
@@ -534,7 +493,7 @@ async fn a_claim_is_a_lease_updated_in_place_and_shown_as_processing() {
     let hung_id = unanswered_destination(&app, &key, &hung.url, 30_000, 1).await;
     let mut ids = Vec::new();
     for n in 0..5 {
-        ids.extend(enqueue(&app, &key, &[hung_id], json!({"n": n})).await);
+        ids.extend(app.enqueue(&key, &[hung_id], json!({"n": n})).await);
     }
     wait_for_status(&app, &key, &ids[0], "processing").await;
     let listed = wait_until(
@@ -588,36 +547,24 @@ async fn destinations_are_validated_and_their_secrets_hidden() {
     let app = spawn_app().await;
     let key = app.create_key("org-a", "org:admin").await;
     let (status, body) = app
-        .call(
-            Method::POST,
-            "/v1/destinations",
-            Some(&key),
-            Some(json!({"type": "webhook", "label": "", "config": {"url": "gopher://x", "method": "GET"},
-                        "settings": {"concurrency": 0}})),
+        .try_create_destination(
+            &key,
+            json!({"type": "webhook", "label": "", "config": {"url": "gopher://x", "method": "GET"},
+                   "settings": {"concurrency": 0}}),
         )
         .await;
     assert_eq!(status, 400);
-    let fields: Vec<&str> = body["error"]["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["field"].as_str().unwrap())
-        .collect();
+    let fields = error_fields(&body);
     for field in [
         "label",
         "config.url",
         "config.method",
         "settings.concurrency",
     ] {
-        assert!(fields.contains(&field), "{field}: {body}");
+        assert!(fields.iter().any(|named| named == field), "{field}: {body}");
     }
     let (status, _) = app
-        .call(
-            Method::POST,
-            "/v1/destinations",
-            Some(&key),
-            Some(json!({"type": "email", "label": "x", "config": {}})),
-        )
+        .try_create_destination(&key, json!({"type": "email", "label": "x", "config": {}}))
         .await;
     assert_eq!(status, 400);
 
@@ -750,16 +697,9 @@ async fn destinations_and_deliveries_are_isolated_and_enqueue_is_idempotent() {
         200
     );
     assert_eq!(
-        app.call(
-            Method::POST,
-            "/v1/destinations",
-            Some(&auditor),
-            Some(
-                json!({"type": "webhook", "label": "x", "config": {"url": "http://127.0.0.1:9/"}})
-            )
-        )
-        .await
-        .0,
+        app.try_create_destination(&auditor, webhook("x", "http://127.0.0.1:9/"))
+            .await
+            .0,
         403
     );
     wait_for_status(&app, &key, &id, "delivered").await;
@@ -777,12 +717,9 @@ async fn two_workers_never_deliver_the_same_item() {
     let mut ids = Vec::new();
     for n in 0..40 {
         let app = if n % 2 == 0 { &first } else { &second };
-        ids.extend(enqueue(app, &key, &[target], json!({"n": n})).await);
+        ids.extend(app.enqueue(&key, &[target], json!({"n": n})).await);
     }
-    wait_until(Duration::from_secs(20), "40 deliveries", || async {
-        (receiver.received().len() >= 40).then_some(())
-    })
-    .await;
+    receiver.wait_for(40, Duration::from_secs(20)).await;
     assert_each_received_once(&receiver, 40);
     wait_all_delivered(&first.database().await, Duration::from_secs(10)).await;
 }
@@ -803,7 +740,7 @@ async fn a_claim_held_too_long_goes_back_rather_than_be_delivered_twice() {
     let receiver = Receiver::slow(Duration::from_millis(500));
     let target = destination(&first, &key, &receiver.url, json!({"concurrency": 1})).await;
     for n in 0..12 {
-        enqueue(&first, &key, &[target], json!({"n": n})).await;
+        first.enqueue(&key, &[target], json!({"n": n})).await;
     }
     let second = spawn_beside(&first, lease).await;
     wait_all_delivered(&second.database().await, Duration::from_secs(30)).await;
@@ -822,7 +759,7 @@ async fn a_destination_failing_too_long_is_disabled_and_can_be_re_enabled() {
     let settings = json!({"retry_schedule": ["50ms", "50ms", "50ms", "50ms", "50ms", "50ms", "50ms", "50ms"],
                           "failure_threshold": 100, "auto_disable_after": "1s"});
     let target = destination(&app, &key, &receiver.url, settings).await;
-    enqueue(&app, &key, &[target], json!({"n": 1})).await;
+    app.enqueue(&key, &[target], json!({"n": 1})).await;
     let shown = wait_until(Duration::from_secs(20), "auto-disabled", || async {
         let (_, shown) = app
             .call(
@@ -845,16 +782,7 @@ async fn a_destination_failing_too_long_is_disabled_and_can_be_re_enabled() {
             .contains("no successful delivery"),
         "{health}"
     );
-    let alerts: i64 = app
-        .database()
-        .await
-        .query_one(
-            "SELECT count(*) FROM alerts WHERE organization_id = 'org-a' AND type = 'DELIVERY' AND source = 'system' AND rule_id = 'system:destination-disabled'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let alerts = app.count("SELECT count(*) FROM alerts WHERE organization_id = 'org-a' AND type = 'DELIVERY' AND source = 'system' AND rule_id = 'system:destination-disabled'", &[]).await;
     assert_eq!(alerts, 1);
 
     // Held, not failed, while disabled: a delivery queued with it to a healthy
@@ -862,9 +790,9 @@ async fn a_destination_failing_too_long_is_disabled_and_can_be_re_enabled() {
     let attempts_before = receiver.received().len();
     let healthy = Receiver::start(&[], 0);
     let other = destination(&app, &key, &healthy.url, json!({})).await;
-    let held = enqueue(&app, &key, &[target, other], json!({"n": 2})).await;
+    let held = app.enqueue(&key, &[target, other], json!({"n": 2})).await;
     wait_for_status(&app, &key, &held[1], "delivered").await;
-    assert_eq!(delivery(&app, &key, &held[0]).await["status"], "pending");
+    assert_eq!(app.delivery(&key, &held[0]).await["status"], "pending");
     assert_eq!(receiver.received().len(), attempts_before);
 
     let (status, shown) = app
@@ -883,7 +811,7 @@ async fn a_destination_failing_too_long_is_disabled_and_can_be_re_enabled() {
         || async { (receiver.received().len() > attempts_before).then_some(()) },
     )
     .await;
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(&format!(
             "audit_worker_destination_consecutive_failures{{destination_id=\"{target}\"}}"
@@ -907,7 +835,7 @@ async fn a_destination_rate_limit_spaces_attempts() {
     )
     .await;
     for n in 0..6 {
-        enqueue(&app, &key, &[target], json!({"n": n})).await;
+        app.enqueue(&key, &[target], json!({"n": n})).await;
     }
     wait_until(Duration::from_secs(20), "six deliveries", || async {
         (receiver.received().len() == 6).then_some(())
@@ -921,21 +849,15 @@ async fn a_destination_rate_limit_spaces_attempts() {
     );
 }
 
-/// The number of DeliveryActors the worker runs, from `/metrics`.
-async fn delivery_actors(app: &TestApp) -> i64 {
-    let metrics = app.get("/metrics").await.text().await.unwrap();
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("audit_worker_delivery_actors "))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(-1)
-}
-
+/// Waits until `/metrics` says the worker runs `expected` DeliveryActors.
 async fn wait_for_delivery_actors(app: &TestApp, expected: i64) {
     wait_until(
         Duration::from_secs(10),
         &format!("{expected} delivery actors"),
-        || async { (delivery_actors(app).await == expected).then_some(()) },
+        || async {
+            let actors = app.metric::<i64>("audit_worker_delivery_actors").await;
+            (actors == Some(expected)).then_some(())
+        },
     )
     .await;
 }
@@ -970,7 +892,7 @@ async fn delivery_actors_follow_the_destinations() {
     patch(first, json!({"disabled": true})).await;
     wait_for_delivery_actors(&app, 1).await;
 
-    let queued = enqueue(&app, &key, &[second], json!({"n": 1})).await;
+    let queued = app.enqueue(&key, &[second], json!({"n": 1})).await;
     wait_for_status(&app, &key, &queued[0], "delivered").await;
     // Scheduled later, then orphaned by the deletion.
     let (status, body) = app
@@ -994,7 +916,7 @@ async fn delivery_actors_follow_the_destinations() {
         .await;
     assert_eq!(status, 204);
     wait_for_delivery_actors(&app, 0).await;
-    let orphan = delivery(&app, &key, &later).await;
+    let orphan = app.delivery(&key, &later).await;
     assert_eq!(orphan["status"], "failed");
     assert_eq!(orphan["last_error"], "the destination was deleted");
 

@@ -7,7 +7,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::process::{free_port, issue_key, serve, wait_ready};
+use common::process::{free_port, issue_key, kill_9, post, serve, wait_ready};
 use common::receiver::Receiver;
 use common::{wait_until, TestDatabase};
 use serde_json::{json, Value};
@@ -31,26 +31,13 @@ async fn a_delivery_interrupted_by_kill_9_is_claimed_again_and_delivered() {
     let mut worker = serve(port, &url_text, SETTINGS, Stdio::null());
     wait_ready(&client, &base).await;
     let key = issue_key(&url_text, "org-a", "org:admin");
-    let created: Value = client
-        .post(format!("{base}/v1/destinations"))
-        .bearer_auth(&key)
-        .json(&json!({"type": "webhook", "label": "r", "config": {"url": receiver.url, "timeout_ms": 60000}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let queued: Value = client
-        .post(format!("{base}/v1/deliveries"))
-        .bearer_auth(&key)
-        .json(&json!({"destination_ids": [created["id"]], "payload": {"n": 1}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let destination = json!({"type": "webhook", "label": "r",
+                             "config": {"url": receiver.url, "timeout_ms": 60000}});
+    let (status, created) = post(&client, &base, &key, "/v1/destinations", &destination).await;
+    assert_eq!(status, 201, "{created}");
+    let delivery = json!({"destination_ids": [created["id"]], "payload": {"n": 1}});
+    let (status, queued) = post(&client, &base, &key, "/v1/deliveries", &delivery).await;
+    assert_eq!(status, 202, "{queued}");
     let id = queued["deliveries"][0]["id"].as_str().unwrap().to_owned();
 
     wait_until(
@@ -62,8 +49,7 @@ async fn a_delivery_interrupted_by_kill_9_is_claimed_again_and_delivered() {
         },
     )
     .await;
-    worker.kill().expect("SIGKILL the worker");
-    worker.wait().unwrap();
+    kill_9(&mut worker);
 
     let mut worker = serve(port, &url_text, SETTINGS, Stdio::null());
     wait_ready(&client, &base).await;
@@ -95,6 +81,5 @@ async fn a_delivery_interrupted_by_kill_9_is_claimed_again_and_delivered() {
         1,
         "the killed attempt left no record"
     );
-    worker.kill().unwrap();
-    worker.wait().unwrap();
+    kill_9(&mut worker);
 }

@@ -3,48 +3,17 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{servers, spawn_app, wait_until, TestApp};
+use common::{servers, spawn_app, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
 
+/// A destination of `kind` retrying quickly (201 asserted); returns its id.
 async fn create(app: &TestApp, key: &str, kind: &str, config: Value) -> i64 {
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/v1/destinations",
-            Some(key),
-            Some(json!({"type": kind, "label": kind, "config": config,
-            "settings": {"retry_schedule": ["50ms", "50ms"]}})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    body["id"].as_i64().unwrap()
-}
-
-async fn deliver(app: &TestApp, key: &str, destination: i64, payload: Value) -> Value {
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/v1/deliveries",
-            Some(key),
-            Some(json!({"destination_ids": [destination], "payload": payload})),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let id = body["deliveries"][0]["id"].as_str().unwrap().to_owned();
-    wait_until(Duration::from_secs(30), "the delivery ends", || async {
-        let (_, found) = app
-            .call(
-                Method::GET,
-                &format!("/v1/deliveries/{id}"),
-                Some(key),
-                None,
-            )
-            .await;
-        matches!(found["status"].as_str(), Some("delivered" | "failed")).then_some(found)
-    })
+    app.create_destination(
+        key,
+        json!({"type": kind, "label": kind, "config": config,
+               "settings": {"retry_schedule": ["50ms", "50ms"]}}),
+    )
     .await
 }
 
@@ -62,25 +31,21 @@ async fn email_delivers_the_payload_as_body_or_attachment() {
     with_attachment["attachment_name"] = json!("audit.json");
     let attachment_destination = create(&app, &key, "email", with_attachment).await;
 
-    let done = deliver(
-        &app,
-        &key,
-        body_destination,
-        json!({"report": "body-marker"}),
-    )
-    .await;
+    let done = app
+        .deliver(&key, body_destination, json!({"report": "body-marker"}))
+        .await;
     assert_eq!(done["status"], "delivered", "{done}");
     let reference = done["attempts"][0]["cross_system_reference"]
         .as_str()
         .unwrap()
         .to_owned();
-    let done = deliver(
-        &app,
-        &key,
-        attachment_destination,
-        json!({"report": "attached-marker"}),
-    )
-    .await;
+    let done = app
+        .deliver(
+            &key,
+            attachment_destination,
+            json!({"report": "attached-marker"}),
+        )
+        .await;
     assert_eq!(done["status"], "delivered", "{done}");
 
     let messages: Vec<String> = smtp
@@ -125,7 +90,9 @@ async fn ftp_uploads_then_renames_the_file() {
         "username": "user", "password": "pass", "directory": "/inbox"}),
     )
     .await;
-    let done = deliver(&app, &key, destination, json!({"report": "ftp-marker"})).await;
+    let done = app
+        .deliver(&key, destination, json!({"report": "ftp-marker"}))
+        .await;
     assert_eq!(done["status"], "delivered", "{done}");
     let files = ftp.files();
     assert_eq!(files.len(), 1, "{files:?}");
@@ -158,7 +125,9 @@ async fn ftps_uploads_over_tls_checked_against_the_ca() {
     let config = json!({"host": "127.0.0.1", "port": ftps.port, "username": "user", "password": "pass",
                         "directory": "/inbox", "tls": true, "ca_certificate": ca});
     let destination = create(&app, &key, "ftp", config.clone()).await;
-    let done = deliver(&app, &key, destination, json!({"report": "ftps-marker"})).await;
+    let done = app
+        .deliver(&key, destination, json!({"report": "ftps-marker"}))
+        .await;
     assert_eq!(done["status"], "delivered", "{done}");
     let uploaded: Vec<Value> = ftps
         .files()
@@ -171,7 +140,9 @@ async fn ftps_uploads_over_tls_checked_against_the_ca() {
     let mut untrusted = config.clone();
     untrusted.as_object_mut().unwrap().remove("ca_certificate");
     let destination = create(&app, &key, "ftp", untrusted).await;
-    let done = deliver(&app, &key, destination, json!({"report": "never"})).await;
+    let done = app
+        .deliver(&key, destination, json!({"report": "never"}))
+        .await;
     assert_eq!(done["status"], "failed", "{done}");
     assert!(
         done["last_error"].as_str().unwrap().contains("certificate"),
@@ -181,11 +152,9 @@ async fn ftps_uploads_over_tls_checked_against_the_ca() {
     let mut invalid = config;
     invalid["ca_certificate"] = json!("not a certificate");
     let (status, body) = app
-        .call(
-            Method::POST,
-            "/v1/destinations",
-            Some(&key),
-            Some(json!({"type": "ftp", "label": "ftps", "config": invalid})),
+        .try_create_destination(
+            &key,
+            json!({"type": "ftp", "label": "ftps", "config": invalid}),
         )
         .await;
     assert_eq!(status, 400, "{body}");
@@ -209,7 +178,7 @@ async fn a_refused_ftp_login_fails_at_once() {
         "username": "user", "password": "wrong"}),
     )
     .await;
-    let done = deliver(&app, &key, destination, json!({"n": 1})).await;
+    let done = app.deliver(&key, destination, json!({"n": 1})).await;
     assert_eq!(done["status"], "failed", "{done}");
     assert_eq!(done["retry_count"], 0);
     assert!(done["last_error"].as_str().unwrap().contains("FTP"));
@@ -243,7 +212,9 @@ async fn s3_stores_one_object_per_delivery() {
         .await;
     assert_eq!(shown["config"]["secret_access_key"], "***");
 
-    let done = deliver(&app, &key, destination, json!({"report": "s3-marker"})).await;
+    let done = app
+        .deliver(&key, destination, json!({"report": "s3-marker"}))
+        .await;
     assert_eq!(done["status"], "delivered", "{done}");
     let reference = done["attempts"][0]["cross_system_reference"]
         .as_str()
@@ -292,7 +263,7 @@ async fn s3_stores_one_object_per_delivery() {
         "path_style": true, "access_key_id": "test", "secret_access_key": "test-secret"}),
     )
     .await;
-    let done = deliver(&app, &key, missing, json!({"n": 1})).await;
+    let done = app.deliver(&key, missing, json!({"n": 1})).await;
     assert_eq!(done["status"], "failed", "{done}");
     assert_eq!(done["retry_count"], 0);
 }

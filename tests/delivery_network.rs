@@ -6,15 +6,13 @@
 
 mod common;
 
-use std::time::Duration;
-
 use actix_web::{web, App, HttpResponse, HttpServer};
 use audit_worker::config::{Config, Secret};
 use audit_worker::delivery::config::DestinationConfig;
 use audit_worker::delivery::crypto::SecretBox;
 use base64::Engine;
 use common::receiver::Receiver;
-use common::{servers, spawn_app_with, wait_until, TestApp};
+use common::{servers, spawn_app_with, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -25,14 +23,10 @@ fn shipped_policy(config: &mut Config) {
 
 const LOOPBACK_REFUSED: &str = "is a loopback address (delivery.allow_loopback is false)";
 
+/// `POST /v1/destinations` of a `kind` destination; asserts nothing.
 async fn create(app: &TestApp, key: &str, kind: &str, config: Value) -> (u16, Value) {
-    app.call(
-        Method::POST,
-        "/v1/destinations",
-        Some(key),
-        Some(json!({"type": kind, "label": kind, "config": config})),
-    )
-    .await
+    app.try_create_destination(key, json!({"type": kind, "label": kind, "config": config}))
+        .await
 }
 
 /// Asserts a 400 whose first problem is `field`.
@@ -50,32 +44,6 @@ fn email(host: &str) -> Value {
 
 fn ftp(host: &str) -> Value {
     json!({"host": host, "username": "user", "password": "pass"})
-}
-
-/// Queues one delivery and waits for it to end; returns the delivery.
-async fn deliver(app: &TestApp, key: &str, destination: i64) -> Value {
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/v1/deliveries",
-            Some(key),
-            Some(json!({"destination_ids": [destination], "payload": {"n": 1}})),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let id = body["deliveries"][0]["id"].as_str().unwrap().to_owned();
-    wait_until(Duration::from_secs(30), "the delivery ends", || async {
-        let (_, found) = app
-            .call(
-                Method::GET,
-                &format!("/v1/deliveries/{id}"),
-                Some(key),
-                None,
-            )
-            .await;
-        matches!(found["status"].as_str(), Some("delivered" | "failed")).then_some(found)
-    })
-    .await
 }
 
 /// Every spelling of an internal address in a webhook URL is refused when
@@ -268,7 +236,9 @@ async fn allowed_networks_let_a_listed_range_through() {
     let receiver = Receiver::start(&[], 0);
     let (status, body) = create(&app, &key, "webhook", json!({"url": receiver.url})).await;
     assert_eq!(status, 201, "{body}");
-    let done = deliver(&app, &key, body["id"].as_i64().unwrap()).await;
+    let done = app
+        .deliver(&key, body["id"].as_i64().unwrap(), json!({"n": 1}))
+        .await;
     assert_eq!(done["status"], "delivered", "{done}");
     assert_eq!(receiver.received().len(), 1);
 }
@@ -342,7 +312,7 @@ async fn a_stored_destination_reaching_loopback_is_refused_when_connecting() {
     }
 
     for (host, destination) in stored {
-        let done = deliver(&app, &key, destination).await;
+        let done = app.deliver(&key, destination, json!({"n": 1})).await;
         assert_eq!(done["status"], "failed", "{done}");
         assert_eq!(done["retry_count"], 0, "refused for good: {done}");
         let error = done["last_error"].as_str().unwrap();
@@ -419,7 +389,9 @@ async fn a_redirect_to_a_refused_address_is_not_followed() {
     )
     .await;
     assert_eq!(status, 201, "{body}");
-    let done = deliver(&app, &key, body["id"].as_i64().unwrap()).await;
+    let done = app
+        .deliver(&key, body["id"].as_i64().unwrap(), json!({"n": 1}))
+        .await;
     assert_eq!(done["status"], "failed", "{done}");
     let error = done["last_error"].as_str().unwrap();
     assert!(

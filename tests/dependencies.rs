@@ -14,10 +14,7 @@ use common::{spawn_app_with, wait_until};
 async fn readyz_turns_503_without_postgres_and_recovers() {
     let proxy = TcpProxy::start("127.0.0.1:5432", true).await;
     let app = spawn_app_with(|config| {
-        let name = config.database.url.database_name().to_owned();
-        config.database.url = format!("postgres://postgres@{}/{name}", proxy.address())
-            .parse()
-            .unwrap();
+        proxy.carry_postgres(config);
     })
     .await;
     assert_eq!(app.get_json("/readyz").await.0, 200);
@@ -53,7 +50,7 @@ async fn readyz_turns_503_without_postgres_and_recovers() {
 async fn worker_starts_without_redis_and_connects_later() {
     let proxy = TcpProxy::start("127.0.0.1:6379", false).await;
     let app = spawn_app_with(|config| {
-        config.redis.url = format!("redis://{}/0", proxy.address()).parse().unwrap();
+        proxy.carry_redis(config);
     })
     .await;
 
@@ -69,7 +66,7 @@ async fn worker_starts_without_redis_and_connects_later() {
     })
     .await;
     wait_until(Duration::from_secs(5), "redis gauge up", || async {
-        let text = app.get("/metrics").await.text().await.unwrap();
+        let text = app.metrics().await;
         text.contains(r#"audit_worker_dependency_up{dependency="redis"} 1"#)
             .then_some(())
     })
@@ -85,10 +82,7 @@ async fn worker_starts_without_redis_and_connects_later() {
 async fn requests_fail_fast_while_postgres_is_down_and_cached_answers_are_served() {
     let proxy = TcpProxy::start("127.0.0.1:5432", true).await;
     let app = spawn_app_with(|config| {
-        let name = config.database.url.database_name().to_owned();
-        config.database.url = format!("postgres://postgres@{}/{name}", proxy.address())
-            .parse()
-            .unwrap();
+        proxy.carry_postgres(config);
         config.database.connect_timeout = Duration::from_secs(60);
         // Every request finds its key stale and asks PostgreSQL first.
         config.auth.key_cache_ttl = Duration::from_millis(1);
@@ -161,7 +155,7 @@ async fn requests_fail_fast_while_postgres_is_down_and_cached_answers_are_served
 async fn with_redis_down_requests_skip_it_instead_of_trying_it_each() {
     let proxy = TcpProxy::start("127.0.0.1:6379", true).await;
     let app = spawn_app_with(|config| {
-        config.redis.url = format!("redis://{}/0", proxy.address()).parse().unwrap();
+        proxy.carry_redis(config);
         config.redis.outage_backoff = Duration::from_secs(3600);
         config.redis.outage_backoff_max = Duration::from_secs(3600);
     })
@@ -187,7 +181,7 @@ async fn with_redis_down_requests_skip_it_instead_of_trying_it_each() {
     .await;
     assert_eq!(body["checks"]["redis"]["status"], "degraded");
     wait_until(Duration::from_secs(5), "redis gauge down", || async {
-        let text = app.get("/metrics").await.text().await.unwrap();
+        let text = app.metrics().await;
         text.contains(r#"audit_worker_dependency_up{dependency="redis"} 0"#)
             .then_some(())
     })

@@ -102,7 +102,7 @@ async fn an_error_storm_is_one_aggregation_row_with_its_count() {
         .get(0);
     assert_eq!(count, 5_001);
 
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(
             r#"audit_worker_errors_recorded_total{category="internal",severity="HIGH"} 5001"#
@@ -194,19 +194,13 @@ async fn operators_list_errors_and_tenants_are_refused() {
 async fn errors_survive_a_database_outage_and_never_fail_the_request() {
     let proxy = TcpProxy::start("127.0.0.1:5432", true).await;
     let app = spawn_app_with(|config| {
-        let name = config.database.url.database_name().to_owned();
-        config.database.url = format!("postgres://postgres@{}/{name}", proxy.address())
-            .parse()
-            .unwrap();
+        proxy.carry_postgres(config);
         config.database.connect_timeout = Duration::from_millis(500);
         config.errors.flush_interval = Duration::from_millis(50);
     })
     .await;
     let tenant = app.create_key("acme", "org:admin").await;
-    let (status, _) = app
-        .call(Method::GET, "/v1/events", Some(&tenant), None)
-        .await;
-    assert_eq!(status, 200);
+    app.list_events(&tenant, "").await;
 
     proxy.disable();
     let response = app
@@ -225,27 +219,19 @@ async fn errors_survive_a_database_outage_and_never_fail_the_request() {
         app.errors.record(failure(format!("failure number {n}")));
     }
     wait_until(Duration::from_secs(15), "a failed flush", || async {
-        let text = app.get("/metrics").await.text().await.unwrap();
-        let failures = text
-            .lines()
-            .find_map(|line| line.strip_prefix("audit_worker_errors_flush_failures_total "))
-            .and_then(|value| value.trim().parse::<u64>().ok())
+        let failures = app
+            .metric::<u64>("audit_worker_errors_flush_failures_total")
+            .await
             .unwrap_or(0);
         (failures >= 2).then_some(())
     })
     .await;
 
     proxy.enable();
-    let (direct, connection) = {
-        let server: audit_worker::config::PostgresUrl = common::test_server_url().parse().unwrap();
-        server
-            .with_database(app.config.database.url.database_name())
-            .config()
-            .connect(tokio_postgres::NoTls)
-            .await
-            .unwrap()
-    };
-    tokio::spawn(connection);
+    // Straight to the server, not through the proxy.
+    let server: audit_worker::config::PostgresUrl = common::test_server_url().parse().unwrap();
+    let direct =
+        common::connect(&server.with_database(app.config.database.url.database_name())).await;
     let key = failure("failure number 0".to_owned()).fingerprint();
     wait_until(Duration::from_secs(20), "every count written", || async {
         let row = direct

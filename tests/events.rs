@@ -9,30 +9,9 @@ use std::time::Duration;
 
 use chrono::{Datelike, TimeDelta, Utc};
 use common::proxy::TcpProxy;
-use common::{spawn_app, spawn_app_with, wait_until, TestApp};
+use common::{event, spawn_app, spawn_app_with, wait_until, Event};
 use reqwest::Method;
 use serde_json::{json, Value};
-
-fn event(principal: &str, action: &str) -> Value {
-    json!({"principal_id": principal, "action": action, "status": "success"})
-}
-
-async fn post(app: &TestApp, key: &str, body: Value) -> (u16, Value) {
-    app.call(Method::POST, "/v1/events", Some(key), Some(body))
-        .await
-}
-
-async fn count_events(app: &TestApp, org: &str) -> i64 {
-    app.database()
-        .await
-        .query_one(
-            "SELECT count(*) FROM audit_log WHERE organization_id = $1",
-            &[&org],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
 
 /// One event is stored with every field, answered with its id, timestamp and
 /// hash, and read back identically.
@@ -49,24 +28,15 @@ async fn a_single_event_is_stored_and_read_back() {
         "event_version": "1.1", "details": {"ip": "10.0.0.1", "tags": ["a", 1, 2.5]},
         "idempotency_key": "k-1", "organization_id": "org-a"
     });
-    let (status, body) = post(&app, &key, sent.clone()).await;
-    assert_eq!(status, 201, "{body}");
-    let receipt = &body["events"][0];
+    let receipts = app.ingest(&key, sent.clone()).await;
+    let receipt = &receipts[0];
     assert_eq!(
         receipt["timestamp"], "2026-11-02T10:00:00.123456Z",
         "stored at microsecond precision"
     );
     assert_eq!(receipt["hash"].as_str().unwrap().len(), 64);
 
-    let (status, stored) = app
-        .call(
-            Method::GET,
-            &format!("/v1/events/{}", receipt["id"]),
-            Some(&key),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200);
+    let stored = app.stored_event(&key, &receipt["id"]).await;
     for field in [
         "principal_id",
         "action",
@@ -96,16 +66,8 @@ async fn defaults_are_applied() {
     let app = spawn_app().await;
     let key = app.create_key("org-a", "org:admin").await;
     let before = Utc::now();
-    let (status, body) = post(&app, &key, event("u", "auth.login")).await;
-    assert_eq!(status, 201, "{body}");
-    let (_, stored) = app
-        .call(
-            Method::GET,
-            &format!("/v1/events/{}", body["events"][0]["id"]),
-            Some(&key),
-            None,
-        )
-        .await;
+    let receipts = app.ingest(&key, event("u", "auth.login")).await;
+    let stored = app.stored_event(&key, &receipts[0]["id"]).await;
     assert_eq!(stored["data_classification"], "INTERNAL");
     assert_eq!(stored["retention_policy"], "standard");
     assert_eq!(stored["event_version"], "1.0");
@@ -118,27 +80,23 @@ async fn defaults_are_applied() {
 async fn arrays_and_ndjson_are_accepted_in_order() {
     let app = spawn_app().await;
     let key = app.create_key("org-a", "org:admin").await;
-    let batch: Vec<Value> = (0..50)
+    let batch: Vec<Event> = (0..50)
         .map(|i| event(&format!("u{i}"), "batch.array"))
         .collect();
-    let (status, body) = post(&app, &key, Value::Array(batch)).await;
-    assert_eq!(status, 201);
-    let ids: Vec<i64> = body["events"]
-        .as_array()
-        .unwrap()
+    let ids: Vec<i64> = app
+        .ingest(&key, batch)
+        .await
         .iter()
         .map(|r| r["id"].as_i64().unwrap())
         .collect();
     assert_eq!(ids.len(), 50);
     for (i, id) in ids.iter().enumerate() {
-        let (_, stored) = app
-            .call(Method::GET, &format!("/v1/events/{id}"), Some(&key), None)
-            .await;
+        let stored = app.stored_event(&key, id).await;
         assert_eq!(stored["principal_id"], format!("u{i}"));
     }
 
     let ndjson: String = (0..5)
-        .map(|i| format!("{}\n", event(&format!("n{i}"), "batch.ndjson")))
+        .map(|i| format!("{}\n", Value::from(event(&format!("n{i}"), "batch.ndjson"))))
         .collect::<String>()
         + "\n";
     let response = app
@@ -159,7 +117,7 @@ async fn arrays_and_ndjson_are_accepted_in_order() {
         .post(format!("{}/v1/events", app.address))
         .bearer_auth(&key)
         .header("content-type", "application/x-ndjson")
-        .body(format!("{}\nnot json\n", event("n", "x")))
+        .body(format!("{}\nnot json\n", Value::from(event("n", "x"))))
         .send()
         .await
         .unwrap();
@@ -177,7 +135,7 @@ async fn arrays_and_ndjson_are_accepted_in_order() {
         .await
         .unwrap();
     assert_eq!(response.status(), 415);
-    assert_eq!(count_events(&app, "org-a").await, 55);
+    assert_eq!(app.count_events("org-a").await, 55);
 }
 
 /// Every field: a bad value gets a 400 naming the event's index and the field,
@@ -217,10 +175,9 @@ async fn every_invalid_field_is_named_and_nothing_is_stored() {
         ("surprise", json!(1)),
     ];
     for (field, value) in cases {
-        let mut bad = event("u", "a");
-        bad[field] = value.clone();
-        let body = json!([event("ok", "a"), bad, event("ok2", "a")]);
-        let (status, answer) = post(&app, &key, body).await;
+        let bad = event("u", "a").set(field, value.clone());
+        let body = vec![event("ok", "a"), bad, event("ok2", "a")];
+        let (status, answer) = app.try_ingest(&key, body).await;
         assert_eq!(status, 400, "{field}={value}: {answer}");
         assert_eq!(answer["error"]["code"], "validation_failed");
         let details = answer["error"]["details"].as_array().unwrap();
@@ -239,24 +196,22 @@ async fn every_invalid_field_is_named_and_nothing_is_stored() {
     let near_future = (Utc::now() + TimeDelta::minutes(2)).to_rfc3339();
     let last_year = format!("{}-03-15T12:00:00Z", Utc::now().year() - 1);
     for timestamp in [near_future, last_year] {
-        let mut ok = event("u", "a");
-        ok["timestamp"] = json!(timestamp);
-        assert_eq!(post(&app, &key, ok).await.0, 201, "{timestamp}");
+        let ok = event("u", "a").timestamp(timestamp.as_str());
+        assert_eq!(app.try_ingest(&key, ok).await.0, 201, "{timestamp}");
     }
     assert_eq!(
-        count_events(&app, "org-a").await,
+        app.count_events("org-a").await,
         2,
         "nothing of the refused requests was stored"
     );
 
-    let too_many: Vec<Value> = (0..1001).map(|i| event(&format!("u{i}"), "a")).collect();
-    assert_eq!(post(&app, &key, Value::Array(too_many)).await.0, 400);
-    assert_eq!(post(&app, &key, json!([])).await.0, 400);
-    assert_eq!(post(&app, &key, json!("text")).await.0, 400);
-    let mut foreign = event("u", "a");
-    foreign["organization_id"] = json!("org-b");
-    assert_eq!(post(&app, &key, foreign).await.0, 403);
-    assert_eq!(count_events(&app, "org-a").await, 2);
+    let too_many: Vec<Event> = (0..1001).map(|i| event(&format!("u{i}"), "a")).collect();
+    assert_eq!(app.try_ingest(&key, too_many).await.0, 400);
+    assert_eq!(app.try_ingest(&key, json!([])).await.0, 400);
+    assert_eq!(app.try_ingest(&key, json!("text")).await.0, 400);
+    let foreign = event("u", "a").organization("org-b");
+    assert_eq!(app.try_ingest(&key, foreign).await.0, 403);
+    assert_eq!(app.count_events("org-a").await, 2);
 }
 
 /// An event in the first microsecond of a month lands in that month's partition.
@@ -264,12 +219,9 @@ async fn every_invalid_field_is_named_and_nothing_is_stored() {
 async fn an_event_at_the_first_instant_of_a_month_is_stored_in_that_month() {
     let app = spawn_app().await;
     let key = app.create_key("org-a", "org:admin").await;
-    let mut first = event("u", "month.edge");
-    first["timestamp"] = json!("2025-02-01T00:00:00Z");
-    let mut last = event("u", "month.edge");
-    last["timestamp"] = json!("2025-01-31T23:59:59.999999Z");
-    let (status, body) = post(&app, &key, json!([first, last])).await;
-    assert_eq!(status, 201, "{body}");
+    let first = event("u", "month.edge").timestamp("2025-02-01T00:00:00Z");
+    let last = event("u", "month.edge").timestamp("2025-01-31T23:59:59.999999Z");
+    app.ingest(&key, vec![first, last]).await;
     let rows = app
         .database()
         .await
@@ -302,16 +254,8 @@ async fn presets_apply_defaults_and_rules() {
         .unwrap();
     let good = json!({"preset": "phi-read", "principal_id": "u", "status": "success",
         "target_resource_id": "p-1", "details": {"reason": "treatment"}});
-    let (status, body) = post(&app, &key, good).await;
-    assert_eq!(status, 201, "{body}");
-    let (_, stored) = app
-        .call(
-            Method::GET,
-            &format!("/v1/events/{}", body["events"][0]["id"]),
-            Some(&key),
-            None,
-        )
-        .await;
+    let receipts = app.ingest(&key, good).await;
+    let stored = app.stored_event(&key, &receipts[0]["id"]).await;
     assert_eq!(stored["action"], "patient.record.read");
     assert_eq!(stored["data_classification"], "PHI");
     assert_eq!(stored["target_resource_type"], "Patient");
@@ -334,7 +278,7 @@ async fn presets_apply_defaults_and_rules() {
             "action",
         ),
     ] {
-        let (status, body) = post(&app, &key, bad).await;
+        let (status, body) = app.try_ingest(&key, bad).await;
         assert_eq!(status, 400, "{body}");
         let detail = body["error"]["details"]
             .as_array()
@@ -359,18 +303,14 @@ async fn presets_apply_defaults_and_rules() {
 async fn a_repeated_idempotency_key_stores_one_event_even_when_racing() {
     let app = spawn_app().await;
     let key = app.create_key("org-a", "org:admin").await;
-    let mut keyed = event("u", "idem");
-    keyed["idempotency_key"] = json!("same-key");
-    let (status, first) = post(&app, &key, keyed.clone()).await;
-    assert_eq!(status, 201);
-    let (status, again) = post(&app, &key, keyed.clone()).await;
-    assert_eq!(status, 201);
-    assert_eq!(again["events"][0], first["events"][0]);
+    let keyed = event("u", "idem").set("idempotency_key", "same-key");
+    let first = app.ingest(&key, keyed.clone()).await;
+    let again = app.ingest(&key, keyed.clone()).await;
+    assert_eq!(again[0], first[0]);
 
-    let mut racing = keyed.clone();
-    racing["idempotency_key"] = json!("race");
+    let racing = keyed.clone().set("idempotency_key", "race");
     let answers =
-        futures_util::future::join_all((0..20).map(|_| post(&app, &key, racing.clone()))).await;
+        futures_util::future::join_all((0..20).map(|_| app.try_ingest(&key, racing.clone()))).await;
     let receipts: HashSet<String> = answers
         .iter()
         .map(|(status, body)| {
@@ -384,20 +324,16 @@ async fn a_repeated_idempotency_key_stores_one_event_even_when_racing() {
         "every racer got the same event: {receipts:?}"
     );
     // Within one request too.
-    let (_, pair) = post(&app, &key, json!([racing.clone(), racing])).await;
-    assert_eq!(pair["events"][0], pair["events"][1]);
-    let stored: i64 = app
-        .database()
-        .await
-        .query_one("SELECT count(*) FROM audit_log WHERE action = 'idem'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let pair = app.ingest(&key, vec![racing.clone(), racing]).await;
+    assert_eq!(pair[0], pair[1]);
+    let stored = app
+        .count("SELECT count(*) FROM audit_log WHERE action = 'idem'", &[])
+        .await;
     assert_eq!(stored, 2, "one event per key");
     // Another organization may use the same key.
     let other = app.create_key("org-b", "org:admin").await;
-    let (_, theirs) = post(&app, &other, keyed).await;
-    assert_ne!(theirs["events"][0]["id"], first["events"][0]["id"]);
+    let theirs = app.ingest(&other, keyed).await;
+    assert_ne!(theirs[0]["id"], first[0]["id"]);
 }
 
 /// Keyset pagination while new events keep arriving: every event that existed
@@ -407,38 +343,35 @@ async fn pagination_is_stable_under_concurrent_inserts() {
     let app = spawn_app().await;
     let key = app.create_key("org-a", "org:admin").await;
     let start = Utc::now() - TimeDelta::hours(2);
-    let seeded: Vec<Value> = (0..250)
+    let seeded: Vec<Event> = (0..250)
         .map(|i| {
-            let mut e = event(&format!("s{i}"), "seeded");
             // Several events share each timestamp, so ties are broken by id.
-            e["timestamp"] = json!((start + TimeDelta::seconds(i / 3)).to_rfc3339());
-            e
+            event(&format!("s{i}"), "seeded")
+                .timestamp((start + TimeDelta::seconds(i / 3)).to_rfc3339())
         })
         .collect();
-    let (status, body) = post(&app, &key, Value::Array(seeded)).await;
-    assert_eq!(status, 201);
-    let seeded_ids: HashSet<i64> = body["events"]
-        .as_array()
-        .unwrap()
+    let seeded_ids: HashSet<i64> = app
+        .ingest(&key, seeded)
+        .await
         .iter()
         .map(|r| r["id"].as_i64().unwrap())
         .collect();
 
     let writer = async {
         for i in 0..30 {
-            post(&app, &key, event(&format!("live{i}"), "live")).await;
+            app.try_ingest(&key, event(&format!("live{i}"), "live"))
+                .await;
         }
     };
     let reader = async {
         let mut seen = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let path = match &cursor {
-                Some(cursor) => format!("/v1/events?limit=40&cursor={cursor}"),
-                None => "/v1/events?limit=40".to_owned(),
+            let query = match &cursor {
+                Some(cursor) => format!("limit=40&cursor={cursor}"),
+                None => "limit=40".to_owned(),
             };
-            let (status, page) = app.call(Method::GET, &path, Some(&key), None).await;
-            assert_eq!(status, 200, "{page}");
+            let page = app.list_events(&key, &query).await;
             seen.extend(
                 page["events"]
                     .as_array()
@@ -471,19 +404,11 @@ async fn listings_filter_by_every_parameter() {
          "target_resource_type": "Patient", "target_resource_id": "p1"},
         {"principal_id": "bob", "action": "authz_x", "status": "attempt", "timestamp": "2025-06-01T00:00:00Z"}
     ]);
-    assert_eq!(post(&app, &key, events).await.0, 201);
+    app.ingest(&key, events).await;
     let count = |query: &'static str| {
-        let (app, key) = (&app, key.clone());
+        let (app, key) = (&app, &key);
         async move {
-            let (status, page) = app
-                .call(
-                    Method::GET,
-                    &format!("/v1/events?{query}"),
-                    Some(&key),
-                    None,
-                )
-                .await;
-            assert_eq!(status, 200, "{query}: {page}");
+            let page = app.list_events(key, query).await;
             page["events"].as_array().unwrap().len()
         }
     };
@@ -517,26 +442,14 @@ async fn listings_filter_by_every_parameter() {
         ("cursor=nonsense", "cursor"),
         ("from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z", "from"),
     ] {
-        let (status, body) = app
-            .call(
-                Method::GET,
-                &format!("/v1/events?{query}"),
-                Some(&key),
-                None,
-            )
-            .await;
+        let (status, body) = app.try_list_events(&key, query).await;
         assert_eq!(status, 400, "{query}");
         assert_eq!(
             body["error"]["details"][0]["field"], field,
             "{query}: {body}"
         );
     }
-    assert_eq!(
-        app.call(Method::GET, "/v1/events?bogus=1", Some(&key), None)
-            .await
-            .0,
-        400
-    );
+    assert_eq!(app.try_list_events(&key, "bogus=1").await.0, 400);
 }
 
 /// Roles and organizations: `ingest` writes but cannot read, `auditor` reads
@@ -547,16 +460,10 @@ async fn events_are_scoped_to_roles_and_organizations() {
     let writer = app.create_key("org-a", "ingest").await;
     let auditor = app.create_key("org-a", "auditor").await;
     let other = app.create_key("org-b", "org:admin").await;
-    let (status, body) = post(&app, &writer, event("u", "scoped")).await;
-    assert_eq!(status, 201);
-    let id = body["events"][0]["id"].as_i64().unwrap();
-    assert_eq!(
-        app.call(Method::GET, "/v1/events", Some(&writer), None)
-            .await
-            .0,
-        403
-    );
-    assert_eq!(post(&app, &auditor, event("u", "x")).await.0, 403);
+    let receipts = app.ingest(&writer, event("u", "scoped")).await;
+    let id = receipts[0]["id"].as_i64().unwrap();
+    assert_eq!(app.try_list_events(&writer, "").await.0, 403);
+    assert_eq!(app.try_ingest(&auditor, event("u", "x")).await.0, 403);
     assert_eq!(
         app.call(
             Method::GET,
@@ -574,9 +481,7 @@ async fn events_are_scoped_to_roles_and_organizations() {
             .0,
         404
     );
-    let (_, page) = app
-        .call(Method::GET, "/v1/events", Some(&other), None)
-        .await;
+    let page = app.list_events(&other, "").await;
     assert_eq!(page["events"].as_array().unwrap().len(), 0);
     assert_eq!(
         app.call(Method::GET, "/v1/events/not-a-number", Some(&auditor), None)
@@ -592,16 +497,13 @@ async fn events_are_scoped_to_roles_and_organizations() {
 async fn ingest_fails_fast_without_postgres_and_recovers() {
     let proxy = TcpProxy::start("127.0.0.1:5432", true).await;
     let app = spawn_app_with(|config| {
-        let name = config.database.url.database_name().to_owned();
-        config.database.url = format!("postgres://postgres@{}/{name}", proxy.address())
-            .parse()
-            .unwrap();
+        proxy.carry_postgres(config);
         config.database.connect_timeout = Duration::from_millis(500);
         config.ingest.breaker_reset_timeout = Duration::from_millis(500);
     })
     .await;
     let key = app.create_key("org-a", "org:admin").await;
-    assert_eq!(post(&app, &key, event("u", "before")).await.0, 201);
+    app.ingest(&key, event("u", "before")).await;
 
     proxy.disable();
     for _ in 0..4 {
@@ -609,7 +511,7 @@ async fn ingest_fails_fast_without_postgres_and_recovers() {
             .client
             .post(format!("{}/v1/events", app.address))
             .bearer_auth(&key)
-            .json(&event("u", "during"))
+            .json(&Value::from(event("u", "during")))
             .send()
             .await
             .unwrap();
@@ -617,7 +519,7 @@ async fn ingest_fails_fast_without_postgres_and_recovers() {
         assert!(response.headers().contains_key("retry-after"));
     }
     let started = std::time::Instant::now();
-    assert_eq!(post(&app, &key, event("u", "during")).await.0, 503);
+    assert_eq!(app.try_ingest(&key, event("u", "during")).await.0, 503);
     assert!(
         started.elapsed() < Duration::from_millis(400),
         "the open breaker answers at once"
@@ -625,7 +527,7 @@ async fn ingest_fails_fast_without_postgres_and_recovers() {
 
     proxy.enable();
     wait_until(Duration::from_secs(15), "ingest recovers", || async {
-        (post(&app, &key, event("u", "after")).await.0 == 201).then_some(())
+        (app.try_ingest(&key, event("u", "after")).await.0 == 201).then_some(())
     })
     .await;
     let rows = app
@@ -636,14 +538,7 @@ async fn ingest_fails_fast_without_postgres_and_recovers() {
         .unwrap();
     let actions: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
     assert_eq!(actions, ["before", "after"]);
-    let (_, report) = app
-        .call(
-            Method::POST,
-            "/v1/integrity/verify",
-            Some(&key),
-            Some(json!({})),
-        )
-        .await;
+    let report = app.verify(&key).await;
     assert_eq!(report["valid"], true, "{report}");
 }
 
@@ -654,18 +549,12 @@ async fn ingest_fails_fast_without_postgres_and_recovers() {
 async fn a_leap_second_is_stored_and_hashed_as_the_next_second() {
     let app = spawn_app().await;
     let key = app.create_key("org-leap", "org:admin").await;
-    let mut leap = event("u1", "leap.test");
-    leap["timestamp"] = json!("2025-06-30T23:59:60Z");
-    let (status, body) = post(&app, &key, json!([leap, event("u2", "after.leap")])).await;
-    assert_eq!(status, 201, "{body}");
-    assert_eq!(
-        body["events"][0]["timestamp"],
-        "2025-07-01T00:00:00.000000Z"
-    );
-    let (status, report) = app
-        .call(Method::POST, "/v1/integrity/verify", Some(&key), None)
+    let leap = event("u1", "leap.test").timestamp("2025-06-30T23:59:60Z");
+    let receipts = app
+        .ingest(&key, vec![leap, event("u2", "after.leap")])
         .await;
-    assert_eq!(status, 200, "{report}");
+    assert_eq!(receipts[0]["timestamp"], "2025-07-01T00:00:00.000000Z");
+    let report = app.verify(&key).await;
     assert_eq!(report["valid"], true, "{report}");
     let stored: chrono::DateTime<Utc> = app
         .database()
@@ -698,16 +587,15 @@ async fn a_request_that_fails_in_the_database_fails_no_other_request() {
         .unwrap();
     let bad = app.create_key("org-bad", "org:admin").await;
     let good = app.create_key("org-good", "org:admin").await;
-    let mut doomed = event("u1", "doomed");
-    doomed["timestamp"] = json!("2001-01-15T00:00:00Z");
+    let doomed = event("u1", "doomed").timestamp("2001-01-15T00:00:00Z");
     for round in 0..5 {
         let ((bad_status, _), (good_status, good_body)) = tokio::join!(
-            post(&app, &bad, doomed.clone()),
-            post(&app, &good, event("u2", "innocent")),
+            app.try_ingest(&bad, doomed.clone()),
+            app.try_ingest(&good, event("u2", "innocent")),
         );
         assert_eq!(good_status, 201, "round {round}: {good_body}");
         assert!(bad_status >= 500, "round {round}: {bad_status}");
     }
-    assert_eq!(count_events(&app, "org-good").await, 5);
-    assert_eq!(count_events(&app, "org-bad").await, 0);
+    assert_eq!(app.count_events("org-good").await, 5);
+    assert_eq!(app.count_events("org-bad").await, 0);
 }

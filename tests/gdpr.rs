@@ -9,47 +9,34 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{spawn_app, TestApp};
+use common::{event, spawn_app, webhook, Event, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-async fn ingest(app: &TestApp, key: &str, events: Vec<Value>) {
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/v1/events",
-            Some(key),
-            Some(Value::Array(events)),
-        )
-        .await;
-    assert!(
-        status == 201 || status == 200,
-        "ingest answered {status}: {body}"
-    );
-}
-
-fn event(principal: &str, action: &str, target: Option<&str>) -> Value {
-    json!({"principal_id": principal, "action": action, "status": "success",
-           "target_resource_type": "patient", "target_resource_id": target})
+/// `principal`'s successful `action` on a patient record (`None`: no record named).
+fn on_patient(principal: &str, action: &str, target: Option<&str>) -> Event {
+    event(principal, action).target("patient", target)
 }
 
 /// A mix for subject `alice` in `org`: her own events (some preserved by the
 /// default erasure rules), events naming her as target, and others'.
 async fn seed(app: &TestApp, key: &str) {
     let tricky = json!({"note": "comma, \"quote\"\nnew line <tag> & amp \u{1} control", "n": 2.5});
-    let mut events = vec![
-        event("alice", "patient.record.read", Some("p-1")),
-        event("alice", "patient.record.update", Some("p-2")),
-        event("alice", "auth.login", None),
-        event("alice", "auth.login.mfa", None),
-        event("dr-bob", "patient.record.read", Some("alice")),
-        event("dr-bob", "patient.record.read", Some("p-3")),
-        event("carol", "auth.login", None),
-    ];
-    events[0]["details"] = tricky;
-    events[1]["outcome_description"] = json!("updated, \"allergies\"");
-    ingest(app, key, events).await;
+    app.ingest(
+        key,
+        vec![
+            on_patient("alice", "patient.record.read", Some("p-1")).details(tricky),
+            on_patient("alice", "patient.record.update", Some("p-2"))
+                .set("outcome_description", "updated, \"allergies\""),
+            on_patient("alice", "auth.login", None),
+            on_patient("alice", "auth.login.mfa", None),
+            on_patient("dr-bob", "patient.record.read", Some("alice")),
+            on_patient("dr-bob", "patient.record.read", Some("p-3")),
+            on_patient("carol", "auth.login", None),
+        ],
+    )
+    .await;
 }
 
 /// `(id, principal_id, action, target_resource_id)` of the organization's
@@ -63,14 +50,6 @@ async fn rows(app: &TestApp, sql: &str, org: &str) -> Vec<(i64, String, String, 
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect()
-}
-
-async fn verify(app: &TestApp, key: &str) -> Value {
-    let (status, report) = app
-        .call(Method::POST, "/v1/integrity/verify", Some(key), None)
-        .await;
-    assert_eq!(status, 200, "{report}");
-    report
 }
 
 async fn export(app: &TestApp, key: &str, format: &str) -> (String, String) {
@@ -200,16 +179,7 @@ async fn exports_parse_back_to_the_stored_events_with_a_matching_manifest() {
         );
         assert_eq!(manifest["bytes"], body.len());
     }
-    let exports: i64 = app
-        .database()
-        .await
-        .query_one(
-            "SELECT count(*) FROM audit_log WHERE organization_id = 'org-a' AND action = 'gdpr.data.export'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let exports = app.count("SELECT count(*) FROM audit_log WHERE organization_id = 'org-a' AND action = 'gdpr.data.export'", &[]).await;
     assert_eq!(exports, 3, "every export is an audit event");
 }
 
@@ -318,16 +288,13 @@ async fn pseudonymization_strategies_keep_the_trail_verifiable() {
     let key_b = app.create_key("org-b", "org:admin").await;
     let auditor = app.create_key("org-a", "auditor").await;
     for (principal, n) in [("alice", 3), ("bob", 2), ("carol", 2)] {
-        ingest(
-            &app,
-            &key,
-            (0..n)
-                .map(|_| event(principal, "record.read", Some(principal)))
-                .collect(),
-        )
-        .await;
+        let events: Vec<Event> = (0..n)
+            .map(|_| on_patient(principal, "record.read", Some(principal)))
+            .collect();
+        app.ingest(&key, events).await;
     }
-    ingest(&app, &key_b, vec![event("alice", "record.read", None)]).await;
+    app.ingest(&key_b, vec![on_patient("alice", "record.read", None)])
+        .await;
 
     let (status, hashed) = pseudonymize(&app, &key, "alice", "hash").await;
     assert_eq!(status, 200, "{hashed}");
@@ -403,7 +370,7 @@ async fn pseudonymization_strategies_keep_the_trail_verifiable() {
         .get(0);
     assert_eq!(clear, 0, "no clear identifier left");
 
-    let report = verify(&app, &key).await;
+    let report = app.verify(&key).await;
     assert_eq!(report["valid"], true, "{report}");
     assert_eq!(report["pseudonymized"], 7, "{report}");
 
@@ -424,7 +391,7 @@ async fn pseudonymization_strategies_keep_the_trail_verifiable() {
     )
     .await
     .unwrap();
-    let report = verify(&app, &key).await;
+    let report = app.verify(&key).await;
     assert_eq!(report["valid"], false, "{report}");
     assert_eq!(report["problem_count"], 1, "{report}");
 }
@@ -438,19 +405,14 @@ async fn erasure_keeps_exactly_the_configured_events() {
     let app = spawn_app().await;
     let key = app.create_key("org-a", "org:admin").await;
     seed(&app, &key).await;
-    let held = json!({"principal_id": "alice", "action": "billing.invoice", "status": "success",
-                      "timestamp": "2026-01-15T10:00:00Z"});
-    ingest(&app, &key, vec![held]).await;
-    let (status, hold) = app
-        .call(
-            Method::POST,
-            "/v1/legal-holds",
-            Some(&key),
-            Some(json!({"reason": "litigation", "principal_id": "alice",
-                        "starts_at": "2026-01-01T00:00:00Z", "ends_at": "2026-02-01T00:00:00Z"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{hold}");
+    let held = event("alice", "billing.invoice").timestamp("2026-01-15T10:00:00Z");
+    app.ingest(&key, vec![held]).await;
+    app.create_legal_hold(
+        &key,
+        json!({"reason": "litigation", "principal_id": "alice",
+               "starts_at": "2026-01-01T00:00:00Z", "ends_at": "2026-02-01T00:00:00Z"}),
+    )
+    .await;
 
     let (status, erased) = app
         .call(
@@ -493,19 +455,10 @@ async fn erasure_keeps_exactly_the_configured_events() {
         "a reference to her is pseudonymized"
     );
 
-    let report = verify(&app, &key).await;
+    let report = app.verify(&key).await;
     assert_eq!(report["valid"], true, "{report}");
     assert_eq!(report["erased_by_gdpr"], 2, "{report}");
-    let deleted: i64 = app
-        .database()
-        .await
-        .query_one(
-            "SELECT count(*) FROM audit_log WHERE organization_id = 'org-a' AND action = 'gdpr.data.delete'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let deleted = app.count("SELECT count(*) FROM audit_log WHERE organization_id = 'org-a' AND action = 'gdpr.data.delete'", &[]).await;
     assert_eq!(deleted, 2, "the erasure's start and end are audit events");
 }
 
@@ -516,14 +469,10 @@ async fn erasure_keeps_exactly_the_configured_events() {
 async fn an_interrupted_operation_resumes_and_completes() {
     let app = spawn_app_with_small_batches().await;
     let key = app.create_key("org-a", "org:admin").await;
-    ingest(
-        &app,
-        &key,
-        (0..25)
-            .map(|_| event("dave", "record.read", None))
-            .collect(),
-    )
-    .await;
+    let events: Vec<Event> = (0..25)
+        .map(|_| on_patient("dave", "record.read", None))
+        .collect();
+    app.ingest(&key, events).await;
     let (_, first) = pseudonymize(&app, &key, "dave", "hash").await;
     assert_eq!(first["records_affected"], 25);
     // As if the worker died after the first batches: the operation unfinished,
@@ -553,7 +502,7 @@ async fn an_interrupted_operation_resumes_and_completes() {
         "the same operation"
     );
     assert_eq!(resumed["records_affected"], 10);
-    let report = verify(&app, &key).await;
+    let report = app.verify(&key).await;
     assert_eq!(report["valid"], true, "{report}");
     assert_eq!(report["pseudonymized"], 25, "{report}");
 }
@@ -582,16 +531,7 @@ async fn other_requests_are_recorded_and_input_is_checked() {
         .as_str()
         .unwrap()
         .contains("never rewritten"));
-    let stored: i64 = app
-        .database()
-        .await
-        .query_one(
-            "SELECT count(*) FROM audit_log WHERE organization_id = 'org-a' AND action = 'gdpr.request.rectification'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let stored = app.count("SELECT count(*) FROM audit_log WHERE organization_id = 'org-a' AND action = 'gdpr.request.rectification'", &[]).await;
     assert_eq!(stored, 1);
 
     for (path, body, field) in [
@@ -656,36 +596,24 @@ async fn an_export_is_delivered_to_a_destination() {
     let key = app.create_key("org-a", "org:admin").await;
     seed(&app, &key).await;
     let receiver = common::receiver::Receiver::start(&[], 0);
-    let (status, destination) = app
-        .call(
-            Method::POST,
-            "/v1/destinations",
-            Some(&key),
-            Some(json!({"type": "webhook", "label": "dpo", "config": {"url": receiver.url}})),
-        )
+    let destination = app
+        .create_destination(&key, webhook("dpo", &receiver.url))
         .await;
-    assert_eq!(status, 201, "{destination}");
     let (status, delivered) = app
         .call(
             Method::POST,
             "/v1/gdpr/export",
             Some(&key),
             Some(json!({"principal_id": "alice", "format": "csv",
-                        "destination_id": destination["id"]})),
+                        "destination_id": destination})),
         )
         .await;
     assert_eq!(status, 202, "{delivered}");
     assert_eq!(delivered["manifest"]["count"], 5);
-    let body = common::wait_until(
-        std::time::Duration::from_secs(15),
-        "the export to arrive",
-        || {
-            let received = receiver.received();
-            async move { received.first().map(|r| r.body.clone()) }
-        },
-    )
-    .await;
-    let payload: Value = serde_json::from_slice(&body).unwrap();
+    let received = receiver
+        .wait_for(1, std::time::Duration::from_secs(15))
+        .await;
+    let payload: Value = serde_json::from_slice(&received[0].body).unwrap();
     assert_eq!(payload["type"], "gdpr.export");
     let content = payload["file"]["content"].as_str().unwrap();
     assert_eq!(

@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 
-use common::{spawn_app, spawn_app_with, TestApp};
+use common::{event, spawn_app, spawn_app_with, TestApp};
 use serde_json::{json, Value};
 
 /// `/healthz` answers 200 while the process runs.
@@ -66,9 +66,7 @@ async fn oversized_body_is_a_json_413() {
 async fn metrics_expose_http_actor_and_pool_series() {
     let app = spawn_app().await;
     assert_eq!(app.get("/healthz").await.status(), 200);
-    let response = app.get("/metrics").await;
-    assert_eq!(response.status(), 200);
-    let text = response.text().await.unwrap();
+    let text = app.metrics().await;
     for series in [
         r#"audit_worker_http_requests_total{method="GET",route="/healthz",status="200"} 1"#,
         r#"audit_worker_http_request_duration_seconds_bucket{method="GET",route="/healthz""#,
@@ -89,16 +87,11 @@ async fn metrics_cover_actors_ingest_the_queue_and_maintenance() {
     })
     .await;
     let key = app.create_key("org-metrics", "org:admin").await;
-    let (status, _) = app
-        .call(
-            reqwest::Method::POST,
-            "/v1/events",
-            Some(&key),
-            Some(serde_json::json!([{"principal_id": "u", "action": "auth.login", "status": "success"},
-                                    {"principal_id": "u", "action": "auth.logout", "status": "success"}])),
-        )
-        .await;
-    assert_eq!(status, 201);
+    app.ingest(
+        &key,
+        vec![event("u", "auth.login"), event("u", "auth.logout")],
+    )
+    .await;
     let expected = [
         r#"audit_worker_actor_message_duration_seconds_count{actor="ingest"} 1"#,
         // The ingest actor's notice of stored events, counted once handled.
@@ -114,7 +107,7 @@ async fn metrics_cover_actors_ingest_the_queue_and_maintenance() {
         std::time::Duration::from_secs(10),
         "every series on /metrics",
         || async {
-            let text = app.get("/metrics").await.text().await.unwrap();
+            let text = app.metrics().await;
             expected
                 .iter()
                 .all(|series| text.contains(series))

@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 
 use base64::Engine;
-use common::{spawn_app, TestApp};
+use common::{event, spawn_app, Event, TestApp};
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -17,38 +17,17 @@ use serde_json::{json, Value};
 async fn seed(app: &TestApp, key: &str) -> Vec<i64> {
     let mut ids = Vec::new();
     for batch in 0..3 {
-        let events: Vec<Value> = (0..4)
+        let events: Vec<Event> = (0..4)
             .map(|i| {
-                json!({"principal_id": format!("user-{batch}-{i}"), "action": "record.read", "status": "success",
-                       "target_resource_id": format!("p-{i}"), "details": {"n": i}})
+                event(&format!("user-{batch}-{i}"), "record.read")
+                    .set("target_resource_id", format!("p-{i}"))
+                    .details(json!({"n": i}))
             })
             .collect();
-        let (status, body) = app
-            .call(
-                Method::POST,
-                "/v1/events",
-                Some(key),
-                Some(Value::Array(events)),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        ids.extend(
-            body["events"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r["id"].as_i64().unwrap()),
-        );
+        let receipts = app.ingest(key, events).await;
+        ids.extend(receipts.iter().map(|r| r["id"].as_i64().unwrap()));
     }
     ids
-}
-
-async fn verify(app: &TestApp, key: &str, body: Value) -> Value {
-    let (status, report) = app
-        .call(Method::POST, "/v1/integrity/verify", Some(key), Some(body))
-        .await;
-    assert_eq!(status, 200, "{report}");
-    report
 }
 
 fn kinds(report: &Value) -> Vec<(String, Option<i64>)> {
@@ -69,7 +48,7 @@ fn kinds(report: &Value) -> Vec<(String, Option<i64>)> {
 async fn organization(app: &TestApp, org: &str) -> (String, Vec<i64>) {
     let key = app.create_key(org, "org:admin").await;
     let ids = seed(app, &key).await;
-    let report = verify(app, &key, json!({})).await;
+    let report = app.verify(&key).await;
     assert_eq!(report["valid"], true, "{report}");
     assert_eq!(report["checked"], 12);
     (key, ids)
@@ -88,7 +67,7 @@ async fn verification_catches_each_kind_of_tampering() {
     )
     .await
     .unwrap();
-    let report = verify(&app, &key, json!({})).await;
+    let report = app.verify(&key).await;
     assert_eq!(report["valid"], false);
     assert_eq!(
         kinds(&report),
@@ -104,7 +83,7 @@ async fn verification_catches_each_kind_of_tampering() {
     )
     .await
     .unwrap();
-    let report = verify(&app, &key, json!({})).await;
+    let report = app.verify(&key).await;
     assert_eq!(
         kinds(&report),
         [("modified".to_owned(), Some(ids[2]))],
@@ -120,7 +99,7 @@ async fn verification_catches_each_kind_of_tampering() {
     db.execute("DELETE FROM audit_log WHERE id = $1", &[&ids[6]])
         .await
         .unwrap();
-    let report = verify(&app, &key, json!({})).await;
+    let report = app.verify(&key).await;
     assert_eq!(report["valid"], false);
     assert!(
         kinds(&report).iter().any(|(kind, _)| kind == "missing"),
@@ -141,7 +120,7 @@ async fn verification_catches_each_kind_of_tampering() {
         .await
         .unwrap()
         .get(0);
-    let report = verify(&app, &key, json!({})).await;
+    let report = app.verify(&key).await;
     assert!(
         kinds(&report).contains(&("inserted".to_owned(), Some(forged))),
         "{report}"
@@ -160,7 +139,7 @@ async fn verification_catches_each_kind_of_tampering() {
         .await
         .unwrap()
         .get(0);
-    let report = verify(&app, &key, json!({})).await;
+    let report = app.verify(&key).await;
     assert!(
         kinds(&report).contains(&("inserted".to_owned(), Some(stray))),
         "{report}"
@@ -176,7 +155,7 @@ async fn verification_catches_each_kind_of_tampering() {
     ))
     .await
     .unwrap();
-    let report = verify(&app, &key, json!({})).await;
+    let report = app.verify(&key).await;
     assert_eq!(report["valid"], false);
     assert_eq!(
         kinds(&report)
@@ -195,12 +174,12 @@ async fn verification_catches_each_kind_of_tampering() {
     )
     .await
     .unwrap();
-    let report = verify(&app, &key, json!({})).await;
+    let report = app.verify(&key).await;
     assert_eq!(report["valid"], false, "{report}");
 
     // Untouched organizations still verify.
     let (key, _) = organization(&app, "org-clean").await;
-    assert_eq!(verify(&app, &key, json!({})).await["valid"], true);
+    assert_eq!(app.verify(&key).await["valid"], true);
 }
 
 /// Truncating the chain's tail (events, links and head alike) passes every
@@ -241,7 +220,9 @@ async fn a_checkpoint_reveals_a_truncated_chain() {
         )
         .expect("the checkpoint verifies with the published key");
 
-    let report = verify(&app, &key, json!({"checkpoint": checkpoint})).await;
+    let report = app
+        .verify_with(&key, json!({"checkpoint": checkpoint}))
+        .await;
     assert_eq!(report["valid"], true, "{report}");
 
     // Remove the last link as a careful attacker would: events, link and head.
@@ -257,11 +238,13 @@ async fn a_checkpoint_reveals_a_truncated_chain() {
         .await
         .unwrap();
     assert_eq!(
-        verify(&app, &key, json!({})).await["valid"],
+        app.verify(&key).await["valid"],
         true,
         "invisible without a checkpoint"
     );
-    let report = verify(&app, &key, json!({"checkpoint": checkpoint})).await;
+    let report = app
+        .verify_with(&key, json!({"checkpoint": checkpoint}))
+        .await;
     assert_eq!(kinds(&report), [("truncated".to_owned(), None)], "{report}");
 
     // A forged checkpoint is refused.
@@ -287,35 +270,20 @@ async fn verification_of_a_range_is_recorded() {
     let app = spawn_app().await;
     let key = app.create_key("org-a", "org:admin").await;
     for timestamp in ["2025-03-10T00:00:00Z", "2025-05-10T00:00:00Z"] {
-        let event = json!({"principal_id": "u", "action": "a", "status": "success", "timestamp": timestamp});
-        assert_eq!(
-            app.call(Method::POST, "/v1/events", Some(&key), Some(event))
-                .await
-                .0,
-            201
-        );
+        app.ingest(&key, event("u", "a").timestamp(timestamp)).await;
     }
-    let report = verify(
-        &app,
-        &key,
-        json!({"from": "2025-04-01T00:00:00Z", "to": "2025-06-01T00:00:00Z"}),
-    )
-    .await;
+    let report = app
+        .verify_with(
+            &key,
+            json!({"from": "2025-04-01T00:00:00Z", "to": "2025-06-01T00:00:00Z"}),
+        )
+        .await;
     assert_eq!(report["checked"], 1);
     assert_eq!(report["links_checked"], 2, "links are always checked whole");
-    let runs: i64 = app
-        .database()
-        .await
-        .query_one(
-            "SELECT count(*) FROM audit_integrity_log WHERE organization_id = 'org-a' AND verification_status = 'success'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let runs = app.count("SELECT count(*) FROM audit_integrity_log WHERE organization_id = 'org-a' AND verification_status = 'success'", &[]).await;
     assert_eq!(runs, 1);
     let auditor = app.create_key("org-a", "auditor").await;
-    assert_eq!(verify(&app, &auditor, json!({})).await["valid"], true);
+    assert_eq!(app.verify(&auditor).await["valid"], true);
     let writer = app.create_key("org-a", "ingest").await;
     assert_eq!(
         app.call(Method::POST, "/v1/integrity/verify", Some(&writer), None)

@@ -8,17 +8,13 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::receiver::Receiver;
-use common::{spawn_app, spawn_app_with, spawn_beside, wait_until, TestApp};
+use common::{spawn_app, spawn_app_with, spawn_beside, wait_until, webhook};
 use reqwest::Method;
 use serde_json::json;
 
 const KNOWN_METHODS: [&str; 8] = [
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other",
 ];
-
-async fn metrics(app: &TestApp) -> String {
-    app.get("/metrics").await.text().await.unwrap()
-}
 
 /// The value of `label` in a series line such as `name{a="x",b="y"} 1`.
 fn label<'a>(line: &'a str, label: &str) -> Option<&'a str> {
@@ -35,7 +31,7 @@ fn label<'a>(line: &'a str, label: &str) -> Option<&'a str> {
 async fn made_up_methods_and_paths_add_no_series() {
     let app = spawn_app().await;
     assert_eq!(app.get("/healthz").await.status(), 200);
-    let before = metrics(&app).await.len();
+    let before = app.metrics().await.len();
 
     for chunk in 0..60 {
         let requests = (0..50).map(|n| {
@@ -55,7 +51,7 @@ async fn made_up_methods_and_paths_add_no_series() {
         }
     }
 
-    let text = metrics(&app).await;
+    let text = app.metrics().await;
     let series: Vec<&str> = text
         .lines()
         .filter(|line| line.starts_with("audit_worker_http_requests_total{"))
@@ -87,7 +83,7 @@ async fn made_up_methods_and_paths_add_no_series() {
 #[actix_web::test]
 async fn counters_dashboards_rate_are_at_zero_from_the_start() {
     let app = spawn_app().await;
-    let text = metrics(&app).await;
+    let text = app.metrics().await;
     let actors: BTreeSet<&str> = text
         .lines()
         .filter(|line| line.starts_with("audit_worker_actor_up{"))
@@ -140,25 +136,10 @@ async fn a_deleted_destination_loses_its_series_on_every_instance() {
     let second = spawn_beside(&first, fast_health).await;
     let key = first.create_key("org-a", "org:admin").await;
     let receiver = Receiver::start(&[], 0);
-    let (status, body) = first
-        .call(
-            Method::POST,
-            "/v1/destinations",
-            Some(&key),
-            Some(json!({"type": "webhook", "label": "receiver", "config": {"url": receiver.url}})),
-        )
+    let id = first
+        .create_destination(&key, webhook("receiver", &receiver.url))
         .await;
-    assert_eq!(status, 201, "{body}");
-    let id = body["id"].as_i64().unwrap();
-    let (status, body) = first
-        .call(
-            Method::POST,
-            "/v1/deliveries",
-            Some(&key),
-            Some(json!({"destination_ids": [id], "payload": {"n": 1}})),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
+    first.enqueue(&key, &[id], json!({"n": 1})).await;
 
     let series = [
         format!("audit_worker_destination_consecutive_failures{{destination_id=\"{id}\"}}"),
@@ -169,7 +150,7 @@ async fn a_deleted_destination_loses_its_series_on_every_instance() {
             Duration::from_secs(15),
             "the destination's series",
             || async {
-                let text = metrics(app).await;
+                let text = app.metrics().await;
                 series
                     .iter()
                     .all(|series| text.contains(series.as_str()))
@@ -193,7 +174,7 @@ async fn a_deleted_destination_loses_its_series_on_every_instance() {
             Duration::from_secs(15),
             "no series of the deleted destination",
             || async {
-                let text = metrics(app).await;
+                let text = app.metrics().await;
                 series
                     .iter()
                     .all(|series| !text.contains(series.as_str()))

@@ -5,18 +5,7 @@ mod common;
 
 use audit_worker::config::DatabaseConfig;
 use audit_worker::db::migrations::{self, MigrationError};
-use common::{test_config, TestDatabase};
-
-async fn admin_client(config: &DatabaseConfig) -> tokio_postgres::Client {
-    let (client, connection) = config
-        .url
-        .config()
-        .connect(tokio_postgres::NoTls)
-        .await
-        .expect("connect to the test database");
-    tokio::spawn(connection);
-    client
-}
+use common::{connect, test_config, TestDatabase};
 
 fn fresh_database() -> (DatabaseConfig, TestDatabase) {
     let config = test_config().database;
@@ -37,7 +26,7 @@ async fn migrations_are_applied_once() {
         Vec::<String>::new()
     );
 
-    let client = admin_client(&config).await;
+    let client = connect(&config.url).await;
     let recorded: i64 = client
         .query_one("SELECT count(*) FROM refinery_schema_history", &[])
         .await
@@ -53,7 +42,7 @@ async fn an_edited_migration_is_refused() {
     let (config, _db) = fresh_database();
     audit_worker::db::ensure_database(&config).await.unwrap();
     migrations::run(&config).await.unwrap();
-    let client = admin_client(&config).await;
+    let client = connect(&config.url).await;
     client
         .execute(
             "UPDATE refinery_schema_history SET checksum = '1' WHERE version = 1",
@@ -91,7 +80,7 @@ async fn schema_has_every_table_and_monthly_partitions() {
     let (config, _db) = fresh_database();
     audit_worker::db::ensure_database(&config).await.unwrap();
     migrations::run(&config).await.unwrap();
-    let client = admin_client(&config).await;
+    let client = connect(&config.url).await;
 
     for table in [
         "audit_log",

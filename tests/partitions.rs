@@ -13,8 +13,7 @@ use audit_worker::db::{self, events, partitions};
 use audit_worker::integrity::keys::IntegrityKeys;
 use audit_worker::maintenance::{self, partitions as maintain};
 use chrono::{Datelike, Months, Utc};
-use common::{spawn_app, spawn_app_with_clock, wait_until, TestApp};
-use reqwest::Method;
+use common::{event, spawn_app, spawn_app_with_clock, wait_until, TestApp};
 use serde_json::json;
 
 async fn partition_names(app: &TestApp) -> Vec<String> {
@@ -50,7 +49,7 @@ async fn partitions_are_kept_ready_ahead() {
     .await;
     let gauge = format!("audit_worker_partition_bytes{{partition=\"{expected}\"}}");
     let metrics = wait_until(Duration::from_secs(10), "the partition's gauge", || async {
-        let metrics = app.get("/metrics").await.text().await.unwrap();
+        let metrics = app.metrics().await;
         metrics.contains(&gauge).then_some(metrics)
     })
     .await;
@@ -63,18 +62,11 @@ async fn a_late_event_from_last_year_is_stored() {
     let app = spawn_app().await;
     let key = app.create_key("org-a", "org:admin").await;
     let last_year = Utc::now() - chrono::Duration::days(400);
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/v1/events",
-            Some(&key),
-            Some(
-                json!({"principal_id": "u", "action": "late.event", "status": "success",
-                        "timestamp": last_year.to_rfc3339()}),
-            ),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    app.ingest(
+        &key,
+        event("u", "late.event").timestamp(last_year.to_rfc3339()),
+    )
+    .await;
     let partition: String = app
         .database()
         .await
@@ -149,28 +141,17 @@ async fn expired_partitions_are_dropped_unless_held_or_not_empty() {
     events::ensure_partitions(&pool, &[empty, with_rows, held])
         .await
         .unwrap();
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/v1/events",
-            Some(&key),
-            Some(
-                json!({"principal_id": "u", "action": "old.event", "status": "success",
-                        "timestamp": format!("{with_rows}T12:00:00Z")}),
-            ),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/v1/legal-holds",
-            Some(&key),
-            Some(json!({"reason": "audit by the regulator",
-                        "starts_at": format!("{held}T00:00:00Z"), "ends_at": format!("{held}T05:00:00Z")})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    app.ingest(
+        &key,
+        event("u", "old.event").timestamp(format!("{with_rows}T12:00:00Z")),
+    )
+    .await;
+    app.create_legal_hold(
+        &key,
+        json!({"reason": "audit by the regulator",
+               "starts_at": format!("{held}T00:00:00Z"), "ends_at": format!("{held}T05:00:00Z")}),
+    )
+    .await;
     // Two years of retention at most, as if every policy kept data that long.
     let keep_days = 700;
     let dry = maintain::drop_expired(&pool, Utc::now(), keep_days, true)

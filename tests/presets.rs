@@ -36,23 +36,13 @@ fn problem<'a>(body: &'a Value, field: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("{field} not named: {body}"))
 }
 
-async fn ingest(app: &TestApp, key: &str, event: Value) -> (u16, Value) {
-    app.call(Method::POST, "/v1/events", Some(key), Some(event))
-        .await
-}
-
-/// The stored event behind an ingest receipt.
-async fn stored(app: &TestApp, key: &str, receipt: &Value) -> Value {
-    let (status, event) = app
-        .call(
-            Method::GET,
-            &format!("/v1/events/{}", receipt["events"][0]["id"]),
-            Some(key),
-            None,
-        )
+/// `POST /v1/presets`; asserts 201 and returns the preset as stored.
+async fn create_preset(app: &TestApp, key: &str, preset: Value) -> Value {
+    let (status, created) = app
+        .call(Method::POST, "/v1/presets", Some(key), Some(preset))
         .await;
-    assert_eq!(status, 200, "{event}");
-    event
+    assert_eq!(status, 201, "{created}");
+    created
 }
 
 /// Create, read, list, replace and delete, with the conflicts and absences in
@@ -62,10 +52,7 @@ async fn presets_round_trip_through_create_read_replace_and_delete() {
     let app = spawn_app().await;
     let key = app.create_key("org-a", "org:admin").await;
 
-    let (status, created) = app
-        .call(Method::POST, "/v1/presets", Some(&key), Some(phi_read()))
-        .await;
-    assert_eq!(status, 201, "{created}");
+    let created = create_preset(&app, &key, phi_read()).await;
     assert_eq!(created["name"], "phi-read");
     assert_eq!(created["data_classification"], "PHI");
     assert_eq!(
@@ -311,10 +298,7 @@ async fn one_organization_cannot_see_or_change_another_organizations_presets() {
     let app = spawn_app().await;
     let a = app.create_key("org-a", "org:admin").await;
     let b = app.create_key("org-b", "org:admin").await;
-    let (status, _) = app
-        .call(Method::POST, "/v1/presets", Some(&a), Some(phi_read()))
-        .await;
-    assert_eq!(status, 201);
+    create_preset(&app, &a, phi_read()).await;
 
     let (_, list) = app.call(Method::GET, "/v1/presets", Some(&b), None).await;
     assert_eq!(list["presets"], json!([]));
@@ -346,15 +330,15 @@ async fn one_organization_cannot_see_or_change_another_organizations_presets() {
         .call(Method::GET, "/v1/presets/phi-read", Some(&a), None)
         .await;
     assert_eq!(a_view["action"], "patient.record.read");
-    // And B's events cannot use A's preset.
-    let (status, body) = ingest(
-        &app,
-        &b,
-        json!({"preset": "phi-read", "principal_id": "u", "status": "success"}),
-    )
-    .await;
-    assert_eq!(status, 201, "B's own preset applies: {body}");
-    assert_eq!(stored(&app, &b, &body).await["action"], "b.action");
+    // And B's events cannot use A's preset: B's own applies.
+    let receipts = app
+        .ingest(
+            &b,
+            json!({"preset": "phi-read", "principal_id": "u", "status": "success"}),
+        )
+        .await;
+    let stored = app.stored_event(&b, &receipts[0]["id"]).await;
+    assert_eq!(stored["action"], "b.action");
 }
 
 /// Reading needs `audit.presets:read`, changing needs create/update/delete:
@@ -403,31 +387,27 @@ async fn presets_need_their_permissions() {
 async fn preset_changes_apply_to_the_next_ingested_event() {
     let app = spawn_app().await;
     let key = app.create_key("org-a", "org:admin").await;
-    let (status, _) = app
-        .call(Method::POST, "/v1/presets", Some(&key), Some(phi_read()))
-        .await;
-    assert_eq!(status, 201);
+    create_preset(&app, &key, phi_read()).await;
 
-    let (status, receipt) = ingest(
-        &app,
-        &key,
-        json!({"preset": "phi-read", "principal_id": "dr-who", "target_resource_id": "p-42",
-            "details": {"reason": "treatment"}}),
-    )
-    .await;
-    assert_eq!(status, 201, "{receipt}");
-    let event = stored(&app, &key, &receipt).await;
+    let receipts = app
+        .ingest(
+            &key,
+            json!({"preset": "phi-read", "principal_id": "dr-who", "target_resource_id": "p-42",
+                "details": {"reason": "treatment"}}),
+        )
+        .await;
+    let event = app.stored_event(&key, &receipts[0]["id"]).await;
     assert_eq!(event["action"], "patient.record.read");
     assert_eq!(event["data_classification"], "PHI");
     assert_eq!(event["target_resource_type"], "Patient");
     assert_eq!(event["status"], "success");
 
-    let (status, body) = ingest(
-        &app,
-        &key,
-        json!({"preset": "phi-read", "principal_id": "dr-who", "target_resource_id": "p-42"}),
-    )
-    .await;
+    let (status, body) = app
+        .try_ingest(
+            &key,
+            json!({"preset": "phi-read", "principal_id": "dr-who", "target_resource_id": "p-42"}),
+        )
+        .await;
     assert_eq!(status, 400, "{body}");
     assert!(problem(&body, "details.reason")["message"]
         .as_str()
@@ -446,34 +426,34 @@ async fn preset_changes_apply_to_the_next_ingested_event() {
         )
         .await;
     assert_eq!(status, 200);
-    let (status, body) = ingest(
-        &app,
-        &key,
-        json!({"preset": "phi-read", "principal_id": "dr-who", "target_resource_id": "p-42"}),
-    )
-    .await;
+    let (status, body) = app
+        .try_ingest(
+            &key,
+            json!({"preset": "phi-read", "principal_id": "dr-who", "target_resource_id": "p-42"}),
+        )
+        .await;
     assert_eq!(status, 400, "{body}");
     problem(&body, "correlation_id");
-    let (status, body) = ingest(
-        &app,
-        &key,
-        json!({"preset": "phi-read", "principal_id": "dr-who", "target_resource_id": "p-42",
+    let (status, body) = app
+        .try_ingest(
+            &key,
+            json!({"preset": "phi-read", "principal_id": "dr-who", "target_resource_id": "p-42",
             "correlation_id": "c-1"}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(status, 201, "the reason is no longer required: {body}");
 
     let (status, _) = app
         .call(Method::DELETE, "/v1/presets/phi-read", Some(&key), None)
         .await;
     assert_eq!(status, 204);
-    let (status, body) = ingest(
-        &app,
-        &key,
-        json!({"preset": "phi-read", "principal_id": "dr-who", "action": "patient.record.read",
+    let (status, body) = app
+        .try_ingest(
+            &key,
+            json!({"preset": "phi-read", "principal_id": "dr-who", "action": "patient.record.read",
             "status": "success", "correlation_id": "c-1"}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(status, 400, "{body}");
     assert!(problem(&body, "preset")["message"]
         .as_str()

@@ -12,85 +12,67 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use common::{spawn_app, spawn_app_with, spawn_beside, wait_until, TestApp};
+use common::{
+    error_fields, event, spawn_app, spawn_app_with, spawn_beside, wait_until, webhook, TestApp,
+};
 
 const ORG: &str = "org-reports";
 
-async fn ingest(app: &TestApp, key: &str, events: Vec<Value>) {
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/v1/events",
-            Some(key),
-            Some(Value::Array(events)),
-        )
-        .await;
-    assert!(
-        status == 201 || status == 200,
-        "ingest answered {status}: {body}"
-    );
-}
-
-fn event(
-    principal: &str,
-    action: &str,
-    status: &str,
-    classification: &str,
-    target: Option<(&str, &str)>,
-) -> Value {
-    json!({"principal_id": principal, "action": action, "status": status,
-           "data_classification": classification,
-           "target_resource_type": target.map(|t| t.0), "target_resource_id": target.map(|t| t.1)})
-}
-
 /// Nine events with known figures (see each report's test).
 async fn seed(app: &TestApp, key: &str) {
-    ingest(
-        app,
+    let alice = |action: &str, classification: &str, patient: &str| {
+        event("alice", action)
+            .classification(classification)
+            .target("patient", patient)
+    };
+    app.ingest(
         key,
         vec![
-            event(
-                "alice",
-                "patient.record.read",
-                "success",
-                "PHI",
-                Some(("patient", "p-1")),
-            ),
-            event(
-                "alice",
-                "patient.record.read",
-                "success",
-                "PHI",
-                Some(("patient", "p-2")),
-            ),
-            event(
-                "alice",
-                "patient.record.read",
-                "success",
-                "INTERNAL",
-                Some(("patient", "p-1")),
-            ),
-            event(
-                "alice",
-                "patient.record.update",
-                "failure",
-                "PHI",
-                Some(("patient", "p-1")),
-            ),
-            event("bob", "auth.login", "failure", "INTERNAL", None),
-            event("bob", "auth.login", "failure", "INTERNAL", None),
-            event("bob", "auth.login", "success", "INTERNAL", None),
-            event(
-                "carol",
-                "data.access.denied",
-                "attempt",
-                "CONFIDENTIAL",
-                Some(("record", "r-9")),
-            ),
-            event("carol", "gdpr.data.export", "success", "INTERNAL", None),
+            alice("patient.record.read", "PHI", "p-1"),
+            alice("patient.record.read", "PHI", "p-2"),
+            alice("patient.record.read", "INTERNAL", "p-1"),
+            alice("patient.record.update", "PHI", "p-1").status("failure"),
+            event("bob", "auth.login")
+                .status("failure")
+                .classification("INTERNAL"),
+            event("bob", "auth.login")
+                .status("failure")
+                .classification("INTERNAL"),
+            event("bob", "auth.login").classification("INTERNAL"),
+            event("carol", "data.access.denied")
+                .status("attempt")
+                .classification("CONFIDENTIAL")
+                .target("record", "r-9"),
+            event("carol", "gdpr.data.export").classification("INTERNAL"),
         ],
     )
     .await;
+}
+
+/// A worker holding the nine seeded events and a recorded GDPR rectification
+/// request (itself an event); returns it with an admin key of [`ORG`].
+async fn seeded_with_a_gdpr_request() -> (TestApp, String) {
+    let app = spawn_app().await;
+    let key = app.create_key(ORG, "org:admin").await;
+    seed(&app, &key).await;
+    let (status, request) = app
+        .call(
+            Method::POST,
+            "/v1/gdpr/requests",
+            Some(&key),
+            Some(json!({"type": "rectification", "principal_id": "alice", "description": "typo"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{request}");
+    (app, key)
+}
+
+/// The organization's events, asserted to be the nine seeded and the one
+/// recording the GDPR request.
+async fn ten_events(app: &TestApp) -> i64 {
+    let events = app.count_events(ORG).await;
+    assert_eq!(events, 10, "nine seeded, one recording the GDPR request");
+    events
 }
 
 /// A period around now that holds every event of the test.
@@ -143,8 +125,8 @@ async fn execution(app: &TestApp, key: &str, report: &str, execution: &str) -> V
     body
 }
 
-/// Runs the report now and waits for the run to finish; returns the run.
-async fn run_now(app: &TestApp, key: &str, report: &str) -> Value {
+/// Asks for a run of the report now; asserts 202 and returns the queued run.
+async fn queue_run(app: &TestApp, key: &str, report: &str) -> Value {
     let (status, queued) = app
         .call(
             Method::POST,
@@ -154,6 +136,12 @@ async fn run_now(app: &TestApp, key: &str, report: &str) -> Value {
         )
         .await;
     assert_eq!(status, 202, "{queued}");
+    queued
+}
+
+/// Runs the report now and waits for the run to finish; returns the run.
+async fn run_now(app: &TestApp, key: &str, report: &str) -> Value {
+    let queued = queue_run(app, key, report).await;
     assert_eq!(queued["status"], "pending");
     let id = queued["id"].as_str().unwrap().to_owned();
     let done = wait_until(Duration::from_secs(30), "the run to finish", || async {
@@ -236,39 +224,14 @@ fn counts(rows: &[Value], key: &str, count: &str) -> Vec<(String, i64)> {
         .collect()
 }
 
-async fn scalar(app: &TestApp, sql: &str) -> i64 {
-    app.database()
-        .await
-        .query_one(sql, &[&ORG])
-        .await
-        .unwrap()
-        .get(0)
-}
-
+/// access_summary: every event by action (with its successes and failures),
+/// by principal and by resource type, each count as the rows hold it.
 #[actix_web::test]
-async fn each_report_type_matches_the_rows() {
-    let app = spawn_app().await;
-    let key = app.create_key(ORG, "org:admin").await;
-    seed(&app, &key).await;
-    let (status, request) = app
-        .call(
-            Method::POST,
-            "/v1/gdpr/requests",
-            Some(&key),
-            Some(json!({"type": "rectification", "principal_id": "alice", "description": "typo"})),
-        )
-        .await;
-    assert_eq!(status, 202, "{request}");
-
-    // access_summary
+async fn an_access_summary_counts_the_events_by_action_principal_and_resource() {
+    let (app, key) = seeded_with_a_gdpr_request().await;
     let report = adhoc(&app, &key, "access", "access_summary", "json", json!({})).await;
     let (run, output) = run_json(&app, &key, &report).await;
-    let events = scalar(
-        &app,
-        "SELECT count(*) FROM audit_log WHERE organization_id = $1",
-    )
-    .await;
-    assert_eq!(events, 10, "nine seeded, one recording the GDPR request");
+    let events = ten_events(&app).await;
     assert_eq!(run["records_processed"], events);
     assert_eq!(output["summary"]["failure"], 3);
     assert_eq!(output["summary"]["attempt"], 1);
@@ -300,28 +263,29 @@ async fn each_report_type_matches_the_rows() {
         (Some(4), Some(2))
     );
     for (action, count) in &by_action {
-        let stored: i64 = app
-            .database()
-            .await
-            .query_one(
+        let stored = app
+            .count(
                 "SELECT count(*) FROM audit_log WHERE organization_id = $1 AND action = $2",
                 &[&ORG, action],
             )
-            .await
-            .unwrap()
-            .get(0);
+            .await;
         assert_eq!(stored, *count, "{action}");
     }
+}
 
-    // failed_access: failures and denied access
+/// failed_access: the failures and the denied access, by principal.
+#[actix_web::test]
+async fn a_failed_access_report_holds_the_failures_and_the_denials() {
+    let (app, key) = seeded_with_a_gdpr_request().await;
     let report = adhoc(&app, &key, "failed", "failed_access", "json", json!({})).await;
     let (run, output) = run_json(&app, &key, &report).await;
-    let failed = scalar(
-        &app,
-        "SELECT count(*) FROM audit_log WHERE organization_id = $1 \
-        AND (status = 'failure' OR action LIKE '%denied%' OR action LIKE '%unauthorized%')",
-    )
-    .await;
+    let failed = app
+        .count(
+            "SELECT count(*) FROM audit_log WHERE organization_id = $1 \
+            AND (status = 'failure' OR action LIKE '%denied%' OR action LIKE '%unauthorized%')",
+            &[&ORG],
+        )
+        .await;
     assert_eq!(failed, 4);
     assert_eq!(run["records_processed"], failed);
     assert_eq!(section(&output, "events").len(), 4);
@@ -339,15 +303,20 @@ async fn each_report_type_matches_the_rows() {
         .find(|row| row["principal_id"] == "carol")
         .unwrap();
     assert_eq!(carol["denied"], 1);
+}
 
-    // phi_access: every PHI event with who, what, when
+/// phi_access: every PHI event with who, what and when.
+#[actix_web::test]
+async fn a_phi_access_report_shows_who_read_which_patient_and_when() {
+    let (app, key) = seeded_with_a_gdpr_request().await;
     let report = adhoc(&app, &key, "phi", "phi_access", "json", json!({})).await;
     let (run, output) = run_json(&app, &key, &report).await;
-    let phi = scalar(
-        &app,
-        "SELECT count(*) FROM audit_log WHERE organization_id = $1 AND data_classification = 'PHI'",
-    )
-    .await;
+    let phi = app
+        .count(
+            "SELECT count(*) FROM audit_log WHERE organization_id = $1 AND data_classification = 'PHI'",
+            &[&ORG],
+        )
+        .await;
     assert_eq!(phi, 3);
     assert_eq!(run["records_processed"], phi);
     let rows = section(&output, "events");
@@ -355,8 +324,12 @@ async fn each_report_type_matches_the_rows() {
         && row["timestamp"].is_string()
         && row["target_resource_type"] == "patient"));
     assert_eq!(section(&output, "by_principal")[0]["resources"], 2);
+}
 
-    // A filter narrows the events the same way the event listing does.
+/// A report's filter narrows its events the same way the event listing's does.
+#[actix_web::test]
+async fn a_report_filter_narrows_the_events_as_the_listing_does() {
+    let (app, key) = seeded_with_a_gdpr_request().await;
     let report = adhoc(
         &app,
         &key,
@@ -368,47 +341,57 @@ async fn each_report_type_matches_the_rows() {
     .await;
     let (run, _) = run_json(&app, &key, &report).await;
     assert_eq!(run["records_processed"], 2);
+}
 
-    // gdpr_activity: operations and gdpr.* events
+/// gdpr_activity: the GDPR operations and the `gdpr.*` events.
+#[actix_web::test]
+async fn a_gdpr_activity_report_holds_the_operations_and_the_gdpr_events() {
+    let (app, key) = seeded_with_a_gdpr_request().await;
     let report = adhoc(&app, &key, "gdpr", "gdpr_activity", "json", json!({})).await;
     let (run, output) = run_json(&app, &key, &report).await;
-    let operations = scalar(
-        &app,
-        "SELECT count(*) FROM gdpr_operations WHERE organization_id = $1",
-    )
-    .await;
-    let gdpr_events = scalar(
-        &app,
-        "SELECT count(*) FROM audit_log WHERE organization_id = $1 AND action LIKE 'gdpr.%'",
-    )
-    .await;
+    let operations = app
+        .count(
+            "SELECT count(*) FROM gdpr_operations WHERE organization_id = $1",
+            &[&ORG],
+        )
+        .await;
+    let gdpr_events = app
+        .count(
+            "SELECT count(*) FROM audit_log WHERE organization_id = $1 AND action LIKE 'gdpr.%'",
+            &[&ORG],
+        )
+        .await;
     assert_eq!((operations, gdpr_events), (1, 2));
     assert_eq!(section(&output, "operations")[0]["kind"], "rectification");
     assert_eq!(section(&output, "events").len() as i64, gdpr_events);
     assert_eq!(run["records_processed"], operations + gdpr_events);
+}
 
-    // integrity: the verification of the period
+/// integrity: the verification of the period, every event checked, no problem.
+#[actix_web::test]
+async fn an_integrity_report_verifies_every_event_of_the_period() {
+    let (app, key) = seeded_with_a_gdpr_request().await;
     let report = adhoc(&app, &key, "integrity", "integrity", "json", json!({})).await;
     let (run, output) = run_json(&app, &key, &report).await;
-    assert_eq!(run["records_processed"], events);
+    assert_eq!(run["records_processed"], ten_events(&app).await);
     assert_eq!(output["summary"]["problems"], 0);
     assert!(section(&output, "problems").is_empty());
+}
 
-    // alerts_summary: the default rules raised one alert for the failed PHI
-    // access and one for GDPR activity.
-    let alerts = wait_until(
-        Duration::from_secs(15),
-        "the default rules' alerts",
-        || async {
-            let alerts = scalar(
-                &app,
-                "SELECT count(*) FROM alerts WHERE organization_id = $1",
-            )
-            .await;
-            (alerts >= 2).then_some(alerts)
-        },
-    )
-    .await;
+/// alerts_summary: the alerts the default rules raised (for the failed PHI
+/// access and for GDPR activity), in all, by type and by severity.
+#[actix_web::test]
+async fn an_alerts_summary_counts_the_alerts_the_default_rules_raised() {
+    let (app, key) = seeded_with_a_gdpr_request().await;
+    // Every alert is raised once the rules have seen the ten events.
+    app.wait_evaluated(10).await;
+    let alerts = app
+        .count(
+            "SELECT count(*) FROM alerts WHERE organization_id = $1",
+            &[&ORG],
+        )
+        .await;
+    assert!(alerts >= 2, "the default rules' alerts: {alerts}");
     let report = adhoc(&app, &key, "alerts", "alerts_summary", "json", json!({})).await;
     let (run, output) = run_json(&app, &key, &report).await;
     assert_eq!(run["records_processed"], alerts);
@@ -418,11 +401,12 @@ async fn each_report_type_matches_the_rows() {
         .map(|row| row["alerts"].as_i64().unwrap())
         .sum();
     assert_eq!(by_type, alerts);
-    let high = scalar(
-        &app,
-        "SELECT count(*) FROM alerts WHERE organization_id = $1 AND severity = 'HIGH'",
-    )
-    .await;
+    let high = app
+        .count(
+            "SELECT count(*) FROM alerts WHERE organization_id = $1 AND severity = 'HIGH'",
+            &[&ORG],
+        )
+        .await;
     let high_row = section(&output, "by_severity")
         .iter()
         .find(|row| row["severity"] == "HIGH")
@@ -480,34 +464,22 @@ async fn a_run_is_delivered_to_its_destinations() {
     let key = app.create_key(ORG, "org:admin").await;
     seed(&app, &key).await;
     let receiver = common::receiver::Receiver::start(&[], 0);
-    let (status, destination) = app
-        .call(
-            Method::POST,
-            "/v1/destinations",
-            Some(&key),
-            Some(
-                json!({"type": "webhook", "label": "compliance", "config": {"url": receiver.url}}),
-            ),
-        )
+    let destination = app
+        .create_destination(&key, webhook("compliance", &receiver.url))
         .await;
-    assert_eq!(status, 201, "{destination}");
     let report = create_report(
         &app,
         &key,
         json!({"name": "weekly access", "report_type": "access_summary", "format": "csv",
                "criteria": {"time_range": around_now()},
                "schedule": {"cron": "0 6 * * 1", "timezone": "Europe/Paris"},
-               "destination_ids": [destination["id"]]}),
+               "destination_ids": [destination]}),
     )
     .await;
     let report_id = report["id"].as_str().unwrap();
     let run = run_now(&app, &key, report_id).await;
-    let body = wait_until(Duration::from_secs(20), "the report to arrive", || {
-        let received = receiver.received();
-        async move { received.first().map(|r| r.body.clone()) }
-    })
-    .await;
-    let payload: Value = serde_json::from_slice(&body).unwrap();
+    let received = receiver.wait_for(1, Duration::from_secs(20)).await;
+    let payload: Value = serde_json::from_slice(&received[0].body).unwrap();
     assert_eq!(payload["type"], "report.execution");
     assert_eq!(payload["execution"]["id"], run["id"]);
     let content = payload["file"]["content"].as_str().unwrap();
@@ -529,7 +501,7 @@ async fn a_run_is_delivered_to_its_destinations() {
         },
     )
     .await;
-    assert_eq!(delivered["destination_id"], destination["id"]);
+    assert_eq!(delivered["destination_id"], destination);
     assert_eq!(receiver.received().len(), 1);
 }
 
@@ -697,27 +669,33 @@ async fn a_run_whose_worker_died_is_taken_over() {
     assert_eq!(run["records_processed"], 9);
 }
 
-#[actix_web::test]
-async fn templates_input_errors_permissions_and_isolation() {
-    let app = spawn_app().await;
-    let key = app.create_key(ORG, "org:admin").await;
-    let other = app.create_key("org-other", "org:admin").await;
-    let member = app.create_key(ORG, "org:member").await;
-
-    // A template gives its defaults to the reports made from it.
+/// A template for monthly PHI reports (HTML, over the previous month) and a
+/// report "phi monthly" made from it, run at 07:00 New York time on the 1st;
+/// returns both as created.
+async fn monthly_phi_from_a_template(app: &TestApp, key: &str) -> (Value, Value) {
     let (status, template) = app
-        .call(Method::POST, "/v1/report-templates", Some(&key),
+        .call(Method::POST, "/v1/report-templates", Some(key),
               Some(json!({"name": "monthly phi", "report_type": "phi_access", "default_format": "html",
                           "default_criteria": {"time_range": {"previous": "month"}}, "tags": ["hipaa"]})))
         .await;
     assert_eq!(status, 201, "{template}");
     let report = create_report(
-        &app,
-        &key,
+        app,
+        key,
         json!({"name": "phi monthly", "template_id": template["id"],
                "schedule": {"cron": "0 7 1 * *", "timezone": "America/New_York"}}),
     )
     .await;
+    (template, report)
+}
+
+/// A template gives its type, format and criteria to the reports made from
+/// it; the schedule's next run is in the schedule's time zone.
+#[actix_web::test]
+async fn a_template_gives_its_defaults_to_the_reports_made_from_it() {
+    let app = spawn_app().await;
+    let key = app.create_key(ORG, "org:admin").await;
+    let (_, report) = monthly_phi_from_a_template(&app, &key).await;
     assert_eq!(
         (report["report_type"].as_str(), report["format"].as_str()),
         (Some("phi_access"), Some("html"))
@@ -730,7 +708,15 @@ async fn templates_input_errors_permissions_and_isolation() {
     assert!(next_run > Utc::now());
     let local = next_run.with_timezone(&chrono_tz::America::New_York);
     assert_eq!(local.format("%d %H:%M").to_string(), "01 07:00");
+}
 
+/// Each malformed part of a report is refused with a 400 naming it, and a
+/// second report of a name already taken is a 409.
+#[actix_web::test]
+async fn an_invalid_report_is_refused_naming_its_field() {
+    let app = spawn_app().await;
+    let key = app.create_key(ORG, "org:admin").await;
+    monthly_phi_from_a_template(&app, &key).await;
     let bad = [
         (
             json!({"name": "x", "report_type": "access_summary", "schedule": {"cron": "every day", "timezone": "UTC"}}),
@@ -777,14 +763,8 @@ async fn templates_input_errors_permissions_and_isolation() {
             .call(Method::POST, "/v1/reports", Some(&key), Some(body.clone()))
             .await;
         assert_eq!(status, 400, "{body} -> {error}");
-        let fields: Vec<&str> = error["error"]["details"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|detail| detail["field"].as_str())
-            .collect();
         assert!(
-            fields.contains(&field),
+            error_fields(&error).iter().any(|named| named == field),
             "{body}: expected {field} in {error}"
         );
     }
@@ -793,8 +773,15 @@ async fn templates_input_errors_permissions_and_isolation() {
               Some(json!({"name": "phi monthly", "report_type": "access_summary", "schedule": {"cron": "0 6 * * *"}})))
         .await;
     assert_eq!(status, 409);
+}
 
-    // PATCH: a new schedule moves next_run; disabling clears it.
+/// PATCH: a new schedule moves the next run into its time zone; disabling
+/// the report clears it.
+#[actix_web::test]
+async fn a_new_schedule_moves_the_next_run_and_disabling_clears_it() {
+    let app = spawn_app().await;
+    let key = app.create_key(ORG, "org:admin").await;
+    let (_, report) = monthly_phi_from_a_template(&app, &key).await;
     let id = report["id"].as_str().unwrap();
     let (status, patched) = app
         .call(
@@ -824,8 +811,17 @@ async fn templates_input_errors_permissions_and_isolation() {
         )
         .await;
     assert_eq!(disabled["next_run"], Value::Null);
+}
 
-    // Another organization sees nothing; a member reads but cannot run or download.
+/// Another organization finds none of the reports, templates, runs or
+/// outputs: each is a 404, and its listing is empty.
+#[actix_web::test]
+async fn another_organization_sees_nothing_of_the_reports() {
+    let app = spawn_app().await;
+    let key = app.create_key(ORG, "org:admin").await;
+    let other = app.create_key("org-other", "org:admin").await;
+    let (template, report) = monthly_phi_from_a_template(&app, &key).await;
+    let id = report["id"].as_str().unwrap();
     for (method, path) in [
         (Method::GET, format!("/v1/reports/{id}")),
         (Method::POST, format!("/v1/reports/{id}/run")),
@@ -842,6 +838,19 @@ async fn templates_input_errors_permissions_and_isolation() {
         .call(Method::GET, "/v1/reports", Some(&other), None)
         .await;
     assert_eq!(listed["reports"], json!([]));
+    let run = queue_run(&app, &key, id).await;
+    let (status, _, _) = download(&app, &other, id, run["id"].as_str().unwrap()).await;
+    assert_eq!(status, 404);
+}
+
+/// A member reads a report but can neither run it nor download a run's output.
+#[actix_web::test]
+async fn a_member_reads_reports_but_cannot_run_or_download_them() {
+    let app = spawn_app().await;
+    let key = app.create_key(ORG, "org:admin").await;
+    let member = app.create_key(ORG, "org:member").await;
+    let (_, report) = monthly_phi_from_a_template(&app, &key).await;
+    let id = report["id"].as_str().unwrap();
     let (status, _) = app
         .call(
             Method::GET,
@@ -860,23 +869,20 @@ async fn templates_input_errors_permissions_and_isolation() {
         )
         .await;
     assert_eq!(status, 403);
-
-    let (status, queued) = app
-        .call(
-            Method::POST,
-            &format!("/v1/reports/{id}/run"),
-            Some(&key),
-            None,
-        )
-        .await;
-    assert_eq!(status, 202);
-    let run_id = queued["id"].as_str().unwrap();
-    let (status, _, _) = download(&app, &member, id, run_id).await;
+    let run = queue_run(&app, &key, id).await;
+    let (status, _, _) = download(&app, &member, id, run["id"].as_str().unwrap()).await;
     assert_eq!(status, 403, "downloading needs export");
-    let (status, _, _) = download(&app, &other, id, run_id).await;
-    assert_eq!(status, 404);
+}
 
-    // Deleting a report deletes its runs; deleting its template keeps it.
+/// Deleting a template keeps the reports made from it (no longer linked);
+/// deleting a report deletes its runs.
+#[actix_web::test]
+async fn deleting_a_template_keeps_its_reports_and_deleting_a_report_its_runs() {
+    let app = spawn_app().await;
+    let key = app.create_key(ORG, "org:admin").await;
+    let (template, report) = monthly_phi_from_a_template(&app, &key).await;
+    let id = report["id"].as_str().unwrap();
+    queue_run(&app, &key, id).await;
     let (status, _) = app
         .call(
             Method::DELETE,
@@ -899,12 +905,8 @@ async fn templates_input_errors_permissions_and_isolation() {
         )
         .await;
     assert_eq!(status, 204);
-    let runs: i64 = app
-        .database()
-        .await
-        .query_one("SELECT count(*) FROM report_executions", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let runs = app
+        .count("SELECT count(*) FROM report_executions", &[])
+        .await;
     assert_eq!(runs, 0);
 }

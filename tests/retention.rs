@@ -6,7 +6,7 @@ mod common;
 
 use audit_worker::db::retention;
 use audit_worker::events::retention::policy_for;
-use common::{spawn_app, TestApp};
+use common::{error_fields, spawn_app, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -25,37 +25,11 @@ fn named<'a>(policies: &'a [Value], name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no policy `{name}` in {policies:?}"))
 }
 
-async fn create_policy(app: &TestApp, key: &str, body: Value) -> Value {
-    let (status, created) = app
-        .call(
-            Method::POST,
-            "/v1/retention-policies",
-            Some(key),
-            Some(body),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
-    created
-}
-
-async fn create_hold(app: &TestApp, key: &str, body: Value) -> Value {
-    let (status, created) = app
-        .call(Method::POST, "/v1/legal-holds", Some(key), Some(body))
-        .await;
-    assert_eq!(status, 201, "{created}");
-    created
-}
-
-/// The fields a 400 names, in order.
+/// The fields a 400 names, in order; asserts the 400 and its code.
 fn invalid_fields(status: u16, body: &Value) -> Vec<String> {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "validation_failed", "{body}");
-    body["error"]["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap().to_owned())
-        .collect()
+    error_fields(body)
 }
 
 /// A new organization has the four built-in policies, sorted by name, with no
@@ -100,14 +74,14 @@ async fn overriding_a_built_in_lasts_until_the_override_is_deleted() {
     let app = spawn_app().await;
     let key = app.create_key("org-a", "org:admin").await;
 
-    let created = create_policy(
-        &app,
-        &key,
-        json!({"policy_name": "standard", "retention_days": 3650, "archive_after_days": 730,
+    let created = app
+        .create_retention_policy(
+            &key,
+            json!({"policy_name": "standard", "retention_days": 3650, "archive_after_days": 730,
                "delete_after_days": 3650, "data_classification": "INTERNAL",
                "description": "Ten years", "organization_id": "org-a"}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(created["built_in"], false);
     assert!(created["created_by"]
         .as_str()
@@ -189,8 +163,7 @@ async fn own_policies_are_listed_with_the_built_ins() {
     let app = spawn_app().await;
     let key = app.create_key("org-a", "org:admin").await;
 
-    create_policy(
-        &app,
+    app.create_retention_policy(
         &key,
         json!({"policy_name": "billing_10y", "retention_days": 3650, "data_classification": "CONFIDENTIAL",
                "is_active": false}),
@@ -284,13 +257,13 @@ async fn invalid_policies_are_refused_naming_each_field() {
         .await;
     assert_eq!(status, 403, "another organization: {body}");
 
-    let created = create_policy(
-        &app,
-        &key,
-        json!({"policy_name": "p", "retention_days": 90, "archive_after_days": 60,
+    let created = app
+        .create_retention_policy(
+            &key,
+            json!({"policy_name": "p", "retention_days": 90, "archive_after_days": 60,
                "data_classification": "PUBLIC"}),
-    )
-    .await;
+        )
+        .await;
     let (status, body) = app
         .call(
             Method::PATCH,
@@ -324,13 +297,14 @@ async fn another_organization_can_neither_see_nor_change_policies_or_holds() {
     let app = spawn_app().await;
     let owner = app.create_key("org-a", "org:admin").await;
     let other = app.create_key("org-b", "org:admin").await;
-    let policy = create_policy(
-        &app,
+    let policy = app.create_retention_policy(
         &owner,
         json!({"policy_name": "standard", "retention_days": 30, "data_classification": "INTERNAL"}),
     )
     .await;
-    let hold = create_hold(&app, &owner, json!({"reason": "litigation"})).await;
+    let hold = app
+        .create_legal_hold(&owner, json!({"reason": "litigation"}))
+        .await;
 
     let theirs = policies(&app, &other).await;
     assert!(theirs.iter().all(|p| p["built_in"] == true), "{theirs:?}");
@@ -428,9 +402,10 @@ async fn only_roles_granting_audit_retention_manage_it() {
 async fn a_legal_hold_is_placed_listed_and_released_once() {
     let app = spawn_app().await;
     let key = app.create_key("org-a", "org:admin").await;
-    let everything = create_hold(&app, &key, json!({"reason": "regulator inquiry"})).await;
-    let narrow = create_hold(
-        &app,
+    let everything = app
+        .create_legal_hold(&key, json!({"reason": "regulator inquiry"}))
+        .await;
+    let narrow = app.create_legal_hold(
         &key,
         json!({"reason": "case 42", "principal_id": "alice", "starts_at": "2024-01-01T00:00:00Z",
                "ends_at": "2024-02-01T00:00:00Z"}),

@@ -4,10 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::process::{free_port, serve};
+use common::process::{free_port, serve, signal, wait_ready};
 use common::wait_until;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
 /// SIGTERM stops the worker cleanly (exit 0, shutdown logged) and the port is released.
 #[tokio::test]
@@ -24,14 +23,10 @@ async fn sigterm_shuts_down_gracefully_with_exit_0() {
         log.into(),
     );
     let client = reqwest::Client::new();
-    let readyz = format!("http://127.0.0.1:{port}/readyz");
-    wait_until(Duration::from_secs(30), "worker ready", || async {
-        let response = client.get(&readyz).send().await.ok()?;
-        (response.status() == 200).then_some(())
-    })
-    .await;
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&client, &base).await;
 
-    kill(Pid::from_raw(worker.id() as i32), Signal::SIGTERM).unwrap();
+    signal(&worker, Signal::SIGTERM);
 
     let status = wait_until(Duration::from_secs(20), "worker exit", || {
         let exited = worker.try_wait().unwrap();
@@ -42,5 +37,6 @@ async fn sigterm_shuts_down_gracefully_with_exit_0() {
     let log = std::fs::read_to_string(&log_path).unwrap();
     let _ = std::fs::remove_file(&log_path);
     assert!(log.contains("Shut down cleanly"), "{log}");
+    let readyz = format!("{base}/readyz");
     assert!(client.get(&readyz).send().await.is_err(), "port still open");
 }

@@ -1,19 +1,31 @@
 //! Shared test helpers: a real worker in-process on a random port against a
-//! fresh, uniquely named database; a TCP proxy to cut a dependency off; and a
-//! deadline-bounded wait instead of sleeps.
+//! fresh, uniquely named database (`TestApp`, whose requests read as
+//! sentences: see `api.rs`); the one event builder (`event`); a TCP proxy to
+//! cut a dependency off; real receivers and servers; and a deadline-bounded
+//! wait instead of sleeps.
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
+mod api;
+mod event;
 pub mod process;
 pub mod proxy;
 pub mod receiver;
 pub mod servers;
 
+// Re-exported for `use common::{event, …}`; like every helper here, unused by some binaries.
+#[allow(unused_imports)]
+pub use api::{error_fields, webhook};
+#[allow(unused_imports)]
+pub use event::{event, Event};
+
 use std::future::Future;
+use std::path::Path;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use audit_worker::clock::{SharedClock, SystemClock};
 use audit_worker::config::{Config, PostgresUrl};
+use audit_worker::reload::ConfigReloader;
 use audit_worker::Application;
 use uuid::Uuid;
 
@@ -53,6 +65,7 @@ pub fn test_config() -> Config {
     config
 }
 
+/// A worker running in-process for one test, on its own database.
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
@@ -60,6 +73,8 @@ pub struct TestApp {
     pub server: actix_web::dev::ServerHandle,
     /// The worker's error tracker, to record errors in-process.
     pub errors: audit_worker::error_tracking::ErrorTracker,
+    /// The worker's configuration reloader, to reload (and read) it in-process.
+    pub reloader: Arc<ConfigReloader>,
     /// Drops the test database when the test ends.
     _database: TestDatabase,
 }
@@ -99,21 +114,37 @@ pub async fn spawn_app_with_clock(clock: SharedClock, adjust: impl FnOnce(&mut C
     let app = Application::build_with_clock(config.clone(), clock)
         .await
         .expect("the worker starts");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    let server = app.server_handle();
-    let errors = app.errors();
-    actix_web::rt::spawn(app.run_until_stopped());
-    TestApp {
-        address,
-        client: reqwest::Client::new(),
-        config,
-        server,
-        errors,
-        _database: database,
-    }
+    TestApp::running(app, config, database)
+}
+
+/// Starts a worker from the configuration `file`, as `serve --config file`
+/// does: a reload reads the file again.
+pub async fn spawn_app_from_file(file: &Path) -> TestApp {
+    init_logging();
+    let config = Config::load(Some(file)).expect("the test file is valid");
+    let database = TestDatabase::named(config.database.url.database_name());
+    let app = Application::build_with_config_file(config.clone(), Some(file.to_path_buf()))
+        .await
+        .expect("the worker starts");
+    TestApp::running(app, config, database)
 }
 
 impl TestApp {
+    /// Runs the built worker in the background, for the test to call.
+    fn running(app: Application, config: Config, database: TestDatabase) -> Self {
+        let test_app = TestApp {
+            address: format!("http://127.0.0.1:{}", app.port()),
+            client: reqwest::Client::new(),
+            config,
+            server: app.server_handle(),
+            errors: app.errors(),
+            reloader: app.config_reloader(),
+            _database: database,
+        };
+        actix_web::rt::spawn(app.run_until_stopped());
+        test_app
+    }
+
     /// Issues a key through the same code path as `audit-worker api-key create`.
     pub async fn create_key(&self, organization_id: &str, role: &str) -> String {
         audit_worker::admin::create_api_key(&self.config, organization_id, role, None)
@@ -139,63 +170,15 @@ impl TestApp {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.expect("the worker answers");
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await.expect("a body");
-        let json = if bytes.is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::from_slice(&bytes).expect("a JSON body")
-        };
-        (status, json)
-    }
-
-    /// Stores one event with `action` for the key's organization (201 asserted).
-    pub async fn ingest_action(&self, key: &str, action: &str) {
-        let (status, body) = self
-            .call(
-                reqwest::Method::POST,
-                "/v1/events",
-                Some(key),
-                Some(serde_json::json!({"principal_id": "dr-who", "action": action, "status": "success"})),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-    }
-
-    /// The actions of the organization's listing (its latest 100 events), newest first.
-    pub async fn listed_actions(&self, key: &str) -> Vec<String> {
-        let (status, body) = self
-            .call(
-                reqwest::Method::GET,
-                "/v1/events?limit=100",
-                Some(key),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-        body["events"]
-            .as_array()
-            .expect("a listing")
-            .iter()
-            .map(|event| event["action"].as_str().unwrap_or_default().to_owned())
-            .collect()
+        answer(request.send().await.expect("the worker answers")).await
     }
 
     /// A direct connection to the worker's database, as its owner.
     pub async fn database(&self) -> tokio_postgres::Client {
-        let (client, connection) = self
-            .config
-            .database
-            .url
-            .config()
-            .connect(tokio_postgres::NoTls)
-            .await
-            .expect("connect to the test database");
-        tokio::spawn(connection);
-        client
+        connect(&self.config.database.url).await
     }
 
+    /// `GET path` without a key; asserts only that the worker answers.
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.address))
@@ -204,7 +187,7 @@ impl TestApp {
             .expect("the worker answers")
     }
 
-    /// `GET path` and its JSON body.
+    /// `GET path` without a key, and its JSON body; asserts the body is JSON.
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
         let response = self.get(path).await;
         let status = response.status().as_u16();
@@ -216,6 +199,7 @@ impl TestApp {
 pub struct TestDatabase(String);
 
 impl TestDatabase {
+    /// Takes charge of dropping the database `name` (which need not exist yet).
     pub fn named(name: &str) -> Self {
         Self(name.to_owned())
     }
@@ -246,6 +230,30 @@ impl Drop for TestDatabase {
         })
         .join();
     }
+}
+
+/// The status and JSON body of an answer (`Null` when the body is empty);
+/// asserts a non-empty body is JSON.
+pub async fn answer(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.expect("a body");
+    let json = if bytes.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&bytes).expect("a JSON body")
+    };
+    (status, json)
+}
+
+/// A direct connection to the database at `url`; asserts it connects.
+pub async fn connect(url: &PostgresUrl) -> tokio_postgres::Client {
+    let (client, connection) = url
+        .config()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|error| panic!("connect to {}: {error}", url.database_name()));
+    tokio::spawn(connection);
+    client
 }
 
 /// Polls `condition` until it returns `Some`, or panics with `what` after `timeout`.

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use super::wait_until;
 
+/// The release binary under test.
 pub const BINARY: &str = env!("CARGO_BIN_EXE_audit-worker");
 
+/// A loopback port free at the time of asking.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -42,6 +44,25 @@ pub async fn wait_ready(client: &reqwest::Client, base: &str) {
     .await;
 }
 
+/// `POST {base}{path}` with `key` and a JSON `body`; returns the status and
+/// the JSON body (`Null` when there is none); asserts the worker answers.
+pub async fn post(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let response = client
+        .post(format!("{base}{path}"))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .expect("the worker answers");
+    super::answer(response).await
+}
+
 /// A key issued with `audit-worker api-key create`.
 pub fn issue_key(database_url: &str, organization: &str, role: &str) -> String {
     let output = Command::new(BINARY)
@@ -50,4 +71,16 @@ pub fn issue_key(database_url: &str, organization: &str, role: &str) -> String {
         .output()
         .expect("run api-key create");
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// Sends `signal` to the worker process; asserts it was delivered.
+pub fn signal(worker: &Child, signal: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(worker.id() as i32);
+    nix::sys::signal::kill(pid, signal).expect("signal the worker");
+}
+
+/// Kills the worker with SIGKILL, as a crash would, and reaps it.
+pub fn kill_9(worker: &mut Child) {
+    worker.kill().expect("SIGKILL the worker");
+    worker.wait().expect("reap the worker");
 }

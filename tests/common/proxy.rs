@@ -4,9 +4,11 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use audit_worker::config::Config;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+/// A loopback TCP proxy in front of one upstream, switched on and off by the test.
 pub struct TcpProxy {
     pub port: u16,
     enabled: Arc<AtomicBool>,
@@ -59,8 +61,24 @@ impl TcpProxy {
         }
     }
 
+    /// `127.0.0.1:port`, where clients reach the proxy.
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Points the worker's database URL (its database kept) through the proxy.
+    pub fn carry_postgres(&self, config: &mut Config) {
+        let name = config.database.url.database_name().to_owned();
+        config.database.url = format!("postgres://postgres@{}/{name}", self.address())
+            .parse()
+            .expect("a PostgreSQL URL through the proxy");
+    }
+
+    /// Points the worker's Redis URL through the proxy.
+    pub fn carry_redis(&self, config: &mut Config) {
+        config.redis.url = format!("redis://{}/0", self.address())
+            .parse()
+            .expect("a Redis URL through the proxy");
     }
 
     /// Stops forwarding: open connections are cut and new ones refused.
@@ -74,6 +92,7 @@ impl TcpProxy {
         self.connections.load(Ordering::SeqCst)
     }
 
+    /// Forwards again: new connections reach the upstream.
     pub fn enable(&self) {
         self.enabled.store(true, Ordering::SeqCst);
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// One request as the receiver read it: the Standard Webhooks headers and the body.
 #[derive(Debug, Clone)]
 pub struct Received {
     pub id: String,
@@ -28,6 +29,7 @@ struct Script {
     received: Vec<Received>,
 }
 
+/// A webhook receiver on a free loopback port, answering as scripted.
 #[derive(Clone)]
 pub struct Receiver {
     pub url: String,
@@ -73,8 +75,19 @@ impl Receiver {
         }
     }
 
+    /// Every request received so far, in arrival order.
     pub fn received(&self) -> Vec<Received> {
         self.script.lock().unwrap().received.clone()
+    }
+
+    /// Waits (`within` at most) until at least `count` requests have
+    /// arrived; returns every request received by then.
+    pub async fn wait_for(&self, count: usize, within: Duration) -> Vec<Received> {
+        super::wait_until(within, &format!("{count} requests received"), || {
+            let received = self.received();
+            async move { (received.len() >= count).then_some(received) }
+        })
+        .await
     }
 }
 
@@ -158,6 +171,7 @@ impl DroppingReceiver {
         }
     }
 
+    /// Requests read so far, the dropped first one included.
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
     }

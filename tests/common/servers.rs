@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A server child process on a free loopback port, killed (and its directory removed) when dropped.
 pub struct Server {
     pub port: u16,
     /// Where the server keeps what it received (a Maildir, or the FTP root).

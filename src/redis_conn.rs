@@ -4,9 +4,9 @@
 //! Redis is optional for the worker: when a call fails, its caller falls back
 //! (to PostgreSQL, to generations counted in this process), slower but never
 //! wrong. What a caller must not do is wait for Redis on every call while it
-//! is down: with redis's `ConnectionManager`, each call waited for a
-//! reconnection of its own (two refused connects 75 ms apart, measured), and
-//! an ingest request makes two calls. So after a command fails or times out,
+//! is down (a self-reconnecting connection makes each call wait for a
+//! reconnection of its own, and an ingest request makes two calls). So after
+//! a command fails or times out,
 //! every call fails at once with [`RedisError::Backoff`] for
 //! `redis.outage_backoff`; then one call probes, over a new connection, and
 //! its success ends the back-off for every caller. Each failed probe doubles

@@ -201,21 +201,17 @@ const BOOKKEEPING_OPTIONS: &str =
 
 /// Opens one connection whose commits do not wait for the WAL flush
 /// (`synchronous_commit = off`), for the delivery queue's bookkeeping (see
-/// [`deliveries::Bookkeeper`]). Its statements are prepared once and their
-/// generic plans kept (`plan_cache_mode = force_generic_plan`): left to
-/// choose, PostgreSQL went on planning the claim afresh on each call when the
-/// generic plan's estimate looked dearer (in psql, a claim of one row took
-/// 1.75 ms so, 0.67 ms on the generic plan).
-/// Those plans are made while the queue may still be
-/// empty, or its statistics old, so scans that read a whole set of rows are
-/// ruled out: a sequential scan (`enable_seqscan = off`), and a bitmap scan
-/// (`enable_bitmapscan = off`). Both looked cheapest on a queue thought
-/// empty, and made each claim read every due row (3,000 rows read to lock 64
-/// in a drain) where the primary key finds the chosen ones directly.
-/// JIT compilation is off (`jit = off`): the claim's estimated cost grows with
-/// the queued rows, and past `jit_above_cost` each claim compiled its
-/// expressions anew. With 500,000 rows queued, a claim of 256 took 360 ms so,
-/// 1.4 ms without (measured).
+/// [`deliveries::Bookkeeper`]): a lost commit only means a lease runs out and
+/// the delivery is claimed again.
+/// - Its statements are prepared once and keep their generic plans
+///   (`plan_cache_mode = force_generic_plan`): a claim is planned once, not
+///   on each call.
+/// - Those plans may be made while the queue is empty or its statistics old,
+///   so the scans that read every due row are ruled out (`enable_seqscan`,
+///   `enable_bitmapscan` off): the primary key finds the chosen rows directly.
+/// - No JIT (`jit = off`): a claim's estimated cost grows with the queued
+///   rows, and past `jit_above_cost` each claim would compile its expressions
+///   again, taking far longer than the claim itself.
 pub async fn connect_asynchronous_commit(
     config: &DatabaseConfig,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use audit_worker::config::{Config, Secret};
-use audit_worker::delivery::config::DestinationConfig;
 use audit_worker::delivery::crypto::SecretBox;
+use audit_worker::delivery::destination::DestinationConfig;
 use base64::Engine;
 use common::receiver::Receiver;
 use common::{servers, spawn_app_with, wait_until, TestApp};

@@ -17,23 +17,18 @@ use actix::prelude::*;
 use chrono::Utc;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use uuid::Uuid;
 
 use super::health::HealthActor;
 use super::queue::QueueActor;
 use crate::db::deliveries::{self, Attempt, Claim};
-use crate::db::destinations::{self, Destination, HealthBatch};
+use crate::db::destinations::{self, HealthBatch};
 use crate::db::{DbError, PgPool};
 use crate::delivery::breaker::Breaker;
-use crate::delivery::config::{DeliverySettings, DestinationConfig};
 use crate::delivery::crypto::SecretBox;
-use crate::delivery::egress::{Egress, EgressError};
-use crate::delivery::email::EmailConfig;
-use crate::delivery::ftp::FtpConfig;
-use crate::delivery::retry::{self, Verdict};
-use crate::delivery::s3::S3Config;
-use crate::delivery::webhook;
-use crate::delivery::{email, ftp, s3};
+use crate::delivery::destination::DeliverySettings;
+use crate::delivery::egress::Egress;
+use crate::delivery::retry::{self, Outcome, Verdict};
+use crate::delivery::sender::Prepared;
 use crate::messages::delivery::{Deliver, Ended, Finished, HealthReport, Record, Retire};
 use crate::supervisor::ActorHandle;
 
@@ -51,7 +46,7 @@ pub struct DeliveryActor {
     settings: DeliverySettings,
     breaker: Breaker,
     /// The destination as last read, and when (re-read after `DESTINATION_CACHE_TTL`).
-    destination: Option<(Arc<Prepared>, Instant)>,
+    destination: Option<(Arc<Read>, Instant)>,
     /// When an attempt started reading the destination again. Those that
     /// start within `DESTINATION_CACHE_TTL` of it use the copy in hand, so it
     /// is read once per period, not once per concurrent attempt; the copy
@@ -134,46 +129,31 @@ const DESTINATION_CACHE_TTL: Duration = Duration::from_secs(1);
 /// How often the attempts' figures are reported to the HealthActor.
 const HEALTH_REPORT_EVERY: Duration = Duration::from_millis(500);
 
-/// A destination as read, with what every attempt needs worked out once:
-/// its settings, and how to send to it.
-struct Prepared {
-    destination: Destination,
-    settings: DeliverySettings,
-    /// Or why the stored config cannot be used (every attempt fails with it).
-    sender: Result<Sender, String>,
+/// A destination as an attempt last read it.
+struct Read {
+    /// Its deliveries wait in the queue until it is enabled again.
+    disabled: bool,
+    prepared: Prepared,
 }
 
-impl Prepared {
-    fn new(destination: Destination, secrets: &SecretBox) -> Self {
-        let settings = DeliverySettings::parse(Some(&destination.settings)).unwrap_or_default();
-        let sender = DestinationConfig::unsealed(&destination.kind, &destination.config, secrets)
-            .map_err(|error| error.to_string())
-            .and_then(Sender::new);
-        Self {
-            destination,
-            settings,
-            sender,
-        }
-    }
-}
-
-/// A destination's config with its secrets opened; a webhook's requests are
-/// worked out too (see [`webhook::Target`]), as every attempt sends one.
-enum Sender {
-    Webhook(webhook::Target),
-    Email(EmailConfig),
-    S3(S3Config),
-    Ftp(FtpConfig),
-}
-
-impl Sender {
-    fn new(config: DestinationConfig) -> Result<Self, String> {
-        Ok(match config {
-            DestinationConfig::Webhook(config) => Self::Webhook(webhook::Target::new(&config)?),
-            DestinationConfig::Email(config) => Self::Email(config),
-            DestinationConfig::S3(config) => Self::S3(config),
-            DestinationConfig::Ftp(config) => Self::Ftp(config),
-        })
+impl Read {
+    /// The destination, unless it was deleted.
+    async fn get(
+        pool: &PgPool,
+        destination_id: i64,
+        secrets: &SecretBox,
+    ) -> Result<Option<Self>, DbError> {
+        let client = pool.get().await?;
+        let read = destinations::get(&*client, None, destination_id).await?;
+        Ok(read.map(|destination| Self {
+            disabled: destination.disabled,
+            prepared: Prepared::new(
+                &destination.kind,
+                &destination.config,
+                &destination.settings,
+                secrets,
+            ),
+        }))
     }
 }
 
@@ -181,7 +161,7 @@ impl Sender {
 enum Attempted {
     /// The destination is disabled: the claim went back to the queue.
     Held {
-        destination: Arc<Prepared>,
+        destination: Arc<Read>,
         fresh: bool,
     },
     Done(Box<Done>),
@@ -191,19 +171,8 @@ struct Done {
     record: Attempt,
     outcome: Outcome,
     /// `None`: the destination was deleted.
-    destination: Option<Arc<Prepared>>,
+    destination: Option<Arc<Read>>,
     fresh: bool,
-}
-
-/// What one attempt came to.
-struct Outcome {
-    verdict: Verdict,
-    response_code: Option<i32>,
-    latency_ms: i32,
-    reason: Option<String>,
-    reference: Option<String>,
-    /// The receiver asked for (or showed it needs) a pause at least this long.
-    wait_at_least: Option<Duration>,
 }
 
 impl DeliveryActor {
@@ -330,14 +299,13 @@ impl DeliveryActor {
             let (destination, fresh) = match cached {
                 Some(destination) => (Some(destination), false),
                 None => {
-                    let client = pool.get().await?;
-                    let read = destinations::get(&*client, None, destination_id).await?;
-                    (read.map(|d| Arc::new(Prepared::new(d, &secrets))), true)
+                    let read = Read::get(&pool, destination_id, &secrets).await?;
+                    (read.map(Arc::new), true)
                 }
             };
             let outcome = match &destination {
                 None => Outcome::permanent("the destination was deleted"),
-                Some(destination) if destination.destination.disabled => {
+                Some(destination) if destination.disabled => {
                     // Held, not failed: claims skip a disabled destination's
                     // deliveries, which resume when it is re-enabled.
                     let client = pool.get().await?;
@@ -348,34 +316,17 @@ impl DeliveryActor {
                     });
                 }
                 Some(destination) => {
-                    perform(&egress, &destination.sender, claim.id, claim.payload).await
+                    let prepared = &destination.prepared;
+                    prepared.send(&egress, claim.id, claim.payload).await
                 }
             };
-            let status = match outcome.verdict {
-                Verdict::Delivered => "delivered",
-                Verdict::Retryable if (claim.retry_count as usize) < claim.max_retries as usize => {
-                    "retrying"
-                }
-                _ => "failed",
-            };
-            let next_retry_at = (status == "retrying")
-                .then(|| {
-                    // `Retryable` only comes from an existing destination.
-                    let waits = destination.as_ref().map(|d| d.settings.retry_waits());
-                    retry::next_wait(
-                        &waits.unwrap_or_default(),
-                        claim.retry_count as usize + 1,
-                        outcome.wait_at_least,
-                    )
-                })
-                .flatten()
-                .map(|wait| Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default());
-            // An exhausted schedule (shorter than max_retries) ends it too.
-            let status = if status == "retrying" && next_retry_at.is_none() {
-                "failed"
-            } else {
-                status
-            };
+            let (status, wait) = retry::decide(
+                &outcome,
+                claim.retry_count,
+                claim.max_retries,
+                destination.as_ref().map(|d| d.prepared.retry_waits()),
+                retry::jitter(),
+            );
             let record = Attempt {
                 delivery_id: claim.id,
                 status,
@@ -383,7 +334,8 @@ impl DeliveryActor {
                 latency_ms: outcome.latency_ms,
                 failure_reason: outcome.reason.clone(),
                 cross_system_reference: outcome.reference.clone(),
-                next_retry_at,
+                next_retry_at: wait
+                    .map(|wait| Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default()),
             };
             Ok::<_, DbError>(Attempted::Done(Box::new(Done {
                 record,
@@ -440,11 +392,11 @@ impl DeliveryActor {
 
     /// Keeps a freshly read destination for the next attempts, and applies
     /// its settings (the defaults once it is deleted).
-    fn remember(&mut self, destination: Option<Arc<Prepared>>, fresh: bool) {
+    fn remember(&mut self, destination: Option<Arc<Read>>, fresh: bool) {
         if !fresh {
             return;
         }
-        let settings = destination.as_ref().map(|d| d.settings.clone());
+        let settings = destination.as_ref().map(|d| d.prepared.settings.clone());
         self.apply_settings(settings.unwrap_or_default());
         self.destination = destination.map(|destination| (destination, Instant::now()));
     }
@@ -504,156 +456,6 @@ impl DeliveryActor {
         self.outbox.finished(self.destination_id);
         self.pump(ctx);
     }
-}
-
-impl Outcome {
-    fn permanent(reason: &str) -> Self {
-        Outcome {
-            verdict: Verdict::Permanent,
-            response_code: None,
-            latency_ms: 0,
-            reason: Some(reason.to_owned()),
-            reference: None,
-            wait_at_least: None,
-        }
-    }
-}
-
-/// Time limit of one SMTP, S3 or FTP attempt.
-const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// One attempt against the destination, whatever its kind. `payload` is
-/// the stored JSON text: a webhook posts it as it is; the other kinds write
-/// it out indented, for people to read.
-async fn perform(
-    egress: &Egress,
-    sender: &Result<Sender, String>,
-    id: Uuid,
-    payload: String,
-) -> Outcome {
-    let sender = match sender {
-        Ok(sender) => sender,
-        Err(error) => return Outcome::permanent(error),
-    };
-    let started = Instant::now();
-    let sent = match sender {
-        Sender::Webhook(target) => {
-            return send_webhook(egress, target, id, payload.into_bytes()).await
-        }
-        Sender::Email(config) => email::send(config, egress, id, &payload, TRANSFER_TIMEOUT).await,
-        Sender::S3(config) => s3::send(config, egress, id, &payload, TRANSFER_TIMEOUT).await,
-        Sender::Ftp(config) => ftp::send(config, egress, id, &payload, TRANSFER_TIMEOUT).await,
-    };
-    Outcome {
-        verdict: sent.verdict,
-        response_code: sent.code,
-        latency_ms: started.elapsed().as_millis().min(i32::MAX as u128) as i32,
-        reason: sent.reason,
-        reference: sent.reference,
-        wait_at_least: None,
-    }
-}
-
-/// Posts the payload, signed; the `webhook-id` is the delivery's id, the same
-/// on every retry, so the receiver can drop duplicates. A host the network
-/// policy refuses fails the attempt for good, before or while connecting.
-async fn send_webhook(
-    egress: &Egress,
-    target: &webhook::Target,
-    id: Uuid,
-    body: Vec<u8>,
-) -> Outcome {
-    // reqwest connects to a literal address without asking the resolver.
-    if let Err(refused) = egress.check_url(&target.url) {
-        return Outcome::permanent(&refused.to_string());
-    }
-    let http = egress.http();
-    let message_id = format!("msg_{}", id.simple());
-    let timestamp = Utc::now().timestamp();
-    let signature = target.signer.header(&message_id, timestamp, &body);
-    let body = bytes::Bytes::from(body);
-    // Built again only for a second try.
-    let request = || {
-        http.request(target.method.clone(), target.url.clone())
-            .timeout(target.timeout)
-            .headers(target.headers.clone())
-            .header("webhook-id", &message_id)
-            .header("webhook-timestamp", timestamp)
-            .header("webhook-signature", &signature)
-            .body(body.clone())
-    };
-    let started = Instant::now();
-    let mut response = request().send().await;
-    if let Err(error) = &response {
-        // From the resolver (the name now points inside) or a redirect.
-        if let Some(refused) = EgressError::refusal_in(error) {
-            return Outcome {
-                latency_ms: started.elapsed().as_millis().min(i32::MAX as u128) as i32,
-                ..Outcome::permanent(&refused.to_string())
-            };
-        }
-        if broke_on_open_connection(error) {
-            response = request().send().await;
-        }
-    }
-    let latency_ms = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
-    match response {
-        Ok(response) => {
-            let code = response.status().as_u16();
-            let verdict = retry::verdict_for_status(code);
-            let retry_after = response
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            let wait_at_least = match code {
-                429 => Some(
-                    retry_after
-                        .unwrap_or(retry::MIN_WAIT_AFTER_OVERLOAD)
-                        .max(retry::MIN_WAIT_AFTER_OVERLOAD),
-                ),
-                _ => retry_after,
-            };
-            let reference = response
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            Outcome {
-                verdict,
-                response_code: Some(i32::from(code)),
-                latency_ms,
-                reason: (verdict != Verdict::Delivered)
-                    .then(|| format!("the receiver answered {code}")),
-                reference,
-                wait_at_least,
-            }
-        }
-        Err(error) => Outcome {
-            verdict: Verdict::Retryable,
-            response_code: None,
-            latency_ms,
-            reason: Some(if error.is_timeout() {
-                format!("no answer within {} ms", target.timeout.as_millis())
-            } else {
-                format!("cannot reach the receiver: {error}")
-            }),
-            reference: None,
-            wait_at_least: error.is_timeout().then_some(retry::MIN_WAIT_AFTER_OVERLOAD),
-        },
-    }
-}
-
-/// The request failed on a connection that was open, rather than timing out
-/// or failing to connect: most often a keep-alive connection the receiver
-/// closed as it was taken from the pool (its idle timeout racing ours: Node,
-/// actix-web and Apache close idle connections after 5 s, gunicorn after 2 s).
-/// Such a request gets one more try at once, on another connection, where a
-/// retry would wait out the backoff (seconds). Its `webhook-id` is the same,
-/// so a receiver that did get the first one drops the repeat.
-fn broke_on_open_connection(error: &reqwest::Error) -> bool {
-    !(error.is_timeout() || error.is_connect() || error.is_builder())
 }
 
 impl Actor for DeliveryActor {

@@ -18,7 +18,7 @@ use tracing::Instrument;
 use crate::alerts::system;
 use crate::db::destinations::HealthBatch;
 use crate::db::{deliveries, destinations, DbError, PgPool};
-use crate::delivery::config::DeliverySettings;
+use crate::delivery::destination::DeliverySettings;
 use crate::messages::delivery::{CheckHealth, HealthReport};
 use crate::metrics::Metrics;
 

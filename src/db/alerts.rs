@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::deliveries::{self, NewDeliveries};
 use super::DbError;
-use crate::delivery::config::DeliverySettings;
+use crate::delivery::destination::DeliverySettings;
 
 /// A stored value outside the fixed set its column allows (the CHECK
 /// constraints make this a bug), or a client's unknown value.

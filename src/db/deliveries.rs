@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::DbError;
 use crate::config::DatabaseConfig;
+use crate::delivery::retry::AttemptStatus;
 
 /// The channel `NOTIFY` wakes the queue actors on.
 pub const CHANNEL: &str = "audit_worker_delivery";
@@ -385,7 +386,7 @@ impl Bookkeeper {
     /// Records many attempts in one statement (one round trip, one commit).
     pub async fn finish_many(&self, worker: &str, attempts: &[Attempt]) -> Result<(), DbError> {
         let ids: Vec<Uuid> = attempts.iter().map(|a| a.delivery_id).collect();
-        let statuses: Vec<&str> = attempts.iter().map(|a| a.status).collect();
+        let statuses: Vec<&str> = attempts.iter().map(|a| stored(a.status)).collect();
         let next: Vec<Option<DateTime<Utc>>> = attempts.iter().map(|a| a.next_retry_at).collect();
         let reasons: Vec<Option<&str>> = attempts
             .iter()
@@ -420,14 +421,22 @@ impl Bookkeeper {
 #[derive(Debug, Clone)]
 pub struct Attempt {
     pub delivery_id: Uuid,
-    /// delivered | retrying | failed
-    pub status: &'static str,
+    pub status: AttemptStatus,
     pub response_code: Option<i32>,
     pub latency_ms: i32,
     pub failure_reason: Option<String>,
     pub cross_system_reference: Option<String>,
     /// For `retrying`: when to try again.
     pub next_retry_at: Option<DateTime<Utc>>,
+}
+
+/// The status as `delivery_queue` and `delivery_logs` store it.
+fn stored(status: AttemptStatus) -> &'static str {
+    match status {
+        AttemptStatus::Delivered => "delivered",
+        AttemptStatus::Retrying => "retrying",
+        AttemptStatus::Failed => "failed",
+    }
 }
 
 /// Gives a claim back without an attempt (the breaker is open): it waits until

@@ -19,7 +19,6 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use super::health::HealthActor;
-use super::queue::QueueActor;
 use crate::db::deliveries::{self, Attempt, Claim};
 use crate::db::destinations::{self, HealthBatch};
 use crate::db::{DbError, PgPool};
@@ -70,8 +69,8 @@ pub struct DeliveryActor {
     retiring: bool,
 }
 
-/// The ended attempts of all the DeliveryActors, on their way to the
-/// QueueActor (on another thread) as one [`Record`] message per turn of the
+/// The ended attempts of all the DeliveryActors, on their way to whoever
+/// gave them their claims (the QueueActor, on another thread) as one [`Record`] message per turn of the
 /// DeliveryActors' thread: the first attempt to end schedules the message,
 /// behind whatever else is ready on the thread, so it takes every attempt
 /// that ends meanwhile and waits for no timer. A message per attempt woke the
@@ -84,14 +83,16 @@ pub struct DeliveryActor {
 #[derive(Clone)]
 pub struct Outbox {
     waiting: Arc<Mutex<Vec<Ended>>>,
-    queue: Addr<QueueActor>,
+    records: Recipient<Record>,
+    finished: Recipient<Finished>,
 }
 
 impl Outbox {
-    pub fn new(queue: Addr<QueueActor>) -> Self {
+    pub fn new(records: Recipient<Record>, finished: Recipient<Finished>) -> Self {
         Self {
             waiting: Arc::default(),
-            queue,
+            records,
+            finished,
         }
     }
 
@@ -112,7 +113,7 @@ impl Outbox {
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner),
                 );
-                outbox.queue.do_send(Record(ended));
+                outbox.records.do_send(Record(ended));
             });
         }
     }
@@ -120,7 +121,7 @@ impl Outbox {
     /// Tells the QueueActor at once that a claim ended without an attempt to
     /// record (it was given back, or its attempt could not be made).
     fn finished(&self, destination_id: i64) {
-        self.queue.do_send(Finished { destination_id });
+        self.finished.do_send(Finished { destination_id });
     }
 }
 

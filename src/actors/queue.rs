@@ -432,7 +432,8 @@ impl Actor for QueueActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.outbox = Some(Outbox::new(ctx.address()));
+        let queue = ctx.address();
+        self.outbox = Some(Outbox::new(queue.clone().recipient(), queue.recipient()));
         ctx.spawn(wrap_future(listen(self.config.clone(), ctx.address())));
         self.reconcile(ctx);
         ctx.run_interval(RECONCILE_EVERY, |actor, ctx| actor.reconcile(ctx));

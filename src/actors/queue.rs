@@ -17,6 +17,7 @@ use actix::prelude::*;
 use futures_util::StreamExt;
 use tokio_postgres::AsyncMessage;
 
+use self::capacity::{Capacity, ClaimPlan};
 use super::delivery::{DeliveryActor, Outbox};
 use super::health::HealthActor;
 use crate::config::{Config, DeliveryConfig};
@@ -29,6 +30,8 @@ use crate::messages::delivery::{
 };
 use crate::metrics::Metrics;
 use crate::supervisor::ActorHandle;
+
+mod capacity;
 
 /// How often the running DeliveryActors are matched against the active
 /// destinations, for changes made through other worker instances.
@@ -58,17 +61,9 @@ pub struct QueueActor {
     health: ActorHandle<HealthActor>,
     /// Names this instance's claims, so only it can finish them.
     worker_id: String,
-    /// Claimed and not recorded yet: at most `delivery.max_in_flight`, which
-    /// also bounds the attempts waiting to be written.
-    in_flight: usize,
-    /// Claimed and not attempted yet, per destination: at most
-    /// `delivery.max_in_flight_per_destination`. A slot frees as soon as its
-    /// attempt ends, so the destination's next claims need not wait for the
-    /// record to be written.
-    in_flight_by_destination: HashMap<i64, usize>,
+    /// What this worker holds, and so how much it may claim.
+    capacity: Capacity,
     claiming: bool,
-    /// The last claim found nothing due, and no destination was full.
-    exhausted: bool,
     /// Woken while a claim was running: claim again when it ends, or the new
     /// work would wait for the next poll.
     woken_while_claiming: bool,
@@ -97,6 +92,10 @@ impl QueueActor {
         metrics: Arc<Metrics>,
         health: ActorHandle<HealthActor>,
     ) -> Self {
+        let capacity = Capacity::new(
+            config.delivery.max_in_flight,
+            config.delivery.max_in_flight_per_destination,
+        );
         Self {
             pool,
             claimer: None,
@@ -107,10 +106,8 @@ impl QueueActor {
             metrics,
             health,
             worker_id: format!("worker-{}", uuid::Uuid::new_v4()),
-            in_flight: 0,
-            in_flight_by_destination: HashMap::new(),
+            capacity,
             claiming: false,
-            exhausted: false,
             woken_while_claiming: false,
             actors: HashMap::new(),
             deliveries: Arbiter::new(),
@@ -132,14 +129,9 @@ impl QueueActor {
             self.woken_while_claiming = true;
             return;
         }
-        // At most a claim step at a time: the first deliveries of a burst
-        // start once a step's rows are claimed, not the whole room's (2,048
-        // rows took 60 ms on the slow bench machine, during which nothing
-        // was sent); the claim that follows overlaps their attempts.
-        let limit = self.room().min(claim_step(self.settings().max_in_flight));
-        if limit == 0 {
+        let Some(plan) = self.capacity.plan() else {
             return;
-        }
+        };
         self.claiming = true;
         let (connection, config, worker, lease) = (
             self.claimer.take(),
@@ -147,66 +139,52 @@ impl QueueActor {
             self.worker_id.clone(),
             self.settings().lease,
         );
-        // Room is per destination too: claims for a full one wait in the queue,
-        // where they hold nobody else up.
-        let per_destination = self.settings().max_in_flight_per_destination as i64;
-        let (destination_ids, counts): (Vec<i64>, Vec<i64>) = self
-            .in_flight_by_destination
-            .iter()
-            .map(|(id, count)| (*id, *count as i64))
-            .unzip();
-        // An empty claim says there is no due work only if no destination was
-        // left out for being full: a full one may have a backlog.
-        let none_full = counts.iter().all(|count| *count < per_destination);
         let claim = async move {
             let connection = Bookkeeper::reuse_or_connect(connection, &config.database).await?;
-            let held = deliveries::Held {
-                destination_ids: &destination_ids,
-                counts: &counts,
-                per_destination,
-            };
-            let claimed = connection.claim(&worker, lease, limit as i64, &held).await;
-            Ok::<_, DbError>((connection, claimed))
+            let claimed = connection
+                .claim(&worker, lease, plan.limit as i64, &plan.held())
+                .await;
+            Ok::<_, DbError>((connection, claimed, plan))
         };
         ctx.spawn(
             wrap_future::<_, Self>(claim).map(move |claimed, actor, ctx| {
                 actor.claiming = false;
-                let claimed = claimed.and_then(|(connection, claimed)| {
+                let claimed = claimed.and_then(|(connection, claimed, plan)| {
                     actor.claimer = Some(connection);
-                    claimed
+                    Ok((claimed?, plan))
                 });
                 match claimed {
-                    Ok(claims) => {
-                        actor.exhausted = claims.is_empty() && none_full;
-                        // Took all it asked for: there may be more, and
-                        // room may have freed up for it meanwhile.
-                        let more = claims.len() == limit;
-                        actor.in_flight += claims.len();
-                        let mut by_destination: HashMap<i64, Vec<Claim>> = HashMap::new();
-                        for claim in claims {
-                            by_destination
-                                .entry(claim.destination_id)
-                                .or_default()
-                                .push(claim);
-                        }
-                        for (destination_id, claims) in by_destination {
-                            *actor
-                                .in_flight_by_destination
-                                .entry(destination_id)
-                                .or_default() += claims.len();
-                            actor.deliverer(destination_id).do_send(Deliver(claims));
-                        }
-                        if std::mem::take(&mut actor.woken_while_claiming) {
-                            ctx.notify(Wake);
-                        } else if more && actor.room() >= claim_step(actor.settings().max_in_flight)
-                        {
-                            actor.claim(ctx);
-                        }
-                    }
+                    Ok((claims, plan)) => actor.hand_out(claims, &plan, ctx),
                     Err(error) => tracing::warn!(%error, "Cannot claim deliveries"),
                 }
             }),
         );
+    }
+
+    /// Gives each destination's actor its claimed deliveries, then claims
+    /// again if the claim may have left some behind.
+    fn hand_out(&mut self, claims: Vec<Claim>, plan: &ClaimPlan, ctx: &mut Context<Self>) {
+        let mut by_destination: HashMap<i64, Vec<Claim>> = HashMap::new();
+        for claim in claims {
+            by_destination
+                .entry(claim.destination_id)
+                .or_default()
+                .push(claim);
+        }
+        let again = self.capacity.claimed(
+            plan,
+            by_destination
+                .iter()
+                .map(|(destination_id, claims)| (*destination_id, claims.len())),
+        );
+        for (destination_id, claims) in by_destination {
+            self.deliverer(destination_id).do_send(Deliver(claims));
+        }
+        if std::mem::take(&mut self.woken_while_claiming) {
+            ctx.notify(Wake);
+        } else if again {
+            self.claim(ctx);
+        }
     }
 
     /// Claims because room freed up, unless a claim is under way (its end
@@ -263,7 +241,7 @@ impl QueueActor {
             actor.recorder = connection;
             match written {
                 Ok(()) => {
-                    let freed = actor.free(batch.len());
+                    let freed = actor.capacity.recorded(batch.len());
                     actor.record(ctx);
                     if freed {
                         actor.top_up(ctx);
@@ -278,37 +256,6 @@ impl QueueActor {
                 }
             }
         }));
-    }
-
-    /// One claimed delivery of `destination_id` is no longer the destination's
-    /// to work on (attempted, or given back). True when this left the
-    /// destination at or below its low-water mark (see [`low_water`]) and the
-    /// worker has room for a claim worth making.
-    fn attempted(&mut self, destination_id: i64) -> bool {
-        let mark = low_water(self.settings().max_in_flight_per_destination);
-        let Some(count) = self.in_flight_by_destination.get_mut(&destination_id) else {
-            return false;
-        };
-        *count -= 1;
-        let low = *count <= mark;
-        if *count == 0 {
-            self.in_flight_by_destination.remove(&destination_id);
-        }
-        low && !self.exhausted && self.room() >= claim_step(self.settings().max_in_flight)
-    }
-
-    /// `count` claims are recorded (or given back). True when this gave the
-    /// worker room for a claim worth making, which it did not have before.
-    fn free(&mut self, count: usize) -> bool {
-        let step = claim_step(self.settings().max_in_flight);
-        let before = self.room();
-        self.in_flight = self.in_flight.saturating_sub(count);
-        before < step && self.room() >= step && !self.exhausted
-    }
-
-    /// Claims the worker may still make.
-    fn room(&self) -> usize {
-        self.settings().max_in_flight.saturating_sub(self.in_flight)
     }
 
     /// Matches the running DeliveryActors to the active destinations: starts
@@ -366,26 +313,6 @@ impl QueueActor {
             actor
         })
     }
-}
-
-/// Claims are made once half of a destination's room has freed up (and on
-/// every `NOTIFY` and poll), not each time one attempt ends, so each takes
-/// dozens of rows in one statement, while the destination still has half its
-/// room's worth queued in its actor. Once a claim finds nothing, only a
-/// `NOTIFY` or the poll claims again: empty claims do not follow each attempt.
-fn low_water(limit: usize) -> usize {
-    limit / 2
-}
-
-/// The least room worth a claim besides `NOTIFY`s and polls, and the most a
-/// claim takes: half of `max_in_flight`. Each claim costs a fixed part (about
-/// 50 µs per destination with due work on the slow bench machine: 5 ms with
-/// 100 destinations), which claims of a few rows each, when many destinations
-/// share the worker's room, paid over and over; with 100 destinations it was
-/// still 10 µs per row in claims of 512, and is 5 in claims of 1,024. Half the
-/// room still leaves every destination's actor a queue while a claim runs.
-fn claim_step(max_in_flight: usize) -> usize {
-    (max_in_flight / 2).max(1)
 }
 
 /// Forwards `NOTIFY`s on the delivery channel as [`Wake`]s; reconnects after a
@@ -457,7 +384,7 @@ impl Handler<Wake> for QueueActor {
     type Result = ();
 
     fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
-        self.exhausted = false;
+        self.capacity.woken();
         self.claim(ctx);
     }
 }
@@ -466,7 +393,7 @@ impl Handler<Poll> for QueueActor {
     type Result = ();
 
     fn handle(&mut self, _: Poll, ctx: &mut Self::Context) {
-        self.exhausted = false;
+        self.capacity.woken();
         self.claim(ctx);
         ctx.notify_later(Poll, self.settings().poll_interval);
     }
@@ -482,7 +409,7 @@ impl Handler<Record> for QueueActor {
             attempt,
         } in ended
         {
-            freed |= self.attempted(destination_id);
+            freed |= self.capacity.attempt_ended(destination_id);
             self.to_record.push(attempt);
         }
         self.record(ctx);
@@ -496,8 +423,7 @@ impl Handler<Finished> for QueueActor {
     type Result = ();
 
     fn handle(&mut self, done: Finished, ctx: &mut Self::Context) {
-        let freed = self.attempted(done.destination_id) | self.free(1);
-        if freed {
+        if self.capacity.given_back(done.destination_id) {
             self.top_up(ctx);
         }
     }

@@ -7,7 +7,7 @@
 //! While the breaker is open, or the destination is disabled, claims go back
 //! to the queue without using a retry.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use actix::prelude::*;
 use chrono::Utc;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use uuid::Uuid;
 
 use super::health::HealthActor;
 use crate::db::deliveries::{self, Attempt, Claim};
@@ -28,7 +29,9 @@ use crate::delivery::destination::DeliverySettings;
 use crate::delivery::egress::Egress;
 use crate::delivery::retry::{self, Outcome, Verdict};
 use crate::delivery::sender::Prepared;
-use crate::messages::delivery::{Deliver, Ended, Finished, HealthReport, Record, Retire};
+use crate::messages::delivery::{
+    Abandoned, Deliver, Ended, Finished, HealthReport, Record, Retire,
+};
 use crate::supervisor::ActorHandle;
 
 pub struct DeliveryActor {
@@ -59,7 +62,8 @@ pub struct DeliveryActor {
     limiter: Option<DefaultDirectRateLimiter>,
     /// A pump is scheduled for when the rate limit allows the next attempt.
     pump_scheduled: bool,
-    in_flight: u32,
+    /// Claims whose attempt (or return to the queue) is under way.
+    in_flight: HashSet<Uuid>,
     /// Claimed and not attempted yet, best first: highest priority, then
     /// earliest due. A claim's rows come back in table order, and a later
     /// claim may bring rows that go before those already waiting.
@@ -85,14 +89,20 @@ pub struct Outbox {
     waiting: Arc<Mutex<Vec<Ended>>>,
     records: Recipient<Record>,
     finished: Recipient<Finished>,
+    abandoned: Recipient<Abandoned>,
 }
 
 impl Outbox {
-    pub fn new(records: Recipient<Record>, finished: Recipient<Finished>) -> Self {
+    pub fn new(
+        records: Recipient<Record>,
+        finished: Recipient<Finished>,
+        abandoned: Recipient<Abandoned>,
+    ) -> Self {
         Self {
             waiting: Arc::default(),
             records,
             finished,
+            abandoned,
         }
     }
 
@@ -122,6 +132,16 @@ impl Outbox {
     /// record (it was given back, or its attempt could not be made).
     fn finished(&self, destination_id: i64) {
         self.finished.do_send(Finished { destination_id });
+    }
+
+    /// Tells the QueueActor at once of the claims an actor held as it ended.
+    /// Sent straight away, not by a task of the thread: the thread may be
+    /// stopping too.
+    fn abandoned(&self, destination_id: i64, deliveries: Vec<Uuid>) {
+        self.abandoned.do_send(Abandoned {
+            destination_id,
+            deliveries,
+        });
     }
 }
 
@@ -207,7 +227,7 @@ impl DeliveryActor {
             health_report_scheduled: false,
             limiter: None,
             pump_scheduled: false,
-            in_flight: 0,
+            in_flight: HashSet::new(),
             waiting: VecDeque::new(),
             retiring: false,
         }
@@ -216,15 +236,16 @@ impl DeliveryActor {
     fn pump(&mut self, ctx: &mut Context<Self>) {
         if self.retiring {
             while let Some(claim) = self.waiting.pop_front() {
-                self.in_flight += 1;
+                self.in_flight.insert(claim.id);
                 self.release(claim, Duration::ZERO, ctx);
             }
-            if self.in_flight == 0 {
+            if self.in_flight.is_empty() {
                 ctx.stop();
             }
             return;
         }
-        while self.in_flight < self.settings.concurrency && !self.waiting.is_empty() {
+        while self.in_flight.len() < self.settings.concurrency as usize && !self.waiting.is_empty()
+        {
             if let Some(limiter) = &self.limiter {
                 if let Err(not_until) = limiter.check() {
                     if !self.pump_scheduled {
@@ -241,7 +262,7 @@ impl DeliveryActor {
             let Some(claim) = self.waiting.pop_front() else {
                 return;
             };
-            self.in_flight += 1;
+            self.in_flight.insert(claim.id);
             let now = Instant::now();
             if now > claim.attempt_by {
                 // Held too long behind this destination's earlier attempts:
@@ -260,15 +281,16 @@ impl DeliveryActor {
     fn release(&mut self, claim: Claim, wait: Duration, ctx: &mut Context<Self>) {
         let (pool, worker) = (self.pool.clone(), self.worker_id.clone());
         let until = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        let delivery_id = claim.id;
         let release = async move {
             let client = pool.get().await?;
             deliveries::release(&*client, &worker, claim.id, until).await
         };
-        ctx.spawn(wrap_future::<_, Self>(release).map(|released, actor, ctx| {
+        ctx.spawn(wrap_future::<_, Self>(release).map(move |released, actor, ctx| {
             if let Err(error) = released {
                 tracing::warn!(%error, "Cannot give a delivery back to the queue; its lease will");
             }
-            actor.done(ctx);
+            actor.done(delivery_id, ctx);
         }));
     }
 
@@ -292,6 +314,7 @@ impl DeliveryActor {
         if reads {
             self.reading_destination_since = Some(Instant::now());
         }
+        let delivery_id = claim.id;
         let span =
             tracing::info_span!("delivery", delivery = %claim.id, destination = destination_id);
         // No pooled connection is held across the attempt itself: a slow
@@ -380,7 +403,7 @@ impl DeliveryActor {
                         tracing::warn!(%error, "A delivery attempt could not be made; the lease will retry it")
                     }
                 }
-                actor.in_flight -= 1;
+                actor.in_flight.remove(&delivery_id);
                 let destination_id = actor.destination_id;
                 match finished {
                     Some(attempt) => actor.outbox.send(Ended { destination_id, attempt }),
@@ -452,8 +475,8 @@ impl DeliveryActor {
         self.settings = settings;
     }
 
-    fn done(&mut self, ctx: &mut Context<Self>) {
-        self.in_flight -= 1;
+    fn done(&mut self, delivery_id: Uuid, ctx: &mut Context<Self>) {
+        self.in_flight.remove(&delivery_id);
         self.outbox.finished(self.destination_id);
         self.pump(ctx);
     }
@@ -461,6 +484,22 @@ impl DeliveryActor {
 
 impl Actor for DeliveryActor {
     type Context = Context<Self>;
+}
+
+/// The actor is dropped with its context: once it stopped, holding no claim,
+/// or as a panic unwinds its handler, or with its thread. In the last two, the
+/// claims it held, waiting or mid-attempt, will never be attempted or
+/// recorded here: the QueueActor hears of them, or it would count them in
+/// flight for ever (and keep their rows, which it never claims again).
+impl Drop for DeliveryActor {
+    fn drop(&mut self) {
+        let held: Vec<Uuid> = (self.in_flight.drain())
+            .chain(self.waiting.drain(..).map(|claim| claim.id))
+            .collect();
+        if !held.is_empty() {
+            self.outbox.abandoned(self.destination_id, held);
+        }
+    }
 }
 
 impl Handler<Retire> for DeliveryActor {
@@ -487,5 +526,168 @@ impl Handler<Deliver> for DeliveryActor {
             .make_contiguous()
             .sort_by(|a, b| b.priority.cmp(&a.priority).then(a.due.cmp(&b.due)));
         self.pump(ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+    use crate::supervisor::SupervisorBuilder;
+
+    /// What the fake queue heard back about its claims.
+    #[derive(Default)]
+    struct Heard {
+        recorded: Vec<Uuid>,
+        finished: usize,
+        abandoned: Vec<Uuid>,
+    }
+
+    /// Stands in for the QueueActor: keeps what the outbox reports.
+    struct Queue(Arc<Mutex<Heard>>);
+
+    impl Actor for Queue {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Record> for Queue {
+        type Result = ();
+
+        fn handle(&mut self, Record(ended): Record, _: &mut Self::Context) {
+            let mut heard = self.0.lock().unwrap();
+            heard
+                .recorded
+                .extend(ended.iter().map(|ended| ended.attempt.delivery_id));
+        }
+    }
+
+    impl Handler<Finished> for Queue {
+        type Result = ();
+
+        fn handle(&mut self, _: Finished, _: &mut Self::Context) {
+            self.0.lock().unwrap().finished += 1;
+        }
+    }
+
+    impl Handler<Abandoned> for Queue {
+        type Result = ();
+
+        fn handle(&mut self, abandoned: Abandoned, _: &mut Self::Context) {
+            assert_eq!(abandoned.destination_id, 7);
+            self.0
+                .lock()
+                .unwrap()
+                .abandoned
+                .extend(abandoned.deliveries);
+        }
+    }
+
+    /// Makes the actor's handler panic, as a bug would.
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Panic;
+
+    impl Handler<Panic> for DeliveryActor {
+        type Result = ();
+
+        fn handle(&mut self, _: Panic, _: &mut Self::Context) {
+            panic!("a DeliveryActor's handler panicked (on purpose, in a test)");
+        }
+    }
+
+    fn claim(destination_id: i64) -> Claim {
+        Claim {
+            id: Uuid::now_v7(),
+            destination_id,
+            payload: "{}".to_owned(),
+            retry_count: 0,
+            max_retries: 3,
+            priority: 0,
+            due: Utc::now(),
+            attempt_by: Instant::now() + Duration::from_secs(60),
+        }
+    }
+
+    /// A DeliveryActor that dies while it holds claims (one attempt under
+    /// way, one waiting its turn) leaves no claim counted for ever: whoever
+    /// gave them out hears of every one. Its attempt hangs on a database that
+    /// accepts connections and never answers, so the actor is sure to hold
+    /// both claims when it panics.
+    #[actix::test]
+    async fn a_delivery_actor_that_dies_holding_claims_hands_them_all_back() {
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut config = Config::defaults();
+        config.database.url = format!(
+            "postgres://postgres@{}/silent",
+            silent.local_addr().unwrap()
+        )
+        .parse()
+        .unwrap();
+        config.database.connect_timeout = Duration::from_secs(60);
+        let pool = crate::db::pool(&config.database);
+        let metrics = Arc::new(Metrics::new());
+        let health = SupervisorBuilder::new(config.supervisor.clone(), metrics.clone())
+            .supervise("health", move || {
+                HealthActor::new(pool.clone(), metrics.clone(), Duration::from_secs(60))
+            });
+        let heard = Arc::new(Mutex::new(Heard::default()));
+        let queue = Queue(heard.clone()).start();
+        let outbox = Outbox::new(
+            queue.clone().recipient(),
+            queue.clone().recipient(),
+            queue.recipient(),
+        );
+        let egress = Egress::new(config.delivery.network_policy(), "test").unwrap();
+        let pool = crate::db::pool(&config.database);
+        let deliveries = Arbiter::new();
+        let actor = DeliveryActor::start_in_arbiter(&deliveries.handle(), move |_| {
+            DeliveryActor::new(
+                7,
+                pool,
+                egress,
+                Arc::new(SecretBox::new(&[1; 32])),
+                outbox,
+                health,
+                "worker-test".to_owned(),
+            )
+        });
+
+        let claims = vec![claim(7), claim(7)];
+        let mut held: Vec<Uuid> = claims.iter().map(|claim| claim.id).collect();
+        actor.send(Deliver(claims)).await.unwrap();
+        assert!(
+            actor.send(Panic).await.is_err(),
+            "the actor died in its handler"
+        );
+
+        let waited = Instant::now();
+        loop {
+            let (back, mut abandoned) = {
+                let heard = heard.lock().unwrap();
+                let back = heard.recorded.len() + heard.finished + heard.abandoned.len();
+                (back, heard.abandoned.clone())
+            };
+            if back == 2 {
+                abandoned.sort();
+                held.sort();
+                assert_eq!(
+                    abandoned, held,
+                    "both come back as abandoned, to go back to the queue"
+                );
+                break;
+            }
+            assert!(
+                waited.elapsed() < Duration::from_secs(5),
+                "{back} of the 2 claims the dead actor held came back"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        deliveries.stop();
     }
 }

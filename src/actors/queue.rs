@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use actix::fut::wrap_future;
 use actix::prelude::*;
+use chrono::Utc;
 use futures_util::StreamExt;
 use tokio_postgres::AsyncMessage;
 
@@ -26,7 +27,7 @@ use crate::db::{self, deliveries, destinations, DbError, PgPool};
 use crate::delivery::crypto::SecretBox;
 use crate::delivery::egress::Egress;
 use crate::messages::delivery::{
-    Deliver, DestinationsChanged, Ended, Finished, Poll, Record, Retire, Wake,
+    Abandoned, Deliver, DestinationsChanged, Ended, Finished, Poll, Record, Retire, Wake,
 };
 use crate::metrics::Metrics;
 use crate::supervisor::ActorHandle;
@@ -360,7 +361,11 @@ impl Actor for QueueActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let queue = ctx.address();
-        self.outbox = Some(Outbox::new(queue.clone().recipient(), queue.recipient()));
+        self.outbox = Some(Outbox::new(
+            queue.clone().recipient(),
+            queue.clone().recipient(),
+            queue.recipient(),
+        ));
         ctx.spawn(wrap_future(listen(self.config.clone(), ctx.address())));
         self.reconcile(ctx);
         ctx.run_interval(RECONCILE_EVERY, |actor, ctx| actor.reconcile(ctx));
@@ -423,8 +428,51 @@ impl Handler<Finished> for QueueActor {
     type Result = ();
 
     fn handle(&mut self, done: Finished, ctx: &mut Self::Context) {
-        if self.capacity.given_back(done.destination_id) {
+        if self.capacity.given_back(done.destination_id, 1) {
             self.top_up(ctx);
         }
+    }
+}
+
+impl Handler<Abandoned> for QueueActor {
+    type Result = ();
+
+    /// The rows are still leased to this worker, which never claims its own
+    /// again: they go back to the queue first, so that the claim their freed
+    /// room makes can take them.
+    fn handle(&mut self, abandoned: Abandoned, ctx: &mut Self::Context) {
+        let Abandoned {
+            destination_id,
+            deliveries: ids,
+        } = abandoned;
+        let count = ids.len();
+        tracing::warn!(
+            destination = destination_id,
+            deliveries = count,
+            "A delivery actor ended holding claims; giving them back to the queue"
+        );
+        let (pool, worker) = (self.pool.clone(), self.worker_id.clone());
+        let release = async move {
+            let client = pool.get().await?;
+            for id in ids {
+                deliveries::release(&*client, &worker, id, Utc::now()).await?;
+            }
+            Ok::<_, DbError>(())
+        };
+        ctx.spawn(
+            wrap_future::<_, Self>(release).map(move |released, actor, ctx| {
+                if let Err(error) = released {
+                    tracing::warn!(
+                        %error,
+                        destination = destination_id,
+                        "Cannot give back the deliveries a delivery actor held as it ended; \
+                         other workers take them once their leases run out"
+                    );
+                }
+                if actor.capacity.given_back(destination_id, count) {
+                    actor.top_up(ctx);
+                }
+            }),
+        );
     }
 }

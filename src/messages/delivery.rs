@@ -3,6 +3,7 @@
 //! [`HealthActor`](crate::actors::health::HealthActor).
 
 use actix::Message;
+use uuid::Uuid;
 
 use crate::db::deliveries::{Attempt, Claim};
 use crate::db::destinations::HealthBatch;
@@ -57,6 +58,17 @@ pub struct Ended {
 #[rtype(result = "()")]
 pub struct Finished {
     pub destination_id: i64,
+}
+
+/// A DeliveryActor ended (its handler panicked, or its thread stopped) while
+/// it held these claimed deliveries of its destination, waiting or
+/// mid-attempt: nothing else will ever be heard of them. The QueueActor gives
+/// them back to the queue, and their room to the destination.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Abandoned {
+    pub destination_id: i64,
+    pub deliveries: Vec<Uuid>,
 }
 
 /// A DeliveryActor's attempts since its last report, for the HealthActor to

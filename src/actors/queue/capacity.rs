@@ -137,10 +137,15 @@ impl Capacity {
         before < step && self.room() >= step && !self.exhausted
     }
 
-    /// A claimed delivery of `destination_id` ended with nothing to record:
-    /// both its slots free at once. True when a claim is worth making.
-    pub fn given_back(&mut self, destination_id: i64) -> bool {
-        self.attempt_ended(destination_id) | self.recorded(1)
+    /// `count` claimed deliveries of `destination_id` ended with nothing to
+    /// record (given back, not attempted, or held by a DeliveryActor that
+    /// died): both their slots free at once. True when a claim is worth making.
+    pub fn given_back(&mut self, destination_id: i64, count: usize) -> bool {
+        let mut worth_a_claim = false;
+        for _ in 0..count {
+            worth_a_claim |= self.attempt_ended(destination_id) | self.recorded(1);
+        }
+        worth_a_claim
     }
 
     /// Claims the worker may still make.
@@ -270,7 +275,7 @@ mod tests {
         claim(&mut capacity, &[(1, 2)]);
         claim(&mut capacity, &[]);
         assert!(!capacity.attempt_ended(1), "nothing due: no claim on room");
-        assert!(!capacity.given_back(1));
+        assert!(!capacity.given_back(1, 1));
         capacity.woken();
         claim(&mut capacity, &[(1, 2)]);
         assert!(capacity.attempt_ended(1), "woken: claims on room again");
@@ -281,13 +286,45 @@ mod tests {
         let mut capacity = capacity();
         claim(&mut capacity, &[(1, 4)]);
         claim(&mut capacity, &[(2, 4)]);
-        assert!(!capacity.given_back(1), "3 held, 7 in flight");
-        assert!(!capacity.given_back(1), "2 held, 6 in flight: no room yet");
-        assert!(!capacity.given_back(1));
+        assert!(!capacity.given_back(1, 1), "3 held, 7 in flight");
         assert!(
-            capacity.given_back(1),
+            !capacity.given_back(1, 1),
+            "2 held, 6 in flight: no room yet"
+        );
+        assert!(!capacity.given_back(1, 1));
+        assert!(
+            capacity.given_back(1, 1),
             "4 in flight: a claim's worth of room"
         );
         assert_eq!(capacity.plan().unwrap().held().destination_ids, [2]);
+    }
+
+    /// Nothing here forgets a claim on its own: the claims of a DeliveryActor
+    /// that died stay counted until they are given back (its outbox reports
+    /// them as it is dropped), and then all their room comes back.
+    #[test]
+    fn the_claims_of_a_dead_delivery_actor_count_until_given_back() {
+        let mut capacity = capacity();
+        claim(&mut capacity, &[(7, 4)]);
+        claim(&mut capacity, &[(8, 4)]);
+        assert!(capacity.plan().is_none(), "8 of 8 held");
+        assert!(!capacity.attempt_ended(8), "3 of 8's left, above low water");
+        assert!(!capacity.recorded(1), "1 free: less than a step");
+        assert_eq!(
+            capacity.plan().unwrap().limit,
+            1,
+            "destination 7's 4 still count"
+        );
+        assert!(
+            capacity.given_back(7, 4),
+            "5 free: a claim's worth of room again"
+        );
+        let plan = capacity.plan().unwrap();
+        assert_eq!(plan.limit, 4);
+        assert_eq!(
+            plan.held().destination_ids,
+            [8],
+            "destination 7 holds nothing"
+        );
     }
 }

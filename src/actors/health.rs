@@ -19,11 +19,9 @@ use crate::alerts::system;
 use crate::db::destinations::HealthBatch;
 use crate::db::{deliveries, destinations, DbError, PgPool};
 use crate::delivery::destination::DeliverySettings;
-use crate::messages::delivery::{CheckHealth, HealthReport};
+use crate::messages::delivery::HealthReport;
 use crate::metrics::Metrics;
 
-/// Advisory lock key of the disabling round ("audit_hl").
-const LOCK_KEY: i64 = 0x6175_6469_745f_686c;
 /// How long reports wait to be written together. A DeliveryActor reports at
 /// most every 500 ms, so `destination_health` lags its attempts by a second
 /// at most.
@@ -114,11 +112,7 @@ async fn round(pool: PgPool, metrics: Arc<Metrics>) -> Result<usize, DbError> {
             .set(count);
     }
     metrics.delivery_queue_oldest_due.set(oldest_due);
-    let locked: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
-        .await?
-        .get(0);
-    if !locked {
+    if !destinations::lock_disabling(&*client).await? {
         return Ok(0);
     }
     let outcome = async {
@@ -141,11 +135,16 @@ async fn round(pool: PgPool, metrics: Arc<Metrics>) -> Result<usize, DbError> {
         Ok::<_, DbError>(disabled)
     }
     .await;
-    client
-        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
-        .await?;
+    destinations::unlock_disabling(&*client).await?;
     outcome
 }
+
+/// The HealthActor's round: disable destinations failing too long, refresh the
+/// gauges. The handler re-arms it once the round has ended, so rounds never
+/// overlap.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct CheckHealth;
 
 impl Actor for HealthActor {
     type Context = Context<Self>;

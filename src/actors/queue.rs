@@ -27,7 +27,7 @@ use crate::db::{self, deliveries, destinations, DbError, PgPool};
 use crate::delivery::crypto::SecretBox;
 use crate::delivery::egress::Egress;
 use crate::messages::delivery::{
-    Abandoned, Deliver, DestinationsChanged, Ended, Finished, Poll, Record, Retire, Wake,
+    Abandoned, Deliver, DestinationsChanged, Ended, Finished, Record, Retire,
 };
 use crate::metrics::Metrics;
 use crate::supervisor::ActorHandle;
@@ -261,13 +261,13 @@ impl QueueActor {
 
     /// Matches the running DeliveryActors to the active destinations: starts
     /// the missing ones, retires those of destinations no longer active.
-    fn reconcile(&mut self, ctx: &mut Context<Self>) {
+    fn reconcile(&self) -> impl ActorFuture<Self, Output = ()> {
         let pool = self.pool.clone();
         let active = async move {
             let client = pool.get().await?;
             destinations::active_ids(&*client).await
         };
-        ctx.spawn(wrap_future::<_, Self>(active).map(|active, actor, _| {
+        wrap_future::<_, Self>(active).map(|active, actor, _| {
             let active: HashSet<i64> = match active {
                 Ok(ids) => ids.into_iter().collect(),
                 Err(error) => {
@@ -286,6 +286,14 @@ impl QueueActor {
                 actor.deliverer(id);
             }
             actor.metrics.delivery_actors.set(actor.actors.len() as i64);
+        })
+    }
+
+    /// Reconciles now, then `RECONCILE_EVERY` after each round ends, so that
+    /// a slow round is never overlapped by the next.
+    fn reconcile_regularly(&mut self, ctx: &mut Context<Self>) {
+        ctx.spawn(self.reconcile().map(|(), _, ctx| {
+            ctx.run_later(RECONCILE_EVERY, |actor, ctx| actor.reconcile_regularly(ctx));
         }));
     }
 
@@ -316,6 +324,19 @@ impl QueueActor {
     }
 }
 
+/// Look for due deliveries now: sent by the LISTEN task on each `NOTIFY`
+/// (and once it listens), and after a claim that was woken meanwhile.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Wake;
+
+/// The fallback poll: claims whatever is due (retries, expired leases, work
+/// whose `NOTIFY` was missed). The handler re-arms it; it never overlaps a
+/// claim, as [`QueueActor::claim`] lets one run at a time.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Poll;
+
 /// Forwards `NOTIFY`s on the delivery channel as [`Wake`]s; reconnects after a
 /// lost connection. Runs inside the actor's context, so it ends with the actor.
 async fn listen(config: Arc<Config>, queue: Addr<QueueActor>) {
@@ -324,13 +345,8 @@ async fn listen(config: Arc<Config>, queue: Addr<QueueActor>) {
             Ok((client, mut connection)) => {
                 let mut messages =
                     futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-                let listening = async {
-                    client
-                        .batch_execute(&format!("LISTEN {}", deliveries::CHANNEL))
-                        .await
-                };
                 // The connection must be polled for LISTEN to complete: drive both.
-                let mut listening = std::pin::pin!(listening);
+                let mut listening = std::pin::pin!(deliveries::listen(&client));
                 let mut ready = false;
                 loop {
                     tokio::select! {
@@ -367,8 +383,7 @@ impl Actor for QueueActor {
             queue.recipient(),
         ));
         ctx.spawn(wrap_future(listen(self.config.clone(), ctx.address())));
-        self.reconcile(ctx);
-        ctx.run_interval(RECONCILE_EVERY, |actor, ctx| actor.reconcile(ctx));
+        self.reconcile_regularly(ctx);
         ctx.notify(Poll);
     }
 
@@ -381,7 +396,7 @@ impl Handler<DestinationsChanged> for QueueActor {
     type Result = ();
 
     fn handle(&mut self, _: DestinationsChanged, ctx: &mut Self::Context) {
-        self.reconcile(ctx);
+        ctx.spawn(self.reconcile());
     }
 }
 

@@ -16,7 +16,15 @@ use crate::config::DatabaseConfig;
 use crate::delivery::retry::AttemptStatus;
 
 /// The channel `NOTIFY` wakes the queue actors on.
-pub const CHANNEL: &str = "audit_worker_delivery";
+const CHANNEL: &str = "audit_worker_delivery";
+
+/// Subscribes the connection to the `NOTIFY`s sent as deliveries are queued
+/// (or replayed). The notifications come through the connection's messages,
+/// which must be polled meanwhile for this to complete.
+pub async fn listen(client: &tokio_postgres::Client) -> Result<(), DbError> {
+    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+    Ok(())
+}
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Delivery {

@@ -471,6 +471,26 @@ pub async fn open_breakers(
         .collect())
 }
 
+/// Advisory lock key of the round that disables failing destinations ("audit_hl").
+const DISABLING_LOCK_KEY: i64 = 0x6175_6469_745f_686c;
+
+/// Takes the lock of the round that disables failing destinations, on this
+/// session, unless another worker instance holds it: one disables at a time.
+pub async fn lock_disabling(client: &impl GenericClient) -> Result<bool, DbError> {
+    Ok(client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&DISABLING_LOCK_KEY])
+        .await?
+        .get(0))
+}
+
+/// Releases the lock [`lock_disabling`] took, on the same session.
+pub async fn unlock_disabling(client: &impl GenericClient) -> Result<(), DbError> {
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&DISABLING_LOCK_KEY])
+        .await?;
+    Ok(())
+}
+
 /// Disables a destination that kept failing and records why (the caller raises the alert).
 pub async fn disable_failing(
     client: &impl GenericClient,

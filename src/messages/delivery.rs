@@ -8,16 +8,6 @@ use uuid::Uuid;
 use crate::db::deliveries::{Attempt, Claim};
 use crate::db::destinations::HealthBatch;
 
-/// Look for due deliveries now (sent on `NOTIFY`, and after a delivery finished).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Wake;
-
-/// The fallback poll; re-arms itself.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Poll;
-
 /// A destination was created, changed or deleted over this worker's API:
 /// start or stop DeliveryActors to match the active destinations now.
 #[derive(Debug, Message)]
@@ -76,8 +66,3 @@ pub struct Abandoned {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct HealthReport(pub HealthBatch);
-
-/// The HealthActor's round: disable destinations failing too long, refresh the gauges.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct CheckHealth;

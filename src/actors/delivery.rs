@@ -73,17 +73,18 @@ pub struct DeliveryActor {
     retiring: bool,
 }
 
-/// The ended attempts of all the DeliveryActors, on their way to whoever
-/// gave them their claims (the QueueActor, on another thread) as one [`Record`] message per turn of the
-/// DeliveryActors' thread: the first attempt to end schedules the message,
-/// behind whatever else is ready on the thread, so it takes every attempt
-/// that ends meanwhile and waits for no timer. A message per attempt woke the
-/// QueueActor's thread once per delivery, tens of thousands of times a second
-/// under load; in the delivery bench a message now carries about 3 attempts
-/// with 1 destination, 6 with 10 and 18 with 100. The message is sent by a
-/// task of the thread, not of the actor whose attempt scheduled it, so an
-/// actor that stops meanwhile loses nothing. The lock is never contended: the
-/// DeliveryActors share one thread.
+/// How the DeliveryActors tell whoever gave them their claims (the
+/// QueueActor, on another thread) what became of each.
+///
+/// Ended attempts go as one [`Record`] message per turn of the DeliveryActors'
+/// thread: the first attempt to end schedules the message, behind whatever
+/// else is ready on the thread, so it takes every attempt that ends meanwhile
+/// and waits for no timer. A message per attempt would wake the QueueActor's
+/// thread once per delivery, tens of thousands of times a second under load
+/// (how many attempts a message carries: `benches/README.md`). The message is
+/// sent by a task of the thread, not of the actor whose attempt scheduled it,
+/// so an actor that stops meanwhile loses nothing. The lock is never
+/// contended: the DeliveryActors share one thread.
 #[derive(Clone)]
 pub struct Outbox {
     waiting: Arc<Mutex<Vec<Ended>>>,

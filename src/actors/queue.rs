@@ -40,9 +40,8 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(30);
 /// Wait before writing attempts again after a failed write.
 const RECORD_RETRY: Duration = Duration::from_secs(1);
 /// Attempts are written once this many wait, or `RECORD_DELAY` after the
-/// first of them: each write has a fixed cost in PostgreSQL (about 0.5 ms on
-/// the bench machine, measured), so a write of 256 costs about 6 µs per
-/// attempt less than one of 64.
+/// first of them: each write has a fixed cost in PostgreSQL, which a larger
+/// batch shares among more attempts (figures in `benches/README.md`).
 const RECORD_BATCH: usize = 256;
 const RECORD_DELAY: Duration = Duration::from_millis(10);
 

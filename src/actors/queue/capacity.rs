@@ -64,8 +64,9 @@ impl Capacity {
 
     /// The next claim, unless the worker has no room for one. At most a
     /// claim step at a time: the first deliveries of a burst start once a
-    /// step's rows are claimed, not the whole room's, and the claim that
-    /// follows overlaps their attempts.
+    /// step's rows are claimed, not the whole room's (nothing is sent while a
+    /// claim runs; see `benches/README.md`), and the claim that follows
+    /// overlaps their attempts.
     pub fn plan(&self) -> Option<ClaimPlan> {
         let limit = self.room().min(claim_step(self.max_in_flight));
         if limit == 0 {

@@ -1,11 +1,13 @@
-//! DeliveryActor: one per destination. It performs that destination's claimed
-//! deliveries with its own concurrency limit, optional rate limit and circuit
-//! breaker, so a broken
-//! destination only ever holds up its own deliveries. Each attempt is recorded
-//! (`delivery_logs`, `destination_health`); a retryable failure is rescheduled
-//! with backoff, a permanent one or the last retry is dead-lettered (`failed`).
-//! While the breaker is open, or the destination is disabled, claims go back
-//! to the queue without using a retry.
+//! DeliveryActor: one per destination. It schedules that destination's
+//! claimed deliveries with its own concurrency limit, optional rate limit and
+//! circuit breaker, so a broken destination only ever holds up its own
+//! deliveries. Each attempt reads the destination (or reuses it), sends
+//! through [`crate::delivery::sender`], lets [`retry::decide`] say what
+//! becomes of the delivery (delivered, retried after a wait, dead-lettered),
+//! and hands the record to the QueueActor through the [`Outbox`]; its
+//! figures go to the HealthActor. While the breaker is open, or the
+//! destination is disabled, claims go back to the queue without using a
+//! retry.
 
 use std::collections::{HashSet, VecDeque};
 use std::num::NonZeroU32;
@@ -369,50 +371,70 @@ impl DeliveryActor {
                 fresh,
             })))
         };
-        ctx.spawn(wrap_future::<_, Self>(tracing::Instrument::instrument(work, span)).map(
-            move |result, actor, ctx| {
-                if reads {
-                    actor.reading_destination_since = None;
-                }
-                let mut finished = None;
-                match result {
-                    Ok(Attempted::Held { destination, fresh }) => {
-                        // Disabled since this instance last looked: nothing more to do here.
-                        actor.remember(Some(destination), fresh);
-                        actor.retiring = true;
+        ctx.spawn(
+            wrap_future::<_, Self>(tracing::Instrument::instrument(work, span)).map(
+                move |attempted, actor, ctx| actor.attempted(delivery_id, reads, attempted, ctx),
+            ),
+        );
+    }
+
+    /// An attempt's end: the breaker and the health figures learn of it, and
+    /// the QueueActor hears what to record.
+    fn attempted(
+        &mut self,
+        delivery_id: Uuid,
+        read_destination: bool,
+        attempted: Result<Attempted, DbError>,
+        ctx: &mut Context<Self>,
+    ) {
+        if read_destination {
+            self.reading_destination_since = None;
+        }
+        let mut finished = None;
+        match attempted {
+            Ok(Attempted::Held { destination, fresh }) => {
+                // Disabled since this instance last looked: nothing more to do here.
+                self.remember(Some(destination), fresh);
+                self.retiring = true;
+            }
+            Ok(Attempted::Done(done)) => {
+                let Done {
+                    record,
+                    outcome,
+                    destination,
+                    fresh,
+                } = *done;
+                finished = Some(record);
+                let exists = destination.is_some();
+                self.remember(destination, fresh);
+                let opened = match outcome.verdict {
+                    Verdict::Delivered => {
+                        self.breaker.succeeded();
+                        false
                     }
-                    Ok(Attempted::Done(done)) => {
-                        let Done { record, outcome, destination, fresh } = *done;
-                        finished = Some(record);
-                        let exists = destination.is_some();
-                        actor.remember(destination, fresh);
-                        let opened = match outcome.verdict {
-                            Verdict::Delivered => {
-                                actor.breaker.succeeded();
-                                false
-                            }
-                            _ => actor.breaker.failed(Instant::now()),
-                        };
-                        if opened {
-                            tracing::warn!(destination = actor.destination_id, "Circuit breaker opened");
-                        }
-                        if exists {
-                            actor.record_health(&outcome, ctx);
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "A delivery attempt could not be made; the lease will retry it")
-                    }
+                    _ => self.breaker.failed(Instant::now()),
+                };
+                if opened {
+                    tracing::warn!(destination = self.destination_id, "Circuit breaker opened");
                 }
-                actor.in_flight.remove(&delivery_id);
-                let destination_id = actor.destination_id;
-                match finished {
-                    Some(attempt) => actor.outbox.send(Ended { destination_id, attempt }),
-                    None => actor.outbox.finished(destination_id),
+                if exists {
+                    self.record_health(&outcome, ctx);
                 }
-                actor.pump(ctx);
-            },
-        ));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "A delivery attempt could not be made; the lease will retry it")
+            }
+        }
+        self.in_flight.remove(&delivery_id);
+        let destination_id = self.destination_id;
+        match finished {
+            Some(attempt) => self.outbox.send(Ended {
+                destination_id,
+                attempt,
+            }),
+            None => self.outbox.finished(destination_id),
+        }
+        self.pump(ctx);
     }
 
     /// Keeps a freshly read destination for the next attempts, and applies

@@ -118,14 +118,9 @@ async fn round(pool: PgPool, metrics: Arc<Metrics>) -> Result<usize, DbError> {
     let outcome = async {
         let mut disabled = 0;
         for destination in destinations::failing(&*client).await? {
-            let limit = DeliverySettings::parse(Some(&destination.settings)).unwrap_or_default().auto_disable_after;
+            let settings = DeliverySettings::parse(Some(&destination.settings)).unwrap_or_default();
             let failing_for = (Utc::now() - destination.failing_since).to_std().unwrap_or_default();
-            if failing_for >= limit {
-                let reason = format!(
-                    "no successful delivery for {} (auto_disable_after is {})",
-                    humantime::format_duration(Duration::from_secs(failing_for.as_secs())),
-                    humantime::format_duration(limit)
-                );
+            if let Some(reason) = settings.auto_disable_reason(failing_for) {
                 destinations::disable_failing(&*client, &destination, &reason).await?;
                 system::destination_disabled(&*client, &destination, &reason).await?;
                 tracing::warn!(destination = destination.id, %reason, "Disabled a failing destination");

@@ -3,10 +3,11 @@
 //! It runs one DeliveryActor per active destination: started at start-up and
 //! when a destination is created or re-enabled, retired when it is disabled or
 //! deleted (at once for changes made through this worker, within
-//! `RECONCILE_EVERY` for those made elsewhere), and started again if one died.
-//! `LISTEN` wakes it as soon as work is enqueued; a poll every
-//! `delivery.poll_interval` is the fallback (and picks up retries and expired
-//! leases).
+//! `RECONCILE_EVERY` for those made elsewhere), and started again if one died
+//! (whose claims come back as [`Abandoned`]). What it holds, and so how much
+//! it may claim, is counted in `capacity`. `LISTEN` wakes it as soon as work
+//! is enqueued; a poll every `delivery.poll_interval` is the fallback (and
+//! picks up retries and expired leases).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

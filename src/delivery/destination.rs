@@ -257,6 +257,18 @@ impl DeliverySettings {
             .collect()
     }
 
+    /// Why a destination that has failed without a single success for
+    /// `failing_for` is disabled; `None` while it may go on trying.
+    pub fn auto_disable_reason(&self, failing_for: Duration) -> Option<String> {
+        (failing_for >= self.auto_disable_after).then(|| {
+            format!(
+                "no successful delivery for {} (auto_disable_after is {})",
+                humantime::format_duration(Duration::from_secs(failing_for.as_secs())),
+                humantime::format_duration(self.auto_disable_after)
+            )
+        })
+    }
+
     pub fn parse(value: Option<&Value>) -> Result<Self, Vec<FieldError>> {
         let settings: DeliverySettings = match value {
             None | Some(Value::Null) => return Ok(Self::default()),
@@ -389,5 +401,23 @@ mod tests {
             ["settings.concurrency", "settings.retry_schedule[1]"]
         );
         assert_eq!(DeliverySettings::default().retry_waits().len(), 7);
+    }
+
+    #[test]
+    fn a_destination_failing_for_its_auto_disable_after_is_disabled_with_a_reason() {
+        let settings = DeliverySettings {
+            auto_disable_after: Duration::from_secs(3600),
+            ..DeliverySettings::default()
+        };
+        assert_eq!(
+            settings.auto_disable_reason(Duration::from_secs(3599)),
+            None
+        );
+        assert_eq!(
+            settings
+                .auto_disable_reason(Duration::from_millis(5_400_250))
+                .as_deref(),
+            Some("no successful delivery for 1h 30m (auto_disable_after is 1h)")
+        );
     }
 }

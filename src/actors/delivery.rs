@@ -1,13 +1,15 @@
-//! DeliveryActor: one per destination. It performs that destination's claimed
-//! deliveries with its own concurrency limit, optional rate limit and circuit
-//! breaker, so a broken
-//! destination only ever holds up its own deliveries. Each attempt is recorded
-//! (`delivery_logs`, `destination_health`); a retryable failure is rescheduled
-//! with backoff, a permanent one or the last retry is dead-lettered (`failed`).
-//! While the breaker is open, or the destination is disabled, claims go back
-//! to the queue without using a retry.
+//! DeliveryActor: one per destination. It schedules that destination's
+//! claimed deliveries with its own concurrency limit, optional rate limit and
+//! circuit breaker, so a broken destination only ever holds up its own
+//! deliveries. Each attempt reads the destination (or reuses it), sends
+//! through [`crate::delivery::sender`], lets [`retry::decide`] say what
+//! becomes of the delivery (delivered, retried after a wait, dead-lettered),
+//! and hands the record to the QueueActor through the [`Outbox`]; its
+//! figures go to the HealthActor. While the breaker is open, or the
+//! destination is disabled, claims go back to the queue without using a
+//! retry.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -20,21 +22,18 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use uuid::Uuid;
 
 use super::health::HealthActor;
-use super::queue::QueueActor;
 use crate::breaker::Breaker;
 use crate::db::deliveries::{self, Attempt, Claim};
-use crate::db::destinations::{self, Destination, HealthBatch};
+use crate::db::destinations::{self, HealthBatch};
 use crate::db::{DbError, PgPool};
-use crate::delivery::config::{DeliverySettings, DestinationConfig};
 use crate::delivery::crypto::SecretBox;
-use crate::delivery::egress::{Egress, EgressError};
-use crate::delivery::email::EmailConfig;
-use crate::delivery::ftp::FtpConfig;
-use crate::delivery::retry::{self, Verdict};
-use crate::delivery::s3::S3Config;
-use crate::delivery::webhook;
-use crate::delivery::{email, ftp, s3};
-use crate::messages::delivery::{Deliver, Ended, Finished, HealthReport, Record, Retire};
+use crate::delivery::destination::DeliverySettings;
+use crate::delivery::egress::Egress;
+use crate::delivery::retry::{self, Outcome, Verdict};
+use crate::delivery::sender::Prepared;
+use crate::messages::delivery::{
+    Abandoned, Deliver, Ended, Finished, HealthReport, Record, Retire,
+};
 use crate::supervisor::ActorHandle;
 
 pub struct DeliveryActor {
@@ -51,7 +50,7 @@ pub struct DeliveryActor {
     settings: DeliverySettings,
     breaker: Breaker,
     /// The destination as last read, and when (re-read after `DESTINATION_CACHE_TTL`).
-    destination: Option<(Arc<Prepared>, Instant)>,
+    destination: Option<(Arc<Read>, Instant)>,
     /// When an attempt started reading the destination again. Those that
     /// start within `DESTINATION_CACHE_TTL` of it use the copy in hand, so it
     /// is read once per period, not once per concurrent attempt; the copy
@@ -65,7 +64,8 @@ pub struct DeliveryActor {
     limiter: Option<DefaultDirectRateLimiter>,
     /// A pump is scheduled for when the rate limit allows the next attempt.
     pump_scheduled: bool,
-    in_flight: u32,
+    /// Claims whose attempt (or return to the queue) is under way.
+    in_flight: HashSet<Uuid>,
     /// Claimed and not attempted yet, best first: highest priority, then
     /// earliest due. A claim's rows come back in table order, and a later
     /// claim may bring rows that go before those already waiting.
@@ -75,28 +75,37 @@ pub struct DeliveryActor {
     retiring: bool,
 }
 
-/// The ended attempts of all the DeliveryActors, on their way to the
-/// QueueActor (on another thread) as one [`Record`] message per turn of the
-/// DeliveryActors' thread: the first attempt to end schedules the message,
-/// behind whatever else is ready on the thread, so it takes every attempt
-/// that ends meanwhile and waits for no timer. A message per attempt woke the
-/// QueueActor's thread once per delivery, tens of thousands of times a second
-/// under load; in the delivery bench a message now carries about 3 attempts
-/// with 1 destination, 6 with 10 and 18 with 100. The message is sent by a
-/// task of the thread, not of the actor whose attempt scheduled it, so an
-/// actor that stops meanwhile loses nothing. The lock is never contended: the
-/// DeliveryActors share one thread.
+/// How the DeliveryActors tell whoever gave them their claims (the
+/// QueueActor, on another thread) what became of each.
+///
+/// Ended attempts go as one [`Record`] message per turn of the DeliveryActors'
+/// thread: the first attempt to end schedules the message, behind whatever
+/// else is ready on the thread, so it takes every attempt that ends meanwhile
+/// and waits for no timer. A message per attempt would wake the QueueActor's
+/// thread once per delivery, tens of thousands of times a second under load
+/// (how many attempts a message carries: `benches/README.md`). The message is
+/// sent by a task of the thread, not of the actor whose attempt scheduled it,
+/// so an actor that stops meanwhile loses nothing. The lock is never
+/// contended: the DeliveryActors share one thread.
 #[derive(Clone)]
 pub struct Outbox {
     waiting: Arc<Mutex<Vec<Ended>>>,
-    queue: Addr<QueueActor>,
+    records: Recipient<Record>,
+    finished: Recipient<Finished>,
+    abandoned: Recipient<Abandoned>,
 }
 
 impl Outbox {
-    pub fn new(queue: Addr<QueueActor>) -> Self {
+    pub fn new(
+        records: Recipient<Record>,
+        finished: Recipient<Finished>,
+        abandoned: Recipient<Abandoned>,
+    ) -> Self {
         Self {
             waiting: Arc::default(),
-            queue,
+            records,
+            finished,
+            abandoned,
         }
     }
 
@@ -117,7 +126,7 @@ impl Outbox {
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner),
                 );
-                outbox.queue.do_send(Record(ended));
+                outbox.records.do_send(Record(ended));
             });
         }
     }
@@ -125,7 +134,17 @@ impl Outbox {
     /// Tells the QueueActor at once that a claim ended without an attempt to
     /// record (it was given back, or its attempt could not be made).
     fn finished(&self, destination_id: i64) {
-        self.queue.do_send(Finished { destination_id });
+        self.finished.do_send(Finished { destination_id });
+    }
+
+    /// Tells the QueueActor at once of the claims an actor held as it ended.
+    /// Sent straight away, not by a task of the thread: the thread may be
+    /// stopping too.
+    fn abandoned(&self, destination_id: i64, deliveries: Vec<Uuid>) {
+        self.abandoned.do_send(Abandoned {
+            destination_id,
+            deliveries,
+        });
     }
 }
 
@@ -134,46 +153,31 @@ const DESTINATION_CACHE_TTL: Duration = Duration::from_secs(1);
 /// How often the attempts' figures are reported to the HealthActor.
 const HEALTH_REPORT_EVERY: Duration = Duration::from_millis(500);
 
-/// A destination as read, with what every attempt needs worked out once:
-/// its settings, and how to send to it.
-struct Prepared {
-    destination: Destination,
-    settings: DeliverySettings,
-    /// Or why the stored config cannot be used (every attempt fails with it).
-    sender: Result<Sender, String>,
+/// A destination as an attempt last read it.
+struct Read {
+    /// Its deliveries wait in the queue until it is enabled again.
+    disabled: bool,
+    prepared: Prepared,
 }
 
-impl Prepared {
-    fn new(destination: Destination, secrets: &SecretBox) -> Self {
-        let settings = DeliverySettings::parse(Some(&destination.settings)).unwrap_or_default();
-        let sender = DestinationConfig::unsealed(&destination.kind, &destination.config, secrets)
-            .map_err(|error| error.to_string())
-            .and_then(Sender::new);
-        Self {
-            destination,
-            settings,
-            sender,
-        }
-    }
-}
-
-/// A destination's config with its secrets opened; a webhook's requests are
-/// worked out too (see [`webhook::Target`]), as every attempt sends one.
-enum Sender {
-    Webhook(webhook::Target),
-    Email(EmailConfig),
-    S3(S3Config),
-    Ftp(FtpConfig),
-}
-
-impl Sender {
-    fn new(config: DestinationConfig) -> Result<Self, String> {
-        Ok(match config {
-            DestinationConfig::Webhook(config) => Self::Webhook(webhook::Target::new(&config)?),
-            DestinationConfig::Email(config) => Self::Email(config),
-            DestinationConfig::S3(config) => Self::S3(config),
-            DestinationConfig::Ftp(config) => Self::Ftp(config),
-        })
+impl Read {
+    /// The destination, unless it was deleted.
+    async fn get(
+        pool: &PgPool,
+        destination_id: i64,
+        secrets: &SecretBox,
+    ) -> Result<Option<Self>, DbError> {
+        let client = pool.get().await?;
+        let read = destinations::get(&*client, None, destination_id).await?;
+        Ok(read.map(|destination| Self {
+            disabled: destination.disabled,
+            prepared: Prepared::new(
+                &destination.kind,
+                &destination.config,
+                &destination.settings,
+                secrets,
+            ),
+        }))
     }
 }
 
@@ -181,7 +185,7 @@ impl Sender {
 enum Attempted {
     /// The destination is disabled: the claim went back to the queue.
     Held {
-        destination: Arc<Prepared>,
+        destination: Arc<Read>,
         fresh: bool,
     },
     Done(Box<Done>),
@@ -191,19 +195,8 @@ struct Done {
     record: Attempt,
     outcome: Outcome,
     /// `None`: the destination was deleted.
-    destination: Option<Arc<Prepared>>,
+    destination: Option<Arc<Read>>,
     fresh: bool,
-}
-
-/// What one attempt came to.
-struct Outcome {
-    verdict: Verdict,
-    response_code: Option<i32>,
-    latency_ms: i32,
-    reason: Option<String>,
-    reference: Option<String>,
-    /// The receiver asked for (or showed it needs) a pause at least this long.
-    wait_at_least: Option<Duration>,
 }
 
 impl DeliveryActor {
@@ -237,7 +230,7 @@ impl DeliveryActor {
             health_report_scheduled: false,
             limiter: None,
             pump_scheduled: false,
-            in_flight: 0,
+            in_flight: HashSet::new(),
             waiting: VecDeque::new(),
             retiring: false,
         }
@@ -246,15 +239,16 @@ impl DeliveryActor {
     fn pump(&mut self, ctx: &mut Context<Self>) {
         if self.retiring {
             while let Some(claim) = self.waiting.pop_front() {
-                self.in_flight += 1;
+                self.in_flight.insert(claim.id);
                 self.release(claim, Duration::ZERO, ctx);
             }
-            if self.in_flight == 0 {
+            if self.in_flight.is_empty() {
                 ctx.stop();
             }
             return;
         }
-        while self.in_flight < self.settings.concurrency && !self.waiting.is_empty() {
+        while self.in_flight.len() < self.settings.concurrency as usize && !self.waiting.is_empty()
+        {
             if let Some(limiter) = &self.limiter {
                 if let Err(not_until) = limiter.check() {
                     if !self.pump_scheduled {
@@ -271,7 +265,7 @@ impl DeliveryActor {
             let Some(claim) = self.waiting.pop_front() else {
                 return;
             };
-            self.in_flight += 1;
+            self.in_flight.insert(claim.id);
             let now = Instant::now();
             if now > claim.attempt_by {
                 // Held too long behind this destination's earlier attempts:
@@ -290,15 +284,16 @@ impl DeliveryActor {
     fn release(&mut self, claim: Claim, wait: Duration, ctx: &mut Context<Self>) {
         let (pool, worker) = (self.pool.clone(), self.worker_id.clone());
         let until = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        let delivery_id = claim.id;
         let release = async move {
             let client = pool.get().await?;
             deliveries::release(&*client, &worker, claim.id, until).await
         };
-        ctx.spawn(wrap_future::<_, Self>(release).map(|released, actor, ctx| {
+        ctx.spawn(wrap_future::<_, Self>(release).map(move |released, actor, ctx| {
             if let Err(error) = released {
                 tracing::warn!(%error, "Cannot give a delivery back to the queue; its lease will");
             }
-            actor.done(ctx);
+            actor.done(delivery_id, ctx);
         }));
     }
 
@@ -322,6 +317,7 @@ impl DeliveryActor {
         if reads {
             self.reading_destination_since = Some(Instant::now());
         }
+        let delivery_id = claim.id;
         let span =
             tracing::info_span!("delivery", delivery = %claim.id, destination = destination_id);
         // No pooled connection is held across the attempt itself: a slow
@@ -330,14 +326,13 @@ impl DeliveryActor {
             let (destination, fresh) = match cached {
                 Some(destination) => (Some(destination), false),
                 None => {
-                    let client = pool.get().await?;
-                    let read = destinations::get(&*client, None, destination_id).await?;
-                    (read.map(|d| Arc::new(Prepared::new(d, &secrets))), true)
+                    let read = Read::get(&pool, destination_id, &secrets).await?;
+                    (read.map(Arc::new), true)
                 }
             };
             let outcome = match &destination {
                 None => Outcome::permanent("the destination was deleted"),
-                Some(destination) if destination.destination.disabled => {
+                Some(destination) if destination.disabled => {
                     // Held, not failed: claims skip a disabled destination's
                     // deliveries, which resume when it is re-enabled.
                     let client = pool.get().await?;
@@ -348,34 +343,17 @@ impl DeliveryActor {
                     });
                 }
                 Some(destination) => {
-                    perform(&egress, &destination.sender, claim.id, claim.payload).await
+                    let prepared = &destination.prepared;
+                    prepared.send(&egress, claim.id, claim.payload).await
                 }
             };
-            let status = match outcome.verdict {
-                Verdict::Delivered => "delivered",
-                Verdict::Retryable if (claim.retry_count as usize) < claim.max_retries as usize => {
-                    "retrying"
-                }
-                _ => "failed",
-            };
-            let next_retry_at = (status == "retrying")
-                .then(|| {
-                    // `Retryable` only comes from an existing destination.
-                    let waits = destination.as_ref().map(|d| d.settings.retry_waits());
-                    retry::next_wait(
-                        &waits.unwrap_or_default(),
-                        claim.retry_count as usize + 1,
-                        outcome.wait_at_least,
-                    )
-                })
-                .flatten()
-                .map(|wait| Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default());
-            // An exhausted schedule (shorter than max_retries) ends it too.
-            let status = if status == "retrying" && next_retry_at.is_none() {
-                "failed"
-            } else {
-                status
-            };
+            let (status, wait) = retry::decide(
+                &outcome,
+                claim.retry_count,
+                claim.max_retries,
+                destination.as_ref().map(|d| d.prepared.retry_waits()),
+                retry::jitter(),
+            );
             let record = Attempt {
                 delivery_id: claim.id,
                 status,
@@ -383,7 +361,8 @@ impl DeliveryActor {
                 latency_ms: outcome.latency_ms,
                 failure_reason: outcome.reason.clone(),
                 cross_system_reference: outcome.reference.clone(),
-                next_retry_at,
+                next_retry_at: wait
+                    .map(|wait| Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default()),
             };
             Ok::<_, DbError>(Attempted::Done(Box::new(Done {
                 record,
@@ -392,59 +371,79 @@ impl DeliveryActor {
                 fresh,
             })))
         };
-        ctx.spawn(wrap_future::<_, Self>(tracing::Instrument::instrument(work, span)).map(
-            move |result, actor, ctx| {
-                if reads {
-                    actor.reading_destination_since = None;
-                }
-                let mut finished = None;
-                match result {
-                    Ok(Attempted::Held { destination, fresh }) => {
-                        // Disabled since this instance last looked: nothing more to do here.
-                        actor.remember(Some(destination), fresh);
-                        actor.retiring = true;
+        ctx.spawn(
+            wrap_future::<_, Self>(tracing::Instrument::instrument(work, span)).map(
+                move |attempted, actor, ctx| actor.attempted(delivery_id, reads, attempted, ctx),
+            ),
+        );
+    }
+
+    /// An attempt's end: the breaker and the health figures learn of it, and
+    /// the QueueActor hears what to record.
+    fn attempted(
+        &mut self,
+        delivery_id: Uuid,
+        read_destination: bool,
+        attempted: Result<Attempted, DbError>,
+        ctx: &mut Context<Self>,
+    ) {
+        if read_destination {
+            self.reading_destination_since = None;
+        }
+        let mut finished = None;
+        match attempted {
+            Ok(Attempted::Held { destination, fresh }) => {
+                // Disabled since this instance last looked: nothing more to do here.
+                self.remember(Some(destination), fresh);
+                self.retiring = true;
+            }
+            Ok(Attempted::Done(done)) => {
+                let Done {
+                    record,
+                    outcome,
+                    destination,
+                    fresh,
+                } = *done;
+                finished = Some(record);
+                let exists = destination.is_some();
+                self.remember(destination, fresh);
+                let opened = match outcome.verdict {
+                    Verdict::Delivered => {
+                        self.breaker.succeeded();
+                        false
                     }
-                    Ok(Attempted::Done(done)) => {
-                        let Done { record, outcome, destination, fresh } = *done;
-                        finished = Some(record);
-                        let exists = destination.is_some();
-                        actor.remember(destination, fresh);
-                        let opened = match outcome.verdict {
-                            Verdict::Delivered => {
-                                actor.breaker.succeeded();
-                                false
-                            }
-                            _ => actor.breaker.failed(Instant::now()),
-                        };
-                        if opened {
-                            tracing::warn!(destination = actor.destination_id, "Circuit breaker opened");
-                        }
-                        if exists {
-                            actor.record_health(&outcome, ctx);
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "A delivery attempt could not be made; the lease will retry it")
-                    }
+                    _ => self.breaker.failed(Instant::now()),
+                };
+                if opened {
+                    tracing::warn!(destination = self.destination_id, "Circuit breaker opened");
                 }
-                actor.in_flight -= 1;
-                let destination_id = actor.destination_id;
-                match finished {
-                    Some(attempt) => actor.outbox.send(Ended { destination_id, attempt }),
-                    None => actor.outbox.finished(destination_id),
+                if exists {
+                    self.record_health(&outcome, ctx);
                 }
-                actor.pump(ctx);
-            },
-        ));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "A delivery attempt could not be made; the lease will retry it")
+            }
+        }
+        self.in_flight.remove(&delivery_id);
+        let destination_id = self.destination_id;
+        match finished {
+            Some(attempt) => self.outbox.send(Ended {
+                destination_id,
+                attempt,
+            }),
+            None => self.outbox.finished(destination_id),
+        }
+        self.pump(ctx);
     }
 
     /// Keeps a freshly read destination for the next attempts, and applies
     /// its settings (the defaults once it is deleted).
-    fn remember(&mut self, destination: Option<Arc<Prepared>>, fresh: bool) {
+    fn remember(&mut self, destination: Option<Arc<Read>>, fresh: bool) {
         if !fresh {
             return;
         }
-        let settings = destination.as_ref().map(|d| d.settings.clone());
+        let settings = destination.as_ref().map(|d| d.prepared.settings.clone());
         self.apply_settings(settings.unwrap_or_default());
         self.destination = destination.map(|destination| (destination, Instant::now()));
     }
@@ -499,165 +498,31 @@ impl DeliveryActor {
         self.settings = settings;
     }
 
-    fn done(&mut self, ctx: &mut Context<Self>) {
-        self.in_flight -= 1;
+    fn done(&mut self, delivery_id: Uuid, ctx: &mut Context<Self>) {
+        self.in_flight.remove(&delivery_id);
         self.outbox.finished(self.destination_id);
         self.pump(ctx);
     }
 }
 
-impl Outcome {
-    fn permanent(reason: &str) -> Self {
-        Outcome {
-            verdict: Verdict::Permanent,
-            response_code: None,
-            latency_ms: 0,
-            reason: Some(reason.to_owned()),
-            reference: None,
-            wait_at_least: None,
-        }
-    }
-}
-
-/// Time limit of one SMTP, S3 or FTP attempt.
-const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// One attempt against the destination, whatever its kind. `payload` is
-/// the stored JSON text: a webhook posts it as it is; the other kinds write
-/// it out indented, for people to read.
-async fn perform(
-    egress: &Egress,
-    sender: &Result<Sender, String>,
-    id: Uuid,
-    payload: String,
-) -> Outcome {
-    let sender = match sender {
-        Ok(sender) => sender,
-        Err(error) => return Outcome::permanent(error),
-    };
-    let started = Instant::now();
-    let sent = match sender {
-        Sender::Webhook(target) => {
-            return send_webhook(egress, target, id, payload.into_bytes()).await
-        }
-        Sender::Email(config) => email::send(config, egress, id, &payload, TRANSFER_TIMEOUT).await,
-        Sender::S3(config) => s3::send(config, egress, id, &payload, TRANSFER_TIMEOUT).await,
-        Sender::Ftp(config) => ftp::send(config, egress, id, &payload, TRANSFER_TIMEOUT).await,
-    };
-    Outcome {
-        verdict: sent.verdict,
-        response_code: sent.code,
-        latency_ms: started.elapsed().as_millis().min(i32::MAX as u128) as i32,
-        reason: sent.reason,
-        reference: sent.reference,
-        wait_at_least: None,
-    }
-}
-
-/// Posts the payload, signed; the `webhook-id` is the delivery's id, the same
-/// on every retry, so the receiver can drop duplicates. A host the network
-/// policy refuses fails the attempt for good, before or while connecting.
-async fn send_webhook(
-    egress: &Egress,
-    target: &webhook::Target,
-    id: Uuid,
-    body: Vec<u8>,
-) -> Outcome {
-    // reqwest connects to a literal address without asking the resolver.
-    if let Err(refused) = egress.check_url(&target.url) {
-        return Outcome::permanent(&refused.to_string());
-    }
-    let http = egress.http();
-    let message_id = format!("msg_{}", id.simple());
-    let timestamp = Utc::now().timestamp();
-    let signature = target.signer.header(&message_id, timestamp, &body);
-    let body = bytes::Bytes::from(body);
-    // Built again only for a second try.
-    let request = || {
-        http.request(target.method.clone(), target.url.clone())
-            .timeout(target.timeout)
-            .headers(target.headers.clone())
-            .header("webhook-id", &message_id)
-            .header("webhook-timestamp", timestamp)
-            .header("webhook-signature", &signature)
-            .body(body.clone())
-    };
-    let started = Instant::now();
-    let mut response = request().send().await;
-    if let Err(error) = &response {
-        // From the resolver (the name now points inside) or a redirect.
-        if let Some(refused) = EgressError::refusal_in(error) {
-            return Outcome {
-                latency_ms: started.elapsed().as_millis().min(i32::MAX as u128) as i32,
-                ..Outcome::permanent(&refused.to_string())
-            };
-        }
-        if broke_on_open_connection(error) {
-            response = request().send().await;
-        }
-    }
-    let latency_ms = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
-    match response {
-        Ok(response) => {
-            let code = response.status().as_u16();
-            let verdict = retry::verdict_for_status(code);
-            let retry_after = response
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            let wait_at_least = match code {
-                429 => Some(
-                    retry_after
-                        .unwrap_or(retry::MIN_WAIT_AFTER_OVERLOAD)
-                        .max(retry::MIN_WAIT_AFTER_OVERLOAD),
-                ),
-                _ => retry_after,
-            };
-            let reference = response
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            Outcome {
-                verdict,
-                response_code: Some(i32::from(code)),
-                latency_ms,
-                reason: (verdict != Verdict::Delivered)
-                    .then(|| format!("the receiver answered {code}")),
-                reference,
-                wait_at_least,
-            }
-        }
-        Err(error) => Outcome {
-            verdict: Verdict::Retryable,
-            response_code: None,
-            latency_ms,
-            reason: Some(if error.is_timeout() {
-                format!("no answer within {} ms", target.timeout.as_millis())
-            } else {
-                format!("cannot reach the receiver: {error}")
-            }),
-            reference: None,
-            wait_at_least: error.is_timeout().then_some(retry::MIN_WAIT_AFTER_OVERLOAD),
-        },
-    }
-}
-
-/// The request failed on a connection that was open, rather than timing out
-/// or failing to connect: most often a keep-alive connection the receiver
-/// closed as it was taken from the pool (its idle timeout racing ours: Node,
-/// actix-web and Apache close idle connections after 5 s, gunicorn after 2 s).
-/// Such a request gets one more try at once, on another connection, where a
-/// retry would wait out the backoff (seconds). Its `webhook-id` is the same,
-/// so a receiver that did get the first one drops the repeat.
-fn broke_on_open_connection(error: &reqwest::Error) -> bool {
-    !(error.is_timeout() || error.is_connect() || error.is_builder())
-}
-
 impl Actor for DeliveryActor {
     type Context = Context<Self>;
+}
+
+/// The actor is dropped with its context: once it stopped, holding no claim,
+/// or as a panic unwinds its handler, or with its thread. In the last two, the
+/// claims it held, waiting or mid-attempt, will never be attempted or
+/// recorded here: the QueueActor hears of them, or it would count them in
+/// flight for ever (and keep their rows, which it never claims again).
+impl Drop for DeliveryActor {
+    fn drop(&mut self) {
+        let held: Vec<Uuid> = (self.in_flight.drain())
+            .chain(self.waiting.drain(..).map(|claim| claim.id))
+            .collect();
+        if !held.is_empty() {
+            self.outbox.abandoned(self.destination_id, held);
+        }
+    }
 }
 
 impl Handler<Retire> for DeliveryActor {
@@ -684,5 +549,168 @@ impl Handler<Deliver> for DeliveryActor {
             .make_contiguous()
             .sort_by(|a, b| b.priority.cmp(&a.priority).then(a.due.cmp(&b.due)));
         self.pump(ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+    use crate::supervisor::SupervisorBuilder;
+
+    /// What the fake queue heard back about its claims.
+    #[derive(Default)]
+    struct Heard {
+        recorded: Vec<Uuid>,
+        finished: usize,
+        abandoned: Vec<Uuid>,
+    }
+
+    /// Stands in for the QueueActor: keeps what the outbox reports.
+    struct Queue(Arc<Mutex<Heard>>);
+
+    impl Actor for Queue {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Record> for Queue {
+        type Result = ();
+
+        fn handle(&mut self, Record(ended): Record, _: &mut Self::Context) {
+            let mut heard = self.0.lock().unwrap();
+            heard
+                .recorded
+                .extend(ended.iter().map(|ended| ended.attempt.delivery_id));
+        }
+    }
+
+    impl Handler<Finished> for Queue {
+        type Result = ();
+
+        fn handle(&mut self, _: Finished, _: &mut Self::Context) {
+            self.0.lock().unwrap().finished += 1;
+        }
+    }
+
+    impl Handler<Abandoned> for Queue {
+        type Result = ();
+
+        fn handle(&mut self, abandoned: Abandoned, _: &mut Self::Context) {
+            assert_eq!(abandoned.destination_id, 7);
+            self.0
+                .lock()
+                .unwrap()
+                .abandoned
+                .extend(abandoned.deliveries);
+        }
+    }
+
+    /// Makes the actor's handler panic, as a bug would.
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Panic;
+
+    impl Handler<Panic> for DeliveryActor {
+        type Result = ();
+
+        fn handle(&mut self, _: Panic, _: &mut Self::Context) {
+            panic!("a DeliveryActor's handler panicked (on purpose, in a test)");
+        }
+    }
+
+    fn claim(destination_id: i64) -> Claim {
+        Claim {
+            id: Uuid::now_v7(),
+            destination_id,
+            payload: "{}".to_owned(),
+            retry_count: 0,
+            max_retries: 3,
+            priority: 0,
+            due: Utc::now(),
+            attempt_by: Instant::now() + Duration::from_secs(60),
+        }
+    }
+
+    /// A DeliveryActor that dies while it holds claims (one attempt under
+    /// way, one waiting its turn) leaves no claim counted for ever: whoever
+    /// gave them out hears of every one. Its attempt hangs on a database that
+    /// accepts connections and never answers, so the actor is sure to hold
+    /// both claims when it panics.
+    #[actix::test]
+    async fn a_delivery_actor_that_dies_holding_claims_hands_them_all_back() {
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut config = Config::defaults();
+        config.database.url = format!(
+            "postgres://postgres@{}/silent",
+            silent.local_addr().unwrap()
+        )
+        .parse()
+        .unwrap();
+        config.database.connect_timeout = Duration::from_secs(60);
+        let pool = crate::db::pool(&config.database);
+        let metrics = Arc::new(Metrics::new());
+        let health = SupervisorBuilder::new(config.supervisor.clone(), metrics.clone())
+            .supervise("health", move || {
+                HealthActor::new(pool.clone(), metrics.clone(), Duration::from_secs(60))
+            });
+        let heard = Arc::new(Mutex::new(Heard::default()));
+        let queue = Queue(heard.clone()).start();
+        let outbox = Outbox::new(
+            queue.clone().recipient(),
+            queue.clone().recipient(),
+            queue.recipient(),
+        );
+        let egress = Egress::new(config.delivery.network_policy(), "test").unwrap();
+        let pool = crate::db::pool(&config.database);
+        let deliveries = Arbiter::new();
+        let actor = DeliveryActor::start_in_arbiter(&deliveries.handle(), move |_| {
+            DeliveryActor::new(
+                7,
+                pool,
+                egress,
+                Arc::new(SecretBox::new(&[1; 32])),
+                outbox,
+                health,
+                "worker-test".to_owned(),
+            )
+        });
+
+        let claims = vec![claim(7), claim(7)];
+        let mut held: Vec<Uuid> = claims.iter().map(|claim| claim.id).collect();
+        actor.send(Deliver(claims)).await.unwrap();
+        assert!(
+            actor.send(Panic).await.is_err(),
+            "the actor died in its handler"
+        );
+
+        let waited = Instant::now();
+        loop {
+            let (back, mut abandoned) = {
+                let heard = heard.lock().unwrap();
+                let back = heard.recorded.len() + heard.finished + heard.abandoned.len();
+                (back, heard.abandoned.clone())
+            };
+            if back == 2 {
+                abandoned.sort();
+                held.sort();
+                assert_eq!(
+                    abandoned, held,
+                    "both come back as abandoned, to go back to the queue"
+                );
+                break;
+            }
+            assert!(
+                waited.elapsed() < Duration::from_secs(5),
+                "{back} of the 2 claims the dead actor held came back"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        deliveries.stop();
     }
 }

@@ -17,13 +17,12 @@ use tracing::Instrument;
 
 use crate::alerts::system;
 use crate::db::destinations::HealthBatch;
+use crate::db::locks::{self, Round};
 use crate::db::{deliveries, destinations, DbError, PgPool};
-use crate::delivery::config::DeliverySettings;
-use crate::messages::delivery::{CheckHealth, HealthReport};
+use crate::delivery::destination::DeliverySettings;
+use crate::messages::delivery::HealthReport;
 use crate::metrics::Metrics;
 
-/// Advisory lock key of the disabling round ("audit_hl").
-const LOCK_KEY: i64 = 0x6175_6469_745f_686c;
 /// How long reports wait to be written together. A DeliveryActor reports at
 /// most every 500 ms, so `destination_health` lags its attempts by a second
 /// at most.
@@ -114,24 +113,15 @@ async fn round(pool: PgPool, metrics: Arc<Metrics>) -> Result<usize, DbError> {
             .set(count);
     }
     metrics.delivery_queue_oldest_due.set(oldest_due);
-    let locked: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
-        .await?
-        .get(0);
-    if !locked {
+    if !locks::try_lock(&*client, Round::DestinationHealth).await? {
         return Ok(0);
     }
     let outcome = async {
         let mut disabled = 0;
         for destination in destinations::failing(&*client).await? {
-            let limit = DeliverySettings::parse(Some(&destination.settings)).unwrap_or_default().auto_disable_after;
+            let settings = DeliverySettings::parse(Some(&destination.settings)).unwrap_or_default();
             let failing_for = (Utc::now() - destination.failing_since).to_std().unwrap_or_default();
-            if failing_for >= limit {
-                let reason = format!(
-                    "no successful delivery for {} (auto_disable_after is {})",
-                    humantime::format_duration(Duration::from_secs(failing_for.as_secs())),
-                    humantime::format_duration(limit)
-                );
+            if let Some(reason) = settings.auto_disable_reason(failing_for) {
                 destinations::disable_failing(&*client, &destination, &reason).await?;
                 system::destination_disabled(&*client, &destination, &reason).await?;
                 tracing::warn!(destination = destination.id, %reason, "Disabled a failing destination");
@@ -141,11 +131,16 @@ async fn round(pool: PgPool, metrics: Arc<Metrics>) -> Result<usize, DbError> {
         Ok::<_, DbError>(disabled)
     }
     .await;
-    client
-        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
-        .await?;
+    locks::unlock(&*client, Round::DestinationHealth).await?;
     outcome
 }
+
+/// The HealthActor's round: disable destinations failing too long, refresh the
+/// gauges. The handler re-arms it once the round has ended, so rounds never
+/// overlap.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct CheckHealth;
 
 impl Actor for HealthActor {
     type Context = Context<Self>;

@@ -3,10 +3,11 @@
 //! It runs one DeliveryActor per active destination: started at start-up and
 //! when a destination is created or re-enabled, retired when it is disabled or
 //! deleted (at once for changes made through this worker, within
-//! `RECONCILE_EVERY` for those made elsewhere), and started again if one died.
-//! `LISTEN` wakes it as soon as work is enqueued; a poll every
-//! `delivery.poll_interval` is the fallback (and picks up retries and expired
-//! leases).
+//! `RECONCILE_EVERY` for those made elsewhere), and started again if one died
+//! (whose claims come back as [`Abandoned`]). What it holds, and so how much
+//! it may claim, is counted in `capacity`. `LISTEN` wakes it as soon as work
+//! is enqueued; a poll every `delivery.poll_interval` is the fallback (and
+//! picks up retries and expired leases).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -14,9 +15,11 @@ use std::time::Duration;
 
 use actix::fut::wrap_future;
 use actix::prelude::*;
+use chrono::Utc;
 use futures_util::StreamExt;
 use tokio_postgres::AsyncMessage;
 
+use self::capacity::{Capacity, ClaimPlan};
 use super::delivery::{DeliveryActor, Outbox};
 use super::health::HealthActor;
 use crate::config::{Config, DeliveryConfig};
@@ -25,10 +28,12 @@ use crate::db::{self, deliveries, destinations, DbError, PgPool};
 use crate::delivery::crypto::SecretBox;
 use crate::delivery::egress::Egress;
 use crate::messages::delivery::{
-    Deliver, DestinationsChanged, Ended, Finished, Poll, Record, Retire, Wake,
+    Abandoned, Deliver, DestinationsChanged, Ended, Finished, Record, Retire,
 };
 use crate::metrics::Metrics;
 use crate::supervisor::ActorHandle;
+
+mod capacity;
 
 /// How often the running DeliveryActors are matched against the active
 /// destinations, for changes made through other worker instances.
@@ -36,9 +41,8 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(30);
 /// Wait before writing attempts again after a failed write.
 const RECORD_RETRY: Duration = Duration::from_secs(1);
 /// Attempts are written once this many wait, or `RECORD_DELAY` after the
-/// first of them: each write has a fixed cost in PostgreSQL (about 0.5 ms on
-/// the bench machine, measured), so a write of 256 costs about 6 µs per
-/// attempt less than one of 64.
+/// first of them: each write has a fixed cost in PostgreSQL, which a larger
+/// batch shares among more attempts (figures in `benches/README.md`).
 const RECORD_BATCH: usize = 256;
 const RECORD_DELAY: Duration = Duration::from_millis(10);
 
@@ -58,17 +62,9 @@ pub struct QueueActor {
     health: ActorHandle<HealthActor>,
     /// Names this instance's claims, so only it can finish them.
     worker_id: String,
-    /// Claimed and not recorded yet: at most `delivery.max_in_flight`, which
-    /// also bounds the attempts waiting to be written.
-    in_flight: usize,
-    /// Claimed and not attempted yet, per destination: at most
-    /// `delivery.max_in_flight_per_destination`. A slot frees as soon as its
-    /// attempt ends, so the destination's next claims need not wait for the
-    /// record to be written.
-    in_flight_by_destination: HashMap<i64, usize>,
+    /// What this worker holds, and so how much it may claim.
+    capacity: Capacity,
     claiming: bool,
-    /// The last claim found nothing due, and no destination was full.
-    exhausted: bool,
     /// Woken while a claim was running: claim again when it ends, or the new
     /// work would wait for the next poll.
     woken_while_claiming: bool,
@@ -97,6 +93,10 @@ impl QueueActor {
         metrics: Arc<Metrics>,
         health: ActorHandle<HealthActor>,
     ) -> Self {
+        let capacity = Capacity::new(
+            config.delivery.max_in_flight,
+            config.delivery.max_in_flight_per_destination,
+        );
         Self {
             pool,
             claimer: None,
@@ -107,10 +107,8 @@ impl QueueActor {
             metrics,
             health,
             worker_id: format!("worker-{}", uuid::Uuid::new_v4()),
-            in_flight: 0,
-            in_flight_by_destination: HashMap::new(),
+            capacity,
             claiming: false,
-            exhausted: false,
             woken_while_claiming: false,
             actors: HashMap::new(),
             deliveries: Arbiter::new(),
@@ -132,14 +130,9 @@ impl QueueActor {
             self.woken_while_claiming = true;
             return;
         }
-        // At most a claim step at a time: the first deliveries of a burst
-        // start once a step's rows are claimed, not the whole room's (2,048
-        // rows took 60 ms on the slow bench machine, during which nothing
-        // was sent); the claim that follows overlaps their attempts.
-        let limit = self.room().min(claim_step(self.settings().max_in_flight));
-        if limit == 0 {
+        let Some(plan) = self.capacity.plan() else {
             return;
-        }
+        };
         self.claiming = true;
         let (connection, config, worker, lease) = (
             self.claimer.take(),
@@ -147,66 +140,52 @@ impl QueueActor {
             self.worker_id.clone(),
             self.settings().lease,
         );
-        // Room is per destination too: claims for a full one wait in the queue,
-        // where they hold nobody else up.
-        let per_destination = self.settings().max_in_flight_per_destination as i64;
-        let (destination_ids, counts): (Vec<i64>, Vec<i64>) = self
-            .in_flight_by_destination
-            .iter()
-            .map(|(id, count)| (*id, *count as i64))
-            .unzip();
-        // An empty claim says there is no due work only if no destination was
-        // left out for being full: a full one may have a backlog.
-        let none_full = counts.iter().all(|count| *count < per_destination);
         let claim = async move {
             let connection = Bookkeeper::reuse_or_connect(connection, &config.database).await?;
-            let held = deliveries::Held {
-                destination_ids: &destination_ids,
-                counts: &counts,
-                per_destination,
-            };
-            let claimed = connection.claim(&worker, lease, limit as i64, &held).await;
-            Ok::<_, DbError>((connection, claimed))
+            let claimed = connection
+                .claim(&worker, lease, plan.limit as i64, &plan.held())
+                .await;
+            Ok::<_, DbError>((connection, claimed, plan))
         };
         ctx.spawn(
             wrap_future::<_, Self>(claim).map(move |claimed, actor, ctx| {
                 actor.claiming = false;
-                let claimed = claimed.and_then(|(connection, claimed)| {
+                let claimed = claimed.and_then(|(connection, claimed, plan)| {
                     actor.claimer = Some(connection);
-                    claimed
+                    Ok((claimed?, plan))
                 });
                 match claimed {
-                    Ok(claims) => {
-                        actor.exhausted = claims.is_empty() && none_full;
-                        // Took all it asked for: there may be more, and
-                        // room may have freed up for it meanwhile.
-                        let more = claims.len() == limit;
-                        actor.in_flight += claims.len();
-                        let mut by_destination: HashMap<i64, Vec<Claim>> = HashMap::new();
-                        for claim in claims {
-                            by_destination
-                                .entry(claim.destination_id)
-                                .or_default()
-                                .push(claim);
-                        }
-                        for (destination_id, claims) in by_destination {
-                            *actor
-                                .in_flight_by_destination
-                                .entry(destination_id)
-                                .or_default() += claims.len();
-                            actor.deliverer(destination_id).do_send(Deliver(claims));
-                        }
-                        if std::mem::take(&mut actor.woken_while_claiming) {
-                            ctx.notify(Wake);
-                        } else if more && actor.room() >= claim_step(actor.settings().max_in_flight)
-                        {
-                            actor.claim(ctx);
-                        }
-                    }
+                    Ok((claims, plan)) => actor.hand_out(claims, &plan, ctx),
                     Err(error) => tracing::warn!(%error, "Cannot claim deliveries"),
                 }
             }),
         );
+    }
+
+    /// Gives each destination's actor its claimed deliveries, then claims
+    /// again if the claim may have left some behind.
+    fn hand_out(&mut self, claims: Vec<Claim>, plan: &ClaimPlan, ctx: &mut Context<Self>) {
+        let mut by_destination: HashMap<i64, Vec<Claim>> = HashMap::new();
+        for claim in claims {
+            by_destination
+                .entry(claim.destination_id)
+                .or_default()
+                .push(claim);
+        }
+        let again = self.capacity.claimed(
+            plan,
+            by_destination
+                .iter()
+                .map(|(destination_id, claims)| (*destination_id, claims.len())),
+        );
+        for (destination_id, claims) in by_destination {
+            self.deliverer(destination_id).do_send(Deliver(claims));
+        }
+        if std::mem::take(&mut self.woken_while_claiming) {
+            ctx.notify(Wake);
+        } else if again {
+            self.claim(ctx);
+        }
     }
 
     /// Claims because room freed up, unless a claim is under way (its end
@@ -263,7 +242,7 @@ impl QueueActor {
             actor.recorder = connection;
             match written {
                 Ok(()) => {
-                    let freed = actor.free(batch.len());
+                    let freed = actor.capacity.recorded(batch.len());
                     actor.record(ctx);
                     if freed {
                         actor.top_up(ctx);
@@ -280,46 +259,15 @@ impl QueueActor {
         }));
     }
 
-    /// One claimed delivery of `destination_id` is no longer the destination's
-    /// to work on (attempted, or given back). True when this left the
-    /// destination at or below its low-water mark (see [`low_water`]) and the
-    /// worker has room for a claim worth making.
-    fn attempted(&mut self, destination_id: i64) -> bool {
-        let mark = low_water(self.settings().max_in_flight_per_destination);
-        let Some(count) = self.in_flight_by_destination.get_mut(&destination_id) else {
-            return false;
-        };
-        *count -= 1;
-        let low = *count <= mark;
-        if *count == 0 {
-            self.in_flight_by_destination.remove(&destination_id);
-        }
-        low && !self.exhausted && self.room() >= claim_step(self.settings().max_in_flight)
-    }
-
-    /// `count` claims are recorded (or given back). True when this gave the
-    /// worker room for a claim worth making, which it did not have before.
-    fn free(&mut self, count: usize) -> bool {
-        let step = claim_step(self.settings().max_in_flight);
-        let before = self.room();
-        self.in_flight = self.in_flight.saturating_sub(count);
-        before < step && self.room() >= step && !self.exhausted
-    }
-
-    /// Claims the worker may still make.
-    fn room(&self) -> usize {
-        self.settings().max_in_flight.saturating_sub(self.in_flight)
-    }
-
     /// Matches the running DeliveryActors to the active destinations: starts
     /// the missing ones, retires those of destinations no longer active.
-    fn reconcile(&mut self, ctx: &mut Context<Self>) {
+    fn reconcile(&self) -> impl ActorFuture<Self, Output = ()> {
         let pool = self.pool.clone();
         let active = async move {
             let client = pool.get().await?;
             destinations::active_ids(&*client).await
         };
-        ctx.spawn(wrap_future::<_, Self>(active).map(|active, actor, _| {
+        wrap_future::<_, Self>(active).map(|active, actor, _| {
             let active: HashSet<i64> = match active {
                 Ok(ids) => ids.into_iter().collect(),
                 Err(error) => {
@@ -338,6 +286,14 @@ impl QueueActor {
                 actor.deliverer(id);
             }
             actor.metrics.delivery_actors.set(actor.actors.len() as i64);
+        })
+    }
+
+    /// Reconciles now, then `RECONCILE_EVERY` after each round ends, so that
+    /// a slow round is never overlapped by the next.
+    fn reconcile_regularly(&mut self, ctx: &mut Context<Self>) {
+        ctx.spawn(self.reconcile().map(|(), _, ctx| {
+            ctx.run_later(RECONCILE_EVERY, |actor, ctx| actor.reconcile_regularly(ctx));
         }));
     }
 
@@ -368,25 +324,18 @@ impl QueueActor {
     }
 }
 
-/// Claims are made once half of a destination's room has freed up (and on
-/// every `NOTIFY` and poll), not each time one attempt ends, so each takes
-/// dozens of rows in one statement, while the destination still has half its
-/// room's worth queued in its actor. Once a claim finds nothing, only a
-/// `NOTIFY` or the poll claims again: empty claims do not follow each attempt.
-fn low_water(limit: usize) -> usize {
-    limit / 2
-}
+/// Look for due deliveries now: sent by the LISTEN task on each `NOTIFY`
+/// (and once it listens), and after a claim that was woken meanwhile.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Wake;
 
-/// The least room worth a claim besides `NOTIFY`s and polls, and the most a
-/// claim takes: half of `max_in_flight`. Each claim costs a fixed part (about
-/// 50 µs per destination with due work on the slow bench machine: 5 ms with
-/// 100 destinations), which claims of a few rows each, when many destinations
-/// share the worker's room, paid over and over; with 100 destinations it was
-/// still 10 µs per row in claims of 512, and is 5 in claims of 1,024. Half the
-/// room still leaves every destination's actor a queue while a claim runs.
-fn claim_step(max_in_flight: usize) -> usize {
-    (max_in_flight / 2).max(1)
-}
+/// The fallback poll: claims whatever is due (retries, expired leases, work
+/// whose `NOTIFY` was missed). The handler re-arms it; it never overlaps a
+/// claim, as [`QueueActor::claim`] lets one run at a time.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Poll;
 
 /// Forwards `NOTIFY`s on the delivery channel as [`Wake`]s; reconnects after a
 /// lost connection. Runs inside the actor's context, so it ends with the actor.
@@ -396,13 +345,8 @@ async fn listen(config: Arc<Config>, queue: Addr<QueueActor>) {
             Ok((client, mut connection)) => {
                 let mut messages =
                     futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-                let listening = async {
-                    client
-                        .batch_execute(&format!("LISTEN {}", deliveries::CHANNEL))
-                        .await
-                };
                 // The connection must be polled for LISTEN to complete: drive both.
-                let mut listening = std::pin::pin!(listening);
+                let mut listening = std::pin::pin!(deliveries::listen(&client));
                 let mut ready = false;
                 loop {
                     tokio::select! {
@@ -432,10 +376,14 @@ impl Actor for QueueActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.outbox = Some(Outbox::new(ctx.address()));
+        let queue = ctx.address();
+        self.outbox = Some(Outbox::new(
+            queue.clone().recipient(),
+            queue.clone().recipient(),
+            queue.recipient(),
+        ));
         ctx.spawn(wrap_future(listen(self.config.clone(), ctx.address())));
-        self.reconcile(ctx);
-        ctx.run_interval(RECONCILE_EVERY, |actor, ctx| actor.reconcile(ctx));
+        self.reconcile_regularly(ctx);
         ctx.notify(Poll);
     }
 
@@ -448,7 +396,7 @@ impl Handler<DestinationsChanged> for QueueActor {
     type Result = ();
 
     fn handle(&mut self, _: DestinationsChanged, ctx: &mut Self::Context) {
-        self.reconcile(ctx);
+        ctx.spawn(self.reconcile());
     }
 }
 
@@ -456,7 +404,7 @@ impl Handler<Wake> for QueueActor {
     type Result = ();
 
     fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
-        self.exhausted = false;
+        self.capacity.woken();
         self.claim(ctx);
     }
 }
@@ -465,7 +413,7 @@ impl Handler<Poll> for QueueActor {
     type Result = ();
 
     fn handle(&mut self, _: Poll, ctx: &mut Self::Context) {
-        self.exhausted = false;
+        self.capacity.woken();
         self.claim(ctx);
         ctx.notify_later(Poll, self.settings().poll_interval);
     }
@@ -481,7 +429,7 @@ impl Handler<Record> for QueueActor {
             attempt,
         } in ended
         {
-            freed |= self.attempted(destination_id);
+            freed |= self.capacity.attempt_ended(destination_id);
             self.to_record.push(attempt);
         }
         self.record(ctx);
@@ -495,9 +443,51 @@ impl Handler<Finished> for QueueActor {
     type Result = ();
 
     fn handle(&mut self, done: Finished, ctx: &mut Self::Context) {
-        let freed = self.attempted(done.destination_id) | self.free(1);
-        if freed {
+        if self.capacity.given_back(done.destination_id, 1) {
             self.top_up(ctx);
         }
+    }
+}
+
+impl Handler<Abandoned> for QueueActor {
+    type Result = ();
+
+    /// The rows are still leased to this worker, which never claims its own
+    /// again: they go back to the queue first, so that the claim their freed
+    /// room makes can take them.
+    fn handle(&mut self, abandoned: Abandoned, ctx: &mut Self::Context) {
+        let Abandoned {
+            destination_id,
+            deliveries: ids,
+        } = abandoned;
+        let count = ids.len();
+        tracing::warn!(
+            destination = destination_id,
+            deliveries = count,
+            "A delivery actor ended holding claims; giving them back to the queue"
+        );
+        let (pool, worker) = (self.pool.clone(), self.worker_id.clone());
+        let release = async move {
+            let client = pool.get().await?;
+            for id in ids {
+                deliveries::release(&*client, &worker, id, Utc::now()).await?;
+            }
+            Ok::<_, DbError>(())
+        };
+        ctx.spawn(
+            wrap_future::<_, Self>(release).map(move |released, actor, ctx| {
+                if let Err(error) = released {
+                    tracing::warn!(
+                        %error,
+                        destination = destination_id,
+                        "Cannot give back the deliveries a delivery actor held as it ended; \
+                         other workers take them once their leases run out"
+                    );
+                }
+                if actor.capacity.given_back(destination_id, count) {
+                    actor.top_up(ctx);
+                }
+            }),
+        );
     }
 }

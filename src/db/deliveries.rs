@@ -13,9 +13,18 @@ use uuid::Uuid;
 
 use super::DbError;
 use crate::config::DatabaseConfig;
+use crate::delivery::retry::AttemptStatus;
 
 /// The channel `NOTIFY` wakes the queue actors on.
-pub const CHANNEL: &str = "audit_worker_delivery";
+const CHANNEL: &str = "audit_worker_delivery";
+
+/// Subscribes the connection to the `NOTIFY`s sent as deliveries are queued
+/// (or replayed). The notifications come through the connection's messages,
+/// which must be polled meanwhile for this to complete.
+pub async fn listen(client: &tokio_postgres::Client) -> Result<(), DbError> {
+    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+    Ok(())
+}
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Delivery {
@@ -101,8 +110,8 @@ pub struct NewDeliveries<'a> {
 /// Delivery ids are UUIDv7: they start with their creation time, so the
 /// deliveries a claim takes together (queued about together) sit side by
 /// side in `delivery_queue_pkey` and `delivery_logs_org_delivery_idx`, and
-/// claims and outcomes touch a few index pages where random (v4) ids touched
-/// one per delivery: 10-15 % less PostgreSQL time per delivery, measured.
+/// claims and outcomes touch a few index pages where random (v4) ids would
+/// touch one per delivery (figures in `benches/README.md`).
 pub async fn enqueue(
     client: &impl GenericClient,
     new: &NewDeliveries<'_>,
@@ -196,35 +205,35 @@ pub struct Held<'a> {
 /// re-claims its own expired claims (it is still working on them; every start
 /// of a worker has a new id, so a restarted one does pick them up).
 ///
-/// Queued work is found by skipping along
-/// `delivery_queue_due_by_destination_idx` from one (destination, priority)
-/// pair to the next: the same destination's next lower priority, else the next
-/// destination (two probes under one `LIMIT 1`, which runs the second only when
-/// the first finds nothing). The row a probe finds is its pair's earliest due,
-/// so it also tells whether the pair has due work; its due rows, the front of
-/// its part of the index, are then read by one more. Rows queued for later are
-/// never read: where due rows were looked for by destination alone, every claim
-/// walked past them (measured, a claim of 256 rows beside 200,000 of another
-/// destination's, each due at its own time later: 4.7 ms, now 1.5 ms, as
-/// without them). Each destination with due work and room gives its best free
-/// rows: no more than it has room for, nor than twice its fair share of the
-/// claim (`$3` over the destinations with due work; priority still decides
-/// among those offered). So a claim reads about as many rows as it takes, plus
-/// those in flight: a destination that is full, or hangs with a long backlog,
-/// costs a few probes, however long its backlog, and with 100 destinations and
-/// room for 64, each offers 2 rows, not its whole room. The rows come back in
-/// table order, not best first.
+/// A claim reads about as many rows as it takes, plus those in flight, so
+/// that a long queue does not make claims dearer. Queued work is found by
+/// skipping along `delivery_queue_due_by_destination_idx` from one
+/// (destination, priority) pair to the next: the same destination's next
+/// lower priority, else the next destination (two probes under one `LIMIT
+/// 1`, which runs the second only when the first finds nothing). The row a
+/// probe finds is its pair's earliest due, so it also tells whether the pair
+/// has due work; its due rows, the front of its part of the index, are then
+/// read by one more. Rows queued for later are never read. Each destination
+/// with due work and room gives its best free rows: no more than it has room
+/// for, nor than twice its fair share of the claim (`$3` over the
+/// destinations with due work; priority still decides among those offered).
+/// So a destination that is full, or hangs with a long backlog, costs a few
+/// probes, however long its backlog, and with 100 destinations and room for
+/// 64, each offers 2 rows, not its whole room. The rows come back in table
+/// order, not best first.
+///
 /// Only the chosen rows are then locked, `SKIP LOCKED`, and re-checked on
 /// their newest version, so no item is ever handed to two workers at once.
 /// Rows are found again by their address (`ctid`), not through the primary
-/// key, saving two index probes per row (about 1.5 µs of PostgreSQL time per
-/// claimed row, measured). An address cannot point to another row in the
-/// meantime: the version the candidate scan saw is visible to this
-/// statement's snapshot, so it is not pruned before the statement ends. A row
-/// another transaction changed since is locked on its newest version (and
-/// re-checked there), but that version is not visible to this statement, so
-/// the update does not find it: the row is left for a later claim, never
-/// claimed twice (checked in psql with a concurrent update).
+/// key, which saves two index probes per row. An address cannot point to
+/// another row in the meantime: the version the candidate scan saw is
+/// visible to this statement's snapshot, so it is not pruned before the
+/// statement ends. A row another transaction changed since is locked on its
+/// newest version (and re-checked there), but that version is not visible to
+/// this statement, so the update does not find it: the row is left for a
+/// later claim, never claimed twice.
+///
+/// What these choices were measured against is in `benches/README.md`.
 const CLAIM: &str = "\
 WITH RECURSIVE held AS ( \
   SELECT * FROM unnest($4::int8[], $5::int8[]) AS h(destination_id, count)), \
@@ -385,7 +394,7 @@ impl Bookkeeper {
     /// Records many attempts in one statement (one round trip, one commit).
     pub async fn finish_many(&self, worker: &str, attempts: &[Attempt]) -> Result<(), DbError> {
         let ids: Vec<Uuid> = attempts.iter().map(|a| a.delivery_id).collect();
-        let statuses: Vec<&str> = attempts.iter().map(|a| a.status).collect();
+        let statuses: Vec<&str> = attempts.iter().map(|a| stored(a.status)).collect();
         let next: Vec<Option<DateTime<Utc>>> = attempts.iter().map(|a| a.next_retry_at).collect();
         let reasons: Vec<Option<&str>> = attempts
             .iter()
@@ -420,14 +429,22 @@ impl Bookkeeper {
 #[derive(Debug, Clone)]
 pub struct Attempt {
     pub delivery_id: Uuid,
-    /// delivered | retrying | failed
-    pub status: &'static str,
+    pub status: AttemptStatus,
     pub response_code: Option<i32>,
     pub latency_ms: i32,
     pub failure_reason: Option<String>,
     pub cross_system_reference: Option<String>,
     /// For `retrying`: when to try again.
     pub next_retry_at: Option<DateTime<Utc>>,
+}
+
+/// The status as `delivery_queue` and `delivery_logs` store it.
+fn stored(status: AttemptStatus) -> &'static str {
+    match status {
+        AttemptStatus::Delivered => "delivered",
+        AttemptStatus::Retrying => "retrying",
+        AttemptStatus::Failed => "failed",
+    }
 }
 
 /// Gives a claim back without an attempt (the breaker is open): it waits until

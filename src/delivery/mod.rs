@@ -1,18 +1,30 @@
-//! Delivery to organizations' own systems: destination configuration and its
-//! sealed secrets, the kinds (webhook, email, S3, FTP), the circuit breaker, the
-//! retry policy, and the network policy every connection is held to
-//! (`network_policy` judges addresses, `egress` resolves and connects).
-//! The moving parts are actors: `QueueActor` claims work, one `DeliveryActor`
-//! per destination performs it, `HealthActor` keeps `destination_health`.
+//! Delivery to organizations' own systems: what a delivery *is*, apart from
+//! when it runs.
+//!
+//! - One file per kind, holding its config, validation and send: `webhook`
+//!   (with its signing), `email`, `s3`, `ftp`.
+//! - `destination`: what every destination has, whatever its kind: the config
+//!   enum dispatching to the kinds, sealed secrets, the delivery settings.
+//! - `sender`: one attempt's send to a destination of any kind, and its outcome.
+//! - `retry`: what an outcome makes of the delivery (delivered, retried after
+//!   a wait, dead-lettered).
+//! - `crypto`: the sealed secrets' box; `network_policy` judges addresses,
+//!   `egress` resolves and connects under it. The circuit breaker each
+//!   DeliveryActor holds is the crate's one [`Breaker`](crate::breaker::Breaker).
+//!
+//! The moving parts are actors (`src/actors/`): `QueueActor` claims work, one
+//! `DeliveryActor` per destination performs it, `HealthActor` keeps
+//! `destination_health`.
 
-pub mod config;
 pub mod crypto;
+pub mod destination;
 pub mod egress;
 pub mod email;
 pub mod ftp;
 pub mod network_policy;
 pub mod retry;
 pub mod s3;
+pub mod sender;
 pub mod webhook;
 
 /// The payload (JSON text, as stored) indented for people to read, as email,

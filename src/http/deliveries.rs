@@ -14,7 +14,7 @@ use super::extract::{Json, Path, Query};
 use super::AppState;
 use crate::db::deliveries::{self, AttemptLog, Delivery, NewDeliveries, Replay};
 use crate::db::{destinations, tenant};
-use crate::delivery::config::DeliverySettings;
+use crate::delivery::destination::DeliverySettings;
 
 const RESOURCE: &str = "audit.deliveries";
 const STATUSES: &[&str] = &["pending", "processing", "retrying", "delivered", "failed"];

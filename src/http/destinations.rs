@@ -14,7 +14,7 @@ use super::extract::{Json, Path};
 use super::AppState;
 use crate::db::destinations::{self, Destination, Health, NewDestination};
 use crate::db::tenant;
-use crate::delivery::config::{self, DeliverySettings, DestinationConfig};
+use crate::delivery::destination::{self, DeliverySettings, DestinationConfig};
 use crate::delivery::egress;
 use crate::messages::delivery::DestinationsChanged;
 
@@ -115,13 +115,13 @@ pub struct DestinationList {
 }
 
 fn check_kind(kind: &str) -> Result<(), ApiError> {
-    if !config::KINDS.contains(&kind) {
+    if !destination::KINDS.contains(&kind) {
         return Err(ApiError::Validation(vec![FieldError::new(
             "type",
-            format!("one of {}", config::KINDS.join(", ")),
+            format!("one of {}", destination::KINDS.join(", ")),
         )]));
     }
-    if !config::AVAILABLE_KINDS.contains(&kind) {
+    if !destination::AVAILABLE_KINDS.contains(&kind) {
         return Err(ApiError::Validation(vec![FieldError::new(
             "type",
             format!("`{kind}` destinations are not available in this version yet"),

@@ -3,19 +3,10 @@
 //! [`HealthActor`](crate::actors::health::HealthActor).
 
 use actix::Message;
+use uuid::Uuid;
 
 use crate::db::deliveries::{Attempt, Claim};
 use crate::db::destinations::HealthBatch;
-
-/// Look for due deliveries now (sent on `NOTIFY`, and after a delivery finished).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Wake;
-
-/// The fallback poll; re-arms itself.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Poll;
 
 /// A destination was created, changed or deleted over this worker's API:
 /// start or stop DeliveryActors to match the active destinations now.
@@ -59,13 +50,19 @@ pub struct Finished {
     pub destination_id: i64,
 }
 
+/// A DeliveryActor ended (its handler panicked, or its thread stopped) while
+/// it held these claimed deliveries of its destination, waiting or
+/// mid-attempt: nothing else will ever be heard of them. The QueueActor gives
+/// them back to the queue, and their room to the destination.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Abandoned {
+    pub destination_id: i64,
+    pub deliveries: Vec<Uuid>,
+}
+
 /// A DeliveryActor's attempts since its last report, for the HealthActor to
 /// write into `destination_health` together with the other destinations'.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct HealthReport(pub HealthBatch);
-
-/// The HealthActor's round: disable destinations failing too long, refresh the gauges.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct CheckHealth;

@@ -1,9 +1,11 @@
-//! Destination configuration: validated per kind, secrets sealed at rest and
-//! never shown (`***`), and the delivery settings every destination has.
+//! What every destination has, whatever its kind: its configuration as one
+//! [`DestinationConfig`] that dispatches to the kind's own file (validation,
+//! the hosts it reaches), its secrets sealed at rest and never shown (`***`),
+//! and its [`DeliverySettings`].
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -12,7 +14,7 @@ use super::egress::{self, Egress, Host};
 use super::email::EmailConfig;
 use super::ftp::FtpConfig;
 use super::s3::S3Config;
-use super::webhook;
+use super::webhook::WebhookConfig;
 use crate::validation::FieldError;
 
 /// Kinds the schema knows.
@@ -51,37 +53,13 @@ impl DestinationConfig {
                 }
             }
         }
-        let parse_error =
-            |error: serde_json::Error| vec![FieldError::new("config", error.to_string())];
         match kind {
-            "webhook" => validate_webhook(&value).map(Self::Webhook),
+            "webhook" => checked(value, WebhookConfig::validate).map(Self::Webhook),
             "email" => {
-                let config: EmailConfig = serde_json::from_value(value).map_err(parse_error)?;
-                let errors = config.validate();
-                if errors.is_empty() {
-                    Ok(Self::Email(config))
-                } else {
-                    Err(errors)
-                }
+                checked(value, |config: &mut EmailConfig| config.validate()).map(Self::Email)
             }
-            "s3" => {
-                let config: S3Config = serde_json::from_value(value).map_err(parse_error)?;
-                let errors = config.validate();
-                if errors.is_empty() {
-                    Ok(Self::S3(config))
-                } else {
-                    Err(errors)
-                }
-            }
-            "ftp" => {
-                let config: FtpConfig = serde_json::from_value(value).map_err(parse_error)?;
-                let errors = config.validate();
-                if errors.is_empty() {
-                    Ok(Self::Ftp(config))
-                } else {
-                    Err(errors)
-                }
-            }
+            "s3" => checked(value, |config: &mut S3Config| config.validate()).map(Self::S3),
+            "ftp" => checked(value, |config: &mut FtpConfig| config.validate()).map(Self::Ftp),
             other => Err(vec![FieldError::new(
                 "type",
                 format!("`{other}` destinations are not available"),
@@ -219,32 +197,20 @@ impl DestinationConfig {
     }
 }
 
-/// A webhook destination.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// http or https.
-    pub url: String,
-    /// POST or PUT.
-    #[serde(default = "default_method")]
-    pub method: String,
-    /// Extra request headers.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-    /// `whsec_` + base64; generated when absent. Signs every request.
-    pub secret: Option<String>,
-    /// The secret before the last rotation: also signs while receivers switch over.
-    pub previous_secret: Option<String>,
-}
-
-fn default_method() -> String {
-    "POST".to_owned()
-}
-
-fn default_timeout_ms() -> u64 {
-    10_000
+/// A kind's configuration parsed from `value`, then validated by `validate`
+/// (which may also normalize it); every field found wrong is named.
+fn checked<T: DeserializeOwned>(
+    value: Value,
+    validate: impl FnOnce(&mut T) -> Vec<FieldError>,
+) -> Result<T, Vec<FieldError>> {
+    let mut config: T = serde_json::from_value(value)
+        .map_err(|error| vec![FieldError::new("config", error.to_string())])?;
+    let errors = validate(&mut config);
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(errors)
+    }
 }
 
 /// How a destination is delivered to: concurrency, rate, breaker and retries.
@@ -289,6 +255,18 @@ impl DeliverySettings {
             .iter()
             .filter_map(|wait| humantime::parse_duration(wait).ok())
             .collect()
+    }
+
+    /// Why a destination that has failed without a single success for
+    /// `failing_for` is disabled; `None` while it may go on trying.
+    pub fn auto_disable_reason(&self, failing_for: Duration) -> Option<String> {
+        (failing_for >= self.auto_disable_after).then(|| {
+            format!(
+                "no successful delivery for {} (auto_disable_after is {})",
+                humantime::format_duration(Duration::from_secs(failing_for.as_secs())),
+                humantime::format_duration(self.auto_disable_after)
+            )
+        })
     }
 
     pub fn parse(value: Option<&Value>) -> Result<Self, Vec<FieldError>> {
@@ -338,101 +316,10 @@ impl DeliverySettings {
     }
 }
 
-/// Validates a webhook configuration; a missing secret is generated.
-fn validate_webhook(value: &Value) -> Result<WebhookConfig, Vec<FieldError>> {
-    let mut config: WebhookConfig = serde_json::from_value(value.clone())
-        .map_err(|error| vec![FieldError::new("config", error.to_string())])?;
-    let mut errors = Vec::new();
-    match reqwest::Url::parse(&config.url) {
-        // URL parsing drops tabs and line breaks: the text is checked itself.
-        Ok(url)
-            if matches!(url.scheme(), "http" | "https")
-                && url.host_str().is_some()
-                && !egress::has_control_or_space(&config.url) => {}
-        _ => errors.push(FieldError::new(
-            "config.url",
-            "an absolute http or https URL, without spaces or control characters",
-        )),
-    }
-    config.method = config.method.to_ascii_uppercase();
-    if !matches!(config.method.as_str(), "POST" | "PUT") {
-        errors.push(FieldError::new("config.method", "POST or PUT"));
-    }
-    if !(100..=60_000).contains(&config.timeout_ms) {
-        errors.push(FieldError::new(
-            "config.timeout_ms",
-            "between 100 and 60000",
-        ));
-    }
-    for (name, header_value) in &config.headers {
-        let reserved = name.to_ascii_lowercase().starts_with("webhook-")
-            || name.eq_ignore_ascii_case("content-type")
-            || name.eq_ignore_ascii_case("content-length");
-        // No line breaks: they would add headers of their own (CRLF injection).
-        let valid = reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
-            && reqwest::header::HeaderValue::from_str(header_value).is_ok()
-            && !egress::has_control_or_space(name)
-            && !header_value.chars().any(char::is_control);
-        if reserved || !valid {
-            errors.push(FieldError::new(
-                format!("config.headers.{name}"),
-                "a valid header that the signature and body do not set themselves",
-            ));
-        }
-    }
-    if config.secret.is_none() {
-        config.secret = Some(webhook::generate_secret());
-    }
-    for (field, secret) in [
-        ("config.secret", &config.secret),
-        ("config.previous_secret", &config.previous_secret),
-    ] {
-        if secret
-            .as_deref()
-            .is_some_and(|secret| webhook::secret_key(secret).is_none())
-        {
-            errors.push(FieldError::new(
-                field,
-                "`whsec_` followed by the base64 of 16 to 64 bytes",
-            ));
-        }
-    }
-    if errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(errors)
-    }
-}
-
-impl WebhookConfig {
-    /// The keys that sign each request: the current secret, then the previous one.
-    pub fn signing_keys(&self) -> Vec<Vec<u8>> {
-        [&self.secret, &self.previous_secret]
-            .into_iter()
-            .flatten()
-            .filter_map(|secret| webhook::secret_key(secret))
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn a_webhook_gets_a_secret_and_defaults() {
-        let DestinationConfig::Webhook(config) = DestinationConfig::validate(
-            "webhook",
-            &json!({"url": "https://example.test/hook"}),
-            None,
-        )
-        .unwrap() else {
-            panic!("a webhook")
-        };
-        assert_eq!(config.method, "POST");
-        assert!(config.secret.as_deref().unwrap().starts_with("whsec_"));
-    }
 
     #[test]
     fn every_bad_field_is_named() {
@@ -514,5 +401,23 @@ mod tests {
             ["settings.concurrency", "settings.retry_schedule[1]"]
         );
         assert_eq!(DeliverySettings::default().retry_waits().len(), 7);
+    }
+
+    #[test]
+    fn a_destination_failing_for_its_auto_disable_after_is_disabled_with_a_reason() {
+        let settings = DeliverySettings {
+            auto_disable_after: Duration::from_secs(3600),
+            ..DeliverySettings::default()
+        };
+        assert_eq!(
+            settings.auto_disable_reason(Duration::from_secs(3599)),
+            None
+        );
+        assert_eq!(
+            settings
+                .auto_disable_reason(Duration::from_millis(5_400_250))
+                .as_deref(),
+            Some("no successful delivery for 1h 30m (auto_disable_after is 1h)")
+        );
     }
 }

@@ -1,0 +1,101 @@
+//! One attempt's send, whatever the destination's kind: the stored
+//! configuration opened and worked out once per read of the destination
+//! ([`Prepared`]), then each payload handed to its kind's `send`, which
+//! comes back as one [`Outcome`].
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::crypto::SecretBox;
+use super::destination::{DeliverySettings, DestinationConfig};
+use super::egress::Egress;
+use super::email::{self, EmailConfig};
+use super::ftp::{self, FtpConfig};
+use super::retry::{self, Outcome};
+use super::s3::{self, S3Config};
+use super::webhook::{self, Target};
+
+/// Time limit of one SMTP, S3 or FTP attempt.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A destination as every attempt needs it, worked out once from its stored
+/// form: its settings, and how to send to it.
+pub struct Prepared {
+    pub settings: DeliverySettings,
+    /// The settings' retry schedule, parsed.
+    retry_waits: Vec<Duration>,
+    /// Or why the stored config cannot be used (every attempt fails with it).
+    sender: Result<Sender, String>,
+}
+
+/// A destination's config with its secrets opened; a webhook's requests are
+/// worked out too (see [`Target`]), as every attempt sends one.
+enum Sender {
+    Webhook(Target),
+    Email(EmailConfig),
+    S3(S3Config),
+    Ftp(FtpConfig),
+}
+
+impl Prepared {
+    /// From the destination's stored `kind`, `config` (secrets sealed) and
+    /// `settings`. Settings that do not parse are the defaults.
+    pub fn new(kind: &str, config: &Value, settings: &Value, secrets: &SecretBox) -> Self {
+        let settings = DeliverySettings::parse(Some(settings)).unwrap_or_default();
+        let sender = DestinationConfig::unsealed(kind, config, secrets)
+            .map_err(|error| error.to_string())
+            .and_then(Sender::new);
+        Self {
+            retry_waits: settings.retry_waits(),
+            settings,
+            sender,
+        }
+    }
+
+    /// The waits before each retry.
+    pub fn retry_waits(&self) -> &[Duration] {
+        &self.retry_waits
+    }
+
+    /// One attempt to deliver `payload`, the stored JSON text: a webhook
+    /// posts it as it is; the other kinds write it out indented, for people
+    /// to read.
+    pub async fn send(&self, egress: &Egress, id: Uuid, payload: String) -> Outcome {
+        let sender = match &self.sender {
+            Ok(sender) => sender,
+            Err(error) => return Outcome::permanent(error),
+        };
+        let started = Instant::now();
+        let sent = match sender {
+            Sender::Webhook(target) => {
+                return webhook::send(egress, target, id, payload.into_bytes()).await
+            }
+            Sender::Email(config) => {
+                email::send(config, egress, id, &payload, TRANSFER_TIMEOUT).await
+            }
+            Sender::S3(config) => s3::send(config, egress, id, &payload, TRANSFER_TIMEOUT).await,
+            Sender::Ftp(config) => ftp::send(config, egress, id, &payload, TRANSFER_TIMEOUT).await,
+        };
+        Outcome {
+            verdict: sent.verdict,
+            response_code: sent.code,
+            latency_ms: retry::latency_ms(started),
+            reason: sent.reason,
+            reference: sent.reference,
+            wait_at_least: None,
+        }
+    }
+}
+
+impl Sender {
+    fn new(config: DestinationConfig) -> Result<Self, String> {
+        Ok(match config {
+            DestinationConfig::Webhook(config) => Self::Webhook(Target::new(&config)?),
+            DestinationConfig::Email(config) => Self::Email(config),
+            DestinationConfig::S3(config) => Self::S3(config),
+            DestinationConfig::Ftp(config) => Self::Ftp(config),
+        })
+    }
+}

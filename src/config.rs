@@ -13,7 +13,7 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::delivery::network_policy::{Network, NetworkPolicy};
+use crate::deliveries::network_policy::{Network, NetworkPolicy};
 
 /// The documented defaults, compiled in so the binary runs without any file.
 const DEFAULTS: &str = include_str!("../config.toml");
@@ -166,7 +166,7 @@ pub struct DeliveryConfig {
     #[serde(with = "humantime_serde")]
     pub health_interval: Duration,
     /// Networks deliveries may always reach, before any other rule (see
-    /// [`crate::delivery::network_policy`]).
+    /// [`crate::deliveries::network_policy`]).
     pub allowed_networks: Vec<Network>,
     /// Networks deliveries may not reach: a tenant's destination must never
     /// reach the worker's own networks (cloud metadata, private services).

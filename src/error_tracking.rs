@@ -6,7 +6,7 @@
 //! down nor fail its caller, so it only adds to a bounded in-memory buffer,
 //! grouped by fingerprint: a repeat of a buffered error only increments its
 //! group's count, and a new fingerprint beyond `errors.buffer_fingerprints` is
-//! dropped and counted. The ErrorActor ([`crate::actors::errors`]) writes the
+//! dropped and counted. The ErrorLogActor ([`crate::actors::error_log`]) writes the
 //! buffer every `errors.flush_interval` ([`flush`]): per fingerprint one upsert
 //! into `error_aggregation` and at most `errors.log_rows_per_fingerprint`
 //! `error_log` rows (the first of the interval), in one transaction. So a
@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use crate::db::{errors as store, DbError, PgPool};
+use crate::db::{error_log as store, DbError, PgPool};
 use crate::metrics::Metrics;
 
 /// How bad an error is (the CHECK of `error_log.severity`).

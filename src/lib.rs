@@ -1,23 +1,44 @@
 //! audit-worker: keeps the tamper-evident audit trail of a multi-tenant platform.
 //!
-//! Modules, outside in:
+//! Modules, outside in. Naming: an area named for things it holds is plural
+//! (`events/`, `alerts/`, `reports/`, `deliveries/`, as the tables in `db/` and
+//! the routes in `http/` are); a file for one actor, or for the messages of
+//! one actor family, is singular (`actors/alert.rs`, `messages/alert.rs`).
+//!
+//! Entry points and wiring:
+//! - [`commands`]: what each CLI command does and prints (`main` parses).
+//! - [`shared`]: the dependencies every actor is built from.
 //! - [`config`]: compiled-in defaults, an optional file, environment overrides.
-//! - [`http`]: the HTTP API (routes, middleware, error shape, OpenAPI).
+//! - [`reload`]: configuration reload (SIGHUP) and its recorded history.
+//! - [`http`]: the HTTP API (routes, extractors, middleware, error shape, OpenAPI).
 //! - [`supervisor`]: starts every actor and restarts one that stops or panics.
-//! - [`actors`]: one file per actor; [`messages`]: one file per message family.
-//! - [`admin`]: operator commands the CLI runs against the database.
+//! - [`actors`]: one file per actor (scheduling, capacity, state);
+//!   [`messages`]: one file per family of messages actors send each other.
+//!
+//! Domains:
+//! - [`events`]: the event format, validation, presets and retention policies.
+//! - [`integrity`]: canonical form, hashes, the chain, checkpoints and verification.
+//! - [`alerts`]: what an alert is, rules and the system checks.
+//! - [`deliveries`]: destinations: one file per kind (config, validation,
+//!   send), signing, the retry decision, the network policy.
+//! - [`gdpr`]: export, pseudonymization and erasure that keep the trail verifiable.
+//! - [`reports`]: report definitions, schedules, generation and output.
+//! - [`maintenance`]: partitions, archival, retention deletion, database upkeep.
 //! - [`auth`]: API keys, roles and permissions, per-key rate limits.
-//! - [`events`]: the event format, validation and presets.
-//! - [`integrity`]: hashes, the chain, checkpoints and verification.
-//! - [`delivery`]: destinations, webhook signing, breaker and retry policy.
-//! - [`db`]: the PostgreSQL pool, database creation and migrations.
+//! - [`admin`]: operator actions the CLI runs against the database.
+//!
+//! Infrastructure:
+//! - [`db`]: the PostgreSQL pool and its health, migrations, advisory locks,
+//!   and the SQL, one file per table family.
+//! - [`cache`]: query answers in memory and Redis, kept coherent across instances.
+//! - [`redis_conn`]: the Redis connection, with its back-off (Redis is optional).
+//! - [`breaker`]: the circuit breaker (ingest's on PostgreSQL, each destination's).
 //! - [`error_tracking`]: internal errors buffered, fingerprinted and aggregated.
-//! - [`redis_conn`]: the self-reconnecting Redis connection (optional dependency).
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
 //! - [`secrets`]: configured or generated keys.
+//! - [`clock`]: the time maintenance reads (tests move it).
 //! - [`telemetry`]: logging set-up.
-//! - [`reload`]: configuration reload (SIGHUP) and its recorded history.
-//! - [`validation`]: the shape of a validation problem.
+//! - [`validation`]: what input is accepted, and the shape of a refusal.
 //!
 //! [`Application::build`] wires them together; `main` only parses the command
 //! line. Tests call the same `build` on port 0, so the code under test is the
@@ -33,7 +54,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod db;
-pub mod delivery;
+pub mod deliveries;
 pub mod error_tracking;
 pub mod events;
 pub mod gdpr;
@@ -62,7 +83,7 @@ use actix_web::{web, HttpServer};
 use crate::actors::alert::AlertActor;
 use crate::actors::cache::CacheActor;
 use crate::actors::checkpoint::CheckpointActor;
-use crate::actors::errors::ErrorActor;
+use crate::actors::error_log::ErrorLogActor;
 use crate::actors::gdpr::GdprActor;
 use crate::actors::health::HealthActor;
 use crate::actors::heartbeat::HeartbeatActor;
@@ -76,8 +97,8 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, ConfigError};
 use crate::db::migrations::MigrationError;
 use crate::db::{DbError, PgPool};
-use crate::delivery::crypto::SecretBox;
-use crate::delivery::egress::Egress;
+use crate::deliveries::crypto::SecretBox;
+use crate::deliveries::egress::Egress;
 use crate::error_tracking::ErrorTracker;
 use crate::gdpr::operations::Gdpr;
 use crate::gdpr::pseudonym::PseudonymKeys;
@@ -314,7 +335,7 @@ impl Application {
                 timeout: self.config.http.shutdown_timeout,
             })
             .await;
-        // The ErrorActor is gone: write what it had not written yet.
+        // The ErrorLogActor is gone: write what it had not written yet.
         if let Err(error) =
             error_tracking::flush(&self.errors, &self.pool, self.config.errors.flush_interval).await
         {
@@ -345,7 +366,7 @@ fn start_actors(
 ) -> Actors {
     let config = &shared.config;
     let each = shared.clone();
-    supervisor.supervise("errors", move || ErrorActor::new(&each));
+    supervisor.supervise("errors", move || ErrorLogActor::new(&each));
     let each = shared.clone();
     let alerts = supervisor.supervise("alert", move || AlertActor::new(&each));
     let (each, to_alerts) = (shared.clone(), alerts.clone());

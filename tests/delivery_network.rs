@@ -8,8 +8,8 @@ mod common;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use audit_worker::config::{Config, Secret};
-use audit_worker::delivery::crypto::SecretBox;
-use audit_worker::delivery::destination::DestinationConfig;
+use audit_worker::deliveries::crypto::SecretBox;
+use audit_worker::deliveries::destination::DestinationConfig;
 use base64::Engine;
 use common::receiver::Receiver;
 use common::{servers, spawn_app_with, TestApp};

@@ -2,7 +2,7 @@
 //! claimed deliveries with its own concurrency limit, optional rate limit and
 //! circuit breaker, so a broken destination only ever holds up its own
 //! deliveries. Each attempt reads the destination (or reuses it), sends
-//! through [`crate::delivery::sender`], lets [`retry::decide`] say what
+//! through [`crate::deliveries::sender`], lets [`retry::decide`] say what
 //! becomes of the delivery (delivered, retried after a wait, dead-lettered),
 //! and hands the record to the QueueActor through the [`Outbox`]; its
 //! figures go to the HealthActor. While the breaker is open, or the
@@ -26,11 +26,11 @@ use crate::breaker::Breaker;
 use crate::db::deliveries::{self, Attempt, Claim};
 use crate::db::destinations::{self, HealthBatch};
 use crate::db::{DbError, PgPool};
-use crate::delivery::crypto::SecretBox;
-use crate::delivery::destination::DeliverySettings;
-use crate::delivery::egress::Egress;
-use crate::delivery::retry::{self, Outcome, Verdict};
-use crate::delivery::sender::Prepared;
+use crate::deliveries::crypto::SecretBox;
+use crate::deliveries::destination::DeliverySettings;
+use crate::deliveries::egress::Egress;
+use crate::deliveries::retry::{self, Outcome, Verdict};
+use crate::deliveries::sender::Prepared;
 use crate::messages::delivery::{
     Abandoned, Deliver, Ended, Finished, HealthReport, Record, Retire,
 };

@@ -19,7 +19,7 @@ use crate::alerts::system;
 use crate::db::destinations::HealthBatch;
 use crate::db::locks::{self, Round};
 use crate::db::{deliveries, destinations, DbError, PgPool};
-use crate::delivery::destination::DeliverySettings;
+use crate::deliveries::destination::DeliverySettings;
 use crate::messages::delivery::HealthReport;
 use crate::metrics::Metrics;
 

@@ -25,8 +25,8 @@ use super::health::HealthActor;
 use crate::config::{Config, DeliveryConfig};
 use crate::db::deliveries::{Attempt, Bookkeeper, Claim};
 use crate::db::{self, deliveries, destinations, DbError, PgPool};
-use crate::delivery::crypto::SecretBox;
-use crate::delivery::egress::Egress;
+use crate::deliveries::crypto::SecretBox;
+use crate::deliveries::egress::Egress;
 use crate::messages::delivery::{
     Abandoned, Deliver, DestinationsChanged, Ended, Finished, Record, Retire,
 };

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::deliveries::{self, NewDeliveries};
 use super::DbError;
 use crate::alerts::model::{AlertStatus, AlertType, Severity, Transition};
-use crate::delivery::destination::DeliverySettings;
+use crate::deliveries::destination::DeliverySettings;
 
 /// The severities in ascending order, for SQL that ranks them
 /// (`array_position`): one source of truth, the enum.

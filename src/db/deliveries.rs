@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::DbError;
 use crate::config::DatabaseConfig;
-use crate::delivery::retry::AttemptStatus;
+use crate::deliveries::retry::AttemptStatus;
 
 /// The channel `NOTIFY` wakes the queue actors on.
 const CHANNEL: &str = "audit_worker_delivery";

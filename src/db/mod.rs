@@ -11,7 +11,7 @@ pub mod config_changes;
 pub mod deletions;
 pub mod deliveries;
 pub mod destinations;
-pub mod errors;
+pub mod error_log;
 pub mod events;
 pub mod gdpr;
 pub mod health;

@@ -728,7 +728,7 @@ impl Gdpr {
             },
         });
         let settings =
-            crate::delivery::destination::DeliverySettings::parse(Some(&destination.settings))
+            crate::deliveries::destination::DeliverySettings::parse(Some(&destination.settings))
                 .unwrap_or_default();
         let client = self.pool.get().await?;
         let delivered = deliveries::enqueue(

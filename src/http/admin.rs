@@ -8,11 +8,11 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::api_error::{ApiError, FieldError};
 use super::auth::Caller;
-use super::errors::{ApiError, FieldError};
 use super::extract::{Json, Path, Query};
 use super::AppState;
-use crate::db::errors::{self, Aggregation, AggregationFilter, ErrorLogEntry};
+use crate::db::error_log::{self, Aggregation, AggregationFilter, ErrorLogEntry};
 use crate::db::maintenance_runs::MaintenanceRun;
 use crate::db::performance::{self, ExplainError, PerformanceReport};
 use crate::error_tracking::Severity;
@@ -99,7 +99,7 @@ pub async fn list_errors(
         offset,
     };
     let client = state.pool.get().await?;
-    let aggregations = errors::list(&*client, &filter).await?;
+    let aggregations = error_log::list(&*client, &filter).await?;
     // `then`, not `then_some`: the sum is only wanted (and only fits) for a full page.
     let next_offset = (aggregations.len() as i64 == limit)
         .then(|| offset.checked_add(limit))
@@ -123,10 +123,10 @@ pub async fn get_error(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_operator(&state.config.operations.organization, "read")?;
     let client = state.pool.get().await?;
-    let aggregation = errors::get(&*client, &key)
+    let aggregation = error_log::get(&*client, &key)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("error aggregation {key}")))?;
-    let recent = errors::recent(&*client, &key, RECENT_ROWS).await?;
+    let recent = error_log::recent(&*client, &key, RECENT_ROWS).await?;
     Ok(HttpResponse::Ok().json(ErrorAggregationDetail {
         aggregation,
         recent,

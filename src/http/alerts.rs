@@ -8,9 +8,9 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::api_error::{ApiError, FieldError};
 use super::auth::Caller;
 use super::cursor;
-use super::errors::{ApiError, FieldError};
 use super::extract::{Json, OptionalJson, Path, Query};
 use super::AppState;
 use crate::alerts::model::{AlertStatus, AlertType, Severity, Transition, UnknownValue};

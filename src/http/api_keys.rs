@@ -4,8 +4,8 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::api_error::{ApiError, FieldError};
 use super::auth::Caller;
-use super::errors::{ApiError, FieldError};
 use super::extract::{Json, Path};
 use super::AppState;
 use crate::auth::{self, permissions, IssueError};

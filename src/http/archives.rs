@@ -6,8 +6,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::api_error::ApiError;
 use super::auth::Caller;
-use super::errors::ApiError;
 use super::extract::Path;
 use super::AppState;
 use crate::db::archives::{self, Archive};

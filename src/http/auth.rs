@@ -8,7 +8,7 @@ use actix_web::http::header::AUTHORIZATION;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use futures_util::future::{FutureExt, LocalBoxFuture, Shared};
 
-use super::errors::{ApiError, FieldError};
+use super::api_error::{ApiError, FieldError};
 use super::AppState;
 use crate::auth::Identity;
 use crate::validation::{Strictness, TextRules};

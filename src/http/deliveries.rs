@@ -8,13 +8,13 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::api_error::{ApiError, FieldError};
 use super::auth::Caller;
-use super::errors::{ApiError, FieldError};
 use super::extract::{Json, Path, Query};
 use super::AppState;
 use crate::db::deliveries::{self, AttemptLog, Delivery, NewDeliveries, Replay};
 use crate::db::{destinations, tenant};
-use crate::delivery::destination::DeliverySettings;
+use crate::deliveries::destination::DeliverySettings;
 
 const RESOURCE: &str = "audit.deliveries";
 const STATUSES: &[&str] = &["pending", "processing", "retrying", "delivered", "failed"];

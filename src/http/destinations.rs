@@ -8,14 +8,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use super::api_error::{ApiError, FieldError};
 use super::auth::Caller;
-use super::errors::{ApiError, FieldError};
 use super::extract::{Json, Path};
 use super::AppState;
 use crate::db::destinations::{self, Destination, Health, NewDestination};
 use crate::db::tenant;
-use crate::delivery::destination::{self, DeliverySettings, DestinationConfig};
-use crate::delivery::egress;
+use crate::deliveries::destination::{self, DeliverySettings, DestinationConfig};
+use crate::deliveries::egress;
 use crate::messages::delivery::DestinationsChanged;
 
 const RESOURCE: &str = "audit.deliveries";

@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
+use super::api_error::{ApiError, FieldError};
 use super::auth::Caller;
 use super::cursor;
-use super::errors::{ApiError, FieldError};
 use super::extract::{self, Path, Query};
 use super::AppState;
 use crate::cache::EVENTS;
@@ -41,7 +41,7 @@ pub struct IngestResponse {
 /// committed; all-or-nothing: one invalid event and nothing is stored.
 #[utoipa::path(post, path = "/v1/events", operation_id = "ingest_events", tag = "events",
     request_body(content = Object, description = "One event object, a JSON array of them, or NDJSON (application/x-ndjson)"),
-    responses((status = 201, body = IngestResponse), (status = 400, body = super::errors::ErrorBody),
+    responses((status = 201, body = IngestResponse), (status = 400, body = super::api_error::ErrorBody),
         (status = 401), (status = 403), (status = 413), (status = 503)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all, fields(events = tracing::field::Empty))]

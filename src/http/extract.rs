@@ -26,8 +26,8 @@ use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::api_error::{ApiError, FieldError};
 use super::auth::{authenticated, ensure_own_organization, Authentication};
-use super::errors::{ApiError, FieldError};
 use super::AppState;
 use crate::validation::{Strictness, TextRules};
 

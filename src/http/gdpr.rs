@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::api_error::{ApiError, FieldError};
 use super::auth::Caller;
-use super::errors::{ApiError, FieldError};
 use super::extract::{Json, Path};
 use super::AppState;
 use crate::db::gdpr::{self, Operation};

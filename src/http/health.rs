@@ -4,7 +4,7 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::errors::ApiError;
+use super::api_error::ApiError;
 use super::AppState;
 use crate::db::{self, migrations};
 use crate::messages::supervisor::GetStatus;
@@ -75,7 +75,7 @@ pub async fn healthz() -> HttpResponse {
 /// actor runs. Each check really exercises its dependency.
 #[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations", responses(
     (status = 200, description = "Ready to serve", body = Readiness),
-    (status = 503, description = "Not ready; `details.checks` names what is not", body = super::errors::ErrorBody)))]
+    (status = 503, description = "Not ready; `details.checks` names what is not", body = super::api_error::ErrorBody)))]
 #[tracing::instrument(skip_all)]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let timeout = state.config.database.health_timeout;

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::api_error::{ApiError, FieldError};
 use super::auth::Caller;
-use super::errors::{ApiError, FieldError};
 use super::extract::{OptionalJson, Query};
 use super::AppState;
 use crate::db::checkpoints::{self, StoredCheckpoint};

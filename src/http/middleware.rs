@@ -12,8 +12,8 @@ use tracing::field::Empty;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::api_error::ApiError;
 use super::auth::CallerOrganization;
-use super::errors::ApiError;
 use super::AppState;
 use crate::error_tracking::{ErrorEvent, Severity};
 

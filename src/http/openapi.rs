@@ -20,11 +20,11 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Components, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use super::errors::ApiError;
+use super::api_error::ApiError;
 use super::{
     admin, alert_rules, alerts, archives, gdpr, legal_holds, presets, reports, retention_policies,
 };
-use super::{api_keys, deliveries, destinations, errors, events, health, integrity, roles};
+use super::{api_error, api_keys, deliveries, destinations, events, health, integrity, roles};
 use crate::events::{self as audit_events, STRING_FIELDS};
 #[cfg(doc)]
 use crate::validation::TextRules;
@@ -63,7 +63,7 @@ use crate::validation::MAX_STRING_CHARS;
         admin::performance, admin::explain, admin::run_maintenance, admin::list_errors, admin::get_error,
     ),
     components(schemas(
-        errors::ErrorBody, errors::ErrorDetail, errors::FieldError,
+        api_error::ErrorBody, api_error::ErrorDetail, api_error::FieldError,
         crate::error_tracking::Severity,
     )),
     modifiers(&BearerKeys, &WireRules),
@@ -101,7 +101,7 @@ impl Modify for BearerKeys {
 /// - the error answers of authentication (`Caller`: 401, 403, 429 and 503 on
 ///   every secured route) and of the extractors (400 for a query, a path or a
 ///   body; 404 for a path segment of the wrong form; 413 and 415 for a body),
-///   each with the [`errors::ErrorBody`] shape;
+///   each with the [`api_error::ErrorBody`] shape;
 /// - the text rules of [`TextRules::REQUEST`]: no control character in a
 ///   query or path parameter, nor in a body's top-level strings and keys
 ///   (NUL and length apply at any depth; see the document's description);

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use super::api_error::{ApiError, FieldError};
 use super::auth::Caller;
-use super::errors::{ApiError, FieldError};
 use super::extract::{Json, Path};
 use super::AppState;
 use crate::db::presets::{self, StoredPreset};
@@ -177,7 +177,7 @@ pub async fn get(
 
 /// Creates a preset; 409 when the organization has one of that name (replace it with PUT).
 #[utoipa::path(post, path = "/v1/presets", operation_id = "create_preset", tag = "events", request_body = PresetBody,
-    responses((status = 201, body = PresetView), (status = 400, body = super::errors::ErrorBody),
+    responses((status = 201, body = PresetView), (status = 400, body = super::api_error::ErrorBody),
         (status = 401), (status = 403),
         (status = 409, description = "The organization has a preset of that name already")),
     security(("bearer" = [])))]
@@ -225,7 +225,7 @@ pub async fn create(
 #[utoipa::path(put, path = "/v1/presets/{name}", operation_id = "put_preset", tag = "events", request_body = PresetBody,
     params(("name" = String, Path, description = "Preset name")),
     responses((status = 201, body = PresetView), (status = 200, body = PresetView),
-        (status = 400, body = super::errors::ErrorBody), (status = 401), (status = 403)),
+        (status = 400, body = super::api_error::ErrorBody), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all, fields(preset = %name))]
 pub async fn put(

@@ -11,9 +11,9 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::api_error::ApiError;
 use super::auth::Caller;
 use super::cursor;
-use super::errors::ApiError;
 use super::extract::{Json, Path, Query};
 use super::AppState;
 use crate::db::reports::{self, Execution, ScheduledReport, Template};

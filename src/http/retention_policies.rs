@@ -6,8 +6,8 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
+use super::api_error::ApiError;
 use super::auth::Caller;
-use super::errors::ApiError;
 use super::extract::{Json, Path};
 use super::AppState;
 use crate::db::{retention, tenant};

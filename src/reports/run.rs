@@ -23,7 +23,7 @@ use crate::db::deliveries::{self, NewDeliveries};
 use crate::db::report_sections::Scope as ReadScope;
 use crate::db::reports::{self, Completion, Execution, ScheduledReport};
 use crate::db::{destinations, tenant, PgPool};
-use crate::delivery::destination::DeliverySettings;
+use crate::deliveries::destination::DeliverySettings;
 use crate::integrity::keys::IntegrityKeys;
 use crate::integrity::verify::{self, Report as Verification};
 use crate::metrics::Metrics;

@@ -314,7 +314,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::delivery::destination::DestinationConfig;
+    use crate::deliveries::destination::DestinationConfig;
 
     #[test]
     fn a_webhook_gets_a_secret_and_defaults() {

@@ -1,4 +1,4 @@
-//! ErrorActor: every `errors.flush_interval` writes what the [`ErrorTracker`]
+//! ErrorLogActor: every `errors.flush_interval` writes what the [`ErrorTracker`]
 //! buffered ([`error_tracking::flush`]), and about once an hour deletes
 //! `error_log` rows older than `errors.retention`. A failed write leaves the
 //! errors buffered for the next tick; ticks never overlap (each re-arms after
@@ -11,7 +11,7 @@ use actix::prelude::*;
 use chrono::Utc;
 
 use crate::config::ErrorsConfig;
-use crate::db::{errors as store, DbError, PgPool};
+use crate::db::{error_log as store, DbError, PgPool};
 use crate::error_tracking::{self, ErrorTracker};
 use crate::shared::Shared;
 
@@ -24,7 +24,7 @@ const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 #[rtype(result = "()")]
 struct Flush;
 
-pub struct ErrorActor {
+pub struct ErrorLogActor {
     pool: PgPool,
     tracker: ErrorTracker,
     config: ErrorsConfig,
@@ -32,7 +32,7 @@ pub struct ErrorActor {
     pruned_at: Option<Instant>,
 }
 
-impl ErrorActor {
+impl ErrorLogActor {
     pub fn new(shared: &Shared) -> Self {
         Self {
             pool: shared.pool.clone(),
@@ -43,7 +43,7 @@ impl ErrorActor {
     }
 }
 
-impl Actor for ErrorActor {
+impl Actor for ErrorLogActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
@@ -65,7 +65,7 @@ async fn tick(
     Ok((written, pruned))
 }
 
-impl Handler<Flush> for ErrorActor {
+impl Handler<Flush> for ErrorLogActor {
     type Result = ResponseActFuture<Self, ()>;
 
     #[tracing::instrument(name = "error_flush", skip_all)]

@@ -158,7 +158,8 @@ impl QueryCache {
                 ("l2", "miss"),
             ] {
                 metrics
-                    .cache_lookups
+                    .cache
+                    .lookups
                     .with_label_values(&[kind, level, outcome]);
             }
         }
@@ -173,7 +174,7 @@ impl QueryCache {
             .support_invalidation_closures()
             .eviction_listener(move |_, _, cause| {
                 if cause.was_evicted() {
-                    evictions.cache_evictions.with_label_values(&["l1"]).inc();
+                    evictions.cache.evictions.with_label_values(&["l1"]).inc();
                 }
             })
             .build();
@@ -382,10 +383,12 @@ impl QueryCache {
             },
         );
         self.metrics
-            .cache_l1_bytes
+            .cache
+            .l1_bytes
             .set(i64::try_from(self.l1.weighted_size()).unwrap_or(i64::MAX));
         self.metrics
-            .cache_l1_entries
+            .cache
+            .l1_entries
             .set(i64::try_from(self.l1.entry_count()).unwrap_or(i64::MAX));
     }
 
@@ -456,13 +459,14 @@ impl QueryCache {
 
     fn count(&self, kind: &str, level: &str, outcome: &str) {
         debug_assert!(KINDS.contains(&kind), "cache kind {kind} is not in KINDS");
-        let lookups = &self.metrics.cache_lookups;
+        let lookups = &self.metrics.cache.lookups;
         lookups.with_label_values(&[kind, level, outcome]).inc();
         let hits = lookups.with_label_values(&[kind, level, "hit"]).get();
         let misses = lookups.with_label_values(&[kind, level, "miss"]).get();
         if hits + misses > 0 {
             self.metrics
-                .cache_hit_ratio
+                .cache
+                .hit_ratio
                 .with_label_values(&[kind, level])
                 .set(hits as f64 / (hits + misses) as f64);
         }

@@ -224,7 +224,8 @@ impl ErrorTracker {
         for category in CATEGORIES {
             for severity in Severity::ALL {
                 metrics
-                    .errors_recorded
+                    .errors
+                    .recorded
                     .with_label_values(&[category, severity.as_str()]);
             }
         }
@@ -255,7 +256,7 @@ impl ErrorTracker {
             }
             None if full => {
                 drop(buffer);
-                self.metrics.errors_dropped.inc();
+                self.metrics.errors.dropped.inc();
                 return;
             }
             None => {
@@ -275,7 +276,8 @@ impl ErrorTracker {
         }
         drop(buffer);
         self.metrics
-            .errors_recorded
+            .errors
+            .recorded
             .with_label_values(&[category, severity])
             .inc();
     }
@@ -319,7 +321,7 @@ impl ErrorTracker {
             }
         }
         drop(buffer);
-        self.metrics.errors_dropped.inc_by(dropped);
+        self.metrics.errors.dropped.inc_by(dropped);
     }
 }
 
@@ -341,7 +343,7 @@ pub async fn flush(
         Ok(()) => Ok(batch.groups.iter().map(|group| group.count).sum()),
         Err(error) => {
             tracker.restore(batch);
-            tracker.metrics.errors_flush_failures.inc();
+            tracker.metrics.errors.flush_failures.inc();
             Err(error)
         }
     }
@@ -397,7 +399,7 @@ mod tests {
         assert_eq!(batch.groups.len(), 1);
         assert_eq!(batch.groups[0].count, 10);
         assert_eq!(batch.groups[0].samples.len(), 2);
-        assert_eq!(metrics.errors_dropped.get(), 1);
+        assert_eq!(metrics.errors.dropped.get(), 1);
         tracker.record(event("same"));
         tracker.restore(batch);
         assert_eq!(tracker.pending(), 11);

@@ -160,7 +160,8 @@ impl ConfigReloader {
             Err(_) => "rejected",
         };
         self.metrics
-            .config_reloads
+            .config
+            .reloads
             .with_label_values(&[label])
             .inc();
         outcome

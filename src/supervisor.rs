@@ -176,7 +176,8 @@ impl Supervisor {
         if child.generation > 1 {
             child.restarts += 1;
             self.metrics
-                .actor_restarts
+                .actors
+                .restarts
                 .with_label_values(&[child.name])
                 .inc();
             tracing::info!(
@@ -194,7 +195,8 @@ impl Supervisor {
         child.running = true;
         child.started_at = Instant::now();
         self.metrics
-            .actor_up
+            .actors
+            .up
             .with_label_values(&[child.name])
             .set(1);
     }
@@ -238,7 +240,8 @@ impl Handler<ChildExited> for Supervisor {
         child.running = false;
         child.stop = None;
         self.metrics
-            .actor_up
+            .actors
+            .up
             .with_label_values(&[child.name])
             .set(0);
         if self.shutting_down {
@@ -422,7 +425,8 @@ impl<A: Actor> ActorHandle<A> {
     {
         let in_flight = InFlight::enter(
             self.metrics
-                .actor_mailbox_depth
+                .actors
+                .mailbox_depth
                 .with_label_values(&[self.name]),
         );
         let started = Instant::now();
@@ -430,11 +434,13 @@ impl<A: Actor> ActorHandle<A> {
         drop(in_flight);
         if reply.is_ok() {
             self.metrics
-                .actor_messages_handled
+                .actors
+                .messages_handled
                 .with_label_values(&[self.name])
                 .inc();
             self.metrics
-                .actor_message_duration
+                .actors
+                .message_duration
                 .with_label_values(&[self.name])
                 .observe(started.elapsed().as_secs_f64());
         }
@@ -443,7 +449,8 @@ impl<A: Actor> ActorHandle<A> {
 
     fn count_error(&self) {
         self.metrics
-            .actor_errors
+            .actors
+            .errors
             .with_label_values(&[self.name])
             .inc();
     }

@@ -104,7 +104,11 @@ async fn an_actor_that_stops_is_restarted() {
     assert!(status[0].running);
     assert_eq!(status[0].restarts, 1);
     assert_eq!(
-        metrics.actor_restarts.with_label_values(&["counter"]).get(),
+        metrics
+            .actors
+            .restarts
+            .with_label_values(&["counter"])
+            .get(),
         1
     );
 }
@@ -129,7 +133,7 @@ async fn an_actor_whose_handler_panics_is_restarted() {
     assert_eq!(counter.send(Increment).await.unwrap().unwrap(), 2);
     let status = supervisor.send(GetStatus).await.unwrap();
     assert_eq!(status[0].restarts, 1);
-    assert!(metrics.actor_errors.with_label_values(&["counter"]).get() >= 1);
+    assert!(metrics.actors.errors.with_label_values(&["counter"]).get() >= 1);
 }
 
 /// Repeated failures are all recovered from, each counted once.

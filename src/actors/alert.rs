@@ -198,7 +198,7 @@ impl AlertActor {
                     if waiting.len() > limit {
                         let skipped = waiting.len() - limit;
                         waiting.drain(..skipped);
-                        actor.metrics.alert_events_skipped.inc_by(skipped as u64);
+                        actor.metrics.alerts.events_skipped.inc_by(skipped as u64);
                     }
                     actor.loading.insert(organization_id.clone(), Loading::default());
                     ctx.run_later(APPLY_RETRY, move |actor, ctx| {
@@ -252,15 +252,15 @@ impl AlertActor {
                     actor.applying = false;
                     match outcome {
                         Ok(applied) => {
-                            actor.metrics.alert_events_evaluated.inc_by(events);
+                            actor.metrics.alerts.events_evaluated.inc_by(events);
                             actor
                                 .metrics
-                                .alerts_raised
+                                .alerts.raised
                                 .with_label_values(&["created"])
                                 .inc_by(applied.created as u64);
                             actor
                                 .metrics
-                                .alerts_raised
+                                .alerts.raised
                                 .with_label_values(&["updated"])
                                 .inc_by(applied.updated as u64);
                             actor.apply(ctx);
@@ -272,7 +272,7 @@ impl AlertActor {
                             let limit = actor.config.borrow().alerts.max_backlog_events;
                             let skipped = batch.trim(limit);
                             if skipped > 0 {
-                                actor.metrics.alert_events_skipped.inc_by(skipped as u64);
+                                actor.metrics.alerts.events_skipped.inc_by(skipped as u64);
                                 tracing::warn!(skipped, "Alert rule backlog full: skipped the oldest matches");
                             }
                             actor.evaluation = batch;
@@ -415,7 +415,7 @@ impl Handler<Observe> for AlertActor {
         let limit = self.config.borrow().alerts.max_backlog_events;
         let skipped = self.evaluation.trim(limit);
         if skipped > 0 {
-            self.metrics.alert_events_skipped.inc_by(skipped as u64);
+            self.metrics.alerts.events_skipped.inc_by(skipped as u64);
             tracing::warn!(
                 skipped,
                 "Alert rule backlog full: skipped the oldest matches"

@@ -92,15 +92,17 @@ impl HealthActor {
 async fn round(pool: PgPool, metrics: Arc<Metrics>) -> Result<usize, DbError> {
     let client = pool.get().await?;
     let snapshot = destinations::health_snapshot(&*client).await?;
-    metrics.destination_consecutive_failures.reset();
-    metrics.destination_breaker_open.reset();
+    metrics.deliveries.destination_consecutive_failures.reset();
+    metrics.deliveries.destination_breaker_open.reset();
     for (id, failures, open) in snapshot {
         let label = id.to_string();
         metrics
+            .deliveries
             .destination_consecutive_failures
             .with_label_values(&[&label])
             .set(i64::from(failures));
         metrics
+            .deliveries
             .destination_breaker_open
             .with_label_values(&[&label])
             .set(i64::from(open));
@@ -108,11 +110,12 @@ async fn round(pool: PgPool, metrics: Arc<Metrics>) -> Result<usize, DbError> {
     let (depth, oldest_due) = deliveries::queue_figures(&*client).await?;
     for (status, count) in depth {
         metrics
-            .delivery_queue_depth
+            .deliveries
+            .queue_depth
             .with_label_values(&[&status])
             .set(count);
     }
-    metrics.delivery_queue_oldest_due.set(oldest_due);
+    metrics.deliveries.queue_oldest_due.set(oldest_due);
     if !locks::try_lock(&*client, Round::DestinationHealth).await? {
         return Ok(0);
     }

@@ -54,7 +54,8 @@ fn record(
 ) {
     let up = outcome.is_ok();
     metrics
-        .dependency_up
+        .dependencies
+        .up
         .with_label_values(&[dependency])
         .set(i64::from(up));
     if *last != Some(up) {

@@ -83,9 +83,10 @@ impl IngestActor {
         self.pending_events = 0;
         let (submissions, replies): (Vec<Submission>, Vec<Reply>) = batch.into_iter().unzip();
         self.metrics
-            .ingest_batch_requests
+            .ingest
+            .batch_requests
             .observe(submissions.len() as f64);
-        self.metrics.ingest_batch_events.observe(
+        self.metrics.ingest.batch_events.observe(
             submissions
                 .iter()
                 .map(|submission| submission.events.len())

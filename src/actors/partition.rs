@@ -74,23 +74,29 @@ async fn round(
         cache.invalidate(organization, EVENTS).await;
     }
     let listed = partitions::list(&*pool.get().await?).await?;
-    metrics.partition_bytes.reset();
-    metrics.partition_rows_estimate.reset();
+    metrics.partitions.bytes.reset();
+    metrics.partitions.rows_estimate.reset();
     for partition in listed {
         metrics
-            .partition_bytes
+            .partitions
+            .bytes
             .with_label_values(&[&partition.name])
             .set(partition.bytes);
         metrics
-            .partition_rows_estimate
+            .partitions
+            .rows_estimate
             .with_label_values(&[&partition.name])
             .set(partition.rows_estimate);
     }
     if report.ran {
         metrics
-            .partition_maintenance_last_run
+            .partitions
+            .maintenance_last_run
             .set(clock.now().timestamp());
-        metrics.archived_events.inc_by(report.archived.events);
+        metrics
+            .partitions
+            .archived_events
+            .inc_by(report.archived.events);
     }
     Ok(report)
 }
@@ -116,7 +122,8 @@ impl Handler<Maintain> for PartitionActor {
             };
             actor
                 .metrics
-                .partition_maintenance_runs
+                .partitions
+                .maintenance_runs
                 .with_label_values(&[label])
                 .inc();
             match outcome {

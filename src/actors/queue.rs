@@ -285,7 +285,11 @@ impl QueueActor {
             for id in active {
                 actor.deliverer(id);
             }
-            actor.metrics.delivery_actors.set(actor.actors.len() as i64);
+            actor
+                .metrics
+                .deliveries
+                .actors
+                .set(actor.actors.len() as i64);
         })
     }
 
@@ -318,7 +322,7 @@ impl QueueActor {
             );
             let actor = DeliveryActor::start_in_arbiter(&self.deliveries.handle(), |_| actor);
             self.actors.insert(destination_id, actor.clone());
-            self.metrics.delivery_actors.set(self.actors.len() as i64);
+            self.metrics.deliveries.actors.set(self.actors.len() as i64);
             actor
         })
     }

@@ -163,7 +163,7 @@ pub struct IngestSample {
 impl IngestSample {
     pub fn read(metrics: &Metrics) -> Self {
         let mut sample = IngestSample::default();
-        for family in prometheus::core::Collector::collect(&metrics.http_requests) {
+        for family in prometheus::core::Collector::collect(&metrics.http.requests) {
             for metric in family.get_metric() {
                 let label = |name: &str| {
                     metric
@@ -185,7 +185,8 @@ impl IngestSample {
             }
         }
         if let Ok(histogram) = metrics
-            .http_request_duration
+            .http
+            .request_duration
             .get_metric_with_label_values(&["POST", INGEST_ROUTE])
         {
             sample.latency_sum = histogram.get_sample_sum();

@@ -53,12 +53,14 @@ pub async fn observe(
     if let Some(state) = &state {
         state
             .metrics
-            .http_requests
+            .http
+            .requests
             .with_label_values(&[method_label, &route, status.as_str()])
             .inc();
         state
             .metrics
-            .http_request_duration
+            .http
+            .request_duration
             .with_label_values(&[method_label, &route])
             .observe(latency.as_secs_f64());
     }

@@ -111,7 +111,8 @@ impl Reports {
                 "Report runs failed: their worker stopped on the last attempt"
             );
             self.metrics
-                .report_runs
+                .reports
+                .runs
                 .with_label_values(&["failed"])
                 .inc_by(abandoned);
         }
@@ -190,7 +191,8 @@ impl Reports {
                 .await?;
                 if completed {
                     self.metrics
-                        .report_runs
+                        .reports
+                        .runs
                         .with_label_values(&["completed"])
                         .inc();
                     tracing::info!(
@@ -214,7 +216,11 @@ impl Reports {
                 )
                 .await?;
                 let outcome = if final_attempt { "failed" } else { "retrying" };
-                self.metrics.report_runs.with_label_values(&[outcome]).inc();
+                self.metrics
+                    .reports
+                    .runs
+                    .with_label_values(&[outcome])
+                    .inc();
             }
         }
         Ok(())

@@ -118,26 +118,20 @@ pub async fn send(
     payload: &str,
     timeout: Duration,
 ) -> Sent {
-    let failed = |verdict, reason: String| Sent {
-        verdict,
-        code: None,
-        reason: Some(reason),
-        reference: None,
-    };
     let message_id = format!("<{}@audit-worker>", id.simple());
     let message = match build(config, &message_id, payload) {
         Ok(message) => message,
-        Err(reason) => return failed(Verdict::Permanent, reason),
+        Err(reason) => return Sent::failed(Verdict::Permanent, reason),
     };
     let Some(host) = egress::parse_host(&config.host) else {
-        return failed(
+        return Sent::failed(
             Verdict::Permanent,
             format!("config.host: `{}` is not a host", config.host),
         );
     };
     let address = match egress.resolve(&host, config.port()).await {
         Ok(addresses) => addresses[0].ip(),
-        Err(error) => return failed(error.verdict(), format!("SMTP: {error}")),
+        Err(error) => return Sent::failed(error.verdict(), format!("SMTP: {error}")),
     };
     let tls_parameters = || TlsParameters::new(egress::server_name(&host));
     let tls = match config.tls.as_str() {
@@ -147,7 +141,7 @@ pub async fn send(
     };
     let tls = match tls {
         Ok(tls) => tls,
-        Err(error) => return failed(Verdict::Permanent, error.to_string()),
+        Err(error) => return Sent::failed(Verdict::Permanent, error.to_string()),
     };
     let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(address.to_string())
         .port(config.port())

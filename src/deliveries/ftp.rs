@@ -94,21 +94,15 @@ pub async fn send(
     payload: &str,
     timeout: Duration,
 ) -> Sent {
-    let failed = |verdict, reason: String| Sent {
-        verdict,
-        code: None,
-        reason: Some(reason),
-        reference: None,
-    };
     let Some(host) = egress::parse_host(&config.host) else {
-        return failed(
+        return Sent::failed(
             Verdict::Permanent,
             format!("config.host: `{}` is not a host", config.host),
         );
     };
     let addresses = match egress.resolve(&host, config.port).await {
         Ok(addresses) => addresses,
-        Err(error) => return failed(error.verdict(), format!("FTP: {error}")),
+        Err(error) => return Sent::failed(error.verdict(), format!("FTP: {error}")),
     };
     let name = format!("audit-{}-{}.json", Utc::now().format("%Y%m%d"), id.simple());
     let upload = upload(config, &host, &addresses, &name, payload);

@@ -38,6 +38,18 @@ pub struct Sent {
     pub reference: Option<String>,
 }
 
+impl Sent {
+    /// An attempt that failed before the server gave a reply code.
+    pub fn failed(verdict: Verdict, reason: String) -> Self {
+        Self {
+            verdict,
+            code: None,
+            reason: Some(reason),
+            reference: None,
+        }
+    }
+}
+
 /// What one attempt came to, whatever the destination's kind.
 #[derive(Debug)]
 pub struct Outcome {

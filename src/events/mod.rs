@@ -218,53 +218,14 @@ pub fn prepare(
             format!("must be one of {}", CLASSIFICATIONS.join(", ")),
         ));
     }
-    // Normalized to the instant PostgreSQL stores (`parse_timestamp`), so that
-    // the hash covers exactly what is stored.
-    let timestamp = match timestamp {
-        None => normalized_now(rules.now),
-        Some(raw) => match parse_timestamp(&raw) {
-            Err(problem) => {
-                errors.push(error("timestamp", problem));
-                rules.now
-            }
-            Ok(parsed) => parsed,
-        },
-    };
-    let skew = TimeDelta::from_std(rules.max_clock_skew).unwrap_or(TimeDelta::MAX);
-    if timestamp > rules.now + skew {
-        errors.push(error(
-            "timestamp",
-            format!(
-                "is more than {} in the future",
-                humantime::format_duration(rules.max_clock_skew)
-            ),
-        ));
-    }
-    if timestamp < DateTime::UNIX_EPOCH {
-        errors.push(error("timestamp", "must not be before 1970".to_owned()));
-    }
-    let details = match merged.get("details") {
-        None | Some(Value::Null) => None,
-        Some(details @ Value::Object(_)) => {
-            let size = serde_json::to_vec(details).map_or(usize::MAX, |bytes| bytes.len());
-            if size > MAX_DETAILS_BYTES {
-                errors.push(error(
-                    "details",
-                    format!("at most {MAX_DETAILS_BYTES} bytes serialized ({size} given)"),
-                ));
-            } else if contains_nul(details) {
-                errors.push(error(
-                    "details",
-                    "must not contain NUL characters".to_owned(),
-                ));
-            }
-            Some(details.clone())
-        }
-        Some(_) => {
-            errors.push(error("details", "must be a JSON object".to_owned()));
-            None
-        }
-    };
+    let timestamp = checked_timestamp(timestamp, rules).unwrap_or_else(|problem| {
+        errors.push(error("timestamp", problem));
+        rules.now
+    });
+    let details = checked_details(merged.get("details")).unwrap_or_else(|problem| {
+        errors.push(error("details", problem));
+        None
+    });
     if let Some(preset) = preset {
         for problem in preset.check(&merged) {
             errors.push(error(&problem.field, problem.message));
@@ -304,6 +265,47 @@ pub fn prepare(
     };
     event.hash = hex::encode(canonical::event_hash(&event.hashed_fields()));
     Ok(event)
+}
+
+/// The event's time, normalized to the instant PostgreSQL stores
+/// (`parse_timestamp`) so that the hash covers exactly what is stored; now
+/// when the event gives none.
+fn checked_timestamp(raw: Option<String>, rules: &Rules<'_>) -> Result<DateTime<Utc>, String> {
+    let timestamp = match raw {
+        None => return Ok(normalized_now(rules.now)),
+        Some(raw) => parse_timestamp(&raw)?,
+    };
+    let skew = TimeDelta::from_std(rules.max_clock_skew).unwrap_or(TimeDelta::MAX);
+    if timestamp > rules.now + skew {
+        return Err(format!(
+            "is more than {} in the future",
+            humantime::format_duration(rules.max_clock_skew)
+        ));
+    }
+    if timestamp < DateTime::UNIX_EPOCH {
+        return Err("must not be before 1970".to_owned());
+    }
+    Ok(timestamp)
+}
+
+/// `details`: absent, or a JSON object of at most [`MAX_DETAILS_BYTES`] without NUL.
+fn checked_details(details: Option<&Value>) -> Result<Option<Value>, String> {
+    match details {
+        None | Some(Value::Null) => Ok(None),
+        Some(details @ Value::Object(_)) => {
+            let size = serde_json::to_vec(details).map_or(usize::MAX, |bytes| bytes.len());
+            if size > MAX_DETAILS_BYTES {
+                Err(format!(
+                    "at most {MAX_DETAILS_BYTES} bytes serialized ({size} given)"
+                ))
+            } else if contains_nul(details) {
+                Err("must not contain NUL characters".to_owned())
+            } else {
+                Ok(Some(details.clone()))
+            }
+        }
+        Some(_) => Err("must be a JSON object".to_owned()),
+    }
 }
 
 fn contains_nul(value: &Value) -> bool {

@@ -364,7 +364,20 @@ impl Config {
 
     /// Checks that serde's types cannot express; every message names its key.
     /// Also run on a reloaded configuration merged with the values in force.
+    /// The checks run in a fixed order: with several bad keys, the same one is named.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_timeouts()?;
+        self.validate_ingest_and_delivery()?;
+        self.validate_partitions()?;
+        self.validate_keys()?;
+        self.validate_limits()?;
+        self.validate_alerts()?;
+        self.validate_operations()?;
+        self.validate_gdpr_reports_and_log()
+    }
+
+    /// Durations that must be longer than zero.
+    fn validate_timeouts(&self) -> Result<(), ConfigError> {
         let positive = [
             ("http.shutdown_timeout", self.http.shutdown_timeout),
             ("database.connect_timeout", self.database.connect_timeout),
@@ -387,6 +400,11 @@ impl Config {
                 return Err(invalid(key, "must be longer than zero"));
             }
         }
+        Ok(())
+    }
+
+    /// Ingest, delivery and cache sizes.
+    fn validate_ingest_and_delivery(&self) -> Result<(), ConfigError> {
         if self.http.max_body < 1024 {
             return Err(invalid("http.max_body", "must be at least 1024 bytes"));
         }
@@ -416,6 +434,13 @@ impl Config {
         if self.delivery.max_in_flight == 0 {
             return Err(invalid("delivery.max_in_flight", "must be at least 1"));
         }
+        if !(1..=self.delivery.max_in_flight).contains(&self.delivery.max_in_flight_per_destination)
+        {
+            return Err(invalid(
+                "delivery.max_in_flight_per_destination",
+                "must be between 1 and delivery.max_in_flight",
+            ));
+        }
         if self.cache.l1_max_mb == 0 || self.cache.l1_max_entries == 0 {
             return Err(invalid(
                 "cache.l1_max_mb",
@@ -425,6 +450,11 @@ impl Config {
         if self.cache.default_ttl.is_zero() {
             return Err(invalid("cache.default_ttl", "must be positive"));
         }
+        Ok(())
+    }
+
+    /// Partition maintenance and archival.
+    fn validate_partitions(&self) -> Result<(), ConfigError> {
         if self.partitions.months_ahead > 120 {
             return Err(invalid("partitions.months_ahead", "must be at most 120"));
         }
@@ -446,13 +476,11 @@ impl Config {
                 "must be between 1 and 19",
             ));
         }
-        if !(1..=self.delivery.max_in_flight).contains(&self.delivery.max_in_flight_per_destination)
-        {
-            return Err(invalid(
-                "delivery.max_in_flight_per_destination",
-                "must be between 1 and delivery.max_in_flight",
-            ));
-        }
+        Ok(())
+    }
+
+    /// Keys, which are empty (generated) or 32 bytes.
+    fn validate_keys(&self) -> Result<(), ConfigError> {
         for (key, value) in [
             ("integrity.commitment_key", &self.integrity.commitment_key),
             ("integrity.signing_key", &self.integrity.signing_key),
@@ -468,6 +496,11 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Rate limits, the pool and back-offs.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
         if self.auth.rate_limit_per_second == 0 {
             return Err(invalid("auth.rate_limit_per_second", "must be at least 1"));
         }
@@ -489,8 +522,11 @@ impl Config {
                 "must not be shorter than supervisor.restart_backoff_min",
             ));
         }
-        self.validate_alerts()?;
-        self.validate_operations()?;
+        Ok(())
+    }
+
+    /// GDPR, reports and the log filter.
+    fn validate_gdpr_reports_and_log(&self) -> Result<(), ConfigError> {
         if !(1..=100_000).contains(&self.gdpr.batch_size) {
             return Err(invalid("gdpr.batch_size", "must be between 1 and 100000"));
         }

@@ -1,7 +1,7 @@
 //! The QueueActor's accounting of its claims: how many this worker holds, in
 //! all and per destination, and so when and how much to claim next.
 //!
-//! It sits beside the actor, private to it, rather than in `src/delivery/`:
+//! It sits beside the actor, private to it, rather than in `src/deliveries/`:
 //! it is the actor's own scheduling state (actors hold capacity), not part of
 //! what a delivery is. It is a plain struct, with no actix and no PostgreSQL,
 //! so that its rules are tested on their own; the actor asks it before each

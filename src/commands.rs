@@ -2,6 +2,7 @@
 //! of it, data on stdout (tab-separated rows with a header, or JSON) and notes
 //! on stderr. `main` parses the command line and calls one of these.
 
+use std::fmt::Display;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -124,15 +125,14 @@ pub async fn list_api_keys(
 ) -> Result<(), CommandError> {
     println!("id\torganization_id\trole\tname\tcreated_at\trevoked_at");
     for key in admin::list_api_keys(config, organization_id).await? {
-        println!(
-            "{}\t{}\t{}\t{}\t{}\t{}",
-            key.id,
-            key.organization_id,
-            key.role,
-            key.name.unwrap_or_default(),
-            key.created_at.to_rfc3339(),
-            key.revoked_at.map(|at| at.to_rfc3339()).unwrap_or_default()
-        );
+        print_row(&[
+            &key.id,
+            &key.organization_id,
+            &key.role,
+            &key.name.unwrap_or_default(),
+            &key.created_at.to_rfc3339(),
+            &key.revoked_at.map(|at| at.to_rfc3339()).unwrap_or_default(),
+        ]);
     }
     Ok(())
 }
@@ -146,10 +146,12 @@ pub async fn revoke_api_key(config: &Config, id: &str) -> Result<(), CommandErro
 pub async fn list_partitions(config: &Config) -> Result<(), CommandError> {
     println!("name\tmonth\tbytes\trows_estimate");
     for partition in admin::list_partitions(config).await? {
-        println!(
-            "{}\t{}\t{}\t{}",
-            partition.name, partition.month, partition.bytes, partition.rows_estimate
-        );
+        print_row(&[
+            &partition.name,
+            &partition.month,
+            &partition.bytes,
+            &partition.rows_estimate,
+        ]);
     }
     Ok(())
 }
@@ -184,16 +186,15 @@ pub async fn list_archives(config: &Config) -> Result<(), CommandError> {
         "id\torganization_id\tevents\tfirst_event_at\tlast_event_at\tcompressed_bytes\tcreated_at"
     );
     for archive in admin::list_archives(config).await? {
-        println!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            archive.id,
-            archive.organization_id,
-            archive.event_count,
-            archive.first_event_at.to_rfc3339(),
-            archive.last_event_at.to_rfc3339(),
-            archive.metadata["compressed_bytes"],
-            archive.created_at.to_rfc3339()
-        );
+        print_row(&[
+            &archive.id,
+            &archive.organization_id,
+            &archive.event_count,
+            &archive.first_event_at.to_rfc3339(),
+            &archive.last_event_at.to_rfc3339(),
+            &archive.metadata["compressed_bytes"],
+            &archive.created_at.to_rfc3339(),
+        ]);
     }
     Ok(())
 }
@@ -236,20 +237,25 @@ pub async fn config_history(config: &Config, limit: i64, json: bool) -> Result<(
     println!("timestamp\tfield\tprevious_value\tnew_value\tchanged_by\treason\tenvironment\tprevious_version\tnew_version");
     let json = |value: Option<serde_json::Value>| value.map(|v| v.to_string()).unwrap_or_default();
     for change in changes {
-        println!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            change.timestamp.to_rfc3339(),
-            change.field,
-            json(change.previous_value),
-            json(change.new_value),
-            change.changed_by,
-            change.reason.unwrap_or_default().replace(['\t', '\n'], " "),
-            change.environment.unwrap_or_default(),
-            change.previous_version.unwrap_or_default(),
-            change.new_version.unwrap_or_default()
-        );
+        print_row(&[
+            &change.timestamp.to_rfc3339(),
+            &change.field,
+            &json(change.previous_value),
+            &json(change.new_value),
+            &change.changed_by,
+            &change.reason.unwrap_or_default().replace(['\t', '\n'], " "),
+            &change.environment.unwrap_or_default(),
+            &change.previous_version.unwrap_or_default(),
+            &change.new_version.unwrap_or_default(),
+        ]);
     }
     Ok(())
+}
+
+/// One row of tab-separated output.
+fn print_row(cells: &[&dyn Display]) {
+    let cells: Vec<String> = cells.iter().map(|cell| cell.to_string()).collect();
+    println!("{}", cells.join("\t"));
 }
 
 fn print_json(value: &impl Serialize) -> Result<(), CommandError> {
@@ -288,16 +294,15 @@ fn print_report(report: &PerformanceReport) {
     }
     println!("\n# tables (table, partition of, rows, bytes, dead tuples, seq scans, index scans)");
     for table in &report.tables {
-        println!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            table.table,
-            table.partition_of.as_deref().unwrap_or("-"),
-            table.rows_estimate,
-            table.total_bytes,
-            table.dead_tuples,
-            table.seq_scans,
-            table.index_scans
-        );
+        print_row(&[
+            &table.table,
+            &table.partition_of.as_deref().unwrap_or("-"),
+            &table.rows_estimate,
+            &table.total_bytes,
+            &table.dead_tuples,
+            &table.seq_scans,
+            &table.index_scans,
+        ]);
     }
     let ratio = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.4}"));
     println!(
@@ -319,13 +324,12 @@ fn print_report(report: &PerformanceReport) {
     }
     println!("\n# last maintenance runs (id, started, trigger, actions, error)");
     for run in &report.maintenance_runs {
-        println!(
-            "{}\t{}\t{}\t{}\t{}",
-            run.id,
-            run.started_at.to_rfc3339(),
-            run.trigger,
-            run.actions.as_array().map_or(0, Vec::len),
-            run.error.as_deref().unwrap_or("-")
-        );
+        print_row(&[
+            &run.id,
+            &run.started_at.to_rfc3339(),
+            &run.trigger,
+            &run.actions.as_array().map_or(0, Vec::len),
+            &run.error.as_deref().unwrap_or("-"),
+        ]);
     }
 }

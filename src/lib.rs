@@ -365,16 +365,17 @@ fn start_actors(
     egress: Egress,
 ) -> Actors {
     let config = &shared.config;
-    let each = shared.clone();
-    supervisor.supervise("errors", move || ErrorLogActor::new(&each));
-    let each = shared.clone();
-    let alerts = supervisor.supervise("alert", move || AlertActor::new(&each));
-    let (each, to_alerts) = (shared.clone(), alerts.clone());
-    supervisor.supervise("cache", move || CacheActor::new(&each, to_alerts.clone()));
-    let each = shared.clone();
-    supervisor.supervise("heartbeat", move || HeartbeatActor::new(&each));
-    let (each, to_alerts) = (shared.clone(), alerts.clone());
-    let ingest = supervisor.supervise("ingest", move || IngestActor::new(&each, to_alerts.clone()));
+    supervise(supervisor, "errors", shared, ErrorLogActor::new);
+    let alerts = supervise(supervisor, "alert", shared, AlertActor::new);
+    let to_alerts = alerts.clone();
+    supervise(supervisor, "cache", shared, move |shared| {
+        CacheActor::new(shared, to_alerts.clone())
+    });
+    supervise(supervisor, "heartbeat", shared, HeartbeatActor::new);
+    let to_alerts = alerts.clone();
+    let ingest = supervise(supervisor, "ingest", shared, move |shared| {
+        IngestActor::new(shared, to_alerts.clone())
+    });
     let gdpr = Arc::new(Gdpr {
         pool: shared.pool.clone(),
         keys: shared.keys.clone(),
@@ -385,27 +386,10 @@ fn start_actors(
         database: config.database.clone(),
     });
     let gdpr = supervisor.supervise("gdpr", move || GdprActor::new(gdpr.clone()));
-    let each = shared.clone();
-    supervisor.supervise("checkpoint", move || CheckpointActor::new(&each));
-    let (pool, metrics, interval) = (
-        shared.pool.clone(),
-        shared.metrics.clone(),
-        config.delivery.health_interval,
-    );
-    let health = supervisor.supervise("health", move || {
-        HealthActor::new(pool.clone(), metrics.clone(), interval)
-    });
-    let (pool, queue_config, metrics) =
-        (shared.pool.clone(), config.clone(), shared.metrics.clone());
-    let queue = supervisor.supervise("queue", move || {
-        QueueActor::new(
-            pool.clone(),
-            queue_config.clone(),
-            secrets.clone(),
-            egress.clone(),
-            metrics.clone(),
-            health.clone(),
-        )
+    supervise(supervisor, "checkpoint", shared, CheckpointActor::new);
+    let health = supervise(supervisor, "health", shared, HealthActor::new);
+    let queue = supervise(supervisor, "queue", shared, move |shared| {
+        QueueActor::new(shared, secrets.clone(), egress.clone(), health.clone())
     });
     let reports = Arc::new(Reports {
         pool: shared.pool.clone(),
@@ -415,10 +399,8 @@ fn start_actors(
         worker_id: format!("worker-{}", uuid::Uuid::new_v4()),
     });
     let reports = supervisor.supervise("report", move || ReportActor::new(reports.clone()));
-    let each = shared.clone();
-    supervisor.supervise("partition", move || PartitionActor::new(&each));
-    let each = shared.clone();
-    supervisor.supervise("maintenance", move || MaintenanceActor::new(&each));
+    supervise(supervisor, "partition", shared, PartitionActor::new);
+    supervise(supervisor, "maintenance", shared, MaintenanceActor::new);
     Actors {
         alerts,
         ingest,
@@ -426,4 +408,19 @@ fn start_actors(
         queue,
         reports,
     }
+}
+
+/// Supervises the actor `make` builds from `shared` (and what it captures),
+/// at its first start and at every restart.
+fn supervise<A>(
+    supervisor: &mut SupervisorBuilder,
+    name: &'static str,
+    shared: &Shared,
+    make: impl Fn(&Shared) -> A + 'static,
+) -> ActorHandle<A>
+where
+    A: actix::Actor<Context = actix::Context<A>>,
+{
+    let shared = shared.clone();
+    supervisor.supervise(name, move || make(&shared))
 }

@@ -287,7 +287,7 @@ impl DeliveryActor {
         let delivery_id = claim.id;
         let release = async move {
             let client = pool.get().await?;
-            deliveries::release(&*client, &worker, claim.id, until).await
+            deliveries::release(&*client, &worker, &[claim.id], until).await
         };
         ctx.spawn(wrap_future::<_, Self>(release).map(move |released, actor, ctx| {
             if let Err(error) = released {
@@ -336,7 +336,7 @@ impl DeliveryActor {
                     // Held, not failed: claims skip a disabled destination's
                     // deliveries, which resume when it is re-enabled.
                     let client = pool.get().await?;
-                    deliveries::release(&*client, &worker, claim.id, Utc::now()).await?;
+                    deliveries::release(&*client, &worker, &[claim.id], Utc::now()).await?;
                     return Ok(Attempted::Held {
                         destination: destination.clone(),
                         fresh,
@@ -560,8 +560,14 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::config::Config;
+    use crate::cache::QueryCache;
+    use crate::clock::SystemClock;
+    use crate::config::{Config, Secret};
+    use crate::error_tracking::ErrorTracker;
+    use crate::integrity::keys::IntegrityKeys;
     use crate::metrics::Metrics;
+    use crate::redis_conn::RedisConnection;
+    use crate::shared::Shared;
     use crate::supervisor::SupervisorBuilder;
 
     /// What the fake queue heard back about its claims.
@@ -637,6 +643,31 @@ mod tests {
         }
     }
 
+    /// What the actors share, over a pool that has not connected yet: the
+    /// keys are configured, so nothing reads them from the database.
+    async fn shared_without_database(mut config: Config) -> Shared {
+        use base64::Engine;
+        let key = |byte| Secret::new(base64::engine::general_purpose::STANDARD.encode([byte; 32]));
+        config.integrity.commitment_key = key(1);
+        config.integrity.signing_key = key(2);
+        let pool = crate::db::pool(&config.database);
+        let metrics = Arc::new(Metrics::new());
+        let redis = RedisConnection::new(&config.redis).unwrap();
+        let keys = IntegrityKeys::load(&config.integrity, &pool).await.unwrap();
+        let config = Arc::new(config);
+        Shared {
+            live: tokio::sync::watch::channel(config.clone()).1,
+            cache: Arc::new(QueryCache::new(&config, redis.clone(), metrics.clone())),
+            errors: ErrorTracker::new(10, 1, metrics.clone()),
+            clock: Arc::new(SystemClock),
+            keys: Arc::new(keys),
+            config,
+            pool,
+            redis,
+            metrics,
+        }
+    }
+
     /// A DeliveryActor that dies while it holds claims (one attempt under
     /// way, one waiting its turn) leaves no claim counted for ever: whoever
     /// gave them out hears of every one. Its attempt hangs on a database that
@@ -653,12 +684,9 @@ mod tests {
         .parse()
         .unwrap();
         config.database.connect_timeout = Duration::from_secs(60);
-        let pool = crate::db::pool(&config.database);
-        let metrics = Arc::new(Metrics::new());
-        let health = SupervisorBuilder::new(config.supervisor.clone(), metrics.clone())
-            .supervise("health", move || {
-                HealthActor::new(pool.clone(), metrics.clone(), Duration::from_secs(60))
-            });
+        let shared = shared_without_database(config.clone()).await;
+        let health = SupervisorBuilder::new(config.supervisor.clone(), shared.metrics.clone())
+            .supervise("health", move || HealthActor::new(&shared));
         let heard = Arc::new(Mutex::new(Heard::default()));
         let queue = Queue(heard.clone()).start();
         let outbox = Outbox::new(

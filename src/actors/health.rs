@@ -22,6 +22,7 @@ use crate::db::{deliveries, destinations, DbError, PgPool};
 use crate::deliveries::destination::DeliverySettings;
 use crate::messages::delivery::HealthReport;
 use crate::metrics::Metrics;
+use crate::shared::Shared;
 
 /// How long reports wait to be written together. A DeliveryActor reports at
 /// most every 500 ms, so `destination_health` lags its attempts by a second
@@ -40,11 +41,11 @@ pub struct HealthActor {
 }
 
 impl HealthActor {
-    pub fn new(pool: PgPool, metrics: Arc<Metrics>, interval: Duration) -> Self {
+    pub fn new(shared: &Shared) -> Self {
         Self {
-            pool,
-            metrics,
-            interval,
+            pool: shared.pool.clone(),
+            metrics: shared.metrics.clone(),
+            interval: shared.config.delivery.health_interval,
             reported: HashMap::new(),
             writing: false,
         }

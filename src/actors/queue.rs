@@ -31,6 +31,7 @@ use crate::messages::delivery::{
     Abandoned, Deliver, DestinationsChanged, Ended, Finished, Record, Retire,
 };
 use crate::metrics::Metrics;
+use crate::shared::Shared;
 use crate::supervisor::ActorHandle;
 
 mod capacity;
@@ -86,25 +87,24 @@ pub struct QueueActor {
 
 impl QueueActor {
     pub fn new(
-        pool: PgPool,
-        config: Arc<Config>,
+        shared: &Shared,
         secrets: Arc<SecretBox>,
         egress: Egress,
-        metrics: Arc<Metrics>,
         health: ActorHandle<HealthActor>,
     ) -> Self {
+        let config = shared.config.clone();
         let capacity = Capacity::new(
             config.delivery.max_in_flight,
             config.delivery.max_in_flight_per_destination,
         );
         Self {
-            pool,
+            pool: shared.pool.clone(),
             claimer: None,
             recorder: None,
             config,
             secrets,
             egress,
-            metrics,
+            metrics: shared.metrics.clone(),
             health,
             worker_id: format!("worker-{}", uuid::Uuid::new_v4()),
             capacity,
@@ -473,10 +473,7 @@ impl Handler<Abandoned> for QueueActor {
         let (pool, worker) = (self.pool.clone(), self.worker_id.clone());
         let release = async move {
             let client = pool.get().await?;
-            for id in ids {
-                deliveries::release(&*client, &worker, id, Utc::now()).await?;
-            }
-            Ok::<_, DbError>(())
+            deliveries::release(&*client, &worker, &ids, Utc::now()).await
         };
         ctx.spawn(
             wrap_future::<_, Self>(release).map(move |released, actor, ctx| {

@@ -447,20 +447,21 @@ fn stored(status: AttemptStatus) -> &'static str {
     }
 }
 
-/// Gives a claim back without an attempt (the breaker is open): it waits until
-/// `until` and keeps all its retries.
+/// Gives claims of `worker` back without an attempt (the breaker is open, the
+/// destination disabled, their actor gone), in one statement: they wait until
+/// `until` and keep all their retries.
 pub async fn release(
     client: &impl GenericClient,
     worker: &str,
-    id: Uuid,
+    ids: &[Uuid],
     until: DateTime<Utc>,
 ) -> Result<(), DbError> {
     client
         .execute(
             "UPDATE delivery_queue SET next_retry_at = $3, lease_expires_at = NULL, claimed_by = NULL, \
                updated_at = now() \
-             WHERE id = $1 AND claimed_by = $2",
-            &[&id, &worker, &until],
+             WHERE id = ANY($1) AND claimed_by = $2",
+            &[&ids, &worker, &until],
         )
         .await?;
     Ok(())

@@ -281,6 +281,8 @@ pub async fn ensure_database(config: &DatabaseConfig) -> Result<(), DbError> {
         }
         if !hinted && refused(&error) {
             hinted = true;
+            // Printed, not logged: every command waits here, and only
+            // `serve` and `migrate` set logging up.
             eprintln!("{}", start_hint(&config.url));
         }
         tracing::warn!(%error, "PostgreSQL is not reachable yet; retrying");

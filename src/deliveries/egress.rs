@@ -31,6 +31,7 @@ use url::Url;
 
 use super::network_policy::{Denial, NetworkPolicy};
 use super::retry::Verdict;
+use crate::validation::FieldError;
 
 /// A destination's host: a name, or an address in any form the URL standard
 /// reads (`2130706433`, `0x7f000001` and `0177.0.0.1` are all 127.0.0.1).
@@ -99,6 +100,20 @@ pub fn parse_host(text: &str) -> Option<Host> {
         return Some(Host::Ipv6(address));
     }
     Host::parse(text).ok()
+}
+
+/// What is wrong with a destination's `config.host`, if anything.
+pub fn host_problem(text: &str) -> Option<FieldError> {
+    if text.trim().is_empty() {
+        Some(FieldError::new("config.host", "required"))
+    } else if parse_host(text).is_none() {
+        Some(FieldError::new(
+            "config.host",
+            "a host name or IP address, without spaces or control characters",
+        ))
+    } else {
+        None
+    }
 }
 
 /// The host as TLS names it (SNI and certificate check): an IPv6 address

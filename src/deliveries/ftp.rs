@@ -54,14 +54,7 @@ fn default_passive() -> bool {
 impl FtpConfig {
     pub fn validate(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
-        if self.host.trim().is_empty() {
-            errors.push(FieldError::new("config.host", "required"));
-        } else if egress::parse_host(&self.host).is_none() {
-            errors.push(FieldError::new(
-                "config.host",
-                "a host name or IP address, without spaces or control characters",
-            ));
-        }
+        errors.extend(egress::host_problem(&self.host));
         if self.port == 0 {
             errors.push(FieldError::new("config.port", "between 1 and 65535"));
         }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use audit_worker::clock::ShiftedClock;
 use audit_worker::db;
+use audit_worker::integrity::keys::IntegrityKeys;
 use audit_worker::maintenance::archive;
 use chrono::Utc;
 use common::{event, spawn_app, spawn_app_with_clock, wait_until, Event, TestApp};
@@ -40,7 +41,8 @@ async fn snapshot(app: &TestApp, org: &str) -> Vec<String> {
     app.database()
         .await
         .query(
-            "SELECT (to_jsonb(e) - 'archived_at')::text FROM audit_log e WHERE organization_id = $1 ORDER BY id",
+            "SELECT (to_jsonb(e) - 'archived_at')::text FROM audit_log e WHERE organization_id = $1 \
+               AND action NOT LIKE 'audit.%' AND action NOT LIKE 'admin.%' ORDER BY id",
             &[&org],
         )
         .await
@@ -198,8 +200,10 @@ async fn an_archive_restores_identical_events() {
     assert_eq!(before.len(), 12);
 
     let pool = db::pool(&app.config.database);
+    let keys = IntegrityKeys::load(&app.config.integrity, &pool).await.unwrap();
     let report = archive::run(
         &pool,
+        &keys,
         &app.config.partitions,
         Utc::now() + chrono::Duration::days(400),
         true,
@@ -213,6 +217,7 @@ async fn an_archive_restores_identical_events() {
     );
     let report = archive::run(
         &pool,
+        &keys,
         &app.config.partitions,
         Utc::now() + chrono::Duration::days(400),
         false,
@@ -221,7 +226,12 @@ async fn an_archive_restores_identical_events() {
     .unwrap();
     assert_eq!((report.events, report.archives), (12, 1));
     assert!(report.compressed_bytes < report.uncompressed_bytes);
-    assert_eq!(app.count_events("org-a").await, 0);
+    assert!(snapshot(&app, "org-a").await.is_empty());
+    assert_eq!(
+        app.count("SELECT count(*) FROM audit_log WHERE action = 'audit.archive.created'", &[]).await,
+        1,
+        "the archival is recorded in the chain before any event leaves"
+    );
     assert_eq!(app.verify(&key).await["valid"], true);
 
     let listed = audit_worker::admin::list_archives(&app.config)
@@ -234,9 +244,21 @@ async fn an_archive_restores_identical_events() {
     assert_eq!(restored, 12);
     assert_eq!(snapshot(&app, "org-a").await, before);
     assert!(archives(&app, &key).await.is_empty());
+    let principal = app
+        .database()
+        .await
+        .query_one(
+            "SELECT principal_id FROM audit_log WHERE action = 'admin.archive.restore' \
+               AND target_resource_id = $1",
+            &[&listed[0].id.to_string()],
+        )
+        .await
+        .unwrap()
+        .get::<_, String>(0);
+    assert!(principal.starts_with("cli:"), "{principal}");
     let report = app.verify(&key).await;
     assert_eq!(report["valid"], true, "{report}");
-    assert_eq!(report["checked"], 12);
+    assert_eq!(report["checked"], 14, "12 events and the two records");
 }
 
 /// Past `delete_after_days`, live events and whole archives are deleted as

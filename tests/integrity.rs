@@ -57,7 +57,7 @@ async fn organization(app: &TestApp, org: &str) -> (String, Vec<i64>) {
 #[actix_web::test]
 async fn verification_catches_each_kind_of_tampering() {
     let app = spawn_app().await;
-    let db = app.database().await;
+    let db = app.database_without_triggers().await;
 
     // Modified: any hashed field.
     let (key, ids) = organization(&app, "org-modified").await;
@@ -226,7 +226,7 @@ async fn a_checkpoint_reveals_a_truncated_chain() {
     assert_eq!(report["valid"], true, "{report}");
 
     // Remove the last link as a careful attacker would: events, link and head.
-    app.database()
+    app.database_without_triggers()
         .await
         .batch_execute(
             "DELETE FROM audit_log WHERE organization_id = 'org-a' AND chain_link =
@@ -315,7 +315,7 @@ async fn the_cli_verifies_and_exits_non_zero_on_tampering() {
     let report: Value = serde_json::from_slice(&clean.stdout).unwrap();
     assert_eq!(report["checked"], 12);
 
-    app.database()
+    app.database_without_triggers()
         .await
         .execute(
             "UPDATE audit_log SET action = 'x' WHERE id = $1",

@@ -5,9 +5,10 @@ use std::time::Instant;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 use utoipa::ToSchema;
 
+use super::admin_trail;
 use super::api_error::{ApiError, FieldError};
 use super::auth::Caller;
 use super::extract::{Json, Path};
@@ -166,22 +167,24 @@ pub async fn create(
     let sealed = checked.sealed(&state.secrets);
     let settings = serde_json::to_value(settings).expect("settings serialize");
     let destination = tenant::scoped(&state.pool, organization_id, async |tx| {
-        Ok::<_, ApiError>(
-            destinations::insert(
-                tx,
-                &NewDestination {
-                    organization_id,
-                    kind: &body.kind,
-                    label: &body.label,
-                    description: body.description.as_deref(),
-                    icon: body.icon.as_deref(),
-                    instructions: body.instructions.as_deref(),
-                    config: &sealed,
-                    settings: &settings,
-                },
-            )
-            .await?,
+        let destination = destinations::insert(
+            tx,
+            &NewDestination {
+                organization_id,
+                kind: &body.kind,
+                label: &body.label,
+                description: body.description.as_deref(),
+                icon: body.icon.as_deref(),
+                instructions: body.instructions.as_deref(),
+                config: &sealed,
+                settings: &settings,
+            },
         )
+        .await?;
+        let details = json!(DestinationView::from(destination.clone()));
+        let change = ("destination", "create");
+        admin_trail::record(&state, tx, &caller, change, destination.id, details).await?;
+        Ok::<_, ApiError>(destination)
     })
     .await?;
     tracing::info!(destination = destination.id, "Created destination");
@@ -243,6 +246,8 @@ pub async fn update(
     caller.require(RESOURCE, "update")?;
     let body = body.into_inner();
     let mut destination = load(&state, &caller, *id).await?;
+    let (body_label, body_description) = (body.label.clone(), body.description.clone());
+    let (body_config, body_settings) = (body.config.is_some(), body.settings.is_some());
     let mut errors = Vec::new();
     if let Some(label) = body.label {
         errors.extend(check_label(&label));
@@ -293,6 +298,21 @@ pub async fn update(
     if reenabled {
         destinations::reset_health(&transaction, updated.id).await?;
     }
+    let verb = match body.disabled {
+        Some(false) => "enable",
+        Some(true) => "disable",
+        _ => "update",
+    };
+    let view = json!(DestinationView::from(updated.clone()));
+    let details = json!({
+        "label": body_label,
+        "description": body_description,
+        "config": body_config.then(|| view["config"].clone()),
+        "settings": body_settings.then(|| view["settings"].clone()),
+        "disabled": body.disabled,
+    });
+    admin_trail::record(&state, &transaction, &caller, ("destination", verb), updated.id, details)
+        .await?;
     transaction.commit().await?;
     if body.disabled.is_some() {
         state.queue.notify(DestinationsChanged);
@@ -314,7 +334,12 @@ pub async fn delete(
     caller.require(RESOURCE, "delete")?;
     let organization_id = caller.organization_id();
     let deleted = tenant::scoped(&state.pool, organization_id, async |tx| {
-        Ok::<_, ApiError>(destinations::delete(tx, organization_id, *id).await?)
+        let deleted = destinations::delete(tx, organization_id, *id).await?;
+        if deleted {
+            let change = ("destination", "delete");
+            admin_trail::record(&state, tx, &caller, change, *id, json!({})).await?;
+        }
+        Ok::<_, ApiError>(deleted)
     })
     .await?;
     if deleted {

@@ -4,8 +4,10 @@
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::json;
 use utoipa::ToSchema;
 
+use super::admin_trail;
 use super::api_error::ApiError;
 use super::auth::Caller;
 use super::extract::{Json, Path};
@@ -146,7 +148,13 @@ pub async fn create(
     }
     let organization_id = caller.organization_id();
     let created = tenant::scoped(&state.pool, organization_id, async |tx| {
-        Ok::<_, ApiError>(retention::insert(tx, organization_id, &new).await?)
+        let created = retention::insert(tx, organization_id, &new).await?;
+        if let Some(created) = &created {
+            let id = created.id.unwrap_or_default();
+            let change = ("retention_policy", "create");
+            admin_trail::record(&state, tx, &caller, change, id, json!(created)).await?;
+        }
+        Ok::<_, ApiError>(created)
     })
     .await?
     .ok_or_else(|| {
@@ -175,6 +183,7 @@ pub async fn update(
     let body = body.into_inner();
     let organization_id = caller.organization_id();
     let id = id.into_inner();
+    let (state, caller) = (&state, &caller);
     let updated = tenant::scoped(&state.pool, organization_id, async move |tx| {
         let mut policy = retention::get_for_update(tx, organization_id, id)
             .await?
@@ -184,7 +193,10 @@ pub async fn update(
         if !problems.is_empty() {
             return Err(ApiError::Validation(problems));
         }
-        Ok(retention::update(tx, organization_id, &policy).await?)
+        let updated = retention::update(tx, organization_id, &policy).await?;
+        admin_trail::record(state, tx, caller, ("retention_policy", "update"), id, json!(&updated))
+            .await?;
+        Ok(updated)
     })
     .await?;
     tracing::info!("Changed retention policy");
@@ -205,7 +217,12 @@ pub async fn delete(
     caller.require(RESOURCE, "delete")?;
     let organization_id = caller.organization_id();
     let deleted = tenant::scoped(&state.pool, organization_id, async |tx| {
-        Ok::<_, ApiError>(retention::delete(tx, organization_id, *id).await?)
+        let deleted = retention::delete(tx, organization_id, *id).await?;
+        if deleted {
+            admin_trail::record(&state, tx, &caller, ("retention_policy", "delete"), *id, json!({}))
+                .await?;
+        }
+        Ok::<_, ApiError>(deleted)
     })
     .await?;
     if deleted {

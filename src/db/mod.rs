@@ -28,6 +28,7 @@ pub mod retention;
 pub mod roles;
 pub mod tenant;
 pub mod verification;
+pub mod witnesses;
 
 use std::sync::Arc;
 use std::time::Duration;

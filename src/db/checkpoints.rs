@@ -6,7 +6,7 @@ use tokio_postgres::GenericClient;
 use utoipa::ToSchema;
 
 use super::locks::{self, Round};
-use super::DbError;
+use super::{witnesses, DbError};
 use crate::integrity::checkpoint::{self, CheckpointStatement, SignedCheckpoint};
 use crate::integrity::keys::IntegrityKeys;
 
@@ -81,6 +81,7 @@ pub async fn create(
                 ],
             )
             .await?;
+        witnesses::enqueue_checkpoint(client, &statement.organization_id, statement.seq).await?;
     }
     Ok(heads.len())
 }

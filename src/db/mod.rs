@@ -29,6 +29,7 @@ pub mod roles;
 pub mod tenant;
 pub mod trail;
 pub mod verification;
+pub mod witnesses;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! under a built-in's name overrides it, deleting that policy restores it.
 
 use actix_web::{web, HttpResponse};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
@@ -47,29 +47,19 @@ pub struct CreatePolicy {
 pub struct UpdatePolicy {
     #[schema(minimum = 1)]
     pub retention_days: Option<i32>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::validation::present")]
     #[schema(value_type = Option<i32>, minimum = 0)]
     pub archive_after_days: Option<Option<i32>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::validation::present")]
     #[schema(value_type = Option<i32>, minimum = 1)]
     pub delete_after_days: Option<Option<i32>>,
     /// PUBLIC, INTERNAL, CONFIDENTIAL or PHI.
     #[schema(pattern = "^(PUBLIC|INTERNAL|CONFIDENTIAL|PHI)$")]
     pub data_classification: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::validation::present")]
     #[schema(value_type = Option<String>, max_length = 10000)]
     pub description: Option<Option<String>>,
     pub is_active: Option<bool>,
-}
-
-/// A field that is present, even as `null` (which plain `Option` would take
-/// for absent): `Some(None)` clears, `None` (via `default`) keeps.
-fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 impl UpdatePolicy {

@@ -5,9 +5,11 @@
 //! - [`checkpoint`]: Ed25519-signed statements of a chain's length and head.
 //! - [`keys`]: the commitment and signing keys.
 //! - [`verify`]: the verification run.
+//! - [`witness`]: checkpoints read back from a file, an HTTPS URL or S3.
 
 pub mod canonical;
 pub mod chain;
 pub mod checkpoint;
 pub mod keys;
 pub mod verify;
+pub mod witness;

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use audit_worker::config::Config;
 use audit_worker::db::{self, events, migrations};
+use audit_worker::integrity::keys::IntegrityKeys;
 use audit_worker::maintenance::{archive, partitions};
 use chrono::{DateTime, TimeZone, Utc};
 use tokio_postgres::NoTls;
@@ -126,8 +127,11 @@ async fn main() {
         .await
         .expect("count due events")
         .get(0);
+    let keys = IntegrityKeys::load(&config.integrity, &pool)
+        .await
+        .expect("integrity keys");
     let archiving = Instant::now();
-    let report = archive::run(&pool, &config.partitions, now, false)
+    let report = archive::run(&pool, &keys, &config.partitions, now, false)
         .await
         .expect("archival");
     let took = archiving.elapsed();

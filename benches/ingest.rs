@@ -12,7 +12,11 @@
 //! - ingest with Redis unreachable against Redis up: two more fresh workers,
 //!   one with `redis.url` on a port where nothing listens, measured in turns
 //!   (throughput in batches of 100, and single-event p50). Run alone with
-//!   `cargo bench --bench ingest -- redis-outage`.
+//!   `cargo bench --bench ingest -- redis-outage`;
+//! - ingest with the append-only triggers of migration V17 on against off: two
+//!   more fresh workers, the triggers of one switched off by its owner
+//!   (`ALTER TABLE … DISABLE TRIGGER USER`), measured in turns like the Redis
+//!   outage. Run alone with `cargo bench --bench ingest -- append-only`.
 //!
 //! Request bodies and rows are built before the clocks start, so the figures
 //! are the worker's (or PostgreSQL's), not the generator's. It prints figures
@@ -67,6 +71,10 @@ const OUTAGE_EVENTS_PER_TURN: u64 = 50_000;
 const OUTAGE_SINGLES: u64 = 2_000;
 /// The command-line word that runs the outage phase alone.
 const OUTAGE_ONLY: &str = "redis-outage";
+/// The argument that runs only the append-only triggers comparison.
+const TRIGGERS_ONLY: &str = "append-only";
+/// Floor of the issue: ingest with the triggers on over ingest without them.
+const MIN_TRIGGERS_RATIO: f64 = 0.9;
 
 const ACTIONS: [&str; 8] = [
     "patient.record.read",
@@ -92,6 +100,10 @@ async fn main() {
         redis_outage(&pool).await;
         return;
     }
+    if std::env::args().any(|arg| arg == TRIGGERS_ONLY) {
+        append_only_triggers(&pool).await;
+        return;
+    }
     let mut bench = Bench::start(pool.clone()).await;
     for batch in BATCH_SIZES {
         bench.throughput(batch).await;
@@ -106,6 +118,83 @@ async fn main() {
     bench.summary.print();
     bench.stop().await;
     redis_outage(&pool).await;
+    append_only_triggers(&pool).await;
+}
+
+/// Ingest with the append-only triggers on against off, in alternating turns.
+async fn append_only_triggers(pool: &Arc<Vec<SampleEvent>>) {
+    println!("\n== append-only triggers on against off ==");
+    let on = Worker::start(&[]).await;
+    let off = Worker::start(&[]).await;
+    connect(&off.database_url())
+        .await
+        .batch_execute(
+            "ALTER TABLE audit_log DISABLE TRIGGER USER; \
+             ALTER TABLE audit_chain DISABLE TRIGGER USER; \
+             ALTER TABLE audit_chain_head DISABLE TRIGGER USER",
+        )
+        .await
+        .expect("the owner switches the triggers off");
+    let targets = [
+        ("on", Arc::new(HttpTarget::new(&on))),
+        ("off", Arc::new(HttpTarget::new(&off))),
+    ];
+    let batches = Arc::new(batch_bodies(pool, OUTAGE_BATCH));
+    let singles = Arc::new(batch_bodies(pool, 1));
+    let mut batch_rates = [Vec::new(), Vec::new()];
+    let mut single_rates = [Vec::new(), Vec::new()];
+    let mut failures = Tally::default();
+    for (_, target) in &targets {
+        failures.merge(target.post_all(&singles, LATENCY_WARMUP, RUN_BUDGET).await);
+    }
+    for round in 1..=OUTAGE_ROUNDS {
+        for (side, (name, target)) in targets.iter().enumerate() {
+            let run = target
+                .post_all(
+                    &batches,
+                    OUTAGE_EVENTS_PER_TURN / OUTAGE_BATCH as u64,
+                    RUN_BUDGET,
+                )
+                .await;
+            let events = run.ok * OUTAGE_BATCH as u64;
+            println!(
+                "round {round}, triggers {name}, batch={OUTAGE_BATCH}: {}",
+                run.describe(events)
+            );
+            batch_rates[side].push(run.rate(events));
+            failures.merge(run);
+            let run = target.post_all(&singles, OUTAGE_SINGLES, RUN_BUDGET).await;
+            println!(
+                "round {round}, triggers {name}, single events: {}",
+                run.describe(run.ok)
+            );
+            single_rates[side].push(run.rate(run.ok));
+            failures.merge(run);
+        }
+    }
+    println!("\n== summary, append-only triggers ({CLIENTS} concurrent clients, median of {OUTAGE_ROUNDS} turns each) ==");
+    for (what, rates) in [
+        (format!("batch={OUTAGE_BATCH}"), batch_rates),
+        ("single events".to_owned(), single_rates),
+    ] {
+        let [on_rate, off_rate] = rates.map(median);
+        let ratio = on_rate / off_rate;
+        println!(
+            "ingest {what}: triggers on {} ev/s, off {} ev/s, ratio {ratio:.2} (floor >= {MIN_TRIGGERS_RATIO}: {})",
+            grouped(on_rate),
+            grouped(off_rate),
+            verdict(ratio >= MIN_TRIGGERS_RATIO)
+        );
+    }
+    if failures.failures.is_empty() {
+        println!("failed requests: none");
+    }
+    failures.print_failures();
+    for worker in [on, off] {
+        let log = worker.log.clone();
+        worker.stop().await;
+        report_log(&log);
+    }
 }
 
 /// The worker, its HTTP API, the sample events, and the figures so far.

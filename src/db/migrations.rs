@@ -25,6 +25,11 @@ pub enum MigrationError {
     Edited(String),
     #[error("migration failed: {0}")]
     Failed(#[source] refinery::Error),
+    #[error(
+        "the database is at migration {applied}, this build needs {latest}, and this role \
+         cannot run DDL: run `audit-worker migrate` as the database owner first"
+    )]
+    NeedsOwner { applied: i64, latest: i64 },
     #[error(transparent)]
     Database(#[from] DbError),
 }
@@ -38,7 +43,9 @@ pub async fn run(config: &DatabaseConfig) -> Result<Vec<String>, MigrationError>
     locks::lock(&client, Round::Migrations).await?;
     if runtime_role_with_nothing_to_do(&client).await? {
         let _ = locks::unlock(&client, Round::Migrations).await;
-        tracing::info!("Migrations are current; this role runs no DDL, so they were not re-checked");
+        tracing::info!(
+            "Migrations are current; this role runs no DDL, so they were not re-checked"
+        );
         return Ok(Vec::new());
     }
     let outcome = embedded::migrations::runner().run_async(&mut client).await;
@@ -59,28 +66,47 @@ pub async fn run(config: &DatabaseConfig) -> Result<Vec<String>, MigrationError>
     Ok(applied)
 }
 
-/// The newest migration this build knows.
-/// Whether the database is migrated and the connecting role may not run DDL
-/// (a least-privilege runtime role, see migration V17): refinery's runner
-/// would try to create its history table, so it is not started.
-async fn runtime_role_with_nothing_to_do(client: &tokio_postgres::Client) -> Result<bool, DbError> {
+/// Whether the connecting role may not run DDL (a least-privilege runtime
+/// role, see migration V17) and so must not start refinery's runner, which
+/// would try to create its history table: `true` when every migration is
+/// applied, an error naming the way out when some are pending.
+async fn runtime_role_with_nothing_to_do(
+    client: &tokio_postgres::Client,
+) -> Result<bool, MigrationError> {
     let row = client
         .query_one(
-            "SELECT NOT has_schema_privilege('public', 'CREATE') \
-               AND to_regclass('refinery_schema_history') IS NOT NULL",
+            "SELECT NOT has_schema_privilege('public', 'CREATE'), \
+                    to_regclass('refinery_schema_history') IS NOT NULL",
             &[],
         )
-        .await?;
-    if !row.get::<_, bool>(0) {
+        .await
+        .map_err(DbError::from)?;
+    let (no_ddl, has_history): (bool, bool) = (row.get(0), row.get(1));
+    if !no_ddl {
         return Ok(false);
     }
-    let applied: Option<i32> = client
-        .query_one("SELECT max(version) FROM refinery_schema_history", &[])
-        .await?
-        .get(0);
-    Ok(applied.map(i64::from).unwrap_or(0) >= latest_version())
+    let applied = if has_history {
+        client
+            .query_one("SELECT max(version) FROM refinery_schema_history", &[])
+            .await
+            .map_err(DbError::from)?
+            .get::<_, Option<i32>>(0)
+            .map(i64::from)
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    if applied >= latest_version() {
+        Ok(true)
+    } else {
+        Err(MigrationError::NeedsOwner {
+            applied,
+            latest: latest_version(),
+        })
+    }
 }
 
+/// The newest migration this build knows.
 pub fn latest_version() -> i64 {
     embedded::migrations::runner()
         .get_migrations()

@@ -200,6 +200,23 @@ async fn a_reload_applies_the_live_keys_and_records_each_change() {
             "{field} needs a restart: {restart:?}"
         );
     }
+    // The reload is an event of the operators' organization, secrets masked.
+    let recorded = worker
+        .database()
+        .await
+        .query_one(
+            "SELECT status, details::text FROM audit_log \
+             WHERE organization_id = $1 AND action = 'admin.config.reload'",
+            &[&worker.config.operations.organization],
+        )
+        .await
+        .unwrap();
+    assert_eq!(recorded.get::<_, String>(0), "success");
+    let details: String = recorded.get(1);
+    for field in &applied {
+        assert!(details.contains(field), "{field}: {details}");
+    }
+    assert!(!details.contains("hunter2"), "{details}");
     let shown = format!("{:?}", report.needs_restart);
     assert!(
         !shown.contains("hunter2") && !shown.contains("MDEyMz"),
@@ -302,6 +319,13 @@ async fn an_invalid_file_is_refused_and_the_old_values_kept() {
     file.write("[auth\nrate_limit_per_second = 1\n");
     let error = worker.reloader.reload("test").await.unwrap_err();
     assert!(error.to_string().contains("refused"), "{error}");
+    let refused = worker
+        .count(
+            "SELECT count(*) FROM audit_log WHERE action = 'admin.config.reload' AND status = 'failure'",
+            &[],
+        )
+        .await;
+    assert_eq!(refused, 1, "a refused reload is recorded too");
 
     file.write(&file_text(&base, &live_keys(5, 0, 1, "tok-*", "info")));
     let error = worker.reloader.reload("test").await.unwrap_err();

@@ -316,6 +316,7 @@ impl Gdpr {
             gdpr::set_record_event(&*client, operation.id, event_id).await?;
             operation.record_event_id = Some(event_id);
         }
+        // Only pseudonymization and erasure change events (and come here).
         let kind = match kind {
             "erase" => OperationKind::GdprErasure,
             _ => OperationKind::GdprPseudonymization,

@@ -360,7 +360,7 @@ pub struct ProofQuery {
 }
 
 /// The proof that an event is in a signed checkpoint, checkable without
-/// trusting the worker (`docs/integrity.md` section 7): the event and its
+/// trusting the worker (`docs/integrity.md` section 11): the event and its
 /// hash, its audit path to its chain link's Merkle root, the link's fields,
 /// the link's audit path in the link tree, and the checkpoint whose signed
 /// `tree_root` that path reaches. 404 for an event the caller's organization

@@ -176,7 +176,7 @@ pub struct ConsistencyQuery {
 }
 
 /// An RFC 9162 consistency proof that the organization's link tree of `to`
-/// links extends its tree of `from` links (`docs/integrity.md` section 8):
+/// links extends its tree of `from` links (`docs/integrity.md` section 12):
 /// with the root of a checkpoint it kept, a client checks that nothing before
 /// it was rewritten or cut since. 404 when `to` is not the size of a
 /// checkpoint with a tree.

@@ -1,5 +1,5 @@
 //! Proofs a client checks without trusting the worker (`docs/integrity.md`,
-//! sections 6 to 8): that an event is in a signed checkpoint's tree, and that
+//! sections 10 to 12): that an event is in a signed checkpoint's tree, and that
 //! a later tree extends an earlier one. The shapes the API returns, and the
 //! verifiers of both, which need nothing but the proof and the public key.
 

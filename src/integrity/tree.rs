@@ -1,7 +1,7 @@
 //! Merkle tree math of RFC 9162 (section 2.1), without I/O: tree hashes over
 //! ranges built from stored subtrees, inclusion and consistency proofs, and
 //! their verifiers. Used for an organization's link tree (leaves: the chain's
-//! link hashes, `docs/integrity.md` section 6) and for the event path inside
+//! link hashes, `docs/integrity.md` section 10) and for the event path inside
 //! one link (leaves: its event hashes).
 //!
 //! Hand-written rather than taken from a crate: the proofs must come from

@@ -12,6 +12,7 @@ use crate::db::migrations::{self, MigrationError};
 use crate::db::partitions::Partition;
 use crate::db::performance::{self, PerformanceReport};
 use crate::db::{self, roles, DbError};
+use crate::events::recorded::{self, AdminChange, RecordError};
 use crate::integrity::checkpoint::SignedCheckpoint;
 use crate::integrity::keys::IntegrityKeys;
 use crate::integrity::verify::{self, Report, Scope, VerifyError};
@@ -38,11 +39,21 @@ pub enum AdminError {
     #[error(transparent)]
     Archive(#[from] ArchiveError),
     #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error(transparent)]
     Maintenance(#[from] MaintenanceError),
 }
 
 /// Who the stored records name as the author of CLI changes.
 const CLI_ACTOR: &str = "cli";
+
+/// The principal of the `admin.*` events recording CLI changes: `cli:<user>`.
+pub fn cli_principal() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned());
+    format!("{CLI_ACTOR}:{user}")
+}
 
 async fn connect(config: &Config) -> Result<tokio_postgres::Client, AdminError> {
     db::ensure_database(&config.database).await?;
@@ -66,9 +77,20 @@ pub async fn create_api_key(
     name: Option<&str>,
 ) -> Result<String, AdminError> {
     auth::validate_organization_id(organization_id)?;
-    let client = connect(config).await?;
-    let catalog = permissions::role_catalog(roles::list(&client, organization_id).await?);
-    let issued = auth::issue_key(&client, &catalog, organization_id, role, name, CLI_ACTOR).await?;
+    let mut client = connect(config).await?;
+    let keys = IntegrityKeys::load(&config.integrity, &db::pool(&config.database)).await?;
+    let transaction = client.transaction().await.map_err(DbError::from)?;
+    let catalog = permissions::role_catalog(roles::list(&transaction, organization_id).await?);
+    let issued =
+        auth::issue_key(&transaction, &catalog, organization_id, role, name, CLI_ACTOR).await?;
+    let change = AdminChange {
+        object: "api_key",
+        verb: "create",
+        target_id: issued.info.id.clone(),
+        details: serde_json::json!({"role": role, "name": name}),
+    };
+    recorded::admin_in(&transaction, &keys, organization_id, &cli_principal(), change).await?;
+    transaction.commit().await.map_err(DbError::from)?;
     Ok(issued.key)
 }
 
@@ -81,10 +103,22 @@ pub async fn list_api_keys(
 }
 
 pub async fn revoke_api_key(config: &Config, id: &str) -> Result<ApiKeyInfo, AdminError> {
-    let client = connect(config).await?;
-    api_keys::revoke(&client, None, id, CLI_ACTOR)
+    let mut client = connect(config).await?;
+    let keys = IntegrityKeys::load(&config.integrity, &db::pool(&config.database)).await?;
+    let transaction = client.transaction().await.map_err(DbError::from)?;
+    let revoked = api_keys::revoke(&transaction, None, id, CLI_ACTOR)
         .await?
-        .ok_or_else(|| AdminError::UnknownKey(id.to_owned()))
+        .ok_or_else(|| AdminError::UnknownKey(id.to_owned()))?;
+    let change = AdminChange {
+        object: "api_key",
+        verb: "revoke",
+        target_id: id.to_owned(),
+        details: serde_json::json!({}),
+    };
+    let organization_id = revoked.organization_id.clone();
+    recorded::admin_in(&transaction, &keys, &organization_id, &cli_principal(), change).await?;
+    transaction.commit().await.map_err(DbError::from)?;
+    Ok(revoked)
 }
 
 /// Verifies an organization's events and chain (optionally against a
@@ -141,7 +175,8 @@ pub async fn drop_expired_partitions(
 pub async fn run_archival(config: &Config, dry_run: bool) -> Result<ArchiveReport, AdminError> {
     connect(config).await?;
     let pool = db::pool(&config.database);
-    Ok(archive::run(&pool, &config.partitions, Utc::now(), dry_run).await?)
+    let keys = IntegrityKeys::load(&config.integrity, &pool).await?;
+    Ok(archive::run(&pool, &keys, &config.partitions, Utc::now(), dry_run).await?)
 }
 
 pub async fn list_archives(config: &Config) -> Result<Vec<Archive>, AdminError> {
@@ -153,7 +188,8 @@ pub async fn list_archives(config: &Config) -> Result<Vec<Archive>, AdminError> 
 pub async fn restore_archive(config: &Config, id: uuid::Uuid) -> Result<u64, AdminError> {
     connect(config).await?;
     let pool = db::pool(&config.database);
-    Ok(archive::restore(&pool, id).await?)
+    let keys = IntegrityKeys::load(&config.integrity, &pool).await?;
+    Ok(archive::restore(&pool, &keys, id, &cli_principal()).await?)
 }
 
 /// The database performance report, as `GET /v1/admin/performance` gives it

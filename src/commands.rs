@@ -3,7 +3,7 @@
 //! on stderr. `main` parses the command line and calls one of these.
 
 use std::fmt::Display;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::db::migrations::{self, MigrationError};
 use crate::db::performance::PerformanceReport;
 use crate::db::{self, DbError};
-use crate::integrity::checkpoint::SignedCheckpoint;
+use crate::integrity::witness::{self, FetchError, Source};
 use crate::{Application, StartupError};
 
 /// A command's failure. Messages name only their own step: `main` prints the
@@ -32,18 +32,8 @@ pub enum CommandError {
     Signal(#[source] std::io::Error),
     #[error("stopped with an error")]
     Stopped(#[source] StartupError),
-    #[error("cannot read {}", .path.display())]
-    ReadFile {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{} is not a checkpoint", .path.display())]
-    NotACheckpoint {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error(transparent)]
+    Checkpoint(#[from] FetchError),
     #[error("cannot write the output")]
     Output(#[from] serde_json::Error),
 }
@@ -76,33 +66,22 @@ pub fn check_config(config: &Config) -> Result<(), CommandError> {
     Ok(())
 }
 
-/// Prints the verification report; `Ok(valid)`.
+/// Prints the verification report; `Ok(valid)`. `checkpoint`: a file, or a
+/// URL where a witness keeps it (see [`Source::parse`]), read first.
 pub async fn verify(
     config: &Config,
     organization_id: &str,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
-    checkpoint: Option<&Path>,
+    checkpoint: Option<&Source>,
 ) -> Result<bool, CommandError> {
-    let checkpoint = checkpoint.map(read_checkpoint).transpose()?;
+    let checkpoint = match checkpoint {
+        Some(source) => Some(witness::fetch(source).await?),
+        None => None,
+    };
     let report = admin::verify(config, organization_id, from, to, checkpoint.as_ref()).await?;
     print_json(&report)?;
     Ok(report.valid)
-}
-
-/// A checkpoint as `{payload, signature}`, or a listed one with it under `checkpoint`.
-fn read_checkpoint(path: &Path) -> Result<SignedCheckpoint, CommandError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CommandError::ReadFile {
-        path: path.to_owned(),
-        source,
-    })?;
-    let not_a_checkpoint = |source| CommandError::NotACheckpoint {
-        path: path.to_owned(),
-        source,
-    };
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(not_a_checkpoint)?;
-    let inner = value.get("checkpoint").cloned().unwrap_or(value);
-    serde_json::from_value(inner).map_err(not_a_checkpoint)
 }
 
 /// Prints the key, and only it, on stdout: it is shown this once.

@@ -243,6 +243,7 @@ impl Application {
             live_sender,
             auth.clone(),
             shared.pool.clone(),
+            shared.keys.clone(),
             shared.metrics.clone(),
         ));
         let state = web::Data::new(http::AppState {

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use audit_worker::commands::{self, CommandError};
 use audit_worker::config::Config;
+use audit_worker::integrity::witness::Source;
 use audit_worker::telemetry;
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
@@ -53,9 +54,12 @@ enum Command {
         #[arg(long, value_parser = parse_time)]
         to: Option<DateTime<Utc>>,
         /// A checkpoint kept outside (JSON as GET /v1/integrity/checkpoints returns
-        /// it); the chain must still reach it.
-        #[arg(long, value_name = "FILE")]
-        checkpoint: Option<PathBuf>,
+        /// it, or as a witness destination receives it); the chain must still
+        /// reach it. A file, an https:// URL (http:// only to loopback), or
+        /// s3://BUCKET/KEY (endpoint, region and credentials from the AWS
+        /// environment: AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID...).
+        #[arg(long, value_name = "FILE|URL", value_parser = Source::parse)]
+        checkpoint: Option<Source>,
     },
     /// Inspect and maintain the monthly partitions of audit_log.
     #[command(subcommand)]
@@ -196,7 +200,7 @@ async fn run(
             to,
             checkpoint,
         } => {
-            let valid = commands::verify(config, &org, from, to, checkpoint.as_deref()).await?;
+            let valid = commands::verify(config, &org, from, to, checkpoint.as_ref()).await?;
             return Ok(if valid {
                 ExitCode::SUCCESS
             } else {

@@ -32,7 +32,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
@@ -40,6 +40,8 @@ use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError};
 use crate::db::config_changes::{self, NewChange};
 use crate::db::{DbError, PgPool};
+use crate::events::recorded::{self, Record, RecordError};
+use crate::integrity::keys::IntegrityKeys;
 use crate::metrics::Metrics;
 use crate::telemetry;
 
@@ -79,7 +81,7 @@ pub enum ReloadError {
     #[error("the new configuration is refused, the old one kept: {0}")]
     Rejected(String),
     #[error("the change could not be recorded, so it was not applied: {0}")]
-    Record(#[from] DbError),
+    Record(#[from] RecordError),
 }
 
 /// One changed key, values as JSON with secrets masked.
@@ -108,6 +110,7 @@ pub struct ConfigReloader {
     live: watch::Sender<Arc<Config>>,
     auth: Arc<Authenticator>,
     pool: PgPool,
+    keys: Arc<IntegrityKeys>,
     metrics: Arc<Metrics>,
     /// One reload at a time: two SIGHUPs in a row must not interleave their
     /// compare-record-apply steps.
@@ -120,6 +123,7 @@ impl ConfigReloader {
         live: watch::Sender<Arc<Config>>,
         auth: Arc<Authenticator>,
         pool: PgPool,
+        keys: Arc<IntegrityKeys>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
@@ -127,6 +131,7 @@ impl ConfigReloader {
             live,
             auth,
             pool,
+            keys,
             metrics,
             running: tokio::sync::Mutex::new(()),
         }
@@ -193,7 +198,8 @@ impl ConfigReloader {
                     previous_version: &previous_version,
                     new_version: None,
                 };
-                if let Err(record) = self.record(&[row]).await {
+                let organization = &current.operations.organization;
+                if let Err(record) = self.record(organization, &[row], "failure").await {
                     tracing::warn!(error = %record, "Cannot record the refused reload");
                 }
                 return Err(ReloadError::Rejected(reason));
@@ -240,7 +246,8 @@ impl ConfigReloader {
                 new_version: Some(&report.new_version),
             })
             .collect();
-        self.record(&rows).await?;
+        self.record(&current.operations.organization, &rows, "success")
+            .await?;
 
         if next.log.level != current.log.level && !telemetry::set_level(&next.log.level) {
             tracing::warn!(
@@ -263,13 +270,37 @@ impl ConfigReloader {
         Ok(report)
     }
 
-    async fn record(&self, rows: &[NewChange<'_>]) -> Result<(), DbError> {
+    /// Stores the reload's rows of `config_changes` and its event
+    /// `admin.config.reload` (with `status`) in the operators' organization.
+    async fn record(
+        &self,
+        organization: &str,
+        rows: &[NewChange<'_>],
+        status: &str,
+    ) -> Result<(), RecordError> {
         let mut client = self.pool.get().await?;
-        let transaction = client.transaction().await?;
+        let transaction = client.transaction().await.map_err(DbError::from)?;
         for row in rows {
             config_changes::insert(&transaction, row).await?;
         }
-        transaction.commit().await?;
+        let changes: Vec<Value> = rows
+            .iter()
+            .map(|row| {
+                json!({"field": row.field, "previous": row.previous_value, "new": row.new_value,
+                       "reason": row.reason})
+            })
+            .collect();
+        let record = Record {
+            organization_id: organization,
+            principal_id: rows.first().map_or("config", |row| row.changed_by),
+            action: "admin.config.reload",
+            status,
+            outcome: format!("configuration reload: {} key(s), {status}", rows.len()),
+            target: Some(("config", rows.first().map_or("", |row| row.previous_version))),
+            details: json!({"changes": changes}),
+        };
+        recorded::append_in(&transaction, &self.keys, &record).await?;
+        transaction.commit().await.map_err(DbError::from)?;
         Ok(())
     }
 }

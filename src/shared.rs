@@ -47,6 +47,12 @@ impl Shared {
         db::ensure_database(&config.database).await?;
         db::migrations::run(&config.database).await?;
         let pool = db::pool(&config.database);
+        if db::runs_as_superuser(&pool).await? {
+            tracing::warn!(
+                "Running as a PostgreSQL superuser, which can disable the triggers that keep the trail \
+                 append-only; in production run as a role granted audit_worker_runtime (see the README)"
+            );
+        }
         let redis = RedisConnection::new(&config.redis)?;
         let metrics = Arc::new(Metrics::new());
         let keys = Arc::new(IntegrityKeys::load(&config.integrity, &pool).await?);

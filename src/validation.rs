@@ -170,6 +170,17 @@ pub fn optional_bounded_json<'de, D: serde::Deserializer<'de>>(
     bounded_json(deserializer).map(|value| Some(value).filter(|value| !value.is_null()))
 }
 
+/// A field of a PATCH body that is present, even as `null` (which plain
+/// `Option` would take for absent): `Some(None)` clears, `None` (via
+/// `default`) keeps (`#[serde(default, deserialize_with = "…")]`).
+pub fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
 /// Parses an RFC 3339 date-time into the instant PostgreSQL will store: UTC,
 /// whole microseconds (finer digits dropped), and a leap second
 /// (`23:59:60`) as the second after it, as PostgreSQL reads one. Everything

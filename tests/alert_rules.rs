@@ -330,7 +330,7 @@ async fn system_rules_raise_their_alerts() {
     .await;
     let key = app.create_key("org-a", "org:admin").await;
     app.ingest(&key, vec![event("u", "record.read")]).await;
-    let db = app.database().await;
+    let db = app.database_without_triggers().await;
     db.execute(
         "UPDATE audit_log SET action = 'record.delete' WHERE organization_id = 'org-a'",
         &[],

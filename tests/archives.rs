@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use audit_worker::clock::ShiftedClock;
 use audit_worker::db;
+use audit_worker::integrity::keys::IntegrityKeys;
 use audit_worker::maintenance::archive;
 use chrono::Utc;
 use common::{event, spawn_app, spawn_app_with_clock, wait_until, Event, TestApp};
@@ -40,7 +41,8 @@ async fn snapshot(app: &TestApp, org: &str) -> Vec<String> {
     app.database()
         .await
         .query(
-            "SELECT (to_jsonb(e) - 'archived_at')::text FROM audit_log e WHERE organization_id = $1 ORDER BY id",
+            "SELECT (to_jsonb(e) - 'archived_at')::text FROM audit_log e WHERE organization_id = $1 \
+               AND action NOT LIKE 'audit.%' AND action NOT LIKE 'admin.%' ORDER BY id",
             &[&org],
         )
         .await
@@ -93,8 +95,8 @@ async fn aged_events_move_to_archives_and_verification_spans_both() {
     assert_eq!(counts.iter().sum::<i64>(), 10, "{listed:?}");
     assert_eq!(
         app.count_events("org-a").await,
-        8,
-        "`standard` and held events stay"
+        9,
+        "`standard` and held events stay, beside the record of the archival"
     );
     for archive in &listed {
         assert_eq!(archive["metadata"]["compression"], "zstd");
@@ -159,8 +161,8 @@ async fn aged_events_move_to_archives_and_verification_spans_both() {
     let report = app.verify(&key).await;
     assert_eq!(report["valid"], true, "{report}");
     assert_eq!(
-        report["checked"], 18,
-        "live and archived events are all re-hashed: {report}"
+        report["checked"], 21,
+        "live and archived events are all re-hashed, with the records of the key, the hold and the archival: {report}"
     );
 
     // Tampering inside an archive is reported.
@@ -198,30 +200,40 @@ async fn an_archive_restores_identical_events() {
     assert_eq!(before.len(), 12);
 
     let pool = db::pool(&app.config.database);
+    let keys = IntegrityKeys::load(&app.config.integrity, &pool).await.unwrap();
     let report = archive::run(
         &pool,
+        &keys,
         &app.config.partitions,
         Utc::now() + chrono::Duration::days(400),
         true,
     )
     .await
     .unwrap();
+    // The twelve, and the record of issuing the key (kept as long).
     assert_eq!(
         (report.events, report.archives),
-        (12, 0),
+        (13, 0),
         "a dry run only counts"
     );
     let report = archive::run(
         &pool,
+        &keys,
         &app.config.partitions,
         Utc::now() + chrono::Duration::days(400),
         false,
     )
     .await
     .unwrap();
-    assert_eq!((report.events, report.archives), (12, 1));
+    // With the record of the archival itself: it is as old as "now" is here.
+    assert_eq!((report.events, report.archives), (14, 1));
     assert!(report.compressed_bytes < report.uncompressed_bytes);
-    assert_eq!(app.count_events("org-a").await, 0);
+    assert!(snapshot(&app, "org-a").await.is_empty());
+    assert_eq!(
+        app.count("SELECT count(*) FROM trail_operations WHERE kind = 'archival'", &[]).await,
+        1,
+        "the archival is a recorded operation"
+    );
     assert_eq!(app.verify(&key).await["valid"], true);
 
     let listed = audit_worker::admin::list_archives(&app.config)
@@ -231,12 +243,24 @@ async fn an_archive_restores_identical_events() {
     let restored = audit_worker::admin::restore_archive(&app.config, listed[0].id)
         .await
         .unwrap();
-    assert_eq!(restored, 12);
+    assert_eq!(restored, 14);
     assert_eq!(snapshot(&app, "org-a").await, before);
     assert!(archives(&app, &key).await.is_empty());
+    let principal = app
+        .database()
+        .await
+        .query_one(
+            "SELECT principal_id FROM audit_log WHERE action = 'admin.archive.restore' \
+               AND target_resource_id = $1",
+            &[&listed[0].id.to_string()],
+        )
+        .await
+        .unwrap()
+        .get::<_, String>(0);
+    assert!(principal.starts_with("cli:"), "{principal}");
     let report = app.verify(&key).await;
     assert_eq!(report["valid"], true, "{report}");
-    assert_eq!(report["checked"], 12);
+    assert_eq!(report["checked"], 15, "14 events and the record of the restore");
 }
 
 /// Past `delete_after_days`, live events and whole archives are deleted as
@@ -311,7 +335,8 @@ async fn expired_events_and_archives_are_deleted_as_recorded_operations() {
     assert!(archives(&app, &key).await.is_empty());
     let remaining: Vec<(String, String)> = database
         .query(
-            "SELECT principal_id, action FROM audit_log WHERE organization_id = 'org-a' ORDER BY id",
+            "SELECT principal_id, action FROM audit_log WHERE organization_id = 'org-a' \
+               AND action NOT LIKE 'admin.%' ORDER BY id",
             &[],
         )
         .await
@@ -320,20 +345,24 @@ async fn expired_events_and_archives_are_deleted_as_recorded_operations() {
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     let held = remaining.iter().filter(|(p, _)| p == "held-user").count();
-    let recorded = remaining
-        .iter()
-        .filter(|(_, a)| a == "audit.retention.deleted")
-        .count();
+    let recorded = |action: &str| remaining.iter().filter(|(_, a)| a == action).count();
+    // The archival's record, and the deletion's records: before (attempt) and after.
     assert_eq!(
-        (remaining.len(), held, recorded),
-        (6, 2, 1),
+        (
+            remaining.len(),
+            held,
+            recorded("audit.archive.created"),
+            recorded("audit.retention.deleted")
+        ),
+        (8, 2, 1, 2),
         "{remaining:?}"
     );
 
     let report = app.verify(&key).await;
     assert_eq!(report["valid"], true, "{report}");
     assert_eq!(report["deleted_by_retention"], 10, "{report}");
-    assert_eq!(report["checked"], 6, "{report}");
+    // What remains, and the three admin.* records of the set-up.
+    assert_eq!(report["checked"], 11, "{report}");
 
     database
         .execute(

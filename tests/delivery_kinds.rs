@@ -191,7 +191,7 @@ async fn s3_stores_one_object_per_delivery() {
     let app = spawn_app().await;
     let key = app.create_key("org-a", "org:admin").await;
     let s3 = servers::s3();
-    let endpoint = format!("http://127.0.0.1:{}", s3.port);
+    let endpoint = s3.endpoint();
     let client = reqwest::Client::new();
     let created = client
         .put(format!("{endpoint}/audit-exports"))
@@ -226,21 +226,7 @@ async fn s3_stores_one_object_per_delivery() {
         "{object}"
     );
     let (bucket, object_key) = object.split_once('/').unwrap();
-    let s3_client = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::Config::builder()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                "test",
-                "test-secret",
-                None,
-                None,
-                "test",
-            ))
-            .endpoint_url(&endpoint)
-            .force_path_style(true)
-            .build(),
-    );
+    let s3_client = s3.s3_client();
     let fetched = s3_client
         .get_object()
         .bucket(bucket)

@@ -481,8 +481,7 @@ async fn events_are_scoped_to_roles_and_organizations() {
             .0,
         404
     );
-    let page = app.list_events(&other, "").await;
-    assert_eq!(page["events"].as_array().unwrap().len(), 0);
+    assert!(app.listed_actions(&other).await.is_empty());
     assert_eq!(
         app.call(Method::GET, "/v1/events/not-a-number", Some(&auditor), None)
             .await
@@ -533,7 +532,7 @@ async fn ingest_fails_fast_without_postgres_and_recovers() {
     let rows = app
         .database()
         .await
-        .query("SELECT action FROM audit_log ORDER BY id", &[])
+        .query("SELECT action FROM audit_log WHERE action NOT LIKE 'admin.%' ORDER BY id", &[])
         .await
         .unwrap();
     let actions: Vec<String> = rows.iter().map(|row| row.get(0)).collect();

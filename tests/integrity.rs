@@ -50,14 +50,14 @@ async fn organization(app: &TestApp, org: &str) -> (String, Vec<i64>) {
     let ids = seed(app, &key).await;
     let report = app.verify(&key).await;
     assert_eq!(report["valid"], true, "{report}");
-    assert_eq!(report["checked"], 12);
+    assert_eq!(report["checked"], 13, "the seeded events and the key's admin.api_key.create");
     (key, ids)
 }
 
 #[actix_web::test]
 async fn verification_catches_each_kind_of_tampering() {
     let app = spawn_app().await;
-    let db = app.database().await;
+    let db = app.database_without_triggers().await;
 
     // Modified: any hashed field.
     let (key, ids) = organization(&app, "org-modified").await;
@@ -197,7 +197,7 @@ async fn a_checkpoint_reveals_a_truncated_chain() {
         .call(Method::GET, "/v1/integrity/checkpoints", Some(&key), None)
         .await;
     let stored = listed["checkpoints"][0].clone();
-    assert_eq!(stored["seq"], 3);
+    assert_eq!(stored["seq"], 4, "the key's record, then three links of seeded events");
     let checkpoint = stored["checkpoint"].clone();
 
     let (status, public) = app
@@ -226,14 +226,14 @@ async fn a_checkpoint_reveals_a_truncated_chain() {
     assert_eq!(report["valid"], true, "{report}");
 
     // Remove the last link as a careful attacker would: events, link and head.
-    app.database()
+    app.database_without_triggers()
         .await
         .batch_execute(
             "DELETE FROM audit_log WHERE organization_id = 'org-a' AND chain_link =
-               (SELECT link_id FROM audit_chain WHERE organization_id = 'org-a' AND seq = 3);
-             DELETE FROM audit_chain WHERE organization_id = 'org-a' AND seq = 3;
-             UPDATE audit_chain_head SET seq = 2, link = (SELECT link FROM audit_chain
-               WHERE organization_id = 'org-a' AND seq = 2) WHERE organization_id = 'org-a';",
+               (SELECT link_id FROM audit_chain WHERE organization_id = 'org-a' AND seq = 4);
+             DELETE FROM audit_chain WHERE organization_id = 'org-a' AND seq = 4;
+             UPDATE audit_chain_head SET seq = 3, link = (SELECT link FROM audit_chain
+               WHERE organization_id = 'org-a' AND seq = 3) WHERE organization_id = 'org-a';",
         )
         .await
         .unwrap();
@@ -252,7 +252,7 @@ async fn a_checkpoint_reveals_a_truncated_chain() {
     forged["payload"] = json!(checkpoint["payload"]
         .as_str()
         .unwrap()
-        .replace("\"seq\":3", "\"seq\":9"));
+        .replace("\"seq\":4", "\"seq\":9"));
     let (status, body) = app
         .call(
             Method::POST,
@@ -279,7 +279,11 @@ async fn verification_of_a_range_is_recorded() {
         )
         .await;
     assert_eq!(report["checked"], 1);
-    assert_eq!(report["links_checked"], 2, "links are always checked whole");
+    assert_eq!(
+        report["links_checked"],
+        3,
+        "links are always checked whole (the key's record is one)"
+    );
     let runs = app.count("SELECT count(*) FROM audit_integrity_log WHERE organization_id = 'org-a' AND verification_status = 'success'", &[]).await;
     assert_eq!(runs, 1);
     let auditor = app.create_key("org-a", "auditor").await;
@@ -313,9 +317,9 @@ async fn the_cli_verifies_and_exits_non_zero_on_tampering() {
         String::from_utf8_lossy(&clean.stderr)
     );
     let report: Value = serde_json::from_slice(&clean.stdout).unwrap();
-    assert_eq!(report["checked"], 12);
+    assert_eq!(report["checked"], 13);
 
-    app.database()
+    app.database_without_triggers()
         .await
         .execute(
             "UPDATE audit_log SET action = 'x' WHERE id = $1",

@@ -171,12 +171,7 @@ impl Read {
         let read = destinations::get(&*client, None, destination_id).await?;
         Ok(read.map(|destination| Self {
             disabled: destination.disabled,
-            prepared: Prepared::new(
-                &destination.kind,
-                &destination.config,
-                &destination.settings,
-                secrets,
-            ),
+            prepared: Prepared::new(&destination, secrets),
         }))
     }
 }
@@ -344,7 +339,14 @@ impl DeliveryActor {
                 }
                 Some(destination) => {
                     let prepared = &destination.prepared;
-                    prepared.send(&egress, claim.id, claim.payload).await
+                    prepared
+                        .send(
+                            &egress,
+                            claim.id,
+                            claim.payload,
+                            claim.object_key.as_deref(),
+                        )
+                        .await
                 }
             };
             let (status, wait) = retry::decide(
@@ -639,6 +641,7 @@ mod tests {
             max_retries: 3,
             priority: 0,
             due: Utc::now(),
+            object_key: None,
             attempt_by: Instant::now() + Duration::from_secs(60),
         }
     }

@@ -184,6 +184,22 @@ pub async fn count_due(
         .get(0))
 }
 
+/// Whether any event of this policy pair is due (for archival or deletion).
+pub async fn any_due(
+    client: &impl GenericClient,
+    organization_id: &str,
+    (policy, classification): (&str, &str),
+    before: DateTime<Utc>,
+) -> Result<bool, DbError> {
+    Ok(client
+        .query_one(
+            &format!("SELECT EXISTS (SELECT 1 FROM audit_log e WHERE {DUE})"),
+            &[&organization_id, &policy, &classification, &before],
+        )
+        .await?
+        .get(0))
+}
+
 /// Up to `limit` of the events an archival of this policy pair takes, oldest
 /// id first, locked until the transaction ends, as JSON with `archived_at` set.
 pub async fn select_batch(

@@ -6,7 +6,7 @@ use tokio_postgres::GenericClient;
 use utoipa::ToSchema;
 
 use super::locks::{self, Round};
-use super::{tree, DbError};
+use super::{tree, witnesses, DbError};
 use crate::integrity::checkpoint::{self, CheckpointStatement, SignedCheckpoint};
 use crate::integrity::keys::IntegrityKeys;
 
@@ -92,6 +92,7 @@ pub async fn create(
                 ],
             )
             .await?;
+        witnesses::enqueue_checkpoint(client, &statement.organization_id, statement.seq).await?;
     }
     Ok(heads.len())
 }

@@ -116,13 +116,23 @@ pub async fn enqueue(
     client: &impl GenericClient,
     new: &NewDeliveries<'_>,
 ) -> Result<Vec<Delivery>, DbError> {
+    enqueue_named(client, new, None).await
+}
+
+/// [`enqueue`], the deliveries stored under `object_key` rather than the
+/// destination's own naming (see [`Claim::object_key`]).
+pub async fn enqueue_named(
+    client: &impl GenericClient,
+    new: &NewDeliveries<'_>,
+    object_key: Option<&str>,
+) -> Result<Vec<Delivery>, DbError> {
     let ids: Vec<Uuid> = new.destination_ids.iter().map(|_| Uuid::now_v7()).collect();
     let rows = client
         .query(
             &format!(
                 "INSERT INTO delivery_queue (id, organization_id, destination_id, payload, priority, scheduled_at, \
-                   idempotency_key, correlation_id, max_retries) \
-                 SELECT i, $1, d, $3, $4, coalesce($5, now()), $6, $7, m \
+                   idempotency_key, correlation_id, max_retries, object_key) \
+                 SELECT i, $1, d, $3, $4, coalesce($5, now()), $6, $7, m, $10 \
                  FROM unnest($9::uuid[], $2::int8[], $8::int4[]) AS t(i, d, m) \
                  ON CONFLICT (organization_id, idempotency_key, destination_id) WHERE idempotency_key IS NOT NULL \
                  DO NOTHING RETURNING {COLUMNS}"
@@ -137,6 +147,7 @@ pub async fn enqueue(
                 &new.correlation_id,
                 &new.max_retries,
                 &ids,
+                &object_key,
             ],
         )
         .await?;
@@ -179,6 +190,10 @@ pub struct Claim {
     /// The order attempts go in: highest priority first, then earliest due.
     pub priority: i16,
     pub due: DateTime<Utc>,
+    /// Where the delivery is stored, when the worker named it as it queued
+    /// it (a checkpoint's `checkpoints/<organization>/<seq>.json`); `None`:
+    /// the destination's own naming.
+    pub object_key: Option<String>,
     /// An attempt must start by then: half the lease after the claim was
     /// sent (its lease starts later), so the attempt and its record fit in
     /// the rest, before another worker may claim the delivery again.
@@ -292,7 +307,7 @@ UPDATE delivery_queue q SET claimed_by = $1, \
   lease_expires_at = now() + make_interval(secs => $2), updated_at = now() \
 WHERE q.ctid = ANY(ARRAY(SELECT tid FROM locked)) \
 RETURNING q.id, q.destination_id, q.payload::text AS payload, q.retry_count, q.max_retries, \
-  q.priority, coalesce(q.next_retry_at, q.scheduled_at) AS due";
+  q.priority, coalesce(q.next_retry_at, q.scheduled_at) AS due, q.object_key";
 
 /// Records attempts (`$1`..`$7`, one array element per attempt): each
 /// delivery moves on and gets its log row, but only where the claim is still
@@ -386,6 +401,7 @@ impl Bookkeeper {
                 max_retries: row.get("max_retries"),
                 priority: row.get("priority"),
                 due: row.get("due"),
+                object_key: row.get("object_key"),
                 attempt_by,
             })
             .collect())

@@ -26,13 +26,18 @@ pub struct Destination {
     pub last_used_at: Option<DateTime<Utc>>,
     pub config: Value,
     pub settings: Value,
+    /// Every signed checkpoint of the organization is delivered here.
+    pub witness: bool,
+    /// S3 only: objects are stored under Object Lock retention this long.
+    pub object_lock_days: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 const COLUMNS: &str =
     "id, organization_id, type, label, description, icon, instructions, disabled, disabled_at, \
-    disabled_by, count_usage, last_used_at, config, settings, created_at, updated_at";
+    disabled_by, count_usage, last_used_at, config, settings, witness, object_lock_days, created_at, \
+    updated_at";
 
 fn destination(row: &tokio_postgres::Row) -> Destination {
     Destination {
@@ -50,6 +55,8 @@ fn destination(row: &tokio_postgres::Row) -> Destination {
         last_used_at: row.get("last_used_at"),
         config: row.get::<_, Json<Value>>("config").0,
         settings: row.get::<_, Json<Value>>("settings").0,
+        witness: row.get("witness"),
+        object_lock_days: row.get("object_lock_days"),
         created_at: row.get("created_at"),
         updated_at: row.get("updated_at"),
     }
@@ -64,6 +71,8 @@ pub struct NewDestination<'a> {
     pub instructions: Option<&'a str>,
     pub config: &'a Value,
     pub settings: &'a Value,
+    pub witness: bool,
+    pub object_lock_days: Option<i32>,
 }
 
 pub async fn insert(
@@ -74,7 +83,8 @@ pub async fn insert(
         .query_one(
             &format!(
                 "INSERT INTO delivery_destinations (organization_id, type, label, description, icon, instructions, \
-                   config, settings) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
+                   config, settings, witness, object_lock_days) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"
             ),
             &[
                 &new.organization_id,
@@ -85,6 +95,8 @@ pub async fn insert(
                 &new.instructions,
                 &Json(new.config),
                 &Json(new.settings),
+                &new.witness,
+                &new.object_lock_days,
             ],
         )
         .await?;
@@ -154,7 +166,8 @@ pub async fn update(
         .query_one(
             &format!(
                 "UPDATE delivery_destinations SET label = $3, description = $4, icon = $5, instructions = $6, \
-                   config = $7, settings = $8, disabled = $9, disabled_at = $10, disabled_by = $11, updated_at = now() \
+                   config = $7, settings = $8, disabled = $9, disabled_at = $10, disabled_by = $11, witness = $12, \
+                   object_lock_days = $13, updated_at = now() \
                  WHERE id = $2 AND organization_id = $1 RETURNING {COLUMNS}"
             ),
             &[
@@ -169,6 +182,8 @@ pub async fn update(
                 &changed.disabled,
                 &changed.disabled_at,
                 &changed.disabled_by,
+                &changed.witness,
+                &changed.object_lock_days,
             ],
         )
         .await?;

@@ -44,10 +44,20 @@ pub struct Written {
 /// idempotency key already stored, or repeated within the group, yields the
 /// first event's receipt and stores nothing new.
 pub async fn write_group(pool: &PgPool, submissions: &[Submission]) -> Result<Written, DbError> {
-    let plan = Plan::new(submissions);
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
+    let written = write_in(&transaction, submissions).await?;
+    transaction.commit().await?;
+    Ok(written)
+}
 
+/// [`write_group`] inside the caller's transaction: the events are durable
+/// once the caller commits, and only with what else the transaction does.
+pub async fn write_in(
+    transaction: &tokio_postgres::Transaction<'_>,
+    submissions: &[Submission],
+) -> Result<Written, DbError> {
+    let plan = Plan::new(submissions);
     let organizations: Vec<&str> = plan.organizations();
     let numbers = transaction
         .query_one(
@@ -63,7 +73,7 @@ pub async fn write_group(pool: &PgPool, submissions: &[Submission]) -> Result<Wr
         .zip(numbers.get::<_, Vec<i64>>(1))
         .collect();
 
-    let stored = claim_idempotency_keys(&transaction, &plan, &ids).await?;
+    let stored = claim_idempotency_keys(transaction, &plan, &ids).await?;
     let new: Vec<usize> = (0..plan.candidates.len())
         .filter(|i| !stored.contains_key(i))
         .collect();
@@ -75,10 +85,9 @@ pub async fn write_group(pool: &PgPool, submissions: &[Submission]) -> Result<Wr
             .push(i);
     }
     if !new.is_empty() {
-        copy_events(&transaction, &plan, &new, &ids, &link_ids).await?;
-        append_links(&transaction, &plan, &per_org, &ids, &link_ids).await?;
+        copy_events(transaction, &plan, &new, &ids, &link_ids).await?;
+        append_links(transaction, &plan, &per_org, &ids, &link_ids).await?;
     }
-    transaction.commit().await?;
 
     let receipt_of = |slot: usize| {
         stored.get(&slot).cloned().unwrap_or_else(|| {

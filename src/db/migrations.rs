@@ -36,6 +36,11 @@ pub async fn run(config: &DatabaseConfig) -> Result<Vec<String>, MigrationError>
         .await
         .map_err(DbError::from)?;
     locks::lock(&client, Round::Migrations).await?;
+    if runtime_role_with_nothing_to_do(&client).await? {
+        let _ = locks::unlock(&client, Round::Migrations).await;
+        tracing::info!("Migrations are current; this role runs no DDL, so they were not re-checked");
+        return Ok(Vec::new());
+    }
     let outcome = embedded::migrations::runner().run_async(&mut client).await;
     // The lock is released with the session too; unlocking here just frees it sooner.
     let _ = locks::unlock(&client, Round::Migrations).await;
@@ -55,6 +60,27 @@ pub async fn run(config: &DatabaseConfig) -> Result<Vec<String>, MigrationError>
 }
 
 /// The newest migration this build knows.
+/// Whether the database is migrated and the connecting role may not run DDL
+/// (a least-privilege runtime role, see migration V17): refinery's runner
+/// would try to create its history table, so it is not started.
+async fn runtime_role_with_nothing_to_do(client: &tokio_postgres::Client) -> Result<bool, DbError> {
+    let row = client
+        .query_one(
+            "SELECT NOT has_schema_privilege('public', 'CREATE') \
+               AND to_regclass('refinery_schema_history') IS NOT NULL",
+            &[],
+        )
+        .await?;
+    if !row.get::<_, bool>(0) {
+        return Ok(false);
+    }
+    let applied: Option<i32> = client
+        .query_one("SELECT max(version) FROM refinery_schema_history", &[])
+        .await?
+        .get(0);
+    Ok(applied.map(i64::from).unwrap_or(0) >= latest_version())
+}
+
 pub fn latest_version() -> i64 {
     embedded::migrations::runner()
         .get_migrations()

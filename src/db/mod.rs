@@ -28,8 +28,10 @@ pub mod reports;
 pub mod retention;
 pub mod roles;
 pub mod tenant;
+pub mod trail;
 pub mod tree;
 pub mod verification;
+pub mod witnesses;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -314,6 +316,18 @@ fn start_hint(url: &PostgresUrl) -> String {
         "nothing listens at {host}:{port}: start PostgreSQL (Debian: `pg_ctlcluster <version> main start`, \
          systemd: `systemctl start postgresql`), or set database.url (AUDIT_WORKER__DATABASE__URL) to yours"
     )
+}
+
+/// Whether the pool's role is a superuser: such a role can disable the
+/// triggers that keep the trail append-only (migration V17), so `serve` says
+/// so at start-up; production runs as a role granted `audit_worker_runtime`.
+pub async fn runs_as_superuser(pool: &PgPool) -> Result<bool, DbError> {
+    Ok(pool
+        .get()
+        .await?
+        .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = current_user", &[])
+        .await?
+        .get(0))
 }
 
 async fn create_database(config: &DatabaseConfig) -> Result<(), DbError> {

@@ -1,11 +1,13 @@
 //! S3 destinations (aws-sdk-s3, any S3-compatible store through `endpoint`):
-//! the payload is stored as one JSON object per delivery.
+//! the payload is stored as one JSON object per delivery, under Object Lock
+//! retention when the destination has `object_lock_days`.
 
 use std::time::Duration;
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::DisplayErrorContext;
-use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::primitives::{ByteStream, DateTime};
+use aws_sdk_s3::types::{ChecksumAlgorithm, ObjectLockMode};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -89,11 +91,18 @@ impl S3Config {
         errors
     }
 
-    fn key(&self, id: Uuid) -> String {
-        self.key_template
-            .replace("{prefix}", &self.prefix)
-            .replace("{date}", &Utc::now().format("%Y-%m-%d").to_string())
-            .replace("{delivery_id}", &id.to_string())
+    /// The object's key: the name the worker gave it, after the prefix as
+    /// written (as `{prefix}` in the template: `audit/` gives
+    /// `audit/checkpoints/...`), else the key template's.
+    fn key(&self, object: &Object<'_>) -> String {
+        match object.key {
+            Some(key) => format!("{}{key}", self.prefix),
+            None => self
+                .key_template
+                .replace("{prefix}", &self.prefix)
+                .replace("{date}", &Utc::now().format("%Y-%m-%d").to_string())
+                .replace("{delivery_id}", &object.id.to_string()),
+        }
     }
 
     /// Where a connection test connects.
@@ -115,13 +124,43 @@ impl S3Config {
     }
 }
 
+/// S3 Object Lock retention in compliance mode: until it ends, nobody (the
+/// bucket's owner included) can delete or overwrite the object's version.
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectLock {
+    days: i64,
+}
+
+impl ObjectLock {
+    /// For the destination's `object_lock_days` (1 to 36500, as stored).
+    pub fn days(days: i32) -> Self {
+        Self {
+            days: i64::from(days),
+        }
+    }
+
+    /// Retained until `days` after the attempt that stores the object.
+    fn retain_until(&self) -> DateTime {
+        let until = Utc::now() + chrono::Duration::days(self.days);
+        DateTime::from_secs(until.timestamp())
+    }
+}
+
+/// What one delivery stores: its id (for the key template), the name the
+/// worker gave it if any, and its retention.
+pub struct Object<'a> {
+    pub id: Uuid,
+    pub key: Option<&'a str>,
+    pub lock: Option<&'a ObjectLock>,
+}
+
 /// Stores the payload. The SDK's HTTP client resolves through the network
 /// policy; a literal endpoint address, which it does not resolve, is checked
 /// here first.
 pub async fn send(
     config: &S3Config,
     egress: &Egress,
-    id: Uuid,
+    object: &Object<'_>,
     payload: &str,
     timeout: Duration,
 ) -> Sent {
@@ -152,15 +191,23 @@ pub async fn send(
         builder = builder.endpoint_url(endpoint);
     }
     let client = aws_sdk_s3::Client::from_conf(builder.build());
-    let key = config.key(id);
+    let key = config.key(object);
     let body = super::indented(payload).into_bytes();
-    let put = client
+    let mut put = client
         .put_object()
         .bucket(&config.bucket)
         .key(&key)
         .content_type("application/json")
-        .body(ByteStream::from(body))
-        .send();
+        .body(ByteStream::from(body));
+    if let Some(lock) = object.lock {
+        // A put with retention must carry an integrity check (Content-MD5 or
+        // a checksum): the algorithm named, the SDK sends its checksum header.
+        put = put
+            .object_lock_mode(ObjectLockMode::Compliance)
+            .object_lock_retain_until_date(lock.retain_until())
+            .checksum_algorithm(ChecksumAlgorithm::Crc32);
+    }
+    let put = put.send();
     match tokio::time::timeout(timeout, put).await {
         Ok(Ok(output)) => Sent {
             verdict: Verdict::Delivered,

@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::crypto::SecretBox;
@@ -14,8 +13,9 @@ use super::egress::Egress;
 use super::email::{self, EmailConfig};
 use super::ftp::{self, FtpConfig};
 use super::retry::{self, Outcome};
-use super::s3::{self, S3Config};
+use super::s3::{self, Object, ObjectLock, S3Config};
 use super::webhook::{self, Target};
+use crate::db::destinations::Destination;
 
 /// Time limit of one SMTP, S3 or FTP attempt.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -35,18 +35,19 @@ pub struct Prepared {
 enum Sender {
     Webhook(Target),
     Email(EmailConfig),
-    S3(S3Config),
+    S3(S3Config, Option<ObjectLock>),
     Ftp(FtpConfig),
 }
 
 impl Prepared {
-    /// From the destination's stored `kind`, `config` (secrets sealed) and
-    /// `settings`. Settings that do not parse are the defaults.
-    pub fn new(kind: &str, config: &Value, settings: &Value, secrets: &SecretBox) -> Self {
-        let settings = DeliverySettings::parse(Some(settings)).unwrap_or_default();
-        let sender = DestinationConfig::unsealed(kind, config, secrets)
+    /// From the destination as stored (its config's secrets sealed).
+    /// Settings that do not parse are the defaults.
+    pub fn new(destination: &Destination, secrets: &SecretBox) -> Self {
+        let settings = DeliverySettings::parse(Some(&destination.settings)).unwrap_or_default();
+        let lock = destination.object_lock_days.map(ObjectLock::days);
+        let sender = DestinationConfig::unsealed(&destination.kind, &destination.config, secrets)
             .map_err(|error| error.to_string())
-            .and_then(Sender::new);
+            .and_then(|config| Sender::new(config, lock));
         Self {
             retry_waits: settings.retry_waits(),
             settings,
@@ -61,8 +62,15 @@ impl Prepared {
 
     /// One attempt to deliver `payload`, the stored JSON text: a webhook
     /// posts it as it is; the other kinds write it out indented, for people
-    /// to read.
-    pub async fn send(&self, egress: &Egress, id: Uuid, payload: String) -> Outcome {
+    /// to read. `object_key`: the name the worker gave the delivery when it
+    /// queued it (an S3 destination stores it there, after its prefix).
+    pub async fn send(
+        &self,
+        egress: &Egress,
+        id: Uuid,
+        payload: String,
+        object_key: Option<&str>,
+    ) -> Outcome {
         let sender = match &self.sender {
             Ok(sender) => sender,
             Err(error) => return Outcome::permanent(error),
@@ -75,7 +83,14 @@ impl Prepared {
             Sender::Email(config) => {
                 email::send(config, egress, id, &payload, TRANSFER_TIMEOUT).await
             }
-            Sender::S3(config) => s3::send(config, egress, id, &payload, TRANSFER_TIMEOUT).await,
+            Sender::S3(config, lock) => {
+                let object = Object {
+                    id,
+                    key: object_key,
+                    lock: lock.as_ref(),
+                };
+                s3::send(config, egress, &object, &payload, TRANSFER_TIMEOUT).await
+            }
             Sender::Ftp(config) => ftp::send(config, egress, id, &payload, TRANSFER_TIMEOUT).await,
         };
         Outcome {
@@ -90,11 +105,11 @@ impl Prepared {
 }
 
 impl Sender {
-    fn new(config: DestinationConfig) -> Result<Self, String> {
+    fn new(config: DestinationConfig, lock: Option<ObjectLock>) -> Result<Self, String> {
         Ok(match config {
             DestinationConfig::Webhook(config) => Self::Webhook(Target::new(&config)?),
             DestinationConfig::Email(config) => Self::Email(config),
-            DestinationConfig::S3(config) => Self::S3(config),
+            DestinationConfig::S3(config) => Self::S3(config, lock),
             DestinationConfig::Ftp(config) => Self::Ftp(config),
         })
     }

@@ -3,6 +3,7 @@
 //! that is stored.
 
 pub mod presets;
+pub mod recorded;
 pub mod retention;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};

@@ -26,8 +26,9 @@ use crate::actors::ingest::IngestActor;
 use crate::cache::{QueryCache, EVENTS};
 use crate::config::{DatabaseConfig, GdprConfig};
 use crate::db::gdpr::{self, Mapping, NewMapping, NewOperation, Operation, Preserved, Role};
+use crate::db::trail::OperationKind;
 use crate::db::{
-    self, checkpoints, deliveries, destinations, events, legal_holds, DbError, PgPool,
+    self, checkpoints, deliveries, destinations, events, legal_holds, trail, DbError, PgPool,
 };
 use crate::events::{prepare, Rules};
 use crate::integrity::canonical;
@@ -265,7 +266,7 @@ impl Gdpr {
         parameters: Value,
     ) -> Result<Operation, GdprError> {
         let client = self.pool.get().await?;
-        let operation = match gdpr::unfinished_operation(
+        let mut operation = match gdpr::unfinished_operation(
             &*client,
             organization_id,
             kind,
@@ -313,13 +314,23 @@ impl Gdpr {
                 })
                 .await?;
             gdpr::set_record_event(&*client, operation.id, event_id).await?;
+            operation.record_event_id = Some(event_id);
         }
+        let kind = match kind {
+            "erase" => OperationKind::GdprErasure,
+            _ => OperationKind::GdprPseudonymization,
+        };
+        let record_event = operation
+            .record_event_id
+            .expect("the operation's record event was just written");
+        trail::register(&*client, operation.id, organization_id, kind, record_event).await?;
         Ok(operation)
     }
 
     /// Replaces the subject's identifier with its pseudonym in batches; how many events changed.
     async fn pseudonymize_events(
         &self,
+        operation: Uuid,
         organization_id: &str,
         commitment: &str,
         pseudonym: &str,
@@ -328,16 +339,18 @@ impl Gdpr {
         for role in [Role::Principal, Role::Target] {
             let mut after_id = 0;
             loop {
-                let client = self.pool.get().await?;
-                let batch = gdpr::pseudonymize_batch(
-                    &*client,
-                    organization_id,
-                    commitment,
-                    pseudonym,
-                    role,
-                    after_id,
-                    self.settings.batch_size,
-                )
+                let batch = trail::within(&self.pool, operation, async |transaction| {
+                    gdpr::pseudonymize_batch(
+                        transaction,
+                        organization_id,
+                        commitment,
+                        pseudonym,
+                        role,
+                        after_id,
+                        self.settings.batch_size,
+                    )
+                    .await
+                })
                 .await?;
                 total += batch.changed;
                 match batch.last_id {
@@ -408,7 +421,7 @@ impl Gdpr {
             )
             .await?;
         let records_affected = self
-            .pseudonymize_events(organization_id, &commitment, &mapping.pseudonym_id)
+            .pseudonymize_events(operation.id, organization_id, &commitment, &mapping.pseudonym_id)
             .await?;
         self.complete(
             organization_id,
@@ -494,16 +507,18 @@ impl Gdpr {
             .await?;
         let mut after_id = 0;
         loop {
-            let client = self.pool.get().await?;
-            let batch = gdpr::erase_batch(
-                &*client,
-                organization_id,
-                &commitment,
-                &preserved,
-                operation.id,
-                after_id,
-                self.settings.batch_size,
-            )
+            let batch = trail::within(&self.pool, operation.id, async |transaction| {
+                gdpr::erase_batch(
+                    transaction,
+                    organization_id,
+                    &commitment,
+                    &preserved,
+                    operation.id,
+                    after_id,
+                    self.settings.batch_size,
+                )
+                .await
+            })
             .await?;
             match batch.last_id {
                 Some(last) => after_id = last,
@@ -517,7 +532,7 @@ impl Gdpr {
             gdpr::count_preserved(&*client, organization_id, &commitment, &preserved).await?;
         drop(client);
         let changed = self
-            .pseudonymize_events(organization_id, &commitment, &mapping.pseudonym_id)
+            .pseudonymize_events(operation.id, organization_id, &commitment, &mapping.pseudonym_id)
             .await?;
         let result = json!({
             "records_deleted": records_deleted,

@@ -4,8 +4,10 @@
 
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
+use serde_json::json;
 use utoipa::ToSchema;
 
+use super::admin_trail;
 use super::api_error::ApiError;
 use super::auth::Caller;
 use super::extract::{Json, Path};
@@ -84,7 +86,10 @@ pub async fn create(
     let organization_id = caller.organization_id();
     let created_by = caller.actor();
     let rule = tenant::scoped(&state.pool, organization_id, async |tx| {
-        Ok::<_, ApiError>(alert_rules::insert(tx, organization_id, &definition, &created_by).await?)
+        let rule = alert_rules::insert(tx, organization_id, &definition, &created_by).await?;
+        admin_trail::record(&state, tx, &caller, ("alert_rule", "create"), rule.id, json!(&rule))
+            .await?;
+        Ok::<_, ApiError>(rule)
     })
     .await?;
     rules_changed(&state, organization_id).await;
@@ -129,7 +134,12 @@ pub async fn replace(
     let definition = validated(body)?;
     let organization_id = caller.organization_id();
     let rule = tenant::scoped(&state.pool, organization_id, async |tx| {
-        Ok::<_, ApiError>(alert_rules::replace(tx, organization_id, *id, &definition).await?)
+        let rule = alert_rules::replace(tx, organization_id, *id, &definition).await?;
+        if let Some(rule) = &rule {
+            admin_trail::record(&state, tx, &caller, ("alert_rule", "update"), rule.id, json!(rule))
+                .await?;
+        }
+        Ok::<_, ApiError>(rule)
     })
     .await?
     .ok_or_else(|| not_found(*id))?;
@@ -151,7 +161,12 @@ pub async fn delete(
     caller.require(RESOURCE, "manage")?;
     let organization_id = caller.organization_id();
     let deleted = tenant::scoped(&state.pool, organization_id, async |tx| {
-        Ok::<_, ApiError>(alert_rules::delete(tx, organization_id, *id).await?)
+        let deleted = alert_rules::delete(tx, organization_id, *id).await?;
+        if deleted {
+            admin_trail::record(&state, tx, &caller, ("alert_rule", "delete"), *id, json!({}))
+                .await?;
+        }
+        Ok::<_, ApiError>(deleted)
     })
     .await?;
     if !deleted {

@@ -4,10 +4,11 @@
 use actix_web::{web, HttpResponse};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::admin_trail;
 use super::api_error::{ApiError, FieldError};
 use super::auth::Caller;
 use super::cursor;
@@ -536,7 +537,7 @@ pub async fn create_subscription(
                 format!("no destination {}", body.destination_id),
             )]));
         }
-        alerts::insert_subscription(
+        let subscription = alerts::insert_subscription(
             tx,
             &NewSubscription {
                 organization_id,
@@ -553,7 +554,11 @@ pub async fn create_subscription(
                 "destination {} has an alert subscription already; change that one",
                 body.destination_id
             ))
-        })
+        })?;
+        let change = ("alert_subscription", "create");
+        let details = json!(&subscription);
+        admin_trail::record(&state, tx, &caller, change, subscription.id, details).await?;
+        Ok(subscription)
     })
     .await?;
     tracing::info!(
@@ -632,7 +637,12 @@ pub async fn update_subscription(
     };
     let organization_id = caller.organization_id();
     let subscription = tenant::scoped(&state.pool, organization_id, async |tx| {
-        Ok::<_, ApiError>(alerts::update_subscription(tx, organization_id, *id, &change).await?)
+        let subscription = alerts::update_subscription(tx, organization_id, *id, &change).await?;
+        if let Some(subscription) = &subscription {
+            let change = ("alert_subscription", "update");
+            admin_trail::record(&state, tx, &caller, change, *id, json!(subscription)).await?;
+        }
+        Ok::<_, ApiError>(subscription)
     })
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("alert subscription {id}")))?;
@@ -653,7 +663,12 @@ pub async fn delete_subscription(
     caller.require(RESOURCE, "manage")?;
     let organization_id = caller.organization_id();
     let deleted = tenant::scoped(&state.pool, organization_id, async |tx| {
-        Ok::<_, ApiError>(alerts::delete_subscription(tx, organization_id, *id).await?)
+        let deleted = alerts::delete_subscription(tx, organization_id, *id).await?;
+        if deleted {
+            let change = ("alert_subscription", "delete");
+            admin_trail::record(&state, tx, &caller, change, *id, json!({})).await?;
+        }
+        Ok::<_, ApiError>(deleted)
     })
     .await?;
     if !deleted {

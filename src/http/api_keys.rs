@@ -2,8 +2,10 @@
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::ToSchema;
 
+use super::admin_trail;
 use super::api_error::{ApiError, FieldError};
 use super::auth::Caller;
 use super::extract::{Json, Path};
@@ -88,6 +90,15 @@ pub async fn create(
         IssueError::Database(error) => ApiError::from(error),
         other => ApiError::Validation(vec![FieldError::new("role", other.to_string())]),
     })?;
+    admin_trail::record(
+        &state,
+        &transaction,
+        &caller,
+        ("api_key", "create"),
+        &issued.info.id,
+        json!({"role": body.role, "name": body.name}),
+    )
+    .await?;
     transaction.commit().await?;
     tracing::info!(key_id = %issued.info.id, role = %body.role, "Issued API key");
     Ok(HttpResponse::Created().json(CreatedApiKey {
@@ -129,6 +140,10 @@ pub async fn revoke(
     let transaction = tenant::begin(&mut client, organization_id).await?;
     let revoked =
         api_keys::revoke(&transaction, Some(organization_id), &id, &caller.actor()).await?;
+    if revoked.is_some() {
+        admin_trail::record(&state, &transaction, &caller, ("api_key", "revoke"), &*id, json!({}))
+            .await?;
+    }
     transaction.commit().await?;
     match revoked {
         Some(_) => {

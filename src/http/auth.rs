@@ -38,6 +38,11 @@ impl Caller {
         format!("api-key:{}", self.0.key_id)
     }
 
+    /// The principal of the events recording the caller's administrative changes.
+    pub fn principal(&self) -> String {
+        format!("key:{}", self.0.key_id)
+    }
+
     /// 403 unless the caller's role grants `action` on `resource`.
     pub fn require(&self, resource: &str, action: &str) -> Result<(), ApiError> {
         if self.0.permissions.allows(resource, action) {

@@ -4,10 +4,11 @@
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::admin_trail;
 use super::api_error::{ApiError, FieldError};
 use super::auth::Caller;
 use super::extract::{Json, Path, Query};
@@ -228,6 +229,11 @@ pub async fn retry(
     let mut client = state.pool.get().await?;
     let transaction = tenant::begin(&mut client, organization_id).await?;
     let replay = deliveries::replay(&transaction, organization_id, *id).await?;
+    if let Replay::Replayed(delivery) = &replay {
+        let details = json!({"destination_id": delivery.destination_id});
+        admin_trail::record(&state, &transaction, &caller, ("delivery", "replay"), *id, details)
+            .await?;
+    }
     transaction.commit().await?;
     match replay {
         Replay::Replayed(delivery) => Ok(HttpResponse::Accepted().json(delivery)),

@@ -5,9 +5,10 @@ use std::time::Instant;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 use utoipa::ToSchema;
 
+use super::admin_trail;
 use super::api_error::{ApiError, FieldError};
 use super::auth::Caller;
 use super::extract::{Json, Path};
@@ -43,6 +44,13 @@ pub struct CreateDestination {
     #[schema(value_type = Option<Object>)]
     #[serde(default, deserialize_with = "crate::validation::optional_bounded_json")]
     pub settings: Option<Value>,
+    /// Every signed checkpoint of the organization is delivered here
+    /// (webhook and s3 only). Default false.
+    pub witness: Option<bool>,
+    /// s3 only: every object is stored under S3 Object Lock retention
+    /// (compliance mode) for this many days (the bucket must have Object Lock).
+    #[schema(minimum = 1, maximum = 36500)]
+    pub object_lock_days: Option<i32>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -62,6 +70,13 @@ pub struct UpdateDestination {
     pub settings: Option<Value>,
     /// false re-enables a disabled destination.
     pub disabled: Option<bool>,
+    /// Every signed checkpoint of the organization is delivered here
+    /// (webhook and s3 only); from the next checkpoint on.
+    pub witness: Option<bool>,
+    /// s3 only; `null` stops locking new objects.
+    #[serde(default, deserialize_with = "crate::validation::present")]
+    #[schema(value_type = Option<i32>, minimum = 1, maximum = 36500)]
+    pub object_lock_days: Option<Option<i32>>,
 }
 
 /// A destination as the API shows it: secrets as `***`.
@@ -83,6 +98,8 @@ pub struct DestinationView {
     pub config: Value,
     #[schema(value_type = Object)]
     pub settings: Value,
+    pub witness: bool,
+    pub object_lock_days: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -103,6 +120,8 @@ impl From<Destination> for DestinationView {
             count_usage: destination.count_usage,
             last_used_at: destination.last_used_at,
             settings: destination.settings,
+            witness: destination.witness,
+            object_lock_days: destination.object_lock_days,
             created_at: destination.created_at,
             updated_at: destination.updated_at,
         }
@@ -130,6 +149,41 @@ fn check_kind(kind: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Kinds that can be witnesses: a witness must keep each checkpoint where
+/// `verify --checkpoint` can fetch it back (an HTTPS URL the receiver serves,
+/// or an S3 object). An email is no store, and an FTP upload is named by
+/// its delivery, not by its checkpoint.
+const WITNESS_KINDS: &[&str] = &["webhook", "s3"];
+const MAX_OBJECT_LOCK_DAYS: i32 = 36500;
+
+/// `witness` and `object_lock_days` as the destination's kind allows them.
+fn check_witness(kind: &str, witness: bool, object_lock_days: Option<i32>) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if witness && !WITNESS_KINDS.contains(&kind) {
+        errors.push(FieldError::new(
+            "witness",
+            format!(
+                "only {} destinations can be witnesses",
+                WITNESS_KINDS.join(" and ")
+            ),
+        ));
+    }
+    if let Some(days) = object_lock_days {
+        if kind != "s3" {
+            errors.push(FieldError::new(
+                "object_lock_days",
+                "only s3 destinations keep objects under Object Lock",
+            ));
+        } else if !(1..=MAX_OBJECT_LOCK_DAYS).contains(&days) {
+            errors.push(FieldError::new(
+                "object_lock_days",
+                format!("between 1 and {MAX_OBJECT_LOCK_DAYS} days"),
+            ));
+        }
+    }
+    errors
+}
+
 fn check_label(label: &str) -> Option<FieldError> {
     (label.trim().is_empty() || label.chars().count() > 255)
         .then(|| FieldError::new("label", "1 to 255 characters"))
@@ -149,6 +203,8 @@ pub async fn create(
     let body = body.into_inner();
     check_kind(&body.kind)?;
     let mut errors: Vec<FieldError> = check_label(&body.label).into_iter().collect();
+    let witness = body.witness.unwrap_or(false);
+    errors.extend(check_witness(&body.kind, witness, body.object_lock_days));
     let checked = DestinationConfig::validate(&body.kind, &body.config, None)
         .map_err(|e| errors.extend(e))
         .ok();
@@ -166,22 +222,26 @@ pub async fn create(
     let sealed = checked.sealed(&state.secrets);
     let settings = serde_json::to_value(settings).expect("settings serialize");
     let destination = tenant::scoped(&state.pool, organization_id, async |tx| {
-        Ok::<_, ApiError>(
-            destinations::insert(
-                tx,
-                &NewDestination {
-                    organization_id,
-                    kind: &body.kind,
-                    label: &body.label,
-                    description: body.description.as_deref(),
-                    icon: body.icon.as_deref(),
-                    instructions: body.instructions.as_deref(),
-                    config: &sealed,
-                    settings: &settings,
-                },
-            )
-            .await?,
+        let destination = destinations::insert(
+            tx,
+            &NewDestination {
+                organization_id,
+                kind: &body.kind,
+                label: &body.label,
+                description: body.description.as_deref(),
+                icon: body.icon.as_deref(),
+                instructions: body.instructions.as_deref(),
+                config: &sealed,
+                settings: &settings,
+                witness,
+                object_lock_days: body.object_lock_days,
+            },
         )
+        .await?;
+        let details = json!(DestinationView::from(destination.clone()));
+        let change = ("destination", "create");
+        admin_trail::record(&state, tx, &caller, change, destination.id, details).await?;
+        Ok::<_, ApiError>(destination)
     })
     .await?;
     tracing::info!(destination = destination.id, "Created destination");
@@ -243,6 +303,8 @@ pub async fn update(
     caller.require(RESOURCE, "update")?;
     let body = body.into_inner();
     let mut destination = load(&state, &caller, *id).await?;
+    let (body_label, body_description) = (body.label.clone(), body.description.clone());
+    let (body_config, body_settings) = (body.config.is_some(), body.settings.is_some());
     let mut errors = Vec::new();
     if let Some(label) = body.label {
         errors.extend(check_label(&label));
@@ -269,6 +331,15 @@ pub async fn update(
             Err(problems) => errors.extend(problems),
         }
     }
+    destination.witness = body.witness.unwrap_or(destination.witness);
+    destination.object_lock_days = body
+        .object_lock_days
+        .unwrap_or(destination.object_lock_days);
+    errors.extend(check_witness(
+        &destination.kind,
+        destination.witness,
+        destination.object_lock_days,
+    ));
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
@@ -293,6 +364,23 @@ pub async fn update(
     if reenabled {
         destinations::reset_health(&transaction, updated.id).await?;
     }
+    let verb = match body.disabled {
+        Some(false) => "enable",
+        Some(true) => "disable",
+        _ => "update",
+    };
+    let view = json!(DestinationView::from(updated.clone()));
+    let details = json!({
+        "label": body_label,
+        "description": body_description,
+        "config": body_config.then(|| view["config"].clone()),
+        "settings": body_settings.then(|| view["settings"].clone()),
+        "disabled": body.disabled,
+        "witness": body.witness,
+        "object_lock_days": body.object_lock_days,
+    });
+    admin_trail::record(&state, &transaction, &caller, ("destination", verb), updated.id, details)
+        .await?;
     transaction.commit().await?;
     if body.disabled.is_some() {
         state.queue.notify(DestinationsChanged);
@@ -314,7 +402,12 @@ pub async fn delete(
     caller.require(RESOURCE, "delete")?;
     let organization_id = caller.organization_id();
     let deleted = tenant::scoped(&state.pool, organization_id, async |tx| {
-        Ok::<_, ApiError>(destinations::delete(tx, organization_id, *id).await?)
+        let deleted = destinations::delete(tx, organization_id, *id).await?;
+        if deleted {
+            let change = ("destination", "delete");
+            admin_trail::record(&state, tx, &caller, change, *id, json!({})).await?;
+        }
+        Ok::<_, ApiError>(deleted)
     })
     .await?;
     if deleted {

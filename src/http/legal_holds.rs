@@ -4,8 +4,10 @@
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
+use super::admin_trail;
 use super::api_error::{ApiError, FieldError};
 use super::auth::Caller;
 use super::extract::{Json, Path, Query};
@@ -97,20 +99,21 @@ pub async fn create(
     let organization_id = caller.organization_id();
     let created_by = caller.actor();
     let hold = tenant::scoped(&state.pool, organization_id, async |tx| {
-        Ok::<_, ApiError>(
-            legal_holds::insert(
-                tx,
-                &NewHold {
-                    organization_id,
-                    principal_id: body.principal_id.as_deref(),
-                    starts_at: body.starts_at,
-                    ends_at: body.ends_at,
-                    reason: &body.reason,
-                    created_by: &created_by,
-                },
-            )
-            .await?,
+        let hold = legal_holds::insert(
+            tx,
+            &NewHold {
+                organization_id,
+                principal_id: body.principal_id.as_deref(),
+                starts_at: body.starts_at,
+                ends_at: body.ends_at,
+                reason: &body.reason,
+                created_by: &created_by,
+            },
         )
+        .await?;
+        admin_trail::record(&state, tx, &caller, ("legal_hold", "place"), hold.id, json!(&hold))
+            .await?;
+        Ok::<_, ApiError>(hold)
     })
     .await?;
     tracing::info!(hold = hold.id, "Placed legal hold");
@@ -176,7 +179,12 @@ pub async fn release(
             &state.pool,
             organization_id,
             async |tx| match legal_holds::release(tx, organization_id, *id, &released_by).await? {
-                Some(hold) => Ok(hold),
+                Some(hold) => {
+                    let change = ("legal_hold", "release");
+                    admin_trail::record(&state, tx, &caller, change, hold.id, json!({"reason": hold.reason}))
+                        .await?;
+                    Ok(hold)
+                }
                 None => Err(match legal_holds::get(tx, organization_id, *id).await? {
                     Some(hold) => ApiError::Conflict(format!(
                         "legal hold {id} was released already, by {} at {}",

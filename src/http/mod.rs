@@ -1,6 +1,7 @@
 //! The HTTP API: routes, middleware and error mapping.
 
 pub mod admin;
+mod admin_trail;
 pub mod alert_rules;
 pub mod alerts;
 pub mod api_error;

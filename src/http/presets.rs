@@ -6,9 +6,10 @@
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 use utoipa::ToSchema;
 
+use super::admin_trail;
 use super::api_error::{ApiError, FieldError};
 use super::auth::Caller;
 use super::extract::{Json, Path};
@@ -76,7 +77,7 @@ pub struct PresetList {
 /// A whole preset, as POST and PUT take it. `required_fields`,
 /// `default_values` and `validation` are taken as raw JSON so that a wrong
 /// shape is reported with its field rather than as unreadable JSON.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PresetBody {
     /// 1 to 255 letters, digits, `.`, `_` and `-`, starting with a letter or
@@ -122,6 +123,11 @@ fn empty_object() -> Value {
 }
 
 impl PresetBody {
+    /// The body as its `admin.preset.*` event records it.
+    fn recorded(&self) -> Value {
+        serde_json::to_value(self).expect("a preset body serializes")
+    }
+
     /// The checked preset named `name`, or a 400 naming each bad field.
     fn check(&self, name: &str) -> Result<Preset, ApiError> {
         check_definition(&Definition {
@@ -199,16 +205,19 @@ pub async fn create(
     let organization_id = caller.organization_id();
     let actor = caller.actor();
     let created = tenant::scoped(&state.pool, organization_id, async |tx| {
-        Ok::<_, ApiError>(
-            presets::insert(
-                tx,
-                organization_id,
-                &preset,
-                body.description.as_deref(),
-                &actor,
-            )
-            .await?,
+        let created = presets::insert(
+            tx,
+            organization_id,
+            &preset,
+            body.description.as_deref(),
+            &actor,
         )
+        .await?;
+        if created.is_some() {
+            admin_trail::record(&state, tx, &caller, ("preset", "create"), &name, body.recorded())
+                .await?;
+        }
+        Ok::<_, ApiError>(created)
     })
     .await?
     .ok_or_else(|| {
@@ -246,16 +255,17 @@ pub async fn put(
     let organization_id = caller.organization_id();
     let actor = caller.actor();
     let (saved, created) = tenant::scoped(&state.pool, organization_id, async |tx| {
-        Ok::<_, ApiError>(
-            presets::upsert(
-                tx,
-                organization_id,
-                &preset,
-                body.description.as_deref(),
-                &actor,
-            )
-            .await?,
+        let (saved, created) = presets::upsert(
+            tx,
+            organization_id,
+            &preset,
+            body.description.as_deref(),
+            &actor,
         )
+        .await?;
+        let change = ("preset", if created { "create" } else { "update" });
+        admin_trail::record(&state, tx, &caller, change, &*name, body.recorded()).await?;
+        Ok::<_, ApiError>((saved, created))
     })
     .await?;
     tracing::info!(created, "Saved preset");
@@ -282,7 +292,12 @@ pub async fn delete(
     caller.require(RESOURCE, "delete")?;
     let organization_id = caller.organization_id();
     let deleted = tenant::scoped(&state.pool, organization_id, async |tx| {
-        Ok::<_, ApiError>(presets::delete(tx, organization_id, &name).await?)
+        let deleted = presets::delete(tx, organization_id, &name).await?;
+        if deleted {
+            admin_trail::record(&state, tx, &caller, ("preset", "delete"), &*name, json!({}))
+                .await?;
+        }
+        Ok::<_, ApiError>(deleted)
     })
     .await?;
     if deleted {

@@ -7,10 +7,11 @@ use actix_web::{web, HttpResponse};
 use chrono::Utc;
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::admin_trail;
 use super::api_error::ApiError;
 use super::auth::Caller;
 use super::cursor;
@@ -127,9 +128,11 @@ pub async fn create_template(
     let definition =
         definition::template(body.into_inner().into(), None).map_err(ApiError::Validation)?;
     let created = tenant::scoped(&state.pool, organization_id, async |tx| {
-        Ok::<_, ApiError>(
-            reports::insert_template(tx, organization_id, &definition.fields(), &actor).await?,
-        )
+        let created =
+            reports::insert_template(tx, organization_id, &definition.fields(), &actor).await?;
+        let change = ("report_template", "create");
+        admin_trail::record(&state, tx, &caller, change, created.id, json!(&created)).await?;
+        Ok::<_, ApiError>(created)
     })
     .await?;
     Ok(HttpResponse::Created().json(created))
@@ -186,6 +189,8 @@ pub async fn update_template(
     )
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("report template {id}")))?;
+    let change = ("report_template", "update");
+    admin_trail::record(&state, &transaction, &caller, change, *id, json!(&updated)).await?;
     transaction.commit().await?;
     Ok(HttpResponse::Ok().json(updated))
 }
@@ -204,7 +209,12 @@ pub async fn delete_template(
     caller.require(RESOURCE, "delete")?;
     let organization_id = caller.organization_id();
     let deleted = tenant::scoped(&state.pool, organization_id, async |tx| {
-        Ok::<_, ApiError>(reports::delete_template(tx, organization_id, *id).await?)
+        let deleted = reports::delete_template(tx, organization_id, *id).await?;
+        if deleted {
+            let change = ("report_template", "delete");
+            admin_trail::record(&state, tx, &caller, change, *id, json!({})).await?;
+        }
+        Ok::<_, ApiError>(deleted)
     })
     .await?;
     if deleted {
@@ -345,9 +355,11 @@ pub async fn create_report(
     let body = body.into_inner();
     let report = tenant::scoped(&state.pool, organization_id, async |tx| {
         let definition = report_definition(tx, organization_id, body, None).await?;
-        Ok::<_, ApiError>(
-            reports::insert_report(tx, organization_id, &definition.fields(), &actor).await?,
-        )
+        let report =
+            reports::insert_report(tx, organization_id, &definition.fields(), &actor).await?;
+        admin_trail::record(&state, tx, &caller, ("report", "create"), report.id, json!(&report))
+            .await?;
+        Ok::<_, ApiError>(report)
     })
     .await?;
     tracing::info!(report = %report.id, next_run = ?report.next_run, "Created scheduled report");
@@ -395,9 +407,11 @@ pub async fn update_report(
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("report {id}")))?;
         let definition = report_definition(tx, organization_id, body, Some(&existing)).await?;
-        reports::update_report(tx, organization_id, *id, &definition.fields(), &actor)
+        let report = reports::update_report(tx, organization_id, *id, &definition.fields(), &actor)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("report {id}")))
+            .ok_or_else(|| ApiError::NotFound(format!("report {id}")))?;
+        admin_trail::record(&state, tx, &caller, ("report", "update"), *id, json!(&report)).await?;
+        Ok::<_, ApiError>(report)
     })
     .await?;
     Ok(HttpResponse::Ok().json(report))
@@ -417,7 +431,11 @@ pub async fn delete_report(
     caller.require(RESOURCE, "delete")?;
     let organization_id = caller.organization_id();
     let deleted = tenant::scoped(&state.pool, organization_id, async |tx| {
-        Ok::<_, ApiError>(reports::delete_report(tx, organization_id, *id).await?)
+        let deleted = reports::delete_report(tx, organization_id, *id).await?;
+        if deleted {
+            admin_trail::record(&state, tx, &caller, ("report", "delete"), *id, json!({})).await?;
+        }
+        Ok::<_, ApiError>(deleted)
     })
     .await?;
     if deleted {

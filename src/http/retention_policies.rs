@@ -3,9 +3,11 @@
 //! under a built-in's name overrides it, deleting that policy restores it.
 
 use actix_web::{web, HttpResponse};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::ToSchema;
 
+use super::admin_trail;
 use super::api_error::ApiError;
 use super::auth::Caller;
 use super::extract::{Json, Path};
@@ -45,29 +47,19 @@ pub struct CreatePolicy {
 pub struct UpdatePolicy {
     #[schema(minimum = 1)]
     pub retention_days: Option<i32>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::validation::present")]
     #[schema(value_type = Option<i32>, minimum = 0)]
     pub archive_after_days: Option<Option<i32>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::validation::present")]
     #[schema(value_type = Option<i32>, minimum = 1)]
     pub delete_after_days: Option<Option<i32>>,
     /// PUBLIC, INTERNAL, CONFIDENTIAL or PHI.
     #[schema(pattern = "^(PUBLIC|INTERNAL|CONFIDENTIAL|PHI)$")]
     pub data_classification: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::validation::present")]
     #[schema(value_type = Option<String>, max_length = 10000)]
     pub description: Option<Option<String>>,
     pub is_active: Option<bool>,
-}
-
-/// A field that is present, even as `null` (which plain `Option` would take
-/// for absent): `Some(None)` clears, `None` (via `default`) keeps.
-fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 impl UpdatePolicy {
@@ -146,7 +138,13 @@ pub async fn create(
     }
     let organization_id = caller.organization_id();
     let created = tenant::scoped(&state.pool, organization_id, async |tx| {
-        Ok::<_, ApiError>(retention::insert(tx, organization_id, &new).await?)
+        let created = retention::insert(tx, organization_id, &new).await?;
+        if let Some(created) = &created {
+            let id = created.id.unwrap_or_default();
+            let change = ("retention_policy", "create");
+            admin_trail::record(&state, tx, &caller, change, id, json!(created)).await?;
+        }
+        Ok::<_, ApiError>(created)
     })
     .await?
     .ok_or_else(|| {
@@ -175,6 +173,7 @@ pub async fn update(
     let body = body.into_inner();
     let organization_id = caller.organization_id();
     let id = id.into_inner();
+    let (state, caller) = (&state, &caller);
     let updated = tenant::scoped(&state.pool, organization_id, async move |tx| {
         let mut policy = retention::get_for_update(tx, organization_id, id)
             .await?
@@ -184,7 +183,10 @@ pub async fn update(
         if !problems.is_empty() {
             return Err(ApiError::Validation(problems));
         }
-        Ok(retention::update(tx, organization_id, &policy).await?)
+        let updated = retention::update(tx, organization_id, &policy).await?;
+        admin_trail::record(state, tx, caller, ("retention_policy", "update"), id, json!(&updated))
+            .await?;
+        Ok(updated)
     })
     .await?;
     tracing::info!("Changed retention policy");
@@ -205,7 +207,12 @@ pub async fn delete(
     caller.require(RESOURCE, "delete")?;
     let organization_id = caller.organization_id();
     let deleted = tenant::scoped(&state.pool, organization_id, async |tx| {
-        Ok::<_, ApiError>(retention::delete(tx, organization_id, *id).await?)
+        let deleted = retention::delete(tx, organization_id, *id).await?;
+        if deleted {
+            admin_trail::record(&state, tx, &caller, ("retention_policy", "delete"), *id, json!({}))
+                .await?;
+        }
+        Ok::<_, ApiError>(deleted)
     })
     .await?;
     if deleted {

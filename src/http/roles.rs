@@ -2,8 +2,10 @@
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::ToSchema;
 
+use super::admin_trail;
 use super::api_error::{ApiError, FieldError};
 use super::auth::Caller;
 use super::extract::{Json, Path};
@@ -169,6 +171,10 @@ pub async fn put(
         }
     }
     let created = roles::upsert(&transaction, organization_id, &role).await?;
+    let verb = if created { "create" } else { "update" };
+    let details = json!({"description": role.description, "permissions": role.permissions,
+                         "inherits": role.inherits});
+    admin_trail::record(&state, &transaction, &caller, ("role", verb), &role.name, details).await?;
     transaction.commit().await?;
     state.auth.roles_changed(organization_id).await;
     tracing::info!(created, "Saved role");
@@ -224,6 +230,8 @@ pub async fn delete(
         )));
     }
     roles::delete(&transaction, organization_id, &name).await?;
+    admin_trail::record(&state, &transaction, &caller, ("role", "delete"), &*name, json!({}))
+        .await?;
     transaction.commit().await?;
     state.auth.roles_changed(organization_id).await;
     tracing::info!("Deleted role");

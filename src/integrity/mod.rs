@@ -8,6 +8,7 @@
 //!   inclusion and consistency proofs and their verifiers.
 //! - [`proof`]: the proofs the API returns, and their verifiers.
 //! - [`verify`]: the verification run.
+//! - [`witness`]: checkpoints read back from a file, an HTTPS URL or S3.
 
 pub mod canonical;
 pub mod chain;
@@ -16,3 +17,4 @@ pub mod keys;
 pub mod proof;
 pub mod tree;
 pub mod verify;
+pub mod witness;

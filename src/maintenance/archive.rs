@@ -11,10 +11,18 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::operation::{worker_built, RoundOperation};
 use crate::config::PartitionsConfig;
 use crate::db::archives::{self, Archive, NewArchive};
+use crate::db::trail::{self, OperationKind};
 use crate::db::{events, retention, DbError, PgPool};
+use crate::events::recorded::{self, AdminChange};
 use crate::events::retention::policy_for;
+use crate::integrity::keys::IntegrityKeys;
+
+/// The action of the audit event that opens an organization's archival round
+/// (a recorded operation: only inside one may events leave `audit_log`).
+pub const ARCHIVAL_ACTION: &str = "audit.archive.created";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -51,6 +59,7 @@ pub struct ArchiveReport {
 /// Archives every organization's events that are due at `now`.
 pub async fn run(
     pool: &PgPool,
+    keys: &IntegrityKeys,
     settings: &PartitionsConfig,
     now: DateTime<Utc>,
     dry_run: bool,
@@ -78,6 +87,13 @@ pub async fn run(
         )
         .await?;
         drop(client);
+        let mut round = RoundOperation::new(
+            pool,
+            keys,
+            &organization,
+            OperationKind::Archival,
+            ARCHIVAL_ACTION,
+        );
         for (name, classification) in pairs {
             let Some(days) = policy_for(&policies, &name, &classification)
                 .and_then(|policy| policy.archive_after_days)
@@ -93,8 +109,15 @@ pub async fn run(
                 continue;
             }
             let job = format!("{name}/{classification}");
+            if !archives::any_due(&*pool.get().await?, &organization, pair, before).await? {
+                archives::clear_dead_letter(&*pool.get().await?, &organization, &job).await?;
+                continue;
+            }
+            let operation = round.id(|| json!({})).await?;
             loop {
-                match archive_batch(pool, settings, &organization, pair, before, now).await {
+                match archive_batch(pool, settings, operation, &organization, pair, before, now)
+                    .await
+                {
                     Ok(None) => {
                         archives::clear_dead_letter(&*pool.get().await?, &organization, &job)
                             .await?;
@@ -141,6 +164,7 @@ struct Stored {
 async fn archive_batch(
     pool: &PgPool,
     settings: &PartitionsConfig,
+    operation: Uuid,
     organization: &str,
     pair: (&str, &str),
     before: DateTime<Utc>,
@@ -148,6 +172,7 @@ async fn archive_batch(
 ) -> Result<Option<Stored>, ArchiveError> {
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
+    trail::enter(&transaction, operation).await?;
     let Some(batch) = archives::select_batch(
         &transaction,
         organization,
@@ -250,7 +275,12 @@ pub fn open(archive: &Archive, data: &[u8]) -> Result<Vec<String>, ArchiveError>
 
 /// Puts an archive's events back into the live table (creating partitions as
 /// needed) and deletes the archive; how many events came back.
-pub async fn restore(pool: &PgPool, id: Uuid) -> Result<u64, ArchiveError> {
+pub async fn restore(
+    pool: &PgPool,
+    keys: &IntegrityKeys,
+    id: Uuid,
+    principal: &str,
+) -> Result<u64, ArchiveError> {
     let mut client = pool.get().await?;
     let (archive, data) = archives::get(&*client, None, id)
         .await?
@@ -264,6 +294,16 @@ pub async fn restore(pool: &PgPool, id: Uuid) -> Result<u64, ArchiveError> {
     let transaction = client.transaction().await?;
     let restored = archives::insert_events(&transaction, &lines).await?;
     archives::delete(&transaction, id).await?;
+    let change = AdminChange {
+        object: "archive",
+        verb: "restore",
+        target_id: id.to_string(),
+        details: json!({"events": restored, "first_event_at": archive.first_event_at,
+                        "last_event_at": archive.last_event_at}),
+    };
+    recorded::admin_in(&transaction, keys, &archive.organization_id, principal, change)
+        .await
+        .map_err(worker_built)?;
     transaction.commit().await?;
     Ok(restored)
 }

@@ -5,20 +5,19 @@
 //! own chain says what was deleted, and a checkpoint is signed after it — so
 //! verification tells a deletion by retention from tampering.
 
-use std::collections::HashMap;
-use std::time::Instant;
-
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::archive::{self, ArchiveError};
+use super::operation::{worker_built, RoundOperation, WORKER_PRINCIPAL};
 use crate::db::deletions::{self, Leaf};
+use crate::db::trail::{self, OperationKind};
 use crate::db::legal_holds::{self, LegalHold};
-use crate::db::{archives, checkpoints, events, retention, DbError, PgPool};
+use crate::db::{archives, checkpoints, retention, DbError, PgPool};
 use crate::events::retention::policy_for;
-use crate::events::{prepare, Rules};
+use crate::events::recorded::{self, Record};
 use crate::integrity::keys::IntegrityKeys;
 
 /// The action of the audit event recording a round's deletions.
@@ -58,6 +57,13 @@ pub async fn run(
         };
         let mut operations: Vec<Uuid> = Vec::new();
         let mut deleted_events = 0u64;
+        let mut round = RoundOperation::new(
+            pool,
+            keys,
+            &organization,
+            OperationKind::RetentionDeletion,
+            DELETION_ACTION,
+        );
 
         let pairs = archives::policy_pairs(
             &*pool.get().await?,
@@ -70,13 +76,19 @@ pub async fn run(
                 continue;
             };
             let before = now - Duration::days(days.into());
+            let pair = (name.as_str(), classification.as_str());
+            if !archives::any_due(&*pool.get().await?, &organization, pair, before).await? {
+                continue;
+            }
+            let operation = round.id(|| json!({})).await?;
             loop {
                 let mut client = pool.get().await?;
                 let transaction = client.transaction().await?;
+                trail::enter(&transaction, operation).await?;
                 let deleted = deletions::delete_due_events(
                     &transaction,
                     &organization,
-                    (&name, &classification),
+                    pair,
                     before,
                     batch,
                 )
@@ -196,33 +208,24 @@ async fn record(
     events_deleted: u64,
     archives_deleted: u64,
 ) -> Result<(), DbError> {
-    let now = Utc::now();
-    let input = json!({
-        "principal_id": "audit-worker",
-        "action": DELETION_ACTION,
-        "status": "success",
-        "outcome_description": format!("deleted {events_deleted} events past their retention ({archives_deleted} archives)"),
-        "data_classification": "INTERNAL",
-        "details": {"operation_ids": operations, "events_deleted": events_deleted,
-                    "archives_deleted": archives_deleted},
-    });
-    let rules = Rules {
-        organization_id: organization,
-        now,
-        max_clock_skew: std::time::Duration::ZERO,
-        commitment_key: keys.commitment_key(),
-        presets: &HashMap::new(),
-    };
-    let event = prepare(0, &input, &rules).expect("the deletion record is a valid event");
-    events::ensure_partitions(pool, &[events::month_of(now)]).await?;
-    events::write_group(
+    recorded::append(
         pool,
-        &[events::Submission {
-            events: vec![event],
-            received: Instant::now(),
-        }],
+        keys,
+        &Record {
+            organization_id: organization,
+            principal_id: WORKER_PRINCIPAL,
+            action: DELETION_ACTION,
+            status: "success",
+            outcome: format!(
+                "deleted {events_deleted} events past their retention ({archives_deleted} archives)"
+            ),
+            target: None,
+            details: json!({"operation_ids": operations, "events_deleted": events_deleted,
+                            "archives_deleted": archives_deleted}),
+        },
     )
-    .await?;
+    .await
+    .map_err(worker_built)?;
     checkpoints::create(&*pool.get().await?, keys, Some(organization)).await?;
     Ok(())
 }

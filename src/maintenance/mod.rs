@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod database;
 pub mod deletion;
+pub mod operation;
 pub mod partitions;
 
 use std::time::{Duration, Instant};
@@ -43,7 +44,7 @@ pub async fn run(
     }
     let settings = &config.partitions;
     let partitions_created = partitions::ensure_ahead(pool, now, settings.months_ahead).await?;
-    let archived = archive::run(pool, settings, now, false).await?;
+    let archived = archive::run(pool, keys, settings, now, false).await?;
     let deleted = deletion::run(pool, keys, i64::from(settings.archive_batch_events), now).await?;
     let keep_days = longest_retention_days(pool).await?;
     let partitions_dropped = partitions::drop_expired(pool, now, keep_days, false)

@@ -178,6 +178,18 @@ impl TestApp {
         connect(&self.config.database.url).await
     }
 
+    /// A connection of a superuser who has switched the append-only triggers
+    /// off (`session_replication_role = replica`): the attacker verification
+    /// must still catch, outside what PostgreSQL can refuse.
+    pub async fn database_without_triggers(&self) -> tokio_postgres::Client {
+        let client = self.database().await;
+        client
+            .batch_execute("SET session_replication_role = replica")
+            .await
+            .expect("a superuser may switch triggers off");
+        client
+    }
+
     /// `GET path` without a key; asserts only that the worker answers.
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
@@ -251,7 +263,7 @@ pub async fn connect(url: &PostgresUrl) -> tokio_postgres::Client {
         .config()
         .connect(tokio_postgres::NoTls)
         .await
-        .unwrap_or_else(|error| panic!("connect to {}: {error}", url.database_name()));
+        .unwrap_or_else(|error| panic!("connect to {}: {error:?}", url.database_name()));
     tokio::spawn(connection);
     client
 }

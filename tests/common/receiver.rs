@@ -18,6 +18,26 @@ pub struct Received {
     pub at: std::time::Instant,
 }
 
+impl Received {
+    /// Whether the Standard Webhooks signature is valid for `secret`
+    /// (`whsec_…`), checked as a receiver would.
+    pub fn signed_with(&self, secret: &str) -> bool {
+        use base64::engine::general_purpose::STANDARD;
+        use base64::Engine;
+        use hmac::{Hmac, Mac};
+        let key = STANDARD
+            .decode(secret.trim_start_matches("whsec_"))
+            .unwrap();
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+        mac.update(format!("{}.{}.", self.id, self.timestamp).as_bytes());
+        mac.update(&self.body);
+        let expected = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
+        self.signature
+            .split(' ')
+            .any(|signature| signature == expected)
+    }
+}
+
 #[derive(Default)]
 struct Script {
     /// Answered in order, one per request; 200 once exhausted.

@@ -126,6 +126,26 @@ pub fn s3() -> Server {
 }
 
 impl Server {
+    /// The S3 server's address (`s3()` only).
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// An SDK client of the S3 server (`s3()` only), path-style, as the
+    /// tests' destinations address it.
+    pub fn s3_client(&self) -> aws_sdk_s3::Client {
+        use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+        aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new("us-east-1"))
+                .credentials_provider(Credentials::new("test", "test-secret", None, None, "test"))
+                .endpoint_url(self.endpoint())
+                .force_path_style(true)
+                .build(),
+        )
+    }
+
     /// Every file under the server's directory, recursively, with its content.
     pub fn files(&self) -> Vec<(PathBuf, Vec<u8>)> {
         fn walk(dir: &std::path::Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use audit_worker::config::Config;
 use audit_worker::db::{self, events, migrations};
+use audit_worker::integrity::keys::IntegrityKeys;
 use audit_worker::maintenance::{archive, partitions};
 use chrono::{DateTime, TimeZone, Utc};
 use tokio_postgres::NoTls;
@@ -127,7 +128,11 @@ async fn main() {
         .expect("count due events")
         .get(0);
     let archiving = Instant::now();
-    let report = archive::run(&pool, &config.partitions, now, false)
+    // Archival records its operation with an event in the chain (migration V17).
+    let keys = IntegrityKeys::load(&config.integrity, &pool)
+        .await
+        .expect("the integrity keys");
+    let report = archive::run(&pool, &keys, &config.partitions, now, false)
         .await
         .expect("archival");
     let took = archiving.elapsed();

@@ -81,15 +81,29 @@ pub async fn create_api_key(
     let keys = IntegrityKeys::load(&config.integrity, &db::pool(&config.database)).await?;
     let transaction = client.transaction().await.map_err(DbError::from)?;
     let catalog = permissions::role_catalog(roles::list(&transaction, organization_id).await?);
-    let issued =
-        auth::issue_key(&transaction, &catalog, organization_id, role, name, CLI_ACTOR).await?;
+    let issued = auth::issue_key(
+        &transaction,
+        &catalog,
+        organization_id,
+        role,
+        name,
+        CLI_ACTOR,
+    )
+    .await?;
     let change = AdminChange {
         object: "api_key",
         verb: "create",
         target_id: issued.info.id.clone(),
         details: serde_json::json!({"role": role, "name": name}),
     };
-    recorded::admin_in(&transaction, &keys, organization_id, &cli_principal(), change).await?;
+    recorded::admin_in(
+        &transaction,
+        &keys,
+        organization_id,
+        &cli_principal(),
+        change,
+    )
+    .await?;
     transaction.commit().await.map_err(DbError::from)?;
     Ok(issued.key)
 }
@@ -116,7 +130,14 @@ pub async fn revoke_api_key(config: &Config, id: &str) -> Result<ApiKeyInfo, Adm
         details: serde_json::json!({}),
     };
     let organization_id = revoked.organization_id.clone();
-    recorded::admin_in(&transaction, &keys, &organization_id, &cli_principal(), change).await?;
+    recorded::admin_in(
+        &transaction,
+        &keys,
+        &organization_id,
+        &cli_principal(),
+        change,
+    )
+    .await?;
     transaction.commit().await.map_err(DbError::from)?;
     Ok(revoked)
 }

@@ -296,7 +296,10 @@ impl ConfigReloader {
             action: "admin.config.reload",
             status,
             outcome: format!("configuration reload: {} key(s), {status}", rows.len()),
-            target: Some(("config", rows.first().map_or("", |row| row.previous_version))),
+            target: Some((
+                "config",
+                rows.first().map_or("", |row| row.previous_version),
+            )),
             details: json!({"changes": changes}),
         };
         recorded::append_in(&transaction, &self.keys, &record).await?;

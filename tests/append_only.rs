@@ -31,10 +31,7 @@ fn psql(app: &TestApp, sql: &str) -> (bool, String) {
 async fn trail(app: &TestApp) -> Vec<String> {
     app.database()
         .await
-        .query(
-            "SELECT to_jsonb(e)::text FROM audit_log e ORDER BY id",
-            &[],
-        )
+        .query("SELECT to_jsonb(e)::text FROM audit_log e ORDER BY id", &[])
         .await
         .unwrap()
         .iter()
@@ -47,11 +44,19 @@ async fn the_owner_cannot_update_delete_or_truncate_the_trail() {
     let app = spawn_app().await;
     let key = app.create_key("org-a", "org:admin").await;
     for _ in 0..3 {
-        app.ingest(&key, vec![event("alice", "record.read"), event("bob", "record.update")])
-            .await;
+        app.ingest(
+            &key,
+            vec![event("alice", "record.read"), event("bob", "record.update")],
+        )
+        .await;
     }
     let (status, _) = app
-        .call(reqwest::Method::POST, "/v1/integrity/checkpoints", Some(&key), None)
+        .call(
+            reqwest::Method::POST,
+            "/v1/integrity/checkpoints",
+            Some(&key),
+            None,
+        )
         .await;
     assert_eq!(status, 201);
     app.verify(&key).await;
@@ -59,7 +64,10 @@ async fn the_owner_cannot_update_delete_or_truncate_the_trail() {
     let partition: String = app
         .database()
         .await
-        .query_one("SELECT tableoid::regclass::text FROM audit_log LIMIT 1", &[])
+        .query_one(
+            "SELECT tableoid::regclass::text FROM audit_log LIMIT 1",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -97,7 +105,11 @@ async fn the_owner_cannot_update_delete_or_truncate_the_trail() {
 
     assert_eq!(trail(&app).await, before, "nothing changed");
     let database = app.database().await;
-    for table in ["audit_chain", "integrity_checkpoints", "audit_integrity_log"] {
+    for table in [
+        "audit_chain",
+        "integrity_checkpoints",
+        "audit_integrity_log",
+    ] {
         let rows: i64 = database
             .query_one(&format!("SELECT count(*) FROM {table}"), &[])
             .await
@@ -116,7 +128,9 @@ async fn an_operation_needs_its_record_in_the_chain_and_stays_in_its_organizatio
     let app = spawn_app().await;
     let key_a = app.create_key("org-a", "org:admin").await;
     let key_b = app.create_key("org-b", "org:admin").await;
-    let a = app.ingest(&key_a, vec![event("alice", "record.read")]).await;
+    let a = app
+        .ingest(&key_a, vec![event("alice", "record.read")])
+        .await;
     app.ingest(&key_b, vec![event("bob", "record.read")]).await;
     let a_event = a[0]["id"].as_i64().unwrap();
     let org_b_events = app.count_events("org-b").await;

@@ -200,7 +200,9 @@ async fn an_archive_restores_identical_events() {
     assert_eq!(before.len(), 12);
 
     let pool = db::pool(&app.config.database);
-    let keys = IntegrityKeys::load(&app.config.integrity, &pool).await.unwrap();
+    let keys = IntegrityKeys::load(&app.config.integrity, &pool)
+        .await
+        .unwrap();
     let report = archive::run(
         &pool,
         &keys,
@@ -230,7 +232,11 @@ async fn an_archive_restores_identical_events() {
     assert!(report.compressed_bytes < report.uncompressed_bytes);
     assert!(snapshot(&app, "org-a").await.is_empty());
     assert_eq!(
-        app.count("SELECT count(*) FROM trail_operations WHERE kind = 'archival'", &[]).await,
+        app.count(
+            "SELECT count(*) FROM trail_operations WHERE kind = 'archival'",
+            &[]
+        )
+        .await,
         1,
         "the archival is a recorded operation"
     );
@@ -260,7 +266,10 @@ async fn an_archive_restores_identical_events() {
     assert!(principal.starts_with("cli:"), "{principal}");
     let report = app.verify(&key).await;
     assert_eq!(report["valid"], true, "{report}");
-    assert_eq!(report["checked"], 15, "14 events and the record of the restore");
+    assert_eq!(
+        report["checked"], 15,
+        "14 events and the record of the restore"
+    );
 }
 
 /// Past `delete_after_days`, live events and whole archives are deleted as

@@ -532,7 +532,10 @@ async fn ingest_fails_fast_without_postgres_and_recovers() {
     let rows = app
         .database()
         .await
-        .query("SELECT action FROM audit_log WHERE action NOT LIKE 'admin.%' ORDER BY id", &[])
+        .query(
+            "SELECT action FROM audit_log WHERE action NOT LIKE 'admin.%' ORDER BY id",
+            &[],
+        )
         .await
         .unwrap();
     let actions: Vec<String> = rows.iter().map(|row| row.get(0)).collect();

@@ -50,7 +50,10 @@ async fn organization(app: &TestApp, org: &str) -> (String, Vec<i64>) {
     let ids = seed(app, &key).await;
     let report = app.verify(&key).await;
     assert_eq!(report["valid"], true, "{report}");
-    assert_eq!(report["checked"], 13, "the seeded events and the key's admin.api_key.create");
+    assert_eq!(
+        report["checked"], 13,
+        "the seeded events and the key's admin.api_key.create"
+    );
     (key, ids)
 }
 
@@ -197,7 +200,10 @@ async fn a_checkpoint_reveals_a_truncated_chain() {
         .call(Method::GET, "/v1/integrity/checkpoints", Some(&key), None)
         .await;
     let stored = listed["checkpoints"][0].clone();
-    assert_eq!(stored["seq"], 4, "the key's record, then three links of seeded events");
+    assert_eq!(
+        stored["seq"], 4,
+        "the key's record, then three links of seeded events"
+    );
     let checkpoint = stored["checkpoint"].clone();
 
     let (status, public) = app
@@ -280,8 +286,7 @@ async fn verification_of_a_range_is_recorded() {
         .await;
     assert_eq!(report["checked"], 1);
     assert_eq!(
-        report["links_checked"],
-        3,
+        report["links_checked"], 3,
         "links are always checked whole (the key's record is one)"
     );
     let runs = app.count("SELECT count(*) FROM audit_integrity_log WHERE organization_id = 'org-a' AND verification_status = 'success'", &[]).await;

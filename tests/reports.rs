@@ -78,8 +78,11 @@ async fn ten_events(app: &TestApp) -> i64 {
 
 /// Every event of the organization, the `admin.*` records included.
 async fn all_events(app: &TestApp) -> i64 {
-    app.count("SELECT count(*) FROM audit_log WHERE organization_id = $1", &[&ORG])
-        .await
+    app.count(
+        "SELECT count(*) FROM audit_log WHERE organization_id = $1",
+        &[&ORG],
+    )
+    .await
 }
 
 /// A period around now that holds every event of the test.

@@ -38,7 +38,9 @@ pub async fn run(config: &DatabaseConfig) -> Result<Vec<String>, MigrationError>
     locks::lock(&client, Round::Migrations).await?;
     if runtime_role_with_nothing_to_do(&client).await? {
         let _ = locks::unlock(&client, Round::Migrations).await;
-        tracing::info!("Migrations are current; this role runs no DDL, so they were not re-checked");
+        tracing::info!(
+            "Migrations are current; this role runs no DDL, so they were not re-checked"
+        );
         return Ok(Vec::new());
     }
     let outcome = embedded::migrations::runner().run_async(&mut client).await;

@@ -325,7 +325,10 @@ pub async fn runs_as_superuser(pool: &PgPool) -> Result<bool, DbError> {
     Ok(pool
         .get()
         .await?
-        .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = current_user", &[])
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
         .await?
         .get(0))
 }

@@ -421,7 +421,12 @@ impl Gdpr {
             )
             .await?;
         let records_affected = self
-            .pseudonymize_events(operation.id, organization_id, &commitment, &mapping.pseudonym_id)
+            .pseudonymize_events(
+                operation.id,
+                organization_id,
+                &commitment,
+                &mapping.pseudonym_id,
+            )
             .await?;
         self.complete(
             organization_id,
@@ -532,7 +537,12 @@ impl Gdpr {
             gdpr::count_preserved(&*client, organization_id, &commitment, &preserved).await?;
         drop(client);
         let changed = self
-            .pseudonymize_events(operation.id, organization_id, &commitment, &mapping.pseudonym_id)
+            .pseudonymize_events(
+                operation.id,
+                organization_id,
+                &commitment,
+                &mapping.pseudonym_id,
+            )
             .await?;
         let result = json!({
             "records_deleted": records_deleted,

@@ -87,8 +87,15 @@ pub async fn create(
     let created_by = caller.actor();
     let rule = tenant::scoped(&state.pool, organization_id, async |tx| {
         let rule = alert_rules::insert(tx, organization_id, &definition, &created_by).await?;
-        admin_trail::record(&state, tx, &caller, ("alert_rule", "create"), rule.id, json!(&rule))
-            .await?;
+        admin_trail::record(
+            &state,
+            tx,
+            &caller,
+            ("alert_rule", "create"),
+            rule.id,
+            json!(&rule),
+        )
+        .await?;
         Ok::<_, ApiError>(rule)
     })
     .await?;
@@ -136,8 +143,15 @@ pub async fn replace(
     let rule = tenant::scoped(&state.pool, organization_id, async |tx| {
         let rule = alert_rules::replace(tx, organization_id, *id, &definition).await?;
         if let Some(rule) = &rule {
-            admin_trail::record(&state, tx, &caller, ("alert_rule", "update"), rule.id, json!(rule))
-                .await?;
+            admin_trail::record(
+                &state,
+                tx,
+                &caller,
+                ("alert_rule", "update"),
+                rule.id,
+                json!(rule),
+            )
+            .await?;
         }
         Ok::<_, ApiError>(rule)
     })
@@ -163,8 +177,15 @@ pub async fn delete(
     let deleted = tenant::scoped(&state.pool, organization_id, async |tx| {
         let deleted = alert_rules::delete(tx, organization_id, *id).await?;
         if deleted {
-            admin_trail::record(&state, tx, &caller, ("alert_rule", "delete"), *id, json!({}))
-                .await?;
+            admin_trail::record(
+                &state,
+                tx,
+                &caller,
+                ("alert_rule", "delete"),
+                *id,
+                json!({}),
+            )
+            .await?;
         }
         Ok::<_, ApiError>(deleted)
     })

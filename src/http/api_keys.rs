@@ -141,8 +141,15 @@ pub async fn revoke(
     let revoked =
         api_keys::revoke(&transaction, Some(organization_id), &id, &caller.actor()).await?;
     if revoked.is_some() {
-        admin_trail::record(&state, &transaction, &caller, ("api_key", "revoke"), &*id, json!({}))
-            .await?;
+        admin_trail::record(
+            &state,
+            &transaction,
+            &caller,
+            ("api_key", "revoke"),
+            &*id,
+            json!({}),
+        )
+        .await?;
     }
     transaction.commit().await?;
     match revoked {

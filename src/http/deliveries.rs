@@ -231,8 +231,15 @@ pub async fn retry(
     let replay = deliveries::replay(&transaction, organization_id, *id).await?;
     if let Replay::Replayed(delivery) = &replay {
         let details = json!({"destination_id": delivery.destination_id});
-        admin_trail::record(&state, &transaction, &caller, ("delivery", "replay"), *id, details)
-            .await?;
+        admin_trail::record(
+            &state,
+            &transaction,
+            &caller,
+            ("delivery", "replay"),
+            *id,
+            details,
+        )
+        .await?;
     }
     transaction.commit().await?;
     match replay {

@@ -379,8 +379,15 @@ pub async fn update(
         "witness": body.witness,
         "object_lock_days": body.object_lock_days,
     });
-    admin_trail::record(&state, &transaction, &caller, ("destination", verb), updated.id, details)
-        .await?;
+    admin_trail::record(
+        &state,
+        &transaction,
+        &caller,
+        ("destination", verb),
+        updated.id,
+        details,
+    )
+    .await?;
     transaction.commit().await?;
     if body.disabled.is_some() {
         state.queue.notify(DestinationsChanged);

@@ -111,8 +111,15 @@ pub async fn create(
             },
         )
         .await?;
-        admin_trail::record(&state, tx, &caller, ("legal_hold", "place"), hold.id, json!(&hold))
-            .await?;
+        admin_trail::record(
+            &state,
+            tx,
+            &caller,
+            ("legal_hold", "place"),
+            hold.id,
+            json!(&hold),
+        )
+        .await?;
         Ok::<_, ApiError>(hold)
     })
     .await?;
@@ -181,8 +188,15 @@ pub async fn release(
             async |tx| match legal_holds::release(tx, organization_id, *id, &released_by).await? {
                 Some(hold) => {
                     let change = ("legal_hold", "release");
-                    admin_trail::record(&state, tx, &caller, change, hold.id, json!({"reason": hold.reason}))
-                        .await?;
+                    admin_trail::record(
+                        &state,
+                        tx,
+                        &caller,
+                        change,
+                        hold.id,
+                        json!({"reason": hold.reason}),
+                    )
+                    .await?;
                     Ok(hold)
                 }
                 None => Err(match legal_holds::get(tx, organization_id, *id).await? {

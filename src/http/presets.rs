@@ -214,8 +214,15 @@ pub async fn create(
         )
         .await?;
         if created.is_some() {
-            admin_trail::record(&state, tx, &caller, ("preset", "create"), &name, body.recorded())
-                .await?;
+            admin_trail::record(
+                &state,
+                tx,
+                &caller,
+                ("preset", "create"),
+                &name,
+                body.recorded(),
+            )
+            .await?;
         }
         Ok::<_, ApiError>(created)
     })

@@ -357,8 +357,15 @@ pub async fn create_report(
         let definition = report_definition(tx, organization_id, body, None).await?;
         let report =
             reports::insert_report(tx, organization_id, &definition.fields(), &actor).await?;
-        admin_trail::record(&state, tx, &caller, ("report", "create"), report.id, json!(&report))
-            .await?;
+        admin_trail::record(
+            &state,
+            tx,
+            &caller,
+            ("report", "create"),
+            report.id,
+            json!(&report),
+        )
+        .await?;
         Ok::<_, ApiError>(report)
     })
     .await?;
@@ -410,7 +417,15 @@ pub async fn update_report(
         let report = reports::update_report(tx, organization_id, *id, &definition.fields(), &actor)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("report {id}")))?;
-        admin_trail::record(&state, tx, &caller, ("report", "update"), *id, json!(&report)).await?;
+        admin_trail::record(
+            &state,
+            tx,
+            &caller,
+            ("report", "update"),
+            *id,
+            json!(&report),
+        )
+        .await?;
         Ok::<_, ApiError>(report)
     })
     .await?;

@@ -184,8 +184,15 @@ pub async fn update(
             return Err(ApiError::Validation(problems));
         }
         let updated = retention::update(tx, organization_id, &policy).await?;
-        admin_trail::record(state, tx, caller, ("retention_policy", "update"), id, json!(&updated))
-            .await?;
+        admin_trail::record(
+            state,
+            tx,
+            caller,
+            ("retention_policy", "update"),
+            id,
+            json!(&updated),
+        )
+        .await?;
         Ok(updated)
     })
     .await?;
@@ -209,8 +216,15 @@ pub async fn delete(
     let deleted = tenant::scoped(&state.pool, organization_id, async |tx| {
         let deleted = retention::delete(tx, organization_id, *id).await?;
         if deleted {
-            admin_trail::record(&state, tx, &caller, ("retention_policy", "delete"), *id, json!({}))
-                .await?;
+            admin_trail::record(
+                &state,
+                tx,
+                &caller,
+                ("retention_policy", "delete"),
+                *id,
+                json!({}),
+            )
+            .await?;
         }
         Ok::<_, ApiError>(deleted)
     })

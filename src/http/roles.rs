@@ -174,7 +174,15 @@ pub async fn put(
     let verb = if created { "create" } else { "update" };
     let details = json!({"description": role.description, "permissions": role.permissions,
                          "inherits": role.inherits});
-    admin_trail::record(&state, &transaction, &caller, ("role", verb), &role.name, details).await?;
+    admin_trail::record(
+        &state,
+        &transaction,
+        &caller,
+        ("role", verb),
+        &role.name,
+        details,
+    )
+    .await?;
     transaction.commit().await?;
     state.auth.roles_changed(organization_id).await;
     tracing::info!(created, "Saved role");
@@ -230,8 +238,15 @@ pub async fn delete(
         )));
     }
     roles::delete(&transaction, organization_id, &name).await?;
-    admin_trail::record(&state, &transaction, &caller, ("role", "delete"), &*name, json!({}))
-        .await?;
+    admin_trail::record(
+        &state,
+        &transaction,
+        &caller,
+        ("role", "delete"),
+        &*name,
+        json!({}),
+    )
+    .await?;
     transaction.commit().await?;
     state.auth.roles_changed(organization_id).await;
     tracing::info!("Deleted role");

@@ -301,9 +301,15 @@ pub async fn restore(
         details: json!({"events": restored, "first_event_at": archive.first_event_at,
                         "last_event_at": archive.last_event_at}),
     };
-    recorded::admin_in(&transaction, keys, &archive.organization_id, principal, change)
-        .await
-        .map_err(worker_built)?;
+    recorded::admin_in(
+        &transaction,
+        keys,
+        &archive.organization_id,
+        principal,
+        change,
+    )
+    .await
+    .map_err(worker_built)?;
     transaction.commit().await?;
     Ok(restored)
 }

@@ -13,11 +13,11 @@ use uuid::Uuid;
 use super::archive::{self, ArchiveError};
 use super::operation::{worker_built, RoundOperation, WORKER_PRINCIPAL};
 use crate::db::deletions::{self, Leaf};
-use crate::db::trail::{self, OperationKind};
 use crate::db::legal_holds::{self, LegalHold};
+use crate::db::trail::{self, OperationKind};
 use crate::db::{archives, checkpoints, retention, DbError, PgPool};
-use crate::events::retention::policy_for;
 use crate::events::recorded::{self, Record};
+use crate::events::retention::policy_for;
 use crate::integrity::keys::IntegrityKeys;
 
 /// The action of the audit event recording a round's deletions.
@@ -85,14 +85,9 @@ pub async fn run(
                 let mut client = pool.get().await?;
                 let transaction = client.transaction().await?;
                 trail::enter(&transaction, operation).await?;
-                let deleted = deletions::delete_due_events(
-                    &transaction,
-                    &organization,
-                    pair,
-                    before,
-                    batch,
-                )
-                .await?;
+                let deleted =
+                    deletions::delete_due_events(&transaction, &organization, pair, before, batch)
+                        .await?;
                 transaction.commit().await?;
                 let Some((operation, count)) = deleted else {
                     break;

@@ -73,7 +73,7 @@ pub async fn append(
     keys: &IntegrityKeys,
     record: &Record<'_>,
 ) -> Result<Receipt, RecordError> {
-    let mut client = pool.get().await.map_err(DbError::from)?;
+    let mut client = pool.get().await?;
     let transaction = client.transaction().await.map_err(DbError::from)?;
     let receipt = append_in(&transaction, keys, record).await?;
     transaction.commit().await.map_err(DbError::from)?;

@@ -127,6 +127,7 @@ async fn main() {
         .await
         .expect("count due events")
         .get(0);
+    // Archival records its operation with an event in the chain (migration V17).
     let keys = IntegrityKeys::load(&config.integrity, &pool)
         .await
         .expect("integrity keys");

@@ -17,7 +17,8 @@
 //!
 //! Domains:
 //! - [`events`]: the event format, validation, presets and retention policies.
-//! - [`integrity`]: canonical form, hashes, the chain, checkpoints and verification.
+//! - [`integrity`]: canonical form, hashes, the chain, checkpoints, the link tree
+//!   and its proofs, and verification.
 //! - [`alerts`]: what an alert is, rules and the system checks.
 //! - [`deliveries`]: destinations: one file per kind (config, validation,
 //!   send), signing, the retry decision, the network policy.

@@ -87,6 +87,7 @@ async fn the_owner_cannot_update_delete_or_truncate_the_trail() {
         "DELETE FROM integrity_checkpoints".to_owned(),
         "UPDATE integrity_checkpoints SET signature = 'x'".to_owned(),
         "DELETE FROM audit_integrity_log".to_owned(),
+        "DELETE FROM audit_tree_node".to_owned(),
         "TRUNCATE audit_integrity_log".to_owned(),
         // A forged operation name opens nothing.
         format!(

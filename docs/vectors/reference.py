@@ -1,14 +1,24 @@
 #!/usr/bin/env python3
-"""Independent reference implementation of docs/integrity.md (event hash,
-identifier commitment, Merkle root, chain link), written from the spec alone.
-Run it to regenerate the test vectors in this folder; the Rust tests check the
-worker against them, so the two implementations must agree byte for byte.
+"""Independent reference implementation of docs/integrity.md, format version 2
+(event hash, identifier commitment, Merkle root, chain link, link tree,
+inclusion and consistency proofs, checkpoint signatures), written from the
+spec alone, with the Python standard library only.
 
-Its JSON canonicalization covers the vectors' values (strings, integers,
-short decimals, booleans, null); a full RFC 8785 implementation must also
-format every number as ECMAScript does.
+    reference.py                 regenerate the test vectors in this folder
+    reference.py --check         check them
+    reference.py verify-proof FILE PUBKEY
+                                 FILE: the body of GET /v1/events/{id}/proof;
+                                 PUBKEY: `public_key` of GET /v1/integrity/public-key
+    reference.py verify-consistency FILE
+                                 FILE: the body of GET /v1/integrity/consistency
+                                 (put the root of the checkpoint you hold in
+                                 from.tree_root first)
+
+The verify commands exit 0 when the proof holds, else 1 with the reason. The
+Rust tests check the worker against the vectors and run both commands on real
+proofs, so the two implementations must agree byte for byte.
 """
-import hashlib, hmac, json, struct, sys
+import base64, hashlib, hmac, json, struct, sys
 
 EVENT_DOMAIN = b"audit-worker/event/v1\x00"
 IDENTIFIER_DOMAIN = b"audit-worker/identifier/v1\x00"
@@ -29,9 +39,40 @@ def jcs(value):
                               for k in sorted(value, key=key)) + "}"
     if isinstance(value, list):
         return "[" + ",".join(jcs(v) for v in value) + "]"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return js_number(value)
     return json.dumps(value, ensure_ascii=False)
+
+
+def js_number(x):
+    # RFC 8785 3.2.2.3: the number as ECMAScript's Number.prototype.toString
+    # writes the IEEE 754 double: shortest round-trip digits (Python's repr
+    # finds them), laid out by ECMAScript's rules.
+    if isinstance(x, int) and abs(x) < 2 ** 53:
+        return str(x)
+    x = float(x)
+    if x != x or x in (float("inf"), float("-inf")):
+        raise ValueError("NaN and Infinity have no JSON form")
+    if x == 0:
+        return "0"
+    sign = "-" if x < 0 else ""
+    mantissa, _, exponent = repr(abs(x)).partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    digits = whole + fraction
+    stripped = digits.lstrip("0")
+    point = len(whole) + int(exponent or 0) - (len(digits) - len(stripped))
+    digits = stripped.rstrip("0")
+    k, n = len(digits), point
+    if k <= n <= 21:
+        text = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        text = digits[:n] + "." + digits[n:]
+    elif -6 < n <= 0:
+        text = "0." + "0" * -n + digits
+    else:
+        e = n - 1
+        text = digits[0] + ("." + digits[1:] if k > 1 else "") + "e" + ("+" if e >= 0 else "-") + str(abs(e))
+    return sign + text
 
 
 def canonical(event):
@@ -69,7 +110,246 @@ def link(prev, seq, count, root):
     return hashlib.sha256(LINK_DOMAIN + prev + struct.pack(">QI", seq, count) + root).digest()
 
 
+# --- Format version 2: the link tree and its proofs (RFC 9162 2.1) ---
+
+def leaf_hash(data):
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def node_hash(left, right):
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def largest_power_below(n):
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return k
+
+
+def inclusion_path(index, data):
+    # RFC 9162 2.1.3.1, straight from the recursive definition.
+    if len(data) <= 1:
+        return []
+    k = largest_power_below(len(data))
+    if index < k:
+        return inclusion_path(index, data[:k]) + [merkle_root(data[k:])]
+    return inclusion_path(index - k, data[k:]) + [merkle_root(data[:k])]
+
+
+def consistency_path(m, data, whole=True):
+    # RFC 9162 2.1.4.1.
+    n = len(data)
+    if m == n:
+        return [] if whole else [merkle_root(data)]
+    k = largest_power_below(n)
+    if m <= k:
+        return consistency_path(m, data[:k], whole) + [merkle_root(data[k:])]
+    return consistency_path(m - k, data[k:], False) + [merkle_root(data[:k])]
+
+
+def root_from_inclusion(leaf, index, size, path):
+    # RFC 9162 2.1.3.2; None when the path cannot be one of this leaf.
+    if index >= size:
+        return None
+    fn, sn, r = index, size - 1, leaf
+    for p in path:
+        if sn == 0:
+            return None
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    return r if sn == 0 else None
+
+
+def consistent(first, second, first_hash, second_hash, proof):
+    # RFC 9162 2.1.4.2.
+    if first < 1 or first > second:
+        return False
+    if first == second:
+        return not proof and first_hash == second_hash
+    path = ([first_hash] if first & (first - 1) == 0 else []) + list(proof)
+    if not path:
+        return False
+    fn, sn = first - 1, second - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr, sr = node_hash(c, fr), node_hash(c, sr)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and fr == first_hash and sr == second_hash
+
+
+# --- Ed25519 signature check (RFC 8032 5.1.7), in integers ---
+
+Q = 2 ** 255 - 19
+ORDER = 2 ** 252 + 27742317777372353535851937790883648493
+CURVE_D = -121665 * pow(121666, Q - 2, Q) % Q
+SQRT_M1 = pow(2, (Q - 1) // 4, Q)
+
+
+def point_add(p, q):
+    # Extended twisted Edwards coordinates (X, Y, Z, T), x = X/Z, y = Y/Z, xy = T/Z.
+    a = (p[1] - p[0]) * (q[1] - q[0]) % Q
+    b = (p[1] + p[0]) * (q[1] + q[0]) % Q
+    c = 2 * p[3] * q[3] * CURVE_D % Q
+    d = 2 * p[2] * q[2] % Q
+    e, f, g, h = b - a, d - c, d + c, b + a
+    return (e * f % Q, g * h % Q, f * g % Q, e * h % Q)
+
+
+def point_mul(scalar, p):
+    result = (0, 1, 1, 0)
+    while scalar:
+        if scalar & 1:
+            result = point_add(result, p)
+        p = point_add(p, p)
+        scalar >>= 1
+    return result
+
+
+def point_equal(p, q):
+    return (p[0] * q[2] - q[0] * p[2]) % Q == 0 and (p[1] * q[2] - q[1] * p[2]) % Q == 0
+
+
+def point_decode(data):
+    if len(data) != 32:
+        return None
+    y = int.from_bytes(data, "little")
+    sign, y = y >> 255, y & ((1 << 255) - 1)
+    if y >= Q:
+        return None
+    x2 = (y * y - 1) * pow(CURVE_D * y * y + 1, Q - 2, Q) % Q
+    x = pow(x2, (Q + 3) // 8, Q)
+    if (x * x - x2) % Q:
+        x = x * SQRT_M1 % Q
+    if (x * x - x2) % Q or (x == 0 and sign):
+        return None
+    if x & 1 != sign:
+        x = Q - x
+    return (x, y, 1, x * y % Q)
+
+
+BASE = point_decode((4 * pow(5, Q - 2, Q) % Q).to_bytes(32, "little"))
+
+
+def ed25519_valid(public, message, signature):
+    if len(signature) != 64:
+        return False
+    a, r = point_decode(public), point_decode(signature[:32])
+    s = int.from_bytes(signature[32:], "little")
+    if a is None or r is None or s >= ORDER:
+        return False
+    k = int.from_bytes(hashlib.sha512(signature[:32] + public + message).digest(), "little") % ORDER
+    # The cofactored check: [8][S]B = [8]R + [8][k]A.
+    left = point_mul(8, point_mul(s, BASE))
+    right = point_mul(8, point_add(r, point_mul(k, a)))
+    return point_equal(left, right)
+
+
+class Invalid(Exception):
+    pass
+
+
+def unhex(value, what):
+    try:
+        data = bytes.fromhex(value)
+    except (TypeError, ValueError):
+        raise Invalid(f"{what} is not hex")
+    if len(data) != 32:
+        raise Invalid(f"{what} is not 32 bytes")
+    return data
+
+
+def verify_proof(proof, public_key):
+    checkpoint = proof["checkpoint"]
+    payload = checkpoint["payload"].encode("utf-8")
+    if not ed25519_valid(base64.b64decode(public_key), payload, base64.b64decode(checkpoint["signature"])):
+        raise Invalid("the checkpoint's signature does not verify")
+    statement = json.loads(payload)
+    if "tree_root" not in statement:
+        raise Invalid("the checkpoint commits to no tree (format version 1)")
+    event = proof["event"]
+    event_hash = hashlib.sha256(canonical(event)).digest()
+    if event_hash.hex() != proof["event_hash"] or event["hash"] != proof["event_hash"]:
+        raise Invalid("the event does not hash to event_hash")
+    ln = proof["link"]
+    merkle = unhex(ln["merkle_root"], "link.merkle_root")
+    path = [unhex(h, "link.audit_path") for h in ln["audit_path"]]
+    if root_from_inclusion(leaf_hash(event_hash), ln["leaf_index"], ln["event_count"], path) != merkle:
+        raise Invalid("the event's audit path does not lead to the link's merkle_root")
+    link_hash = unhex(ln["link"], "link.link")
+    if ln["seq"] < 1 or link(unhex(ln["prev_link"], "link.prev_link"), ln["seq"], ln["event_count"], merkle) != link_hash:
+        raise Invalid("the link hash does not match its fields")
+    tree = proof["tree"]
+    if (tree["tree_size"] != statement["tree_size"] or statement["seq"] != statement["tree_size"]
+            or statement["organization_id"] != event["organization_id"]):
+        raise Invalid("the checkpoint is for another organization or tree size")
+    if tree["leaf_index"] != ln["seq"] - 1:
+        raise Invalid("the tree leaf is not the link's")
+    path = [unhex(h, "tree.audit_path") for h in tree["audit_path"]]
+    root = root_from_inclusion(leaf_hash(link_hash), tree["leaf_index"], tree["tree_size"], path)
+    if root != unhex(statement["tree_root"], "tree_root"):
+        raise Invalid("the tree audit path does not lead to the checkpoint's tree_root")
+
+
+def verify_consistency(body):
+    old, new = body["from"], body["to"]
+    proof = [unhex(h, "proof") for h in body["proof"]]
+    if not consistent(old["tree_size"], new["tree_size"], unhex(old["tree_root"], "from.tree_root"),
+                      unhex(new["tree_root"], "to.tree_root"), proof):
+        raise Invalid("the tree `to` does not extend the tree `from`")
+
+
+def run_verify(command, arguments):
+    with open(arguments[0]) as f:
+        body = json.load(f)
+    try:
+        if command == "verify-proof":
+            verify_proof(body, arguments[1])
+        else:
+            verify_consistency(body)
+    except (Invalid, KeyError, TypeError, ValueError) as error:
+        sys.exit(f"invalid: {error!r}" if not isinstance(error, Invalid) else f"invalid: {error}")
+    print("valid")
+
+
+def tree_vectors():
+    # A link tree of 7 leaves (stand-ins for link hashes: SHA-256 of "link-i").
+    links = [hashlib.sha256(f"link-{i}".encode()).digest() for i in range(7)]
+    return {
+        "leaves": [h.hex() for h in links],
+        "roots": {str(n): merkle_root(links[:n]).hex() for n in range(1, 8)},
+        "inclusion": [{"leaf_index": i, "tree_size": n, "audit_path": [h.hex() for h in inclusion_path(i, links[:n])]}
+                      for (i, n) in [(0, 1), (2, 5), (5, 7), (6, 7)]],
+        "consistency": [{"from": m, "to": n, "proof": [h.hex() for h in consistency_path(m, links[:n])]}
+                        for (m, n) in [(1, 7), (3, 7), (4, 7), (6, 7), (7, 7)]],
+    }
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] in ("verify-proof", "verify-consistency"):
+        arity = 2 if sys.argv[1] == "verify-proof" else 1
+        if len(sys.argv) != 2 + arity:
+            sys.exit(__doc__)
+        return run_verify(sys.argv[1], sys.argv[2:])
     key = bytes([0x42]) * 32
     c = commitment(key, "org-1", "user-7")
     event = {
@@ -90,6 +370,9 @@ def main():
         "event_hash.txt": event_hash.hex(),
         "merkle_root.txt": root.hex(),
         "link.txt": first_link.hex(),
+        "tree.json": json.dumps(tree_vectors(), indent=1),
+        "numbers.json": json.dumps({str(v): js_number(v) for v in
+                                    [0.5, 2.50, 1e2, 1e21, 1e-7, 123456789.125, -0.000001]}, indent=1),
     }
     if "--check" in sys.argv:
         bad = [n for n, v in files.items() if open(n).read().strip() != v]

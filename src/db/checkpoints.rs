@@ -6,7 +6,7 @@ use tokio_postgres::GenericClient;
 use utoipa::ToSchema;
 
 use super::locks::{self, Round};
-use super::{witnesses, DbError};
+use super::{tree, witnesses, DbError};
 use crate::integrity::checkpoint::{self, CheckpointStatement, SignedCheckpoint};
 use crate::integrity::keys::IntegrityKeys;
 
@@ -19,6 +19,9 @@ pub struct StoredCheckpoint {
     pub event_total: i64,
     pub signed_at: DateTime<Utc>,
     pub key_id: String,
+    /// Hex root of the link tree over links 1..=`seq`; null for checkpoints
+    /// signed before format version 2.
+    pub tree_root: Option<String>,
     /// What to keep outside, and pass back to `verify`.
     pub checkpoint: SignedCheckpoint,
 }
@@ -39,6 +42,8 @@ pub async fn create_unless_signing(
 
 /// Signs and stores a checkpoint of each organization's chain that grew since
 /// its last checkpoint (`organization_id`: only that one). Returns how many.
+/// First grows the organization's link tree to the head, which also builds
+/// it for chains written before the tree existed, and signs its root.
 pub async fn create(
     client: &impl GenericClient,
     keys: &IntegrityKeys,
@@ -55,20 +60,25 @@ pub async fn create(
         .await?;
     let now = Utc::now();
     for head in &heads {
+        let (organization_id, seq): (String, i64) = (head.get("organization_id"), head.get("seq"));
+        tree::grow(client, &organization_id, seq).await?;
+        let tree_root = hex::encode(tree::root(client, &organization_id, seq).await?);
         let statement = CheckpointStatement {
-            organization_id: head.get("organization_id"),
-            seq: head.get("seq"),
+            organization_id,
+            seq,
             link: head.get("link"),
             event_total: head.get("event_total"),
             signed_at: now.to_rfc3339(),
             key_id: keys.key_id(),
+            tree_root: Some(tree_root),
+            tree_size: Some(seq),
         };
         let signed = checkpoint::sign(keys, &statement);
         client
             .execute(
                 "INSERT INTO integrity_checkpoints \
-                   (organization_id, seq, link, event_total, signed_at, payload, signature, key_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (organization_id, seq) DO NOTHING",
+                   (organization_id, seq, link, event_total, signed_at, payload, signature, key_id, tree_root) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (organization_id, seq) DO NOTHING",
                 &[
                     &statement.organization_id,
                     &statement.seq,
@@ -78,6 +88,7 @@ pub async fn create(
                     &signed.payload,
                     &signed.signature,
                     &statement.key_id,
+                    &statement.tree_root,
                 ],
             )
             .await?;
@@ -94,7 +105,7 @@ pub async fn list(
 ) -> Result<Vec<StoredCheckpoint>, DbError> {
     let rows = client
         .query(
-            "SELECT id, organization_id, seq, link, event_total, signed_at, key_id, payload, signature \
+            "SELECT id, organization_id, seq, link, event_total, signed_at, key_id, tree_root, payload, signature \
              FROM integrity_checkpoints WHERE organization_id = $1 ORDER BY id DESC LIMIT $2",
             &[&organization_id, &limit],
         )
@@ -109,6 +120,7 @@ pub async fn list(
             event_total: row.get("event_total"),
             signed_at: row.get("signed_at"),
             key_id: row.get("key_id"),
+            tree_root: row.get("tree_root"),
             checkpoint: SignedCheckpoint {
                 payload: row.get("payload"),
                 signature: row.get("signature"),

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::pin::pin;
 
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -455,7 +455,7 @@ pub fn month_of(timestamp: DateTime<Utc>) -> NaiveDate {
 }
 
 /// An event as the API returns it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct StoredEvent {
     pub id: i64,
     pub timestamp: String,

@@ -22,12 +22,14 @@ pub mod migrations;
 pub mod partitions;
 pub mod performance;
 pub mod presets;
+pub mod proofs;
 pub mod report_sections;
 pub mod reports;
 pub mod retention;
 pub mod roles;
 pub mod tenant;
 pub mod trail;
+pub mod tree;
 pub mod verification;
 pub mod witnesses;
 

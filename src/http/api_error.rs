@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 pub use crate::validation::FieldError;
 
 use crate::auth::AuthError;
+use crate::db::proofs::ProveError;
 use crate::db::{DbError, SaveError};
 use crate::messages::ingest::IngestError;
 use crate::supervisor::ActorUnavailable;
@@ -207,6 +208,23 @@ impl From<SaveError> for ApiError {
         match error {
             SaveError::NameTaken(_) => ApiError::Conflict(error.to_string()),
             SaveError::Db(error) => error.into(),
+        }
+    }
+}
+
+impl From<ProveError> for ApiError {
+    /// 404 for what the caller cannot see, 409 for what exists but is not
+    /// provable against the checkpoint asked for.
+    fn from(error: ProveError) -> Self {
+        match error {
+            ProveError::Database(error) => error.into(),
+            ProveError::EventNotFound(_)
+            | ProveError::CheckpointNotFound(_)
+            | ProveError::NoCheckpoint
+            | ProveError::SizeNotFound(_) => ApiError::NotFound(error.to_string()),
+            ProveError::NoTree(_)
+            | ProveError::NewerThanCheckpoint { .. }
+            | ProveError::LeavesUnavailable { .. } => ApiError::Conflict(error.to_string()),
         }
     }
 }

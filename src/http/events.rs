@@ -16,8 +16,10 @@ use super::extract::{self, Path, Query};
 use super::AppState;
 use crate::cache::EVENTS;
 use crate::db::events::{self, EventFilter, StoredEvent};
+use crate::db::proofs;
 use crate::db::{presets, tenant};
 use crate::events::{self as audit_events, Receipt, Rules, CLASSIFICATIONS, STATUSES};
+use crate::integrity::proof::EventProof;
 use crate::messages::ingest::Ingest;
 use crate::validation::{timestamp_field, Strictness, TextRules};
 
@@ -345,4 +347,56 @@ pub async fn get(
     event
         .map(|event| HttpResponse::Ok().json(event))
         .ok_or_else(|| ApiError::NotFound(format!("event {id}")))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ProofQuery {
+    /// `latest` (the default) or the `seq` of one of the organization's
+    /// checkpoints: the tree the proof leads to.
+    #[param(pattern = "^(latest|[1-9][0-9]{0,17})$")]
+    pub checkpoint: Option<String>,
+}
+
+/// The proof that an event is in a signed checkpoint, checkable without
+/// trusting the worker (`docs/integrity.md` section 11): the event and its
+/// hash, its audit path to its chain link's Merkle root, the link's fields,
+/// the link's audit path in the link tree, and the checkpoint whose signed
+/// `tree_root` that path reaches. 404 for an event the caller's organization
+/// does not have live (archived, or removed by retention or erasure: the
+/// event itself is then not at hand to prove) and for an unknown checkpoint;
+/// 409 when the event is newer than the checkpoint, or the checkpoint was
+/// signed before format version 2 (no tree).
+#[utoipa::path(get, path = "/v1/events/{id}/proof", operation_id = "get_event_proof", tag = "events",
+    params(("id" = i64, Path, description = "Event id"), ProofQuery),
+    responses((status = 200, body = EventProof), (status = 400, body = super::api_error::ErrorBody),
+        (status = 401), (status = 403), (status = 404), (status = 409)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(event = %id))]
+pub async fn proof(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: Path<i64>,
+    query: Query<ProofQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(RESOURCE, "read")?;
+    let at = match query.checkpoint.as_deref() {
+        None | Some("latest") => None,
+        Some(seq) => match seq.parse::<i64>() {
+            Ok(seq) if seq > 0 => Some(seq),
+            _ => {
+                return Err(ApiError::Validation(vec![FieldError::new(
+                    "checkpoint",
+                    "must be `latest` or the seq (a positive integer) of a checkpoint",
+                )]))
+            }
+        },
+    };
+    let organization_id = caller.organization_id();
+    let proof = tenant::scoped(&state.pool, organization_id, async |tx| {
+        Ok::<_, ApiError>(proofs::event_proof(tx, organization_id, *id, at).await?)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(proof))
 }

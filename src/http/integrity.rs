@@ -12,11 +12,15 @@ use super::auth::Caller;
 use super::extract::{OptionalJson, Query};
 use super::AppState;
 use crate::db::checkpoints::{self, StoredCheckpoint};
-use crate::db::tenant;
+use crate::db::{proofs, tenant};
 use crate::integrity::checkpoint::SignedCheckpoint;
+use crate::integrity::proof::ConsistencyProof;
 use crate::integrity::verify::{self, Report, Scope, VerifyError};
 
 const RESOURCE: &str = "audit.integrity";
+/// Tree sizes are link counts; beyond this no chain grows, and u64 math on
+/// them cannot overflow.
+const MAX_TREE_SIZE: i64 = 1 << 62;
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -155,4 +159,56 @@ pub async fn public_key(state: web::Data<AppState>) -> HttpResponse {
         key_id: state.keys.key_id(),
         public_key: STANDARD.encode(state.keys.verifying_key().as_bytes()),
     })
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ConsistencyQuery {
+    /// The older tree size: any from 1 to `to` (the `seq` of a checkpoint
+    /// the client holds, typically).
+    #[param(minimum = 1, maximum = 4611686018427387904_i64)]
+    pub from: i64,
+    /// The newer tree size: the `seq` of one of the organization's
+    /// checkpoints that commit to a tree (format version 2).
+    #[param(minimum = 1, maximum = 4611686018427387904_i64)]
+    pub to: i64,
+}
+
+/// An RFC 9162 consistency proof that the organization's link tree of `to`
+/// links extends its tree of `from` links (`docs/integrity.md` section 12):
+/// with the root of a checkpoint it kept, a client checks that nothing before
+/// it was rewritten or cut since. 404 when `to` is not the size of a
+/// checkpoint with a tree.
+#[utoipa::path(get, path = "/v1/integrity/consistency", operation_id = "get_consistency_proof", tag = "integrity",
+    params(ConsistencyQuery),
+    responses((status = 200, body = ConsistencyProof), (status = 400, body = super::api_error::ErrorBody),
+        (status = 401), (status = 403), (status = 404)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(from = query.from, to = query.to))]
+pub async fn consistency(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: Query<ConsistencyQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(RESOURCE, "read")?;
+    let (from, to) = (query.from, query.to);
+    let mut errors = Vec::new();
+    for (field, value) in [("from", from), ("to", to)] {
+        if !(1..=MAX_TREE_SIZE).contains(&value) {
+            errors.push(FieldError::new(field, "must be a tree size from 1 to 2^62"));
+        }
+    }
+    if errors.is_empty() && from > to {
+        errors.push(FieldError::new("from", "must not be larger than `to`"));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let organization_id = caller.organization_id();
+    let proof = tenant::scoped(&state.pool, organization_id, async |tx| {
+        Ok::<_, ApiError>(proofs::consistency_proof(tx, organization_id, from, to).await?)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(proof))
 }

@@ -114,6 +114,7 @@ pub fn app(
                 .route("/events", web::post().to(events::ingest))
                 .route("/events", get().to(events::list))
                 .route("/events/{id}", get().to(events::get))
+                .route("/events/{id}/proof", get().to(events::proof))
                 .route("/presets", get().to(presets::list))
                 .route("/presets", web::post().to(presets::create))
                 .route("/presets/{name}", get().to(presets::get))
@@ -129,6 +130,7 @@ pub fn app(
                     web::post().to(integrity::create_checkpoint),
                 )
                 .route("/integrity/public-key", get().to(integrity::public_key))
+                .route("/integrity/consistency", get().to(integrity::consistency))
                 .route("/api-keys", get().to(api_keys::list))
                 .route("/api-keys", web::post().to(api_keys::create))
                 .route("/api-keys/{id}", web::delete().to(api_keys::revoke))

@@ -235,4 +235,19 @@ mod tests {
             event_hash(&vector_fields(&b, &commitment))
         );
     }
+
+    /// RFC 8785 numbers as docs/vectors/numbers.json (made by reference.py) spells them.
+    #[test]
+    fn numbers_canonicalize_as_the_reference_does() {
+        let vectors: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(include_str!("../../docs/vectors/numbers.json")).unwrap();
+        for (input, expected) in vectors {
+            let value: serde_json::Value = serde_json::from_str(&input).unwrap();
+            assert_eq!(
+                serde_jcs::to_string(&value).unwrap(),
+                expected.as_str().unwrap(),
+                "{input}"
+            );
+        }
+    }
 }

@@ -25,6 +25,14 @@ pub struct CheckpointStatement {
     pub signed_at: String,
     /// Which key signed it (see `GET /v1/integrity/public-key`).
     pub key_id: String,
+    /// Hex RFC 9162 tree hash over the link hashes 1..=`seq` (format version
+    /// 2). Absent from checkpoints signed before: their signed text lacks it,
+    /// and they still verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree_root: Option<String>,
+    /// The number of leaves of that tree: `seq` (absent with `tree_root`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree_size: Option<i64>,
 }
 
 /// A checkpoint as published: the exact signed text and the signature.

@@ -4,6 +4,9 @@
 //! - [`chain`]: Merkle roots and chain links.
 //! - [`checkpoint`]: Ed25519-signed statements of a chain's length and head.
 //! - [`keys`]: the commitment and signing keys.
+//! - [`tree`]: RFC 9162 Merkle tree math: tree hashes from stored subtrees,
+//!   inclusion and consistency proofs and their verifiers.
+//! - [`proof`]: the proofs the API returns, and their verifiers.
 //! - [`verify`]: the verification run.
 //! - [`witness`]: checkpoints read back from a file, an HTTPS URL or S3.
 
@@ -11,5 +14,7 @@ pub mod canonical;
 pub mod chain;
 pub mod checkpoint;
 pub mod keys;
+pub mod proof;
+pub mod tree;
 pub mod verify;
 pub mod witness;

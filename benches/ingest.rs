@@ -63,21 +63,19 @@ const MAX_RSS_MB: f64 = 200.0;
 /// its rate with Redis up, at least.
 const MIN_OUTAGE_RATIO: f64 = 0.9;
 
-/// The Redis outage phase: turns per worker (up, unreachable, up, ...), and
-/// what each turn sends.
-const OUTAGE_ROUNDS: usize = 3;
-const OUTAGE_BATCH: usize = 100;
-const OUTAGE_EVENTS_PER_TURN: u64 = 50_000;
-const OUTAGE_SINGLES: u64 = 2_000;
+/// The two-worker comparisons (Redis outage, append-only triggers): turns per
+/// worker (an even number: each side goes first as often), and what each turn
+/// sends.
+const TURNS: usize = 6;
+const TURN_BATCH: usize = 100;
+const TURN_EVENTS: u64 = 50_000;
+const TURN_SINGLES: u64 = 2_000;
 /// The command-line word that runs the outage phase alone.
 const OUTAGE_ONLY: &str = "redis-outage";
-/// The argument that runs only the append-only triggers comparison.
+/// The command-line word that runs the append-only triggers comparison alone.
 const TRIGGERS_ONLY: &str = "append-only";
-/// Floor of the issue: ingest with the triggers on over ingest without them.
+/// Floor of the trust issue: ingest with the triggers on over ingest without them.
 const MIN_TRIGGERS_RATIO: f64 = 0.9;
-/// Turns of each side in the triggers comparison (an even number: each side
-/// goes first as often).
-const TRIGGERS_ROUNDS: usize = 6;
 
 const ACTIONS: [&str; 8] = [
     "patient.record.read",
@@ -138,52 +136,13 @@ async fn append_only_triggers(pool: &Arc<Vec<SampleEvent>>) {
         )
         .await
         .expect("the owner switches the triggers off");
-    let targets = [
-        ("on", Arc::new(HttpTarget::new(&on))),
-        ("off", Arc::new(HttpTarget::new(&off))),
-    ];
-    let batches = Arc::new(batch_bodies(pool, OUTAGE_BATCH));
-    let singles = Arc::new(batch_bodies(pool, 1));
-    let mut batch_rates = [Vec::new(), Vec::new()];
-    let mut single_rates = [Vec::new(), Vec::new()];
-    let mut failures = Tally::default();
-    for (_, target) in &targets {
-        failures.merge(target.post_all(&singles, LATENCY_WARMUP, RUN_BUDGET).await);
-    }
-    for round in 1..=TRIGGERS_ROUNDS {
-        // Each side goes first in every other round: neither gains from the order.
-        let order = if round % 2 == 1 { [0, 1] } else { [1, 0] };
-        for side in order {
-            let (name, target) = &targets[side];
-            let run = target
-                .post_all(
-                    &batches,
-                    OUTAGE_EVENTS_PER_TURN / OUTAGE_BATCH as u64,
-                    RUN_BUDGET,
-                )
-                .await;
-            let events = run.ok * OUTAGE_BATCH as u64;
-            println!(
-                "round {round}, triggers {name}, batch={OUTAGE_BATCH}: {}",
-                run.describe(events)
-            );
-            batch_rates[side].push(run.rate(events));
-            failures.merge(run);
-            let run = target.post_all(&singles, OUTAGE_SINGLES, RUN_BUDGET).await;
-            println!(
-                "round {round}, triggers {name}, single events: {}",
-                run.describe(run.ok)
-            );
-            single_rates[side].push(run.rate(run.ok));
-            failures.merge(run);
-        }
-    }
-    println!("\n== summary, append-only triggers ({CLIENTS} concurrent clients, median of {TRIGGERS_ROUNDS} turns each) ==");
+    let turns = Turns::measure(pool, [("triggers on", &on), ("triggers off", &off)]).await;
+    println!("\n== summary, append-only triggers ({CLIENTS} concurrent clients, median of {TURNS} turns each) ==");
     for (what, rates) in [
-        (format!("batch={OUTAGE_BATCH}"), batch_rates),
-        ("single events".to_owned(), single_rates),
+        (format!("batch={TURN_BATCH}"), &turns.batch_rates),
+        ("single events".to_owned(), &turns.single_rates),
     ] {
-        let [on_rate, off_rate] = rates.map(median);
+        let [on_rate, off_rate] = rates.clone().map(median);
         let ratio = on_rate / off_rate;
         println!(
             "ingest {what}: triggers on {} ev/s, off {} ev/s, ratio {ratio:.2} (floor >= {MIN_TRIGGERS_RATIO}: {})",
@@ -192,14 +151,71 @@ async fn append_only_triggers(pool: &Arc<Vec<SampleEvent>>) {
             verdict(ratio >= MIN_TRIGGERS_RATIO)
         );
     }
-    if failures.failures.is_empty() {
-        println!("failed requests: none");
+    turns.finish([on, off]).await;
+}
+
+/// Two workers measured in turns: per turn, `TURN_EVENTS` events in requests
+/// of `TURN_BATCH`, then `TURN_SINGLES` single events; each side goes first in
+/// every other turn, so neither gains from the order.
+struct Turns {
+    batch_rates: [Vec<f64>; 2],
+    single_rates: [Vec<f64>; 2],
+    single_p50: [Vec<Duration>; 2],
+    failures: Tally,
+}
+
+impl Turns {
+    async fn measure(pool: &Arc<Vec<SampleEvent>>, sides: [(&str, &Worker); 2]) -> Self {
+        let targets = sides.map(|(name, worker)| (name, Arc::new(HttpTarget::new(worker))));
+        let batches = Arc::new(batch_bodies(pool, TURN_BATCH));
+        let singles = Arc::new(batch_bodies(pool, 1));
+        let mut turns = Turns {
+            batch_rates: [Vec::new(), Vec::new()],
+            single_rates: [Vec::new(), Vec::new()],
+            single_p50: [Vec::new(), Vec::new()],
+            failures: Tally::default(),
+        };
+        for (_, target) in &targets {
+            let warmup = target.post_all(&singles, LATENCY_WARMUP, RUN_BUDGET).await;
+            turns.failures.merge(warmup);
+        }
+        for turn in 1..=TURNS {
+            let order = if turn % 2 == 1 { [0, 1] } else { [1, 0] };
+            for side in order {
+                let (name, target) = &targets[side];
+                let requests = TURN_EVENTS / TURN_BATCH as u64;
+                let run = target.post_all(&batches, requests, RUN_BUDGET).await;
+                let events = run.ok * TURN_BATCH as u64;
+                println!(
+                    "turn {turn}, {name}, batch={TURN_BATCH}: {}",
+                    run.describe(events)
+                );
+                turns.batch_rates[side].push(run.rate(events));
+                turns.failures.merge(run);
+                let run = target.post_all(&singles, TURN_SINGLES, RUN_BUDGET).await;
+                println!(
+                    "turn {turn}, {name}, single events: {}",
+                    run.describe(run.ok)
+                );
+                turns.single_rates[side].push(run.rate(run.ok));
+                turns.single_p50[side].push(Percentiles::of(run.latencies.clone()).p50);
+                turns.failures.merge(run);
+            }
+        }
+        turns
     }
-    failures.print_failures();
-    for worker in [on, off] {
-        let log = worker.log.clone();
-        worker.stop().await;
-        report_log(&log);
+
+    /// Prints the failures, stops both workers and shows their logs.
+    async fn finish(self, workers: [Worker; 2]) {
+        if self.failures.failures.is_empty() {
+            println!("failed requests: none");
+        }
+        self.failures.print_failures();
+        for worker in workers {
+            let log = worker.log.clone();
+            worker.stop().await;
+            report_log(&log);
+        }
     }
 }
 
@@ -317,71 +333,33 @@ async fn redis_outage(pool: &Arc<Vec<SampleEvent>>) {
     println!("\n== Redis unreachable against Redis up (Redis URL {nowhere}) ==");
     let up = Worker::start(&[]).await;
     let down = Worker::start(&[("AUDIT_WORKER__REDIS__URL", nowhere)]).await;
-    let targets = [
-        ("up", Arc::new(HttpTarget::new(&up))),
-        ("unreachable", Arc::new(HttpTarget::new(&down))),
-    ];
-    let batches = Arc::new(batch_bodies(pool, OUTAGE_BATCH));
-    let singles = Arc::new(batch_bodies(pool, 1));
-    let mut rates = [Vec::new(), Vec::new()];
-    let mut failures = Tally::default();
-    for (_, target) in &targets {
-        failures.merge(target.post_all(&singles, LATENCY_WARMUP, RUN_BUDGET).await);
-    }
-    for round in 1..=OUTAGE_ROUNDS {
-        for (side, (name, target)) in targets.iter().enumerate() {
-            let run = target
-                .post_all(
-                    &batches,
-                    OUTAGE_EVENTS_PER_TURN / OUTAGE_BATCH as u64,
-                    RUN_BUDGET,
-                )
-                .await;
-            let events = run.ok * OUTAGE_BATCH as u64;
-            println!(
-                "round {round}, Redis {name}, batch={OUTAGE_BATCH}: {}",
-                run.describe(events)
-            );
-            rates[side].push(run.rate(events));
-            failures.merge(run);
-        }
-    }
-    let mut singles_rate = Vec::new();
-    let mut p50 = Vec::new();
-    for (name, target) in &targets {
-        let run = target.post_all(&singles, OUTAGE_SINGLES, RUN_BUDGET).await;
-        println!("Redis {name}, single events: {}", run.describe(run.ok));
-        singles_rate.push(run.rate(run.ok));
-        p50.push(Percentiles::of(run.latencies.clone()).p50);
-        failures.merge(run);
-    }
-    let [up_rate, down_rate] = rates.map(median);
+    let turns = Turns::measure(pool, [("Redis up", &up), ("Redis unreachable", &down)]).await;
+    let [up_rate, down_rate] = turns.batch_rates.clone().map(median);
+    let [up_singles, down_singles] = turns.single_rates.clone().map(median);
+    let [up_p50, down_p50] = turns.single_p50.clone().map(median_duration);
     let ratio = down_rate / up_rate;
     println!(
-        "\n== summary, Redis outage ({CLIENTS} concurrent clients, median of {OUTAGE_ROUNDS} turns each) =="
+        "\n== summary, Redis outage ({CLIENTS} concurrent clients, median of {TURNS} turns each) =="
     );
     println!(
-        "ingest batch={OUTAGE_BATCH}: Redis up {} ev/s, Redis unreachable {} ev/s, ratio {ratio:.2} (goal >= {MIN_OUTAGE_RATIO}: {})",
+        "ingest batch={TURN_BATCH}: Redis up {} ev/s, Redis unreachable {} ev/s, ratio {ratio:.2} (goal >= {MIN_OUTAGE_RATIO}: {})",
         grouped(up_rate),
         grouped(down_rate),
         verdict(ratio >= MIN_OUTAGE_RATIO)
     );
     println!(
         "single events: Redis up {} ev/s, p50 {:.2} ms; Redis unreachable {} ev/s, p50 {:.2} ms",
-        grouped(singles_rate[0]),
-        ms(p50[0]),
-        grouped(singles_rate[1]),
-        ms(p50[1])
+        grouped(up_singles),
+        ms(up_p50),
+        grouped(down_singles),
+        ms(down_p50)
     );
-    if failures.failures.is_empty() {
-        println!("failed requests: none");
-    }
-    failures.print_failures();
-    for worker in [up, down] {
-        let log = worker.log.clone();
-        worker.stop().await;
-        report_log(&log);
-    }
+    turns.finish([up, down]).await;
+}
+
+fn median_duration(mut durations: Vec<Duration>) -> Duration {
+    durations.sort_unstable();
+    durations[durations.len() / 2]
 }
 
 fn median(mut rates: Vec<f64>) -> f64 {

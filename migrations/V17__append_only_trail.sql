@@ -5,9 +5,9 @@
 -- UPDATE or DELETE of audit_log inside a recorded operation, a transaction
 -- that names (setting `audit_worker.operation`) a row of trail_operations of
 -- the row's organization, of a kind allowed for that statement, whose record
--- event is in the organization's chain. audit_chain_head only moves forward,
--- to a link that exists. A superuser who disables triggers is outside this
--- promise; verification still catches what they change.
+-- event is in the organization's chain. audit_chain_head only moves forward.
+-- A superuser who disables triggers is outside this promise; verification
+-- still catches what they change.
 
 -- Recorded operations. A row can only be added once its record event (the
 -- audit event saying what is about to happen) is in the organization's chain.
@@ -107,21 +107,16 @@ BEGIN
 END
 $$;
 
--- The head moves forward only, to a link of its own chain.
-CREATE FUNCTION audit_chain_head_forward() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.organization_id = OLD.organization_id AND NEW.seq > OLD.seq AND NEW.event_total >= OLD.event_total
-       AND EXISTS (SELECT 1 FROM audit_chain c
-                   WHERE c.organization_id = NEW.organization_id AND c.seq = NEW.seq AND c.link = NEW.link) THEN
-        RETURN NEW;
-    END IF;
-    RAISE EXCEPTION 'UPDATE on audit_chain_head refused: the audit trail is append-only, and a chain head only moves forward to a link of its chain'
-        USING ERRCODE = 'insufficient_privilege';
-END
-$$;
+-- The head moves forward only (rewinding it would hide a truncated tail). The
+-- check is the trigger's WHEN condition, evaluated without calling a function
+-- on the hot path: every ingest transaction moves a head, inside the head's
+-- lock. Where a head points is checked by verification (a head ahead of its
+-- chain breaks the next link).
 CREATE TRIGGER audit_chain_head_forward BEFORE UPDATE ON audit_chain_head
-    FOR EACH ROW EXECUTE FUNCTION audit_chain_head_forward();
+    FOR EACH ROW
+    WHEN (NOT (NEW.organization_id = OLD.organization_id AND NEW.seq > OLD.seq
+               AND NEW.event_total >= OLD.event_total))
+    EXECUTE FUNCTION audit_trail_refuse();
 CREATE TRIGGER audit_chain_head_append_only BEFORE DELETE ON audit_chain_head
     FOR EACH ROW EXECUTE FUNCTION audit_trail_refuse();
 CREATE TRIGGER audit_chain_head_truncate_guard BEFORE TRUNCATE ON audit_chain_head

@@ -104,33 +104,13 @@ async fn each_administrative_change_is_an_event_of_the_organizations_chain() {
     .await;
     let destination_id = destination["id"].as_i64().unwrap();
     let path = format!("/v1/destinations/{destination_id}");
-    call(
-        &app,
-        &admin,
-        Method::PATCH,
-        &path,
-        Some(json!({"label": "siem-2"})),
-        200,
-    )
-    .await;
-    call(
-        &app,
-        &admin,
-        Method::PATCH,
-        &path,
-        Some(json!({"disabled": true})),
-        200,
-    )
-    .await;
-    call(
-        &app,
-        &admin,
-        Method::PATCH,
-        &path,
-        Some(json!({"disabled": false})),
-        200,
-    )
-    .await;
+    for change in [
+        json!({"label": "siem-2"}),
+        json!({"disabled": true}),
+        json!({"disabled": false}),
+    ] {
+        call(&app, &admin, Method::PATCH, &path, Some(change), 200).await;
+    }
     call(&app, &admin, Method::DELETE, &path, None, 204).await;
     call(
         &app,

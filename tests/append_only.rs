@@ -27,7 +27,7 @@ fn psql(app: &TestApp, sql: &str) -> (bool, String) {
     )
 }
 
-/// Every stored column of the organization's events, in id order.
+/// Every stored column of every event, in id order.
 async fn trail(app: &TestApp) -> Vec<String> {
     app.database()
         .await

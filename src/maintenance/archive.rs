@@ -113,7 +113,7 @@ pub async fn run(
                 archives::clear_dead_letter(&*pool.get().await?, &organization, &job).await?;
                 continue;
             }
-            let operation = round.id(|| json!({})).await?;
+            let operation = round.id().await?;
             loop {
                 match archive_batch(pool, settings, operation, &organization, pair, before, now)
                     .await

@@ -80,7 +80,7 @@ pub async fn run(
             if !archives::any_due(&*pool.get().await?, &organization, pair, before).await? {
                 continue;
             }
-            let operation = round.id(|| json!({})).await?;
+            let operation = round.id().await?;
             loop {
                 let mut client = pool.get().await?;
                 let transaction = client.transaction().await?;

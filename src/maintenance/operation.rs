@@ -3,7 +3,7 @@
 //! the organization's chain and its `trail_operations` row (one transaction);
 //! every change of the round then runs inside it (see `db::trail`).
 
-use serde_json::Value;
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::db::trail::{self, OperationKind};
@@ -42,17 +42,14 @@ impl<'a> RoundOperation<'a> {
         }
     }
 
-    /// The operation's id, beginning it (`details` go into its record event)
-    /// the first time.
-    pub async fn id(&mut self, details: impl FnOnce() -> Value) -> Result<Uuid, DbError> {
+    /// The operation's id, beginning it the first time.
+    pub async fn id(&mut self) -> Result<Uuid, DbError> {
         if let Some(id) = self.id {
             return Ok(id);
         }
         let id = Uuid::new_v4();
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
-        let mut details = details();
-        details["operation_id"] = Value::String(id.to_string());
         let receipt = recorded::append_in(
             &transaction,
             self.keys,
@@ -63,7 +60,7 @@ impl<'a> RoundOperation<'a> {
                 status: "attempt",
                 outcome: format!("{} started", self.action),
                 target: None,
-                details,
+                details: json!({"operation_id": id}),
             },
         )
         .await

@@ -16,6 +16,7 @@
 
 use std::time::Instant;
 
+use audit_worker::archive_store::ArchiveStore;
 use audit_worker::config::Config;
 use audit_worker::db::{self, events, migrations};
 use audit_worker::integrity::keys::IntegrityKeys;
@@ -131,8 +132,10 @@ async fn main() {
     let keys = IntegrityKeys::load(&config.integrity, &pool)
         .await
         .expect("integrity keys");
+    let store =
+        ArchiveStore::open(&config.archive, config.partitions.archive_compression_level).await;
     let archiving = Instant::now();
-    let report = archive::run(&pool, &keys, &config.partitions, now, false)
+    let report = archive::run(&pool, &store, &keys, &config.partitions, now, false)
         .await
         .expect("archival");
     let took = archiving.elapsed();

@@ -3,6 +3,8 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::archive_store::ArchiveError;
+use crate::archive_store::ArchiveStore;
 use crate::auth::{self, permissions, IssueError};
 use crate::config::Config;
 use crate::db::api_keys::{self, ApiKeyInfo};
@@ -16,7 +18,7 @@ use crate::events::recorded::{self, AdminChange, RecordError};
 use crate::integrity::checkpoint::SignedCheckpoint;
 use crate::integrity::keys::IntegrityKeys;
 use crate::integrity::verify::{self, Report, Scope, VerifyError};
-use crate::maintenance::archive::{self, ArchiveError, ArchiveReport};
+use crate::maintenance::archive::{self, ArchiveReport};
 use crate::maintenance::database::{self as database_maintenance, MaintenanceError};
 use crate::maintenance::longest_retention_days;
 use crate::maintenance::partitions::{self as maintain, Expired};
@@ -160,10 +162,16 @@ pub async fn verify(
         to,
         checkpoint,
     };
-    let report = verify::verify(&pool, &keys, &scope).await?;
+    let store = archive_store(config).await;
+    let report = verify::verify(&pool, &keys, &store, &scope).await?;
     let client = pool.get().await?;
     verify::record(&*client, organization_id, &report, &scope, CLI_ACTOR).await?;
     Ok(report)
+}
+
+/// The configured archive store.
+async fn archive_store(config: &Config) -> ArchiveStore {
+    ArchiveStore::open(&config.archive, config.partitions.archive_compression_level).await
 }
 
 /// The partitions of `audit_log`, oldest first.
@@ -197,7 +205,16 @@ pub async fn run_archival(config: &Config, dry_run: bool) -> Result<ArchiveRepor
     connect(config).await?;
     let pool = db::pool(&config.database);
     let keys = IntegrityKeys::load(&config.integrity, &pool).await?;
-    Ok(archive::run(&pool, &keys, &config.partitions, Utc::now(), dry_run).await?)
+    let store = archive_store(config).await;
+    Ok(archive::run(
+        &pool,
+        &store,
+        &keys,
+        &config.partitions,
+        Utc::now(),
+        dry_run,
+    )
+    .await?)
 }
 
 pub async fn list_archives(config: &Config) -> Result<Vec<Archive>, AdminError> {
@@ -210,7 +227,8 @@ pub async fn restore_archive(config: &Config, id: uuid::Uuid) -> Result<u64, Adm
     connect(config).await?;
     let pool = db::pool(&config.database);
     let keys = IntegrityKeys::load(&config.integrity, &pool).await?;
-    Ok(archive::restore(&pool, &keys, id, &cli_principal()).await?)
+    let store = archive_store(config).await;
+    Ok(archive::restore(&pool, &store, &keys, id, &cli_principal()).await?)
 }
 
 /// The database performance report, as `GET /v1/admin/performance` gives it

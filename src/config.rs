@@ -47,6 +47,7 @@ pub struct Config {
     pub integrity: IntegrityConfig,
     pub delivery: DeliveryConfig,
     pub partitions: PartitionsConfig,
+    pub archive: ArchiveConfig,
     pub cache: CacheConfig,
     pub alerts: AlertsConfig,
     pub gdpr: GdprConfig,
@@ -135,6 +136,41 @@ pub struct PartitionsConfig {
     pub maintenance_interval: Duration,
     pub archive_batch_events: u32,
     pub archive_compression_level: i32,
+}
+
+/// Where new archives are written (existing ones are read where they are).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveStoreKind {
+    /// `archive_storage`: JSON Lines, zstd, in PostgreSQL.
+    Postgres,
+    /// Parquet objects in an S3-compatible bucket.
+    S3,
+    /// Parquet files under a local (or mounted) directory.
+    Directory,
+}
+
+impl ArchiveStoreKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres",
+            Self::S3 => "s3",
+            Self::Directory => "directory",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveConfig {
+    pub store: ArchiveStoreKind,
+    pub bucket: String,
+    pub prefix: String,
+    /// Empty: the AWS default for the region.
+    pub endpoint: String,
+    pub region: String,
+    pub force_path_style: bool,
+    pub directory: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -369,6 +405,7 @@ impl Config {
         self.validate_timeouts()?;
         self.validate_ingest_and_delivery()?;
         self.validate_partitions()?;
+        self.validate_archive()?;
         self.validate_keys()?;
         self.validate_limits()?;
         self.validate_alerts()?;
@@ -477,6 +514,39 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The archive store: what its kind needs is given, and well formed.
+    fn validate_archive(&self) -> Result<(), ConfigError> {
+        let archive = &self.archive;
+        if archive.prefix.starts_with('/') || archive.prefix.ends_with('/') {
+            return Err(invalid(
+                "archive.prefix",
+                "must not begin or end with `/` (it is joined to the object names with one)",
+            ));
+        }
+        if !archive.endpoint.is_empty() {
+            let url = url::Url::parse(&archive.endpoint)
+                .map_err(|error| invalid("archive.endpoint", &error.to_string()))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(invalid("archive.endpoint", "must be an http(s) URL"));
+            }
+        }
+        match archive.store {
+            ArchiveStoreKind::S3 if archive.bucket.is_empty() => Err(invalid(
+                "archive.bucket",
+                "is required when archive.store is \"s3\"",
+            )),
+            ArchiveStoreKind::S3 if archive.region.is_empty() => Err(invalid(
+                "archive.region",
+                "is required when archive.store is \"s3\"",
+            )),
+            ArchiveStoreKind::Directory if !archive.directory.is_absolute() => Err(invalid(
+                "archive.directory",
+                "must be an absolute path when archive.store is \"directory\"",
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Keys, which are empty (generated) or 32 bytes.

@@ -48,6 +48,7 @@
 pub mod actors;
 pub mod admin;
 pub mod alerts;
+pub mod archive_store;
 pub mod auth;
 pub mod breaker;
 pub mod cache;
@@ -256,6 +257,7 @@ impl Application {
             metrics: shared.metrics.clone(),
             auth,
             keys: shared.keys.clone(),
+            archives: shared.archives.clone(),
             ingest: actors.ingest,
             queue: actors.queue,
             secrets,
@@ -381,6 +383,7 @@ fn start_actors(
     let gdpr = Arc::new(Gdpr {
         pool: shared.pool.clone(),
         keys: shared.keys.clone(),
+        archives: shared.archives.clone(),
         pseudonyms,
         ingest: ingest.clone(),
         cache: shared.cache.clone(),
@@ -396,6 +399,7 @@ fn start_actors(
     let reports = Arc::new(Reports {
         pool: shared.pool.clone(),
         keys: shared.keys.clone(),
+        archives: shared.archives.clone(),
         settings: config.reports.clone(),
         metrics: shared.metrics.clone(),
         worker_id: format!("worker-{}", uuid::Uuid::new_v4()),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use crate::archive_store::ArchiveStore;
 use crate::cache::QueryCache;
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -33,6 +34,8 @@ pub struct Shared {
     pub errors: ErrorTracker,
     /// Signing and commitment keys of the trail.
     pub keys: Arc<IntegrityKeys>,
+    /// Where archived events are read and written.
+    pub archives: Arc<ArchiveStore>,
 }
 
 impl Shared {
@@ -56,6 +59,9 @@ impl Shared {
         let redis = RedisConnection::new(&config.redis)?;
         let metrics = Arc::new(Metrics::new());
         let keys = Arc::new(IntegrityKeys::load(&config.integrity, &pool).await?);
+        let archives = Arc::new(
+            ArchiveStore::open(&config.archive, config.partitions.archive_compression_level).await,
+        );
         let cache = Arc::new(QueryCache::new(&config, redis.clone(), metrics.clone()));
         let errors = ErrorTracker::new(
             config.errors.buffer_fingerprints,
@@ -72,6 +78,7 @@ impl Shared {
             cache,
             errors,
             keys,
+            archives,
         };
         Ok((shared, live_sender))
     }

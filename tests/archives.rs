@@ -203,8 +203,10 @@ async fn an_archive_restores_identical_events() {
     let keys = IntegrityKeys::load(&app.config.integrity, &pool)
         .await
         .unwrap();
+    let store = app.archive_store().await;
     let report = archive::run(
         &pool,
+        &store,
         &keys,
         &app.config.partitions,
         Utc::now() + chrono::Duration::days(400),
@@ -220,6 +222,7 @@ async fn an_archive_restores_identical_events() {
     );
     let report = archive::run(
         &pool,
+        &store,
         &keys,
         &app.config.partitions,
         Utc::now() + chrono::Duration::days(400),

@@ -111,10 +111,12 @@ async fn racing_workers_create_each_partition_once() {
             .await
             .unwrap(),
     );
+    let store = Arc::new(app.archive_store().await);
     let rounds: Vec<_> = (0..3)
         .map(|_| {
             let (config, pool, keys) = (app.config.clone(), pool.clone(), keys.clone());
-            tokio::spawn(async move { maintenance::run(&config, &pool, &keys, far).await })
+            let store = store.clone();
+            tokio::spawn(async move { maintenance::run(&config, &pool, &store, &keys, far).await })
         })
         .collect();
     let mut ran = 0;

@@ -664,6 +664,7 @@ mod tests {
             errors: ErrorTracker::new(10, 1, metrics.clone()),
             clock: Arc::new(SystemClock),
             keys: Arc::new(keys),
+            archives: Arc::new(crate::archive_store::ArchiveStore::open(&config.archive, 3).await),
             config,
             pool,
             redis,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use actix::fut::wrap_future;
 use actix::prelude::*;
 
+use crate::archive_store::ArchiveStore;
 use crate::cache::{QueryCache, EVENTS};
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -28,6 +29,7 @@ struct Maintain;
 pub struct PartitionActor {
     pool: PgPool,
     keys: Arc<IntegrityKeys>,
+    archives: Arc<ArchiveStore>,
     cache: Arc<QueryCache>,
     config: Arc<Config>,
     clock: SharedClock,
@@ -39,6 +41,7 @@ impl PartitionActor {
         Self {
             pool: shared.pool.clone(),
             keys: shared.keys.clone(),
+            archives: shared.archives.clone(),
             cache: shared.cache.clone(),
             config: shared.config.clone(),
             clock: shared.clock.clone(),
@@ -60,11 +63,12 @@ async fn round(
     config: Arc<Config>,
     pool: PgPool,
     keys: Arc<IntegrityKeys>,
+    archives: Arc<ArchiveStore>,
     cache: Arc<QueryCache>,
     clock: SharedClock,
     metrics: Arc<Metrics>,
 ) -> Result<Report, DbError> {
-    let report = maintenance::run(&config, &pool, &keys, clock.now()).await?;
+    let report = maintenance::run(&config, &pool, &archives, &keys, clock.now()).await?;
     for organization in report
         .archived
         .organizations
@@ -110,6 +114,7 @@ impl Handler<Maintain> for PartitionActor {
             self.config.clone(),
             self.pool.clone(),
             self.keys.clone(),
+            self.archives.clone(),
             self.cache.clone(),
             self.clock.clone(),
             self.metrics.clone(),

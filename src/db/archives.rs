@@ -16,6 +16,10 @@ use super::DbError;
 pub struct Archive {
     pub id: Uuid,
     pub organization_id: String,
+    /// Where its bytes are: `postgres` (this table), `s3` or `directory`.
+    pub store: String,
+    /// The Parquet file's key in the bucket or directory (object stores).
+    pub object_key: Option<String>,
     pub event_count: i32,
     pub first_event_at: DateTime<Utc>,
     pub last_event_at: DateTime<Utc>,
@@ -30,13 +34,15 @@ pub struct Archive {
 }
 
 const COLUMNS: &str =
-    "id, organization_id, event_count, first_event_at, last_event_at, first_link, last_link, \
+    "id, organization_id, store, object_key, event_count, first_event_at, last_event_at, first_link, last_link, \
     metadata, created_at, retrieved_count, last_retrieved_at";
 
 fn archive(row: &tokio_postgres::Row) -> Archive {
     Archive {
         id: row.get("id"),
         organization_id: row.get("organization_id"),
+        store: row.get("store"),
+        object_key: row.get("object_key"),
         event_count: row.get("event_count"),
         first_event_at: row.get("first_event_at"),
         last_event_at: row.get("last_event_at"),
@@ -77,22 +83,50 @@ pub async fn list_all(client: &impl GenericClient) -> Result<Vec<Archive>, DbErr
     Ok(rows.iter().map(archive).collect())
 }
 
-/// An archive and its compressed bytes; `organization_id` None for the operator.
+/// An archive; `organization_id` None for the operator.
 pub async fn get(
     client: &impl GenericClient,
     organization_id: Option<&str>,
     id: Uuid,
-) -> Result<Option<(Archive, Vec<u8>)>, DbError> {
+) -> Result<Option<Archive>, DbError> {
     let row = client
         .query_opt(
             &format!(
-                "SELECT {COLUMNS}, data FROM archive_storage \
+                "SELECT {COLUMNS} FROM archive_storage \
                  WHERE id = $2 AND ($1::text IS NULL OR organization_id = $1)"
             ),
             &[&organization_id, &id],
         )
         .await?;
-    Ok(row.map(|row| (archive(&row), row.get("data"))))
+    Ok(row.as_ref().map(archive))
+}
+
+/// The compressed bytes of an archive of the `postgres` store.
+pub async fn data(client: &impl GenericClient, id: Uuid) -> Result<Option<Vec<u8>>, DbError> {
+    let row = client
+        .query_opt("SELECT data FROM archive_storage WHERE id = $1", &[&id])
+        .await?;
+    Ok(row.and_then(|row| row.get("data")))
+}
+
+/// The organization's archives that may hold events of the subject of
+/// `commitment` (as principal or target), oldest first.
+pub async fn holding_subject(
+    client: &impl GenericClient,
+    organization_id: &str,
+    commitment: &str,
+) -> Result<Vec<Archive>, DbError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM archive_storage WHERE organization_id = $1 \
+                   AND (subject_commitments IS NULL OR subject_commitments @> ARRAY[$2::text]) \
+                 ORDER BY first_event_at, id"
+            ),
+            &[&organization_id, &commitment],
+        )
+        .await?;
+    Ok(rows.iter().map(archive).collect())
 }
 
 /// Counts a retrieval of the archive.
@@ -111,22 +145,24 @@ pub async fn mark_retrieved(
     Ok(())
 }
 
-/// The ids of the organization's archives holding events of chain links
-/// `first..=last` (their bytes are read one archive at a time).
+/// The organization's archives holding events of chain links `first..=last`
+/// (their bytes are read one archive at a time).
 pub async fn covering_links(
     client: &impl GenericClient,
     organization_id: &str,
     first: i64,
     last: i64,
-) -> Result<Vec<Uuid>, DbError> {
+) -> Result<Vec<Archive>, DbError> {
     let rows = client
         .query(
-            "SELECT id FROM archive_storage \
-             WHERE organization_id = $1 AND first_link <= $3 AND last_link >= $2 ORDER BY first_link",
+            &format!(
+                "SELECT {COLUMNS} FROM archive_storage \
+                 WHERE organization_id = $1 AND first_link <= $3 AND last_link >= $2 ORDER BY first_link"
+            ),
             &[&organization_id, &first, &last],
         )
         .await?;
-    Ok(rows.iter().map(|row| row.get(0)).collect())
+    Ok(rows.iter().map(archive).collect())
 }
 
 /// The (retention_policy, data_classification) pairs among the organization's
@@ -261,53 +297,115 @@ pub async fn links(
     Ok(row.get::<_, Json<Value>>(0).0)
 }
 
+/// An archive's row: its bytes (`postgres` store) or its file's key.
 pub struct NewArchive<'a> {
+    pub id: Uuid,
     pub organization_id: &'a str,
+    pub store: &'a str,
     pub metadata: &'a Value,
-    pub data: &'a [u8],
+    pub data: Option<&'a [u8]>,
+    pub object_key: Option<&'a str>,
     pub event_count: i32,
     pub first_event_at: DateTime<Utc>,
     pub last_event_at: DateTime<Utc>,
     pub first_link: i64,
     pub last_link: i64,
+    pub subject_commitments: &'a [String],
 }
 
-/// Stores the archive and removes its events from the live table.
-pub async fn store(
-    client: &impl GenericClient,
-    new: &NewArchive<'_>,
-    ids: &[i64],
-) -> Result<Uuid, DbError> {
-    let id: Uuid = client
-        .query_one(
-            "INSERT INTO archive_storage (organization_id, metadata, data, event_count, first_event_at, \
-               last_event_at, first_link, last_link) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+/// Lists a new archive.
+pub async fn insert(client: &impl GenericClient, new: &NewArchive<'_>) -> Result<(), DbError> {
+    client
+        .execute(
+            "INSERT INTO archive_storage (id, organization_id, store, metadata, data, object_key, event_count, \
+               first_event_at, last_event_at, first_link, last_link, subject_commitments) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             &[
+                &new.id,
                 &new.organization_id,
+                &new.store,
                 &Json(new.metadata),
                 &new.data,
+                &new.object_key,
                 &new.event_count,
                 &new.first_event_at,
                 &new.last_event_at,
                 &new.first_link,
                 &new.last_link,
-            ],
-        )
-        .await?
-        .get(0);
-    client
-        .execute(
-            "DELETE FROM audit_log WHERE organization_id = $1 AND id = ANY($2) \
-               AND \"timestamp\" >= $3 AND \"timestamp\" <= $4",
-            &[
-                &new.organization_id,
-                &ids,
-                &new.first_event_at,
-                &new.last_event_at,
+                &new.subject_commitments,
             ],
         )
         .await?;
-    Ok(id)
+    Ok(())
+}
+
+/// Removes archived events from the live table (`first`/`last`: their time
+/// span, which spares the other partitions).
+pub async fn remove_live(
+    client: &impl GenericClient,
+    organization_id: &str,
+    ids: &[i64],
+    (first, last): (DateTime<Utc>, DateTime<Utc>),
+) -> Result<u64, DbError> {
+    Ok(client
+        .execute(
+            "DELETE FROM audit_log WHERE organization_id = $1 AND id = ANY($2) \
+               AND \"timestamp\" >= $3 AND \"timestamp\" <= $4",
+            &[&organization_id, &ids, &first, &last],
+        )
+        .await?)
+}
+
+/// Takes the organization's digest head until the transaction ends: the
+/// last digest's sequence (0 for none) and SHA-256.
+pub async fn lock_digest_head(
+    client: &impl GenericClient,
+    organization_id: &str,
+) -> Result<(i64, Option<String>), DbError> {
+    client
+        .execute(
+            "INSERT INTO archive_digest_head (organization_id, sequence) VALUES ($1, 0) \
+             ON CONFLICT (organization_id) DO NOTHING",
+            &[&organization_id],
+        )
+        .await?;
+    let row = client
+        .query_one(
+            "SELECT sequence, sha256 FROM archive_digest_head WHERE organization_id = $1 FOR UPDATE",
+            &[&organization_id],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
+pub async fn set_digest_head(
+    client: &impl GenericClient,
+    organization_id: &str,
+    sequence: i64,
+    sha256: &str,
+) -> Result<(), DbError> {
+    client
+        .execute(
+            "UPDATE archive_digest_head SET sequence = $2, sha256 = $3, updated_at = now() \
+             WHERE organization_id = $1",
+            &[&organization_id, &sequence, &sha256],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The organization's last digest: sequence and SHA-256 (0 and `None`: none).
+pub async fn digest_head(
+    client: &impl GenericClient,
+    organization_id: &str,
+) -> Result<(i64, Option<String>), DbError> {
+    let row = client
+        .query_opt(
+            "SELECT sequence, sha256 FROM archive_digest_head WHERE organization_id = $1",
+            &[&organization_id],
+        )
+        .await?;
+    Ok(row.map_or((0, None), |row| (row.get(0), row.get(1))))
 }
 
 /// Puts archived events (JSON objects of every column) back into `audit_log`
@@ -322,12 +420,12 @@ pub async fn insert_events(client: &impl GenericClient, lines: &[String]) -> Res
         .await?)
 }
 
-/// Deletes a restored archive.
-pub async fn delete(client: &impl GenericClient, id: Uuid) -> Result<(), DbError> {
-    client
+/// Unlists an archive (restored, replaced or deleted); whether it was listed.
+pub async fn delete(client: &impl GenericClient, id: Uuid) -> Result<bool, DbError> {
+    Ok(client
         .execute("DELETE FROM archive_storage WHERE id = $1", &[&id])
-        .await?;
-    Ok(())
+        .await?
+        == 1)
 }
 
 /// Records a failed archival batch for the operator (and counts repeats).

@@ -45,6 +45,7 @@ pub async fn delete_due_events(
 }
 
 /// One archived event's leaf.
+#[derive(Debug, Clone)]
 pub struct Leaf {
     pub chain_link: i64,
     pub event_id: i64,
@@ -52,19 +53,31 @@ pub struct Leaf {
     pub hash: String,
 }
 
-/// Deletes an archive, keeping its events' leaves; the operation's id.
+/// The `operation_kind` of leaves kept by a GDPR erasure.
+pub const ERASURE: &str = "gdpr_erasure";
+/// The `operation_kind` of leaves kept by retention.
+const RETENTION: &str = "retention";
+
+/// Deletes an archive's row, keeping its events' leaves; the operation's id
+/// (`None`: it was deleted already).
 pub async fn delete_archive(
     client: &impl GenericClient,
     archive: &Archive,
     older_than: DateTime<Utc>,
     leaves: &[Leaf],
-) -> Result<Uuid, DbError> {
+) -> Result<Option<Uuid>, DbError> {
     let recorded = |key: &str| {
         archive.metadata[key]
             .as_str()
             .unwrap_or_default()
             .to_owned()
     };
+    let deleted = client
+        .execute("DELETE FROM archive_storage WHERE id = $1", &[&archive.id])
+        .await?;
+    if deleted == 0 {
+        return Ok(None);
+    }
     let operation: Uuid = client
         .query_one(
             "INSERT INTO retention_operations (organization_id, kind, retention_policy, data_classification, \
@@ -80,19 +93,37 @@ pub async fn delete_archive(
         )
         .await?
         .get(0);
+    keep_leaves(
+        client,
+        &archive.organization_id,
+        leaves,
+        operation,
+        RETENTION,
+    )
+    .await?;
+    Ok(Some(operation))
+}
+
+/// Keeps the leaves of events an operation removed from an archive.
+pub async fn keep_leaves(
+    client: &impl GenericClient,
+    organization_id: &str,
+    leaves: &[Leaf],
+    operation: Uuid,
+    operation_kind: &str,
+) -> Result<(), DbError> {
     let links: Vec<i64> = leaves.iter().map(|leaf| leaf.chain_link).collect();
     let ids: Vec<i64> = leaves.iter().map(|leaf| leaf.event_id).collect();
     let times: Vec<DateTime<Utc>> = leaves.iter().map(|leaf| leaf.event_timestamp).collect();
     let hashes: Vec<&str> = leaves.iter().map(|leaf| leaf.hash.as_str()).collect();
     client
         .execute(
-            "INSERT INTO audit_pruned_leaf (organization_id, chain_link, event_id, event_timestamp, hash, operation_id) \
-             SELECT $1, l, i, t, h, $6 FROM unnest($2::int8[], $3::int8[], $4::timestamptz[], $5::text[]) AS u(l, i, t, h)",
-            &[&archive.organization_id, &links, &ids, &times, &hashes, &operation],
+            "INSERT INTO audit_pruned_leaf (organization_id, chain_link, event_id, event_timestamp, hash, \
+               operation_id, operation_kind) \
+             SELECT $1, l, i, t, h, $6, $7 FROM unnest($2::int8[], $3::int8[], $4::timestamptz[], $5::text[]) \
+               AS u(l, i, t, h)",
+            &[&organization_id, &links, &ids, &times, &hashes, &operation, &operation_kind],
         )
         .await?;
-    client
-        .execute("DELETE FROM archive_storage WHERE id = $1", &[&archive.id])
-        .await?;
-    Ok(operation)
+    Ok(())
 }

@@ -6,18 +6,17 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
 use tokio_postgres::GenericClient;
 
 use super::events::{self, EVENT_COLUMNS};
 use super::{archives, tree, DbError};
+use crate::archive_store::ArchiveStore;
 use crate::integrity::chain;
 use crate::integrity::checkpoint::SignedCheckpoint;
 use crate::integrity::proof::{
     ConsistencyProof, EventProof, LinkProof, ProvenEvent, TreeHead, TreeProof,
 };
 use crate::integrity::tree::{consistency_ranges, inclusion_ranges};
-use crate::maintenance::archive;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProveError {
@@ -127,6 +126,7 @@ async fn linked_event(
 /// the archived ones (as verification reads them, `docs/integrity.md` 7, 8).
 async fn link_leaves(
     client: &impl GenericClient,
+    store: &ArchiveStore,
     organization_id: &str,
     link_id: i64,
     event_count: i64,
@@ -144,28 +144,16 @@ async fn link_leaves(
     if leaves.len() as i64 >= event_count {
         return Ok(leaves);
     }
-    /// What an archive line holds that a leaf needs.
-    #[derive(Deserialize)]
-    struct ArchivedLeaf {
-        id: i64,
-        hash: String,
-        chain_link: i64,
-    }
-    for id in archives::covering_links(client, organization_id, link_id, link_id).await? {
-        let Some((stored, data)) = archives::get(client, Some(organization_id), id).await? else {
+    for archive in archives::covering_links(client, organization_id, link_id, link_id).await? {
+        // A corrupted or unreachable archive adds nothing (the count then tells).
+        let Ok(events) = store.read(client, &archive).await else {
             continue;
         };
-        // Checking and decompressing is CPU work: off the async threads. A
-        // corrupted archive adds nothing (the count then tells).
-        let opened = tokio::task::spawn_blocking(move || archive::open(&stored, &data))
-            .await
-            .expect("opening an archive does not panic");
-        for line in opened.into_iter().flatten() {
-            if let Ok(leaf) = serde_json::from_str::<ArchivedLeaf>(&line) {
-                if leaf.chain_link == link_id {
-                    leaves.insert(leaf.id, leaf.hash);
-                }
-            }
+        for event in events
+            .into_iter()
+            .filter(|event| event.chain_link == link_id)
+        {
+            leaves.insert(event.id, event.hash);
         }
     }
     Ok(leaves)
@@ -175,6 +163,7 @@ async fn link_leaves(
 /// tree size `at` (the latest when `None`).
 pub async fn event_proof(
     client: &impl GenericClient,
+    store: &ArchiveStore,
     organization_id: &str,
     id: i64,
     at: Option<i64>,
@@ -203,7 +192,7 @@ pub async fn event_proof(
         });
     }
 
-    let leaves = link_leaves(client, organization_id, link_id, link.event_count).await?;
+    let leaves = link_leaves(client, store, organization_id, link_id, link.event_count).await?;
     let unavailable = ProveError::LeavesUnavailable {
         seq: link.seq,
         count: link.event_count,

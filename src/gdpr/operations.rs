@@ -23,6 +23,7 @@ use super::export::{ExportWriter, Format, Manifest};
 use super::pseudonym::{PseudonymKeys, Strategy, MAX_ENCRYPTABLE_BYTES};
 use super::GdprError;
 use crate::actors::ingest::IngestActor;
+use crate::archive_store::ArchiveStore;
 use crate::cache::{QueryCache, EVENTS};
 use crate::config::{DatabaseConfig, GdprConfig};
 use crate::db::gdpr::{self, Mapping, NewMapping, NewOperation, Operation, Preserved, Role};
@@ -49,6 +50,7 @@ const EXPORT_FETCH_ROWS: i32 = 1000;
 pub struct Gdpr {
     pub pool: PgPool,
     pub keys: Arc<IntegrityKeys>,
+    pub archives: Arc<ArchiveStore>,
     pub pseudonyms: Arc<PseudonymKeys>,
     pub ingest: ActorHandle<IngestActor>,
     pub cache: Arc<QueryCache>,

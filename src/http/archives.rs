@@ -1,5 +1,5 @@
 //! `/v1/archives`: the organization's archives of aged events, listed, and
-//! fetched back as JSON Lines (each fetch counted).
+//! fetched back as JSON Lines (each fetch counted), whatever store holds them.
 
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
@@ -10,11 +10,14 @@ use super::api_error::ApiError;
 use super::auth::Caller;
 use super::extract::Path;
 use super::AppState;
+use crate::archive_store::ArchiveError;
 use crate::db::archives::{self, Archive};
 use crate::db::tenant;
-use crate::maintenance::archive;
+use crate::db::DbError;
 
 const RESOURCE: &str = "audit.retention";
+/// When to ask again for an archive whose store did not answer.
+const STORE_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ArchiveList {
@@ -41,7 +44,8 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
     params(("id" = Uuid, Path, description = "Archive id")),
     responses((status = 200, description = "JSON Lines", content_type = "application/x-ndjson"),
         (status = 401), (status = 403), (status = 404),
-        (status = 409, description = "The archive is corrupted")),
+        (status = 409, description = "The archive is corrupted"),
+        (status = 503, description = "The archive store does not answer")),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all, fields(archive = %id))]
 pub async fn get(
@@ -60,13 +64,24 @@ pub async fn get(
         Ok::<_, ApiError>(found)
     })
     .await?;
-    let (stored, data) = found.ok_or_else(|| ApiError::NotFound(format!("archive {id}")))?;
-    let lines = web::block(move || archive::open(&stored, &data))
-        .await
-        .map_err(|_| ApiError::Conflict(format!("archive {id} could not be opened")))?
-        .map_err(|error| ApiError::Conflict(error.to_string()))?;
-    let mut body = lines.join("\n");
-    body.push('\n');
+    let archive = found.ok_or_else(|| ApiError::NotFound(format!("archive {id}")))?;
+    let client = state.pool.get().await.map_err(DbError::from)?;
+    let events = match state.archives.read(&*client, &archive).await {
+        Ok(events) => events,
+        Err(ArchiveError::Db(error)) => return Err(error.into()),
+        Err(error @ ArchiveError::Object(_)) => {
+            return Err(ApiError::Unavailable {
+                reason: error.to_string(),
+                retry_after: STORE_RETRY,
+            })
+        }
+        Err(error) => return Err(ApiError::Conflict(error.to_string())),
+    };
+    let mut body = String::new();
+    for event in &events {
+        body.push_str(&event.line());
+        body.push('\n');
+    }
     Ok(HttpResponse::Ok()
         .content_type("application/x-ndjson")
         .body(body))

@@ -395,7 +395,7 @@ pub async fn proof(
     };
     let organization_id = caller.organization_id();
     let proof = tenant::scoped(&state.pool, organization_id, async |tx| {
-        Ok::<_, ApiError>(proofs::event_proof(tx, organization_id, *id, at).await?)
+        Ok::<_, ApiError>(proofs::event_proof(tx, &state.archives, organization_id, *id, at).await?)
     })
     .await?;
     Ok(HttpResponse::Ok().json(proof))

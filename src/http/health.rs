@@ -31,6 +31,10 @@ pub struct Checks {
     /// Redis is optional: when it is down this check says `degraded` and the
     /// worker stays ready.
     pub redis: Check,
+    /// The object store new archives go to (`[archive] store`), when it is
+    /// not PostgreSQL: an unreachable or forbidden bucket says `degraded`
+    /// (archival waits; events stay live) and the worker stays ready.
+    pub archive_store: Check,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -79,10 +83,11 @@ pub async fn healthz() -> HttpResponse {
 #[tracing::instrument(skip_all)]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let timeout = state.config.database.health_timeout;
-    let (postgres, redis, actors) = tokio::join!(
+    let (postgres, redis, actors, archive_store) = tokio::join!(
         db::ping(&state.pool, timeout),
         state.redis.ping(),
         state.supervisor.send(GetStatus),
+        tokio::time::timeout(timeout, state.archives.check()),
     );
     let migrations = match &postgres {
         Err(_) => Check::with(CheckStatus::Failing, "unknown: PostgreSQL does not answer"),
@@ -123,6 +128,14 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
             |e| Check::with(CheckStatus::Degraded, e.to_string()),
             |()| Check::ok(),
         ),
+        archive_store: match archive_store {
+            Ok(None) | Ok(Some(Ok(()))) => Check::ok(),
+            Ok(Some(Err(error))) => Check::with(CheckStatus::Degraded, error.to_string()),
+            Err(_) => Check::with(
+                CheckStatus::Degraded,
+                format!("no answer within {} ms", timeout.as_millis()),
+            ),
+        },
     };
     let failing: Vec<&str> = [
         ("postgres", &checks.postgres),

@@ -65,7 +65,7 @@ pub async fn verify(
         to: request.to,
         checkpoint: request.checkpoint.as_ref(),
     };
-    let report = verify::verify(&state.pool, &state.keys, &scope)
+    let report = verify::verify(&state.pool, &state.keys, &state.archives, &scope)
         .await
         .map_err(|error| match error {
             VerifyError::Database(error) => ApiError::from(error),

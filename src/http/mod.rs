@@ -35,6 +35,7 @@ use crate::actors::gdpr::GdprActor;
 use crate::actors::ingest::IngestActor;
 use crate::actors::queue::QueueActor;
 use crate::actors::report::ReportActor;
+use crate::archive_store::ArchiveStore;
 use crate::auth::Authenticator;
 use crate::cache::QueryCache;
 use crate::config::Config;
@@ -61,6 +62,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub auth: Arc<Authenticator>,
     pub keys: Arc<IntegrityKeys>,
+    /// Where archived events are read and written.
+    pub archives: Arc<ArchiveStore>,
     pub ingest: ActorHandle<IngestActor>,
     /// Told when destinations change, to start or stop their DeliveryActors.
     pub queue: ActorHandle<QueueActor>,

@@ -6,7 +6,9 @@
 //! It streams: chain rows and events are read in chain order side by side, so
 //! memory stays constant whatever the size of the chain. Archived events of
 //! the links in range are checked like live ones: their archives are opened
-//! (both SHA-256 sums checked) into a temporary table read beside `audit_log`.
+//! (their SHA-256 sums checked) into a temporary table read beside
+//! `audit_log`. With an object store, the organization's signed archive
+//! digests are walked too, and must name exactly the archives listed.
 //! What it reads, and how, is [`crate::db::verification`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -25,9 +27,9 @@ use super::chain;
 use super::checkpoint::{self, CheckpointError, CheckpointStatement, SignedCheckpoint};
 use super::keys::IntegrityKeys;
 use crate::alerts::system;
+use crate::archive_store::{ArchiveError, ArchiveStore};
 use crate::db::verification::{self, ChainEvent, ChainLink, Removal};
 use crate::db::{archives, gdpr, DbError, PgPool};
-use crate::maintenance::archive;
 
 /// At most this many problems are listed (all are counted).
 const MAX_LISTED_PROBLEMS: usize = 1000;
@@ -42,9 +44,12 @@ pub enum ProblemKind {
     Inserted,
     Reordered,
     Truncated,
-    /// An archive's bytes no longer match their recorded SHA-256 (its events
-    /// then also show as missing).
+    /// An archive's bytes no longer match their recorded SHA-256, or its
+    /// file is missing (its events then also show as missing).
     CorruptedArchive,
+    /// The signed archive digests in object storage are missing, unsigned or
+    /// unlinked, or disagree with the archives listed.
+    ArchiveDigest,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -141,6 +146,7 @@ impl Findings {
 pub async fn verify(
     pool: &PgPool,
     keys: &IntegrityKeys,
+    store: &ArchiveStore,
     scope: &Scope<'_>,
 ) -> Result<Report, VerifyError> {
     let org = scope.organization_id;
@@ -161,7 +167,8 @@ pub async fn verify(
     // stream: the connection answers in order).
     let pseudonyms = Arc::new(recorded_pseudonyms(&client, org).await?);
     // 2. Archived events of the links in range, next to the live ones.
-    let archived = load_archives(&client, org, &walk.in_range, &mut findings).await?;
+    let archived = load_archives(&client, store, org, &walk.in_range, &mut findings).await?;
+    check_digests(&client, store, keys, org, &mut findings).await?;
     // 3. Their events, against their links.
     let key: [u8; 32] = keys
         .commitment_key()
@@ -475,9 +482,10 @@ fn report_strays(events: &[ChainEvent], scope: &Scope<'_>, findings: &mut Findin
 
 /// Opens the organization's archives holding events of the links in range
 /// into the temporary table `verify_archived`; whether there were any. A
-/// corrupted archive is reported and left out.
+/// corrupted or missing archive is reported and left out.
 async fn load_archives(
     client: &impl GenericClient,
+    store: &ArchiveStore,
     org: &str,
     in_range: &HashMap<i64, ChainLink>,
     findings: &mut Findings,
@@ -490,24 +498,70 @@ async fn load_archives(
         return Ok(false);
     }
     verification::create_archived_copy(client).await?;
-    for id in found {
-        let Some((stored, data)) = archives::get(client, Some(org), id).await? else {
-            continue;
-        };
-        // Checking and decompressing is CPU work: off the async threads.
-        let opened = tokio::task::spawn_blocking(move || archive::open(&stored, &data))
-            .await
-            .expect("opening an archive does not panic");
-        match opened {
-            Ok(lines) => {
+    for archive in found {
+        match store.read(client, &archive).await {
+            Ok(events) => {
+                let lines: Vec<String> = events.iter().map(|event| event.line()).collect();
                 verification::copy_archived(client, &lines).await?;
             }
+            Err(ArchiveError::Db(error)) => return Err(error.into()),
             Err(error) => {
                 findings.add(ProblemKind::CorruptedArchive, None, None, error.to_string())
             }
         }
     }
     Ok(true)
+}
+
+/// Walks the organization's archive digests (with an object store) and
+/// compares the archives they leave in place with those listed.
+async fn check_digests(
+    client: &impl GenericClient,
+    store: &ArchiveStore,
+    keys: &IntegrityKeys,
+    org: &str,
+    findings: &mut Findings,
+) -> Result<(), VerifyError> {
+    let (last, _) = archives::digest_head(client, org).await?;
+    let walk = match store.walk_digests(org, &keys.verifying_key(), last).await {
+        Ok(Some(walk)) => walk,
+        Ok(None) => return Ok(()),
+        Err(ArchiveError::Db(error)) => return Err(error.into()),
+        Err(error) => {
+            findings.add(
+                ProblemKind::ArchiveDigest,
+                None,
+                None,
+                format!("the archive digests cannot be read: {error}"),
+            );
+            return Ok(());
+        }
+    };
+    let mut problems = walk.problems;
+    let mut digested = walk.live;
+    for archive in archives::list(client, org).await? {
+        if archive.store == "postgres" {
+            continue;
+        }
+        let recorded = archive.metadata["manifest_sha256"]
+            .as_str()
+            .unwrap_or_default();
+        match digested.remove(&archive.id) {
+            Some(digest) if digest.manifest_sha256 == recorded => {}
+            Some(_) => problems.push(format!(
+                "archive {} is listed with another manifest than its digest names",
+                archive.id
+            )),
+            None => problems.push(format!("archive {} has no digest", archive.id)),
+        }
+    }
+    for id in digested.keys() {
+        problems.push(format!("archive {id} is in the digests but not listed"));
+    }
+    for problem in problems {
+        findings.add(ProblemKind::ArchiveDigest, None, None, problem);
+    }
+    Ok(())
 }
 
 /// Checks a chunk of links with their events (on a blocking thread).

@@ -1,19 +1,24 @@
 //! Archival: events older than their retention policy's `archive_after_days`
-//! leave the live table for compressed archives (`archive_storage`): JSON
-//! Lines of every column, zstd-compressed, one archive per organization and
-//! batch, with the SHA-256 of both forms and the chain links of its events in
-//! the metadata, so that verification re-hashes archived events like live
-//! ones. Events under an active legal hold stay live.
+//! leave the live table for archives in the configured store (see
+//! [`crate::archive_store`]), one archive per organization and batch, with
+//! the chain links of its events in the metadata, so that verification
+//! re-hashes archived events like live ones. Events under an active legal
+//! hold stay live. Also here: restoring an archive, and rewriting one for a
+//! GDPR operation.
 
 use chrono::{DateTime, Duration, Months, NaiveDate, Utc};
 use serde::Serialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::operation::{worker_built, RoundOperation};
+use crate::archive_store::digest::Change;
+use crate::archive_store::event::ArchivedEvent;
+use crate::archive_store::ArchiveError;
+use crate::archive_store::{ArchiveStore, Content, DigestSubject, Written};
 use crate::config::PartitionsConfig;
-use crate::db::archives::{self, Archive, NewArchive};
+use crate::db::archives::{self, Archive};
+use crate::db::deletions::{self, Leaf, ERASURE};
 use crate::db::trail::{self, OperationKind};
 use crate::db::{events, retention, DbError, PgPool};
 use crate::events::recorded::{self, AdminChange};
@@ -23,24 +28,6 @@ use crate::integrity::keys::IntegrityKeys;
 /// The action of the audit event that opens an organization's archival round
 /// (a recorded operation: only inside one may events leave `audit_log`).
 pub const ARCHIVAL_ACTION: &str = "audit.archive.created";
-
-#[derive(Debug, thiserror::Error)]
-pub enum ArchiveError {
-    #[error(transparent)]
-    Db(#[from] DbError),
-    #[error("no archive {0}")]
-    NotFound(Uuid),
-    #[error("archive {id} is corrupted: {problem}")]
-    Corrupted { id: Uuid, problem: String },
-    #[error("cannot compress an archive: {0}")]
-    Compress(#[source] std::io::Error),
-}
-
-impl From<tokio_postgres::Error> for ArchiveError {
-    fn from(error: tokio_postgres::Error) -> Self {
-        Self::Db(error.into())
-    }
-}
 
 /// What an archival run did (or, in a dry run, would do).
 #[derive(Debug, Default, Clone, Serialize)]
@@ -59,6 +46,7 @@ pub struct ArchiveReport {
 /// Archives every organization's events that are due at `now`.
 pub async fn run(
     pool: &PgPool,
+    store: &ArchiveStore,
     keys: &IntegrityKeys,
     settings: &PartitionsConfig,
     now: DateTime<Utc>,
@@ -115,9 +103,13 @@ pub async fn run(
             }
             let operation = round.id().await?;
             loop {
-                match archive_batch(pool, settings, operation, &organization, pair, before, now)
-                    .await
-                {
+                let batch = Batch {
+                    organization: &organization,
+                    pair,
+                    before,
+                    now,
+                };
+                match archive_batch(pool, store, keys, settings, operation, &batch).await {
                     Ok(None) => {
                         archives::clear_dead_letter(&*pool.get().await?, &organization, &job)
                             .await?;
@@ -160,132 +152,112 @@ struct Stored {
     compressed_bytes: u64,
 }
 
-/// Moves one batch of due events into a new archive, in one transaction.
-async fn archive_batch(
-    pool: &PgPool,
-    settings: &PartitionsConfig,
-    operation: Uuid,
-    organization: &str,
-    pair: (&str, &str),
+/// Which events one archival batch takes.
+struct Batch<'a> {
+    organization: &'a str,
+    /// Retention policy and data classification.
+    pair: (&'a str, &'a str),
     before: DateTime<Utc>,
     now: DateTime<Utc>,
+}
+
+/// Moves one batch of due events into a new archive, in one transaction
+/// (the archive's files, for an object store, are written and read back
+/// before it commits).
+async fn archive_batch(
+    pool: &PgPool,
+    store: &ArchiveStore,
+    keys: &IntegrityKeys,
+    settings: &PartitionsConfig,
+    operation: Uuid,
+    batch: &Batch<'_>,
 ) -> Result<Option<Stored>, ArchiveError> {
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
     trail::enter(&transaction, operation).await?;
-    let Some(batch) = archives::select_batch(
+    let Some(due) = archives::select_batch(
         &transaction,
-        organization,
-        pair,
-        before,
-        now,
+        batch.organization,
+        batch.pair,
+        batch.before,
+        batch.now,
         i64::from(settings.archive_batch_events),
     )
     .await?
     else {
         return Ok(None);
     };
-    let links = archives::links(&transaction, organization, &batch.links).await?;
-    let mut body = batch.lines.join("\n");
-    body.push('\n');
-    let level = settings.archive_compression_level;
-    let (body, compressed) = tokio::task::spawn_blocking(move || {
-        let compressed = zstd::encode_all(body.as_bytes(), level);
-        (body, compressed)
-    })
-    .await
-    .expect("compression does not panic");
-    let compressed = compressed.map_err(ArchiveError::Compress)?;
-    let metadata = json!({
-        "format": "jsonl",
-        "compression": "zstd",
-        "event_count": batch.ids.len(),
-        "first_event_id": batch.ids.iter().min(),
-        "last_event_id": batch.ids.iter().max(),
-        "first_event_at": batch.first_event_at,
-        "last_event_at": batch.last_event_at,
-        "uncompressed_bytes": body.len(),
-        "compressed_bytes": compressed.len(),
-        "sha256_uncompressed": hex::encode(Sha256::digest(body.as_bytes())),
-        "sha256_compressed": hex::encode(Sha256::digest(&compressed)),
-        "retention_policy": pair.0,
-        "data_classification": pair.1,
-        "archived_at": now,
-        "chain_links": links,
-    });
-    archives::store(
-        &transaction,
-        &NewArchive {
-            organization_id: organization,
-            metadata: &metadata,
-            data: &compressed,
-            event_count: batch.ids.len() as i32,
-            first_event_at: batch.first_event_at,
-            last_event_at: batch.last_event_at,
-            first_link: *batch.links.first().expect("a non-empty batch"),
-            last_link: *batch.links.last().expect("a non-empty batch"),
-        },
-        &batch.ids,
-    )
-    .await?;
-    transaction.commit().await?;
+    let chain_links = archives::links(&transaction, batch.organization, &due.links).await?;
+    let events = due
+        .lines
+        .iter()
+        .map(|line| ArchivedEvent::parse(line))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ArchiveError::Event)?;
+    let written = store
+        .write(Content {
+            organization_id: batch.organization.to_owned(),
+            events,
+            chain_links,
+            retention_policy: batch.pair.0.to_owned(),
+            data_classification: batch.pair.1.to_owned(),
+            archived_at: batch.now,
+            replaces: None,
+        })
+        .await?;
+    let listed = async {
+        archives::insert(&transaction, &written.row()).await?;
+        archives::remove_live(
+            &transaction,
+            batch.organization,
+            &due.ids,
+            (written.first_event_at, written.last_event_at),
+        )
+        .await?;
+        store
+            .append_digest(
+                &transaction,
+                keys,
+                Change::Written,
+                DigestSubject::written(&written),
+            )
+            .await
+    }
+    .await;
+    let committed = match listed {
+        Ok(()) => transaction.commit().await.map_err(ArchiveError::from),
+        Err(error) => Err(error),
+    };
+    if let Err(error) = committed {
+        store.discard(&written).await;
+        return Err(error);
+    }
     Ok(Some(Stored {
-        events: batch.ids.len() as u64,
-        uncompressed_bytes: body.len() as u64,
-        compressed_bytes: compressed.len() as u64,
+        events: due.ids.len() as u64,
+        uncompressed_bytes: written.uncompressed_bytes,
+        compressed_bytes: written.stored_bytes,
     }))
-}
-
-/// The archive's events, one JSON object per line, after checking both
-/// SHA-256 sums and the count its metadata records.
-pub fn open(archive: &Archive, data: &[u8]) -> Result<Vec<String>, ArchiveError> {
-    let corrupted = |problem: String| ArchiveError::Corrupted {
-        id: archive.id,
-        problem,
-    };
-    let recorded = |key: &str| {
-        archive.metadata[key]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    };
-    if hex::encode(Sha256::digest(data)) != recorded("sha256_compressed") {
-        return Err(corrupted(
-            "its compressed bytes no longer match their SHA-256".to_owned(),
-        ));
-    }
-    let body = zstd::decode_all(data)
-        .map_err(|error| corrupted(format!("it does not decompress: {error}")))?;
-    if hex::encode(Sha256::digest(&body)) != recorded("sha256_uncompressed") {
-        return Err(corrupted(
-            "its content no longer matches its SHA-256".to_owned(),
-        ));
-    }
-    let text = String::from_utf8(body).map_err(|_| corrupted("it is not UTF-8".to_owned()))?;
-    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    if lines.len() != archive.event_count as usize {
-        return Err(corrupted(format!(
-            "it holds {} events, not {}",
-            lines.len(),
-            archive.event_count
-        )));
-    }
-    Ok(lines)
 }
 
 /// Puts an archive's events back into the live table (creating partitions as
 /// needed) and deletes the archive; how many events came back.
 pub async fn restore(
     pool: &PgPool,
+    store: &ArchiveStore,
     keys: &IntegrityKeys,
     id: Uuid,
     principal: &str,
 ) -> Result<u64, ArchiveError> {
     let mut client = pool.get().await?;
-    let (archive, data) = archives::get(&*client, None, id)
+    let archive = archives::get(&*client, None, id)
         .await?
         .ok_or(ArchiveError::NotFound(id))?;
-    let lines = open(&archive, &data)?;
+    let lines: Vec<String> = store
+        .read(&*client, &archive)
+        .await?
+        .iter()
+        .map(ArchivedEvent::line)
+        .collect();
     let months = months_between(
         events::month_of(archive.first_event_at),
         events::month_of(archive.last_event_at),
@@ -294,6 +266,14 @@ pub async fn restore(
     let transaction = client.transaction().await?;
     let restored = archives::insert_events(&transaction, &lines).await?;
     archives::delete(&transaction, id).await?;
+    store
+        .append_digest(
+            &transaction,
+            keys,
+            Change::Deleted,
+            DigestSubject::listed(&archive),
+        )
+        .await?;
     let change = AdminChange {
         object: "archive",
         verb: "restore",
@@ -311,7 +291,137 @@ pub async fn restore(
     .await
     .map_err(worker_built)?;
     transaction.commit().await?;
+    store.delete_files(&archive).await;
     Ok(restored)
+}
+
+/// What a GDPR operation does to one archive.
+pub struct Rewrite {
+    /// The operation (recorded in the organization's chain) it is part of.
+    pub operation: Uuid,
+    /// The events to keep, changed as the operation wants them.
+    pub events: Vec<ArchivedEvent>,
+    /// The leaves of the events it erases (kept, as erasure keeps them).
+    pub erased: Vec<Leaf>,
+}
+
+/// Replaces `archive` by a new archive of `rewrite.events` (or by nothing,
+/// when none is left), in one transaction that also keeps the removed
+/// events' leaves and appends the digest; the old files go after it commits.
+/// A crash leaves either the old archive listed, or the new one: running the
+/// operation again finds what is left to do.
+pub async fn rewrite(
+    pool: &PgPool,
+    store: &ArchiveStore,
+    keys: &IntegrityKeys,
+    archive: &Archive,
+    rewrite: Rewrite,
+) -> Result<(), ArchiveError> {
+    let Rewrite {
+        operation,
+        events,
+        erased,
+    } = rewrite;
+    let written = if events.is_empty() {
+        None
+    } else {
+        let recorded = |key: &str| {
+            archive.metadata[key]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let archived_at = archive.metadata["archived_at"]
+            .as_str()
+            .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
+            .map_or(archive.created_at, |time| time.with_timezone(&Utc));
+        Some(
+            store
+                .write(Content {
+                    organization_id: archive.organization_id.clone(),
+                    events,
+                    chain_links: archive.metadata["chain_links"].clone(),
+                    retention_policy: recorded("retention_policy"),
+                    data_classification: recorded("data_classification"),
+                    archived_at,
+                    replaces: Some(archive.id),
+                })
+                .await?,
+        )
+    };
+    let replacement = Replacement {
+        operation,
+        written: written.as_ref(),
+        erased: &erased,
+    };
+    let replaced = replace(pool, store, keys, archive, replacement).await;
+    if !matches!(replaced, Ok(true)) {
+        if let Some(written) = &written {
+            store.discard(written).await;
+        }
+        return replaced.map(|_| ());
+    }
+    store.delete_files(archive).await;
+    Ok(())
+}
+
+/// What replaces an archive: a new one (or none), and the leaves of the
+/// events erased from it.
+struct Replacement<'a> {
+    operation: Uuid,
+    written: Option<&'a Written>,
+    erased: &'a [Leaf],
+}
+
+/// Unlists `archive` and lists its replacement, in one transaction; false
+/// when another run replaced it first.
+async fn replace(
+    pool: &PgPool,
+    store: &ArchiveStore,
+    keys: &IntegrityKeys,
+    archive: &Archive,
+    replacement: Replacement<'_>,
+) -> Result<bool, ArchiveError> {
+    let mut client = pool.get().await?;
+    let transaction = client.transaction().await?;
+    trail::enter(&transaction, replacement.operation).await?;
+    if !archives::delete(&transaction, archive.id).await? {
+        // Another run replaced it first.
+        return Ok(false);
+    }
+    deletions::keep_leaves(
+        &transaction,
+        &archive.organization_id,
+        replacement.erased,
+        replacement.operation,
+        ERASURE,
+    )
+    .await?;
+    match replacement.written {
+        Some(written) => {
+            archives::insert(&transaction, &written.row()).await?;
+            store
+                .append_digest(
+                    &transaction,
+                    keys,
+                    Change::Rewritten,
+                    DigestSubject::written(written),
+                )
+                .await?;
+        }
+        None => {
+            store
+                .append_digest(
+                    &transaction,
+                    keys,
+                    Change::Deleted,
+                    DigestSubject::listed(archive),
+                )
+                .await?;
+        }
+    }
+    transaction.commit().await?;
+    Ok(true)
 }
 
 /// The first days of every month from `first`'s to `last`'s.

@@ -7,11 +7,14 @@
 
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use uuid::Uuid;
 
-use super::archive::{self, ArchiveError};
 use super::operation::{worker_built, RoundOperation, WORKER_PRINCIPAL};
+use crate::archive_store::digest::Change;
+use crate::archive_store::event::ArchivedEvent;
+use crate::archive_store::{ArchiveError, ArchiveStore, DigestSubject};
+use crate::db::archives::Archive;
 use crate::db::deletions::{self, Leaf};
 use crate::db::legal_holds::{self, LegalHold};
 use crate::db::trail::{self, OperationKind};
@@ -36,6 +39,7 @@ pub struct DeletionReport {
 /// Deletes every organization's events and archives past their policy at `now`.
 pub async fn run(
     pool: &PgPool,
+    store: &ArchiveStore,
     keys: &IntegrityKeys,
     batch: i64,
     now: DateTime<Utc>,
@@ -111,7 +115,7 @@ pub async fn run(
             if stored.last_event_at >= older_than {
                 continue;
             }
-            match delete_archive(pool, stored.id, older_than, &holds).await {
+            match delete_archive(pool, store, keys, &stored, older_than, &holds).await {
                 Ok(Some((operation, count))) => {
                     operations.push(operation);
                     deleted_archives += 1;
@@ -149,48 +153,39 @@ pub async fn run(
 /// events (it is kept whole), or someone else deleted it first.
 async fn delete_archive(
     pool: &PgPool,
-    id: Uuid,
+    store: &ArchiveStore,
+    keys: &IntegrityKeys,
+    archive: &Archive,
     older_than: DateTime<Utc>,
     holds: &[LegalHold],
 ) -> Result<Option<(Uuid, u64)>, ArchiveError> {
     let mut client = pool.get().await?;
+    let events = store.read(&*client, archive).await?;
+    if events.iter().any(|event| {
+        holds
+            .iter()
+            .any(|hold| hold.covers(&event.principal_id, event.timestamp))
+    }) {
+        return Ok(None);
+    }
+    let leaves: Vec<Leaf> = events.iter().map(ArchivedEvent::leaf).collect();
     let transaction = client.transaction().await?;
-    let Some((stored, data)) = archives::get(&transaction, None, id).await? else {
+    let Some(operation) =
+        deletions::delete_archive(&transaction, archive, older_than, &leaves).await?
+    else {
         return Ok(None);
     };
-    let lines = archive::open(&stored, &data)?;
-    let mut leaves = Vec::with_capacity(lines.len());
-    for line in &lines {
-        let (leaf, principal) = leaf(line).ok_or_else(|| ArchiveError::Corrupted {
-            id,
-            problem: "an archived event lacks its id, link, time, principal or hash".to_owned(),
-        })?;
-        if holds
-            .iter()
-            .any(|hold| hold.covers(&principal, leaf.event_timestamp))
-        {
-            return Ok(None);
-        }
-        leaves.push(leaf);
-    }
-    let operation = deletions::delete_archive(&transaction, &stored, older_than, &leaves).await?;
+    store
+        .append_digest(
+            &transaction,
+            keys,
+            Change::Deleted,
+            DigestSubject::listed(archive),
+        )
+        .await?;
     transaction.commit().await?;
+    store.delete_files(archive).await;
     Ok(Some((operation, leaves.len() as u64)))
-}
-
-/// The chain leaf and the principal of one archived event (a JSON object of
-/// every column).
-fn leaf(line: &str) -> Option<(Leaf, String)> {
-    let event: Value = serde_json::from_str(line).ok()?;
-    let leaf = Leaf {
-        chain_link: event["chain_link"].as_i64()?,
-        event_id: event["id"].as_i64()?,
-        event_timestamp: DateTime::parse_from_rfc3339(event["timestamp"].as_str()?)
-            .ok()?
-            .with_timezone(&Utc),
-        hash: event["hash"].as_str()?.to_owned(),
-    };
-    Some((leaf, event["principal_id"].as_str()?.to_owned()))
 }
 
 /// Records the organization's deletions of this round: an audit event in its

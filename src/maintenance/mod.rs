@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use crate::archive_store::ArchiveStore;
 use crate::config::Config;
 use crate::db::locks::{self, Round};
 use crate::db::{self, retention, DbError, PgPool};
@@ -34,6 +35,7 @@ pub struct Report {
 pub async fn run(
     config: &Config,
     pool: &PgPool,
+    store: &ArchiveStore,
     keys: &IntegrityKeys,
     now: DateTime<Utc>,
 ) -> Result<Report, DbError> {
@@ -44,8 +46,15 @@ pub async fn run(
     }
     let settings = &config.partitions;
     let partitions_created = partitions::ensure_ahead(pool, now, settings.months_ahead).await?;
-    let archived = archive::run(pool, keys, settings, now, false).await?;
-    let deleted = deletion::run(pool, keys, i64::from(settings.archive_batch_events), now).await?;
+    let archived = archive::run(pool, store, keys, settings, now, false).await?;
+    let deleted = deletion::run(
+        pool,
+        store,
+        keys,
+        i64::from(settings.archive_batch_events),
+        now,
+    )
+    .await?;
     let keep_days = longest_retention_days(pool).await?;
     let partitions_dropped = partitions::drop_expired(pool, now, keep_days, false)
         .await?

@@ -18,6 +18,7 @@ use super::output::{self, OutputSink, StoredOutput};
 use super::schedule::Schedule;
 use super::writer::{Metadata, ReportWriter};
 use super::{Format, ReportError, ReportType};
+use crate::archive_store::ArchiveStore;
 use crate::config::ReportsConfig;
 use crate::db::deliveries::{self, NewDeliveries};
 use crate::db::report_sections::Scope as ReadScope;
@@ -39,6 +40,7 @@ const RETRY_STEP: Duration = Duration::from_secs(30);
 pub struct Reports {
     pub pool: PgPool,
     pub keys: Arc<IntegrityKeys>,
+    pub archives: Arc<ArchiveStore>,
     pub settings: ReportsConfig,
     pub metrics: Arc<Metrics>,
     /// Names this instance's claims.
@@ -325,7 +327,7 @@ impl Reports {
             to: Some(to),
             checkpoint: None,
         };
-        let verification = verify::verify(&self.pool, &self.keys, &scope).await?;
+        let verification = verify::verify(&self.pool, &self.keys, &self.archives, &scope).await?;
         let client = self.pool.get().await?;
         verify::record(
             &*client,

@@ -173,6 +173,15 @@ impl TestApp {
         answer(request.send().await.expect("the worker answers")).await
     }
 
+    /// The worker's archive store, as configured.
+    pub async fn archive_store(&self) -> audit_worker::archive_store::ArchiveStore {
+        audit_worker::archive_store::ArchiveStore::open(
+            &self.config.archive,
+            self.config.partitions.archive_compression_level,
+        )
+        .await
+    }
+
     /// A direct connection to the worker's database, as its owner.
     pub async fn database(&self) -> tokio_postgres::Client {
         connect(&self.config.database.url).await

@@ -1,0 +1,710 @@
+//! The archive store: where archived events are kept, and the one place that
+//! reads and writes them whatever the store. Archives of the `postgres` store
+//! are zstd JSON Lines in `archive_storage.data`; those of an object store
+//! (`s3`, `directory`) are Parquet files beside a manifest, with signed
+//! digests. `archive_storage` lists every archive either way: the database
+//! knows where each one is, and a reader of the bucket alone can check it.
+
+pub mod digest;
+pub mod event;
+pub mod manifest;
+pub mod objects;
+pub mod parquet;
+
+use bytes::Bytes;
+use chrono::{DateTime, Datelike, Utc};
+use serde_json::{json, Value};
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use self::digest::{Change, Digest, DIGEST_VERSION};
+use self::event::ArchivedEvent;
+use self::manifest::{events_sha256, sha256, Manifest, FORMAT_VERSION};
+use self::objects::{key_segment, ObjectError, Objects};
+use self::parquet::FormatError;
+use crate::config::{ArchiveConfig, ArchiveStoreKind};
+use crate::db::archives::{self, Archive, NewArchive};
+use crate::db::DbError;
+use crate::integrity::keys::IntegrityKeys;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("no archive {0}")]
+    NotFound(Uuid),
+    #[error("archive {id} is corrupted: {problem}")]
+    Corrupted { id: Uuid, problem: String },
+    #[error("cannot compress an archive: {0}")]
+    Compress(#[source] std::io::Error),
+    #[error("cannot write a Parquet archive: {0}")]
+    Format(#[from] FormatError),
+    #[error("an event cannot be archived: {0}")]
+    Event(#[source] serde_json::Error),
+    #[error("archive store: {0}")]
+    Object(#[from] ObjectError),
+    #[error("archive {id} is in the {store} store, which [archive] does not configure")]
+    Unreachable { id: Uuid, store: String },
+}
+
+impl From<tokio_postgres::Error> for ArchiveError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Self::Db(error.into())
+    }
+}
+
+/// What one archive holds, before it is written.
+pub struct Content {
+    pub organization_id: String,
+    /// In id order.
+    pub events: Vec<ArchivedEvent>,
+    /// The chain links (`audit_chain` rows) of the events, as metadata keeps them.
+    pub chain_links: Value,
+    pub retention_policy: String,
+    pub data_classification: String,
+    pub archived_at: DateTime<Utc>,
+    /// The archive a GDPR operation rewrites into this one.
+    pub replaces: Option<Uuid>,
+}
+
+/// An archive written (its files, for an object store) and ready to be listed.
+pub struct Written {
+    pub id: Uuid,
+    pub store: ArchiveStoreKind,
+    pub organization_id: String,
+    pub metadata: Value,
+    /// The compressed JSON Lines (`postgres` store).
+    pub data: Option<Vec<u8>>,
+    /// The Parquet file and its manifest (object stores).
+    pub files: Option<Files>,
+    pub event_count: i32,
+    pub first_event_at: DateTime<Utc>,
+    pub last_event_at: DateTime<Utc>,
+    pub first_link: i64,
+    pub last_link: i64,
+    pub subject_commitments: Vec<String>,
+    pub uncompressed_bytes: u64,
+    pub stored_bytes: u64,
+    pub replaces: Option<Uuid>,
+}
+
+pub struct Files {
+    pub object_key: String,
+    pub manifest_key: String,
+    pub manifest_sha256: String,
+}
+
+impl Written {
+    /// The row that lists the archive.
+    pub fn row(&self) -> NewArchive<'_> {
+        NewArchive {
+            id: self.id,
+            organization_id: &self.organization_id,
+            store: self.store.as_str(),
+            metadata: &self.metadata,
+            data: self.data.as_deref(),
+            object_key: self.files.as_ref().map(|files| files.object_key.as_str()),
+            event_count: self.event_count,
+            first_event_at: self.first_event_at,
+            last_event_at: self.last_event_at,
+            first_link: self.first_link,
+            last_link: self.last_link,
+            subject_commitments: &self.subject_commitments,
+        }
+    }
+}
+
+pub struct ArchiveStore {
+    /// Where new archives go.
+    kind: ArchiveStoreKind,
+    prefix: String,
+    /// The bucket or directory, when one is configured.
+    objects: Option<Objects>,
+    compression_level: i32,
+}
+
+impl ArchiveStore {
+    pub async fn open(config: &ArchiveConfig, compression_level: i32) -> Self {
+        let objects = match config.store {
+            ArchiveStoreKind::Postgres if config.bucket.is_empty() => None,
+            ArchiveStoreKind::Postgres | ArchiveStoreKind::S3 => Some(Objects::s3(config).await),
+            ArchiveStoreKind::Directory => Some(Objects::Directory(config.directory.clone())),
+        };
+        Self {
+            kind: config.store,
+            prefix: config.prefix.clone(),
+            objects,
+            compression_level,
+        }
+    }
+
+    pub fn kind(&self) -> ArchiveStoreKind {
+        self.kind
+    }
+
+    /// Whether the object store answers and takes writes; `None` when new
+    /// archives go to PostgreSQL.
+    pub async fn check(&self) -> Option<Result<(), ObjectError>> {
+        match (&self.objects, self.kind) {
+            (_, ArchiveStoreKind::Postgres) | (None, _) => None,
+            (Some(objects), _) => Some(objects.check().await),
+        }
+    }
+
+    /// The bucket or directory holding `archive`'s files.
+    fn objects_of(&self, archive: &Archive) -> Result<&Objects, ArchiveError> {
+        let unreachable = || ArchiveError::Unreachable {
+            id: archive.id,
+            store: archive.store.clone(),
+        };
+        let objects = self.objects.as_ref().ok_or_else(unreachable)?;
+        let matches = matches!(
+            (objects, archive.store.as_str()),
+            (Objects::S3 { .. }, "s3") | (Objects::Directory(_), "directory")
+        );
+        matches.then_some(objects).ok_or_else(unreachable)
+    }
+
+    /// The object store new archives go to (none for `postgres`).
+    fn objects_for_new(&self) -> Option<&Objects> {
+        (self.kind != ArchiveStoreKind::Postgres)
+            .then_some(self.objects.as_ref())
+            .flatten()
+    }
+
+    fn folder(&self) -> String {
+        if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        }
+    }
+
+    /// `<prefix>/<organization>/<yyyy>/<mm>/<id>.parquet`
+    fn object_key(&self, organization_id: &str, first: DateTime<Utc>, id: Uuid) -> String {
+        format!(
+            "{}{}/{:04}/{:02}/{id}.parquet",
+            self.folder(),
+            key_segment(organization_id),
+            first.year(),
+            first.month()
+        )
+    }
+
+    /// `<prefix>/digests/<organization>/`
+    pub fn digest_folder(&self, organization_id: &str) -> String {
+        format!("{}digests/{}/", self.folder(), key_segment(organization_id))
+    }
+
+    /// Writes a new archive of `content`: compressed bytes for the `postgres`
+    /// store; for an object store, the Parquet file and its manifest, each
+    /// read back and compared before this returns (only then may its events
+    /// leave `audit_log`).
+    pub async fn write(&self, content: Content) -> Result<Written, ArchiveError> {
+        let id = Uuid::new_v4();
+        let events = &content.events;
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return Err(ArchiveError::Corrupted {
+                id,
+                problem: "an archive needs at least one event".to_owned(),
+            });
+        };
+        let first_event_at = events
+            .iter()
+            .map(|e| e.timestamp)
+            .min()
+            .unwrap_or(first.timestamp);
+        let last_event_at = events
+            .iter()
+            .map(|e| e.timestamp)
+            .max()
+            .unwrap_or(last.timestamp);
+        let mut subject_commitments: Vec<String> = events
+            .iter()
+            .flat_map(|e| {
+                [
+                    Some(&e.principal_commitment),
+                    e.target_resource_commitment.as_ref(),
+                ]
+            })
+            .flatten()
+            .cloned()
+            .collect();
+        subject_commitments.sort_unstable();
+        subject_commitments.dedup();
+        let links = || events.iter().map(|e| e.chain_link);
+        let mut written = Written {
+            id,
+            store: self.kind,
+            organization_id: content.organization_id.clone(),
+            metadata: Value::Null,
+            data: None,
+            files: None,
+            event_count: events.len() as i32,
+            first_event_at,
+            last_event_at,
+            first_link: links().min().unwrap_or_default(),
+            last_link: links().max().unwrap_or_default(),
+            subject_commitments,
+            uncompressed_bytes: 0,
+            stored_bytes: 0,
+            replaces: content.replaces,
+        };
+        let level = self.compression_level;
+        match self.objects_for_new() {
+            None => {
+                let (body, compressed) = tokio::task::spawn_blocking(move || {
+                    let mut body = String::new();
+                    for event in &content.events {
+                        body.push_str(&event.line());
+                        body.push('\n');
+                    }
+                    let compressed = zstd::encode_all(body.as_bytes(), level);
+                    (body, compressed, content)
+                })
+                .await
+                .map(|(body, compressed, content)| (body, compressed.map(|c| (c, content))))
+                .expect("compression does not panic");
+                let (compressed, content) = compressed.map_err(ArchiveError::Compress)?;
+                written.store = ArchiveStoreKind::Postgres;
+                written.metadata = json!({
+                    "format": "jsonl",
+                    "compression": "zstd",
+                    "event_count": content.events.len(),
+                    "first_event_id": first_id(&content.events),
+                    "last_event_id": last_id(&content.events),
+                    "first_event_at": first_event_at,
+                    "last_event_at": last_event_at,
+                    "uncompressed_bytes": body.len(),
+                    "compressed_bytes": compressed.len(),
+                    "sha256_uncompressed": sha256(body.as_bytes()),
+                    "sha256_compressed": sha256(&compressed),
+                    "retention_policy": content.retention_policy,
+                    "data_classification": content.data_classification,
+                    "archived_at": content.archived_at,
+                    "chain_links": content.chain_links,
+                    "replaces": content.replaces,
+                });
+                written.uncompressed_bytes = body.len() as u64;
+                written.stored_bytes = compressed.len() as u64;
+                written.data = Some(compressed);
+            }
+            Some(objects) => {
+                let object_key = self.object_key(&content.organization_id, first_event_at, id);
+                let manifest_key = object_key.replace(".parquet", ".manifest.json");
+                let (file, events_sha, uncompressed, content) =
+                    tokio::task::spawn_blocking(move || {
+                        let file = parquet::encode(&content.events, level);
+                        let uncompressed: usize =
+                            content.events.iter().map(|e| e.line().len() + 1).sum();
+                        (file, events_sha256(&content.events), uncompressed, content)
+                    })
+                    .await
+                    .expect("encoding does not panic");
+                let file = file?;
+                let manifest = Manifest {
+                    version: FORMAT_VERSION,
+                    archive_id: id,
+                    organization_id: content.organization_id.clone(),
+                    object_key: object_key.clone(),
+                    format: "parquet".to_owned(),
+                    compression: "zstd".to_owned(),
+                    event_count: content.events.len() as u64,
+                    first_event_id: first_id(&content.events),
+                    last_event_id: last_id(&content.events),
+                    first_event_at,
+                    last_event_at,
+                    chain_links: content.chain_links,
+                    parquet_bytes: file.len() as u64,
+                    parquet_sha256: sha256(&file),
+                    events_sha256: events_sha,
+                    retention_policy: content.retention_policy,
+                    data_classification: content.data_classification,
+                    archived_at: content.archived_at,
+                    replaces: content.replaces,
+                };
+                let manifest_bytes =
+                    serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
+                let manifest_sha256 = sha256(&manifest_bytes);
+                written.stored_bytes = file.len() as u64;
+                written.uncompressed_bytes = uncompressed as u64;
+                put_checked(objects, &object_key, file, "application/vnd.apache.parquet").await?;
+                put_checked(objects, &manifest_key, manifest_bytes, "application/json").await?;
+                let mut metadata = serde_json::to_value(&manifest).expect("a manifest serializes");
+                metadata["store"] = json!(self.kind.as_str());
+                metadata["location"] = json!(objects.location(&object_key));
+                metadata["manifest_key"] = json!(manifest_key);
+                metadata["manifest_sha256"] = json!(manifest_sha256);
+                metadata["compressed_bytes"] = json!(written.stored_bytes);
+                metadata["uncompressed_bytes"] = json!(uncompressed);
+                written.metadata = metadata;
+                written.files = Some(Files {
+                    object_key,
+                    manifest_key,
+                    manifest_sha256,
+                });
+            }
+        }
+        Ok(written)
+    }
+
+    /// The archive's events, after checking its bytes against the sums its
+    /// metadata records (and, for an object store, the event count and the
+    /// canonical event stream).
+    pub async fn read(
+        &self,
+        client: &impl GenericClient,
+        archive: &Archive,
+    ) -> Result<Vec<ArchivedEvent>, ArchiveError> {
+        let corrupted = |problem: String| ArchiveError::Corrupted {
+            id: archive.id,
+            problem,
+        };
+        let recorded = |key: &str| {
+            archive.metadata[key]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let (events, stream_sha) = if archive.store == ArchiveStoreKind::Postgres.as_str() {
+            let data = archives::data(client, archive.id)
+                .await?
+                .ok_or(ArchiveError::NotFound(archive.id))?;
+            let stored = archive.clone();
+            tokio::task::spawn_blocking(move || open_jsonl(&stored, &data))
+                .await
+                .expect("opening an archive does not panic")?
+        } else {
+            let objects = self.objects_of(archive)?;
+            let key = archive.object_key.clone().unwrap_or_default();
+            let file = objects.get(&key).await?.ok_or_else(|| {
+                corrupted(format!("its file {} is missing", objects.location(&key)))
+            })?;
+            if sha256(&file) != recorded("parquet_sha256") {
+                return Err(corrupted(format!(
+                    "its file {} no longer matches its SHA-256",
+                    objects.location(&key)
+                )));
+            }
+            tokio::task::spawn_blocking(move || {
+                let events = parquet::decode(Bytes::from(file))
+                    .map_err(|error| format!("it is not readable Parquet: {error}"))?;
+                let sha = events_sha256(&events);
+                Ok::<_, String>((events, sha))
+            })
+            .await
+            .expect("decoding does not panic")
+            .map_err(corrupted)?
+        };
+        if events.len() != archive.event_count as usize {
+            return Err(corrupted(format!(
+                "it holds {} events, not {}",
+                events.len(),
+                archive.event_count
+            )));
+        }
+        let expected = match archive.store.as_str() {
+            "postgres" => recorded("sha256_uncompressed"),
+            _ => recorded("events_sha256"),
+        };
+        if stream_sha != expected {
+            return Err(corrupted(
+                "its events no longer match their SHA-256".to_owned(),
+            ));
+        }
+        Ok(events)
+    }
+
+    /// Appends the digest of a change to an object archive, inside the
+    /// transaction making the change (it holds the organization's digest
+    /// head until it ends). Nothing for archives of the `postgres` store.
+    pub async fn append_digest(
+        &self,
+        client: &impl GenericClient,
+        keys: &IntegrityKeys,
+        change: Change,
+        subject: DigestSubject<'_>,
+    ) -> Result<(), ArchiveError> {
+        let Some(objects) = (subject.store != ArchiveStoreKind::Postgres.as_str())
+            .then_some(self.objects.as_ref())
+            .flatten()
+        else {
+            return Ok(());
+        };
+        let (sequence, previous) =
+            archives::lock_digest_head(client, subject.organization_id).await?;
+        let digest = Digest {
+            version: DIGEST_VERSION,
+            organization_id: subject.organization_id.to_owned(),
+            sequence: sequence + 1,
+            change,
+            archive_id: subject.archive_id,
+            replaces: subject.replaces,
+            object_key: subject.object_key.to_owned(),
+            manifest_key: subject.manifest_key.to_owned(),
+            manifest_sha256: subject.manifest_sha256.to_owned(),
+            previous_digest_sha256: previous,
+            created_at: Utc::now(),
+            key_id: keys.key_id(),
+            signature: String::new(),
+        }
+        .sign(keys.signing_key());
+        let bytes = digest.bytes();
+        let sha = sha256(&bytes);
+        let key = format!(
+            "{}{}.json",
+            self.digest_folder(subject.organization_id),
+            digest.sequence
+        );
+        objects.put(&key, bytes, "application/json").await?;
+        archives::set_digest_head(client, subject.organization_id, digest.sequence, &sha).await?;
+        Ok(())
+    }
+
+    /// Deletes the files of an archive that is no longer listed (after the
+    /// change committed). A failure leaves an unlisted file, which is logged:
+    /// nothing reads it, and the digests say it was removed.
+    pub async fn delete_files(&self, archive: &Archive) {
+        let Ok(objects) = self.objects_of(archive) else {
+            return;
+        };
+        let Some(key) = archive.object_key.as_deref() else {
+            return;
+        };
+        let manifest_key = archive.metadata["manifest_key"]
+            .as_str()
+            .unwrap_or_default();
+        for key in [key, manifest_key] {
+            if let Err(error) = objects.delete(key).await {
+                tracing::warn!(%error, archive = %archive.id, "Cannot delete a removed archive's file");
+            }
+        }
+    }
+
+    /// Deletes the files of an archive written but never listed (its
+    /// transaction failed).
+    pub async fn discard(&self, written: &Written) {
+        let (Some(files), Some(objects)) = (&written.files, self.objects_for_new()) else {
+            return;
+        };
+        for key in [&files.object_key, &files.manifest_key] {
+            if let Err(error) = objects.delete(key).await {
+                tracing::warn!(%error, archive = %written.id, "Cannot delete an unlisted archive's file");
+            }
+        }
+    }
+}
+
+/// What a digest names.
+pub struct DigestSubject<'a> {
+    pub organization_id: &'a str,
+    pub store: &'a str,
+    pub archive_id: Uuid,
+    pub replaces: Option<Uuid>,
+    pub object_key: &'a str,
+    pub manifest_key: &'a str,
+    pub manifest_sha256: &'a str,
+}
+
+impl<'a> DigestSubject<'a> {
+    /// A new archive (written, or a rewrite replacing another).
+    pub fn written(written: &'a Written) -> Self {
+        let files = written.files.as_ref();
+        Self {
+            organization_id: &written.organization_id,
+            store: written.store.as_str(),
+            archive_id: written.id,
+            replaces: written.replaces,
+            object_key: files.map_or("", |f| f.object_key.as_str()),
+            manifest_key: files.map_or("", |f| f.manifest_key.as_str()),
+            manifest_sha256: files.map_or("", |f| f.manifest_sha256.as_str()),
+        }
+    }
+
+    /// A listed archive (deleted).
+    pub fn listed(archive: &'a Archive) -> Self {
+        let recorded = |key: &str| archive.metadata[key].as_str().unwrap_or_default();
+        Self {
+            organization_id: &archive.organization_id,
+            store: &archive.store,
+            archive_id: archive.id,
+            replaces: None,
+            object_key: archive.object_key.as_deref().unwrap_or_default(),
+            manifest_key: recorded("manifest_key"),
+            manifest_sha256: recorded("manifest_sha256"),
+        }
+    }
+}
+
+/// Writes an object and reads it back: a store that acknowledged bytes it
+/// does not return is not trusted with an archive.
+async fn put_checked(
+    objects: &Objects,
+    key: &str,
+    bytes: Vec<u8>,
+    content_type: &str,
+) -> Result<(), ArchiveError> {
+    let expected = sha256(&bytes);
+    objects.put(key, bytes, content_type).await?;
+    let back = objects.get(key).await?;
+    if back.as_deref().map(sha256) != Some(expected) {
+        return Err(ArchiveError::Object(ObjectError::S3 {
+            location: objects.location(key),
+            message: "the object read back differs from what was written".to_owned(),
+        }));
+    }
+    Ok(())
+}
+
+fn first_id(events: &[ArchivedEvent]) -> i64 {
+    events.iter().map(|e| e.id).min().unwrap_or_default()
+}
+
+fn last_id(events: &[ArchivedEvent]) -> i64 {
+    events.iter().map(|e| e.id).max().unwrap_or_default()
+}
+
+/// The events of a `postgres` archive and the SHA-256 of its JSON Lines,
+/// after checking its compressed bytes.
+fn open_jsonl(
+    archive: &Archive,
+    data: &[u8],
+) -> Result<(Vec<ArchivedEvent>, String), ArchiveError> {
+    let corrupted = |problem: String| ArchiveError::Corrupted {
+        id: archive.id,
+        problem,
+    };
+    let recorded = archive.metadata["sha256_compressed"]
+        .as_str()
+        .unwrap_or_default();
+    if sha256(data) != recorded {
+        return Err(corrupted(
+            "its compressed bytes no longer match their SHA-256".to_owned(),
+        ));
+    }
+    let body = zstd::decode_all(data)
+        .map_err(|error| corrupted(format!("it does not decompress: {error}")))?;
+    let sha = sha256(&body);
+    let text = String::from_utf8(body).map_err(|_| corrupted("it is not UTF-8".to_owned()))?;
+    let events = text
+        .lines()
+        .map(ArchivedEvent::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| corrupted(format!("an event does not parse: {error}")))?;
+    Ok((events, sha))
+}
+
+/// What an organization's digests say, read from the object store alone.
+#[derive(Debug, Default)]
+pub struct DigestWalk {
+    pub digests: u64,
+    /// The archives the digests leave in place, by id.
+    pub live: std::collections::BTreeMap<Uuid, Digest>,
+    /// Digests missing, unsigned, out of order or not linked; manifests
+    /// missing or replaced.
+    pub problems: Vec<String>,
+}
+
+impl ArchiveStore {
+    /// Walks the organization's digests in order up to digest `last`,
+    /// checking each one's signature and link to the one before, and then
+    /// the manifest of every archive they leave in place. (A digest after
+    /// `last` belongs to a change not committed when the caller looked, or
+    /// never committed.) `None` without an object store.
+    pub async fn walk_digests(
+        &self,
+        organization_id: &str,
+        key: &ed25519_dalek::VerifyingKey,
+        last: i64,
+    ) -> Result<Option<DigestWalk>, ArchiveError> {
+        let Some(objects) = &self.objects else {
+            return Ok(None);
+        };
+        let folder = self.digest_folder(organization_id);
+        let mut numbered: Vec<(i64, String)> = objects
+            .list(&folder)
+            .await?
+            .into_iter()
+            .filter_map(|key| {
+                let name = key.strip_prefix(&folder)?.strip_suffix(".json")?;
+                Some((name.parse().ok()?, key))
+            })
+            .collect();
+        numbered.sort();
+        numbered.retain(|(sequence, _)| *sequence <= last);
+        let mut walk = DigestWalk::default();
+        let mut previous: Option<String> = None;
+        let mut expected = 0;
+        for (sequence, name) in numbered {
+            expected += 1;
+            if sequence != expected {
+                walk.problems.push(format!(
+                    "digest {expected} is missing (the next one found is {sequence})"
+                ));
+                break;
+            }
+            let location = objects.location(&name);
+            let Some(bytes) = objects.get(&name).await? else {
+                walk.problems
+                    .push(format!("{location} vanished while being read"));
+                break;
+            };
+            let digest: Digest = match serde_json::from_slice(&bytes) {
+                Ok(digest) => digest,
+                Err(error) => {
+                    walk.problems
+                        .push(format!("{location} is not a digest: {error}"));
+                    break;
+                }
+            };
+            if !digest.signed_by(key) {
+                walk.problems
+                    .push(format!("{location} is not signed by the checkpoint key"));
+            }
+            if digest.sequence != sequence || digest.organization_id != organization_id {
+                walk.problems.push(format!(
+                    "{location} names digest {} of `{}`",
+                    digest.sequence, digest.organization_id
+                ));
+            }
+            if digest.previous_digest_sha256 != previous {
+                walk.problems
+                    .push(format!("{location} does not link to the digest before it"));
+            }
+            previous = Some(sha256(&bytes));
+            walk.digests += 1;
+            if let Some(replaced) = digest.replaces {
+                walk.live.remove(&replaced);
+            }
+            match digest.change {
+                Change::Deleted => {
+                    walk.live.remove(&digest.archive_id);
+                }
+                Change::Written | Change::Rewritten => {
+                    walk.live.insert(digest.archive_id, digest);
+                }
+            }
+        }
+        if last != i64::MAX && (walk.digests as i64) < last && walk.problems.is_empty() {
+            walk.problems
+                .push(format!("digests {}..={last} are missing", walk.digests + 1));
+        }
+        for digest in walk.live.values() {
+            let location = objects.location(&digest.manifest_key);
+            match objects.get(&digest.manifest_key).await? {
+                None => walk.problems.push(format!(
+                    "the manifest of archive {} ({location}) is missing",
+                    digest.archive_id
+                )),
+                Some(bytes) if sha256(&bytes) != digest.manifest_sha256 => {
+                    walk.problems.push(format!(
+                        "the manifest of archive {} ({location}) was replaced",
+                        digest.archive_id
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(Some(walk))
+    }
+}

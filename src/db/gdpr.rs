@@ -387,6 +387,39 @@ pub async fn erase_batch(
     })
 }
 
+/// Which of these events (action, classification, time), read from an
+/// archive, erasure keeps: the same test as for live events, by PostgreSQL.
+pub async fn preserved_among(
+    client: &impl GenericClient,
+    events: &[(&str, &str, DateTime<Utc>)],
+    preserved: &Preserved<'_>,
+) -> Result<Vec<bool>, DbError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let actions: Vec<&str> = events.iter().map(|event| event.0).collect();
+    let classifications: Vec<&str> = events.iter().map(|event| event.1).collect();
+    let times: Vec<DateTime<Utc>> = events.iter().map(|event| event.2).collect();
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {PRESERVED} FROM unnest($1::text[], $2::text[], $7::timestamptz[]) \
+                   WITH ORDINALITY AS e(action, data_classification, \"timestamp\", n) ORDER BY n"
+            ),
+            &[
+                &actions,
+                &classifications,
+                &preserved.actions,
+                &preserved.classifications,
+                &preserved.hold_starts,
+                &preserved.hold_ends,
+                &times,
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
 /// The subject's own events erasure keeps.
 pub async fn count_preserved(
     client: &impl GenericClient,

@@ -3,7 +3,8 @@
 //! header, `details` as JSON text) or XML (escaped; a value holding a
 //! character XML 1.0 cannot carry is written as base64 and says so). The
 //! writer hashes every byte it hands out: the manifest's SHA-256 is that of
-//! the whole file.
+//! the whole file. Each event says whether it was read from an archive
+//! (`archived`): a subject's archived events come first, then the live ones.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -59,7 +60,7 @@ pub struct Manifest {
 }
 
 /// The columns of an exported event, in file order.
-pub const COLUMNS: [&str; 19] = [
+pub const COLUMNS: [&str; 20] = [
     "id",
     "timestamp",
     "organization_id",
@@ -79,10 +80,19 @@ pub const COLUMNS: [&str; 19] = [
     "hash",
     "hash_algorithm",
     "processing_latency",
+    "archived",
 ];
 
+/// An exported event (JSON): the stored event, and where it was read.
+#[derive(Serialize)]
+struct Exported<'a> {
+    #[serde(flatten)]
+    event: &'a StoredEvent,
+    archived: bool,
+}
+
 /// An event's values by [`COLUMNS`]: `None` where the column is NULL.
-fn values(event: &StoredEvent) -> [Option<String>; 19] {
+fn values(event: &StoredEvent, archived: bool) -> [Option<String>; 20] {
     [
         Some(event.id.to_string()),
         Some(event.timestamp.clone()),
@@ -103,6 +113,7 @@ fn values(event: &StoredEvent) -> [Option<String>; 19] {
         Some(event.hash.clone()),
         Some(event.hash_algorithm.clone()),
         event.processing_latency.map(|latency| latency.to_string()),
+        Some(archived.to_string()),
     ]
 }
 
@@ -159,8 +170,13 @@ impl ExportWriter {
         self.emit(text)
     }
 
-    /// One event.
-    pub fn event(&mut self, event: &StoredEvent, timestamp: DateTime<Utc>) -> Bytes {
+    /// One event; `archived` when it was read from an archive.
+    pub fn event(
+        &mut self,
+        event: &StoredEvent,
+        timestamp: DateTime<Utc>,
+        archived: bool,
+    ) -> Bytes {
         self.first_event_at = Some(self.first_event_at.map_or(timestamp, |t| t.min(timestamp)));
         self.last_event_at = Some(self.last_event_at.map_or(timestamp, |t| t.max(timestamp)));
         let text = match self.format {
@@ -170,13 +186,14 @@ impl ExportWriter {
                 } else {
                     b",".to_vec()
                 };
-                text.extend(serde_json::to_vec(event).expect("an event serializes"));
+                let exported = Exported { event, archived };
+                text.extend(serde_json::to_vec(&exported).expect("an event serializes"));
                 text
             }
-            Format::Csv => self.csv_record(values(event)),
+            Format::Csv => self.csv_record(values(event, archived)),
             Format::Xml => {
                 let mut xml = String::from("<event>");
-                for (column, value) in COLUMNS.iter().zip(values(event)) {
+                for (column, value) in COLUMNS.iter().zip(values(event, archived)) {
                     match value {
                         None => xml.push_str(&format!("<{column} null=\"true\"/>")),
                         Some(value) if value.chars().all(xml_char) => xml.push_str(&format!(

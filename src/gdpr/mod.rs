@@ -3,10 +3,12 @@
 //! (docs/integrity.md, section 9), and the other requests of data subjects,
 //! which are recorded.
 
+pub mod archived;
 pub mod export;
 pub mod operations;
 pub mod pseudonym;
 
+use crate::archive_store::ArchiveError;
 use crate::db::DbError;
 use crate::messages::ingest::IngestError;
 use crate::supervisor::ActorUnavailable;
@@ -63,4 +65,6 @@ pub enum GdprError {
     TooLargeToDeliver(u64),
     #[error("destination {0} is not one of the organization's active destinations")]
     UnknownDestination(i64),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
 }

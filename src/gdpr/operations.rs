@@ -29,7 +29,8 @@ use crate::config::{DatabaseConfig, GdprConfig};
 use crate::db::gdpr::{self, Mapping, NewMapping, NewOperation, Operation, Preserved, Role};
 use crate::db::trail::OperationKind;
 use crate::db::{
-    self, checkpoints, deliveries, destinations, events, legal_holds, trail, DbError, PgPool,
+    self, archives, checkpoints, deliveries, destinations, events, legal_holds, trail, DbError,
+    PgPool,
 };
 use crate::events::{prepare, Rules};
 use crate::integrity::canonical;
@@ -93,7 +94,7 @@ pub struct Reversed {
 pub struct ExportStream {
     pub request_id: Uuid,
     pub format: Format,
-    pub body: mpsc::Receiver<Result<Bytes, DbError>>,
+    pub body: mpsc::Receiver<Result<Bytes, GdprError>>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -423,7 +424,7 @@ impl Gdpr {
                 json!({"strategy": strategy}),
             )
             .await?;
-        let records_affected = self
+        let live = self
             .pseudonymize_events(
                 operation.id,
                 organization_id,
@@ -431,6 +432,15 @@ impl Gdpr {
                 &mapping.pseudonym_id,
             )
             .await?;
+        let archived = self
+            .pseudonymize_archived(
+                operation.id,
+                organization_id,
+                &commitment,
+                &mapping.pseudonym_id,
+            )
+            .await?;
+        let records_affected = live + archived;
         self.complete(
             organization_id,
             &operation,
@@ -533,11 +543,21 @@ impl Gdpr {
                 None => break,
             }
         }
+        let archived = self
+            .erase_archived(
+                operation.id,
+                organization_id,
+                &commitment,
+                &mapping.pseudonym_id,
+                &preserved,
+            )
+            .await?;
         let client = self.pool.get().await?;
         // Counted from what is stored, so a resumed operation reports its whole work.
         let records_deleted = gdpr::count_erased(&*client, organization_id, operation.id).await?;
         let compliance_records_preserved =
-            gdpr::count_preserved(&*client, organization_id, &commitment, &preserved).await?;
+            gdpr::count_preserved(&*client, organization_id, &commitment, &preserved).await?
+                + archived.preserved;
         drop(client);
         let changed = self
             .pseudonymize_events(
@@ -546,7 +566,8 @@ impl Gdpr {
                 &commitment,
                 &mapping.pseudonym_id,
             )
-            .await?;
+            .await?
+            + archived.pseudonymized;
         let result = json!({
             "records_deleted": records_deleted,
             "compliance_records_preserved": compliance_records_preserved,
@@ -686,7 +707,7 @@ impl Gdpr {
                     }
                     Err(error) => {
                         tracing::warn!(%error, "Cannot store an export's manifest");
-                        let _ = sender.send(Err(error)).await;
+                        let _ = sender.send(Err(error.into())).await;
                     }
                 },
                 Ok(None) => {
@@ -825,16 +846,17 @@ impl Gdpr {
 
     /// Streams the subject's events (as principal or as target, under any
     /// pseudonym: their commitment says whose they are) through the writer in
-    /// one consistent snapshot; each chunk goes to `send`, which answers
-    /// whether to go on. Returns the file's last chunk (not sent yet) and its
-    /// manifest; `None` when `send` stopped it.
+    /// one consistent snapshot, archived ones first (archive by archive,
+    /// oldest first), then the live ones; each chunk goes to `send`, which
+    /// answers whether to go on. Returns the file's last chunk (not sent yet)
+    /// and its manifest; `None` when `send` stopped it.
     async fn write_export<F, Fut>(
         &self,
         request: &ExportRequest,
         commitment: &str,
         request_id: Uuid,
         mut send: F,
-    ) -> Result<Option<(Bytes, Manifest)>, DbError>
+    ) -> Result<Option<(Bytes, Manifest)>, GdprError>
     where
         F: FnMut(Bytes) -> Fut,
         Fut: std::future::Future<Output = bool>,
@@ -848,7 +870,33 @@ impl Gdpr {
             .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
             .read_only(true)
             .start()
-            .await?;
+            .await
+            .map_err(DbError::from)?;
+        let organization_id = request.organization_id.as_str();
+        let in_range = |time: DateTime<Utc>| {
+            request.from.is_none_or(|from| time >= from) && request.to.is_none_or(|to| time <= to)
+        };
+        for archive in archives::holding_subject(&transaction, organization_id, commitment).await? {
+            let outside = request
+                .from
+                .is_some_and(|from| archive.last_event_at < from)
+                || request.to.is_some_and(|to| archive.first_event_at > to);
+            if outside {
+                continue;
+            }
+            let events = self.archives.read(&transaction, &archive).await?;
+            for event in events
+                .iter()
+                .filter(|event| event.concerns(commitment) && in_range(event.timestamp))
+            {
+                pending.extend_from_slice(&writer.event(&event.stored(), event.timestamp, true));
+                if pending.len() >= EXPORT_CHUNK_BYTES
+                    && !send(Bytes::from(std::mem::take(&mut pending))).await
+                {
+                    return Ok(None);
+                }
+            }
+        }
         let statement = transaction
             .prepare(&format!(
                 "SELECT {} FROM audit_log WHERE organization_id = $1 \
@@ -858,19 +906,25 @@ impl Gdpr {
                  ORDER BY \"timestamp\", id",
                 events::EVENT_COLUMNS
             ))
-            .await?;
-        let organization_id = request.organization_id.as_str();
+            .await
+            .map_err(DbError::from)?;
         let parameters: [&(dyn ToSql + Sync); 4] =
             [&organization_id, &commitment, &request.from, &request.to];
-        let portal = transaction.bind(&statement, &parameters).await?;
+        let portal = transaction
+            .bind(&statement, &parameters)
+            .await
+            .map_err(DbError::from)?;
         loop {
-            let rows = transaction.query_portal(&portal, EXPORT_FETCH_ROWS).await?;
+            let rows = transaction
+                .query_portal(&portal, EXPORT_FETCH_ROWS)
+                .await
+                .map_err(DbError::from)?;
             if rows.is_empty() {
                 break;
             }
             for row in &rows {
                 let timestamp: DateTime<Utc> = row.get("timestamp");
-                pending.extend_from_slice(&writer.event(&events::stored(row), timestamp));
+                pending.extend_from_slice(&writer.event(&events::stored(row), timestamp, false));
                 if pending.len() >= EXPORT_CHUNK_BYTES
                     && !send(Bytes::from(std::mem::take(&mut pending))).await
                 {
@@ -878,7 +932,7 @@ impl Gdpr {
                 }
             }
         }
-        transaction.commit().await?;
+        transaction.commit().await.map_err(DbError::from)?;
         let (end, manifest) = writer.finish();
         pending.extend_from_slice(&end);
         Ok(Some((Bytes::from(pending), manifest)))

@@ -14,6 +14,7 @@ use super::api_error::{ApiError, FieldError};
 use super::auth::Caller;
 use super::extract::{Json, Path};
 use super::AppState;
+use crate::archive_store::ArchiveError;
 use crate::db::gdpr::{self, Operation};
 use crate::db::tenant;
 use crate::gdpr::export::Format;
@@ -43,6 +44,15 @@ impl From<GdprError> for ApiError {
             }
             GdprError::Ingest(error) => error.into(),
             GdprError::Unavailable(error) => error.into(),
+            GdprError::Archive(ArchiveError::Db(error)) => error.into(),
+            GdprError::Archive(error @ ArchiveError::Object(_)) => ApiError::Unavailable {
+                reason: format!("the archive store does not answer: {error}"),
+                retry_after: std::time::Duration::from_secs(30),
+            },
+            GdprError::Archive(_) => ApiError::Conflict(format!(
+                "an archive holding the subject's events cannot be read; the request can be run again \
+                 once it is repaired or restored: {error}"
+            )),
             GdprError::Undecryptable | GdprError::Record(_) => {
                 tracing::error!(%error, "GDPR request failed");
                 ApiError::Internal(format!("GDPR request failed: {error}"))

@@ -110,7 +110,8 @@ pub async fn data(client: &impl GenericClient, id: Uuid) -> Result<Option<Vec<u8
 }
 
 /// The organization's archives that may hold events of the subject of
-/// `commitment` (as principal or target), oldest first.
+/// `commitment` (as principal or target), oldest first (by first event
+/// time, then first event id).
 pub async fn holding_subject(
     client: &impl GenericClient,
     organization_id: &str,
@@ -121,7 +122,7 @@ pub async fn holding_subject(
             &format!(
                 "SELECT {COLUMNS} FROM archive_storage WHERE organization_id = $1 \
                    AND (subject_commitments IS NULL OR subject_commitments @> ARRAY[$2::text]) \
-                 ORDER BY first_event_at, id"
+                 ORDER BY first_event_at, (metadata->>'first_event_id')::bigint, id"
             ),
             &[&organization_id, &commitment],
         )

@@ -884,11 +884,10 @@ impl Gdpr {
             if outside {
                 continue;
             }
-            let events = self.archives.read(&transaction, &archive).await?;
-            for event in events
-                .iter()
-                .filter(|event| event.concerns(commitment) && in_range(event.timestamp))
-            {
+            let mut events = self.archives.read(&transaction, &archive).await?;
+            events.retain(|event| event.concerns(commitment) && in_range(event.timestamp));
+            events.sort_by_key(|event| (event.timestamp, event.id));
+            for event in &events {
                 pending.extend_from_slice(&writer.event(&event.stored(), event.timestamp, true));
                 if pending.len() >= EXPORT_CHUNK_BYTES
                     && !send(Bytes::from(std::mem::take(&mut pending))).await

@@ -163,3 +163,18 @@ impl Server {
         out
     }
 }
+
+/// Rows of `sql` as DuckDB answers them (`duckdb_query.py`).
+pub fn duckdb(sql: &str) -> Vec<Vec<serde_json::Value>> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/duckdb_query.py");
+    let output = Command::new("python3")
+        .args([script, sql])
+        .output()
+        .expect("python3 runs (duckdb comes from scripts/test)");
+    assert!(
+        output.status.success(),
+        "DuckDB refused {sql}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("the script prints JSON")
+}

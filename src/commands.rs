@@ -162,7 +162,8 @@ pub async fn run_archival(config: &Config, dry_run: bool) -> Result<(), CommandE
 
 pub async fn list_archives(config: &Config) -> Result<(), CommandError> {
     println!(
-        "id\torganization_id\tevents\tfirst_event_at\tlast_event_at\tcompressed_bytes\tcreated_at"
+        "id\torganization_id\tevents\tfirst_event_at\tlast_event_at\tcompressed_bytes\tcreated_at\t\
+         store\tobject_key"
     );
     for archive in admin::list_archives(config).await? {
         print_row(&[
@@ -173,6 +174,8 @@ pub async fn list_archives(config: &Config) -> Result<(), CommandError> {
             &archive.last_event_at.to_rfc3339(),
             &archive.metadata["compressed_bytes"],
             &archive.created_at.to_rfc3339(),
+            &archive.store,
+            &archive.object_key.as_deref().unwrap_or("-"),
         ]);
     }
     Ok(())

@@ -13,6 +13,7 @@ use audit_worker::config::ArchiveStoreKind;
 use audit_worker::db;
 use audit_worker::integrity::keys::IntegrityKeys;
 use audit_worker::maintenance::archive::{self, ArchiveReport};
+use audit_worker::maintenance::deletion;
 use chrono::Utc;
 use common::servers::{self, Server};
 use common::{event, spawn_app_with, Event, TestApp};
@@ -396,6 +397,59 @@ async fn tampering_with_archive_objects_is_reported_by_verification() {
             .any(|p| p["message"].as_str().unwrap().contains("missing")),
         "{report}"
     );
+}
+
+/// Past `delete_after_days`, retention deletes whole archives from S3 as
+/// recorded operations (files removed, a digest saying so, leaves kept), and
+/// an archive holding an event under a legal hold stays whole.
+#[actix_web::test]
+async fn retention_deletes_archives_from_s3_unless_a_hold_covers_them() {
+    let server = servers::s3();
+    create_bucket(&server, BUCKET).await;
+    let app = s3_app(&server, BUCKET, 3).await;
+    let key = app.create_key("org-a", "org:admin").await;
+    app.ingest(&key, reads("nurse", "minimal", 3)).await;
+    app.ingest(&key, reads("held-user", "minimal", 2)).await;
+    assert_eq!(archive_due(&app).await.archives, 2);
+    app.create_legal_hold(
+        &key,
+        json!({"reason": "pending lawsuit", "principal_id": "held-user"}),
+    )
+    .await;
+    let listed = archives(&app, &key).await;
+
+    let pool = db::pool(&app.config.database);
+    let keys = IntegrityKeys::load(&app.config.integrity, &pool)
+        .await
+        .unwrap();
+    let store = app.archive_store().await;
+    // `minimal` is deleted after 90 days.
+    let report = deletion::run(
+        &pool,
+        &store,
+        &keys,
+        100,
+        Utc::now() + chrono::Duration::days(100),
+    )
+    .await
+    .unwrap();
+    assert_eq!((report.archives, report.failed_archives), (1, 0));
+    let left = archives(&app, &key).await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["event_count"], 2, "the held user's archive stays");
+    let gone = listed.iter().find(|a| a["id"] != left[0]["id"]).unwrap();
+    let stored = objects(&server, BUCKET).await;
+    assert!(!stored.contains_key(gone["object_key"].as_str().unwrap()));
+    assert!(stored.contains_key(left[0]["object_key"].as_str().unwrap()));
+    let digest: Value =
+        serde_json::from_slice(&stored["audit-archive/digests/org-a/3.json"]).unwrap();
+    assert_eq!(
+        (&digest["change"], &digest["archive_id"]),
+        (&json!("deleted"), &gone["id"])
+    );
+    let report = app.verify(&key).await;
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(report["deleted_by_retention"], 3, "{report}");
 }
 
 /// A bucket the worker cannot use makes `/readyz` say so (the worker stays

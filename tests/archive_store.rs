@@ -299,6 +299,7 @@ async fn archives_in_s3_are_parquet_that_duckdb_reads_and_restore_round_trips() 
     );
     let report = app.verify(&key).await;
     assert_eq!(report["valid"], true, "{report}");
+    assert!(reference_accepts(&app, &server).await);
     // Every archive back: the live events are as they were.
     for archive in &listed[1..] {
         audit_worker::admin::restore_archive(
@@ -327,9 +328,35 @@ async fn live_snapshot(app: &TestApp) -> Vec<String> {
         .collect()
 }
 
-/// Without the database's help, the digests catch what was done to the
-/// bucket behind the worker's back: a replaced manifest, a deleted archive
-/// file (its events then show as missing too), a deleted digest.
+/// Runs the independent `reference.py verify-archive-digests` on a copy of
+/// the bucket; whether it says valid.
+async fn reference_accepts(app: &TestApp, server: &Server) -> bool {
+    let (status, key) = app.get_json("/v1/integrity/public-key").await;
+    assert_eq!(status, 200, "{key}");
+    let dir = mirror(server, BUCKET).await;
+    let output = std::process::Command::new("python3")
+        .arg("docs/vectors/reference.py")
+        .arg("verify-archive-digests")
+        .arg(&dir)
+        .arg("org-a")
+        .arg(key["public_key"].as_str().unwrap())
+        .output()
+        .expect("python3 runs");
+    std::fs::remove_dir_all(&dir).unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() || String::from_utf8_lossy(&output.stderr).starts_with("invalid"),
+        "reference.py failed: {stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.status.success()
+}
+
+/// The digests catch what was done to the bucket behind the worker's back —
+/// for the worker's verification and for the independent reference
+/// implementation, which reads only a copy of the bucket: a replaced
+/// manifest, a deleted archive file (its events then show as missing too), a
+/// deleted digest.
 #[actix_web::test]
 async fn tampering_with_archive_objects_is_reported_by_verification() {
     let server = servers::s3();
@@ -339,6 +366,7 @@ async fn tampering_with_archive_objects_is_reported_by_verification() {
     app.ingest(&key, reads("nurse", "minimal", 5)).await;
     assert_eq!(archive_due(&app).await.archives, 1);
     assert_eq!(app.verify(&key).await["valid"], true);
+    assert!(reference_accepts(&app, &server).await);
     let listed = archives(&app, &key).await;
     let object_key = listed[0]["object_key"].as_str().unwrap().to_owned();
     let manifest_key = object_key.replace(".parquet", ".manifest.json");
@@ -355,6 +383,7 @@ async fn tampering_with_archive_objects_is_reported_by_verification() {
     let report = app.verify(&key).await;
     assert_eq!(report["valid"], false);
     assert_eq!(kinds(&report), ["archive_digest"], "{report}");
+    assert!(!reference_accepts(&app, &server).await);
 
     client
         .delete_object()
@@ -655,7 +684,94 @@ async fn gdpr_reaches_half_archived_subjects(app: &TestApp, s3: Option<&Server>)
         ));
         assert_eq!(rows, [[json!(0)]]);
         std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            reference_accepts(app, server).await,
+            "the rewritten archives' digests check"
+        );
     }
+}
+
+/// A pseudonymization cut off half-way by an archive it cannot read (its
+/// file gone from the bucket) leaves every archive either as it was or
+/// rewritten, answers 409, and the same request, once the file is back,
+/// resumes under the same id and completes: nothing left in clear, and the
+/// trail verifies.
+#[actix_web::test]
+async fn a_gdpr_request_cut_off_by_an_unreadable_archive_resumes() {
+    let server = servers::s3();
+    create_bucket(&server, BUCKET).await;
+    let app = s3_app(&server, BUCKET, 3).await;
+    let key = app.create_key("org-a", "org:admin").await;
+    app.ingest(&key, reads("alice", "minimal", 4)).await;
+    app.ingest(&key, reads("bob", "minimal", 2)).await;
+    assert_eq!(archive_due(&app).await.archives, 2);
+    let listed = archives(&app, &key).await;
+    let newest = listed
+        .iter()
+        .max_by_key(|a| a["metadata"]["first_event_id"].as_i64().unwrap())
+        .unwrap();
+    let object_key = newest["object_key"].as_str().unwrap().to_owned();
+    let saved = objects(&server, BUCKET).await[&object_key].clone();
+    let client = server.s3_client();
+    client
+        .delete_object()
+        .bucket(BUCKET)
+        .key(&object_key)
+        .send()
+        .await
+        .unwrap();
+
+    let pseudonymize = || {
+        app.call(
+            Method::POST,
+            "/v1/gdpr/pseudonymize",
+            Some(&key),
+            Some(json!({"principal_id": "alice", "strategy": "token"})),
+        )
+    };
+    let (status, body) = pseudonymize().await;
+    assert_eq!(status, 409, "{body}");
+    let now_listed = archives(&app, &key).await;
+    assert_eq!(now_listed.len(), 2);
+    assert!(
+        now_listed.iter().any(|a| a["id"] == newest["id"]),
+        "the unreadable archive stays as it was"
+    );
+    assert!(
+        now_listed
+            .iter()
+            .any(|a| !listed.iter().any(|old| old["id"] == a["id"])),
+        "the readable one was rewritten"
+    );
+    let running = app
+        .count(
+            "SELECT count(*) FROM gdpr_operations WHERE kind = 'pseudonymize' AND status = 'running'",
+            &[],
+        )
+        .await;
+    assert_eq!(running, 1);
+
+    client
+        .put_object()
+        .bucket(BUCKET)
+        .key(&object_key)
+        .body(saved.into())
+        .send()
+        .await
+        .unwrap();
+    let (status, done) = pseudonymize().await;
+    assert_eq!(status, 200, "{done}");
+    let first_id = app
+        .count(
+            "SELECT count(DISTINCT id) FROM gdpr_operations WHERE kind = 'pseudonymize'",
+            &[],
+        )
+        .await;
+    assert_eq!(first_id, 1, "the same operation resumed");
+    assert_eq!(archived_in_clear(&app, &key, "alice").await, 0);
+    let report = app.verify(&key).await;
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(report["pseudonymized"], 4, "{report}");
 }
 
 #[actix_web::test]

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Independent reference implementation of docs/integrity.md, format version 2
 (event hash, identifier commitment, Merkle root, chain link, link tree,
-inclusion and consistency proofs, checkpoint signatures), written from the
-spec alone, with the Python standard library only.
+inclusion and consistency proofs, checkpoint signatures, archive digests),
+written from the spec alone, with the Python standard library only.
 
     reference.py                 regenerate the test vectors in this folder
     reference.py --check         check them
@@ -13,6 +13,13 @@ spec alone, with the Python standard library only.
                                  FILE: the body of GET /v1/integrity/consistency
                                  (put the root of the checkpoint you hold in
                                  from.tree_root first)
+    reference.py verify-archive-digests DIR ORGANIZATION PUBKEY [PREFIX]
+                                 DIR: a copy of the archive bucket (or the
+                                 directory store), e.g. `aws s3 sync s3://bucket DIR`;
+                                 checks the organization's signed digests and
+                                 the manifest and Parquet file of every archive
+                                 they leave in place (section 14); PREFIX:
+                                 `[archive] prefix`, default audit-archive
 
 The verify commands exit 0 when the proof holds, else 1 with the reason. The
 Rust tests check the worker against the vectors and run both commands on real
@@ -319,6 +326,14 @@ def verify_consistency(body):
 
 
 def run_verify(command, arguments):
+    if command == "verify-archive-digests":
+        try:
+            digests, archives = verify_archive_digests(arguments[0], arguments[1], arguments[2],
+                                                       arguments[3] if len(arguments) > 3 else "audit-archive")
+        except (Invalid, KeyError, TypeError, ValueError, OSError) as error:
+            sys.exit(f"invalid: {error}")
+        print(f"valid: {digests} digests, {archives} archives in place")
+        return
     with open(arguments[0]) as f:
         body = json.load(f)
     try:
@@ -329,6 +344,55 @@ def run_verify(command, arguments):
     except (Invalid, KeyError, TypeError, ValueError) as error:
         sys.exit(f"invalid: {error!r}" if not isinstance(error, Invalid) else f"invalid: {error}")
     print("valid")
+
+
+def key_segment(text):
+    return "".join(chr(b) if chr(b).isascii() and (chr(b).isalnum() or chr(b) in "-_") else f"%{b:02X}"
+                   for b in text.encode("utf-8"))
+
+
+def verify_archive_digests(root, organization, public_key, prefix):
+    import os
+    folder = os.path.join(root, *(prefix.split("/") if prefix else []), "digests", key_segment(organization))
+    names = sorted((int(n[:-5]), n) for n in os.listdir(folder) if n.endswith(".json") and n[:-5].isdigit())
+    if not names:
+        raise Invalid(f"no digests in {folder}")
+    live, previous = {}, None
+    for expected, (number, name) in enumerate(names, start=1):
+        if number != expected:
+            raise Invalid(f"digest {expected} is missing")
+        with open(os.path.join(folder, name), "rb") as f:
+            data = f.read()
+        digest = json.loads(data)
+        unsigned = {k: v for k, v in digest.items() if k != "signature"}
+        if not ed25519_valid(base64.b64decode(public_key), jcs(unsigned).encode("utf-8"),
+                             base64.b64decode(digest["signature"])):
+            raise Invalid(f"digest {number} is not signed by the key")
+        if digest["sequence"] != number or digest["organization_id"] != organization:
+            raise Invalid(f"digest {number} names another sequence or organization")
+        if digest["previous_digest_sha256"] != previous:
+            raise Invalid(f"digest {number} does not link to the one before")
+        previous = hashlib.sha256(data).hexdigest()
+        if digest.get("replaces"):
+            live.pop(digest["replaces"], None)
+        if digest["change"] == "deleted":
+            live.pop(digest["archive_id"], None)
+        else:
+            live[digest["archive_id"]] = digest
+    for archive_id, digest in live.items():
+        try:
+            with open(os.path.join(root, digest["manifest_key"]), "rb") as f:
+                manifest_bytes = f.read()
+            with open(os.path.join(root, digest["object_key"]), "rb") as f:
+                parquet = f.read()
+        except FileNotFoundError as missing:
+            raise Invalid(f"archive {archive_id}: {missing.filename} is missing")
+        if hashlib.sha256(manifest_bytes).hexdigest() != digest["manifest_sha256"]:
+            raise Invalid(f"archive {archive_id}: its manifest was replaced")
+        manifest = json.loads(manifest_bytes)
+        if hashlib.sha256(parquet).hexdigest() != manifest["parquet_sha256"] or manifest["archive_id"] != archive_id:
+            raise Invalid(f"archive {archive_id}: its Parquet file does not match its manifest")
+    return len(names), len(live)
 
 
 def tree_vectors():
@@ -345,9 +409,9 @@ def tree_vectors():
 
 
 def main():
-    if len(sys.argv) > 1 and sys.argv[1] in ("verify-proof", "verify-consistency"):
-        arity = 2 if sys.argv[1] == "verify-proof" else 1
-        if len(sys.argv) != 2 + arity:
+    commands = {"verify-proof": (2,), "verify-consistency": (1,), "verify-archive-digests": (3, 4)}
+    if len(sys.argv) > 1 and sys.argv[1] in commands:
+        if len(sys.argv) - 2 not in commands[sys.argv[1]]:
             sys.exit(__doc__)
         return run_verify(sys.argv[1], sys.argv[2:])
     key = bytes([0x42]) * 32

@@ -5,13 +5,13 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::db::deletions::Leaf;
 use crate::db::events::StoredEvent;
 use crate::integrity::canonical::format_timestamp;
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArchivedEvent {
     pub id: i64,
@@ -32,7 +32,9 @@ pub struct ArchivedEvent {
     pub retention_policy: String,
     pub processing_latency: Option<i32>,
     pub archived_at: Option<DateTime<Utc>>,
-    pub details: Option<Value>,
+    /// As the JSON text it was read as: archival neither parses nor
+    /// rewrites it (and holds one string per event, not a tree).
+    pub details: Option<Box<RawValue>>,
     pub idempotency_key: Option<String>,
     pub principal_commitment: String,
     pub target_resource_commitment: Option<String>,
@@ -105,7 +107,12 @@ impl ArchivedEvent {
             retention_policy: self.retention_policy.clone(),
             ttl: self.ttl.clone(),
             event_version: self.event_version.clone(),
-            details: self.details.clone(),
+            // Valid JSON by construction; a number serde_json cannot hold
+            // (past f64) is the only way this fails.
+            details: self
+                .details
+                .as_ref()
+                .and_then(|details| serde_json::from_str(details.get()).ok()),
             idempotency_key: self.idempotency_key.clone(),
             hash: self.hash.clone(),
             hash_algorithm: self.hash_algorithm.clone(),

@@ -11,6 +11,8 @@ pub mod manifest;
 pub mod objects;
 pub mod parquet;
 
+use std::collections::BTreeSet;
+
 use bytes::Bytes;
 use chrono::{DateTime, Datelike, Utc};
 use serde_json::{json, Value};
@@ -203,23 +205,16 @@ impl ArchiveStore {
     pub async fn write(&self, content: Content) -> Result<Written, ArchiveError> {
         let id = Uuid::new_v4();
         let events = &content.events;
-        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+        let (Some(first_event_at), Some(last_event_at)) = (
+            events.iter().map(|e| e.timestamp).min(),
+            events.iter().map(|e| e.timestamp).max(),
+        ) else {
             return Err(ArchiveError::Corrupted {
                 id,
                 problem: "an archive needs at least one event".to_owned(),
             });
         };
-        let first_event_at = events
-            .iter()
-            .map(|e| e.timestamp)
-            .min()
-            .unwrap_or(first.timestamp);
-        let last_event_at = events
-            .iter()
-            .map(|e| e.timestamp)
-            .max()
-            .unwrap_or(last.timestamp);
-        let mut subject_commitments: Vec<String> = events
+        let subjects: BTreeSet<&str> = events
             .iter()
             .flat_map(|e| {
                 [
@@ -228,12 +223,10 @@ impl ArchiveStore {
                 ]
             })
             .flatten()
-            .cloned()
+            .map(String::as_str)
             .collect();
-        subject_commitments.sort_unstable();
-        subject_commitments.dedup();
         let links = || events.iter().map(|e| e.chain_link);
-        let mut written = Written {
+        let written = Written {
             id,
             store: self.kind,
             organization_id: content.organization_id.clone(),
@@ -245,106 +238,120 @@ impl ArchiveStore {
             last_event_at,
             first_link: links().min().unwrap_or_default(),
             last_link: links().max().unwrap_or_default(),
-            subject_commitments,
+            subject_commitments: subjects.into_iter().map(str::to_owned).collect(),
             uncompressed_bytes: 0,
             stored_bytes: 0,
             replaces: content.replaces,
         };
-        let level = self.compression_level;
         match self.objects_for_new() {
-            None => {
-                let (body, compressed) = tokio::task::spawn_blocking(move || {
-                    let mut body = String::new();
-                    for event in &content.events {
-                        body.push_str(&event.line());
-                        body.push('\n');
-                    }
-                    let compressed = zstd::encode_all(body.as_bytes(), level);
-                    (body, compressed, content)
-                })
-                .await
-                .map(|(body, compressed, content)| (body, compressed.map(|c| (c, content))))
-                .expect("compression does not panic");
-                let (compressed, content) = compressed.map_err(ArchiveError::Compress)?;
-                written.store = ArchiveStoreKind::Postgres;
-                written.metadata = json!({
-                    "format": "jsonl",
-                    "compression": "zstd",
-                    "event_count": content.events.len(),
-                    "first_event_id": first_id(&content.events),
-                    "last_event_id": last_id(&content.events),
-                    "first_event_at": first_event_at,
-                    "last_event_at": last_event_at,
-                    "uncompressed_bytes": body.len(),
-                    "compressed_bytes": compressed.len(),
-                    "sha256_uncompressed": sha256(body.as_bytes()),
-                    "sha256_compressed": sha256(&compressed),
-                    "retention_policy": content.retention_policy,
-                    "data_classification": content.data_classification,
-                    "archived_at": content.archived_at,
-                    "chain_links": content.chain_links,
-                    "replaces": content.replaces,
-                });
-                written.uncompressed_bytes = body.len() as u64;
-                written.stored_bytes = compressed.len() as u64;
-                written.data = Some(compressed);
-            }
-            Some(objects) => {
-                let object_key = self.object_key(&content.organization_id, first_event_at, id);
-                let manifest_key = object_key.replace(".parquet", ".manifest.json");
-                let (file, events_sha, uncompressed, content) =
-                    tokio::task::spawn_blocking(move || {
-                        let file = parquet::encode(&content.events, level);
-                        let uncompressed: usize =
-                            content.events.iter().map(|e| e.line().len() + 1).sum();
-                        (file, events_sha256(&content.events), uncompressed, content)
-                    })
-                    .await
-                    .expect("encoding does not panic");
-                let file = file?;
-                let manifest = Manifest {
-                    version: FORMAT_VERSION,
-                    archive_id: id,
-                    organization_id: content.organization_id.clone(),
-                    object_key: object_key.clone(),
-                    format: "parquet".to_owned(),
-                    compression: "zstd".to_owned(),
-                    event_count: content.events.len() as u64,
-                    first_event_id: first_id(&content.events),
-                    last_event_id: last_id(&content.events),
-                    first_event_at,
-                    last_event_at,
-                    chain_links: content.chain_links,
-                    parquet_bytes: file.len() as u64,
-                    parquet_sha256: sha256(&file),
-                    events_sha256: events_sha,
-                    retention_policy: content.retention_policy,
-                    data_classification: content.data_classification,
-                    archived_at: content.archived_at,
-                    replaces: content.replaces,
-                };
-                let manifest_bytes =
-                    serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
-                let manifest_sha256 = sha256(&manifest_bytes);
-                written.stored_bytes = file.len() as u64;
-                written.uncompressed_bytes = uncompressed as u64;
-                put_checked(objects, &object_key, file, "application/vnd.apache.parquet").await?;
-                put_checked(objects, &manifest_key, manifest_bytes, "application/json").await?;
-                let mut metadata = serde_json::to_value(&manifest).expect("a manifest serializes");
-                metadata["store"] = json!(self.kind.as_str());
-                metadata["location"] = json!(objects.location(&object_key));
-                metadata["manifest_key"] = json!(manifest_key);
-                metadata["manifest_sha256"] = json!(manifest_sha256);
-                metadata["compressed_bytes"] = json!(written.stored_bytes);
-                metadata["uncompressed_bytes"] = json!(uncompressed);
-                written.metadata = metadata;
-                written.files = Some(Files {
-                    object_key,
-                    manifest_key,
-                    manifest_sha256,
-                });
-            }
+            None => self.write_jsonl(written, content).await,
+            Some(objects) => self.write_parquet(objects, written, content).await,
         }
+    }
+
+    /// A `postgres` archive: the events' lines, zstd-compressed, for `data`.
+    async fn write_jsonl(
+        &self,
+        mut written: Written,
+        content: Content,
+    ) -> Result<Written, ArchiveError> {
+        let level = self.compression_level;
+        let (body, compressed, content) = tokio::task::spawn_blocking(move || {
+            let mut body = String::new();
+            for event in &content.events {
+                body.push_str(&event.line());
+                body.push('\n');
+            }
+            let compressed = zstd::encode_all(body.as_bytes(), level);
+            (body, compressed, content)
+        })
+        .await
+        .expect("compression does not panic");
+        let compressed = compressed.map_err(ArchiveError::Compress)?;
+        written.store = ArchiveStoreKind::Postgres;
+        written.metadata = json!({
+            "format": "jsonl",
+            "compression": "zstd",
+            "event_count": content.events.len(),
+            "first_event_id": first_id(&content.events),
+            "last_event_id": last_id(&content.events),
+            "first_event_at": written.first_event_at,
+            "last_event_at": written.last_event_at,
+            "uncompressed_bytes": body.len(),
+            "compressed_bytes": compressed.len(),
+            "sha256_uncompressed": sha256(body.as_bytes()),
+            "sha256_compressed": sha256(&compressed),
+            "retention_policy": content.retention_policy,
+            "data_classification": content.data_classification,
+            "archived_at": content.archived_at,
+            "chain_links": content.chain_links,
+            "replaces": content.replaces,
+        });
+        written.uncompressed_bytes = body.len() as u64;
+        written.stored_bytes = compressed.len() as u64;
+        written.data = Some(compressed);
+        Ok(written)
+    }
+
+    /// An object archive: the Parquet file and its manifest, written and read back.
+    async fn write_parquet(
+        &self,
+        objects: &Objects,
+        mut written: Written,
+        content: Content,
+    ) -> Result<Written, ArchiveError> {
+        let level = self.compression_level;
+        let object_key =
+            self.object_key(&content.organization_id, written.first_event_at, written.id);
+        let manifest_key = object_key.replace(".parquet", ".manifest.json");
+        let (file, events_sha, uncompressed, content) = tokio::task::spawn_blocking(move || {
+            let file = parquet::encode(&content.events, level);
+            let uncompressed: usize = content.events.iter().map(|e| e.line().len() + 1).sum();
+            (file, events_sha256(&content.events), uncompressed, content)
+        })
+        .await
+        .expect("encoding does not panic");
+        let file = file?;
+        let manifest = Manifest {
+            version: FORMAT_VERSION,
+            archive_id: written.id,
+            organization_id: content.organization_id,
+            object_key: object_key.clone(),
+            format: "parquet".to_owned(),
+            compression: "zstd".to_owned(),
+            event_count: content.events.len() as u64,
+            first_event_id: first_id(&content.events),
+            last_event_id: last_id(&content.events),
+            first_event_at: written.first_event_at,
+            last_event_at: written.last_event_at,
+            chain_links: content.chain_links,
+            parquet_bytes: file.len() as u64,
+            parquet_sha256: sha256(&file),
+            events_sha256: events_sha,
+            retention_policy: content.retention_policy,
+            data_classification: content.data_classification,
+            archived_at: content.archived_at,
+            replaces: content.replaces,
+        };
+        let manifest_bytes = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
+        let manifest_sha256 = sha256(&manifest_bytes);
+        written.stored_bytes = file.len() as u64;
+        written.uncompressed_bytes = uncompressed as u64;
+        put_checked(objects, &object_key, file, "application/vnd.apache.parquet").await?;
+        put_checked(objects, &manifest_key, manifest_bytes, "application/json").await?;
+        let mut metadata = serde_json::to_value(&manifest).expect("a manifest serializes");
+        metadata["store"] = json!(self.kind.as_str());
+        metadata["location"] = json!(objects.location(&object_key));
+        metadata["manifest_key"] = json!(manifest_key);
+        metadata["manifest_sha256"] = json!(manifest_sha256);
+        metadata["compressed_bytes"] = json!(written.stored_bytes);
+        metadata["uncompressed_bytes"] = json!(uncompressed);
+        written.metadata = metadata;
+        written.files = Some(Files {
+            object_key,
+            manifest_key,
+            manifest_sha256,
+        });
         Ok(written)
     }
 

@@ -2,7 +2,7 @@
 //! bucket (aws-sdk-s3) or a directory. Both answer the same few verbs, so the
 //! archive code above them is one.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use aws_sdk_s3::config::timeout::TimeoutConfig;
@@ -246,14 +246,6 @@ impl Objects {
                 }
                 Ok(keys)
             }
-        }
-    }
-
-    /// The directory of a `directory` store.
-    pub fn root(&self) -> Option<&Path> {
-        match self {
-            Self::S3 { .. } => None,
-            Self::Directory(root) => Some(root),
         }
     }
 }

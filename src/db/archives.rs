@@ -1,10 +1,14 @@
-//! `archive_storage`: compressed batches of archived events, and moving events
-//! between it and the live `audit_log`.
+//! `archive_storage`: the list of archives (with the bytes of those kept in
+//! PostgreSQL), moving events between it and the live `audit_log`, and each
+//! organization's digest head.
+
+use std::pin::pin;
 
 use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
 use serde::Serialize;
 use serde_json::Value;
-use tokio_postgres::types::Json;
+use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::GenericClient;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -184,12 +188,12 @@ pub async fn policy_pairs(
 }
 
 /// Live events chosen for one archive, locked until the transaction ends.
+#[derive(Default)]
 pub struct Batch {
     /// One JSON object per event, every column, `archived_at` set.
     pub lines: Vec<String>,
     pub ids: Vec<i64>,
-    pub first_event_at: DateTime<Utc>,
-    pub last_event_at: DateTime<Utc>,
+    /// The chain links of the events, each once, in order.
     pub links: Vec<i64>,
 }
 
@@ -239,6 +243,7 @@ pub async fn any_due(
 
 /// Up to `limit` of the events an archival of this policy pair takes, oldest
 /// id first, locked until the transaction ends, as JSON with `archived_at` set.
+/// Rows are read as they arrive, so only their text is held.
 pub async fn select_batch(
     client: &impl GenericClient,
     organization_id: &str,
@@ -247,37 +252,37 @@ pub async fn select_batch(
     archived_at: DateTime<Utc>,
     limit: i64,
 ) -> Result<Option<Batch>, DbError> {
+    let parameters: [&(dyn ToSql + Sync); 6] = [
+        &organization_id,
+        &policy,
+        &classification,
+        &before,
+        &archived_at,
+        &limit,
+    ];
     let rows = client
-        .query(
+        .query_raw(
             &format!(
                 "SELECT (to_jsonb(e) || jsonb_build_object('archived_at', $5::timestamptz))::text, \
-                   e.id, e.\"timestamp\", e.chain_link \
+                   e.id, e.chain_link \
                  FROM audit_log e WHERE {DUE} ORDER BY e.id LIMIT $6 FOR UPDATE OF e"
             ),
-            &[
-                &organization_id,
-                &policy,
-                &classification,
-                &before,
-                &archived_at,
-                &limit,
-            ],
+            parameters,
         )
         .await?;
-    if rows.is_empty() {
+    let mut rows = pin!(rows);
+    let mut batch = Batch::default();
+    while let Some(row) = rows.try_next().await? {
+        batch.lines.push(row.get(0));
+        batch.ids.push(row.get(1));
+        batch.links.push(row.get(2));
+    }
+    if batch.ids.is_empty() {
         return Ok(None);
     }
-    let times: Vec<DateTime<Utc>> = rows.iter().map(|row| row.get(2)).collect();
-    let mut links: Vec<i64> = rows.iter().map(|row| row.get(3)).collect();
-    links.sort_unstable();
-    links.dedup();
-    Ok(Some(Batch {
-        lines: rows.iter().map(|row| row.get(0)).collect(),
-        ids: rows.iter().map(|row| row.get(1)).collect(),
-        first_event_at: *times.iter().min().expect("a non-empty batch"),
-        last_event_at: *times.iter().max().expect("a non-empty batch"),
-        links,
-    }))
+    batch.links.sort_unstable();
+    batch.links.dedup();
+    Ok(Some(batch))
 }
 
 /// The chain links `ids` of the organization, as archive metadata keeps them.

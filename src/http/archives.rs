@@ -13,7 +13,6 @@ use super::AppState;
 use crate::archive_store::ArchiveError;
 use crate::db::archives::{self, Archive};
 use crate::db::tenant;
-use crate::db::DbError;
 
 const RESOURCE: &str = "audit.retention";
 /// When to ask again for an archive whose store did not answer.
@@ -65,7 +64,7 @@ pub async fn get(
     })
     .await?;
     let archive = found.ok_or_else(|| ApiError::NotFound(format!("archive {id}")))?;
-    let client = state.pool.get().await.map_err(DbError::from)?;
+    let client = state.pool.get().await?;
     let events = match state.archives.read(&*client, &archive).await {
         Ok(events) => events,
         Err(ArchiveError::Db(error)) => return Err(error.into()),

@@ -175,7 +175,7 @@ async fn archive_batch(
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
     trail::enter(&transaction, operation).await?;
-    let Some(due) = archives::select_batch(
+    let Some(mut due) = archives::select_batch(
         &transaction,
         batch.organization,
         batch.pair,
@@ -188,10 +188,10 @@ async fn archive_batch(
         return Ok(None);
     };
     let chain_links = archives::links(&transaction, batch.organization, &due.links).await?;
-    let events = due
-        .lines
-        .iter()
-        .map(|line| ArchivedEvent::parse(line))
+    // Each line is freed as soon as it is parsed.
+    let events = std::mem::take(&mut due.lines)
+        .into_iter()
+        .map(|line| ArchivedEvent::parse(&line))
         .collect::<Result<Vec<_>, _>>()
         .map_err(ArchiveError::Event)?;
     let written = store

@@ -10,8 +10,7 @@ pub mod event;
 pub mod manifest;
 pub mod objects;
 pub mod parquet;
-
-use std::collections::BTreeSet;
+pub mod writer;
 
 use bytes::Bytes;
 use chrono::{DateTime, Datelike, Utc};
@@ -24,6 +23,7 @@ use self::event::ArchivedEvent;
 use self::manifest::{events_sha256, sha256, Manifest, FORMAT_VERSION};
 use self::objects::{key_segment, ObjectError, Objects};
 use self::parquet::FormatError;
+pub use self::writer::{ArchiveHeader, ArchiveWriter, Encoded, CHUNK_EVENTS};
 use crate::config::{ArchiveConfig, ArchiveStoreKind};
 use crate::db::archives::{self, Archive, NewArchive};
 use crate::db::DbError;
@@ -53,20 +53,6 @@ impl From<tokio_postgres::Error> for ArchiveError {
     fn from(error: tokio_postgres::Error) -> Self {
         Self::Db(error.into())
     }
-}
-
-/// What one archive holds, before it is written.
-pub struct Content {
-    pub organization_id: String,
-    /// In id order.
-    pub events: Vec<ArchivedEvent>,
-    /// The chain links (`audit_chain` rows) of the events, as metadata keeps them.
-    pub chain_links: Value,
-    pub retention_policy: String,
-    pub data_classification: String,
-    pub archived_at: DateTime<Utc>,
-    /// The archive a GDPR operation rewrites into this one.
-    pub replaces: Option<Uuid>,
 }
 
 /// An archive written (its files, for an object store) and ready to be listed.
@@ -198,146 +184,125 @@ impl ArchiveStore {
         format!("{}digests/{}/", self.folder(), key_segment(organization_id))
     }
 
-    /// Writes a new archive of `content`: compressed bytes for the `postgres`
-    /// store; for an object store, the Parquet file and its manifest, each
-    /// read back and compared before this returns (only then may its events
-    /// leave `audit_log`).
-    pub async fn write(&self, content: Content) -> Result<Written, ArchiveError> {
-        let id = Uuid::new_v4();
-        let events = &content.events;
-        let (Some(first_event_at), Some(last_event_at)) = (
-            events.iter().map(|e| e.timestamp).min(),
-            events.iter().map(|e| e.timestamp).max(),
-        ) else {
+    /// A writer of a new archive for the store new archives go to.
+    pub fn writer(&self, header: ArchiveHeader) -> Result<ArchiveWriter, ArchiveError> {
+        ArchiveWriter::new(
+            header,
+            self.objects_for_new().is_some(),
+            self.compression_level,
+        )
+    }
+
+    /// Writes `events` (in id order) as a new archive: see [`Self::store`].
+    pub async fn write(
+        &self,
+        header: ArchiveHeader,
+        events: Vec<ArchivedEvent>,
+        chain_links: Value,
+    ) -> Result<Written, ArchiveError> {
+        let mut writer = self.writer(header)?;
+        let encoded = tokio::task::spawn_blocking(move || {
+            for chunk in events.chunks(CHUNK_EVENTS) {
+                writer.push(chunk)?;
+            }
+            writer.finish()
+        })
+        .await
+        .expect("encoding does not panic")?;
+        self.store(encoded, chain_links).await
+    }
+
+    /// Makes a finished archive ready to be listed: its compressed bytes for
+    /// the `postgres` store; for an object store, its Parquet file and
+    /// manifest, each read back and compared before this returns (only then
+    /// may its events leave `audit_log`).
+    pub async fn store(
+        &self,
+        encoded: Encoded,
+        chain_links: Value,
+    ) -> Result<Written, ArchiveError> {
+        let summary = &encoded.summary;
+        let (Some((first_event_id, last_event_id)), Some((first_event_at, last_event_at))) =
+            (summary.ids, summary.times)
+        else {
             return Err(ArchiveError::Corrupted {
-                id,
+                id: encoded.id,
                 problem: "an archive needs at least one event".to_owned(),
             });
         };
-        let subjects: BTreeSet<&str> = events
-            .iter()
-            .flat_map(|e| {
-                [
-                    Some(&e.principal_commitment),
-                    e.target_resource_commitment.as_ref(),
-                ]
-            })
-            .flatten()
-            .map(String::as_str)
-            .collect();
-        let links = || events.iter().map(|e| e.chain_link);
-        let written = Written {
-            id,
+        let header = &encoded.header;
+        let mut written = Written {
+            id: encoded.id,
             store: self.kind,
-            organization_id: content.organization_id.clone(),
+            organization_id: header.organization_id.clone(),
             metadata: Value::Null,
             data: None,
             files: None,
-            event_count: events.len() as i32,
+            event_count: summary.count as i32,
             first_event_at,
             last_event_at,
-            first_link: links().min().unwrap_or_default(),
-            last_link: links().max().unwrap_or_default(),
-            subject_commitments: subjects.into_iter().map(str::to_owned).collect(),
-            uncompressed_bytes: 0,
-            stored_bytes: 0,
-            replaces: content.replaces,
+            first_link: summary.links.first().copied().unwrap_or_default(),
+            last_link: summary.links.last().copied().unwrap_or_default(),
+            subject_commitments: summary.subjects.iter().cloned().collect(),
+            uncompressed_bytes: summary.uncompressed_bytes,
+            stored_bytes: encoded.bytes.len() as u64,
+            replaces: header.replaces,
         };
-        match self.objects_for_new() {
-            None => self.write_jsonl(written, content).await,
-            Some(objects) => self.write_parquet(objects, written, content).await,
-        }
-    }
-
-    /// A `postgres` archive: the events' lines, zstd-compressed, for `data`.
-    async fn write_jsonl(
-        &self,
-        mut written: Written,
-        content: Content,
-    ) -> Result<Written, ArchiveError> {
-        let level = self.compression_level;
-        let (body, compressed, content) = tokio::task::spawn_blocking(move || {
-            let mut body = String::new();
-            for event in &content.events {
-                body.push_str(&event.line());
-                body.push('\n');
-            }
-            let compressed = zstd::encode_all(body.as_bytes(), level);
-            (body, compressed, content)
-        })
-        .await
-        .expect("compression does not panic");
-        let compressed = compressed.map_err(ArchiveError::Compress)?;
-        written.store = ArchiveStoreKind::Postgres;
-        written.metadata = json!({
-            "format": "jsonl",
-            "compression": "zstd",
-            "event_count": content.events.len(),
-            "first_event_id": first_id(&content.events),
-            "last_event_id": last_id(&content.events),
-            "first_event_at": written.first_event_at,
-            "last_event_at": written.last_event_at,
-            "uncompressed_bytes": body.len(),
-            "compressed_bytes": compressed.len(),
-            "sha256_uncompressed": sha256(body.as_bytes()),
-            "sha256_compressed": sha256(&compressed),
-            "retention_policy": content.retention_policy,
-            "data_classification": content.data_classification,
-            "archived_at": content.archived_at,
-            "chain_links": content.chain_links,
-            "replaces": content.replaces,
-        });
-        written.uncompressed_bytes = body.len() as u64;
-        written.stored_bytes = compressed.len() as u64;
-        written.data = Some(compressed);
-        Ok(written)
-    }
-
-    /// An object archive: the Parquet file and its manifest, written and read back.
-    async fn write_parquet(
-        &self,
-        objects: &Objects,
-        mut written: Written,
-        content: Content,
-    ) -> Result<Written, ArchiveError> {
-        let level = self.compression_level;
-        let object_key =
-            self.object_key(&content.organization_id, written.first_event_at, written.id);
+        let Some(objects) = self.objects_for_new() else {
+            written.store = ArchiveStoreKind::Postgres;
+            written.metadata = json!({
+                "format": "jsonl",
+                "compression": "zstd",
+                "event_count": summary.count,
+                "first_event_id": first_event_id,
+                "last_event_id": last_event_id,
+                "first_event_at": first_event_at,
+                "last_event_at": last_event_at,
+                "uncompressed_bytes": summary.uncompressed_bytes,
+                "compressed_bytes": encoded.bytes.len(),
+                "sha256_uncompressed": encoded.events_sha256,
+                "sha256_compressed": sha256(&encoded.bytes),
+                "retention_policy": header.retention_policy,
+                "data_classification": header.data_classification,
+                "archived_at": header.archived_at,
+                "chain_links": chain_links,
+                "replaces": header.replaces,
+            });
+            written.data = Some(encoded.bytes);
+            return Ok(written);
+        };
+        let object_key = self.object_key(&header.organization_id, first_event_at, encoded.id);
         let manifest_key = object_key.replace(".parquet", ".manifest.json");
-        let (file, events_sha, uncompressed, content) = tokio::task::spawn_blocking(move || {
-            let file = parquet::encode(&content.events, level);
-            let uncompressed: usize = content.events.iter().map(|e| e.line().len() + 1).sum();
-            (file, events_sha256(&content.events), uncompressed, content)
-        })
-        .await
-        .expect("encoding does not panic");
-        let file = file?;
         let manifest = Manifest {
             version: FORMAT_VERSION,
-            archive_id: written.id,
-            organization_id: content.organization_id,
+            archive_id: encoded.id,
+            organization_id: header.organization_id.clone(),
             object_key: object_key.clone(),
             format: "parquet".to_owned(),
             compression: "zstd".to_owned(),
-            event_count: content.events.len() as u64,
-            first_event_id: first_id(&content.events),
-            last_event_id: last_id(&content.events),
-            first_event_at: written.first_event_at,
-            last_event_at: written.last_event_at,
-            chain_links: content.chain_links,
-            parquet_bytes: file.len() as u64,
-            parquet_sha256: sha256(&file),
-            events_sha256: events_sha,
-            retention_policy: content.retention_policy,
-            data_classification: content.data_classification,
-            archived_at: content.archived_at,
-            replaces: content.replaces,
+            event_count: summary.count,
+            first_event_id,
+            last_event_id,
+            first_event_at,
+            last_event_at,
+            chain_links,
+            parquet_bytes: encoded.bytes.len() as u64,
+            parquet_sha256: sha256(&encoded.bytes),
+            events_sha256: encoded.events_sha256.clone(),
+            retention_policy: header.retention_policy.clone(),
+            data_classification: header.data_classification.clone(),
+            archived_at: header.archived_at,
+            replaces: header.replaces,
         };
         let manifest_bytes = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
         let manifest_sha256 = sha256(&manifest_bytes);
-        written.stored_bytes = file.len() as u64;
-        written.uncompressed_bytes = uncompressed as u64;
-        put_checked(objects, &object_key, file, "application/vnd.apache.parquet").await?;
+        put_checked(
+            objects,
+            &object_key,
+            encoded.bytes,
+            "application/vnd.apache.parquet",
+        )
+        .await?;
         put_checked(objects, &manifest_key, manifest_bytes, "application/json").await?;
         let mut metadata = serde_json::to_value(&manifest).expect("a manifest serializes");
         metadata["store"] = json!(self.kind.as_str());
@@ -345,7 +310,7 @@ impl ArchiveStore {
         metadata["manifest_key"] = json!(manifest_key);
         metadata["manifest_sha256"] = json!(manifest_sha256);
         metadata["compressed_bytes"] = json!(written.stored_bytes);
-        metadata["uncompressed_bytes"] = json!(uncompressed);
+        metadata["uncompressed_bytes"] = json!(written.uncompressed_bytes);
         written.metadata = metadata;
         written.files = Some(Files {
             object_key,
@@ -561,14 +526,6 @@ async fn put_checked(
         }));
     }
     Ok(())
-}
-
-fn first_id(events: &[ArchivedEvent]) -> i64 {
-    events.iter().map(|e| e.id).min().unwrap_or_default()
-}
-
-fn last_id(events: &[ArchivedEvent]) -> i64 {
-    events.iter().map(|e| e.id).max().unwrap_or_default()
 }
 
 /// The events of a `postgres` archive and the SHA-256 of its JSON Lines,

@@ -2,10 +2,8 @@
 //! PostgreSQL), moving events between it and the live `audit_log`, and each
 //! organization's digest head.
 
-use std::pin::pin;
-
 use chrono::{DateTime, Utc};
-use futures_util::TryStreamExt;
+use futures_util::{Stream, TryStreamExt};
 use serde::Serialize;
 use serde_json::Value;
 use tokio_postgres::types::{Json, ToSql};
@@ -187,16 +185,6 @@ pub async fn policy_pairs(
     Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
 }
 
-/// Live events chosen for one archive, locked until the transaction ends.
-#[derive(Default)]
-pub struct Batch {
-    /// One JSON object per event, every column, `archived_at` set.
-    pub lines: Vec<String>,
-    pub ids: Vec<i64>,
-    /// The chain links of the events, each once, in order.
-    pub links: Vec<i64>,
-}
-
 /// Which of the organization's live events an archival of one policy pair
 /// takes: `$1` organization, `$2` policy, `$3` classification, `$4` older than
 /// this; none under an active legal hold (both its bounds inclusive: at the
@@ -242,8 +230,8 @@ pub async fn any_due(
 }
 
 /// Up to `limit` of the events an archival of this policy pair takes, oldest
-/// id first, locked until the transaction ends, as JSON with `archived_at` set.
-/// Rows are read as they arrive, so only their text is held.
+/// id first, locked until the transaction ends: each as JSON (every column,
+/// `archived_at` set) and its id, streamed as PostgreSQL sends them.
 pub async fn select_batch(
     client: &impl GenericClient,
     organization_id: &str,
@@ -251,7 +239,7 @@ pub async fn select_batch(
     before: DateTime<Utc>,
     archived_at: DateTime<Utc>,
     limit: i64,
-) -> Result<Option<Batch>, DbError> {
+) -> Result<impl Stream<Item = Result<(String, i64), DbError>>, DbError> {
     let parameters: [&(dyn ToSql + Sync); 6] = [
         &organization_id,
         &policy,
@@ -263,26 +251,15 @@ pub async fn select_batch(
     let rows = client
         .query_raw(
             &format!(
-                "SELECT (to_jsonb(e) || jsonb_build_object('archived_at', $5::timestamptz))::text, \
-                   e.id, e.chain_link \
+                "SELECT (to_jsonb(e) || jsonb_build_object('archived_at', $5::timestamptz))::text, e.id \
                  FROM audit_log e WHERE {DUE} ORDER BY e.id LIMIT $6 FOR UPDATE OF e"
             ),
             parameters,
         )
         .await?;
-    let mut rows = pin!(rows);
-    let mut batch = Batch::default();
-    while let Some(row) = rows.try_next().await? {
-        batch.lines.push(row.get(0));
-        batch.ids.push(row.get(1));
-        batch.links.push(row.get(2));
-    }
-    if batch.ids.is_empty() {
-        return Ok(None);
-    }
-    batch.links.sort_unstable();
-    batch.links.dedup();
-    Ok(Some(batch))
+    Ok(rows
+        .map_ok(|row| (row.get(0), row.get(1)))
+        .map_err(DbError::from))
 }
 
 /// The chain links `ids` of the organization, as archive metadata keeps them.

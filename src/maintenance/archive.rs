@@ -6,7 +6,10 @@
 //! hold stay live. Also here: restoring an archive, and rewriting one for a
 //! GDPR operation.
 
+use std::pin::pin;
+
 use chrono::{DateTime, Duration, Months, NaiveDate, Utc};
+use futures_util::TryStreamExt;
 use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -15,7 +18,9 @@ use super::operation::{worker_built, RoundOperation};
 use crate::archive_store::digest::Change;
 use crate::archive_store::event::ArchivedEvent;
 use crate::archive_store::ArchiveError;
-use crate::archive_store::{ArchiveStore, Content, DigestSubject, Written};
+use crate::archive_store::{
+    ArchiveHeader, ArchiveStore, ArchiveWriter, DigestSubject, Written, CHUNK_EVENTS,
+};
 use crate::config::PartitionsConfig;
 use crate::db::archives::{self, Archive};
 use crate::db::deletions::{self, Leaf, ERASURE};
@@ -161,8 +166,9 @@ struct Batch<'a> {
     now: DateTime<Utc>,
 }
 
-/// Moves one batch of due events into a new archive, in one transaction
-/// (the archive's files, for an object store, are written and read back
+/// Moves one batch of due events into a new archive, in one transaction:
+/// the events stream from PostgreSQL into the archive writer a chunk at a
+/// time (the archive's files, for an object store, are written and read back
 /// before it commits).
 async fn archive_batch(
     pool: &PgPool,
@@ -175,42 +181,50 @@ async fn archive_batch(
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
     trail::enter(&transaction, operation).await?;
-    let Some(mut due) = archives::select_batch(
-        &transaction,
-        batch.organization,
-        batch.pair,
-        batch.before,
-        batch.now,
-        i64::from(settings.archive_batch_events),
-    )
-    .await?
-    else {
-        return Ok(None);
-    };
-    let chain_links = archives::links(&transaction, batch.organization, &due.links).await?;
-    // Each line is freed as soon as it is parsed.
-    let events = std::mem::take(&mut due.lines)
-        .into_iter()
-        .map(|line| ArchivedEvent::parse(&line))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(ArchiveError::Event)?;
-    let written = store
-        .write(Content {
-            organization_id: batch.organization.to_owned(),
-            events,
-            chain_links,
-            retention_policy: batch.pair.0.to_owned(),
-            data_classification: batch.pair.1.to_owned(),
-            archived_at: batch.now,
-            replaces: None,
-        })
+    let mut writer = store.writer(ArchiveHeader {
+        organization_id: batch.organization.to_owned(),
+        retention_policy: batch.pair.0.to_owned(),
+        data_classification: batch.pair.1.to_owned(),
+        archived_at: batch.now,
+        replaces: None,
+    })?;
+    let mut ids = Vec::new();
+    let mut chunk = Vec::with_capacity(CHUNK_EVENTS);
+    {
+        let rows = archives::select_batch(
+            &transaction,
+            batch.organization,
+            batch.pair,
+            batch.before,
+            batch.now,
+            i64::from(settings.archive_batch_events),
+        )
         .await?;
+        let mut rows = pin!(rows);
+        while let Some((line, id)) = rows.try_next().await? {
+            chunk.push(ArchivedEvent::parse(&line).map_err(ArchiveError::Event)?);
+            ids.push(id);
+            if chunk.len() == CHUNK_EVENTS {
+                writer = push(writer, std::mem::take(&mut chunk)).await?;
+            }
+        }
+    }
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    let writer = push(writer, chunk).await?;
+    let encoded = tokio::task::spawn_blocking(move || writer.finish())
+        .await
+        .expect("finishing an archive does not panic")?;
+    let links: Vec<i64> = encoded.summary.links.iter().copied().collect();
+    let chain_links = archives::links(&transaction, batch.organization, &links).await?;
+    let written = store.store(encoded, chain_links).await?;
     let listed = async {
         archives::insert(&transaction, &written.row()).await?;
         archives::remove_live(
             &transaction,
             batch.organization,
-            &due.ids,
+            &ids,
             (written.first_event_at, written.last_event_at),
         )
         .await?;
@@ -233,10 +247,21 @@ async fn archive_batch(
         return Err(error);
     }
     Ok(Some(Stored {
-        events: due.ids.len() as u64,
+        events: ids.len() as u64,
         uncompressed_bytes: written.uncompressed_bytes,
         compressed_bytes: written.stored_bytes,
     }))
+}
+
+/// Hands a chunk of events to the writer on a blocking thread (encoding is
+/// CPU work) and gets the writer back.
+async fn push(
+    mut writer: ArchiveWriter,
+    chunk: Vec<ArchivedEvent>,
+) -> Result<ArchiveWriter, ArchiveError> {
+    tokio::task::spawn_blocking(move || writer.push(&chunk).map(|()| writer))
+        .await
+        .expect("encoding does not panic")
 }
 
 /// Puts an archive's events back into the live table (creating partitions as
@@ -335,19 +360,15 @@ pub async fn rewrite(
             .as_str()
             .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
             .map_or(archive.created_at, |time| time.with_timezone(&Utc));
-        Some(
-            store
-                .write(Content {
-                    organization_id: archive.organization_id.clone(),
-                    events,
-                    chain_links: archive.metadata["chain_links"].clone(),
-                    retention_policy: recorded("retention_policy"),
-                    data_classification: recorded("data_classification"),
-                    archived_at,
-                    replaces: Some(archive.id),
-                })
-                .await?,
-        )
+        let header = ArchiveHeader {
+            organization_id: archive.organization_id.clone(),
+            retention_policy: recorded("retention_policy"),
+            data_classification: recorded("data_classification"),
+            archived_at,
+            replaces: Some(archive.id),
+        };
+        let chain_links = archive.metadata["chain_links"].clone();
+        Some(store.write(header, events, chain_links).await?)
     };
     let replacement = Replacement {
         operation,

@@ -40,6 +40,16 @@ async fn s3_app(server: &Server, bucket: &str, batch: u32) -> TestApp {
     .await
 }
 
+/// An S3 server holding the test bucket, a worker archiving to it (`batch`
+/// events per archive) and an admin key of `org-a`.
+async fn s3_worker(batch: u32) -> (Server, TestApp, String) {
+    let server = servers::s3();
+    create_bucket(&server, BUCKET).await;
+    let app = s3_app(&server, BUCKET, batch).await;
+    let key = app.create_key("org-a", "org:admin").await;
+    (server, app, key)
+}
+
 async fn create_bucket(server: &Server, bucket: &str) {
     server
         .s3_client()
@@ -66,6 +76,11 @@ fn reads(principal: &str, policy: &str, count: usize) -> Vec<Event> {
 
 /// Archives what is due forty days from now (`minimal` events: after 30).
 async fn archive_due(app: &TestApp) -> ArchiveReport {
+    archive_at(app, 40).await
+}
+
+/// Archives what is due `days` from now.
+async fn archive_at(app: &TestApp, days: i64) -> ArchiveReport {
     let pool = db::pool(&app.config.database);
     let keys = IntegrityKeys::load(&app.config.integrity, &pool)
         .await
@@ -76,7 +91,7 @@ async fn archive_due(app: &TestApp) -> ArchiveReport {
         &store,
         &keys,
         &app.config.partitions,
-        Utc::now() + chrono::Duration::days(40),
+        Utc::now() + chrono::Duration::days(days),
         false,
     )
     .await
@@ -171,10 +186,7 @@ fn kinds(report: &Value) -> Vec<String> {
 /// byte for byte and removes the archive's files, with a digest saying so.
 #[actix_web::test]
 async fn archives_in_s3_are_parquet_that_duckdb_reads_and_restore_round_trips() {
-    let server = servers::s3();
-    create_bucket(&server, BUCKET).await;
-    let app = s3_app(&server, BUCKET, 10).await;
-    let key = app.create_key("org-a", "org:admin").await;
+    let (server, app, key) = s3_worker(10).await;
     app.ingest(&key, reads("nurse", "minimal", 25)).await;
     app.ingest(&key, reads("nurse", "standard", 3)).await;
     let before = live_snapshot(&app).await;
@@ -359,10 +371,7 @@ async fn reference_accepts(app: &TestApp, server: &Server) -> bool {
 /// deleted digest.
 #[actix_web::test]
 async fn tampering_with_archive_objects_is_reported_by_verification() {
-    let server = servers::s3();
-    create_bucket(&server, BUCKET).await;
-    let app = s3_app(&server, BUCKET, 100).await;
-    let key = app.create_key("org-a", "org:admin").await;
+    let (server, app, key) = s3_worker(100).await;
     app.ingest(&key, reads("nurse", "minimal", 5)).await;
     assert_eq!(archive_due(&app).await.archives, 1);
     assert_eq!(app.verify(&key).await["valid"], true);
@@ -433,10 +442,7 @@ async fn tampering_with_archive_objects_is_reported_by_verification() {
 /// an archive holding an event under a legal hold stays whole.
 #[actix_web::test]
 async fn retention_deletes_archives_from_s3_unless_a_hold_covers_them() {
-    let server = servers::s3();
-    create_bucket(&server, BUCKET).await;
-    let app = s3_app(&server, BUCKET, 3).await;
-    let key = app.create_key("org-a", "org:admin").await;
+    let (server, app, key) = s3_worker(3).await;
     app.ingest(&key, reads("nurse", "minimal", 3)).await;
     app.ingest(&key, reads("held-user", "minimal", 2)).await;
     assert_eq!(archive_due(&app).await.archives, 2);
@@ -669,6 +675,21 @@ async fn gdpr_reaches_half_archived_subjects(app: &TestApp, s3: Option<&Server>)
         "the archived read of dave's is gone, his login kept"
     );
 
+    // A year and more on, everything is archived but the records of the
+    // GDPR operations, from which verification learns the pseudonyms it
+    // accepts: the trail still verifies.
+    archive_at(app, 400).await;
+    let records = app
+        .count(
+            "SELECT count(*) FROM audit_log WHERE action LIKE 'gdpr.data.%' AND status = 'attempt'",
+            &[],
+        )
+        .await;
+    assert_eq!(records, 2, "the records of both operations stay live");
+    let report = app.verify(&key).await;
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(report["pseudonymized"], 7, "{report}");
+
     if let Some(server) = s3 {
         // The files themselves: only the listed archives' remain, and no
         // engine reading them finds either subject.
@@ -698,10 +719,7 @@ async fn gdpr_reaches_half_archived_subjects(app: &TestApp, s3: Option<&Server>)
 /// trail verifies.
 #[actix_web::test]
 async fn a_gdpr_request_cut_off_by_an_unreadable_archive_resumes() {
-    let server = servers::s3();
-    create_bucket(&server, BUCKET).await;
-    let app = s3_app(&server, BUCKET, 3).await;
-    let key = app.create_key("org-a", "org:admin").await;
+    let (server, app, key) = s3_worker(3).await;
     app.ingest(&key, reads("alice", "minimal", 4)).await;
     app.ingest(&key, reads("bob", "minimal", 2)).await;
     assert_eq!(archive_due(&app).await.archives, 2);

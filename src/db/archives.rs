@@ -185,17 +185,21 @@ pub async fn policy_pairs(
     Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
 }
 
-/// Which of the organization's live events an archival of one policy pair
-/// takes: `$1` organization, `$2` policy, `$3` classification, `$4` older than
-/// this; none under an active legal hold (both its bounds inclusive: at the
-/// edge, a hold errs on the side of keeping).
+/// Which of the organization's live events an archival (or a deletion) of
+/// one policy pair takes: `$1` organization, `$2` policy, `$3`
+/// classification, `$4` older than this; none under an active legal hold
+/// (both its bounds inclusive: at the edge, a hold errs on the side of
+/// keeping), and none that records a GDPR operation: verification reads the
+/// pseudonyms it accepts from those events, live.
 pub(crate) const DUE: &str =
     "e.organization_id = $1 AND e.retention_policy = $2 AND e.data_classification = $3 \
     AND e.\"timestamp\" < $4 \
     AND NOT EXISTS (SELECT 1 FROM legal_holds h WHERE h.organization_id = e.organization_id \
       AND h.released_at IS NULL AND (h.principal_id IS NULL OR h.principal_id = e.principal_id) \
       AND (h.starts_at IS NULL OR e.\"timestamp\" >= h.starts_at) \
-      AND (h.ends_at IS NULL OR e.\"timestamp\" <= h.ends_at))";
+      AND (h.ends_at IS NULL OR e.\"timestamp\" <= h.ends_at)) \
+    AND NOT EXISTS (SELECT 1 FROM gdpr_operations o WHERE o.organization_id = e.organization_id \
+      AND o.record_event_id = e.id)";
 
 /// How many events an archival of this policy pair would take now.
 pub async fn count_due(

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 
 pub use crate::validation::FieldError;
 
+use crate::archive_store::ArchiveError;
 use crate::auth::AuthError;
 use crate::db::proofs::ProveError;
 use crate::db::{DbError, SaveError};
@@ -212,6 +213,9 @@ impl From<SaveError> for ApiError {
     }
 }
 
+/// When to ask again after the archive store did not answer.
+const ARCHIVE_STORE_RETRY: Duration = Duration::from_secs(30);
+
 impl From<ProveError> for ApiError {
     /// 404 for what the caller cannot see, 409 for what exists but is not
     /// provable against the checkpoint asked for.
@@ -225,6 +229,23 @@ impl From<ProveError> for ApiError {
             ProveError::NoTree(_)
             | ProveError::NewerThanCheckpoint { .. }
             | ProveError::LeavesUnavailable { .. } => ApiError::Conflict(error.to_string()),
+        }
+    }
+}
+
+impl From<ArchiveError> for ApiError {
+    /// 503 while the archive store does not answer (the client may retry),
+    /// 404 for an archive that is not listed, 409 for one that is listed but
+    /// cannot be read (corrupted, its file missing, its store not configured).
+    fn from(error: ArchiveError) -> Self {
+        match error {
+            ArchiveError::Db(error) => error.into(),
+            ArchiveError::Object(_) => ApiError::Unavailable {
+                reason: format!("the archive store does not answer: {error}"),
+                retry_after: ARCHIVE_STORE_RETRY,
+            },
+            ArchiveError::NotFound(_) => ApiError::NotFound(error.to_string()),
+            _ => ApiError::Conflict(error.to_string()),
         }
     }
 }

@@ -10,13 +10,10 @@ use super::api_error::ApiError;
 use super::auth::Caller;
 use super::extract::Path;
 use super::AppState;
-use crate::archive_store::ArchiveError;
 use crate::db::archives::{self, Archive};
 use crate::db::tenant;
 
 const RESOURCE: &str = "audit.retention";
-/// When to ask again for an archive whose store did not answer.
-const STORE_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ArchiveList {
@@ -65,17 +62,7 @@ pub async fn get(
     .await?;
     let archive = found.ok_or_else(|| ApiError::NotFound(format!("archive {id}")))?;
     let client = state.pool.get().await?;
-    let events = match state.archives.read(&*client, &archive).await {
-        Ok(events) => events,
-        Err(ArchiveError::Db(error)) => return Err(error.into()),
-        Err(error @ ArchiveError::Object(_)) => {
-            return Err(ApiError::Unavailable {
-                reason: error.to_string(),
-                retry_after: STORE_RETRY,
-            })
-        }
-        Err(error) => return Err(ApiError::Conflict(error.to_string())),
-    };
+    let events = state.archives.read(&*client, &archive).await?;
     let mut body = String::new();
     for event in &events {
         body.push_str(&event.line());

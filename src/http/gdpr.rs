@@ -14,7 +14,6 @@ use super::api_error::{ApiError, FieldError};
 use super::auth::Caller;
 use super::extract::{Json, Path};
 use super::AppState;
-use crate::archive_store::ArchiveError;
 use crate::db::gdpr::{self, Operation};
 use crate::db::tenant;
 use crate::gdpr::export::Format;
@@ -44,15 +43,9 @@ impl From<GdprError> for ApiError {
             }
             GdprError::Ingest(error) => error.into(),
             GdprError::Unavailable(error) => error.into(),
-            GdprError::Archive(ArchiveError::Db(error)) => error.into(),
-            GdprError::Archive(error @ ArchiveError::Object(_)) => ApiError::Unavailable {
-                reason: format!("the archive store does not answer: {error}"),
-                retry_after: std::time::Duration::from_secs(30),
-            },
-            GdprError::Archive(_) => ApiError::Conflict(format!(
-                "an archive holding the subject's events cannot be read; the request can be run again \
-                 once it is repaired or restored: {error}"
-            )),
+            // An unreadable archive stops the request (409) before it is
+            // complete; run again once the archive is repaired, it resumes.
+            GdprError::Archive(error) => error.into(),
             GdprError::Undecryptable | GdprError::Record(_) => {
                 tracing::error!(%error, "GDPR request failed");
                 ApiError::Internal(format!("GDPR request failed: {error}"))

@@ -17,9 +17,8 @@ use uuid::Uuid;
 use super::operation::{worker_built, RoundOperation};
 use crate::archive_store::digest::Change;
 use crate::archive_store::event::ArchivedEvent;
-use crate::archive_store::ArchiveError;
 use crate::archive_store::{
-    ArchiveHeader, ArchiveStore, ArchiveWriter, DigestSubject, Written, CHUNK_EVENTS,
+    ArchiveError, ArchiveHeader, ArchiveStore, ArchiveWriter, DigestSubject, Written, CHUNK_EVENTS,
 };
 use crate::config::PartitionsConfig;
 use crate::db::archives::{self, Archive};

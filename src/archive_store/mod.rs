@@ -126,10 +126,6 @@ impl ArchiveStore {
         }
     }
 
-    pub fn kind(&self) -> ArchiveStoreKind {
-        self.kind
-    }
-
     /// Whether the object store answers and takes writes; `None` when new
     /// archives go to PostgreSQL.
     pub async fn check(&self) -> Option<Result<(), ObjectError>> {

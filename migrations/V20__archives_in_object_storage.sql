@@ -18,15 +18,17 @@ ALTER TABLE archive_storage
 
 CREATE INDEX archive_storage_subjects_idx ON archive_storage USING gin (subject_commitments);
 
--- Each organization's latest archive digest (`<prefix>/digests/<org>/<n>.json`):
--- the next one links to it. Its row is locked while a digest is written, so
--- that the digests of one organization form a single chain. Sequence 0 (no
--- SHA-256): none written yet.
+-- Each organization's latest archive digest in each object store
+-- (`<prefix>/digests/<org>/<n>.json`): the next one links to it. Its row is
+-- locked while a digest is written, so that the digests of one organization
+-- in one store form a single chain. Sequence 0 (no SHA-256): none written yet.
 CREATE TABLE archive_digest_head (
-    organization_id varchar(255) PRIMARY KEY,
+    organization_id varchar(255) NOT NULL,
+    store           varchar(20) NOT NULL CHECK (store IN ('s3', 'directory')),
     sequence        bigint NOT NULL CHECK (sequence >= 0),
     sha256          varchar(64) CHECK (sha256 ~ '^[0-9a-f]{64}$'),
     updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (organization_id, store),
     CHECK ((sequence = 0) = (sha256 IS NULL))
 );
 

@@ -135,18 +135,20 @@ impl ArchiveStore {
         }
     }
 
+    /// The configured object store, if it is the one named `store`.
+    fn objects_named(&self, store: &str) -> Option<&Objects> {
+        self.objects
+            .as_ref()
+            .filter(|objects| objects.name() == store)
+    }
+
     /// The bucket or directory holding `archive`'s files.
     fn objects_of(&self, archive: &Archive) -> Result<&Objects, ArchiveError> {
-        let unreachable = || ArchiveError::Unreachable {
-            id: archive.id,
-            store: archive.store.clone(),
-        };
-        let objects = self.objects.as_ref().ok_or_else(unreachable)?;
-        let matches = matches!(
-            (objects, archive.store.as_str()),
-            (Objects::S3 { .. }, "s3") | (Objects::Directory(_), "directory")
-        );
-        matches.then_some(objects).ok_or_else(unreachable)
+        self.objects_named(&archive.store)
+            .ok_or_else(|| ArchiveError::Unreachable {
+                id: archive.id,
+                store: archive.store.clone(),
+            })
     }
 
     /// The object store new archives go to (none for `postgres`).
@@ -393,14 +395,17 @@ impl ArchiveStore {
         change: Change,
         subject: DigestSubject<'_>,
     ) -> Result<(), ArchiveError> {
-        let Some(objects) = (subject.store != ArchiveStoreKind::Postgres.as_str())
-            .then_some(self.objects.as_ref())
-            .flatten()
-        else {
+        if subject.store == ArchiveStoreKind::Postgres.as_str() {
             return Ok(());
-        };
+        }
+        let objects =
+            self.objects_named(subject.store)
+                .ok_or_else(|| ArchiveError::Unreachable {
+                    id: subject.archive_id,
+                    store: subject.store.to_owned(),
+                })?;
         let (sequence, previous) =
-            archives::lock_digest_head(client, subject.organization_id).await?;
+            archives::lock_digest_head(client, subject.organization_id, subject.store).await?;
         let digest = Digest {
             version: DIGEST_VERSION,
             organization_id: subject.organization_id.to_owned(),
@@ -425,7 +430,13 @@ impl ArchiveStore {
             digest.sequence
         );
         objects.put(&key, bytes, "application/json").await?;
-        archives::set_digest_head(client, subject.organization_id, digest.sequence, &sha).await?;
+        archives::set_digest_head(
+            client,
+            subject.organization_id,
+            subject.store,
+            (digest.sequence, &sha),
+        )
+        .await?;
         Ok(())
     }
 
@@ -557,6 +568,8 @@ fn open_jsonl(
 /// What an organization's digests say, read from the object store alone.
 #[derive(Debug, Default)]
 pub struct DigestWalk {
+    /// The store walked (`s3` or `directory`).
+    pub store: &'static str,
     pub digests: u64,
     /// The archives the digests leave in place, by id.
     pub live: std::collections::BTreeMap<Uuid, Digest>,
@@ -566,20 +579,21 @@ pub struct DigestWalk {
 }
 
 impl ArchiveStore {
-    /// Walks the organization's digests in order up to digest `last`,
-    /// checking each one's signature and link to the one before, and then
-    /// the manifest of every archive they leave in place. (A digest after
-    /// `last` belongs to a change not committed when the caller looked, or
-    /// never committed.) `None` without an object store.
+    /// Walks the organization's digests in the object store, in order up to
+    /// the head `client` sees, checking each one's signature and link to the
+    /// one before, and then the manifest of every archive they leave in
+    /// place. (A digest past the head belongs to a change not committed when
+    /// the caller looked, or never committed.) `None` without an object store.
     pub async fn walk_digests(
         &self,
+        client: &impl GenericClient,
         organization_id: &str,
         key: &ed25519_dalek::VerifyingKey,
-        last: i64,
     ) -> Result<Option<DigestWalk>, ArchiveError> {
         let Some(objects) = &self.objects else {
             return Ok(None);
         };
+        let last = archives::digest_head(client, organization_id, objects.name()).await?;
         let folder = self.digest_folder(organization_id);
         let mut numbered: Vec<(i64, String)> = objects
             .list(&folder)
@@ -592,7 +606,10 @@ impl ArchiveStore {
             .collect();
         numbered.sort();
         numbered.retain(|(sequence, _)| *sequence <= last);
-        let mut walk = DigestWalk::default();
+        let mut walk = DigestWalk {
+            store: objects.name(),
+            ..DigestWalk::default()
+        };
         let mut previous: Option<String> = None;
         let mut expected = 0;
         for (sequence, name) in numbered {
@@ -645,7 +662,7 @@ impl ArchiveStore {
                 }
             }
         }
-        if last != i64::MAX && (walk.digests as i64) < last && walk.problems.is_empty() {
+        if (walk.digests as i64) < last && walk.problems.is_empty() {
             walk.problems
                 .push(format!("digests {}..={last} are missing", walk.digests + 1));
         }

@@ -60,6 +60,14 @@ impl Objects {
         }
     }
 
+    /// The store's name, as `archive_storage.store` spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::S3 { .. } => "s3",
+            Self::Directory(_) => "directory",
+        }
+    }
+
     /// `s3://bucket/key`, or the file's path.
     pub fn location(&self, key: &str) -> String {
         match self {

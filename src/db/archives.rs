@@ -343,23 +343,25 @@ pub async fn remove_live(
         .await?)
 }
 
-/// Takes the organization's digest head until the transaction ends: the
-/// last digest's sequence (0 for none) and SHA-256.
+/// Takes the organization's digest head in `store` until the transaction
+/// ends: the last digest's sequence (0 for none) and SHA-256.
 pub async fn lock_digest_head(
     client: &impl GenericClient,
     organization_id: &str,
+    store: &str,
 ) -> Result<(i64, Option<String>), DbError> {
     client
         .execute(
-            "INSERT INTO archive_digest_head (organization_id, sequence) VALUES ($1, 0) \
-             ON CONFLICT (organization_id) DO NOTHING",
-            &[&organization_id],
+            "INSERT INTO archive_digest_head (organization_id, store, sequence) VALUES ($1, $2, 0) \
+             ON CONFLICT (organization_id, store) DO NOTHING",
+            &[&organization_id, &store],
         )
         .await?;
     let row = client
         .query_one(
-            "SELECT sequence, sha256 FROM archive_digest_head WHERE organization_id = $1 FOR UPDATE",
-            &[&organization_id],
+            "SELECT sequence, sha256 FROM archive_digest_head WHERE organization_id = $1 AND store = $2 \
+             FOR UPDATE",
+            &[&organization_id, &store],
         )
         .await?;
     Ok((row.get(0), row.get(1)))
@@ -368,31 +370,32 @@ pub async fn lock_digest_head(
 pub async fn set_digest_head(
     client: &impl GenericClient,
     organization_id: &str,
-    sequence: i64,
-    sha256: &str,
+    store: &str,
+    (sequence, sha256): (i64, &str),
 ) -> Result<(), DbError> {
     client
         .execute(
-            "UPDATE archive_digest_head SET sequence = $2, sha256 = $3, updated_at = now() \
-             WHERE organization_id = $1",
-            &[&organization_id, &sequence, &sha256],
+            "UPDATE archive_digest_head SET sequence = $3, sha256 = $4, updated_at = now() \
+             WHERE organization_id = $1 AND store = $2",
+            &[&organization_id, &store, &sequence, &sha256],
         )
         .await?;
     Ok(())
 }
 
-/// The organization's last digest: sequence and SHA-256 (0 and `None`: none).
+/// The organization's last digest in `store`: its sequence (0: none).
 pub async fn digest_head(
     client: &impl GenericClient,
     organization_id: &str,
-) -> Result<(i64, Option<String>), DbError> {
+    store: &str,
+) -> Result<i64, DbError> {
     let row = client
         .query_opt(
-            "SELECT sequence, sha256 FROM archive_digest_head WHERE organization_id = $1",
-            &[&organization_id],
+            "SELECT sequence FROM archive_digest_head WHERE organization_id = $1 AND store = $2",
+            &[&organization_id, &store],
         )
         .await?;
-    Ok(row.map_or((0, None), |row| (row.get(0), row.get(1))))
+    Ok(row.map_or(0, |row| row.get(0)))
 }
 
 /// Puts archived events (JSON objects of every column) back into `audit_log`

@@ -526,8 +526,7 @@ async fn check_digests(
     org: &str,
     findings: &mut Findings,
 ) -> Result<(), VerifyError> {
-    let (last, _) = archives::digest_head(client, org).await?;
-    let walk = match store.walk_digests(org, &keys.verifying_key(), last).await {
+    let walk = match store.walk_digests(client, org, &keys.verifying_key()).await {
         Ok(Some(walk)) => walk,
         Ok(None) => return Ok(()),
         Err(ArchiveError::Db(error)) => return Err(error.into()),
@@ -543,8 +542,10 @@ async fn check_digests(
     };
     let mut problems = walk.problems;
     let mut digested = walk.live;
+    // Archives of another store are checked when read (and reported
+    // unreachable then).
     for archive in archives::list(client, org).await? {
-        if archive.store == "postgres" {
+        if archive.store != walk.store {
             continue;
         }
         let recorded = archive.metadata["manifest_sha256"]

@@ -135,19 +135,15 @@ impl ArchiveStore {
         }
     }
 
-    /// The configured object store, if it is the one named `store`.
-    fn objects_named(&self, store: &str) -> Option<&Objects> {
+    /// The configured object store, which must be the one named `store`
+    /// (where archive `id` is).
+    fn objects_for(&self, store: &str, id: Uuid) -> Result<&Objects, ArchiveError> {
         self.objects
             .as_ref()
             .filter(|objects| objects.name() == store)
-    }
-
-    /// The bucket or directory holding `archive`'s files.
-    fn objects_of(&self, archive: &Archive) -> Result<&Objects, ArchiveError> {
-        self.objects_named(&archive.store)
             .ok_or_else(|| ArchiveError::Unreachable {
-                id: archive.id,
-                store: archive.store.clone(),
+                id,
+                store: store.to_owned(),
             })
     }
 
@@ -247,7 +243,6 @@ impl ArchiveStore {
             replaces: header.replaces,
         };
         let Some(objects) = self.objects_for_new() else {
-            written.store = ArchiveStoreKind::Postgres;
             written.metadata = json!({
                 "format": "jsonl",
                 "compression": "zstd",
@@ -345,7 +340,7 @@ impl ArchiveStore {
                 .await
                 .expect("opening an archive does not panic")?
         } else {
-            let objects = self.objects_of(archive)?;
+            let objects = self.objects_for(&archive.store, archive.id)?;
             let key = archive.object_key.clone().unwrap_or_default();
             let file = objects.get(&key).await?.ok_or_else(|| {
                 corrupted(format!("its file {} is missing", objects.location(&key)))
@@ -398,12 +393,7 @@ impl ArchiveStore {
         if subject.store == ArchiveStoreKind::Postgres.as_str() {
             return Ok(());
         }
-        let objects =
-            self.objects_named(subject.store)
-                .ok_or_else(|| ArchiveError::Unreachable {
-                    id: subject.archive_id,
-                    store: subject.store.to_owned(),
-                })?;
+        let objects = self.objects_for(subject.store, subject.archive_id)?;
         let (sequence, previous) =
             archives::lock_digest_head(client, subject.organization_id, subject.store).await?;
         let digest = Digest {
@@ -440,41 +430,23 @@ impl ArchiveStore {
         Ok(())
     }
 
-    /// Deletes the files of an archive that is no longer listed (after the
-    /// change committed). A failure leaves an unlisted file, which is logged:
-    /// nothing reads it, and the digests say it was removed.
-    pub async fn delete_files(&self, archive: &Archive) {
-        let Ok(objects) = self.objects_of(archive) else {
+    /// Deletes an archive's files: one no longer listed (after the change
+    /// committed), or one written but never listed (its transaction
+    /// failed). A failure leaves an unlisted file, which is logged: nothing
+    /// reads it, and the digests do not name it as in place.
+    pub async fn delete_files(&self, files: DigestSubject<'_>) {
+        let Ok(objects) = self.objects_for(files.store, files.archive_id) else {
             return;
         };
-        let Some(key) = archive.object_key.as_deref() else {
-            return;
-        };
-        let manifest_key = archive.metadata["manifest_key"]
-            .as_str()
-            .unwrap_or_default();
-        for key in [key, manifest_key] {
+        for key in [files.object_key, files.manifest_key] {
             if let Err(error) = objects.delete(key).await {
-                tracing::warn!(%error, archive = %archive.id, "Cannot delete a removed archive's file");
-            }
-        }
-    }
-
-    /// Deletes the files of an archive written but never listed (its
-    /// transaction failed).
-    pub async fn discard(&self, written: &Written) {
-        let (Some(files), Some(objects)) = (&written.files, self.objects_for_new()) else {
-            return;
-        };
-        for key in [&files.object_key, &files.manifest_key] {
-            if let Err(error) = objects.delete(key).await {
-                tracing::warn!(%error, archive = %written.id, "Cannot delete an unlisted archive's file");
+                tracing::warn!(%error, archive = %files.archive_id, "Cannot delete an unlisted archive's file");
             }
         }
     }
 }
 
-/// What a digest names.
+/// An archive's files, as its digests name them.
 pub struct DigestSubject<'a> {
     pub organization_id: &'a str,
     pub store: &'a str,

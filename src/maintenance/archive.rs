@@ -242,7 +242,7 @@ async fn archive_batch(
         Err(error) => Err(error),
     };
     if let Err(error) = committed {
-        store.discard(&written).await;
+        store.delete_files(DigestSubject::written(&written)).await;
         return Err(error);
     }
     Ok(Some(Stored {
@@ -315,7 +315,7 @@ pub async fn restore(
     .await
     .map_err(worker_built)?;
     transaction.commit().await?;
-    store.delete_files(&archive).await;
+    store.delete_files(DigestSubject::listed(&archive)).await;
     Ok(restored)
 }
 
@@ -377,11 +377,11 @@ pub async fn rewrite(
     let replaced = replace(pool, store, keys, archive, replacement).await;
     if !matches!(replaced, Ok(true)) {
         if let Some(written) = &written {
-            store.discard(written).await;
+            store.delete_files(DigestSubject::written(written)).await;
         }
         return replaced.map(|_| ());
     }
-    store.delete_files(archive).await;
+    store.delete_files(DigestSubject::listed(archive)).await;
     Ok(())
 }
 

@@ -184,7 +184,7 @@ async fn delete_archive(
         )
         .await?;
     transaction.commit().await?;
-    store.delete_files(archive).await;
+    store.delete_files(DigestSubject::listed(archive)).await;
     Ok(Some((operation, leaves.len() as u64)))
 }
 

@@ -7,6 +7,7 @@
 
 mod api;
 mod event;
+pub mod pki;
 pub mod process;
 pub mod proxy;
 pub mod receiver;

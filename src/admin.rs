@@ -22,6 +22,7 @@ use crate::maintenance::archive::{self, ArchiveReport};
 use crate::maintenance::database::{self as database_maintenance, MaintenanceError};
 use crate::maintenance::longest_retention_days;
 use crate::maintenance::partitions::{self as maintain, Expired};
+use crate::secrets::rotation::{self, EncryptionRotation, RotationError, SigningRotation};
 use crate::secrets::SecretError;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,8 @@ pub enum AdminError {
     Record(#[from] RecordError),
     #[error(transparent)]
     Maintenance(#[from] MaintenanceError),
+    #[error(transparent)]
+    Rotation(#[from] RotationError),
 }
 
 /// Who the stored records name as the author of CLI changes.
@@ -63,6 +66,21 @@ async fn connect(config: &Config) -> Result<tokio_postgres::Client, AdminError> 
     Ok(db::connect(&config.database, &config.database.url)
         .await
         .map_err(DbError::from)?)
+}
+
+/// `keys rotate --kind signing` (see [`rotation`]).
+pub async fn rotate_signing_key(
+    config: &Config,
+    out: Option<&std::path::Path>,
+) -> Result<SigningRotation, AdminError> {
+    let mut client = connect(config).await?;
+    Ok(rotation::rotate_signing(&mut client, config, out).await?)
+}
+
+/// `keys rotate --kind encryption` (see [`rotation`]).
+pub async fn rotate_encryption_keys(config: &Config) -> Result<EncryptionRotation, AdminError> {
+    let mut client = connect(config).await?;
+    Ok(rotation::rotate_encryption(&mut client, config).await?)
 }
 
 /// The latest `limit` recorded configuration changes, newest first.

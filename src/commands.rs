@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::admin::{self, AdminError};
-use crate::config::Config;
+use crate::config::{Config, ProductionRefusals};
 use crate::db::migrations::{self, MigrationError};
 use crate::db::performance::PerformanceReport;
 use crate::db::{self, DbError};
@@ -36,6 +36,10 @@ pub enum CommandError {
     Checkpoint(#[from] FetchError),
     #[error("cannot write the output")]
     Output(#[from] serde_json::Error),
+    #[error("{0}")]
+    Usage(&'static str),
+    #[error(transparent)]
+    Unsafe(#[from] ProductionRefusals),
 }
 
 /// Serves until SIGTERM/SIGINT; `file` is read again on SIGHUP.
@@ -59,8 +63,10 @@ pub async fn migrate(config: &Config) -> Result<(), CommandError> {
     Ok(())
 }
 
-/// Prints the effective configuration as JSON, URLs with their passwords masked.
+/// Prints the effective configuration as JSON, URLs with their passwords
+/// masked, keys by their references; fails as `serve` would in production.
 pub fn check_config(config: &Config) -> Result<(), CommandError> {
+    config.check_production()?;
     let rendered = serde_json::to_string_pretty(config)?;
     println!("configuration is valid\n{rendered}");
     Ok(())
@@ -82,6 +88,19 @@ pub async fn verify(
     let report = admin::verify(config, organization_id, from, to, checkpoint.as_ref()).await?;
     print_json(&report)?;
     Ok(report.valid)
+}
+
+/// Prints what the rotation did (never a key).
+pub async fn rotate_signing_key(
+    config: &Config,
+    out: Option<&std::path::Path>,
+) -> Result<(), CommandError> {
+    print_json(&admin::rotate_signing_key(config, out).await?)
+}
+
+/// Prints how many values were re-sealed, per organization.
+pub async fn rotate_encryption_keys(config: &Config) -> Result<(), CommandError> {
+    print_json(&admin::rotate_encryption_keys(config).await?)
 }
 
 /// Prints the key, and only it, on stdout: it is shown this once.

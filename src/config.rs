@@ -35,9 +35,18 @@ pub enum ConfigError {
     Value { key: &'static str, reason: String },
 }
 
+/// Why a production configuration is refused, one line per reason.
+#[derive(Debug, thiserror::Error)]
+#[error("environment = \"production\" refuses this configuration:{}",
+    .0.iter().map(|reason| format!("\n  - {reason}")).collect::<String>())]
+pub struct ProductionRefusals(pub Vec<String>);
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// `production` refuses settings that are only safe on a developer's
+    /// machine ([`Config::production_refusals`]).
+    pub environment: Environment,
     pub http: HttpConfig,
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
@@ -56,6 +65,17 @@ pub struct Config {
     pub errors: ErrorsConfig,
     pub log: LogConfig,
     pub supervisor: SupervisorConfig,
+}
+
+/// Where the worker runs: on a developer's machine, anything goes (keys are
+/// generated into the database); in production, `serve` refuses what would
+/// leave the trail's keys or its connection exposed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    #[default]
+    Development,
+    Production,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -193,6 +213,9 @@ pub struct IntegrityConfig {
 #[serde(deny_unknown_fields)]
 pub struct DeliveryConfig {
     pub encryption_key: Secret,
+    /// Keys destination secrets may still be sealed under: opened, never
+    /// used to seal (`keys rotate --kind encryption` re-seals under the current one).
+    pub previous_encryption_keys: Vec<Secret>,
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
     #[serde(with = "humantime_serde")]
@@ -222,30 +245,91 @@ impl DeliveryConfig {
     }
 }
 
-/// A secret value: never printed (`***`), read only through [`Secret::expose`].
-#[derive(Clone, Default, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
+/// A secret value, written inline (base64) or as a reference to where it
+/// lives: `file:PATH` (the file's text, surrounding whitespace trimmed) or
+/// `env:NAME` (an environment variable), so that production keys can come
+/// from a secret store's mounted file or injected variable and never sit in
+/// the configuration file. References are read when the configuration is
+/// loaded: a missing file or variable is named, with its key, at start-up.
+/// Printed as its reference, or `***` when inline; read only through
+/// [`Secret::expose`].
+#[derive(Clone, Default)]
+pub struct Secret {
+    /// `file:…` or `env:…` as written; `None` for an inline value.
+    reference: Option<String>,
+    value: String,
+}
 
 impl Secret {
+    /// An inline value.
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self {
+            reference: None,
+            value: value.into(),
+        }
+    }
+
+    /// Reads a value as written in the configuration: inline, `file:PATH` or `env:NAME`.
+    pub fn resolve(written: &str) -> Result<Self, String> {
+        let value = if let Some(path) = written.strip_prefix("file:") {
+            std::fs::read_to_string(path)
+                .map_err(|error| format!("cannot read {written}: {error}"))?
+        } else if let Some(name) = written.strip_prefix("env:") {
+            std::env::var(name).map_err(|error| format!("cannot read {written}: {error}"))?
+        } else {
+            return Ok(Self::new(written));
+        };
+        let value = value.trim().to_owned();
+        if value.is_empty() {
+            return Err(format!("{written} is empty"));
+        }
+        Ok(Self {
+            reference: Some(written.to_owned()),
+            value,
+        })
     }
 
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.value
+    }
+
+    /// Where the value comes from: `file:PATH`, `env:NAME`, or `None` when
+    /// written inline (or not at all).
+    pub fn reference(&self) -> Option<&str> {
+        self.reference.as_deref()
+    }
+
+    /// Nothing configured: the worker would generate the key into its database.
+    pub fn is_empty(&self) -> bool {
+        self.value.is_empty()
+    }
+
+    /// What is printed in place of the value.
+    fn printed(&self) -> &str {
+        match (&self.reference, self.value.is_empty()) {
+            (Some(reference), _) => reference,
+            (None, true) => "",
+            (None, false) => "***",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let written = String::deserialize(deserializer)?;
+        Self::resolve(&written).map_err(serde::de::Error::custom)
     }
 }
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "***" })
+        write!(f, "{:?}", self.printed())
     }
 }
 
 impl Serialize for Secret {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(if self.0.is_empty() { "" } else { "***" })
+        serializer.serialize_str(self.printed())
     }
 }
 
@@ -287,6 +371,9 @@ pub struct AlertsConfig {
 pub struct GdprConfig {
     pub pseudonym_key: Secret,
     pub encryption_key: Secret,
+    /// Keys pseudonym originals may still be sealed under (see
+    /// `delivery.previous_encryption_keys`).
+    pub previous_encryption_keys: Vec<Secret>,
     pub preserve_actions: Vec<String>,
     pub preserve_classifications: Vec<String>,
     pub batch_size: i64,
@@ -549,24 +636,72 @@ impl Config {
         }
     }
 
-    /// Keys, which are empty (generated) or 32 bytes.
-    fn validate_keys(&self) -> Result<(), ConfigError> {
-        for (key, value) in [
+    /// The 32-byte keys, each with its key: what production requires
+    /// configured, and what must decode to 32 bytes when given.
+    fn keys(&self) -> [(&'static str, &Secret); 5] {
+        [
             ("integrity.commitment_key", &self.integrity.commitment_key),
             ("integrity.signing_key", &self.integrity.signing_key),
             ("delivery.encryption_key", &self.delivery.encryption_key),
             ("gdpr.pseudonym_key", &self.gdpr.pseudonym_key),
             ("gdpr.encryption_key", &self.gdpr.encryption_key),
-        ] {
+        ]
+    }
+
+    /// Keys, which are empty (generated) or 32 bytes; previous keys are given.
+    fn validate_keys(&self) -> Result<(), ConfigError> {
+        let previous = self
+            .delivery
+            .previous_encryption_keys
+            .iter()
+            .map(|key| ("delivery.previous_encryption_keys", key))
+            .chain(
+                self.gdpr
+                    .previous_encryption_keys
+                    .iter()
+                    .map(|key| ("gdpr.previous_encryption_keys", key)),
+            );
+        for (key, value) in self.keys().into_iter().chain(previous) {
             let decoded = base64::engine::general_purpose::STANDARD.decode(value.expose());
-            if !value.expose().is_empty() && decoded.map_or(true, |bytes| bytes.len() != 32) {
-                return Err(invalid(
-                    key,
-                    "must be empty or the base64 encoding of 32 bytes",
-                ));
+            if !value.is_empty() && decoded.map_or(true, |bytes| bytes.len() != 32) {
+                return Err(invalid(key, "must be the base64 encoding of 32 bytes"));
+            }
+            if value.is_empty() && key.contains("previous") {
+                return Err(invalid(key, "must not hold an empty key"));
             }
         }
         Ok(())
+    }
+
+    /// In production, refuses what [`Self::production_refusals`] lists.
+    pub fn check_production(&self) -> Result<(), ProductionRefusals> {
+        let refusals = match self.environment {
+            Environment::Production => self.production_refusals(),
+            Environment::Development => Vec::new(),
+        };
+        if refusals.is_empty() {
+            Ok(())
+        } else {
+            Err(ProductionRefusals(refusals))
+        }
+    }
+
+    /// Why `serve` refuses this configuration when `environment` is
+    /// `production`, one line per reason; empty when nothing is refused.
+    fn production_refusals(&self) -> Vec<String> {
+        let mut refusals: Vec<String> = self
+            .keys()
+            .into_iter()
+            .filter(|(_, value)| value.is_empty())
+            .map(|(key, _)| {
+                format!(
+                    "{key} is not configured: it would be generated into the database it protects \
+                     (give it as file:PATH or env:NAME)"
+                )
+            })
+            .collect();
+        refusals.extend(self.database.url.production_refusal());
+        refusals
     }
 
     /// Rate limits, the pool and back-offs.
@@ -708,11 +843,25 @@ impl Config {
                 other.gdpr.encryption_key.expose(),
             ),
         ];
-        pairs
+        fn previous(keys: &[Secret]) -> Vec<&str> {
+            keys.iter().map(Secret::expose).collect()
+        }
+        let mut differing: Vec<&'static str> = pairs
             .into_iter()
             .filter(|(_, mine, theirs)| mine != theirs)
             .map(|(key, _, _)| key)
-            .collect()
+            .collect();
+        if previous(&self.delivery.previous_encryption_keys)
+            != previous(&other.delivery.previous_encryption_keys)
+        {
+            differing.push("delivery.previous_encryption_keys");
+        }
+        if previous(&self.gdpr.previous_encryption_keys)
+            != previous(&other.gdpr.previous_encryption_keys)
+        {
+            differing.push("gdpr.previous_encryption_keys");
+        }
+        differing
     }
 
     fn validate_alerts(&self) -> Result<(), ConfigError> {
@@ -801,6 +950,32 @@ impl PostgresUrl {
     /// The database this URL names (`postgres` when it names none, as libpq does).
     pub fn database_name(&self) -> &str {
         self.parsed.get_dbname().unwrap_or("postgres")
+    }
+
+    /// Why production refuses this URL: TLS not required while a host is
+    /// not this machine (the connection would carry PHI in clear, or to
+    /// whoever answers).
+    fn production_refusal(&self) -> Option<String> {
+        use tokio_postgres::config::{Host, SslMode};
+        let loopback = self.parsed.get_hosts().iter().all(|host| match host {
+            Host::Unix(_) => true,
+            Host::Tcp(name) => {
+                name == "localhost"
+                    || name
+                        .trim_matches(|c| c == '[' || c == ']')
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+        });
+        let required = !matches!(
+            self.parsed.get_ssl_mode(),
+            SslMode::Disable | SslMode::Prefer
+        );
+        (!loopback && !required).then(|| {
+            format!(
+                "database.url reaches a host other than this machine without sslmode=require or stronger ({self})"
+            )
+        })
     }
 
     /// The same server and credentials, another database.

@@ -96,7 +96,7 @@ use crate::actors::queue::QueueActor;
 use crate::actors::report::ReportActor;
 use crate::auth::Authenticator;
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, ProductionRefusals};
 use crate::db::migrations::MigrationError;
 use crate::db::{DbError, PgPool};
 use crate::deliveries::crypto::SecretBox;
@@ -146,6 +146,8 @@ pub enum StartupError {
     Redis(#[from] RedisError),
     #[error(transparent)]
     Keys(#[from] SecretError),
+    #[error(transparent)]
+    Unsafe(#[from] ProductionRefusals),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -201,6 +203,7 @@ impl Application {
         clock: SharedClock,
     ) -> Result<Self, StartupError> {
         check_config(&config)?;
+        config.check_production()?;
         // First, so that a taken port fails the start before anything runs.
         let addr = config.http.bind;
         let bind_error = |source| StartupError::Bind { addr, source };
@@ -209,9 +212,11 @@ impl Application {
         let (shared, live_sender) = Shared::open(config, clock).await?;
         let config = shared.config.clone();
         let secrets = Arc::new(SecretBox::new(
-            &secrets::key_bytes(
+            &secrets::key_ring(
                 "delivery.encryption_key",
-                config.delivery.encryption_key.expose(),
+                &config.delivery.encryption_key,
+                "delivery.previous_encryption_keys",
+                &config.delivery.previous_encryption_keys,
                 &shared.pool,
             )
             .await?,

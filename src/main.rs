@@ -42,6 +42,9 @@ enum Command {
     /// Issue, list and revoke API keys.
     #[command(subcommand)]
     ApiKey(ApiKeyCommand),
+    /// Rotate the worker's own keys (checkpoint signing, encryption at rest).
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Verify an organization's events and hash chain; prints the report as JSON
     /// and exits 1 when anything is wrong.
     Verify {
@@ -163,6 +166,30 @@ enum ApiKeyCommand {
     Revoke { id: String },
 }
 
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Rotate a key as a recorded operation; prints what was done as JSON.
+    /// signing: a new checkpoint-signing key, registered so that what the old
+    /// one signed still verifies, stored where integrity.signing_key points
+    /// (the database for a generated key, its file:PATH, or --out FILE).
+    /// encryption: re-seals destination secrets and pseudonym originals under
+    /// the current encryption keys (a generated key is replaced first).
+    Rotate {
+        #[arg(long, value_enum)]
+        kind: KeyKind,
+        /// Where to write the new signing key (base64, mode 0600) instead of
+        /// where integrity.signing_key points.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum KeyKind {
+    Signing,
+    Encryption,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match audit_worker::load_config(cli.config.as_deref()) {
@@ -218,6 +245,20 @@ async fn run(
         Command::ApiKey(ApiKeyCommand::Revoke { id }) => {
             commands::revoke_api_key(config, &id).await
         }
+        Command::Keys(KeysCommand::Rotate {
+            kind: KeyKind::Signing,
+            out,
+        }) => commands::rotate_signing_key(config, out.as_deref()).await,
+        Command::Keys(KeysCommand::Rotate {
+            kind: KeyKind::Encryption,
+            out: Some(_),
+        }) => Err(CommandError::Usage(
+            "--out applies to --kind signing only: encryption keys are configured, or kept in the database",
+        )),
+        Command::Keys(KeysCommand::Rotate {
+            kind: KeyKind::Encryption,
+            out: None,
+        }) => commands::rotate_encryption_keys(config).await,
         Command::Partitions(PartitionsCommand::List) => commands::list_partitions(config).await,
         Command::Partitions(PartitionsCommand::Ensure) => commands::ensure_partitions(config).await,
         Command::Partitions(PartitionsCommand::DropExpired { dry_run }) => {

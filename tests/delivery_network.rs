@@ -251,7 +251,9 @@ const ENCRYPTION_KEY: [u8; 32] = [42; 32];
 async fn store_directly(app: &TestApp, kind: &str, config: Value) -> i64 {
     let stored = DestinationConfig::validate(kind, &config, None)
         .expect("a valid configuration")
-        .sealed(&SecretBox::new(&ENCRYPTION_KEY));
+        .sealed(&SecretBox::new(&audit_worker::secrets::KeyRing::single(
+            ENCRYPTION_KEY,
+        )));
     let settings = json!({"retry_schedule": ["50ms"]});
     app.database()
         .await

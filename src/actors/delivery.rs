@@ -564,7 +564,7 @@ mod tests {
     use super::*;
     use crate::cache::QueryCache;
     use crate::clock::SystemClock;
-    use crate::config::{Config, Secret};
+    use crate::config::Config;
     use crate::error_tracking::ErrorTracker;
     use crate::integrity::keys::IntegrityKeys;
     use crate::metrics::Metrics;
@@ -647,16 +647,12 @@ mod tests {
     }
 
     /// What the actors share, over a pool that has not connected yet: the
-    /// keys are configured, so nothing reads them from the database.
-    async fn shared_without_database(mut config: Config) -> Shared {
-        use base64::Engine;
-        let key = |byte| Secret::new(base64::engine::general_purpose::STANDARD.encode([byte; 32]));
-        config.integrity.commitment_key = key(1);
-        config.integrity.signing_key = key(2);
+    /// keys are given, so nothing reads them from the database.
+    async fn shared_without_database(config: Config) -> Shared {
         let pool = crate::db::pool(&config.database);
         let metrics = Arc::new(Metrics::new());
         let redis = RedisConnection::new(&config.redis).unwrap();
-        let keys = IntegrityKeys::load(&config.integrity, &pool).await.unwrap();
+        let keys = IntegrityKeys::new([1; 32], &[2; 32]);
         let config = Arc::new(config);
         Shared {
             live: tokio::sync::watch::channel(config.clone()).1,
@@ -706,7 +702,7 @@ mod tests {
                 7,
                 pool,
                 egress,
-                Arc::new(SecretBox::new(&[1; 32])),
+                Arc::new(SecretBox::new(&crate::secrets::KeyRing::single([1; 32]))),
                 outbox,
                 health,
                 "worker-test".to_owned(),

@@ -27,7 +27,7 @@ pub use self::writer::{ArchiveHeader, ArchiveWriter, Encoded, CHUNK_EVENTS};
 use crate::config::{ArchiveConfig, ArchiveStoreKind};
 use crate::db::archives::{self, Archive, NewArchive};
 use crate::db::DbError;
-use crate::integrity::keys::IntegrityKeys;
+use crate::integrity::keys::{IntegrityKeys, PublicKeys};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -560,7 +560,7 @@ impl ArchiveStore {
         &self,
         client: &impl GenericClient,
         organization_id: &str,
-        key: &ed25519_dalek::VerifyingKey,
+        keys: &PublicKeys,
     ) -> Result<Option<DigestWalk>, ArchiveError> {
         let Some(objects) = &self.objects else {
             return Ok(None);
@@ -606,9 +606,14 @@ impl ArchiveStore {
                     break;
                 }
             };
-            if !digest.signed_by(key) {
-                walk.problems
-                    .push(format!("{location} is not signed by the checkpoint key"));
+            if !keys
+                .get(&digest.key_id)
+                .is_some_and(|key| digest.signed_by(key))
+            {
+                walk.problems.push(format!(
+                    "{location} is not signed by the key it names (`{}`) nor by any key registered here",
+                    digest.key_id
+                ));
             }
             if digest.sequence != sequence || digest.organization_id != organization_id {
                 walk.problems.push(format!(

@@ -27,6 +27,7 @@ pub mod report_sections;
 pub mod reports;
 pub mod retention;
 pub mod roles;
+pub mod signing_keys;
 pub mod tenant;
 pub mod trail;
 pub mod tree;

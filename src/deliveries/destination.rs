@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::crypto::{DecryptError, SecretBox};
+use super::crypto::{DecryptError, Sealing, SecretBox};
 use super::egress::{self, Egress, Host};
 use super::email::EmailConfig;
 use super::ftp::FtpConfig;
@@ -103,6 +103,24 @@ impl DestinationConfig {
             }
         }
         Ok(value)
+    }
+
+    /// The stored form with every secret sealed under the current key
+    /// (`keys rotate --kind encryption`); `None` when all already are.
+    pub fn resealed(stored: &Value, secrets: &SecretBox) -> Result<Option<Value>, DecryptError> {
+        let mut value = stored.clone();
+        let mut changed = false;
+        if let Some(object) = value.as_object_mut() {
+            for field in SECRET_FIELDS {
+                if let Some(Value::String(sealed)) = object.get(*field) {
+                    if let Sealing::Resealed(resealed) = secrets.reseal(sealed)? {
+                        object.insert((*field).to_owned(), Value::String(resealed));
+                        changed = true;
+                    }
+                }
+            }
+        }
+        Ok(changed.then_some(value))
     }
 
     /// From the database form.
@@ -362,7 +380,7 @@ mod tests {
 
     #[test]
     fn secrets_are_sealed_masked_and_kept_when_sent_masked() {
-        let secrets = SecretBox::new(&[1; 32]);
+        let secrets = SecretBox::new(&crate::secrets::KeyRing::single([1; 32]));
         let config = DestinationConfig::validate(
             "ftp",
             &json!({"host": "127.0.0.1", "username": "u", "password": "hunter2"}),

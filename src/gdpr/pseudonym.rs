@@ -24,7 +24,7 @@ use utoipa::ToSchema;
 
 use crate::config::GdprConfig;
 use crate::db::PgPool;
-use crate::secrets::{self, SecretError};
+use crate::secrets::{self, KeyRing, SecretError};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -72,11 +72,13 @@ impl Strategy {
 #[error("the value cannot be decrypted (another key or organization, or it was altered)")]
 pub struct DecryptError;
 
-/// The keys of `gdpr.pseudonym_key` and `gdpr.encryption_key`.
+/// The keys of `gdpr.pseudonym_key` and `gdpr.encryption_key` (with the
+/// earlier encryption keys, which still open what they sealed).
 pub struct PseudonymKeys {
     hash_key: [u8; 32],
     cipher: Aes256Gcm,
     nonce_key: [u8; 32],
+    previous: Vec<Aes256Gcm>,
 }
 
 impl PseudonymKeys {
@@ -85,23 +87,26 @@ impl PseudonymKeys {
     pub async fn load(settings: &GdprConfig, pool: &PgPool) -> Result<Self, SecretError> {
         let pseudonym_key =
             secrets::key_bytes("gdpr.pseudonym_key", settings.pseudonym_key.expose(), pool).await?;
-        let encryption_key = secrets::key_bytes(
+        let encryption_keys = secrets::key_ring(
             "gdpr.encryption_key",
-            settings.encryption_key.expose(),
+            &settings.encryption_key,
+            "gdpr.previous_encryption_keys",
+            &settings.previous_encryption_keys,
             pool,
         )
         .await?;
-        Ok(Self::new(&pseudonym_key, &encryption_key))
+        Ok(Self::new(&pseudonym_key, &encryption_keys))
     }
 
-    pub fn new(pseudonym_key: &[u8; 32], encryption_key: &[u8; 32]) -> Self {
-        let mut derive =
-            <HmacSha256 as Mac>::new_from_slice(encryption_key).expect("HMAC takes any key");
+    pub fn new(pseudonym_key: &[u8; 32], encryption_keys: &KeyRing) -> Self {
+        let mut derive = <HmacSha256 as Mac>::new_from_slice(&encryption_keys.current)
+            .expect("HMAC takes any key");
         derive.update(NONCE_DOMAIN);
         Self {
             hash_key: *pseudonym_key,
-            cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(encryption_key)),
+            cipher: cipher(&encryption_keys.current),
             nonce_key: derive.finalize().into_bytes().into(),
+            previous: encryption_keys.previous.iter().map(cipher).collect(),
         }
     }
 
@@ -147,6 +152,7 @@ impl PseudonymKeys {
             .strip_prefix(ENCRYPTED_PREFIX)
             .ok_or(DecryptError)?;
         self.decrypt(organization_id, encoded)
+            .or_else(|_| self.decrypt_with_previous(organization_id, encoded))
     }
 
     /// The mapping's stored form of the original identifier.
@@ -164,6 +170,33 @@ impl PseudonymKeys {
     ) -> Result<String, DecryptError> {
         let encoded = sealed.strip_prefix(SEALED_PREFIX).ok_or(DecryptError)?;
         self.decrypt(organization_id, encoded)
+            .or_else(|_| self.decrypt_with_previous(organization_id, encoded))
+    }
+
+    /// The original sealed under the current key (`keys rotate --kind
+    /// encryption`), or `None` when it already is.
+    pub fn reseal_original(
+        &self,
+        organization_id: &str,
+        sealed: &str,
+    ) -> Result<Option<String>, DecryptError> {
+        let encoded = sealed.strip_prefix(SEALED_PREFIX).ok_or(DecryptError)?;
+        if self.decrypt(organization_id, encoded).is_ok() {
+            return Ok(None);
+        }
+        let original = self.decrypt_with_previous(organization_id, encoded)?;
+        Ok(Some(self.seal_original(organization_id, &original)))
+    }
+
+    fn decrypt_with_previous(
+        &self,
+        organization_id: &str,
+        encoded: &str,
+    ) -> Result<String, DecryptError> {
+        self.previous
+            .iter()
+            .find_map(|cipher| open(cipher, organization_id, encoded).ok())
+            .ok_or(DecryptError)
     }
 
     fn encrypt(&self, organization_id: &str, plaintext: &str) -> String {
@@ -190,24 +223,31 @@ impl PseudonymKeys {
     }
 
     fn decrypt(&self, organization_id: &str, encoded: &str) -> Result<String, DecryptError> {
-        let bytes = URL_SAFE_NO_PAD
-            .decode(encoded)
-            .ok()
-            .filter(|bytes| bytes.len() > 12)
-            .ok_or(DecryptError)?;
-        let (nonce, ciphertext) = bytes.split_at(12);
-        let plaintext = self
-            .cipher
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: organization_id.as_bytes(),
-                },
-            )
-            .map_err(|_| DecryptError)?;
-        String::from_utf8(plaintext).map_err(|_| DecryptError)
+        open(&self.cipher, organization_id, encoded)
     }
+}
+
+fn cipher(key: &[u8; 32]) -> Aes256Gcm {
+    Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key))
+}
+
+fn open(cipher: &Aes256Gcm, organization_id: &str, encoded: &str) -> Result<String, DecryptError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(encoded)
+        .ok()
+        .filter(|bytes| bytes.len() > 12)
+        .ok_or(DecryptError)?;
+    let (nonce, ciphertext) = bytes.split_at(12);
+    let plaintext = cipher
+        .decrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad: organization_id.as_bytes(),
+            },
+        )
+        .map_err(|_| DecryptError)?;
+    String::from_utf8(plaintext).map_err(|_| DecryptError)
 }
 
 #[cfg(test)]
@@ -215,7 +255,7 @@ mod tests {
     use super::*;
 
     fn keys() -> PseudonymKeys {
-        PseudonymKeys::new(&[7; 32], &[9; 32])
+        PseudonymKeys::new(&[7; 32], &KeyRing::single([9; 32]))
     }
 
     #[test]
@@ -226,7 +266,7 @@ mod tests {
         assert_ne!(a, keys.derive(Strategy::Hash, "org-b", "alice").unwrap());
         assert_ne!(
             a,
-            PseudonymKeys::new(&[8; 32], &[9; 32])
+            PseudonymKeys::new(&[8; 32], &KeyRing::single([9; 32]))
                 .derive(Strategy::Hash, "org-a", "alice")
                 .unwrap()
         );
@@ -264,5 +304,24 @@ mod tests {
         assert_eq!(sealed, keys.seal_original("org-a", "alice"));
         assert_eq!(keys.open_original("org-a", &sealed).unwrap(), "alice");
         assert!(keys.open_original("org-a", "enc:v1:tampered").is_err());
+    }
+
+    #[test]
+    fn originals_sealed_under_an_earlier_key_open_and_reseal_under_the_current_one() {
+        let old = keys();
+        let sealed = old.seal_original("org-a", "alice");
+        let rotated = PseudonymKeys::new(
+            &[7; 32],
+            &KeyRing {
+                current: [10; 32],
+                previous: vec![[9; 32]],
+            },
+        );
+        assert_eq!(rotated.open_original("org-a", &sealed).unwrap(), "alice");
+        let resealed = rotated.reseal_original("org-a", &sealed).unwrap().unwrap();
+        assert_eq!(resealed, rotated.seal_original("org-a", "alice"));
+        assert!(old.open_original("org-a", &resealed).is_err());
+        assert_eq!(rotated.reseal_original("org-a", &resealed).unwrap(), None);
+        assert!(rotated.reseal_original("org-b", &sealed).is_err());
     }
 }

@@ -12,7 +12,7 @@ use super::auth::Caller;
 use super::extract::{OptionalJson, Query};
 use super::AppState;
 use crate::db::checkpoints::{self, StoredCheckpoint};
-use crate::db::{proofs, tenant};
+use crate::db::{proofs, signing_keys, tenant};
 use crate::integrity::checkpoint::SignedCheckpoint;
 use crate::integrity::proof::ConsistencyProof;
 use crate::integrity::verify::{self, Report, Scope, VerifyError};
@@ -145,20 +145,51 @@ pub async fn create_checkpoint(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PublicKey {
     pub algorithm: &'static str,
+    /// The key this worker signs new checkpoints and digests with.
     pub key_id: String,
     /// Base64 of the 32-byte Ed25519 public key.
     pub public_key: String,
+    /// Every key that has signed here, oldest first: a checkpoint or digest
+    /// names its signer's `key_id`, and a rotation never retires one.
+    pub keys: Vec<ListedKey>,
 }
 
-/// The key that verifies checkpoint signatures. Public: no key needed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ListedKey {
+    pub key_id: String,
+    pub algorithm: &'static str,
+    /// Base64 of the 32-byte Ed25519 public key.
+    pub public_key: String,
+    /// When the key was first registered (its first use, or its rotation).
+    pub created_at: DateTime<Utc>,
+    /// Whether this worker signs with it now.
+    pub current: bool,
+}
+
+/// The keys that verify checkpoint and digest signatures. Public: no key needed.
 #[utoipa::path(get, path = "/v1/integrity/public-key", operation_id = "get_public_key", tag = "integrity",
-    responses((status = 200, body = PublicKey)))]
-pub async fn public_key(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(PublicKey {
+    responses((status = 200, body = PublicKey), (status = 503, body = super::api_error::ErrorBody)))]
+#[tracing::instrument(skip_all)]
+pub async fn public_key(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let current = state.keys.key_id();
+    let client = state.pool.get().await?;
+    let keys = signing_keys::list(&*client)
+        .await?
+        .into_iter()
+        .map(|row| ListedKey {
+            current: row.key_id == current,
+            key_id: row.key_id,
+            algorithm: "Ed25519",
+            public_key: STANDARD.encode(&row.public_key),
+            created_at: row.created_at,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(PublicKey {
         algorithm: "Ed25519",
-        key_id: state.keys.key_id(),
+        key_id: current,
         public_key: STANDARD.encode(state.keys.verifying_key().as_bytes()),
-    })
+        keys,
+    }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -8,7 +8,7 @@ use ed25519_dalek::{Signature, Signer, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::keys::IntegrityKeys;
+use super::keys::{IntegrityKeys, PublicKeys};
 
 /// What a checkpoint states. Signed as its RFC 8785 canonical JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -49,6 +49,8 @@ pub struct SignedCheckpoint {
 pub enum CheckpointError {
     #[error("the checkpoint's signature is not valid for this worker's public key")]
     BadSignature,
+    #[error("the checkpoint names signing key `{0}`, which this deployment never registered")]
+    UnknownKey(String),
     #[error("the checkpoint is malformed: {0}")]
     Malformed(String),
 }
@@ -60,6 +62,24 @@ pub fn sign(keys: &IntegrityKeys, statement: &CheckpointStatement) -> SignedChec
         payload,
         signature: STANDARD.encode(signature.to_bytes()),
     }
+}
+
+/// Checks the signature with the key the statement names (`key_id`), among
+/// every key that has signed here, and returns the statement.
+pub fn open_with_any(
+    keys: &PublicKeys,
+    checkpoint: &SignedCheckpoint,
+) -> Result<CheckpointStatement, CheckpointError> {
+    #[derive(Deserialize)]
+    struct Named {
+        key_id: String,
+    }
+    let named: Named = serde_json::from_str(&checkpoint.payload)
+        .map_err(|e| CheckpointError::Malformed(e.to_string()))?;
+    let key = keys
+        .get(&named.key_id)
+        .ok_or(CheckpointError::UnknownKey(named.key_id))?;
+    open(key, checkpoint)
 }
 
 /// Checks the signature and returns the statement it covers.

@@ -26,7 +26,7 @@ use utoipa::ToSchema;
 use super::canonical;
 use super::chain;
 use super::checkpoint::{self, CheckpointError, CheckpointStatement, SignedCheckpoint};
-use super::keys::IntegrityKeys;
+use super::keys::{IntegrityKeys, PublicKeys};
 use crate::alerts::system;
 use crate::archive_store::{ArchiveError, ArchiveStore};
 use crate::db::verification::{self, ChainEvent, ChainLink, Removal};
@@ -151,7 +151,6 @@ pub async fn verify(
     scope: &Scope<'_>,
 ) -> Result<Report, VerifyError> {
     let org = scope.organization_id;
-    let statement = attested(keys, scope)?;
     let mut client = pool.get().await?;
     // One snapshot for all reads; the temporary table of archived events
     // disappears with it.
@@ -160,6 +159,10 @@ pub async fn verify(
         .isolation_level(IsolationLevel::RepeatableRead)
         .start()
         .await?;
+    // Every key that has signed here: a checkpoint or digest signed before a
+    // rotation names its own.
+    let public_keys = PublicKeys::load(&client).await?;
+    let statement = attested(&public_keys, scope)?;
     let mut findings = Findings::default();
 
     // 1. The whole chain, in order.
@@ -171,7 +174,7 @@ pub async fn verify(
     let archived = load_archives(&client, store, org, &walk.in_range, &mut findings).await?;
     // The digests cover the whole trail; a range is checked by its archives' sums.
     if scope.from.is_none() && scope.to.is_none() {
-        check_digests(&client, store, keys, org, &mut findings).await?;
+        check_digests(&client, store, &public_keys, org, &mut findings).await?;
     }
     // 3. Their events, against their links.
     let key: [u8; 32] = keys
@@ -206,13 +209,13 @@ pub async fn verify(
 /// The statement of the checkpoint to verify against, its signature checked;
 /// it must be this organization's.
 fn attested(
-    keys: &IntegrityKeys,
+    keys: &PublicKeys,
     scope: &Scope<'_>,
 ) -> Result<Option<CheckpointStatement>, VerifyError> {
     let Some(signed) = scope.checkpoint else {
         return Ok(None);
     };
-    let statement = checkpoint::open(&keys.verifying_key(), signed)?;
+    let statement = checkpoint::open_with_any(keys, signed)?;
     if statement.organization_id != scope.organization_id {
         return Err(VerifyError::CheckpointOfAnotherOrganization(
             statement.organization_id,
@@ -522,11 +525,11 @@ async fn load_archives(
 async fn check_digests(
     client: &impl GenericClient,
     store: &ArchiveStore,
-    keys: &IntegrityKeys,
+    keys: &PublicKeys,
     org: &str,
     findings: &mut Findings,
 ) -> Result<(), VerifyError> {
-    let walk = match store.walk_digests(client, org, &keys.verifying_key()).await {
+    let walk = match store.walk_digests(client, org, keys).await {
         Ok(Some(walk)) => walk,
         Ok(None) => return Ok(()),
         Err(ArchiveError::Db(error)) => return Err(error.into()),

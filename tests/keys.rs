@@ -231,11 +231,12 @@ fn signer(checkpoint: &Value) -> String {
 async fn a_rotated_signing_key_signs_new_checkpoints_and_old_ones_still_verify() {
     let app = spawn_app().await;
     let key = app.create_key("org-a", "org:admin").await;
-    app.ingest(
-        &key,
-        vec![event("u1", "record.read"), event("u2", "record.read")],
-    )
-    .await;
+    let first = app
+        .ingest(
+            &key,
+            vec![event("u1", "record.read"), event("u2", "record.read")],
+        )
+        .await;
     let before = checkpoint(&app, &key).await;
     let old_key_id = public_keys(&app).await["key_id"]
         .as_str()
@@ -284,6 +285,39 @@ async fn a_rotated_signing_key_signs_new_checkpoints_and_old_ones_still_verify()
             .verify_with(&key, json!({ "checkpoint": checkpoint }))
             .await;
         assert_eq!(report["valid"], true, "{which} key's checkpoint: {report}");
+    }
+    // The independent verifier picks each proof's key from the published list.
+    let folder = Folder::new();
+    let listing = folder.write("public-key.json", &published.to_string());
+    let id = first[0]["id"].as_i64().unwrap();
+    let seq =
+        serde_json::from_str::<Value>(before["payload"].as_str().unwrap()).unwrap()["seq"].clone();
+    for (checkpoint, signed_by) in [
+        (seq.to_string(), &old_key_id),
+        ("latest".into(), &new_key_id),
+    ] {
+        let (status, proof) = restarted
+            .call(
+                Method::GET,
+                &format!("/v1/events/{id}/proof?checkpoint={checkpoint}"),
+                Some(&key),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{proof}");
+        assert_eq!(&signer(&proof["checkpoint"]), signed_by);
+        let file = folder.write("proof.json", &proof.to_string());
+        let output = Command::new("python3")
+            .args(["docs/vectors/reference.py", "verify-proof"])
+            .args([&file, &listing])
+            .output()
+            .expect("python3 runs");
+        assert_eq!(
+            text(&output.stdout).trim(),
+            "valid",
+            "{}",
+            text(&output.stderr)
+        );
     }
     let operators = &app.config.operations.organization;
     assert_eq!(

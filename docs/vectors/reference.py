@@ -8,7 +8,9 @@ written from the spec alone, with the Python standard library only.
     reference.py --check         check them
     reference.py verify-proof FILE PUBKEY
                                  FILE: the body of GET /v1/events/{id}/proof;
-                                 PUBKEY: `public_key` of GET /v1/integrity/public-key
+                                 PUBKEY: `public_key` of GET /v1/integrity/public-key,
+                                 or a file holding that endpoint's whole answer: the
+                                 key is then the one the signed text names (key_id)
     reference.py verify-consistency FILE
                                  FILE: the body of GET /v1/integrity/consistency
                                  (put the root of the checkpoint you hold in
@@ -285,9 +287,25 @@ def unhex(value, what):
     return data
 
 
+def signer_key(published, key_id):
+    """The base64 public key to check a signature by `key_id` with: `published`
+    is either that key itself, or a file holding GET /v1/integrity/public-key's
+    answer, where every key that ever signed is listed (section 6)."""
+    import os
+    if not os.path.isfile(published):
+        return published
+    with open(published) as f:
+        listing = json.load(f)
+    for entry in listing.get("keys", []) + [listing]:
+        if entry.get("key_id") == key_id:
+            return entry["public_key"]
+    raise Invalid(f"signing key {key_id} is not among the published keys")
+
+
 def verify_proof(proof, public_key):
     checkpoint = proof["checkpoint"]
     payload = checkpoint["payload"].encode("utf-8")
+    public_key = signer_key(public_key, json.loads(payload).get("key_id"))
     if not ed25519_valid(base64.b64decode(public_key), payload, base64.b64decode(checkpoint["signature"])):
         raise Invalid("the checkpoint's signature does not verify")
     statement = json.loads(payload)
@@ -365,7 +383,8 @@ def verify_archive_digests(root, organization, public_key, prefix):
             data = f.read()
         digest = json.loads(data)
         unsigned = {k: v for k, v in digest.items() if k != "signature"}
-        if not ed25519_valid(base64.b64decode(public_key), jcs(unsigned).encode("utf-8"),
+        if not ed25519_valid(base64.b64decode(signer_key(public_key, digest.get("key_id"))),
+                             jcs(unsigned).encode("utf-8"),
                              base64.b64decode(digest["signature"])):
             raise Invalid(f"digest {number} is not signed by the key")
         if digest["sequence"] != number or digest["organization_id"] != organization:

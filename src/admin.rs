@@ -1,13 +1,11 @@
 //! Operator commands that the CLI runs against the database directly (no
 //! worker needs to be running). Each makes sure the schema is current first.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 
 use crate::archive_store::ArchiveError;
 use crate::archive_store::ArchiveStore;
-use crate::auth::{self, permissions, IssueError, IssuedKey, KeyRequest, RotateError};
+use crate::auth::{self, permissions, GracePeriod, IssueError, IssuedKey, KeyRequest, RotateError};
 use crate::config::Config;
 use crate::db::api_keys::{self, ApiKeyInfo};
 use crate::db::archives::Archive;
@@ -165,7 +163,7 @@ pub async fn rotate_api_key(
     config: &Config,
     organization_id: Option<&str>,
     id: &str,
-    grace: Duration,
+    grace: GracePeriod,
 ) -> Result<IssuedKey, AdminError> {
     let mut client = connect(config).await?;
     let keys = IntegrityKeys::load(&config.integrity, &db::pool(&config.database)).await?;
@@ -194,9 +192,9 @@ pub async fn rotate_api_key(
 
 /// What the `admin.api_key.rotate` event says: when the replaced secret
 /// ends, never a secret or its hash.
-pub fn rotation_details(rotated: &IssuedKey, grace: Duration) -> serde_json::Value {
+pub fn rotation_details(rotated: &IssuedKey, grace: GracePeriod) -> serde_json::Value {
     serde_json::json!({
-        "grace_period_seconds": grace.as_secs(),
+        "grace_period_seconds": grace.duration().as_secs(),
         "previous_secret_expires_at": rotated.info.previous_secret_expires_at,
     })
 }

@@ -4,13 +4,12 @@
 
 use std::fmt::Display;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::admin::{self, AdminError};
-use crate::auth::KeyRequest;
+use crate::auth::{GracePeriod, KeyRequest};
 use crate::config::Config;
 use crate::db::migrations::{self, MigrationError};
 use crate::db::performance::PerformanceReport;
@@ -100,7 +99,7 @@ pub async fn rotate_api_key(
     config: &Config,
     organization_id: Option<&str>,
     id: &str,
-    grace: Duration,
+    grace: GracePeriod,
 ) -> Result<(), CommandError> {
     let rotated = admin::rotate_api_key(config, organization_id, id, grace).await?;
     println!("{}", rotated.key);

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use audit_worker::auth::{self, KeyRequest};
+use audit_worker::auth::{self, GracePeriod, KeyRequest};
 use audit_worker::commands::{self, CommandError};
 use audit_worker::config::Config;
 use audit_worker::integrity::witness::Source;
@@ -179,8 +179,8 @@ enum ApiKeyCommand {
         #[arg(long, value_name = "ORG_ID")]
         org: Option<String>,
         /// How long the replaced secret keeps working (at most 30 days; `0s`: not at all).
-        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "24h")]
-        grace_period: Duration,
+        #[arg(long, value_name = "DURATION", value_parser = GracePeriod::parse, default_value = "24h")]
+        grace_period: GracePeriod,
     },
 }
 

@@ -18,7 +18,7 @@ pub mod permissions;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -34,16 +34,48 @@ use crate::db::{self, tenant, DbError, PgPool};
 use last_use::KeyUses;
 use permissions::{PermissionSet, RoleDefinition};
 
-/// How long the secret a rotation replaces keeps working, unless the rotation says.
-pub const DEFAULT_ROTATION_GRACE: Duration = Duration::from_secs(24 * 3600);
 /// The longest a replaced secret may keep working: a rotation is meant to end it.
-pub const MAX_ROTATION_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
+const MAX_ROTATION_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How long the secret a rotation replaces keeps working; at most 30 days,
+/// which only [`GracePeriod::parse`] can make sure of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GracePeriod(Duration);
+
+impl GracePeriod {
+    /// Unless the rotation says otherwise: a day to roll the new secret out.
+    pub const DEFAULT: Self = Self(Duration::from_secs(24 * 3600));
+
+    /// A duration in humantime's grammar (`24h`, `90min`, `0s`), at most 30 days.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let grace = humantime::parse_duration(raw)
+            .map_err(|error| format!("not a duration like `24h`: {error}"))?;
+        if grace > MAX_ROTATION_GRACE {
+            return Err(format!(
+                "the grace period may be at most {} days",
+                MAX_ROTATION_GRACE.as_secs() / 86_400
+            ));
+        }
+        Ok(Self(grace))
+    }
+
+    pub fn duration(self) -> Duration {
+        self.0
+    }
+}
 
 /// A presented secret that does not match the cached credentials is checked
 /// against PostgreSQL again when the cached read is older than this: a key
 /// created or rotated on another instance then works here at once, while
 /// wrong secrets cost at most one read per key this often.
 const REREAD_AFTER_MISMATCH: Duration = Duration::from_secs(1);
+
+/// What an unknown key id is compared with: hashing and comparing for it
+/// too makes both answers take as long.
+static UNKNOWN_KEY: LazyLock<KeyCredentials> = LazyLock::new(|| KeyCredentials {
+    secret_hash: vec![0; 32],
+    ..KeyCredentials::default()
+});
 
 /// A verified caller.
 #[derive(Debug, Clone)]
@@ -92,8 +124,6 @@ pub enum RotateError {
     Revoked(String),
     #[error("API key `{0}` has expired: issue a new key instead")]
     Expired(String),
-    #[error("the grace period may be at most {} days", MAX_ROTATION_GRACE.as_secs() / 86_400)]
-    GraceTooLong,
     #[error(transparent)]
     Database(#[from] DbError),
 }
@@ -201,13 +231,8 @@ impl Authenticator {
             .trim();
         let presented = keys::parse(token).ok_or(AuthError::Malformed)?;
         let hash = keys::hash_secret(presented.secret);
-        // Hash and compare even for an unknown id, so both answers take as long.
-        let unknown = KeyCredentials {
-            secret_hash: vec![0; 32],
-            ..KeyCredentials::default()
-        };
         let matches = |credentials: &Option<Arc<KeyCredentials>>| {
-            matching_secret(&hash, credentials.as_deref().unwrap_or(&unknown))
+            matching_secret(&hash, credentials.as_deref().unwrap_or(&UNKNOWN_KEY))
         };
         let mut credentials = self.credentials(presented.id, self.key_ttl).await?;
         let mut matched = matches(&credentials);
@@ -428,7 +453,7 @@ pub async fn issue_key(
 pub async fn rotate_key(
     client: &impl GenericClient,
     key: &ApiKeyInfo,
-    grace: Duration,
+    grace: GracePeriod,
 ) -> Result<IssuedKey, RotateError> {
     if key.revoked_at.is_some() {
         return Err(RotateError::Revoked(key.id.clone()));
@@ -436,16 +461,13 @@ pub async fn rotate_key(
     if key.expires_at.is_some_and(|at| at <= Utc::now()) {
         return Err(RotateError::Expired(key.id.clone()));
     }
-    if grace > MAX_ROTATION_GRACE {
-        return Err(RotateError::GraceTooLong);
-    }
     let new = keys::new_secret(&key.id);
     let info = api_keys::rotate(
         client,
         &key.organization_id,
         &key.id,
         &new.secret_hash,
-        grace,
+        grace.duration(),
     )
     .await?;
     Ok(IssuedKey { info, key: new.key })
@@ -510,6 +532,19 @@ mod tests {
             check_validity(&key, Secret::Previous(now), now),
             Err(AuthError::Rotated(at)) if at == now
         ));
+    }
+
+    #[test]
+    fn a_grace_period_is_a_duration_of_at_most_30_days() {
+        assert_eq!(GracePeriod::parse("0s").unwrap().duration(), Duration::ZERO);
+        assert_eq!(
+            GracePeriod::parse("30d").unwrap().duration(),
+            MAX_ROTATION_GRACE
+        );
+        assert!(GracePeriod::parse("30d 1s")
+            .unwrap_err()
+            .contains("30 days"));
+        assert!(GracePeriod::parse("soon").unwrap_err().contains("24h"));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::auth::Caller;
 use super::extract::{Json, OptionalJson, Path};
 use super::AppState;
 use crate::admin::rotation_details;
-use crate::auth::{self, permissions, IssueError, KeyRequest, RotateError};
+use crate::auth::{self, permissions, GracePeriod, IssueError, KeyRequest, RotateError};
 use crate::db::api_keys::{self, ApiKeyInfo};
 use crate::db::tenant;
 
@@ -178,8 +178,8 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
 /// role and expiry. The replaced secret keeps working for `grace_period`
 /// (default 24h), then gets 401 `key_rotated`; rotating again within that
 /// time ends the older replaced secret at once (only the latest is kept).
-/// Other instances accept the new secret at once and honour the old one's
-/// end within `auth.key_cache_ttl`. A caller may rotate only keys whose role
+/// Other instances accept the new secret within a second and honour the old
+/// one's end within `auth.key_cache_ttl`. A caller may rotate only keys whose role
 /// grants no more than its own, as it may only issue those.
 #[utoipa::path(post, path = "/v1/api-keys/{id}/rotate", operation_id = "rotate_api_key", tag = "access",
     params(("id" = String, Path, description = "Key id")), request_body = Option<RotateApiKey>,
@@ -194,12 +194,11 @@ pub async fn rotate(
     body: OptionalJson<RotateApiKey>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "create")?;
-    let invalid_grace =
-        |message: String| ApiError::Validation(vec![FieldError::new("grace_period", message)]);
     let grace = match body.into_inner().unwrap_or_default().grace_period {
-        Some(raw) => humantime::parse_duration(&raw)
-            .map_err(|error| invalid_grace(format!("not a duration like `24h`: {error}")))?,
-        None => auth::DEFAULT_ROTATION_GRACE,
+        Some(raw) => GracePeriod::parse(&raw).map_err(|message| {
+            ApiError::Validation(vec![FieldError::new("grace_period", message)])
+        })?,
+        None => GracePeriod::DEFAULT,
     };
     let organization_id = caller.organization_id();
     let catalog = state.auth.role_catalog(organization_id).await?;
@@ -221,7 +220,6 @@ pub async fn rotate(
             .await
             .map_err(|error| match error {
                 RotateError::Database(error) => ApiError::from(error),
-                RotateError::GraceTooLong => invalid_grace(error.to_string()),
                 RotateError::Revoked(_) | RotateError::Expired(_) => {
                     ApiError::Conflict(error.to_string())
                 }
@@ -237,7 +235,10 @@ pub async fn rotate(
     .await?;
     transaction.commit().await?;
     state.auth.forget_key(&id);
-    tracing::info!(grace_seconds = grace.as_secs(), "Rotated API key");
+    tracing::info!(
+        grace_seconds = grace.duration().as_secs(),
+        "Rotated API key"
+    );
     Ok(HttpResponse::Ok().json(CreatedApiKey {
         info: rotated.info,
         key: rotated.key,

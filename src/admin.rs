@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use crate::archive_store::ArchiveError;
 use crate::archive_store::ArchiveStore;
-use crate::auth::{self, permissions, IssueError};
+use crate::auth::{self, permissions, GracePeriod, IssueError, IssuedKey, KeyRequest, RotateError};
 use crate::config::Config;
 use crate::db::api_keys::{self, ApiKeyInfo};
 use crate::db::archives::Archive;
@@ -33,6 +33,8 @@ pub enum AdminError {
     Database(#[from] DbError),
     #[error(transparent)]
     Issue(#[from] IssueError),
+    #[error(transparent)]
+    Rotate(#[from] RotateError),
     #[error("no API key with id `{0}`")]
     UnknownKey(String),
     #[error(transparent)]
@@ -89,32 +91,43 @@ pub async fn config_history(config: &Config, limit: i64) -> Result<Vec<ConfigCha
     Ok(config_changes::latest(&client, limit).await?)
 }
 
-/// Issues a key for `role` in `organization_id`; returns the key itself.
+/// Issues a key for `role` in `organization_id` that never expires; returns the key itself.
 pub async fn create_api_key(
     config: &Config,
     organization_id: &str,
     role: &str,
     name: Option<&str>,
 ) -> Result<String, AdminError> {
+    let request = KeyRequest {
+        organization_id,
+        role,
+        name,
+        expires_at: None,
+    };
+    Ok(issue_api_key(config, &request).await?.key)
+}
+
+/// Issues a key as `request` says.
+pub async fn issue_api_key(
+    config: &Config,
+    request: &KeyRequest<'_>,
+) -> Result<IssuedKey, AdminError> {
+    let organization_id = request.organization_id;
     auth::validate_organization_id(organization_id)?;
     let mut client = connect(config).await?;
     let keys = IntegrityKeys::load(&config.integrity, &db::pool(&config.database)).await?;
     let transaction = client.transaction().await.map_err(DbError::from)?;
     let catalog = permissions::role_catalog(roles::list(&transaction, organization_id).await?);
-    let issued = auth::issue_key(
-        &transaction,
-        &catalog,
-        organization_id,
-        role,
-        name,
-        CLI_ACTOR,
-    )
-    .await?;
+    let issued = auth::issue_key(&transaction, &catalog, request, CLI_ACTOR).await?;
     let change = AdminChange {
         object: "api_key",
         verb: "create",
         target_id: issued.info.id.clone(),
-        details: serde_json::json!({"role": role, "name": name}),
+        details: serde_json::json!({
+            "role": request.role,
+            "name": request.name,
+            "expires_at": request.expires_at,
+        }),
     };
     recorded::admin_in(
         &transaction,
@@ -125,7 +138,7 @@ pub async fn create_api_key(
     )
     .await?;
     transaction.commit().await.map_err(DbError::from)?;
-    Ok(issued.key)
+    Ok(issued)
 }
 
 pub async fn list_api_keys(
@@ -160,6 +173,48 @@ pub async fn revoke_api_key(config: &Config, id: &str) -> Result<ApiKeyInfo, Adm
     .await?;
     transaction.commit().await.map_err(DbError::from)?;
     Ok(revoked)
+}
+
+/// Gives the key `id` a new secret (the replaced one works for `grace`);
+/// `organization_id`, when given, must be the key's.
+pub async fn rotate_api_key(
+    config: &Config,
+    organization_id: Option<&str>,
+    id: &str,
+    grace: GracePeriod,
+) -> Result<IssuedKey, AdminError> {
+    let mut client = connect(config).await?;
+    let keys = IntegrityKeys::load(&config.integrity, &db::pool(&config.database)).await?;
+    let transaction = client.transaction().await.map_err(DbError::from)?;
+    let key = api_keys::lock(&transaction, organization_id, id)
+        .await?
+        .ok_or_else(|| AdminError::UnknownKey(id.to_owned()))?;
+    let rotated = auth::rotate_key(&transaction, &key, grace).await?;
+    let change = AdminChange {
+        object: "api_key",
+        verb: "rotate",
+        target_id: id.to_owned(),
+        details: rotation_details(&rotated, grace),
+    };
+    recorded::admin_in(
+        &transaction,
+        &keys,
+        &key.organization_id,
+        &cli_principal(),
+        change,
+    )
+    .await?;
+    transaction.commit().await.map_err(DbError::from)?;
+    Ok(rotated)
+}
+
+/// What the `admin.api_key.rotate` event says: when the replaced secret
+/// ends, never a secret or its hash.
+pub fn rotation_details(rotated: &IssuedKey, grace: GracePeriod) -> serde_json::Value {
+    serde_json::json!({
+        "grace_period_seconds": grace.duration().as_secs(),
+        "previous_secret_expires_at": rotated.info.previous_secret_expires_at,
+    })
 }
 
 /// Verifies an organization's events and chain (optionally against a

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::admin::{self, AdminError};
+use crate::auth::{GracePeriod, KeyRequest};
 use crate::config::{Config, ProductionRefusals};
 use crate::db::migrations::{self, MigrationError};
 use crate::db::performance::PerformanceReport;
@@ -36,8 +37,9 @@ pub enum CommandError {
     Checkpoint(#[from] FetchError),
     #[error("cannot write the output")]
     Output(#[from] serde_json::Error),
+    /// An argument clap could read but not accept.
     #[error("{0}")]
-    Usage(&'static str),
+    Usage(String),
     #[error(transparent)]
     Unsafe(#[from] ProductionRefusals),
 }
@@ -104,16 +106,26 @@ pub async fn rotate_encryption_keys(config: &Config) -> Result<(), CommandError>
 }
 
 /// Prints the key, and only it, on stdout: it is shown this once.
-pub async fn create_api_key(
+pub async fn create_api_key(config: &Config, request: &KeyRequest<'_>) -> Result<(), CommandError> {
+    println!("{}", admin::issue_api_key(config, request).await?.key);
+    Ok(())
+}
+
+/// Prints the new key, and only it, on stdout; when the old secret ends on stderr.
+pub async fn rotate_api_key(
     config: &Config,
-    organization_id: &str,
-    role: &str,
-    name: Option<&str>,
+    organization_id: Option<&str>,
+    id: &str,
+    grace: GracePeriod,
 ) -> Result<(), CommandError> {
-    println!(
-        "{}",
-        admin::create_api_key(config, organization_id, role, name).await?
-    );
+    let rotated = admin::rotate_api_key(config, organization_id, id, grace).await?;
+    println!("{}", rotated.key);
+    if let Some(until) = rotated.info.previous_secret_expires_at {
+        eprintln!(
+            "rotated {id}; the previous secret works until {}",
+            until.to_rfc3339()
+        );
+    }
     Ok(())
 }
 
@@ -121,7 +133,8 @@ pub async fn list_api_keys(
     config: &Config,
     organization_id: Option<&str>,
 ) -> Result<(), CommandError> {
-    println!("id\torganization_id\trole\tname\tcreated_at\trevoked_at");
+    println!("id\torganization_id\trole\tname\tcreated_at\texpires_at\tlast_used_at\trevoked_at");
+    let time = |at: Option<DateTime<Utc>>| at.map(|at| at.to_rfc3339()).unwrap_or_default();
     for key in admin::list_api_keys(config, organization_id).await? {
         print_row(&[
             &key.id,
@@ -129,7 +142,9 @@ pub async fn list_api_keys(
             &key.role,
             &key.name.unwrap_or_default(),
             &key.created_at.to_rfc3339(),
-            &key.revoked_at.map(|at| at.to_rfc3339()).unwrap_or_default(),
+            &time(key.expires_at),
+            &time(key.last_used_at),
+            &time(key.revoked_at),
         ]);
     }
     Ok(())

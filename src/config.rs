@@ -131,6 +131,9 @@ pub struct AuthConfig {
     pub permission_cache_ttl: Duration,
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
+    /// How often the noted uses of API keys are written to `last_used_at`.
+    #[serde(with = "humantime_serde")]
+    pub last_used_flush_interval: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -517,6 +520,10 @@ impl Config {
             (
                 "supervisor.heartbeat_interval",
                 self.supervisor.heartbeat_interval,
+            ),
+            (
+                "auth.last_used_flush_interval",
+                self.auth.last_used_flush_interval,
             ),
         ];
         for (key, value) in positive {

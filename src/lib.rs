@@ -90,6 +90,7 @@ use crate::actors::gdpr::GdprActor;
 use crate::actors::health::HealthActor;
 use crate::actors::heartbeat::HeartbeatActor;
 use crate::actors::ingest::IngestActor;
+use crate::actors::key_use::KeyUseActor;
 use crate::actors::maintenance::MaintenanceActor;
 use crate::actors::partition::PartitionActor;
 use crate::actors::queue::QueueActor;
@@ -244,6 +245,7 @@ impl Application {
             &config,
             shared.pool.clone(),
             shared.cache.clone(),
+            shared.key_uses.clone(),
         ));
         let reloader = Arc::new(ConfigReloader::new(
             file,
@@ -381,6 +383,7 @@ fn start_actors(
         CacheActor::new(shared, to_alerts.clone())
     });
     supervise(supervisor, "heartbeat", shared, HeartbeatActor::new);
+    supervise(supervisor, "key_use", shared, KeyUseActor::new);
     let to_alerts = alerts.clone();
     let ingest = supervise(supervisor, "ingest", shared, move |shared| {
         IngestActor::new(shared, to_alerts.clone())

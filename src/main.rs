@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
+use audit_worker::auth::{self, GracePeriod, KeyRequest};
 use audit_worker::commands::{self, CommandError};
 use audit_worker::config::Config;
 use audit_worker::integrity::witness::Source;
@@ -39,7 +41,7 @@ enum Command {
     Migrate,
     /// Validate the configuration and print the effective values (passwords masked).
     CheckConfig,
-    /// Issue, list and revoke API keys.
+    /// Issue, list, rotate and revoke API keys.
     #[command(subcommand)]
     ApiKey(ApiKeyCommand),
     /// Rotate the worker's own keys (checkpoint signing, encryption at rest).
@@ -155,6 +157,12 @@ enum ApiKeyCommand {
         /// A label for people.
         #[arg(long)]
         name: Option<String>,
+        /// The key stops working this long from now (`90d`, `12h`, `1y`).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "expires_at")]
+        expires_in: Option<Duration>,
+        /// The key stops working at this time (RFC 3339).
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        expires_at: Option<DateTime<Utc>>,
     },
     /// List keys (never their secrets), one per line, tab-separated.
     List {
@@ -164,6 +172,25 @@ enum ApiKeyCommand {
     },
     /// Revoke a key by its id (the part after `awk_`, before the next `_`).
     Revoke { id: String },
+    /// Give a key a new secret and print the new key, and only it, on stdout:
+    /// same id, role and expiry. The replaced secret works for the grace
+    /// period; rotating again within it ends the older replaced secret at once.
+    Rotate {
+        /// The key's id (the part after `awk_`, before the next `_`).
+        id: String,
+        /// Refuse unless the key belongs to this organization.
+        #[arg(long, value_name = "ORG_ID")]
+        org: Option<String>,
+        /// How long the replaced secret keeps working (at most 30 days; `0s`: not at all).
+        #[arg(long, value_name = "DURATION", value_parser = GracePeriod::parse, default_value = "24h")]
+        grace_period: GracePeriod,
+    },
+}
+
+/// `--expires-in` as an instant.
+fn expires_in_from_now(after: Duration) -> Result<DateTime<Utc>, CommandError> {
+    auth::instant_after(Utc::now(), after)
+        .map_err(|problem| CommandError::Usage(format!("--expires-in: {problem}")))
 }
 
 #[derive(Subcommand)]
@@ -236,9 +263,30 @@ async fn run(
         }
         Command::Serve => commands::serve(config.clone(), file).await,
         Command::Migrate => commands::migrate(config).await,
-        Command::ApiKey(ApiKeyCommand::Create { org, role, name }) => {
-            commands::create_api_key(config, &org, &role, name.as_deref()).await
+        Command::ApiKey(ApiKeyCommand::Create {
+            org,
+            role,
+            name,
+            expires_in,
+            expires_at,
+        }) => {
+            let expires_at = match expires_in {
+                Some(after) => Some(expires_in_from_now(after)?),
+                None => expires_at,
+            };
+            let request = KeyRequest {
+                organization_id: &org,
+                role: &role,
+                name: name.as_deref(),
+                expires_at,
+            };
+            commands::create_api_key(config, &request).await
         }
+        Command::ApiKey(ApiKeyCommand::Rotate {
+            id,
+            org,
+            grace_period,
+        }) => commands::rotate_api_key(config, org.as_deref(), &id, grace_period).await,
         Command::ApiKey(ApiKeyCommand::List { org }) => {
             commands::list_api_keys(config, org.as_deref()).await
         }
@@ -253,7 +301,8 @@ async fn run(
             kind: KeyKind::Encryption,
             out: Some(_),
         }) => Err(CommandError::Usage(
-            "--out applies to --kind signing only: encryption keys are configured, or kept in the database",
+            "--out applies to --kind signing only: encryption keys are configured, or kept in the database"
+                .to_owned(),
         )),
         Command::Keys(KeysCommand::Rotate {
             kind: KeyKind::Encryption,

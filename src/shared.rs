@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::archive_store::ArchiveStore;
+use crate::auth::last_use::KeyUses;
 use crate::cache::QueryCache;
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -36,6 +37,8 @@ pub struct Shared {
     pub keys: Arc<IntegrityKeys>,
     /// Where archived events are read and written.
     pub archives: Arc<ArchiveStore>,
+    /// API key uses noted by the authenticator, written by the KeyUseActor.
+    pub key_uses: Arc<KeyUses>,
 }
 
 impl Shared {
@@ -79,6 +82,7 @@ impl Shared {
             errors,
             keys,
             archives,
+            key_uses: Arc::default(),
         };
         Ok((shared, live_sender))
     }

@@ -35,6 +35,17 @@ async fn path_for(app: &TestApp, admin: &str, what: &str, attempt: usize) -> Str
                 .await;
             format!("/v1/api-keys/{}", created["id"].as_str().unwrap())
         }
+        "rotate key" => {
+            let (_, created) = app
+                .call(
+                    Method::POST,
+                    "/v1/api-keys",
+                    Some(admin),
+                    Some(json!({"role": "ingest"})),
+                )
+                .await;
+            format!("/v1/api-keys/{}/rotate", created["id"].as_str().unwrap())
+        }
         "list roles" => "/v1/roles".to_owned(),
         "get role" => "/v1/roles/auditor".to_owned(),
         "put role" => format!("/v1/roles/matrix-{attempt}"),
@@ -82,6 +93,12 @@ async fn every_route_admits_exactly_the_roles_that_hold_its_permission() {
         Case {
             method: Method::DELETE,
             what: "revoke key",
+            allowed: admins,
+            body: None,
+        },
+        Case {
+            method: Method::POST,
+            what: "rotate key",
             allowed: admins,
             body: None,
         },

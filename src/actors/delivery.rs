@@ -661,6 +661,7 @@ mod tests {
             clock: Arc::new(SystemClock),
             keys: Arc::new(keys),
             archives: Arc::new(crate::archive_store::ArchiveStore::open(&config.archive, 3).await),
+            key_uses: Arc::default(),
             config,
             pool,
             redis,

@@ -10,6 +10,7 @@ pub mod gdpr;
 pub mod health;
 pub mod heartbeat;
 pub mod ingest;
+pub mod key_use;
 pub mod maintenance;
 pub mod partition;
 pub mod queue;

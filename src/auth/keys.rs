@@ -28,17 +28,20 @@ pub struct NewKey {
 }
 
 pub fn generate() -> NewKey {
-    let mut rng = rand::rng();
     let mut id = [0u8; ID_BYTES];
+    rand::rng().fill_bytes(&mut id);
+    new_secret(&hex::encode(id))
+}
+
+/// A new secret for the key `id` (a rotation keeps the id).
+pub fn new_secret(id: &str) -> NewKey {
     let mut secret = [0u8; SECRET_BYTES];
-    rng.fill_bytes(&mut id);
-    rng.fill_bytes(&mut secret);
-    let id = hex::encode(id);
+    rand::rng().fill_bytes(&mut secret);
     let secret = URL_SAFE_NO_PAD.encode(secret);
     NewKey {
         secret_hash: hash_secret(&secret),
         key: format!("{PREFIX}{id}_{secret}"),
-        id,
+        id: id.to_owned(),
     }
 }
 
@@ -69,7 +72,13 @@ pub fn hash_secret(secret: &str) -> [u8; 32] {
 /// Compares in constant time, so response timing reveals nothing about how much
 /// of a guessed secret was right.
 pub fn secret_matches(secret: &str, stored_hash: &[u8]) -> bool {
-    hash_secret(secret).ct_eq(stored_hash).into()
+    hash_matches(&hash_secret(secret), stored_hash)
+}
+
+/// [`secret_matches`] for a secret already hashed (a key with a rotated
+/// secret is compared with two stored hashes).
+pub fn hash_matches(hash: &[u8; 32], stored_hash: &[u8]) -> bool {
+    hash.ct_eq(stored_hash).into()
 }
 
 #[cfg(test)]
@@ -91,6 +100,18 @@ mod tests {
         let (a, b) = (generate(), generate());
         assert_ne!(a.key, b.key);
         assert_ne!(a.id, b.id);
+    }
+
+    #[test]
+    fn a_new_secret_keeps_the_id_and_replaces_the_secret() {
+        let first = generate();
+        let second = new_secret(&first.id);
+        assert_eq!(parse(&second.key).unwrap().id, first.id);
+        assert_ne!(second.key, first.key);
+        assert!(!secret_matches(
+            parse(&second.key).unwrap().secret,
+            &first.secret_hash
+        ));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Queries on `api_keys`.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::GenericClient;
@@ -8,13 +10,18 @@ use utoipa::ToSchema;
 use super::DbError;
 
 /// What authentication needs to know about a key.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct KeyCredentials {
     pub id: String,
     pub organization_id: String,
     pub role: String,
     pub secret_hash: Vec<u8>,
     pub revoked: bool,
+    /// Kept with the cached credentials and checked on every use, so that no
+    /// cache lets an expired key through.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The secret the latest rotation replaced, and when it stops working.
+    pub previous_secret: Option<(Vec<u8>, DateTime<Utc>)>,
 }
 
 /// A key as listed: everything but the secret.
@@ -28,10 +35,19 @@ pub struct ApiKeyInfo {
     pub created_by: Option<String>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub revoked_by: Option<String>,
+    /// When the key stops working; null: never.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When the key last authenticated a request (written at most about once
+    /// a minute, so up to a minute and the flush interval behind); null: never used.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// When its secret was last replaced by a rotation; null: never rotated.
+    pub rotated_at: Option<DateTime<Utc>>,
+    /// Until when the secret the latest rotation replaced keeps working; null: none.
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
 }
 
-const INFO_COLUMNS: &str =
-    "id, organization_id, name, role, created_at, created_by, revoked_at, revoked_by";
+const INFO_COLUMNS: &str = "id, organization_id, name, role, created_at, created_by, revoked_at, \
+     revoked_by, expires_at, last_used_at, rotated_at, previous_secret_expires_at";
 
 fn info(row: &tokio_postgres::Row) -> ApiKeyInfo {
     ApiKeyInfo {
@@ -43,6 +59,10 @@ fn info(row: &tokio_postgres::Row) -> ApiKeyInfo {
         created_by: row.get("created_by"),
         revoked_at: row.get("revoked_at"),
         revoked_by: row.get("revoked_by"),
+        expires_at: row.get("expires_at"),
+        last_used_at: row.get("last_used_at"),
+        rotated_at: row.get("rotated_at"),
+        previous_secret_expires_at: row.get("previous_secret_expires_at"),
     }
 }
 
@@ -53,6 +73,7 @@ pub struct NewApiKey<'a> {
     pub role: &'a str,
     pub secret_hash: &'a [u8],
     pub created_by: &'a str,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 pub async fn insert(
@@ -62,8 +83,9 @@ pub async fn insert(
     let row = client
         .query_one(
             &format!(
-                "INSERT INTO api_keys (id, organization_id, name, role, secret_hash, created_by) \
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING {INFO_COLUMNS}"
+                "INSERT INTO api_keys \
+                 (id, organization_id, name, role, secret_hash, created_by, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {INFO_COLUMNS}"
             ),
             &[
                 &key.id,
@@ -72,6 +94,7 @@ pub async fn insert(
                 &key.role,
                 &key.secret_hash,
                 &key.created_by,
+                &key.expires_at,
             ],
         )
         .await?;
@@ -85,7 +108,8 @@ pub async fn credentials(
 ) -> Result<Option<KeyCredentials>, DbError> {
     let row = client
         .query_opt(
-            "SELECT id, organization_id, role, secret_hash, revoked_at IS NOT NULL AS revoked \
+            "SELECT id, organization_id, role, secret_hash, revoked_at IS NOT NULL AS revoked, \
+                    expires_at, previous_secret_hash, previous_secret_expires_at \
              FROM api_keys WHERE id = $1",
             &[&id],
         )
@@ -96,6 +120,10 @@ pub async fn credentials(
         role: row.get("role"),
         secret_hash: row.get("secret_hash"),
         revoked: row.get("revoked"),
+        expires_at: row.get("expires_at"),
+        previous_secret: row
+            .get::<_, Option<Vec<u8>>>("previous_secret_hash")
+            .zip(row.get("previous_secret_expires_at")),
     }))
 }
 
@@ -137,6 +165,70 @@ pub async fn revoke(
         )
         .await?;
     Ok(row.as_ref().map(info))
+}
+
+/// Locks a key's row for a change in this transaction; `None` when no such
+/// key exists in the scope. `organization_id = None` reaches any organization (CLI only).
+pub async fn lock(
+    client: &impl GenericClient,
+    organization_id: Option<&str>,
+    id: &str,
+) -> Result<Option<ApiKeyInfo>, DbError> {
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT {INFO_COLUMNS} FROM api_keys \
+                 WHERE id = $2 AND ($1::text IS NULL OR organization_id = $1) FOR UPDATE"
+            ),
+            &[&organization_id, &id],
+        )
+        .await?;
+    Ok(row.as_ref().map(info))
+}
+
+/// Replaces the secret of the key `id` of `organization_id` by `secret_hash`;
+/// the replaced one keeps working for `grace` (and replaces any older one).
+pub async fn rotate(
+    client: &impl GenericClient,
+    organization_id: &str,
+    id: &str,
+    secret_hash: &[u8],
+    grace: Duration,
+) -> Result<ApiKeyInfo, DbError> {
+    let row = client
+        .query_one(
+            &format!(
+                "UPDATE api_keys SET previous_secret_hash = secret_hash, \
+                        previous_secret_expires_at = now() + make_interval(secs => $4), \
+                        secret_hash = $3, rotated_at = now() \
+                 WHERE id = $2 AND organization_id = $1 RETURNING {INFO_COLUMNS}"
+            ),
+            &[&organization_id, &id, &secret_hash, &grace.as_secs_f64()],
+        )
+        .await?;
+    Ok(info(&row))
+}
+
+/// Sets `last_used_at` to `at` on the keys `ids` of `organization_id`,
+/// except on those written less than `min_interval` before `at` (by this
+/// worker or another): however many workers note uses, each key's row is
+/// written about once per `min_interval`. How many rows it wrote.
+pub async fn record_uses(
+    client: &impl GenericClient,
+    organization_id: &str,
+    ids: &[String],
+    at: DateTime<Utc>,
+    min_interval: Duration,
+) -> Result<u64, DbError> {
+    Ok(client
+        .execute(
+            "UPDATE api_keys SET last_used_at = $3::timestamptz \
+             WHERE id = ANY($2) AND organization_id = $1 \
+               AND (last_used_at IS NULL \
+                    OR last_used_at < $3::timestamptz - make_interval(secs => $4))",
+            &[&organization_id, &ids, &at, &min_interval.as_secs_f64()],
+        )
+        .await?)
 }
 
 /// How many live keys of the organization carry `role`.

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -34,6 +36,20 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("{0}")]
     Unauthorized(String),
+    /// A key past its `expires_at`: 401 with a code of its own, so that a
+    /// client can tell "get a new key" from "this key is wrong".
+    #[error("{message}")]
+    KeyExpired {
+        message: String,
+        expired_at: DateTime<Utc>,
+    },
+    /// A secret a rotation replaced, past its grace period: the key lives on
+    /// under its new secret.
+    #[error("{message}")]
+    KeyRotated {
+        message: String,
+        expired_at: DateTime<Utc>,
+    },
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -96,7 +112,7 @@ pub struct ErrorDetail {
     /// What went wrong, for a person.
     pub message: String,
     /// Structured context, or null: for `validation_failed`, the list of
-    /// invalid fields; otherwise an object (`limit_bytes`, `allow`,
+    /// invalid fields; otherwise an object (`limit_bytes`, `allow`, `expired_at`,
     /// `retry_after_seconds`, `checks`).
     #[schema(schema_with = details_schema)]
     pub details: Value,
@@ -123,6 +139,8 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Validation(_) => "validation_failed",
             ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::KeyExpired { .. } => "key_expired",
+            ApiError::KeyRotated { .. } => "key_rotated",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::Conflict(_) => "conflict",
             ApiError::RateLimited { .. } => "rate_limited",
@@ -149,6 +167,9 @@ impl ApiError {
             ApiError::RateLimited { retry_after } => {
                 serde_json::json!({ "retry_after_seconds": retry_after_secs(retry_after) })
             }
+            ApiError::KeyExpired { expired_at, .. } | ApiError::KeyRotated { expired_at, .. } => {
+                serde_json::json!({ "expired_at": expired_at })
+            }
             _ => Value::Null,
         }
     }
@@ -160,7 +181,9 @@ impl ResponseError for ApiError {
             ApiError::RouteNotFound { .. } | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadRequest(_) | ApiError::Validation(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized(_)
+            | ApiError::KeyExpired { .. }
+            | ApiError::KeyRotated { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -180,7 +203,9 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
         match self {
-            ApiError::Unauthorized(_) => {
+            ApiError::Unauthorized(_)
+            | ApiError::KeyExpired { .. }
+            | ApiError::KeyRotated { .. } => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
             ApiError::RateLimited { retry_after } => {
@@ -332,9 +357,20 @@ impl From<ActorUnavailable> for ApiError {
 
 impl From<AuthError> for ApiError {
     fn from(error: AuthError) -> Self {
+        let message = error.to_string();
         match error {
             AuthError::Backend(error) => error.into(),
-            other => ApiError::Unauthorized(other.to_string()),
+            AuthError::Expired(expired_at) => ApiError::KeyExpired {
+                message,
+                expired_at,
+            },
+            AuthError::Rotated(expired_at) => ApiError::KeyRotated {
+                message,
+                expired_at,
+            },
+            AuthError::Missing | AuthError::Malformed | AuthError::Invalid | AuthError::Revoked => {
+                ApiError::Unauthorized(message)
+            }
         }
     }
 }

@@ -1,6 +1,8 @@
-//! `/v1/api-keys`: an organization's administrators issue, list and revoke keys.
+//! `/v1/api-keys`: an organization's administrators issue, list, rotate and
+//! revoke keys.
 
 use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
@@ -8,9 +10,10 @@ use utoipa::ToSchema;
 use super::admin_trail;
 use super::api_error::{ApiError, FieldError};
 use super::auth::Caller;
-use super::extract::{Json, Path};
+use super::extract::{Json, OptionalJson, Path};
 use super::AppState;
-use crate::auth::{self, permissions, IssueError};
+use crate::admin::rotation_details;
+use crate::auth::{self, permissions, GracePeriod, IssueError, KeyRequest, RotateError};
 use crate::db::api_keys::{self, ApiKeyInfo};
 use crate::db::tenant;
 
@@ -24,6 +27,23 @@ pub struct CreateApiKey {
     /// A label for people.
     #[schema(max_length = 255)]
     pub name: Option<String>,
+    /// When the key stops working (RFC 3339, in the future). Leave it and
+    /// `expires_in` out for a key that never expires.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// How long from now the key works, as `90d`, `12h` or `1y 2months`
+    /// (instead of `expires_at`, never with it).
+    #[schema(example = "90d")]
+    pub expires_in: Option<String>,
+}
+
+/// How long the secret being replaced keeps working.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateApiKey {
+    /// A duration such as `24h`, `90min` or `0s` (the old secret stops
+    /// working at once); at most 30 days. Default: `24h`.
+    #[schema(example = "24h")]
+    pub grace_period: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -61,6 +81,7 @@ pub async fn create(
             "at most 255 characters",
         )]));
     }
+    let (expires_at, expiry_field) = expiry(&body)?;
     let organization_id = caller.organization_id();
     let catalog = state.auth.role_catalog(organization_id).await?;
     let Some(granted) = permissions::resolve(&body.role, &catalog) else {
@@ -77,26 +98,28 @@ pub async fn create(
     }
     let mut client = state.pool.get().await?;
     let transaction = tenant::begin(&mut client, organization_id).await?;
-    let issued = auth::issue_key(
-        &transaction,
-        &catalog,
+    let request = KeyRequest {
         organization_id,
-        &body.role,
-        body.name.as_deref(),
-        &caller.actor(),
-    )
-    .await
-    .map_err(|error| match error {
-        IssueError::Database(error) => ApiError::from(error),
-        other => ApiError::Validation(vec![FieldError::new("role", other.to_string())]),
-    })?;
+        role: &body.role,
+        name: body.name.as_deref(),
+        expires_at,
+    };
+    let issued = auth::issue_key(&transaction, &catalog, &request, &caller.actor())
+        .await
+        .map_err(|error| match error {
+            IssueError::Database(error) => ApiError::from(error),
+            IssueError::PastExpiry(_) => {
+                ApiError::Validation(vec![FieldError::new(expiry_field, error.to_string())])
+            }
+            other => ApiError::Validation(vec![FieldError::new("role", other.to_string())]),
+        })?;
     admin_trail::record(
         &state,
         &transaction,
         &caller,
         ("api_key", "create"),
         &issued.info.id,
-        json!({"role": body.role, "name": body.name}),
+        json!({"role": body.role, "name": body.name, "expires_at": expires_at}),
     )
     .await?;
     transaction.commit().await?;
@@ -105,6 +128,35 @@ pub async fn create(
         info: issued.info,
         key: issued.key,
     }))
+}
+
+/// The key's expiry as `body` asks for it (`expires_at`, or `expires_in` from
+/// now), and the field that asked, to name in a refusal.
+fn expiry(body: &CreateApiKey) -> Result<(Option<DateTime<Utc>>, &'static str), ApiError> {
+    let refuse =
+        |field, message: String| ApiError::Validation(vec![FieldError::new(field, message)]);
+    match (body.expires_at, body.expires_in.as_deref()) {
+        (Some(_), Some(_)) => Err(refuse(
+            "expires_in",
+            "give `expires_at` or `expires_in`, not both".to_owned(),
+        )),
+        (Some(at), None) if at <= Utc::now() => Err(refuse(
+            "expires_at",
+            format!("{} is not in the future", at.to_rfc3339()),
+        )),
+        (at, None) => Ok((at, "expires_at")),
+        (None, Some(raw)) => {
+            let after = humantime::parse_duration(raw).map_err(|error| {
+                refuse("expires_in", format!("not a duration like `90d`: {error}"))
+            })?;
+            if after.is_zero() {
+                return Err(refuse("expires_in", "must be longer than zero".to_owned()));
+            }
+            let at = auth::instant_after(Utc::now(), after)
+                .map_err(|problem| refuse("expires_in", problem))?;
+            Ok((Some(at), "expires_in"))
+        }
+    }
 }
 
 /// Lists the organization's keys (never their secrets).
@@ -120,6 +172,77 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
     })
     .await?;
     Ok(HttpResponse::Ok().json(ApiKeyList { api_keys: keys }))
+}
+
+/// Gives a key of the organization a new secret, shown this once: same id,
+/// role and expiry. The replaced secret keeps working for `grace_period`
+/// (default 24h), then gets 401 `key_rotated`; rotating again within that
+/// time ends the older replaced secret at once (only the latest is kept).
+/// Other instances accept the new secret within a second and honour the old
+/// one's end within `auth.key_cache_ttl`. A caller may rotate only keys whose role
+/// grants no more than its own, as it may only issue those.
+#[utoipa::path(post, path = "/v1/api-keys/{id}/rotate", operation_id = "rotate_api_key", tag = "access",
+    params(("id" = String, Path, description = "Key id")), request_body = Option<RotateApiKey>,
+    responses((status = 200, body = CreatedApiKey), (status = 400), (status = 401), (status = 403),
+        (status = 404), (status = 409, description = "The key is revoked or has expired")),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(key = %id))]
+pub async fn rotate(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: Path<String>,
+    body: OptionalJson<RotateApiKey>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(RESOURCE, "create")?;
+    let grace = match body.into_inner().unwrap_or_default().grace_period {
+        Some(raw) => GracePeriod::parse(&raw).map_err(|message| {
+            ApiError::Validation(vec![FieldError::new("grace_period", message)])
+        })?,
+        None => GracePeriod::DEFAULT,
+    };
+    let organization_id = caller.organization_id();
+    let catalog = state.auth.role_catalog(organization_id).await?;
+    let mut client = state.pool.get().await?;
+    let transaction = tenant::begin(&mut client, organization_id).await?;
+    let key = api_keys::lock(&transaction, Some(organization_id), &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("API key `{id}`")))?;
+    // The caller receives the key's new secret: the key's role must be one it could issue.
+    let granted = permissions::resolve(&key.role, &catalog).unwrap_or_default();
+    if !caller.0.permissions.includes(&granted) {
+        return Err(ApiError::Forbidden(format!(
+            "the key's role `{}` grants more than your own role `{}`",
+            key.role, caller.0.role
+        )));
+    }
+    let rotated =
+        auth::rotate_key(&transaction, &key, grace)
+            .await
+            .map_err(|error| match error {
+                RotateError::Database(error) => ApiError::from(error),
+                RotateError::Revoked(_) | RotateError::Expired(_) => {
+                    ApiError::Conflict(error.to_string())
+                }
+            })?;
+    admin_trail::record(
+        &state,
+        &transaction,
+        &caller,
+        ("api_key", "rotate"),
+        &*id,
+        rotation_details(&rotated, grace),
+    )
+    .await?;
+    transaction.commit().await?;
+    state.auth.forget_key(&id);
+    tracing::info!(
+        grace_seconds = grace.duration().as_secs(),
+        "Rotated API key"
+    );
+    Ok(HttpResponse::Ok().json(CreatedApiKey {
+        info: rotated.info,
+        key: rotated.key,
+    }))
 }
 
 /// Revokes a key of the organization (idempotent). It stops working at once on

@@ -137,6 +137,7 @@ pub fn app(
                 .route("/api-keys", get().to(api_keys::list))
                 .route("/api-keys", web::post().to(api_keys::create))
                 .route("/api-keys/{id}", web::delete().to(api_keys::revoke))
+                .route("/api-keys/{id}/rotate", web::post().to(api_keys::rotate))
                 .route("/roles", get().to(roles::list))
                 .route("/roles/{name}", get().to(roles::get))
                 .route("/roles/{name}", web::put().to(roles::put))

@@ -39,7 +39,7 @@ use crate::validation::MAX_STRING_CHARS;
         anywhere in a request may hold NUL, and none may be longer than 65536 characters."),
     paths(
         health::healthz, health::readyz, health::metrics, openapi_json,
-        api_keys::create, api_keys::list, api_keys::revoke,
+        api_keys::create, api_keys::list, api_keys::revoke, api_keys::rotate,
         roles::list, roles::get, roles::put, roles::delete,
         events::ingest, events::list, events::get, events::proof,
         presets::list, presets::get, presets::create, presets::put, presets::delete,
@@ -162,7 +162,10 @@ const SHARED_ERRORS: &[(&str, &str, &str)] = &[
     (
         "401",
         "Unauthorized",
-        "No valid API key: `Authorization: Bearer <key>` is missing, unknown or revoked",
+        "No valid API key: `unauthorized` when `Authorization: Bearer <key>` is missing, \
+         malformed, unknown or revoked; `key_expired` when the key's `expires_at` has passed; \
+         `key_rotated` for a secret a rotation replaced, once its grace period has ended \
+         (the message says when)",
     ),
     (
         "403",

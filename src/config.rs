@@ -516,7 +516,6 @@ impl Config {
     /// because a certificate file is being replaced (the listener's is
     /// re-read on its own, and a bad one keeps the old in force).
     pub fn check_tls_files(&self) -> Result<(), ConfigError> {
-        use crate::tls::PemFile;
         if self.http.tls.enabled() {
             crate::http::tls::certified_key(&self.http.tls.cert, &self.http.tls.key)
                 .map_err(|error| ConfigError::Invalid(error.to_string()))?;
@@ -530,13 +529,10 @@ impl Config {
             if path.as_os_str().is_empty() {
                 continue;
             }
-            let checked = PemFile::read(path).and_then(|file| {
-                if certificates {
-                    file.certificates().map(drop)
-                } else {
-                    file.private_key().map(drop)
-                }
-            });
+            let checked = match certificates {
+                true => crate::tls::load_certificates(path).map(drop),
+                false => crate::tls::load_private_key(path).map(drop),
+            };
             checked.map_err(|error| invalid(key, &error.to_string()))?;
         }
         Ok(())

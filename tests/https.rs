@@ -122,7 +122,7 @@ async fn a_client_that_does_not_trust_the_ca_is_refused() {
         .send()
         .await
         .expect_err("another CA's client is refused");
-    let chain = format!("{:?}", anyhow_chain(&error));
+    let chain = format!("{:?}", error_chain(&error));
     assert!(chain.contains("UnknownIssuer"), "{chain}");
 
     let error = reqwest::Client::new()
@@ -137,7 +137,7 @@ async fn a_client_that_does_not_trust_the_ca_is_refused() {
 }
 
 /// Every source of `error`, as text.
-fn anyhow_chain(error: &(dyn std::error::Error + 'static)) -> Vec<String> {
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> Vec<String> {
     let mut chain = vec![error.to_string()];
     let mut source = error.source();
     while let Some(cause) = source {

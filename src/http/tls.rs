@@ -17,7 +17,7 @@ use rustls::ServerConfig;
 use sha2::{Digest, Sha256};
 
 use crate::config::HttpTlsConfig;
-use crate::tls::{PemError, PemFile};
+use crate::tls::{load_certificates, load_private_key, PemError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertificateError {
@@ -108,12 +108,8 @@ pub fn server_config(certificate: Arc<ServerCertificate>) -> ServerConfig {
 
 /// The chain of `cert` and the key of `key`, checked to belong together.
 pub fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, CertificateError> {
-    let chain = PemFile::read(cert)
-        .and_then(|file| file.certificates())
-        .map_err(CertificateError::Certificate)?;
-    let private_key = PemFile::read(key)
-        .and_then(|file| file.private_key())
-        .map_err(CertificateError::Key)?;
+    let chain = load_certificates(cert).map_err(CertificateError::Certificate)?;
+    let private_key = load_private_key(key).map_err(CertificateError::Key)?;
     CertifiedKey::from_der(chain, private_key, &crate::tls::provider()).map_err(|source| {
         CertificateError::Mismatch {
             cert: cert.to_path_buf(),

@@ -88,6 +88,40 @@ pub struct HttpConfig {
     pub workers: usize,
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    pub tls: HttpTlsConfig,
+}
+
+/// HTTPS on the listener: off (plain HTTP) while `cert` and `key` are empty.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTlsConfig {
+    /// PEM certificate chain, the leaf first; re-read on SIGHUP.
+    pub cert: PathBuf,
+    /// PEM private key of the leaf; re-read on SIGHUP.
+    pub key: PathBuf,
+    /// Send `Strict-Transport-Security` (HTTPS only).
+    pub hsts: bool,
+    #[serde(with = "humantime_serde")]
+    pub hsts_max_age: Duration,
+    pub hsts_include_subdomains: bool,
+}
+
+impl HttpTlsConfig {
+    /// Whether the listener serves HTTPS.
+    pub fn enabled(&self) -> bool {
+        !self.cert.as_os_str().is_empty()
+    }
+
+    /// The `Strict-Transport-Security` value every answer carries, when HSTS is on.
+    pub fn hsts_header(&self) -> Option<String> {
+        (self.enabled() && self.hsts).then(|| {
+            let mut value = format!("max-age={}", self.hsts_max_age.as_secs());
+            if self.hsts_include_subdomains {
+                value.push_str("; includeSubDomains");
+            }
+            value
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -118,6 +152,20 @@ pub struct RedisConfig {
     /// The longest the back-off grows to, doubling at each failed probe.
     #[serde(with = "humantime_serde")]
     pub outage_backoff_max: Duration,
+    /// PEM CA certificates a `rediss://` server must chain to; empty: the
+    /// system's trusted roots.
+    pub ca_file: PathBuf,
+    /// PEM client certificate and key for servers that ask for one
+    /// (`tls-auth-clients`); both or neither.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl RedisConfig {
+    /// Whether the URL asks for TLS (`rediss://`), which cannot fall back to clear text.
+    pub fn tls(&self) -> bool {
+        self.url.as_str().starts_with("rediss://")
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -500,7 +548,84 @@ impl Config {
         self.validate_limits()?;
         self.validate_alerts()?;
         self.validate_operations()?;
+        self.validate_tls()?;
         self.validate_gdpr_reports_and_log()
+    }
+
+    /// TLS settings that belong together: a certificate with its key, and
+    /// Redis TLS files only with a `rediss://` URL (they would be ignored).
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let set = |path: &Path| !path.as_os_str().is_empty();
+        let listener = &self.http.tls;
+        match (set(&listener.cert), set(&listener.key)) {
+            (true, false) => return Err(invalid("http.tls.key", "is required with http.tls.cert")),
+            (false, true) => return Err(invalid("http.tls.cert", "is required with http.tls.key")),
+            _ => {}
+        }
+        if listener.hsts && !listener.enabled() {
+            return Err(invalid(
+                "http.tls.hsts",
+                "needs http.tls.cert and http.tls.key: HSTS is only sent over HTTPS",
+            ));
+        }
+        let redis = &self.redis;
+        match (set(&redis.client_cert), set(&redis.client_key)) {
+            (true, false) => {
+                return Err(invalid(
+                    "redis.client_key",
+                    "is required with redis.client_cert",
+                ))
+            }
+            (false, true) => {
+                return Err(invalid(
+                    "redis.client_cert",
+                    "is required with redis.client_key",
+                ))
+            }
+            _ => {}
+        }
+        if !redis.tls() {
+            for (key, path) in [
+                ("redis.ca_file", &redis.ca_file),
+                ("redis.client_cert", &redis.client_cert),
+            ] {
+                if set(path) {
+                    return Err(invalid(
+                        key,
+                        "is only used with a `rediss://` redis.url (TLS); this URL is clear text",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads and parses every TLS file the configuration names, so that a
+    /// wrong path fails `serve` and `check-config` with the key and the file.
+    /// Not part of [`validate`](Self::validate): a reload must not be refused
+    /// because a certificate file is being replaced (the listener's is
+    /// re-read on its own, and a bad one keeps the old in force).
+    pub fn check_tls_files(&self) -> Result<(), ConfigError> {
+        if self.http.tls.enabled() {
+            crate::http::tls::certified_key(&self.http.tls.cert, &self.http.tls.key)
+                .map_err(|error| ConfigError::Invalid(error.to_string()))?;
+        }
+        let redis_files: [(&'static str, &Path, bool); 3] = [
+            ("redis.ca_file", &self.redis.ca_file, true),
+            ("redis.client_cert", &self.redis.client_cert, true),
+            ("redis.client_key", &self.redis.client_key, false),
+        ];
+        for (key, path, certificates) in redis_files {
+            if path.as_os_str().is_empty() {
+                continue;
+            }
+            let checked = match certificates {
+                true => crate::tls::load_certificates(path).map(drop),
+                false => crate::tls::load_private_key(path).map(drop),
+            };
+            checked.map_err(|error| invalid(key, &error.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Durations that must be longer than zero.
@@ -1177,6 +1302,48 @@ mod tests {
         assert_eq!(delivery.allowed_networks[0].to_string(), "10.20.0.0/16");
         assert!(delivery.allow_loopback);
         assert!(!Config::defaults().delivery.allow_loopback);
+    }
+
+    /// TLS keys that only make sense together are refused alone, naming
+    /// the key to fix.
+    #[test]
+    fn tls_settings_are_refused_when_incomplete_or_ignored() {
+        for (toml, key) in [
+            ("[http.tls]\ncert = \"/etc/aw/cert.pem\"\n", "http.tls.key"),
+            ("[http.tls]\nkey = \"/etc/aw/key.pem\"\n", "http.tls.cert"),
+            ("[http.tls]\nhsts = true\n", "http.tls.hsts"),
+            (
+                "[redis]\nurl = \"rediss://cache:6380/0\"\nclient_cert = \"/c.pem\"\n",
+                "redis.client_key",
+            ),
+            ("[redis]\nca_file = \"/etc/aw/ca.pem\"\n", "redis.ca_file"),
+            (
+                "[redis]\nclient_cert = \"/c.pem\"\nclient_key = \"/k.pem\"\n",
+                "redis.client_cert",
+            ),
+        ] {
+            let figment = Figment::from(Toml::string(DEFAULTS)).merge(Toml::string(toml));
+            let error = Config::extract(figment).unwrap_err().to_string();
+            assert!(error.contains(&format!("`{key}`")), "{toml}: {error}");
+        }
+        let figment = Figment::from(Toml::string(DEFAULTS)).merge(Toml::string(
+            "[redis]\nurl = \"rediss://cache:6380/0\"\nca_file = \"/etc/aw/ca.pem\"\n\
+             [http.tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\nhsts = true\n\
+             hsts_max_age = \"1day\"\nhsts_include_subdomains = true\n",
+        ));
+        let config = Config::extract(figment).unwrap();
+        assert!(config.redis.tls());
+        assert_eq!(
+            config.http.tls.hsts_header().as_deref(),
+            Some("max-age=86400; includeSubDomains")
+        );
+        let error = config.check_tls_files().unwrap_err().to_string();
+        assert!(
+            error.contains("`http.tls.cert`") && error.contains("/c.pem"),
+            "{error}"
+        );
+        assert!(!Config::defaults().http.tls.enabled());
+        assert_eq!(Config::defaults().http.tls.hsts_header(), None);
     }
 
     #[test]

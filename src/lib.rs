@@ -39,6 +39,8 @@
 //! - [`secrets`]: configured or generated keys.
 //! - [`clock`]: the time maintenance reads (tests move it).
 //! - [`telemetry`]: logging set-up.
+//! - [`tls`]: TLS material shared by the listener and the clients (the
+//!   crypto provider, PEM certificates and keys).
 //! - [`validation`]: what input is accepted, and the shape of a refusal.
 //!
 //! [`Application::build`] wires them together; `main` only parses the command
@@ -72,6 +74,7 @@ pub mod secrets;
 pub mod shared;
 pub mod supervisor;
 pub mod telemetry;
+pub mod tls;
 pub mod validation;
 
 use std::net::TcpListener;
@@ -80,6 +83,7 @@ use std::sync::Arc;
 
 use actix::Addr;
 use actix_web::dev::{Server, ServerHandle};
+use actix_web::http::header::HeaderValue;
 use actix_web::{web, HttpServer};
 
 use crate::actors::alert::AlertActor;
@@ -105,6 +109,7 @@ use crate::deliveries::egress::Egress;
 use crate::error_tracking::ErrorTracker;
 use crate::gdpr::operations::Gdpr;
 use crate::gdpr::pseudonym::PseudonymKeys;
+use crate::http::tls::{CertificateError, ServerCertificate};
 use crate::messages::supervisor::Shutdown;
 use crate::redis_conn::RedisError;
 use crate::reload::{ConfigReloader, ReloadError, ReloadReport};
@@ -113,11 +118,13 @@ use crate::secrets::SecretError;
 use crate::shared::Shared;
 use crate::supervisor::{ActorHandle, Supervisor, SupervisorBuilder};
 
-/// Reads the configuration ([`Config::load`]) and checks the keys other
-/// areas own ([`check_config`]).
+/// Reads the configuration ([`Config::load`]), checks the keys other
+/// areas own ([`check_config`]) and reads the TLS files it names
+/// ([`Config::check_tls_files`]).
 pub fn load_config(path: Option<&Path>) -> Result<Config, ConfigError> {
     let config = Config::load(path)?;
     check_config(&config)?;
+    config.check_tls_files()?;
     Ok(config)
 }
 
@@ -149,6 +156,8 @@ pub enum StartupError {
     Keys(#[from] SecretError),
     #[error(transparent)]
     Unsafe(#[from] ProductionRefusals),
+    #[error(transparent)]
+    Certificate(#[from] CertificateError),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -164,6 +173,8 @@ pub enum StartupError {
 /// A built worker: database migrated, actors started, HTTP socket bound.
 pub struct Application {
     port: u16,
+    /// The listener serves HTTPS (`[http.tls]`).
+    https: bool,
     server: Server,
     supervisor: Addr<Supervisor>,
     pool: PgPool,
@@ -210,6 +221,10 @@ impl Application {
         let bind_error = |source| StartupError::Bind { addr, source };
         let listener = TcpListener::bind(addr).map_err(bind_error)?;
         let port = listener.local_addr().map_err(bind_error)?.port();
+        let certificate = match config.http.tls.enabled() {
+            true => Some(Arc::new(ServerCertificate::load(&config.http.tls)?)),
+            false => None,
+        };
         let (shared, live_sender) = Shared::open(config, clock).await?;
         let config = shared.config.clone();
         let secrets = Arc::new(SecretBox::new(
@@ -254,6 +269,7 @@ impl Application {
             shared.pool.clone(),
             shared.keys.clone(),
             shared.metrics.clone(),
+            certificate.clone(),
         ));
         let state = web::Data::new(http::AppState {
             config: config.clone(),
@@ -274,17 +290,27 @@ impl Application {
             alerts: actors.alerts,
             reports: actors.reports,
             errors: shared.errors.clone(),
+            hsts: config.http.tls.hsts_header().map(|value| {
+                HeaderValue::try_from(value).expect("max-age=<digits> is a valid header value")
+            }),
         });
-        let mut server = HttpServer::new(move || http::app(state.clone()))
-            .shutdown_timeout(config.http.shutdown_timeout.as_secs().max(1))
-            .listen(listener)
-            .map_err(bind_error)?;
+        let server = HttpServer::new(move || http::app(state.clone()))
+            .shutdown_timeout(config.http.shutdown_timeout.as_secs().max(1));
+        let mut server = match &certificate {
+            Some(certificate) => {
+                server.listen_rustls_0_23(listener, http::tls::server_config(certificate.clone()))
+            }
+            None => server.listen(listener),
+        }
+        .map_err(bind_error)?;
         if config.http.workers > 0 {
             server = server.workers(config.http.workers);
         }
-        tracing::info!(port, "Listening");
+        let https = certificate.is_some();
+        tracing::info!(port, https, "Listening");
         Ok(Self {
             port,
+            https,
             server: server.run(),
             supervisor,
             pool: shared.pool,
@@ -323,6 +349,11 @@ impl Application {
             }
         });
         Ok(())
+    }
+
+    /// Whether the listener serves HTTPS rather than plain HTTP.
+    pub fn serves_https(&self) -> bool {
+        self.https
     }
 
     /// The bound port (useful with `http.bind` port 0).

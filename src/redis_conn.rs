@@ -13,20 +13,35 @@
 //! the back-off, up to `redis.outage_backoff_max`. To its caller a skipped
 //! call is a failed one, so whatever a caller does when Redis fails, it does
 //! while Redis is skipped.
+//!
+//! A `rediss://` URL connects over TLS (rustls), verified against
+//! `redis.ca_file` (or the system's roots), with `redis.client_cert` when the
+//! server asks for a client certificate.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared as SharedFuture};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ErrorKind, ServerErrorKind};
+use redis::{AsyncConnectionConfig, ClientTlsConfig, ErrorKind, ServerErrorKind, TlsCertificates};
 
 use crate::config::RedisConfig;
+use crate::tls::{PemError, PemFile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {
     #[error("invalid Redis URL: {0}")]
     Url(#[source] redis::RedisError),
+    #[error("invalid configuration: key `{key}`: {source}")]
+    File {
+        key: &'static str,
+        #[source]
+        source: PemError,
+    },
+    /// The CA or client certificate files read, but not usable for TLS.
+    #[error("cannot set up TLS to Redis: {0}")]
+    Tls(#[source] redis::RedisError),
     #[error("Redis did not answer within {0:?}")]
     Timeout(Duration),
     /// Any failure to open the connection, whatever Redis said: it is
@@ -47,6 +62,8 @@ impl RedisError {
     fn is_outage(&self) -> bool {
         match self {
             RedisError::Url(_)
+            | RedisError::File { .. }
+            | RedisError::Tls(_)
             | RedisError::Timeout(_)
             | RedisError::Connect(_)
             | RedisError::Backoff(_) => true,
@@ -76,6 +93,8 @@ pub struct RedisConnection {
 
 struct Shared {
     client: redis::Client,
+    /// The URL is `rediss://`: every connection is TLS or fails.
+    tls: bool,
     connection_config: AsyncConnectionConfig,
     response_timeout: Duration,
     state: Mutex<State>,
@@ -97,7 +116,7 @@ type Connection =
 impl RedisConnection {
     /// Prepares the connection without opening it: the first command connects.
     pub fn new(config: &RedisConfig) -> Result<Self, RedisError> {
-        let client = redis::Client::open(config.url.as_str()).map_err(RedisError::Url)?;
+        let client = client(config)?;
         let connection_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.response_timeout));
@@ -105,6 +124,7 @@ impl RedisConnection {
         Ok(Self {
             shared: Arc::new(Shared {
                 client,
+                tls: config.tls(),
                 connection_config,
                 response_timeout: config.response_timeout,
                 state: Mutex::new(State {
@@ -145,6 +165,17 @@ impl RedisConnection {
         self.shared.lock().gate.epoch
     }
 
+    /// Whether the connection is TLS (a `rediss://` URL), for `/readyz`.
+    pub fn tls(&self) -> bool {
+        self.shared.tls
+    }
+
+    /// A client of the same server, with the same TLS settings, for callers
+    /// that keep a connection of their own (the invalidation listener).
+    pub fn client(&self) -> redis::Client {
+        self.shared.client.clone()
+    }
+
     /// False while Redis is backed off: for callers that keep their own
     /// connection (the invalidation listener), to wait instead of trying it.
     pub fn available(&self) -> bool {
@@ -173,6 +204,42 @@ impl Shared {
         };
         Ok((state.connection.clone(), ticket))
     }
+}
+
+/// The client `config` describes: for `rediss://`, with the CA and client
+/// certificate files read now (a bad file fails the start, naming its key).
+fn client(config: &RedisConfig) -> Result<redis::Client, RedisError> {
+    if !config.tls() {
+        return redis::Client::open(config.url.as_str()).map_err(RedisError::Url);
+    }
+    // The redis crate builds its rustls configuration without naming a provider.
+    crate::tls::install_default_provider();
+    let read = |key: &'static str, path: &Path| -> Result<Option<Vec<u8>>, RedisError> {
+        if path.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        let file = PemFile::read(path).map_err(|source| RedisError::File { key, source })?;
+        Ok(Some(file.bytes))
+    };
+    let root_cert = read("redis.ca_file", &config.ca_file)?;
+    let client_tls = match (
+        read("redis.client_cert", &config.client_cert)?,
+        read("redis.client_key", &config.client_key)?,
+    ) {
+        (Some(client_cert), Some(client_key)) => Some(ClientTlsConfig {
+            client_cert,
+            client_key,
+        }),
+        _ => None,
+    };
+    redis::Client::build_with_tls(
+        config.url.as_str(),
+        TlsCertificates {
+            client_tls,
+            root_cert,
+        },
+    )
+    .map_err(RedisError::Tls)
 }
 
 /// A connection that opens when first awaited.

@@ -27,6 +27,16 @@
 //! error names (`*` when it names none) and reason `rejected: …`, so the
 //! history shows the attempt. A change that cannot be recorded is not applied
 //! either (every applied change has its row); the reload can simply be repeated.
+//!
+//! When the listener serves HTTPS, every reload also re-reads its certificate
+//! files (at the paths in force: changing the paths needs a restart) before
+//! the configuration, whatever becomes of the latter. A new certificate is
+//! presented from the next handshake on ([`ServerCertificate`]) and recorded
+//! as a row for `http.tls.cert` (fingerprints before and after); files that
+//! do not load keep the certificate in force, and are logged, recorded
+//! (`rejected: …`) and counted as a rejected reload. Unlike a key, a
+//! certificate is replaced even when its row cannot be written: a certificate
+//! about to expire must not wait for the database.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -41,6 +51,7 @@ use crate::config::{Config, ConfigError};
 use crate::db::config_changes::{self, NewChange};
 use crate::db::{DbError, PgPool};
 use crate::events::recorded::{self, Record, RecordError};
+use crate::http::tls::{ServerCertificate, Swap};
 use crate::integrity::keys::IntegrityKeys;
 use crate::metrics::Metrics;
 use crate::telemetry;
@@ -67,6 +78,7 @@ const SECRET_WORDS: &[&str] = &["key", "secret", "password", "token"];
 /// The `reason` column is `varchar(255)`.
 const MAX_REASON_CHARS: usize = 255;
 const APPLIED_REASON: &str = "applied at run time";
+const CERTIFICATE_REASON: &str = "certificate replaced: presented to new connections";
 
 pub fn is_live(field: &str) -> bool {
     !RESTART_ONLY.contains(&field)
@@ -101,6 +113,19 @@ pub struct ReloadReport {
     pub needs_restart: Vec<Change>,
     pub previous_version: String,
     pub new_version: String,
+    /// What became of the listener's certificate; `None` without HTTPS.
+    pub certificate: Option<CertificateReload>,
+}
+
+/// The listener's certificate after a reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertificateReload {
+    /// The files hold the certificate already in force.
+    Unchanged,
+    /// A new certificate is presented from now on (SHA-256 fingerprints of the leaf).
+    Replaced { previous: String, new: String },
+    /// The files did not load: the certificate in force stays.
+    Kept { reason: String },
 }
 
 /// Reads the configuration again and applies what may change at run time.
@@ -112,6 +137,8 @@ pub struct ConfigReloader {
     pool: PgPool,
     keys: Arc<IntegrityKeys>,
     metrics: Arc<Metrics>,
+    /// The listener's certificate, re-read by every reload; `None` without HTTPS.
+    certificate: Option<Arc<ServerCertificate>>,
     /// One reload at a time: two SIGHUPs in a row must not interleave their
     /// compare-record-apply steps.
     running: tokio::sync::Mutex<()>,
@@ -125,6 +152,7 @@ impl ConfigReloader {
         pool: PgPool,
         keys: Arc<IntegrityKeys>,
         metrics: Arc<Metrics>,
+        certificate: Option<Arc<ServerCertificate>>,
     ) -> Self {
         Self {
             source,
@@ -133,6 +161,7 @@ impl ConfigReloader {
             pool,
             keys,
             metrics,
+            certificate,
             running: tokio::sync::Mutex::new(()),
         }
     }
@@ -158,11 +187,16 @@ impl ConfigReloader {
     #[tracing::instrument(skip_all, fields(trigger))]
     pub async fn reload(&self, trigger: &str) -> Result<ReloadReport, ReloadError> {
         let _running = self.running.lock().await;
-        let outcome = self.reload_once(trigger).await;
-        let label = match &outcome {
-            Ok(report) if report.applied.is_empty() => "unchanged",
-            Ok(_) => "applied",
-            Err(_) => "rejected",
+        let certificate = self.reload_certificate(trigger).await;
+        let outcome = self.reload_once(trigger).await.map(|mut report| {
+            report.certificate = certificate.clone();
+            report
+        });
+        let label = match (&outcome, &certificate) {
+            (Err(_), _) | (_, Some(CertificateReload::Kept { .. })) => "rejected",
+            (_, Some(CertificateReload::Replaced { .. })) => "applied",
+            (Ok(report), _) if report.applied.is_empty() => "unchanged",
+            (Ok(_), _) => "applied",
         };
         self.metrics
             .config
@@ -225,6 +259,7 @@ impl ConfigReloader {
             needs_restart,
             previous_version,
             new_version,
+            certificate: None,
         };
         if report.applied.is_empty() {
             tracing::info!("Configuration reloaded: no key that applies at run time changed");
@@ -268,6 +303,54 @@ impl ConfigReloader {
             tracing::info!(field = change.field, previous = %change.previous, new = %change.new, "Configuration key applied");
         }
         Ok(report)
+    }
+
+    /// Re-reads the listener's certificate files and records a change or a
+    /// refusal; `None` without HTTPS.
+    async fn reload_certificate(&self, trigger: &str) -> Option<CertificateReload> {
+        let certificate = self.certificate.as_ref()?;
+        let (outcome, values, reason) = match certificate.reload() {
+            Ok(swap) if swap.previous == swap.new => return Some(CertificateReload::Unchanged),
+            Ok(Swap { previous, new }) => {
+                tracing::info!(%previous, %new, "Listener certificate replaced; new connections get it");
+                let values = (
+                    json!(format!("sha256:{previous}")),
+                    json!(format!("sha256:{new}")),
+                );
+                let replaced = CertificateReload::Replaced { previous, new };
+                (replaced, Some(values), CERTIFICATE_REASON.to_owned())
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                tracing::error!(%reason, "Listener certificate not reloaded; the one in force stays");
+                let recorded = truncate(&format!(
+                    "rejected: {reason}; the certificate in force stays"
+                ));
+                (CertificateReload::Kept { reason }, None, recorded)
+            }
+        };
+        let current = self.current();
+        let config_version = version(&current);
+        let row = NewChange {
+            field: "http.tls.cert",
+            previous_value: values.as_ref().map(|(previous, _)| previous),
+            new_value: values.as_ref().map(|(_, new)| new),
+            changed_by: &self.author(trigger),
+            reason: &reason,
+            environment: &environment(),
+            previous_version: &config_version,
+            new_version: values.as_ref().map(|_| config_version.as_str()),
+        };
+        let status = if values.is_some() {
+            "success"
+        } else {
+            "failure"
+        };
+        let organization = &current.operations.organization;
+        if let Err(error) = self.record(organization, &[row], status).await {
+            tracing::warn!(%error, "Cannot record the certificate reload");
+        }
+        Some(outcome)
     }
 
     /// Stores the reload's rows of `config_changes` and its event

@@ -18,6 +18,7 @@ use crate::cache::QueryCache;
 use crate::cache::ALERT_RULES;
 use crate::config::Config;
 use crate::messages::alert::RulesChanged;
+use crate::redis_conn::RedisConnection;
 use crate::shared::Shared;
 use crate::supervisor::ActorHandle;
 
@@ -27,6 +28,9 @@ const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
 pub struct CacheActor {
     config: Arc<Config>,
     cache: Arc<QueryCache>,
+    /// For its client: the subscription needs a connection of its own, with
+    /// the same TLS settings as the shared one.
+    redis: RedisConnection,
     alerts: ActorHandle<AlertActor>,
 }
 
@@ -35,6 +39,7 @@ impl CacheActor {
         Self {
             config: shared.config.clone(),
             cache: shared.cache.clone(),
+            redis: shared.redis.clone(),
             alerts,
         }
     }
@@ -46,6 +51,7 @@ impl Actor for CacheActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.spawn(wrap_future(listen(
             self.config.clone(),
+            self.redis.client(),
             self.cache.clone(),
             self.alerts.clone(),
         )));
@@ -54,7 +60,12 @@ impl Actor for CacheActor {
 
 /// Applies the announced invalidations; runs inside the actor's context, so
 /// it ends with the actor.
-async fn listen(config: Arc<Config>, cache: Arc<QueryCache>, alerts: ActorHandle<AlertActor>) {
+async fn listen(
+    config: Arc<Config>,
+    client: redis::Client,
+    cache: Arc<QueryCache>,
+    alerts: ActorHandle<AlertActor>,
+) {
     let channel = cache.channel();
     loop {
         // While Redis is backed off it is known to fail: wait for a probe
@@ -65,7 +76,6 @@ async fn listen(config: Arc<Config>, cache: Arc<QueryCache>, alerts: ActorHandle
             continue;
         }
         let subscribed = async {
-            let client = redis::Client::open(config.redis.url.as_str())?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, redis::RedisError>(pubsub)

@@ -30,7 +30,7 @@ pub struct Checks {
     pub actors: Check,
     /// Redis is optional: when it is down this check says `degraded` and the
     /// worker stays ready.
-    pub redis: Check,
+    pub redis: ConnectionCheck,
     /// The object store new archives go to (`[archive] store`), when it is
     /// not PostgreSQL: an unreachable or forbidden bucket says `degraded`
     /// (archival waits; events stay live) and the worker stays ready.
@@ -42,6 +42,17 @@ pub struct Check {
     pub status: CheckStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// The check of a dependency reached over the network, and whether that
+/// connection is encrypted.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConnectionCheck {
+    #[serde(flatten)]
+    pub check: Check,
+    /// The connection is TLS (for Redis: a `rediss://` URL, which never
+    /// falls back to clear text).
+    pub tls: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -124,10 +135,13 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
                 format!("supervisor unreachable: {error}"),
             ),
         },
-        redis: redis.map_or_else(
-            |e| Check::with(CheckStatus::Degraded, e.to_string()),
-            |()| Check::ok(),
-        ),
+        redis: ConnectionCheck {
+            check: redis.map_or_else(
+                |e| Check::with(CheckStatus::Degraded, e.to_string()),
+                |()| Check::ok(),
+            ),
+            tls: state.redis.tls(),
+        },
         archive_store: match archive_store {
             Ok(None) | Ok(Some(Ok(()))) => Check::ok(),
             Ok(Some(Err(error))) => Check::with(CheckStatus::Degraded, error.to_string()),
@@ -141,7 +155,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         ("postgres", &checks.postgres),
         ("migrations", &checks.migrations),
         ("actors", &checks.actors),
-        ("redis", &checks.redis),
+        ("redis", &checks.redis.check),
     ]
     .into_iter()
     .filter(|(_, check)| check.status == CheckStatus::Failing)

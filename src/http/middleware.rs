@@ -1,5 +1,5 @@
 //! Request middleware: the per-request span, HTTP metrics and the guard on
-//! the request's size (URI, headers, declared body).
+//! the request's size (URI, headers, declared body), and HSTS over HTTPS.
 
 use std::time::Instant;
 
@@ -183,4 +183,34 @@ pub async fn limit_request(
         return Ok(request.into_response(response).map_into_right_body());
     }
     Ok(next.call(request).await?.map_into_left_body())
+}
+
+/// Adds `Strict-Transport-Security` (the value in [`AppState::hsts`]) to
+/// every answer, including one still travelling as an error: that error is
+/// given the answer it would make, with the header.
+pub async fn hsts(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let value = request
+        .app_data::<web::Data<AppState>>()
+        .and_then(|state| state.hsts.clone());
+    let Some(value) = value else {
+        return next.call(request).await;
+    };
+    match next.call(request).await {
+        Ok(mut response) => {
+            response
+                .headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, value);
+            Ok(response)
+        }
+        Err(error) => {
+            let mut answer = error.error_response();
+            answer
+                .headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, value);
+            Err(actix_web::error::InternalError::from_response(error, answer).into())
+        }
+    }
 }

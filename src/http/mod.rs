@@ -23,11 +23,13 @@ pub mod presets;
 pub mod reports;
 pub mod retention_policies;
 pub mod roles;
+pub mod tls;
 
 use std::sync::Arc;
 
 use actix::Addr;
-use actix_web::middleware::{from_fn, Compress};
+use actix_web::http::header::HeaderValue;
+use actix_web::middleware::{from_fn, Compress, Condition};
 use actix_web::{guard, web, App, Route};
 
 use crate::actors::alert::AlertActor;
@@ -82,6 +84,8 @@ pub struct AppState {
     pub reports: ActorHandle<ReportActor>,
     /// Where 5xx answers are recorded as internal errors.
     pub errors: ErrorTracker,
+    /// `Strict-Transport-Security`, when serving HTTPS with `http.tls.hsts`.
+    pub hsts: Option<HeaderValue>,
 }
 
 /// A route for GET, and HEAD too: a HEAD answer is the GET answer's head.
@@ -101,13 +105,16 @@ pub fn app(
         InitError = (),
     >,
 > {
+    let hsts = state.hsts.is_some();
     App::new()
         .app_data(state)
         // The last `wrap` is the outermost: the span and metrics see the
-        // guard's 413, 414 and 431 too, and every answer may be compressed.
+        // guard's 413, 414 and 431 too, every answer may be compressed, and
+        // every answer carries HSTS when it is on.
         .wrap(from_fn(middleware::limit_request))
         .wrap(from_fn(middleware::observe))
         .wrap(Compress::default())
+        .wrap(Condition::new(hsts, from_fn(middleware::hsts)))
         .route("/healthz", get().to(health::healthz))
         .route("/readyz", get().to(health::readyz))
         .route("/metrics", get().to(health::metrics))

@@ -133,8 +133,14 @@ pub async fn spawn_app_from_file(file: &Path) -> TestApp {
 impl TestApp {
     /// Runs the built worker in the background, for the test to call.
     fn running(app: Application, config: Config, database: TestDatabase) -> Self {
+        // Over HTTPS, by the name the test certificates carry (clients of
+        // such a worker are the test's own, trusting the test CA).
+        let address = match app.serves_https() {
+            true => format!("https://localhost:{}", app.port()),
+            false => format!("http://127.0.0.1:{}", app.port()),
+        };
         let test_app = TestApp {
-            address: format!("http://127.0.0.1:{}", app.port()),
+            address,
             client: reqwest::Client::new(),
             config,
             server: app.server_handle(),

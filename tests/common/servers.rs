@@ -1,11 +1,14 @@
 //! Real SMTP, S3 and FTP servers for destination tests, from PyPI (aiosmtpd,
-//! moto in server mode, pyftpdlib; `.ci/run` installs them), each a child
-//! process on a free loopback port, stopped when dropped.
+//! moto in server mode, pyftpdlib; `.ci/run` installs them), and a TLS-only
+//! `redis-server`, each a child process on a free loopback port, stopped
+//! when dropped.
 
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::pki::Issued;
 
 /// A server child process on a free loopback port, killed (and its directory removed) when dropped.
 pub struct Server {
@@ -47,15 +50,45 @@ fn spawn(args: &[&str], port: u16, dir: PathBuf) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .expect("python3 runs (aiosmtpd and pyftpdlib come from .ci/run)");
+    listening(child, port, dir, &format!("the {args:?} server"))
+}
+
+/// `child` once it accepts connections on `port` (killed with a panic when
+/// it has not within 15 s).
+fn listening(child: Child, port: u16, dir: PathBuf, what: &str) -> Server {
+    // Built first, so that a panic below kills the child.
+    let server = Server { port, dir, child };
     let deadline = Instant::now() + Duration::from_secs(15);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the {args:?} server did not start"
-        );
+        assert!(Instant::now() < deadline, "{what} did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Server { port, dir, child }
+    server
+}
+
+/// A `redis-server` (7.0, built with TLS) that speaks only TLS, on a free
+/// loopback port, presenting `cert`; clients are checked against the CA in
+/// `ca_file`, and with `require_client_cert` must present a certificate it
+/// issued (`--tls-auth-clients yes`).
+pub fn redis_tls(ca_file: &Path, cert: &Issued, require_client_cert: bool) -> Server {
+    let (port, dir) = (free_port(), scratch_dir("redis"));
+    let path = |path: &Path| path.to_str().unwrap().to_owned();
+    let child = Command::new("redis-server")
+        .args(["--port", "0", "--bind", "127.0.0.1", "--tls-port"])
+        .arg(port.to_string())
+        .args(["--tls-cert-file", &path(&cert.cert_file)])
+        .args(["--tls-key-file", &path(&cert.key_file)])
+        .args(["--tls-ca-cert-file", &path(ca_file)])
+        .args([
+            "--tls-auth-clients",
+            if require_client_cert { "yes" } else { "no" },
+        ])
+        .args(["--save", "", "--appendonly", "no", "--dir", &path(&dir)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server runs (scripts/test needs it installed)");
+    listening(child, port, dir, "redis-server with TLS")
 }
 
 /// An SMTP server storing every message in the Maildir `dir/box`.

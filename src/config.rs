@@ -833,6 +833,12 @@ impl Config {
             })
             .collect();
         refusals.extend(self.database.url.production_refusal());
+        if !self.redis.tls() && !self.redis.url.is_loopback() {
+            refusals.push(format!(
+                "redis.url reaches a host other than this machine in clear text: use rediss:// ({})",
+                self.redis.url
+            ));
+        }
         refusals
     }
 
@@ -1091,13 +1097,7 @@ impl PostgresUrl {
         use tokio_postgres::config::{Host, SslMode};
         let loopback = self.parsed.get_hosts().iter().all(|host| match host {
             Host::Unix(_) => true,
-            Host::Tcp(name) => {
-                name == "localhost"
-                    || name
-                        .trim_matches(|c| c == '[' || c == ']')
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback())
-            }
+            Host::Tcp(name) => loopback_host(name),
         });
         let required = !matches!(
             self.parsed.get_ssl_mode(),
@@ -1163,6 +1163,24 @@ impl RedisUrl {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A Unix socket, or a TCP host on this machine.
+    fn is_loopback(&self) -> bool {
+        match url::Url::parse(&self.0) {
+            Ok(url) if url.scheme().contains("unix") => true,
+            Ok(url) => url.host_str().is_some_and(loopback_host),
+            Err(_) => false,
+        }
+    }
+}
+
+/// `localhost` or a loopback address (IPv6 in brackets or not).
+fn loopback_host(name: &str) -> bool {
+    name == "localhost"
+        || name
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl FromStr for RedisUrl {

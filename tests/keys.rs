@@ -180,25 +180,29 @@ fn production_refuses_generated_keys_and_a_database_in_clear() {
 
     let remote = [
         &keys[..],
-        &[(
-            "AUDIT_WORKER__DATABASE__URL",
-            "postgres://audit@192.0.2.10:5432/audit",
-        )],
+        &[
+            (
+                "AUDIT_WORKER__DATABASE__URL",
+                "postgres://audit@192.0.2.10:5432/audit",
+            ),
+            ("AUDIT_WORKER__REDIS__URL", "redis://cache.internal:6379/0"),
+        ],
     ]
     .concat();
     let output = run(&["check-config"], &remote);
     assert!(!output.status.success());
     let stderr = text(&output.stderr);
+    let reasons: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.trim_start().starts_with("- "))
+        .collect();
+    assert_eq!(reasons.len(), 2, "{stderr}");
     assert!(
-        stderr.contains("database.url") && stderr.contains("sslmode=require"),
+        reasons[0].contains("database.url") && reasons[0].contains("sslmode=require"),
         "{stderr}"
     );
-    assert_eq!(
-        stderr
-            .lines()
-            .filter(|l| l.trim_start().starts_with("- "))
-            .count(),
-        1,
+    assert!(
+        reasons[1].contains("redis.url") && reasons[1].contains("rediss://"),
         "{stderr}"
     );
 }

@@ -314,62 +314,98 @@ pub async fn rotate_encryption(
     })
 }
 
+/// Re-seals one value (of the organization given first) under the current
+/// key: `None` when it already is, `Err` when no key of the ring opens it.
+type Reseal<'a> = &'a dyn Fn(&str, &str) -> Result<Option<String>, ()>;
+
+/// Where sealed values live, and how one is re-sealed.
+struct SealedColumn<'a> {
+    /// `organization_id`, `id` and the sealed value (as text) of every row,
+    /// locked (`FOR UPDATE`).
+    select: &'static str,
+    /// Sets the values of rows named by `unnest($1 organization_id, $2 id, $3 value)`.
+    update: &'static str,
+    what: &'static str,
+    setting: &'static str,
+    reseal: Reseal<'a>,
+}
+
 /// Rows are read through a cursor, a page at a time: a mapping table of
 /// millions of subjects never sits in memory at once.
 const PAGE: i64 = 1000;
+
+/// Re-seals every value of `column` not sealed under the current key; how
+/// many, counted per organization into `organizations` too.
+async fn reseal_column(
+    transaction: &Transaction<'_>,
+    column: SealedColumn<'_>,
+    organizations: &mut BTreeMap<String, u64>,
+) -> Result<u64, RotationError> {
+    let declare = format!("DECLARE sealed CURSOR FOR {}", column.select);
+    transaction
+        .batch_execute(&declare)
+        .await
+        .map_err(DbError::from)?;
+    let mut resealed = 0;
+    loop {
+        let rows = transaction
+            .query(&format!("FETCH {PAGE} FROM sealed"), &[])
+            .await
+            .map_err(DbError::from)?;
+        if rows.is_empty() {
+            break;
+        }
+        let (mut owners, mut ids, mut values) = (Vec::new(), Vec::new(), Vec::new());
+        for row in &rows {
+            let (organization, id, sealed): (String, i64, String) =
+                (row.get(0), row.get(1), row.get(2));
+            let unopenable = || RotationError::Unopenable {
+                what: column.what,
+                id: id.to_string(),
+                organization: organization.clone(),
+                setting: column.setting,
+            };
+            let Some(value) = (column.reseal)(&organization, &sealed).map_err(|()| unopenable())?
+            else {
+                continue;
+            };
+            *organizations.entry(organization.clone()).or_default() += 1;
+            owners.push(organization);
+            ids.push(id);
+            values.push(value);
+        }
+        resealed += transaction
+            .execute(column.update, &[&owners, &ids, &values])
+            .await
+            .map_err(DbError::from)?;
+    }
+    transaction
+        .batch_execute("CLOSE sealed")
+        .await
+        .map_err(DbError::from)?;
+    Ok(resealed)
+}
 
 async fn reseal_destinations(
     transaction: &Transaction<'_>,
     secrets: &SecretBox,
     organizations: &mut BTreeMap<String, u64>,
 ) -> Result<u64, RotationError> {
-    transaction
-        .batch_execute(
-            "DECLARE destinations CURSOR FOR \
-             SELECT id, organization_id, config FROM delivery_destinations FOR UPDATE",
-        )
-        .await
-        .map_err(DbError::from)?;
-    let mut resealed = 0;
-    loop {
-        let rows = transaction
-            .query(&format!("FETCH {PAGE} FROM destinations"), &[])
-            .await
-            .map_err(DbError::from)?;
-        if rows.is_empty() {
-            break;
-        }
-        for row in &rows {
-            let (id, organization): (i64, String) = (row.get(0), row.get(1));
-            let stored: serde_json::Value = row.get(2);
-            let Some(config) = DestinationConfig::resealed(&stored, secrets).map_err(|_| {
-                RotationError::Unopenable {
-                    what: "destination",
-                    id: id.to_string(),
-                    organization: organization.clone(),
-                    setting: "delivery.encryption_key",
-                }
-            })?
-            else {
-                continue;
-            };
-            transaction
-                .execute(
-                    "UPDATE delivery_destinations SET config = $3 \
-                     WHERE organization_id = $1 AND id = $2",
-                    &[&organization, &id, &config],
-                )
-                .await
-                .map_err(DbError::from)?;
-            resealed += 1;
-            *organizations.entry(organization).or_default() += 1;
-        }
-    }
-    transaction
-        .batch_execute("CLOSE destinations")
-        .await
-        .map_err(DbError::from)?;
-    Ok(resealed)
+    let reseal = |_: &str, stored: &str| {
+        let stored = serde_json::from_str(stored).map_err(|_| ())?;
+        let resealed = DestinationConfig::resealed(&stored, secrets).map_err(|_| ())?;
+        Ok(resealed.map(|config| config.to_string()))
+    };
+    let column = SealedColumn {
+        select: "SELECT organization_id, id, config::text FROM delivery_destinations FOR UPDATE",
+        update: "UPDATE delivery_destinations AS d SET config = r.config::jsonb \
+                 FROM unnest($1::varchar[], $2::bigint[], $3::text[]) AS r (organization_id, id, config) \
+                 WHERE d.organization_id = r.organization_id AND d.id = r.id",
+        what: "destination",
+        setting: "delivery.encryption_key",
+        reseal: &reseal,
+    };
+    reseal_column(transaction, column, organizations).await
 }
 
 async fn reseal_originals(
@@ -377,55 +413,19 @@ async fn reseal_originals(
     pseudonyms: &PseudonymKeys,
     organizations: &mut BTreeMap<String, u64>,
 ) -> Result<u64, RotationError> {
-    transaction
-        .batch_execute(
-            "DECLARE originals CURSOR FOR \
-             SELECT id, organization_id, original_id FROM pseudonym_mapping FOR UPDATE",
-        )
-        .await
-        .map_err(DbError::from)?;
-    let mut resealed = 0;
-    loop {
-        let rows = transaction
-            .query(&format!("FETCH {PAGE} FROM originals"), &[])
-            .await
-            .map_err(DbError::from)?;
-        if rows.is_empty() {
-            break;
-        }
-        let (mut ids, mut owners, mut sealed) = (Vec::new(), Vec::new(), Vec::new());
-        for row in &rows {
-            let (id, organization, original): (i64, String, String) =
-                (row.get(0), row.get(1), row.get(2));
-            let Some(resealed) = pseudonyms
-                .reseal_original(&organization, &original)
-                .map_err(|_| RotationError::Unopenable {
-                    what: "pseudonym mapping",
-                    id: id.to_string(),
-                    organization: organization.clone(),
-                    setting: "gdpr.encryption_key",
-                })?
-            else {
-                continue;
-            };
-            ids.push(id);
-            sealed.push(resealed);
-            owners.push(organization.clone());
-            *organizations.entry(organization).or_default() += 1;
-        }
-        resealed += transaction
-            .execute(
-                "UPDATE pseudonym_mapping AS m SET original_id = r.sealed \
+    let reseal = |organization: &str, sealed: &str| {
+        pseudonyms
+            .reseal_original(organization, sealed)
+            .map_err(|_| ())
+    };
+    let column = SealedColumn {
+        select: "SELECT organization_id, id, original_id FROM pseudonym_mapping FOR UPDATE",
+        update: "UPDATE pseudonym_mapping AS m SET original_id = r.sealed \
                  FROM unnest($1::varchar[], $2::bigint[], $3::text[]) AS r (organization_id, id, sealed) \
                  WHERE m.organization_id = r.organization_id AND m.id = r.id",
-                &[&owners, &ids, &sealed],
-            )
-            .await
-            .map_err(DbError::from)?;
-    }
-    transaction
-        .batch_execute("CLOSE originals")
-        .await
-        .map_err(DbError::from)?;
-    Ok(resealed)
+        what: "pseudonym mapping",
+        setting: "gdpr.encryption_key",
+        reseal: &reseal,
+    };
+    reseal_column(transaction, column, organizations).await
 }

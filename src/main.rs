@@ -37,7 +37,8 @@ enum Command {
     Serve,
     /// Create the database if needed and apply pending migrations, then exit.
     Migrate,
-    /// Validate the configuration and print the effective values (passwords masked).
+    /// Validate the configuration and print the effective values (passwords masked),
+    /// then say on stderr how the database connection is secured.
     CheckConfig,
     /// Issue, list and revoke API keys.
     #[command(subcommand)]
@@ -193,7 +194,7 @@ async fn run(
 ) -> Result<ExitCode, CommandError> {
     let config = &config;
     match command {
-        Command::CheckConfig => commands::check_config(config),
+        Command::CheckConfig => commands::check_config(config).await,
         Command::Verify {
             org,
             from,

@@ -71,8 +71,12 @@ impl TestCa {
         let cert = params.signed_by(&key, &self.issuer).expect("signed");
         let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
         Issued {
-            cert_file: self.directory.write(&format!("{file}.crt"), cert_pem.as_bytes()),
-            key_file: self.directory.write(&format!("{file}.key"), key_pem.as_bytes()),
+            cert_file: self
+                .directory
+                .write(&format!("{file}.crt"), cert_pem.as_bytes()),
+            key_file: self
+                .directory
+                .write(&format!("{file}.key"), key_pem.as_bytes()),
             cert_pem,
             key_pem,
         }

@@ -37,11 +37,12 @@ pub mod witnesses;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{DatabaseConfig, PostgresUrl};
 use bb8_postgres::PostgresConnectionManager;
+use tokio_postgres::error::SqlState;
+
+use crate::config::{DatabaseConfig, PostgresUrl};
 use health::DbHealth;
 use tls::{SslMode, TlsFailure, TlsState};
-use tokio_postgres::error::SqlState;
 
 /// The shared pool: the only PostgreSQL handle actors and handlers use.
 #[derive(Clone)]

@@ -16,7 +16,11 @@
 //! - ingest with the append-only triggers of migration V17 on against off: two
 //!   more fresh workers, the triggers of one switched off by its owner
 //!   (`ALTER TABLE … DISABLE TRIGGER USER`), measured in turns like the Redis
-//!   outage. Run alone with `cargo bench --bench ingest -- append-only`.
+//!   outage. Run alone with `cargo bench --bench ingest -- append-only`;
+//! - ingest through a TLS connection to PostgreSQL against a plain one: two
+//!   more fresh workers on the same server, `sslmode=require` and
+//!   `sslmode=disable`, measured in turns like the Redis outage. Run alone
+//!   with `cargo bench --bench ingest -- tls`.
 //!
 //! Request bodies and rows are built before the clocks start, so the figures
 //! are the worker's (or PostgreSQL's), not the generator's. It prints figures
@@ -76,6 +80,11 @@ const OUTAGE_ONLY: &str = "redis-outage";
 const TRIGGERS_ONLY: &str = "append-only";
 /// Floor of the trust issue: ingest with the triggers on over ingest without them.
 const MIN_TRIGGERS_RATIO: f64 = 0.9;
+/// The command-line word that runs the TLS comparison alone.
+const TLS_ONLY: &str = "tls";
+/// Floor of the production-posture issue: ingest through a TLS database
+/// connection over ingest through a plain one.
+const MIN_TLS_RATIO: f64 = 0.9;
 
 const ACTIONS: [&str; 8] = [
     "patient.record.read",
@@ -105,6 +114,10 @@ async fn main() {
         append_only_triggers(&pool).await;
         return;
     }
+    if std::env::args().any(|arg| arg == TLS_ONLY) {
+        tls_against_plain(&pool).await;
+        return;
+    }
     let mut bench = Bench::start(pool.clone()).await;
     for batch in BATCH_SIZES {
         bench.throughput(batch).await;
@@ -120,6 +133,57 @@ async fn main() {
     bench.stop().await;
     redis_outage(&pool).await;
     append_only_triggers(&pool).await;
+    tls_against_plain(&pool).await;
+}
+
+/// Ingest through a TLS connection to PostgreSQL against a plain one, in
+/// alternating turns: the same server (it offers TLS), one worker with
+/// `sslmode=require`, the other with `sslmode=disable`.
+async fn tls_against_plain(pool: &Arc<Vec<SampleEvent>>) {
+    println!("\n== PostgreSQL over TLS against in clear ==");
+    let tls = Worker::start_with_url_query("sslmode=require", &[]).await;
+    let plain = Worker::start_with_url_query("sslmode=disable", &[]).await;
+    for (name, worker) in [("sslmode=require", &tls), ("sslmode=disable", &plain)] {
+        println!("{name}: /readyz says {}", readyz_tls(worker).await);
+    }
+    let turns = Turns::measure(pool, [("TLS", &tls), ("plain", &plain)]).await;
+    println!("\n== summary, PostgreSQL over TLS ({CLIENTS} concurrent clients, median of {TURNS} turns each) ==");
+    for (what, rates) in [
+        (format!("batch={TURN_BATCH}"), &turns.batch_rates),
+        ("single events".to_owned(), &turns.single_rates),
+    ] {
+        let [tls_rate, plain_rate] = rates.clone().map(median);
+        let ratio = tls_rate / plain_rate;
+        println!(
+            "ingest {what}: TLS {} ev/s, plain {} ev/s, ratio {ratio:.2} (floor >= {MIN_TLS_RATIO}: {})",
+            grouped(tls_rate),
+            grouped(plain_rate),
+            verdict(ratio >= MIN_TLS_RATIO)
+        );
+    }
+    let [tls_p50, plain_p50] = turns.single_p50.clone().map(median_duration);
+    println!(
+        "single-event p50: TLS {:.2} ms, plain {:.2} ms",
+        ms(tls_p50),
+        ms(plain_p50)
+    );
+    turns.finish([tls, plain]).await;
+}
+
+/// `checks.postgres.tls` of the worker's `/readyz`: how its pool's connections are secured.
+async fn readyz_tls(worker: &Worker) -> Value {
+    let body: Value = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("build the readiness client")
+        .get(format!("{}/readyz", worker.base_url()))
+        .send()
+        .await
+        .expect("the worker answers /readyz")
+        .json()
+        .await
+        .expect("/readyz answers JSON");
+    body["checks"]["postgres"]["tls"].clone()
 }
 
 /// Ingest with the append-only triggers on against off, in alternating turns.

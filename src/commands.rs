@@ -66,12 +66,33 @@ pub async fn migrate(config: &Config) -> Result<(), CommandError> {
 }
 
 /// Prints the effective configuration as JSON, URLs with their passwords
-/// masked, keys by their references; fails as `serve` would in production.
-pub fn check_config(config: &Config) -> Result<(), CommandError> {
+/// masked; then, on stderr, how the database connection is secured, from one
+/// connection. A database that cannot be reached leaves the configuration
+/// valid; a failed TLS negotiation does not (it will not heal by waiting).
+pub async fn check_config(config: &Config) -> Result<(), CommandError> {
     config.check_production()?;
     let rendered = serde_json::to_string_pretty(config)?;
     println!("configuration is valid\n{rendered}");
+    match db::connection_tls(&config.database).await {
+        Ok(state) => eprintln!("database: {}", state.describe()),
+        Err(error @ DbError::Tls { .. }) => return Err(error.into()),
+        Err(DbError::Postgres(error)) => {
+            eprintln!("database: could not connect ({})", with_causes(&error))
+        }
+        Err(error) => eprintln!("database: could not connect ({error})"),
+    }
     Ok(())
+}
+
+/// `error: cause: cause…` (tokio-postgres's own display names only its kind).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
 }
 
 /// Prints the verification report; `Ok(valid)`. `checkpoint`: a file, or a

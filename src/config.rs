@@ -6,6 +6,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -13,6 +14,8 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use crate::db::tls::SslMode;
+use crate::db::tls::{PgTls, TlsParams};
 use crate::deliveries::network_policy::{Network, NetworkPolicy};
 
 /// The documented defaults, compiled in so the binary runs without any file.
@@ -1074,15 +1077,63 @@ fn invalid(key: &'static str, reason: &str) -> ConfigError {
 
 /// A PostgreSQL URL, parsed when the configuration is read so that a typo is
 /// reported with its key; printed without its password.
+///
+/// libpq's TLS parameters (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`)
+/// are taken out before tokio-postgres parses the rest (it knows neither the
+/// verifying modes nor the files), and their files read at once
+/// ([`PgTls::load`]); `raw` keeps them, for display and [`with_database`](Self::with_database).
 #[derive(Clone)]
 pub struct PostgresUrl {
     raw: String,
     parsed: tokio_postgres::Config,
+    tls: Arc<PgTls>,
 }
 
 impl PostgresUrl {
     pub fn config(&self) -> &tokio_postgres::Config {
         &self.parsed
+    }
+
+    /// The TLS settings every connection to this URL uses.
+    pub fn tls(&self) -> &PgTls {
+        &self.tls
+    }
+
+    /// The `sslmode` in force: libpq's default `prefer` when the URL names none.
+    pub fn ssl_mode(&self) -> SslMode {
+        self.tls.mode()
+    }
+
+    /// Whether every host is this machine: a Unix socket, `localhost` or a
+    /// loopback address (and so is every `hostaddr`). False for a URL without hosts.
+    pub fn is_loopback_only(&self) -> bool {
+        use tokio_postgres::config::Host;
+        let hosts = self.parsed.get_hosts();
+        !hosts.is_empty()
+            && hosts.iter().all(|host| match host {
+                Host::Unix(_) => true,
+                Host::Tcp(name) => loopback_host(name),
+            })
+            && self
+                .parsed
+                .get_hostaddrs()
+                .iter()
+                .all(|ip| ip.is_loopback())
+    }
+
+    /// The hosts, for messages (`db1,db2`; a socket folder as a path).
+    pub fn hosts(&self) -> String {
+        use tokio_postgres::config::Host;
+        let hosts: Vec<String> = self
+            .parsed
+            .get_hosts()
+            .iter()
+            .map(|host| match host {
+                Host::Tcp(name) => name.clone(),
+                Host::Unix(path) => path.display().to_string(),
+            })
+            .collect();
+        hosts.join(",")
     }
 
     /// The database this URL names (`postgres` when it names none, as libpq does).
@@ -1094,23 +1145,14 @@ impl PostgresUrl {
     /// not this machine (the connection would carry PHI in clear, or to
     /// whoever answers).
     fn production_refusal(&self) -> Option<String> {
-        use tokio_postgres::config::{Host, SslMode};
-        let loopback = self.parsed.get_hosts().iter().all(|host| match host {
-            Host::Unix(_) => true,
-            Host::Tcp(name) => loopback_host(name),
-        });
-        let required = !matches!(
-            self.parsed.get_ssl_mode(),
-            SslMode::Disable | SslMode::Prefer
-        );
-        (!loopback && !required).then(|| {
+        (self.ssl_mode() < SslMode::Require && !self.is_loopback_only()).then(|| {
             format!(
                 "database.url reaches a host other than this machine without sslmode=require or stronger ({self})"
             )
         })
     }
 
-    /// The same server and credentials, another database.
+    /// The same server, credentials and TLS settings, another database.
     pub fn with_database(&self, name: &str) -> Self {
         let mut parsed = self.parsed.clone();
         parsed.dbname(name);
@@ -1118,7 +1160,11 @@ impl PostgresUrl {
             Some((base, query)) => format!("{}/{name}?{query}", strip_path(base)),
             None => format!("{}/{name}", strip_path(&self.raw)),
         };
-        Self { raw, parsed }
+        Self {
+            raw,
+            parsed,
+            tls: self.tls.clone(),
+        }
     }
 }
 
@@ -1131,14 +1177,108 @@ fn strip_path(url: &str) -> &str {
     }
 }
 
+/// Takes libpq's TLS parameters out of a connection string, URL
+/// (`postgres://…?sslmode=verify-full&…`) or key/value (`host=… sslmode=…`):
+/// what remains is for tokio-postgres.
+fn split_tls_params(raw: &str) -> Result<(String, TlsParams), String> {
+    let mut params = TlsParams::default();
+    if !(raw.starts_with("postgres://") || raw.starts_with("postgresql://")) {
+        let mut rest = String::with_capacity(raw.len());
+        let mut copied = 0;
+        for (span, name, value) in key_value_pairs(raw)? {
+            if params.take(&name, value) {
+                rest.push_str(&raw[copied..span.start]);
+                copied = span.end;
+            }
+        }
+        rest.push_str(&raw[copied..]);
+        return Ok((rest, params));
+    }
+    let Some((base, query)) = raw.split_once('?') else {
+        return Ok((raw.to_owned(), params));
+    };
+    let decode = |text: &str| {
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8()
+            .map(|decoded| decoded.into_owned())
+            .map_err(|error| format!("parameter `{text}`: {error}"))
+    };
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if !params.take(&decode(name)?, decode(value)?) {
+            kept.push(pair);
+        }
+    }
+    let rest = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((rest, params))
+}
+
+/// The `name = value` pairs of a key/value connection string, each with the
+/// bytes it spans, values unquoted and unescaped as libpq reads them. Written
+/// here because tokio-postgres keeps its parser private.
+fn key_value_pairs(raw: &str) -> Result<Vec<(std::ops::Range<usize>, String, String)>, String> {
+    let mut pairs = Vec::new();
+    let mut chars = raw.char_indices().peekable();
+    let skip_spaces = |chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>| {
+        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+    };
+    loop {
+        skip_spaces(&mut chars);
+        let Some(&(start, _)) = chars.peek() else {
+            return Ok(pairs);
+        };
+        let mut name = String::new();
+        while let Some((_, c)) = chars.next_if(|(_, c)| *c != '=' && !c.is_whitespace()) {
+            name.push(c);
+        }
+        skip_spaces(&mut chars);
+        if chars.next_if(|(_, c)| *c == '=').is_none() {
+            return Err(format!("`{name}` has no `=` and value"));
+        }
+        skip_spaces(&mut chars);
+        let quoted = chars.next_if(|(_, c)| *c == '\'').is_some();
+        let mut value = String::new();
+        let mut end = raw.len();
+        let mut closed = !quoted;
+        while let Some((at, c)) = chars.next() {
+            match c {
+                '\\' => value.extend(chars.next().map(|(_, escaped)| escaped)),
+                '\'' if quoted => {
+                    closed = true;
+                    end = at + 1;
+                    break;
+                }
+                c if !quoted && c.is_whitespace() => {
+                    end = at;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        if !closed {
+            return Err(format!("the quoted value of `{name}` is not closed"));
+        }
+        pairs.push((start..end, name, value));
+    }
+}
+
 impl FromStr for PostgresUrl {
     type Err = String;
 
     fn from_str(raw: &str) -> Result<Self, Self::Err> {
-        let parsed = tokio_postgres::Config::from_str(raw).map_err(|e| e.to_string())?;
+        let (rest, params) = split_tls_params(raw)?;
+        let mut parsed = tokio_postgres::Config::from_str(&rest).map_err(|e| e.to_string())?;
+        let tls = PgTls::load(&params).map_err(|e| e.to_string())?;
+        parsed.ssl_mode(tls.driver_mode());
         Ok(Self {
             raw: raw.to_owned(),
             parsed,
+            tls: Arc::new(tls),
         })
     }
 }
@@ -1176,9 +1316,9 @@ impl RedisUrl {
 
 /// `localhost` or a loopback address (IPv6 in brackets or not).
 fn loopback_host(name: &str) -> bool {
-    name == "localhost"
+    name.eq_ignore_ascii_case("localhost")
         || name
-            .trim_matches(|c| c == '[' || c == ']')
+            .trim_matches(['[', ']'])
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
 }
@@ -1281,6 +1421,90 @@ mod tests {
             "postgres://app@db:5432/postgres?connect_timeout=3"
         );
         assert_eq!(url.database_name(), "audit");
+    }
+
+    #[test]
+    fn tls_parameters_are_taken_out_of_the_url_and_kept_for_display() {
+        let url: PostgresUrl =
+            "postgres://app@db:5432/audit?sslmode=verify-full&sslrootcert=system&connect_timeout=3"
+                .parse()
+                .unwrap();
+        assert_eq!(url.ssl_mode(), SslMode::VerifyFull);
+        assert_eq!(
+            url.config().get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
+        assert_eq!(
+            url.config().get_connect_timeout(),
+            Some(&Duration::from_secs(3))
+        );
+        let admin = url.with_database("postgres");
+        assert_eq!(admin.ssl_mode(), SslMode::VerifyFull);
+        assert_eq!(
+            admin.to_string(),
+            "postgres://app@db:5432/postgres?sslmode=verify-full&sslrootcert=system&connect_timeout=3"
+        );
+
+        let plain: PostgresUrl = "postgres://app@db/audit".parse().unwrap();
+        assert_eq!(plain.ssl_mode(), SslMode::Prefer);
+        let disabled: PostgresUrl = "postgres://app@db/audit?sslmode=disable".parse().unwrap();
+        assert_eq!(
+            disabled.config().get_ssl_mode(),
+            tokio_postgres::config::SslMode::Disable
+        );
+    }
+
+    #[test]
+    fn tls_parameters_are_taken_out_of_a_key_value_string() {
+        let (rest, params) = split_tls_params(
+            "host=db sslmode = verify-ca sslrootcert='/etc/my ca/root.crt' dbname=audit sslkey=/k\\ey",
+        )
+        .unwrap();
+        assert_eq!(params.sslmode.as_deref(), Some("verify-ca"));
+        assert_eq!(params.sslrootcert.as_deref(), Some("/etc/my ca/root.crt"));
+        assert_eq!(
+            params.sslkey.as_deref(),
+            Some("/key"),
+            "a backslash escapes"
+        );
+        let parsed = tokio_postgres::Config::from_str(&rest).unwrap();
+        assert_eq!(parsed.get_dbname(), Some("audit"));
+        assert!(split_tls_params("host=db sslmode").is_err());
+        assert!(split_tls_params("host=db sslrootcert='/open").is_err());
+    }
+
+    #[test]
+    fn a_bad_tls_parameter_names_the_url_key_and_the_file() {
+        for (url, expected) in [
+            ("postgres://h/d?sslmode=verify-full", "needs sslrootcert"),
+            ("postgres://h/d?sslmode=allow", "sslmode `allow`"),
+            (
+                "postgres://h/d?sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem",
+                "sslrootcert /nonexistent/ca.pem",
+            ),
+        ] {
+            let figment = Figment::from(Toml::string(DEFAULTS))
+                .merge(Toml::string(&format!("[database]\nurl = \"{url}\"\n")));
+            let error = Config::extract(figment).unwrap_err().to_string();
+            assert!(error.contains("database.url"), "{error}");
+            assert!(error.contains(expected), "{error}");
+        }
+    }
+
+    #[test]
+    fn loopback_only_means_every_host_is_this_machine() {
+        for (url, loopback) in [
+            ("postgres://u@127.0.0.1/d", true),
+            ("postgres://u@localhost:5433/d", true),
+            ("postgres://u@[::1]/d", true),
+            ("postgres://u@%2Frun%2Fpostgresql/d", true),
+            ("postgres://u@localhost,db.internal/d", false),
+            ("postgres://u@db.internal/d", false),
+            ("postgres://u@localhost/d?hostaddr=10.0.0.5", false),
+        ] {
+            let url: PostgresUrl = url.parse().unwrap();
+            assert_eq!(url.is_loopback_only(), loopback, "{url}");
+        }
     }
 
     #[test]

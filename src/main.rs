@@ -39,7 +39,8 @@ enum Command {
     Serve,
     /// Create the database if needed and apply pending migrations, then exit.
     Migrate,
-    /// Validate the configuration and print the effective values (passwords masked).
+    /// Validate the configuration and print the effective values (passwords masked),
+    /// then say on stderr how the database connection is secured.
     CheckConfig,
     /// Issue, list, rotate and revoke API keys.
     #[command(subcommand)]
@@ -247,7 +248,7 @@ async fn run(
 ) -> Result<ExitCode, CommandError> {
     let config = &config;
     match command {
-        Command::CheckConfig => commands::check_config(config),
+        Command::CheckConfig => commands::check_config(config).await,
         Command::Verify {
             org,
             from,

@@ -32,12 +32,25 @@ impl Worker {
     /// Starts `audit-worker serve` with the bench's configuration plus
     /// `settings` (`AUDIT_WORKER__*` overrides) and waits until `/readyz` answers 200.
     pub async fn start(settings: &[(&str, String)]) -> Self {
+        Self::start_with_url_query("", settings).await
+    }
+
+    /// [`start`](Self::start), with `query` (`sslmode=require`, say) on the
+    /// worker's database URL.
+    pub async fn start_with_url_query(query: &str, settings: &[(&str, String)]) -> Self {
         let database = format!("bench_{}", &Uuid::new_v4().simple().to_string()[..12]);
         let log = PathBuf::from(format!("/tmp/{database}.log"));
         let port = free_port();
         let log_file = File::create(&log).expect("create the worker log in /tmp");
         let stderr = log_file.try_clone().expect("duplicate the log file handle");
-        let child = worker_command(port, &database)
+        let mut command = worker_command(port, &database);
+        if !query.is_empty() {
+            command.env(
+                "AUDIT_WORKER__DATABASE__URL",
+                format!("{}?{query}", database_url(&database)),
+            );
+        }
+        let child = command
             .envs(settings.iter().map(|(key, value)| (*key, value.as_str())))
             .arg("serve")
             .stdout(log_file)

@@ -5,16 +5,18 @@
 //! probe in the background finds out when it is back.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bb8::ManageConnection;
 use bb8_postgres::PostgresConnectionManager;
 use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
-use super::connection_lost;
+use super::tls::{Connector, SslMode};
+use super::{connection_lost, tls_error};
+use crate::config::PostgresUrl;
 
 /// How often the probe tries to connect while PostgreSQL is unreachable; also
 /// the `Retry-After` a request gets meanwhile.
@@ -30,16 +32,43 @@ pub struct DbHealth {
     went_down: Notify,
     /// How the probe connects: as the pool does.
     connect: tokio_postgres::Config,
+    /// The URL the pool connects to: its TLS connector, and the words of a
+    /// failed TLS negotiation.
+    url: PostgresUrl,
+    /// How the last connection attempt failed, for [`DbError::Down`](super::DbError::Down)
+    /// (what `/readyz` shows).
+    last_failure: Mutex<String>,
 }
 
 impl DbHealth {
-    pub fn new(connect: tokio_postgres::Config) -> Arc<Self> {
+    pub fn new(connect: tokio_postgres::Config, url: PostgresUrl) -> Arc<Self> {
         Arc::new(Self {
             down: AtomicBool::new(false),
             probing: AtomicBool::new(false),
             went_down: Notify::new(),
             connect,
+            url,
+            last_failure: Mutex::new(String::new()),
         })
+    }
+
+    /// The `sslmode` the pool's connections use.
+    pub fn ssl_mode(&self) -> SslMode {
+        self.url.ssl_mode()
+    }
+
+    /// How the last connection attempt failed.
+    pub fn last_failure(&self) -> String {
+        let failure = self.last_failure.lock().unwrap_or_else(|e| e.into_inner());
+        if failure.is_empty() {
+            "a connection attempt failed".to_owned()
+        } else {
+            failure.clone()
+        }
+    }
+
+    fn connector(&self) -> Connector {
+        self.url.tls().connector()
     }
 
     /// Whether PostgreSQL is known to be unreachable now.
@@ -55,9 +84,19 @@ impl DbHealth {
 
     /// Records a failed connection and starts the probe, unless one runs.
     fn mark_down(self: &Arc<Self>, error: &tokio_postgres::Error) {
+        // A failed TLS negotiation in the operator's words; otherwise the
+        // driver's, with its cause.
+        let failure = match tls_error(&self.url, error) {
+            Some(tls) => tls.to_string(),
+            None => match std::error::Error::source(error) {
+                Some(cause) => format!("{error}: {cause}"),
+                None => error.to_string(),
+            },
+        };
         if !self.down.swap(true, Ordering::AcqRel) {
-            tracing::warn!(%error, "PostgreSQL is unreachable: requests that need it get 503 until it is back");
+            tracing::warn!(error = %failure, "PostgreSQL is unreachable: requests that need it get 503 until it is back");
         }
+        *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = failure;
         self.went_down.notify_waiters();
         self.start_probe();
     }
@@ -95,7 +134,7 @@ impl DbHealth {
     }
 
     async fn probe(&self) -> Result<(), tokio_postgres::Error> {
-        let (client, connection) = self.connect.connect(NoTls).await?;
+        let (client, connection) = self.connect.connect(self.connector()).await?;
         let driver = tokio::spawn(connection);
         let outcome = client.simple_query("SELECT 1").await.map(drop);
         drop(client);
@@ -109,7 +148,7 @@ impl DbHealth {
 /// unreachable: a pooled connection found closed on checkout says nothing of
 /// the server (it may have restarted a moment ago).
 pub struct Manager {
-    pub inner: PostgresConnectionManager<NoTls>,
+    pub inner: PostgresConnectionManager<Connector>,
     pub health: Arc<DbHealth>,
 }
 
@@ -121,7 +160,12 @@ impl ManageConnection for Manager {
         let connected = self.inner.connect().await;
         match &connected {
             Ok(_) => self.health.mark_up(),
-            Err(error) if connection_lost(error) => self.health.mark_down(error),
+            // A failed TLS negotiation, too: no request gets through until it is fixed.
+            Err(error)
+                if connection_lost(error) || self.health.url.tls().failure(error).is_some() =>
+            {
+                self.health.mark_down(error)
+            }
             Err(_) => {}
         }
         connected

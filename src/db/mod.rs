@@ -29,6 +29,7 @@ pub mod retention;
 pub mod roles;
 pub mod signing_keys;
 pub mod tenant;
+pub mod tls;
 pub mod trail;
 pub mod tree;
 pub mod verification;
@@ -39,10 +40,10 @@ use std::time::Duration;
 
 use bb8_postgres::PostgresConnectionManager;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::NoTls;
 
 use crate::config::{DatabaseConfig, PostgresUrl};
 use health::DbHealth;
+use tls::{SslMode, TlsFailure, TlsState};
 
 /// The shared pool: the only PostgreSQL handle actors and handlers use.
 #[derive(Clone)]
@@ -61,18 +62,19 @@ impl PgPool {
     /// A caller already waiting gives up as soon as a connection attempt
     /// fails, rather than at the end of its wait.
     pub async fn get(&self) -> Result<PooledClient<'_>, DbError> {
-        let down = DbError::Down {
+        let down = || DbError::Down {
             retry_after: health::PROBE_INTERVAL,
+            cause: self.health.last_failure(),
         };
         let went_down = self.health.went_down();
         tokio::pin!(went_down);
         went_down.as_mut().enable();
         if self.health.is_down() {
-            return Err(down);
+            return Err(down());
         }
         tokio::select! {
             connection = self.pool.get() => Ok(connection?),
-            () = went_down => Err(down),
+            () = went_down => Err(down()),
         }
     }
 
@@ -99,9 +101,21 @@ pub enum DbError {
     },
     #[error("no pooled PostgreSQL connection became available in time")]
     PoolTimeout,
-    /// A connection attempt failed moments ago and no probe has succeeded since.
-    #[error("PostgreSQL is unreachable")]
-    Down { retry_after: Duration },
+    /// A connection attempt failed moments ago and no probe has succeeded
+    /// since; `cause` says how it failed.
+    #[error("PostgreSQL is unreachable: {cause}")]
+    Down {
+        retry_after: Duration,
+        cause: String,
+    },
+    /// The TLS negotiation failed: the certificate or the server's offer does
+    /// not meet `sslmode` (waiting will not change that).
+    #[error("TLS handshake with {host} failed: {failure} (sslmode={mode})")]
+    Tls {
+        host: String,
+        mode: SslMode,
+        failure: TlsFailure,
+    },
     #[error("PostgreSQL did not answer within {0:?}")]
     Timeout(Duration),
     #[error("PostgreSQL error: {}", describe(.0))]
@@ -156,7 +170,8 @@ impl DbError {
             DbError::Unreachable { .. }
             | DbError::PoolTimeout
             | DbError::Timeout(_)
-            | DbError::Down { .. } => true,
+            | DbError::Down { .. }
+            | DbError::Tls { .. } => true,
             DbError::Postgres(error) => connection_lost(error),
             DbError::CreateDatabase { .. } | DbError::Decode(_) => false,
         }
@@ -188,9 +203,9 @@ fn connection_config(config: &DatabaseConfig, url: &PostgresUrl) -> tokio_postgr
 /// PostgreSQL outage later on degrades requests instead of failing start-up.
 pub fn pool(config: &DatabaseConfig) -> PgPool {
     let connect = connection_config(config, &config.url);
-    let health = DbHealth::new(connect.clone());
+    let health = DbHealth::new(connect.clone(), config.url.clone());
     let manager = health::Manager {
-        inner: PostgresConnectionManager::new(connect, NoTls),
+        inner: PostgresConnectionManager::new(connect, config.url.tls().connector()),
         health: Arc::clone(&health),
     };
     let pool = bb8::Pool::builder()
@@ -226,7 +241,7 @@ pub async fn connect_asynchronous_commit(
         None => BOOKKEEPING_OPTIONS.to_owned(),
     };
     pg.options(&options);
-    let (client, connection) = pg.connect(NoTls).await?;
+    let (client, connection) = pg.connect(config.url.tls().connector()).await?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "PostgreSQL connection closed");
@@ -240,7 +255,9 @@ pub async fn connect(
     config: &DatabaseConfig,
     url: &PostgresUrl,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, connection) = connection_config(config, url).connect(NoTls).await?;
+    let (client, connection) = connection_config(config, url)
+        .connect(url.tls().connector())
+        .await?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "PostgreSQL connection closed");
@@ -256,15 +273,18 @@ pub async fn connect_raw(
 ) -> Result<
     (
         tokio_postgres::Client,
-        tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+        tokio_postgres::Connection<tokio_postgres::Socket, tls::Stream>,
     ),
     tokio_postgres::Error,
 > {
-    connection_config(config, &config.url).connect(NoTls).await
+    connection_config(config, &config.url)
+        .connect(config.url.tls().connector())
+        .await
 }
 
 /// Creates the configured database when it does not exist yet, waiting up to
-/// `database.startup_timeout` for PostgreSQL to come up.
+/// `database.startup_timeout` for PostgreSQL to come up. A failed TLS
+/// negotiation ends the wait at once: it will not heal by waiting.
 #[tracing::instrument(skip_all, fields(database = config.url.database_name()))]
 pub async fn ensure_database(config: &DatabaseConfig) -> Result<(), DbError> {
     let started = tokio::time::Instant::now();
@@ -277,6 +297,9 @@ pub async fn ensure_database(config: &DatabaseConfig) -> Result<(), DbError> {
             }
             Err(error) => error,
         };
+        if let Some(tls) = tls_error(&config.url, &error) {
+            return Err(tls);
+        }
         if started.elapsed() >= config.startup_timeout {
             return Err(DbError::Unreachable {
                 url: config.url.to_string(),
@@ -293,6 +316,15 @@ pub async fn ensure_database(config: &DatabaseConfig) -> Result<(), DbError> {
         tracing::warn!(%error, "PostgreSQL is not reachable yet; retrying");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// [`DbError::Tls`] when `error` is a failed TLS negotiation with `url`'s server.
+pub(crate) fn tls_error(url: &PostgresUrl, error: &tokio_postgres::Error) -> Option<DbError> {
+    url.tls().failure(error).map(|failure| DbError::Tls {
+        host: url.hosts(),
+        mode: url.ssl_mode(),
+        failure,
+    })
 }
 
 /// Nothing listens at the address: PostgreSQL is not started (or elsewhere).
@@ -373,4 +405,51 @@ pub async fn ping(pool: &PgPool, timeout: Duration) -> Result<(), DbError> {
     tokio::time::timeout(timeout, round_trip)
         .await
         .map_err(|_| DbError::Timeout(timeout))?
+}
+
+/// How a new connection to the configured server is secured, bounded by
+/// `database.connect_timeout` (`check-config`). When the database does not
+/// exist yet, the server's `postgres` database answers instead.
+pub async fn connection_tls(config: &DatabaseConfig) -> Result<TlsState, DbError> {
+    let attempt = async {
+        let client = match connect(config, &config.url).await {
+            Err(error) if error.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
+                connect(config, &config.url.with_database("postgres")).await
+            }
+            connected => connected,
+        }
+        .map_err(|error| tls_error(&config.url, &error).unwrap_or(DbError::Postgres(error)))?;
+        tls_state(&client, config.url.ssl_mode()).await
+    };
+    tokio::time::timeout(config.connect_timeout, attempt)
+        .await
+        .map_err(|_| DbError::Timeout(config.connect_timeout))?
+}
+
+/// [`ping`], reading how the connection is secured on the way: `/readyz`'s
+/// probe (the same single round trip).
+pub async fn ping_tls(pool: &PgPool, timeout: Duration) -> Result<TlsState, DbError> {
+    let mode = pool.health.ssl_mode();
+    let round_trip = async {
+        let client = pool.get().await?;
+        tls_state(&client, mode).await
+    };
+    tokio::time::timeout(timeout, round_trip)
+        .await
+        .map_err(|_| DbError::Timeout(timeout))?
+}
+
+/// How `client`'s connection is secured, as the server sees it.
+pub async fn tls_state(
+    client: &tokio_postgres::Client,
+    mode: SslMode,
+) -> Result<TlsState, DbError> {
+    let messages = client.simple_query(TlsState::QUERY).await?;
+    messages
+        .iter()
+        .find_map(|message| match message {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(TlsState::from_text(mode, row)),
+            _ => None,
+        })
+        .ok_or_else(|| DbError::Decode("pg_stat_ssl has no row for this connection".to_owned()))
 }

@@ -6,6 +6,7 @@ use utoipa::ToSchema;
 
 use super::api_error::ApiError;
 use super::AppState;
+use crate::db::tls::TlsState;
 use crate::db::{self, migrations};
 use crate::messages::supervisor::GetStatus;
 
@@ -25,7 +26,7 @@ pub struct Readiness {
 /// One entry per dependency or capability the worker needs.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Checks {
-    pub postgres: Check,
+    pub postgres: PostgresCheck,
     pub migrations: Check,
     pub actors: Check,
     /// Redis is optional: when it is down this check says `degraded` and the
@@ -44,15 +45,25 @@ pub struct Check {
     pub message: Option<String>,
 }
 
-/// The check of a dependency reached over the network, and whether that
-/// connection is encrypted.
+/// Redis's check, and whether its connection is encrypted.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ConnectionCheck {
     #[serde(flatten)]
     pub check: Check,
-    /// The connection is TLS (for Redis: a `rediss://` URL, which never
-    /// falls back to clear text).
+    /// The connection is TLS (a `rediss://` URL, which never falls back to
+    /// clear text).
     pub tls: bool,
+}
+
+/// PostgreSQL's check, with how the probe's connection is secured.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PostgresCheck {
+    #[serde(flatten)]
+    pub check: Check,
+    /// The TLS state of the connection the probe used, as PostgreSQL sees it
+    /// (`pg_stat_ssl`); absent when PostgreSQL did not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsState>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -95,24 +106,30 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let timeout = state.config.database.health_timeout;
     let (postgres, redis, actors, archive_store) = tokio::join!(
-        db::ping(&state.pool, timeout),
+        db::ping_tls(&state.pool, timeout),
         state.redis.ping(),
         state.supervisor.send(GetStatus),
         tokio::time::timeout(timeout, state.archives.check()),
     );
     let migrations = match &postgres {
         Err(_) => Check::with(CheckStatus::Failing, "unknown: PostgreSQL does not answer"),
-        Ok(()) => match migrations::is_current(&state.pool, timeout).await {
+        Ok(_) => match migrations::is_current(&state.pool, timeout).await {
             Ok(true) => Check::ok(),
             Ok(false) => Check::with(CheckStatus::Failing, "migrations are not all applied"),
             Err(error) => Check::with(CheckStatus::Failing, error.to_string()),
         },
     };
     let checks = Checks {
-        postgres: postgres.map_or_else(
-            |e| Check::with(CheckStatus::Failing, e.to_string()),
-            |()| Check::ok(),
-        ),
+        postgres: match postgres {
+            Ok(tls) => PostgresCheck {
+                check: Check::ok(),
+                tls: Some(tls),
+            },
+            Err(error) => PostgresCheck {
+                check: Check::with(CheckStatus::Failing, error.to_string()),
+                tls: None,
+            },
+        },
         migrations,
         actors: match actors {
             Ok(children) => {
@@ -152,13 +169,13 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         },
     };
     let failing: Vec<&str> = [
-        ("postgres", &checks.postgres),
-        ("migrations", &checks.migrations),
-        ("actors", &checks.actors),
-        ("redis", &checks.redis.check),
+        ("postgres", checks.postgres.check.status),
+        ("migrations", checks.migrations.status),
+        ("actors", checks.actors.status),
+        ("redis", checks.redis.check.status),
     ]
     .into_iter()
-    .filter(|(_, check)| check.status == CheckStatus::Failing)
+    .filter(|(_, status)| *status == CheckStatus::Failing)
     .map(|(name, _)| name)
     .collect();
     if failing.is_empty() {

@@ -273,11 +273,12 @@ pub async fn answer(response: reqwest::Response) -> (u16, serde_json::Value) {
     (status, json)
 }
 
-/// A direct connection to the database at `url`; asserts it connects.
+/// A direct connection to the database at `url`, with its TLS settings;
+/// asserts it connects.
 pub async fn connect(url: &PostgresUrl) -> tokio_postgres::Client {
     let (client, connection) = url
         .config()
-        .connect(tokio_postgres::NoTls)
+        .connect(url.tls().connector())
         .await
         .unwrap_or_else(|error| panic!("connect to {}: {error:?}", url.database_name()));
     tokio::spawn(connection);

@@ -1,7 +1,8 @@
 //! Real SMTP, S3 and FTP servers for destination tests, from PyPI (aiosmtpd,
-//! moto in server mode, pyftpdlib; `.ci/run` installs them), and a TLS-only
+//! moto in server mode, pyftpdlib; `.ci/run` installs them), a TLS-only
 //! `redis-server`, each a child process on a free loopback port, stopped
-//! when dropped.
+//! when dropped; and PostgreSQL clusters of a test's own ([`postgres`]),
+//! with or without TLS.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -210,4 +211,185 @@ pub fn duckdb(sql: &str) -> Vec<Vec<serde_json::Value>> {
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).expect("the script prints JSON")
+}
+
+/// PostgreSQL 15's programs (Debian's layout).
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A PostgreSQL 15 cluster of one test's own, on a free loopback port:
+/// stopped, and its folder removed, when dropped.
+pub struct PgCluster {
+    pub port: u16,
+    dir: PathBuf,
+    data: PathBuf,
+}
+
+/// Starts a cluster listening on 127.0.0.1 only. With `tls`, `ssl = on` with a
+/// server certificate from that CA naming `localhost` only (so `127.0.0.1`
+/// is a wrong host name), the CA also trusted for client certificates;
+/// `postgres` logs in over TLS only, and the superuser role `certuser` with
+/// its client certificate only (`cert`). Without, `ssl = off` and `postgres`
+/// logs in in clear. Nobody needs a password.
+pub fn postgres(tls: Option<&super::pki::TestCa>) -> PgCluster {
+    let (port, dir) = (free_port(), scratch_dir("pg"));
+    let data = dir.join("data");
+    let cluster = PgCluster {
+        port,
+        dir: dir.clone(),
+        data: data.clone(),
+    };
+    give_to_postgres(&dir);
+    pg_run(
+        pg_command("initdb")
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(&data),
+        &cluster,
+    );
+    let mut conf = format!(
+        "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+         fsync = off\nmax_connections = 60\n",
+        dir.display()
+    );
+    let mut hba = String::from("local all all trust\n");
+    match tls {
+        Some(ca) => {
+            let server = ca.server("pg-server", &["localhost"]);
+            for (from, to) in [
+                (&server.cert_file, "server.crt"),
+                (&server.key_file, "server.key"),
+                (&ca.cert_file, "ca.crt"),
+            ] {
+                std::fs::copy(from, data.join(to)).expect("copy the TLS files into the cluster");
+            }
+            conf.push_str(
+                "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nssl_ca_file = 'ca.crt'\n",
+            );
+            hba.push_str(
+                "hostssl all postgres 127.0.0.1/32 trust\nhostssl all certuser 127.0.0.1/32 cert\n",
+            );
+        }
+        None => {
+            conf.push_str("ssl = off\n");
+            hba.push_str("host all postgres 127.0.0.1/32 trust\n");
+        }
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(data.join("postgresql.conf"))
+        .expect("open postgresql.conf");
+    std::io::Write::write_all(&mut file, conf.as_bytes()).expect("write postgresql.conf");
+    std::fs::write(data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
+    // The copies keep their mode 0600 (PostgreSQL refuses a key others may read).
+    give_to_postgres(&dir);
+    // `-w`: returns once the server accepts connections, or fails after `-t` seconds.
+    pg_run(
+        pg_command("pg_ctl")
+            .args(["start", "-w", "-t", "30", "-D"])
+            .arg(&data)
+            .arg("-l")
+            .arg(dir.join("server.log")),
+        &cluster,
+    );
+    pg_run(
+        Command::new(format!("{PG_BIN}/psql"))
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-h",
+            ])
+            .arg(&dir)
+            .args([
+                "-p",
+                &port.to_string(),
+                "-c",
+                "CREATE ROLE certuser LOGIN SUPERUSER",
+            ]),
+        &cluster,
+    );
+    cluster
+}
+
+impl PgCluster {
+    /// `postgres://user@host:port/database?query`.
+    pub fn url(&self, user: &str, host: &str, database: &str, query: &str) -> String {
+        format!("postgres://{user}@{host}:{}/{database}?{query}", self.port)
+    }
+
+    /// What the server logged (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        if self.data.join("postmaster.pid").exists() {
+            let _ = pg_command("pg_ctl")
+                .args(["stop", "-m", "immediate", "-w", "-D"])
+                .arg(&self.data)
+                .output();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| output.stdout.starts_with(b"0\n"))
+}
+
+/// `initdb` and `postgres` refuse to run as root: as root, they run as the
+/// `postgres` user, who owns the cluster's folder.
+fn pg_command(program: &str) -> Command {
+    let path = format!("{PG_BIN}/{program}");
+    if running_as_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--", &path]);
+        command
+    } else {
+        Command::new(path)
+    }
+}
+
+fn give_to_postgres(dir: &std::path::Path) {
+    if running_as_root() {
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir)
+            .status()
+            .expect("run chown");
+        assert!(status.success(), "chown {} to postgres", dir.display());
+    }
+}
+
+/// Runs `command` (from the cluster's folder, which `postgres` may enter);
+/// panics with its output and the server's log when it fails.
+fn pg_run(command: &mut Command, cluster: &PgCluster) {
+    let output = command
+        .current_dir(&cluster.dir)
+        .output()
+        .unwrap_or_else(|error| panic!("run {command:?}: {error}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}{}\nserver log:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        cluster.log()
+    );
 }

@@ -3,29 +3,8 @@
 
 mod common;
 
+use common::process::{run, stderr};
 use std::io::Write;
-use std::process::{Command, Output};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_audit-worker");
-
-/// Runs the binary with a clean `AUDIT_WORKER__*` environment plus `env`.
-fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(BINARY);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("AUDIT_WORKER") {
-            command.env_remove(key);
-        }
-    }
-    command
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("run the binary")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
 
 /// Every command has its own `--help`.
 #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use audit_worker::config::Config;
 use audit_worker::reload::CertificateReload;
 use common::pki::{Issued, TestCa};
-use common::process::BINARY;
+use common::process::run;
 use common::{spawn_app, spawn_app_from_file, spawn_app_with, TestApp};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -371,12 +371,7 @@ fn check_config_names_the_listener_tls_key_at_fault() {
         ca.server("other", &["localhost"]),
     );
     let run = |settings: &[(&str, &str)]| {
-        let output = Command::new(BINARY)
-            .arg("check-config")
-            .env_remove("AUDIT_WORKER_CONFIG")
-            .envs(settings.iter().copied())
-            .output()
-            .expect("run check-config");
+        let output = run(&["check-config"], settings);
         (
             output.status.success(),
             String::from_utf8_lossy(&output.stdout).into_owned(),

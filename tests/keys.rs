@@ -7,7 +7,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use audit_worker::config::{Config, Secret};
 use audit_worker::deliveries::crypto::SecretBox;
@@ -16,28 +16,13 @@ use audit_worker::gdpr::pseudonym::PseudonymKeys;
 use audit_worker::secrets::KeyRing;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use common::process::run;
 use common::receiver::Receiver;
 use common::{event, spawn_app, spawn_app_with, spawn_beside, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_audit-worker");
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-/// Runs the binary with a clean `AUDIT_WORKER__*` environment plus `env`.
-fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(BINARY);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("AUDIT_WORKER") {
-            command.env_remove(key);
-        }
-    }
-    command
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("run the binary")
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

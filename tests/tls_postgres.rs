@@ -5,13 +5,14 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Instant;
 
 use audit_worker::config::Config;
 use audit_worker::db::{self, DbError};
 use audit_worker::Application;
 use common::pki::TestCa;
+use common::process::{run, stderr};
 use common::{event, servers, spawn_app_with, test_config, unique_database_name, TestApp};
 use serde_json::Value;
 
@@ -62,22 +63,13 @@ async fn start_fails(url: &str) -> String {
 /// `audit-worker check-config` with `database.url` = `url` and nothing else
 /// from the environment.
 fn check_config(url: &str) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_audit-worker"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("AUDIT_WORKER") {
-            command.env_remove(key);
-        }
-    }
-    command
-        .arg("check-config")
-        .env("AUDIT_WORKER__DATABASE__URL", url)
-        .env("AUDIT_WORKER__DATABASE__CONNECT_TIMEOUT", "5s")
-        .output()
-        .expect("run the binary")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
+    run(
+        &["check-config"],
+        &[
+            ("AUDIT_WORKER__DATABASE__URL", url),
+            ("AUDIT_WORKER__DATABASE__CONNECT_TIMEOUT", "5s"),
+        ],
+    )
 }
 
 /// `verify-full` with the CA and the certificate's host name runs the worker

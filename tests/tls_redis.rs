@@ -7,11 +7,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::pki::{Issued, TestCa};
-use common::process::BINARY;
+use common::process::run;
 use common::servers::{redis_tls, Server};
 use common::{spawn_app_with, wait_until, TestApp};
 use serde_json::Value;
@@ -162,12 +161,7 @@ fn check_config_names_the_redis_tls_key_at_fault() {
     let ca = TestCa::new("redis-config");
     let missing = ca.directory().join("absent.pem");
     let run = |settings: &[(&str, &str)]| {
-        let output = Command::new(BINARY)
-            .arg("check-config")
-            .env_remove("AUDIT_WORKER_CONFIG")
-            .envs(settings.iter().copied())
-            .output()
-            .expect("run check-config");
+        let output = run(&["check-config"], settings);
         (
             output.status.success(),
             String::from_utf8_lossy(&output.stderr).into_owned(),

@@ -13,11 +13,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::tls::{load_certificates, load_private_key, PemError};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
@@ -131,12 +131,11 @@ pub enum TlsConfigError {
     WeakModeWithSystemRoots(SslMode),
     #[error("sslcert and sslkey go together: the worker has no default client certificate files")]
     HalfClientCert,
-    #[error("cannot read {param} {}: {source}", .path.display())]
-    Read {
+    #[error("{param}: {source}")]
+    Pem {
         param: &'static str,
-        path: PathBuf,
         #[source]
-        source: rustls::pki_types::pem::Error,
+        source: PemError,
     },
     #[error("sslrootcert {}: {reason}", .path.display())]
     RootCert { path: PathBuf, reason: String },
@@ -198,7 +197,7 @@ impl PgTls {
             None if mode >= SslMode::VerifyCa => return Err(TlsConfigError::NoRootCert(mode)),
             None => Roots::Unchecked,
         };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = crate::tls::provider();
         let verifier: Arc<dyn ServerCertVerifier> = match (&roots, mode) {
             // libpq checks no certificate in these modes.
             (_, SslMode::Disable | SslMode::Prefer) | (Roots::Unchecked, _) => {
@@ -223,13 +222,14 @@ impl PgTls {
             (None, None) => builder.with_no_client_auth(),
             (Some(cert), Some(key)) => {
                 let (cert, key) = (PathBuf::from(cert), PathBuf::from(key));
-                let chain = read_certificates("sslcert", &cert)?;
-                let private_key =
-                    PrivateKeyDer::from_pem_file(&key).map_err(|source| TlsConfigError::Read {
-                        param: "sslkey",
-                        path: key.clone(),
-                        source,
-                    })?;
+                let chain = load_certificates(&cert).map_err(|source| TlsConfigError::Pem {
+                    param: "sslcert",
+                    source,
+                })?;
+                let private_key = load_private_key(&key).map_err(|source| TlsConfigError::Pem {
+                    param: "sslkey",
+                    source,
+                })?;
                 builder
                     .with_client_auth_cert(chain, private_key)
                     .map_err(|source| TlsConfigError::ClientCert { cert, key, source })?
@@ -353,28 +353,13 @@ impl fmt::Display for TlsFailure {
     }
 }
 
-fn read_certificates(
-    param: &'static str,
-    path: &Path,
-) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
-    let read_error = |source| TlsConfigError::Read {
-        param,
-        path: path.to_owned(),
-        source,
-    };
-    let certificates = CertificateDer::pem_file_iter(path)
-        .map_err(read_error)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(read_error)?;
-    if certificates.is_empty() {
-        return Err(read_error(rustls::pki_types::pem::Error::NoItemsFound));
-    }
-    Ok(certificates)
-}
-
 fn root_store(path: &Path) -> Result<RootCertStore, TlsConfigError> {
     let mut store = RootCertStore::empty();
-    for certificate in read_certificates("sslrootcert", path)? {
+    let certificates = load_certificates(path).map_err(|source| TlsConfigError::Pem {
+        param: "sslrootcert",
+        source,
+    })?;
+    for certificate in certificates {
         store
             .add(certificate)
             .map_err(|error| TlsConfigError::RootCert {

@@ -1,13 +1,35 @@
 //! The real binary as a child process, for the tests that kill it or signal it.
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use super::wait_until;
 
 /// The release binary under test.
 pub const BINARY: &str = env!("CARGO_BIN_EXE_audit-worker");
+
+/// Runs the binary with `args` to its end, configured by `settings` alone:
+/// the test's own `AUDIT_WORKER*` variables are removed, so nothing of the
+/// environment the tests run in reaches it.
+pub fn run(args: &[&str], settings: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BINARY);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("AUDIT_WORKER") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .args(args)
+        .envs(settings.iter().copied())
+        .output()
+        .expect("run the binary")
+}
+
+/// What a run printed on stderr.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
 
 /// A loopback port free at the time of asking.
 pub fn free_port() -> u16 {

@@ -1480,7 +1480,7 @@ mod tests {
             ("postgres://h/d?sslmode=allow", "sslmode `allow`"),
             (
                 "postgres://h/d?sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem",
-                "sslrootcert /nonexistent/ca.pem",
+                "sslrootcert: cannot read /nonexistent/ca.pem",
             ),
         ] {
             let figment = Figment::from(Toml::string(DEFAULTS))

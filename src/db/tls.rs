@@ -599,7 +599,10 @@ mod tests {
         ]))
         .unwrap_err()
         .to_string();
-        assert!(error.contains("sslrootcert /nonexistent/ca.crt"), "{error}");
+        assert!(
+            error.contains("sslrootcert: cannot read /nonexistent/ca.crt"),
+            "{error}"
+        );
         let file = std::env::temp_dir().join(format!("aw-not-pem-{}", uuid::Uuid::new_v4()));
         std::fs::write(&file, "not a certificate").unwrap();
         let error = PgTls::load(&params(&[
@@ -609,6 +612,6 @@ mod tests {
         .unwrap_err()
         .to_string();
         std::fs::remove_file(&file).unwrap();
-        assert!(error.contains("no items found"), "{error}");
+        assert!(error.contains("holds no certificate"), "{error}");
     }
 }

@@ -86,11 +86,6 @@ impl PublicKeys {
         Ok(Self(keys))
     }
 
-    /// One key (a client that fetched it, a test).
-    pub fn single(key: VerifyingKey) -> Self {
-        Self(HashMap::from([(key_id(&key), key)]))
-    }
-
     pub fn get(&self, key_id: &str) -> Option<&VerifyingKey> {
         self.0.get(key_id)
     }

@@ -783,26 +783,36 @@ impl Config {
         ]
     }
 
-    /// Keys, which are empty (generated) or 32 bytes; previous keys are given.
+    /// The earlier encryption keys, each list with its key.
+    fn previous_keys(&self) -> [(&'static str, &[Secret]); 2] {
+        [
+            (
+                "delivery.previous_encryption_keys",
+                &self.delivery.previous_encryption_keys,
+            ),
+            (
+                "gdpr.previous_encryption_keys",
+                &self.gdpr.previous_encryption_keys,
+            ),
+        ]
+    }
+
+    /// Keys, which are empty (generated) or 32 bytes; previous keys, which
+    /// are 32 bytes.
     fn validate_keys(&self) -> Result<(), ConfigError> {
-        let previous = self
-            .delivery
-            .previous_encryption_keys
-            .iter()
-            .map(|key| ("delivery.previous_encryption_keys", key))
-            .chain(
-                self.gdpr
-                    .previous_encryption_keys
-                    .iter()
-                    .map(|key| ("gdpr.previous_encryption_keys", key)),
-            );
-        for (key, value) in self.keys().into_iter().chain(previous) {
-            let decoded = base64::engine::general_purpose::STANDARD.decode(value.expose());
-            if !value.is_empty() && decoded.map_or(true, |bytes| bytes.len() != 32) {
+        let is_key = |value: &Secret| {
+            base64::engine::general_purpose::STANDARD
+                .decode(value.expose())
+                .is_ok_and(|bytes| bytes.len() == 32)
+        };
+        for (key, value) in self.keys() {
+            if !value.is_empty() && !is_key(value) {
                 return Err(invalid(key, "must be the base64 encoding of 32 bytes"));
             }
-            if value.is_empty() && key.contains("previous") {
-                return Err(invalid(key, "must not hold an empty key"));
+        }
+        for (key, values) in self.previous_keys() {
+            if !values.iter().all(is_key) {
+                return Err(invalid(key, "must hold base64 encodings of 32 bytes"));
             }
         }
         Ok(())
@@ -947,7 +957,7 @@ impl Config {
     /// values differ between `self` and `other`: a comparison of the printed
     /// forms cannot see a changed secret.
     pub(crate) fn secret_keys_differing(&self, other: &Config) -> Vec<&'static str> {
-        let pairs = [
+        let urls = [
             (
                 "database.url",
                 self.database.url.raw.as_str(),
@@ -958,49 +968,28 @@ impl Config {
                 self.redis.url.as_str(),
                 other.redis.url.as_str(),
             ),
-            (
-                "integrity.commitment_key",
-                self.integrity.commitment_key.expose(),
-                other.integrity.commitment_key.expose(),
-            ),
-            (
-                "integrity.signing_key",
-                self.integrity.signing_key.expose(),
-                other.integrity.signing_key.expose(),
-            ),
-            (
-                "delivery.encryption_key",
-                self.delivery.encryption_key.expose(),
-                other.delivery.encryption_key.expose(),
-            ),
-            (
-                "gdpr.pseudonym_key",
-                self.gdpr.pseudonym_key.expose(),
-                other.gdpr.pseudonym_key.expose(),
-            ),
-            (
-                "gdpr.encryption_key",
-                self.gdpr.encryption_key.expose(),
-                other.gdpr.encryption_key.expose(),
-            ),
         ];
-        fn previous(keys: &[Secret]) -> Vec<&str> {
-            keys.iter().map(Secret::expose).collect()
-        }
-        let mut differing: Vec<&'static str> = pairs
+        let keys = self
+            .keys()
             .into_iter()
+            .zip(other.keys())
+            .map(|((key, mine), (_, theirs))| (key, mine.expose(), theirs.expose()));
+        let mut differing: Vec<&'static str> = urls
+            .into_iter()
+            .chain(keys)
             .filter(|(_, mine, theirs)| mine != theirs)
             .map(|(key, _, _)| key)
             .collect();
-        if previous(&self.delivery.previous_encryption_keys)
-            != previous(&other.delivery.previous_encryption_keys)
+        for ((key, mine), (_, theirs)) in
+            self.previous_keys().into_iter().zip(other.previous_keys())
         {
-            differing.push("delivery.previous_encryption_keys");
-        }
-        if previous(&self.gdpr.previous_encryption_keys)
-            != previous(&other.gdpr.previous_encryption_keys)
-        {
-            differing.push("gdpr.previous_encryption_keys");
+            if mine
+                .iter()
+                .map(Secret::expose)
+                .ne(theirs.iter().map(Secret::expose))
+            {
+                differing.push(key);
+            }
         }
         differing
     }

@@ -6,7 +6,7 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use audit_worker::config::{Config, Secret};
@@ -18,6 +18,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use common::process::run;
 use common::receiver::Receiver;
+use common::temp_dir::TempDir;
 use common::{event, spawn_app, spawn_app_with, spawn_beside, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -32,29 +33,6 @@ fn key(byte: u8) -> String {
     STANDARD.encode([byte; 32])
 }
 
-/// A fresh folder for key files, removed at the end of the test.
-struct Folder(PathBuf);
-
-impl Folder {
-    fn new() -> Self {
-        let path = std::env::temp_dir().join(format!("aw-keys-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-
-    fn write(&self, name: &str, content: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, content).unwrap();
-        path
-    }
-}
-
-impl Drop for Folder {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn reference(path: &Path) -> String {
     format!("file:{}", path.display())
 }
@@ -63,13 +41,13 @@ fn reference(path: &Path) -> String {
 /// and name their key when they cannot be read.
 #[actix_web::test]
 async fn keys_are_read_from_files_and_the_environment() {
-    let folder = Folder::new();
-    let signing = folder.write("signing.key", &format!("{}\n", key(3)));
+    let folder = TempDir::new("keys");
+    let signing = folder.write("signing.key", format!("{}\n", key(3)));
     // SAFETY of the test: nextest runs each test in a process of its own.
     std::env::set_var("AW_TEST_COMMITMENT_KEY", key(4));
     let file = folder.write(
         "config.toml",
-        &format!(
+        format!(
             "[integrity]\nsigning_key = \"{}\"\ncommitment_key = \"env:AW_TEST_COMMITMENT_KEY\"\n",
             reference(&signing)
         ),
@@ -101,7 +79,7 @@ async fn keys_are_read_from_files_and_the_environment() {
     ] {
         let bad = folder.write(
             "bad.toml",
-            &format!("[integrity]\nsigning_key = \"{written}\"\n"),
+            format!("[integrity]\nsigning_key = \"{written}\"\n"),
         );
         let error = Config::load(Some(&bad)).unwrap_err().to_string();
         assert!(error.contains("integrity.signing_key"), "{error}");
@@ -110,7 +88,7 @@ async fn keys_are_read_from_files_and_the_environment() {
     let empty = folder.write("empty.key", "\n");
     let bad = folder.write(
         "bad.toml",
-        &format!("[delivery]\nencryption_key = \"{}\"\n", reference(&empty)),
+        format!("[delivery]\nencryption_key = \"{}\"\n", reference(&empty)),
     );
     let error = Config::load(Some(&bad)).unwrap_err().to_string();
     assert!(
@@ -142,8 +120,8 @@ fn production_refuses_generated_keys_and_a_database_in_clear() {
         }
     }
 
-    let folder = Folder::new();
-    let signing = reference(&folder.write("signing.key", &key(1)));
+    let folder = TempDir::new("keys");
+    let signing = reference(&folder.write("signing.key", key(1)));
     let keys = [
         production,
         ("AUDIT_WORKER__INTEGRITY__SIGNING_KEY", signing.as_str()),
@@ -276,8 +254,8 @@ async fn a_rotated_signing_key_signs_new_checkpoints_and_old_ones_still_verify()
         assert_eq!(report["valid"], true, "{which} key's checkpoint: {report}");
     }
     // The independent verifier picks each proof's key from the published list.
-    let folder = Folder::new();
-    let listing = folder.write("public-key.json", &published.to_string());
+    let folder = TempDir::new("keys");
+    let listing = folder.write("public-key.json", published.to_string());
     let id = first[0]["id"].as_i64().unwrap();
     let seq =
         serde_json::from_str::<Value>(before["payload"].as_str().unwrap()).unwrap()["seq"].clone();
@@ -295,7 +273,7 @@ async fn a_rotated_signing_key_signs_new_checkpoints_and_old_ones_still_verify()
             .await;
         assert_eq!(status, 200, "{proof}");
         assert_eq!(&signer(&proof["checkpoint"]), signed_by);
-        let file = folder.write("proof.json", &proof.to_string());
+        let file = folder.write("proof.json", proof.to_string());
         let output = Command::new("python3")
             .args(["docs/vectors/reference.py", "verify-proof"])
             .args([&file, &listing])
@@ -324,8 +302,8 @@ async fn a_rotated_signing_key_signs_new_checkpoints_and_old_ones_still_verify()
 /// in the environment needs `--out`.
 #[actix_web::test]
 async fn a_signing_key_file_is_rewritten_and_an_environment_key_needs_out() {
-    let folder = Folder::new();
-    let file = folder.write("signing.key", &key(5));
+    let folder = TempDir::new("keys");
+    let file = folder.write("signing.key", key(5));
     let app = spawn_app_with(|c| {
         c.integrity.signing_key = Secret::resolve(&reference(&file)).unwrap();
     })
@@ -345,7 +323,7 @@ async fn a_signing_key_file_is_rewritten_and_an_environment_key_needs_out() {
         std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    assert!(!folder.0.join("signing.key.new").exists());
+    assert!(!folder.path().join("signing.key.new").exists());
 
     std::env::set_var("AW_TEST_SIGNING_KEY", key(6));
     let mut from_environment = app.config.clone();
@@ -358,7 +336,7 @@ async fn a_signing_key_file_is_rewritten_and_an_environment_key_needs_out() {
         error.contains("--out") && error.contains("env:AW_TEST_SIGNING_KEY"),
         "{error}"
     );
-    let out = folder.0.join("next.key");
+    let out = folder.path().join("next.key");
     audit_worker::admin::rotate_signing_key(&from_environment, Some(&out))
         .await
         .expect("written to --out");
@@ -402,6 +380,18 @@ async fn sealed_under_old_keys(app: &TestApp, url: &str) -> i64 {
         .await
         .expect("insert a destination")
         .get(0)
+}
+
+/// `POST /v1/destinations/{id}/test` on `app`: that worker opens the
+/// destination's secrets to connect (no queue, so no other worker answers).
+async fn test_destination(app: &TestApp, key: &str, destination: i64) -> (u16, Value) {
+    app.call(
+        Method::POST,
+        &format!("/v1/destinations/{destination}/test"),
+        Some(key),
+        None,
+    )
+    .await
 }
 
 async fn reversed(app: &TestApp, key: &str, pseudonym: &str) -> Value {
@@ -492,14 +482,7 @@ async fn encryption_rotation_reseals_destination_secrets_and_pseudonym_originals
         reversed(&restarted, &admin, "pse_before_rotation").await,
         "carol"
     );
-    let (status, tested) = restarted
-        .call(
-            Method::POST,
-            &format!("/v1/destinations/{destination}/test"),
-            Some(&admin),
-            None,
-        )
-        .await;
+    let (status, tested) = test_destination(&restarted, &admin, destination).await;
     assert_eq!(status, 200, "the secret opens: {tested}");
     assert_eq!(
         app.count(
@@ -548,13 +531,6 @@ async fn generated_encryption_keys_are_replaced_and_the_old_ones_kept_as_previou
     );
 
     let restarted = spawn_beside(&app, |_| {}).await;
-    let (status, tested) = restarted
-        .call(
-            Method::POST,
-            &format!("/v1/destinations/{destination}/test"),
-            Some(&admin),
-            None,
-        )
-        .await;
+    let (status, tested) = test_destination(&restarted, &admin, destination).await;
     assert_eq!(status, 200, "the re-sealed secret opens: {tested}");
 }

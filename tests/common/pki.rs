@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::temp_dir::TempDir;
+
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
@@ -12,7 +14,7 @@ use rcgen::{
 /// A test CA and the folder its files are written to.
 pub struct TestCa {
     issuer: Issuer<'static, KeyPair>,
-    directory: tempfile_dir::Dir,
+    directory: TempDir,
     /// The CA certificate (PEM file): what a client trusts.
     pub cert_file: PathBuf,
 }
@@ -34,7 +36,7 @@ impl TestCa {
         params.distinguished_name = distinguished_name(name);
         let key = KeyPair::generate().expect("a CA key");
         let cert = params.self_signed(&key).expect("a self-signed CA");
-        let directory = tempfile_dir::Dir::new(name);
+        let directory = TempDir::new(name);
         let cert_file = directory.write("ca.crt", cert.pem().as_bytes());
         Self {
             issuer: Issuer::new(params, key),
@@ -87,42 +89,4 @@ fn distinguished_name(common_name: &str) -> DistinguishedName {
     let mut name = DistinguishedName::new();
     name.push(DnType::CommonName, common_name);
     name
-}
-
-/// A folder removed when dropped (no crate for so little).
-mod tempfile_dir {
-    use std::path::{Path, PathBuf};
-
-    pub struct Dir(PathBuf);
-
-    impl Dir {
-        pub fn new(label: &str) -> Self {
-            let path = std::env::temp_dir().join(format!(
-                "aw-{label}-{}",
-                &uuid::Uuid::new_v4().simple().to_string()[..12]
-            ));
-            std::fs::create_dir_all(&path).expect("create the folder");
-            Self(path)
-        }
-
-        pub fn path(&self) -> &Path {
-            &self.0
-        }
-
-        /// Writes `name` (mode 0600: PostgreSQL refuses a key others can read).
-        pub fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
-            use std::os::unix::fs::PermissionsExt;
-            let path = self.0.join(name);
-            std::fs::write(&path, bytes).expect("write the file");
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                .expect("restrict the file");
-            path
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }

@@ -577,24 +577,62 @@ async fn a_leap_second_is_stored_and_hashed_as_the_next_second() {
 /// PostgreSQL finds no partition for that request's event.)
 #[actix_web::test]
 async fn a_request_that_fails_in_the_database_fails_no_other_request() {
-    // A long window: the two requests of each round share one transaction.
+    // Requests gather only while a group is being written: a third
+    // organization's write is held on its chain head (locked here) so that the
+    // two requests of each round gather, and the long window puts them in one
+    // transaction beside it.
     let app = spawn_app_with(|config| {
         config.ingest.group_commit_window = Duration::from_millis(100);
     })
     .await;
-    app.database()
-        .await
+    let database = app.database().await;
+    database
         .batch_execute("CREATE TABLE audit_log_2001_01 (unrelated integer)")
         .await
         .unwrap();
     let bad = app.create_key("org-bad", "org:admin").await;
     let good = app.create_key("org-good", "org:admin").await;
+    let holder = app.create_key("org-holder", "org:admin").await;
+    app.ingest(&holder, event("u0", "first")).await;
     let doomed = event("u1", "doomed").timestamp("2001-01-15T00:00:00Z");
     for round in 0..5 {
-        let ((bad_status, _), (good_status, good_body)) = tokio::join!(
-            app.try_ingest(&bad, doomed.clone()),
-            app.try_ingest(&good, event("u2", "innocent")),
-        );
+        let mut lock = app.database().await;
+        let held = lock.transaction().await.unwrap();
+        held.execute(
+            "SELECT 1 FROM audit_chain_head WHERE organization_id = 'org-holder' FOR UPDATE",
+            &[],
+        )
+        .await
+        .unwrap();
+        let holding = app.try_ingest(&holder, event("u0", "held"));
+        let pair = async {
+            wait_until(
+                Duration::from_secs(10),
+                "the holder's write waits on its lock",
+                || async {
+                    let waiting: i64 = database
+                        .query_one(
+                            "SELECT count(*) FROM pg_stat_activity \
+                         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                            &[],
+                        )
+                        .await
+                        .unwrap()
+                        .get(0);
+                    (waiting > 0).then_some(())
+                },
+            )
+            .await;
+            let pair = tokio::join!(
+                app.try_ingest(&bad, doomed.clone()),
+                app.try_ingest(&good, event("u2", "innocent")),
+            );
+            held.commit().await.unwrap();
+            pair
+        };
+        let ((held_status, _), ((bad_status, _), (good_status, good_body))) =
+            tokio::join!(holding, pair);
+        assert_eq!(held_status, 201, "round {round}");
         assert_eq!(good_status, 201, "round {round}: {good_body}");
         assert!(bad_status >= 500, "round {round}: {bad_status}");
     }

@@ -26,6 +26,8 @@ pub struct Worker {
     pub port: u16,
     pub database: String,
     pub log: PathBuf,
+    /// Dropped when this worker stops (false for a worker started beside another).
+    owns_database: bool,
 }
 
 impl Worker {
@@ -39,7 +41,22 @@ impl Worker {
     /// worker's database URL.
     pub async fn start_with_url_query(query: &str, settings: &[(&str, String)]) -> Self {
         let database = format!("bench_{}", &Uuid::new_v4().simple().to_string()[..12]);
-        let log = PathBuf::from(format!("/tmp/{database}.log"));
+        Self::spawn(database, query, settings, true).await
+    }
+
+    /// A second worker process on this worker's database (and Redis prefix),
+    /// with the same configuration plus `settings`.
+    pub async fn beside(&self, settings: &[(&str, String)]) -> Self {
+        Self::spawn(self.database.clone(), "", settings, false).await
+    }
+
+    async fn spawn(
+        database: String,
+        query: &str,
+        settings: &[(&str, String)],
+        owns_database: bool,
+    ) -> Self {
+        let log = PathBuf::from(format!("/tmp/{database}-{}.log", Uuid::new_v4().simple()));
         let port = free_port();
         let log_file = File::create(&log).expect("create the worker log in /tmp");
         let stderr = log_file.try_clone().expect("duplicate the log file handle");
@@ -62,6 +79,7 @@ impl Worker {
             port,
             database,
             log,
+            owns_database,
         };
         println!(
             "worker pid {} on 127.0.0.1:{port}, database {}, log {}",
@@ -175,7 +193,9 @@ impl Worker {
             tokio::time::sleep(POLL).await;
         };
         let took = started.elapsed();
-        drop_database(&self.database).await;
+        if self.owns_database {
+            drop_database(&self.database).await;
+        }
         (status, took)
     }
 }

@@ -1,8 +1,11 @@
-//! IngestActor: group commit. Requests that arrive within
-//! `ingest.group_commit_window` of the first, or while `max_concurrent_writes`
-//! transactions are already being written, are written together in the next
-//! transaction; each request is answered only after that transaction has
-//! committed. A circuit breaker guards PostgreSQL: after
+//! IngestActor: group commit, the way PostgreSQL groups WAL flushes. A
+//! request that arrives while nothing is being written starts a transaction at
+//! once; requests that arrive while a transaction is being written gather for
+//! the next one, which starts when a write ends, when the gathered events fill
+//! a group (`group_commit_max_events`), or `group_commit_window` after the first
+//! of them while fewer than `max_concurrent_writes` are being written (so that
+//! large batches keep several writers busy). Each request is
+//! answered only after its transaction has committed. A circuit breaker guards PostgreSQL: after
 //! `breaker_failure_threshold` consecutive failed writes, requests fail at once
 //! with 503 for `breaker_reset_timeout`, then one write probes again.
 
@@ -18,7 +21,7 @@ use tokio::sync::oneshot;
 use super::alert::AlertActor;
 use crate::breaker::Breaker;
 use crate::config::IngestConfig;
-use crate::db::events::{self, Submission, Written};
+use crate::db::events::{self, IdReserve, Submission, Written};
 use crate::db::{DbError, PgPool};
 use crate::error_tracking::{ErrorEvent, ErrorTracker, Severity};
 use crate::events::Receipt;
@@ -42,10 +45,13 @@ pub struct IngestActor {
     /// Requests waiting for the next transaction.
     pending: Vec<(Submission, Reply)>,
     pending_events: usize,
-    /// The window of the next group is running.
-    flush_scheduled: bool,
+    /// The window of the next group is running: cancelled when the group
+    /// starts earlier.
+    window: Option<SpawnHandle>,
     /// Group transactions being written now.
     in_flight: usize,
+    /// Event and link ids drawn ahead of the groups that use them.
+    ids: Arc<IdReserve>,
     /// Months known to have an `audit_log` partition; `None` until first read.
     known_months: Option<HashSet<NaiveDate>>,
     /// Guards PostgreSQL: open, requests fail at once with 503.
@@ -62,8 +68,9 @@ impl IngestActor {
             metrics: shared.metrics.clone(),
             pending: Vec::new(),
             pending_events: 0,
-            flush_scheduled: false,
+            window: None,
             in_flight: 0,
+            ids: Arc::default(),
             known_months: None,
             breaker: Breaker::new(
                 config.breaker_failure_threshold,
@@ -74,7 +81,9 @@ impl IngestActor {
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        self.flush_scheduled = false;
+        if let Some(window) = self.window.take() {
+            ctx.cancel_future(window);
+        }
         if self.in_flight >= self.config.max_concurrent_writes || self.pending.is_empty() {
             return;
         }
@@ -94,17 +103,15 @@ impl IngestActor {
         );
         let pool = self.pool.clone();
         let known = self.known_months.clone();
-        let write = write_isolating(pool, known, submissions);
+        let write = write_isolating(pool, self.ids.clone(), known, submissions);
         let span = tracing::info_span!("ingest_group", requests = replies.len());
         ctx.spawn(
             wrap_future::<_, Self>(tracing::Instrument::instrument(write, span)).map(
                 move |group, actor, ctx| {
                     actor.in_flight -= 1;
                     actor.finish(group, replies);
-                    // Whatever waited for a free writer goes next.
-                    if !actor.pending.is_empty() && !actor.flush_scheduled {
-                        actor.flush(ctx);
-                    }
+                    // What gathered while this group was written goes next.
+                    actor.flush(ctx);
                 },
             ),
         );
@@ -230,10 +237,11 @@ struct GroupWrite {
 /// organization pays for another's input.
 async fn write_isolating(
     pool: PgPool,
+    ids: Arc<IdReserve>,
     known: Option<HashSet<NaiveDate>>,
     submissions: Vec<Submission>,
 ) -> GroupWrite {
-    let error = match write_together(&pool, known.clone(), &submissions).await {
+    let error = match write_together(&pool, &ids, known.clone(), &submissions).await {
         Ok((known, written)) => {
             return GroupWrite {
                 known: Some(known),
@@ -257,7 +265,7 @@ async fn write_isolating(
     let mut outcomes = Vec::with_capacity(submissions.len());
     let mut stored = HashSet::new();
     for submission in &submissions {
-        match write_together(&pool, known.clone(), std::slice::from_ref(submission)).await {
+        match write_together(&pool, &ids, known.clone(), std::slice::from_ref(submission)).await {
             Ok((now_known, written)) => {
                 known = Some(now_known);
                 stored.extend(written.stored);
@@ -277,11 +285,12 @@ async fn write_isolating(
 /// One transaction for all of `submissions`, after making their partitions.
 async fn write_together(
     pool: &PgPool,
+    ids: &IdReserve,
     known: Option<HashSet<NaiveDate>>,
     submissions: &[Submission],
 ) -> Result<(HashSet<NaiveDate>, Written), DbError> {
     let known = ensure_partitions(pool, known, submissions).await?;
-    let written = events::write_group(pool, submissions).await?;
+    let written = events::write_group(pool, ids, submissions).await?;
     Ok((known, written))
 }
 
@@ -342,13 +351,15 @@ impl Handler<Ingest> for IngestActor {
             },
             reply,
         ));
-        if self.pending_events >= self.config.group_commit_max_events {
+        if self.in_flight == 0 || self.pending_events >= self.config.group_commit_max_events {
             self.flush(ctx);
-        } else if !self.flush_scheduled && self.in_flight < self.config.max_concurrent_writes {
-            self.flush_scheduled = true;
-            ctx.run_later(self.config.group_commit_window, |actor, ctx| {
-                actor.flush(ctx)
-            });
+        } else if self.window.is_none() && self.in_flight < self.config.max_concurrent_writes {
+            self.window = Some(
+                ctx.run_later(self.config.group_commit_window, |actor, ctx| {
+                    actor.window = None;
+                    actor.flush(ctx)
+                }),
+            );
         }
         Box::pin(async move {
             answer.await.unwrap_or(Err(IngestError::Unavailable {

@@ -1,7 +1,7 @@
 //! Queries on `audit_log` and the integrity chain: the group-commit write, and
 //! the listings.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::pin::pin;
 
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{Json, Type};
+use tokio_postgres::types::{Json, ToSql, Type};
 use tokio_postgres::GenericClient;
 use utoipa::ToSchema;
 
@@ -43,10 +43,22 @@ pub struct Written {
 /// only for the last statements (other organizations never wait). An
 /// idempotency key already stored, or repeated within the group, yields the
 /// first event's receipt and stores nothing new.
-pub async fn write_group(pool: &PgPool, submissions: &[Submission]) -> Result<Written, DbError> {
+///
+/// Statements that do not depend on each other's answers are pipelined, and the
+/// ids come from `reserve`: a group of one event costs six round trips, the
+/// COMMIT included.
+pub async fn write_group(
+    pool: &PgPool,
+    reserve: &IdReserve,
+    submissions: &[Submission],
+) -> Result<Written, DbError> {
+    let plan = Plan::new(submissions);
     let mut client = pool.get().await?;
+    let numbers = reserve
+        .take(&*client, plan.candidates.len(), plan.organizations().len())
+        .await?;
     let transaction = client.transaction().await?;
-    let written = write_in(&transaction, submissions).await?;
+    let written = write_planned(&transaction, &plan, numbers).await?;
     transaction.commit().await?;
     Ok(written)
 }
@@ -58,22 +70,111 @@ pub async fn write_in(
     submissions: &[Submission],
 ) -> Result<Written, DbError> {
     let plan = Plan::new(submissions);
-    let organizations: Vec<&str> = plan.organizations();
-    let numbers = transaction
-        .query_one(
-            "SELECT ARRAY(SELECT nextval('audit_log_id_seq') FROM generate_series(1, $1::int)), \
-                    ARRAY(SELECT nextval('audit_chain_link_id_seq') FROM generate_series(1, $2::int))",
-            &[&(plan.candidates.len() as i32), &(organizations.len() as i32)],
+    let numbers = draw_numbers(
+        transaction,
+        plan.candidates.len(),
+        plan.organizations().len(),
+    )
+    .await?;
+    write_planned(transaction, &plan, numbers).await
+}
+
+/// Ids for the events and links of a group: as many as it has candidates and
+/// organizations, the event ids ascending (a link's Merkle leaves are in id
+/// order).
+pub struct Numbers {
+    events: Vec<i64>,
+    links: Vec<i64>,
+}
+
+/// Draws `events` event ids and `links` link ids from their sequences, in one
+/// round trip.
+async fn draw_numbers(
+    client: &impl GenericClient,
+    events: usize,
+    links: usize,
+) -> Result<Numbers, DbError> {
+    let row = client
+        .query_typed_one(
+            "SELECT ARRAY(SELECT nextval('audit_log_id_seq') FROM generate_series(1, $1)), \
+                    ARRAY(SELECT nextval('audit_chain_link_id_seq') FROM generate_series(1, $2))",
+            &[
+                (&(events as i32), Type::INT4),
+                (&(links as i32), Type::INT4),
+            ],
         )
         .await?;
-    let ids: Vec<i64> = numbers.get(0);
-    let link_ids: HashMap<&str, i64> = organizations
-        .iter()
-        .copied()
-        .zip(numbers.get::<_, Vec<i64>>(1))
-        .collect();
+    let mut numbers = Numbers {
+        events: row.get(0),
+        links: row.get(1),
+    };
+    numbers.events.sort_unstable();
+    Ok(numbers)
+}
 
-    let stored = claim_idempotency_keys(transaction, &plan, &ids).await?;
+/// Ids drawn from the sequences ahead of need, so that most groups spend no
+/// round trip on them. Sequences are not transactional: an id drawn before the
+/// transaction is as good as one drawn inside, and the ids of a worker that
+/// stops are gaps, as those of a rolled-back transaction are.
+#[derive(Default)]
+pub struct IdReserve {
+    held: std::sync::Mutex<HeldIds>,
+}
+
+#[derive(Default)]
+struct HeldIds {
+    events: VecDeque<i64>,
+    links: VecDeque<i64>,
+}
+
+/// How many ids a refill of the reserve draws beyond the group's need.
+const RESERVE_EVENT_IDS: usize = 1024;
+const RESERVE_LINK_IDS: usize = 128;
+
+impl IdReserve {
+    /// `events` event ids (ascending) and `links` link ids, drawn through
+    /// `client` when the reserve holds too few.
+    pub async fn take(
+        &self,
+        client: &impl GenericClient,
+        events: usize,
+        links: usize,
+    ) -> Result<Numbers, DbError> {
+        let enough = |held: &HeldIds| held.events.len() >= events && held.links.len() >= links;
+        if !enough(&self.held.lock().expect("the id reserve is not poisoned")) {
+            let drawn =
+                draw_numbers(client, events + RESERVE_EVENT_IDS, links + RESERVE_LINK_IDS).await?;
+            let mut held = self.held.lock().expect("the id reserve is not poisoned");
+            held.events.extend(drawn.events);
+            held.links.extend(drawn.links);
+        }
+        let mut held = self.held.lock().expect("the id reserve is not poisoned");
+        // Concurrent groups may have taken from a refill meant for this one.
+        if !enough(&held) {
+            drop(held);
+            return draw_numbers(client, events, links).await;
+        }
+        let mut numbers = Numbers {
+            events: held.events.drain(..events).collect(),
+            links: held.links.drain(..links).collect(),
+        };
+        // Refills that raced may have arrived out of order.
+        numbers.events.sort_unstable();
+        Ok(numbers)
+    }
+}
+
+/// Writes the planned group with the ids of `numbers`.
+async fn write_planned(
+    transaction: &tokio_postgres::Transaction<'_>,
+    plan: &Plan<'_>,
+    numbers: Numbers,
+) -> Result<Written, DbError> {
+    let organizations: Vec<&str> = plan.organizations();
+    let ids = numbers.events;
+    let link_ids: HashMap<&str, i64> = organizations.iter().copied().zip(numbers.links).collect();
+
+    let stored = claim_idempotency_keys(transaction, plan, &ids).await?;
     let new: Vec<usize> = (0..plan.candidates.len())
         .filter(|i| !stored.contains_key(i))
         .collect();
@@ -85,8 +186,17 @@ pub async fn write_in(
             .push(i);
     }
     if !new.is_empty() {
-        copy_events(transaction, &plan, &new, &ids, &link_ids).await?;
-        append_links(transaction, &plan, &per_org, &ids, &link_ids).await?;
+        let orgs: Vec<&str> = per_org.keys().copied().collect();
+        let (copy, ()) =
+            futures_util::try_join!(prepare_copy(transaction), create_heads(transaction, &orgs))?;
+        let roots = merkle_roots(plan, &per_org);
+        let sink = transaction.copy_in(&copy).await?;
+        // The heads' lock is asked for behind the COPY's end, in the same round trip.
+        let ((), heads) = futures_util::try_join!(
+            copy_events(sink, plan, &new, &ids, &link_ids),
+            lock_heads(transaction, &orgs)
+        )?;
+        append_links(transaction, plan, &per_org, (roots, heads), &ids, &link_ids).await?;
     }
 
     let receipt_of = |slot: usize| {
@@ -186,12 +296,18 @@ async fn claim_idempotency_keys(
         .map(|(_, &i)| plan.candidates[i].0.hash.as_str())
         .collect();
     let inserted: HashSet<(String, String)> = client
-        .query(
+        .query_typed(
             "INSERT INTO audit_idempotency (organization_id, idempotency_key, event_id, event_timestamp, hash) \
              SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::timestamptz[], $5::text[]) \
              ON CONFLICT (organization_id, idempotency_key) DO NOTHING \
              RETURNING organization_id, idempotency_key",
-            &[&orgs, &keys, &event_ids, &timestamps, &hashes],
+            &[
+                (&orgs, Type::TEXT_ARRAY),
+                (&keys, Type::TEXT_ARRAY),
+                (&event_ids, Type::INT8_ARRAY),
+                (&timestamps, Type::TIMESTAMPTZ_ARRAY),
+                (&hashes, Type::TEXT_ARRAY),
+            ],
         )
         .await?
         .iter()
@@ -208,12 +324,15 @@ async fn claim_idempotency_keys(
         return Ok(stored);
     }
     let rows = client
-        .query(
+        .query_typed(
             "SELECT i.organization_id, i.idempotency_key, i.event_id, i.event_timestamp, i.hash \
              FROM audit_idempotency i \
              JOIN unnest($1::text[], $2::text[]) AS wanted(organization_id, idempotency_key) \
                USING (organization_id, idempotency_key)",
-            &[&taken_orgs, &taken_keys],
+            &[
+                (&taken_orgs, Type::TEXT_ARRAY),
+                (&taken_keys, Type::TEXT_ARRAY),
+            ],
         )
         .await?;
     for row in rows {
@@ -232,24 +351,32 @@ async fn claim_idempotency_keys(
     Ok(stored)
 }
 
-/// Writes the new events with binary COPY: faster than a multi-row INSERT, and
-/// streamed, so no connection keeps a buffer the size of the whole group.
-async fn copy_events(
+/// The group's COPY, prepared (a COPY cannot go through the unnamed statement
+/// of `query_typed`), so that its preparation shares a round trip.
+async fn prepare_copy(
     transaction: &tokio_postgres::Transaction<'_>,
-    plan: &Plan<'_>,
-    new: &[usize],
-    ids: &[i64],
-    link_ids: &HashMap<&str, i64>,
-) -> Result<(), DbError> {
-    let sink = transaction
-        .copy_in(
+) -> Result<tokio_postgres::Statement, DbError> {
+    Ok(transaction
+        .prepare(
             "COPY audit_log (id, \"timestamp\", ttl, principal_id, organization_id, action, \
                target_resource_type, target_resource_id, status, outcome_description, hash, hash_algorithm, \
                event_version, correlation_id, data_classification, retention_policy, processing_latency, \
                details, idempotency_key, principal_commitment, target_resource_commitment, chain_link) \
              FROM STDIN BINARY",
         )
-        .await?;
+        .await?)
+}
+
+/// Writes the new events with binary COPY into `sink`: faster than a
+/// multi-row INSERT, and streamed, so no connection keeps a buffer the size of
+/// the whole group.
+async fn copy_events(
+    sink: tokio_postgres::CopyInSink<bytes::Bytes>,
+    plan: &Plan<'_>,
+    new: &[usize],
+    ids: &[i64],
+    link_ids: &HashMap<&str, i64>,
+) -> Result<(), DbError> {
     let text = Type::VARCHAR;
     let types = [
         Type::INT8,
@@ -314,19 +441,47 @@ async fn copy_events(
     Ok(())
 }
 
-/// The tail of the transaction: lock the organizations' chain heads (sorted,
-/// so concurrent groups cannot deadlock), number and link each new link, store
-/// the links and move the heads.
-async fn append_links(
-    client: &impl GenericClient,
-    plan: &Plan<'_>,
-    per_org: &BTreeMap<&str, Vec<usize>>,
-    ids: &[i64],
-    link_ids: &HashMap<&str, i64>,
+/// Gives each organization of the group a chain head, if it has none yet. No
+/// lock is taken on an existing head: that waits for [`lock_heads`].
+async fn create_heads(
+    transaction: &tokio_postgres::Transaction<'_>,
+    orgs: &[&str],
 ) -> Result<(), DbError> {
-    let orgs: Vec<&str> = per_org.keys().copied().collect();
-    // Computed before taking the locks: the roots depend only on this group.
-    let roots: Vec<[u8; 32]> = per_org
+    transaction
+        .execute_typed(
+            "INSERT INTO audit_chain_head (organization_id, seq, link) \
+             SELECT unnest($1::text[]), 0, $2 ON CONFLICT (organization_id) DO NOTHING",
+            &[
+                (&orgs, Type::TEXT_ARRAY),
+                (&hex::encode(chain::GENESIS), Type::TEXT),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The organizations' chain heads (seq, link, event total), locked until the
+/// transaction ends, in sorted order so that concurrent groups cannot deadlock.
+async fn lock_heads(
+    transaction: &tokio_postgres::Transaction<'_>,
+    orgs: &[&str],
+) -> Result<HashMap<String, (i64, String, i64)>, DbError> {
+    Ok(transaction
+        .query_typed(
+            "SELECT organization_id, seq, link, event_total FROM audit_chain_head \
+             WHERE organization_id = ANY($1) ORDER BY organization_id FOR UPDATE",
+            &[(&orgs, Type::TEXT_ARRAY)],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), (row.get(1), row.get(2), row.get(3))))
+        .collect())
+}
+
+/// The Merkle root of each organization's new events: computed before the
+/// heads are locked, as it depends only on the group.
+fn merkle_roots(plan: &Plan<'_>, per_org: &BTreeMap<&str, Vec<usize>>) -> Vec<[u8; 32]> {
+    per_org
         .values()
         .map(|members| {
             let leaves: Vec<[u8; 32]> = members
@@ -335,29 +490,20 @@ async fn append_links(
                 .collect();
             chain::merkle_root(&leaves)
         })
-        .collect();
-    client
-        .execute(
-            "INSERT INTO audit_chain_head (organization_id, seq, link) \
-             SELECT unnest($1::text[]), 0, $2 ON CONFLICT (organization_id) DO NOTHING",
-            &[&orgs, &hex::encode(chain::GENESIS)],
-        )
-        .await?;
-    let heads: HashMap<String, (i64, String, i64)> = client
-        .query(
-            "SELECT organization_id, seq, link, event_total FROM audit_chain_head \
-             WHERE organization_id = ANY($1) ORDER BY organization_id FOR UPDATE",
-            &[&orgs],
-        )
-        .await?
-        .iter()
-        .map(|row| {
-            (
-                row.get("organization_id"),
-                (row.get("seq"), row.get("link"), row.get("event_total")),
-            )
-        })
-        .collect();
+        .collect()
+}
+
+/// The tail of the transaction, under the locks of the heads: number and link
+/// each new link, store the links and move the heads (two statements in one
+/// round trip).
+async fn append_links(
+    transaction: &tokio_postgres::Transaction<'_>,
+    plan: &Plan<'_>,
+    per_org: &BTreeMap<&str, Vec<usize>>,
+    (roots, heads): (Vec<[u8; 32]>, HashMap<String, (i64, String, i64)>),
+    ids: &[i64],
+    link_ids: &HashMap<&str, i64>,
+) -> Result<(), DbError> {
     let mut links = LinkRows::default();
     for ((org, members), root) in per_org.iter().zip(&roots) {
         let (seq, prev, total) = &heads[*org];
@@ -382,26 +528,39 @@ async fn append_links(
         links.links.push(hex::encode(link));
         links.totals.push(total + members.len() as i64);
     }
-    client
-        .execute(
-            "INSERT INTO audit_chain (organization_id, link_id, seq, event_count, first_event_id, last_event_id, \
-               min_timestamp, max_timestamp, merkle_root, prev_link, link) \
-             SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int4[], $5::int8[], $6::int8[], \
-               $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[])",
-            &[
-                &links.orgs, &links.link_ids, &links.seqs, &links.counts, &links.first_ids, &links.last_ids,
-                &links.min_timestamps, &links.max_timestamps, &links.roots, &links.prev_links, &links.links,
-            ],
-        )
-        .await?;
-    client
-        .execute(
-            "UPDATE audit_chain_head h SET seq = n.seq, link = n.link, event_total = n.total, updated_at = now() \
-             FROM unnest($1::text[], $2::int8[], $3::text[], $4::int8[]) AS n(organization_id, seq, link, total) \
-             WHERE h.organization_id = n.organization_id",
-            &[&links.orgs, &links.seqs, &links.links, &links.totals],
-        )
-        .await?;
+    let chain_params: [(&(dyn ToSql + Sync), Type); 11] = [
+        (&links.orgs, Type::TEXT_ARRAY),
+        (&links.link_ids, Type::INT8_ARRAY),
+        (&links.seqs, Type::INT8_ARRAY),
+        (&links.counts, Type::INT4_ARRAY),
+        (&links.first_ids, Type::INT8_ARRAY),
+        (&links.last_ids, Type::INT8_ARRAY),
+        (&links.min_timestamps, Type::TIMESTAMPTZ_ARRAY),
+        (&links.max_timestamps, Type::TIMESTAMPTZ_ARRAY),
+        (&links.roots, Type::TEXT_ARRAY),
+        (&links.prev_links, Type::TEXT_ARRAY),
+        (&links.links, Type::TEXT_ARRAY),
+    ];
+    let head_params: [(&(dyn ToSql + Sync), Type); 4] = [
+        (&links.orgs, Type::TEXT_ARRAY),
+        (&links.seqs, Type::INT8_ARRAY),
+        (&links.links, Type::TEXT_ARRAY),
+        (&links.totals, Type::INT8_ARRAY),
+    ];
+    let chain_rows = transaction.execute_typed(
+        "INSERT INTO audit_chain (organization_id, link_id, seq, event_count, first_event_id, last_event_id, \
+           min_timestamp, max_timestamp, merkle_root, prev_link, link) \
+         SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int4[], $5::int8[], $6::int8[], \
+           $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[])",
+        &chain_params,
+    );
+    let moved_heads = transaction.execute_typed(
+        "UPDATE audit_chain_head h SET seq = n.seq, link = n.link, event_total = n.total, updated_at = now() \
+         FROM unnest($1::text[], $2::int8[], $3::text[], $4::int8[]) AS n(organization_id, seq, link, total) \
+         WHERE h.organization_id = n.organization_id",
+        &head_params,
+    );
+    futures_util::try_join!(chain_rows, moved_heads)?;
     Ok(())
 }
 

@@ -70,6 +70,10 @@ const LOOKUP_SCRIPT: &str = "local g = 'r' .. (redis.call('GET', KEYS[1]) or '0'
     local answer = redis.call('GET', ARGV[1] .. ':' .. g) \
     if answer then return {g, answer} end \
     return {g}";
+/// Bumps a generation and announces it, in one round trip.
+const BUMP_SCRIPT: &str = "local g = redis.call('INCR', KEYS[1]) \
+    redis.call('PUBLISH', ARGV[1], ARGV[2]) \
+    return g";
 /// Separates the organization from the kind in an invalidation announcement.
 const ANNOUNCEMENT_SEPARATOR: char = '\u{0}';
 
@@ -171,7 +175,6 @@ impl QueryCache {
                 u32::try_from(bytes.max(least_weight)).unwrap_or(u32::MAX)
             })
             .expire_after(PerEntryTtl)
-            .support_invalidation_closures()
             .eviction_listener(move |_, _, cause| {
                 if cause.was_evicted() {
                     evictions.cache.evictions.with_label_values(&["l1"]).inc();
@@ -273,25 +276,27 @@ impl QueryCache {
     /// unreachable, here and on every instance; returns once the new
     /// generation is in Redis (or, with Redis down, counted here and retried
     /// in the background).
+    ///
+    /// The L1 entries themselves stay until replaced, expired or evicted
+    /// (within `cache.l1_max_mb`): every read compares an entry's generation
+    /// with the current one, so an outdated entry is never served. Dropping
+    /// them here would cost a scan of L1 on every write (ingest writes
+    /// hundreds of times a second).
     pub async fn invalidate(&self, organization_id: &str, kind: &str) {
-        let bump = bump_command(&self.prefix, organization_id, kind);
-        match self.redis.query::<i64>(&bump).await {
-            Ok(_) => {
-                let announce = redis::cmd("PUBLISH")
-                    .arg(self.channel())
-                    .arg(format!("{organization_id}{ANNOUNCEMENT_SEPARATOR}{kind}"))
-                    .clone();
-                let _ = self.redis.query::<i64>(&announce).await;
-            }
-            Err(error) => {
-                *self
-                    .local_generations
-                    .entry((organization_id.to_owned(), kind.to_owned()))
-                    .or_default() += 1;
-                self.miss_bump(organization_id, kind, &error);
-            }
+        let bump = redis::cmd("EVAL")
+            .arg(BUMP_SCRIPT)
+            .arg(1)
+            .arg(generation_key(&self.prefix, organization_id, kind))
+            .arg(self.channel())
+            .arg(format!("{organization_id}{ANNOUNCEMENT_SEPARATOR}{kind}"))
+            .clone();
+        if let Err(error) = self.redis.query::<i64>(&bump).await {
+            *self
+                .local_generations
+                .entry((organization_id.to_owned(), kind.to_owned()))
+                .or_default() += 1;
+            self.miss_bump(organization_id, kind, &error);
         }
-        self.drop_local(organization_id, kind);
     }
 
     /// False while Redis is backed off (`redis_conn`): for the invalidation
@@ -351,26 +356,16 @@ impl QueryCache {
         true
     }
 
-    /// Applies an invalidation another instance announced: drops the L1
-    /// entries it made unreachable.
-    /// Drops the L1 entries an announcement names; returns its organization
-    /// and kind.
-    pub fn apply_announcement<'a>(&self, announcement: &'a str) -> Option<(&'a str, &'a str)> {
-        let (organization_id, kind) = announcement.split_once(ANNOUNCEMENT_SEPARATOR)?;
-        self.drop_local(organization_id, kind);
-        Some((organization_id, kind))
+    /// The organization and kind an invalidation announcement names. The
+    /// announcement itself changes nothing in L1 (see [`Self::invalidate`]):
+    /// it tells listeners, such as the AlertActor, that what they hold is outdated.
+    pub fn announced(announcement: &str) -> Option<(&str, &str)> {
+        announcement.split_once(ANNOUNCEMENT_SEPARATOR)
     }
 
     /// The pub/sub channel generation bumps are announced on.
     pub fn channel(&self) -> String {
         format!("{}invalidations", self.prefix)
-    }
-
-    fn drop_local(&self, organization_id: &str, kind: &str) {
-        let prefix = format!("{}q:{organization_id}:{kind}:", self.prefix);
-        let _ = self
-            .l1
-            .invalidate_entries_if(move |key, _| key.starts_with(&prefix));
     }
 
     fn remember(&self, slot: String, generation: String, answer: Answer, ttl: Duration) {

@@ -1,10 +1,7 @@
-//! CacheActor: keeps this instance's L1 query cache in step with the others.
-//! It listens on the Redis channel where every instance announces the
-//! (organization, kind) generations it bumped, and drops those L1 entries here
-//! (correctness does not wait for it: the generation in each key already
-//! makes older answers unreachable; this frees their memory at once), and
-//! tells the AlertActor when an organization's alert rules changed. It
-//! reconnects by itself once Redis is back.
+//! CacheActor: listens on the Redis channel where every instance announces the
+//! (organization, kind) generations it bumped, and tells the AlertActor when
+//! an organization's alert rules changed. (The L1 cache needs no notice: each
+//! read compares generations.) It reconnects by itself once Redis is back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,8 +55,8 @@ impl Actor for CacheActor {
     }
 }
 
-/// Applies the announced invalidations; runs inside the actor's context, so
-/// it ends with the actor.
+/// Hears the announced invalidations; runs inside the actor's context, so it
+/// ends with the actor.
 async fn listen(
     config: Arc<Config>,
     client: redis::Client,
@@ -86,7 +83,7 @@ async fn listen(
                 while let Some(message) = messages.next().await {
                     if let Ok(announcement) = message.get_payload::<String>() {
                         if let Some((organization_id, ALERT_RULES)) =
-                            cache.apply_announcement(&announcement)
+                            QueryCache::announced(&announcement)
                         {
                             alerts.notify(RulesChanged {
                                 organization_id: organization_id.to_owned(),

@@ -115,17 +115,15 @@ pub struct Rules<'a> {
 }
 
 /// Validates one event (the `index`-th of its request) and builds its stored form.
-pub fn prepare(
-    index: usize,
-    input: &Value,
-    rules: &Rules<'_>,
-) -> Result<NewEvent, Vec<FieldError>> {
+pub fn prepare(index: usize, input: Value, rules: &Rules<'_>) -> Result<NewEvent, Vec<FieldError>> {
     let error = |field: &str, message: String| FieldError {
         index: Some(index),
         field: field.to_owned(),
         message,
     };
-    let Some(object) = input.as_object() else {
+    // Taken by value: the event's strings and details move into the stored
+    // form instead of being copied (ingest's hot path).
+    let Value::Object(object) = input else {
         return Err(vec![error("", "an event must be a JSON object".to_owned())]);
     };
     let mut errors = Vec::new();
@@ -146,87 +144,59 @@ pub fn prepare(
         },
         _ => None,
     };
-    let merged: Map<String, Value> = match preset {
-        Some(preset) => preset
-            .defaults()
-            .into_iter()
-            .chain(object.clone())
-            .collect(),
-        None => object.clone(),
+    let mut merged: Map<String, Value> = match preset {
+        Some(preset) => preset.defaults().into_iter().chain(object).collect(),
+        None => object,
     };
 
-    let mut text = |field: &str| -> Option<String> {
-        let max = STRING_FIELDS
-            .iter()
-            .find(|(name, _)| *name == field)
-            .map_or(255, |(_, max)| *max);
-        match merged.get(field) {
-            None | Some(Value::Null) => None,
+    for (field, max) in STRING_FIELDS {
+        match merged.get(*field) {
+            None | Some(Value::Null) => {}
             Some(Value::String(value)) if value.contains('\0') => {
                 errors.push(error(field, "must not contain NUL characters".to_owned()));
-                None
             }
-            Some(Value::String(value)) if value.chars().count() > max => {
+            Some(Value::String(value)) if value.chars().count() > *max => {
                 errors.push(error(field, format!("at most {max} characters")));
-                None
             }
-            Some(Value::String(value)) => Some(value.clone()),
-            Some(_) => {
-                errors.push(error(field, "must be a string".to_owned()));
-                None
-            }
+            Some(Value::String(_)) => {}
+            Some(_) => errors.push(error(field, "must be a string".to_owned())),
         }
+    }
+    // The fields refused so far are not checked further.
+    let refused: Vec<String> = errors.iter().map(|e| e.field.clone()).collect();
+    let text = |field: &str| match merged.get(field) {
+        Some(Value::String(value)) if !refused.iter().any(|f| f == field) => Some(value.as_str()),
+        _ => None,
     };
-    let timestamp = text("timestamp");
-    let principal_id = text("principal_id");
-    let action = text("action");
-    let status = text("status");
-    let target_resource_type = text("target_resource_type");
-    let target_resource_id = text("target_resource_id");
-    let outcome_description = text("outcome_description");
-    let correlation_id = text("correlation_id");
-    let data_classification = text("data_classification");
-    let retention_policy = text("retention_policy");
-    let ttl = text("ttl");
-    let event_version = text("event_version");
-    let idempotency_key = text("idempotency_key");
-    text("preset");
-    text("organization_id");
-
-    let mut required = |field: &str, value: &Option<String>| {
-        if value.as_deref().is_none_or(|v| v.trim().is_empty())
-            && !errors.iter().any(|e| e.field == field)
+    for field in ["principal_id", "action", "status"] {
+        if text(field).is_none_or(|value| value.trim().is_empty())
+            && !refused.iter().any(|f| f == field)
         {
             errors.push(error(field, "is required".to_owned()));
         }
-    };
-    required("principal_id", &principal_id);
-    required("action", &action);
-    required("status", &status);
-
-    if let Some(status) = &status {
-        if !STATUSES.contains(&status.as_str()) {
+    }
+    if let Some(status) = text("status") {
+        if !STATUSES.contains(&status) {
             errors.push(error(
                 "status",
                 format!("must be one of {}", STATUSES.join(", ")),
             ));
         }
     }
-    let data_classification = data_classification.unwrap_or_else(|| "INTERNAL".to_owned());
-    if !CLASSIFICATIONS.contains(&data_classification.as_str()) {
+    let classification = text("data_classification").unwrap_or("INTERNAL");
+    if !CLASSIFICATIONS.contains(&classification) {
         errors.push(error(
             "data_classification",
             format!("must be one of {}", CLASSIFICATIONS.join(", ")),
         ));
     }
-    let timestamp = checked_timestamp(timestamp, rules).unwrap_or_else(|problem| {
+    let timestamp = checked_timestamp(text("timestamp"), rules).unwrap_or_else(|problem| {
         errors.push(error("timestamp", problem));
         rules.now
     });
-    let details = checked_details(merged.get("details")).unwrap_or_else(|problem| {
+    if let Err(problem) = checked_details(merged.get("details")) {
         errors.push(error("details", problem));
-        None
-    });
+    }
     if let Some(preset) = preset {
         for problem in preset.check(&merged) {
             errors.push(error(&problem.field, problem.message));
@@ -236,8 +206,14 @@ pub fn prepare(
         return Err(errors);
     }
 
+    // Valid: every string field is a string or absent.
+    let mut take = |field: &str| match merged.remove(field) {
+        Some(Value::String(value)) => Some(value),
+        _ => None,
+    };
     let organization_id = rules.organization_id.to_owned();
-    let principal_id = principal_id.unwrap_or_default();
+    let principal_id = take("principal_id").unwrap_or_default();
+    let target_resource_id = take("target_resource_id");
     let mut event = NewEvent {
         principal_commitment: canonical::commitment(
             rules.commitment_key,
@@ -249,19 +225,22 @@ pub fn prepare(
             .map(|id| canonical::commitment(rules.commitment_key, &organization_id, id)),
         organization_id,
         timestamp,
-        ttl,
+        ttl: take("ttl"),
         principal_id,
-        action: action.unwrap_or_default(),
-        target_resource_type,
+        action: take("action").unwrap_or_default(),
+        target_resource_type: take("target_resource_type"),
         target_resource_id,
-        status: status.unwrap_or_default(),
-        outcome_description,
-        event_version: event_version.unwrap_or_else(|| "1.0".to_owned()),
-        correlation_id,
-        data_classification,
-        retention_policy: retention_policy.unwrap_or_else(|| retention::DEFAULT_POLICY.to_owned()),
-        idempotency_key,
-        details,
+        status: take("status").unwrap_or_default(),
+        outcome_description: take("outcome_description"),
+        event_version: take("event_version").unwrap_or_else(|| "1.0".to_owned()),
+        correlation_id: take("correlation_id"),
+        data_classification: take("data_classification").unwrap_or_else(|| "INTERNAL".to_owned()),
+        retention_policy: take("retention_policy")
+            .unwrap_or_else(|| retention::DEFAULT_POLICY.to_owned()),
+        idempotency_key: take("idempotency_key"),
+        details: merged
+            .remove("details")
+            .filter(|details| !details.is_null()),
         hash: String::new(),
     };
     event.hash = hex::encode(canonical::event_hash(&event.hashed_fields()));
@@ -271,10 +250,10 @@ pub fn prepare(
 /// The event's time, normalized to the instant PostgreSQL stores
 /// (`parse_timestamp`) so that the hash covers exactly what is stored; now
 /// when the event gives none.
-fn checked_timestamp(raw: Option<String>, rules: &Rules<'_>) -> Result<DateTime<Utc>, String> {
+fn checked_timestamp(raw: Option<&str>, rules: &Rules<'_>) -> Result<DateTime<Utc>, String> {
     let timestamp = match raw {
         None => return Ok(normalized_now(rules.now)),
-        Some(raw) => parse_timestamp(&raw)?,
+        Some(raw) => parse_timestamp(raw)?,
     };
     let skew = TimeDelta::from_std(rules.max_clock_skew).unwrap_or(TimeDelta::MAX);
     if timestamp > rules.now + skew {
@@ -290,11 +269,11 @@ fn checked_timestamp(raw: Option<String>, rules: &Rules<'_>) -> Result<DateTime<
 }
 
 /// `details`: absent, or a JSON object of at most [`MAX_DETAILS_BYTES`] without NUL.
-fn checked_details(details: Option<&Value>) -> Result<Option<Value>, String> {
+fn checked_details(details: Option<&Value>) -> Result<(), String> {
     match details {
-        None | Some(Value::Null) => Ok(None),
+        None | Some(Value::Null) => Ok(()),
         Some(details @ Value::Object(_)) => {
-            let size = serde_json::to_vec(details).map_or(usize::MAX, |bytes| bytes.len());
+            let size = serialized_size(details);
             if size > MAX_DETAILS_BYTES {
                 Err(format!(
                     "at most {MAX_DETAILS_BYTES} bytes serialized ({size} given)"
@@ -302,11 +281,27 @@ fn checked_details(details: Option<&Value>) -> Result<Option<Value>, String> {
             } else if contains_nul(details) {
                 Err("must not contain NUL characters".to_owned())
             } else {
-                Ok(Some(details.clone()))
+                Ok(())
             }
         }
         Some(_) => Err("must be a JSON object".to_owned()),
     }
+}
+
+/// The length of `value` as compact JSON, counted without building the text.
+fn serialized_size(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).map_or(usize::MAX, |()| count.0)
 }
 
 fn contains_nul(value: &Value) -> bool {

@@ -55,7 +55,7 @@ impl Record<'_> {
             commitment_key: keys.commitment_key(),
             presets: &HashMap::new(),
         };
-        prepare(0, &input, &rules).map_err(|problems| {
+        prepare(0, input, &rules).map_err(|problems| {
             RecordError::Invalid(
                 problems
                     .iter()

@@ -199,7 +199,7 @@ impl Gdpr {
             commitment_key: self.keys.commitment_key(),
             presets: &HashMap::new(),
         };
-        let event = prepare(0, &input, &rules).map_err(|problems| {
+        let event = prepare(0, input, &rules).map_err(|problems| {
             GdprError::Record(
                 problems
                     .iter()

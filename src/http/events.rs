@@ -116,7 +116,7 @@ pub async fn ingest(
     };
     let mut prepared = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
-    for (index, item) in items.iter().enumerate() {
+    for (index, item) in items.into_iter().enumerate() {
         match audit_events::prepare(index, item, &rules) {
             Ok(event) => prepared.push(event),
             Err(problems) => errors.extend(problems),

@@ -26,7 +26,7 @@
 //!   next worker in turn). Run alone with `cargo bench --bench ingest -- two-workers`.
 //!
 //! `cargo bench --bench ingest -- ingest` runs only the throughput runs against
-//! COPY and the single-event latency.
+//! COPY and the single-event latency; `-- memory` only the memory run.
 //!
 //! Request bodies and rows are built before the clocks start, so the figures
 //! are the worker's (or PostgreSQL's), not the generator's. It prints figures
@@ -91,6 +91,9 @@ const MIN_TRIGGERS_RATIO: f64 = 0.9;
 const TLS_ONLY: &str = "tls";
 /// The command-line word that runs the two-worker comparison alone.
 const TWO_WORKERS_ONLY: &str = "two-workers";
+/// The command-line word that runs only the memory run: idle, then up to
+/// `MEMORY_TARGET_EVENTS` events in batches of 1000.
+const MEMORY_ONLY: &str = "memory";
 /// The command-line word that runs only the throughput and latency runs
 /// against COPY (no verification, no memory run, no comparisons).
 const INGEST_ONLY: &str = "ingest";
@@ -135,6 +138,14 @@ async fn main() {
         return;
     }
     let mut bench = Bench::start(pool.clone()).await;
+    if std::env::args().any(|arg| arg == MEMORY_ONLY) {
+        bench.ingest_up_to(MEMORY_TARGET_EVENTS).await;
+        bench.summary.rss_final = bench.worker.rss_kib("VmRSS");
+        bench.summary.rss_peak = bench.worker.rss_kib("VmHWM");
+        bench.summary.print();
+        bench.stop().await;
+        return;
+    }
     for batch in BATCH_SIZES {
         bench.throughput(batch).await;
     }

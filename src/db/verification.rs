@@ -11,7 +11,7 @@
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, TryStreamExt};
 use serde_json::Value;
-use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::types::{FromSql, Json, ToSql, Type};
 use tokio_postgres::{GenericClient, Row, Statement};
 
 use super::DbError;
@@ -176,15 +176,17 @@ impl ChainEvent {
         self.0.get(column::TARGET_RESOURCE_COMMITMENT)
     }
 
-    /// `details`, parsed (for [`ChainEvent::hashed_fields`] to borrow).
-    pub fn details(&self) -> Option<Value> {
+    /// `details`, as the JSON text the database keeps (its canonical form is
+    /// written from the text, see [`crate::integrity::jcs::write_text`]).
+    pub fn details_text(&self) -> Option<&str> {
         self.0
-            .get::<_, Option<Json<Value>>>(column::DETAILS)
-            .map(|Json(value)| value)
+            .get::<_, Option<JsonText<'_>>>(column::DETAILS)
+            .map(|JsonText(text)| text)
     }
 
-    /// The fields the event's hash covers, with its `details` as parsed.
-    pub fn hashed_fields<'a>(&'a self, details: Option<&'a Value>) -> HashedFields<'a> {
+    /// The fields the event's hash covers but `details` (left out: see
+    /// [`ChainEvent::details_text`]).
+    pub fn hashed_fields(&self) -> HashedFields<'_> {
         let row = &self.0;
         HashedFields {
             organization_id: row.get(column::ORGANIZATION_ID),
@@ -202,8 +204,30 @@ impl ChainEvent {
             data_classification: row.get(column::DATA_CLASSIFICATION),
             retention_policy: row.get(column::RETENTION_POLICY),
             idempotency_key: row.get(column::IDEMPOTENCY_KEY),
-            details,
+            details: None,
         }
+    }
+}
+
+/// A `jsonb` (or `json`) value as its text, borrowed from the row: in binary
+/// form a `jsonb` is a version byte (1) and the text.
+struct JsonText<'a>(&'a str);
+
+impl<'a> FromSql<'a> for JsonText<'a> {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let text = match (ty, raw.split_first()) {
+            (&Type::JSONB, Some((1, text))) => text,
+            (&Type::JSONB, _) => return Err("unsupported jsonb version".into()),
+            _ => raw,
+        };
+        Ok(JsonText(std::str::from_utf8(text)?))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::JSON | Type::JSONB)
     }
 }
 

@@ -82,14 +82,46 @@ pub fn canonical_bytes(fields: &HashedFields<'_>) -> Vec<u8> {
 
 /// Appends [`canonical_bytes`] to `out` (a buffer reused from event to event).
 pub fn write_canonical(fields: &HashedFields<'_>, out: &mut Vec<u8>) {
-    fn present(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
-        out.push(1);
-        let length_at = out.len();
-        out.extend_from_slice(&[0; 4]);
-        write(out);
-        let length = (out.len() - length_at - 4) as u32;
-        out[length_at..length_at + 4].copy_from_slice(&length.to_be_bytes());
+    write_fields(fields, out);
+    match fields.details {
+        None => out.push(0),
+        Some(details) => present(out, |out| jcs::write(details, out)),
     }
+}
+
+/// [`write_canonical`] of `fields` with `details` as the JSON text the
+/// database gives (`fields.details` is not read): verification canonicalizes
+/// that text without parsing it into a [`serde_json::Value`] first
+/// ([`jcs::write_text`]). Fails only when the text is not JSON.
+pub fn write_canonical_details_text(
+    fields: &HashedFields<'_>,
+    details: Option<&str>,
+    out: &mut Vec<u8>,
+) -> Result<(), serde_json::Error> {
+    write_fields(fields, out);
+    match details {
+        None => out.push(0),
+        Some(details) => {
+            let mut written = Ok(());
+            present(out, |out| written = jcs::write_text(details, out));
+            written?;
+        }
+    }
+    Ok(())
+}
+
+/// Field `0x01 || u32be(len) || value`, with `write` appending the value.
+fn present(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    out.push(1);
+    let length_at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    write(out);
+    let length = (out.len() - length_at - 4) as u32;
+    out[length_at..length_at + 4].copy_from_slice(&length.to_be_bytes());
+}
+
+/// The domain and fields 1 to 15 (all but `details`).
+fn write_fields(fields: &HashedFields<'_>, out: &mut Vec<u8>) {
     fn text(out: &mut Vec<u8>, value: Option<&str>) {
         match value {
             None => out.push(0),
@@ -112,10 +144,6 @@ pub fn write_canonical(fields: &HashedFields<'_>, out: &mut Vec<u8>) {
     text(out, Some(fields.data_classification));
     text(out, Some(fields.retention_policy));
     text(out, fields.idempotency_key);
-    match fields.details {
-        None => out.push(0),
-        Some(details) => present(out, |out| jcs::write(details, out)),
-    }
 }
 
 pub fn event_hash(fields: &HashedFields<'_>) -> [u8; 32] {

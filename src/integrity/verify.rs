@@ -618,11 +618,16 @@ impl EventChecker {
         }
     }
 
-    fn recompute_hash(&mut self, event: &ChainEvent) -> [u8; 32] {
-        let details = event.details();
+    /// The event's hash recomputed; `None` when its `details` are not JSON.
+    fn recompute_hash(&mut self, event: &ChainEvent) -> Option<[u8; 32]> {
         self.canonical.clear();
-        canonical::write_canonical(&event.hashed_fields(details.as_ref()), &mut self.canonical);
-        Sha256::digest(&self.canonical).into()
+        canonical::write_canonical_details_text(
+            &event.hashed_fields(),
+            event.details_text(),
+            &mut self.canonical,
+        )
+        .ok()?;
+        Some(Sha256::digest(&self.canonical).into())
     }
 }
 
@@ -658,7 +663,7 @@ fn check_member(
     let (id, seq) = (event.id(), Some(link.seq));
     let recomputed = checker.recompute_hash(event);
     let mut intact = true;
-    if !canonical::hex_equals(&recomputed, event.hash()) {
+    if !recomputed.is_some_and(|hash| canonical::hex_equals(&hash, event.hash())) {
         intact = false;
         findings.add(
             ProblemKind::Modified,
@@ -692,7 +697,7 @@ fn check_member(
             ),
         );
     }
-    (recomputed, intact)
+    (recomputed.unwrap_or_default(), intact)
 }
 
 /// The link's events as a whole: as many as it holds and, when each is

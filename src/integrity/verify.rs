@@ -239,13 +239,16 @@ fn attested(
     Ok(Some(statement))
 }
 
+/// A time span; `None` leaves that end open.
+type Span = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// What walking the chain leaves for the steps after it.
 struct ChainWalk {
     /// The links whose events the range touches, by link id.
     in_range: HashMap<i64, ChainLink>,
     /// The time span those links' events cover, widened to the range asked
     /// for (`None`: open at that end).
-    span: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+    span: Span,
     links_checked: u64,
     /// The last link: its seq and hash.
     last: Option<(i64, String)>,
@@ -415,7 +418,7 @@ async fn check_events(
     scope: &Scope<'_>,
     checker: EventChecker,
     in_range: HashMap<i64, ChainLink>,
-    (span, archived): ((Option<DateTime<Utc>>, Option<DateTime<Utc>>), bool),
+    (span, archived): (Span, bool),
     findings: &mut Findings,
 ) -> Result<EventCounts, VerifyError> {
     let statement = verification::prepare_events(client, archived).await?;
@@ -462,7 +465,7 @@ async fn merge_window(
 fn check_window(
     mut links: HashMap<i64, ChainLink>,
     mut events: Vec<ChainEvent>,
-    bounds: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+    bounds: Span,
     checker: &mut EventChecker,
 ) -> WindowFindings {
     let mut findings = Findings::default();
@@ -495,11 +498,7 @@ fn check_window(
 
 /// Events of a link that is not among the links of the range: if they lie in
 /// the range (`from` inclusive, `to` exclusive), no link row backs them.
-fn report_strays(
-    events: &[ChainEvent],
-    (from, to): (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
-    findings: &mut Findings,
-) {
+fn report_strays(events: &[ChainEvent], (from, to): Span, findings: &mut Findings) {
     for event in events {
         let timestamp = event.timestamp();
         let in_scope =

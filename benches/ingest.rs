@@ -7,7 +7,11 @@
 //!   shaped rows into the same `audit_log` table (8 connections, one `COPY` per
 //!   batch, `id` from the column default `nextval('audit_log_id_seq')`);
 //! - single-event latency (p50, p90, p99, max);
-//! - the speed of `POST /v1/integrity/verify` over every event ingested;
+//! - the speed of `POST /v1/integrity/verify` over every event ingested,
+//!   against a baseline measured right after it: a binary
+//!   `COPY (SELECT …) TO STDOUT` of the same columns of the same rows. Run alone, on `VERIFY_EVENTS` events
+//!   ingested for it and in alternating turns, with
+//!   `cargo bench --bench ingest -- verify`;
 //! - the worker's resident memory, idle and up to one million ingested events;
 //! - ingest with Redis unreachable against Redis up: two more fresh workers,
 //!   one with `redis.url` on a port where nothing listens, measured in turns
@@ -37,7 +41,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use futures_util::pin_mut;
+use futures_util::{pin_mut, StreamExt};
 use serde_json::{json, Value};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
@@ -68,7 +72,9 @@ const MEMORY_BUDGET: Duration = Duration::from_secs(180);
 /// HTTP ingest over binary COPY, by batch size.
 const MIN_COPY_RATIOS: [(usize, f64); 2] = [(100, 0.7), (1000, 0.8)];
 const MAX_P99_MS: f64 = 5.0;
-const MIN_VERIFY_RATE: f64 = 100_000.0;
+/// Verification at this share of the rate of a binary COPY out of the same
+/// rows, at least.
+const MIN_VERIFY_COPY_RATIO: f64 = 0.8;
 const MAX_RSS_MB: f64 = 100.0;
 /// Goal of the Redis issue: ingest with Redis unreachable at this share of
 /// its rate with Redis up, at least.
@@ -100,6 +106,12 @@ const INGEST_ONLY: &str = "ingest";
 /// Floor of the production-posture issue: ingest through a TLS database
 /// connection over ingest through a plain one.
 const MIN_TLS_RATIO: f64 = 0.9;
+/// The command-line word that runs the verification comparison alone.
+const VERIFY_ONLY: &str = "verify";
+/// Events ingested (in requests of 1000) for the verification comparison run alone.
+const VERIFY_EVENTS: u64 = 300_000;
+/// Verifications (each followed by a COPY out) in that comparison.
+const VERIFY_TURNS: usize = 3;
 
 const ACTIONS: [&str; 8] = [
     "patient.record.read",
@@ -135,6 +147,10 @@ async fn main() {
     }
     if std::env::args().any(|arg| arg == TWO_WORKERS_ONLY) {
         two_workers(&pool).await;
+        return;
+    }
+    if std::env::args().any(|arg| arg == VERIFY_ONLY) {
+        verify_against_copy(pool).await;
         return;
     }
     let mut bench = Bench::start(pool.clone()).await;
@@ -433,19 +449,28 @@ impl Bench {
         self.summary.latency = Percentiles::of(run.latencies);
     }
 
+    /// One verification of every event, then the binary COPY out of the same rows.
     async fn verify(&mut self) {
         let cpu = self.worker.cpu_time();
         let (report, took) = self.http.verify().await;
         let cores = self.worker.cores_since(cpu, took);
+        let copy_out = copy_out(&self.worker.database_url()).await;
         let verify = Verification {
             checked: report["checked"].as_u64().unwrap_or_default(),
             valid: report["valid"] == true,
             took,
+            copy_out,
         };
         println!(
             "verify: {} events in {took:.2?}, valid={}, worker CPU {cores:.2} cores",
             grouped(verify.checked as f64),
             verify.valid
+        );
+        println!(
+            "copy out: {} rows, {:.1} MB in {:.2?}",
+            grouped(copy_out.rows as f64),
+            copy_out.bytes as f64 / 1e6,
+            copy_out.took
         );
         self.summary.verify = Some(verify);
     }
@@ -464,6 +489,98 @@ impl Bench {
         let (status, took) = self.worker.stop().await;
         println!("worker stopped on SIGTERM in {took:.1?}: {status}; database dropped");
         report_log(&log);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Verification against a binary COPY out of the same rows.
+// ---------------------------------------------------------------------------
+
+/// A fresh worker takes `VERIFY_EVENTS` events in requests of 1000, then
+/// verifies them `VERIFY_TURNS` times, each followed by the COPY out of the
+/// same rows; prints each turn and the medians with their ratio and floor.
+async fn verify_against_copy(pool: Arc<Vec<SampleEvent>>) {
+    println!("\n== verification against binary COPY out ==");
+    let mut bench = Bench::start(pool).await;
+    let bodies = Arc::new(batch_bodies(&bench.pool, 1000));
+    let run = bench
+        .http
+        .post_all(&bodies, VERIFY_EVENTS / 1000, MEMORY_BUDGET)
+        .await;
+    println!("ingest for verification: {}", run.describe(run.ok * 1000));
+    run.print_failures();
+    let mut turns = Vec::with_capacity(VERIFY_TURNS);
+    for turn in 1..=VERIFY_TURNS {
+        bench.verify().await;
+        let verify = bench.summary.verify.take().expect("a verification ran");
+        println!("turn {turn}: {}", verify.describe());
+        turns.push(verify);
+    }
+    turns.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+    let median_verify = &turns[turns.len() / 2];
+    let median_copy = median(turns.iter().map(|turn| turn.copy_out.rate()).collect());
+    let ratio = median_verify.rate() / median_copy;
+    println!("\n== summary, verification (median of {VERIFY_TURNS} turns) ==");
+    println!(
+        "verify {} ev/s (valid={}), binary COPY out {} rows/s, ratio {ratio:.2} (floor {MIN_VERIFY_COPY_RATIO}: {})",
+        grouped(median_verify.rate()),
+        turns.iter().all(|turn| turn.valid),
+        grouped(median_copy),
+        verdict(ratio >= MIN_VERIFY_COPY_RATIO && turns.iter().all(|turn| turn.valid))
+    );
+    bench.stop().await;
+}
+
+/// The verification's columns of every event of `HTTP_ORG`, as
+/// `src/db/verification.rs` reads them (no events were removed here, so the
+/// kept leaves it also reads are none). In no order: the cheapest read of
+/// those rows PostgreSQL offers, where verification needs them by chain link.
+const COPY_OUT_STATEMENT: &str = "COPY (SELECT id, \"timestamp\", ttl, principal_id, organization_id, action, \
+    target_resource_type, target_resource_id, status, outcome_description, hash, hash_algorithm, \
+    event_version, correlation_id, data_classification, retention_policy, details, idempotency_key, \
+    principal_commitment, target_resource_commitment, chain_link \
+    FROM audit_log WHERE organization_id = 'bench-http') TO STDOUT (FORMAT binary)";
+
+/// What a binary COPY out read.
+#[derive(Clone, Copy)]
+struct CopyOut {
+    rows: u64,
+    bytes: u64,
+    took: Duration,
+}
+
+impl CopyOut {
+    fn rate(&self) -> f64 {
+        self.rows as f64 / self.took.as_secs_f64()
+    }
+}
+
+/// The baseline of verification: every byte of `COPY_OUT_STATEMENT` read
+/// on a connection opened (and the rows counted) before the clock starts.
+async fn copy_out(database_url: &str) -> CopyOut {
+    let client = connect(database_url).await;
+    let rows: i64 = client
+        .query_one(
+            "SELECT count(*) FROM audit_log WHERE organization_id = $1",
+            &[&HTTP_ORG],
+        )
+        .await
+        .expect("count the events")
+        .get(0);
+    let started = Instant::now();
+    let stream = client
+        .copy_out(COPY_OUT_STATEMENT)
+        .await
+        .expect("start the COPY out");
+    pin_mut!(stream);
+    let mut bytes = 0;
+    while let Some(chunk) = stream.next().await {
+        bytes += chunk.expect("read the COPY out").len() as u64;
+    }
+    CopyOut {
+        rows: rows as u64,
+        bytes,
+        took: started.elapsed(),
     }
 }
 
@@ -869,6 +986,30 @@ struct Verification {
     checked: u64,
     valid: bool,
     took: Duration,
+    /// The baseline, measured right after.
+    copy_out: CopyOut,
+}
+
+impl Verification {
+    fn rate(&self) -> f64 {
+        self.checked as f64 / self.took.as_secs_f64()
+    }
+
+    /// `verify: … ev/s, copy out … rows/s, ratio … (floor …)`.
+    fn describe(&self) -> String {
+        let (rate, copy_rate) = (self.rate(), self.copy_out.rate());
+        let ratio = rate / copy_rate;
+        format!(
+            "verify: {} events in {:.2?}, {} ev/s, valid={}; binary COPY out of the same rows {} rows/s; \
+             ratio {ratio:.2} (floor {MIN_VERIFY_COPY_RATIO}: {})",
+            grouped(self.checked as f64),
+            self.took,
+            grouped(rate),
+            self.valid,
+            grouped(copy_rate),
+            verdict(ratio >= MIN_VERIFY_COPY_RATIO && self.valid)
+        )
+    }
 }
 
 #[derive(Default)]
@@ -925,17 +1066,8 @@ impl Summary {
             ms(l.max),
             verdict(ms(l.p99) < MAX_P99_MS)
         );
-        if let Some(v) = &self.verify {
-            let rate = v.checked as f64 / v.took.as_secs_f64();
-            println!(
-                "verify: {} events in {:.2?}, {} ev/s, valid={} (floor {} ev/s: {})",
-                grouped(v.checked as f64),
-                v.took,
-                grouped(rate),
-                v.valid,
-                grouped(MIN_VERIFY_RATE),
-                verdict(rate >= MIN_VERIFY_RATE && v.valid)
-            );
+        if let Some(verify) = &self.verify {
+            println!("{}", verify.describe());
         }
         println!(
             "memory (VmRSS): idle {:.1} MB, after ingest runs {:.1} MB, after verify {:.1} MB, \

@@ -2,9 +2,11 @@
 //! in `docs/integrity.md` (keep the two in step; the test vectors there are
 //! checked by the tests below).
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+
+use super::jcs;
 
 pub const HASH_ALGORITHM: &str = "SHA-256";
 const EVENT_DOMAIN: &[u8] = b"audit-worker/event/v1\0";
@@ -39,43 +41,109 @@ pub fn format_timestamp(timestamp: DateTime<Utc>) -> String {
     timestamp.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
+/// Appends [`format_timestamp`]'s text to `out` without formatting
+/// machinery: it is written once per event hashed.
+fn write_timestamp(timestamp: DateTime<Utc>, out: &mut Vec<u8>) {
+    let year = timestamp.year();
+    if !(0..=9999).contains(&year) {
+        // Signed or five-digit years, as chrono spells them.
+        out.extend_from_slice(format_timestamp(timestamp).as_bytes());
+        return;
+    }
+    let digits = |out: &mut Vec<u8>, value: u32, width: u32| {
+        for place in (0..width).rev() {
+            out.push(b'0' + (value / 10u32.pow(place) % 10) as u8);
+        }
+    };
+    digits(out, year as u32, 4);
+    out.push(b'-');
+    digits(out, timestamp.month(), 2);
+    out.push(b'-');
+    digits(out, timestamp.day(), 2);
+    out.push(b'T');
+    digits(out, timestamp.hour(), 2);
+    out.push(b':');
+    digits(out, timestamp.minute(), 2);
+    out.push(b':');
+    // A leap second is carried in the nanoseconds (60 seconds as chrono spells it).
+    let nanos = timestamp.nanosecond();
+    digits(out, timestamp.second() + nanos / 1_000_000_000, 2);
+    out.push(b'.');
+    digits(out, nanos % 1_000_000_000 / 1000, 6);
+    out.push(b'Z');
+}
+
 /// The bytes the event hash is computed over.
 pub fn canonical_bytes(fields: &HashedFields<'_>) -> Vec<u8> {
-    let details = fields
-        .details
-        .map(|details| serde_jcs::to_string(details).expect("a JSON value always canonicalizes"));
-    let timestamp = format_timestamp(fields.timestamp);
-    let values: [Option<&str>; 16] = [
-        Some(fields.organization_id),
-        Some(&timestamp),
-        fields.ttl,
-        Some(fields.principal_commitment),
-        Some(fields.action),
-        fields.target_resource_type,
-        fields.target_resource_commitment,
-        Some(fields.status),
-        fields.outcome_description,
-        Some(fields.hash_algorithm),
-        Some(fields.event_version),
-        fields.correlation_id,
-        Some(fields.data_classification),
-        Some(fields.retention_policy),
-        fields.idempotency_key,
-        details.as_deref(),
-    ];
     let mut bytes = Vec::with_capacity(512);
-    bytes.extend_from_slice(EVENT_DOMAIN);
-    for value in values {
-        match value {
-            None => bytes.push(0),
-            Some(value) => {
-                bytes.push(1);
-                bytes.extend_from_slice(&(value.len() as u32).to_be_bytes());
-                bytes.extend_from_slice(value.as_bytes());
-            }
+    write_canonical(fields, &mut bytes);
+    bytes
+}
+
+/// Appends [`canonical_bytes`] to `out` (a buffer reused from event to event).
+pub fn write_canonical(fields: &HashedFields<'_>, out: &mut Vec<u8>) {
+    write_fields(fields, out);
+    match fields.details {
+        None => out.push(0),
+        Some(details) => present(out, |out| jcs::write(details, out)),
+    }
+}
+
+/// [`write_canonical`] of `fields` with `details` as the JSON text the
+/// database gives (`fields.details` is not read): verification canonicalizes
+/// that text without parsing it into a [`serde_json::Value`] first
+/// ([`jcs::write_text`]). Fails only when the text is not JSON.
+pub fn write_canonical_details_text(
+    fields: &HashedFields<'_>,
+    details: Option<&str>,
+    out: &mut Vec<u8>,
+) -> Result<(), serde_json::Error> {
+    write_fields(fields, out);
+    match details {
+        None => out.push(0),
+        Some(details) => {
+            let mut written = Ok(());
+            present(out, |out| written = jcs::write_text(details, out));
+            written?;
         }
     }
-    bytes
+    Ok(())
+}
+
+/// Field `0x01 || u32be(len) || value`, with `write` appending the value.
+fn present(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    out.push(1);
+    let length_at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    write(out);
+    let length = (out.len() - length_at - 4) as u32;
+    out[length_at..length_at + 4].copy_from_slice(&length.to_be_bytes());
+}
+
+/// The domain and fields 1 to 15 (all but `details`).
+fn write_fields(fields: &HashedFields<'_>, out: &mut Vec<u8>) {
+    fn text(out: &mut Vec<u8>, value: Option<&str>) {
+        match value {
+            None => out.push(0),
+            Some(value) => present(out, |out| out.extend_from_slice(value.as_bytes())),
+        }
+    }
+    out.extend_from_slice(EVENT_DOMAIN);
+    text(out, Some(fields.organization_id));
+    present(out, |out| write_timestamp(fields.timestamp, out));
+    text(out, fields.ttl);
+    text(out, Some(fields.principal_commitment));
+    text(out, Some(fields.action));
+    text(out, fields.target_resource_type);
+    text(out, fields.target_resource_commitment);
+    text(out, Some(fields.status));
+    text(out, fields.outcome_description);
+    text(out, Some(fields.hash_algorithm));
+    text(out, Some(fields.event_version));
+    text(out, fields.correlation_id);
+    text(out, Some(fields.data_classification));
+    text(out, Some(fields.retention_policy));
+    text(out, fields.idempotency_key);
 }
 
 pub fn event_hash(fields: &HashedFields<'_>) -> [u8; 32] {
@@ -86,12 +154,47 @@ pub fn event_hash(fields: &HashedFields<'_>) -> [u8; 32] {
 /// the event without putting it in the hashed bytes, so a recorded
 /// pseudonymization or erasure can change the identifier and leave the hash valid.
 pub fn commitment(key: &[u8], organization_id: &str, identifier: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(IDENTIFIER_DOMAIN);
-    mac.update(&(organization_id.len() as u32).to_be_bytes());
-    mac.update(organization_id.as_bytes());
-    mac.update(identifier.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    hex::encode(Committer::new(key, organization_id).commit(identifier))
+}
+
+/// [`commitment`] for many identifiers of one organization: the HMAC is
+/// keyed, and the domain and organization fed to it, once. Verification
+/// checks two commitments per event; keying the HMAC alone costs two
+/// SHA-256 blocks each time.
+#[derive(Clone)]
+pub struct Committer {
+    /// Keyed, with everything before the identifier already in.
+    prefix: Hmac<Sha256>,
+}
+
+impl Committer {
+    pub fn new(key: &[u8], organization_id: &str) -> Self {
+        let mut prefix = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+        prefix.update(IDENTIFIER_DOMAIN);
+        prefix.update(&(organization_id.len() as u32).to_be_bytes());
+        prefix.update(organization_id.as_bytes());
+        Committer { prefix }
+    }
+
+    /// The commitment's bytes (before hex).
+    pub fn commit(&self, identifier: &str) -> [u8; 32] {
+        let mut mac = self.prefix.clone();
+        mac.update(identifier.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether `commitment` (as stored: lower-case hex) is `identifier`'s.
+    pub fn matches(&self, identifier: &str, commitment: &str) -> bool {
+        hex_equals(&self.commit(identifier), commitment)
+    }
+}
+
+/// Whether `text` is `bytes` in lower-case hex, as hashes and commitments
+/// are stored (spelled on the stack, not in a new string).
+pub fn hex_equals(bytes: &[u8; 32], text: &str) -> bool {
+    let mut spelled = [0u8; 64];
+    hex::encode_to_slice(bytes, &mut spelled).expect("64 digits for 32 bytes");
+    spelled == text.as_bytes()
 }
 
 #[cfg(test)]
@@ -234,6 +337,33 @@ mod tests {
             event_hash(&vector_fields(&a, &commitment)),
             event_hash(&vector_fields(&b, &commitment))
         );
+    }
+
+    /// The hand-written timestamp agrees with chrono's RFC 3339 spelling,
+    /// across years of four digits and beyond them.
+    #[test]
+    fn timestamps_are_written_as_chrono_spells_them() {
+        let micros = [
+            0_i64,
+            1,
+            999_999,
+            1_767_323_045_123_456,
+            -62_135_596_800_000_000,
+            253_402_300_799_999_999,
+            253_402_300_800_000_000,
+            -62_135_596_800_000_001,
+            9_000_000_000_000_000,
+        ];
+        for micros in micros {
+            let timestamp = DateTime::from_timestamp_micros(micros).unwrap();
+            let mut written = Vec::new();
+            write_timestamp(timestamp, &mut written);
+            assert_eq!(
+                String::from_utf8(written).unwrap(),
+                format_timestamp(timestamp),
+                "{micros}"
+            );
+        }
     }
 
     /// RFC 8785 numbers as docs/vectors/numbers.json (made by reference.py) spells them.

@@ -3,6 +3,7 @@
 //! - [`canonical`]: an event's canonical bytes, its hash, identifier commitments.
 //! - [`chain`]: Merkle roots and chain links.
 //! - [`checkpoint`]: Ed25519-signed statements of a chain's length and head.
+//! - [`jcs`]: RFC 8785 canonical JSON (the `details` an event hash covers).
 //! - [`keys`]: the commitment and signing keys.
 //! - [`tree`]: RFC 9162 Merkle tree math: tree hashes from stored subtrees,
 //!   inclusion and consistency proofs and their verifiers.
@@ -13,6 +14,7 @@
 pub mod canonical;
 pub mod chain;
 pub mod checkpoint;
+pub mod jcs;
 pub mod keys;
 pub mod proof;
 pub mod tree;

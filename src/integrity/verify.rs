@@ -3,8 +3,10 @@
 //! matches — a modified, missing, inserted or reordered event, a broken link,
 //! or (against a checkpoint kept outside) a truncated chain.
 //!
-//! It streams: chain rows and events are read in chain order side by side, so
-//! memory stays constant whatever the size of the chain. Archived events of
+//! It streams: the chain is read in order, then the events a window of
+//! chain links at a time, each window checked on blocking threads while the
+//! next is read, so memory stays bounded whatever the size of the chain.
+//! Archived events of
 //! the links in range are checked like live ones: their archives are opened
 //! (their SHA-256 sums checked) into a temporary table read beside
 //! `audit_log`. With an object store, a verification of the whole trail
@@ -19,6 +21,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 use tokio_postgres::{GenericClient, IsolationLevel};
 use utoipa::ToSchema;
@@ -34,8 +37,14 @@ use crate::db::{archives, gdpr, DbError, PgPool};
 
 /// At most this many problems are listed (all are counted).
 const MAX_LISTED_PROBLEMS: usize = 1000;
-/// Events hashed per blocking task.
-const CHUNK_ROWS: usize = 4096;
+/// Events (about) read and checked as one window of chain links. Bigger
+/// windows cost memory; smaller ones a round trip and an execution of the
+/// window's statement each (a fixed cost of about 1 ms measured).
+const WINDOW_EVENTS: usize = 8192;
+/// Windows being checked (on blocking threads) while the next is read; the
+/// reading waits for the oldest past this, so at most this many windows and
+/// one more are in memory.
+const MAX_WINDOWS_IN_FLIGHT: usize = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -177,13 +186,19 @@ pub async fn verify(
         check_digests(&client, store, &public_keys, org, &mut findings).await?;
     }
     // 3. Their events, against their links.
-    let key: [u8; 32] = keys
-        .commitment_key()
-        .try_into()
-        .expect("a 32-byte commitment key");
-    let mut pass = EventPass::new(scope, walk.in_range, key, pseudonyms);
-    check_events(&client, &mut pass, walk.span, archived, &mut findings).await?;
-    let counts = pass.finish(&mut findings).await;
+    let checker = EventChecker::new(
+        canonical::Committer::new(keys.commitment_key(), org),
+        pseudonyms,
+    );
+    let counts = check_events(
+        &client,
+        scope,
+        checker,
+        walk.in_range,
+        (walk.span, archived),
+        &mut findings,
+    )
+    .await?;
     // 4. The end of the chain.
     check_tail(
         &client,
@@ -224,13 +239,16 @@ fn attested(
     Ok(Some(statement))
 }
 
+/// A time span; `None` leaves that end open.
+type Span = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// What walking the chain leaves for the steps after it.
 struct ChainWalk {
     /// The links whose events the range touches, by link id.
     in_range: HashMap<i64, ChainLink>,
     /// The time span those links' events cover, widened to the range asked
     /// for (`None`: open at that end).
-    span: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+    span: Span,
     links_checked: u64,
     /// The last link: its seq and hash.
     last: Option<(i64, String)>,
@@ -332,150 +350,159 @@ struct EventCounts {
     erased_by_gdpr: u64,
 }
 
-/// The events pass: the events stream grouped by link; each group is counted
-/// and, with its link, handed to blocking threads a chunk at a time, while the
-/// next rows arrive.
-struct EventPass<'a> {
-    scope: &'a Scope<'a>,
-    /// Links of the range whose events have not come (yet).
-    in_range: HashMap<i64, ChainLink>,
-    key: [u8; 32],
-    pseudonyms: Arc<Pseudonyms>,
-    chunk: Vec<(ChainLink, Vec<ChainEvent>)>,
-    chunk_rows: usize,
-    /// Chunks being checked, oldest first; at most two stay unmerged, so a
-    /// bounded number of events is in memory.
-    running: VecDeque<JoinHandle<Findings>>,
+impl EventCounts {
+    fn add(&mut self, other: &EventCounts) {
+        self.checked += other.checked;
+        self.deleted_by_retention += other.deleted_by_retention;
+        self.erased_by_gdpr += other.erased_by_gdpr;
+    }
+}
+
+/// A window of the chain: the links of the range with ids in
+/// `after < link_id <= upto`, whose events are read and checked together.
+/// The windows cover every link id (the first starts at `i64::MIN`, the last
+/// ends at `i64::MAX`), so an event claiming a link outside the range is
+/// read too, and reported when it lies in the range.
+struct Window {
+    after: i64,
+    upto: i64,
+    links: HashMap<i64, ChainLink>,
+}
+
+/// Cuts the links of the range, in link order, into windows of about
+/// `WINDOW_EVENTS` events.
+fn windows(in_range: HashMap<i64, ChainLink>) -> Vec<Window> {
+    let mut links: Vec<ChainLink> = in_range.into_values().collect();
+    links.sort_by_key(|link| link.link_id);
+    let mut windows = Vec::new();
+    let mut current = Window {
+        after: i64::MIN,
+        upto: i64::MAX,
+        links: HashMap::new(),
+    };
+    let mut events = 0;
+    for link in links {
+        if events >= WINDOW_EVENTS {
+            let after = current.upto;
+            windows.push(std::mem::replace(
+                &mut current,
+                Window {
+                    after,
+                    upto: i64::MAX,
+                    links: HashMap::new(),
+                },
+            ));
+            events = 0;
+        }
+        events += link.event_count.max(0) as usize;
+        current.upto = link.link_id;
+        current.links.insert(link.link_id, link);
+    }
+    current.upto = i64::MAX;
+    windows.push(current);
+    windows
+}
+
+/// What a window's check found.
+struct WindowFindings {
+    findings: Findings,
     counts: EventCounts,
 }
 
-impl<'a> EventPass<'a> {
-    fn new(
-        scope: &'a Scope<'a>,
-        in_range: HashMap<i64, ChainLink>,
-        key: [u8; 32],
-        pseudonyms: Arc<Pseudonyms>,
-    ) -> Self {
-        EventPass {
-            scope,
-            in_range,
-            key,
-            pseudonyms,
-            chunk: Vec::new(),
-            chunk_rows: 0,
-            running: VecDeque::new(),
-            counts: EventCounts::default(),
+/// The events pass: each window's events are read, then handed with the
+/// window's links to a blocking thread, which sorts, groups and checks them
+/// while the next window is read (hashing on other threads than the one
+/// reading, on every core). Memory is bounded by the window, not the range.
+async fn check_events(
+    client: &impl GenericClient,
+    scope: &Scope<'_>,
+    checker: EventChecker,
+    in_range: HashMap<i64, ChainLink>,
+    (span, archived): (Span, bool),
+    findings: &mut Findings,
+) -> Result<EventCounts, VerifyError> {
+    let statement = verification::prepare_events(client, archived).await?;
+    let mut counts = EventCounts::default();
+    let mut running: VecDeque<JoinHandle<WindowFindings>> = VecDeque::new();
+    let bounds = (scope.from, scope.to);
+    for window in windows(in_range) {
+        let events = verification::events_in_window(
+            client,
+            &statement,
+            scope.organization_id,
+            span,
+            (window.after, window.upto),
+        )
+        .await?;
+        let mut checker = checker.clone();
+        running.push_back(tokio::task::spawn_blocking(move || {
+            check_window(window.links, events, bounds, &mut checker)
+        }));
+        if running.len() >= MAX_WINDOWS_IN_FLIGHT {
+            let done = running.pop_front().expect("a running window");
+            merge_window(done, findings, &mut counts).await;
         }
     }
+    for done in running {
+        merge_window(done, findings, &mut counts).await;
+    }
+    Ok(counts)
+}
 
-    /// Takes the complete group of events claiming link `link_id`: counts
-    /// them, and queues them with their link, or reports them when their link
-    /// is not one of the range's.
-    fn close_group(&mut self, link_id: i64, events: Vec<ChainEvent>, findings: &mut Findings) {
+async fn merge_window(
+    done: JoinHandle<WindowFindings>,
+    findings: &mut Findings,
+    counts: &mut EventCounts,
+) {
+    let window = done.await.expect("a window check does not panic");
+    findings.merge(window.findings);
+    counts.add(&window.counts);
+}
+
+/// Checks a window's events (on a blocking thread): sorted by link and id,
+/// each link's group against its link, the events of links not in the range
+/// as strays, and the window's links none of whose events came as emptied.
+fn check_window(
+    mut links: HashMap<i64, ChainLink>,
+    mut events: Vec<ChainEvent>,
+    bounds: Span,
+    checker: &mut EventChecker,
+) -> WindowFindings {
+    let mut findings = Findings::default();
+    let mut counts = EventCounts::default();
+    // Nearly in order as read: the sort mostly confirms it.
+    events.sort_by_cached_key(|event| (event.chain_link(), event.id()));
+    for group in events.chunk_by(|a, b| a.chain_link() == b.chain_link()) {
         let mut removed = 0;
-        for event in &events {
+        for event in group {
             match event.removed_by() {
-                Some(Removal::Retention) => self.counts.deleted_by_retention += 1,
-                Some(Removal::GdprErasure) => self.counts.erased_by_gdpr += 1,
+                Some(Removal::Retention) => counts.deleted_by_retention += 1,
+                Some(Removal::GdprErasure) => counts.erased_by_gdpr += 1,
                 None => continue,
             }
             removed += 1;
         }
-        self.counts.checked += (events.len() - removed) as u64;
-        match self.in_range.remove(&link_id) {
-            Some(link) => {
-                self.chunk_rows += events.len();
-                self.chunk.push((link, events));
-            }
-            None => report_strays(&events, self.scope, findings),
+        counts.checked += (group.len() - removed) as u64;
+        match links.remove(&group[0].chain_link()) {
+            Some(link) => check_members(&link, group, checker, &mut findings),
+            None => report_strays(group, bounds, &mut findings),
         }
     }
-
-    /// Whether the queued chunk is big enough to hand over.
-    fn chunk_full(&self) -> bool {
-        self.chunk_rows >= CHUNK_ROWS
+    let mut emptied: Vec<ChainLink> = links.into_values().collect();
+    emptied.sort_by_key(|link| link.seq);
+    for link in emptied {
+        check_members(&link, &[], checker, &mut findings);
     }
-
-    /// Hands the queued links to a blocking thread; merges the oldest
-    /// chunk's findings once more than two are running.
-    async fn dispatch(&mut self, findings: &mut Findings) {
-        let work = std::mem::take(&mut self.chunk);
-        self.chunk_rows = 0;
-        let (key, pseudonyms) = (self.key, self.pseudonyms.clone());
-        let organization_id = self.scope.organization_id.to_owned();
-        self.running.push_back(tokio::task::spawn_blocking(move || {
-            check_chunk(work, &key, &organization_id, &pseudonyms)
-        }));
-        if self.running.len() > 2 {
-            findings.merge(
-                self.running
-                    .pop_front()
-                    .expect("a running chunk")
-                    .await
-                    .expect("a chunk check does not panic"),
-            );
-        }
-    }
-
-    /// Merges the chunks still running, then checks the links of the range
-    /// none of whose events remain.
-    async fn finish(self, findings: &mut Findings) -> EventCounts {
-        for handle in self.running {
-            findings.merge(handle.await.expect("a chunk check does not panic"));
-        }
-        let mut emptied: Vec<ChainLink> = self.in_range.into_values().collect();
-        emptied.sort_by_key(|link| link.seq);
-        let org = self.scope.organization_id;
-        for link in emptied {
-            check_members(&link, &[], &self.key, org, &self.pseudonyms, findings);
-        }
-        self.counts
-    }
-}
-
-/// Streams the events of `span` (with the archived ones copied beside them
-/// when `archived`) into `pass`, a link's group at a time.
-async fn check_events(
-    client: &impl GenericClient,
-    pass: &mut EventPass<'_>,
-    span: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
-    archived: bool,
-    findings: &mut Findings,
-) -> Result<(), VerifyError> {
-    let events = verification::events(client, pass.scope.organization_id, span, archived).await?;
-    let mut events = pin!(events);
-    // The events of one link so far: the stream is in chain link order.
-    let mut group: Option<(i64, Vec<ChainEvent>)> = None;
-    loop {
-        let next = events.try_next().await?;
-        let next_link = next.as_ref().map(ChainEvent::chain_link);
-        group = match group.take() {
-            Some((link_id, members)) if Some(link_id) != next_link => {
-                pass.close_group(link_id, members, findings);
-                None
-            }
-            unchanged => unchanged,
-        };
-        if pass.chunk_full() || (next.is_none() && !pass.chunk.is_empty()) {
-            pass.dispatch(findings).await;
-        }
-        match next {
-            None => return Ok(()),
-            Some(event) => group
-                .get_or_insert_with(|| (event.chain_link(), Vec::new()))
-                .1
-                .push(event),
-        }
-    }
+    WindowFindings { findings, counts }
 }
 
 /// Events of a link that is not among the links of the range: if they lie in
-/// the range, no link row backs them.
-fn report_strays(events: &[ChainEvent], scope: &Scope<'_>, findings: &mut Findings) {
+/// the range (`from` inclusive, `to` exclusive), no link row backs them.
+fn report_strays(events: &[ChainEvent], (from, to): Span, findings: &mut Findings) {
     for event in events {
         let timestamp = event.timestamp();
-        let in_scope = scope.from.is_none_or(|from| timestamp >= from)
-            && scope.to.is_none_or(|to| timestamp < to);
+        let in_scope =
+            from.is_none_or(|from| timestamp >= from) && to.is_none_or(|to| timestamp < to);
         if in_scope {
             findings.add(
                 ProblemKind::Inserted,
@@ -572,33 +599,48 @@ async fn check_digests(
     Ok(())
 }
 
-/// Checks a chunk of links with their events (on a blocking thread).
-fn check_chunk(
-    links: Vec<(ChainLink, Vec<ChainEvent>)>,
-    key: &[u8],
-    org: &str,
-    pseudonyms: &Pseudonyms,
-) -> Findings {
-    let mut findings = Findings::default();
-    for (link, members) in &links {
-        check_members(link, members, key, org, pseudonyms, &mut findings);
+/// What checking events needs beside the events, and a buffer for their
+/// canonical bytes reused from one event to the next.
+#[derive(Clone)]
+struct EventChecker {
+    committer: canonical::Committer,
+    pseudonyms: Arc<Pseudonyms>,
+    canonical: Vec<u8>,
+}
+
+impl EventChecker {
+    fn new(committer: canonical::Committer, pseudonyms: Arc<Pseudonyms>) -> Self {
+        EventChecker {
+            committer,
+            pseudonyms,
+            canonical: Vec::with_capacity(2048),
+        }
     }
-    findings
+
+    /// The event's hash recomputed; `None` when its `details` are not JSON.
+    fn recompute_hash(&mut self, event: &ChainEvent) -> Option<[u8; 32]> {
+        self.canonical.clear();
+        canonical::write_canonical_details_text(
+            &event.hashed_fields(),
+            event.details_text(),
+            &mut self.canonical,
+        )
+        .ok()?;
+        Some(Sha256::digest(&self.canonical).into())
+    }
 }
 
 /// Compares one link with the events that claim it.
 fn check_members(
     link: &ChainLink,
     members: &[ChainEvent],
-    key: &[u8],
-    org: &str,
-    pseudonyms: &Pseudonyms,
+    checker: &mut EventChecker,
     findings: &mut Findings,
 ) {
     let mut leaves = Vec::with_capacity(members.len());
     let mut modified = false;
     for event in members {
-        let (leaf, intact) = check_member(link, event, key, org, pseudonyms, findings);
+        let (leaf, intact) = check_member(link, event, checker, findings);
         modified |= !intact;
         leaves.push(leaf);
     }
@@ -611,18 +653,16 @@ fn check_members(
 fn check_member(
     link: &ChainLink,
     event: &ChainEvent,
-    key: &[u8],
-    org: &str,
-    pseudonyms: &Pseudonyms,
+    checker: &mut EventChecker,
     findings: &mut Findings,
 ) -> ([u8; 32], bool) {
     if event.removed_by().is_some() {
         return (chain::parse_hash(event.hash()).unwrap_or_default(), true);
     }
     let (id, seq) = (event.id(), Some(link.seq));
-    let recomputed = recompute_hash(event);
+    let recomputed = checker.recompute_hash(event);
     let mut intact = true;
-    if hex::encode(recomputed) != event.hash() {
+    if !recomputed.is_some_and(|hash| canonical::hex_equals(&hash, event.hash())) {
         intact = false;
         findings.add(
             ProblemKind::Modified,
@@ -631,7 +671,7 @@ fn check_member(
             "the event's content no longer matches its hash".to_owned(),
         );
     } else {
-        match identifiers(event, key, org, pseudonyms) {
+        match identifiers(event, &checker.committer, &checker.pseudonyms) {
             Identifiers::Intact => {}
             Identifiers::Pseudonymized => findings.pseudonymized += 1,
             Identifiers::Changed(field) => {
@@ -656,7 +696,7 @@ fn check_member(
             ),
         );
     }
-    (recomputed, intact)
+    (recomputed.unwrap_or_default(), intact)
 }
 
 /// The link's events as a whole: as many as it holds and, when each is
@@ -705,11 +745,6 @@ fn check_membership(
     }
 }
 
-fn recompute_hash(event: &ChainEvent) -> [u8; 32] {
-    let details = event.details();
-    canonical::event_hash(&event.hashed_fields(details.as_ref()))
-}
-
 /// Per subject commitment, the pseudonyms recorded GDPR operations gave it.
 type Pseudonyms = HashMap<String, HashSet<String>>;
 
@@ -733,10 +768,14 @@ enum Identifiers {
     Changed(&'static str),
 }
 
-fn identifiers(event: &ChainEvent, key: &[u8], org: &str, pseudonyms: &Pseudonyms) -> Identifiers {
+fn identifiers(
+    event: &ChainEvent,
+    committer: &canonical::Committer,
+    pseudonyms: &Pseudonyms,
+) -> Identifiers {
     // Matches its commitment, or is the pseudonym a recorded operation gave it.
     let bound = |value: &str, commitment: &str| -> Option<bool> {
-        if canonical::commitment(key, org, value) == commitment {
+        if committer.matches(value, commitment) {
             Some(false)
         } else if pseudonyms
             .get(commitment)

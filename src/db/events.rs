@@ -148,19 +148,22 @@ impl IdReserve {
             held.events.extend(drawn.events);
             held.links.extend(drawn.links);
         }
-        let mut held = self.held.lock().expect("the id reserve is not poisoned");
-        // Concurrent groups may have taken from a refill meant for this one.
-        if !enough(&held) {
-            drop(held);
-            return draw_numbers(client, events, links).await;
-        }
-        let mut numbers = Numbers {
-            events: held.events.drain(..events).collect(),
-            links: held.links.drain(..links).collect(),
+        let taken = {
+            let mut held = self.held.lock().expect("the id reserve is not poisoned");
+            // Concurrent groups may have taken from a refill meant for this one.
+            enough(&held).then(|| Numbers {
+                events: held.events.drain(..events).collect(),
+                links: held.links.drain(..links).collect(),
+            })
         };
-        // Refills that raced may have arrived out of order.
-        numbers.events.sort_unstable();
-        Ok(numbers)
+        match taken {
+            Some(mut numbers) => {
+                // Refills that raced may have arrived out of order.
+                numbers.events.sort_unstable();
+                Ok(numbers)
+            }
+            None => draw_numbers(client, events, links).await,
+        }
     }
 }
 
@@ -460,12 +463,15 @@ async fn create_heads(
     Ok(())
 }
 
+/// Chain heads by organization: seq, link and event total.
+type Heads = HashMap<String, (i64, String, i64)>;
+
 /// The organizations' chain heads (seq, link, event total), locked until the
 /// transaction ends, in sorted order so that concurrent groups cannot deadlock.
 async fn lock_heads(
     transaction: &tokio_postgres::Transaction<'_>,
     orgs: &[&str],
-) -> Result<HashMap<String, (i64, String, i64)>, DbError> {
+) -> Result<Heads, DbError> {
     Ok(transaction
         .query_typed(
             "SELECT organization_id, seq, link, event_total FROM audit_chain_head \
@@ -500,7 +506,7 @@ async fn append_links(
     transaction: &tokio_postgres::Transaction<'_>,
     plan: &Plan<'_>,
     per_org: &BTreeMap<&str, Vec<usize>>,
-    (roots, heads): (Vec<[u8; 32]>, HashMap<String, (i64, String, i64)>),
+    (roots, heads): (Vec<[u8; 32]>, Heads),
     ids: &[i64],
     link_ids: &HashMap<&str, i64>,
 ) -> Result<(), DbError> {

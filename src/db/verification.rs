@@ -271,14 +271,16 @@ pub async fn prepare_events(
 }
 
 /// The events of one window (see [`prepare_events`]), as they come: the
-/// window's links `after < chain_link <= upto`.
+/// window's links `after < chain_link <= upto`. The query is sent when the
+/// future is first polled, so the next window can be asked for while the
+/// current one is still being read.
 pub async fn events_in_window(
     client: &impl GenericClient,
     statement: &Statement,
     organization_id: &str,
     (lower, upper): (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
     (after, upto): (i64, i64),
-) -> Result<Vec<ChainEvent>, DbError> {
+) -> Result<impl Stream<Item = Result<ChainEvent, DbError>>, DbError> {
     let rows = client
         .query_raw(
             statement,
@@ -291,7 +293,7 @@ pub async fn events_in_window(
             ],
         )
         .await?;
-    Ok(rows.map_ok(ChainEvent).try_collect().await?)
+    Ok(rows.map_ok(ChainEvent).map_err(DbError::from))
 }
 
 /// The number of links the organization's chain head records, if it has one.

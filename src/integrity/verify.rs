@@ -19,6 +19,7 @@ use std::pin::pin;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use futures_util::future::join;
 use futures_util::TryStreamExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -425,15 +426,32 @@ async fn check_events(
     let mut counts = EventCounts::default();
     let mut running: VecDeque<JoinHandle<WindowFindings>> = VecDeque::new();
     let bounds = (scope.from, scope.to);
-    for window in windows(in_range) {
-        let events = verification::events_in_window(
+    let read = |window: &Window| {
+        verification::events_in_window(
             client,
             &statement,
             scope.organization_id,
             span,
             (window.after, window.upto),
         )
-        .await?;
+    };
+    let mut windows = windows(in_range).into_iter().peekable();
+    let mut reading = match windows.peek() {
+        Some(first) => Some(read(first).await?),
+        None => None,
+    };
+    while let Some(window) = windows.next() {
+        let rows = reading.take().expect("the window's read was asked for");
+        let events = match windows.peek() {
+            // The next window is asked for now: PostgreSQL starts it as
+            // soon as this one ends, without waiting for a round trip.
+            Some(following) => {
+                let (events, next) = join(rows.try_collect::<Vec<_>>(), read(following)).await;
+                reading = Some(next?);
+                events?
+            }
+            None => rows.try_collect().await?,
+        };
         let mut checker = checker.clone();
         running.push_back(tokio::task::spawn_blocking(move || {
             check_window(window.links, events, bounds, &mut checker)

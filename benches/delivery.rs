@@ -18,6 +18,12 @@
 //!   same receiver with the same total concurrency (4 per destination, at most
 //!   the worker's `max_in_flight`).
 //!   Drains and bare loops take `ROUNDS` turns, and their medians are compared;
+//! - the enqueue rate: `ENQUEUE_CALLS` calls of `POST /v1/deliveries`, one
+//!   delivery each (due in an hour, so that none is attempted meanwhile),
+//!   from `ENQUEUE_CLIENTS` clients, against a baseline in the same run: the
+//!   same rows inserted straight into `delivery_queue` from as many
+//!   connections, one transaction each (what PostgreSQL commits here when
+//!   nothing groups the commits);
 //! - enqueue-to-first-attempt latency with LISTEN/NOTIFY: single deliveries
 //!   queued one at a time while the queue is idle, each timed from just before
 //!   its `POST /v1/deliveries` until the receiver records its `webhook-id`;
@@ -71,6 +77,8 @@ const DRAIN_DELIVERIES: usize = 20_000;
 const ROUNDS: usize = 5;
 /// Clients queueing deliveries at once.
 const ENQUEUE_CLIENTS: usize = 8;
+/// Calls (one delivery each) of the enqueue-rate run, and rows of its baseline.
+const ENQUEUE_CALLS: usize = 20_000;
 /// A throughput run (worker or baseline) stops waiting past this and reports what it saw.
 const RUN_BUDGET: Duration = Duration::from_secs(60);
 /// Deliveries sent through a destination of its own before the measured runs.
@@ -99,9 +107,12 @@ const BACKLOG_ROWS: i64 = 200_000;
 /// The channel the worker LISTENs on for new deliveries.
 const DELIVERY_CHANNEL: &str = "audit_worker_delivery";
 
-// Floors set by the delivery issue.
-const MIN_BARE_RATIO: f64 = 0.5;
+// Floors set by the delivery issue, and by issue 31 (performance).
+const MIN_BARE_RATIO: f64 = 0.6;
 const MAX_P99_MS: f64 = 50.0;
+const MIN_ENQUEUE_RATE: f64 = 5_000.0;
+/// End-to-end (HTTP enqueue, then delivery) against the bare loop, at 1 destination.
+const MIN_END_TO_END_RATIO: f64 = 0.3;
 
 const ACTIONS: [&str; 6] = [
     "patient.record.read",
@@ -122,6 +133,7 @@ async fn main() {
     // 400,000 deliveries write about a gigabyte of WAL, and the two
     // checkpoints it triggers made single commits take up to 150 ms.
     bench.latency().await;
+    bench.enqueue_rate().await;
     for destinations in DESTINATION_COUNTS {
         bench.throughput(destinations).await;
     }
@@ -571,6 +583,121 @@ impl Bench {
             .expect("vacuum the queue");
     }
 
+    /// `ENQUEUE_CALLS` single-delivery calls from `ENQUEUE_CLIENTS` clients,
+    /// due in an hour (so no attempt competes with them), against the same
+    /// rows inserted by as many connections, one transaction each, straight
+    /// into PostgreSQL. Both sets of rows are deleted afterwards.
+    async fn enqueue_rate(&mut self) {
+        let destination = self.destinations(1).await;
+        let later = (Utc::now() + chrono::TimeDelta::hours(1)).to_rfc3339();
+        let bodies = Arc::new(
+            self.payloads[..ENQUEUE_CALLS]
+                .iter()
+                .map(|payload| {
+                    serde_json::to_vec(&json!({"destination_ids": destination, "payload": payload,
+                        "scheduled_at": later}))
+                    .expect("serialize an enqueue body")
+                })
+                .collect::<Vec<_>>(),
+        );
+        tokio::time::sleep(SETTLE).await;
+        let cpu = self.worker.cpu_time();
+        let started = Instant::now();
+        let (ids, failures) = self.enqueue_all(bodies, started + RUN_BUDGET).await;
+        let elapsed = started.elapsed();
+        let cores = self.worker.cores_since(cpu, elapsed);
+        self.summary.absorb_failures("enqueue rate", &failures);
+        let rate = ids.len() as f64 / elapsed.as_secs_f64();
+        println!(
+            "enqueue: {} of {ENQUEUE_CALLS} calls of one delivery in {elapsed:.2?} ({} deliveries/s, \
+             {ENQUEUE_CLIENTS} clients), worker CPU {cores:.2} cores",
+            grouped(ids.len() as f64),
+            grouped(rate)
+        );
+
+        tokio::time::sleep(SETTLE).await;
+        let bare = self.bare_inserts(destination[0]).await;
+        println!(
+            "bare   enqueue: {} single-row transactions in {:.2?} ({} rows/s, {ENQUEUE_CLIENTS} connections), \
+             ratio enqueue/bare {:.2}",
+            grouped(bare.rows as f64),
+            bare.elapsed,
+            grouped(bare.rate()),
+            rate / bare.rate()
+        );
+        self.summary.enqueue = Some(EnqueueFigures {
+            rate,
+            calls: ids.len(),
+            bare: bare.rate(),
+        });
+        let client = connect(&self.worker.database_url()).await;
+        client
+            .execute(
+                "DELETE FROM delivery_queue WHERE destination_id = $1",
+                &[&destination[0]],
+            )
+            .await
+            .expect("delete the enqueued deliveries");
+        client
+            .batch_execute("VACUUM (ANALYZE) delivery_queue")
+            .await
+            .expect("vacuum the queue");
+    }
+
+    /// The enqueue rate's baseline: `ENQUEUE_CALLS` rows as the enqueue
+    /// writes them, each inserted in a transaction of its own (autocommit,
+    /// synchronous commit) by one of `ENQUEUE_CLIENTS` connections.
+    async fn bare_inserts(&self, destination: i64) -> BareInserts {
+        let mut clients = Vec::with_capacity(ENQUEUE_CLIENTS);
+        for _ in 0..ENQUEUE_CLIENTS {
+            clients.push(connect(&self.worker.database_url()).await);
+        }
+        let payloads = Arc::new(
+            self.payloads[..ENQUEUE_CALLS]
+                .iter()
+                .map(Value::to_string)
+                .collect::<Vec<_>>(),
+        );
+        let started = Instant::now();
+        let claims = Arc::new(Claims::new(ENQUEUE_CALLS as u64, started + RUN_BUDGET));
+        let tasks: Vec<_> = clients
+            .into_iter()
+            .map(|client| {
+                let (payloads, claims) = (payloads.clone(), claims.clone());
+                tokio::spawn(async move {
+                    let insert = client
+                        .prepare(
+                            "INSERT INTO delivery_queue (id, organization_id, destination_id, payload, \
+                               scheduled_at, max_retries) \
+                             VALUES ($1, $2, $3, $4::text::jsonb, now() + interval '1 hour', 5)",
+                        )
+                        .await
+                        .expect("prepare the baseline insert");
+                    let mut rows = 0u64;
+                    while let Some(n) = claims.claim() {
+                        client
+                            .execute(
+                                &insert,
+                                &[&Uuid::now_v7(), &ORG, &destination, &payloads[n as usize]],
+                            )
+                            .await
+                            .expect("insert a baseline row");
+                        rows += 1;
+                    }
+                    rows
+                })
+            })
+            .collect();
+        let mut rows = 0;
+        for task in tasks {
+            rows += task.await.expect("a baseline task panicked");
+        }
+        BareInserts {
+            rows,
+            elapsed: started.elapsed(),
+        }
+    }
+
     /// Single deliveries queued one at a time on an idle queue.
     async fn latency(&mut self) {
         let destination = self.destinations(1).await;
@@ -744,6 +871,25 @@ struct Delivered {
     /// From the first enqueue until the receiver saw the last delivery (or gave up).
     elapsed: Duration,
     failures: BTreeMap<String, u64>,
+}
+
+/// What the enqueue rate's baseline did.
+struct BareInserts {
+    rows: u64,
+    elapsed: Duration,
+}
+
+impl BareInserts {
+    fn rate(&self) -> f64 {
+        self.rows as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// The enqueue rate and its baseline, in deliveries (rows) per second.
+struct EnqueueFigures {
+    rate: f64,
+    calls: usize,
+    bare: f64,
 }
 
 /// What one drain of a full queue came to.
@@ -1320,6 +1466,7 @@ impl QueueFigures {
 #[derive(Default)]
 struct Summary {
     throughput: Vec<Throughput>,
+    enqueue: Option<EnqueueFigures>,
     /// Drain rate of the healthy destinations beside a dead one, and without it.
     beside_dead: Option<(f64, f64)>,
     /// Drain rate of one destination beside a backlog, and without it.
@@ -1360,13 +1507,33 @@ impl Summary {
             grouped(DRAIN_DELIVERIES as f64),
             grouped(DELIVERIES_PER_RUN as f64)
         );
+        if let Some(e) = &self.enqueue {
+            println!(
+                "enqueue {ENQUEUE_CLIENTS} clients, one delivery per call: {:>6} deliveries/s ({} of {ENQUEUE_CALLS}) \
+                 (floor {}: {}); bare single-row transactions {:>6} rows/s, ratio {:.2}",
+                grouped(e.rate),
+                grouped(e.calls as f64),
+                grouped(MIN_ENQUEUE_RATE),
+                verdict(e.rate >= MIN_ENQUEUE_RATE && e.calls == ENQUEUE_CALLS),
+                grouped(e.bare),
+                e.rate / e.bare
+            );
+        }
         for t in &self.throughput {
             let ratio = t.drain.rate() / t.bare;
+            let end_to_end = if t.destinations == 1 {
+                format!(
+                    " (floor {MIN_END_TO_END_RATIO}: {})",
+                    verdict(t.worker / t.bare >= MIN_END_TO_END_RATIO && t.seen == t.expected)
+                )
+            } else {
+                String::new()
+            };
             println!(
                 "deliveries {:>3} destinations: drain {:>6} deliveries/s ({} of {}, {:.2} cores), \
                  bare {:>6} requests/s ({:>3} concurrent), ratio {ratio:.3} (floor {MIN_BARE_RATIO}: {}); \
                  end-to-end with HTTP enqueue {:>6} deliveries/s ({} of {}, enqueued in {:.2?}, {:.2} cores), \
-                 ratio {:.2}",
+                 ratio {:.2}{end_to_end}",
                 t.destinations,
                 grouped(t.drain.rate()),
                 grouped(t.drain.seen as f64),

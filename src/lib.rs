@@ -89,6 +89,7 @@ use actix_web::{web, HttpServer};
 use crate::actors::alert::AlertActor;
 use crate::actors::cache::CacheActor;
 use crate::actors::checkpoint::CheckpointActor;
+use crate::actors::enqueue::EnqueueActor;
 use crate::actors::error_log::ErrorLogActor;
 use crate::actors::gdpr::GdprActor;
 use crate::actors::health::HealthActor;
@@ -282,6 +283,7 @@ impl Application {
             keys: shared.keys.clone(),
             archives: shared.archives.clone(),
             ingest: actors.ingest,
+            enqueue: actors.enqueue,
             queue: actors.queue,
             secrets,
             egress,
@@ -393,6 +395,7 @@ impl Application {
 struct Actors {
     alerts: ActorHandle<AlertActor>,
     ingest: ActorHandle<IngestActor>,
+    enqueue: ActorHandle<EnqueueActor>,
     gdpr: ActorHandle<GdprActor>,
     queue: ActorHandle<QueueActor>,
     reports: ActorHandle<ReportActor>,
@@ -419,6 +422,7 @@ fn start_actors(
     let ingest = supervise(supervisor, "ingest", shared, move |shared| {
         IngestActor::new(shared, to_alerts.clone())
     });
+    let enqueue = supervise(supervisor, "enqueue", shared, EnqueueActor::new);
     let gdpr = Arc::new(Gdpr {
         pool: shared.pool.clone(),
         keys: shared.keys.clone(),
@@ -449,6 +453,7 @@ fn start_actors(
     Actors {
         alerts,
         ingest,
+        enqueue,
         gdpr,
         queue,
         reports,

@@ -174,6 +174,8 @@ pub struct DeliveriesMetrics {
     pub queue_depth: IntGaugeVec,
     /// How long the oldest due delivery has been waiting (0 when none is).
     pub queue_oldest_due: Gauge,
+    /// `POST /v1/deliveries` requests per enqueue transaction (group commit).
+    pub enqueue_batch_requests: Histogram,
 }
 
 impl DeliveriesMetrics {
@@ -206,6 +208,12 @@ impl DeliveriesMetrics {
                 registry,
                 "delivery_queue_oldest_due_seconds",
                 "How long the oldest due, unclaimed delivery has been waiting",
+            ),
+            enqueue_batch_requests: histogram(
+                registry,
+                "delivery_enqueue_batch_requests",
+                "Requests per delivery enqueue transaction",
+                BATCH_BUCKETS,
             ),
         }
     }

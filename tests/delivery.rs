@@ -685,6 +685,101 @@ async fn destinations_and_deliveries_are_isolated_and_enqueue_is_idempotent() {
     assert_eq!(receiver.received().len(), 1);
 }
 
+/// Concurrent `POST /v1/deliveries` calls are written in groups, and each
+/// call still gets its own deliveries, committed when it is answered: of
+/// forty calls from two organizations sent at once, each accepted one finds
+/// exactly its payload in `delivery_queue`, under its organization. A call
+/// naming another organization's destination, and one whose payload
+/// PostgreSQL refuses (a CHECK constraint added for the test), fail alone:
+/// the group they shared is written again call by call.
+#[actix_web::test]
+async fn concurrent_enqueues_commit_their_own_deliveries_and_a_bad_one_fails_alone() {
+    let app = spawn_app().await;
+    let database = app.database().await;
+    database
+        .batch_execute(
+            "ALTER TABLE delivery_queue ADD CONSTRAINT test_no_poison \
+             CHECK (NOT payload ? 'poison')",
+        )
+        .await
+        .unwrap();
+    let keys = [
+        app.create_key("org-a", "org:admin").await,
+        app.create_key("org-b", "org:admin").await,
+    ];
+    let receiver = Receiver::start(&[], 0);
+    let mut targets = Vec::new();
+    for key in &keys {
+        targets.push(destination(&app, key, &receiver.url, Value::Null).await);
+    }
+    // Due tomorrow: nothing is attempted meanwhile.
+    let later = (chrono::Utc::now() + chrono::TimeDelta::days(1)).to_rfc3339();
+    let call = |n: usize, organization: usize, destination: i64, payload: Value| {
+        let (app, key, later) = (&app, &keys[organization], later.clone());
+        async move {
+            let body = json!({"destination_ids": [destination], "payload": payload,
+                              "scheduled_at": later});
+            let answer = app
+                .call(Method::POST, "/v1/deliveries", Some(key), Some(body))
+                .await;
+            (n, organization, answer)
+        }
+    };
+    let mut calls = Vec::new();
+    for n in 0..38 {
+        calls.push(call(n, n % 2, targets[n % 2], json!({"n": n})));
+    }
+    calls.push(call(38, 0, targets[1], json!({"n": 38})));
+    calls.push(call(39, 1, targets[1], json!({"n": 39, "poison": true})));
+    let answers = futures_util::future::join_all(calls).await;
+
+    let mut ids = std::collections::HashSet::new();
+    for (n, organization, (status, body)) in answers {
+        match n {
+            38 => {
+                assert_eq!(status, 400, "{body}");
+                assert_eq!(error_fields(&body), ["destination_ids[0]"]);
+            }
+            39 => assert_eq!(status, 400, "{body}"),
+            _ => {
+                assert_eq!(status, 202, "call {n}: {body}");
+                let deliveries = body["deliveries"].as_array().unwrap();
+                assert_eq!(deliveries.len(), 1, "{body}");
+                let id: uuid::Uuid = deliveries[0]["id"].as_str().unwrap().parse().unwrap();
+                assert!(ids.insert(id), "delivery {id} answered twice");
+                let row = database
+                    .query_one(
+                        "SELECT organization_id, destination_id, (payload->>'n')::int8 \
+                         FROM delivery_queue WHERE id = $1",
+                        &[&id],
+                    )
+                    .await
+                    .unwrap();
+                let expected = (
+                    ["org-a", "org-b"][organization].to_owned(),
+                    targets[organization],
+                    n as i64,
+                );
+                assert_eq!((row.get(0), row.get(1), row.get(2)), expected);
+            }
+        }
+    }
+    assert_eq!(ids.len(), 38);
+    let stored = scalar(&database, "SELECT count(*) FROM delivery_queue").await;
+    assert_eq!(stored, 38, "only the accepted calls' deliveries are stored");
+    // All forty calls reached the actor; some shared a transaction.
+    let calls: f64 = app
+        .metric("audit_worker_delivery_enqueue_batch_requests_sum")
+        .await
+        .unwrap();
+    let groups: f64 = app
+        .metric("audit_worker_delivery_enqueue_batch_requests_count")
+        .await
+        .unwrap();
+    assert_eq!(calls, 40.0);
+    assert!(groups < calls, "{groups} transactions for {calls} calls");
+}
+
 /// Two workers on one queue: every delivery arrives exactly once.
 #[actix_web::test]
 async fn two_workers_never_deliver_the_same_item() {

@@ -5,6 +5,7 @@ pub mod alert;
 pub mod cache;
 pub mod checkpoint;
 pub mod delivery;
+pub mod enqueue;
 pub mod error_log;
 pub mod gdpr;
 pub mod health;

@@ -1,12 +1,14 @@
 //! Queries on `delivery_queue` and `delivery_logs`: enqueue, claim with
 //! `FOR UPDATE SKIP LOCKED` and a lease, and record each attempt's outcome.
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures_util::future::maybe_done;
 use serde::Serialize;
 use serde_json::Value;
-use tokio_postgres::types::Json;
+use tokio_postgres::types::{Json, ToSql, Type};
 use tokio_postgres::{GenericClient, Statement};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -175,6 +177,359 @@ pub async fn enqueue_named(
         .execute("SELECT pg_notify($1, '')", &[&CHANNEL])
         .await?;
     Ok(deliveries)
+}
+
+/// One request to queue a payload for some of its organization's
+/// destinations, as the EnqueueActor gathers them into groups.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub organization_id: String,
+    /// Distinct, in the order the answer lists the deliveries.
+    pub destination_ids: Vec<i64>,
+    pub payload: Value,
+    pub priority: i16,
+    pub scheduled_at: Option<DateTime<Utc>>,
+    pub idempotency_key: Option<String>,
+    pub correlation_id: Option<String>,
+}
+
+/// What a group's transaction made of one of its requests.
+#[derive(Debug)]
+pub enum Queued {
+    /// One delivery per destination, in the request's order (those a
+    /// repeated idempotency key created the first time, if so).
+    Deliveries(Vec<Delivery>),
+    /// These destinations (position in the request, id) are not the
+    /// organization's, or were deleted: nothing of the request was queued.
+    UnknownDestinations(Vec<(usize, i64)>),
+}
+
+/// The destinations of `$2` the organization `$1` has (not deleted), with the
+/// settings that give their number of retries.
+const DESTINATION_SETTINGS: &str = "\
+SELECT id, settings FROM delivery_destinations \
+WHERE organization_id = $1 AND id = ANY($2) AND deleted_at IS NULL";
+
+/// Queues the deliveries of several requests of the organization `$1`: one
+/// element of `$2`..`$5` per delivery (its id, destination, retries and the
+/// request it belongs to), one of `$6`..`$10` per request.
+const INSERT_GROUP: &str = concat!(
+    "INSERT INTO delivery_queue (id, organization_id, destination_id, payload, priority, scheduled_at, \
+       idempotency_key, correlation_id, max_retries) \
+     SELECT d.id, $1, d.destination_id, r.payload, r.priority, coalesce(r.scheduled_at, now()), \
+       r.idempotency_key, r.correlation_id, d.max_retries \
+     FROM unnest($2::uuid[], $3::int8[], $4::int4[], $5::int8[]) AS d(id, destination_id, max_retries, request) \
+     JOIN unnest($6::jsonb[], $7::int2[], $8::timestamptz[], $9::text[], $10::text[]) \
+       WITH ORDINALITY AS r(payload, priority, scheduled_at, idempotency_key, correlation_id, request) \
+       ON r.request = d.request \
+     ON CONFLICT (organization_id, idempotency_key, destination_id) WHERE idempotency_key IS NOT NULL \
+     DO NOTHING RETURNING ",
+    "id, organization_id, destination_id, ",
+    shown_status!(""),
+    " AS status, priority, scheduled_at, next_retry_at, retry_count, max_retries, idempotency_key, \
+     correlation_id, last_error, processed_at, created_at, updated_at"
+);
+
+/// The deliveries an idempotency key created for some destinations.
+const BY_IDEMPOTENCY_KEY: &str = concat!(
+    "SELECT id, organization_id, destination_id, ",
+    shown_status!(""),
+    " AS status, priority, scheduled_at, next_retry_at, retry_count, max_retries, idempotency_key, \
+     correlation_id, last_error, processed_at, created_at, updated_at \
+     FROM delivery_queue WHERE organization_id = $1 AND idempotency_key = $2 AND destination_id = ANY($3)"
+);
+
+/// Scopes the rest of the transaction to the organization `$1` (see
+/// [`tenant`](super::tenant)): a group changes it between organizations.
+const SCOPE: &str = "SELECT set_config('app.organization_id', $1, true)";
+/// What [`tenant::begin`](super::tenant::begin) sets first.
+const ROLE: &str = "SET LOCAL ROLE audit_worker_tenant";
+
+/// Wakes the queue actors (of every worker) for deliveries just committed,
+/// in a transaction of its own whose commit does not wait for the WAL flush.
+///
+/// Why not in the enqueueing transaction: PostgreSQL serializes notifying
+/// commits (each holds the notification queue's lock until its commit is
+/// flushed), so the flushes of concurrent enqueues could not be shared, and
+/// a `NOTIFY` per request capped enqueueing at one WAL flush per request (884
+/// deliveries/s, `benches/delivery.rs`). Here the lock is held for
+/// microseconds. A crash between the two commits loses only the wake-up:
+/// the queues' poll (`delivery.poll_interval`) finds the deliveries.
+pub async fn wake(client: &tokio_postgres::Client) -> Result<(), DbError> {
+    client
+        .batch_execute(&format!(
+            "BEGIN; SET LOCAL synchronous_commit = off; NOTIFY {CHANNEL}; COMMIT"
+        ))
+        .await?;
+    Ok(())
+}
+
+/// Queues every request of a group in one transaction. It sends no
+/// `NOTIFY`: the caller wakes the queues with [`wake`] once it committed.
+/// `retries` gives a destination's number of retries from its settings.
+///
+/// The statements are sent without waiting for one another (pipelined, each
+/// typed so none needs a prepare round trip) and run in order: the group
+/// takes four round trips however many requests and organizations it holds
+/// (BEGIN; the destinations; the inserts; COMMIT), and one more when an
+/// idempotency key was seen before. Each organization's
+/// statements run under its own scope, so row-level security holds inside
+/// a group of several organizations.
+///
+/// A request naming a destination its organization does not have fails
+/// alone ([`Queued::UnknownDestinations`]); anything PostgreSQL refuses fails
+/// the whole transaction, and the caller decides what to try again.
+#[tracing::instrument(skip_all, fields(requests = requests.len()))]
+pub async fn enqueue_group(
+    client: &mut tokio_postgres::Client,
+    requests: &[Request],
+    retries: impl Fn(&Value) -> i32,
+) -> Result<Vec<Queued>, DbError> {
+    let organizations = by_organization(requests);
+    let transaction = client.transaction().await?;
+
+    // Round trip 2: the role, and each organization's destinations under its scope.
+    let lookups: Vec<[Params; 2]> = organizations
+        .iter()
+        .map(|group| {
+            [
+                vec![(&group.organization as Param, Type::TEXT)],
+                vec![
+                    (&group.organization as Param, Type::TEXT),
+                    (&group.destination_ids as Param, Type::INT8_ARRAY),
+                ],
+            ]
+        })
+        .collect();
+    let role: Params = Vec::new();
+    let mut statements = vec![(ROLE, &role)];
+    for [scope, find] in &lookups {
+        statements.extend([(SCOPE, scope), (DESTINATION_SETTINGS, find)]);
+    }
+    let found = pipelined(&transaction, &statements).await?;
+    let mut outcomes: Vec<Option<Queued>> = requests.iter().map(|_| None).collect();
+    let mut inserts = Vec::with_capacity(organizations.len());
+    for (group, rows) in organizations
+        .iter()
+        .zip(found[1..].chunks(2).map(|pair| &pair[1]))
+    {
+        let settings: HashMap<i64, i32> = rows
+            .iter()
+            .map(|row| {
+                let settings: Option<Json<Value>> = row.get(1);
+                (row.get(0), retries(&settings.map_or(Value::Null, |s| s.0)))
+            })
+            .collect();
+        let mut insert = GroupInsert::default();
+        for &index in &group.requests {
+            let request = &requests[index];
+            let unknown: Vec<(usize, i64)> = request
+                .destination_ids
+                .iter()
+                .enumerate()
+                .filter(|(_, id)| !settings.contains_key(id))
+                .map(|(position, id)| (position, *id))
+                .collect();
+            if unknown.is_empty() {
+                insert.add(index, request, &settings);
+            } else {
+                outcomes[index] = Some(Queued::UnknownDestinations(unknown));
+            }
+        }
+        inserts.push(insert);
+    }
+
+    // Round trip 3: each organization's deliveries under its scope.
+    let params: Vec<Option<[Params; 2]>> = organizations
+        .iter()
+        .zip(&inserts)
+        .map(|(group, insert)| {
+            (!insert.requests.is_empty()).then(|| insert.params(&group.organization))
+        })
+        .collect();
+    let mut statements = Vec::with_capacity(params.len() * 2);
+    for [scope, insert] in params.iter().flatten() {
+        statements.extend([(SCOPE, scope), (INSERT_GROUP, insert)]);
+    }
+    let inserted = pipelined(&transaction, &statements).await?;
+    let mut rows = inserted.chunks(2).map(|pair| &pair[1]);
+    let mut repeated = Vec::new();
+    for insert in inserts.iter().filter(|insert| !insert.requests.is_empty()) {
+        let stored: HashMap<Uuid, Delivery> = rows
+            .next()
+            .into_iter()
+            .flatten()
+            .map(|row| (row.get("id"), delivery(row)))
+            .collect();
+        for (&index, ids) in insert.requests.iter().zip(&insert.ids_by_request) {
+            let deliveries: Vec<Delivery> = ids
+                .iter()
+                .filter_map(|id| stored.get(id).cloned())
+                .collect();
+            if deliveries.len() < ids.len() {
+                // Only a repeated idempotency key leaves rows out.
+                repeated.push(index);
+            }
+            outcomes[index] = Some(Queued::Deliveries(deliveries));
+        }
+    }
+
+    // Only when an idempotency key was seen before: what it created then.
+    if !repeated.is_empty() {
+        let keys: Vec<[Params; 2]> = repeated
+            .iter()
+            .map(|&index| {
+                let request = &requests[index];
+                [
+                    vec![(&request.organization_id as Param, Type::TEXT)],
+                    vec![
+                        (&request.organization_id as Param, Type::TEXT),
+                        (&request.idempotency_key as Param, Type::TEXT),
+                        (&request.destination_ids as Param, Type::INT8_ARRAY),
+                    ],
+                ]
+            })
+            .collect();
+        let mut statements = Vec::with_capacity(keys.len() * 2);
+        for [scope, find] in &keys {
+            statements.extend([(SCOPE, scope), (BY_IDEMPOTENCY_KEY, find)]);
+        }
+        let existing = pipelined(&transaction, &statements).await?;
+        for (&index, rows) in repeated.iter().zip(existing.chunks(2).map(|pair| &pair[1])) {
+            let order = &requests[index].destination_ids;
+            let mut deliveries: Vec<Delivery> = rows.iter().map(delivery).collect();
+            deliveries.sort_by_key(|d| order.iter().position(|id| *id == d.destination_id));
+            outcomes[index] = Some(Queued::Deliveries(deliveries));
+        }
+    }
+    transaction.commit().await?;
+    Ok(outcomes
+        .into_iter()
+        .map(|outcome| outcome.unwrap_or(Queued::Deliveries(Vec::new())))
+        .collect())
+}
+
+/// Runs `statements` in order in one round trip: each is sent before the
+/// next (a typed query is sent on its first poll, and needs no prepare),
+/// then every answer is awaited. After a failed one, PostgreSQL refuses the
+/// rest of the transaction, and the first error is the one returned.
+async fn pipelined(
+    transaction: &tokio_postgres::Transaction<'_>,
+    statements: &[(&str, &Params<'_>)],
+) -> Result<Vec<Vec<tokio_postgres::Row>>, DbError> {
+    let mut answers: Vec<_> = statements
+        .iter()
+        .map(|(sql, params)| Box::pin(maybe_done(transaction.query_typed(sql, params))))
+        .collect();
+    for answer in &mut answers {
+        let _ = futures_util::poll!(answer.as_mut());
+    }
+    let mut rows = Vec::with_capacity(answers.len());
+    for mut answer in answers {
+        answer.as_mut().await;
+        rows.push(answer.as_mut().take_output().expect("awaited just now")?);
+    }
+    Ok(rows)
+}
+
+type Param<'a> = &'a (dyn ToSql + Sync);
+type Params<'a> = Vec<(Param<'a>, Type)>;
+
+/// The requests of a group from one organization, and every destination they name.
+struct OrganizationRequests {
+    organization: String,
+    requests: Vec<usize>,
+    destination_ids: Vec<i64>,
+}
+
+fn by_organization(requests: &[Request]) -> Vec<OrganizationRequests> {
+    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (index, request) in requests.iter().enumerate() {
+        groups
+            .entry(&request.organization_id)
+            .or_default()
+            .push(index);
+    }
+    groups
+        .into_iter()
+        .map(|(organization, indexes)| {
+            let mut destination_ids: Vec<i64> = indexes
+                .iter()
+                .flat_map(|&i| requests[i].destination_ids.iter().copied())
+                .collect();
+            destination_ids.sort_unstable();
+            destination_ids.dedup();
+            OrganizationRequests {
+                organization: organization.to_owned(),
+                requests: indexes,
+                destination_ids,
+            }
+        })
+        .collect()
+}
+
+/// The arrays of [`INSERT_GROUP`] for one organization's requests.
+#[derive(Default)]
+struct GroupInsert<'a> {
+    /// Index in the group of each request inserted, and its deliveries' ids.
+    requests: Vec<usize>,
+    ids_by_request: Vec<Vec<Uuid>>,
+    // One per delivery.
+    ids: Vec<Uuid>,
+    destination_ids: Vec<i64>,
+    max_retries: Vec<i32>,
+    /// Which request (1-based, as `WITH ORDINALITY` counts) it belongs to.
+    request_numbers: Vec<i64>,
+    // One per request.
+    payloads: Vec<Json<&'a Value>>,
+    priorities: Vec<i16>,
+    scheduled_at: Vec<Option<DateTime<Utc>>>,
+    idempotency_keys: Vec<Option<&'a str>>,
+    correlation_ids: Vec<Option<&'a str>>,
+}
+
+impl<'a> GroupInsert<'a> {
+    /// Delivery ids are UUIDv7, for the reason [`enqueue`] gives.
+    fn add(&mut self, index: usize, request: &'a Request, retries: &HashMap<i64, i32>) {
+        self.requests.push(index);
+        self.payloads.push(Json(&request.payload));
+        self.priorities.push(request.priority);
+        self.scheduled_at.push(request.scheduled_at);
+        self.idempotency_keys
+            .push(request.idempotency_key.as_deref());
+        self.correlation_ids.push(request.correlation_id.as_deref());
+        let number = self.payloads.len() as i64;
+        let mut ids = Vec::with_capacity(request.destination_ids.len());
+        for destination_id in &request.destination_ids {
+            let id = Uuid::now_v7();
+            ids.push(id);
+            self.ids.push(id);
+            self.destination_ids.push(*destination_id);
+            self.max_retries
+                .push(retries.get(destination_id).copied().unwrap_or_default());
+            self.request_numbers.push(number);
+        }
+        self.ids_by_request.push(ids);
+    }
+
+    /// The scope's and the insert's parameters.
+    fn params<'p>(&'p self, organization: &'p String) -> [Params<'p>; 2] {
+        [
+            vec![(organization as Param, Type::TEXT)],
+            vec![
+                (organization as Param, Type::TEXT),
+                (&self.ids as Param, Type::UUID_ARRAY),
+                (&self.destination_ids as Param, Type::INT8_ARRAY),
+                (&self.max_retries as Param, Type::INT4_ARRAY),
+                (&self.request_numbers as Param, Type::INT8_ARRAY),
+                (&self.payloads as Param, Type::JSONB_ARRAY),
+                (&self.priorities as Param, Type::INT2_ARRAY),
+                (&self.scheduled_at as Param, Type::TIMESTAMPTZ_ARRAY),
+                (&self.idempotency_keys as Param, Type::TEXT_ARRAY),
+                (&self.correlation_ids as Param, Type::TEXT_ARRAY),
+            ],
+        ]
+    }
 }
 
 /// A claimed delivery: what the destination's actor needs to perform it.

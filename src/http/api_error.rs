@@ -19,6 +19,7 @@ use crate::archive_store::ArchiveError;
 use crate::auth::AuthError;
 use crate::db::proofs::ProveError;
 use crate::db::{DbError, SaveError};
+use crate::messages::delivery::EnqueueError;
 use crate::messages::ingest::IngestError;
 use crate::supervisor::ActorUnavailable;
 
@@ -342,6 +343,29 @@ impl From<IngestError> for ApiError {
                 retry_after,
             },
             IngestError::Failed => ApiError::Internal("the ingest transaction failed".to_owned()),
+        }
+    }
+}
+
+impl From<EnqueueError> for ApiError {
+    fn from(error: EnqueueError) -> Self {
+        match error {
+            EnqueueError::UnknownDestinations(unknown) => ApiError::Validation(
+                unknown
+                    .into_iter()
+                    .map(|(position, id)| {
+                        FieldError::new(
+                            format!("destination_ids[{position}]"),
+                            format!("no destination {id}"),
+                        )
+                    })
+                    .collect(),
+            ),
+            EnqueueError::Unavailable => ApiError::Unavailable {
+                reason: "the database is unavailable; nothing was queued".to_owned(),
+                retry_after: Duration::from_secs(1),
+            },
+            EnqueueError::Refused(error) => error.into(),
         }
     }
 }

@@ -13,9 +13,9 @@ use super::api_error::{ApiError, FieldError};
 use super::auth::Caller;
 use super::extract::{Json, Path, Query};
 use super::AppState;
-use crate::db::deliveries::{self, AttemptLog, Delivery, NewDeliveries, Replay};
-use crate::db::{destinations, tenant};
-use crate::deliveries::destination::DeliverySettings;
+use crate::db::deliveries::{self, AttemptLog, Delivery, Replay, Request};
+use crate::db::tenant;
+use crate::messages::delivery::Enqueue;
 
 const RESOURCE: &str = "audit.deliveries";
 const STATUSES: &[&str] = &["pending", "processing", "retrying", "delivered", "failed"];
@@ -98,43 +98,20 @@ pub async fn create(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let organization_id = caller.organization_id();
-    let mut client = state.pool.get().await?;
-    let transaction = tenant::begin(&mut client, organization_id).await?;
-    let found =
-        destinations::get_many(&transaction, organization_id, &body.destination_ids).await?;
-    let mut max_retries = Vec::with_capacity(body.destination_ids.len());
-    for (i, id) in body.destination_ids.iter().enumerate() {
-        match found.iter().find(|destination| destination.id == *id) {
-            Some(destination) => {
-                let settings =
-                    DeliverySettings::parse(Some(&destination.settings)).unwrap_or_default();
-                max_retries.push(settings.retry_waits().len() as i32);
-            }
-            None => errors.push(FieldError::new(
-                format!("destination_ids[{i}]"),
-                format!("no destination {id}"),
-            )),
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
-    let queued = deliveries::enqueue(
-        &transaction,
-        &NewDeliveries {
-            organization_id,
-            destination_ids: &body.destination_ids,
-            payload: &body.payload,
+    // The EnqueueActor writes it with the requests that arrive meanwhile,
+    // and answers once their transaction has committed.
+    let queued = state
+        .enqueue
+        .send(Enqueue(Request {
+            organization_id: caller.organization_id().to_owned(),
+            destination_ids: body.destination_ids,
+            payload: body.payload,
             priority,
             scheduled_at: body.scheduled_at,
-            idempotency_key: body.idempotency_key.as_deref(),
-            correlation_id: body.correlation_id.as_deref(),
-            max_retries: &max_retries,
-        },
-    )
-    .await?;
-    transaction.commit().await?;
+            idempotency_key: body.idempotency_key,
+            correlation_id: body.correlation_id,
+        }))
+        .await??;
     Ok(HttpResponse::Accepted().json(DeliveryList { deliveries: queued }))
 }
 

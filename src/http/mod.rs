@@ -33,6 +33,7 @@ use actix_web::middleware::{from_fn, Compress, Condition};
 use actix_web::{guard, web, App, Route};
 
 use crate::actors::alert::AlertActor;
+use crate::actors::enqueue::EnqueueActor;
 use crate::actors::gdpr::GdprActor;
 use crate::actors::ingest::IngestActor;
 use crate::actors::queue::QueueActor;
@@ -67,6 +68,8 @@ pub struct AppState {
     /// Where archived events are read and written.
     pub archives: Arc<ArchiveStore>,
     pub ingest: ActorHandle<IngestActor>,
+    /// Queues `POST /v1/deliveries` in groups.
+    pub enqueue: ActorHandle<EnqueueActor>,
     /// Told when destinations change, to start or stop their DeliveryActors.
     pub queue: ActorHandle<QueueActor>,
     /// Seals and opens destination secrets.

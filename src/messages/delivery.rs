@@ -1,12 +1,14 @@
-//! Messages of the [`QueueActor`](crate::actors::queue::QueueActor), the
+//! Messages of the [`EnqueueActor`](crate::actors::enqueue::EnqueueActor), the
+//! [`QueueActor`](crate::actors::queue::QueueActor), the
 //! [`DeliveryActor`](crate::actors::delivery::DeliveryActor)s and the
 //! [`HealthActor`](crate::actors::health::HealthActor).
 
 use actix::Message;
 use uuid::Uuid;
 
-use crate::db::deliveries::{Attempt, Claim};
+use crate::db::deliveries::{Attempt, Claim, Delivery, Request};
 use crate::db::destinations::HealthBatch;
+use crate::db::DbError;
 
 /// A destination was created, changed or deleted over this worker's API:
 /// start or stop DeliveryActors to match the active destinations now.
@@ -66,3 +68,25 @@ pub struct Abandoned {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct HealthReport(pub HealthBatch);
+
+/// Queue a payload for some of an organization's destinations (one
+/// `POST /v1/deliveries`, validated); answered once the transaction that
+/// holds its deliveries has committed.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<Delivery>, EnqueueError>")]
+pub struct Enqueue(pub Request);
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    /// These destinations (position in the request, id) are not the
+    /// organization's: nothing was queued.
+    #[error("unknown destinations {0:?}")]
+    UnknownDestinations(Vec<(usize, i64)>),
+    /// PostgreSQL is down: nothing was queued.
+    #[error("the database is unavailable")]
+    Unavailable,
+    /// The request's own transaction failed (a value PostgreSQL refused, say):
+    /// nothing was queued.
+    #[error(transparent)]
+    Refused(DbError),
+}

@@ -1,0 +1,171 @@
+//! EnqueueActor: group commit for `POST /v1/deliveries`. A request that
+//! arrives while fewer than `MAX_GROUPS_IN_FLIGHT` groups are being written
+//! starts a group at once; the others gather and go together when a group
+//! ends. Each group is one transaction (see [`deliveries::enqueue_group`]),
+//! followed by one `NOTIFY` (see [`deliveries::wake`]), and each request is
+//! answered only after its transaction has committed.
+//!
+//! Why: a transaction per request paid a WAL flush and its fixed statements
+//! per request; a group shares them.
+
+use std::sync::Arc;
+
+use actix::fut::wrap_future;
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::db::deliveries::{self, Delivery, Queued, Request};
+use crate::db::{DbError, PgPool};
+use crate::deliveries::destination::DeliverySettings;
+use crate::messages::delivery::{Enqueue, EnqueueError};
+use crate::metrics::Metrics;
+use crate::shared::Shared;
+
+/// Groups written at once, each on its own pooled connection: the next
+/// group's statements run while the previous one waits for its commit to
+/// be flushed, and commits that wait together share one flush.
+const MAX_GROUPS_IN_FLIGHT: usize = 2;
+/// At most this many deliveries in one group (a request brings up to 100),
+/// so that a burst of requests is written in transactions of bounded size.
+const MAX_GROUP_DELIVERIES: usize = 5_000;
+
+type Reply = oneshot::Sender<Result<Vec<Delivery>, EnqueueError>>;
+
+pub struct EnqueueActor {
+    pool: PgPool,
+    /// Group sizes go there.
+    metrics: Arc<Metrics>,
+    /// Requests waiting for a group to end.
+    pending: Vec<(Request, Reply)>,
+    /// Groups being written now.
+    in_flight: usize,
+}
+
+impl EnqueueActor {
+    pub fn new(shared: &Shared) -> Self {
+        Self {
+            pool: shared.pool.clone(),
+            metrics: shared.metrics.clone(),
+            pending: Vec::new(),
+            in_flight: 0,
+        }
+    }
+
+    /// Writes what waits as one group, if a writer is free.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.in_flight >= MAX_GROUPS_IN_FLIGHT || self.pending.is_empty() {
+            return;
+        }
+        let mut deliveries = 0;
+        let taken = self
+            .pending
+            .iter()
+            .take_while(|(request, _)| {
+                deliveries += request.destination_ids.len();
+                deliveries <= MAX_GROUP_DELIVERIES
+            })
+            .count()
+            .max(1);
+        let (requests, replies): (Vec<Request>, Vec<Reply>) = self.pending.drain(..taken).unzip();
+        self.in_flight += 1;
+        self.metrics
+            .deliveries
+            .enqueue_batch_requests
+            .observe(requests.len() as f64);
+        let span = tracing::info_span!("enqueue_group", requests = requests.len());
+        let write = write_isolating(self.pool.clone(), requests);
+        ctx.spawn(
+            wrap_future::<_, Self>(tracing::Instrument::instrument(write, span)).map(
+                move |outcomes, actor, ctx| {
+                    actor.in_flight -= 1;
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(outcome);
+                    }
+                    // What gathered meanwhile goes next.
+                    actor.flush(ctx);
+                },
+            ),
+        );
+    }
+}
+
+/// A destination's number of retries, from its settings (the defaults'
+/// where they cannot be read).
+fn retries(settings: &serde_json::Value) -> i32 {
+    DeliverySettings::parse(Some(settings))
+        .unwrap_or_default()
+        .retry_waits()
+        .len() as i32
+}
+
+/// Writes the group in one transaction. When PostgreSQL refuses it for a
+/// reason other than an outage, one request may be the cause (a payload
+/// `jsonb` refuses, say): the requests are then written one by one, so that
+/// only the request at fault fails.
+async fn write_isolating(
+    pool: PgPool,
+    requests: Vec<Request>,
+) -> Vec<Result<Vec<Delivery>, EnqueueError>> {
+    let error = match write(&pool, &requests).await {
+        Ok(queued) => return queued.into_iter().map(answer).collect(),
+        Err(error) => error,
+    };
+    if error.is_unavailable() {
+        tracing::warn!(%error, requests = requests.len(), "Enqueue transaction failed; nothing of it was queued");
+        return requests
+            .iter()
+            .map(|_| Err(EnqueueError::Unavailable))
+            .collect();
+    }
+    if requests.len() == 1 {
+        return vec![Err(EnqueueError::Refused(error))];
+    }
+    tracing::warn!(%error, requests = requests.len(), "Enqueue group failed; writing its requests one by one");
+    let mut outcomes = Vec::with_capacity(requests.len());
+    for request in &requests {
+        outcomes.push(match write(&pool, std::slice::from_ref(request)).await {
+            Ok(mut queued) => answer(queued.remove(0)),
+            Err(error) if error.is_unavailable() => Err(EnqueueError::Unavailable),
+            Err(error) => Err(EnqueueError::Refused(error)),
+        });
+    }
+    outcomes
+}
+
+/// One transaction for `requests`, then the queues' wake-up.
+async fn write(pool: &PgPool, requests: &[Request]) -> Result<Vec<Queued>, DbError> {
+    let mut client = pool.get().await?;
+    let queued = deliveries::enqueue_group(&mut client, requests, retries).await?;
+    if queued
+        .iter()
+        .any(|queued| matches!(queued, Queued::Deliveries(d) if !d.is_empty()))
+    {
+        // Committed already: a lost wake-up only leaves them to the poll.
+        if let Err(error) = deliveries::wake(&client).await {
+            tracing::warn!(%error, "Cannot wake the delivery queues; they find the deliveries at their next poll");
+        }
+    }
+    Ok(queued)
+}
+
+fn answer(queued: Queued) -> Result<Vec<Delivery>, EnqueueError> {
+    match queued {
+        Queued::Deliveries(deliveries) => Ok(deliveries),
+        Queued::UnknownDestinations(unknown) => Err(EnqueueError::UnknownDestinations(unknown)),
+    }
+}
+
+impl Actor for EnqueueActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Enqueue> for EnqueueActor {
+    type Result = ResponseFuture<Result<Vec<Delivery>, EnqueueError>>;
+
+    fn handle(&mut self, Enqueue(request): Enqueue, ctx: &mut Self::Context) -> Self::Result {
+        let (reply, answer) = oneshot::channel();
+        self.pending.push((request, reply));
+        self.flush(ctx);
+        Box::pin(async move { answer.await.unwrap_or(Err(EnqueueError::Unavailable)) })
+    }
+}

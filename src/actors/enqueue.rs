@@ -2,8 +2,8 @@
 //! arrives while fewer than `MAX_GROUPS_IN_FLIGHT` groups are being written
 //! starts a group at once; the others gather and go together when a group
 //! ends. Each group is one transaction (see [`deliveries::enqueue_group`]),
-//! followed by one `NOTIFY` (see [`deliveries::wake`]), and each request is
-//! answered only after its transaction has committed.
+//! and each request is answered only after its transaction has committed;
+//! then one `NOTIFY` (see [`deliveries::wake`]) wakes the queues.
 //!
 //! Why: a transaction per request paid a WAL flush and its fixed statements
 //! per request; a group shares them.
@@ -78,8 +78,15 @@ impl EnqueueActor {
             wrap_future::<_, Self>(tracing::Instrument::instrument(write, span)).map(
                 move |outcomes, actor, ctx| {
                     actor.in_flight -= 1;
+                    let queued = outcomes
+                        .iter()
+                        .any(|outcome| outcome.as_ref().is_ok_and(|d| !d.is_empty()));
                     for (reply, outcome) in replies.into_iter().zip(outcomes) {
                         let _ = reply.send(outcome);
+                    }
+                    // After the answers: they wait for the commit, not for the wake-up.
+                    if queued {
+                        ctx.spawn(wrap_future(wake(actor.pool.clone())));
                     }
                     // What gathered meanwhile goes next.
                     actor.flush(ctx);
@@ -132,20 +139,22 @@ async fn write_isolating(
     outcomes
 }
 
-/// One transaction for `requests`, then the queues' wake-up.
+/// One transaction for `requests`.
 async fn write(pool: &PgPool, requests: &[Request]) -> Result<Vec<Queued>, DbError> {
     let mut client = pool.get().await?;
-    let queued = deliveries::enqueue_group(&mut client, requests, retries).await?;
-    if queued
-        .iter()
-        .any(|queued| matches!(queued, Queued::Deliveries(d) if !d.is_empty()))
-    {
-        // Committed already: a lost wake-up only leaves them to the poll.
-        if let Err(error) = deliveries::wake(&client).await {
-            tracing::warn!(%error, "Cannot wake the delivery queues; they find the deliveries at their next poll");
-        }
+    deliveries::enqueue_group(&mut client, requests, retries).await
+}
+
+/// Wakes the queues for a group's committed deliveries. A lost wake-up only
+/// leaves them to the queues' next poll.
+async fn wake(pool: PgPool) {
+    let woken = async {
+        let client = pool.get().await?;
+        deliveries::wake(&client).await
+    };
+    if let Err(error) = woken.await {
+        tracing::warn!(%error, "Cannot wake the delivery queues; they find the deliveries at their next poll");
     }
-    Ok(queued)
 }
 
 fn answer(queued: Queued) -> Result<Vec<Delivery>, EnqueueError> {

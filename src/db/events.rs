@@ -428,7 +428,11 @@ async fn insert_events(
         (&event_ids, Type::INT8_ARRAY),
         (&timestamps, Type::TIMESTAMPTZ_ARRAY),
     ];
-    params.extend(texts.iter().map(|texts| (texts as &(dyn ToSql + Sync), Type::TEXT_ARRAY)));
+    params.extend(
+        texts
+            .iter()
+            .map(|texts| (texts as &(dyn ToSql + Sync), Type::TEXT_ARRAY)),
+    );
     params.extend([
         (&latencies as &(dyn ToSql + Sync), Type::INT4_ARRAY),
         (&details, Type::JSONB_ARRAY),

@@ -4,10 +4,10 @@
 //! the next one, which starts when a write ends, when the gathered events fill
 //! a group (`group_commit_max_events`), or `group_commit_window` after the first
 //! of them while fewer than `max_concurrent_writes` are being written (so that
-//! large batches keep several writers busy). Each request is
-//! answered only after its transaction has committed. A circuit breaker guards PostgreSQL: after
-//! `breaker_failure_threshold` consecutive failed writes, requests fail at once
-//! with 503 for `breaker_reset_timeout`, then one write probes again.
+//! large batches keep several writers busy). Each request is answered only
+//! after its transaction has committed. A circuit breaker guards PostgreSQL:
+//! after `breaker_failure_threshold` consecutive failed writes, requests fail
+//! at once with 503 for `breaker_reset_timeout`, then one write probes again.
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -238,7 +238,7 @@ pub async fn verify(
     let store = archive_store(config).await;
     let report = verify::verify(&pool, &keys, &store, &scope).await?;
     let client = pool.get().await?;
-    verify::record(&*client, organization_id, &report, &scope, CLI_ACTOR).await?;
+    verify::record(&**client, organization_id, &report, &scope, CLI_ACTOR).await?;
     Ok(report)
 }
 

@@ -9,6 +9,7 @@ mod common;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use audit_worker::db::connection::PgConnection;
 use audit_worker::db::{api_keys, tenant};
 use chrono::{DateTime, Utc};
 use common::process::BINARY;
@@ -263,7 +264,7 @@ async fn last_use_writes_are_guarded_in_sql_and_scoped_to_the_organization() {
     let ids = [id_of(&key)];
     let minute = Duration::from_secs(60);
     let start = Utc::now();
-    let mut client = app.database().await;
+    let mut client = PgConnection::new(app.database().await);
     let mut write = async |scope: &str, at: DateTime<Utc>| {
         let transaction = tenant::begin(&mut client, scope).await.unwrap();
         let written = api_keys::record_uses(&transaction, "org-a", &ids, at, minute)

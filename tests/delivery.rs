@@ -780,6 +780,40 @@ async fn concurrent_enqueues_commit_their_own_deliveries_and_a_bad_one_fails_alo
     assert!(groups < calls, "{groups} transactions for {calls} calls");
 }
 
+/// Calls naming a hundred destinations each, several at once and in
+/// rounds, are queued whole: on a worker's fresh connections (statements
+/// still unprepared) and on the same connections once they are prepared.
+#[actix_web::test]
+async fn calls_naming_a_hundred_destinations_are_queued_whole() {
+    let app = spawn_app().await;
+    let database = app.database().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let receiver = Receiver::start(&[], 0);
+    let mut targets = Vec::new();
+    for _ in 0..100 {
+        targets.push(destination(&app, &key, &receiver.url, Value::Null).await);
+    }
+    // Due tomorrow: nothing is attempted meanwhile.
+    let later = (chrono::Utc::now() + chrono::TimeDelta::days(1)).to_rfc3339();
+    let body = json!({"destination_ids": targets, "payload": {"n": 1}, "scheduled_at": later});
+    for round in 0..3 {
+        let calls = (0..4).map(|_| {
+            app.call(
+                Method::POST,
+                "/v1/deliveries",
+                Some(&key),
+                Some(body.clone()),
+            )
+        });
+        for (status, answer) in futures_util::future::join_all(calls).await {
+            assert_eq!(status, 202, "round {round}: {answer}");
+            assert_eq!(answer["deliveries"].as_array().unwrap().len(), 100);
+        }
+    }
+    let stored = scalar(&database, "SELECT count(*) FROM delivery_queue").await;
+    assert_eq!(stored, 1200);
+}
+
 /// Two workers on one queue: every delivery arrives exactly once.
 #[actix_web::test]
 async fn two_workers_never_deliver_the_same_item() {

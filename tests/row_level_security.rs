@@ -4,13 +4,14 @@
 
 mod common;
 
+use audit_worker::db::connection::PgConnection;
 use audit_worker::db::tenant;
 use common::spawn_app;
 
 #[actix_web::test]
 async fn an_unfiltered_query_sees_only_the_scoped_tenant() {
     let app = spawn_app().await;
-    let mut db = app.database().await;
+    let mut db = PgConnection::new(app.database().await);
     db.batch_execute(
         "INSERT INTO organization_role (organization_id, name) VALUES ('org-a', 'ra'), ('org-b', 'rb');
          INSERT INTO alerts (organization_id, severity, type, title, source)
@@ -76,4 +77,34 @@ async fn an_unfiltered_query_sees_only_the_scoped_tenant() {
         .unwrap()
         .get(0);
     assert_eq!(count, 0);
+}
+
+/// A scoped transaction's statements are prepared on the connection after
+/// their first use and reused from then on (the scope above held in both
+/// forms: its first transaction went unnamed, the later ones prepared).
+#[actix_web::test]
+async fn the_scope_s_statements_are_prepared_once_per_connection() {
+    let app = spawn_app().await;
+    let mut db = PgConnection::new(app.database().await);
+    for _ in 0..3 {
+        let transaction = tenant::begin(&mut db, "org-a").await.unwrap();
+        transaction.rollback().await.unwrap();
+    }
+    let prepared: Vec<String> = db
+        .query(
+            "SELECT statement FROM pg_prepared_statements ORDER BY statement",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(
+        prepared,
+        [
+            "SELECT set_config('app.organization_id', $1, true)",
+            "SET LOCAL ROLE audit_worker_tenant"
+        ]
+    );
 }

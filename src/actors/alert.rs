@@ -319,7 +319,7 @@ async fn organization_rules(
             cache.default_lifetime(),
             || async {
                 let client = pool.get().await?;
-                let rules: Vec<StoredRule> = alert_rules::list(&*client, organization_id)
+                let rules: Vec<StoredRule> = alert_rules::list(&**client, organization_id)
                     .await?
                     .into_iter()
                     .filter(|rule| rule.definition.enabled)
@@ -355,14 +355,14 @@ async fn check_system(
 ) -> Result<(), DbError> {
     let settings = &config.alerts;
     let mut client = pool.get().await?;
-    system::open_breakers(&*client, settings.breaker_open_after).await?;
+    system::open_breakers(&**client, settings.breaker_open_after).await?;
     let limits = IngestLimits {
         error_rate: settings.ingest_error_rate,
         min_requests: settings.ingest_min_requests,
         latency: settings.ingest_latency,
     };
     system::ingest_performance(
-        &*client,
+        &**client,
         &settings.system_organization,
         before,
         now,

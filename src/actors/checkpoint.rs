@@ -50,7 +50,7 @@ impl Handler<SignCheckpoints> for CheckpointActor {
         let (pool, keys) = (self.pool.clone(), self.keys.clone());
         let round = async move {
             let client = pool.get().await?;
-            checkpoints::create_unless_signing(&*client, &keys).await
+            checkpoints::create_unless_signing(&**client, &keys).await
         };
         Box::pin(wrap_future::<_, Self>(round).map(|outcome, actor, ctx| {
             match outcome {

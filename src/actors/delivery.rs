@@ -168,7 +168,7 @@ impl Read {
         secrets: &SecretBox,
     ) -> Result<Option<Self>, DbError> {
         let client = pool.get().await?;
-        let read = destinations::get(&*client, None, destination_id).await?;
+        let read = destinations::get(&**client, None, destination_id).await?;
         Ok(read.map(|destination| Self {
             disabled: destination.disabled,
             prepared: Prepared::new(&destination, secrets),
@@ -282,7 +282,7 @@ impl DeliveryActor {
         let delivery_id = claim.id;
         let release = async move {
             let client = pool.get().await?;
-            deliveries::release(&*client, &worker, &[claim.id], until).await
+            deliveries::release(&**client, &worker, &[claim.id], until).await
         };
         ctx.spawn(wrap_future::<_, Self>(release).map(move |released, actor, ctx| {
             if let Err(error) = released {
@@ -331,7 +331,7 @@ impl DeliveryActor {
                     // Held, not failed: claims skip a disabled destination's
                     // deliveries, which resume when it is re-enabled.
                     let client = pool.get().await?;
-                    deliveries::release(&*client, &worker, &[claim.id], Utc::now()).await?;
+                    deliveries::release(&**client, &worker, &[claim.id], Utc::now()).await?;
                     return Ok(Attempted::Held {
                         destination: destination.clone(),
                         fresh,

@@ -59,7 +59,7 @@ async fn tick(
 ) -> Result<(u64, u64), DbError> {
     let written = error_tracking::flush(&tracker, &pool, window).await?;
     let pruned = match prune_before {
-        Some(before) => store::delete_older_than(&*pool.get().await?, before).await?,
+        Some(before) => store::delete_older_than(&**pool.get().await?, before).await?,
         None => 0,
     };
     Ok((written, pruned))

@@ -92,7 +92,7 @@ impl HealthActor {
 
 async fn round(pool: PgPool, metrics: Arc<Metrics>) -> Result<usize, DbError> {
     let client = pool.get().await?;
-    let snapshot = destinations::health_snapshot(&*client).await?;
+    let snapshot = destinations::health_snapshot(&**client).await?;
     metrics.deliveries.destination_consecutive_failures.reset();
     metrics.deliveries.destination_breaker_open.reset();
     for (id, failures, open) in snapshot {
@@ -108,7 +108,7 @@ async fn round(pool: PgPool, metrics: Arc<Metrics>) -> Result<usize, DbError> {
             .with_label_values(&[&label])
             .set(i64::from(open));
     }
-    let (depth, oldest_due) = deliveries::queue_figures(&*client).await?;
+    let (depth, oldest_due) = deliveries::queue_figures(&**client).await?;
     for (status, count) in depth {
         metrics
             .deliveries
@@ -117,17 +117,17 @@ async fn round(pool: PgPool, metrics: Arc<Metrics>) -> Result<usize, DbError> {
             .set(count);
     }
     metrics.deliveries.queue_oldest_due.set(oldest_due);
-    if !locks::try_lock(&*client, Round::DestinationHealth).await? {
+    if !locks::try_lock(&**client, Round::DestinationHealth).await? {
         return Ok(0);
     }
     let outcome = async {
         let mut disabled = 0;
-        for destination in destinations::failing(&*client).await? {
+        for destination in destinations::failing(&**client).await? {
             let settings = DeliverySettings::parse(Some(&destination.settings)).unwrap_or_default();
             let failing_for = (Utc::now() - destination.failing_since).to_std().unwrap_or_default();
             if let Some(reason) = settings.auto_disable_reason(failing_for) {
-                destinations::disable_failing(&*client, &destination, &reason).await?;
-                system::destination_disabled(&*client, &destination, &reason).await?;
+                destinations::disable_failing(&**client, &destination, &reason).await?;
+                system::destination_disabled(&**client, &destination, &reason).await?;
                 tracing::warn!(destination = destination.id, %reason, "Disabled a failing destination");
                 disabled += 1;
             }
@@ -135,7 +135,7 @@ async fn round(pool: PgPool, metrics: Arc<Metrics>) -> Result<usize, DbError> {
         Ok::<_, DbError>(disabled)
     }
     .await;
-    locks::unlock(&*client, Round::DestinationHealth).await?;
+    locks::unlock(&**client, Round::DestinationHealth).await?;
     outcome
 }
 

@@ -305,7 +305,7 @@ async fn ensure_partitions(
         Some(known) => known,
         None => {
             let client = pool.get().await?;
-            events::partition_months(&*client)
+            events::partition_months(&**client)
                 .await?
                 .into_iter()
                 .collect()

@@ -77,7 +77,7 @@ async fn round(
     {
         cache.invalidate(organization, EVENTS).await;
     }
-    let listed = partitions::list(&*pool.get().await?).await?;
+    let listed = partitions::list(&**pool.get().await?).await?;
     metrics.partitions.bytes.reset();
     metrics.partitions.rows_estimate.reset();
     for partition in listed {

@@ -265,7 +265,7 @@ impl QueueActor {
         let pool = self.pool.clone();
         let active = async move {
             let client = pool.get().await?;
-            destinations::active_ids(&*client).await
+            destinations::active_ids(&**client).await
         };
         wrap_future::<_, Self>(active).map(|active, actor, _| {
             let active: HashSet<i64> = match active {
@@ -473,7 +473,7 @@ impl Handler<Abandoned> for QueueActor {
         let (pool, worker) = (self.pool.clone(), self.worker_id.clone());
         let release = async move {
             let client = pool.get().await?;
-            deliveries::release(&*client, &worker, &ids, Utc::now()).await
+            deliveries::release(&**client, &worker, &ids, Utc::now()).await
         };
         ctx.spawn(
             wrap_future::<_, Self>(release).map(move |released, actor, ctx| {

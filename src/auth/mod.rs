@@ -274,7 +274,7 @@ impl Authenticator {
         }
         let read = async {
             let client = self.pool.get().await?;
-            Ok::<_, DbError>(api_keys::credentials(&*client, id).await?.map(Arc::new))
+            Ok::<_, DbError>(api_keys::credentials(&**client, id).await?.map(Arc::new))
         };
         match read.await {
             Ok(found) => {

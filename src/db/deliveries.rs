@@ -13,6 +13,8 @@ use tokio_postgres::{GenericClient, Statement};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::connection::{PgConnection, Statements};
+use super::tenant::{ROLE, SCOPE};
 use super::DbError;
 use crate::config::DatabaseConfig;
 use crate::deliveries::retry::AttemptStatus;
@@ -239,12 +241,6 @@ const BY_IDEMPOTENCY_KEY: &str = concat!(
      FROM delivery_queue WHERE organization_id = $1 AND idempotency_key = $2 AND destination_id = ANY($3)"
 );
 
-/// Scopes the rest of the transaction to the organization `$1` (see
-/// [`tenant`](super::tenant)): a group changes it between organizations.
-const SCOPE: &str = "SELECT set_config('app.organization_id', $1, true)";
-/// What [`tenant::begin`](super::tenant::begin) sets first.
-const ROLE: &str = "SET LOCAL ROLE audit_worker_tenant";
-
 /// Wakes the queue actors (of every worker) for deliveries just committed,
 /// in a transaction of its own whose commit does not wait for the WAL flush.
 ///
@@ -269,7 +265,7 @@ pub async fn wake(client: &tokio_postgres::Client) -> Result<(), DbError> {
 /// `retries` gives a destination's number of retries from its settings.
 ///
 /// The statements are sent without waiting for one another (pipelined, each
-/// typed so none needs a prepare round trip) and run in order: the group
+/// prepared once per connection) and run in order: the group
 /// takes four round trips however many requests and organizations it holds
 /// (BEGIN; the destinations; the inserts; COMMIT), and one more when an
 /// idempotency key was seen before. Each organization's
@@ -281,12 +277,13 @@ pub async fn wake(client: &tokio_postgres::Client) -> Result<(), DbError> {
 /// the whole transaction, and the caller decides what to try again.
 #[tracing::instrument(skip_all, fields(requests = requests.len()))]
 pub async fn enqueue_group(
-    client: &mut tokio_postgres::Client,
+    connection: &mut PgConnection,
     requests: &[Request],
     retries: impl Fn(&Value) -> i32,
 ) -> Result<Vec<Queued>, DbError> {
     let organizations = by_organization(requests);
-    let transaction = client.transaction().await?;
+    let (transaction, prepared) = connection.begin().await?;
+    let statements = Statements::Prepared(&prepared);
 
     // Round trip 2: the role, and each organization's destinations under its scope.
     let lookups: Vec<[Params; 2]> = organizations
@@ -302,11 +299,11 @@ pub async fn enqueue_group(
         })
         .collect();
     let role: Params = Vec::new();
-    let mut statements = vec![(ROLE, &role)];
+    let mut pipeline = vec![(ROLE, &role)];
     for [scope, find] in &lookups {
-        statements.extend([(SCOPE, scope), (DESTINATION_SETTINGS, find)]);
+        pipeline.extend([(SCOPE, scope), (DESTINATION_SETTINGS, find)]);
     }
-    let found = pipelined(&transaction, &statements).await?;
+    let found = pipelined(&transaction, statements, &pipeline).await?;
     let mut outcomes: Vec<Option<Queued>> = requests.iter().map(|_| None).collect();
     let mut inserts = Vec::with_capacity(organizations.len());
     for (group, rows) in organizations
@@ -347,11 +344,11 @@ pub async fn enqueue_group(
             (!insert.requests.is_empty()).then(|| insert.params(&group.organization))
         })
         .collect();
-    let mut statements = Vec::with_capacity(params.len() * 2);
+    let mut pipeline = Vec::with_capacity(params.len() * 2);
     for [scope, insert] in params.iter().flatten() {
-        statements.extend([(SCOPE, scope), (INSERT_GROUP, insert)]);
+        pipeline.extend([(SCOPE, scope), (INSERT_GROUP, insert)]);
     }
-    let inserted = pipelined(&transaction, &statements).await?;
+    let inserted = pipelined(&transaction, statements, &pipeline).await?;
     let mut rows = inserted.chunks(2).map(|pair| &pair[1]);
     let mut repeated = Vec::new();
     for insert in inserts.iter().filter(|insert| !insert.requests.is_empty()) {
@@ -390,11 +387,11 @@ pub async fn enqueue_group(
                 ]
             })
             .collect();
-        let mut statements = Vec::with_capacity(keys.len() * 2);
+        let mut pipeline = Vec::with_capacity(keys.len() * 2);
         for [scope, find] in &keys {
-            statements.extend([(SCOPE, scope), (BY_IDEMPOTENCY_KEY, find)]);
+            pipeline.extend([(SCOPE, scope), (BY_IDEMPOTENCY_KEY, find)]);
         }
-        let existing = pipelined(&transaction, &statements).await?;
+        let existing = pipelined(&transaction, statements, &pipeline).await?;
         for (&index, rows) in repeated.iter().zip(existing.chunks(2).map(|pair| &pair[1])) {
             let order = &requests[index].destination_ids;
             let mut deliveries: Vec<Delivery> = rows.iter().map(delivery).collect();
@@ -409,17 +406,18 @@ pub async fn enqueue_group(
         .collect())
 }
 
-/// Runs `statements` in order in one round trip: each is sent before the
-/// next (a typed query is sent on its first poll, and needs no prepare),
-/// then every answer is awaited. After a failed one, PostgreSQL refuses the
-/// rest of the transaction, and the first error is the one returned.
+/// Runs `pipeline` in order in one round trip: each statement is sent
+/// before the next (a statement is sent on its first poll), then every
+/// answer is awaited. After a failed one, PostgreSQL refuses the rest of the
+/// transaction, and the first error is the one returned.
 async fn pipelined(
     transaction: &tokio_postgres::Transaction<'_>,
-    statements: &[(&str, &Params<'_>)],
+    statements: Statements<'_>,
+    pipeline: &[(&'static str, &Params<'_>)],
 ) -> Result<Vec<Vec<tokio_postgres::Row>>, DbError> {
-    let mut answers: Vec<_> = statements
+    let mut answers: Vec<_> = pipeline
         .iter()
-        .map(|(sql, params)| Box::pin(maybe_done(transaction.query_typed(sql, params))))
+        .map(|(sql, params)| Box::pin(maybe_done(statements.query(transaction, sql, params))))
         .collect();
     for answer in &mut answers {
         let _ = futures_util::poll!(answer.as_mut());

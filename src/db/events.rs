@@ -13,6 +13,7 @@ use tokio_postgres::types::{Json, ToSql, Type};
 use tokio_postgres::GenericClient;
 use utoipa::ToSchema;
 
+use super::connection::Statements;
 use super::{DbError, PgPool};
 use crate::events::{NewEvent, Receipt};
 use crate::integrity::canonical::{format_timestamp, HASH_ALGORITHM};
@@ -55,10 +56,16 @@ pub async fn write_group(
     let plan = Plan::new(submissions);
     let mut client = pool.get().await?;
     let numbers = reserve
-        .take(&*client, plan.candidates.len(), plan.organizations().len())
+        .take(&**client, plan.candidates.len(), plan.organizations().len())
         .await?;
-    let transaction = client.transaction().await?;
-    let written = write_planned(&transaction, &plan, numbers).await?;
+    let (transaction, prepared) = client.begin().await?;
+    let written = write_planned(
+        &transaction,
+        Statements::Prepared(&prepared),
+        &plan,
+        numbers,
+    )
+    .await?;
     transaction.commit().await?;
     Ok(written)
 }
@@ -76,7 +83,7 @@ pub async fn write_in(
         plan.organizations().len(),
     )
     .await?;
-    write_planned(transaction, &plan, numbers).await
+    write_planned(transaction, Statements::Unnamed, &plan, numbers).await
 }
 
 /// Ids for the events and links of a group: as many as it has candidates and
@@ -170,6 +177,7 @@ impl IdReserve {
 /// Writes the planned group with the ids of `numbers`.
 async fn write_planned(
     transaction: &tokio_postgres::Transaction<'_>,
+    statements: Statements<'_>,
     plan: &Plan<'_>,
     numbers: Numbers,
 ) -> Result<Written, DbError> {
@@ -177,7 +185,7 @@ async fn write_planned(
     let ids = numbers.events;
     let link_ids: HashMap<&str, i64> = organizations.iter().copied().zip(numbers.links).collect();
 
-    let stored = claim_idempotency_keys(transaction, plan, &ids).await?;
+    let stored = claim_idempotency_keys(transaction, statements, plan, &ids).await?;
     let new: Vec<usize> = (0..plan.candidates.len())
         .filter(|i| !stored.contains_key(i))
         .collect();
@@ -195,25 +203,34 @@ async fn write_planned(
             // One round trip for the heads, the events and the heads' lock,
             // run in that order.
             let ((), (), heads) = futures_util::try_join!(
-                create_heads(transaction, &orgs),
-                insert_events(transaction, plan, &new, &ids, &link_ids),
-                lock_heads(transaction, &orgs)
+                create_heads(transaction, statements, &orgs),
+                insert_events(transaction, statements, plan, &new, &ids, &link_ids),
+                lock_heads(transaction, statements, &orgs)
             )?;
             heads
         } else {
             let (copy, ()) = futures_util::try_join!(
                 prepare_copy(transaction),
-                create_heads(transaction, &orgs)
+                create_heads(transaction, statements, &orgs)
             )?;
             let sink = transaction.copy_in(&copy).await?;
             // The heads' lock is asked for behind the COPY's end, in the same round trip.
             let ((), heads) = futures_util::try_join!(
                 copy_events(sink, plan, &new, &ids, &link_ids),
-                lock_heads(transaction, &orgs)
+                lock_heads(transaction, statements, &orgs)
             )?;
             heads
         };
-        append_links(transaction, plan, &per_org, (roots, heads), &ids, &link_ids).await?;
+        append_links(
+            transaction,
+            statements,
+            plan,
+            &per_org,
+            (roots, heads),
+            &ids,
+            &link_ids,
+        )
+        .await?;
     }
 
     let receipt_of = |slot: usize| {
@@ -293,6 +310,7 @@ impl<'a> Plan<'a> {
 /// order so that concurrent groups wait for each other without deadlocking.
 async fn claim_idempotency_keys(
     client: &impl GenericClient,
+    statements: Statements<'_>,
     plan: &Plan<'_>,
     ids: &[i64],
 ) -> Result<HashMap<usize, Receipt>, DbError> {
@@ -312,8 +330,9 @@ async fn claim_idempotency_keys(
         .iter()
         .map(|(_, &i)| plan.candidates[i].0.hash.as_str())
         .collect();
-    let inserted: HashSet<(String, String)> = client
-        .query_typed(
+    let inserted: HashSet<(String, String)> = statements
+        .query(
+            client,
             "INSERT INTO audit_idempotency (organization_id, idempotency_key, event_id, event_timestamp, hash) \
              SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::timestamptz[], $5::text[]) \
              ON CONFLICT (organization_id, idempotency_key) DO NOTHING \
@@ -340,8 +359,9 @@ async fn claim_idempotency_keys(
     if taken_orgs.is_empty() {
         return Ok(stored);
     }
-    let rows = client
-        .query_typed(
+    let rows = statements
+        .query(
+            client,
             "SELECT i.organization_id, i.idempotency_key, i.event_id, i.event_timestamp, i.hash \
              FROM audit_idempotency i \
              JOIN unnest($1::text[], $2::text[]) AS wanted(organization_id, idempotency_key) \
@@ -370,14 +390,15 @@ async fn claim_idempotency_keys(
 
 /// Groups of at most this many new events are written with one INSERT
 /// rather than COPY: PostgreSQL spends about 0.9 ms setting up a COPY into the
-/// partitioned `audit_log`, more than an INSERT of a few rows costs, and an
-/// INSERT needs no prepared statement, so it shares the round trip of the
+/// partitioned `audit_log`, more than an INSERT of a few rows costs, and the
+/// INSERT, prepared once per connection, shares the round trip of the
 /// statements around it (see benches/README.md, Ingest).
 const SMALL_GROUP_EVENTS: usize = 32;
 
 /// Writes the new events of a small group with one INSERT of column arrays.
 async fn insert_events(
     transaction: &tokio_postgres::Transaction<'_>,
+    statements: Statements<'_>,
     plan: &Plan<'_>,
     new: &[usize],
     ids: &[i64],
@@ -438,8 +459,9 @@ async fn insert_events(
         (&details, Type::JSONB_ARRAY),
         (&links, Type::INT8_ARRAY),
     ]);
-    transaction
-        .execute_typed(
+    statements
+        .execute(
+            transaction,
             "INSERT INTO audit_log (id, \"timestamp\", ttl, principal_id, organization_id, action, \
                target_resource_type, target_resource_id, status, outcome_description, hash, hash_algorithm, \
                event_version, correlation_id, data_classification, retention_policy, idempotency_key, \
@@ -548,10 +570,12 @@ async fn copy_events(
 /// lock is taken on an existing head: that waits for [`lock_heads`].
 async fn create_heads(
     transaction: &tokio_postgres::Transaction<'_>,
+    statements: Statements<'_>,
     orgs: &[&str],
 ) -> Result<(), DbError> {
-    transaction
-        .execute_typed(
+    statements
+        .execute(
+            transaction,
             "INSERT INTO audit_chain_head (organization_id, seq, link) \
              SELECT unnest($1::text[]), 0, $2 ON CONFLICT (organization_id) DO NOTHING",
             &[
@@ -570,10 +594,12 @@ type Heads = HashMap<String, (i64, String, i64)>;
 /// transaction ends, in sorted order so that concurrent groups cannot deadlock.
 async fn lock_heads(
     transaction: &tokio_postgres::Transaction<'_>,
+    statements: Statements<'_>,
     orgs: &[&str],
 ) -> Result<Heads, DbError> {
-    Ok(transaction
-        .query_typed(
+    Ok(statements
+        .query(
+            transaction,
             "SELECT organization_id, seq, link, event_total FROM audit_chain_head \
              WHERE organization_id = ANY($1) ORDER BY organization_id FOR UPDATE",
             &[(&orgs, Type::TEXT_ARRAY)],
@@ -604,6 +630,7 @@ fn merkle_roots(plan: &Plan<'_>, per_org: &BTreeMap<&str, Vec<usize>>) -> Vec<[u
 /// round trip).
 async fn append_links(
     transaction: &tokio_postgres::Transaction<'_>,
+    statements: Statements<'_>,
     plan: &Plan<'_>,
     per_org: &BTreeMap<&str, Vec<usize>>,
     (roots, heads): (Vec<[u8; 32]>, Heads),
@@ -653,14 +680,16 @@ async fn append_links(
         (&links.links, Type::TEXT_ARRAY),
         (&links.totals, Type::INT8_ARRAY),
     ];
-    let chain_rows = transaction.execute_typed(
+    let chain_rows = statements.execute(
+        transaction,
         "INSERT INTO audit_chain (organization_id, link_id, seq, event_count, first_event_id, last_event_id, \
            min_timestamp, max_timestamp, merkle_root, prev_link, link) \
          SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int4[], $5::int8[], $6::int8[], \
            $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[])",
         &chain_params,
     );
-    let moved_heads = transaction.execute_typed(
+    let moved_heads = statements.execute(
+        transaction,
         "UPDATE audit_chain_head h SET seq = n.seq, link = n.link, event_total = n.total, updated_at = now() \
          FROM unnest($1::text[], $2::int8[], $3::text[], $4::int8[]) AS n(organization_id, seq, link, total) \
          WHERE h.organization_id = n.organization_id",

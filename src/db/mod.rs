@@ -8,6 +8,7 @@ pub mod api_keys;
 pub mod archives;
 pub mod checkpoints;
 pub mod config_changes;
+pub mod connection;
 pub mod deletions;
 pub mod deliveries;
 pub mod destinations;

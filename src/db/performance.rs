@@ -151,7 +151,7 @@ pub enum ExplainError {
 /// statements without the extension) says why instead of failing the rest.
 pub async fn report(pool: &PgPool, config: &Config) -> Result<PerformanceReport, DbError> {
     let client = pool.get().await?;
-    let client = &*client;
+    let client = &**client;
     let database: String = client
         .query_one("SELECT current_database()", &[])
         .await?

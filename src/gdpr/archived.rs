@@ -32,7 +32,7 @@ impl Gdpr {
         commitment: &str,
     ) -> Result<Vec<Archive>, GdprError> {
         let client = self.pool.get().await?;
-        Ok(archives::holding_subject(&*client, organization_id, commitment).await?)
+        Ok(archives::holding_subject(&**client, organization_id, commitment).await?)
     }
 
     /// Puts the pseudonym in place of the subject in every archive naming
@@ -48,7 +48,7 @@ impl Gdpr {
         for archive in self.archives_of(organization_id, commitment).await? {
             let mut events = self
                 .archives
-                .read(&*self.pool.get().await?, &archive)
+                .read(&**self.pool.get().await?, &archive)
                 .await?;
             let count = pseudonymize_all(&mut events, commitment, pseudonym);
             if count > 0 {
@@ -78,12 +78,12 @@ impl Gdpr {
         let mut done = ArchivedErasure::default();
         for archive in self.archives_of(organization_id, commitment).await? {
             let client = self.pool.get().await?;
-            let events = self.archives.read(&*client, &archive).await?;
+            let events = self.archives.read(&**client, &archive).await?;
             let (own, others): (Vec<_>, Vec<_>) = events
                 .into_iter()
                 .partition(|event| event.principal_commitment == commitment);
             let kept = gdpr::preserved_among(
-                &*client,
+                &**client,
                 &own.iter()
                     .map(|e| {
                         (

@@ -232,7 +232,7 @@ impl Gdpr {
     ) -> Result<Mapping, GdprError> {
         let client = self.pool.get().await?;
         if let Some(existing) =
-            gdpr::mapping_of_subject(&*client, organization_id, commitment).await?
+            gdpr::mapping_of_subject(&**client, organization_id, commitment).await?
         {
             return Ok(existing);
         }
@@ -244,7 +244,7 @@ impl Gdpr {
             .derive(strategy, organization_id, principal_id)
             .unwrap_or_else(PseudonymKeys::token);
         Ok(gdpr::insert_mapping(
-            &*client,
+            &**client,
             &NewMapping {
                 organization_id,
                 subject_commitment: commitment,
@@ -270,7 +270,7 @@ impl Gdpr {
     ) -> Result<Operation, GdprError> {
         let client = self.pool.get().await?;
         let mut operation = match gdpr::unfinished_operation(
-            &*client,
+            &**client,
             organization_id,
             kind,
             commitment,
@@ -283,7 +283,7 @@ impl Gdpr {
             }
             None => {
                 gdpr::start_operation(
-                    &*client,
+                    &**client,
                     &NewOperation {
                         organization_id,
                         kind,
@@ -316,7 +316,7 @@ impl Gdpr {
                     }),
                 })
                 .await?;
-            gdpr::set_record_event(&*client, operation.id, event_id).await?;
+            gdpr::set_record_event(&**client, operation.id, event_id).await?;
             operation.record_event_id = Some(event_id);
         }
         // Only pseudonymization and erasure change events (and come here).
@@ -327,7 +327,7 @@ impl Gdpr {
         let record_event = operation
             .record_event_id
             .expect("the operation's record event was just written");
-        trail::register(&*client, operation.id, organization_id, kind, record_event).await?;
+        trail::register(&**client, operation.id, organization_id, kind, record_event).await?;
         Ok(operation)
     }
 
@@ -387,8 +387,8 @@ impl Gdpr {
         })
         .await?;
         let client = self.pool.get().await?;
-        gdpr::finish_operation(&*client, operation.id, "completed", &result).await?;
-        checkpoints::create(&*client, &self.keys, Some(organization_id)).await?;
+        gdpr::finish_operation(&**client, operation.id, "completed", &result).await?;
+        checkpoints::create(&**client, &self.keys, Some(organization_id)).await?;
         self.cache.invalidate(organization_id, EVENTS).await;
         Ok(())
     }
@@ -491,7 +491,7 @@ impl Gdpr {
         };
         // A legal hold always wins over erasure.
         let holds: Vec<_> =
-            legal_holds::list(&*self.pool.get().await?, organization_id, Some(true))
+            legal_holds::list(&**self.pool.get().await?, organization_id, Some(true))
                 .await?
                 .into_iter()
                 .filter(|hold| {
@@ -554,9 +554,9 @@ impl Gdpr {
             .await?;
         let client = self.pool.get().await?;
         // Counted from what is stored, so a resumed operation reports its whole work.
-        let records_deleted = gdpr::count_erased(&*client, organization_id, operation.id).await?;
+        let records_deleted = gdpr::count_erased(&**client, organization_id, operation.id).await?;
         let compliance_records_preserved =
-            gdpr::count_preserved(&*client, organization_id, &commitment, &preserved).await?
+            gdpr::count_preserved(&**client, organization_id, &commitment, &preserved).await?
                 + archived.preserved;
         drop(client);
         let changed = self
@@ -598,7 +598,7 @@ impl Gdpr {
         requested_by: &str,
     ) -> Result<Reversed, GdprError> {
         let client = self.pool.get().await?;
-        let mapping = gdpr::mapping_of_pseudonym(&*client, organization_id, pseudonym_id)
+        let mapping = gdpr::mapping_of_pseudonym(&**client, organization_id, pseudonym_id)
             .await?
             .ok_or_else(|| GdprError::UnknownPseudonym(pseudonym_id.to_owned()))?;
         let original_id = self
@@ -606,7 +606,7 @@ impl Gdpr {
             .open_original(organization_id, &mapping.sealed_original)
             .map_err(|_| GdprError::Undecryptable)?;
         let operation = gdpr::start_operation(
-            &*client,
+            &**client,
             &NewOperation {
                 organization_id,
                 kind: "reverse",
@@ -630,7 +630,7 @@ impl Gdpr {
                 details: json!({"operation_id": operation.id, "pseudonym_id": pseudonym_id}),
             })
             .await?;
-        gdpr::set_record_event(&*client, operation.id, event_id).await?;
+        gdpr::set_record_event(&**client, operation.id, event_id).await?;
         Ok(Reversed {
             pseudonym_id: mapping.pseudonym_id,
             original_id,
@@ -651,7 +651,7 @@ impl Gdpr {
         let commitment = self.commitment(organization_id, principal_id);
         let client = self.pool.get().await?;
         let operation = gdpr::start_operation(
-            &*client,
+            &**client,
             &NewOperation {
                 organization_id,
                 kind,
@@ -676,7 +676,7 @@ impl Gdpr {
                        "description": description}),
             })
             .await?;
-        gdpr::set_record_event(&*client, operation.id, event_id).await?;
+        gdpr::set_record_event(&**client, operation.id, event_id).await?;
         Ok(operation)
     }
 
@@ -734,7 +734,7 @@ impl Gdpr {
     ) -> Result<ExportDelivered, GdprError> {
         let organization_id = request.organization_id.clone();
         let destination = destinations::get(
-            &*self.pool.get().await?,
+            &**self.pool.get().await?,
             Some(&organization_id),
             destination_id,
         )
@@ -757,7 +757,7 @@ impl Gdpr {
         let Some((last, manifest)) = manifest.filter(|_| !too_large) else {
             let client = self.pool.get().await?;
             gdpr::finish_operation(
-                &*client,
+                &**client,
                 operation.id,
                 "failed",
                 &json!({"error": "too large to deliver"}),
@@ -781,7 +781,7 @@ impl Gdpr {
                 .unwrap_or_default();
         let client = self.pool.get().await?;
         let delivered = deliveries::enqueue(
-            &*client,
+            &**client,
             &deliveries::NewDeliveries {
                 organization_id: &organization_id,
                 destination_ids: &[destination_id],
@@ -816,7 +816,7 @@ impl Gdpr {
             "destination_id": destination_id,
         });
         let operation = gdpr::start_operation(
-            &*client,
+            &**client,
             &NewOperation {
                 organization_id,
                 kind: "export",
@@ -840,7 +840,7 @@ impl Gdpr {
                     details: json!({"operation_id": operation.id, "subject_commitment": commitment, "parameters": parameters}),
                 })
             .await?;
-        gdpr::set_record_event(&*client, operation.id, event_id).await?;
+        gdpr::set_record_event(&**client, operation.id, event_id).await?;
         Ok((operation, commitment))
     }
 
@@ -944,7 +944,7 @@ impl Gdpr {
     ) -> Result<(), DbError> {
         let client = self.pool.get().await?;
         gdpr::finish_operation(
-            &*client,
+            &**client,
             operation.id,
             "completed",
             &json!({"manifest": manifest}),

@@ -99,7 +99,7 @@ pub async fn list_errors(
         offset,
     };
     let client = state.pool.get().await?;
-    let aggregations = error_log::list(&*client, &filter).await?;
+    let aggregations = error_log::list(&**client, &filter).await?;
     // `then`, not `then_some`: the sum is only wanted (and only fits) for a full page.
     let next_offset = (aggregations.len() as i64 == limit)
         .then(|| offset.checked_add(limit))
@@ -123,10 +123,10 @@ pub async fn get_error(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_operator(&state.config.operations.organization, "read")?;
     let client = state.pool.get().await?;
-    let aggregation = error_log::get(&*client, &key)
+    let aggregation = error_log::get(&**client, &key)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("error aggregation {key}")))?;
-    let recent = error_log::recent(&*client, &key, RECENT_ROWS).await?;
+    let recent = error_log::recent(&**client, &key, RECENT_ROWS).await?;
     Ok(HttpResponse::Ok().json(ErrorAggregationDetail {
         aggregation,
         recent,

@@ -62,7 +62,7 @@ pub async fn get(
     .await?;
     let archive = found.ok_or_else(|| ApiError::NotFound(format!("archive {id}")))?;
     let client = state.pool.get().await?;
-    let events = state.archives.read(&*client, &archive).await?;
+    let events = state.archives.read(&**client, &archive).await?;
     let mut body = String::new();
     for event in &events {
         body.push_str(&event.line());

@@ -72,7 +72,7 @@ pub async fn verify(
             other => ApiError::Validation(vec![FieldError::new("checkpoint", other.to_string())]),
         })?;
     let client = state.pool.get().await?;
-    verify::record(&*client, organization_id, &report, &scope, &caller.actor()).await?;
+    verify::record(&**client, organization_id, &report, &scope, &caller.actor()).await?;
     if !report.valid {
         tracing::warn!(
             problems = report.problem_count,
@@ -137,8 +137,8 @@ pub async fn create_checkpoint(
     caller.require(RESOURCE, "verify")?;
     let organization_id = caller.organization_id();
     let client = state.pool.get().await?;
-    checkpoints::create(&*client, &state.keys, Some(organization_id)).await?;
-    let checkpoints = checkpoints::list(&*client, organization_id, 1).await?;
+    checkpoints::create(&**client, &state.keys, Some(organization_id)).await?;
+    let checkpoints = checkpoints::list(&**client, organization_id, 1).await?;
     Ok(HttpResponse::Created().json(CheckpointList { checkpoints }))
 }
 
@@ -173,7 +173,7 @@ pub struct ListedKey {
 pub async fn public_key(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let current = state.keys.key_id();
     let client = state.pool.get().await?;
-    let keys = signing_keys::list(&*client)
+    let keys = signing_keys::list(&**client)
         .await?
         .into_iter()
         .map(|row| ListedKey {

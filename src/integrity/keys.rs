@@ -31,7 +31,7 @@ impl IntegrityKeys {
         let signing = key_bytes("integrity.signing_key", config.signing_key.expose(), pool).await?;
         let keys = Self::new(commitment, &signing);
         let client = pool.get().await?;
-        signing_keys::register(&*client, &keys.key_id(), keys.verifying_key().as_bytes()).await?;
+        signing_keys::register(&**client, &keys.key_id(), keys.verifying_key().as_bytes()).await?;
         Ok(keys)
     }
 

@@ -60,10 +60,10 @@ pub async fn run(
         dry_run,
         ..ArchiveReport::default()
     };
-    let organizations = archives::organizations(&*pool.get().await?).await?;
+    let organizations = archives::organizations(&**pool.get().await?).await?;
     for organization in organizations {
         let client = pool.get().await?;
-        let policies = retention::effective_policies(&*client, &organization).await?;
+        let policies = retention::effective_policies(&**client, &organization).await?;
         let Some(soonest) = policies
             .iter()
             .filter(|policy| policy.is_active)
@@ -73,7 +73,7 @@ pub async fn run(
             continue;
         };
         let pairs = archives::policy_pairs(
-            &*client,
+            &**client,
             &organization,
             now - Duration::days(soonest.into()),
         )
@@ -97,12 +97,12 @@ pub async fn run(
             if dry_run {
                 let client = pool.get().await?;
                 report.events +=
-                    archives::count_due(&*client, &organization, pair, before).await? as u64;
+                    archives::count_due(&**client, &organization, pair, before).await? as u64;
                 continue;
             }
             let job = format!("{name}/{classification}");
-            if !archives::any_due(&*pool.get().await?, &organization, pair, before).await? {
-                archives::clear_dead_letter(&*pool.get().await?, &organization, &job).await?;
+            if !archives::any_due(&**pool.get().await?, &organization, pair, before).await? {
+                archives::clear_dead_letter(&**pool.get().await?, &organization, &job).await?;
                 continue;
             }
             let operation = round.id().await?;
@@ -115,7 +115,7 @@ pub async fn run(
                 };
                 match archive_batch(pool, store, keys, settings, operation, &batch).await {
                     Ok(None) => {
-                        archives::clear_dead_letter(&*pool.get().await?, &organization, &job)
+                        archives::clear_dead_letter(&**pool.get().await?, &organization, &job)
                             .await?;
                         break;
                     }
@@ -134,7 +134,7 @@ pub async fn run(
                         let details = json!({"policy": name, "data_classification": classification,
                                              "older_than": before});
                         archives::dead_letter(
-                            &*pool.get().await?,
+                            &**pool.get().await?,
                             &organization,
                             &job,
                             &error.to_string(),
@@ -273,11 +273,11 @@ pub async fn restore(
     principal: &str,
 ) -> Result<u64, ArchiveError> {
     let mut client = pool.get().await?;
-    let archive = archives::get(&*client, None, id)
+    let archive = archives::get(&**client, None, id)
         .await?
         .ok_or(ArchiveError::NotFound(id))?;
     let lines: Vec<String> = store
-        .read(&*client, &archive)
+        .read(&**client, &archive)
         .await?
         .iter()
         .map(ArchivedEvent::line)

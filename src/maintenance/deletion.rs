@@ -45,9 +45,9 @@ pub async fn run(
     now: DateTime<Utc>,
 ) -> Result<DeletionReport, DbError> {
     let mut report = DeletionReport::default();
-    let organizations = archives::organizations(&*pool.get().await?).await?;
+    let organizations = archives::organizations(&**pool.get().await?).await?;
     for organization in organizations {
-        let policies = retention::effective_policies(&*pool.get().await?, &organization).await?;
+        let policies = retention::effective_policies(&**pool.get().await?, &organization).await?;
         let Some(soonest) = policies
             .iter()
             .filter(|policy| policy.is_active)
@@ -70,7 +70,7 @@ pub async fn run(
         );
 
         let pairs = archives::policy_pairs(
-            &*pool.get().await?,
+            &**pool.get().await?,
             &organization,
             now - Duration::days(soonest.into()),
         )
@@ -81,7 +81,7 @@ pub async fn run(
             };
             let before = now - Duration::days(days.into());
             let pair = (name.as_str(), classification.as_str());
-            if !archives::any_due(&*pool.get().await?, &organization, pair, before).await? {
+            if !archives::any_due(&**pool.get().await?, &organization, pair, before).await? {
                 continue;
             }
             let operation = round.id().await?;
@@ -102,8 +102,8 @@ pub async fn run(
         }
 
         let mut deleted_archives = 0u64;
-        let holds = legal_holds::list(&*pool.get().await?, &organization, Some(true)).await?;
-        for stored in archives::list(&*pool.get().await?, &organization).await? {
+        let holds = legal_holds::list(&**pool.get().await?, &organization, Some(true)).await?;
+        for stored in archives::list(&**pool.get().await?, &organization).await? {
             let recorded = |key: &str| stored.metadata[key].as_str().unwrap_or_default().to_owned();
             let Some(days) = delete_after(
                 &recorded("retention_policy"),
@@ -160,7 +160,7 @@ async fn delete_archive(
     holds: &[LegalHold],
 ) -> Result<Option<(Uuid, u64)>, ArchiveError> {
     let mut client = pool.get().await?;
-    let events = store.read(&*client, archive).await?;
+    let events = store.read(&**client, archive).await?;
     if events.iter().any(|event| {
         holds
             .iter()
@@ -216,6 +216,6 @@ async fn record(
     )
     .await
     .map_err(worker_built)?;
-    checkpoints::create(&*pool.get().await?, keys, Some(organization)).await?;
+    checkpoints::create(&**pool.get().await?, keys, Some(organization)).await?;
     Ok(())
 }

@@ -78,7 +78,7 @@ pub async fn run(
 /// keeps data: partitions older than that hold nothing anyone must keep.
 pub async fn longest_retention_days(pool: &PgPool) -> Result<i64, DbError> {
     let client = pool.get().await?;
-    let configured = retention::longest_retention_days(&*client).await?;
+    let configured = retention::longest_retention_days(&**client).await?;
     let built_in = built_in_policies()
         .iter()
         .map(|policy| {

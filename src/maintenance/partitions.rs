@@ -22,7 +22,7 @@ pub async fn ensure_ahead(
 ) -> Result<Vec<String>, DbError> {
     let existing = {
         let client = pool.get().await?;
-        events::partition_months(&*client).await?
+        events::partition_months(&**client).await?
     };
     let missing: Vec<NaiveDate> = months_from(now, ahead)
         .into_iter()
@@ -56,18 +56,18 @@ pub async fn drop_expired(
     let horizon = now - chrono::Duration::days(keep_days);
     let client = pool.get().await?;
     let mut expired = Vec::new();
-    for partition in partitions::list(&*client).await? {
+    for partition in partitions::list(&**client).await? {
         let (start, end) = partitions::month_bounds(partition.month);
-        if end > horizon || partitions::held(&*client, start, end).await? {
+        if end > horizon || partitions::held(&**client, start, end).await? {
             continue;
         }
         let (dropped, holds_rows) = if dry_run {
             (
                 false,
-                !partitions::is_empty(&*client, &partition.name).await?,
+                !partitions::is_empty(&**client, &partition.name).await?,
             )
         } else {
-            let dropped = partitions::drop_if_empty(&*client, &partition.name).await?;
+            let dropped = partitions::drop_if_empty(&**client, &partition.name).await?;
             (dropped, !dropped)
         };
         expired.push(Expired {

@@ -93,7 +93,7 @@ impl OutputSink {
             zstd::bulk::compress(&chunk, COMPRESSION_LEVEL).map_err(ReportError::Compression)?;
         let client = self.pool.get().await?;
         reports::insert_output_chunk(
-            &*client,
+            &**client,
             self.execution_id,
             self.seq,
             &self.organization_id,
@@ -117,7 +117,7 @@ pub fn read(
         async move {
             let client = pool.get().await?;
             let Some(compressed) =
-                reports::output_chunk(&*client, &organization_id, execution_id, seq).await?
+                reports::output_chunk(&**client, &organization_id, execution_id, seq).await?
             else {
                 return Ok(None);
             };

@@ -106,7 +106,7 @@ impl Reports {
     /// during their last attempt.
     pub async fn claim(&self, limit: usize) -> Result<Vec<Execution>, ReportError> {
         let client = self.pool.get().await?;
-        let abandoned = reports::fail_abandoned(&*client, self.settings.max_attempts).await?;
+        let abandoned = reports::fail_abandoned(&**client, self.settings.max_attempts).await?;
         if abandoned > 0 {
             tracing::warn!(
                 abandoned,
@@ -118,7 +118,13 @@ impl Reports {
                 .with_label_values(&["failed"])
                 .inc_by(abandoned);
         }
-        Ok(reports::claim(&*client, &self.worker_id, self.settings.lease, limit as i64).await?)
+        Ok(reports::claim(
+            &**client,
+            &self.worker_id,
+            self.settings.lease,
+            limit as i64,
+        )
+        .await?)
     }
 
     /// Carries out a claimed run and records its outcome. The claim is renewed
@@ -153,7 +159,7 @@ impl Reports {
             ticks.tick().await;
             let renewed = match self.pool.get().await {
                 Ok(client) => {
-                    reports::renew_lease(&*client, id, &self.worker_id, self.settings.lease).await
+                    reports::renew_lease(&**client, id, &self.worker_id, self.settings.lease).await
                 }
                 Err(error) => Err(error),
             };
@@ -175,7 +181,7 @@ impl Reports {
         match outcome {
             Ok(produced) => {
                 let completed = reports::complete(
-                    &*client,
+                    &**client,
                     execution.id,
                     &self.worker_id,
                     &Completion {
@@ -209,7 +215,7 @@ impl Reports {
                 let final_attempt = execution.attempts >= self.settings.max_attempts;
                 tracing::warn!(%error, final_attempt, "Report run failed");
                 reports::fail_attempt(
-                    &*client,
+                    &**client,
                     execution.id,
                     &self.worker_id,
                     &error.to_string(),
@@ -232,8 +238,8 @@ impl Reports {
         let organization_id = execution.organization_id.as_str();
         let report = {
             let client = self.pool.get().await?;
-            reports::delete_outputs(&*client, execution.id).await?;
-            reports::get_report(&*client, organization_id, execution.report_id)
+            reports::delete_outputs(&**client, execution.id).await?;
+            reports::get_report(&**client, organization_id, execution.report_id)
                 .await?
                 .ok_or_else(|| ReportError::Invalid("the report was deleted".into()))?
         };
@@ -330,7 +336,7 @@ impl Reports {
         let verification = verify::verify(&self.pool, &self.keys, &self.archives, &scope).await?;
         let client = self.pool.get().await?;
         verify::record(
-            &*client,
+            &**client,
             organization_id,
             &verification,
             &scope,
@@ -362,7 +368,7 @@ impl Reports {
         let organization_id = execution.organization_id.as_str();
         let found = {
             let client = self.pool.get().await?;
-            destinations::get_many(&*client, organization_id, &report.destination_ids).await?
+            destinations::get_many(&**client, organization_id, &report.destination_ids).await?
         };
         let mut attempts = Vec::new();
         let (mut destination_ids, mut max_retries) = (Vec::new(), Vec::new());
@@ -424,7 +430,7 @@ impl Reports {
         }
         let client = self.pool.get().await?;
         let queued = deliveries::enqueue(
-            &*client,
+            &**client,
             &NewDeliveries {
                 organization_id,
                 destination_ids: &destination_ids,

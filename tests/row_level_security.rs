@@ -90,8 +90,9 @@ async fn the_scope_s_statements_are_prepared_once_per_connection() {
         let transaction = tenant::begin(&mut db, "org-a").await.unwrap();
         transaction.rollback().await.unwrap();
     }
+    // Unnamed itself, so that it is not listed.
     let prepared: Vec<String> = db
-        .query(
+        .query_typed(
             "SELECT statement FROM pg_prepared_statements ORDER BY statement",
             &[],
         )

@@ -403,6 +403,32 @@ async fn a_dead_destination_does_not_hold_up_the_others() {
     );
 }
 
+/// A delivery queued for a moment later is attempted at that moment, not
+/// at the next poll (a minute away here), and not before it: its `NOTIFY`
+/// says when it is due.
+#[actix_web::test]
+async fn a_delivery_due_shortly_is_attempted_at_its_time_without_waiting_for_the_poll() {
+    let app =
+        spawn_app_with(|config| config.delivery.poll_interval = Duration::from_secs(60)).await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let receiver = Receiver::start(&[], 0);
+    let target = destination(&app, &key, &receiver.url, Value::Null).await;
+    let wait = Duration::from_millis(1500);
+    let (due, due_here) = (chrono::Utc::now() + wait, std::time::Instant::now() + wait);
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/deliveries",
+            Some(&key),
+            Some(json!({"destination_ids": [target], "payload": {"n": 1},
+                        "scheduled_at": due.to_rfc3339()})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let received = receiver.wait_for(1, Duration::from_secs(15)).await;
+    assert!(received[0].at >= due_here, "attempted before it was due");
+}
+
 /// Work due together goes out highest priority first, then earliest due:
 /// the claim chooses by priority, and the destination's actor sends in that
 /// order, though a claim returns its rows in table order.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use actix::fut::wrap_future;
 use actix::prelude::*;
+use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
 use crate::db::deliveries::{self, Delivery, Queued, Request};
@@ -73,20 +74,29 @@ impl EnqueueActor {
             .enqueue_batch_requests
             .observe(requests.len() as f64);
         let span = tracing::info_span!("enqueue_group", requests = requests.len());
+        let scheduled: Vec<Option<DateTime<Utc>>> = requests
+            .iter()
+            .map(|request| request.scheduled_at)
+            .collect();
         let write = write_isolating(self.pool.clone(), requests);
         ctx.spawn(
             wrap_future::<_, Self>(tracing::Instrument::instrument(write, span)).map(
                 move |outcomes, actor, ctx| {
                     actor.in_flight -= 1;
-                    let queued = outcomes
+                    // The earliest due time of what was queued (a delivery without one is due now).
+                    let earliest = outcomes
                         .iter()
-                        .any(|outcome| outcome.as_ref().is_ok_and(|d| !d.is_empty()));
+                        .zip(&scheduled)
+                        .filter(|(outcome, _)| outcome.as_ref().is_ok_and(|d| !d.is_empty()))
+                        .map(|(_, at)| at.unwrap_or(DateTime::<Utc>::MIN_UTC))
+                        .min();
                     for (reply, outcome) in replies.into_iter().zip(outcomes) {
                         let _ = reply.send(outcome);
                     }
                     // After the answers: they wait for the commit, not for the wake-up.
-                    if queued {
-                        ctx.spawn(wrap_future(wake(actor.pool.clone())));
+                    if let Some(earliest) = earliest {
+                        let due = (earliest > Utc::now()).then_some(earliest);
+                        ctx.spawn(wrap_future(wake(actor.pool.clone(), due)));
                     }
                     // What gathered meanwhile goes next.
                     actor.flush(ctx);
@@ -145,12 +155,12 @@ async fn write(pool: &PgPool, requests: &[Request]) -> Result<Vec<Queued>, DbErr
     deliveries::enqueue_group(&mut client, requests, retries).await
 }
 
-/// Wakes the queues for a group's committed deliveries. A lost wake-up only
-/// leaves them to the queues' next poll.
-async fn wake(pool: PgPool) {
+/// Wakes the queues for a group's committed deliveries, due at `due` (now
+/// when `None`). A lost wake-up only leaves them to the queues' next poll.
+async fn wake(pool: PgPool, due: Option<DateTime<Utc>>) {
     let woken = async {
         let client = pool.get().await?;
-        deliveries::wake(&client).await
+        deliveries::wake(&client, due).await
     };
     if let Err(error) = woken.await {
         tracing::warn!(%error, "Cannot wake the delivery queues; they find the deliveries at their next poll");

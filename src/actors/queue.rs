@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use actix::fut::wrap_future;
 use actix::prelude::*;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use tokio_postgres::AsyncMessage;
 
@@ -69,6 +69,8 @@ pub struct QueueActor {
     /// Woken while a claim was running: claim again when it ends, or the new
     /// work would wait for the next poll.
     woken_while_claiming: bool,
+    /// The next [`WakeAt`], waiting for its time.
+    timed_wake: Option<(DateTime<Utc>, SpawnHandle)>,
     actors: HashMap<i64, Addr<DeliveryActor>>,
     /// Where the DeliveryActors run: a thread of their own, so attempts
     /// (HTTP and TLS work, responses) go on while this actor decodes claims
@@ -110,6 +112,7 @@ impl QueueActor {
             capacity,
             claiming: false,
             woken_while_claiming: false,
+            timed_wake: None,
             actors: HashMap::new(),
             deliveries: Arbiter::new(),
             outbox: None,
@@ -334,6 +337,12 @@ impl QueueActor {
 #[rtype(result = "()")]
 struct Wake;
 
+/// Look for due deliveries at this time: sent for a `NOTIFY` of deliveries
+/// due later. Only the earliest such time waits; the poll covers the rest.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct WakeAt(DateTime<Utc>);
+
 /// The fallback poll: claims whatever is due (retries, expired leases, work
 /// whose `NOTIFY` was missed). The handler re-arms it; it never overlaps a
 /// claim, as [`QueueActor::claim`] lets one run at a time.
@@ -360,7 +369,12 @@ async fn listen(config: Arc<Config>, queue: Addr<QueueActor>) {
                             queue.do_send(Wake);
                         }
                         message = messages.next() => match message {
-                            Some(Ok(AsyncMessage::Notification(_))) => queue.do_send(Wake),
+                            Some(Ok(AsyncMessage::Notification(notification))) => {
+                                match deliveries::due_of(notification.payload()) {
+                                    Some(due) => queue.do_send(WakeAt(due)),
+                                    None => queue.do_send(Wake),
+                                }
+                            }
                             Some(Ok(_)) => {}
                             Some(Err(_)) | None => break,
                         },
@@ -410,6 +424,31 @@ impl Handler<Wake> for QueueActor {
     fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
         self.capacity.woken();
         self.claim(ctx);
+    }
+}
+
+impl Handler<WakeAt> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, WakeAt(due): WakeAt, ctx: &mut Self::Context) {
+        let Ok(wait) = (due - Utc::now()).to_std() else {
+            // Due already.
+            self.capacity.woken();
+            self.claim(ctx);
+            return;
+        };
+        if self.timed_wake.as_ref().is_some_and(|(at, _)| *at <= due) {
+            return;
+        }
+        if let Some((_, earlier)) = self.timed_wake.take() {
+            ctx.cancel_future(earlier);
+        }
+        let wake = ctx.run_later(wait, |actor, ctx| {
+            actor.timed_wake = None;
+            actor.capacity.woken();
+            actor.claim(ctx);
+        });
+        self.timed_wake = Some((due, wake));
     }
 }
 

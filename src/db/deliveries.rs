@@ -243,6 +243,7 @@ const BY_IDEMPOTENCY_KEY: &str = concat!(
 
 /// Wakes the queue actors (of every worker) for deliveries just committed,
 /// in a transaction of its own whose commit does not wait for the WAL flush.
+/// `due`: when the earliest of them is due, if later than now.
 ///
 /// Why not in the enqueueing transaction: PostgreSQL serializes notifying
 /// commits (each holds the notification queue's lock until its commit is
@@ -251,13 +252,38 @@ const BY_IDEMPOTENCY_KEY: &str = concat!(
 /// deliveries/s, `benches/delivery.rs`). Here the lock is held for
 /// microseconds. A crash between the two commits loses only the wake-up:
 /// the queues' poll (`delivery.poll_interval`) finds the deliveries.
-pub async fn wake(client: &tokio_postgres::Client) -> Result<(), DbError> {
+///
+/// Why the due time: a queue woken for deliveries due later would claim at
+/// once and find nothing; under a stream of such enqueues those empty claims
+/// ran back to back, competing with the enqueues for PostgreSQL. A queue
+/// waits until that time instead (see [`due_of`]).
+pub async fn wake(
+    client: &tokio_postgres::Client,
+    due: Option<DateTime<Utc>>,
+) -> Result<(), DbError> {
+    // Rounded up: a queue woken a moment early would find nothing due yet.
+    let payload = due.map_or_else(String::new, |due| {
+        let partial = due.timestamp_subsec_nanos() % 1_000_000 != 0;
+        (due.timestamp_millis() + i64::from(partial)).to_string()
+    });
+    // A statement outside a transaction block is a transaction of its own,
+    // and its local setting holds for its commit.
     client
-        .batch_execute(&format!(
-            "BEGIN; SET LOCAL synchronous_commit = off; NOTIFY {CHANNEL}; COMMIT"
-        ))
+        .execute_typed(
+            "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)",
+            &[(&CHANNEL, Type::TEXT), (&payload, Type::TEXT)],
+        )
         .await?;
     Ok(())
+}
+
+/// When the deliveries a notification announces are due: `None` for now
+/// (the empty payload, as every other `NOTIFY` on the channel sends).
+pub fn due_of(payload: &str) -> Option<DateTime<Utc>> {
+    payload
+        .parse::<i64>()
+        .ok()
+        .and_then(DateTime::from_timestamp_millis)
 }
 
 /// Queues every request of a group in one transaction. It sends no

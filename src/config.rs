@@ -176,6 +176,8 @@ impl RedisConfig {
 pub struct AuthConfig {
     #[serde(with = "humantime_serde")]
     pub key_cache_ttl: Duration,
+    /// At most this many KiB of verified keys in each worker's key cache.
+    pub key_cache_max_kb: u64,
     #[serde(with = "humantime_serde")]
     pub key_grace_period: Duration,
     #[serde(with = "humantime_serde")]
@@ -862,6 +864,9 @@ impl Config {
         }
         if self.auth.rate_limit_burst == 0 {
             return Err(invalid("auth.rate_limit_burst", "must be at least 1"));
+        }
+        if self.auth.key_cache_max_kb == 0 {
+            return Err(invalid("auth.key_cache_max_kb", "must be at least 1"));
         }
         if self.database.pool_max_size == 0 {
             return Err(invalid("database.pool_max_size", "must be at least 1"));

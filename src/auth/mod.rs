@@ -135,6 +135,23 @@ struct CachedKey {
     credentials: Option<Arc<KeyCredentials>>,
 }
 
+/// The bytes a cached key holds, which `auth.key_cache_max_kb` bounds.
+fn key_weight(id: &String, cached: &CachedKey) -> u32 {
+    let credentials = cached.credentials.as_deref().map_or(0, |key| {
+        std::mem::size_of::<KeyCredentials>()
+            + key.id.len()
+            + key.organization_id.len()
+            + key.role.len()
+            + key.secret_hash.len()
+            + key
+                .previous_secret
+                .as_ref()
+                .map_or(0, |(hash, _)| hash.len())
+    });
+    let bytes = id.len() + std::mem::size_of::<CachedKey>() + credentials;
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
 pub struct Authenticator {
     pool: PgPool,
     cache: Arc<QueryCache>,
@@ -206,7 +223,8 @@ impl Authenticator {
             cache,
             uses,
             keys: moka::sync::Cache::builder()
-                .max_capacity(100_000)
+                .max_capacity(config.auth.key_cache_max_kb * 1024)
+                .weigher(key_weight)
                 .time_to_live(config.auth.key_cache_ttl.max(config.auth.key_grace_period))
                 .build(),
             key_ttl: config.auth.key_cache_ttl,

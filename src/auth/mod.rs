@@ -136,7 +136,7 @@ struct CachedKey {
 }
 
 /// The bytes a cached key holds, which `auth.key_cache_max_kb` bounds.
-fn key_weight(id: &String, cached: &CachedKey) -> u32 {
+fn key_weight(id: &str, cached: &CachedKey) -> u32 {
     let credentials = cached.credentials.as_deref().map_or(0, |key| {
         std::mem::size_of::<KeyCredentials>()
             + key.id.len()
@@ -224,7 +224,7 @@ impl Authenticator {
             uses,
             keys: moka::sync::Cache::builder()
                 .max_capacity(config.auth.key_cache_max_kb * 1024)
-                .weigher(key_weight)
+                .weigher(|id: &String, cached: &CachedKey| key_weight(id, cached))
                 .time_to_live(config.auth.key_cache_ttl.max(config.auth.key_grace_period))
                 .build(),
             key_ttl: config.auth.key_cache_ttl,

@@ -45,9 +45,9 @@ pub struct Written {
 /// idempotency key already stored, or repeated within the group, yields the
 /// first event's receipt and stores nothing new.
 ///
-/// Statements that do not depend on each other's answers are pipelined, and the
-/// ids come from `reserve`: a group of one event costs six round trips, the
-/// COMMIT included.
+/// Statements that do not depend on each other's answers are pipelined, they
+/// are prepared once per connection, and the ids come from `reserve`: a group
+/// of one event costs four round trips, the COMMIT included.
 pub async fn write_group(
     pool: &PgPool,
     reserve: &IdReserve,

@@ -13,7 +13,7 @@ use tokio_postgres::{GenericClient, Statement};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::connection::{PgConnection, Statements};
+use super::connection::{PgConnection, Statements, TypedParam};
 use super::tenant::{ROLE, SCOPE};
 use super::DbError;
 use crate::config::DatabaseConfig;
@@ -69,12 +69,20 @@ macro_rules! shown_status {
 }
 pub(crate) use shown_status;
 
-const COLUMNS: &str = concat!(
-    "id, organization_id, destination_id, ",
-    shown_status!(""),
-    " AS status, priority, scheduled_at, next_retry_at, retry_count, max_retries, idempotency_key, \
-     correlation_id, last_error, processed_at, created_at, updated_at"
-);
+/// The columns a [`Delivery`] is read from, as a literal, so that the
+/// statements built with `concat!` can name them too.
+macro_rules! delivery_columns {
+    () => {
+        concat!(
+            "id, organization_id, destination_id, ",
+            shown_status!(""),
+            " AS status, priority, scheduled_at, next_retry_at, retry_count, max_retries, idempotency_key, \
+             correlation_id, last_error, processed_at, created_at, updated_at"
+        )
+    };
+}
+
+const COLUMNS: &str = delivery_columns!();
 
 fn delivery(row: &tokio_postgres::Row) -> Delivery {
     Delivery {
@@ -160,10 +168,7 @@ pub async fn enqueue_named(
         if let Some(key) = new.idempotency_key {
             let existing = client
                 .query(
-                    &format!(
-                        "SELECT {COLUMNS} FROM delivery_queue WHERE organization_id = $1 AND idempotency_key = $2 \
-                           AND destination_id = ANY($3)"
-                    ),
+                    BY_IDEMPOTENCY_KEY,
                     &[&new.organization_id, &key, &new.destination_ids],
                 )
                 .await?;
@@ -226,19 +231,14 @@ const INSERT_GROUP: &str = concat!(
        ON r.request = d.request \
      ON CONFLICT (organization_id, idempotency_key, destination_id) WHERE idempotency_key IS NOT NULL \
      DO NOTHING RETURNING ",
-    "id, organization_id, destination_id, ",
-    shown_status!(""),
-    " AS status, priority, scheduled_at, next_retry_at, retry_count, max_retries, idempotency_key, \
-     correlation_id, last_error, processed_at, created_at, updated_at"
+    delivery_columns!()
 );
 
 /// The deliveries an idempotency key created for some destinations.
 const BY_IDEMPOTENCY_KEY: &str = concat!(
-    "SELECT id, organization_id, destination_id, ",
-    shown_status!(""),
-    " AS status, priority, scheduled_at, next_retry_at, retry_count, max_retries, idempotency_key, \
-     correlation_id, last_error, processed_at, created_at, updated_at \
-     FROM delivery_queue WHERE organization_id = $1 AND idempotency_key = $2 AND destination_id = ANY($3)"
+    "SELECT ",
+    delivery_columns!(),
+    " FROM delivery_queue WHERE organization_id = $1 AND idempotency_key = $2 AND destination_id = ANY($3)"
 );
 
 /// Wakes the queue actors (of every worker) for deliveries just committed,
@@ -457,7 +457,7 @@ async fn pipelined(
 }
 
 type Param<'a> = &'a (dyn ToSql + Sync);
-type Params<'a> = Vec<(Param<'a>, Type)>;
+type Params<'a> = Vec<TypedParam<'a>>;
 
 /// The requests of a group from one organization, and every destination they name.
 struct OrganizationRequests {

@@ -9,9 +9,13 @@
 //! scope) prepare each of their statements once per connection instead.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use futures_util::future::maybe_done;
+use futures_util::TryFutureExt;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, GenericClient, Row, Statement, Transaction};
 
@@ -19,6 +23,8 @@ use tokio_postgres::{Client, GenericClient, Row, Statement, Transaction};
 pub struct PgConnection {
     client: Client,
     prepared: Arc<PreparedStatements>,
+    /// A [`PipelinedTransaction`] began and has not ended.
+    in_transaction: AtomicBool,
 }
 
 impl PgConnection {
@@ -26,7 +32,22 @@ impl PgConnection {
         Self {
             client,
             prepared: Arc::default(),
+            in_transaction: AtomicBool::new(false),
         }
+    }
+
+    /// Whether a [`PipelinedTransaction`] was left open here (its future
+    /// dropped, its ROLLBACK failed): the pool closes such a connection
+    /// rather than lend it again.
+    pub fn is_in_transaction(&self) -> bool {
+        self.in_transaction.load(Ordering::Relaxed)
+    }
+
+    /// Like [`begin`](Self::begin), for a transaction whose BEGIN and COMMIT
+    /// share round trips with its statements.
+    pub async fn begin_pipelined(&mut self) -> PipelinedTransaction<'_> {
+        self.prepared.prepare_wanted(&self.client).await;
+        PipelinedTransaction { connection: self }
     }
 
     /// Begins a transaction whose statements can go through this
@@ -52,6 +73,102 @@ impl Deref for PgConnection {
 impl DerefMut for PgConnection {
     fn deref_mut(&mut self) -> &mut Client {
         &mut self.client
+    }
+}
+
+/// A transaction whose BEGIN goes out with its first statements and whose
+/// COMMIT can go out with its last: two round trips fewer than
+/// [`PgConnection::begin`]'s, which waits for each. Made by
+/// [`PgConnection::begin_pipelined`], run by [`run`](Self::run).
+///
+/// Why it is safe: after a failed statement PostgreSQL ignores the rest of
+/// the transaction, and a COMMIT sent behind it rolls it back; a transaction
+/// that a failure or a cancelled future leaves open is rolled back, or its
+/// connection is closed rather than lent again (see
+/// [`PgConnection::is_in_transaction`]).
+pub struct PipelinedTransaction<'a> {
+    connection: &'a PgConnection,
+}
+
+impl PipelinedTransaction<'_> {
+    pub fn client(&self) -> &Client {
+        &self.connection.client
+    }
+
+    pub fn statements(&self) -> Statements<'_> {
+        Statements::Prepared(&self.connection.prepared)
+    }
+
+    /// Runs `work` in the transaction: BEGIN is sent just before `work`'s
+    /// first statements, in the same round trip. `work` may send the COMMIT
+    /// with its last statements ([`commit_with`](Self::commit_with));
+    /// otherwise it is sent after `work` succeeds. When anything fails, the
+    /// transaction is rolled back.
+    pub async fn run<T, E>(&self, work: impl Future<Output = Result<T, E>>) -> Result<T, E>
+    where
+        E: From<tokio_postgres::Error>,
+    {
+        let outcome = match futures_util::try_join!(self.begin().err_into::<E>(), work) {
+            Ok(((), value)) if self.connection.is_in_transaction() => {
+                self.commit().await.map(|()| value).map_err(E::from)
+            }
+            Ok(((), value)) => Ok(value),
+            Err(error) => Err(error),
+        };
+        if outcome.is_err() {
+            self.rollback().await;
+        }
+        outcome
+    }
+
+    async fn begin(&self) -> Result<(), tokio_postgres::Error> {
+        self.connection
+            .in_transaction
+            .store(true, Ordering::Relaxed);
+        self.client().batch_execute("BEGIN").await
+    }
+
+    /// Runs `pipeline` (see [`Statements::pipelined`]) and COMMIT, in one
+    /// round trip. Should a statement fail, PostgreSQL rolls the transaction
+    /// back instead of committing it.
+    ///
+    /// Why the statements are given as SQL, not as futures: a COMMIT sent
+    /// before a statement (one that prepares first, as `execute(&str)`
+    /// does) would leave that statement to run, and commit, on its own.
+    /// These are sent, in order, before the COMMIT is.
+    pub async fn commit_with<'v, P>(
+        &self,
+        pipeline: &[(&'static str, P)],
+    ) -> Result<Vec<Vec<Row>>, tokio_postgres::Error>
+    where
+        P: AsRef<[TypedParam<'v>]>,
+    {
+        let (rows, ()) = futures_util::try_join!(
+            self.statements().pipelined(self.client(), pipeline),
+            self.commit()
+        )?;
+        Ok(rows)
+    }
+
+    async fn commit(&self) -> Result<(), tokio_postgres::Error> {
+        self.client().batch_execute("COMMIT").await?;
+        self.connection
+            .in_transaction
+            .store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Ends the transaction after a failure; a transaction already ended
+    /// (by a COMMIT behind the failed statement) only draws a warning. Should
+    /// the ROLLBACK fail, the connection stays marked and is closed.
+    async fn rollback(&self) {
+        match self.client().batch_execute("ROLLBACK").await {
+            Ok(()) => self
+                .connection
+                .in_transaction
+                .store(false, Ordering::Relaxed),
+            Err(error) => tracing::debug!(%error, "ROLLBACK failed; the connection is closed"),
+        }
     }
 }
 
@@ -142,7 +259,8 @@ impl Statements<'_> {
 
     /// Like `query_typed`, and like it sent on the first poll, so that
     /// statements polled together share a round trip and run in the order
-    /// they were polled.
+    /// they were polled. [`PipelinedTransaction::commit_with`] relies on
+    /// it: keep both arms a single send.
     pub async fn query(
         self,
         client: &impl GenericClient,
@@ -153,6 +271,33 @@ impl Statements<'_> {
             Some(statement) => client.query(&statement, &values(params)).await,
             None => client.query_typed(sql, params).await,
         }
+    }
+
+    /// Runs `pipeline` in order in one round trip: each statement is sent
+    /// before the next (on its first poll, see [`query`](Self::query)), then
+    /// every answer is awaited. After a failed one, PostgreSQL refuses the
+    /// rest of the transaction, and the first error is the one returned.
+    pub async fn pipelined<'v, P>(
+        self,
+        client: &impl GenericClient,
+        pipeline: &[(&'static str, P)],
+    ) -> Result<Vec<Vec<Row>>, tokio_postgres::Error>
+    where
+        P: AsRef<[TypedParam<'v>]>,
+    {
+        let mut answers: Vec<_> = pipeline
+            .iter()
+            .map(|(sql, params)| Box::pin(maybe_done(self.query(client, sql, params.as_ref()))))
+            .collect();
+        for answer in &mut answers {
+            let _ = futures_util::poll!(answer.as_mut());
+        }
+        let mut rows = Vec::with_capacity(answers.len());
+        for mut answer in answers {
+            answer.as_mut().await;
+            rows.push(answer.as_mut().take_output().expect("awaited just now")?);
+        }
+        Ok(rows)
     }
 
     /// Like `execute_typed` (see [`query`](Self::query)).

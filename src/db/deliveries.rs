@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use futures_util::future::maybe_done;
 use serde::Serialize;
 use serde_json::Value;
 use tokio_postgres::types::{Json, ToSql, Type};
@@ -13,7 +12,7 @@ use tokio_postgres::{GenericClient, Statement};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::connection::{PgConnection, Statements, TypedParam};
+use super::connection::{PgConnection, PipelinedTransaction, TypedParam};
 use super::tenant::{ROLE, SCOPE};
 use super::DbError;
 use crate::config::DatabaseConfig;
@@ -291,10 +290,11 @@ pub fn due_of(payload: &str) -> Option<DateTime<Utc>> {
 /// `retries` gives a destination's number of retries from its settings.
 ///
 /// The statements are sent without waiting for one another (pipelined, each
-/// prepared once per connection) and run in order: the group
-/// takes four round trips however many requests and organizations it holds
-/// (BEGIN; the destinations; the inserts; COMMIT), and one more when an
-/// idempotency key was seen before. Each organization's
+/// prepared once per connection) and run in order: the group takes two
+/// round trips however many requests and organizations it holds (BEGIN and
+/// the destinations; the inserts and COMMIT). A group with an idempotency
+/// key commits in a round trip of its own, after looking up what a key seen
+/// before created, if any. Each organization's
 /// statements run under its own scope, so row-level security holds inside
 /// a group of several organizations.
 ///
@@ -307,11 +307,22 @@ pub async fn enqueue_group(
     requests: &[Request],
     retries: impl Fn(&Value) -> i32,
 ) -> Result<Vec<Queued>, DbError> {
-    let organizations = by_organization(requests);
-    let (transaction, prepared) = connection.begin().await?;
-    let statements = Statements::Prepared(&prepared);
+    let transaction = connection.begin_pipelined().await;
+    transaction
+        .run(enqueue_in(&transaction, requests, retries))
+        .await
+}
 
-    // Round trip 2: the role, and each organization's destinations under its scope.
+/// [`enqueue_group`]'s statements, in `transaction`.
+async fn enqueue_in(
+    transaction: &PipelinedTransaction<'_>,
+    requests: &[Request],
+    retries: impl Fn(&Value) -> i32,
+) -> Result<Vec<Queued>, DbError> {
+    let organizations = by_organization(requests);
+    let (client, statements) = (transaction.client(), transaction.statements());
+
+    // Round trip 1: BEGIN, the role, and each organization's destinations under its scope.
     let lookups: Vec<[Params; 2]> = organizations
         .iter()
         .map(|group| {
@@ -329,7 +340,7 @@ pub async fn enqueue_group(
     for [scope, find] in &lookups {
         pipeline.extend([(SCOPE, scope), (DESTINATION_SETTINGS, find)]);
     }
-    let found = pipelined(&transaction, statements, &pipeline).await?;
+    let found = statements.pipelined(client, &pipeline).await?;
     let mut outcomes: Vec<Option<Queued>> = requests.iter().map(|_| None).collect();
     let mut inserts = Vec::with_capacity(organizations.len());
     for (group, rows) in organizations
@@ -362,7 +373,7 @@ pub async fn enqueue_group(
         inserts.push(insert);
     }
 
-    // Round trip 3: each organization's deliveries under its scope.
+    // Round trip 2: each organization's deliveries under its scope.
     let params: Vec<Option<[Params; 2]>> = organizations
         .iter()
         .zip(&inserts)
@@ -374,7 +385,13 @@ pub async fn enqueue_group(
     for [scope, insert] in params.iter().flatten() {
         pipeline.extend([(SCOPE, scope), (INSERT_GROUP, insert)]);
     }
-    let inserted = pipelined(&transaction, statements, &pipeline).await?;
+    // COMMIT with them, unless a key seen before leaves something to look up.
+    let keyed = requests.iter().any(|r| r.idempotency_key.is_some());
+    let inserted = if keyed {
+        statements.pipelined(client, &pipeline).await?
+    } else {
+        transaction.commit_with(&pipeline).await?
+    };
     let mut rows = inserted.chunks(2).map(|pair| &pair[1]);
     let mut repeated = Vec::new();
     for insert in inserts.iter().filter(|insert| !insert.requests.is_empty()) {
@@ -417,7 +434,7 @@ pub async fn enqueue_group(
         for [scope, find] in &keys {
             pipeline.extend([(SCOPE, scope), (BY_IDEMPOTENCY_KEY, find)]);
         }
-        let existing = pipelined(&transaction, statements, &pipeline).await?;
+        let existing = statements.pipelined(client, &pipeline).await?;
         for (&index, rows) in repeated.iter().zip(existing.chunks(2).map(|pair| &pair[1])) {
             let order = &requests[index].destination_ids;
             let mut deliveries: Vec<Delivery> = rows.iter().map(delivery).collect();
@@ -425,35 +442,10 @@ pub async fn enqueue_group(
             outcomes[index] = Some(Queued::Deliveries(deliveries));
         }
     }
-    transaction.commit().await?;
     Ok(outcomes
         .into_iter()
         .map(|outcome| outcome.unwrap_or(Queued::Deliveries(Vec::new())))
         .collect())
-}
-
-/// Runs `pipeline` in order in one round trip: each statement is sent
-/// before the next (a statement is sent on its first poll), then every
-/// answer is awaited. After a failed one, PostgreSQL refuses the rest of the
-/// transaction, and the first error is the one returned.
-async fn pipelined(
-    transaction: &tokio_postgres::Transaction<'_>,
-    statements: Statements<'_>,
-    pipeline: &[(&'static str, &Params<'_>)],
-) -> Result<Vec<Vec<tokio_postgres::Row>>, DbError> {
-    let mut answers: Vec<_> = pipeline
-        .iter()
-        .map(|(sql, params)| Box::pin(maybe_done(statements.query(transaction, sql, params))))
-        .collect();
-    for answer in &mut answers {
-        let _ = futures_util::poll!(answer.as_mut());
-    }
-    let mut rows = Vec::with_capacity(answers.len());
-    for mut answer in answers {
-        answer.as_mut().await;
-        rows.push(answer.as_mut().take_output().expect("awaited just now")?);
-    }
-    Ok(rows)
 }
 
 type Param<'a> = &'a (dyn ToSql + Sync);

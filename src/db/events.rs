@@ -13,7 +13,7 @@ use tokio_postgres::types::{Json, ToSql, Type};
 use tokio_postgres::GenericClient;
 use utoipa::ToSchema;
 
-use super::connection::Statements;
+use super::connection::{PipelinedTransaction, Statements};
 use super::{DbError, PgPool};
 use crate::events::{NewEvent, Receipt};
 use crate::integrity::canonical::{format_timestamp, HASH_ALGORITHM};
@@ -46,8 +46,9 @@ pub struct Written {
 /// first event's receipt and stores nothing new.
 ///
 /// Statements that do not depend on each other's answers are pipelined, they
-/// are prepared once per connection, and the ids come from `reserve`: a group
-/// of one event costs four round trips, the COMMIT included.
+/// are prepared once per connection, BEGIN and COMMIT go out with the first
+/// and the last statements, and the ids come from `reserve`: a group of one
+/// event costs two round trips.
 pub async fn write_group(
     pool: &PgPool,
     reserve: &IdReserve,
@@ -58,16 +59,16 @@ pub async fn write_group(
     let numbers = reserve
         .take(&**client, plan.candidates.len(), plan.organizations().len())
         .await?;
-    let (transaction, prepared) = client.begin().await?;
-    let written = write_planned(
-        &transaction,
-        Statements::Prepared(&prepared),
-        &plan,
-        numbers,
-    )
-    .await?;
-    transaction.commit().await?;
-    Ok(written)
+    let transaction = client.begin_pipelined().await;
+    transaction
+        .run(write_planned(
+            transaction.client(),
+            transaction.statements(),
+            &plan,
+            numbers,
+            Some(&transaction),
+        ))
+        .await
 }
 
 /// [`write_group`] inside the caller's transaction: the events are durable
@@ -83,7 +84,7 @@ pub async fn write_in(
         plan.organizations().len(),
     )
     .await?;
-    write_planned(transaction, Statements::Unnamed, &plan, numbers).await
+    write_planned(transaction, Statements::Unnamed, &plan, numbers, None).await
 }
 
 /// Ids for the events and links of a group: as many as it has candidates and
@@ -174,18 +175,20 @@ impl IdReserve {
     }
 }
 
-/// Writes the planned group with the ids of `numbers`.
+/// Writes the planned group with the ids of `numbers`; with `committing`,
+/// its COMMIT goes out with the last statements.
 async fn write_planned(
-    transaction: &tokio_postgres::Transaction<'_>,
+    client: &impl GenericClient,
     statements: Statements<'_>,
     plan: &Plan<'_>,
     numbers: Numbers,
+    committing: Option<&PipelinedTransaction<'_>>,
 ) -> Result<Written, DbError> {
     let organizations: Vec<&str> = plan.organizations();
     let ids = numbers.events;
     let link_ids: HashMap<&str, i64> = organizations.iter().copied().zip(numbers.links).collect();
 
-    let stored = claim_idempotency_keys(transaction, statements, plan, &ids).await?;
+    let stored = claim_idempotency_keys(client, statements, plan, &ids).await?;
     let new: Vec<usize> = (0..plan.candidates.len())
         .filter(|i| !stored.contains_key(i))
         .collect();
@@ -203,32 +206,32 @@ async fn write_planned(
             // One round trip for the heads, the events and the heads' lock,
             // run in that order.
             let ((), (), heads) = futures_util::try_join!(
-                create_heads(transaction, statements, &orgs),
-                insert_events(transaction, statements, plan, &new, &ids, &link_ids),
-                lock_heads(transaction, statements, &orgs)
+                create_heads(client, statements, &orgs),
+                insert_events(client, statements, plan, &new, &ids, &link_ids),
+                lock_heads(client, statements, &orgs)
             )?;
             heads
         } else {
             let (copy, ()) = futures_util::try_join!(
-                prepare_copy(transaction),
-                create_heads(transaction, statements, &orgs)
+                prepare_copy(client),
+                create_heads(client, statements, &orgs)
             )?;
-            let sink = transaction.copy_in(&copy).await?;
+            let sink = client.client().copy_in(&copy).await?;
             // The heads' lock is asked for behind the COPY's end, in the same round trip.
             let ((), heads) = futures_util::try_join!(
                 copy_events(sink, plan, &new, &ids, &link_ids),
-                lock_heads(transaction, statements, &orgs)
+                lock_heads(client, statements, &orgs)
             )?;
             heads
         };
         append_links(
-            transaction,
+            client,
             statements,
             plan,
             &per_org,
             (roots, heads),
-            &ids,
-            &link_ids,
+            (&ids, &link_ids),
+            committing,
         )
         .await?;
     }
@@ -397,7 +400,7 @@ const SMALL_GROUP_EVENTS: usize = 32;
 
 /// Writes the new events of a small group with one INSERT of column arrays.
 async fn insert_events(
-    transaction: &tokio_postgres::Transaction<'_>,
+    client: &impl GenericClient,
     statements: Statements<'_>,
     plan: &Plan<'_>,
     new: &[usize],
@@ -461,7 +464,7 @@ async fn insert_events(
     ]);
     statements
         .execute(
-            transaction,
+            client,
             "INSERT INTO audit_log (id, \"timestamp\", ttl, principal_id, organization_id, action, \
                target_resource_type, target_resource_id, status, outcome_description, hash, hash_algorithm, \
                event_version, correlation_id, data_classification, retention_policy, idempotency_key, \
@@ -478,10 +481,8 @@ async fn insert_events(
 
 /// The group's COPY, prepared (a COPY cannot go through the unnamed statement
 /// of `query_typed`), so that its preparation shares a round trip.
-async fn prepare_copy(
-    transaction: &tokio_postgres::Transaction<'_>,
-) -> Result<tokio_postgres::Statement, DbError> {
-    Ok(transaction
+async fn prepare_copy(client: &impl GenericClient) -> Result<tokio_postgres::Statement, DbError> {
+    Ok(client
         .prepare(
             "COPY audit_log (id, \"timestamp\", ttl, principal_id, organization_id, action, \
                target_resource_type, target_resource_id, status, outcome_description, hash, hash_algorithm, \
@@ -569,13 +570,13 @@ async fn copy_events(
 /// Gives each organization of the group a chain head, if it has none yet. No
 /// lock is taken on an existing head: that waits for [`lock_heads`].
 async fn create_heads(
-    transaction: &tokio_postgres::Transaction<'_>,
+    client: &impl GenericClient,
     statements: Statements<'_>,
     orgs: &[&str],
 ) -> Result<(), DbError> {
     statements
         .execute(
-            transaction,
+            client,
             "INSERT INTO audit_chain_head (organization_id, seq, link) \
              SELECT unnest($1::text[]), 0, $2 ON CONFLICT (organization_id) DO NOTHING",
             &[
@@ -593,13 +594,13 @@ type Heads = HashMap<String, (i64, String, i64)>;
 /// The organizations' chain heads (seq, link, event total), locked until the
 /// transaction ends, in sorted order so that concurrent groups cannot deadlock.
 async fn lock_heads(
-    transaction: &tokio_postgres::Transaction<'_>,
+    client: &impl GenericClient,
     statements: Statements<'_>,
     orgs: &[&str],
 ) -> Result<Heads, DbError> {
     Ok(statements
         .query(
-            transaction,
+            client,
             "SELECT organization_id, seq, link, event_total FROM audit_chain_head \
              WHERE organization_id = ANY($1) ORDER BY organization_id FOR UPDATE",
             &[(&orgs, Type::TEXT_ARRAY)],
@@ -626,16 +627,16 @@ fn merkle_roots(plan: &Plan<'_>, per_org: &BTreeMap<&str, Vec<usize>>) -> Vec<[u
 }
 
 /// The tail of the transaction, under the locks of the heads: number and link
-/// each new link, store the links and move the heads (two statements in one
-/// round trip).
+/// each new link, store the links and move the heads (two statements, and
+/// the COMMIT when `committing`, in one round trip).
 async fn append_links(
-    transaction: &tokio_postgres::Transaction<'_>,
+    client: &impl GenericClient,
     statements: Statements<'_>,
     plan: &Plan<'_>,
     per_org: &BTreeMap<&str, Vec<usize>>,
     (roots, heads): (Vec<[u8; 32]>, Heads),
-    ids: &[i64],
-    link_ids: &HashMap<&str, i64>,
+    (ids, link_ids): (&[i64], &HashMap<&str, i64>),
+    committing: Option<&PipelinedTransaction<'_>>,
 ) -> Result<(), DbError> {
     let mut links = LinkRows::default();
     for ((org, members), root) in per_org.iter().zip(&roots) {
@@ -680,22 +681,25 @@ async fn append_links(
         (&links.links, Type::TEXT_ARRAY),
         (&links.totals, Type::INT8_ARRAY),
     ];
-    let chain_rows = statements.execute(
-        transaction,
-        "INSERT INTO audit_chain (organization_id, link_id, seq, event_count, first_event_id, last_event_id, \
-           min_timestamp, max_timestamp, merkle_root, prev_link, link) \
-         SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int4[], $5::int8[], $6::int8[], \
-           $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[])",
-        &chain_params,
-    );
-    let moved_heads = statements.execute(
-        transaction,
-        "UPDATE audit_chain_head h SET seq = n.seq, link = n.link, event_total = n.total, updated_at = now() \
-         FROM unnest($1::text[], $2::int8[], $3::text[], $4::int8[]) AS n(organization_id, seq, link, total) \
-         WHERE h.organization_id = n.organization_id",
-        &head_params,
-    );
-    futures_util::try_join!(chain_rows, moved_heads)?;
+    let pipeline = [
+        (
+            "INSERT INTO audit_chain (organization_id, link_id, seq, event_count, first_event_id, last_event_id, \
+               min_timestamp, max_timestamp, merkle_root, prev_link, link) \
+             SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int4[], $5::int8[], $6::int8[], \
+               $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[])",
+            &chain_params[..],
+        ),
+        (
+            "UPDATE audit_chain_head h SET seq = n.seq, link = n.link, event_total = n.total, updated_at = now() \
+             FROM unnest($1::text[], $2::int8[], $3::text[], $4::int8[]) AS n(organization_id, seq, link, total) \
+             WHERE h.organization_id = n.organization_id",
+            &head_params[..],
+        ),
+    ];
+    match committing {
+        Some(transaction) => transaction.commit_with(&pipeline).await?,
+        None => statements.pipelined(client, &pipeline).await?,
+    };
     Ok(())
 }
 

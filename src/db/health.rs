@@ -186,7 +186,8 @@ impl ManageConnection for Manager {
         }
     }
 
+    /// Closed, or left inside a transaction that nothing will end.
     fn has_broken(&self, connection: &mut PgConnection) -> bool {
-        connection.is_closed()
+        connection.is_closed() || connection.is_in_transaction()
     }
 }

@@ -57,7 +57,7 @@ mod figures;
 #[path = "support/worker.rs"]
 mod worker;
 use figures::{grouped, mix, ms, verdict, Busy, Claims, MachineCpu, Percentiles};
-use worker::{connect, report_log, Worker};
+use worker::{connect, connect_as_worker, report_log, Worker};
 
 const ORG: &str = "bench-delivery";
 /// Destinations per throughput run.
@@ -646,11 +646,12 @@ impl Bench {
 
     /// The enqueue rate's baseline: `ENQUEUE_CALLS` rows as the enqueue
     /// writes them, each inserted in a transaction of its own (autocommit,
-    /// synchronous commit) by one of `ENQUEUE_CLIENTS` connections.
+    /// synchronous commit) by one of `ENQUEUE_CLIENTS` connections made as
+    /// the worker's are (`connect_as_worker`).
     async fn bare_inserts(&self, destination: i64) -> BareInserts {
         let mut clients = Vec::with_capacity(ENQUEUE_CLIENTS);
         for _ in 0..ENQUEUE_CLIENTS {
-            clients.push(connect(&self.worker.database_url()).await);
+            clients.push(connect_as_worker(&self.worker.database_url()).await);
         }
         let payloads = Arc::new(
             self.payloads[..ENQUEUE_CALLS]
@@ -1510,7 +1511,7 @@ impl Summary {
         if let Some(e) = &self.enqueue {
             println!(
                 "enqueue {ENQUEUE_CLIENTS} clients, one delivery per call: {:>6} deliveries/s ({} of {ENQUEUE_CALLS}) \
-                 (floor {}: {}); bare single-row transactions {:>6} rows/s, ratio {:.2}",
+                 (floor {}: {}); bare single-row transactions as the worker connects {:>6} rows/s, ratio {:.2}",
                 grouped(e.rate),
                 grouped(e.calls as f64),
                 grouped(MIN_ENQUEUE_RATE),

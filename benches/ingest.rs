@@ -51,7 +51,7 @@ mod figures;
 #[path = "support/worker.rs"]
 mod worker;
 use figures::{grouped, mix, ms, verdict, Claims, Percentiles, Tally};
-use worker::{connect, free_port, report_log, Worker};
+use worker::{connect, connect_as_worker, free_port, report_log, Worker};
 
 const HTTP_ORG: &str = "bench-http";
 const COPY_ORG: &str = "bench-copy";
@@ -556,9 +556,10 @@ impl CopyOut {
 }
 
 /// The baseline of verification: every byte of `COPY_OUT_STATEMENT` read
-/// on a connection opened (and the rows counted) before the clock starts.
+/// on a connection made as the worker's are (`connect_as_worker`), opened
+/// (and the rows counted) before the clock starts.
 async fn copy_out(database_url: &str) -> CopyOut {
-    let client = connect(database_url).await;
+    let client = connect_as_worker(database_url).await;
     let rows: i64 = client
         .query_one(
             "SELECT count(*) FROM audit_log WHERE organization_id = $1",
@@ -897,7 +898,8 @@ const COPY_TYPES: [Type; 22] = [
 ];
 
 /// The baseline: `events` rows written with one binary `COPY` per batch over
-/// `CLIENTS` connections (opened before the clock starts).
+/// `CLIENTS` connections made as the worker's are (`connect_as_worker`),
+/// opened before the clock starts.
 async fn copy_all(
     database_url: &str,
     pool: &Arc<Vec<SampleEvent>>,
@@ -906,7 +908,7 @@ async fn copy_all(
 ) -> Tally {
     let mut connections = Vec::with_capacity(CLIENTS);
     for _ in 0..CLIENTS {
-        connections.push(connect(database_url).await);
+        connections.push(connect_as_worker(database_url).await);
     }
     let connections = Arc::new(std::sync::Mutex::new(connections));
     run_clients(events / batch as u64, RUN_BUDGET, |claims| {
@@ -1041,7 +1043,9 @@ impl Summary {
     }
 
     fn print(&self) {
-        println!("\n== summary ({CLIENTS} concurrent clients; floors from the ingest issue) ==");
+        println!(
+            "\n== summary ({CLIENTS} concurrent clients; baselines connect as the worker does, over TLS here; floors from the ingest issue) =="
+        );
         for t in &self.throughput {
             let ratio = t.http / t.copy;
             let floor = MIN_COPY_RATIOS

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
+use audit_worker::db::tls::{PgTls, TlsParams};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio_postgres::NoTls;
@@ -244,6 +245,22 @@ pub async fn drop_database(name: &str) {
         .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
         .await
         .expect("drop the bench database");
+}
+
+/// A connection made as the worker makes its own: `sslmode` at its default,
+/// `prefer`, so TLS wherever PostgreSQL offers it (this machine's does). A
+/// baseline the worker is compared with pays the same transport as the
+/// worker; [`connect`] is for setup and checks.
+pub async fn connect_as_worker(url: &str) -> tokio_postgres::Client {
+    let tls = PgTls::load(&TlsParams::default()).expect("the default TLS settings load");
+    let mut config: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
+    config.ssl_mode(tls.driver_mode());
+    let (client, connection) = config
+        .connect(tls.connector())
+        .await
+        .expect("connect to the local PostgreSQL");
+    tokio::spawn(connection);
+    client
 }
 
 pub async fn connect(url: &str) -> tokio_postgres::Client {

@@ -1,5 +1,7 @@
-//! A pooled connection: tokio-postgres's client, and the statements prepared
-//! on it.
+//! A pooled connection: tokio-postgres's client, the statements prepared on
+//! it, and transactions whose BEGIN and COMMIT share their statements' round
+//! trips ([`PipelinedTransaction`]; tokio-postgres's `Transaction` waits for
+//! each).
 //!
 //! Why a cache of our own: neither tokio-postgres nor bb8 keeps one, and an
 //! unnamed statement (`query_typed`) is parsed and planned again at every

@@ -93,10 +93,12 @@ pub struct PipelinedTransaction<'a> {
 }
 
 impl PipelinedTransaction<'_> {
+    /// Where the transaction's statements go, between BEGIN and COMMIT.
     pub fn client(&self) -> &Client {
         &self.connection.client
     }
 
+    /// This connection's prepared statements.
     pub fn statements(&self) -> Statements<'_> {
         Statements::Prepared(&self.connection.prepared)
     }

@@ -840,6 +840,50 @@ async fn calls_naming_a_hundred_destinations_are_queued_whole() {
     assert_eq!(stored, 1200);
 }
 
+/// Each delivery takes its destination's number of retries; a call naming
+/// one destination its organization lacks queues nothing and names just that one.
+#[actix_web::test]
+async fn retries_follow_each_destination_and_an_unknown_one_fails_the_call_alone() {
+    let app = spawn_app().await;
+    let database = app.database().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let other = app.create_key("org-b", "org:admin").await;
+    let receiver = Receiver::start(&[], 0);
+    let three = destination(&app, &key, &receiver.url, fast_retries()).await;
+    let default = destination(&app, &key, &receiver.url, Value::Null).await;
+    let foreign = destination(&app, &other, &receiver.url, Value::Null).await;
+    let later = (chrono::Utc::now() + chrono::TimeDelta::days(1)).to_rfc3339();
+
+    let body =
+        json!({"destination_ids": [three, default], "payload": {"n": 1}, "scheduled_at": later});
+    let (status, answer) = app
+        .call(Method::POST, "/v1/deliveries", Some(&key), Some(body))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let retries: Vec<(i64, i64)> = answer["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["destination_id"].as_i64().unwrap(),
+                d["max_retries"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(retries, [(three, 3), (default, 7)]);
+
+    let body = json!({"destination_ids": [three, foreign, default], "payload": {"n": 2},
+                      "scheduled_at": later});
+    let (status, answer) = app
+        .call(Method::POST, "/v1/deliveries", Some(&key), Some(body))
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(error_fields(&answer), ["destination_ids[1]"]);
+    let stored = scalar(&database, "SELECT count(*) FROM delivery_queue").await;
+    assert_eq!(stored, 2, "the refused call queued nothing");
+}
+
 /// Two workers on one queue: every delivery arrives exactly once.
 #[actix_web::test]
 async fn two_workers_never_deliver_the_same_item() {

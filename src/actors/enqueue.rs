@@ -106,15 +106,6 @@ impl EnqueueActor {
     }
 }
 
-/// A destination's number of retries, from its settings (the defaults'
-/// where they cannot be read).
-fn retries(settings: &serde_json::Value) -> i32 {
-    DeliverySettings::parse(Some(settings))
-        .unwrap_or_default()
-        .retry_waits()
-        .len() as i32
-}
-
 /// Writes the group in one transaction. When PostgreSQL refuses it for a
 /// reason other than an outage, one request may be the cause (a payload
 /// `jsonb` refuses, say): the requests are then written one by one, so that
@@ -152,7 +143,7 @@ async fn write_isolating(
 /// One transaction for `requests`.
 async fn write(pool: &PgPool, requests: &[Request]) -> Result<Vec<Queued>, DbError> {
     let mut client = pool.get().await?;
-    deliveries::enqueue_group(&mut client, requests, retries).await
+    deliveries::enqueue_group(&mut client, requests, default_retries()).await
 }
 
 /// Wakes the queues for a group's committed deliveries, due at `due` (now
@@ -165,6 +156,11 @@ async fn wake(pool: PgPool, due: Option<DateTime<Utc>>) {
     if let Err(error) = woken.await {
         tracing::warn!(%error, "Cannot wake the delivery queues; they find the deliveries at their next poll");
     }
+}
+
+/// The retries of a destination without settings.
+fn default_retries() -> i32 {
+    DeliverySettings::default().retry_waits().len() as i32
 }
 
 fn answer(queued: Queued) -> Result<Vec<Delivery>, EnqueueError> {

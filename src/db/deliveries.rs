@@ -210,27 +210,47 @@ pub enum Queued {
     UnknownDestinations(Vec<(usize, i64)>),
 }
 
-/// The destinations of `$2` the organization `$1` has (not deleted), with the
-/// settings that give their number of retries.
-const DESTINATION_SETTINGS: &str = "\
-SELECT id, settings FROM delivery_destinations \
-WHERE organization_id = $1 AND id = ANY($2) AND deleted_at IS NULL";
-
 /// Queues the deliveries of several requests of the organization `$1`: one
-/// element of `$2`..`$5` per delivery (its id, destination, retries and the
-/// request it belongs to), one of `$6`..`$10` per request.
+/// element of `$2`..`$4` per delivery (its id, destination, and the request
+/// it belongs to), one of `$6`..`$10` per request. A request naming a
+/// destination the organization does not have (or deleted) is left out
+/// whole. Returns a row per delivery inserted, and at least one: each row
+/// also names the destinations left out (`unknown_requests`,
+/// `unknown_destinations`), seen in the same snapshot as the insert, so the
+/// two agree.
+///
+/// A delivery's retries are its destination's number of `retry_schedule`
+/// entries, as [`DeliverySettings::retry_waits`] counts them (settings are
+/// validated and stored whole on save, so every entry parses); `$5` for a
+/// destination without settings. Counted here, not read first, so that a
+/// group takes one round trip.
+///
+/// [`DeliverySettings::retry_waits`]: crate::deliveries::destination::DeliverySettings::retry_waits
 const INSERT_GROUP: &str = concat!(
-    "INSERT INTO delivery_queue (id, organization_id, destination_id, payload, priority, scheduled_at, \
-       idempotency_key, correlation_id, max_retries) \
-     SELECT d.id, $1, d.destination_id, r.payload, r.priority, coalesce(r.scheduled_at, now()), \
-       r.idempotency_key, r.correlation_id, d.max_retries \
-     FROM unnest($2::uuid[], $3::int8[], $4::int4[], $5::int8[]) AS d(id, destination_id, max_retries, request) \
-     JOIN unnest($6::jsonb[], $7::int2[], $8::timestamptz[], $9::text[], $10::text[]) \
-       WITH ORDINALITY AS r(payload, priority, scheduled_at, idempotency_key, correlation_id, request) \
-       ON r.request = d.request \
-     ON CONFLICT (organization_id, idempotency_key, destination_id) WHERE idempotency_key IS NOT NULL \
-     DO NOTHING RETURNING ",
-    delivery_columns!()
+    "WITH wanted AS ( \
+       SELECT w.id, w.destination_id, w.request, dd.id IS NOT NULL AS known, \
+         coalesce(jsonb_array_length(dd.settings -> 'retry_schedule'), $5) AS max_retries \
+       FROM unnest($2::uuid[], $3::int8[], $4::int8[]) AS w(id, destination_id, request) \
+       LEFT JOIN delivery_destinations dd \
+         ON dd.organization_id = $1 AND dd.id = w.destination_id AND dd.deleted_at IS NULL), \
+     inserted AS ( \
+       INSERT INTO delivery_queue (id, organization_id, destination_id, payload, priority, scheduled_at, \
+         idempotency_key, correlation_id, max_retries) \
+       SELECT w.id, $1, w.destination_id, r.payload, r.priority, coalesce(r.scheduled_at, now()), \
+         r.idempotency_key, r.correlation_id, w.max_retries \
+       FROM wanted w \
+       JOIN unnest($6::jsonb[], $7::int2[], $8::timestamptz[], $9::text[], $10::text[]) \
+         WITH ORDINALITY AS r(payload, priority, scheduled_at, idempotency_key, correlation_id, request) \
+         ON r.request = w.request \
+       WHERE NOT EXISTS (SELECT 1 FROM wanted m WHERE m.request = w.request AND NOT m.known) \
+       ON CONFLICT (organization_id, idempotency_key, destination_id) WHERE idempotency_key IS NOT NULL \
+       DO NOTHING RETURNING ",
+    delivery_columns!(),
+    ") \
+     SELECT u.unknown_requests, u.unknown_destinations, i.* \
+     FROM (SELECT array_agg(request) AS unknown_requests, array_agg(destination_id) AS unknown_destinations \
+           FROM wanted WHERE NOT known) u \
+     LEFT JOIN inserted i ON true"
 );
 
 /// The deliveries an idempotency key created for some destinations.
@@ -287,16 +307,15 @@ pub fn due_of(payload: &str) -> Option<DateTime<Utc>> {
 
 /// Queues every request of a group in one transaction. It sends no
 /// `NOTIFY`: the caller wakes the queues with [`wake`] once it committed.
-/// `retries` gives a destination's number of retries from its settings.
+/// `default_retries`: the retries of a destination without settings.
 ///
 /// The statements are sent without waiting for one another (pipelined, each
-/// prepared once per connection) and run in order: the group takes two
-/// round trips however many requests and organizations it holds (BEGIN and
-/// the destinations; the inserts and COMMIT). A group with an idempotency
-/// key commits in a round trip of its own, after looking up what a key seen
-/// before created, if any. Each organization's
-/// statements run under its own scope, so row-level security holds inside
-/// a group of several organizations.
+/// prepared once per connection) and run in order: a group takes one round
+/// trip (BEGIN, the inserts and COMMIT) however many requests and
+/// organizations it holds. A group with an idempotency key commits in a
+/// round trip of its own, after looking up what a key seen before created,
+/// if any. Each organization's statements run under its own scope, so
+/// row-level security holds inside a group of several organizations.
 ///
 /// A request naming a destination its organization does not have fails
 /// alone ([`Queued::UnknownDestinations`]); anything PostgreSQL refuses fails
@@ -305,11 +324,11 @@ pub fn due_of(payload: &str) -> Option<DateTime<Utc>> {
 pub async fn enqueue_group(
     connection: &mut PgConnection,
     requests: &[Request],
-    retries: impl Fn(&Value) -> i32,
+    default_retries: i32,
 ) -> Result<Vec<Queued>, DbError> {
     let transaction = connection.begin_pipelined().await;
     transaction
-        .run(enqueue_in(&transaction, requests, retries))
+        .run(enqueue_in(&transaction, requests, default_retries))
         .await
 }
 
@@ -317,91 +336,83 @@ pub async fn enqueue_group(
 async fn enqueue_in(
     transaction: &PipelinedTransaction<'_>,
     requests: &[Request],
-    retries: impl Fn(&Value) -> i32,
+    default_retries: i32,
 ) -> Result<Vec<Queued>, DbError> {
     let organizations = by_organization(requests);
     let (client, statements) = (transaction.client(), transaction.statements());
-
-    // Round trip 1: BEGIN, the role, and each organization's destinations under its scope.
-    let lookups: Vec<[Params; 2]> = organizations
+    let inserts: Vec<GroupInsert> = organizations
         .iter()
         .map(|group| {
-            [
-                vec![(&group.organization as Param, Type::TEXT)],
-                vec![
-                    (&group.organization as Param, Type::TEXT),
-                    (&group.destination_ids as Param, Type::INT8_ARRAY),
-                ],
-            ]
+            let mut insert = GroupInsert::default();
+            for &index in &group.requests {
+                insert.add(index, &requests[index]);
+            }
+            insert
         })
         .collect();
-    let role: Params = Vec::new();
-    let mut pipeline = vec![(ROLE, &role)];
-    for [scope, find] in &lookups {
-        pipeline.extend([(SCOPE, scope), (DESTINATION_SETTINGS, find)]);
-    }
-    let found = statements.pipelined(client, &pipeline).await?;
-    let mut outcomes: Vec<Option<Queued>> = requests.iter().map(|_| None).collect();
-    let mut inserts = Vec::with_capacity(organizations.len());
-    for (group, rows) in organizations
-        .iter()
-        .zip(found[1..].chunks(2).map(|pair| &pair[1]))
-    {
-        let settings: HashMap<i64, i32> = rows
-            .iter()
-            .map(|row| {
-                let settings: Option<Json<Value>> = row.get(1);
-                (row.get(0), retries(&settings.map_or(Value::Null, |s| s.0)))
-            })
-            .collect();
-        let mut insert = GroupInsert::default();
-        for &index in &group.requests {
-            let request = &requests[index];
-            let unknown: Vec<(usize, i64)> = request
-                .destination_ids
-                .iter()
-                .enumerate()
-                .filter(|(_, id)| !settings.contains_key(id))
-                .map(|(position, id)| (position, *id))
-                .collect();
-            if unknown.is_empty() {
-                insert.add(index, request, &settings);
-            } else {
-                outcomes[index] = Some(Queued::UnknownDestinations(unknown));
-            }
-        }
-        inserts.push(insert);
-    }
 
-    // Round trip 2: each organization's deliveries under its scope.
-    let params: Vec<Option<[Params; 2]>> = organizations
+    // One round trip: BEGIN, the role, each organization's deliveries under
+    // its scope, and COMMIT with them unless a key seen before leaves
+    // something to look up.
+    let params: Vec<[Params; 2]> = organizations
         .iter()
         .zip(&inserts)
-        .map(|(group, insert)| {
-            (!insert.requests.is_empty()).then(|| insert.params(&group.organization))
-        })
+        .map(|(group, insert)| insert.params(&group.organization, &default_retries))
         .collect();
-    let mut pipeline = Vec::with_capacity(params.len() * 2);
-    for [scope, insert] in params.iter().flatten() {
+    let role: Params = Vec::new();
+    let mut pipeline = Vec::with_capacity(1 + params.len() * 2);
+    pipeline.push((ROLE, &role));
+    for [scope, insert] in &params {
         pipeline.extend([(SCOPE, scope), (INSERT_GROUP, insert)]);
     }
-    // COMMIT with them, unless a key seen before leaves something to look up.
     let keyed = requests.iter().any(|r| r.idempotency_key.is_some());
-    let inserted = if keyed {
+    let results = if keyed {
         statements.pipelined(client, &pipeline).await?
     } else {
         transaction.commit_with(&pipeline).await?
     };
-    let mut rows = inserted.chunks(2).map(|pair| &pair[1]);
+
+    let mut outcomes: Vec<Option<Queued>> = requests.iter().map(|_| None).collect();
     let mut repeated = Vec::new();
-    for insert in inserts.iter().filter(|insert| !insert.requests.is_empty()) {
+    for (insert, rows) in inserts
+        .iter()
+        .zip(results[1..].chunks(2).map(|pair| &pair[1]))
+    {
+        // Every row names the same destinations left out.
+        let unknown: Vec<(i64, i64)> = rows
+            .first()
+            .and_then(|row| {
+                let requests: Option<Vec<i64>> = row.get("unknown_requests");
+                let destinations: Option<Vec<i64>> = row.get("unknown_destinations");
+                Some(requests?.into_iter().zip(destinations?).collect())
+            })
+            .unwrap_or_default();
         let stored: HashMap<Uuid, Delivery> = rows
-            .next()
-            .into_iter()
-            .flatten()
+            .iter()
+            .filter(|row| row.get::<_, Option<Uuid>>("id").is_some())
             .map(|row| (row.get("id"), delivery(row)))
             .collect();
-        for (&index, ids) in insert.requests.iter().zip(&insert.ids_by_request) {
+        for (number, (&index, ids)) in insert
+            .requests
+            .iter()
+            .zip(&insert.ids_by_request)
+            .enumerate()
+        {
+            // `WITH ORDINALITY` counts from 1.
+            let number = number as i64 + 1;
+            let request = &requests[index];
+            let unknown: Vec<(usize, i64)> = unknown
+                .iter()
+                .filter(|(unknown_request, _)| *unknown_request == number)
+                .filter_map(|&(_, id)| {
+                    let position = request.destination_ids.iter().position(|d| *d == id)?;
+                    Some((position, id))
+                })
+                .collect();
+            if !unknown.is_empty() {
+                outcomes[index] = Some(Queued::UnknownDestinations(unknown));
+                continue;
+            }
             let deliveries: Vec<Delivery> = ids
                 .iter()
                 .filter_map(|id| stored.get(id).cloned())
@@ -451,11 +462,10 @@ async fn enqueue_in(
 type Param<'a> = &'a (dyn ToSql + Sync);
 type Params<'a> = Vec<TypedParam<'a>>;
 
-/// The requests of a group from one organization, and every destination they name.
+/// The requests of a group from one organization.
 struct OrganizationRequests {
     organization: String,
     requests: Vec<usize>,
-    destination_ids: Vec<i64>,
 }
 
 fn by_organization(requests: &[Request]) -> Vec<OrganizationRequests> {
@@ -468,18 +478,9 @@ fn by_organization(requests: &[Request]) -> Vec<OrganizationRequests> {
     }
     groups
         .into_iter()
-        .map(|(organization, indexes)| {
-            let mut destination_ids: Vec<i64> = indexes
-                .iter()
-                .flat_map(|&i| requests[i].destination_ids.iter().copied())
-                .collect();
-            destination_ids.sort_unstable();
-            destination_ids.dedup();
-            OrganizationRequests {
-                organization: organization.to_owned(),
-                requests: indexes,
-                destination_ids,
-            }
+        .map(|(organization, requests)| OrganizationRequests {
+            organization: organization.to_owned(),
+            requests,
         })
         .collect()
 }
@@ -487,13 +488,12 @@ fn by_organization(requests: &[Request]) -> Vec<OrganizationRequests> {
 /// The arrays of [`INSERT_GROUP`] for one organization's requests.
 #[derive(Default)]
 struct GroupInsert<'a> {
-    /// Index in the group of each request inserted, and its deliveries' ids.
+    /// Index in the group of each request, and its deliveries' ids.
     requests: Vec<usize>,
     ids_by_request: Vec<Vec<Uuid>>,
     // One per delivery.
     ids: Vec<Uuid>,
     destination_ids: Vec<i64>,
-    max_retries: Vec<i32>,
     /// Which request (1-based, as `WITH ORDINALITY` counts) it belongs to.
     request_numbers: Vec<i64>,
     // One per request.
@@ -506,7 +506,7 @@ struct GroupInsert<'a> {
 
 impl<'a> GroupInsert<'a> {
     /// Delivery ids are UUIDv7, for the reason [`enqueue`] gives.
-    fn add(&mut self, index: usize, request: &'a Request, retries: &HashMap<i64, i32>) {
+    fn add(&mut self, index: usize, request: &'a Request) {
         self.requests.push(index);
         self.payloads.push(Json(&request.payload));
         self.priorities.push(request.priority);
@@ -521,23 +521,21 @@ impl<'a> GroupInsert<'a> {
             ids.push(id);
             self.ids.push(id);
             self.destination_ids.push(*destination_id);
-            self.max_retries
-                .push(retries.get(destination_id).copied().unwrap_or_default());
             self.request_numbers.push(number);
         }
         self.ids_by_request.push(ids);
     }
 
     /// The scope's and the insert's parameters.
-    fn params<'p>(&'p self, organization: &'p String) -> [Params<'p>; 2] {
+    fn params<'p>(&'p self, organization: &'p String, default_retries: &'p i32) -> [Params<'p>; 2] {
         [
             vec![(organization as Param, Type::TEXT)],
             vec![
                 (organization as Param, Type::TEXT),
                 (&self.ids as Param, Type::UUID_ARRAY),
                 (&self.destination_ids as Param, Type::INT8_ARRAY),
-                (&self.max_retries as Param, Type::INT4_ARRAY),
                 (&self.request_numbers as Param, Type::INT8_ARRAY),
+                (default_retries as Param, Type::INT4),
                 (&self.payloads as Param, Type::JSONB_ARRAY),
                 (&self.priorities as Param, Type::INT2_ARRAY),
                 (&self.scheduled_at as Param, Type::TIMESTAMPTZ_ARRAY),

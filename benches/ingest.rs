@@ -6,7 +6,8 @@
 //!   against a baseline measured in the same run: binary `COPY` of identically
 //!   shaped rows into the same `audit_log` table (8 connections, one `COPY` per
 //!   batch, `id` from the column default `nextval('audit_log_id_seq')`);
-//! - single-event latency (p50, p90, p99, max);
+//! - single-event latency (p50, p90, p99, max), after the throughput runs; alone,
+//!   on a fresh database, with `cargo bench --bench ingest -- latency`;
 //! - the speed of `POST /v1/integrity/verify` over every event ingested,
 //!   against a baseline measured right after it: a binary
 //!   `COPY (SELECT …) TO STDOUT` of the same columns of the same rows. Run alone, on `VERIFY_EVENTS` events
@@ -103,6 +104,9 @@ const MEMORY_ONLY: &str = "memory";
 /// The command-line word that runs only the throughput and latency runs
 /// against COPY (no verification, no memory run, no comparisons).
 const INGEST_ONLY: &str = "ingest";
+/// `cargo bench --bench ingest -- latency`: single events alone, on a fresh
+/// database (no batch run before them, so no checkpoint they started).
+const LATENCY_ONLY: &str = "latency";
 /// Floor of the production-posture issue: ingest through a TLS database
 /// connection over ingest through a plain one.
 const MIN_TLS_RATIO: f64 = 0.9;
@@ -154,6 +158,12 @@ async fn main() {
         return;
     }
     let mut bench = Bench::start(pool.clone()).await;
+    if std::env::args().any(|arg| arg == LATENCY_ONLY) {
+        bench.latency().await;
+        bench.summary.print();
+        bench.stop().await;
+        return;
+    }
     if std::env::args().any(|arg| arg == MEMORY_ONLY) {
         bench.ingest_up_to(MEMORY_TARGET_EVENTS).await;
         bench.summary.rss_final = bench.worker.rss_kib("VmRSS");
@@ -1073,17 +1083,20 @@ impl Summary {
         if let Some(verify) = &self.verify {
             println!("{}", verify.describe());
         }
-        println!(
-            "memory (VmRSS): idle {:.1} MB, after ingest runs {:.1} MB, after verify {:.1} MB, \
-             after {} events {:.1} MB, peak (VmHWM) {:.1} MB (floor < {MAX_RSS_MB} MB: {})",
-            mb(self.rss_idle),
-            mb(self.rss_after_ingest),
-            mb(self.rss_after_verify),
-            grouped(self.sent as f64),
-            mb(self.rss_final),
-            mb(self.rss_peak),
-            verdict(mb(self.rss_final) < MAX_RSS_MB)
-        );
+        // Not measured in a `latency` run.
+        if self.rss_final > 0 {
+            println!(
+                "memory (VmRSS): idle {:.1} MB, after ingest runs {:.1} MB, after verify {:.1} MB, \
+                 after {} events {:.1} MB, peak (VmHWM) {:.1} MB (floor < {MAX_RSS_MB} MB: {})",
+                mb(self.rss_idle),
+                mb(self.rss_after_ingest),
+                mb(self.rss_after_verify),
+                grouped(self.sent as f64),
+                mb(self.rss_final),
+                mb(self.rss_peak),
+                verdict(mb(self.rss_final) < MAX_RSS_MB)
+            );
+        }
         if self.failures.is_empty() {
             println!("failed requests: none");
         }

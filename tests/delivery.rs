@@ -880,6 +880,16 @@ async fn retries_follow_each_destination_and_an_unknown_one_fails_the_call_alone
         .await;
     assert_eq!(status, 400, "{answer}");
     assert_eq!(error_fields(&answer), ["destination_ids[1]"]);
+    let body = json!({"destination_ids": [999_999, three, foreign], "payload": {"n": 3},
+                      "scheduled_at": later});
+    let (status, answer) = app
+        .call(Method::POST, "/v1/deliveries", Some(&key), Some(body))
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(
+        error_fields(&answer),
+        ["destination_ids[0]", "destination_ids[2]"]
+    );
     let stored = scalar(&database, "SELECT count(*) FROM delivery_queue").await;
     assert_eq!(stored, 2, "the refused call queued nothing");
 }

@@ -401,7 +401,7 @@ async fn enqueue_in(
             // `WITH ORDINALITY` counts from 1.
             let number = number as i64 + 1;
             let request = &requests[index];
-            let unknown: Vec<(usize, i64)> = unknown
+            let mut unknown: Vec<(usize, i64)> = unknown
                 .iter()
                 .filter(|(unknown_request, _)| *unknown_request == number)
                 .filter_map(|&(_, id)| {
@@ -409,6 +409,8 @@ async fn enqueue_in(
                     Some((position, id))
                 })
                 .collect();
+            // In the request's order, whatever order `array_agg` gave.
+            unknown.sort_unstable();
             if !unknown.is_empty() {
                 outcomes[index] = Some(Queued::UnknownDestinations(unknown));
                 continue;

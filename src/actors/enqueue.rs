@@ -40,6 +40,8 @@ pub struct EnqueueActor {
     pending: Vec<(Request, Reply)>,
     /// Groups being written now.
     in_flight: usize,
+    /// The retries of a destination without settings, counted once.
+    default_retries: i32,
 }
 
 impl EnqueueActor {
@@ -49,6 +51,7 @@ impl EnqueueActor {
             metrics: shared.metrics.clone(),
             pending: Vec::new(),
             in_flight: 0,
+            default_retries: DeliverySettings::default().retry_waits().len() as i32,
         }
     }
 
@@ -78,7 +81,7 @@ impl EnqueueActor {
             .iter()
             .map(|request| request.scheduled_at)
             .collect();
-        let write = write_isolating(self.pool.clone(), requests);
+        let write = write_isolating(self.pool.clone(), requests, self.default_retries);
         ctx.spawn(
             wrap_future::<_, Self>(tracing::Instrument::instrument(write, span)).map(
                 move |outcomes, actor, ctx| {
@@ -113,8 +116,9 @@ impl EnqueueActor {
 async fn write_isolating(
     pool: PgPool,
     requests: Vec<Request>,
+    default_retries: i32,
 ) -> Vec<Result<Vec<Delivery>, EnqueueError>> {
-    let error = match write(&pool, &requests).await {
+    let error = match write(&pool, &requests, default_retries).await {
         Ok(queued) => return queued.into_iter().map(answer).collect(),
         Err(error) => error,
     };
@@ -131,19 +135,25 @@ async fn write_isolating(
     tracing::warn!(%error, requests = requests.len(), "Enqueue group failed; writing its requests one by one");
     let mut outcomes = Vec::with_capacity(requests.len());
     for request in &requests {
-        outcomes.push(match write(&pool, std::slice::from_ref(request)).await {
-            Ok(mut queued) => answer(queued.remove(0)),
-            Err(error) if error.is_unavailable() => Err(EnqueueError::Unavailable),
-            Err(error) => Err(EnqueueError::Refused(error)),
-        });
+        outcomes.push(
+            match write(&pool, std::slice::from_ref(request), default_retries).await {
+                Ok(mut queued) => answer(queued.remove(0)),
+                Err(error) if error.is_unavailable() => Err(EnqueueError::Unavailable),
+                Err(error) => Err(EnqueueError::Refused(error)),
+            },
+        );
     }
     outcomes
 }
 
 /// One transaction for `requests`.
-async fn write(pool: &PgPool, requests: &[Request]) -> Result<Vec<Queued>, DbError> {
+async fn write(
+    pool: &PgPool,
+    requests: &[Request],
+    default_retries: i32,
+) -> Result<Vec<Queued>, DbError> {
     let mut client = pool.get().await?;
-    deliveries::enqueue_group(&mut client, requests, default_retries()).await
+    deliveries::enqueue_group(&mut client, requests, default_retries).await
 }
 
 /// Wakes the queues for a group's committed deliveries, due at `due` (now
@@ -156,11 +166,6 @@ async fn wake(pool: PgPool, due: Option<DateTime<Utc>>) {
     if let Err(error) = woken.await {
         tracing::warn!(%error, "Cannot wake the delivery queues; they find the deliveries at their next poll");
     }
-}
-
-/// The retries of a destination without settings.
-fn default_retries() -> i32 {
-    DeliverySettings::default().retry_waits().len() as i32
 }
 
 fn answer(queued: Queued) -> Result<Vec<Delivery>, EnqueueError> {

@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 
 use base64::Engine;
-use common::{event, spawn_app, Event, TestApp};
+use common::{event, spawn_app, spawn_beside, Event, TestApp};
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -183,6 +183,76 @@ async fn verification_catches_each_kind_of_tampering() {
     // Untouched organizations still verify.
     let (key, _) = organization(&app, "org-clean").await;
     assert_eq!(app.verify(&key).await["valid"], true);
+}
+
+/// Two workers append to one organization's chain at once, with single
+/// events, groups of several organizations and batches large enough to be
+/// copied: the chain stays whole and gap-free, and its head counts every link
+/// and event.
+#[actix_web::test]
+async fn two_workers_appending_to_one_chain_at_once_keep_it_whole() {
+    let first = spawn_app().await;
+    let second = spawn_beside(&first, |_| {}).await;
+    let key = first.create_key("org-a", "org:admin").await;
+    let other = first.create_key("org-b", "org:admin").await;
+    let batch = |n: usize| -> Vec<Event> {
+        (0..n)
+            .map(|i| event(&format!("user-{i}"), "record.read"))
+            .collect()
+    };
+    let mut calls = Vec::new();
+    for i in 0..400 {
+        let (app, key) = match i % 4 {
+            0 | 1 => (&first, &key),
+            2 => (&second, &key),
+            _ => (&second, &other),
+        };
+        let events = if i % 20 == 0 { batch(100) } else { batch(1) };
+        calls.push(app.try_ingest(key, events));
+    }
+    for (status, body) in futures_util::future::join_all(calls).await {
+        assert_eq!(status, 201, "{body}");
+    }
+
+    for (org, key) in [("org-a", &key), ("org-b", &other)] {
+        let report = first.verify(key).await;
+        assert_eq!(report["valid"], true, "{org}: {report}");
+        let events = first
+            .count(
+                "SELECT count(*) FROM audit_log WHERE organization_id = $1",
+                &[&org],
+            )
+            .await;
+        assert_eq!(report["checked"], events, "{org}: {report}");
+        let head = first
+            .database()
+            .await
+            .query_one(
+                "SELECT h.seq, h.event_total, h.link, \
+                   (SELECT count(*) FROM audit_chain c WHERE c.organization_id = h.organization_id), \
+                   (SELECT link FROM audit_chain c WHERE c.organization_id = h.organization_id \
+                      ORDER BY seq DESC LIMIT 1) \
+                 FROM audit_chain_head h WHERE h.organization_id = $1",
+                &[&org],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            head.get::<_, i64>(0),
+            head.get::<_, i64>(3),
+            "{org}: seq counts the links"
+        );
+        assert_eq!(
+            head.get::<_, i64>(1),
+            events,
+            "{org}: the head counts every event"
+        );
+        assert_eq!(
+            head.get::<_, String>(2),
+            head.get::<_, String>(4),
+            "{org}: the head is the last link"
+        );
+    }
 }
 
 /// Truncating the chain's tail (events, links and head alike) passes every

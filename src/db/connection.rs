@@ -304,6 +304,27 @@ impl Statements<'_> {
         Ok(rows)
     }
 
+    /// The statement prepared on this connection, prepared now at its first
+    /// use there. For what must be prepared to run at all (a COPY, which
+    /// `query_typed` cannot send unnamed); call it before sending anything
+    /// else, as it waits for its prepare.
+    pub async fn prepare(
+        self,
+        client: &impl GenericClient,
+        sql: &'static str,
+    ) -> Result<Statement, tokio_postgres::Error> {
+        let prepared = match self {
+            Statements::Prepared(prepared) => prepared,
+            Statements::Unnamed => return client.prepare(sql).await,
+        };
+        if let Some(statement) = prepared.cache().by_sql.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = client.prepare(sql).await?;
+        prepared.cache().by_sql.insert(sql, statement.clone());
+        Ok(statement)
+    }
+
     /// Like `execute_typed` (see [`query`](Self::query)).
     pub async fn execute(
         self,

@@ -13,7 +13,7 @@ use tokio_postgres::types::{Json, ToSql, Type};
 use tokio_postgres::GenericClient;
 use utoipa::ToSchema;
 
-use super::connection::{PipelinedTransaction, Statements};
+use super::connection::{PipelinedTransaction, Statements, TypedParam};
 use super::{DbError, PgPool};
 use crate::events::{NewEvent, Receipt};
 use crate::integrity::canonical::{format_timestamp, HASH_ALGORITHM};
@@ -39,16 +39,17 @@ pub struct Written {
 ///
 /// Per organization, the group becomes one chain link. The events are written
 /// first, naming their link by a global link id; only then is the
-/// organization's chain head locked to give the link its number and its
-/// predecessor, so concurrent groups of one organization overlap and take turns
-/// only for the last statements (other organizations never wait). An
-/// idempotency key already stored, or repeated within the group, yields the
-/// first event's receipt and stores nothing new.
+/// organization's chain head locked, by the statement that numbers and hashes
+/// the link in PostgreSQL ([`APPEND_LINKS`]), so concurrent groups of one
+/// organization overlap and take turns only for that statement and their
+/// COMMIT (other organizations never wait). An idempotency key already
+/// stored, or repeated within the group, yields the first event's receipt and
+/// stores nothing new.
 ///
 /// Statements that do not depend on each other's answers are pipelined, they
 /// are prepared once per connection, BEGIN and COMMIT go out with the first
-/// and the last statements, and the ids come from `reserve`: a group of one
-/// event costs two round trips.
+/// and the last statements, and the ids come from `reserve`: a group of a few
+/// events without idempotency keys costs one round trip.
 pub async fn write_group(
     pool: &PgPool,
     reserve: &IdReserve,
@@ -201,39 +202,36 @@ async fn write_planned(
     }
     if !new.is_empty() {
         let orgs: Vec<&str> = per_org.keys().copied().collect();
-        let roots = merkle_roots(plan, &per_org);
-        let heads = if new.len() <= SMALL_GROUP_EVENTS {
-            // One round trip for the heads, the events and the heads' lock,
-            // run in that order.
-            let ((), (), heads) = futures_util::try_join!(
-                create_heads(client, statements, &orgs),
-                insert_events(client, statements, plan, &new, &ids, &link_ids),
-                lock_heads(client, statements, &orgs)
-            )?;
-            heads
+        let genesis = hex::encode(chain::GENESIS);
+        let heads: [TypedParam<'_>; 2] = [(&orgs, Type::TEXT_ARRAY), (&genesis, Type::TEXT)];
+        let links = NewLinks::new(plan, &per_org, &ids, &link_ids);
+        let links = links.params();
+        if new.len() <= SMALL_GROUP_EVENTS {
+            let events = EventColumns::new(plan, &new, &ids, &link_ids);
+            let events = events.params();
+            // One round trip: the heads, the events, the links and COMMIT.
+            send_last(
+                client,
+                statements,
+                committing,
+                &[
+                    (CREATE_HEADS, &heads[..]),
+                    (INSERT_EVENTS, &events[..]),
+                    (APPEND_LINKS, &links[..]),
+                ],
+            )
+            .await?;
         } else {
-            let (copy, ()) = futures_util::try_join!(
-                prepare_copy(client),
-                create_heads(client, statements, &orgs)
-            )?;
+            let copy = statements.prepare(client, COPY_EVENTS).await?;
             let sink = client.client().copy_in(&copy).await?;
-            // The heads' lock is asked for behind the COPY's end, in the same round trip.
-            let ((), heads) = futures_util::try_join!(
+            // The heads, the links and COMMIT queue behind the COPY's end, in
+            // the same round trip.
+            let last = [(CREATE_HEADS, &heads[..]), (APPEND_LINKS, &links[..])];
+            futures_util::try_join!(
                 copy_events(sink, plan, &new, &ids, &link_ids),
-                lock_heads(client, statements, &orgs)
+                send_last(client, statements, committing, &last)
             )?;
-            heads
-        };
-        append_links(
-            client,
-            statements,
-            plan,
-            &per_org,
-            (roots, heads),
-            (&ids, &link_ids),
-            committing,
-        )
-        .await?;
+        }
     }
 
     let receipt_of = |slot: usize| {
@@ -398,101 +396,98 @@ async fn claim_idempotency_keys(
 /// statements around it (see benches/README.md, Ingest).
 const SMALL_GROUP_EVENTS: usize = 32;
 
+/// The new events of a small group, as the column arrays of [`INSERT_EVENTS`].
+struct EventColumns<'a> {
+    ids: Vec<i64>,
+    timestamps: Vec<DateTime<Utc>>,
+    texts: [Vec<Option<&'a str>>; 17],
+    latencies: Vec<i32>,
+    details: Vec<Option<Json<&'a serde_json::Value>>>,
+    links: Vec<i64>,
+}
+
+impl<'a> EventColumns<'a> {
+    fn new(plan: &Plan<'a>, new: &[usize], ids: &[i64], link_ids: &HashMap<&str, i64>) -> Self {
+        let events: Vec<&'a NewEvent> = new.iter().map(|&i| plan.candidates[i].0).collect();
+        let column = |field: fn(&'a NewEvent) -> Option<&'a str>| -> Vec<Option<&'a str>> {
+            events.iter().map(|event| field(event)).collect()
+        };
+        EventColumns {
+            ids: new.iter().map(|&i| ids[i]).collect(),
+            timestamps: events.iter().map(|event| event.timestamp).collect(),
+            texts: [
+                column(|e| e.ttl.as_deref()),
+                column(|e| Some(e.principal_id.as_str())),
+                column(|e| Some(e.organization_id.as_str())),
+                column(|e| Some(e.action.as_str())),
+                column(|e| e.target_resource_type.as_deref()),
+                column(|e| e.target_resource_id.as_deref()),
+                column(|e| Some(e.status.as_str())),
+                column(|e| e.outcome_description.as_deref()),
+                column(|e| Some(e.hash.as_str())),
+                column(|_| Some(HASH_ALGORITHM)),
+                column(|e| Some(e.event_version.as_str())),
+                column(|e| e.correlation_id.as_deref()),
+                column(|e| Some(e.data_classification.as_str())),
+                column(|e| Some(e.retention_policy.as_str())),
+                column(|e| e.idempotency_key.as_deref()),
+                column(|e| Some(e.principal_commitment.as_str())),
+                column(|e| e.target_resource_commitment.as_deref()),
+            ],
+            latencies: new
+                .iter()
+                .map(|&i| {
+                    let received = plan.candidates[i].1;
+                    received.elapsed().as_millis().min(i32::MAX as u128) as i32
+                })
+                .collect(),
+            details: events
+                .iter()
+                .map(|event| event.details.as_ref().map(Json))
+                .collect(),
+            links: events
+                .iter()
+                .map(|event| link_ids[event.organization_id.as_str()])
+                .collect(),
+        }
+    }
+
+    fn params(&self) -> Vec<TypedParam<'_>> {
+        let mut params: Vec<TypedParam<'_>> = vec![
+            (&self.ids, Type::INT8_ARRAY),
+            (&self.timestamps, Type::TIMESTAMPTZ_ARRAY),
+        ];
+        params.extend(
+            self.texts
+                .iter()
+                .map(|texts| (texts as &(dyn ToSql + Sync), Type::TEXT_ARRAY)),
+        );
+        params.extend([
+            (&self.latencies as &(dyn ToSql + Sync), Type::INT4_ARRAY),
+            (&self.details, Type::JSONB_ARRAY),
+            (&self.links, Type::INT8_ARRAY),
+        ]);
+        params
+    }
+}
+
 /// Writes the new events of a small group with one INSERT of column arrays.
-async fn insert_events(
-    client: &impl GenericClient,
-    statements: Statements<'_>,
-    plan: &Plan<'_>,
-    new: &[usize],
-    ids: &[i64],
-    link_ids: &HashMap<&str, i64>,
-) -> Result<(), DbError> {
-    let events: Vec<(&NewEvent, i64, i32)> = new
-        .iter()
-        .map(|&i| {
-            let (event, received) = &plan.candidates[i];
-            let latency = received.elapsed().as_millis().min(i32::MAX as u128) as i32;
-            (*event, ids[i], latency)
-        })
-        .collect();
-    let column = |field: fn(&NewEvent) -> Option<&str>| -> Vec<Option<&str>> {
-        events.iter().map(|(event, _, _)| field(event)).collect()
-    };
-    let event_ids: Vec<i64> = events.iter().map(|(_, id, _)| *id).collect();
-    let timestamps: Vec<DateTime<Utc>> = events.iter().map(|(e, _, _)| e.timestamp).collect();
-    let latencies: Vec<i32> = events.iter().map(|(_, _, latency)| *latency).collect();
-    let details: Vec<Option<Json<&serde_json::Value>>> = events
-        .iter()
-        .map(|(event, _, _)| event.details.as_ref().map(Json))
-        .collect();
-    let links: Vec<i64> = events
-        .iter()
-        .map(|(event, _, _)| link_ids[event.organization_id.as_str()])
-        .collect();
-    let texts = [
-        column(|e| e.ttl.as_deref()),
-        column(|e| Some(e.principal_id.as_str())),
-        column(|e| Some(e.organization_id.as_str())),
-        column(|e| Some(e.action.as_str())),
-        column(|e| e.target_resource_type.as_deref()),
-        column(|e| e.target_resource_id.as_deref()),
-        column(|e| Some(e.status.as_str())),
-        column(|e| e.outcome_description.as_deref()),
-        column(|e| Some(e.hash.as_str())),
-        column(|_| Some(HASH_ALGORITHM)),
-        column(|e| Some(e.event_version.as_str())),
-        column(|e| e.correlation_id.as_deref()),
-        column(|e| Some(e.data_classification.as_str())),
-        column(|e| Some(e.retention_policy.as_str())),
-        column(|e| e.idempotency_key.as_deref()),
-        column(|e| Some(e.principal_commitment.as_str())),
-        column(|e| e.target_resource_commitment.as_deref()),
-    ];
-    let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
-        (&event_ids, Type::INT8_ARRAY),
-        (&timestamps, Type::TIMESTAMPTZ_ARRAY),
-    ];
-    params.extend(
-        texts
-            .iter()
-            .map(|texts| (texts as &(dyn ToSql + Sync), Type::TEXT_ARRAY)),
-    );
-    params.extend([
-        (&latencies as &(dyn ToSql + Sync), Type::INT4_ARRAY),
-        (&details, Type::JSONB_ARRAY),
-        (&links, Type::INT8_ARRAY),
-    ]);
-    statements
-        .execute(
-            client,
-            "INSERT INTO audit_log (id, \"timestamp\", ttl, principal_id, organization_id, action, \
-               target_resource_type, target_resource_id, status, outcome_description, hash, hash_algorithm, \
-               event_version, correlation_id, data_classification, retention_policy, idempotency_key, \
-               principal_commitment, target_resource_commitment, processing_latency, details, chain_link) \
-             SELECT * FROM unnest($1::int8[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], \
-               $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
-               $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], \
-               $20::int4[], $21::jsonb[], $22::int8[])",
-            &params,
-        )
-        .await?;
-    Ok(())
-}
+const INSERT_EVENTS: &str = "INSERT INTO audit_log (id, \"timestamp\", ttl, principal_id, organization_id, action, \
+       target_resource_type, target_resource_id, status, outcome_description, hash, hash_algorithm, \
+       event_version, correlation_id, data_classification, retention_policy, idempotency_key, \
+       principal_commitment, target_resource_commitment, processing_latency, details, chain_link) \
+     SELECT * FROM unnest($1::int8[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], \
+       $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
+       $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], \
+       $20::int4[], $21::jsonb[], $22::int8[])";
 
-/// The group's COPY, prepared (a COPY cannot go through the unnamed statement
-/// of `query_typed`), so that its preparation shares a round trip.
-async fn prepare_copy(client: &impl GenericClient) -> Result<tokio_postgres::Statement, DbError> {
-    Ok(client
-        .prepare(
-            "COPY audit_log (id, \"timestamp\", ttl, principal_id, organization_id, action, \
-               target_resource_type, target_resource_id, status, outcome_description, hash, hash_algorithm, \
-               event_version, correlation_id, data_classification, retention_policy, processing_latency, \
-               details, idempotency_key, principal_commitment, target_resource_commitment, chain_link) \
-             FROM STDIN BINARY",
-        )
-        .await?)
-}
-
+/// The events of a large group, by binary COPY; prepared once per connection,
+/// as a COPY cannot go through the unnamed statement of `query_typed`.
+const COPY_EVENTS: &str = "COPY audit_log (id, \"timestamp\", ttl, principal_id, organization_id, action, \
+       target_resource_type, target_resource_id, status, outcome_description, hash, hash_algorithm, \
+       event_version, correlation_id, data_classification, retention_policy, processing_latency, \
+       details, idempotency_key, principal_commitment, target_resource_commitment, chain_link) \
+     FROM STDIN BINARY";
 /// Writes the new events with binary COPY into `sink`: faster than a
 /// multi-row INSERT, and streamed, so no connection keeps a buffer the size of
 /// the whole group.
@@ -568,156 +563,128 @@ async fn copy_events(
 }
 
 /// Gives each organization of the group a chain head, if it has none yet. No
-/// lock is taken on an existing head: that waits for [`lock_heads`].
-async fn create_heads(
-    client: &impl GenericClient,
-    statements: Statements<'_>,
-    orgs: &[&str],
-) -> Result<(), DbError> {
-    statements
-        .execute(
-            client,
-            "INSERT INTO audit_chain_head (organization_id, seq, link) \
-             SELECT unnest($1::text[]), 0, $2 ON CONFLICT (organization_id) DO NOTHING",
-            &[
-                (&orgs, Type::TEXT_ARRAY),
-                (&hex::encode(chain::GENESIS), Type::TEXT),
-            ],
-        )
-        .await?;
-    Ok(())
-}
+/// lock is taken on an existing head: that waits for [`APPEND_LINKS`].
+const CREATE_HEADS: &str = "INSERT INTO audit_chain_head (organization_id, seq, link) \
+     SELECT unnest($1::text[]), 0, $2 ON CONFLICT (organization_id) DO NOTHING";
 
-/// Chain heads by organization: seq, link and event total.
-type Heads = HashMap<String, (i64, String, i64)>;
-
-/// The organizations' chain heads (seq, link, event total), locked until the
-/// transaction ends, in sorted order so that concurrent groups cannot deadlock.
-async fn lock_heads(
-    client: &impl GenericClient,
-    statements: Statements<'_>,
-    orgs: &[&str],
-) -> Result<Heads, DbError> {
-    Ok(statements
-        .query(
-            client,
-            "SELECT organization_id, seq, link, event_total FROM audit_chain_head \
-             WHERE organization_id = ANY($1) ORDER BY organization_id FOR UPDATE",
-            &[(&orgs, Type::TEXT_ARRAY)],
-        )
-        .await?
-        .iter()
-        .map(|row| (row.get(0), (row.get(1), row.get(2), row.get(3))))
-        .collect())
-}
-
-/// The Merkle root of each organization's new events: computed before the
-/// heads are locked, as it depends only on the group.
-fn merkle_roots(plan: &Plan<'_>, per_org: &BTreeMap<&str, Vec<usize>>) -> Vec<[u8; 32]> {
-    per_org
-        .values()
-        .map(|members| {
-            let leaves: Vec<[u8; 32]> = members
-                .iter()
-                .map(|&i| chain::parse_hash(&plan.candidates[i].0.hash).expect("hashes are hex"))
-                .collect();
-            chain::merkle_root(&leaves)
-        })
-        .collect()
-}
-
-/// The tail of the transaction, under the locks of the heads: number and link
-/// each new link, store the links and move the heads (two statements, and
-/// the COMMIT when `committing`, in one round trip).
-async fn append_links(
-    client: &impl GenericClient,
-    statements: Statements<'_>,
-    plan: &Plan<'_>,
-    per_org: &BTreeMap<&str, Vec<usize>>,
-    (roots, heads): (Vec<[u8; 32]>, Heads),
-    (ids, link_ids): (&[i64], &HashMap<&str, i64>),
-    committing: Option<&PipelinedTransaction<'_>>,
-) -> Result<(), DbError> {
-    let mut links = LinkRows::default();
-    for ((org, members), root) in per_org.iter().zip(&roots) {
-        let (seq, prev, total) = &heads[*org];
-        let prev = chain::parse_hash(prev).unwrap_or(chain::GENESIS);
-        let seq = seq + 1;
-        let link = chain::link(&prev, seq, members.len() as u32, root);
-        let timestamps = members.iter().map(|&i| plan.candidates[i].0.timestamp);
-        links.orgs.push(org);
-        links.link_ids.push(link_ids[org]);
-        links.seqs.push(seq);
-        links.counts.push(members.len() as i32);
-        links.first_ids.push(ids[members[0]]);
-        links.last_ids.push(ids[members[members.len() - 1]]);
-        links
-            .min_timestamps
-            .push(timestamps.clone().min().expect("a link has events"));
-        links
-            .max_timestamps
-            .push(timestamps.max().expect("a link has events"));
-        links.roots.push(hex::encode(root));
-        links.prev_links.push(hex::encode(prev));
-        links.links.push(hex::encode(link));
-        links.totals.push(total + members.len() as i64);
-    }
-    let chain_params: [(&(dyn ToSql + Sync), Type); 11] = [
-        (&links.orgs, Type::TEXT_ARRAY),
-        (&links.link_ids, Type::INT8_ARRAY),
-        (&links.seqs, Type::INT8_ARRAY),
-        (&links.counts, Type::INT4_ARRAY),
-        (&links.first_ids, Type::INT8_ARRAY),
-        (&links.last_ids, Type::INT8_ARRAY),
-        (&links.min_timestamps, Type::TIMESTAMPTZ_ARRAY),
-        (&links.max_timestamps, Type::TIMESTAMPTZ_ARRAY),
-        (&links.roots, Type::TEXT_ARRAY),
-        (&links.prev_links, Type::TEXT_ARRAY),
-        (&links.links, Type::TEXT_ARRAY),
-    ];
-    let head_params: [(&(dyn ToSql + Sync), Type); 4] = [
-        (&links.orgs, Type::TEXT_ARRAY),
-        (&links.seqs, Type::INT8_ARRAY),
-        (&links.links, Type::TEXT_ARRAY),
-        (&links.totals, Type::INT8_ARRAY),
-    ];
-    let pipeline = [
-        (
-            "INSERT INTO audit_chain (organization_id, link_id, seq, event_count, first_event_id, last_event_id, \
-               min_timestamp, max_timestamp, merkle_root, prev_link, link) \
-             SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int4[], $5::int8[], $6::int8[], \
-               $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[])",
-            &chain_params[..],
-        ),
-        (
-            "UPDATE audit_chain_head h SET seq = n.seq, link = n.link, event_total = n.total, updated_at = now() \
-             FROM unnest($1::text[], $2::int8[], $3::text[], $4::int8[]) AS n(organization_id, seq, link, total) \
-             WHERE h.organization_id = n.organization_id",
-            &head_params[..],
-        ),
-    ];
-    match committing {
-        Some(transaction) => transaction.commit_with(&pipeline).await?,
-        None => statements.pipelined(client, &pipeline).await?,
-    };
-    Ok(())
-}
-
-/// The new chain rows of a group, as column arrays.
-#[derive(Default)]
-struct LinkRows<'a> {
+/// The group's new links, one per organization, as the column arrays of
+/// [`APPEND_LINKS`]: all but their number and hashes, which depend on the head.
+struct NewLinks<'a> {
     orgs: Vec<&'a str>,
     link_ids: Vec<i64>,
-    seqs: Vec<i64>,
     counts: Vec<i32>,
     first_ids: Vec<i64>,
     last_ids: Vec<i64>,
     min_timestamps: Vec<DateTime<Utc>>,
     max_timestamps: Vec<DateTime<Utc>>,
+    /// The Merkle root of each link's events, hex.
     roots: Vec<String>,
-    prev_links: Vec<String>,
-    links: Vec<String>,
-    totals: Vec<i64>,
+}
+
+impl<'a> NewLinks<'a> {
+    fn new(
+        plan: &Plan<'a>,
+        per_org: &BTreeMap<&'a str, Vec<usize>>,
+        ids: &[i64],
+        link_ids: &HashMap<&str, i64>,
+    ) -> Self {
+        let mut links = NewLinks {
+            orgs: Vec::with_capacity(per_org.len()),
+            link_ids: Vec::with_capacity(per_org.len()),
+            counts: Vec::with_capacity(per_org.len()),
+            first_ids: Vec::with_capacity(per_org.len()),
+            last_ids: Vec::with_capacity(per_org.len()),
+            min_timestamps: Vec::with_capacity(per_org.len()),
+            max_timestamps: Vec::with_capacity(per_org.len()),
+            roots: Vec::with_capacity(per_org.len()),
+        };
+        for (org, members) in per_org {
+            let events = members.iter().map(|&i| plan.candidates[i].0);
+            let leaves: Vec<[u8; 32]> = events
+                .clone()
+                .map(|event| chain::parse_hash(&event.hash).expect("hashes are hex"))
+                .collect();
+            links.orgs.push(org);
+            links.link_ids.push(link_ids[org]);
+            links.counts.push(members.len() as i32);
+            links.first_ids.push(ids[members[0]]);
+            links.last_ids.push(ids[members[members.len() - 1]]);
+            let timestamps = events.map(|event| event.timestamp);
+            links
+                .min_timestamps
+                .push(timestamps.clone().min().expect("a link has events"));
+            links
+                .max_timestamps
+                .push(timestamps.max().expect("a link has events"));
+            links.roots.push(hex::encode(chain::merkle_root(&leaves)));
+        }
+        links
+    }
+
+    fn params(&self) -> [TypedParam<'_>; 9] {
+        [
+            (&self.orgs, Type::TEXT_ARRAY),
+            (&self.link_ids, Type::INT8_ARRAY),
+            (&self.counts, Type::INT4_ARRAY),
+            (&self.first_ids, Type::INT8_ARRAY),
+            (&self.last_ids, Type::INT8_ARRAY),
+            (&self.min_timestamps, Type::TIMESTAMPTZ_ARRAY),
+            (&self.max_timestamps, Type::TIMESTAMPTZ_ARRAY),
+            (&self.roots, Type::TEXT_ARRAY),
+            (&chain::LINK_DOMAIN, Type::BYTEA),
+        ]
+    }
+}
+
+/// Appends the group's links and moves the heads, in one statement under the
+/// heads' locks, taken in sorted order so that concurrent groups cannot
+/// deadlock. PostgreSQL numbers and hashes each link from its head
+/// (`chain::link`, docs/integrity.md section 3), so the group needs no round
+/// trip to read the heads, and a head stays locked only while this statement
+/// and the COMMIT behind it run, not across a round trip to the worker: other
+/// groups of the organization, from this worker or another, wait that long.
+///
+/// Under READ COMMITTED, `FOR UPDATE` returns a head's newest version once a
+/// concurrent group has committed, and the UPDATE moves that version. A head
+/// missing (never: [`CREATE_HEADS`] runs first in the transaction) leaves the
+/// link's `seq` NULL, and the statement fails rather than skip the link.
+const APPEND_LINKS: &str = "WITH new AS ( \
+         SELECT * FROM unnest($1::text[], $2::int8[], $3::int4[], $4::int8[], $5::int8[], \
+           $6::timestamptz[], $7::timestamptz[], $8::text[]) \
+           AS n(organization_id, link_id, event_count, first_event_id, last_event_id, \
+             min_timestamp, max_timestamp, merkle_root) \
+     ), head AS MATERIALIZED ( \
+         SELECT organization_id, seq, link, event_total FROM audit_chain_head \
+         WHERE organization_id = ANY ($1) ORDER BY organization_id FOR UPDATE \
+     ), linked AS ( \
+         SELECT new.*, head.seq + 1 AS seq, head.link AS prev_link, \
+           head.event_total + new.event_count AS event_total, \
+           encode(sha256($9::bytea || decode(head.link, 'hex') || int8send(head.seq + 1) \
+             || int4send(new.event_count) || decode(new.merkle_root, 'hex')), 'hex') AS link \
+         FROM new LEFT JOIN head USING (organization_id) \
+     ), appended AS ( \
+         INSERT INTO audit_chain (organization_id, link_id, seq, event_count, first_event_id, \
+           last_event_id, min_timestamp, max_timestamp, merkle_root, prev_link, link) \
+         SELECT organization_id, link_id, seq, event_count, first_event_id, last_event_id, \
+           min_timestamp, max_timestamp, merkle_root, prev_link, link FROM linked \
+     ) \
+     UPDATE audit_chain_head h \
+     SET seq = l.seq, link = l.link, event_total = l.event_total, updated_at = now() \
+     FROM linked l WHERE h.organization_id = l.organization_id";
+
+/// Sends the last statements of a group in one round trip, with the COMMIT
+/// when `committing`.
+async fn send_last(
+    client: &impl GenericClient,
+    statements: Statements<'_>,
+    committing: Option<&PipelinedTransaction<'_>>,
+    pipeline: &[(&'static str, &[TypedParam<'_>])],
+) -> Result<(), DbError> {
+    match committing {
+        Some(transaction) => transaction.commit_with(pipeline).await?,
+        None => statements.pipelined(client, pipeline).await?,
+    };
+    Ok(())
 }
 
 /// First days of the months that have an `audit_log` partition.

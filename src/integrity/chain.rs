@@ -6,7 +6,9 @@ use sha2::{Digest, Sha256};
 
 /// The `prev_link` of an organization's first link.
 pub const GENESIS: [u8; 32] = [0; 32];
-const LINK_DOMAIN: &[u8] = b"audit-worker/link/v1\0";
+/// Prefixes every link's hashed bytes; ingest hands it to PostgreSQL, which
+/// computes the links of a group under the chain head's lock.
+pub const LINK_DOMAIN: &[u8] = b"audit-worker/link/v1\0";
 
 /// RFC 6962 Merkle tree hash: leaves `SHA-256(0x00 || hash)`, nodes
 /// `SHA-256(0x01 || left || right)`, split at the largest power of two below n.

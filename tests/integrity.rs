@@ -6,9 +6,10 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use base64::Engine;
-use common::{event, spawn_app, spawn_beside, Event, TestApp};
+use common::{event, spawn_app, spawn_beside, wait_until, Event, TestApp};
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -253,6 +254,52 @@ async fn two_workers_appending_to_one_chain_at_once_keep_it_whole() {
             "{org}: the head is the last link"
         );
     }
+}
+
+/// A group of an organization whose head another transaction is moving writes
+/// its events and waits only at the statement that appends its link, not
+/// from its first statement on.
+#[actix_web::test]
+async fn a_group_waits_for_the_chain_head_only_to_append_its_link() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let mover = app.database().await;
+    mover
+        .batch_execute(
+            "BEGIN; UPDATE audit_chain_head SET seq = seq + 1 WHERE organization_id = 'org-a'",
+        )
+        .await
+        .unwrap();
+
+    let ingest = app.try_ingest(&key, event("u", "record.read"));
+    let watch = async {
+        let observer = app.database().await;
+        let waiting: String = wait_until(
+            Duration::from_secs(10),
+            "an ingest statement waiting for a lock",
+            || async {
+                observer
+                    .query_opt(
+                        "SELECT query FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock' \
+                       AND query LIKE '%audit_chain_head%'",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .map(|row| row.get(0))
+            },
+        )
+        .await;
+        assert!(
+            waiting.starts_with("WITH new AS"),
+            "the group waits at the link's append, not at: {waiting}"
+        );
+        mover.batch_execute("ROLLBACK").await.unwrap();
+    };
+    let ((status, body), ()) = futures_util::join!(ingest, watch);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(app.verify(&key).await["valid"], true);
 }
 
 /// Truncating the chain's tail (events, links and head alike) passes every

@@ -564,8 +564,17 @@ async fn copy_events(
 
 /// Gives each organization of the group a chain head, if it has none yet. No
 /// lock is taken on an existing head: that waits for [`APPEND_LINKS`].
+///
+/// Why `NOT EXISTS` before `ON CONFLICT`: an insert that meets an existing
+/// head in the index waits for any transaction moving that head to end, so
+/// each group would queue behind the previous group's COMMIT from its first
+/// statement, its events included. Heads are never deleted, so a head seen
+/// in the statement's snapshot is there to stay; `ON CONFLICT` is left only
+/// for two groups creating a new organization's head at once.
 const CREATE_HEADS: &str = "INSERT INTO audit_chain_head (organization_id, seq, link) \
-     SELECT unnest($1::text[]), 0, $2 ON CONFLICT (organization_id) DO NOTHING";
+     SELECT new.organization_id, 0, $2 FROM unnest($1::text[]) AS new(organization_id) \
+     WHERE NOT EXISTS (SELECT 1 FROM audit_chain_head h WHERE h.organization_id = new.organization_id) \
+     ON CONFLICT (organization_id) DO NOTHING";
 
 /// The group's new links, one per organization, as the column arrays of
 /// [`APPEND_LINKS`]: all but their number and hashes, which depend on the head.

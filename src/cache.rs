@@ -9,9 +9,9 @@
 //! a query issued after the acknowledgement reads the new generation and
 //! takes no older answer, on every instance. One Redis round trip per query
 //! reads the generation and, when L1 cannot answer, the L2 answer. A write invalidates only the kinds it changes:
-//! ingest does not make permissions be resolved again. The CacheActor also
-//! drops L1 entries when another instance announces a bump (Redis pub/sub),
-//! to free their memory early. Keys name the organization, the kind and a
+//! ingest does not make permissions be resolved again. Bumps of the alert
+//! rules are also announced (Redis pub/sub): the CacheActor tells the
+//! AlertActor to reload them. Keys name the organization, the kind and a
 //! hash of every query parameter: no answer can serve another organization.
 //!
 //! Redis is optional: each call is bounded by `redis.response_timeout`, and
@@ -70,6 +70,10 @@ const LOOKUP_SCRIPT: &str = "local g = 'r' .. (redis.call('GET', KEYS[1]) or '0'
     local answer = redis.call('GET', ARGV[1] .. ':' .. g) \
     if answer then return {g, answer} end \
     return {g}";
+/// The kinds whose bumps are announced: only those a listener acts on.
+/// Announcing every ingest request's bump cost Redis a PUBLISH per request
+/// and every instance a message to read and drop.
+const ANNOUNCED_KINDS: [&str; 1] = [ALERT_RULES];
 /// Bumps a generation and announces it, in one round trip.
 const BUMP_SCRIPT: &str = "local g = redis.call('INCR', KEYS[1]) \
     redis.call('PUBLISH', ARGV[1], ARGV[2]) \
@@ -283,13 +287,17 @@ impl QueryCache {
     /// them here would cost a scan of L1 on every write (ingest writes
     /// hundreds of times a second).
     pub async fn invalidate(&self, organization_id: &str, kind: &str) {
-        let bump = redis::cmd("EVAL")
-            .arg(BUMP_SCRIPT)
-            .arg(1)
-            .arg(generation_key(&self.prefix, organization_id, kind))
-            .arg(self.channel())
-            .arg(format!("{organization_id}{ANNOUNCEMENT_SEPARATOR}{kind}"))
-            .clone();
+        let bump = if ANNOUNCED_KINDS.contains(&kind) {
+            redis::cmd("EVAL")
+                .arg(BUMP_SCRIPT)
+                .arg(1)
+                .arg(generation_key(&self.prefix, organization_id, kind))
+                .arg(self.channel())
+                .arg(format!("{organization_id}{ANNOUNCEMENT_SEPARATOR}{kind}"))
+                .clone()
+        } else {
+            bump_command(&self.prefix, organization_id, kind)
+        };
         if let Err(error) = self.redis.query::<i64>(&bump).await {
             *self
                 .local_generations

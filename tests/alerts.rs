@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use audit_worker::alerts::model::{AlertStatus, AlertType, Severity, Transition};
 use audit_worker::db::alerts::{self, Notice, Raise, Raised};
+use audit_worker::db::connection::Statements;
 use chrono::{DateTime, NaiveDate, SubsecRound, TimeDelta, Utc};
 use common::receiver::Receiver;
 use common::{error_fields, spawn_app, TestApp};
@@ -909,10 +910,13 @@ async fn raise_deduplicates_escalates_and_cools_down() {
     let db = app.database().await;
     let hour = Duration::from_secs(3600);
 
-    let Raise::Created(created) = alerts::raise(&db, &raised("alice", Severity::Low, hour))
-        .await
-        .unwrap()
-    else {
+    let Raise::Created(created) = alerts::raise(
+        &db,
+        Statements::Unnamed,
+        &raised("alice", Severity::Low, hour),
+    )
+    .await
+    .unwrap() else {
         panic!("the first firing creates the alert");
     };
     assert_eq!(created.status, AlertStatus::Active);
@@ -923,7 +927,10 @@ async fn raise_deduplicates_escalates_and_cools_down() {
 
     let mut again = raised("alice", Severity::Low, hour);
     again.occurrences = 3;
-    let Raise::Updated { alert, escalated } = alerts::raise(&db, &again).await.unwrap() else {
+    let Raise::Updated { alert, escalated } = alerts::raise(&db, Statements::Unnamed, &again)
+        .await
+        .unwrap()
+    else {
         panic!("a firing while open updates");
     };
     assert_eq!(
@@ -932,17 +939,22 @@ async fn raise_deduplicates_escalates_and_cools_down() {
     );
     assert!(alert.last_seen_at >= created.last_seen_at);
 
-    let Raise::Updated { alert, escalated } =
-        alerts::raise(&db, &raised("alice", Severity::High, hour))
-            .await
-            .unwrap()
-    else {
+    let Raise::Updated { alert, escalated } = alerts::raise(
+        &db,
+        Statements::Unnamed,
+        &raised("alice", Severity::High, hour),
+    )
+    .await
+    .unwrap() else {
         panic!("a firing while open updates");
     };
     assert_eq!((alert.severity, escalated), (Severity::High, true));
     let mut late = raised("alice", Severity::Medium, hour);
     late.seen_at = created.first_seen_at - TimeDelta::minutes(5);
-    let Raise::Updated { alert, escalated } = alerts::raise(&db, &late).await.unwrap() else {
+    let Raise::Updated { alert, escalated } = alerts::raise(&db, Statements::Unnamed, &late)
+        .await
+        .unwrap()
+    else {
         panic!("a firing while open updates");
     };
     assert_eq!(
@@ -962,9 +974,13 @@ async fn raise_deduplicates_escalates_and_cools_down() {
 
     // Another group is another alert.
     assert!(matches!(
-        alerts::raise(&db, &raised("bob", Severity::Low, hour))
-            .await
-            .unwrap(),
+        alerts::raise(
+            &db,
+            Statements::Unnamed,
+            &raised("bob", Severity::Low, hour)
+        )
+        .await
+        .unwrap(),
         Raise::Created(_)
     ));
 
@@ -977,10 +993,13 @@ async fn raise_deduplicates_escalates_and_cools_down() {
     )
     .await
     .unwrap();
-    let Raise::Updated { alert, .. } = alerts::raise(&db, &raised("alice", Severity::Low, hour))
-        .await
-        .unwrap()
-    else {
+    let Raise::Updated { alert, .. } = alerts::raise(
+        &db,
+        Statements::Unnamed,
+        &raised("alice", Severity::Low, hour),
+    )
+    .await
+    .unwrap() else {
         panic!("an acknowledged alert still counts firings");
     };
     assert_eq!((alert.id, alert.occurrences), (created.id, 7));
@@ -1003,9 +1022,13 @@ async fn raise_deduplicates_escalates_and_cools_down() {
         .unwrap()
         .get(0);
     assert_eq!(
-        alerts::raise(&db, &raised("alice", Severity::Critical, hour))
-            .await
-            .unwrap(),
+        alerts::raise(
+            &db,
+            Statements::Unnamed,
+            &raised("alice", Severity::Critical, hour)
+        )
+        .await
+        .unwrap(),
         Raise::Suppressed
     );
     let rows_after: i64 = db
@@ -1017,21 +1040,26 @@ async fn raise_deduplicates_escalates_and_cools_down() {
         rows_before, rows_after,
         "a suppressed firing writes nothing"
     );
-    let Raise::Created(second) =
-        alerts::raise(&db, &raised("alice", Severity::Low, Duration::ZERO))
-            .await
-            .unwrap()
-    else {
+    let Raise::Created(second) = alerts::raise(
+        &db,
+        Statements::Unnamed,
+        &raised("alice", Severity::Low, Duration::ZERO),
+    )
+    .await
+    .unwrap() else {
         panic!("past the cooldown, a new alert");
     };
     assert_ne!(second.id, created.id);
     assert_eq!(second.occurrences, 1);
 
     // Dismissed: no cooldown, the rule may raise it again at once.
-    let Raise::Created(dismissed) = alerts::raise(&db, &raised("erin", Severity::Low, hour))
-        .await
-        .unwrap()
-    else {
+    let Raise::Created(dismissed) = alerts::raise(
+        &db,
+        Statements::Unnamed,
+        &raised("erin", Severity::Low, hour),
+    )
+    .await
+    .unwrap() else {
         panic!("created");
     };
     alerts::transition(
@@ -1042,10 +1070,13 @@ async fn raise_deduplicates_escalates_and_cools_down() {
     )
     .await
     .unwrap();
-    let Raise::Created(again) = alerts::raise(&db, &raised("erin", Severity::Low, hour))
-        .await
-        .unwrap()
-    else {
+    let Raise::Created(again) = alerts::raise(
+        &db,
+        Statements::Unnamed,
+        &raised("erin", Severity::Low, hour),
+    )
+    .await
+    .unwrap() else {
         panic!("a dismissal starts no cooldown");
     };
     assert_ne!(again.id, dismissed.id);
@@ -1067,6 +1098,7 @@ async fn concurrent_raises_create_one_alert_and_count_every_firing() {
         futures_util::future::join_all(connections.iter().enumerate().map(|(i, db)| async move {
             alerts::raise(
                 db,
+                Statements::Unnamed,
                 &raised("carol", severities[i % 3], Duration::from_secs(60)),
             )
             .await
@@ -1111,10 +1143,13 @@ async fn notifications_are_queued_once_per_event_and_severity() {
     let db = app.database().await;
     let hour = Duration::from_secs(3600);
 
-    let Raise::Created(alert) = alerts::raise(&db, &raised("dave", Severity::Low, hour))
-        .await
-        .unwrap()
-    else {
+    let Raise::Created(alert) = alerts::raise(
+        &db,
+        Statements::Unnamed,
+        &raised("dave", Severity::Low, hour),
+    )
+    .await
+    .unwrap() else {
         panic!("created");
     };
     assert_eq!(
@@ -1127,9 +1162,13 @@ async fn notifications_are_queued_once_per_event_and_severity() {
     let Raise::Updated {
         alert,
         escalated: true,
-    } = alerts::raise(&db, &raised("dave", Severity::High, hour))
-        .await
-        .unwrap()
+    } = alerts::raise(
+        &db,
+        Statements::Unnamed,
+        &raised("dave", Severity::High, hour),
+    )
+    .await
+    .unwrap()
     else {
         panic!("escalated");
     };
@@ -1149,9 +1188,13 @@ async fn notifications_are_queued_once_per_event_and_severity() {
     let Raise::Updated {
         alert,
         escalated: true,
-    } = alerts::raise(&db, &raised("dave", Severity::Critical, hour))
-        .await
-        .unwrap()
+    } = alerts::raise(
+        &db,
+        Statements::Unnamed,
+        &raised("dave", Severity::Critical, hour),
+    )
+    .await
+    .unwrap()
     else {
         panic!("escalated again");
     };

@@ -1,6 +1,6 @@
 //! CacheActor: listens on the Redis channel where every instance announces the
-//! (organization, kind) generations it bumped, and tells the AlertActor when
-//! an organization's alert rules changed. (The L1 cache needs no notice: each
+//! organizations whose alert rules it changed (their cache generation
+//! bumped), and tells the AlertActor. (The L1 cache needs no notice: each
 //! read compares generations.) It reconnects by itself once Redis is back.
 
 use std::sync::Arc;

@@ -11,6 +11,7 @@ use serde_json::json;
 use super::rule::{CompiledRule, RuleKind};
 use crate::db::alert_windows::{self, Hit};
 use crate::db::alerts::{self, Notice, Raise, Raised};
+use crate::db::connection::Statements;
 use crate::db::{DbError, PgPool};
 use crate::messages::alert::ObservedEvent;
 
@@ -183,7 +184,8 @@ fn raised(firing: &Firing) -> Raised {
 /// it or (on error, retried by the caller) none of it.
 pub async fn apply(pool: &PgPool, evaluation: &Evaluation) -> Result<Applied, DbError> {
     let mut client = pool.get().await?;
-    let transaction = client.transaction().await?;
+    let (transaction, prepared) = client.begin().await?;
+    let statements = Statements::Prepared(&prepared);
     let hits: Vec<Hit> = evaluation
         .hits
         .iter()
@@ -227,7 +229,7 @@ pub async fn apply(pool: &PgPool, evaluation: &Evaluation) -> Result<Applied, Db
     let client = &transaction;
     let raises = firings.into_iter().map(|firing| async move {
         let raised = raised(&firing);
-        let raise = alerts::raise(client, &raised).await?;
+        let raise = alerts::raise(client, statements, &raised).await?;
         let notified = match &raise {
             Raise::Created(alert) => alerts::notify_subscribers(client, alert, Notice::New).await?,
             Raise::Updated {

@@ -11,6 +11,7 @@ use tokio_postgres::GenericClient;
 use super::model::{AlertType, Severity};
 use super::rule::DEFAULT_COOLDOWN;
 use crate::db::alerts::{self, Notice, Raise, Raised};
+use crate::db::connection::Statements;
 use crate::db::destinations::{self, Failing};
 use crate::db::DbError;
 use crate::metrics::Metrics;
@@ -51,7 +52,7 @@ async fn raise(client: &impl GenericClient, alert: SystemAlert<'_>) -> Result<bo
         occurrences: 1,
         cooldown: DEFAULT_COOLDOWN,
     };
-    let (alert, notice) = match alerts::raise(client, &raised).await? {
+    let (alert, notice) = match alerts::raise(client, Statements::Unnamed, &raised).await? {
         Raise::Created(alert) => (alert, Notice::New),
         Raise::Updated {
             alert,

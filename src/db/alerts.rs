@@ -4,16 +4,18 @@
 //! old closed alerts.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
-use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::types::{Json, ToSql, Type};
 use tokio_postgres::{GenericClient, Row};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::connection::Statements;
 use super::deliveries::{self, NewDeliveries};
 use super::DbError;
 use crate::alerts::model::{AlertStatus, AlertType, Severity, Transition};
@@ -178,24 +180,11 @@ pub enum Raise {
 /// creation before it settles for not knowing the previous severity.
 const STRICT_RAISE_ATTEMPTS: usize = 3;
 
-/// Records a rule's firing for a group: counts it on the open alert of that
-/// rule and group (keeping the higher severity), or is dropped within the
-/// cooldown after the group's last resolution, or creates a new active alert.
-///
-/// One statement decides, so concurrent callers on any instance agree: the
-/// open alert is locked (`FOR UPDATE`) as it is read, so the severity it had
-/// before is exact, and the upsert goes through the partial unique index
-/// `alerts_open_rule_group_idx`, so two callers never create two open alerts.
-/// The update applies only to the alert that was read and locked: when a
-/// concurrent caller created the open alert after this statement's snapshot,
-/// nothing is written and the statement runs again (under READ COMMITTED its
-/// new snapshot sees that alert). After [`STRICT_RAISE_ATTEMPTS`] such
-/// losses the update applies anyway and reports no escalation. The cooldown
-/// is read from the same snapshot: a firing that races the resolution of its
-/// group's alert creates a new alert rather than being dropped.
-#[tracing::instrument(skip_all, fields(organization_id = %raised.organization_id, rule_id = %raised.rule_id))]
-pub async fn raise(client: &impl GenericClient, raised: &Raised) -> Result<Raise, DbError> {
-    let statement = format!(
+/// [`raise`]'s statement, built once so that it can be prepared once per
+/// connection: parsing and planning it took more of PostgreSQL's time than
+/// running it, for every firing of every batch.
+static RAISE: LazyLock<String> = LazyLock::new(|| {
+    format!(
         "WITH prior AS MATERIALIZED ( \
            SELECT id, severity FROM alerts \
            WHERE organization_id = $1 AND rule_id = $2 AND group_key = $3 \
@@ -225,7 +214,30 @@ pub async fn raise(client: &impl GenericClient, raised: &Raised) -> Result<Raise
          SELECT upserted.*, (SELECT severity FROM prior) AS previous_severity, \
            EXISTS (SELECT 1 FROM cooling) AS cooling \
          FROM (VALUES (1)) AS one LEFT JOIN upserted ON true"
-    );
+    )
+});
+
+/// Records a rule's firing for a group: counts it on the open alert of that
+/// rule and group (keeping the higher severity), or is dropped within the
+/// cooldown after the group's last resolution, or creates a new active alert.
+///
+/// One statement decides, so concurrent callers on any instance agree: the
+/// open alert is locked (`FOR UPDATE`) as it is read, so the severity it had
+/// before is exact, and the upsert goes through the partial unique index
+/// `alerts_open_rule_group_idx`, so two callers never create two open alerts.
+/// The update applies only to the alert that was read and locked: when a
+/// concurrent caller created the open alert after this statement's snapshot,
+/// nothing is written and the statement runs again (under READ COMMITTED its
+/// new snapshot sees that alert). After [`STRICT_RAISE_ATTEMPTS`] such
+/// losses the update applies anyway and reports no escalation. The cooldown
+/// is read from the same snapshot: a firing that races the resolution of its
+/// group's alert creates a new alert rather than being dropped.
+#[tracing::instrument(skip_all, fields(organization_id = %raised.organization_id, rule_id = %raised.rule_id))]
+pub async fn raise(
+    client: &impl GenericClient,
+    statements: Statements<'_>,
+    raised: &Raised,
+) -> Result<Raise, DbError> {
     let ranks = severity_ranks();
     let occurrences = raised.occurrences.max(1);
     let cooldown = raised.cooldown.as_secs_f64();
@@ -233,25 +245,27 @@ pub async fn raise(client: &impl GenericClient, raised: &Raised) -> Result<Raise
     loop {
         attempt += 1;
         let lenient = attempt > STRICT_RAISE_ATTEMPTS;
-        let row = client
+        let metadata = Json(&raised.metadata);
+        let row = statements
             .query_one(
-                &statement,
+                client,
+                RAISE.as_str(),
                 &[
-                    &raised.organization_id,
-                    &raised.rule_id,
-                    &raised.group_key,
-                    &raised.severity.as_str(),
-                    &raised.alert_type.as_str(),
-                    &raised.title,
-                    &raised.description,
-                    &raised.source,
-                    &raised.correlation_id,
-                    &Json(&raised.metadata),
-                    &occurrences,
-                    &raised.seen_at,
-                    &cooldown,
-                    &ranks,
-                    &lenient,
+                    (&raised.organization_id, Type::TEXT),
+                    (&raised.rule_id, Type::TEXT),
+                    (&raised.group_key, Type::TEXT),
+                    (&raised.severity.as_str(), Type::TEXT),
+                    (&raised.alert_type.as_str(), Type::TEXT),
+                    (&raised.title, Type::TEXT),
+                    (&raised.description, Type::TEXT),
+                    (&raised.source, Type::TEXT),
+                    (&raised.correlation_id, Type::TEXT),
+                    (&metadata, Type::JSONB),
+                    (&occurrences, Type::INT4),
+                    (&raised.seen_at, Type::TIMESTAMPTZ),
+                    (&cooldown, Type::FLOAT8),
+                    (&ranks, Type::TEXT_ARRAY),
+                    (&lenient, Type::BOOL),
                 ],
             )
             .await?;

@@ -277,6 +277,19 @@ impl Statements<'_> {
         }
     }
 
+    /// Like [`query`](Self::query), for a statement that answers exactly one row.
+    pub async fn query_one(
+        self,
+        client: &impl GenericClient,
+        sql: &'static str,
+        params: &[TypedParam<'_>],
+    ) -> Result<Row, tokio_postgres::Error> {
+        match self.statement(sql, params) {
+            Some(statement) => client.query_one(&statement, &values(params)).await,
+            None => client.query_typed_one(sql, params).await,
+        }
+    }
+
     /// Runs `pipeline` in order in one round trip: each statement is sent
     /// before the next (on its first poll, see [`query`](Self::query)), then
     /// every answer is awaited. After a failed one, PostgreSQL refuses the

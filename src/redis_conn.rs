@@ -1,5 +1,14 @@
-//! The Redis connection: one multiplexed connection shared by every caller,
-//! behind a back-off that keeps a Redis outage off the request path.
+//! The Redis connection: one multiplexed connection per thread, shared by
+//! every caller on that thread, behind a back-off that keeps a Redis outage
+//! off the request path.
+//!
+//! Why one per thread: a multiplexed connection is driven by a task on the
+//! runtime that opened it, and the worker runs several (the actors' thread,
+//! one per HTTP worker). A command sent from another thread woke the
+//! connection's thread and then its own for the answer: two cross-thread
+//! wake-ups per command, and an ingest request makes two commands. A
+//! profile of single-event ingest put a fifth of the worker's CPU in those
+//! wake-ups (`eventfd` writes).
 //!
 //! Redis is optional for the worker: when a call fails, its caller falls back
 //! (to PostgreSQL, to generations counted in this process), slower but never
@@ -101,12 +110,28 @@ struct Shared {
 }
 
 struct State {
-    /// The connection every call goes through, multiplexed; opened by the
-    /// first call to await it, and every call made meanwhile waits for that
-    /// one attempt. Replaced by a new one, not yet opened, when Redis fails,
-    /// so that each probe is one connection attempt made when it probes.
-    connection: Connection,
+    /// Counts the connections given up: a thread's connection made before
+    /// the last failure is replaced by a new one, not yet opened, at that
+    /// thread's next call, so that each probe is one connection attempt made
+    /// when it probes.
+    generation: u64,
     gate: Gate,
+}
+
+thread_local! {
+    /// This thread's connections, one per [`RedisConnection`] (tests run
+    /// several workers in one process), with the generation each was made
+    /// in; opened by the first call to await it, and every call made
+    /// meanwhile on this thread waits for that one attempt. They end with
+    /// the thread.
+    static THREAD_CONNECTIONS: std::cell::RefCell<Vec<ThreadConnection>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+struct ThreadConnection {
+    owner: std::sync::Weak<Shared>,
+    generation: u64,
+    connection: Connection,
 }
 
 /// A connection being opened, or opened, or that failed to open.
@@ -120,7 +145,6 @@ impl RedisConnection {
         let connection_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.response_timeout));
-        let connection = connect(&client, &connection_config);
         Ok(Self {
             shared: Arc::new(Shared {
                 client,
@@ -128,7 +152,7 @@ impl RedisConnection {
                 connection_config,
                 response_timeout: config.response_timeout,
                 state: Mutex::new(State {
-                    connection,
+                    generation: 0,
                     gate: Gate::new(config.outage_backoff, config.outage_backoff_max),
                 }),
             }),
@@ -141,7 +165,8 @@ impl RedisConnection {
         &self,
         command: &redis::Cmd,
     ) -> Result<T, RedisError> {
-        let (connection, ticket) = self.shared.admit()?;
+        let (generation, ticket) = self.shared.admit()?;
+        let connection = self.thread_connection(generation);
         let sent = async {
             let mut connection = connection.await.map_err(RedisError::Connect)?;
             Ok(command.query_async(&mut connection).await?)
@@ -151,6 +176,34 @@ impl RedisConnection {
             .unwrap_or(Err(RedisError::Timeout(self.shared.response_timeout)));
         ticket.settle(outcome.as_ref().err());
         outcome
+    }
+
+    /// This thread's connection of `generation`, made now (not yet opened)
+    /// when the thread has none or one of an earlier generation.
+    fn thread_connection(&self, generation: u64) -> Connection {
+        THREAD_CONNECTIONS.with_borrow_mut(|connections| {
+            connections.retain(|held| held.owner.strong_count() > 0);
+            let owner = Arc::downgrade(&self.shared);
+            let held = match connections
+                .iter_mut()
+                .position(|held| held.owner.ptr_eq(&owner))
+            {
+                Some(index) => &mut connections[index],
+                None => {
+                    connections.push(ThreadConnection {
+                        owner,
+                        generation,
+                        connection: self.shared.connect(),
+                    });
+                    return connections.last().expect("just pushed").connection.clone();
+                }
+            };
+            if held.generation != generation {
+                held.generation = generation;
+                held.connection = self.shared.connect();
+            }
+            held.connection.clone()
+        })
     }
 
     /// A PING round trip: what `/readyz` and the heartbeat call "Redis answers".
@@ -188,9 +241,21 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The connection to send a command on, and the ticket that reports how
-    /// it went; `Backoff` when the command must not be sent.
-    fn admit(&self) -> Result<(Connection, Ticket<'_>), RedisError> {
+    /// A connection that opens when first awaited.
+    fn connect(&self) -> Connection {
+        let (client, config) = (self.client.clone(), self.connection_config.clone());
+        async move {
+            client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+        }
+        .boxed()
+        .shared()
+    }
+
+    /// The generation of connection to send a command on, and the ticket
+    /// that reports how it went; `Backoff` when the command must not be sent.
+    fn admit(&self) -> Result<(u64, Ticket<'_>), RedisError> {
         let mut state = self.lock();
         let probe = match state.gate.admit(Instant::now()) {
             Admission::Go => false,
@@ -202,7 +267,7 @@ impl Shared {
             probe,
             settled: false,
         };
-        Ok((state.connection.clone(), ticket))
+        Ok((state.generation, ticket))
     }
 }
 
@@ -242,18 +307,6 @@ fn client(config: &RedisConfig) -> Result<redis::Client, RedisError> {
     .map_err(RedisError::Tls)
 }
 
-/// A connection that opens when first awaited.
-fn connect(client: &redis::Client, config: &AsyncConnectionConfig) -> Connection {
-    let (client, config) = (client.clone(), config.clone());
-    async move {
-        client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-    }
-    .boxed()
-    .shared()
-}
-
 /// One admitted call: reports its outcome to the gate, or, dropped before
 /// that (its caller gave up), frees the probe it may hold, so the back-off
 /// never waits for a probe that will not end.
@@ -271,7 +324,7 @@ impl Ticket<'_> {
             Some(error) if error.is_outage() => {
                 let began = state.gate.outage.is_none();
                 if state.gate.failed(Instant::now(), self.probe, error) {
-                    state.connection = connect(&self.shared.client, &self.shared.connection_config);
+                    state.generation += 1;
                 }
                 if began {
                     tracing::debug!(%error, "Redis failed; skipping it for the back-off");
@@ -533,5 +586,40 @@ mod tests {
         }
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), tried);
         assert!(!redis.available());
+    }
+
+    /// Against the local Redis (the tests' own): each thread's calls share
+    /// one connection (`CLIENT ID` names the connection a command ran on),
+    /// another thread has its own.
+    #[test]
+    fn each_thread_sends_on_its_own_connection() {
+        let redis = RedisConnection::new(&crate::config::Config::defaults().redis).unwrap();
+        let client_ids = |redis: RedisConnection| {
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let mut ids = Vec::new();
+                    for _ in 0..3 {
+                        ids.push(
+                            redis
+                                .query::<i64>(&redis::cmd("CLIENT").arg("ID").clone())
+                                .await
+                                .unwrap(),
+                        );
+                    }
+                    ids
+                })
+            })
+            .join()
+            .unwrap()
+        };
+        let first = client_ids(redis.clone());
+        let second = client_ids(redis);
+        assert!(first.iter().all(|id| *id == first[0]), "{first:?}");
+        assert!(second.iter().all(|id| *id == second[0]), "{second:?}");
+        assert_ne!(first[0], second[0]);
     }
 }

@@ -204,11 +204,11 @@ async fn write_planned(
         let orgs: Vec<&str> = per_org.keys().copied().collect();
         let genesis = hex::encode(chain::GENESIS);
         let heads: [TypedParam<'_>; 2] = [(&orgs, Type::TEXT_ARRAY), (&genesis, Type::TEXT)];
-        let links = NewLinks::new(plan, &per_org, &ids, &link_ids);
-        let links = links.params();
+        let link_columns = NewLinks::new(plan, &per_org, &ids, &link_ids);
+        let links = link_columns.params();
         if new.len() <= SMALL_GROUP_EVENTS {
-            let events = EventColumns::new(plan, &new, &ids, &link_ids);
-            let events = events.params();
+            let event_columns = EventColumns::new(plan, &new, &ids, &link_ids);
+            let events = event_columns.params();
             // One round trip: the heads, the events, the links and COMMIT.
             send_last(
                 client,

@@ -422,7 +422,11 @@ pub async fn record_attempts(
 }
 
 /// A destination that is failing now: its settings, and since when it has had
-/// no success (its last success, else its creation).
+/// no success (its last success, else its creation), or since it last
+/// changed: a destination re-enabled (or mended) gets its whole
+/// `auto_disable_after` again, instead of being disabled at its next
+/// failure, or by a failure counted before the change, ahead of the
+/// deliveries it held.
 pub struct Failing {
     pub id: i64,
     pub organization_id: String,
@@ -435,7 +439,8 @@ pub struct Failing {
 pub async fn failing(client: &impl GenericClient) -> Result<Vec<Failing>, DbError> {
     let rows = client
         .query(
-            "SELECT d.id, d.organization_id, d.label, d.settings, coalesce(h.last_success_at, d.created_at) AS since \
+            "SELECT d.id, d.organization_id, d.label, d.settings, \
+               greatest(coalesce(h.last_success_at, d.created_at), d.updated_at) AS since \
              FROM delivery_destinations d JOIN destination_health h ON h.destination_id = d.id \
              WHERE NOT d.disabled AND d.deleted_at IS NULL AND h.consecutive_failures > 0",
             &[],

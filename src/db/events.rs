@@ -578,6 +578,7 @@ const CREATE_HEADS: &str = "INSERT INTO audit_chain_head (organization_id, seq, 
 
 /// The group's new links, one per organization, as the column arrays of
 /// [`APPEND_LINKS`]: all but their number and hashes, which depend on the head.
+#[derive(Default)]
 struct NewLinks<'a> {
     orgs: Vec<&'a str>,
     link_ids: Vec<i64>,
@@ -597,16 +598,7 @@ impl<'a> NewLinks<'a> {
         ids: &[i64],
         link_ids: &HashMap<&str, i64>,
     ) -> Self {
-        let mut links = NewLinks {
-            orgs: Vec::with_capacity(per_org.len()),
-            link_ids: Vec::with_capacity(per_org.len()),
-            counts: Vec::with_capacity(per_org.len()),
-            first_ids: Vec::with_capacity(per_org.len()),
-            last_ids: Vec::with_capacity(per_org.len()),
-            min_timestamps: Vec::with_capacity(per_org.len()),
-            max_timestamps: Vec::with_capacity(per_org.len()),
-            roots: Vec::with_capacity(per_org.len()),
-        };
+        let mut links = NewLinks::default();
         for (org, members) in per_org {
             let events = members.iter().map(|&i| plan.candidates[i].0);
             let leaves: Vec<[u8; 32]> = events

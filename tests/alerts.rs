@@ -1127,6 +1127,126 @@ async fn concurrent_raises_create_one_alert_and_count_every_firing() {
     assert_eq!(row.get::<_, String>(1), "HIGH");
 }
 
+/// One `raise_all` records a batch's firings each by its own rule: a new
+/// group, an escalation, a firing in its group's cooldown and another new
+/// group, answered in the order given (not the order of the rows).
+#[actix_web::test]
+async fn raise_all_answers_each_firing_of_a_batch_in_order() {
+    let app = spawn_app().await;
+    let db = app.database().await;
+    let hour = Duration::from_secs(3600);
+    let Raise::Created(dave) = alerts::raise(
+        &db,
+        Statements::Unnamed,
+        &raised("dave", Severity::Low, hour),
+    )
+    .await
+    .unwrap() else {
+        panic!("the first firing creates the alert");
+    };
+    let Raise::Created(erin) = alerts::raise(
+        &db,
+        Statements::Unnamed,
+        &raised("erin", Severity::Low, hour),
+    )
+    .await
+    .unwrap() else {
+        panic!("the first firing creates the alert");
+    };
+    alerts::transition(
+        &db,
+        "org-a",
+        erin.id,
+        Transition::Resolve {
+            by: "test",
+            notes: None,
+        },
+    )
+    .await
+    .unwrap();
+
+    let mut escalation = raised("dave", Severity::High, hour);
+    escalation.occurrences = 2;
+    let batch = [
+        raised("zoe", Severity::Low, hour),
+        escalation,
+        raised("erin", Severity::Critical, hour),
+        raised("adam", Severity::Medium, hour),
+    ];
+    let outcomes = alerts::raise_all(&db, Statements::Unnamed, &batch)
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), 4);
+    let Raise::Created(zoe) = &outcomes[0] else {
+        panic!("a new group creates its alert: {:?}", outcomes[0]);
+    };
+    assert_eq!(
+        (zoe.group_key.as_deref(), zoe.severity),
+        (Some("zoe"), Severity::Low)
+    );
+    let Raise::Updated { alert, escalated } = &outcomes[1] else {
+        panic!("an open group's firing updates: {:?}", outcomes[1]);
+    };
+    assert_eq!(
+        (alert.id, alert.occurrences, alert.severity, *escalated),
+        (dave.id, 3, Severity::High, true)
+    );
+    assert_eq!(outcomes[2], Raise::Suppressed, "erin is cooling down");
+    let Raise::Created(adam) = &outcomes[3] else {
+        panic!("a new group creates its alert: {:?}", outcomes[3]);
+    };
+    assert_eq!(
+        (adam.group_key.as_deref(), adam.severity),
+        (Some("adam"), Severity::Medium)
+    );
+    assert_eq!(open_alerts(&db, "erin").await, 0);
+    assert!(alerts::raise_all(&db, Statements::Unnamed, &[])
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// Batches racing on the same groups from several connections create one
+/// open alert per group and count every firing of every batch.
+#[actix_web::test]
+async fn concurrent_batches_create_one_alert_per_group() {
+    let app = spawn_app().await;
+    const BATCHES: usize = 6;
+    let mut connections = Vec::new();
+    for _ in 0..BATCHES {
+        connections.push(app.database().await);
+    }
+    let groups = ["race-1", "race-2", "race-3"];
+    let outcomes = futures_util::future::join_all(connections.iter().map(|db| async move {
+        let batch: Vec<Raised> = groups
+            .iter()
+            .map(|group| raised(group, Severity::Low, Duration::from_secs(60)))
+            .collect();
+        alerts::raise_all(db, Statements::Unnamed, &batch)
+            .await
+            .unwrap()
+    }))
+    .await;
+    let db = app.database().await;
+    for (index, group) in groups.iter().enumerate() {
+        let created = outcomes
+            .iter()
+            .filter(|batch| matches!(batch[index], Raise::Created(_)))
+            .count();
+        assert_eq!(created, 1, "{group}: one batch creates its alert");
+        assert_eq!(open_alerts(&db, group).await, 1);
+        let occurrences: i32 = db
+            .query_one(
+                "SELECT occurrences FROM alerts WHERE group_key = $1",
+                &[group],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(occurrences, BATCHES as i32, "{group}: every firing counted");
+    }
+}
+
 /// Notifying twice of the same event at the same severity (a retried batch,
 /// two workers) queues one delivery; an escalation is a new event.
 #[actix_web::test]

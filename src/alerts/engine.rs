@@ -215,7 +215,8 @@ pub async fn apply(pool: &PgPool, evaluation: &Evaluation) -> Result<Applied, Db
     }
     let mut applied = Applied::default();
     let mut firings: Vec<Firing> = folded.into_values().collect();
-    // One order for every worker: concurrent batches lock alert rows alike.
+    // One order for every worker: concurrent batches lock alert rows alike
+    // (`raise_all` locks them in the firings' order).
     firings.sort_by(|a, b| {
         (&a.organization_id, &a.rule.id, &a.group_key).cmp(&(
             &b.organization_id,
@@ -223,30 +224,30 @@ pub async fn apply(pool: &PgPool, evaluation: &Evaluation) -> Result<Applied, Db
             &b.group_key,
         ))
     });
-    // The raises are sent together: the connection pipelines them (the
-    // server runs them one after the other, in this order), so a batch
-    // firing many groups waits for one round trip, not one each.
+    let raised: Vec<Raised> = firings.iter().map(raised).collect();
+    let raises = alerts::raise_all(&transaction, statements, &raised).await?;
+    // The notices are sent together: the connection pipelines them, so a
+    // batch creating many alerts waits for one round trip, not one each.
     let client = &transaction;
-    let raises = firings.into_iter().map(|firing| async move {
-        let raised = raised(&firing);
-        let raise = alerts::raise(client, statements, &raised).await?;
-        let notified = match &raise {
-            Raise::Created(alert) => alerts::notify_subscribers(client, alert, Notice::New).await?,
-            Raise::Updated {
-                alert,
-                escalated: true,
-            } => alerts::notify_subscribers(client, alert, Notice::Escalated).await?,
-            Raise::Updated { .. } | Raise::Suppressed => 0,
-        };
-        Ok::<_, DbError>((raise, notified))
+    let notices = raises.iter().filter_map(|raise| match raise {
+        Raise::Created(alert) => Some((alert, Notice::New)),
+        Raise::Updated {
+            alert,
+            escalated: true,
+        } => Some((alert, Notice::Escalated)),
+        Raise::Updated { .. } | Raise::Suppressed => None,
     });
-    for (raise, notified) in futures_util::future::try_join_all(raises).await? {
+    let notified = futures_util::future::try_join_all(
+        notices.map(|(alert, notice)| alerts::notify_subscribers(client, alert, notice)),
+    )
+    .await?;
+    applied.notifications = notified.into_iter().sum();
+    for raise in &raises {
         match raise {
             Raise::Created(_) => applied.created += 1,
             Raise::Updated { .. } => applied.updated += 1,
             Raise::Suppressed => applied.suppressed += 1,
         }
-        applied.notifications += notified;
     }
     transaction.commit().await?;
     Ok(applied)

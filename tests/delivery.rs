@@ -806,6 +806,82 @@ async fn concurrent_enqueues_commit_their_own_deliveries_and_a_bad_one_fails_alo
     assert!(groups < calls, "{groups} transactions for {calls} calls");
 }
 
+/// While a group is being written, calls of a few deliveries wait for it to
+/// end and go together, rather than each start a transaction beside it; a
+/// full request's worth (a hundred deliveries) goes beside it at once.
+#[actix_web::test]
+async fn small_calls_wait_for_the_group_in_flight_and_a_hundred_go_beside_it() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let receiver = Receiver::start(&[], 0);
+    let target = destination(&app, &key, &receiver.url, Value::Null).await;
+    // Due tomorrow: nothing is attempted meanwhile.
+    let later = (chrono::Utc::now() + chrono::TimeDelta::days(1)).to_rfc3339();
+    let call = |n: usize| {
+        let body = json!({"destination_ids": [target], "payload": {"n": n}, "scheduled_at": later});
+        app.call(Method::POST, "/v1/deliveries", Some(&key), Some(body))
+    };
+    // The destination's row locked: each group waits at its foreign-key check.
+    let locker = app.database().await;
+    locker
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM delivery_destinations WHERE id = {target} FOR UPDATE"
+        ))
+        .await
+        .unwrap();
+    let observer = app.database().await;
+    let groups_waiting = |wanted: i64| {
+        let observer = &observer;
+        move || async move {
+            let waiting = scalar(
+                observer,
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND wait_event_type = 'Lock' AND query LIKE 'WITH wanted AS%'",
+            )
+            .await;
+            (waiting == wanted).then_some(())
+        }
+    };
+
+    let first = call(0);
+    let the_rest = async {
+        wait_until(
+            Duration::from_secs(10),
+            "the first call's group held by the lock",
+            groups_waiting(1),
+        )
+        .await;
+        let rest = futures_util::future::join_all((1..=100).map(call));
+        let release = async {
+            wait_until(
+                Duration::from_secs(20),
+                "a second group once a hundred deliveries wait",
+                groups_waiting(2),
+            )
+            .await;
+            locker.batch_execute("ROLLBACK").await.unwrap();
+        };
+        futures_util::join!(rest, release).0
+    };
+    let (first, rest) = futures_util::join!(first, the_rest);
+    for (status, body) in std::iter::once(first).chain(rest) {
+        assert_eq!(status, 202, "{body}");
+    }
+    let calls: f64 = app
+        .metric("audit_worker_delivery_enqueue_batch_requests_sum")
+        .await
+        .unwrap();
+    let groups: f64 = app
+        .metric("audit_worker_delivery_enqueue_batch_requests_count")
+        .await
+        .unwrap();
+    assert_eq!(
+        (calls, groups),
+        (101.0, 2.0),
+        "the first call alone, then the hundred that waited for it together"
+    );
+}
+
 /// Calls naming a hundred destinations each, several at once and in
 /// rounds, are queued whole: on a worker's fresh connections (statements
 /// still unprepared) and on the same connections once they are prepared.

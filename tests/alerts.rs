@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use audit_worker::alerts::model::{AlertStatus, AlertType, Severity, Transition};
-use audit_worker::db::alerts::{self, Notice, Raise, Raised};
+use audit_worker::db::alerts::{self, Alert, Notice, Raise, Raised};
 use audit_worker::db::connection::Statements;
 use chrono::{DateTime, NaiveDate, SubsecRound, TimeDelta, Utc};
 use common::receiver::Receiver;
@@ -1322,6 +1322,82 @@ async fn notifications_are_queued_once_per_event_and_severity() {
         .await
         .unwrap();
     assert_eq!(queued_for(&app, &id).await.len(), 2);
+}
+
+/// One `notify_all` for a batch's notices: each alert reaches exactly the
+/// destinations subscribed to it (its own organization's, at or above the
+/// subscription's severity, of a subscribed type), however the notices mix.
+#[actix_web::test]
+async fn notify_all_sends_each_alert_to_its_own_subscribers() {
+    let app = spawn_app().await;
+    let key_a = app.create_key("org-a", "org:admin").await;
+    let key_b = app.create_key("org-b", "org:admin").await;
+    let a_all = webhook(&app, &key_a, "http://127.0.0.1:9/a-all").await;
+    let a_compliance = webhook(&app, &key_a, "http://127.0.0.1:9/a-compliance").await;
+    let b_high = webhook(&app, &key_b, "http://127.0.0.1:9/b-high").await;
+    subscribe(
+        &app,
+        &key_a,
+        json!({"destination_id": a_all, "min_severity": "LOW"}),
+    )
+    .await;
+    subscribe(
+        &app,
+        &key_a,
+        json!({"destination_id": a_compliance, "min_severity": "LOW", "types": ["COMPLIANCE"]}),
+    )
+    .await;
+    subscribe(
+        &app,
+        &key_b,
+        json!({"destination_id": b_high, "min_severity": "HIGH"}),
+    )
+    .await;
+    let db = app.database().await;
+    let hour = Duration::from_secs(3600);
+    let of_org_b = |mut raised: Raised| {
+        raised.organization_id = "org-b".to_owned();
+        raised
+    };
+    let batch = [
+        raised("dave", Severity::Medium, hour),
+        of_org_b(raised("erin", Severity::Low, hour)),
+        of_org_b(raised("frank", Severity::Critical, hour)),
+    ];
+    let created: Vec<Alert> = alerts::raise_all(&db, Statements::Unnamed, &batch)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|raise| match raise {
+            Raise::Created(alert) => alert,
+            other => panic!("a new group creates its alert: {other:?}"),
+        })
+        .collect();
+    let notices: Vec<(&Alert, Notice)> = created.iter().map(|alert| (alert, Notice::New)).collect();
+    assert_eq!(alerts::notify_all(&db, &notices).await.unwrap(), 2);
+    let destinations = |alert: &Alert| {
+        let id = alert.id.to_string();
+        let app = &app;
+        async move {
+            queued_for(app, &id)
+                .await
+                .into_iter()
+                .map(|(destination, _, _)| destination)
+                .collect::<Vec<i64>>()
+        }
+    };
+    assert_eq!(
+        destinations(&created[0]).await,
+        [a_all],
+        "a SECURITY alert: not the COMPLIANCE subscription"
+    );
+    assert_eq!(
+        destinations(&created[1]).await,
+        Vec::<i64>::new(),
+        "LOW is below org-b's HIGH, and org-a's subscriptions never hear org-b"
+    );
+    assert_eq!(destinations(&created[2]).await, [b_high]);
+    assert_eq!(alerts::notify_all(&db, &[]).await.unwrap(), 0);
 }
 
 /// Maintenance deletes resolved and dismissed alerts closed before the

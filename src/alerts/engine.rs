@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::rule::{CompiledRule, RuleKind};
 use crate::db::alert_windows::{self, Hit};
-use crate::db::alerts::{self, Notice, Raise, Raised};
+use crate::db::alerts::{self, Alert, Notice, Raise, Raised};
 use crate::db::connection::Statements;
 use crate::db::{DbError, PgPool};
 use crate::messages::alert::ObservedEvent;
@@ -226,22 +226,18 @@ pub async fn apply(pool: &PgPool, evaluation: &Evaluation) -> Result<Applied, Db
     });
     let raised: Vec<Raised> = firings.iter().map(raised).collect();
     let raises = alerts::raise_all(&transaction, statements, &raised).await?;
-    // The notices are sent together: the connection pipelines them, so a
-    // batch creating many alerts waits for one round trip, not one each.
-    let client = &transaction;
-    let notices = raises.iter().filter_map(|raise| match raise {
-        Raise::Created(alert) => Some((alert, Notice::New)),
-        Raise::Updated {
-            alert,
-            escalated: true,
-        } => Some((alert, Notice::Escalated)),
-        Raise::Updated { .. } | Raise::Suppressed => None,
-    });
-    let notified = futures_util::future::try_join_all(
-        notices.map(|(alert, notice)| alerts::notify_subscribers(client, alert, notice)),
-    )
-    .await?;
-    applied.notifications = notified.into_iter().sum();
+    let notices: Vec<(&Alert, Notice)> = raises
+        .iter()
+        .filter_map(|raise| match raise {
+            Raise::Created(alert) => Some((alert, Notice::New)),
+            Raise::Updated {
+                alert,
+                escalated: true,
+            } => Some((alert, Notice::Escalated)),
+            Raise::Updated { .. } | Raise::Suppressed => None,
+        })
+        .collect();
+    applied.notifications = alerts::notify_all(&transaction, &notices).await?;
     for raise in &raises {
         match raise {
             Raise::Created(_) => applied.created += 1,

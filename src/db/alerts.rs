@@ -668,63 +668,118 @@ impl Notice {
 }
 
 /// Queues one delivery of `{"event", "alert"}` to each destination subscribed
-/// to this alert (enabled subscription, destination neither disabled nor
-/// deleted, severity at least the subscription's minimum, type among its
-/// types or any). The idempotency key names the alert, the event and the
-/// severity, so a repeated call (a retried batch, two workers racing on an
-/// escalation) queues nothing twice. Returns how many deliveries the notice
-/// has.
-#[tracing::instrument(skip_all, fields(alert = %alert.id, event = notice.event()))]
+/// to this alert: [`notify_all`] for one notice.
 pub async fn notify_subscribers(
     client: &impl GenericClient,
     alert: &Alert,
     notice: Notice,
 ) -> Result<usize, DbError> {
+    notify_all(client, &[(alert, notice)]).await
+}
+
+/// A subscription whose destination can be delivered to.
+struct Subscriber {
+    organization_id: String,
+    destination_id: i64,
+    min_severity: Severity,
+    /// Empty: every type.
+    types: Vec<String>,
+    max_retries: i32,
+}
+
+impl Subscriber {
+    fn hears_of(&self, alert: &Alert) -> bool {
+        self.organization_id == alert.organization_id
+            && alert.severity >= self.min_severity
+            && (self.types.is_empty() || self.types.iter().any(|t| t == alert.alert_type.as_str()))
+    }
+}
+
+/// Queues, for each notice, one delivery of `{"event", "alert"}` to each
+/// destination subscribed to its alert (enabled subscription, destination
+/// neither disabled nor deleted, severity at least the subscription's
+/// minimum, type among its types or any). The idempotency key names the
+/// alert, the event and the severity, so a repeated call (a retried batch,
+/// two workers racing on an escalation) queues nothing twice. Returns how
+/// many deliveries the notices have.
+///
+/// The subscriptions of the notices' organizations are read once, whatever
+/// the number of notices: a batch of rule firings creating an alert per
+/// principal read them once per alert before.
+#[tracing::instrument(skip_all, fields(notices = notices.len()))]
+pub async fn notify_all(
+    client: &impl GenericClient,
+    notices: &[(&Alert, Notice)],
+) -> Result<usize, DbError> {
+    if notices.is_empty() {
+        return Ok(0);
+    }
+    let mut organizations: Vec<&str> = notices
+        .iter()
+        .map(|(alert, _)| alert.organization_id.as_str())
+        .collect();
+    organizations.sort_unstable();
+    organizations.dedup();
     let rows = client
-        .query(
-            "SELECT s.destination_id, d.settings FROM alert_subscriptions s \
+        .query_typed(
+            "SELECT s.organization_id, s.destination_id, s.min_severity, s.types, d.settings \
+             FROM alert_subscriptions s \
              JOIN delivery_destinations d ON d.id = s.destination_id AND d.organization_id = s.organization_id \
-             WHERE s.organization_id = $1 AND s.enabled AND NOT d.disabled AND d.deleted_at IS NULL \
-               AND array_position($4::text[], $2::text) >= array_position($4::text[], s.min_severity::text) \
-               AND (cardinality(s.types) = 0 OR $3 = ANY(s.types)) \
+             WHERE s.organization_id = ANY($1) AND s.enabled AND NOT d.disabled AND d.deleted_at IS NULL \
              ORDER BY s.destination_id",
-            &[
-                &alert.organization_id,
-                &alert.severity.as_str(),
-                &alert.alert_type.as_str(),
-                &severity_ranks(),
-            ],
+            &[(&organizations, Type::TEXT_ARRAY)],
         )
         .await?;
     if rows.is_empty() {
         return Ok(0);
     }
-    let mut destination_ids = Vec::with_capacity(rows.len());
-    let mut max_retries = Vec::with_capacity(rows.len());
-    for row in &rows {
-        destination_ids.push(row.try_get::<_, i64>("destination_id")?);
-        let settings = row.try_get::<_, Json<Value>>("settings")?.0;
-        let settings = DeliverySettings::parse(Some(&settings)).unwrap_or_default();
-        max_retries.push(settings.retry_waits().len() as i32);
-    }
-    let payload = json!({"event": notice.event(), "alert": alert});
-    let idempotency_key = format!("alert:{}:{}:{}", alert.id, notice.event(), alert.severity);
-    let correlation_id = alert.id.to_string();
-    let queued = deliveries::enqueue(
-        client,
-        &NewDeliveries {
-            organization_id: &alert.organization_id,
-            destination_ids: &destination_ids,
-            payload: &payload,
-            priority: 0,
-            scheduled_at: None,
-            idempotency_key: Some(&idempotency_key),
-            correlation_id: Some(&correlation_id),
-            max_retries: &max_retries,
-        },
-    )
-    .await?;
-    Ok(queued.len())
+    let subscribers = rows
+        .iter()
+        .map(|row| {
+            let settings = row.try_get::<_, Json<Value>>("settings")?.0;
+            let settings = DeliverySettings::parse(Some(&settings)).unwrap_or_default();
+            Ok(Subscriber {
+                organization_id: row.try_get("organization_id")?,
+                destination_id: row.try_get("destination_id")?,
+                min_severity: row.try_get("min_severity")?,
+                types: row.try_get("types")?,
+                max_retries: settings.retry_waits().len() as i32,
+            })
+        })
+        .collect::<Result<Vec<_>, DbError>>()?;
+    // The enqueues are sent together: the connection pipelines them.
+    let enqueues = notices.iter().filter_map(|&(alert, notice)| {
+        let (destination_ids, max_retries): (Vec<i64>, Vec<i32>) = subscribers
+            .iter()
+            .filter(|subscriber| subscriber.hears_of(alert))
+            .map(|subscriber| (subscriber.destination_id, subscriber.max_retries))
+            .unzip();
+        (!destination_ids.is_empty()).then_some(async move {
+            let payload = json!({"event": notice.event(), "alert": alert});
+            let idempotency_key =
+                format!("alert:{}:{}:{}", alert.id, notice.event(), alert.severity);
+            let correlation_id = alert.id.to_string();
+            let queued = deliveries::enqueue(
+                client,
+                &NewDeliveries {
+                    organization_id: &alert.organization_id,
+                    destination_ids: &destination_ids,
+                    payload: &payload,
+                    priority: 0,
+                    scheduled_at: None,
+                    idempotency_key: Some(&idempotency_key),
+                    correlation_id: Some(&correlation_id),
+                    max_retries: &max_retries,
+                },
+            )
+            .await?;
+            Ok::<_, DbError>(queued.len())
+        })
+    });
+    Ok(futures_util::future::try_join_all(enqueues)
+        .await?
+        .into_iter()
+        .sum())
 }
 
 /// Deletes up to `limit` resolved or dismissed alerts, of every organization,

@@ -99,8 +99,8 @@ async fn two_worker_processes_stay_coherent() {
         .iter()
         .map(|port| format!("http://127.0.0.1:{port}"))
         .collect();
-    for base in &bases {
-        wait_ready(&client, base).await;
+    for (base, worker) in bases.iter().zip(&mut workers) {
+        wait_ready(&client, base, worker).await;
     }
     let key = issue_key(&url, "org-a", "org:admin");
     let listing = |base: &str| {

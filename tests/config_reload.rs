@@ -390,7 +390,7 @@ async fn a_sighup_makes_a_running_worker_reload_its_file() {
         Stdio::null(),
     );
     let client = reqwest::Client::new();
-    wait_ready(&client, &address).await;
+    wait_ready(&client, &address, &mut worker).await;
     let key = issue_key(&url, "org-a", "org:admin");
     let status = |client: reqwest::Client, key: String, address: String| async move {
         client

@@ -28,7 +28,7 @@ async fn every_acknowledged_event_survives_a_kill_9_exactly_once() {
         .build()
         .unwrap();
     let mut worker = serve(port, &url_text, QUIET, Stdio::null());
-    wait_ready(&client, &base).await;
+    wait_ready(&client, &base, &mut worker).await;
     let key = issue_key(&url_text, "org-crash", "ingest");
 
     // correlation id -> acknowledged event id
@@ -86,7 +86,7 @@ async fn every_acknowledged_event_survives_a_kill_9_exactly_once() {
     let acknowledged = acknowledged.lock().unwrap().clone();
 
     let mut worker = serve(port, &url_text, QUIET, Stdio::null());
-    wait_ready(&client, &base).await;
+    wait_ready(&client, &base, &mut worker).await;
     let db = common::connect(&url).await;
     let stored: HashMap<String, (i64, i64)> = db
         .query(

@@ -29,7 +29,7 @@ async fn a_delivery_interrupted_by_kill_9_is_claimed_again_and_delivered() {
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let mut worker = serve(port, &url_text, SETTINGS, Stdio::null());
-    wait_ready(&client, &base).await;
+    wait_ready(&client, &base, &mut worker).await;
     let key = issue_key(&url_text, "org-a", "org:admin");
     let destination = json!({"type": "webhook", "label": "r",
                              "config": {"url": receiver.url, "timeout_ms": 60000}});
@@ -52,7 +52,7 @@ async fn a_delivery_interrupted_by_kill_9_is_claimed_again_and_delivered() {
     kill_9(&mut worker);
 
     let mut worker = serve(port, &url_text, SETTINGS, Stdio::null());
-    wait_ready(&client, &base).await;
+    wait_ready(&client, &base, &mut worker).await;
     let delivered = wait_until(
         Duration::from_secs(30),
         "delivered after the lease ran out",

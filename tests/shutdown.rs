@@ -24,7 +24,7 @@ async fn sigterm_shuts_down_gracefully_with_exit_0() {
     );
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&client, &base).await;
+    wait_ready(&client, &base, &mut worker).await;
 
     signal(&worker, Signal::SIGTERM);
 

@@ -31,13 +31,23 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// A loopback port free at the time of asking.
+/// A loopback port free at the time of asking, chosen below the kernel's
+/// ephemeral range: a port that `bind(0)` hands out could be handed again,
+/// to another test's server or outgoing connection, in the seconds before
+/// the worker binds it (a worker that cannot bind exits, and its test then
+/// waited in vain for it to be ready). Outside that range only another
+/// caller of this function could take it, by the same random draw.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    loop {
+        let port = rand::random_range(10_000..ephemeral_start.max(10_001));
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// `audit-worker serve` on `port` against `database_url`, loopback
@@ -57,11 +67,18 @@ pub fn serve(port: u16, database_url: &str, settings: &[(&str, &str)], log: Stdi
         .expect("start the worker")
 }
 
-/// Waits until `/readyz` answers 200.
-pub async fn wait_ready(client: &reqwest::Client, base: &str) {
-    wait_until(Duration::from_secs(30), "worker ready", || async {
-        let response = client.get(format!("{base}/readyz")).send().await.ok()?;
-        (response.status() == 200).then_some(())
+/// Waits until `/readyz` answers 200; fails at once, with its exit status,
+/// if the worker exits first.
+pub async fn wait_ready(client: &reqwest::Client, base: &str, worker: &mut Child) {
+    wait_until(Duration::from_secs(30), "worker ready", || {
+        let exited = worker.try_wait().expect("poll the worker process");
+        async move {
+            if let Some(status) = exited {
+                panic!("the worker at {base} exited before it was ready: {status}");
+            }
+            let response = client.get(format!("{base}/readyz")).send().await.ok()?;
+            (response.status() == 200).then_some(())
+        }
     })
     .await;
 }

@@ -4,12 +4,13 @@
 //! when dropped; and PostgreSQL clusters of a test's own ([`postgres`]),
 //! with or without TLS.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::pki::Issued;
+use super::process::free_port;
 
 /// A server child process on a free loopback port, killed (and its directory removed) when dropped.
 pub struct Server {
@@ -25,14 +26,6 @@ impl Drop for Server {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn scratch_dir(kind: &str) -> PathBuf {

@@ -61,6 +61,19 @@ async fn scalar(database: &tokio_postgres::Client, sql: &str) -> i64 {
     database.query_one(sql, &[]).await.unwrap().get(0)
 }
 
+/// The calls the EnqueueActor has written, and in how many transactions.
+async fn enqueue_groups(app: &TestApp) -> (f64, f64) {
+    let calls = app
+        .metric("audit_worker_delivery_enqueue_batch_requests_sum")
+        .await
+        .unwrap();
+    let groups = app
+        .metric("audit_worker_delivery_enqueue_batch_requests_count")
+        .await
+        .unwrap();
+    (calls, groups)
+}
+
 /// Waits until every delivery queued is recorded as delivered: outcomes are
 /// written in batches, a moment after the receiver has them.
 async fn wait_all_delivered(database: &tokio_postgres::Client, within: Duration) {
@@ -794,14 +807,7 @@ async fn concurrent_enqueues_commit_their_own_deliveries_and_a_bad_one_fails_alo
     let stored = scalar(&database, "SELECT count(*) FROM delivery_queue").await;
     assert_eq!(stored, 38, "only the accepted calls' deliveries are stored");
     // All forty calls reached the actor; some shared a transaction.
-    let calls: f64 = app
-        .metric("audit_worker_delivery_enqueue_batch_requests_sum")
-        .await
-        .unwrap();
-    let groups: f64 = app
-        .metric("audit_worker_delivery_enqueue_batch_requests_count")
-        .await
-        .unwrap();
+    let (calls, groups) = enqueue_groups(&app).await;
     assert_eq!(calls, 40.0);
     assert!(groups < calls, "{groups} transactions for {calls} calls");
 }
@@ -867,14 +873,7 @@ async fn small_calls_wait_for_the_group_in_flight_and_a_hundred_go_beside_it() {
     for (status, body) in std::iter::once(first).chain(rest) {
         assert_eq!(status, 202, "{body}");
     }
-    let calls: f64 = app
-        .metric("audit_worker_delivery_enqueue_batch_requests_sum")
-        .await
-        .unwrap();
-    let groups: f64 = app
-        .metric("audit_worker_delivery_enqueue_batch_requests_count")
-        .await
-        .unwrap();
+    let (calls, groups) = enqueue_groups(&app).await;
     assert_eq!(
         (calls, groups),
         (101.0, 2.0),

@@ -184,20 +184,21 @@ impl RedisConnection {
         THREAD_CONNECTIONS.with_borrow_mut(|connections| {
             connections.retain(|held| held.owner.strong_count() > 0);
             let owner = Arc::downgrade(&self.shared);
-            let held = match connections
-                .iter_mut()
+            let index = match connections
+                .iter()
                 .position(|held| held.owner.ptr_eq(&owner))
             {
-                Some(index) => &mut connections[index],
+                Some(index) => index,
                 None => {
                     connections.push(ThreadConnection {
                         owner,
                         generation,
                         connection: self.shared.connect(),
                     });
-                    return connections.last().expect("just pushed").connection.clone();
+                    connections.len() - 1
                 }
             };
+            let held = &mut connections[index];
             if held.generation != generation {
                 held.generation = generation;
                 held.connection = self.shared.connect();

@@ -836,9 +836,9 @@ async fn small_calls_wait_for_the_group_in_flight_and_a_hundred_go_beside_it() {
         .await
         .unwrap();
     let observer = app.database().await;
-    let groups_waiting = |wanted: i64| {
+    let groups_waiting = |wanted: i64, what: &'static str| {
         let observer = &observer;
-        move || async move {
+        wait_until(Duration::from_secs(20), what, move || async move {
             let waiting = scalar(
                 observer,
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
@@ -846,25 +846,15 @@ async fn small_calls_wait_for_the_group_in_flight_and_a_hundred_go_beside_it() {
             )
             .await;
             (waiting == wanted).then_some(())
-        }
+        })
     };
 
     let first = call(0);
     let the_rest = async {
-        wait_until(
-            Duration::from_secs(10),
-            "the first call's group held by the lock",
-            groups_waiting(1),
-        )
-        .await;
+        groups_waiting(1, "the first call's group held by the lock").await;
         let rest = futures_util::future::join_all((1..=100).map(call));
         let release = async {
-            wait_until(
-                Duration::from_secs(20),
-                "a second group once a hundred deliveries wait",
-                groups_waiting(2),
-            )
-            .await;
+            groups_waiting(2, "a second group once a hundred deliveries wait").await;
             locker.batch_execute("ROLLBACK").await.unwrap();
         };
         futures_util::join!(rest, release).0

@@ -295,6 +295,13 @@ pub async fn raise_all(
         params.push((&ranks, Type::TEXT_ARRAY));
         params.push((&lenient, Type::BOOL));
         let rows = statements.query(client, RAISE.as_str(), &params).await?;
+        if rows.len() != pending.len() {
+            return Err(DbError::Decode(format!(
+                "{} rows answered {} alert firings",
+                rows.len(),
+                pending.len()
+            )));
+        }
         let mut lost = Vec::new();
         for (row, index) in rows.iter().zip(&pending) {
             let inserted: Option<bool> = row.try_get("inserted")?;

@@ -796,6 +796,28 @@ pub struct EventFilter {
     pub limit: i64,
 }
 
+/// An `action` filter as SQL parameters: the exact action, or (for a prefix
+/// ending in `*`) a `LIKE` pattern with the prefix's own `%`, `_` and `\`
+/// escaped.
+pub fn action_condition(action: Option<&str>) -> (Option<&str>, Option<String>) {
+    match action {
+        Some(action) => match action.strip_suffix('*') {
+            Some(prefix) => (
+                None,
+                Some(format!(
+                    "{}%",
+                    prefix
+                        .replace('\\', "\\\\")
+                        .replace('%', "\\%")
+                        .replace('_', "\\_")
+                )),
+            ),
+            None => (Some(action), None),
+        },
+        None => (None, None),
+    }
+}
+
 /// A page of events, newest first: `(timestamp, id)` descending, strictly after
 /// the cursor, so paging never repeats or skips an event that existed when the
 /// listing began.
@@ -804,23 +826,7 @@ pub async fn list(
     organization_id: &str,
     filter: &EventFilter,
 ) -> Result<Vec<StoredEvent>, DbError> {
-    let action_prefix = filter
-        .action
-        .as_deref()
-        .and_then(|action| action.strip_suffix('*'))
-        .map(|prefix| {
-            format!(
-                "{}%",
-                prefix
-                    .replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_")
-            )
-        });
-    let action_exact = filter
-        .action
-        .as_deref()
-        .filter(|action| !action.ends_with('*'));
+    let (action_exact, action_prefix) = action_condition(filter.action.as_deref());
     let (after_timestamp, after_id) = filter.after.unzip();
     let rows = client
         .query(

@@ -29,6 +29,7 @@ pub mod reports;
 pub mod retention;
 pub mod roles;
 pub mod signing_keys;
+pub mod streams;
 pub mod tenant;
 pub mod tls;
 pub mod trail;

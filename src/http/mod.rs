@@ -23,6 +23,7 @@ pub mod presets;
 pub mod reports;
 pub mod retention_policies;
 pub mod roles;
+pub mod streams;
 pub mod tls;
 
 use std::sync::Arc;
@@ -166,6 +167,16 @@ pub fn app(
                 .route("/deliveries", get().to(deliveries::list))
                 .route("/deliveries/{id}", get().to(deliveries::get))
                 .route("/deliveries/{id}/retry", web::post().to(deliveries::retry))
+                .route("/subscriptions", web::post().to(streams::create))
+                .route("/subscriptions", get().to(streams::list))
+                .route("/subscriptions/{id}", get().to(streams::get))
+                .route("/subscriptions/{id}", web::patch().to(streams::update))
+                .route("/subscriptions/{id}", web::delete().to(streams::delete))
+                .route("/subscriptions/{id}/pause", web::post().to(streams::pause))
+                .route(
+                    "/subscriptions/{id}/resume",
+                    web::post().to(streams::resume),
+                )
                 .route("/retention-policies", get().to(retention_policies::list))
                 .route(
                     "/retention-policies",

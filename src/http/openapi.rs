@@ -23,6 +23,7 @@ use utoipa::{Modify, OpenApi};
 use super::api_error::ApiError;
 use super::{
     admin, alert_rules, alerts, archives, gdpr, legal_holds, presets, reports, retention_policies,
+    streams,
 };
 use super::{api_error, api_keys, deliveries, destinations, events, health, integrity, roles};
 use crate::events::{self as audit_events, STRING_FIELDS};
@@ -48,6 +49,8 @@ use crate::validation::MAX_STRING_CHARS;
         destinations::create, destinations::list, destinations::get, destinations::update, destinations::delete,
         destinations::test, destinations::health,
         deliveries::create, deliveries::list, deliveries::get, deliveries::retry,
+        streams::create, streams::list, streams::get, streams::update, streams::delete, streams::pause,
+        streams::resume,
         retention_policies::list, retention_policies::create, retention_policies::update,
         retention_policies::delete,
         legal_holds::create, legal_holds::list, legal_holds::get, legal_holds::release,
@@ -74,6 +77,7 @@ use crate::validation::MAX_STRING_CHARS;
         (name = "events", description = "Audit events: ingest and queries"),
         (name = "integrity", description = "Tamper evidence: verification, signed checkpoints, inclusion and consistency proofs"),
         (name = "delivery", description = "Destinations and the delivery queue"),
+        (name = "streams", description = "Event streams: an organization's events sent to a destination as they commit"),
         (name = "retention", description = "Retention policies, legal holds and archives"),
         (name = "alerts", description = "Alerts, alert rules and alert subscriptions"),
         (name = "gdpr", description = "Data subject requests: export, pseudonymization, erasure"),

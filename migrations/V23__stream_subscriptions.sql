@@ -20,16 +20,25 @@ CREATE TABLE stream_subscriptions (
     paused               boolean NOT NULL DEFAULT false,
     cursor_link_seq      bigint NOT NULL DEFAULT 0 CHECK (cursor_link_seq >= 0),
     cursor_event_id      bigint NOT NULL DEFAULT 0 CHECK (cursor_event_id >= 0),
-    -- When the destination last accepted a batch, and that batch's last event's time.
+    -- The batch in flight: a delivery in delivery_queue (its id is the batch's
+    -- id, kept across retries), holding the events after the cursor up to
+    -- this place. The cursor moves there once the delivery is delivered.
+    batch_delivery_id    uuid,
+    batch_link_seq       bigint,
+    batch_event_id       bigint,
+    -- When the destination last accepted a batch.
     last_delivered_at    timestamptz,
-    last_event_timestamp timestamptz,
-    consecutive_failures integer NOT NULL DEFAULT 0 CHECK (consecutive_failures >= 0),
-    last_error           text,
-    last_error_at        timestamptz,
     created_by           varchar(255),
     created_at           timestamptz NOT NULL DEFAULT now(),
-    updated_at           timestamptz NOT NULL DEFAULT now()
+    updated_at           timestamptz NOT NULL DEFAULT now(),
+    CHECK ((batch_delivery_id IS NULL) = (batch_link_seq IS NULL)
+       AND (batch_delivery_id IS NULL) = (batch_event_id IS NULL))
 );
 CREATE INDEX stream_subscriptions_org_idx ON stream_subscriptions (organization_id, id);
 CREATE INDEX stream_subscriptions_destination_idx ON stream_subscriptions (destination_id);
 SELECT audit_isolate_tenant_table('stream_subscriptions');
+
+-- How a delivery's payload goes on the wire: one JSON document, or (a
+-- stream's batch) a JSON array sent one record a line (NDJSON).
+ALTER TABLE delivery_queue
+    ADD COLUMN body varchar(10) NOT NULL DEFAULT 'document' CHECK (body IN ('document', 'ndjson'));

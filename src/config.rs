@@ -64,6 +64,7 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub gdpr: GdprConfig,
     pub reports: ReportsConfig,
+    pub streams: StreamsConfig,
     pub operations: OperationsConfig,
     pub errors: ErrorsConfig,
     pub log: LogConfig,
@@ -487,6 +488,16 @@ pub struct ReportsConfig {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+pub struct StreamsConfig {
+    pub enabled: bool,
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub failed_batch_retry_after: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogConfig {
     pub format: LogFormat,
     pub level: String,
@@ -901,6 +912,9 @@ impl Config {
                 "key `gdpr.preserve_classifications`: {classification} is not one of {}",
                 crate::events::CLASSIFICATIONS.join(", ")
             )));
+        }
+        if self.streams.poll_interval.is_zero() {
+            return Err(invalid("streams.poll_interval", "must be longer than zero"));
         }
         if self.reports.poll_interval.is_zero() {
             return Err(invalid("reports.poll_interval", "must be longer than zero"));

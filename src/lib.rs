@@ -24,6 +24,8 @@
 //!   send), signing, the retry decision, the network policy.
 //! - [`gdpr`]: export, pseudonymization and erasure that keep the trail verifiable.
 //! - [`reports`]: report definitions, schedules, generation and output.
+//! - [`streams`]: event streams: their formats (native, OCSF, Splunk HEC) and
+//!   where their batches land.
 //! - [`maintenance`]: partitions, archival, retention deletion, database upkeep.
 //! - [`auth`]: API keys, roles and permissions, per-key rate limits.
 //! - [`admin`]: operator actions the CLI runs against the database.
@@ -72,6 +74,7 @@ pub mod reload;
 pub mod reports;
 pub mod secrets;
 pub mod shared;
+pub mod streams;
 pub mod supervisor;
 pub mod telemetry;
 pub mod tls;
@@ -100,6 +103,7 @@ use crate::actors::maintenance::MaintenanceActor;
 use crate::actors::partition::PartitionActor;
 use crate::actors::queue::QueueActor;
 use crate::actors::report::ReportActor;
+use crate::actors::stream::StreamActor;
 use crate::auth::Authenticator;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, ConfigError, ProductionRefusals};
@@ -448,6 +452,7 @@ fn start_actors(
         worker_id: format!("worker-{}", uuid::Uuid::new_v4()),
     });
     let reports = supervisor.supervise("report", move || ReportActor::new(reports.clone()));
+    supervise(supervisor, "stream", shared, StreamActor::new);
     supervise(supervisor, "partition", shared, PartitionActor::new);
     supervise(supervisor, "maintenance", shared, MaintenanceActor::new);
     Actors {

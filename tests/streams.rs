@@ -1,15 +1,23 @@
-//! Event streams over the API against the real worker and PostgreSQL:
-//! subscriptions created, listed, changed, paused, resumed and deleted, each
-//! recorded in the organization's trail; their lag counted from where they
-//! start; bad ones refused naming the field; other organizations and roles
-//! without the permission kept out.
+//! Event streams against the real worker, PostgreSQL and a real webhook
+//! receiver: subscriptions created, listed, changed, paused, resumed and
+//! deleted, each recorded in the organization's trail; their lag counted
+//! from where they start; bad ones refused naming the field; other
+//! organizations and roles without the permission kept out; batches sent as
+//! signed NDJSON, every matching event once and in chain order; a destination
+//! that refuses holds its stream, which then catches up in order.
 
 mod common;
 
+use std::time::Duration;
+
 use chrono::{TimeDelta, Utc};
-use common::{error_fields, event, spawn_app, webhook, TestApp};
+use common::receiver::{Received, Receiver};
+use common::{error_fields, event, spawn_app, spawn_app_with, wait_until, webhook, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const WAIT: Duration = Duration::from_secs(20);
 
 async fn subscribe(app: &TestApp, key: &str, body: Value) -> Value {
     let (status, created) = app
@@ -369,4 +377,214 @@ async fn other_organizations_and_roles_without_the_permission_are_kept_out() {
         (&json!("running"), &json!("native"))
     );
     assert_eq!(stored_subscriptions(&app).await, 1);
+}
+
+/// A webhook destination for `receiver`, signing with [`SECRET`].
+async fn signed_hook(app: &TestApp, key: &str, receiver: &Receiver, settings: Value) -> i64 {
+    app.create_destination(
+        key,
+        json!({"type": "webhook", "label": "siem",
+               "config": {"url": receiver.url, "secret": SECRET}, "settings": settings}),
+    )
+    .await
+}
+
+/// The records of every accepted request (2xx answered, so a refused
+/// request's records are left out), one list per request.
+fn batches(received: &[Received]) -> Vec<Vec<Value>> {
+    received
+        .iter()
+        .map(|request| {
+            let text = std::str::from_utf8(&request.body).expect("UTF-8 NDJSON");
+            assert!(text.ends_with('\n'), "{text}");
+            text.lines()
+                .map(|line| serde_json::from_str(line).expect("a JSON line"))
+                .collect()
+        })
+        .collect()
+}
+
+/// Waits until the subscription shows no lag and `last` as its last
+/// delivered event; returns it.
+async fn caught_up(app: &TestApp, key: &str, id: &Value, last: &Value) -> Value {
+    wait_until(WAIT, "the subscription caught up", || async {
+        let found = subscription(app, key, id).await;
+        (found["last_delivered_event_id"] == *last && found["lag_events"] == 0).then_some(found)
+    })
+    .await
+}
+
+#[actix_web::test]
+async fn a_stream_sends_each_matching_event_once_in_chain_order_as_signed_ndjson() {
+    let app = spawn_app_with(|config| config.delivery.allow_loopback = true).await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let receiver = Receiver::start(&[], 0);
+    let hook = signed_hook(&app, &key, &receiver, json!({})).await;
+    let body = json!({"destination_id": hook, "filter": {"action": "patient.*"},
+                      "batch": {"max_events": 3, "max_delay_ms": 50}});
+    let created = subscribe(&app, &key, body).await;
+
+    let mut expected = Vec::new();
+    for round in 0..4 {
+        let sent = vec![
+            event("alice", &format!("patient.record.read.{round}")),
+            event("bob", "auth.login"),
+            event("carol", &format!("patient.chart.update.{round}")).status("failure"),
+        ];
+        for receipt in app.ingest(&key, sent).await {
+            expected.push(receipt["id"].clone());
+        }
+    }
+    // The receipts of the other actions are not the stream's.
+    let page = app.list_events(&key, "action=patient.*&limit=100").await;
+    let mut matching: Vec<Value> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["id"].clone())
+        .collect();
+    matching.sort_by_key(|id| id.as_i64());
+    expected.retain(|id| matching.contains(id));
+    assert_eq!(expected.len(), 8);
+
+    let last = expected.last().unwrap().clone();
+    let shown = caught_up(&app, &key, &created["id"], &last).await;
+    assert_eq!(shown["state"], "running", "{shown}");
+    let received = receiver.received();
+    let batches = batches(&received);
+    let sent: Vec<Value> = batches
+        .iter()
+        .flatten()
+        .map(|record| record["id"].clone())
+        .collect();
+    assert_eq!(sent, expected, "every matching event once, in chain order");
+    assert!(
+        batches.iter().all(|batch| (1..=3).contains(&batch.len())),
+        "{batches:?}"
+    );
+    for (request, batch) in received.iter().zip(&batches) {
+        assert_eq!(request.content_type, "application/x-ndjson");
+        assert!(request.signed_with(SECRET), "{request:?}");
+        assert!(request.id.starts_with("msg_"), "{request:?}");
+        // The native format: the event as GET /v1/events/{id} shows it.
+        for record in batch {
+            let stored = app.stored_event(&key, &record["id"]).await;
+            assert_eq!(*record, stored);
+        }
+    }
+    let ids: std::collections::HashSet<&str> = received.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids.len(), received.len(), "a batch id per batch");
+}
+
+#[actix_web::test]
+async fn a_destination_that_refuses_holds_its_stream_which_then_catches_up_in_order() {
+    let app = spawn_app_with(|config| {
+        config.delivery.allow_loopback = true;
+        config.streams.failed_batch_retry_after = Duration::from_millis(300);
+    })
+    .await;
+    let key = app.create_key("org-a", "org:admin").await;
+    // Five refusals, then 200 to every request.
+    let receiver = Receiver::start(&[503; 5], 0);
+    let settings = json!({"retry_schedule": ["100ms"], "failure_threshold": 100});
+    let hook = signed_hook(&app, &key, &receiver, settings).await;
+    let healthy = Receiver::start(&[], 0);
+    let other = signed_hook(&app, &key, &healthy, json!({})).await;
+    let filter = json!({"action": "patient.*"});
+    let batch = json!({"max_events": 2, "max_delay_ms": 0});
+    let held = subscribe(
+        &app,
+        &key,
+        json!({"destination_id": hook, "filter": filter, "batch": batch}),
+    )
+    .await;
+    let free = subscribe(
+        &app,
+        &key,
+        json!({"destination_id": other, "filter": filter, "batch": batch}),
+    )
+    .await;
+
+    let first = app
+        .ingest(&key, event("alice", "patient.record.read"))
+        .await;
+    // The refused batch holds its stream, which shows why.
+    let failing = wait_until(WAIT, "the stream fails", || async {
+        let found = subscription(&app, &key, &held["id"]).await;
+        (found["state"] == "failing").then_some(found)
+    })
+    .await;
+    assert!(
+        failing["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("503")),
+        "{failing}"
+    );
+    assert!(
+        failing["consecutive_failures"]
+            .as_i64()
+            .is_some_and(|n| n >= 1),
+        "{failing}"
+    );
+    // The other destination's stream does not wait for it.
+    caught_up(&app, &key, &free["id"], &first[0]["id"]).await;
+
+    let mut expected = vec![first[0]["id"].clone()];
+    for n in 0..5 {
+        let receipts = app
+            .ingest(&key, event("alice", &format!("patient.record.read.{n}")))
+            .await;
+        expected.push(receipts[0]["id"].clone());
+    }
+    let last = expected.last().unwrap().clone();
+    caught_up(&app, &key, &held["id"], &last).await;
+    let received = receiver.received();
+    // The refused requests carried the first batch each time, under one id.
+    let refused = &received[..5];
+    assert!(refused.iter().all(|r| r.id == refused[0].id), "{refused:?}");
+    assert_eq!(batches(refused)[0][0]["id"], expected[0]);
+    let accepted = batches(&received[5..]);
+    let sent: Vec<Value> = accepted.iter().flatten().map(|r| r["id"].clone()).collect();
+    assert_eq!(
+        sent, expected,
+        "nothing skipped, nothing repeated, in order"
+    );
+    assert_eq!(received[5].id, refused[0].id, "the first batch kept its id");
+    caught_up(&app, &key, &free["id"], &last).await;
+}
+
+/// A paused stream sends nothing and keeps its place; resumed, it sends
+/// what committed meanwhile.
+#[actix_web::test]
+async fn a_paused_stream_keeps_its_place() {
+    let app = spawn_app_with(|config| config.delivery.allow_loopback = true).await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let receiver = Receiver::start(&[], 0);
+    let hook = signed_hook(&app, &key, &receiver, json!({})).await;
+    let body = json!({"destination_id": hook, "filter": {"action": "patient.*"},
+                      "batch": {"max_events": 100, "max_delay_ms": 0}});
+    let created = subscribe(&app, &key, body).await;
+    let id = &created["id"];
+    let path = format!("/v1/subscriptions/{id}/pause");
+    assert_eq!(app.call(Method::POST, &path, Some(&key), None).await.0, 200);
+    let receipts = app
+        .ingest(&key, vec![event("a", "patient.x"), event("b", "patient.y")])
+        .await;
+    let paused = wait_until(WAIT, "the lag shows", || async {
+        let found = subscription(&app, &key, id).await;
+        (found["lag_events"] == 2).then_some(found)
+    })
+    .await;
+    assert_eq!(paused["state"], "paused");
+    assert!(receiver.received().is_empty());
+
+    let path = format!("/v1/subscriptions/{id}/resume");
+    assert_eq!(app.call(Method::POST, &path, Some(&key), None).await.0, 200);
+    caught_up(&app, &key, id, &receipts[1]["id"]).await;
+    let sent: Vec<Value> = batches(&receiver.received())
+        .iter()
+        .flatten()
+        .map(|record| record["id"].clone())
+        .collect();
+    assert_eq!(sent, [receipts[0]["id"].clone(), receipts[1]["id"].clone()]);
 }

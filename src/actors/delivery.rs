@@ -343,7 +343,7 @@ impl DeliveryActor {
                         .send(
                             &egress,
                             claim.id,
-                            claim.payload,
+                            (claim.payload, claim.body),
                             claim.object_key.as_deref(),
                         )
                         .await
@@ -565,6 +565,7 @@ mod tests {
     use crate::cache::QueryCache;
     use crate::clock::SystemClock;
     use crate::config::Config;
+    use crate::deliveries::body::BodyShape;
     use crate::error_tracking::ErrorTracker;
     use crate::integrity::keys::IntegrityKeys;
     use crate::metrics::Metrics;
@@ -642,6 +643,7 @@ mod tests {
             priority: 0,
             due: Utc::now(),
             object_key: None,
+            body: BodyShape::Document,
             attempt_by: Instant::now() + Duration::from_secs(60),
         }
     }

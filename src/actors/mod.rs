@@ -16,3 +16,4 @@ pub mod maintenance;
 pub mod partition;
 pub mod queue;
 pub mod report;
+pub mod stream;

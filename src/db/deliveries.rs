@@ -16,6 +16,7 @@ use super::connection::{PgConnection, PipelinedTransaction, TypedParam};
 use super::tenant::{ROLE, SCOPE};
 use super::DbError;
 use crate::config::DatabaseConfig;
+use crate::deliveries::body::BodyShape;
 use crate::deliveries::retry::AttemptStatus;
 
 /// The channel `NOTIFY` wakes the queue actors on.
@@ -179,10 +180,17 @@ pub async fn enqueue_named(
             .iter()
             .position(|id| *id == d.destination_id)
     });
+    announce(client).await?;
+    Ok(deliveries)
+}
+
+/// Wakes the queues when the transaction it runs in commits (`NOTIFY` is
+/// sent at commit, and not at all on a rollback).
+pub async fn announce(client: &impl GenericClient) -> Result<(), DbError> {
     client
         .execute("SELECT pg_notify($1, '')", &[&CHANNEL])
         .await?;
-    Ok(deliveries)
+    Ok(())
 }
 
 /// One request to queue a payload for some of its organization's
@@ -565,6 +573,8 @@ pub struct Claim {
     /// it (a checkpoint's `checkpoints/<organization>/<seq>.json`); `None`:
     /// the destination's own naming.
     pub object_key: Option<String>,
+    /// How the payload is laid out: a document, or a stream's batch.
+    pub body: BodyShape,
     /// An attempt must start by then: half the lease after the claim was
     /// sent (its lease starts later), so the attempt and its record fit in
     /// the rest, before another worker may claim the delivery again.
@@ -678,7 +688,7 @@ UPDATE delivery_queue q SET claimed_by = $1, \
   lease_expires_at = now() + make_interval(secs => $2), updated_at = now() \
 WHERE q.ctid = ANY(ARRAY(SELECT tid FROM locked)) \
 RETURNING q.id, q.destination_id, q.payload::text AS payload, q.retry_count, q.max_retries, \
-  q.priority, coalesce(q.next_retry_at, q.scheduled_at) AS due, q.object_key";
+  q.priority, coalesce(q.next_retry_at, q.scheduled_at) AS due, q.object_key, q.body";
 
 /// Records attempts (`$1`..`$7`, one array element per attempt): each
 /// delivery moves on and gets its log row, but only where the claim is still
@@ -773,6 +783,7 @@ impl Bookkeeper {
                 priority: row.get("priority"),
                 due: row.get("due"),
                 object_key: row.get("object_key"),
+                body: BodyShape::from_column(row.get("body")),
                 attempt_by,
             })
             .collect())

@@ -1,14 +1,17 @@
 //! Queries on `stream_subscriptions`: an organization's event streams, each
 //! with its cursor in the organization's chain, and how far behind it is.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::types::Json;
 use tokio_postgres::{GenericClient, Row};
 use utoipa::ToSchema;
+use uuid::Uuid;
 
-use super::events::action_condition;
-use super::DbError;
+use super::events::{self, action_condition, StoredEvent};
+use super::{deliveries, DbError};
 
 /// Pending events are counted up to this many: a count over years of trail
 /// would make every read of a subscription slow, and beyond it the number
@@ -63,7 +66,7 @@ pub struct Subscription {
     pub destination_id: i64,
     pub filter: StreamFilter,
     pub format: String,
-    pub batch: BatchLimits,
+    pub limits: BatchLimits,
     /// `start` as created: `now`, `earliest` or an RFC 3339 instant.
     pub start: String,
     /// Only events at or after this instant (an RFC 3339 `start`).
@@ -71,13 +74,25 @@ pub struct Subscription {
     pub paused: bool,
     /// The last event the destination accepted.
     pub cursor: ChainPosition,
+    /// The batch in flight, if any.
+    pub batch: Option<Batch>,
     pub last_delivered_at: Option<DateTime<Utc>>,
-    pub consecutive_failures: i32,
-    pub last_error: Option<String>,
-    pub last_error_at: Option<DateTime<Utc>>,
     pub created_by: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A batch sent and not yet accepted: its delivery, and how it fares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// The delivery's id, which is the batch's (`webhook-id: msg_<id>`).
+    pub id: Uuid,
+    /// The last event it holds.
+    pub end: ChainPosition,
+    /// Failed attempts of the batch so far (its delivery's retries).
+    pub failures: i32,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
 }
 
 /// What waits for a subscription: matching events after its cursor.
@@ -85,14 +100,21 @@ pub struct Subscription {
 pub struct Lag {
     /// Counted up to [`LAG_COUNT_LIMIT`].
     pub events: i64,
-    /// When the oldest of them was committed (its link's time).
-    pub oldest_committed_at: Option<DateTime<Utc>>,
+    /// When the oldest of them was written (its link's time).
+    pub oldest_written_at: Option<DateTime<Utc>>,
 }
 
-const COLUMNS: &str = "id, organization_id, destination_id, filter, format, batch_max_events, \
-    batch_max_delay_ms, start_from, starts_at, paused, cursor_link_seq, cursor_event_id, \
-    last_delivered_at, consecutive_failures, last_error, last_error_at, created_by, created_at, \
-    updated_at";
+/// A subscription's columns (`s`) and its batch's delivery's (`q`, joined).
+const COLUMNS: &str = "s.id, s.organization_id, s.destination_id, s.filter, s.format, \
+    s.batch_max_events, s.batch_max_delay_ms, s.start_from, s.starts_at, s.paused, \
+    s.cursor_link_seq, s.cursor_event_id, s.batch_delivery_id, s.batch_link_seq, s.batch_event_id, \
+    s.last_delivered_at, s.created_by, s.created_at, s.updated_at, \
+    coalesce(q.retry_count, 0) AS batch_failures, q.last_error AS batch_error, \
+    CASE WHEN q.last_error IS NOT NULL THEN q.updated_at END AS batch_error_at";
+
+/// The subscriptions `WHERE` picks, with their batch's delivery.
+const FROM: &str =
+    "stream_subscriptions s LEFT JOIN delivery_queue q ON q.id = s.batch_delivery_id";
 
 fn subscription(row: &Row) -> Result<Subscription, DbError> {
     let Json(filter) = row
@@ -104,7 +126,7 @@ fn subscription(row: &Row) -> Result<Subscription, DbError> {
         destination_id: row.get("destination_id"),
         filter,
         format: row.get("format"),
-        batch: BatchLimits {
+        limits: BatchLimits {
             max_events: row.get("batch_max_events"),
             max_delay_ms: row.get("batch_max_delay_ms"),
         },
@@ -115,10 +137,19 @@ fn subscription(row: &Row) -> Result<Subscription, DbError> {
             link_seq: row.get("cursor_link_seq"),
             event_id: row.get("cursor_event_id"),
         },
+        batch: row
+            .get::<_, Option<Uuid>>("batch_delivery_id")
+            .map(|id| Batch {
+                id,
+                end: ChainPosition {
+                    link_seq: row.get("batch_link_seq"),
+                    event_id: row.get("batch_event_id"),
+                },
+                failures: row.get("batch_failures"),
+                last_error: row.get("batch_error"),
+                last_error_at: row.get("batch_error_at"),
+            }),
         last_delivered_at: row.get("last_delivered_at"),
-        consecutive_failures: row.get("consecutive_failures"),
-        last_error: row.get("last_error"),
-        last_error_at: row.get("last_error_at"),
         created_by: row.get("created_by"),
         created_at: row.get("created_at"),
         updated_at: row.get("updated_at"),
@@ -131,7 +162,7 @@ pub struct NewSubscription<'a> {
     pub destination_id: i64,
     pub filter: &'a StreamFilter,
     pub format: &'a str,
-    pub batch: BatchLimits,
+    pub limits: BatchLimits,
     pub start: &'a str,
     pub starts_at: Option<DateTime<Utc>>,
     pub cursor: ChainPosition,
@@ -144,19 +175,17 @@ pub async fn insert(
 ) -> Result<Subscription, DbError> {
     let row = client
         .query_one(
-            &format!(
-                "INSERT INTO stream_subscriptions (organization_id, destination_id, filter, format, \
-                   batch_max_events, batch_max_delay_ms, start_from, starts_at, cursor_link_seq, \
-                   cursor_event_id, created_by) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {COLUMNS}"
-            ),
+            "INSERT INTO stream_subscriptions (organization_id, destination_id, filter, format, \
+               batch_max_events, batch_max_delay_ms, start_from, starts_at, cursor_link_seq, \
+               cursor_event_id, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
             &[
                 &new.organization_id,
                 &new.destination_id,
                 &Json(new.filter),
                 &new.format,
-                &new.batch.max_events,
-                &new.batch.max_delay_ms,
+                &new.limits.max_events,
+                &new.limits.max_delay_ms,
                 &new.start,
                 &new.starts_at,
                 &new.cursor.link_seq,
@@ -165,7 +194,12 @@ pub async fn insert(
             ],
         )
         .await?;
-    subscription(&row)
+    found(get(client, new.organization_id, row.get("id")).await?)
+}
+
+/// A row just written is there to read in the same transaction.
+fn found(subscription: Option<Subscription>) -> Result<Subscription, DbError> {
+    subscription.ok_or_else(|| DbError::Decode("a stream subscription just written is gone".into()))
 }
 
 /// The organization's subscriptions, oldest first.
@@ -175,9 +209,7 @@ pub async fn list(
 ) -> Result<Vec<Subscription>, DbError> {
     let rows = client
         .query(
-            &format!(
-                "SELECT {COLUMNS} FROM stream_subscriptions WHERE organization_id = $1 ORDER BY id"
-            ),
+            &format!("SELECT {COLUMNS} FROM {FROM} WHERE s.organization_id = $1 ORDER BY s.id"),
             &[&organization_id],
         )
         .await?;
@@ -191,9 +223,7 @@ pub async fn get(
 ) -> Result<Option<Subscription>, DbError> {
     let row = client
         .query_opt(
-            &format!(
-                "SELECT {COLUMNS} FROM stream_subscriptions WHERE organization_id = $1 AND id = $2"
-            ),
+            &format!("SELECT {COLUMNS} FROM {FROM} WHERE s.organization_id = $1 AND s.id = $2"),
             &[&organization_id, &id],
         )
         .await?;
@@ -205,25 +235,26 @@ pub async fn update(
     client: &impl GenericClient,
     changed: &Subscription,
 ) -> Result<Option<Subscription>, DbError> {
-    let row = client
-        .query_opt(
-            &format!(
-                "UPDATE stream_subscriptions SET destination_id = $3, filter = $4, format = $5, \
-                   batch_max_events = $6, batch_max_delay_ms = $7, updated_at = now() \
-                 WHERE organization_id = $1 AND id = $2 RETURNING {COLUMNS}"
-            ),
+    let updated = client
+        .execute(
+            "UPDATE stream_subscriptions SET destination_id = $3, filter = $4, format = $5, \
+               batch_max_events = $6, batch_max_delay_ms = $7, updated_at = now() \
+             WHERE organization_id = $1 AND id = $2",
             &[
                 &changed.organization_id,
                 &changed.id,
                 &changed.destination_id,
                 &Json(&changed.filter),
                 &changed.format,
-                &changed.batch.max_events,
-                &changed.batch.max_delay_ms,
+                &changed.limits.max_events,
+                &changed.limits.max_delay_ms,
             ],
         )
         .await?;
-    row.as_ref().map(subscription).transpose()
+    if updated == 0 {
+        return Ok(None);
+    }
+    get(client, &changed.organization_id, changed.id).await
 }
 
 /// Pauses or resumes; `None` when there is no such subscription.
@@ -233,16 +264,17 @@ pub async fn set_paused(
     id: i64,
     paused: bool,
 ) -> Result<Option<Subscription>, DbError> {
-    let row = client
-        .query_opt(
-            &format!(
-                "UPDATE stream_subscriptions SET paused = $3, updated_at = now() \
-                 WHERE organization_id = $1 AND id = $2 RETURNING {COLUMNS}"
-            ),
+    let updated = client
+        .execute(
+            "UPDATE stream_subscriptions SET paused = $3, updated_at = now() \
+             WHERE organization_id = $1 AND id = $2",
             &[&organization_id, &id, &paused],
         )
         .await?;
-    row.as_ref().map(subscription).transpose()
+    if updated == 0 {
+        return Ok(None);
+    }
+    get(client, organization_id, id).await
 }
 
 /// Deletes it; whether there was one.
@@ -281,25 +313,36 @@ pub async fn chain_end(
     )
 }
 
-/// The subscription's pending events: matching, committed, after its cursor.
-pub async fn lag(client: &impl GenericClient, subscription: &Subscription) -> Result<Lag, DbError> {
+/// The events pending for a subscription (`$1` organization, after `$2`/`$3`
+/// in its chain, from `$4`, matching `$5`..`$10`), in chain order, as
+/// `pending` rows: each event's columns, its link's number (`link_seq`) and
+/// when the link was written (`link_written_at`).
+const PENDING: &str = "\
+SELECT e.*, c.seq AS link_seq, c.created_at AS link_written_at FROM audit_chain c \
+JOIN audit_log e ON e.organization_id = c.organization_id AND e.chain_link = c.link_id \
+WHERE c.organization_id = $1 AND c.seq >= $2 AND (c.seq > $2 OR e.id > $3) \
+  AND ($4::timestamptz IS NULL OR e.\"timestamp\" >= $4) \
+  AND ($5::text IS NULL OR e.action = $5) \
+  AND ($6::text IS NULL OR e.action LIKE $6) \
+  AND ($7::text IS NULL OR e.status = $7) \
+  AND ($8::text IS NULL OR e.data_classification = $8) \
+  AND ($9::text IS NULL OR e.principal_id = $9) \
+  AND ($10::text IS NULL OR e.target_resource_type = $10) \
+ORDER BY c.seq, e.id LIMIT $11";
+
+/// Reads the pending events of `subscription` through `read` (a statement
+/// built around [`PENDING`]), at most `limit`.
+async fn query_pending(
+    client: &impl GenericClient,
+    subscription: &Subscription,
+    read: &str,
+    limit: i64,
+) -> Result<Vec<Row>, DbError> {
     let filter = &subscription.filter;
     let (action_exact, action_prefix) = action_condition(filter.action.as_deref());
-    let row = client
-        .query_one(
-            "WITH pending AS ( \
-               SELECT c.created_at FROM audit_chain c \
-               JOIN audit_log e ON e.organization_id = c.organization_id AND e.chain_link = c.link_id \
-               WHERE c.organization_id = $1 AND c.seq >= $2 AND (c.seq > $2 OR e.id > $3) \
-                 AND ($4::timestamptz IS NULL OR e.\"timestamp\" >= $4) \
-                 AND ($5::text IS NULL OR e.action = $5) \
-                 AND ($6::text IS NULL OR e.action LIKE $6) \
-                 AND ($7::text IS NULL OR e.status = $7) \
-                 AND ($8::text IS NULL OR e.data_classification = $8) \
-                 AND ($9::text IS NULL OR e.principal_id = $9) \
-                 AND ($10::text IS NULL OR e.target_resource_type = $10) \
-               ORDER BY c.seq, e.id LIMIT $11) \
-             SELECT count(*) AS events, min(created_at) AS oldest FROM pending",
+    Ok(client
+        .query(
+            read,
             &[
                 &subscription.organization_id,
                 &subscription.cursor.link_seq,
@@ -311,12 +354,159 @@ pub async fn lag(client: &impl GenericClient, subscription: &Subscription) -> Re
                 &filter.data_classification,
                 &filter.principal_id,
                 &filter.target_resource_type,
-                &LAG_COUNT_LIMIT,
+                &limit,
+            ],
+        )
+        .await?)
+}
+
+/// The subscription's pending events: matching, committed, after its cursor.
+pub async fn lag(client: &impl GenericClient, subscription: &Subscription) -> Result<Lag, DbError> {
+    let read = format!(
+        "SELECT count(*) AS events, min(link_written_at) AS oldest FROM ({PENDING}) pending"
+    );
+    let rows = query_pending(client, subscription, &read, LAG_COUNT_LIMIT).await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| DbError::Decode("an aggregate answered no row".into()))?;
+    Ok(Lag {
+        events: row.get("events"),
+        oldest_written_at: row.get("oldest"),
+    })
+}
+
+/// An event pending for a subscription, and its place in the chain.
+pub struct PendingEvent {
+    pub position: ChainPosition,
+    /// When its link was written: how long it has waited.
+    pub written_at: DateTime<Utc>,
+    pub event: StoredEvent,
+}
+
+/// The first `limit` pending events of `subscription`, in chain order.
+pub async fn pending(
+    client: &impl GenericClient,
+    subscription: &Subscription,
+    limit: i64,
+) -> Result<Vec<PendingEvent>, DbError> {
+    let rows = query_pending(client, subscription, PENDING, limit).await?;
+    Ok(rows
+        .iter()
+        .map(|row| PendingEvent {
+            position: ChainPosition {
+                link_seq: row.get("link_seq"),
+                event_id: row.get("id"),
+            },
+            written_at: row.get("link_written_at"),
+            event: events::stored(row),
+        })
+        .collect())
+}
+
+/// Locks up to `limit` subscriptions, of any organization, that may start a
+/// batch (running, none in flight); those another worker holds are skipped.
+pub async fn claim_idle(
+    transaction: &impl GenericClient,
+    limit: i64,
+) -> Result<Vec<Subscription>, DbError> {
+    let rows = transaction
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM {FROM} WHERE s.id IN ( \
+                   SELECT id FROM stream_subscriptions \
+                   WHERE NOT paused AND batch_delivery_id IS NULL \
+                   ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+                 ORDER BY s.id"
+            ),
+            &[&limit],
+        )
+        .await?;
+    rows.iter().map(subscription).collect()
+}
+
+/// A batch about to be sent: its delivery, and the last event it holds.
+pub struct NewBatch<'a> {
+    pub id: Uuid,
+    pub end: ChainPosition,
+    /// The records, a JSON array, as the subscription's format writes them.
+    pub records: &'a serde_json::Value,
+    /// Where an S3 or FTP destination stores it.
+    pub object_key: &'a str,
+    /// Attempts before the delivery stops; the worker starts it again after
+    /// `streams.failed_batch_retry_after`, so a stream never drops a batch.
+    pub max_retries: i32,
+}
+
+/// Queues `batch` as the subscription's delivery in flight (in the
+/// transaction that locked the subscription), and wakes the queues.
+pub async fn start_batch(
+    transaction: &impl GenericClient,
+    subscription: &Subscription,
+    batch: &NewBatch<'_>,
+) -> Result<(), DbError> {
+    transaction
+        .execute(
+            "INSERT INTO delivery_queue (id, organization_id, destination_id, payload, max_retries, \
+               object_key, body) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'ndjson')",
+            &[
+                &batch.id,
+                &subscription.organization_id,
+                &subscription.destination_id,
+                &Json(batch.records),
+                &batch.max_retries,
+                &batch.object_key,
             ],
         )
         .await?;
-    Ok(Lag {
-        events: row.get("events"),
-        oldest_committed_at: row.get("oldest"),
-    })
+    transaction
+        .execute(
+            "UPDATE stream_subscriptions SET batch_delivery_id = $3, batch_link_seq = $4, \
+               batch_event_id = $5 \
+             WHERE organization_id = $1 AND id = $2",
+            &[
+                &subscription.organization_id,
+                &subscription.id,
+                &batch.id,
+                &batch.end.link_seq,
+                &batch.end.event_id,
+            ],
+        )
+        .await?;
+    deliveries::announce(transaction).await
+}
+
+/// Moves the cursor of every subscription whose batch was delivered to that
+/// batch's end, across organizations; how many moved.
+pub async fn settle_delivered(client: &impl GenericClient) -> Result<u64, DbError> {
+    Ok(client
+        .execute(
+            "UPDATE stream_subscriptions s SET cursor_link_seq = s.batch_link_seq, \
+               cursor_event_id = s.batch_event_id, batch_delivery_id = NULL, batch_link_seq = NULL, \
+               batch_event_id = NULL, last_delivered_at = q.processed_at, updated_at = now() \
+             FROM delivery_queue q \
+             WHERE q.id = s.batch_delivery_id AND q.status = 'delivered'",
+            &[],
+        )
+        .await?)
+}
+
+/// Sends again the batches whose delivery gave up (retries exhausted, or a
+/// refusal) longer than `after` ago: a stream holds its place until its
+/// destination takes the batch. How many were started again.
+pub async fn retry_failed(client: &impl GenericClient, after: Duration) -> Result<u64, DbError> {
+    let restarted = client
+        .execute(
+            "UPDATE delivery_queue q SET status = 'retrying', retry_count = 0, next_retry_at = now(), \
+               processed_at = NULL, updated_at = now() \
+             FROM stream_subscriptions s \
+             WHERE q.id = s.batch_delivery_id AND q.status = 'failed' \
+               AND q.processed_at < now() - make_interval(secs => $1)",
+            &[&after.as_secs_f64()],
+        )
+        .await?;
+    if restarted > 0 {
+        deliveries::announce(client).await?;
+    }
+    Ok(restarted)
 }

@@ -18,6 +18,7 @@ use suppaftp::{FtpError, Mode};
 use tokio_rustls::TlsConnector;
 use uuid::Uuid;
 
+use super::body::Rendered;
 use super::egress::{self, Egress, Host};
 use super::retry::{Sent, Verdict};
 use crate::validation::FieldError;
@@ -84,7 +85,8 @@ pub async fn send(
     config: &FtpConfig,
     egress: &Egress,
     id: Uuid,
-    payload: &str,
+    name: Option<&str>,
+    file: Rendered,
     timeout: Duration,
 ) -> Sent {
     let Some(host) = egress::parse_host(&config.host) else {
@@ -97,8 +99,11 @@ pub async fn send(
         Ok(addresses) => addresses,
         Err(error) => return Sent::failed(error.verdict(), format!("FTP: {error}")),
     };
-    let name = format!("audit-{}-{}.json", Utc::now().format("%Y%m%d"), id.simple());
-    let upload = upload(config, &host, &addresses, &name, payload);
+    let name = name.map_or_else(
+        || format!("audit-{}-{}.json", Utc::now().format("%Y%m%d"), id.simple()),
+        str::to_owned,
+    );
+    let upload = upload(config, &host, &addresses, &name, file.bytes);
     match tokio::time::timeout(timeout, upload).await {
         Ok(Ok(path)) => Sent {
             verdict: Verdict::Delivered,
@@ -165,7 +170,7 @@ async fn upload(
     host: &Host,
     addresses: &[SocketAddr],
     name: &str,
-    payload: &str,
+    body: Vec<u8>,
 ) -> Result<String, FtpError> {
     let mut ftp = AsyncRustlsFtpStream::connect(addresses).await?;
     if config.tls {
@@ -189,7 +194,6 @@ async fn upload(
         ftp.cwd(directory).await?;
     }
     let partial = format!(".{name}.part");
-    let body = super::indented(payload).into_bytes();
     ftp.put_file(&partial, &mut body.as_slice()).await?;
     ftp.rename(&partial, &name.to_owned()).await?;
     let _ = ftp.quit().await;

@@ -5,7 +5,9 @@
 //!   (with its signing), `email`, `s3`, `ftp`.
 //! - `destination`: what every destination has, whatever its kind: the config
 //!   enum dispatching to the kinds, sealed secrets, the delivery settings.
-//! - `sender`: one attempt's send to a destination of any kind, and its outcome.
+//! - `sender`: one attempt's send to a destination of any kind, and its outcome;
+//!   `body`: what the stored payload becomes on the wire (a document, or a
+//!   stream's batch as NDJSON).
 //! - `retry`: what an outcome makes of the delivery (delivered, retried after
 //!   a wait, dead-lettered).
 //! - `crypto`: the sealed secrets' box; `network_policy` judges addresses,
@@ -16,6 +18,7 @@
 //! `DeliveryActor` per destination performs it, `HealthActor` keeps
 //! `destination_health`.
 
+pub mod body;
 pub mod crypto;
 pub mod destination;
 pub mod egress;

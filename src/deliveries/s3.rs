@@ -12,6 +12,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::body::Rendered;
 use super::egress::{self, Egress, EgressError};
 use super::retry::{self, Sent, Verdict};
 use crate::validation::FieldError;
@@ -161,7 +162,7 @@ pub async fn send(
     config: &S3Config,
     egress: &Egress,
     object: &Object<'_>,
-    payload: &str,
+    file: Rendered,
     timeout: Duration,
 ) -> Sent {
     let refused = |error: &EgressError| Sent {
@@ -192,13 +193,13 @@ pub async fn send(
     }
     let client = aws_sdk_s3::Client::from_conf(builder.build());
     let key = config.key(object);
-    let body = super::indented(payload).into_bytes();
     let mut put = client
         .put_object()
         .bucket(&config.bucket)
         .key(&key)
-        .content_type("application/json")
-        .body(ByteStream::from(body));
+        .content_type(file.content_type)
+        .set_content_encoding(file.content_encoding.map(str::to_owned))
+        .body(ByteStream::from(file.bytes));
     if let Some(lock) = object.lock {
         // A put with retention must carry an integrity check (Content-MD5 or
         // a checksum): the algorithm named, the SDK sends its checksum header.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+use super::body::{self, BodyShape};
 use super::crypto::SecretBox;
 use super::destination::{DeliverySettings, DestinationConfig};
 use super::egress::Egress;
@@ -60,15 +61,17 @@ impl Prepared {
         &self.retry_waits
     }
 
-    /// One attempt to deliver `payload`, the stored JSON text: a webhook
-    /// posts it as it is; the other kinds write it out indented, for people
-    /// to read. `object_key`: the name the worker gave the delivery when it
-    /// queued it (an S3 destination stores it there, after its prefix).
+    /// One attempt to deliver `payload`, the stored JSON text laid out as
+    /// `shape` says (see [`body`](super::body)): a webhook posts it as it is;
+    /// the other kinds write a document out indented, for people to read.
+    /// `object_key`: the name the worker gave the delivery when it queued it
+    /// (an S3 destination stores it there, after its prefix; an FTP one
+    /// names its file after it).
     pub async fn send(
         &self,
         egress: &Egress,
         id: Uuid,
-        payload: String,
+        (payload, shape): (String, BodyShape),
         object_key: Option<&str>,
     ) -> Outcome {
         let sender = match &self.sender {
@@ -78,7 +81,13 @@ impl Prepared {
         let started = Instant::now();
         let sent = match sender {
             Sender::Webhook(target) => {
-                return webhook::send(egress, target, id, payload.into_bytes()).await
+                return match body::for_request(shape, payload) {
+                    Ok(rendered) => webhook::send(egress, target, id, rendered).await,
+                    Err(error) => Outcome::permanent(&error),
+                };
+            }
+            Sender::Email(_) if shape == BodyShape::Ndjson => {
+                return Outcome::permanent("an email destination cannot carry a stream's batch")
             }
             Sender::Email(config) => {
                 email::send(config, egress, id, &payload, TRANSFER_TIMEOUT).await
@@ -89,9 +98,18 @@ impl Prepared {
                     key: object_key,
                     lock: lock.as_ref(),
                 };
-                s3::send(config, egress, &object, &payload, TRANSFER_TIMEOUT).await
+                match body::for_file(shape, &payload) {
+                    Ok(file) => s3::send(config, egress, &object, file, TRANSFER_TIMEOUT).await,
+                    Err(error) => return Outcome::permanent(&error),
+                }
             }
-            Sender::Ftp(config) => ftp::send(config, egress, id, &payload, TRANSFER_TIMEOUT).await,
+            Sender::Ftp(config) => match body::for_file(shape, &payload) {
+                Ok(file) => {
+                    let name = object_key.map(|key| key.replace('/', "-"));
+                    ftp::send(config, egress, id, name.as_deref(), file, TRANSFER_TIMEOUT).await
+                }
+                Err(error) => return Outcome::permanent(&error),
+            },
         };
         Outcome {
             verdict: sent.verdict,

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use uuid::Uuid;
 
+use super::body::Rendered;
 use super::egress::{self, Egress, EgressError};
 use super::retry::{self, Outcome, Verdict};
 use crate::validation::FieldError;
@@ -215,7 +216,7 @@ impl Target {
 /// Posts the payload, signed; the `webhook-id` is the delivery's id, the same
 /// on every retry, so the receiver can drop duplicates. A host the network
 /// policy refuses fails the attempt for good, before or while connecting.
-pub async fn send(egress: &Egress, target: &Target, id: Uuid, body: Vec<u8>) -> Outcome {
+pub async fn send(egress: &Egress, target: &Target, id: Uuid, body: Rendered) -> Outcome {
     // reqwest connects to a literal address without asking the resolver.
     if let Err(refused) = egress.check_url(&target.url) {
         return Outcome::permanent(&refused.to_string());
@@ -223,13 +224,15 @@ pub async fn send(egress: &Egress, target: &Target, id: Uuid, body: Vec<u8>) -> 
     let http = egress.http();
     let message_id = format!("msg_{}", id.simple());
     let timestamp = Utc::now().timestamp();
-    let signature = target.signer.header(&message_id, timestamp, &body);
-    let body = bytes::Bytes::from(body);
+    let signature = target.signer.header(&message_id, timestamp, &body.bytes);
+    let mut headers = target.headers.clone();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(body.content_type));
+    let body = bytes::Bytes::from(body.bytes);
     // Built again only for a second try.
     let request = || {
         http.request(target.method.clone(), target.url.clone())
             .timeout(target.timeout)
-            .headers(target.headers.clone())
+            .headers(headers.clone())
             .header("webhook-id", &message_id)
             .header("webhook-timestamp", timestamp)
             .header("webhook-signature", &signature)

@@ -103,7 +103,7 @@ pub struct StreamSubscription {
     pub batch: BatchLimits,
     /// As created: `now`, `earliest` or an RFC 3339 instant.
     pub start: String,
-    /// `running`, `paused`, or `failing` (the destination refused the last batch).
+    /// `running`, `paused`, or `failing` (the destination has not taken the batch in flight yet).
     pub state: String,
     /// The last event the destination accepted; null before the first batch.
     pub last_delivered_event_id: Option<i64>,
@@ -112,7 +112,9 @@ pub struct StreamSubscription {
     pub lag_events: i64,
     /// How long the oldest of them has waited since it was written; 0 when none waits.
     pub lag_seconds: f64,
+    /// Failed attempts of the batch in flight (0 when none is).
     pub consecutive_failures: i32,
+    /// Why the batch in flight's last attempt failed.
     pub last_error: Option<String>,
     pub last_error_at: Option<DateTime<Utc>>,
     pub created_by: Option<String>,
@@ -131,14 +133,15 @@ async fn view(
     subscription: Subscription,
 ) -> Result<StreamSubscription, ApiError> {
     let lag = streams::lag(transaction, &subscription).await?;
+    let batch = subscription.batch.as_ref();
     let state = if subscription.paused {
         "paused"
-    } else if subscription.consecutive_failures > 0 {
+    } else if batch.is_some_and(|batch| batch.failures > 0) {
         "failing"
     } else {
         "running"
     };
-    let lag_seconds = lag.oldest_committed_at.map_or(0.0, |oldest| {
+    let lag_seconds = lag.oldest_written_at.map_or(0.0, |oldest| {
         (Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0
     });
     Ok(StreamSubscription {
@@ -146,7 +149,7 @@ async fn view(
         destination_id: subscription.destination_id,
         filter: subscription.filter,
         format: subscription.format,
-        batch: subscription.batch,
+        batch: subscription.limits,
         start: subscription.start,
         state: state.to_owned(),
         last_delivered_event_id: subscription
@@ -155,9 +158,9 @@ async fn view(
         last_delivered_at: subscription.last_delivered_at,
         lag_events: lag.events,
         lag_seconds,
-        consecutive_failures: subscription.consecutive_failures,
-        last_error: subscription.last_error,
-        last_error_at: subscription.last_error_at,
+        consecutive_failures: batch.map_or(0, |batch| batch.failures),
+        last_error: batch.and_then(|batch| batch.last_error.clone()),
+        last_error_at: batch.and_then(|batch| batch.last_error_at),
         created_by: subscription.created_by,
         created_at: subscription.created_at,
         updated_at: subscription.updated_at,
@@ -331,7 +334,7 @@ pub async fn create(
                 destination_id: body.destination_id,
                 filter: &filter,
                 format: &format,
-                batch,
+                limits: batch,
                 start: &start_text,
                 starts_at,
                 cursor,
@@ -424,7 +427,7 @@ pub async fn update(
             .ok_or_else(|| not_found(*id))?;
         let mut errors = Vec::new();
         if let Some(batch) = &body.batch {
-            subscription.batch = batch_limits(batch, subscription.batch, &mut errors);
+            subscription.limits = batch_limits(batch, subscription.limits, &mut errors);
         }
         if !errors.is_empty() {
             return Err(ApiError::Validation(errors));

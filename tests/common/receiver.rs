@@ -14,6 +14,7 @@ pub struct Received {
     pub id: String,
     pub timestamp: String,
     pub signature: String,
+    pub content_type: String,
     pub body: Vec<u8>,
     pub at: std::time::Instant,
 }
@@ -130,6 +131,7 @@ async fn receive(
             id: header("webhook-id"),
             timestamp: header("webhook-timestamp"),
             signature: header("webhook-signature"),
+            content_type: header("content-type"),
             body: body.to_vec(),
             at: std::time::Instant::now(),
         });

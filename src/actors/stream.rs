@@ -1,0 +1,168 @@
+//! StreamActor: cuts event streams' batches and hands them to the delivery
+//! machinery. Every `streams.poll_interval` it
+//! 1. moves the cursor of each subscription whose batch was delivered;
+//! 2. starts again each batch whose delivery gave up, after
+//!    `streams.failed_batch_retry_after`: a stream holds its place rather
+//!    than skip events;
+//! 3. locks the subscriptions free to start a batch (`SKIP LOCKED`, so
+//!    several workers share them) and, for each whose pending events fill a
+//!    batch or have waited `max_delay_ms`, queues them as one delivery.
+//!
+//! One batch per subscription is in flight at a time, so batches arrive in
+//! chain order; a batch keeps its delivery's id across retries. Ingest never
+//! waits for any of it: streams read committed events.
+
+use std::time::Duration;
+
+use actix::fut::wrap_future;
+use actix::prelude::*;
+use chrono::Utc;
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::config::StreamsConfig;
+use crate::db::streams::{self, NewBatch, Subscription};
+use crate::db::{DbError, PgPool};
+use crate::shared::Shared;
+use crate::streams::{self as stream_format, Format};
+
+/// Subscriptions looked at per round.
+const SUBSCRIPTIONS_PER_ROUND: i64 = 100;
+/// Attempts of a batch's delivery: more than any destination's retry
+/// schedule, so that the schedule, not this count, decides when it gives up.
+const BATCH_MAX_RETRIES: i32 = 1_000_000;
+
+/// Run a round now: the actor's own tick, re-armed after each round so that
+/// two rounds never overlap.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Round;
+
+pub struct StreamActor {
+    pool: PgPool,
+    settings: StreamsConfig,
+    /// This machine's name, in Splunk HEC records.
+    host: String,
+}
+
+impl StreamActor {
+    pub fn new(shared: &Shared) -> Self {
+        Self {
+            pool: shared.pool.clone(),
+            settings: shared.config.streams.clone(),
+            host: hostname::get()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "audit-worker".to_owned()),
+        }
+    }
+}
+
+/// What a round did.
+#[derive(Debug, Default)]
+struct Rounded {
+    settled: u64,
+    restarted: u64,
+    started: usize,
+}
+
+async fn round(pool: PgPool, settings: StreamsConfig, host: String) -> Result<Rounded, DbError> {
+    let mut client = pool.get().await?;
+    let settled = streams::settle_delivered(&**client).await?;
+    let restarted = streams::retry_failed(&**client, settings.failed_batch_retry_after).await?;
+    let transaction = client.transaction().await?;
+    let mut started = 0;
+    for subscription in streams::claim_idle(&transaction, SUBSCRIPTIONS_PER_ROUND).await? {
+        if start_batch(&transaction, &subscription, &host).await? {
+            started += 1;
+        }
+    }
+    transaction.commit().await?;
+    Ok(Rounded {
+        settled,
+        restarted,
+        started,
+    })
+}
+
+/// Queues the subscription's next batch if it is due: full, or its oldest
+/// event has waited `max_delay_ms`. Whether it queued one.
+async fn start_batch(
+    transaction: &impl GenericClient,
+    subscription: &Subscription,
+    host: &str,
+) -> Result<bool, DbError> {
+    let limits = subscription.limits;
+    let pending = streams::pending(transaction, subscription, i64::from(limits.max_events)).await?;
+    let (Some(first), Some(last)) = (pending.first(), pending.last()) else {
+        return Ok(false);
+    };
+    let waited = (Utc::now() - first.written_at).to_std().unwrap_or_default();
+    let full = pending.len() >= limits.max_events as usize;
+    if !full && waited < Duration::from_millis(limits.max_delay_ms as u64) {
+        return Ok(false);
+    }
+    let Some(format) = Format::parse(&subscription.format) else {
+        return Err(DbError::Decode(format!(
+            "stream subscription {} has the unknown format `{}`",
+            subscription.id, subscription.format
+        )));
+    };
+    let records = format.records(&pending, host);
+    let object_key = stream_format::object_key(
+        &subscription.organization_id,
+        subscription.id,
+        Utc::now(),
+        first.position.event_id,
+        last.position.event_id,
+    );
+    let batch = NewBatch {
+        id: Uuid::now_v7(),
+        end: last.position,
+        records: &records,
+        object_key: &object_key,
+        max_retries: BATCH_MAX_RETRIES,
+    };
+    streams::start_batch(transaction, subscription, &batch).await?;
+    tracing::debug!(
+        subscription = subscription.id,
+        batch = %batch.id,
+        events = pending.len(),
+        "Queued a stream batch"
+    );
+    Ok(true)
+}
+
+impl Actor for StreamActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if self.settings.enabled {
+            ctx.notify(Round);
+        }
+    }
+}
+
+impl Handler<Round> for StreamActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Round, _: &mut Self::Context) -> Self::Result {
+        let span = tracing::debug_span!("stream_round");
+        let work = round(self.pool.clone(), self.settings.clone(), self.host.clone());
+        Box::pin(
+            wrap_future::<_, Self>(tracing::Instrument::instrument(work, span)).map(
+                |outcome, actor, ctx| {
+                    match outcome {
+                        Ok(rounded) if rounded.settled + rounded.restarted > 0 || rounded.started > 0 => {
+                            tracing::debug!(?rounded, "Stream round");
+                        }
+                        Ok(_) => {}
+                        Err(error) => {
+                            tracing::warn!(%error, "Stream round failed; trying again at the next one");
+                        }
+                    }
+                    ctx.notify_later(Round, actor.settings.poll_interval);
+                },
+            ),
+        )
+    }
+}

@@ -1,0 +1,108 @@
+//! Event streams: what a batch holds and how its records are written. The
+//! StreamActor (`src/actors/stream.rs`) cuts the batches; the delivery
+//! machinery sends them.
+//!
+//! - [`Format::Native`]: the event as `GET /v1/events/{id}` shows it, hash included.
+//! - [`Format::Ocsf`]: an OCSF 1.x event ([`ocsf`]).
+//! - [`Format::SplunkHec`]: Splunk's HTTP Event Collector envelope around the
+//!   native event, so a webhook pointed at a HEC endpoint works as is.
+
+pub mod ocsf;
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use crate::db::events::StoredEvent;
+use crate::db::streams::PendingEvent;
+
+/// The Splunk source type of the events a stream sends.
+const SPLUNK_SOURCETYPE: &str = "audit-worker:event";
+
+/// How a subscription writes its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Native,
+    Ocsf,
+    SplunkHec,
+}
+
+impl Format {
+    /// From its stored name (`native`, `ocsf`, `splunk_hec`).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "native" => Some(Self::Native),
+            "ocsf" => Some(Self::Ocsf),
+            "splunk_hec" => Some(Self::SplunkHec),
+            _ => None,
+        }
+    }
+
+    /// One record per event, in the events' order.
+    pub fn records(self, events: &[PendingEvent], host: &str) -> Value {
+        Value::Array(
+            events
+                .iter()
+                .map(|pending| self.record(&pending.event, host))
+                .collect(),
+        )
+    }
+
+    fn record(self, event: &StoredEvent, host: &str) -> Value {
+        let native = serde_json::to_value(event).expect("an event serializes");
+        match self {
+            Self::Native => native,
+            Self::Ocsf => ocsf::event(event, native),
+            Self::SplunkHec => json!({
+                "time": epoch_seconds(&event.timestamp),
+                "host": host,
+                "source": format!("audit-worker:{}", event.organization_id),
+                "sourcetype": SPLUNK_SOURCETYPE,
+                "event": native,
+            }),
+        }
+    }
+}
+
+/// An event's RFC 3339 timestamp as HEC's `time`: seconds since the epoch,
+/// with the milliseconds as decimals.
+fn epoch_seconds(timestamp: &str) -> f64 {
+    DateTime::parse_from_rfc3339(timestamp)
+        .map(|time| time.with_timezone(&Utc).timestamp_millis() as f64 / 1000.0)
+        .unwrap_or_default()
+}
+
+/// Where an S3 or FTP destination stores a batch: under the organization
+/// and the subscription, by day, named after its first and last event.
+pub fn object_key(
+    organization_id: &str,
+    subscription_id: i64,
+    at: DateTime<Utc>,
+    first_event_id: i64,
+    last_event_id: i64,
+) -> String {
+    format!(
+        "{organization_id}/{subscription_id}/{}/{first_event_id}-{last_event_id}.ndjson.gz",
+        at.format("%Y/%m/%d")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_stored_by_organization_subscription_and_day() {
+        let at = DateTime::parse_from_rfc3339("2026-03-04T05:06:07Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            object_key("org-a", 7, at, 10, 42),
+            "org-a/7/2026/03/04/10-42.ndjson.gz"
+        );
+    }
+
+    #[test]
+    fn hec_time_is_epoch_seconds_with_milliseconds() {
+        assert_eq!(epoch_seconds("1970-01-01T00:00:01.250Z"), 1.25);
+    }
+}

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use common::receiver::{Received, Receiver};
-use common::{error_fields, event, spawn_app, spawn_app_with, wait_until, webhook, TestApp};
+use common::{
+    error_fields, event, servers, spawn_app, spawn_app_with, wait_until, webhook, TestApp,
+};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -587,4 +589,99 @@ async fn a_paused_stream_keeps_its_place() {
         .map(|record| record["id"].clone())
         .collect();
     assert_eq!(sent, [receipts[0]["id"].clone(), receipts[1]["id"].clone()]);
+}
+
+/// On S3 each batch is one gzipped NDJSON object under the organization, the
+/// subscription and the day, named after its first and last event; the
+/// Splunk HEC format wraps each event in HEC's envelope.
+#[actix_web::test]
+async fn an_s3_stream_stores_each_batch_as_gzipped_ndjson_by_day() {
+    use std::io::Read;
+
+    let app = spawn_app_with(|config| config.delivery.allow_loopback = true).await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let s3 = servers::s3();
+    let endpoint = s3.endpoint();
+    let bucket = reqwest::Client::new()
+        .put(format!("{endpoint}/audit-streams"))
+        .send()
+        .await
+        .unwrap();
+    assert!(bucket.status().is_success());
+    let destination = app
+        .create_destination(
+            &key,
+            json!({"type": "s3", "label": "lake", "config": {"bucket": "audit-streams",
+                "prefix": "trail/", "endpoint": endpoint, "path_style": true,
+                "access_key_id": "test", "secret_access_key": "test-secret"}}),
+        )
+        .await;
+    let body = json!({"destination_id": destination, "format": "splunk_hec",
+        "filter": {"action": "patient.*"}, "batch": {"max_events": 2, "max_delay_ms": 0}});
+    let created = subscribe(&app, &key, body).await;
+    let receipts = app
+        .ingest(
+            &key,
+            vec![
+                event("a", "patient.one"),
+                event("b", "patient.two"),
+                event("c", "patient.three"),
+            ],
+        )
+        .await;
+    let ids: Vec<i64> = receipts.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    caught_up(&app, &key, &created["id"], &json!(ids[2])).await;
+
+    let client = s3.s3_client();
+    let day = Utc::now().format("%Y/%m/%d");
+    let prefix = format!("trail/org-a/{}/{day}/", created["id"]);
+    let listed = client
+        .list_objects_v2()
+        .bucket("audit-streams")
+        .prefix(&prefix)
+        .send()
+        .await
+        .expect("list the objects");
+    let mut keys: Vec<String> = listed
+        .contents()
+        .iter()
+        .filter_map(|object| object.key().map(str::to_owned))
+        .collect();
+    keys.sort();
+    let mut expected = vec![
+        format!("{prefix}{}-{}.ndjson.gz", ids[0], ids[1]),
+        format!("{prefix}{}-{}.ndjson.gz", ids[2], ids[2]),
+    ];
+    expected.sort();
+    assert_eq!(keys, expected);
+
+    let mut sent = Vec::new();
+    for key_name in [&expected[0], &expected[1]] {
+        let object = client
+            .get_object()
+            .bucket("audit-streams")
+            .key(key_name)
+            .send()
+            .await
+            .expect("GET the object");
+        assert_eq!(object.content_type(), Some("application/x-ndjson"));
+        assert_eq!(object.content_encoding(), Some("gzip"));
+        let bytes = object.body.collect().await.unwrap().into_bytes();
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_string(&mut text)
+            .expect("gzip");
+        for line in text.lines() {
+            let record: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(record["sourcetype"], "audit-worker:event", "{record}");
+            assert!(record["time"].as_f64().is_some_and(|t| t > 0.0), "{record}");
+            assert!(
+                record["host"].as_str().is_some_and(|h| !h.is_empty()),
+                "{record}"
+            );
+            sent.push(record["event"]["id"].as_i64().unwrap());
+        }
+    }
+    sent.sort_unstable();
+    assert_eq!(sent, ids);
 }

@@ -42,3 +42,8 @@ SELECT audit_isolate_tenant_table('stream_subscriptions');
 -- stream's batch) a JSON array sent one record a line (NDJSON).
 ALTER TABLE delivery_queue
     ADD COLUMN body varchar(10) NOT NULL DEFAULT 'document' CHECK (body IN ('document', 'ndjson'));
+
+-- Syslog destinations (RFC 5424 over TCP or TLS), for SIEM collectors.
+ALTER TABLE delivery_destinations DROP CONSTRAINT delivery_destinations_type_check;
+ALTER TABLE delivery_destinations ADD CONSTRAINT delivery_destinations_type_check
+    CHECK (type IN ('webhook', 'email', 's3', 'ftp', 'syslog'));

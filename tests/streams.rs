@@ -11,7 +11,9 @@ mod common;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
+use common::pki::TestCa;
 use common::receiver::{Received, Receiver};
+use common::syslog::Collector;
 use common::{
     error_fields, event, servers, spawn_app, spawn_app_with, wait_until, webhook, TestApp,
 };
@@ -684,4 +686,62 @@ async fn an_s3_stream_stores_each_batch_as_gzipped_ndjson_by_day() {
     }
     sent.sort_unstable();
     assert_eq!(sent, ids);
+}
+
+/// A syslog collector gets one RFC 5424 message per event, over TLS, in
+/// chain order: facility and severity in the priority, the action as MSGID,
+/// the event's id and hash as structured data, the record (here OCSF) as
+/// the message.
+#[actix_web::test]
+async fn a_syslog_stream_sends_one_rfc_5424_message_per_event_over_tls() {
+    let app = spawn_app_with(|config| config.delivery.allow_loopback = true).await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let ca = TestCa::new("syslog-ca");
+    let certificate = ca.server("collector", &["localhost"]);
+    let collector = Collector::start(Some(&certificate)).await;
+    let ca_pem = std::fs::read_to_string(&ca.cert_file).unwrap();
+    let destination = app
+        .create_destination(
+            &key,
+            json!({"type": "syslog", "label": "siem", "config": {"host": "localhost",
+                "port": collector.port, "tls": true, "ca": ca_pem, "app_name": "audit-test",
+                "facility": 10}}),
+        )
+        .await;
+    let body = json!({"destination_id": destination, "format": "ocsf",
+        "filter": {"action": "patient.*"}, "batch": {"max_events": 10, "max_delay_ms": 0}});
+    subscribe(&app, &key, body).await;
+    let receipts = app
+        .ingest(
+            &key,
+            vec![
+                event("alice", "patient.record.read"),
+                event("bob", "patient.record.update").status("failure"),
+                event("carol", "patient.record.delete"),
+            ],
+        )
+        .await;
+
+    let messages = collector.wait_for(3, WAIT).await;
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    for ((message, receipt), severity) in messages.iter().zip(&receipts).zip([6, 4, 6]) {
+        let stored = app.stored_event(&key, &receipt["id"]).await;
+        let header = format!(
+            "<{}>1 {} ",
+            10 * 8 + severity,
+            stored["timestamp"].as_str().unwrap()
+        );
+        assert!(message.starts_with(&header), "{message}");
+        let structured = format!(
+            " audit-test - {} [audit@32473 id=\"{}\" hash=\"{}\" organization_id=\"org-a\"] ",
+            stored["action"].as_str().unwrap(),
+            receipt["id"],
+            stored["hash"].as_str().unwrap()
+        );
+        let (_, record) = message.split_once(&structured).expect(message);
+        let record: Value = serde_json::from_str(record).unwrap();
+        assert_eq!(record["class_uid"], 6003, "{record}");
+        assert_eq!(record["metadata"]["uid"], receipt["id"].to_string());
+        assert_eq!(record["unmapped"], stored);
+    }
 }

@@ -14,13 +14,14 @@ use super::egress::{self, Egress, Host};
 use super::email::EmailConfig;
 use super::ftp::FtpConfig;
 use super::s3::S3Config;
+use super::syslog::SyslogConfig;
 use super::webhook::WebhookConfig;
 use crate::validation::FieldError;
 
 /// Kinds the schema knows.
-pub const KINDS: &[&str] = &["webhook", "email", "s3", "ftp"];
+pub const KINDS: &[&str] = &["webhook", "email", "s3", "ftp", "syslog"];
 /// Kinds this build can deliver to; the others are refused until they can.
-pub const AVAILABLE_KINDS: &[&str] = &["webhook", "email", "s3", "ftp"];
+pub const AVAILABLE_KINDS: &[&str] = &["webhook", "email", "s3", "ftp", "syslog"];
 const MASK: &str = "***";
 /// Config fields that hold secrets: sealed at rest, masked in answers.
 const SECRET_FIELDS: &[&str] = &["secret", "previous_secret", "password", "secret_access_key"];
@@ -32,6 +33,7 @@ pub enum DestinationConfig {
     Email(EmailConfig),
     S3(S3Config),
     Ftp(FtpConfig),
+    Syslog(SyslogConfig),
 }
 
 impl DestinationConfig {
@@ -60,6 +62,9 @@ impl DestinationConfig {
             }
             "s3" => checked(value, |config: &mut S3Config| config.validate()).map(Self::S3),
             "ftp" => checked(value, |config: &mut FtpConfig| config.validate()).map(Self::Ftp),
+            "syslog" => {
+                checked(value, |config: &mut SyslogConfig| config.validate()).map(Self::Syslog)
+            }
             other => Err(vec![FieldError::new(
                 "type",
                 format!("`{other}` destinations are not available"),
@@ -73,6 +78,7 @@ impl DestinationConfig {
             Self::Email(config) => serde_json::to_value(config),
             Self::S3(config) => serde_json::to_value(config),
             Self::Ftp(config) => serde_json::to_value(config),
+            Self::Syslog(config) => serde_json::to_value(config),
         }
         .expect("a destination config serializes")
     }
@@ -131,6 +137,7 @@ impl DestinationConfig {
             "email" => serde_json::from_value(value).map(Self::Email),
             "s3" => serde_json::from_value(value).map(Self::S3),
             "ftp" => serde_json::from_value(value).map(Self::Ftp),
+            "syslog" => serde_json::from_value(value).map(Self::Syslog),
             _ => return Err(DecryptError),
         };
         parsed.map_err(|_| DecryptError)
@@ -157,19 +164,21 @@ impl DestinationConfig {
             let url = reqwest::Url::parse(text).ok()?;
             Some((field, url.host()?.to_owned(), url.port_or_known_default()?))
         };
-        let host = match self {
-            Self::Webhook(config) => from_url("config.url", &config.url),
-            Self::Email(config) => {
-                egress::parse_host(&config.host).map(|host| ("config.host", host, config.port()))
-            }
-            Self::Ftp(config) => {
-                egress::parse_host(&config.host).map(|host| ("config.host", host, config.port))
-            }
-            Self::S3(config) => config
-                .endpoint
-                .as_deref()
-                .and_then(|endpoint| from_url("config.endpoint", endpoint)),
-        };
+        let host =
+            match self {
+                Self::Webhook(config) => from_url("config.url", &config.url),
+                Self::Email(config) => egress::parse_host(&config.host)
+                    .map(|host| ("config.host", host, config.port())),
+                Self::Ftp(config) => {
+                    egress::parse_host(&config.host).map(|host| ("config.host", host, config.port))
+                }
+                Self::Syslog(config) => egress::parse_host(&config.host)
+                    .map(|host| ("config.host", host, config.port())),
+                Self::S3(config) => config
+                    .endpoint
+                    .as_deref()
+                    .and_then(|endpoint| from_url("config.endpoint", endpoint)),
+            };
         host.into_iter().collect()
     }
 
@@ -211,6 +220,7 @@ impl DestinationConfig {
                 (host, port, Duration::from_secs(10))
             }
             Self::Ftp(config) => (config.host.clone(), config.port, Duration::from_secs(10)),
+            Self::Syslog(config) => (config.host.clone(), config.port(), Duration::from_secs(10)),
         }
     }
 }

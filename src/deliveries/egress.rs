@@ -27,6 +27,9 @@ use std::time::Duration;
 use aws_smithy_http_client::tls;
 use aws_smithy_runtime_api::client::dns::{DnsFuture, ResolveDns, ResolveDnsError};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use rustls::{ClientConfig, RootCertStore};
 use url::Url;
 
 use super::network_policy::{Denial, NetworkPolicy};
@@ -305,6 +308,37 @@ fn redirect_policy(policy: Arc<NetworkPolicy>) -> reqwest::redirect::Policy {
             Err(refused) => attempt.error(refused),
         }
     })
+}
+
+/// The certificates a server may chain to: the configured CA, or the web roots.
+pub fn trust_roots(ca_certificate: Option<&str>) -> Result<RootCertStore, String> {
+    let Some(pem) = ca_certificate else {
+        return Ok(RootCertStore::from_iter(
+            webpki_roots::TLS_SERVER_ROOTS.iter().cloned(),
+        ));
+    };
+    let mut store = RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let certificate = certificate.map_err(|error| format!("not a PEM certificate: {error}"))?;
+        store
+            .add(certificate)
+            .map_err(|error| format!("not a usable CA certificate: {error}"))?;
+    }
+    if store.is_empty() {
+        return Err("holds no PEM certificate".to_owned());
+    }
+    Ok(store)
+}
+
+/// A TLS client trusting `ca_certificate` (PEM), or the web roots without one.
+pub fn tls_client(ca_certificate: Option<&str>) -> Result<Arc<ClientConfig>, String> {
+    let roots = trust_roots(ca_certificate)?;
+    let client = ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|error| error.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(client))
 }
 
 #[cfg(test)]

@@ -4,13 +4,9 @@
 //! the server checked against the public web roots or a configured CA.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
-use rustls::{ClientConfig, RootCertStore};
 use serde::{Deserialize, Serialize};
 use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsFtpStream};
 use suppaftp::types::FileType;
@@ -63,7 +59,7 @@ impl FtpConfig {
             errors.push(FieldError::new("config.username", "required"));
         }
         if let Some(pem) = &self.ca_certificate {
-            if let Err(problem) = roots(Some(pem)) {
+            if let Err(problem) = egress::trust_roots(Some(pem)) {
                 errors.push(FieldError::new("config.ca_certificate", problem));
             }
         }
@@ -132,37 +128,10 @@ pub async fn send(
     }
 }
 
-/// The certificates a server may chain to: the configured CA, or the web roots.
-fn roots(ca_certificate: Option<&str>) -> Result<RootCertStore, String> {
-    let Some(pem) = ca_certificate else {
-        return Ok(RootCertStore::from_iter(
-            webpki_roots::TLS_SERVER_ROOTS.iter().cloned(),
-        ));
-    };
-    let mut store = RootCertStore::empty();
-    for certificate in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-        let certificate = certificate.map_err(|error| format!("not a PEM certificate: {error}"))?;
-        store
-            .add(certificate)
-            .map_err(|error| format!("not a usable CA certificate: {error}"))?;
-    }
-    if store.is_empty() {
-        return Err("holds no PEM certificate".to_owned());
-    }
-    Ok(store)
-}
-
 fn tls_connector(config: &FtpConfig) -> Result<AsyncRustlsConnector, FtpError> {
-    let roots = roots(config.ca_certificate.as_deref()).map_err(FtpError::SecureError)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let client = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|error| FtpError::SecureError(error.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(AsyncRustlsConnector::from(TlsConnector::from(Arc::new(
-        client,
-    ))))
+    let client =
+        egress::tls_client(config.ca_certificate.as_deref()).map_err(FtpError::SecureError)?;
+    Ok(AsyncRustlsConnector::from(TlsConnector::from(client)))
 }
 
 async fn upload(

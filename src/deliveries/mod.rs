@@ -2,7 +2,7 @@
 //! when it runs.
 //!
 //! - One file per kind, holding its config, validation and send: `webhook`
-//!   (with its signing), `email`, `s3`, `ftp`.
+//!   (with its signing), `email`, `s3`, `ftp`, `syslog`.
 //! - `destination`: what every destination has, whatever its kind: the config
 //!   enum dispatching to the kinds, sealed secrets, the delivery settings.
 //! - `sender`: one attempt's send to a destination of any kind, and its outcome;
@@ -28,6 +28,7 @@ pub mod network_policy;
 pub mod retry;
 pub mod s3;
 pub mod sender;
+pub mod syslog;
 pub mod webhook;
 
 /// The payload (JSON text, as stored) indented for people to read, as email,

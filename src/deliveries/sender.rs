@@ -15,6 +15,7 @@ use super::email::{self, EmailConfig};
 use super::ftp::{self, FtpConfig};
 use super::retry::{self, Outcome};
 use super::s3::{self, Object, ObjectLock, S3Config};
+use super::syslog::{self, SyslogConfig};
 use super::webhook::{self, Target};
 use crate::db::destinations::Destination;
 
@@ -38,6 +39,7 @@ enum Sender {
     Email(EmailConfig),
     S3(S3Config, Option<ObjectLock>),
     Ftp(FtpConfig),
+    Syslog(SyslogConfig),
 }
 
 impl Prepared {
@@ -110,6 +112,10 @@ impl Prepared {
                 }
                 Err(error) => return Outcome::permanent(&error),
             },
+            Sender::Syslog(config) => {
+                let host = hostname();
+                syslog::send(config, egress, (&payload, shape), &host, TRANSFER_TIMEOUT).await
+            }
         };
         Outcome {
             verdict: sent.verdict,
@@ -129,6 +135,17 @@ impl Sender {
             DestinationConfig::Email(config) => Self::Email(config),
             DestinationConfig::S3(config) => Self::S3(config, lock),
             DestinationConfig::Ftp(config) => Self::Ftp(config),
+            DestinationConfig::Syslog(config) => Self::Syslog(config),
         })
     }
+}
+
+/// This machine's name, the HOSTNAME of syslog messages (`-`, RFC 5424's
+/// nil value, when it has none that is printable ASCII).
+fn hostname() -> String {
+    hostname::get()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .filter(|name| !name.is_empty() && name.bytes().all(|b| (33..=126).contains(&b)))
+        .map_or_else(|| "-".to_owned(), |name| name.chars().take(255).collect())
 }

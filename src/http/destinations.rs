@@ -24,9 +24,9 @@ const RESOURCE: &str = "audit.deliveries";
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDestination {
-    /// webhook, email, s3 or ftp.
+    /// webhook, email, s3, ftp or syslog.
     #[serde(rename = "type")]
-    #[schema(pattern = "^(webhook|email|s3|ftp)$")]
+    #[schema(pattern = "^(webhook|email|s3|ftp|syslog)$")]
     pub kind: String,
     #[schema(max_length = 255, pattern = r"\S")]
     pub label: String,
@@ -37,6 +37,7 @@ pub struct CreateDestination {
     /// email: host, port, tls, username, password, from, to, subject, attachment_name.
     /// s3: bucket, prefix, region, endpoint, access_key_id, secret_access_key, path_style, key_template.
     /// ftp: host, port, username, password, directory, tls, passive.
+    /// syslog: host, port, tls, ca, app_name, facility.
     #[schema(value_type = Object)]
     #[serde(deserialize_with = "crate::validation::bounded_json")]
     pub config: Value,

@@ -284,7 +284,7 @@ async fn check_destination(
     match destinations::get(transaction, Some(organization_id), id).await? {
         None => Err(refused(format!("no destination {id}"))),
         Some(destination) if REFUSED_KINDS.contains(&destination.kind.as_str()) => Err(refused(
-            format!("destination {id} is an {} destination, which cannot carry a stream: use a webhook, s3 or ftp destination", destination.kind),
+            format!("destination {id} is an {} destination, which cannot carry a stream: use a webhook, s3, ftp or syslog destination", destination.kind),
         )),
         Some(_) => Ok(()),
     }

@@ -12,6 +12,7 @@ pub mod process;
 pub mod proxy;
 pub mod receiver;
 pub mod servers;
+pub mod syslog;
 pub mod temp_dir;
 
 // Re-exported for `use common::{event, …}`; like every helper here, unused by some binaries.

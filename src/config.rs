@@ -494,6 +494,10 @@ pub struct StreamsConfig {
     pub poll_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub failed_batch_retry_after: Duration,
+    pub tail_max_per_key: usize,
+    #[serde(with = "humantime_serde")]
+    pub tail_heartbeat: Duration,
+    pub tail_buffer_events: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -915,6 +919,18 @@ impl Config {
         }
         if self.streams.poll_interval.is_zero() {
             return Err(invalid("streams.poll_interval", "must be longer than zero"));
+        }
+        if self.streams.tail_heartbeat.is_zero() {
+            return Err(invalid(
+                "streams.tail_heartbeat",
+                "must be longer than zero",
+            ));
+        }
+        if self.streams.tail_max_per_key == 0 || self.streams.tail_buffer_events == 0 {
+            return Err(invalid(
+                "streams.tail_max_per_key",
+                "streams.tail_max_per_key and streams.tail_buffer_events must be at least 1",
+            ));
         }
         if self.reports.poll_interval.is_zero() {
             return Err(invalid("reports.poll_interval", "must be longer than zero"));

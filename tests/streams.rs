@@ -745,3 +745,205 @@ async fn a_syslog_stream_sends_one_rfc_5424_message_per_event_over_tls() {
         assert_eq!(record["unmapped"], stored);
     }
 }
+
+/// A live tail (`GET /v1/events/stream`) read as an `EventSource` reads it.
+struct Tail {
+    response: reqwest::Response,
+    buffered: String,
+}
+
+impl Tail {
+    /// Opens a live tail of `query`, after `last_event_id` when given; asserts 200.
+    async fn open(app: &TestApp, key: &str, query: &str, last_event_id: Option<&Value>) -> Self {
+        let (status, response) = open_tail(app, key, query, last_event_id, true).await;
+        assert_eq!(status, 200);
+        let response = response.unwrap();
+        let content_type = response.headers()["content-type"].to_str().unwrap();
+        assert_eq!(content_type, "text/event-stream");
+        Self {
+            response,
+            buffered: String::new(),
+        }
+    }
+
+    /// The next `count` messages that carry an event: (`id:`, `data:` parsed).
+    async fn events(&mut self, count: usize) -> Vec<(String, Value)> {
+        let mut events = Vec::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while events.len() < count {
+            while let Some(end) = self.buffered.find("\n\n") {
+                let message: String = self.buffered.drain(..end + 2).collect();
+                if let Some(event) = sse_event(&message) {
+                    events.push(event);
+                }
+            }
+            if events.len() >= count {
+                break;
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .expect("the events arrive in time")
+                .expect("the stream reads")
+                .expect("the stream stays open");
+            self.buffered.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        events
+    }
+}
+
+/// `GET /v1/events/stream?{query}`, live or not; the status, and the
+/// response when it is 200 (else its body is printed).
+async fn open_tail(
+    app: &TestApp,
+    key: &str,
+    query: &str,
+    last_event_id: Option<&Value>,
+    live: bool,
+) -> (u16, Option<reqwest::Response>) {
+    let mut request = app
+        .client
+        .get(format!("{}/v1/events/stream?{query}", app.address))
+        .bearer_auth(key)
+        .header("accept", if live { "text/event-stream" } else { "*/*" });
+    if let Some(id) = last_event_id {
+        request = request.header("last-event-id", id.to_string());
+    }
+    let response = request.send().await.expect("the worker answers");
+    let status = response.status().as_u16();
+    if status == 200 {
+        (status, Some(response))
+    } else {
+        let body = response.text().await.unwrap_or_default();
+        eprintln!("GET /v1/events/stream?{query}: {status} {body}");
+        (status, None)
+    }
+}
+
+/// An SSE message's `id:` and parsed `data:`, if it has both.
+fn sse_event(message: &str) -> Option<(String, Value)> {
+    let mut id = None;
+    let mut data = None;
+    for line in message.lines() {
+        if let Some(value) = line.strip_prefix("id: ") {
+            id = Some(value.to_owned());
+        } else if let Some(value) = line.strip_prefix("data: ") {
+            data = Some(serde_json::from_str(value).expect("JSON data"));
+        }
+    }
+    id.zip(data)
+}
+
+#[actix_web::test]
+async fn the_live_tail_sends_events_as_they_commit_and_resumes_after_the_last_event_id() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let other = app.create_key("org-b", "org:admin").await;
+    let mut tail = Tail::open(&app, &key, "action=patient.*", None).await;
+    let receipts = app
+        .ingest(
+            &key,
+            vec![
+                event("a", "patient.one"),
+                event("b", "auth.login"),
+                event("c", "patient.two"),
+            ],
+        )
+        .await;
+    app.ingest(&other, event("eve", "patient.three")).await;
+    let first = tail.events(2).await;
+    let ids: Vec<String> = first.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(
+        ids,
+        [receipts[0]["id"].to_string(), receipts[2]["id"].to_string()]
+    );
+    for (id, data) in &first {
+        assert_eq!(*data, app.stored_event(&key, id).await);
+    }
+    drop(tail);
+
+    // What committed while the client was away, from where it left off.
+    let later = app
+        .ingest(
+            &key,
+            vec![event("d", "patient.four"), event("e", "patient.five")],
+        )
+        .await;
+    let mut resumed = Tail::open(&app, &key, "action=patient.*", Some(&receipts[2]["id"])).await;
+    let ids: Vec<String> = resumed
+        .events(2)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(
+        ids,
+        [later[0]["id"].to_string(), later[1]["id"].to_string()]
+    );
+
+    // A client that does not ask for a live stream gets what committed after
+    // its place, and the response ends.
+    let (status, response) = open_tail(
+        &app,
+        &key,
+        "action=patient.*",
+        Some(&receipts[0]["id"]),
+        false,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let text = response.unwrap().text().await.unwrap();
+    let ids: Vec<String> = text
+        .split("\n\n")
+        .filter_map(sse_event)
+        .map(|(id, _)| id)
+        .collect();
+    let expected: Vec<String> = [&receipts[2], &later[0], &later[1]]
+        .iter()
+        .map(|receipt| receipt["id"].to_string())
+        .collect();
+    assert_eq!(ids, expected);
+
+    // Its place must be one of its organization's events.
+    let foreign = app.ingest(&other, event("eve", "patient.six")).await;
+    for bad in [json!("soon"), foreign[0]["id"].clone()] {
+        let mut request = app
+            .client
+            .get(format!("{}/v1/events/stream", app.address))
+            .bearer_auth(&key)
+            .header(
+                "last-event-id",
+                bad.as_str().map_or_else(|| bad.to_string(), str::to_owned),
+            );
+        request = request.header("accept", "*/*");
+        let refusal = common::answer(request.send().await.unwrap()).await;
+        assert_eq!(refusal.0, 400, "{bad}: {}", refusal.1);
+        assert_eq!(error_fields(&refusal.1), ["Last-Event-ID"]);
+    }
+    let (status, _) = open_tail(&app, &key, "status=maybe", None, false).await;
+    assert_eq!(status, 400);
+}
+
+#[actix_web::test]
+async fn live_tails_are_bounded_per_key() {
+    // A client that left is noticed when a write to it fails: heartbeats
+    // make those writes often.
+    let app = spawn_app_with(|config| {
+        config.streams.tail_max_per_key = 2;
+        config.streams.tail_heartbeat = Duration::from_millis(100);
+    })
+    .await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let other = app.create_key("org-a", "org:admin").await;
+    let first = Tail::open(&app, &key, "", None).await;
+    let _second = Tail::open(&app, &key, "", None).await;
+    assert_eq!(open_tail(&app, &key, "", None, true).await.0, 429);
+    // Another key has its own places.
+    let _theirs = Tail::open(&app, &other, "", None).await;
+    // A client that leaves frees its place.
+    drop(first);
+    wait_until(WAIT, "a place frees up", || async {
+        let (status, response) = open_tail(&app, &key, "", None, true).await;
+        (status == 200).then_some(response)
+    })
+    .await;
+}

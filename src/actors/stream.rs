@@ -92,7 +92,12 @@ async fn start_batch(
     host: &str,
 ) -> Result<bool, DbError> {
     let limits = subscription.limits;
-    let pending = streams::pending(transaction, subscription, i64::from(limits.max_events)).await?;
+    let pending = streams::pending(
+        transaction,
+        &subscription.tail(),
+        i64::from(limits.max_events),
+    )
+    .await?;
     let (Some(first), Some(last)) = (pending.first(), pending.last()) else {
         return Ok(false);
     };

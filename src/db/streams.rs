@@ -330,24 +330,46 @@ WHERE c.organization_id = $1 AND c.seq >= $2 AND (c.seq > $2 OR e.id > $3) \
   AND ($10::text IS NULL OR e.target_resource_type = $10) \
 ORDER BY c.seq, e.id LIMIT $11";
 
-/// Reads the pending events of `subscription` through `read` (a statement
-/// built around [`PENDING`]), at most `limit`.
+/// Where a reader of an organization's events stands: what it takes (its
+/// filter, and only events from `starts_at` on) and the last event it has.
+#[derive(Debug, Clone, Copy)]
+pub struct Tail<'a> {
+    pub organization_id: &'a str,
+    pub filter: &'a StreamFilter,
+    pub starts_at: Option<DateTime<Utc>>,
+    pub after: ChainPosition,
+}
+
+impl Subscription {
+    /// What the subscription reads next.
+    pub fn tail(&self) -> Tail<'_> {
+        Tail {
+            organization_id: &self.organization_id,
+            filter: &self.filter,
+            starts_at: self.starts_at,
+            after: self.cursor,
+        }
+    }
+}
+
+/// Reads the pending events of `tail` through `read` (a statement built
+/// around [`PENDING`]), at most `limit`.
 async fn query_pending(
     client: &impl GenericClient,
-    subscription: &Subscription,
+    tail: &Tail<'_>,
     read: &str,
     limit: i64,
 ) -> Result<Vec<Row>, DbError> {
-    let filter = &subscription.filter;
+    let filter = tail.filter;
     let (action_exact, action_prefix) = action_condition(filter.action.as_deref());
     Ok(client
         .query(
             read,
             &[
-                &subscription.organization_id,
-                &subscription.cursor.link_seq,
-                &subscription.cursor.event_id,
-                &subscription.starts_at,
+                &tail.organization_id,
+                &tail.after.link_seq,
+                &tail.after.event_id,
+                &tail.starts_at,
                 &action_exact,
                 &action_prefix,
                 &filter.status,
@@ -365,7 +387,7 @@ pub async fn lag(client: &impl GenericClient, subscription: &Subscription) -> Re
     let read = format!(
         "SELECT count(*) AS events, min(link_written_at) AS oldest FROM ({PENDING}) pending"
     );
-    let rows = query_pending(client, subscription, &read, LAG_COUNT_LIMIT).await?;
+    let rows = query_pending(client, &subscription.tail(), &read, LAG_COUNT_LIMIT).await?;
     let row = rows
         .first()
         .ok_or_else(|| DbError::Decode("an aggregate answered no row".into()))?;
@@ -383,13 +405,13 @@ pub struct PendingEvent {
     pub event: StoredEvent,
 }
 
-/// The first `limit` pending events of `subscription`, in chain order.
+/// The first `limit` events after `tail`'s place, in chain order.
 pub async fn pending(
     client: &impl GenericClient,
-    subscription: &Subscription,
+    tail: &Tail<'_>,
     limit: i64,
 ) -> Result<Vec<PendingEvent>, DbError> {
-    let rows = query_pending(client, subscription, PENDING, limit).await?;
+    let rows = query_pending(client, tail, PENDING, limit).await?;
     Ok(rows
         .iter()
         .map(|row| PendingEvent {
@@ -401,6 +423,27 @@ pub async fn pending(
             event: events::stored(row),
         })
         .collect())
+}
+
+/// Where the organization's event `event_id` is in its chain; `None` when it
+/// has no such event.
+pub async fn position_of(
+    client: &impl GenericClient,
+    organization_id: &str,
+    event_id: i64,
+) -> Result<Option<ChainPosition>, DbError> {
+    let row = client
+        .query_opt(
+            "SELECT c.seq FROM audit_log e JOIN audit_chain c \
+               ON c.organization_id = e.organization_id AND c.link_id = e.chain_link \
+             WHERE e.organization_id = $1 AND e.id = $2",
+            &[&organization_id, &event_id],
+        )
+        .await?;
+    Ok(row.map(|row| ChainPosition {
+        link_seq: row.get("seq"),
+        event_id,
+    }))
 }
 
 /// Locks up to `limit` subscriptions, of any organization, that may start a

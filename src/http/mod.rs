@@ -24,6 +24,7 @@ pub mod reports;
 pub mod retention_policies;
 pub mod roles;
 pub mod streams;
+pub mod tail;
 pub mod tls;
 
 use std::sync::Arc;
@@ -47,6 +48,7 @@ use crate::db::PgPool;
 use crate::deliveries::crypto::SecretBox;
 use crate::deliveries::egress::Egress;
 use crate::error_tracking::ErrorTracker;
+use crate::http::tail::Tails;
 use crate::integrity::keys::IntegrityKeys;
 use crate::metrics::Metrics;
 use crate::redis_conn::RedisConnection;
@@ -88,6 +90,8 @@ pub struct AppState {
     pub reports: ActorHandle<ReportActor>,
     /// Where 5xx answers are recorded as internal errors.
     pub errors: ErrorTracker,
+    /// The live tails open, per API key (`GET /v1/events/stream`).
+    pub tails: Arc<Tails>,
     /// `Strict-Transport-Security`, when serving HTTPS with `http.tls.hsts`.
     pub hsts: Option<HeaderValue>,
 }
@@ -127,6 +131,8 @@ pub fn app(
             web::scope("/v1")
                 .route("/events", web::post().to(events::ingest))
                 .route("/events", get().to(events::list))
+                // Before `/events/{id}`, which would take `stream` for an id.
+                .route("/events/stream", get().to(tail::stream))
                 .route("/events/{id}", get().to(events::get))
                 .route("/events/{id}/proof", get().to(events::proof))
                 .route("/presets", get().to(presets::list))

@@ -23,7 +23,7 @@ use utoipa::{Modify, OpenApi};
 use super::api_error::ApiError;
 use super::{
     admin, alert_rules, alerts, archives, gdpr, legal_holds, presets, reports, retention_policies,
-    streams,
+    streams, tail,
 };
 use super::{api_error, api_keys, deliveries, destinations, events, health, integrity, roles};
 use crate::events::{self as audit_events, STRING_FIELDS};
@@ -42,7 +42,7 @@ use crate::validation::MAX_STRING_CHARS;
         health::healthz, health::readyz, health::metrics, openapi_json,
         api_keys::create, api_keys::list, api_keys::revoke, api_keys::rotate,
         roles::list, roles::get, roles::put, roles::delete,
-        events::ingest, events::list, events::get, events::proof,
+        events::ingest, events::list, events::get, events::proof, tail::stream,
         presets::list, presets::get, presets::create, presets::put, presets::delete,
         integrity::verify, integrity::list_checkpoints, integrity::create_checkpoint, integrity::public_key,
         integrity::consistency,

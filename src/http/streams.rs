@@ -167,8 +167,8 @@ async fn view(
     })
 }
 
-/// The problems of a filter, each named `filter.<field>`.
-fn filter_problems(filter: &StreamFilter) -> Vec<FieldError> {
+/// The problems of a filter, each named `<prefix><field>`.
+pub(super) fn filter_problems(filter: &StreamFilter, prefix: &str) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let texts = [
         ("action", &filter.action),
@@ -184,7 +184,7 @@ fn filter_problems(filter: &StreamFilter) -> Vec<FieldError> {
                     .then(|| format!("1 to {MAX_FILTER_CHARS} characters, not only blanks"))
             });
         if let Some(problem) = problem {
-            errors.push(FieldError::new(format!("filter.{field}"), problem));
+            errors.push(FieldError::new(format!("{prefix}{field}"), problem));
         }
     }
     let choices = [
@@ -201,7 +201,7 @@ fn filter_problems(filter: &StreamFilter) -> Vec<FieldError> {
             .is_some_and(|value| !allowed.contains(&value.as_str()))
         {
             errors.push(FieldError::new(
-                format!("filter.{field}"),
+                format!("{prefix}{field}"),
                 format!("must be one of {}", allowed.join(", ")),
             ));
         }
@@ -305,7 +305,7 @@ pub async fn create(
     let filter = body.filter.unwrap_or_default();
     let format = body.format.unwrap_or_else(|| "native".to_owned());
     let start_text = body.start.unwrap_or_else(|| "now".to_owned());
-    let mut errors = filter_problems(&filter);
+    let mut errors = filter_problems(&filter, "filter.");
     errors.extend(format_problem(&format));
     let defaults = BatchLimits {
         max_events: DEFAULT_MAX_EVENTS,
@@ -414,7 +414,7 @@ pub async fn update(
     let mut errors = body
         .filter
         .as_ref()
-        .map(filter_problems)
+        .map(|filter| filter_problems(filter, "filter."))
         .unwrap_or_default();
     errors.extend(body.format.as_deref().and_then(format_problem));
     if !errors.is_empty() {

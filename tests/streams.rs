@@ -24,11 +24,15 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn subscribe(app: &TestApp, key: &str, body: Value) -> Value {
-    let (status, created) = app
-        .call(Method::POST, "/v1/subscriptions", Some(key), Some(body))
-        .await;
+    let (status, created) = try_subscribe(app, key, body).await;
     assert_eq!(status, 201, "{created}");
     created
+}
+
+/// `POST /v1/subscriptions`; asserts nothing.
+async fn try_subscribe(app: &TestApp, key: &str, body: Value) -> (u16, Value) {
+    app.call(Method::POST, "/v1/subscriptions", Some(key), Some(body))
+        .await
 }
 
 async fn subscription(app: &TestApp, key: &str, id: &Value) -> Value {
@@ -278,14 +282,7 @@ async fn bad_subscriptions_are_refused_naming_the_field_and_nothing_is_stored() 
         ),
     ];
     for (body, field) in cases {
-        let (status, refusal) = app
-            .call(
-                Method::POST,
-                "/v1/subscriptions",
-                Some(&key),
-                Some(body.clone()),
-            )
-            .await;
+        let (status, refusal) = try_subscribe(&app, &key, body.clone()).await;
         assert_eq!(status, 400, "{body}: {refusal}");
         assert_eq!(error_fields(&refusal), [field], "{body}: {refusal}");
     }
@@ -294,14 +291,7 @@ async fn bad_subscriptions_are_refused_naming_the_field_and_nothing_is_stored() 
         json!({"destination_id": hook, "filter": {"colour": "red"}}),
         json!({"destination_id": hook, "batch": {"max_events": "many"}}),
     ] {
-        let (status, refusal) = app
-            .call(
-                Method::POST,
-                "/v1/subscriptions",
-                Some(&key),
-                Some(body.clone()),
-            )
-            .await;
+        let (status, refusal) = try_subscribe(&app, &key, body.clone()).await;
         assert_eq!(status, 400, "{body}: {refusal}");
     }
     assert_eq!(stored_subscriptions(&app).await, 0);
@@ -418,15 +408,22 @@ async fn caught_up(app: &TestApp, key: &str, id: &Value, last: &Value) -> Value 
     .await
 }
 
-#[actix_web::test]
-async fn a_stream_sends_each_matching_event_once_in_chain_order_as_signed_ndjson() {
+/// A worker, an administrator's key of `org-a`, and its stream of
+/// `patient.*` events, cut by `batch`, to a receiver.
+async fn patient_stream(batch: Value) -> (TestApp, String, Receiver, Value) {
     let app = spawn_app_with(|config| config.delivery.allow_loopback = true).await;
     let key = app.create_key("org-a", "org:admin").await;
     let receiver = Receiver::start(&[], 0);
     let hook = signed_hook(&app, &key, &receiver, json!({})).await;
-    let body = json!({"destination_id": hook, "filter": {"action": "patient.*"},
-                      "batch": {"max_events": 3, "max_delay_ms": 50}});
+    let body = json!({"destination_id": hook, "filter": {"action": "patient.*"}, "batch": batch});
     let created = subscribe(&app, &key, body).await;
+    (app, key, receiver, created)
+}
+
+#[actix_web::test]
+async fn a_stream_sends_each_matching_event_once_in_chain_order_as_signed_ndjson() {
+    let (app, key, receiver, created) =
+        patient_stream(json!({"max_events": 3, "max_delay_ms": 50})).await;
 
     let mut expected = Vec::new();
     for round in 0..4 {
@@ -561,13 +558,8 @@ async fn a_destination_that_refuses_holds_its_stream_which_then_catches_up_in_or
 /// what committed meanwhile.
 #[actix_web::test]
 async fn a_paused_stream_keeps_its_place() {
-    let app = spawn_app_with(|config| config.delivery.allow_loopback = true).await;
-    let key = app.create_key("org-a", "org:admin").await;
-    let receiver = Receiver::start(&[], 0);
-    let hook = signed_hook(&app, &key, &receiver, json!({})).await;
-    let body = json!({"destination_id": hook, "filter": {"action": "patient.*"},
-                      "batch": {"max_events": 100, "max_delay_ms": 0}});
-    let created = subscribe(&app, &key, body).await;
+    let (app, key, receiver, created) =
+        patient_stream(json!({"max_events": 100, "max_delay_ms": 0})).await;
     let id = &created["id"];
     let path = format!("/v1/subscriptions/{id}/pause");
     assert_eq!(app.call(Method::POST, &path, Some(&key), None).await.0, 200);

@@ -15,7 +15,8 @@ use common::pki::TestCa;
 use common::receiver::{Received, Receiver};
 use common::syslog::Collector;
 use common::{
-    error_fields, event, servers, spawn_app, spawn_app_with, wait_until, webhook, TestApp,
+    error_fields, event, servers, spawn_app, spawn_app_with, spawn_beside, wait_until, webhook,
+    TestApp,
 };
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -938,4 +939,41 @@ async fn live_tails_are_bounded_per_key() {
         (status == 200).then_some(response)
     })
     .await;
+}
+
+/// Two workers on one database cut and send one stream's batches between
+/// them: each batch once, every event once, in chain order.
+#[actix_web::test]
+async fn two_workers_share_a_stream_without_sending_a_batch_twice() {
+    let settings = |config: &mut audit_worker::config::Config| {
+        config.delivery.allow_loopback = true;
+        config.streams.poll_interval = Duration::from_millis(20);
+    };
+    let app = spawn_app_with(settings).await;
+    let beside = spawn_beside(&app, settings).await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let receiver = Receiver::start(&[], 0);
+    let hook = signed_hook(&app, &key, &receiver, json!({})).await;
+    let body = json!({"destination_id": hook, "batch": {"max_events": 2, "max_delay_ms": 0},
+                      "filter": {"action": "patient.*"}});
+    let created = subscribe(&app, &key, body).await;
+    let mut expected = Vec::new();
+    for n in 0..12 {
+        let worker = if n % 2 == 0 { &app } else { &beside };
+        let receipts = worker
+            .ingest(&key, vec![event("a", "patient.x"), event("b", "patient.y")])
+            .await;
+        expected.extend(receipts.iter().map(|receipt| receipt["id"].clone()));
+    }
+    let last = expected.last().unwrap().clone();
+    caught_up(&app, &key, &created["id"], &last).await;
+    let received = receiver.received();
+    let sent: Vec<Value> = batches(&received)
+        .iter()
+        .flatten()
+        .map(|record| record["id"].clone())
+        .collect();
+    assert_eq!(sent, expected);
+    let ids: std::collections::HashSet<&str> = received.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids.len(), received.len(), "no batch sent twice");
 }

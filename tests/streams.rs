@@ -977,3 +977,59 @@ async fn two_workers_share_a_stream_without_sending_a_batch_twice() {
     let ids: std::collections::HashSet<&str> = received.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids.len(), received.len(), "no batch sent twice");
 }
+
+/// The OCSF format validates against the OCSF 1.3.0 schema (pydantic-ocsf's
+/// models): API Activity, Authentication and Account Change events alike.
+#[actix_web::test]
+async fn ocsf_records_are_valid_ocsf_events() {
+    let app = spawn_app_with(|config| config.delivery.allow_loopback = true).await;
+    let key = app.create_key("org-a", "org:admin").await;
+    // An API key made over the API leaves its admin.api_key.* event.
+    let (status, issued) = app
+        .call(
+            Method::POST,
+            "/v1/api-keys",
+            Some(&key),
+            Some(json!({"role": "auditor"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{issued}");
+    let receiver = Receiver::start(&[], 0);
+    let hook = signed_hook(&app, &key, &receiver, json!({})).await;
+    app.ingest(
+        &key,
+        vec![
+            event("alice", "auth.login"),
+            event("alice", "auth.login").status("failure"),
+            event("alice", "auth.logout"),
+            event("alice", "patient.record.read").target("Patient", "p-1"),
+            event("alice", "patient.record.update").status("attempt"),
+            event("alice", "report.export"),
+        ],
+    )
+    .await;
+    let body = json!({"destination_id": hook, "format": "ocsf", "start": "earliest",
+                      "batch": {"max_events": 1000, "max_delay_ms": 0}});
+    let created = subscribe(&app, &key, body).await;
+    let found = wait_until(WAIT, "the trail is sent", || async {
+        let found = subscription(&app, &key, &created["id"]).await;
+        (found["lag_events"] == 0 && !found["last_delivered_event_id"].is_null()).then_some(found)
+    })
+    .await;
+    let records: Vec<Value> = batches(&receiver.received())
+        .into_iter()
+        .flatten()
+        .collect();
+    let classes: std::collections::BTreeSet<i64> = records
+        .iter()
+        .map(|record| record["class_uid"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        classes.into_iter().collect::<Vec<_>>(),
+        [3001, 3002, 6003],
+        "{found}"
+    );
+    if let Some(problems) = servers::ocsf_problems(&records) {
+        panic!("invalid OCSF events:\n{problems}");
+    }
+}

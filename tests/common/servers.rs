@@ -206,6 +206,30 @@ pub fn duckdb(sql: &str) -> Vec<Vec<serde_json::Value>> {
     serde_json::from_slice(&output.stdout).expect("the script prints JSON")
 }
 
+/// Checks `events` (OCSF) against the OCSF 1.3.0 schema with pydantic-ocsf's
+/// models; the validator's verdict, one line per event, when any fails.
+pub fn ocsf_problems(events: &[serde_json::Value]) -> Option<String> {
+    use std::io::Write;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/ocsf_validate.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs (pydantic-ocsf comes from scripts/test)");
+    let input = serde_json::to_vec(events).unwrap();
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let output = child.wait_with_output().unwrap();
+    (!output.status.success()).then(|| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
 /// PostgreSQL 15's programs (Debian's layout).
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 

@@ -18,8 +18,7 @@
 //! Rows are generated in PostgreSQL (`generate_series`) with the shape ingest
 //! gives them. It prints figures and never asserts on time.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use audit_worker::integrity::canonical;
@@ -29,10 +28,13 @@ use serde_json::{json, Value};
 
 #[path = "support/figures.rs"]
 mod figures;
+#[path = "support/moto.rs"]
+mod moto;
 #[path = "support/worker.rs"]
 mod worker;
 use figures::grouped;
-use worker::{connect, free_port, worker_command, Worker};
+use moto::Moto;
+use worker::{connect, worker_command, Worker};
 
 const ORG: &str = "bench-archive";
 const GDPR_ORG: &str = "bench-gdpr";
@@ -41,53 +43,6 @@ const SUBJECT_EVENTS: i64 = 100_000;
 const COMMITMENT_KEY: [u8; 32] = [7; 32];
 /// How often the archiving process's memory is read.
 const RSS_SAMPLE: Duration = Duration::from_millis(20);
-
-/// A moto S3 server, killed when dropped.
-struct Moto {
-    child: Child,
-    endpoint: String,
-}
-
-impl Moto {
-    fn start() -> Self {
-        let venv = std::env::var_os("AUDIT_WORKER_TEST_VENV")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(std::env::var("HOME").expect("HOME is set"))
-                    .join(".cache/audit-worker/test-venv")
-            });
-        let port = free_port();
-        let child = Command::new(venv.join("bin/python"))
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto (run scripts/test once to install the test tools)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// What one `archive run` did.
 struct Archival {
@@ -148,7 +103,7 @@ async fn main() {
         settings.push(("AUDIT_WORKER__ARCHIVE__STORE", store.to_owned()));
         settings
     };
-    create_bucket(&moto.endpoint).await;
+    moto.create_bucket(BUCKET).await;
     let worker = Worker::start(&with_store("s3")).await;
     let client = connect(&worker.database_url()).await;
     let old = Utc::now() - chrono::Duration::days(400);
@@ -246,31 +201,6 @@ async fn main() {
     drop(client);
     worker.stop().await;
     let _ = std::fs::remove_dir_all(&directory);
-}
-
-async fn create_bucket(endpoint: &str) {
-    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-    let client = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(
-                "bench",
-                "bench-secret",
-                None,
-                None,
-                "bench",
-            ))
-            .endpoint_url(endpoint)
-            .force_path_style(true)
-            .build(),
-    );
-    client
-        .create_bucket()
-        .bucket(BUCKET)
-        .send()
-        .await
-        .expect("create the bench bucket");
 }
 
 /// `count` events of `organization` within an hour from `from`: all of

@@ -86,13 +86,15 @@ fn webhook_receiver(arrivals: Arrivals) -> String {
         actix_web::rt::System::new().block_on(async move {
             let server = HttpServer::new(move || {
                 let arrivals = arrivals.clone();
-                App::new().default_service(web::to(move |body: web::Bytes| {
-                    let arrivals = arrivals.clone();
-                    async move {
-                        arrivals.record(record_ids(&String::from_utf8_lossy(&body)));
-                        HttpResponse::Ok().finish()
-                    }
-                }))
+                App::new()
+                    .app_data(web::PayloadConfig::new(64 << 20))
+                    .default_service(web::to(move |body: web::Bytes| {
+                        let arrivals = arrivals.clone();
+                        async move {
+                            arrivals.record(record_ids(&String::from_utf8_lossy(&body)));
+                            HttpResponse::Ok().finish()
+                        }
+                    }))
             })
             .workers(1)
             .disable_signals()

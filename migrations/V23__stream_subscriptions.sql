@@ -26,7 +26,9 @@ CREATE TABLE stream_subscriptions (
     batch_delivery_id    uuid,
     batch_link_seq       bigint,
     batch_event_id       bigint,
-    -- When the destination last accepted a batch.
+    -- The last event of the last batch the destination accepted, and when.
+    -- (The cursor may be further on: past events the filter leaves out.)
+    last_delivered_event_id bigint,
     last_delivered_at    timestamptz,
     created_by           varchar(255),
     created_at           timestamptz NOT NULL DEFAULT now(),

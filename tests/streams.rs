@@ -1033,3 +1033,23 @@ async fn ocsf_records_are_valid_ocsf_events() {
         panic!("invalid OCSF events:\n{problems}");
     }
 }
+
+/// A stream whose filter takes few events moves past the stretches it takes
+/// nothing from, a window of the chain at a time, and sends what it takes.
+#[actix_web::test]
+async fn a_sparse_stream_moves_past_events_it_does_not_take() {
+    let (app, key, receiver, created) =
+        patient_stream(json!({"max_events": 2, "max_delay_ms": 0})).await;
+    for n in 0..15 {
+        app.ingest(&key, event("a", &format!("billing.invoice.{n}")))
+            .await;
+    }
+    let wanted = app.ingest(&key, event("a", "patient.record.read")).await;
+    caught_up(&app, &key, &created["id"], &wanted[0]["id"]).await;
+    let sent: Vec<Value> = batches(&receiver.received())
+        .iter()
+        .flatten()
+        .map(|record| record["id"].clone())
+        .collect();
+    assert_eq!(sent, [wanted[0]["id"].clone()]);
+}

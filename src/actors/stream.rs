@@ -1,5 +1,6 @@
 //! StreamActor: cuts event streams' batches and hands them to the delivery
-//! machinery. Every `streams.poll_interval` it
+//! machinery. Each round (at once after a round that moved something, else
+//! after `streams.poll_interval`) it
 //! 1. moves the cursor of each subscription whose batch was delivered;
 //! 2. starts again each batch whose delivery gave up, after
 //!    `streams.failed_batch_retry_after`: a stream holds its place rather
@@ -21,7 +22,7 @@ use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::config::StreamsConfig;
-use crate::db::streams::{self, NewBatch, Subscription};
+use crate::db::streams::{self, NewBatch, Pending, Subscription};
 use crate::db::{DbError, PgPool};
 use crate::shared::Shared;
 use crate::streams::{self as stream_format, Format};
@@ -84,25 +85,33 @@ async fn round(pool: PgPool, settings: StreamsConfig, host: String) -> Result<Ro
     })
 }
 
-/// Queues the subscription's next batch if it is due: full, or its oldest
-/// event has waited `max_delay_ms`. Whether it queued one.
+/// Queues the subscription's next batch if it is due: full (or more wait
+/// beyond what was looked at), or its oldest event has waited `max_delay_ms`.
+/// With no event of its own in the links looked at, the subscription moves
+/// past them. Whether it moved either way.
 async fn start_batch(
     transaction: &impl GenericClient,
     subscription: &Subscription,
     host: &str,
 ) -> Result<bool, DbError> {
     let limits = subscription.limits;
-    let pending = streams::pending(
-        transaction,
-        &subscription.tail(),
-        i64::from(limits.max_events),
-    )
-    .await?;
+    let tail = subscription.tail();
+    let Pending {
+        events: pending,
+        looked_to,
+        at_end,
+    } = streams::pending(transaction, &tail, i64::from(limits.max_events)).await?;
     let (Some(first), Some(last)) = (pending.first(), pending.last()) else {
-        return Ok(false);
+        return match looked_to.filter(|to| *to != subscription.cursor) {
+            Some(to) => {
+                streams::skip_to(transaction, subscription, to).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        };
     };
     let waited = (Utc::now() - first.written_at).to_std().unwrap_or_default();
-    let full = pending.len() >= limits.max_events as usize;
+    let full = pending.len() >= limits.max_events as usize || !at_end;
     if !full && waited < Duration::from_millis(limits.max_delay_ms as u64) {
         return Ok(false);
     }
@@ -157,15 +166,20 @@ impl Handler<Round> for StreamActor {
             wrap_future::<_, Self>(tracing::Instrument::instrument(work, span)).map(
                 |outcome, actor, ctx| {
                     match outcome {
+                        // Work moved: the next round may find more at once
+                        // (a delivered batch frees its stream for the next).
                         Ok(rounded) if rounded.settled + rounded.restarted > 0 || rounded.started > 0 => {
                             tracing::debug!(?rounded, "Stream round");
+                            ctx.notify(Round);
                         }
-                        Ok(_) => {}
+                        Ok(_) => {
+                            ctx.notify_later(Round, actor.settings.poll_interval);
+                        }
                         Err(error) => {
                             tracing::warn!(%error, "Stream round failed; trying again at the next one");
+                            ctx.notify_later(Round, actor.settings.poll_interval);
                         }
                     }
-                    ctx.notify_later(Round, actor.settings.poll_interval);
                 },
             ),
         )

@@ -76,6 +76,7 @@ pub struct Subscription {
     pub cursor: ChainPosition,
     /// The batch in flight, if any.
     pub batch: Option<Batch>,
+    pub last_delivered_event_id: Option<i64>,
     pub last_delivered_at: Option<DateTime<Utc>>,
     pub created_by: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -108,7 +109,7 @@ pub struct Lag {
 const COLUMNS: &str = "s.id, s.organization_id, s.destination_id, s.filter, s.format, \
     s.batch_max_events, s.batch_max_delay_ms, s.start_from, s.starts_at, s.paused, \
     s.cursor_link_seq, s.cursor_event_id, s.batch_delivery_id, s.batch_link_seq, s.batch_event_id, \
-    s.last_delivered_at, s.created_by, s.created_at, s.updated_at, \
+    s.last_delivered_event_id, s.last_delivered_at, s.created_by, s.created_at, s.updated_at, \
     coalesce(q.retry_count, 0) AS batch_failures, q.last_error AS batch_error, \
     CASE WHEN q.last_error IS NOT NULL THEN q.updated_at END AS batch_error_at";
 
@@ -149,6 +150,7 @@ fn subscription(row: &Row) -> Result<Subscription, DbError> {
                 last_error: row.get("batch_error"),
                 last_error_at: row.get("batch_error_at"),
             }),
+        last_delivered_event_id: row.get("last_delivered_event_id"),
         last_delivered_at: row.get("last_delivered_at"),
         created_by: row.get("created_by"),
         created_at: row.get("created_at"),
@@ -314,13 +316,14 @@ pub async fn chain_end(
 }
 
 /// The events pending for a subscription (`$1` organization, after `$2`/`$3`
-/// in its chain, from `$4`, matching `$5`..`$10`), in chain order, as
-/// `pending` rows: each event's columns, its link's number (`link_seq`) and
-/// when the link was written (`link_written_at`).
+/// in its chain and in links up to `$12`, from `$4`, matching `$5`..`$10`),
+/// in chain order, at most `$11`, as `pending` rows: each event's columns,
+/// its link's number (`link_seq`) and when the link was written
+/// (`link_written_at`).
 const PENDING: &str = "\
 SELECT e.*, c.seq AS link_seq, c.created_at AS link_written_at FROM audit_chain c \
 JOIN audit_log e ON e.organization_id = c.organization_id AND e.chain_link = c.link_id \
-WHERE c.organization_id = $1 AND c.seq >= $2 AND (c.seq > $2 OR e.id > $3) \
+WHERE c.organization_id = $1 AND c.seq >= $2 AND c.seq <= $12 AND (c.seq > $2 OR e.id > $3) \
   AND ($4::timestamptz IS NULL OR e.\"timestamp\" >= $4) \
   AND ($5::text IS NULL OR e.action = $5) \
   AND ($6::text IS NULL OR e.action LIKE $6) \
@@ -329,6 +332,11 @@ WHERE c.organization_id = $1 AND c.seq >= $2 AND (c.seq > $2 OR e.id > $3) \
   AND ($9::text IS NULL OR e.principal_id = $9) \
   AND ($10::text IS NULL OR e.target_resource_type = $10) \
 ORDER BY c.seq, e.id LIMIT $11";
+
+/// Links looked at, at most, to find a batch's events: a window of the chain
+/// that holds about as many events as the batch may, so that the events
+/// read and sorted are bounded by the batch, not by the backlog.
+const LINK_WINDOW: i64 = 1000;
 
 /// Where a reader of an organization's events stands: what it takes (its
 /// filter, and only events from `starts_at` on) and the last event it has.
@@ -359,6 +367,7 @@ async fn query_pending(
     tail: &Tail<'_>,
     read: &str,
     limit: i64,
+    last_link: i64,
 ) -> Result<Vec<Row>, DbError> {
     let filter = tail.filter;
     let (action_exact, action_prefix) = action_condition(filter.action.as_deref());
@@ -377,6 +386,7 @@ async fn query_pending(
                 &filter.principal_id,
                 &filter.target_resource_type,
                 &limit,
+                &last_link,
             ],
         )
         .await?)
@@ -387,7 +397,8 @@ pub async fn lag(client: &impl GenericClient, subscription: &Subscription) -> Re
     let read = format!(
         "SELECT count(*) AS events, min(link_written_at) AS oldest FROM ({PENDING}) pending"
     );
-    let rows = query_pending(client, &subscription.tail(), &read, LAG_COUNT_LIMIT).await?;
+    let tail = subscription.tail();
+    let rows = query_pending(client, &tail, &read, LAG_COUNT_LIMIT, i64::MAX).await?;
     let row = rows
         .first()
         .ok_or_else(|| DbError::Decode("an aggregate answered no row".into()))?;
@@ -405,24 +416,95 @@ pub struct PendingEvent {
     pub event: StoredEvent,
 }
 
-/// The first `limit` events after `tail`'s place, in chain order.
+/// What follows a reader's place: its next events, and how far they were looked for.
+pub struct Pending {
+    /// At most the `limit` asked for, in chain order.
+    pub events: Vec<PendingEvent>,
+    /// The end of the links looked at: no event up to there is missing from
+    /// `events` (unless `events` is full), so a reader with none may move there.
+    pub looked_to: Option<ChainPosition>,
+    /// Whether the links looked at reach the chain's end as committed.
+    pub at_end: bool,
+}
+
+/// The first `limit` events after `tail`'s place, in chain order, looked
+/// for in the links that hold about `limit` events (see [`LINK_WINDOW`]).
 pub async fn pending(
     client: &impl GenericClient,
     tail: &Tail<'_>,
     limit: i64,
-) -> Result<Vec<PendingEvent>, DbError> {
-    let rows = query_pending(client, tail, PENDING, limit).await?;
-    Ok(rows
-        .iter()
-        .map(|row| PendingEvent {
-            position: ChainPosition {
-                link_seq: row.get("link_seq"),
-                event_id: row.get("id"),
-            },
-            written_at: row.get("link_written_at"),
-            event: events::stored(row),
-        })
-        .collect())
+) -> Result<Pending, DbError> {
+    let links = client
+        .query(
+            "SELECT seq, event_count FROM audit_chain WHERE organization_id = $1 AND seq >= $2 \
+             ORDER BY seq LIMIT $3",
+            &[&tail.organization_id, &tail.after.link_seq, &LINK_WINDOW],
+        )
+        .await?;
+    let mut counted = 0i64;
+    let mut last_link = None;
+    for link in &links {
+        let seq: i64 = link.get("seq");
+        last_link = Some(seq);
+        // The reader's own link is partly behind it: it counts for nothing,
+        // so the window always reaches past it when the chain does.
+        if seq > tail.after.link_seq {
+            counted += i64::from(link.get::<_, i32>("event_count"));
+        }
+        if counted >= limit {
+            break;
+        }
+    }
+    let Some(last_link) = last_link else {
+        return Ok(Pending {
+            events: Vec::new(),
+            looked_to: None,
+            at_end: true,
+        });
+    };
+    let at_end = links.len() < LINK_WINDOW as usize
+        && links.last().map(|link| link.get::<_, i64>("seq")) == Some(last_link);
+    let rows = query_pending(client, tail, PENDING, limit, last_link).await?;
+    Ok(Pending {
+        events: rows
+            .iter()
+            .map(|row| PendingEvent {
+                position: ChainPosition {
+                    link_seq: row.get("link_seq"),
+                    event_id: row.get("id"),
+                },
+                written_at: row.get("link_written_at"),
+                event: events::stored(row),
+            })
+            .collect(),
+        looked_to: Some(ChainPosition {
+            link_seq: last_link,
+            event_id: i64::MAX,
+        }),
+        at_end,
+    })
+}
+
+/// Moves an idle subscription's cursor past events that are not its own
+/// (`to`, where [`pending`] looked up to without finding one).
+pub async fn skip_to(
+    client: &impl GenericClient,
+    subscription: &Subscription,
+    to: ChainPosition,
+) -> Result<(), DbError> {
+    client
+        .execute(
+            "UPDATE stream_subscriptions SET cursor_link_seq = $3, cursor_event_id = $4 \
+             WHERE organization_id = $1 AND id = $2 AND batch_delivery_id IS NULL",
+            &[
+                &subscription.organization_id,
+                &subscription.id,
+                &to.link_seq,
+                &to.event_id,
+            ],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Where the organization's event `event_id` is in its chain; `None` when it
@@ -526,7 +608,8 @@ pub async fn settle_delivered(client: &impl GenericClient) -> Result<u64, DbErro
         .execute(
             "UPDATE stream_subscriptions s SET cursor_link_seq = s.batch_link_seq, \
                cursor_event_id = s.batch_event_id, batch_delivery_id = NULL, batch_link_seq = NULL, \
-               batch_event_id = NULL, last_delivered_at = q.processed_at, updated_at = now() \
+               batch_event_id = NULL, last_delivered_event_id = s.batch_event_id, \
+               last_delivered_at = q.processed_at, updated_at = now() \
              FROM delivery_queue q \
              WHERE q.id = s.batch_delivery_id AND q.status = 'delivered'",
             &[],

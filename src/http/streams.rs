@@ -152,9 +152,7 @@ async fn view(
         batch: subscription.limits,
         start: subscription.start,
         state: state.to_owned(),
-        last_delivered_event_id: subscription
-            .last_delivered_at
-            .map(|_| subscription.cursor.event_id),
+        last_delivered_event_id: subscription.last_delivered_event_id,
         last_delivered_at: subscription.last_delivered_at,
         lag_events: lag.events,
         lag_seconds,

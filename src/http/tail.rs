@@ -32,7 +32,7 @@ use super::auth::Caller;
 use super::extract::Query;
 use super::streams::filter_problems;
 use super::AppState;
-use crate::db::streams::{self, ChainPosition, StreamFilter, Tail};
+use crate::db::streams::{self, ChainPosition, Pending, StreamFilter, Tail};
 use crate::db::{tenant, PgPool};
 
 const RESOURCE: &str = "audit.events";
@@ -234,19 +234,28 @@ impl Follow {
                 streams::pending(tx, &tail, READ_LIMIT).await
             })
             .await;
-            let events = match read {
-                Ok(events) => events,
+            let pending = match read {
+                Ok(pending) => pending,
                 Err(error) => {
                     tracing::debug!(%error, "A live tail could not read; trying again");
-                    Vec::new()
+                    Pending {
+                        events: Vec::new(),
+                        looked_to: None,
+                        at_end: true,
+                    }
                 }
             };
-            let more = events.len() as i64 == READ_LIMIT;
-            for pending in events {
-                let data = serde_json::to_string(&pending.event).expect("an event serializes");
-                let message = format!("id: {}\ndata: {data}\n\n", pending.event.id);
+            let more = !pending.at_end || pending.events.len() as i64 == READ_LIMIT;
+            if pending.events.is_empty() {
+                if let Some(to) = pending.looked_to {
+                    self.after = to;
+                }
+            }
+            for event in pending.events {
+                let data = serde_json::to_string(&event.event).expect("an event serializes");
+                let message = format!("id: {}\ndata: {data}\n\n", event.event.id);
                 match sender.try_send(Bytes::from(message)) {
-                    Ok(()) => self.after = pending.position,
+                    Ok(()) => self.after = event.position,
                     Err(TrySendError::Full(_)) => {
                         tracing::info!(
                             organization_id = self.organization_id,

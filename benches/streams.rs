@@ -41,6 +41,9 @@ const BATCH: usize = 100;
 /// How long every event may take to reach every receiver after ingest ends.
 const CATCH_UP: Duration = Duration::from_secs(120);
 const S3_POLL: Duration = Duration::from_millis(100);
+/// The subscriptions' batches: one batch per subscription is in flight at a
+/// time, so a stream's rate is about this over a batch's round trip.
+const BATCH_EVENTS: u32 = 5000;
 const MIN_RATIO: f64 = 0.9;
 const MAX_P99: Duration = Duration::from_secs(2);
 
@@ -309,7 +312,7 @@ async fn main() {
     for (destination, format) in destinations.into_iter().zip(["native", "ocsf", "native"]) {
         let created = call(&client, &base, &key, "/v1/destinations", destination).await;
         let subscription = json!({"destination_id": created["id"], "format": format,
-                                  "batch": {"max_events": 500, "max_delay_ms": 200}});
+                                  "batch": {"max_events": BATCH_EVENTS, "max_delay_ms": 200}});
         call(&client, &base, &key, "/v1/subscriptions", subscription).await;
     }
 

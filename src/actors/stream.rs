@@ -1,6 +1,6 @@
 //! StreamActor: cuts event streams' batches and hands them to the delivery
-//! machinery. Each round (at once after a round that moved something, else
-//! after `streams.poll_interval`) it
+//! machinery. Each round (at once after a round that moved something, soon
+//! while a batch is in flight, else after `streams.poll_interval`) it
 //! 1. moves the cursor of each subscription whose batch was delivered;
 //! 2. starts again each batch whose delivery gave up, after
 //!    `streams.failed_batch_retry_after`: a stream holds its place rather
@@ -27,6 +27,9 @@ use crate::db::{DbError, PgPool};
 use crate::shared::Shared;
 use crate::streams::{self as stream_format, Format};
 
+/// The wait between rounds while a batch is in flight: its delivery frees
+/// its stream for the next one, which should follow at once.
+const IN_FLIGHT_POLL: Duration = Duration::from_millis(10);
 /// Subscriptions looked at per round.
 const SUBSCRIPTIONS_PER_ROUND: i64 = 100;
 /// Attempts of a batch's delivery: more than any destination's retry
@@ -64,6 +67,8 @@ struct Rounded {
     settled: u64,
     restarted: u64,
     started: usize,
+    /// Batches are in flight after the round.
+    in_flight: bool,
 }
 
 async fn round(pool: PgPool, settings: StreamsConfig, host: String) -> Result<Rounded, DbError> {
@@ -78,10 +83,12 @@ async fn round(pool: PgPool, settings: StreamsConfig, host: String) -> Result<Ro
         }
     }
     transaction.commit().await?;
+    let in_flight = started > 0 || streams::any_in_flight(&**client).await?;
     Ok(Rounded {
         settled,
         restarted,
         started,
+        in_flight,
     })
 }
 
@@ -171,6 +178,9 @@ impl Handler<Round> for StreamActor {
                         Ok(rounded) if rounded.settled + rounded.restarted > 0 || rounded.started > 0 => {
                             tracing::debug!(?rounded, "Stream round");
                             ctx.notify(Round);
+                        }
+                        Ok(rounded) if rounded.in_flight => {
+                            ctx.notify_later(Round, IN_FLIGHT_POLL);
                         }
                         Ok(_) => {
                             ctx.notify_later(Round, actor.settings.poll_interval);

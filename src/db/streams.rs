@@ -601,6 +601,17 @@ pub async fn start_batch(
     deliveries::announce(transaction).await
 }
 
+/// Whether any subscription, of any organization, has a batch in flight.
+pub async fn any_in_flight(client: &impl GenericClient) -> Result<bool, DbError> {
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM stream_subscriptions WHERE batch_delivery_id IS NOT NULL)",
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
 /// Moves the cursor of every subscription whose batch was delivered to that
 /// batch's end, across organizations; how many moved.
 pub async fn settle_delivered(client: &impl GenericClient) -> Result<u64, DbError> {

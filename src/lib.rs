@@ -296,7 +296,7 @@ impl Application {
             alerts: actors.alerts,
             reports: actors.reports,
             errors: shared.errors.clone(),
-            tails: Arc::new(http::tail::Tails::new()),
+            tails: Arc::default(),
             hsts: config.http.tls.hsts_header().map(|value| {
                 HeaderValue::try_from(value).expect("max-age=<digits> is a valid header value")
             }),

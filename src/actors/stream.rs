@@ -54,9 +54,7 @@ impl StreamActor {
         Self {
             pool: shared.pool.clone(),
             settings: shared.config.streams.clone(),
-            host: hostname::get()
-                .map(|name| name.to_string_lossy().into_owned())
-                .unwrap_or_else(|_| "audit-worker".to_owned()),
+            host: crate::deliveries::machine_name(),
         }
     }
 }

@@ -39,3 +39,14 @@ pub fn indented(payload: &str) -> String {
         .and_then(|value| serde_json::to_string_pretty(&value).ok())
         .unwrap_or_else(|| payload.to_owned())
 }
+
+/// This machine's name, as syslog's HOSTNAME and Splunk HEC's `host` name
+/// it: printable ASCII, at most 255 characters; `-` (RFC 5424's nil value)
+/// when it has no such name.
+pub fn machine_name() -> String {
+    hostname::get()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .filter(|name| !name.is_empty() && name.bytes().all(|b| (33..=126).contains(&b)))
+        .map_or_else(|| "-".to_owned(), |name| name.chars().take(255).collect())
+}

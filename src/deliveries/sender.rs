@@ -39,7 +39,8 @@ enum Sender {
     Email(EmailConfig),
     S3(S3Config, Option<ObjectLock>),
     Ftp(FtpConfig),
-    Syslog(SyslogConfig),
+    /// With this machine's name, its messages' HOSTNAME.
+    Syslog(SyslogConfig, String),
 }
 
 impl Prepared {
@@ -112,9 +113,8 @@ impl Prepared {
                 }
                 Err(error) => return Outcome::permanent(&error),
             },
-            Sender::Syslog(config) => {
-                let host = hostname();
-                syslog::send(config, egress, (&payload, shape), &host, TRANSFER_TIMEOUT).await
+            Sender::Syslog(config, host) => {
+                syslog::send(config, egress, (&payload, shape), host, TRANSFER_TIMEOUT).await
             }
         };
         Outcome {
@@ -135,17 +135,7 @@ impl Sender {
             DestinationConfig::Email(config) => Self::Email(config),
             DestinationConfig::S3(config) => Self::S3(config, lock),
             DestinationConfig::Ftp(config) => Self::Ftp(config),
-            DestinationConfig::Syslog(config) => Self::Syslog(config),
+            DestinationConfig::Syslog(config) => Self::Syslog(config, super::machine_name()),
         })
     }
-}
-
-/// This machine's name, the HOSTNAME of syslog messages (`-`, RFC 5424's
-/// nil value, when it has none that is printable ASCII).
-fn hostname() -> String {
-    hostname::get()
-        .ok()
-        .and_then(|name| name.into_string().ok())
-        .filter(|name| !name.is_empty() && name.bytes().all(|b| (33..=126).contains(&b)))
-        .map_or_else(|| "-".to_owned(), |name| name.chars().take(255).collect())
 }

@@ -43,17 +43,12 @@ const EVENT_STREAM: &str = "text/event-stream";
 const RETRY_MS: u32 = 2000;
 
 /// The open live tails per API key.
+#[derive(Default)]
 pub struct Tails {
     open: DashMap<String, usize>,
 }
 
 impl Tails {
-    pub fn new() -> Self {
-        Self {
-            open: DashMap::new(),
-        }
-    }
-
     /// Counts a new tail of `key_id` unless it has `max` open already.
     fn admit(self: &Arc<Self>, key_id: &str, max: usize) -> Option<OpenTail> {
         let mut open = self.open.entry(key_id.to_owned()).or_insert(0);
@@ -65,12 +60,6 @@ impl Tails {
             tails: self.clone(),
             key_id: key_id.to_owned(),
         })
-    }
-}
-
-impl Default for Tails {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

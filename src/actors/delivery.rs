@@ -26,6 +26,7 @@ use crate::breaker::Breaker;
 use crate::db::deliveries::{self, Attempt, Claim};
 use crate::db::destinations::{self, HealthBatch};
 use crate::db::{DbError, PgPool};
+use crate::deliveries::body::{BodyShape, Payload};
 use crate::deliveries::crypto::SecretBox;
 use crate::deliveries::destination::DeliverySettings;
 use crate::deliveries::egress::Egress;
@@ -34,6 +35,7 @@ use crate::deliveries::sender::Prepared;
 use crate::messages::delivery::{
     Abandoned, Deliver, Ended, Finished, HealthReport, Record, Retire,
 };
+use crate::streams::{self, BatchError};
 use crate::supervisor::ActorHandle;
 
 pub struct DeliveryActor {
@@ -194,6 +196,23 @@ struct Done {
     fresh: bool,
 }
 
+/// What a claim sends: its stored payload, or (a stream's batch, stored as
+/// its range) its events, read now.
+async fn payload(
+    pool: &PgPool,
+    (body, stored): (BodyShape, String),
+    organization_id: &str,
+    host: &str,
+) -> Result<Payload, BatchError> {
+    match body {
+        BodyShape::Document => Ok(Payload::Document(stored)),
+        BodyShape::Ndjson => Payload::records_of(&stored).map_err(BatchError::Unsendable),
+        BodyShape::Stream => streams::batch_records(pool, organization_id, &stored, host)
+            .await
+            .map(Payload::Records),
+    }
+}
+
 impl DeliveryActor {
     pub fn new(
         destination_id: i64,
@@ -337,17 +356,21 @@ impl DeliveryActor {
                         fresh,
                     });
                 }
-                Some(destination) => {
-                    let prepared = &destination.prepared;
-                    prepared
-                        .send(
-                            &egress,
-                            claim.id,
-                            (claim.payload, claim.body),
-                            claim.object_key.as_deref(),
-                        )
-                        .await
-                }
+                Some(destination) => match payload(
+                    &pool,
+                    (claim.body, claim.payload),
+                    &claim.organization_id,
+                    destination.prepared.host(),
+                )
+                .await
+                {
+                    Ok(payload) => {
+                        let key = claim.object_key.as_deref();
+                        destination.prepared.send(&egress, claim.id, payload, key).await
+                    }
+                    Err(BatchError::Database(error)) => return Err(error),
+                    Err(unsendable) => Outcome::permanent(&unsendable.to_string()),
+                },
             };
             let (status, wait) = retry::decide(
                 &outcome,
@@ -637,6 +660,7 @@ mod tests {
         Claim {
             id: Uuid::now_v7(),
             destination_id,
+            organization_id: "org".to_owned(),
             payload: "{}".to_owned(),
             retry_count: 0,
             max_retries: 3,

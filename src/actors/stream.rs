@@ -22,10 +22,10 @@ use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::config::StreamsConfig;
-use crate::db::streams::{self, NewBatch, Pending, Subscription};
+use crate::db::streams::{self, BatchRange, NewBatch, Pending, Subscription};
 use crate::db::{DbError, PgPool};
 use crate::shared::Shared;
-use crate::streams::{self as stream_format, Format};
+use crate::streams as stream_format;
 
 /// The wait between rounds while a batch is in flight: its delivery frees
 /// its stream for the next one, which should follow at once.
@@ -45,8 +45,6 @@ struct Round;
 pub struct StreamActor {
     pool: PgPool,
     settings: StreamsConfig,
-    /// This machine's name, in Splunk HEC records.
-    host: String,
 }
 
 impl StreamActor {
@@ -54,7 +52,6 @@ impl StreamActor {
         Self {
             pool: shared.pool.clone(),
             settings: shared.config.streams.clone(),
-            host: crate::deliveries::machine_name(),
         }
     }
 }
@@ -69,14 +66,14 @@ struct Rounded {
     in_flight: bool,
 }
 
-async fn round(pool: PgPool, settings: StreamsConfig, host: String) -> Result<Rounded, DbError> {
+async fn round(pool: PgPool, settings: StreamsConfig) -> Result<Rounded, DbError> {
     let mut client = pool.get().await?;
     let settled = streams::settle_delivered(&**client).await?;
     let restarted = streams::retry_failed(&**client, settings.failed_batch_retry_after).await?;
     let transaction = client.transaction().await?;
     let mut started = 0;
     for subscription in streams::claim_idle(&transaction, SUBSCRIPTIONS_PER_ROUND).await? {
-        if start_batch(&transaction, &subscription, &host).await? {
+        if start_batch(&transaction, &subscription).await? {
             started += 1;
         }
     }
@@ -92,12 +89,13 @@ async fn round(pool: PgPool, settings: StreamsConfig, host: String) -> Result<Ro
 
 /// Queues the subscription's next batch if it is due: full (or more wait
 /// beyond what was looked at), or its oldest event has waited `max_delay_ms`.
-/// With no event of its own in the links looked at, the subscription moves
-/// past them. Whether it moved either way.
+/// A batch is queued as the range of the chain it covers; its delivery reads
+/// and writes its events as it sends them. With no event of its own in the
+/// links looked at, the subscription moves past them. Whether it moved
+/// either way.
 async fn start_batch(
     transaction: &impl GenericClient,
     subscription: &Subscription,
-    host: &str,
 ) -> Result<bool, DbError> {
     let limits = subscription.limits;
     let tail = subscription.tail();
@@ -105,7 +103,7 @@ async fn start_batch(
         events: pending,
         looked_to,
         at_end,
-    } = streams::pending(transaction, &tail, i64::from(limits.max_events)).await?;
+    } = streams::pending_places(transaction, &tail, i64::from(limits.max_events)).await?;
     let (Some(first), Some(last)) = (pending.first(), pending.last()) else {
         return match looked_to.filter(|to| *to != subscription.cursor) {
             Some(to) => {
@@ -120,13 +118,14 @@ async fn start_batch(
     if !full && waited < Duration::from_millis(limits.max_delay_ms as u64) {
         return Ok(false);
     }
-    let Some(format) = Format::parse(&subscription.format) else {
-        return Err(DbError::Decode(format!(
-            "stream subscription {} has the unknown format `{}`",
-            subscription.id, subscription.format
-        )));
+    let range = BatchRange {
+        subscription_id: subscription.id,
+        format: subscription.format.clone(),
+        filter: subscription.filter.clone(),
+        starts_at: subscription.starts_at,
+        after: subscription.cursor,
+        through: last.position,
     };
-    let records = format.records(&pending, host);
     let object_key = stream_format::object_key(
         &subscription.organization_id,
         subscription.id,
@@ -136,8 +135,7 @@ async fn start_batch(
     );
     let batch = NewBatch {
         id: Uuid::now_v7(),
-        end: last.position,
-        records: &records,
+        range: &range,
         object_key: &object_key,
         max_retries: BATCH_MAX_RETRIES,
     };
@@ -166,7 +164,7 @@ impl Handler<Round> for StreamActor {
 
     fn handle(&mut self, _: Round, _: &mut Self::Context) -> Self::Result {
         let span = tracing::debug_span!("stream_round");
-        let work = round(self.pool.clone(), self.settings.clone(), self.host.clone());
+        let work = round(self.pool.clone(), self.settings.clone());
         Box::pin(
             wrap_future::<_, Self>(tracing::Instrument::instrument(work, span)).map(
                 |outcome, actor, ctx| {

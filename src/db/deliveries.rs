@@ -560,9 +560,10 @@ impl<'a> GroupInsert<'a> {
 #[derive(Debug, Clone)]
 pub struct Claim {
     pub id: Uuid,
+    pub organization_id: String,
     pub destination_id: i64,
-    /// The payload's JSON text as stored: a webhook posts it unchanged, so
-    /// it is neither parsed nor written again on the way.
+    /// The payload's JSON text as stored: a webhook posts a document
+    /// unchanged, so it is neither parsed nor written again on the way.
     pub payload: String,
     pub retry_count: i32,
     pub max_retries: i32,
@@ -573,7 +574,7 @@ pub struct Claim {
     /// it (a checkpoint's `checkpoints/<organization>/<seq>.json`); `None`:
     /// the destination's own naming.
     pub object_key: Option<String>,
-    /// How the payload is laid out: a document, or a stream's batch.
+    /// How the payload is stored: a document, or a stream's batch.
     pub body: BodyShape,
     /// An attempt must start by then: half the lease after the claim was
     /// sent (its lease starts later), so the attempt and its record fit in
@@ -687,7 +688,7 @@ locked AS ( \
 UPDATE delivery_queue q SET claimed_by = $1, \
   lease_expires_at = now() + make_interval(secs => $2), updated_at = now() \
 WHERE q.ctid = ANY(ARRAY(SELECT tid FROM locked)) \
-RETURNING q.id, q.destination_id, q.payload::text AS payload, q.retry_count, q.max_retries, \
+RETURNING q.id, q.organization_id, q.destination_id, q.payload::text AS payload, q.retry_count, q.max_retries, \
   q.priority, coalesce(q.next_retry_at, q.scheduled_at) AS due, q.object_key, q.body";
 
 /// Records attempts (`$1`..`$7`, one array element per attempt): each
@@ -776,6 +777,7 @@ impl Bookkeeper {
             .iter()
             .map(|row| Claim {
                 id: row.get("id"),
+                organization_id: row.get("organization_id"),
                 destination_id: row.get("destination_id"),
                 payload: row.get("payload"),
                 retry_count: row.get("retry_count"),

@@ -53,7 +53,7 @@ pub struct BatchLimits {
 
 /// A place in an organization's chain: after the event `event_id` of link
 /// `link_seq`. `(0, 0)` is before the first event.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainPosition {
     pub link_seq: i64,
     pub event_id: i64,
@@ -315,23 +315,36 @@ pub async fn chain_end(
     )
 }
 
-/// The events pending for a subscription (`$1` organization, after `$2`/`$3`
-/// in its chain and in links up to `$12`, from `$4`, matching `$5`..`$10`),
-/// in chain order, at most `$11`, as `pending` rows: each event's columns,
-/// its link's number (`link_seq`) and when the link was written
-/// (`link_written_at`).
-const PENDING: &str = "\
-SELECT e.*, c.seq AS link_seq, c.created_at AS link_written_at FROM audit_chain c \
-JOIN audit_log e ON e.organization_id = c.organization_id AND e.chain_link = c.link_id \
-WHERE c.organization_id = $1 AND c.seq >= $2 AND c.seq <= $12 AND (c.seq > $2 OR e.id > $3) \
-  AND ($4::timestamptz IS NULL OR e.\"timestamp\" >= $4) \
-  AND ($5::text IS NULL OR e.action = $5) \
-  AND ($6::text IS NULL OR e.action LIKE $6) \
-  AND ($7::text IS NULL OR e.status = $7) \
-  AND ($8::text IS NULL OR e.data_classification = $8) \
-  AND ($9::text IS NULL OR e.principal_id = $9) \
-  AND ($10::text IS NULL OR e.target_resource_type = $10) \
-ORDER BY c.seq, e.id LIMIT $11";
+/// The events pending for a reader (`$1` organization, after `$2`/`$3` in
+/// its chain, through `$12`/`$13`, from `$4`, matching `$5`..`$10`), in chain
+/// order, at most `$11`: the statement around `$columns`, which name each
+/// event's columns (`e`), its link's number (`c.seq`) and when the link was
+/// written (`c.created_at`).
+macro_rules! pending {
+    ($columns:literal) => {
+        concat!(
+            "SELECT ", $columns, " FROM audit_chain c \
+             JOIN audit_log e ON e.organization_id = c.organization_id AND e.chain_link = c.link_id \
+             WHERE c.organization_id = $1 AND c.seq >= $2 AND c.seq <= $12 \
+               AND (c.seq > $2 OR e.id > $3) AND (c.seq < $12 OR e.id <= $13) \
+               AND ($4::timestamptz IS NULL OR e.\"timestamp\" >= $4) \
+               AND ($5::text IS NULL OR e.action = $5) \
+               AND ($6::text IS NULL OR e.action LIKE $6) \
+               AND ($7::text IS NULL OR e.status = $7) \
+               AND ($8::text IS NULL OR e.data_classification = $8) \
+               AND ($9::text IS NULL OR e.principal_id = $9) \
+               AND ($10::text IS NULL OR e.target_resource_type = $10) \
+             ORDER BY c.seq, e.id LIMIT $11"
+        )
+    };
+}
+
+/// Pending events whole, for readers that send them as they read.
+const PENDING_EVENTS: &str =
+    pending!("e.*, c.seq AS link_seq, c.created_at AS link_written_at");
+/// Pending events' places only, for the StreamActor, which cuts batches by
+/// place and leaves reading them to their sending.
+const PENDING_PLACES: &str = pending!("e.id, c.seq AS link_seq, c.created_at AS link_written_at");
 
 /// Links looked at, at most, to find a batch's events: a window of the chain
 /// that holds about as many events as the batch may, so that the events
@@ -360,14 +373,14 @@ impl Subscription {
     }
 }
 
-/// Reads the pending events of `tail` through `read` (a statement built
-/// around [`PENDING`]), at most `limit`.
+/// Reads the pending events of `tail` through `read` (a statement made by
+/// `pending!`), at most `limit`, in links up to `through`.
 async fn query_pending(
     client: &impl GenericClient,
     tail: &Tail<'_>,
     read: &str,
     limit: i64,
-    last_link: i64,
+    through: ChainPosition,
 ) -> Result<Vec<Row>, DbError> {
     let filter = tail.filter;
     let (action_exact, action_prefix) = action_condition(filter.action.as_deref());
@@ -386,7 +399,8 @@ async fn query_pending(
                 &filter.principal_id,
                 &filter.target_resource_type,
                 &limit,
-                &last_link,
+                &through.link_seq,
+                &through.event_id,
             ],
         )
         .await?)
@@ -395,10 +409,14 @@ async fn query_pending(
 /// The subscription's pending events: matching, committed, after its cursor.
 pub async fn lag(client: &impl GenericClient, subscription: &Subscription) -> Result<Lag, DbError> {
     let read = format!(
-        "SELECT count(*) AS events, min(link_written_at) AS oldest FROM ({PENDING}) pending"
+        "SELECT count(*) AS events, min(link_written_at) AS oldest FROM ({PENDING_PLACES}) pending"
     );
     let tail = subscription.tail();
-    let rows = query_pending(client, &tail, &read, LAG_COUNT_LIMIT, i64::MAX).await?;
+    let everything = ChainPosition {
+        link_seq: i64::MAX,
+        event_id: i64::MAX,
+    };
+    let rows = query_pending(client, &tail, &read, LAG_COUNT_LIMIT, everything).await?;
     let row = rows
         .first()
         .ok_or_else(|| DbError::Decode("an aggregate answered no row".into()))?;
@@ -408,18 +426,25 @@ pub async fn lag(client: &impl GenericClient, subscription: &Subscription) -> Re
     })
 }
 
-/// An event pending for a subscription, and its place in the chain.
-pub struct PendingEvent {
+/// Where a pending event is.
+#[derive(Debug, Clone, Copy)]
+pub struct Place {
     pub position: ChainPosition,
     /// When its link was written: how long it has waited.
     pub written_at: DateTime<Utc>,
+}
+
+/// An event pending for a reader, and its place in the chain.
+pub struct PendingEvent {
+    pub place: Place,
     pub event: StoredEvent,
 }
 
-/// What follows a reader's place: its next events, and how far they were looked for.
-pub struct Pending {
+/// What follows a reader's place: its next events (or their places), and how
+/// far they were looked for.
+pub struct Pending<T> {
     /// At most the `limit` asked for, in chain order.
-    pub events: Vec<PendingEvent>,
+    pub events: Vec<T>,
     /// The end of the links looked at: no event up to there is missing from
     /// `events` (unless `events` is full), so a reader with none may move there.
     pub looked_to: Option<ChainPosition>,
@@ -427,13 +452,25 @@ pub struct Pending {
     pub at_end: bool,
 }
 
-/// The first `limit` events after `tail`'s place, in chain order, looked
-/// for in the links that hold about `limit` events (see [`LINK_WINDOW`]).
-pub async fn pending(
+impl<T> Pending<T> {
+    /// Nothing found, and nowhere looked.
+    pub fn nothing() -> Self {
+        Self {
+            events: Vec::new(),
+            looked_to: None,
+            at_end: true,
+        }
+    }
+}
+
+/// The links that hold about `limit` events after `tail`'s place (see
+/// [`LINK_WINDOW`]): the last of them, and whether it ends the chain as
+/// committed. `None` when the chain ends at the reader's link.
+async fn window(
     client: &impl GenericClient,
     tail: &Tail<'_>,
     limit: i64,
-) -> Result<Pending, DbError> {
+) -> Result<Option<(i64, bool)>, DbError> {
     let links = client
         .query(
             "SELECT seq, event_count FROM audit_chain WHERE organization_id = $1 AND seq >= $2 \
@@ -455,34 +492,98 @@ pub async fn pending(
             break;
         }
     }
-    let Some(last_link) = last_link else {
-        return Ok(Pending {
-            events: Vec::new(),
-            looked_to: None,
-            at_end: true,
-        });
+    Ok(last_link.map(|last| {
+        let at_end = links.len() < LINK_WINDOW as usize
+            && links.last().map(|link| link.get::<_, i64>("seq")) == Some(last);
+        (last, at_end)
+    }))
+}
+
+/// The first `limit` events after `tail`'s place, in chain order, read by
+/// `read` from the links that hold about `limit` events, each made by `each`.
+async fn pending_in_window<T>(
+    client: &impl GenericClient,
+    tail: &Tail<'_>,
+    limit: i64,
+    read: &str,
+    each: impl Fn(&Row) -> T,
+) -> Result<Pending<T>, DbError> {
+    let Some((last_link, at_end)) = window(client, tail, limit).await? else {
+        return Ok(Pending::nothing());
     };
-    let at_end = links.len() < LINK_WINDOW as usize
-        && links.last().map(|link| link.get::<_, i64>("seq")) == Some(last_link);
-    let rows = query_pending(client, tail, PENDING, limit, last_link).await?;
+    let through = ChainPosition {
+        link_seq: last_link,
+        event_id: i64::MAX,
+    };
+    let rows = query_pending(client, tail, read, limit, through).await?;
     Ok(Pending {
-        events: rows
-            .iter()
-            .map(|row| PendingEvent {
-                position: ChainPosition {
-                    link_seq: row.get("link_seq"),
-                    event_id: row.get("id"),
-                },
-                written_at: row.get("link_written_at"),
-                event: events::stored(row),
-            })
-            .collect(),
-        looked_to: Some(ChainPosition {
-            link_seq: last_link,
-            event_id: i64::MAX,
-        }),
+        events: rows.iter().map(each).collect(),
+        looked_to: Some(through),
         at_end,
     })
+}
+
+fn place(row: &Row) -> Place {
+    Place {
+        position: ChainPosition {
+            link_seq: row.get("link_seq"),
+            event_id: row.get("id"),
+        },
+        written_at: row.get("link_written_at"),
+    }
+}
+
+/// The first `limit` events after `tail`'s place, whole, in chain order.
+pub async fn pending(
+    client: &impl GenericClient,
+    tail: &Tail<'_>,
+    limit: i64,
+) -> Result<Pending<PendingEvent>, DbError> {
+    pending_in_window(client, tail, limit, PENDING_EVENTS, |row| PendingEvent {
+        place: place(row),
+        event: events::stored(row),
+    })
+    .await
+}
+
+/// The places of the first `limit` events after `tail`'s place.
+pub async fn pending_places(
+    client: &impl GenericClient,
+    tail: &Tail<'_>,
+    limit: i64,
+) -> Result<Pending<Place>, DbError> {
+    pending_in_window(client, tail, limit, PENDING_PLACES, place).await
+}
+
+/// A stream's batch as its delivery names it (the stored payload of a
+/// `stream` delivery): the events of the organization's chain after `after`
+/// through `through` that match `filter`, written as `format`. Its events are
+/// read as it is sent, so a batch is not stored once per subscription, and
+/// pseudonymization or erasure done meanwhile applies to what is sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchRange {
+    pub subscription_id: i64,
+    pub format: String,
+    pub filter: StreamFilter,
+    pub starts_at: Option<DateTime<Utc>>,
+    pub after: ChainPosition,
+    pub through: ChainPosition,
+}
+
+/// The events of the organization's batch `range`, in chain order.
+pub async fn batch_events(
+    client: &impl GenericClient,
+    organization_id: &str,
+    range: &BatchRange,
+) -> Result<Vec<StoredEvent>, DbError> {
+    let tail = Tail {
+        organization_id,
+        filter: &range.filter,
+        starts_at: range.starts_at,
+        after: range.after,
+    };
+    let rows = query_pending(client, &tail, PENDING_EVENTS, i64::MAX, range.through).await?;
+    Ok(rows.iter().map(events::stored).collect())
 }
 
 /// Moves an idle subscription's cursor past events that are not its own
@@ -552,9 +653,8 @@ pub async fn claim_idle(
 /// A batch about to be sent: its delivery, and the last event it holds.
 pub struct NewBatch<'a> {
     pub id: Uuid,
-    pub end: ChainPosition,
-    /// The records, a JSON array, as the subscription's format writes them.
-    pub records: &'a serde_json::Value,
+    /// Its events, which its delivery reads as it sends them.
+    pub range: &'a BatchRange,
     /// Where an S3 or FTP destination stores it.
     pub object_key: &'a str,
     /// Attempts before the delivery stops; the worker starts it again after
@@ -573,12 +673,12 @@ pub async fn start_batch(
         .execute(
             "INSERT INTO delivery_queue (id, organization_id, destination_id, payload, max_retries, \
                object_key, body) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'ndjson')",
+             VALUES ($1, $2, $3, $4, $5, $6, 'stream')",
             &[
                 &batch.id,
                 &subscription.organization_id,
                 &subscription.destination_id,
-                &Json(batch.records),
+                &Json(batch.range),
                 &batch.max_retries,
                 &batch.object_key,
             ],
@@ -593,8 +693,8 @@ pub async fn start_batch(
                 &subscription.organization_id,
                 &subscription.id,
                 &batch.id,
-                &batch.end.link_seq,
-                &batch.end.event_id,
+                &batch.range.through.link_seq,
+                &batch.range.through.event_id,
             ],
         )
         .await?;

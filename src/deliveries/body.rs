@@ -1,24 +1,29 @@
 //! What a delivery's stored payload becomes on the wire. Most deliveries are
-//! one JSON document; a stream's batch is stored as a JSON array of records
-//! and sent as NDJSON, one record a line, so that SIEMs and query engines
-//! read it line by line (gzipped where it lands as a file).
+//! one JSON document; a stream's batch is records, sent as NDJSON, one record
+//! a line, so that SIEMs and query engines read it line by line (gzipped
+//! where it lands as a file).
 
 use std::io::Write;
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
+use serde_json::Value;
 
 const JSON: &str = "application/json";
 const NDJSON: &str = "application/x-ndjson";
 
-/// How a delivery's payload is laid out (`delivery_queue.body`).
+/// How a delivery's payload is stored (`delivery_queue.body`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BodyShape {
     /// One JSON document.
     #[default]
     Document,
-    /// A JSON array whose elements go out one a line.
+    /// A JSON array of records (a stream's batch queued before V24).
     Ndjson,
+    /// A stream's batch named by its range of the chain
+    /// ([`BatchRange`](crate::db::streams::BatchRange)): its records are
+    /// read and written as it is sent, not stored once per subscription.
+    Stream,
 }
 
 impl BodyShape {
@@ -26,6 +31,7 @@ impl BodyShape {
     pub fn from_column(value: &str) -> Self {
         match value {
             "ndjson" => Self::Ndjson,
+            "stream" => Self::Stream,
             _ => Self::Document,
         }
     }
@@ -34,7 +40,27 @@ impl BodyShape {
         match self {
             Self::Document => "document",
             Self::Ndjson => "ndjson",
+            Self::Stream => "stream",
         }
+    }
+}
+
+/// What an attempt sends, read from the stored payload.
+#[derive(Debug)]
+pub enum Payload {
+    /// A document's JSON text as stored: a webhook posts it unchanged, so it
+    /// is neither parsed nor written again on the way.
+    Document(String),
+    /// A batch's records, in order.
+    Records(Vec<Value>),
+}
+
+impl Payload {
+    /// A stored array of records.
+    pub fn records_of(array: &str) -> Result<Self, String> {
+        serde_json::from_str(array)
+            .map(Self::Records)
+            .map_err(|error| format!("a batch's payload is not a JSON array: {error}"))
     }
 }
 
@@ -47,35 +73,35 @@ pub struct Rendered {
     pub content_encoding: Option<&'static str>,
 }
 
-/// For a request (a webhook): a document as stored, a batch as NDJSON.
-pub fn for_request(shape: BodyShape, payload: String) -> Result<Rendered, String> {
-    Ok(match shape {
-        BodyShape::Document => Rendered {
-            bytes: payload.into_bytes(),
+/// For a request (a webhook): a document as stored, records as NDJSON.
+pub fn for_request(payload: Payload) -> Rendered {
+    match payload {
+        Payload::Document(text) => Rendered {
+            bytes: text.into_bytes(),
             content_type: JSON,
             content_encoding: None,
         },
-        BodyShape::Ndjson => Rendered {
-            bytes: lines(&payload)?,
+        Payload::Records(records) => Rendered {
+            bytes: lines(&records),
             content_type: NDJSON,
             content_encoding: None,
         },
-    })
+    }
 }
 
-/// For a file (S3, FTP): a document indented for people to read, a batch as
+/// For a file (S3, FTP): a document indented for people to read, records as
 /// gzipped NDJSON.
-pub fn for_file(shape: BodyShape, payload: &str) -> Result<Rendered, String> {
-    Ok(match shape {
-        BodyShape::Document => Rendered {
-            bytes: super::indented(payload).into_bytes(),
+pub fn for_file(payload: &Payload) -> Result<Rendered, String> {
+    Ok(match payload {
+        Payload::Document(text) => Rendered {
+            bytes: super::indented(text).into_bytes(),
             content_type: JSON,
             content_encoding: None,
         },
-        BodyShape::Ndjson => {
+        Payload::Records(records) => {
             let mut gzip = GzEncoder::new(Vec::new(), Compression::default());
             let written = gzip
-                .write_all(&lines(payload)?)
+                .write_all(&lines(records))
                 .and_then(|()| gzip.finish());
             Rendered {
                 bytes: written.map_err(|error| format!("cannot compress the batch: {error}"))?,
@@ -86,20 +112,14 @@ pub fn for_file(shape: BodyShape, payload: &str) -> Result<Rendered, String> {
     })
 }
 
-/// The array's elements, each compact on its own line.
-fn lines(payload: &str) -> Result<Vec<u8>, String> {
-    let records: Vec<&serde_json::value::RawValue> = serde_json::from_str(payload)
-        .map_err(|error| format!("a batch's payload is not a JSON array: {error}"))?;
-    let mut out = Vec::with_capacity(payload.len());
+/// Each record compact on its own line.
+fn lines(records: &[Value]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(records.len() * 512);
     for record in records {
-        // PostgreSQL's jsonb text has blanks after `:` and `,`: written
-        // again, compact, so that a line is the record as the API shows it.
-        let value: serde_json::Value = serde_json::from_str(record.get())
-            .map_err(|error| format!("a batch's record is not JSON: {error}"))?;
-        serde_json::to_writer(&mut out, &value).expect("a JSON value serializes");
+        serde_json::to_writer(&mut out, record).expect("a JSON value serializes");
         out.push(b'\n');
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]
@@ -111,14 +131,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_batch_is_one_compact_record_a_line_and_gzipped_as_a_file() {
+    fn records_are_one_compact_record_a_line_and_gzipped_as_a_file() {
+        // PostgreSQL's jsonb text has blanks after `:` and `,`: a line is
+        // the record written again, compact, as the API shows it.
         let stored = r#"[{"id": 1, "action": "a"}, {"id": 2, "details": {"k": [1, 2]}}]"#;
         let expected = "{\"action\":\"a\",\"id\":1}\n{\"details\":{\"k\":[1,2]},\"id\":2}\n";
-        let request = for_request(BodyShape::Ndjson, stored.to_owned()).unwrap();
+        let request = for_request(Payload::records_of(stored).unwrap());
         assert_eq!(String::from_utf8(request.bytes).unwrap(), expected);
         assert_eq!(request.content_type, NDJSON);
 
-        let file = for_file(BodyShape::Ndjson, stored).unwrap();
+        let file = for_file(&Payload::records_of(stored).unwrap()).unwrap();
         assert_eq!(file.content_encoding, Some("gzip"));
         let mut unzipped = String::new();
         GzDecoder::new(file.bytes.as_slice())
@@ -130,10 +152,10 @@ mod tests {
     #[test]
     fn a_document_is_sent_as_stored_and_indented_as_a_file() {
         let stored = r#"{"a": 1}"#;
-        let request = for_request(BodyShape::Document, stored.to_owned()).unwrap();
+        let request = for_request(Payload::Document(stored.to_owned()));
         assert_eq!(request.bytes, stored.as_bytes());
-        let file = for_file(BodyShape::Document, stored).unwrap();
+        let file = for_file(&Payload::Document(stored.to_owned())).unwrap();
         assert_eq!(String::from_utf8(file.bytes).unwrap(), "{\n  \"a\": 1\n}");
-        assert!(for_request(BodyShape::Ndjson, stored.to_owned()).is_err());
+        assert!(Payload::records_of(stored).is_err());
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use super::body::{self, BodyShape};
+use super::body::{self, Payload};
 use super::crypto::SecretBox;
 use super::destination::{DeliverySettings, DestinationConfig};
 use super::egress::Egress;
@@ -30,6 +30,9 @@ pub struct Prepared {
     retry_waits: Vec<Duration>,
     /// Or why the stored config cannot be used (every attempt fails with it).
     sender: Result<Sender, String>,
+    /// This machine's name: syslog's HOSTNAME, and Splunk HEC's `host` in a
+    /// stream's records.
+    host: String,
 }
 
 /// A destination's config with its secrets opened; a webhook's requests are
@@ -39,8 +42,7 @@ enum Sender {
     Email(EmailConfig),
     S3(S3Config, Option<ObjectLock>),
     Ftp(FtpConfig),
-    /// With this machine's name, its messages' HOSTNAME.
-    Syslog(SyslogConfig, String),
+    Syslog(SyslogConfig),
 }
 
 impl Prepared {
@@ -56,7 +58,13 @@ impl Prepared {
             retry_waits: settings.retry_waits(),
             settings,
             sender,
+            host: super::machine_name(),
         }
+    }
+
+    /// This machine's name, as the destination's records carry it.
+    pub fn host(&self) -> &str {
+        &self.host
     }
 
     /// The waits before each retry.
@@ -64,9 +72,9 @@ impl Prepared {
         &self.retry_waits
     }
 
-    /// One attempt to deliver `payload`, the stored JSON text laid out as
-    /// `shape` says (see [`body`](super::body)): a webhook posts it as it is;
-    /// the other kinds write a document out indented, for people to read.
+    /// One attempt to deliver `payload` (see [`body`](super::body)): a
+    /// webhook posts a document as it is; the other kinds write it out
+    /// indented, for people to read.
     /// `object_key`: the name the worker gave the delivery when it queued it
     /// (an S3 destination stores it there, after its prefix; an FTP one
     /// names its file after it).
@@ -74,7 +82,7 @@ impl Prepared {
         &self,
         egress: &Egress,
         id: Uuid,
-        (payload, shape): (String, BodyShape),
+        payload: Payload,
         object_key: Option<&str>,
     ) -> Outcome {
         let sender = match &self.sender {
@@ -84,37 +92,36 @@ impl Prepared {
         let started = Instant::now();
         let sent = match sender {
             Sender::Webhook(target) => {
-                return match body::for_request(shape, payload) {
-                    Ok(rendered) => webhook::send(egress, target, id, rendered).await,
-                    Err(error) => Outcome::permanent(&error),
-                };
+                return webhook::send(egress, target, id, body::for_request(payload)).await;
             }
-            Sender::Email(_) if shape == BodyShape::Ndjson => {
-                return Outcome::permanent("an email destination cannot carry a stream's batch")
-            }
-            Sender::Email(config) => {
-                email::send(config, egress, id, &payload, TRANSFER_TIMEOUT).await
-            }
+            Sender::Email(config) => match &payload {
+                Payload::Document(text) => {
+                    email::send(config, egress, id, text, TRANSFER_TIMEOUT).await
+                }
+                Payload::Records(_) => {
+                    return Outcome::permanent("an email destination cannot carry a stream's batch")
+                }
+            },
             Sender::S3(config, lock) => {
                 let object = Object {
                     id,
                     key: object_key,
                     lock: lock.as_ref(),
                 };
-                match body::for_file(shape, &payload) {
+                match body::for_file(&payload) {
                     Ok(file) => s3::send(config, egress, &object, file, TRANSFER_TIMEOUT).await,
                     Err(error) => return Outcome::permanent(&error),
                 }
             }
-            Sender::Ftp(config) => match body::for_file(shape, &payload) {
+            Sender::Ftp(config) => match body::for_file(&payload) {
                 Ok(file) => {
                     let name = object_key.map(|key| key.replace('/', "-"));
                     ftp::send(config, egress, id, name.as_deref(), file, TRANSFER_TIMEOUT).await
                 }
                 Err(error) => return Outcome::permanent(&error),
             },
-            Sender::Syslog(config, host) => {
-                syslog::send(config, egress, (&payload, shape), host, TRANSFER_TIMEOUT).await
+            Sender::Syslog(config) => {
+                syslog::send(config, egress, &payload, &self.host, TRANSFER_TIMEOUT).await
             }
         };
         Outcome {
@@ -135,7 +142,7 @@ impl Sender {
             DestinationConfig::Email(config) => Self::Email(config),
             DestinationConfig::S3(config) => Self::S3(config, lock),
             DestinationConfig::Ftp(config) => Self::Ftp(config),
-            DestinationConfig::Syslog(config) => Self::Syslog(config, super::machine_name()),
+            DestinationConfig::Syslog(config) => Self::Syslog(config),
         })
     }
 }

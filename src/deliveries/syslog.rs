@@ -12,7 +12,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::body::BodyShape;
+use super::body::Payload;
 use super::egress::{self, Egress};
 use super::retry::{Sent, Verdict};
 use crate::validation::FieldError;
@@ -158,15 +158,16 @@ fn frame(config: &SyslogConfig, hostname: &str, record: &Value) -> Vec<u8> {
 fn frames(
     config: &SyslogConfig,
     hostname: &str,
-    payload: &str,
-    shape: BodyShape,
+    payload: &Payload,
 ) -> Result<Vec<u8>, String> {
-    let value: Value = serde_json::from_str(payload)
-        .map_err(|error| format!("the payload is not JSON: {error}"))?;
-    let records = match (shape, value) {
-        (BodyShape::Ndjson, Value::Array(records)) => records,
-        (BodyShape::Ndjson, _) => return Err("a batch's payload is not a JSON array".to_owned()),
-        (BodyShape::Document, document) => vec![document],
+    let document;
+    let records = match payload {
+        Payload::Records(records) => records.as_slice(),
+        Payload::Document(text) => {
+            document = serde_json::from_str::<Value>(text)
+                .map_err(|error| format!("the payload is not JSON: {error}"))?;
+            std::slice::from_ref(&document)
+        }
     };
     Ok(records
         .iter()
@@ -180,11 +181,11 @@ fn frames(
 pub async fn send(
     config: &SyslogConfig,
     egress: &Egress,
-    (payload, shape): (&str, BodyShape),
+    payload: &Payload,
     hostname: &str,
     timeout: Duration,
 ) -> Sent {
-    let bytes = match frames(config, hostname, payload, shape) {
+    let bytes = match frames(config, hostname, payload) {
         Ok(bytes) => bytes,
         Err(problem) => return Sent::failed(Verdict::Permanent, format!("syslog: {problem}")),
     };
@@ -279,7 +280,8 @@ mod tests {
             {"unmapped": {"id": 1, "action": "a", "status": "success"}},
             {"event": {"id": 2, "action": "b", "status": "success"}},
         ]);
-        let bytes = frames(&config(), "h", &batch.to_string(), BodyShape::Ndjson).unwrap();
+        let batch = Payload::records_of(&batch.to_string()).unwrap();
+        let bytes = frames(&config(), "h", &batch).unwrap();
         let text = String::from_utf8(bytes).unwrap();
         assert!(
             text.contains("<110>1 - h audit-worker - a [audit@32473 id=\"1\"]"),
@@ -289,7 +291,8 @@ mod tests {
             text.contains("<110>1 - h audit-worker - b [audit@32473 id=\"2\"]"),
             "{text}"
         );
-        assert!(frames(&config(), "h", "{}", BodyShape::Ndjson).is_err());
+        let not_json = Payload::Document("{".to_owned());
+        assert!(frames(&config(), "h", &not_json).is_err());
     }
 
     #[test]

@@ -227,11 +227,7 @@ impl Follow {
                 Ok(pending) => pending,
                 Err(error) => {
                     tracing::debug!(%error, "A live tail could not read; trying again");
-                    Pending {
-                        events: Vec::new(),
-                        looked_to: None,
-                        at_end: true,
-                    }
+                    Pending::nothing()
                 }
             };
             let more = !pending.at_end || pending.events.len() as i64 == READ_LIMIT;
@@ -244,7 +240,7 @@ impl Follow {
                 let data = serde_json::to_string(&event.event).expect("an event serializes");
                 let message = format!("id: {}\ndata: {data}\n\n", event.event.id);
                 match sender.try_send(Bytes::from(message)) {
-                    Ok(()) => self.after = event.position,
+                    Ok(()) => self.after = event.place.position,
                     Err(TrySendError::Full(_)) => {
                         tracing::info!(
                             organization_id = self.organization_id,

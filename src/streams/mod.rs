@@ -13,7 +13,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use crate::db::events::StoredEvent;
-use crate::db::streams::PendingEvent;
+use crate::db::streams::{self, BatchRange};
+use crate::db::{tenant, DbError, PgPool};
 
 /// The Splunk source type of the events a stream sends.
 const SPLUNK_SOURCETYPE: &str = "audit-worker:event";
@@ -38,13 +39,8 @@ impl Format {
     }
 
     /// One record per event, in the events' order.
-    pub fn records(self, events: &[PendingEvent], host: &str) -> Value {
-        Value::Array(
-            events
-                .iter()
-                .map(|pending| self.record(&pending.event, host))
-                .collect(),
-        )
+    pub fn records(self, events: &[StoredEvent], host: &str) -> Vec<Value> {
+        events.iter().map(|event| self.record(event, host)).collect()
     }
 
     fn record(self, event: &StoredEvent, host: &str) -> Value {
@@ -61,6 +57,37 @@ impl Format {
             }),
         }
     }
+}
+
+/// Why a stream batch's records could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error(transparent)]
+    Database(#[from] DbError),
+    /// The stored range cannot be sent, now or ever.
+    #[error("a stream batch cannot be sent: {0}")]
+    Unsendable(String),
+}
+
+/// The records of a stream batch, whose delivery stores its `range` (JSON
+/// text): the organization's events in it, read now (so pseudonymization or
+/// erasure done since it was cut applies), written as its format says.
+pub async fn batch_records(
+    pool: &PgPool,
+    organization_id: &str,
+    range: &str,
+    host: &str,
+) -> Result<Vec<Value>, BatchError> {
+    let range: BatchRange = serde_json::from_str(range)
+        .map_err(|error| BatchError::Unsendable(format!("its range does not parse: {error}")))?;
+    let format = Format::parse(&range.format).ok_or_else(|| {
+        BatchError::Unsendable(format!("the format `{}` is unknown", range.format))
+    })?;
+    let events = tenant::scoped(pool, organization_id, async |transaction| {
+        streams::batch_events(transaction, organization_id, &range).await
+    })
+    .await?;
+    Ok(format.records(&events, host))
 }
 
 /// An event's RFC 3339 timestamp as HEC's `time`: seconds since the epoch,

@@ -366,7 +366,10 @@ impl DeliveryActor {
                 {
                     Ok(payload) => {
                         let key = claim.object_key.as_deref();
-                        destination.prepared.send(&egress, claim.id, payload, key).await
+                        destination
+                            .prepared
+                            .send(&egress, claim.id, payload, key)
+                            .await
                     }
                     Err(BatchError::Database(error)) => return Err(error),
                     Err(unsendable) => Outcome::permanent(&unsendable.to_string()),

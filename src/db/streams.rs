@@ -340,8 +340,7 @@ macro_rules! pending {
 }
 
 /// Pending events whole, for readers that send them as they read.
-const PENDING_EVENTS: &str =
-    pending!("e.*, c.seq AS link_seq, c.created_at AS link_written_at");
+const PENDING_EVENTS: &str = pending!("e.*, c.seq AS link_seq, c.created_at AS link_written_at");
 /// Pending events' places only, for the StreamActor, which cuts batches by
 /// place and leaves reading them to their sending.
 const PENDING_PLACES: &str = pending!("e.id, c.seq AS link_seq, c.created_at AS link_written_at");

@@ -92,7 +92,7 @@ impl Prepared {
         let started = Instant::now();
         let sent = match sender {
             Sender::Webhook(target) => {
-                return webhook::send(egress, target, id, body::for_request(payload)).await;
+                return webhook::send(egress, target, id, body::request(payload).await).await;
             }
             Sender::Email(config) => match &payload {
                 Payload::Document(text) => {
@@ -108,12 +108,12 @@ impl Prepared {
                     key: object_key,
                     lock: lock.as_ref(),
                 };
-                match body::for_file(&payload) {
+                match body::file(payload).await {
                     Ok(file) => s3::send(config, egress, &object, file, TRANSFER_TIMEOUT).await,
                     Err(error) => return Outcome::permanent(&error),
                 }
             }
-            Sender::Ftp(config) => match body::for_file(&payload) {
+            Sender::Ftp(config) => match body::file(payload).await {
                 Ok(file) => {
                     let name = object_key.map(|key| key.replace('/', "-"));
                     ftp::send(config, egress, id, name.as_deref(), file, TRANSFER_TIMEOUT).await
@@ -121,7 +121,7 @@ impl Prepared {
                 Err(error) => return Outcome::permanent(&error),
             },
             Sender::Syslog(config) => {
-                syslog::send(config, egress, &payload, &self.host, TRANSFER_TIMEOUT).await
+                syslog::send(config, egress, payload, &self.host, TRANSFER_TIMEOUT).await
             }
         };
         Outcome {

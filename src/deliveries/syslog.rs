@@ -12,7 +12,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::body::Payload;
+use super::body::{self, Payload, Record};
 use super::egress::{self, Egress};
 use super::retry::{Sent, Verdict};
 use crate::validation::FieldError;
@@ -86,16 +86,6 @@ fn printable(byte: u8) -> bool {
     (33..=126).contains(&byte)
 }
 
-/// The event a record carries: the record itself (native), or the native
-/// event an OCSF record (`unmapped`) or a Splunk HEC one (`event`) wraps.
-fn native_event(record: &Value) -> &Value {
-    record
-        .get("unmapped")
-        .or_else(|| record.get("event"))
-        .filter(|inner| inner.is_object())
-        .unwrap_or(record)
-}
-
 /// A structured-data parameter value: `"`, `\` and `]` escaped.
 fn sd_value(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
@@ -109,16 +99,15 @@ fn sd_value(text: &str) -> String {
 }
 
 /// One RFC 5424 message for `record`, framed by its length in bytes.
-fn frame(config: &SyslogConfig, hostname: &str, record: &Value) -> Vec<u8> {
-    let event = native_event(record);
-    let text = |field: &str| event.get(field).and_then(Value::as_str);
-    let severity = match text("status") {
+fn frame(config: &SyslogConfig, hostname: &str, record: &Record) -> Vec<u8> {
+    let event = &record.event;
+    let severity = match event.status.as_deref() {
         Some("failure") => SEVERITY_WARNING,
         _ => SEVERITY_INFORMATIONAL,
     };
     let priority = u16::from(config.facility.unwrap_or(DEFAULT_FACILITY)) * 8 + u16::from(severity);
-    let timestamp = text("timestamp").unwrap_or("-");
-    let msgid: String = text("action")
+    let timestamp = event.timestamp.as_deref().unwrap_or("-");
+    let msgid: String = (event.action.as_deref())
         .unwrap_or("delivery")
         .bytes()
         .filter(|b| printable(*b))
@@ -131,11 +120,14 @@ fn frame(config: &SyslogConfig, hostname: &str, record: &Value) -> Vec<u8> {
         msgid
     };
     let mut parameters = Vec::new();
-    if let Some(id) = event.get("id").filter(|id| id.is_i64()) {
+    if let Some(id) = event.id {
         parameters.push(format!("id=\"{id}\""));
     }
-    for field in ["hash", "organization_id"] {
-        if let Some(value) = text(field) {
+    for (field, value) in [
+        ("hash", &event.hash),
+        ("organization_id", &event.organization_id),
+    ] {
+        if let Some(value) = value {
             parameters.push(format!("{field}=\"{}\"", sd_value(value)));
         }
     }
@@ -145,8 +137,9 @@ fn frame(config: &SyslogConfig, hostname: &str, record: &Value) -> Vec<u8> {
         format!("[{SD_ID} {}]", parameters.join(" "))
     };
     let message = format!(
-        "<{priority}>1 {timestamp} {hostname} {} - {msgid} {structured} {record}",
-        config.app_name()
+        "<{priority}>1 {timestamp} {hostname} {} - {msgid} {structured} {}",
+        config.app_name(),
+        record.json
     );
     let mut framed = format!("{} ", message.len()).into_bytes();
     framed.extend_from_slice(message.as_bytes());
@@ -155,17 +148,14 @@ fn frame(config: &SyslogConfig, hostname: &str, record: &Value) -> Vec<u8> {
 
 /// The messages a delivery's payload makes: a record each for a batch, one
 /// for a document.
-fn frames(
-    config: &SyslogConfig,
-    hostname: &str,
-    payload: &Payload,
-) -> Result<Vec<u8>, String> {
+fn frames(config: &SyslogConfig, hostname: &str, payload: &Payload) -> Result<Vec<u8>, String> {
     let document;
     let records = match payload {
         Payload::Records(records) => records.as_slice(),
         Payload::Document(text) => {
-            document = serde_json::from_str::<Value>(text)
+            let value = serde_json::from_str::<Value>(text)
                 .map_err(|error| format!("the payload is not JSON: {error}"))?;
+            document = Record::of_value(&value);
             std::slice::from_ref(&document)
         }
     };
@@ -181,11 +171,18 @@ fn frames(
 pub async fn send(
     config: &SyslogConfig,
     egress: &Egress,
-    payload: &Payload,
+    payload: Payload,
     hostname: &str,
     timeout: Duration,
 ) -> Sent {
-    let bytes = match frames(config, hostname, payload) {
+    let framed = match payload {
+        Payload::Records(_) => {
+            let (config, hostname) = (config.clone(), hostname.to_owned());
+            body::off_thread(move || frames(&config, &hostname, &payload)).await
+        }
+        Payload::Document(_) => frames(config, hostname, &payload),
+    };
+    let bytes = match framed {
         Ok(bytes) => bytes,
         Err(problem) => return Sent::failed(Verdict::Permanent, format!("syslog: {problem}")),
     };
@@ -262,7 +259,8 @@ mod tests {
         let record = json!({"id": 42, "timestamp": "2026-01-02T03:04:05.000006Z",
             "action": "patient.record.read", "status": "failure", "hash": "ab]\"c",
             "organization_id": "org-a"});
-        let framed = String::from_utf8(frame(&config(), "worker-1", &record)).unwrap();
+        let framed =
+            String::from_utf8(frame(&config(), "worker-1", &Record::of_value(&record))).unwrap();
         let (length, message) = framed.split_once(' ').unwrap();
         assert_eq!(length.parse::<usize>().unwrap(), message.len());
         assert_eq!(

@@ -10,11 +10,12 @@
 pub mod ocsf;
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use crate::db::events::StoredEvent;
 use crate::db::streams::{self, BatchRange};
 use crate::db::{tenant, DbError, PgPool};
+use crate::deliveries::body::{self, EventFacts, Record};
 
 /// The Splunk source type of the events a stream sends.
 const SPLUNK_SOURCETYPE: &str = "audit-worker:event";
@@ -39,24 +40,40 @@ impl Format {
     }
 
     /// One record per event, in the events' order.
-    pub fn records(self, events: &[StoredEvent], host: &str) -> Vec<Value> {
-        events.iter().map(|event| self.record(event, host)).collect()
+    pub fn records(self, events: &[StoredEvent], host: &str) -> Vec<Record> {
+        events
+            .iter()
+            .map(|event| self.record(event, host))
+            .collect()
     }
 
-    fn record(self, event: &StoredEvent, host: &str) -> Value {
-        let native = serde_json::to_value(event).expect("an event serializes");
-        match self {
-            Self::Native => native,
-            Self::Ocsf => ocsf::event(event, native),
-            Self::SplunkHec => json!({
-                "time": epoch_seconds(&event.timestamp),
-                "host": host,
-                "source": format!("audit-worker:{}", event.organization_id),
-                "sourcetype": SPLUNK_SOURCETYPE,
-                "event": native,
+    fn record(self, event: &StoredEvent, host: &str) -> Record {
+        let json = match self {
+            Self::Native => serde_json::to_string(event),
+            Self::Ocsf => serde_json::to_string(&ocsf::event(event)),
+            Self::SplunkHec => serde_json::to_string(&HecEvent {
+                time: epoch_seconds(&event.timestamp),
+                host,
+                source: format!("audit-worker:{}", event.organization_id),
+                sourcetype: SPLUNK_SOURCETYPE,
+                event,
             }),
+        };
+        Record {
+            json: json.expect("a record serializes"),
+            event: EventFacts::of_event(event),
         }
     }
+}
+
+/// Splunk HEC's envelope around the native event.
+#[derive(Serialize)]
+struct HecEvent<'a> {
+    time: f64,
+    host: &'a str,
+    source: String,
+    sourcetype: &'static str,
+    event: &'a StoredEvent,
 }
 
 /// Why a stream batch's records could not be read.
@@ -77,7 +94,7 @@ pub async fn batch_records(
     organization_id: &str,
     range: &str,
     host: &str,
-) -> Result<Vec<Value>, BatchError> {
+) -> Result<Vec<Record>, BatchError> {
     let range: BatchRange = serde_json::from_str(range)
         .map_err(|error| BatchError::Unsendable(format!("its range does not parse: {error}")))?;
     let format = Format::parse(&range.format).ok_or_else(|| {
@@ -87,7 +104,8 @@ pub async fn batch_records(
         streams::batch_events(transaction, organization_id, &range).await
     })
     .await?;
-    Ok(format.records(&events, host))
+    let host = host.to_owned();
+    Ok(body::off_thread(move || format.records(&events, &host)).await)
 }
 
 /// An event's RFC 3339 timestamp as HEC's `time`: seconds since the epoch,

@@ -3,7 +3,7 @@
 //! Change (3001) for API keys and roles, API Activity (6003) for the rest.
 //! The event as the API shows it rides along under `unmapped`.
 
-use serde_json::{json, Map, Value};
+use serde::Serialize;
 
 use crate::db::events::StoredEvent;
 
@@ -63,8 +63,97 @@ impl Class {
     }
 }
 
-/// `event` as an OCSF event; `native` is the event as the API shows it.
-pub fn event(event: &StoredEvent, native: Value) -> Value {
+/// An OCSF event, written straight from the stored event (a batch writes
+/// thousands: no intermediate JSON tree). Fields the class does not have are
+/// left out; absent values of fields it has are `null`.
+#[derive(Serialize)]
+pub struct OcsfEvent<'a> {
+    category_uid: u32,
+    class_uid: u32,
+    activity_id: u32,
+    type_uid: u32,
+    /// Epoch milliseconds.
+    time: i64,
+    severity_id: u8,
+    status_id: u8,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_detail: Option<&'a str>,
+    metadata: Metadata<'a>,
+    /// Authentication: who signed in. Account Change: the account changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<User<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor: Option<Actor<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api: Option<Api<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cloud: Option<Product>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    src_endpoint: Option<Endpoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resources: Option<[Resource<'a>; 1]>,
+    /// The event as the API shows it.
+    unmapped: &'a StoredEvent,
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    version: &'static str,
+    uid: String,
+    original_time: &'a str,
+    correlation_uid: Option<&'a str>,
+    tenant_uid: &'a str,
+    product: Vendor,
+}
+
+#[derive(Serialize)]
+struct Vendor {
+    name: &'static str,
+    vendor_name: &'static str,
+}
+
+#[derive(Serialize)]
+struct User<'a> {
+    uid: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<Option<&'a str>>,
+}
+
+#[derive(Serialize)]
+struct Actor<'a> {
+    user: User<'a>,
+}
+
+#[derive(Serialize)]
+struct Api<'a> {
+    operation: &'a str,
+    service: Service,
+}
+
+#[derive(Serialize)]
+struct Service {
+    name: &'static str,
+}
+
+#[derive(Serialize)]
+struct Product {
+    provider: &'static str,
+}
+
+/// Where the call came from: nothing the trail knows.
+#[derive(Serialize)]
+struct Endpoint {}
+
+#[derive(Serialize)]
+struct Resource<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    uid: Option<&'a str>,
+}
+
+/// `event` as an OCSF event.
+pub fn event(event: &StoredEvent) -> OcsfEvent<'_> {
     let class = Class::of(&event.action);
     let (status_id, status) = match event.status.as_str() {
         "success" => (1, "Success"),
@@ -74,61 +163,63 @@ pub fn event(event: &StoredEvent, native: Value) -> Value {
     let time = chrono::DateTime::parse_from_rfc3339(&event.timestamp)
         .map(|time| time.timestamp_millis())
         .unwrap_or_default();
-    let mut ocsf = Map::new();
-    ocsf.insert("category_uid".into(), json!(class.category_uid));
-    ocsf.insert("class_uid".into(), json!(class.class_uid));
-    ocsf.insert("activity_id".into(), json!(class.activity_id));
-    ocsf.insert(
-        "type_uid".into(),
-        json!(class.class_uid * 100 + class.activity_id),
-    );
-    ocsf.insert("time".into(), json!(time));
-    ocsf.insert("severity_id".into(), json!(1));
-    ocsf.insert("status_id".into(), json!(status_id));
-    ocsf.insert("status".into(), json!(status));
-    if let Some(description) = &event.outcome_description {
-        ocsf.insert("status_detail".into(), json!(description));
-    }
-    ocsf.insert(
-        "metadata".into(),
-        json!({
-            "version": OCSF_VERSION,
-            "uid": event.id.to_string(),
-            "original_time": event.timestamp,
-            "correlation_uid": event.correlation_id,
-            "tenant_uid": event.organization_id,
-            "product": {"name": PRODUCT, "vendor_name": PRODUCT},
-        }),
-    );
-    let user = json!({"uid": event.principal_id});
-    let resource = event
-        .target_resource_type
-        .as_ref()
-        .map(|kind| json!({"type": kind, "uid": event.target_resource_id}));
+    let principal = || User {
+        uid: Some(event.principal_id.as_str()),
+        kind: None,
+    };
+    let mut ocsf = OcsfEvent {
+        category_uid: class.category_uid,
+        class_uid: class.class_uid,
+        activity_id: class.activity_id,
+        type_uid: class.class_uid * 100 + class.activity_id,
+        time,
+        severity_id: 1,
+        status_id,
+        status,
+        status_detail: event.outcome_description.as_deref(),
+        metadata: Metadata {
+            version: OCSF_VERSION,
+            uid: event.id.to_string(),
+            original_time: &event.timestamp,
+            correlation_uid: event.correlation_id.as_deref(),
+            tenant_uid: &event.organization_id,
+            product: Vendor {
+                name: PRODUCT,
+                vendor_name: PRODUCT,
+            },
+        },
+        user: None,
+        actor: None,
+        api: None,
+        cloud: None,
+        src_endpoint: None,
+        resources: None,
+        unmapped: event,
+    };
     match class.class_uid {
-        3002 => {
-            ocsf.insert("user".into(), user);
-        }
+        3002 => ocsf.user = Some(principal()),
         3001 => {
-            ocsf.insert("actor".into(), json!({"user": user}));
-            ocsf.insert(
-                "user".into(),
-                json!({"uid": event.target_resource_id, "type": event.target_resource_type}),
-            );
+            ocsf.actor = Some(Actor { user: principal() });
+            ocsf.user = Some(User {
+                uid: event.target_resource_id.as_deref(),
+                kind: Some(event.target_resource_type.as_deref()),
+            });
         }
         _ => {
-            ocsf.insert("actor".into(), json!({"user": user}));
-            ocsf.insert(
-                "api".into(),
-                json!({"operation": event.action, "service": {"name": PRODUCT}}),
-            );
-            ocsf.insert("cloud".into(), json!({"provider": PRODUCT}));
-            ocsf.insert("src_endpoint".into(), json!({}));
-            if let Some(resource) = resource {
-                ocsf.insert("resources".into(), json!([resource]));
-            }
+            ocsf.actor = Some(Actor { user: principal() });
+            ocsf.api = Some(Api {
+                operation: &event.action,
+                service: Service { name: PRODUCT },
+            });
+            ocsf.cloud = Some(Product { provider: PRODUCT });
+            ocsf.src_endpoint = Some(Endpoint {});
+            ocsf.resources = event.target_resource_type.as_deref().map(|kind| {
+                [Resource {
+                    kind,
+                    uid: event.target_resource_id.as_deref(),
+                }]
+            });
         }
     }
-    ocsf.insert("unmapped".into(), native);
-    Value::Object(ocsf)
+    ocsf
 }

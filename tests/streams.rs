@@ -478,6 +478,72 @@ async fn a_stream_sends_each_matching_event_once_in_chain_order_as_signed_ndjson
     assert_eq!(ids.len(), received.len(), "a batch id per batch");
 }
 
+/// A destination down for a minute: its stream holds its place (failing,
+/// the breaker open, its batch given up and sent again), ingest goes on, and
+/// once the destination is back every event arrives once, in order.
+#[actix_web::test]
+async fn a_destination_down_for_a_minute_then_catches_up_in_order() {
+    const OUTAGE: Duration = Duration::from_secs(60);
+    let app = spawn_app_with(|config| {
+        config.delivery.allow_loopback = true;
+        config.streams.failed_batch_retry_after = Duration::from_secs(2);
+    })
+    .await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let down_since = std::time::Instant::now();
+    let receiver = Receiver::down_for(OUTAGE);
+    let settings = json!({"retry_schedule": ["1s", "2s", "4s"], "failure_threshold": 3,
+                          "reset_timeout": "5s"});
+    let hook = signed_hook(&app, &key, &receiver, settings).await;
+    let batch = json!({"max_events": 10, "max_delay_ms": 0});
+    let filter = json!({"action": "patient.*"});
+    let held = subscribe(
+        &app,
+        &key,
+        json!({"destination_id": hook, "batch": batch, "filter": filter}),
+    )
+    .await;
+
+    // Ingest goes on through the outage, a few events every 5 s, until 10 s
+    // before its end.
+    let mut expected = Vec::new();
+    let mut seen_failing = None;
+    let mut pace = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        pace.tick().await;
+        if down_since.elapsed() >= OUTAGE - Duration::from_secs(10) {
+            break;
+        }
+        let events: Vec<Value> = (0..3)
+            .map(|n| event("alice", &format!("patient.record.read.{n}")).into())
+            .collect();
+        let receipts = app.ingest(&key, events).await;
+        expected.extend(receipts.iter().map(|receipt| receipt["id"].clone()));
+        let found = subscription(&app, &key, &held["id"]).await;
+        if found["state"] == "failing" {
+            seen_failing = Some(found);
+        }
+    }
+    let failing = seen_failing.expect("the stream shows it is failing during the outage");
+    assert!(failing["last_error"].is_string(), "{failing}");
+    assert!(
+        receiver.received().is_empty(),
+        "nothing reached the destination while it was down"
+    );
+
+    let last = expected.last().unwrap().clone();
+    caught_up(&app, &key, &held["id"], &last).await;
+    let received = receiver.received();
+    let sent: Vec<Value> = batches(&received)
+        .iter()
+        .flatten()
+        .map(|r| r["id"].clone())
+        .collect();
+    assert_eq!(sent, expected, "every event once, in chain order");
+    let ids: std::collections::HashSet<&str> = received.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids.len(), received.len(), "each batch accepted once");
+}
+
 #[actix_web::test]
 async fn a_destination_that_refuses_holds_its_stream_which_then_catches_up_in_order() {
     let app = spawn_app_with(|config| {
@@ -939,6 +1005,76 @@ async fn live_tails_are_bounded_per_key() {
         (status == 200).then_some(response)
     })
     .await;
+}
+
+/// A client that stops reading is disconnected once `tail_buffer_events`
+/// events wait for it, and its place is freed: the worker never buffers for
+/// it without limit.
+#[actix_web::test]
+async fn a_live_tail_that_stops_reading_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app_with(|config| {
+        config.streams.tail_max_per_key = 1;
+        config.streams.tail_buffer_events = 4;
+    })
+    .await;
+    let key = app.create_key("org-a", "org:admin").await;
+    // A connection with a small receive window, not read until the end, so
+    // that what the worker writes backs up into its own buffer soon.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let address = app.address.trim_start_matches("http://").parse().unwrap();
+    let mut slow = socket.connect(address).await.unwrap();
+    let request = format!(
+        "GET /v1/events/stream HTTP/1.1\r\nHost: worker\r\nAuthorization: Bearer {key}\r\n\
+         Accept: text/event-stream\r\n\r\n"
+    );
+    slow.write_all(request.as_bytes()).await.unwrap();
+    wait_until(WAIT, "the slow tail holds the key's place", || async {
+        (open_tail(&app, &key, "", None, true).await.0 == 429).then_some(())
+    })
+    .await;
+
+    // Events of 32 kB, 20 a request, until the worker lets the client go
+    // (its place frees up): socket buffers hold megabytes, so it takes some.
+    let padding = "x".repeat(32 * 1024);
+    let mut ingested = 0;
+    loop {
+        let events: Vec<Value> = (0..20)
+            .map(|_| {
+                event("a", "patient.read")
+                    .details(json!({"padding": padding}))
+                    .into()
+            })
+            .collect();
+        app.ingest(&key, events).await;
+        ingested += 20;
+        if open_tail(&app, &key, "", None, true).await.0 == 200 {
+            break;
+        }
+        assert!(
+            ingested < 4000,
+            "a client that reads nothing still holds its tail after {ingested} events of 32 kB"
+        );
+    }
+    // The worker ended the response: what it had written, then the end.
+    let mut received = Vec::new();
+    tokio::time::timeout(WAIT, slow.read_to_end(&mut received))
+        .await
+        .expect("the worker closes the slow client's connection")
+        .unwrap();
+    let text = String::from_utf8_lossy(&received);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "{}",
+        &text[..text.len().min(200)]
+    );
+    let sent = text.matches("\nid: ").count() + usize::from(text.contains("\r\n\r\nid: "));
+    assert!(
+        sent < ingested,
+        "the slow client got {sent} of {ingested} events, so it was not cut off"
+    );
 }
 
 /// Two workers on one database cut and send one stream's batches between

@@ -96,6 +96,37 @@ impl Receiver {
         }
     }
 
+    /// Down for `outage` from now (each connection closed at once, nothing
+    /// read or answered, as a server whose process is gone behind a proxy),
+    /// then up on the same port, answering 200; must run inside an actix system.
+    pub fn down_for(outage: Duration) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the receiver");
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let script = Arc::new(Mutex::new(Script::default()));
+        let shared = script.clone();
+        actix_web::rt::spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let up_at = tokio::time::Instant::now() + outage;
+            while let Ok(accepted) = tokio::time::timeout_at(up_at, listener.accept()).await {
+                drop(accepted);
+            }
+            let server = HttpServer::new(move || {
+                App::new()
+                    .app_data(web::Data::new(shared.clone()))
+                    .default_service(web::to(receive))
+            })
+            .workers(1)
+            .listen(listener.into_std().unwrap())
+            .expect("serve on the receiver's port");
+            server.run().await
+        });
+        Receiver {
+            url: format!("http://127.0.0.1:{port}/hook"),
+            script,
+        }
+    }
+
     /// Every request received so far, in arrival order.
     pub fn received(&self) -> Vec<Received> {
         self.script.lock().unwrap().received.clone()

@@ -478,6 +478,66 @@ async fn a_stream_sends_each_matching_event_once_in_chain_order_as_signed_ndjson
     assert_eq!(ids.len(), received.len(), "a batch id per batch");
 }
 
+/// A webhook pointed at a Splunk HTTP Event Collector works as is: HEC's
+/// envelope a line, with its `Authorization: Splunk <token>` header, which
+/// the API never shows.
+#[actix_web::test]
+async fn a_splunk_hec_stream_sends_envelopes_with_its_token_which_is_never_shown() {
+    let app = spawn_app_with(|config| config.delivery.allow_loopback = true).await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let receiver = Receiver::start(&[], 0);
+    let token = "Splunk 8d2c1e1a-hec-token";
+    let hook = app
+        .create_destination(
+            &key,
+            json!({"type": "webhook", "label": "hec",
+                   "config": {"url": receiver.url, "headers": {"Authorization": token}}}),
+        )
+        .await;
+    let (status, shown) = app
+        .call(
+            Method::GET,
+            &format!("/v1/destinations/{hook}"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        shown["config"]["headers"]["Authorization"], "***",
+        "{shown}"
+    );
+    assert!(!shown.to_string().contains("hec-token"), "{shown}");
+    let body = json!({"destination_id": hook, "format": "splunk_hec",
+                      "filter": {"action": "patient.*"}, "batch": {"max_delay_ms": 0}});
+    let created = subscribe(&app, &key, body).await;
+    let receipts = app
+        .ingest(&key, event("alice", "patient.record.read"))
+        .await;
+    caught_up(&app, &key, &created["id"], &receipts[0]["id"]).await;
+
+    let received = receiver.received();
+    assert_eq!(received[0].authorization, token);
+    let records = batches(&received).concat();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let record = &records[0];
+    assert_eq!(record["sourcetype"], "audit-worker:event");
+    assert_eq!(record["source"], "audit-worker:org-a");
+    assert!(
+        record["time"].is_f64() && record["host"].is_string(),
+        "{record}"
+    );
+    let (_, stored) = app
+        .call(
+            Method::GET,
+            &format!("/v1/events/{}", receipts[0]["id"]),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(record["event"], stored);
+}
+
 /// A destination down for a minute: its stream holds its place (failing,
 /// the breaker open, its batch given up and sent again), ingest goes on, and
 /// once the destination is back every event arrives once, in order.

@@ -58,6 +58,11 @@ impl SecretBox {
         format!("{PREFIX}{}", STANDARD.encode(sealed))
     }
 
+    /// Whether `value` has the sealed form (it may still fail to open).
+    pub fn is_sealed(value: &str) -> bool {
+        value.starts_with(PREFIX)
+    }
+
     pub fn open(&self, sealed: &str) -> Result<String, DecryptError> {
         self.open_with_any(sealed).map(|(plain, _)| plain)
     }

@@ -25,6 +25,51 @@ pub const AVAILABLE_KINDS: &[&str] = &["webhook", "email", "s3", "ftp", "syslog"
 const MASK: &str = "***";
 /// Config fields that hold secrets: sealed at rest, masked in answers.
 const SECRET_FIELDS: &[&str] = &["secret", "previous_secret", "password", "secret_access_key"];
+/// Request headers that carry credentials (a webhook's `Authorization:
+/// Splunk <token>`, say), by name, lower case: sealed and masked as secret
+/// fields are. So is any header whose name contains [`SECRET_HEADER_WORDS`].
+const SECRET_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
+const SECRET_HEADER_WORDS: &[&str] = &["token", "secret", "key", "password", "auth"];
+
+fn secret_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_HEADERS.contains(&name.as_str()) || SECRET_HEADER_WORDS.iter().any(|w| name.contains(w))
+}
+
+/// Where a secret sits in a config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SecretSlot {
+    /// One of [`SECRET_FIELDS`].
+    Field,
+    /// A secret header's value. Those stored before headers were sealed are
+    /// plain text: they open as they are, and are sealed at the next change
+    /// of the destination or the next `keys rotate --kind encryption`.
+    Header,
+}
+
+/// Calls `each` with every secret of a config object: its secret fields,
+/// and the values of its secret headers.
+fn for_each_secret<E>(
+    config: &mut Value,
+    mut each: impl FnMut(SecretSlot, &mut Value) -> Result<(), E>,
+) -> Result<(), E> {
+    let Some(object) = config.as_object_mut() else {
+        return Ok(());
+    };
+    for (name, value) in object.iter_mut() {
+        if SECRET_FIELDS.contains(&name.as_str()) {
+            each(SecretSlot::Field, value)?;
+        }
+    }
+    if let Some(Value::Object(headers)) = object.get_mut("headers") {
+        for (name, value) in headers.iter_mut() {
+            if secret_header(name) {
+                each(SecretSlot::Header, value)?;
+            }
+        }
+    }
+    Ok(())
+}
 
 /// A destination's configuration, by kind.
 #[derive(Debug, Clone)]
@@ -53,6 +98,21 @@ impl DestinationConfig {
                         None => sent.remove(*field),
                     };
                 }
+            }
+            let kept_headers = previous.get("headers").and_then(Value::as_object);
+            if let Some(Value::Object(headers)) = sent.get_mut("headers") {
+                headers.retain(|name, value| {
+                    if !secret_header(name) || value.as_str() != Some(MASK) {
+                        return true;
+                    }
+                    match kept_headers.and_then(|kept| kept.get(name)) {
+                        Some(kept) => {
+                            *value = kept.clone();
+                            true
+                        }
+                        None => false,
+                    }
+                });
             }
         }
         match kind {
@@ -83,31 +143,29 @@ impl DestinationConfig {
         .expect("a destination config serializes")
     }
 
-    /// The form kept in the database: secret fields sealed.
+    /// The form kept in the database: secrets sealed.
     pub fn sealed(&self, secrets: &SecretBox) -> Value {
         let mut value = self.to_value();
-        if let Some(object) = value.as_object_mut() {
-            for field in SECRET_FIELDS {
-                if let Some(Value::String(plain)) = object.get(*field) {
-                    let sealed = secrets.seal(plain);
-                    object.insert((*field).to_owned(), Value::String(sealed));
-                }
+        let Ok(()) = for_each_secret(&mut value, |_, slot| {
+            if let Value::String(plain) = slot {
+                *slot = Value::String(secrets.seal(plain));
             }
-        }
+            Ok::<_, std::convert::Infallible>(())
+        });
         value
     }
 
     /// The stored form with its secrets opened (still untyped).
     pub fn unsealed_value(stored: &Value, secrets: &SecretBox) -> Result<Value, DecryptError> {
         let mut value = stored.clone();
-        if let Some(object) = value.as_object_mut() {
-            for field in SECRET_FIELDS {
-                if let Some(Value::String(sealed)) = object.get(*field) {
-                    let plain = secrets.open(sealed)?;
-                    object.insert((*field).to_owned(), Value::String(plain));
+        for_each_secret(&mut value, |kind, slot| {
+            if let Value::String(sealed) = slot {
+                if kind == SecretSlot::Field || SecretBox::is_sealed(sealed) {
+                    *slot = Value::String(secrets.open(sealed)?);
                 }
             }
-        }
+            Ok(())
+        })?;
         Ok(value)
     }
 
@@ -116,16 +174,18 @@ impl DestinationConfig {
     pub fn resealed(stored: &Value, secrets: &SecretBox) -> Result<Option<Value>, DecryptError> {
         let mut value = stored.clone();
         let mut changed = false;
-        if let Some(object) = value.as_object_mut() {
-            for field in SECRET_FIELDS {
-                if let Some(Value::String(sealed)) = object.get(*field) {
-                    if let Sealing::Resealed(resealed) = secrets.reseal(sealed)? {
-                        object.insert((*field).to_owned(), Value::String(resealed));
-                        changed = true;
-                    }
+        for_each_secret(&mut value, |kind, slot| {
+            if let Value::String(sealed) = slot {
+                if kind == SecretSlot::Header && !SecretBox::is_sealed(sealed) {
+                    *slot = Value::String(secrets.seal(sealed));
+                    changed = true;
+                } else if let Sealing::Resealed(resealed) = secrets.reseal(sealed)? {
+                    *slot = Value::String(resealed);
+                    changed = true;
                 }
             }
-        }
+            Ok(())
+        })?;
         Ok(changed.then_some(value))
     }
 
@@ -146,13 +206,12 @@ impl DestinationConfig {
     /// The form shown by the API: secrets masked.
     pub fn masked(stored: &Value) -> Value {
         let mut shown = stored.clone();
-        if let Some(object) = shown.as_object_mut() {
-            for field in SECRET_FIELDS {
-                if object.get(*field).is_some_and(|v| !v.is_null()) {
-                    object.insert((*field).to_owned(), Value::String(MASK.to_owned()));
-                }
+        let Ok(()) = for_each_secret(&mut shown, |_, slot| {
+            if !slot.is_null() {
+                *slot = Value::String(MASK.to_owned());
             }
-        }
+            Ok::<_, std::convert::Infallible>(())
+        });
         shown
     }
 
@@ -411,6 +470,58 @@ mod tests {
             panic!("ftp")
         };
         assert_eq!(updated.password, "hunter2");
+    }
+
+    #[test]
+    fn credential_headers_are_sealed_masked_kept_and_sealed_once_rotated() {
+        let secrets = SecretBox::new(&crate::secrets::KeyRing::single([1; 32]));
+        let headers = json!({"Authorization": "Splunk t0ken", "X-Api-Key": "k3y",
+                             "X-Team": "blue"});
+        let config = DestinationConfig::validate(
+            "webhook",
+            &json!({"url": "https://siem.example/hec", "headers": headers}),
+            None,
+        )
+        .unwrap();
+        let stored = config.sealed(&secrets);
+        let text = stored.to_string();
+        assert!(!text.contains("t0ken") && !text.contains("k3y"), "{text}");
+        assert_eq!(stored["headers"]["X-Team"], "blue");
+        let shown = DestinationConfig::masked(&stored);
+        assert_eq!(shown["headers"]["Authorization"], "***");
+        assert_eq!(shown["headers"]["X-Api-Key"], "***");
+        assert_eq!(shown["headers"]["X-Team"], "blue");
+        let opened = DestinationConfig::unsealed_value(&stored, &secrets).unwrap();
+        assert_eq!(opened["headers"], headers);
+
+        // Sent back masked, a header keeps its value; one added masked is dropped.
+        let sent = json!({"url": "https://siem.example/hec",
+                          "headers": {"Authorization": "***", "X-Token": "***"}});
+        let DestinationConfig::Webhook(updated) =
+            DestinationConfig::validate("webhook", &sent, Some(&opened)).unwrap()
+        else {
+            panic!("webhook")
+        };
+        assert_eq!(
+            updated.headers.get("Authorization").unwrap(),
+            "Splunk t0ken"
+        );
+        assert!(!updated.headers.contains_key("X-Token"));
+
+        // Stored before headers were sealed: opens as it is, sealed by a rotation.
+        let legacy = json!({"url": "https://siem.example/hec", "headers": headers});
+        assert_eq!(
+            DestinationConfig::unsealed_value(&legacy, &secrets).unwrap(),
+            legacy
+        );
+        let rotated = DestinationConfig::resealed(&legacy, &secrets)
+            .unwrap()
+            .expect("plain headers get sealed");
+        assert!(!rotated.to_string().contains("t0ken"));
+        assert_eq!(
+            DestinationConfig::unsealed_value(&rotated, &secrets).unwrap(),
+            legacy
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub struct Received {
     pub timestamp: String,
     pub signature: String,
     pub content_type: String,
+    pub authorization: String,
     pub body: Vec<u8>,
     pub at: std::time::Instant,
 }
@@ -163,6 +164,7 @@ async fn receive(
             timestamp: header("webhook-timestamp"),
             signature: header("webhook-signature"),
             content_type: header("content-type"),
+            authorization: header("authorization"),
             body: body.to_vec(),
             at: std::time::Instant::now(),
         });

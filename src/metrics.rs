@@ -46,6 +46,7 @@ pub struct Metrics {
     pub errors: ErrorsMetrics,
     pub config: ConfigMetrics,
     pub ingest: IngestMetrics,
+    pub streams: StreamsMetrics,
 }
 
 /// The HTTP API's requests.
@@ -437,6 +438,40 @@ impl IngestMetrics {
     }
 }
 
+/// Event streams (the StreamActor).
+pub struct StreamsMetrics {
+    /// Batches by what became of them: `started`, `delivered` (the cursor
+    /// moved), `restarted` (sent again after its delivery gave up).
+    pub batches: IntCounterVec,
+    /// Per subscription (`subscription_id`): how long the oldest event after
+    /// its cursor has waited (0 when none does). Refreshed every few seconds
+    /// by the StreamActor of any worker; deleted subscriptions have none.
+    pub lag_seconds: GaugeVec,
+}
+
+impl StreamsMetrics {
+    fn new(registry: &Registry) -> Self {
+        let metrics = Self {
+            batches: counters(
+                registry,
+                "stream_batches_total",
+                "Stream batches started, delivered, or restarted after their delivery gave up",
+                &["outcome"],
+            ),
+            lag_seconds: float_gauges(
+                registry,
+                "stream_lag_seconds",
+                "How long the oldest event after a stream subscription's cursor has waited",
+                &["subscription_id"],
+            ),
+        };
+        for outcome in ["started", "delivered", "restarted"] {
+            metrics.batches.with_label_values(&[outcome]);
+        }
+        metrics
+    }
+}
+
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new_custom(Some("audit_worker".to_owned()), None)
@@ -453,6 +488,7 @@ impl Metrics {
             errors: ErrorsMetrics::new(&registry),
             config: ConfigMetrics::new(&registry),
             ingest: IngestMetrics::new(&registry),
+            streams: StreamsMetrics::new(&registry),
             registry,
         }
     }

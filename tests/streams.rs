@@ -568,6 +568,11 @@ async fn a_destination_down_for_a_minute_then_catches_up_in_order() {
     // before its end.
     let mut expected = Vec::new();
     let mut seen_failing = None;
+    let lag_series = format!(
+        "audit_worker_stream_lag_seconds{{subscription_id=\"{}\"}}",
+        held["id"]
+    );
+    let mut seen_lag = 0.0_f64;
     let mut pace = tokio::time::interval(Duration::from_secs(5));
     loop {
         pace.tick().await;
@@ -583,8 +588,11 @@ async fn a_destination_down_for_a_minute_then_catches_up_in_order() {
         if found["state"] == "failing" {
             seen_failing = Some(found);
         }
+        let lag = app.metric::<f64>(&lag_series).await;
+        seen_lag = seen_lag.max(lag.unwrap_or_default());
     }
     let failing = seen_failing.expect("the stream shows it is failing during the outage");
+    assert!(seen_lag > 0.0, "the lag metric grew during the outage");
     assert!(failing["last_error"].is_string(), "{failing}");
     assert!(
         receiver.received().is_empty(),
@@ -602,6 +610,13 @@ async fn a_destination_down_for_a_minute_then_catches_up_in_order() {
     assert_eq!(sent, expected, "every event once, in chain order");
     let ids: std::collections::HashSet<&str> = received.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids.len(), received.len(), "each batch accepted once");
+    // The metrics saw a batch given up and sent again, and the lag go.
+    let restarted = "audit_worker_stream_batches_total{outcome=\"restarted\"}";
+    assert!(app.metric::<u64>(restarted).await.unwrap() >= 1);
+    wait_until(WAIT, "the lag metric drops to 0", || async {
+        (app.metric::<f64>(&lag_series).await == Some(0.0)).then_some(())
+    })
+    .await;
 }
 
 #[actix_web::test]

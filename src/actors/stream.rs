@@ -13,7 +13,8 @@
 //! chain order; a batch keeps its delivery's id across retries. Ingest never
 //! waits for any of it: streams read committed events.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::fut::wrap_future;
 use actix::prelude::*;
@@ -24,12 +25,16 @@ use uuid::Uuid;
 use crate::config::StreamsConfig;
 use crate::db::streams::{self, BatchRange, NewBatch, Pending, Subscription};
 use crate::db::{DbError, PgPool};
+use crate::metrics::Metrics;
 use crate::shared::Shared;
 use crate::streams as stream_format;
 
 /// The wait between rounds while a batch is in flight: its delivery frees
 /// its stream for the next one, which should follow at once.
 const IN_FLIGHT_POLL: Duration = Duration::from_millis(10);
+/// How often the subscriptions' lag (`audit_worker_stream_lag_seconds`) is
+/// read again.
+const LAG_REFRESH: Duration = Duration::from_secs(5);
 /// Subscriptions looked at per round.
 const SUBSCRIPTIONS_PER_ROUND: i64 = 100;
 /// Attempts of a batch's delivery: more than any destination's retry
@@ -45,6 +50,9 @@ struct Round;
 pub struct StreamActor {
     pool: PgPool,
     settings: StreamsConfig,
+    metrics: Arc<Metrics>,
+    /// When the subscriptions' lag was last read for the metrics.
+    lag_read_at: Option<Instant>,
 }
 
 impl StreamActor {
@@ -52,6 +60,32 @@ impl StreamActor {
         Self {
             pool: shared.pool.clone(),
             settings: shared.config.streams.clone(),
+            metrics: shared.metrics.clone(),
+            lag_read_at: None,
+        }
+    }
+
+    /// Counts what a round did, and shows the lag it read.
+    fn observe(&self, rounded: &Rounded) {
+        let batches = &self.metrics.streams.batches;
+        batches
+            .with_label_values(&["started"])
+            .inc_by(rounded.started as u64);
+        batches
+            .with_label_values(&["delivered"])
+            .inc_by(rounded.settled);
+        batches
+            .with_label_values(&["restarted"])
+            .inc_by(rounded.restarted);
+        if let Some(lags) = &rounded.lags {
+            let gauge = &self.metrics.streams.lag_seconds;
+            // Deleted subscriptions' series go.
+            gauge.reset();
+            for (subscription, lag) in lags {
+                gauge
+                    .with_label_values(&[&subscription.to_string()])
+                    .set(*lag);
+            }
         }
     }
 }
@@ -64,9 +98,11 @@ struct Rounded {
     started: usize,
     /// Batches are in flight after the round.
     in_flight: bool,
+    /// Each subscription's lag in seconds, when the round read them.
+    lags: Option<Vec<(i64, f64)>>,
 }
 
-async fn round(pool: PgPool, settings: StreamsConfig) -> Result<Rounded, DbError> {
+async fn round(pool: PgPool, settings: StreamsConfig, read_lag: bool) -> Result<Rounded, DbError> {
     let mut client = pool.get().await?;
     let settled = streams::settle_delivered(&**client).await?;
     let restarted = streams::retry_failed(&**client, settings.failed_batch_retry_after).await?;
@@ -79,11 +115,17 @@ async fn round(pool: PgPool, settings: StreamsConfig) -> Result<Rounded, DbError
     }
     transaction.commit().await?;
     let in_flight = started > 0 || streams::any_in_flight(&**client).await?;
+    let lags = if read_lag {
+        Some(streams::lag_seconds(&**client).await?)
+    } else {
+        None
+    };
     Ok(Rounded {
         settled,
         restarted,
         started,
         in_flight,
+        lags,
     })
 }
 
@@ -164,10 +206,19 @@ impl Handler<Round> for StreamActor {
 
     fn handle(&mut self, _: Round, _: &mut Self::Context) -> Self::Result {
         let span = tracing::debug_span!("stream_round");
-        let work = round(self.pool.clone(), self.settings.clone());
+        let read_lag = self
+            .lag_read_at
+            .is_none_or(|read_at| read_at.elapsed() >= LAG_REFRESH);
+        if read_lag {
+            self.lag_read_at = Some(Instant::now());
+        }
+        let work = round(self.pool.clone(), self.settings.clone(), read_lag);
         Box::pin(
             wrap_future::<_, Self>(tracing::Instrument::instrument(work, span)).map(
                 |outcome, actor, ctx| {
+                    if let Ok(rounded) = &outcome {
+                        actor.observe(rounded);
+                    }
                     match outcome {
                         // Work moved: the next round may find more at once
                         // (a delivered batch frees its stream for the next).

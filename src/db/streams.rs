@@ -700,6 +700,28 @@ pub async fn start_batch(
     deliveries::announce(transaction).await
 }
 
+/// Every subscription, of any organization, with how long the oldest event
+/// of its organization's chain after its cursor has waited (its filter
+/// aside: a stream moves past what it does not take at its next round);
+/// 0 when none waits.
+pub async fn lag_seconds(client: &impl GenericClient) -> Result<Vec<(i64, f64)>, DbError> {
+    let rows = client
+        .query(
+            "SELECT s.id, coalesce(extract(epoch FROM now() - ( \
+               SELECT c.created_at FROM audit_chain c \
+               WHERE c.organization_id = s.organization_id AND c.seq >= s.cursor_link_seq \
+                 AND (c.seq > s.cursor_link_seq OR c.last_event_id > s.cursor_event_id) \
+               ORDER BY c.seq LIMIT 1)), 0)::float8 AS lag \
+             FROM stream_subscriptions s",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| (row.get("id"), row.get("lag")))
+        .collect())
+}
+
 /// Whether any subscription, of any organization, has a batch in flight.
 pub async fn any_in_flight(client: &impl GenericClient) -> Result<bool, DbError> {
     Ok(client

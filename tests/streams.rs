@@ -546,14 +546,17 @@ async fn a_destination_down_for_a_minute_then_catches_up_in_order() {
     const OUTAGE: Duration = Duration::from_secs(60);
     let app = spawn_app_with(|config| {
         config.delivery.allow_loopback = true;
+        config.delivery.health_interval = Duration::from_millis(200);
         config.streams.failed_batch_retry_after = Duration::from_secs(2);
+        config.alerts.system_check_interval = Duration::from_millis(500);
+        config.alerts.breaker_open_after = Duration::from_secs(5);
     })
     .await;
     let key = app.create_key("org-a", "org:admin").await;
     let down_since = std::time::Instant::now();
     let receiver = Receiver::down_for(OUTAGE);
     let settings = json!({"retry_schedule": ["1s", "2s", "4s"], "failure_threshold": 3,
-                          "reset_timeout": "5s"});
+                          "reset_timeout": "10s"});
     let hook = signed_hook(&app, &key, &receiver, settings).await;
     let batch = json!({"max_events": 10, "max_delay_ms": 0});
     let filter = json!({"action": "patient.*"});
@@ -610,6 +613,23 @@ async fn a_destination_down_for_a_minute_then_catches_up_in_order() {
     assert_eq!(sent, expected, "every event once, in chain order");
     let ids: std::collections::HashSet<&str> = received.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids.len(), received.len(), "each batch accepted once");
+    // The destination's breaker stayed open long enough for the DELIVERY alert.
+    let alerts = app
+        .database()
+        .await
+        .query(
+            "SELECT type FROM alerts WHERE organization_id = 'org-a' \
+             AND rule_id = 'system:breaker-open' AND group_key = $1",
+            &[&hook.to_string()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        alerts.len(),
+        1,
+        "one breaker alert for the stream's destination"
+    );
+    assert_eq!(alerts[0].get::<_, String>(0), "DELIVERY");
     // The metrics saw a batch given up and sent again, and the lag go.
     let restarted = "audit_worker_stream_batches_total{outcome=\"restarted\"}";
     assert!(app.metric::<u64>(restarted).await.unwrap() >= 1);
@@ -1106,10 +1126,24 @@ async fn a_live_tail_that_stops_reading_is_disconnected() {
          Accept: text/event-stream\r\n\r\n"
     );
     slow.write_all(request.as_bytes()).await.unwrap();
-    wait_until(WAIT, "the slow tail holds the key's place", || async {
-        (open_tail(&app, &key, "", None, true).await.0 == 429).then_some(())
-    })
-    .await;
+    // Its response's head, read so that the tail is open before anything
+    // else asks for the key's one place.
+    let mut received = Vec::new();
+    while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut chunk = [0; 1024];
+        let read = tokio::time::timeout(WAIT, slow.read(&mut chunk))
+            .await
+            .expect("the tail's head arrives")
+            .unwrap();
+        assert!(read > 0, "the worker closed the tail at once");
+        received.extend_from_slice(&chunk[..read]);
+    }
+    assert!(
+        received.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&received)
+    );
+    assert_eq!(open_tail(&app, &key, "", None, true).await.0, 429);
 
     // Events of 32 kB, 20 a request, until the worker lets the client go
     // (its place frees up): socket buffers hold megabytes, so it takes some.
@@ -1134,7 +1168,6 @@ async fn a_live_tail_that_stops_reading_is_disconnected() {
         );
     }
     // The worker ended the response: what it had written, then the end.
-    let mut received = Vec::new();
     tokio::time::timeout(WAIT, slow.read_to_end(&mut received))
         .await
         .expect("the worker closes the slow client's connection")

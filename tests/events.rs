@@ -639,3 +639,109 @@ async fn a_request_that_fails_in_the_database_fails_no_other_request() {
     assert_eq!(app.count_events("org-good").await, 5);
     assert_eq!(app.count_events("org-bad").await, 0);
 }
+
+/// `GET /v1/events/export`: every event of the search, newest first, across
+/// pages, as NDJSON (each line as `GET /v1/events/{id}` shows it) or CSV
+/// (RFC 4180, a header line); only the caller's organization; a role that may
+/// read but not export is refused; a bad format is named.
+#[actix_web::test]
+async fn an_export_streams_every_matching_event_as_ndjson_or_csv() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let other = app.create_key("org-b", "org:admin").await;
+    // Two export pages and a half, of which every fifth is a failure.
+    let mut failures = Vec::new();
+    for chunk in 0..5 {
+        let events: Vec<Value> = (0..500)
+            .map(|n| {
+                let status = if n % 5 == 0 { "failure" } else { "success" };
+                event("dr-who", "patient.record.read")
+                    .status(status)
+                    .details(json!({"n": chunk * 500 + n, "note": "a, \"quoted\"\nline"}))
+                    .into()
+            })
+            .collect();
+        let receipts = app.ingest(&key, events).await;
+        failures.extend(
+            receipts
+                .iter()
+                .enumerate()
+                .filter(|(n, _)| n % 5 == 0)
+                .map(|(_, receipt)| receipt["id"].as_i64().unwrap()),
+        );
+    }
+    app.ingest(&other, event("someone", "patient.record.read"))
+        .await;
+
+    let export = |query: &str, key: &str| {
+        let request = app
+            .client
+            .get(format!("{}/v1/events/export?{query}", app.address))
+            .bearer_auth(key);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            (status, content_type, response.text().await.unwrap())
+        }
+    };
+
+    // The organization's trail also holds its admin events (the key's creation).
+    let (status, content_type, text) = export("action=patient.*", &key).await;
+    assert_eq!(
+        (status, content_type.as_str()),
+        (200, "application/x-ndjson")
+    );
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2500);
+    assert!(lines
+        .iter()
+        .all(|event| event["organization_id"] == "org-a"));
+    let ids: Vec<i64> = lines.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    let mut newest_first = ids.clone();
+    newest_first.sort_by(|a, b| b.cmp(a));
+    assert_eq!(ids, newest_first, "newest first, each once");
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 2500);
+    let shown = app.stored_event(&key, &lines[7]["id"]).await;
+    assert_eq!(lines[7], shown);
+
+    let (status, content_type, text) = export("format=csv&status=failure", &key).await;
+    assert_eq!(
+        (status, content_type.as_str()),
+        (200, "text/csv; charset=utf-8")
+    );
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(&header[..3], ["id", "timestamp", "organization_id"]);
+    let column = |name: &str| header.iter().position(|c| c == name).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let mut exported: Vec<i64> = rows.iter().map(|r| r[0].parse().unwrap()).collect();
+    exported.sort();
+    failures.sort();
+    assert_eq!(exported, failures, "the filter applies");
+    let details: Value = serde_json::from_str(&rows[0][column("details")]).unwrap();
+    assert_eq!(details["note"], "a, \"quoted\"\nline");
+    assert!(rows.iter().all(|r| &r[column("status")] == "failure"));
+
+    let member = app.create_key("org-a", "org:member").await;
+    assert_eq!(export("", &member).await.0, 403);
+    let auditor = app.create_key("org-a", "auditor").await;
+    assert_eq!(export("format=csv", &auditor).await.0, 200);
+    let (status, _, body) = export("format=xlsx", &key).await;
+    assert_eq!(status, 400);
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(common::error_fields(&body), ["format"]);
+    assert_eq!(export("organization_id=org-b", &key).await.0, 403);
+}

@@ -157,7 +157,7 @@ async fn schemathesis_finds_the_worker_true_to_its_document() {
         ],
     )
     .await;
-    assert!(summary.contains("Tested: 94"), "{summary}");
+    assert!(summary.contains("Tested: 95"), "{summary}");
 }
 
 /// Key rotation, which the run above leaves out, run where the only key ids

@@ -5,6 +5,7 @@
 pub mod presets;
 pub mod recorded;
 pub mod retention;
+pub mod table;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde::Serialize;

@@ -16,6 +16,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::db::events::StoredEvent;
+use crate::events::table;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -59,29 +60,11 @@ pub struct Manifest {
     pub generated_at: DateTime<Utc>,
 }
 
-/// The columns of an exported event, in file order.
-pub const COLUMNS: [&str; 20] = [
-    "id",
-    "timestamp",
-    "organization_id",
-    "principal_id",
-    "action",
-    "status",
-    "target_resource_type",
-    "target_resource_id",
-    "outcome_description",
-    "correlation_id",
-    "data_classification",
-    "retention_policy",
-    "ttl",
-    "event_version",
-    "details",
-    "idempotency_key",
-    "hash",
-    "hash_algorithm",
-    "processing_latency",
-    "archived",
-];
+/// The columns of an exported event, in file order: an event's, and
+/// whether it was read from an archive.
+fn columns() -> impl Iterator<Item = &'static str> {
+    table::COLUMNS.into_iter().chain(["archived"])
+}
 
 /// An exported event (JSON): the stored event, and where it was read.
 #[derive(Serialize)]
@@ -91,30 +74,11 @@ struct Exported<'a> {
     archived: bool,
 }
 
-/// An event's values by [`COLUMNS`]: `None` where the column is NULL.
-fn values(event: &StoredEvent, archived: bool) -> [Option<String>; 20] {
-    [
-        Some(event.id.to_string()),
-        Some(event.timestamp.clone()),
-        Some(event.organization_id.clone()),
-        Some(event.principal_id.clone()),
-        Some(event.action.clone()),
-        Some(event.status.clone()),
-        event.target_resource_type.clone(),
-        event.target_resource_id.clone(),
-        event.outcome_description.clone(),
-        event.correlation_id.clone(),
-        Some(event.data_classification.clone()),
-        Some(event.retention_policy.clone()),
-        event.ttl.clone(),
-        Some(event.event_version.clone()),
-        event.details.as_ref().map(|details| details.to_string()),
-        event.idempotency_key.clone(),
-        Some(event.hash.clone()),
-        Some(event.hash_algorithm.clone()),
-        event.processing_latency.map(|latency| latency.to_string()),
-        Some(archived.to_string()),
-    ]
+/// An event's values by [`columns`]: `None` where the column is NULL.
+fn values(event: &StoredEvent, archived: bool) -> impl Iterator<Item = Option<String>> {
+    table::values(event)
+        .into_iter()
+        .chain([Some(archived.to_string())])
 }
 
 pub struct ExportWriter {
@@ -139,11 +103,7 @@ impl ExportWriter {
             count: 0,
             first_event_at: None,
             last_event_at: None,
-            csv: {
-                let mut builder = csv::WriterBuilder::new();
-                builder.terminator(csv::Terminator::CRLF);
-                builder
-            },
+            csv: table::csv_builder(),
         }
     }
 
@@ -156,7 +116,7 @@ impl ExportWriter {
                 serde_json::Value::from(principal_id)
             )
             .into_bytes(),
-            Format::Csv => self.csv_record(COLUMNS.iter().map(|c| Some(c.to_string()))),
+            Format::Csv => table::csv_record(&self.csv, columns().map(|c| Some(c.to_owned()))),
             Format::Xml => {
                 let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
                 xml.push_str(&format!(
@@ -190,10 +150,10 @@ impl ExportWriter {
                 text.extend(serde_json::to_vec(&exported).expect("an event serializes"));
                 text
             }
-            Format::Csv => self.csv_record(values(event, archived)),
+            Format::Csv => table::csv_record(&self.csv, values(event, archived)),
             Format::Xml => {
                 let mut xml = String::from("<event>");
-                for (column, value) in COLUMNS.iter().zip(values(event, archived)) {
+                for (column, value) in columns().zip(values(event, archived)) {
                     match value {
                         None => xml.push_str(&format!("<{column} null=\"true\"/>")),
                         Some(value) if value.chars().all(xml_char) => xml.push_str(&format!(
@@ -233,17 +193,6 @@ impl ExportWriter {
             generated_at: Utc::now(),
         };
         (last, manifest)
-    }
-
-    fn csv_record(&mut self, fields: impl IntoIterator<Item = Option<String>>) -> Vec<u8> {
-        let fields: Vec<String> = fields.into_iter().map(Option::unwrap_or_default).collect();
-        let mut writer = self.csv.from_writer(Vec::new());
-        writer
-            .write_record(&fields)
-            .expect("writing CSV to memory cannot fail");
-        writer
-            .into_inner()
-            .expect("flushing CSV to memory cannot fail")
     }
 
     fn emit(&mut self, text: Vec<u8>) -> Bytes {

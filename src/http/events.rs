@@ -4,6 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -18,7 +19,7 @@ use crate::cache::EVENTS;
 use crate::db::events::{self, EventFilter, StoredEvent};
 use crate::db::proofs;
 use crate::db::{presets, tenant};
-use crate::events::{self as audit_events, Receipt, Rules, CLASSIFICATIONS, STATUSES};
+use crate::events::{self as audit_events, table, Receipt, Rules, CLASSIFICATIONS, STATUSES};
 use crate::integrity::proof::EventProof;
 use crate::messages::ingest::Ingest;
 use crate::validation::{timestamp_field, Strictness, TextRules};
@@ -317,6 +318,183 @@ fn filter_from(query: EventQuery, state: &AppState) -> Result<EventFilter, ApiEr
         after,
         limit,
     })
+}
+
+/// `GET /v1/events/export`: the filters of `GET /v1/events`, and the file's format.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ExportQuery {
+    /// `csv` or `ndjson` (the default).
+    #[param(pattern = "^(csv|ndjson)$")]
+    pub format: Option<String>,
+    /// RFC 3339; default: `to` minus `query.default_window` (31 days). Not after `to`.
+    #[param(format = DateTime)]
+    pub from: Option<String>,
+    /// RFC 3339, exclusive; default: now plus the allowed clock skew.
+    #[param(format = DateTime)]
+    pub to: Option<String>,
+    /// Exact action, or a prefix ending in `*` (`auth.*`).
+    pub action: Option<String>,
+    pub principal_id: Option<String>,
+    pub target_resource_type: Option<String>,
+    pub target_resource_id: Option<String>,
+    /// attempt, success or failure.
+    #[param(pattern = "^(attempt|success|failure)$")]
+    pub status: Option<String>,
+    pub correlation_id: Option<String>,
+    /// PUBLIC, INTERNAL, CONFIDENTIAL or PHI.
+    #[param(pattern = "^(PUBLIC|INTERNAL|CONFIDENTIAL|PHI)$")]
+    pub data_classification: Option<String>,
+    /// Checked against the key's organization (403 when it differs).
+    pub organization_id: Option<String>,
+}
+
+/// Events read per query of an export: it is streamed a page at a time, so
+/// its size is bounded by neither memory nor a request's limit.
+const EXPORT_PAGE: i64 = 1000;
+
+/// How an export writes its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExportFormat {
+    /// RFC 4180, a header line, the columns of `events::table`.
+    Csv,
+    /// One event a line, as `GET /v1/events/{id}` shows it.
+    Ndjson,
+}
+
+/// Every event matching the filters of `GET /v1/events`, newest first, as
+/// one file (CSV or NDJSON), streamed a page at a time: any size. Pages are
+/// read one after another, so an event committed during the export may or
+/// may not be in it.
+#[utoipa::path(get, path = "/v1/events/export", operation_id = "export_events", tag = "events",
+    params(ExportQuery),
+    responses((status = 200, description = "The events, newest first",
+            content(("text/csv"), ("application/x-ndjson"))),
+        (status = 400), (status = 401), (status = 403)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all)]
+pub async fn export(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: Query<ExportQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(RESOURCE, "export")?;
+    let query = query.into_inner();
+    let format = match query.format.as_deref() {
+        None | Some("ndjson") => ExportFormat::Ndjson,
+        Some("csv") => ExportFormat::Csv,
+        Some(_) => {
+            return Err(ApiError::Validation(vec![FieldError::new(
+                "format",
+                "must be csv or ndjson",
+            )]))
+        }
+    };
+    let mut filter = filter_from(
+        EventQuery {
+            from: query.from,
+            to: query.to,
+            action: query.action,
+            principal_id: query.principal_id,
+            target_resource_type: query.target_resource_type,
+            target_resource_id: query.target_resource_id,
+            status: query.status,
+            correlation_id: query.correlation_id,
+            data_classification: query.data_classification,
+            limit: None,
+            cursor: None,
+            organization_id: query.organization_id,
+        },
+        &state,
+    )?;
+    filter.limit = EXPORT_PAGE;
+    let export = Export {
+        pool: state.pool.clone(),
+        organization_id: caller.organization_id().to_owned(),
+        filter,
+        format,
+        csv: table::csv_builder(),
+        header_written: false,
+        done: false,
+    };
+    let chunks = futures_util::stream::unfold(export, |mut export| async move {
+        let chunk = export.next_chunk().await?;
+        Some((chunk, export))
+    });
+    let (content_type, extension) = match format {
+        ExportFormat::Csv => ("text/csv; charset=utf-8", "csv"),
+        ExportFormat::Ndjson => ("application/x-ndjson", "ndjson"),
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((
+            actix_web::http::header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"events.{extension}\""),
+        ))
+        .streaming(chunks))
+}
+
+/// An export under way: where it has read to.
+struct Export {
+    pool: crate::db::PgPool,
+    organization_id: String,
+    /// `after` moves on with each page.
+    filter: EventFilter,
+    format: ExportFormat,
+    csv: csv::WriterBuilder,
+    header_written: bool,
+    done: bool,
+}
+
+impl Export {
+    /// The file's next piece: the CSV header, then a page of events; `None`
+    /// at the end. A page that cannot be read ends the body with an error,
+    /// which the client sees as a response cut short, never as a whole file.
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, actix_web::Error>> {
+        if self.done {
+            return None;
+        }
+        if self.format == ExportFormat::Csv && !self.header_written {
+            self.header_written = true;
+            let header = table::COLUMNS.map(|column| Some(column.to_owned()));
+            return Some(Ok(Bytes::from(table::csv_record(&self.csv, header))));
+        }
+        let (organization_id, filter) = (&self.organization_id, &self.filter);
+        let page = tenant::scoped(&self.pool, organization_id, async |tx| {
+            events::list(tx, organization_id, filter).await
+        })
+        .await;
+        let page = match page {
+            Ok(page) => page,
+            Err(error) => {
+                tracing::warn!(%error, "An events export stopped half-way");
+                self.done = true;
+                return Some(Err(actix_web::error::ErrorServiceUnavailable(
+                    "the export could not be read to its end",
+                )));
+            }
+        };
+        let last = page.last()?;
+        self.done = (page.len() as i64) < self.filter.limit;
+        let time = DateTime::parse_from_rfc3339(&last.timestamp)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default();
+        self.filter.after = Some((time, last.id));
+        let mut text = Vec::with_capacity(page.len() * 512);
+        for event in &page {
+            match self.format {
+                ExportFormat::Csv => {
+                    text.extend(table::csv_record(&self.csv, table::values(event)));
+                }
+                ExportFormat::Ndjson => {
+                    serde_json::to_writer(&mut text, event).expect("an event serializes");
+                    text.push(b'\n');
+                }
+            }
+        }
+        Some(Ok(Bytes::from(text)))
+    }
 }
 
 /// The cursor after `event`, the last of a page.

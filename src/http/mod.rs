@@ -131,8 +131,9 @@ pub fn app(
             web::scope("/v1")
                 .route("/events", web::post().to(events::ingest))
                 .route("/events", get().to(events::list))
-                // Before `/events/{id}`, which would take `stream` for an id.
+                // Before `/events/{id}`, which would take them for an id.
                 .route("/events/stream", get().to(tail::stream))
+                .route("/events/export", get().to(events::export))
                 .route("/events/{id}", get().to(events::get))
                 .route("/events/{id}/proof", get().to(events::proof))
                 .route("/presets", get().to(presets::list))

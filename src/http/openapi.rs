@@ -42,7 +42,7 @@ use crate::validation::MAX_STRING_CHARS;
         health::healthz, health::readyz, health::metrics, openapi_json,
         api_keys::create, api_keys::list, api_keys::revoke, api_keys::rotate,
         roles::list, roles::get, roles::put, roles::delete,
-        events::ingest, events::list, events::get, events::proof, tail::stream,
+        events::ingest, events::list, events::export, events::get, events::proof, tail::stream,
         presets::list, presets::get, presets::create, presets::put, presets::delete,
         integrity::verify, integrity::list_checkpoints, integrity::create_checkpoint, integrity::public_key,
         integrity::consistency,

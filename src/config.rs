@@ -65,6 +65,7 @@ pub struct Config {
     pub gdpr: GdprConfig,
     pub reports: ReportsConfig,
     pub streams: StreamsConfig,
+    pub console: ConsoleConfig,
     pub operations: OperationsConfig,
     pub errors: ErrorsConfig,
     pub log: LogConfig,
@@ -500,6 +501,20 @@ pub struct StreamsConfig {
     pub tail_buffer_events: usize,
 }
 
+/// The web console's sessions and sign-in.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// A session ends this long after its sign-in, however active.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// A session ends after this long without a request.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Failed sign-ins per client address and minute; more get 429.
+    pub failed_sign_ins_per_minute: u32,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
@@ -896,6 +911,20 @@ impl Config {
             return Err(invalid(
                 "supervisor.restart_backoff_max",
                 "must not be shorter than supervisor.restart_backoff_min",
+            ));
+        }
+        if self.console.idle_timeout.is_zero()
+            || self.console.idle_timeout > self.console.session_ttl
+        {
+            return Err(invalid(
+                "console.idle_timeout",
+                "must be more than 0 and at most console.session_ttl",
+            ));
+        }
+        if self.console.failed_sign_ins_per_minute == 0 {
+            return Err(invalid(
+                "console.failed_sign_ins_per_minute",
+                "must be at least 1",
             ));
         }
         Ok(())

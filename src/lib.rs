@@ -59,6 +59,7 @@ pub mod cache;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod deliveries;
 pub mod error_tracking;
@@ -297,6 +298,7 @@ impl Application {
             reports: actors.reports,
             errors: shared.errors.clone(),
             tails: Arc::default(),
+            failed_sign_ins: Arc::default(),
             hsts: config.http.tls.hsts_header().map(|value| {
                 HeaderValue::try_from(value).expect("max-age=<digits> is a valid header value")
             }),

@@ -248,16 +248,21 @@ impl Authenticator {
             .ok_or(AuthError::Malformed)?
             .trim();
         let presented = keys::parse(token).ok_or(AuthError::Malformed)?;
-        let hash = keys::hash_secret(presented.secret);
+        self.verify(presented.id, &keys::hash_secret(presented.secret))
+            .await
+    }
+
+    /// The caller whose key `id` came with a secret hashing to `hash`: the
+    /// checks of [`authenticate`](Self::authenticate) (revocation, expiry,
+    /// rotation), for a console session, which keeps the hash, never the key.
+    pub async fn verify(&self, id: &str, hash: &[u8; 32]) -> Result<Identity, AuthError> {
         let matches = |credentials: &Option<Arc<KeyCredentials>>| {
-            matching_secret(&hash, credentials.as_deref().unwrap_or(&UNKNOWN_KEY))
+            matching_secret(hash, credentials.as_deref().unwrap_or(&UNKNOWN_KEY))
         };
-        let mut credentials = self.credentials(presented.id, self.key_ttl).await?;
+        let mut credentials = self.credentials(id, self.key_ttl).await?;
         let mut matched = matches(&credentials);
         if matched.is_none() {
-            credentials = self
-                .credentials(presented.id, REREAD_AFTER_MISMATCH)
-                .await?;
+            credentials = self.credentials(id, REREAD_AFTER_MISMATCH).await?;
             matched = matches(&credentials);
         }
         let (credentials, secret) = match (credentials, matched) {

@@ -9,6 +9,7 @@ pub mod archives;
 pub mod checkpoints;
 pub mod config_changes;
 pub mod connection;
+pub mod console_sessions;
 pub mod deletions;
 pub mod deliveries;
 pub mod destinations;

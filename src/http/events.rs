@@ -231,7 +231,7 @@ pub async fn list(
     // Every parameter as sent: the answer is a function of them (and of the
     // organization's generation), not of the time `to` defaults to.
     let parameters = format!("{query:?}");
-    let filter = filter_from(query, &state)?;
+    let filter = event_filter(query, &state)?;
     let organization_id = caller.organization_id();
     let page = state
         .cache
@@ -263,7 +263,8 @@ pub async fn list(
         .body(page.as_ref().clone()))
 }
 
-fn filter_from(query: EventQuery, state: &AppState) -> Result<EventFilter, ApiError> {
+/// The filter of a listing's parameters, each checked (400 naming the field).
+pub fn event_filter(query: EventQuery, state: &AppState) -> Result<EventFilter, ApiError> {
     let mut errors = Vec::new();
     let from = timestamp_field("from", query.from.as_deref(), &mut errors);
     let to = timestamp_field("to", query.to.as_deref(), &mut errors);
@@ -391,7 +392,7 @@ pub async fn export(
             )]))
         }
     };
-    let mut filter = filter_from(
+    let mut filter = event_filter(
         EventQuery {
             from: query.from,
             to: query.to,
@@ -498,7 +499,7 @@ impl Export {
 }
 
 /// The cursor after `event`, the last of a page.
-fn encode_cursor(event: &StoredEvent) -> String {
+pub fn encode_cursor(event: &StoredEvent) -> String {
     let time = DateTime::parse_from_rfc3339(&event.timestamp)
         .map(|t| t.with_timezone(&Utc))
         .unwrap_or_default();

@@ -92,6 +92,8 @@ pub struct AppState {
     pub errors: ErrorTracker,
     /// The live tails open, per API key (`GET /v1/events/stream`).
     pub tails: Arc<Tails>,
+    /// Failed console sign-ins per client address.
+    pub failed_sign_ins: Arc<crate::console::sign_in::FailedSignIns>,
     /// `Strict-Transport-Security`, when serving HTTPS with `http.tls.hsts`.
     pub hsts: Option<HeaderValue>,
 }
@@ -127,6 +129,7 @@ pub fn app(
         .route("/readyz", get().to(health::readyz))
         .route("/metrics", get().to(health::metrics))
         .route("/openapi.json", get().to(openapi::openapi_json))
+        .service(crate::console::scope())
         .service(
             web::scope("/v1")
                 .route("/events", web::post().to(events::ingest))

@@ -1,0 +1,263 @@
+//! The events pages: the filters of `GET /v1/events` as a GET form (a
+//! search is a shareable URL), newest first with keyset pagination, each
+//! row linking to the event's page (every field and its hash).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use maud::{html, Markup};
+use serde::{Deserialize, Serialize};
+
+use super::layout;
+use super::session::{Refusal, Viewer};
+use crate::db::events::{self, StoredEvent};
+use crate::db::tenant;
+use crate::events::{table, CLASSIFICATIONS, STATUSES};
+use crate::http::events::{event_filter, EventQuery};
+use crate::http::AppState;
+
+const RESOURCE: &str = "audit.events";
+const PAGE: i64 = 50;
+
+/// The search form's fields, as the URL carries them.
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct Search {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    from: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    to: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    action: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    principal_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    target_resource_type: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    status: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    data_classification: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    cursor: String,
+}
+
+fn some(text: &str) -> Option<String> {
+    Some(text.trim().to_owned()).filter(|text| !text.is_empty())
+}
+
+/// An instant as the form sends it: RFC 3339, or a `datetime-local` value
+/// (no offset), read as UTC.
+fn instant(text: &str) -> Option<String> {
+    let text = some(text)?;
+    if chrono::DateTime::parse_from_rfc3339(&text).is_ok() {
+        return Some(text);
+    }
+    ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"]
+        .iter()
+        .find_map(|format| chrono::NaiveDateTime::parse_from_str(&text, format).ok())
+        .map(|local| local.and_utc().to_rfc3339())
+        .or(Some(text))
+}
+
+impl Search {
+    fn query(&self) -> EventQuery {
+        EventQuery {
+            from: instant(&self.from),
+            to: instant(&self.to),
+            action: some(&self.action),
+            principal_id: some(&self.principal_id),
+            target_resource_type: some(&self.target_resource_type),
+            target_resource_id: None,
+            status: some(&self.status),
+            correlation_id: None,
+            data_classification: some(&self.data_classification),
+            limit: Some(PAGE),
+            cursor: some(&self.cursor),
+            organization_id: None,
+        }
+    }
+}
+
+/// `GET /console/events`.
+pub async fn list(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    search: web::Query<Search>,
+) -> HttpResponse {
+    let viewer = match Viewer::of(&request, &state).await {
+        Ok(viewer) => viewer,
+        Err(refusal) => return super::refused(refusal, None),
+    };
+    if !viewer.may(RESOURCE, "read") {
+        return super::refused(Refusal::Forbidden, Some(&viewer));
+    }
+    let search = search.into_inner();
+    let filter = match event_filter(search.query(), &state) {
+        Ok(filter) => filter,
+        Err(error) => {
+            let page = layout::page(
+                "Events",
+                Some(&viewer),
+                html! { (search_form(&search)) p.notice role="alert" { (error.to_string()) } },
+            );
+            return HttpResponse::BadRequest().body(page.into_string());
+        }
+    };
+    let organization_id = viewer.identity.organization_id.clone();
+    let found = tenant::scoped(&state.pool, &organization_id, async |tx| {
+        events::list(tx, &organization_id, &filter).await
+    })
+    .await;
+    let Ok(found) = found else {
+        return super::refused(Refusal::Unavailable, Some(&viewer));
+    };
+    let older = (found.len() as i64 == PAGE)
+        .then(|| found.last().map(crate::http::events::encode_cursor))
+        .flatten()
+        .map(|cursor| Search {
+            cursor,
+            ..search_clone(&search)
+        });
+    let body = html! {
+        h1 { "Events" }
+        (search_form(&search))
+        (table_of(&found))
+        nav.pager aria-label="Pages" {
+            @if !search.cursor.is_empty() {
+                a href=(url("/console/events", &Search { cursor: String::new(), ..search_clone(&search) })) { "Newest" }
+            }
+            @if let Some(older) = &older {
+                a href=(url("/console/events", older)) rel="next" { "Older" }
+            }
+        }
+    };
+    HttpResponse::Ok().body(layout::page("Events", Some(&viewer), body).into_string())
+}
+
+fn search_clone(search: &Search) -> Search {
+    serde_json::from_value(serde_json::to_value(search).expect("a search serializes"))
+        .expect("a search reads back")
+}
+
+fn url(path: &str, search: &Search) -> String {
+    let query = serde_urlencoded::to_string(search).unwrap_or_default();
+    if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}")
+    }
+}
+
+fn search_form(search: &Search) -> Markup {
+    let text = |name: &str, label: &str, value: &str| {
+        html! {
+            label { (label) input type="text" name=(name) value=(value); }
+        }
+    };
+    let choice = |name: &str, label: &str, options: &[&str], value: &str| {
+        html! {
+            label { (label)
+                select name=(name) {
+                    option value="" { "any" }
+                    @for option in options {
+                        option value=(option) selected[*option == value] { (option) }
+                    }
+                }
+            }
+        }
+    };
+    html! {
+        form.filters method="get" action="/console/events" role="search" {
+            label { "From (UTC)" input type="datetime-local" name="from" value=(search.from) step="1"; }
+            label { "To (UTC)" input type="datetime-local" name="to" value=(search.to) step="1"; }
+            (text("action", "Action (prefix*)", &search.action))
+            (text("principal_id", "Principal", &search.principal_id))
+            (text("target_resource_type", "Resource type", &search.target_resource_type))
+            (choice("status", "Status", STATUSES, &search.status))
+            (choice("data_classification", "Classification", CLASSIFICATIONS, &search.data_classification))
+            button type="submit" { "Search" }
+        }
+    }
+}
+
+fn table_of(found: &[StoredEvent]) -> Markup {
+    html! {
+        @if found.is_empty() {
+            p { "No event matches." }
+        } @else {
+            div.table {
+                table {
+                    thead { tr { th { "Time" } th { "Principal" } th { "Action" } th { "Status" }
+                        th { "Resource" } th { "Classification" } } }
+                    tbody {
+                        @for event in found {
+                            tr {
+                                td { a href=(format!("/console/events/{}", event.id)) { (event.timestamp) } }
+                                td { (event.principal_id) }
+                                td { (event.action) }
+                                td class=(format!("status-{}", event.status)) { (event.status) }
+                                td { (event.target_resource_type.as_deref().unwrap_or("")) " "
+                                     (event.target_resource_id.as_deref().unwrap_or("")) }
+                                td { (event.data_classification) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `GET /console/events/{id}`: every field of one event, and its hash.
+pub async fn show(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> HttpResponse {
+    let viewer = match Viewer::of(&request, &state).await {
+        Ok(viewer) => viewer,
+        Err(refusal) => return super::refused(refusal, None),
+    };
+    if !viewer.may(RESOURCE, "read") {
+        return super::refused(Refusal::Forbidden, Some(&viewer));
+    }
+    let Ok(id) = id.parse::<i64>() else {
+        return not_found(&viewer);
+    };
+    let organization_id = viewer.identity.organization_id.clone();
+    let found = tenant::scoped(&state.pool, &organization_id, async |tx| {
+        events::get(tx, &organization_id, id).await
+    })
+    .await;
+    let event = match found {
+        Ok(Some(event)) => event,
+        Ok(None) => return not_found(&viewer),
+        Err(_) => return super::refused(Refusal::Unavailable, Some(&viewer)),
+    };
+    let body = html! {
+        h1 { "Event " (event.id) }
+        dl {
+            @for (column, value) in table::COLUMNS.iter().zip(table::values(&event)) {
+                dt { (column) }
+                @if *column == "details" {
+                    dd.mono { pre { (value.unwrap_or_default()) } }
+                } @else if *column == "hash" {
+                    dd.mono { (value.unwrap_or_default()) }
+                } @else {
+                    dd { (value.unwrap_or_default()) }
+                }
+            }
+        }
+        p { a href="/console/events" { "Back to the events" } }
+    };
+    let title = format!("Event {}", event.id);
+    HttpResponse::Ok().body(layout::page(&title, Some(&viewer), body).into_string())
+}
+
+fn not_found(viewer: &Viewer) -> HttpResponse {
+    HttpResponse::NotFound().body(
+        layout::notice(
+            "Not found",
+            Some(viewer),
+            "No such event in your organization.",
+        )
+        .into_string(),
+    )
+}

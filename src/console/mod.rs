@@ -1,0 +1,98 @@
+//! The web console at `/console`, served by the worker itself: pages
+//! rendered on the server (`maud`), no script. A person signs in with an API
+//! key and gets a server-side session ([`session`]); every page honours the
+//! key's role exactly as the API does. Every answer forbids framing, inline
+//! script and style, and caching, and sends no referrer.
+
+pub mod events;
+pub mod layout;
+pub mod session;
+pub mod sign_in;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::DefaultHeaders;
+use actix_web::{web, HttpResponse, Scope};
+
+use session::{Refusal, Viewer};
+
+const STYLESHEET: &str = include_str!("../../assets/console.css");
+
+/// Content-Security-Policy of every console answer: this origin's
+/// stylesheet, nothing inline, no frame, forms only back here.
+const POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
+    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The console's routes.
+pub fn scope() -> Scope<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let headers = DefaultHeaders::new()
+        .add((
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(POLICY),
+        ))
+        .add((header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .add((
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .add((
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .add((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .add((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        ));
+    web::scope("/console")
+        .wrap(headers)
+        .route("", web::get().to(home))
+        .route("/", web::get().to(home))
+        .route("/login", web::get().to(sign_in::show))
+        .route("/login", web::post().to(sign_in::submit))
+        .route("/logout", web::post().to(sign_in::sign_out))
+        .route("/events", web::get().to(events::list))
+        .route("/events/{id}", web::get().to(events::show))
+        .route("/assets/console.css", web::get().to(stylesheet))
+}
+
+/// The console's front page: the events, for now.
+async fn home() -> HttpResponse {
+    session::see_other("/console/events")
+}
+
+async fn stylesheet() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/css; charset=utf-8"))
+        .body(STYLESHEET)
+}
+
+/// The page a refusal shows: the sign-in form for no session, else a notice.
+pub fn refused(refusal: Refusal, viewer: Option<&Viewer>) -> HttpResponse {
+    let (mut response, title, message) = match refusal {
+        Refusal::SignIn => return session::see_other("/console/login"),
+        Refusal::Forbidden => (
+            HttpResponse::Forbidden(),
+            "Not allowed",
+            "Your role does not allow this.",
+        ),
+        Refusal::Csrf => (
+            HttpResponse::Forbidden(),
+            "Form expired",
+            "This form is not from your session: open the page again and resend it.",
+        ),
+        Refusal::Unavailable => (
+            HttpResponse::ServiceUnavailable(),
+            "Unavailable",
+            "The trail cannot be read just now: try again in a moment.",
+        ),
+    };
+    response.body(layout::notice(title, viewer, message).into_string())
+}

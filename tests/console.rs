@@ -1,0 +1,269 @@
+//! The web console over real HTTP, as a browser without script sees it:
+//! sign-in with an API key (a session cookie, CSRF tokens, rate-limited and
+//! recorded failures), the events pages, roles and organizations kept
+//! apart, and the security headers of every answer.
+
+mod common;
+
+use common::{event, spawn_app, spawn_app_with, TestApp};
+use reqwest::header::{HeaderMap, COOKIE, LOCATION, SET_COOKIE};
+use reqwest::{redirect, StatusCode};
+
+/// A browser's side of the console: its cookies, no redirects followed.
+struct Browser<'a> {
+    app: &'a TestApp,
+    client: reqwest::Client,
+    cookies: Vec<(String, String)>,
+}
+
+impl<'a> Browser<'a> {
+    fn new(app: &'a TestApp) -> Self {
+        let client = reqwest::Client::builder()
+            .redirect(redirect::Policy::none())
+            .build()
+            .unwrap();
+        Self {
+            app,
+            client,
+            cookies: Vec::new(),
+        }
+    }
+
+    fn remember(&mut self, headers: &HeaderMap) {
+        for set in headers.get_all(SET_COOKIE) {
+            let text = set.to_str().unwrap();
+            let pair = text.split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            self.cookies.retain(|(known, _)| known != name);
+            let expired = text.contains("Max-Age=0") || value.is_empty();
+            if !expired {
+                self.cookies.push((name.to_owned(), value.to_owned()));
+            }
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn get(&mut self, path: &str) -> (StatusCode, HeaderMap, String) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.app.address))
+            .header(COOKIE, self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        let (status, headers) = (response.status(), response.headers().clone());
+        self.remember(&headers);
+        (status, headers, response.text().await.unwrap())
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> (StatusCode, HeaderMap, String) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.app.address))
+            .header(COOKIE, self.cookie_header())
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        let (status, headers) = (response.status(), response.headers().clone());
+        self.remember(&headers);
+        (status, headers, response.text().await.unwrap())
+    }
+
+    /// Signs in with `key` through the form; the answer to the form.
+    async fn sign_in(&mut self, key: &str) -> (StatusCode, HeaderMap, String) {
+        let (status, _, page) = self.get("/console/login").await;
+        assert_eq!(status, 200);
+        let csrf = hidden_csrf(&page);
+        self.post("/console/login", &[("api_key", key), ("csrf", &csrf)])
+            .await
+    }
+}
+
+/// The value of a page's hidden `csrf` field.
+fn hidden_csrf(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    page[at..].split('"').next().unwrap().to_owned()
+}
+
+fn location(headers: &HeaderMap) -> &str {
+    headers[LOCATION].to_str().unwrap()
+}
+
+#[actix_web::test]
+async fn a_person_signs_in_finds_an_event_and_signs_out() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let receipts = app
+        .ingest(
+            &key,
+            event("dr-house", "patient.record.read").target("Patient", "p-<b>42</b>"),
+        )
+        .await;
+    let id = receipts[0]["id"].as_i64().unwrap();
+    let mut browser = Browser::new(&app);
+
+    // Every answer is locked down, the sign-in form too.
+    let (_, headers, _) = browser.get("/console/login").await;
+    let policy = headers["content-security-policy"].to_str().unwrap();
+    assert!(policy.contains("default-src 'none'") && policy.contains("frame-ancestors 'none'"));
+    assert!(!policy.contains("unsafe-inline"));
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    assert_eq!(headers["cache-control"], "no-store");
+
+    let (status, headers, _) = browser.sign_in(&key).await;
+    assert_eq!(status, 303);
+    assert_eq!(location(&headers), "/console/events");
+    let session = headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|v| v.starts_with("audit_console_session="))
+        .expect("a session cookie")
+        .to_owned();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
+        assert!(session.contains(attribute), "{session}");
+    }
+    assert!(!session.contains(&key[4..]), "the cookie is not the key");
+
+    let (status, _, page) = browser.get("/console/events?action=patient.*").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("patient.record.read") && page.contains("dr-house"));
+    assert!(page.contains("p-&lt;b&gt;42&lt;/b&gt;"), "text is escaped");
+    assert!(!page.contains(&key), "the key is never in a page");
+    assert!(page.contains(&format!("/console/events/{id}")));
+    let (status, _, page) = browser.get(&format!("/console/events/{id}")).await;
+    assert_eq!(status, 200);
+    assert!(page.contains(receipts[0]["hash"].as_str().unwrap()));
+    assert_eq!(browser.get("/console/events/999999999").await.0, 404);
+
+    // Signing out takes the session's CSRF token; then the pages are closed.
+    let csrf = hidden_csrf(&page);
+    assert_eq!(browser.post("/console/logout", &[]).await.0, 403);
+    assert_eq!(
+        browser
+            .post("/console/logout", &[("csrf", "forged")])
+            .await
+            .0,
+        403
+    );
+    let (status, headers, _) = browser.post("/console/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(
+        (status, location(&headers)),
+        (StatusCode::SEE_OTHER, "/console/login")
+    );
+    let (status, headers, _) = browser.get("/console/events").await;
+    assert_eq!(
+        (status, location(&headers)),
+        (StatusCode::SEE_OTHER, "/console/login")
+    );
+
+    // The sign-in is in the organization's trail, without the key.
+    let (_, page) = app
+        .call(
+            reqwest::Method::GET,
+            "/v1/events?action=console.sign_in",
+            Some(&key),
+            None,
+        )
+        .await;
+    let signed_in = &page["events"][0];
+    assert_eq!(signed_in["status"], "success");
+    assert!(!signed_in.to_string().contains(&key));
+}
+
+#[actix_web::test]
+async fn failed_sign_ins_are_refused_recorded_and_limited() {
+    let app = spawn_app_with(|config| config.console.failed_sign_ins_per_minute = 2).await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let mut browser = Browser::new(&app);
+    let wrong = format!("{}x", &key[..key.len() - 1]);
+    assert_eq!(browser.sign_in(&wrong).await.0, 401);
+    assert_eq!(browser.sign_in("not a key").await.0, 401);
+    // The address has spent its failures: even the right key waits now.
+    assert_eq!(browser.sign_in(&key).await.0, 429);
+
+    // A form that does not come from the sign-in page is refused.
+    let mut stranger = Browser::new(&app);
+    let (status, _, _) = stranger
+        .post("/console/login", &[("api_key", &key), ("csrf", "guessed")])
+        .await;
+    assert_eq!(status, 403);
+
+    let database = app.database().await;
+    let failures: i64 = database
+        .query_one(
+            "SELECT count(*) FROM audit_log WHERE organization_id = 'system' \
+             AND action = 'console.sign_in' AND status = 'failure'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(failures, 2);
+    let leaked: i64 = database
+        .query_one(
+            "SELECT count(*) FROM audit_log WHERE details::text LIKE $1",
+            &[&format!("%{}%", &wrong[wrong.len() - 12..])],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(leaked, 0, "no secret is recorded");
+}
+
+#[actix_web::test]
+async fn organizations_and_roles_see_only_what_their_key_may() {
+    let app = spawn_app().await;
+    let admin = app.create_key("org-a", "org:admin").await;
+    let receipts = app
+        .ingest(&admin, event("dr-house", "patient.record.read"))
+        .await;
+    let theirs = receipts[0]["id"].as_i64().unwrap();
+
+    let other = app.create_key("org-b", "org:admin").await;
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.sign_in(&other).await.0, 303);
+    let (_, _, page) = browser.get("/console/events").await;
+    assert!(
+        !page.contains("dr-house"),
+        "another organization's events stay out"
+    );
+    assert_eq!(
+        browser.get(&format!("/console/events/{theirs}")).await.0,
+        404
+    );
+
+    // A role that may not read events sees no link to them and gets 403.
+    let ingest_only = app.create_key("org-a", "ingest").await;
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.sign_in(&ingest_only).await.0, 303);
+    let (status, _, page) = browser.get("/console/events").await;
+    assert_eq!(status, 403);
+    assert!(!page.contains("href=\"/console/events\""), "{page}");
+
+    // A revoked key ends its sessions at their next request.
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.sign_in(&admin).await.0, 303);
+    assert_eq!(browser.get("/console/events").await.0, 200);
+    let key_id = admin.split('_').nth(1).unwrap();
+    let revoker = app.create_key("org-a", "org:admin").await;
+    let path = format!("/v1/api-keys/{key_id}");
+    let (status, _) = app
+        .call(reqwest::Method::DELETE, &path, Some(&revoker), None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, headers, _) = browser.get("/console/events").await;
+    assert_eq!(
+        (status, location(&headers)),
+        (StatusCode::SEE_OTHER, "/console/login")
+    );
+}

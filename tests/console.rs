@@ -267,3 +267,54 @@ async fn organizations_and_roles_see_only_what_their_key_may() {
         (StatusCode::SEE_OTHER, "/console/login")
     );
 }
+
+/// In a real browser (headless Chromium through WebDriver): sign in, search
+/// and find the event, open it, sign out and be refused; axe-core finds no
+/// serious or critical accessibility violation in any page visited, and each
+/// page's screenshot is saved under the test's output folder.
+#[actix_web::test]
+async fn in_a_real_browser_a_person_finds_an_event_and_the_pages_are_accessible() {
+    let app = spawn_app().await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let receipts = app
+        .ingest(
+            &key,
+            event("dr-house", "patient.record.read").target("Patient", "p-42"),
+        )
+        .await;
+    let id = receipts[0]["id"].to_string();
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    let axe = std::env::var("AUDIT_WORKER_AXE_JS").expect("scripts/test installs axe-core");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/common/console_browser.py"
+    );
+    let run = tokio::process::Command::new("python3")
+        .args([script, &app.address, &key, &id])
+        .arg(&out)
+        .arg(&axe)
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(120), run)
+        .await
+        .expect("the browser run ends within 2 minutes")
+        .expect("python3 runs (selenium comes from scripts/test)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    for (step, outcome) in result["steps"].as_object().unwrap() {
+        assert_eq!(outcome, true, "step {step}: {outcome}");
+    }
+    assert_eq!(result["steps"].as_object().unwrap().len(), 4, "{result}");
+    for (page, violations) in result["pages"].as_object().unwrap() {
+        assert_eq!(violations, &serde_json::json!([]), "axe-core in {page}");
+        assert!(
+            out.join(format!("{page}.png")).is_file(),
+            "{page}'s screenshot"
+        );
+    }
+    assert_eq!(result["pages"].as_object().unwrap().len(), 3, "{result}");
+}

@@ -1,0 +1,96 @@
+"""Drives the web console in headless Chromium (Debian's chromium and
+chromium-driver, through Selenium's WebDriver client) as a person would, runs
+axe-core in every page it visits and saves a screenshot of each.
+
+usage: console_browser.py <base url> <api key> <event id> <output folder> <axe.min.js>
+prints one JSON object: {"steps": {name: true|message}, "pages": {name: [violations]}}
+where a violation is {"id", "impact", "nodes"} of impact serious or critical.
+"""
+import json
+import os
+import sys
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+base, key, event_id, out, axe_path = sys.argv[1:6]
+os.makedirs(out, exist_ok=True)
+axe = open(axe_path).read()
+
+options = webdriver.ChromeOptions()
+options.binary_location = "/usr/bin/chromium"
+for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
+    options.add_argument(argument)
+driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+driver.set_page_load_timeout(30)
+steps, pages = {}, {}
+
+
+def audit(name):
+    """axe-core's serious and critical violations of the page, and its screenshot."""
+    driver.save_screenshot(os.path.join(out, f"{name}.png"))
+    driver.execute_script(axe)
+    result = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "axe.run(document).then(r => done(r.violations)).catch(e => done([{id: 'axe-error', impact: 'critical', nodes: [String(e)]}]));"
+    )
+    pages[name] = [
+        {"id": v["id"], "impact": v["impact"], "nodes": [n.get("html", n) if isinstance(n, dict) else n for n in v["nodes"]][:3]}
+        for v in result
+        if v.get("impact") in ("serious", "critical")
+    ]
+
+
+def step(name, check):
+    try:
+        ok = check()
+        steps[name] = True if ok else "not as expected"
+    except Exception as error:  # the step's failure is the answer, the run goes on
+        steps[name] = f"{type(error).__name__}: {error}"
+
+
+wait = WebDriverWait(driver, 15)
+try:
+    driver.get(f"{base}/console/login")
+    audit("login")
+
+    def sign_in():
+        driver.find_element(By.ID, "api_key").send_keys(key)
+        driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        wait.until(lambda d: d.current_url.endswith("/console/events"))
+        return key not in driver.page_source
+
+    step("sign_in", sign_in)
+    audit("events")
+
+    def search():
+        field = driver.find_element(By.NAME, "action")
+        field.clear()
+        field.send_keys("patient.*")
+        driver.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]").click()
+        wait.until(lambda d: "action=patient" in d.current_url)
+        return driver.find_element(By.CSS_SELECTOR, f'a[href="/console/events/{event_id}"]') is not None
+
+    step("search_finds_the_event", search)
+
+    def open_event():
+        driver.find_element(By.CSS_SELECTOR, f'a[href="/console/events/{event_id}"]').click()
+        wait.until(lambda d: d.current_url.endswith(f"/console/events/{event_id}"))
+        return "hash" in driver.page_source
+
+    step("open_the_event", open_event)
+    audit("event")
+
+    def sign_out():
+        driver.find_element(By.CSS_SELECTOR, "header form button").click()
+        wait.until(lambda d: d.current_url.endswith("/console/login"))
+        driver.get(f"{base}/console/events")
+        return driver.current_url.endswith("/console/login")
+
+    step("sign_out_closes_the_pages", sign_out)
+finally:
+    driver.quit()
+
+print(json.dumps({"steps": steps, "pages": pages}))

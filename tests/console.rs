@@ -145,6 +145,16 @@ async fn a_person_signs_in_finds_an_event_and_signs_out() {
     assert!(page.contains(receipts[0]["hash"].as_str().unwrap()));
     assert_eq!(browser.get("/console/events/999999999").await.0, 404);
 
+    // The search, exported as a file.
+    let (status, headers, csv) = browser
+        .get("/console/events/export?action=patient.*&format=csv")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "text/csv; charset=utf-8");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert!(lines[1].starts_with(&format!("{id},")), "{csv}");
+
     // Signing out takes the session's CSRF token; then the pages are closed.
     let csrf = hidden_csrf(&page);
     assert_eq!(browser.post("/console/logout", &[]).await.0, 403);
@@ -249,6 +259,15 @@ async fn organizations_and_roles_see_only_what_their_key_may() {
     let (status, _, page) = browser.get("/console/events").await;
     assert_eq!(status, 403);
     assert!(!page.contains("href=\"/console/events\""), "{page}");
+    // One that may read but not export sees no export link and gets 403.
+    let member = app.create_key("org-a", "org:member").await;
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.sign_in(&member).await.0, 303);
+    let (status, _, page) = browser.get("/console/events").await;
+    assert_eq!(status, 200);
+    assert!(!page.contains("/console/events/export"), "{page}");
+    let (status, _, _) = browser.get("/console/events/export?format=csv").await;
+    assert_eq!(status, 403);
 
     // A revoked key ends its sessions at their next request.
     let mut browser = Browser::new(&app);

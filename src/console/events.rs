@@ -11,7 +11,7 @@ use super::session::{Refusal, Viewer};
 use crate::db::events::{self, StoredEvent};
 use crate::db::tenant;
 use crate::events::{table, CLASSIFICATIONS, STATUSES};
-use crate::http::events::{event_filter, EventQuery};
+use crate::http::events::{event_filter, export_response, EventQuery, ExportFormat};
 use crate::http::AppState;
 
 const RESOURCE: &str = "audit.events";
@@ -36,6 +36,9 @@ pub struct Search {
     data_classification: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     cursor: String,
+    /// An export's `csv` or `ndjson`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    format: Option<String>,
 }
 
 fn some(text: &str) -> Option<String> {
@@ -91,14 +94,7 @@ pub async fn list(
     let search = search.into_inner();
     let filter = match event_filter(search.query(), &state) {
         Ok(filter) => filter,
-        Err(error) => {
-            let page = layout::page(
-                "Events",
-                Some(&viewer),
-                html! { (search_form(&search)) p.notice role="alert" { (error.to_string()) } },
-            );
-            return HttpResponse::BadRequest().body(page.into_string());
-        }
+        Err(error) => return bad_search(&viewer, &search, &error.to_string()),
     };
     let organization_id = viewer.identity.organization_id.clone();
     let found = tenant::scoped(&state.pool, &organization_id, async |tx| {
@@ -119,6 +115,14 @@ pub async fn list(
         h1 { "Events" }
         (search_form(&search))
         (table_of(&found))
+        @if viewer.may(RESOURCE, "export") {
+            p {
+                "Export this search: "
+                a href=(url("/console/events/export", &Search { cursor: String::new(), format: Some("csv".into()), ..search_clone(&search) })) download { "CSV" }
+                " · "
+                a href=(url("/console/events/export", &Search { cursor: String::new(), format: Some("ndjson".into()), ..search_clone(&search) })) download { "NDJSON" }
+            }
+        }
         nav.pager aria-label="Pages" {
             @if !search.cursor.is_empty() {
                 a href=(url("/console/events", &Search { cursor: String::new(), ..search_clone(&search) })) { "Newest" }
@@ -203,6 +207,38 @@ fn table_of(found: &[StoredEvent]) -> Markup {
             }
         }
     }
+}
+
+/// `GET /console/events/export?…&format=csv|ndjson`: the search as a file,
+/// as `GET /v1/events/export` writes it (streamed, any size).
+pub async fn export(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    search: web::Query<Search>,
+) -> HttpResponse {
+    let viewer = match Viewer::of(&request, &state).await {
+        Ok(viewer) => viewer,
+        Err(refusal) => return super::refused(refusal, None),
+    };
+    if !viewer.may(RESOURCE, "export") {
+        return super::refused(Refusal::Forbidden, Some(&viewer));
+    }
+    let Some(format) = ExportFormat::parse(search.format.as_deref()) else {
+        return bad_search(&viewer, &search, "format: must be csv or ndjson");
+    };
+    match event_filter(search.query(), &state) {
+        Ok(filter) => export_response(&state, &viewer.identity.organization_id, filter, format),
+        Err(error) => bad_search(&viewer, &search, &error.to_string()),
+    }
+}
+
+fn bad_search(viewer: &Viewer, search: &Search, problem: &str) -> HttpResponse {
+    let page = layout::page(
+        "Events",
+        Some(viewer),
+        html! { (search_form(search)) p.notice role="alert" { (problem) } },
+    );
+    HttpResponse::BadRequest().body(page.into_string())
 }
 
 /// `GET /console/events/{id}`: every field of one event, and its hash.

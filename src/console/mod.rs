@@ -59,6 +59,7 @@ pub fn scope() -> Scope<
         .route("/login", web::post().to(sign_in::submit))
         .route("/logout", web::post().to(sign_in::sign_out))
         .route("/events", web::get().to(events::list))
+        .route("/events/export", web::get().to(events::export))
         .route("/events/{id}", web::get().to(events::show))
         .route("/assets/console.css", web::get().to(stylesheet))
 }

@@ -357,11 +357,22 @@ const EXPORT_PAGE: i64 = 1000;
 
 /// How an export writes its events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ExportFormat {
+pub enum ExportFormat {
     /// RFC 4180, a header line, the columns of `events::table`.
     Csv,
     /// One event a line, as `GET /v1/events/{id}` shows it.
     Ndjson,
+}
+
+impl ExportFormat {
+    /// From `format=`: `csv`, or `ndjson` (also when absent).
+    pub fn parse(format: Option<&str>) -> Option<Self> {
+        match format {
+            None | Some("ndjson") => Some(Self::Ndjson),
+            Some("csv") => Some(Self::Csv),
+            Some(_) => None,
+        }
+    }
 }
 
 /// Every event matching the filters of `GET /v1/events`, newest first, as
@@ -382,17 +393,13 @@ pub async fn export(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(RESOURCE, "export")?;
     let query = query.into_inner();
-    let format = match query.format.as_deref() {
-        None | Some("ndjson") => ExportFormat::Ndjson,
-        Some("csv") => ExportFormat::Csv,
-        Some(_) => {
-            return Err(ApiError::Validation(vec![FieldError::new(
-                "format",
-                "must be csv or ndjson",
-            )]))
-        }
+    let Some(format) = ExportFormat::parse(query.format.as_deref()) else {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "format",
+            "must be csv or ndjson",
+        )]));
     };
-    let mut filter = event_filter(
+    let filter = event_filter(
         EventQuery {
             from: query.from,
             to: query.to,
@@ -409,10 +416,26 @@ pub async fn export(
         },
         &state,
     )?;
+    Ok(export_response(
+        &state,
+        caller.organization_id(),
+        filter,
+        format,
+    ))
+}
+
+/// The response that streams every event of `filter` (its limit aside) as
+/// `format`: the API's export, and the console's.
+pub fn export_response(
+    state: &AppState,
+    organization_id: &str,
+    mut filter: EventFilter,
+    format: ExportFormat,
+) -> HttpResponse {
     filter.limit = EXPORT_PAGE;
     let export = Export {
         pool: state.pool.clone(),
-        organization_id: caller.organization_id().to_owned(),
+        organization_id: organization_id.to_owned(),
         filter,
         format,
         csv: table::csv_builder(),
@@ -427,13 +450,13 @@ pub async fn export(
         ExportFormat::Csv => ("text/csv; charset=utf-8", "csv"),
         ExportFormat::Ndjson => ("application/x-ndjson", "ndjson"),
     };
-    Ok(HttpResponse::Ok()
+    HttpResponse::Ok()
         .content_type(content_type)
         .insert_header((
             actix_web::http::header::CONTENT_DISPOSITION,
             format!("attachment; filename=\"events.{extension}\""),
         ))
-        .streaming(chunks))
+        .streaming(chunks)
 }
 
 /// An export under way: where it has read to.

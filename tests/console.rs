@@ -288,7 +288,8 @@ async fn organizations_and_roles_see_only_what_their_key_may() {
 }
 
 /// In a real browser (headless Chromium through WebDriver): sign in, search
-/// and find the event, open it, sign out and be refused; axe-core finds no
+/// and find the event, open it, acknowledge an alert, sign out and be
+/// refused; axe-core finds no
 /// serious or critical accessibility violation in any page visited, and each
 /// page's screenshot is saved under the test's output folder.
 #[actix_web::test]
@@ -302,6 +303,15 @@ async fn in_a_real_browser_a_person_finds_an_event_and_the_pages_are_accessible(
         )
         .await;
     let id = receipts[0]["id"].to_string();
+    let (status, _) = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/alerts",
+            Some(&key),
+            Some(serde_json::json!({"severity": "CRITICAL", "title": "Break-glass access"})),
+        )
+        .await;
+    assert_eq!(status, 201);
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
     let axe = std::env::var("AUDIT_WORKER_AXE_JS").expect("scripts/test installs axe-core");
     let script = concat!(
@@ -327,7 +337,7 @@ async fn in_a_real_browser_a_person_finds_an_event_and_the_pages_are_accessible(
     for (step, outcome) in result["steps"].as_object().unwrap() {
         assert_eq!(outcome, true, "step {step}: {outcome}");
     }
-    assert_eq!(result["steps"].as_object().unwrap().len(), 4, "{result}");
+    assert_eq!(result["steps"].as_object().unwrap().len(), 5, "{result}");
     for (page, violations) in result["pages"].as_object().unwrap() {
         assert_eq!(violations, &serde_json::json!([]), "axe-core in {page}");
         assert!(
@@ -335,5 +345,104 @@ async fn in_a_real_browser_a_person_finds_an_event_and_the_pages_are_accessible(
             "{page}'s screenshot"
         );
     }
-    assert_eq!(result["pages"].as_object().unwrap().len(), 3, "{result}");
+    assert_eq!(result["pages"].as_object().unwrap().len(), 4, "{result}");
+}
+
+#[actix_web::test]
+async fn alerts_are_acknowledged_resolved_and_dismissed_as_the_role_allows() {
+    let app = spawn_app().await;
+    let admin = app.create_key("org-a", "org:admin").await;
+    let mut raised = Vec::new();
+    for title in ["Unusual export volume", "Break-glass access", "Noisy rule"] {
+        let (status, alert) = app
+            .call(
+                reqwest::Method::POST,
+                "/v1/alerts",
+                Some(&admin),
+                Some(serde_json::json!({"severity": "HIGH", "title": title})),
+            )
+            .await;
+        assert_eq!(status, 201, "{alert}");
+        raised.push(alert["id"].as_str().unwrap().to_owned());
+    }
+    let status_of = |id: &str| {
+        let path = format!("/v1/alerts/{id}");
+        let app = &app;
+        let admin = admin.clone();
+        async move {
+            app.call(reqwest::Method::GET, &path, Some(&admin), None)
+                .await
+                .1
+        }
+    };
+
+    // A member may acknowledge, not resolve nor dismiss: no such buttons, 403.
+    let member = app.create_key("org-a", "org:member").await;
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.sign_in(&member).await.0, 303);
+    let (status, _, page) = browser.get("/console/alerts").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Unusual export volume") && page.contains(">Acknowledge<"));
+    assert!(
+        !page.contains(">Resolve<") && !page.contains(">Dismiss<"),
+        "{page}"
+    );
+    let csrf = hidden_csrf(&page);
+    let resolve = format!("/console/alerts/{}/resolve", raised[0]);
+    assert_eq!(browser.post(&resolve, &[("csrf", &csrf)]).await.0, 403);
+    let acknowledge = format!("/console/alerts/{}/acknowledge", raised[0]);
+    assert_eq!(
+        browser.post(&acknowledge, &[]).await.0,
+        403,
+        "no CSRF token"
+    );
+    let (status, headers, _) = browser.post(&acknowledge, &[("csrf", &csrf)]).await;
+    assert_eq!(
+        (status, location(&headers)),
+        (StatusCode::SEE_OTHER, "/console/alerts")
+    );
+    let alert = status_of(&raised[0]).await;
+    assert_eq!(alert["status"], "acknowledged");
+    assert_eq!(
+        alert["acknowledged_by"],
+        format!("api-key:{}", member.split('_').nth(1).unwrap())
+    );
+    assert_eq!(browser.post(&acknowledge, &[("csrf", &csrf)]).await.0, 409);
+
+    // An administrator resolves with notes and dismisses.
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.sign_in(&admin).await.0, 303);
+    let (_, _, page) = browser.get("/console/alerts").await;
+    let csrf = hidden_csrf(&page);
+    let notes = "Export was the quarterly report <b>run</b>";
+    assert_eq!(
+        browser
+            .post(&resolve, &[("csrf", &csrf), ("notes", notes)])
+            .await
+            .0,
+        303
+    );
+    let alert = status_of(&raised[0]).await;
+    assert_eq!(
+        (alert["status"].as_str(), alert["resolution_notes"].as_str()),
+        (Some("resolved"), Some(notes))
+    );
+    let dismiss = format!("/console/alerts/{}/dismiss", raised[2]);
+    assert_eq!(browser.post(&dismiss, &[("csrf", &csrf)]).await.0, 303);
+    assert_eq!(status_of(&raised[2]).await["status"], "dismissed");
+    // Open alerts by default; the closed ones on asking, notes escaped.
+    let (_, _, page) = browser.get("/console/alerts").await;
+    assert!(page.contains("Break-glass access") && !page.contains("Noisy rule"));
+    let (_, _, page) = browser.get("/console/alerts?status=resolved").await;
+    assert!(page.contains("&lt;b&gt;run&lt;/b&gt;") && !page.contains("Break-glass access"));
+
+    // Another organization's alert is not there to act on.
+    let other = app.create_key("org-b", "org:admin").await;
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.sign_in(&other).await.0, 303);
+    let (_, _, page) = browser.get("/console/alerts?status=all").await;
+    assert!(!page.contains("Break-glass access"));
+    let csrf = hidden_csrf(&page);
+    let theirs = format!("/console/alerts/{}/dismiss", raised[1]);
+    assert_eq!(browser.post(&theirs, &[("csrf", &csrf)]).await.0, 404);
 }

@@ -24,6 +24,9 @@ pub fn page(title: &str, viewer: Option<&Viewer>, body: Markup) -> Markup {
                             @if viewer.may("audit.events", "read") {
                                 a href="/console/events" { "Events" }
                             }
+                            @if viewer.may("audit.alerts", "read") {
+                                a href="/console/alerts" { "Alerts" }
+                            }
                         }
                         span { (viewer.identity.organization_id) " · " (viewer.identity.role) }
                         form method="post" action="/console/logout" {

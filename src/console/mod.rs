@@ -4,6 +4,7 @@
 //! key's role exactly as the API does. Every answer forbids framing, inline
 //! script and style, and caching, and sends no referrer.
 
+pub mod alerts;
 pub mod events;
 pub mod layout;
 pub mod session;
@@ -61,6 +62,8 @@ pub fn scope() -> Scope<
         .route("/events", web::get().to(events::list))
         .route("/events/export", web::get().to(events::export))
         .route("/events/{id}", web::get().to(events::show))
+        .route("/alerts", web::get().to(alerts::list))
+        .route("/alerts/{id}/{step}", web::post().to(alerts::step))
         .route("/assets/console.css", web::get().to(stylesheet))
 }
 

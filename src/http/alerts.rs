@@ -31,7 +31,7 @@ const MAX_SOURCE_CHARS: usize = 100;
 /// The `correlation_id` column is `varchar(255)`.
 const MAX_CORRELATION_CHARS: usize = 255;
 /// Enough for a post-mortem summary, short enough to list.
-const MAX_NOTES_CHARS: usize = 10_000;
+pub const MAX_NOTES_CHARS: usize = 10_000;
 /// What a custom alert says raised it when the client does not.
 const DEFAULT_SOURCE: &str = "custom";
 

@@ -3,6 +3,7 @@ chromium-driver, through Selenium's WebDriver client) as a person would, runs
 axe-core in every page it visits and saves a screenshot of each.
 
 usage: console_browser.py <base url> <api key> <event id> <output folder> <axe.min.js>
+(the organization has one active alert)
 prints one JSON object: {"steps": {name: true|message}, "pages": {name: [violations]}}
 where a violation is {"id", "impact", "nodes"} of impact serious or critical.
 """
@@ -82,6 +83,15 @@ try:
 
     step("open_the_event", open_event)
     audit("event")
+
+    def acknowledge_an_alert():
+        driver.get(f"{base}/console/alerts")
+        audit("alerts")
+        driver.find_element(By.XPATH, "//button[text()='Acknowledge']").click()
+        wait.until(lambda d: d.current_url.endswith("/console/alerts"))
+        return "acknowledged" in driver.page_source
+
+    step("acknowledge_an_alert", acknowledge_an_alert)
 
     def sign_out():
         driver.find_element(By.CSS_SELECTOR, "header form button").click()

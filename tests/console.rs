@@ -288,8 +288,8 @@ async fn organizations_and_roles_see_only_what_their_key_may() {
 }
 
 /// In a real browser (headless Chromium through WebDriver): sign in, search
-/// and find the event, open it, acknowledge an alert, sign out and be
-/// refused; axe-core finds no
+/// and find the event, open it, acknowledge an alert, verify the trail, sign
+/// out and be refused; axe-core finds no
 /// serious or critical accessibility violation in any page visited, and each
 /// page's screenshot is saved under the test's output folder.
 #[actix_web::test]
@@ -337,7 +337,7 @@ async fn in_a_real_browser_a_person_finds_an_event_and_the_pages_are_accessible(
     for (step, outcome) in result["steps"].as_object().unwrap() {
         assert_eq!(outcome, true, "step {step}: {outcome}");
     }
-    assert_eq!(result["steps"].as_object().unwrap().len(), 5, "{result}");
+    assert_eq!(result["steps"].as_object().unwrap().len(), 6, "{result}");
     for (page, violations) in result["pages"].as_object().unwrap() {
         assert_eq!(violations, &serde_json::json!([]), "axe-core in {page}");
         assert!(
@@ -345,7 +345,7 @@ async fn in_a_real_browser_a_person_finds_an_event_and_the_pages_are_accessible(
             "{page}'s screenshot"
         );
     }
-    assert_eq!(result["pages"].as_object().unwrap().len(), 4, "{result}");
+    assert_eq!(result["pages"].as_object().unwrap().len(), 5, "{result}");
 }
 
 #[actix_web::test]
@@ -445,4 +445,98 @@ async fn alerts_are_acknowledged_resolved_and_dismissed_as_the_role_allows() {
     let csrf = hidden_csrf(&page);
     let theirs = format!("/console/alerts/{}/dismiss", raised[1]);
     assert_eq!(browser.post(&theirs, &[("csrf", &csrf)]).await.0, 404);
+}
+
+#[actix_web::test]
+async fn the_integrity_page_verifies_the_trail_and_offers_its_checkpoints() {
+    let app = spawn_app().await;
+    let admin = app.create_key("org-a", "org:admin").await;
+    let receipts = app
+        .ingest(
+            &admin,
+            vec![
+                serde_json::Value::from(event("dr-house", "patient.record.read")),
+                serde_json::Value::from(event("dr-cuddy", "patient.record.update")),
+            ],
+        )
+        .await;
+    let (status, _) = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/integrity/checkpoints",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (_, listed) = app
+        .call(
+            reqwest::Method::GET,
+            "/v1/integrity/checkpoints",
+            Some(&admin),
+            None,
+        )
+        .await;
+    let checkpoint = &listed["checkpoints"][0];
+
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.sign_in(&admin).await.0, 303);
+    let (status, _, page) = browser.get("/console/integrity").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("No verification has run yet"), "{page}");
+    let (_, key) = app
+        .call(reqwest::Method::GET, "/v1/integrity/public-key", None, None)
+        .await;
+    assert!(page.contains(key["public_key"].as_str().unwrap()));
+    // The checkpoint, to download as the API lists it.
+    let path = format!("/console/integrity/checkpoints/{}", checkpoint["seq"]);
+    assert!(page.contains(&path));
+    let (status, _, file) = browser.get(&path).await;
+    assert_eq!(status, 200);
+    let file: serde_json::Value = serde_json::from_str(&file).unwrap();
+    assert_eq!(file, checkpoint["checkpoint"]);
+
+    // A run: verified, then in the history; a tampered event fails the next.
+    let csrf = hidden_csrf(&page);
+    assert_eq!(browser.post("/console/integrity/verify", &[]).await.0, 403);
+    let (status, _, page) = browser
+        .post("/console/integrity/verify", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(status, 200);
+    assert!(page.contains(">Verified<"), "{page}");
+    app.database_without_triggers()
+        .await
+        .execute(
+            "UPDATE audit_log SET action = 'patient.record.delete' WHERE id = $1",
+            &[&receipts[1]["id"].as_i64().unwrap()],
+        )
+        .await
+        .unwrap();
+    let (_, _, page) = browser
+        .post("/console/integrity/verify", &[("csrf", &csrf)])
+        .await;
+    assert!(page.contains(">Failed<"), "{page}");
+    let (_, _, page) = browser.get("/console/integrity").await;
+    assert!(
+        page.contains(">verified<") && page.contains(">failed<"),
+        "{page}"
+    );
+
+    // A member reads the page but may not run a verification.
+    let member = app.create_key("org-a", "org:member").await;
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.sign_in(&member).await.0, 303);
+    let (status, _, page) = browser.get("/console/integrity").await;
+    assert_eq!(status, 200);
+    assert!(!page.contains("/console/integrity/verify"));
+    let csrf = hidden_csrf(&page);
+    let (status, _, _) = browser
+        .post("/console/integrity/verify", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(status, 403);
+    // Another organization has no such checkpoint.
+    let other = app.create_key("org-b", "org:admin").await;
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.sign_in(&other).await.0, 303);
+    assert_eq!(browser.get(&path).await.0, 404);
 }

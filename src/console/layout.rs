@@ -24,6 +24,9 @@ pub fn page(title: &str, viewer: Option<&Viewer>, body: Markup) -> Markup {
                             @if viewer.may("audit.events", "read") {
                                 a href="/console/events" { "Events" }
                             }
+                            @if viewer.may("audit.integrity", "read") {
+                                a href="/console/integrity" { "Integrity" }
+                            }
                             @if viewer.may("audit.alerts", "read") {
                                 a href="/console/alerts" { "Alerts" }
                             }

@@ -6,6 +6,7 @@
 
 pub mod alerts;
 pub mod events;
+pub mod integrity;
 pub mod layout;
 pub mod session;
 pub mod sign_in;
@@ -62,6 +63,12 @@ pub fn scope() -> Scope<
         .route("/events", web::get().to(events::list))
         .route("/events/export", web::get().to(events::export))
         .route("/events/{id}", web::get().to(events::show))
+        .route("/integrity", web::get().to(integrity::show))
+        .route("/integrity/verify", web::post().to(integrity::run))
+        .route(
+            "/integrity/checkpoints/{seq}",
+            web::get().to(integrity::download),
+        )
         .route("/alerts", web::get().to(alerts::list))
         .route("/alerts/{id}/{step}", web::post().to(alerts::step))
         .route("/assets/console.css", web::get().to(stylesheet))

@@ -97,6 +97,26 @@ pub async fn create(
     Ok(heads.len())
 }
 
+const CHECKPOINT_COLUMNS: &str =
+    "id, organization_id, seq, link, event_total, signed_at, key_id, tree_root, payload, signature";
+
+fn stored(row: &tokio_postgres::Row) -> StoredCheckpoint {
+    StoredCheckpoint {
+        id: row.get("id"),
+        organization_id: row.get("organization_id"),
+        seq: row.get("seq"),
+        link: row.get("link"),
+        event_total: row.get("event_total"),
+        signed_at: row.get("signed_at"),
+        key_id: row.get("key_id"),
+        tree_root: row.get("tree_root"),
+        checkpoint: SignedCheckpoint {
+            payload: row.get("payload"),
+            signature: row.get("signature"),
+        },
+    }
+}
+
 /// The organization's checkpoints, newest first.
 pub async fn list(
     client: &impl GenericClient,
@@ -105,26 +125,30 @@ pub async fn list(
 ) -> Result<Vec<StoredCheckpoint>, DbError> {
     let rows = client
         .query(
-            "SELECT id, organization_id, seq, link, event_total, signed_at, key_id, tree_root, payload, signature \
-             FROM integrity_checkpoints WHERE organization_id = $1 ORDER BY id DESC LIMIT $2",
+            &format!(
+                "SELECT {CHECKPOINT_COLUMNS} FROM integrity_checkpoints WHERE organization_id = $1 \
+                 ORDER BY id DESC LIMIT $2"
+            ),
             &[&organization_id, &limit],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|row| StoredCheckpoint {
-            id: row.get("id"),
-            organization_id: row.get("organization_id"),
-            seq: row.get("seq"),
-            link: row.get("link"),
-            event_total: row.get("event_total"),
-            signed_at: row.get("signed_at"),
-            key_id: row.get("key_id"),
-            tree_root: row.get("tree_root"),
-            checkpoint: SignedCheckpoint {
-                payload: row.get("payload"),
-                signature: row.get("signature"),
-            },
-        })
-        .collect())
+    Ok(rows.iter().map(stored).collect())
+}
+
+/// The organization's checkpoint of link `seq`, the last signed if several are.
+pub async fn get(
+    client: &impl GenericClient,
+    organization_id: &str,
+    seq: i64,
+) -> Result<Option<StoredCheckpoint>, DbError> {
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT {CHECKPOINT_COLUMNS} FROM integrity_checkpoints \
+                 WHERE organization_id = $1 AND seq = $2 ORDER BY id DESC LIMIT 1"
+            ),
+            &[&organization_id, &seq],
+        )
+        .await?;
+    Ok(row.as_ref().map(stored))
 }

@@ -325,6 +325,43 @@ pub async fn link_at(
     Ok(row.map(|row| row.get(0)))
 }
 
+/// A verification run as `audit_integrity_log` keeps it.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub at: DateTime<Utc>,
+    pub valid: bool,
+    pub verified_by: Option<String>,
+    /// What [`crate::integrity::verify::record`] wrote: counts and problems.
+    pub details: Value,
+}
+
+/// The organization's last `limit` verification runs, newest first.
+pub async fn recent_runs(
+    client: &impl GenericClient,
+    organization_id: &str,
+    limit: i64,
+) -> Result<Vec<Run>, DbError> {
+    let rows = client
+        .query(
+            "SELECT verification_timestamp, verification_status, verified_by, verification_details \
+             FROM audit_integrity_log WHERE organization_id = $1 AND audit_log_id IS NULL \
+             ORDER BY verification_timestamp DESC, id DESC LIMIT $2",
+            &[&organization_id, &limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| Run {
+            at: row.get(0),
+            valid: row.get::<_, String>(1) == "success",
+            verified_by: row.get(2),
+            details: row
+                .get::<_, Option<Json<Value>>>(3)
+                .map_or(Value::Null, |Json(details)| details),
+        })
+        .collect())
+}
+
 /// Records a verification run in `audit_integrity_log`.
 pub async fn record_run(
     client: &impl GenericClient,

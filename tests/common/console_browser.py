@@ -14,6 +14,7 @@ import sys
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import WebDriverWait
 
 base, key, event_id, out, axe_path = sys.argv[1:6]
@@ -87,11 +88,24 @@ try:
     def acknowledge_an_alert():
         driver.get(f"{base}/console/alerts")
         audit("alerts")
-        driver.find_element(By.XPATH, "//button[text()='Acknowledge']").click()
-        wait.until(lambda d: d.current_url.endswith("/console/alerts"))
-        return "acknowledged" in driver.page_source
+        button = driver.find_element(By.XPATH, "//button[text()='Acknowledge']")
+        button.click()
+        wait.until(staleness_of(button))
+        return bool(driver.find_elements(By.XPATH, "//td[text()='acknowledged']")) and not driver.find_elements(
+            By.XPATH, "//button[text()='Acknowledge']"
+        )
 
     step("acknowledge_an_alert", acknowledge_an_alert)
+
+    def verify_the_trail():
+        driver.get(f"{base}/console/integrity")
+        audit("integrity")
+        button = driver.find_element(By.XPATH, "//button[text()='Verify the whole trail now']")
+        button.click()
+        wait.until(staleness_of(button))
+        return "Verified" in driver.find_element(By.CSS_SELECTOR, "[role=status]").text
+
+    step("verify_the_trail", verify_the_trail)
 
     def sign_out():
         driver.find_element(By.CSS_SELECTOR, "header form button").click()

@@ -87,6 +87,49 @@ impl<'a> Browser<'a> {
     }
 }
 
+/// A webhook destination to a port nothing listens on, with no retry, and a
+/// delivery to it that has failed: (destination id, delivery id).
+async fn dead_letter(app: &TestApp, admin: &str) -> (i64, String) {
+    // A port nothing listens on, and no retry: each delivery fails at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let destination = app
+        .create_destination(
+            admin,
+            serde_json::json!({"type": "webhook", "label": "siem-down",
+                "config": {"url": format!("http://127.0.0.1:{closed}/hook")},
+                "settings": {"retry_schedule": []}}),
+        )
+        .await;
+    let (status, queued) = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/deliveries",
+            Some(admin),
+            Some(serde_json::json!({"destination_ids": [destination], "payload": {"a": 1}})),
+        )
+        .await;
+    assert_eq!(status, 202, "{queued}");
+    let delivery = queued["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/deliveries/{delivery}");
+    common::wait_until(
+        std::time::Duration::from_secs(20),
+        "the delivery fails",
+        || async {
+            let (_, found) = app
+                .call(reqwest::Method::GET, &path, Some(admin), None)
+                .await;
+            (found["status"] == "failed").then_some(())
+        },
+    )
+    .await;
+
+    (destination, delivery)
+}
+
 /// The value of a page's hidden `csrf` field.
 fn hidden_csrf(page: &str) -> String {
     let at = page.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
@@ -288,14 +331,15 @@ async fn organizations_and_roles_see_only_what_their_key_may() {
 }
 
 /// In a real browser (headless Chromium through WebDriver): sign in, search
-/// and find the event, open it, acknowledge an alert, verify the trail, sign
-/// out and be refused; axe-core finds no
+/// and find the event, open it, acknowledge an alert, verify the trail,
+/// replay a dead letter, sign out and be refused; axe-core finds no
 /// serious or critical accessibility violation in any page visited, and each
 /// page's screenshot is saved under the test's output folder.
 #[actix_web::test]
 async fn in_a_real_browser_a_person_finds_an_event_and_the_pages_are_accessible() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|config| config.delivery.allow_loopback = true).await;
     let key = app.create_key("org-a", "org:admin").await;
+    dead_letter(&app, &key).await;
     let receipts = app
         .ingest(
             &key,
@@ -337,7 +381,7 @@ async fn in_a_real_browser_a_person_finds_an_event_and_the_pages_are_accessible(
     for (step, outcome) in result["steps"].as_object().unwrap() {
         assert_eq!(outcome, true, "step {step}: {outcome}");
     }
-    assert_eq!(result["steps"].as_object().unwrap().len(), 6, "{result}");
+    assert_eq!(result["steps"].as_object().unwrap().len(), 7, "{result}");
     for (page, violations) in result["pages"].as_object().unwrap() {
         assert_eq!(violations, &serde_json::json!([]), "axe-core in {page}");
         assert!(
@@ -345,7 +389,7 @@ async fn in_a_real_browser_a_person_finds_an_event_and_the_pages_are_accessible(
             "{page}'s screenshot"
         );
     }
-    assert_eq!(result["pages"].as_object().unwrap().len(), 5, "{result}");
+    assert_eq!(result["pages"].as_object().unwrap().len(), 6, "{result}");
 }
 
 #[actix_web::test]
@@ -539,4 +583,88 @@ async fn the_integrity_page_verifies_the_trail_and_offers_its_checkpoints() {
     let mut browser = Browser::new(&app);
     assert_eq!(browser.sign_in(&other).await.0, 303);
     assert_eq!(browser.get(&path).await.0, 404);
+}
+
+#[actix_web::test]
+async fn destinations_show_their_health_and_dead_letters_are_replayed() {
+    let app = spawn_app_with(|config| config.delivery.allow_loopback = true).await;
+    let admin = app.create_key("org-a", "org:admin").await;
+    let (destination, delivery) = dead_letter(&app, &admin).await;
+
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.sign_in(&admin).await.0, 303);
+    let (status, _, page) = browser.get("/console/destinations").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("siem-down") && page.contains(&delivery),
+        "{page}"
+    );
+    assert!(page.contains(">Replay<") && page.contains(">Disable<"));
+    let csrf = hidden_csrf(&page);
+    let replay = format!("/console/deliveries/{delivery}/replay");
+    assert_eq!(browser.post(&replay, &[]).await.0, 403, "no CSRF token");
+    let (status, headers, _) = browser.post(&replay, &[("csrf", &csrf)]).await;
+    assert_eq!(
+        (status, location(&headers)),
+        (StatusCode::SEE_OTHER, "/console/destinations")
+    );
+    let disable = format!("/console/destinations/{destination}/disable");
+    assert_eq!(browser.post(&disable, &[("csrf", &csrf)]).await.0, 303);
+    let (_, shown) = app
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/destinations/{destination}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(shown["disabled"], true);
+    // Both are in the trail as the API records them.
+    let (_, trail) = app
+        .call(
+            reqwest::Method::GET,
+            "/v1/events?action=admin.*",
+            Some(&admin),
+            None,
+        )
+        .await;
+    let actions: Vec<&str> = trail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"admin.delivery.replay"), "{actions:?}");
+    assert!(
+        actions.contains(&"admin.destination.disable"),
+        "{actions:?}"
+    );
+    let (_, _, page) = browser.get("/console/destinations").await;
+    assert!(page.contains(">Enable<") && page.contains("disabled"));
+
+    // An auditor reads the page without a button, and may not post.
+    let auditor = app.create_key("org-a", "auditor").await;
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.sign_in(&auditor).await.0, 303);
+    let (status, _, page) = browser.get("/console/destinations").await;
+    assert_eq!(status, 200);
+    assert!(
+        !page.contains(">Enable<") && !page.contains(">Replay<"),
+        "{page}"
+    );
+    let csrf = hidden_csrf(&page);
+    let enable = format!("/console/destinations/{destination}/enable");
+    assert_eq!(browser.post(&enable, &[("csrf", &csrf)]).await.0, 403);
+    // A member may not read deliveries at all; another organization finds none.
+    let member = app.create_key("org-a", "org:member").await;
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.sign_in(&member).await.0, 303);
+    assert_eq!(browser.get("/console/destinations").await.0, 403);
+    let other = app.create_key("org-b", "org:admin").await;
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.sign_in(&other).await.0, 303);
+    let (_, _, page) = browser.get("/console/destinations").await;
+    assert!(!page.contains("siem-down"));
+    let csrf = hidden_csrf(&page);
+    assert_eq!(browser.post(&replay, &[("csrf", &csrf)]).await.0, 404);
 }

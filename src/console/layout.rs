@@ -30,6 +30,9 @@ pub fn page(title: &str, viewer: Option<&Viewer>, body: Markup) -> Markup {
                             @if viewer.may("audit.alerts", "read") {
                                 a href="/console/alerts" { "Alerts" }
                             }
+                            @if viewer.may("audit.deliveries", "read") {
+                                a href="/console/destinations" { "Destinations" }
+                            }
                         }
                         span { (viewer.identity.organization_id) " · " (viewer.identity.role) }
                         form method="post" action="/console/logout" {

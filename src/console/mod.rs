@@ -5,6 +5,7 @@
 //! script and style, and caching, and sends no referrer.
 
 pub mod alerts;
+pub mod destinations;
 pub mod events;
 pub mod integrity;
 pub mod layout;
@@ -68,6 +69,15 @@ pub fn scope() -> Scope<
         .route(
             "/integrity/checkpoints/{seq}",
             web::get().to(integrity::download),
+        )
+        .route("/destinations", web::get().to(destinations::show))
+        .route(
+            "/destinations/{id}/{step}",
+            web::post().to(destinations::toggle),
+        )
+        .route(
+            "/deliveries/{id}/replay",
+            web::post().to(destinations::replay),
         )
         .route("/alerts", web::get().to(alerts::list))
         .route("/alerts/{id}/{step}", web::post().to(alerts::step))

@@ -128,7 +128,7 @@ pub struct StreamSubscriptionList {
 }
 
 /// The subscription as the API shows it, its lag read in `transaction`.
-async fn view(
+pub async fn view(
     transaction: &Transaction<'_>,
     subscription: Subscription,
 ) -> Result<StreamSubscription, ApiError> {

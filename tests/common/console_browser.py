@@ -3,7 +3,7 @@ chromium-driver, through Selenium's WebDriver client) as a person would, runs
 axe-core in every page it visits and saves a screenshot of each.
 
 usage: console_browser.py <base url> <api key> <event id> <output folder> <axe.min.js>
-(the organization has one active alert)
+(the organization has one active alert and one dead letter)
 prints one JSON object: {"steps": {name: true|message}, "pages": {name: [violations]}}
 where a violation is {"id", "impact", "nodes"} of impact serious or critical.
 """
@@ -106,6 +106,16 @@ try:
         return "Verified" in driver.find_element(By.CSS_SELECTOR, "[role=status]").text
 
     step("verify_the_trail", verify_the_trail)
+
+    def replay_a_dead_letter():
+        driver.get(f"{base}/console/destinations")
+        audit("destinations")
+        button = driver.find_element(By.XPATH, "//button[text()='Replay']")
+        button.click()
+        wait.until(staleness_of(button))
+        return driver.current_url.endswith("/console/destinations") and "notice" not in driver.page_source
+
+    step("replay_a_dead_letter", replay_a_dead_letter)
 
     def sign_out():
         driver.find_element(By.CSS_SELECTOR, "header form button").click()

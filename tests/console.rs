@@ -186,6 +186,29 @@ async fn a_person_signs_in_finds_an_event_and_signs_out() {
     let (status, _, page) = browser.get(&format!("/console/events/{id}")).await;
     assert_eq!(status, 200);
     assert!(page.contains(receipts[0]["hash"].as_str().unwrap()));
+    assert!(
+        page.contains("No signed checkpoint covers this event yet"),
+        "{page}"
+    );
+    let (status, _) = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/integrity/checkpoints",
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (_, _, page) = browser.get(&format!("/console/events/{id}")).await;
+    assert!(
+        page.contains("id=\"proof-data\" type=\"application/json\""),
+        "{page}"
+    );
+    assert!(page.contains("src=\"/console/assets/verify.js\""));
+    assert!(
+        !page.contains("<b>42"),
+        "the proof's text cannot end its element"
+    );
     assert_eq!(browser.get("/console/events/999999999").await.0, 404);
 
     // The search, exported as a file.
@@ -331,7 +354,9 @@ async fn organizations_and_roles_see_only_what_their_key_may() {
 }
 
 /// In a real browser (headless Chromium through WebDriver): sign in, search
-/// and find the event, open it, acknowledge an alert, verify the trail,
+/// and find the event, open it and see its proof verified in the browser
+/// (and an event altered since fail), acknowledge an alert, verify the trail
+/// (which finds the alteration),
 /// replay a dead letter, sign out and be refused; axe-core finds no
 /// serious or critical accessibility violation in any page visited, and each
 /// page's screenshot is saved under the test's output folder.
@@ -347,6 +372,28 @@ async fn in_a_real_browser_a_person_finds_an_event_and_the_pages_are_accessible(
         )
         .await;
     let id = receipts[0]["id"].to_string();
+    let tampered = app
+        .ingest(&key, event("dr-house", "patient.record.update"))
+        .await[0]["id"]
+        .as_i64()
+        .unwrap();
+    let (status, _) = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/integrity/checkpoints",
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201);
+    app.database_without_triggers()
+        .await
+        .execute(
+            "UPDATE audit_log SET action = 'patient.record.delete' WHERE id = $1",
+            &[&tampered],
+        )
+        .await
+        .unwrap();
     let (status, _) = app
         .call(
             reqwest::Method::POST,
@@ -363,7 +410,7 @@ async fn in_a_real_browser_a_person_finds_an_event_and_the_pages_are_accessible(
         "/tests/common/console_browser.py"
     );
     let run = tokio::process::Command::new("python3")
-        .args([script, &app.address, &key, &id])
+        .args([script, &app.address, &key, &id, &tampered.to_string()])
         .arg(&out)
         .arg(&axe)
         .output();
@@ -381,7 +428,7 @@ async fn in_a_real_browser_a_person_finds_an_event_and_the_pages_are_accessible(
     for (step, outcome) in result["steps"].as_object().unwrap() {
         assert_eq!(outcome, true, "step {step}: {outcome}");
     }
-    assert_eq!(result["steps"].as_object().unwrap().len(), 7, "{result}");
+    assert_eq!(result["steps"].as_object().unwrap().len(), 8, "{result}");
     for (page, violations) in result["pages"].as_object().unwrap() {
         assert_eq!(violations, &serde_json::json!([]), "axe-core in {page}");
         assert!(

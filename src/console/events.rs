@@ -3,13 +3,17 @@
 //! row linking to the event's page (every field and its hash).
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use maud::{html, Markup};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use maud::{html, Markup, PreEscaped};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::layout;
 use super::session::{Refusal, Viewer};
 use crate::db::events::{self, StoredEvent};
-use crate::db::tenant;
+use crate::db::proofs::{self, ProveError};
+use crate::db::{signing_keys, tenant};
 use crate::events::{table, CLASSIFICATIONS, STATUSES};
 use crate::http::events::{event_filter, export_response, EventQuery, ExportFormat};
 use crate::http::AppState;
@@ -267,6 +271,7 @@ pub async fn show(
         Ok(None) => return not_found(&viewer),
         Err(_) => return super::refused(Refusal::Unavailable, Some(&viewer)),
     };
+    let proof = proof_data(&state, &organization_id, id).await;
     let body = html! {
         h1 { "Event " (event.id) }
         dl {
@@ -281,10 +286,55 @@ pub async fn show(
                 }
             }
         }
+        section aria-labelledby="proof" {
+            h2 #proof { "Inclusion proof" }
+            @match &proof {
+                Ok(data) => {
+                    p #proof-status role="status" { "Checking the proof in this browser…" }
+                    script #proof-data type="application/json" { (PreEscaped(data)) }
+                    script src="/console/assets/verify.js" {}
+                }
+                Err(why) => p { (why) },
+            }
+        }
         p { a href="/console/events" { "Back to the events" } }
     };
     let title = format!("Event {}", event.id);
     HttpResponse::Ok().body(layout::page(&title, Some(&viewer), body).into_string())
+}
+
+/// The event's inclusion proof against the latest checkpoint, with every
+/// published signing key, as the JSON `verify.js` reads from the page (`<`,
+/// `>` and `&` escaped, so that it cannot end its element); or why there is
+/// none to check.
+async fn proof_data(state: &AppState, organization_id: &str, id: i64) -> Result<String, String> {
+    let read = tenant::scoped(&state.pool, organization_id, async |tx| {
+        let proof = proofs::event_proof(tx, &state.archives, organization_id, id, None).await;
+        let keys = signing_keys::list(tx).await.map_err(ProveError::from)?;
+        Ok::<_, ProveError>((proof, keys))
+    })
+    .await;
+    let (proof, keys) = match read {
+        Ok((Ok(proof), keys)) => (proof, keys),
+        Ok((Err(ProveError::NoCheckpoint | ProveError::NewerThanCheckpoint { .. }), _)) => {
+            return Err(
+                "No signed checkpoint covers this event yet: its proof can be \
+                        checked once the next checkpoint is signed."
+                    .to_owned(),
+            )
+        }
+        Ok((Err(error), _)) => return Err(format!("No proof can be given: {error}.")),
+        Err(_) => return Err("The proof cannot be read just now.".to_owned()),
+    };
+    let keys: Vec<_> = keys
+        .iter()
+        .map(|key| json!({"key_id": key.key_id, "public_key": STANDARD.encode(&key.public_key)}))
+        .collect();
+    let data = json!({"proof": proof, "keys": keys}).to_string();
+    Ok(data
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026"))
 }
 
 fn not_found(viewer: &Viewer) -> HttpResponse {

@@ -1,5 +1,6 @@
 //! The web console at `/console`, served by the worker itself: pages
-//! rendered on the server (`maud`), no script. A person signs in with an API
+//! rendered on the server (`maud`); one script of its own, which checks an
+//! event's inclusion proof in the browser. A person signs in with an API
 //! key and gets a server-side session ([`session`]); every page honours the
 //! key's role exactly as the API does. Every answer forbids framing, inline
 //! script and style, and caching, and sends no referrer.
@@ -19,11 +20,13 @@ use actix_web::{web, HttpResponse, Scope};
 use session::{Refusal, Viewer};
 
 const STYLESHEET: &str = include_str!("../../assets/console.css");
+/// Checks an event's inclusion proof in the browser (WebCrypto).
+const VERIFY_SCRIPT: &str = include_str!("../../assets/verify.js");
 
 /// Content-Security-Policy of every console answer: this origin's
-/// stylesheet, nothing inline, no frame, forms only back here.
-const POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
-    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// stylesheet and script, nothing inline, no frame, forms only back here.
+const POLICY: &str = "default-src 'none'; style-src 'self'; script-src 'self'; \
+    img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The console's routes.
 pub fn scope() -> Scope<
@@ -82,6 +85,7 @@ pub fn scope() -> Scope<
         .route("/alerts", web::get().to(alerts::list))
         .route("/alerts/{id}/{step}", web::post().to(alerts::step))
         .route("/assets/console.css", web::get().to(stylesheet))
+        .route("/assets/verify.js", web::get().to(verify_script))
 }
 
 /// The console's front page: the events, for now.
@@ -93,6 +97,12 @@ async fn stylesheet() -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/css; charset=utf-8"))
         .body(STYLESHEET)
+}
+
+async fn verify_script() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/javascript; charset=utf-8"))
+        .body(VERIFY_SCRIPT)
 }
 
 /// The page a refusal shows: the sign-in form for no session, else a notice.

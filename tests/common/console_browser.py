@@ -2,8 +2,9 @@
 chromium-driver, through Selenium's WebDriver client) as a person would, runs
 axe-core in every page it visits and saves a screenshot of each.
 
-usage: console_browser.py <base url> <api key> <event id> <output folder> <axe.min.js>
-(the organization has one active alert and one dead letter)
+usage: console_browser.py <base url> <api key> <event id> <tampered event id> <output folder> <axe.min.js>
+(the organization has one active alert, one dead letter, and a checkpoint
+that covers both events; the second was altered in the database since)
 prints one JSON object: {"steps": {name: true|message}, "pages": {name: [violations]}}
 where a violation is {"id", "impact", "nodes"} of impact serious or critical.
 """
@@ -17,7 +18,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import WebDriverWait
 
-base, key, event_id, out, axe_path = sys.argv[1:6]
+base, key, event_id, tampered_id, out, axe_path = sys.argv[1:7]
 os.makedirs(out, exist_ok=True)
 axe = open(axe_path).read()
 
@@ -77,13 +78,26 @@ try:
 
     step("search_finds_the_event", search)
 
+    def proof_status():
+        status = driver.find_element(By.ID, "proof-status")
+        wait.until(lambda d: status.text.startswith(("verified", "failed")))
+        return status.text
+
     def open_event():
         driver.find_element(By.CSS_SELECTOR, f'a[href="/console/events/{event_id}"]').click()
         wait.until(lambda d: d.current_url.endswith(f"/console/events/{event_id}"))
-        return "hash" in driver.page_source
+        status = proof_status()
+        return status.startswith("verified") or status
 
-    step("open_the_event", open_event)
+    step("open_the_event_and_see_it_verified", open_event)
     audit("event")
+
+    def tampered_event():
+        driver.get(f"{base}/console/events/{tampered_id}")
+        status = proof_status()
+        return status.startswith("failed: the event does not hash") or status
+
+    step("see_a_tampered_event_fail", tampered_event)
 
     def acknowledge_an_alert():
         driver.get(f"{base}/console/alerts")
@@ -103,9 +117,10 @@ try:
         button = driver.find_element(By.XPATH, "//button[text()='Verify the whole trail now']")
         button.click()
         wait.until(staleness_of(button))
-        return "Verified" in driver.find_element(By.CSS_SELECTOR, "[role=status]").text
+        # The altered event is in the trail: the run must find it.
+        return "Failed" in driver.find_element(By.CSS_SELECTOR, "[role=status]").text
 
-    step("verify_the_trail", verify_the_trail)
+    step("verify_the_trail_and_find_the_alteration", verify_the_trail)
 
     def replay_a_dead_letter():
         driver.get(f"{base}/console/destinations")

@@ -59,7 +59,6 @@ pub mod cache;
 pub mod clock;
 pub mod commands;
 pub mod config;
-pub mod console;
 pub mod db;
 pub mod deliveries;
 pub mod error_tracking;

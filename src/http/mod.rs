@@ -8,6 +8,7 @@ pub mod api_error;
 pub mod api_keys;
 pub mod archives;
 pub mod auth;
+pub mod console;
 mod cursor;
 pub mod deliveries;
 pub mod destinations;
@@ -93,7 +94,7 @@ pub struct AppState {
     /// The live tails open, per API key (`GET /v1/events/stream`).
     pub tails: Arc<Tails>,
     /// Failed console sign-ins per client address.
-    pub failed_sign_ins: Arc<crate::console::sign_in::FailedSignIns>,
+    pub failed_sign_ins: Arc<console::sign_in::FailedSignIns>,
     /// `Strict-Transport-Security`, when serving HTTPS with `http.tls.hsts`.
     pub hsts: Option<HeaderValue>,
 }
@@ -129,7 +130,7 @@ pub fn app(
         .route("/readyz", get().to(health::readyz))
         .route("/metrics", get().to(health::metrics))
         .route("/openapi.json", get().to(openapi::openapi_json))
-        .service(crate::console::scope())
+        .service(console::scope())
         .service(
             web::scope("/v1")
                 .route("/events", web::post().to(events::ingest))

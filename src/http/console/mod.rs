@@ -19,9 +19,9 @@ use actix_web::{web, HttpResponse, Scope};
 
 use session::{Refusal, Viewer};
 
-const STYLESHEET: &str = include_str!("../../assets/console.css");
+const STYLESHEET: &str = include_str!("../../../assets/console.css");
 /// Checks an event's inclusion proof in the browser (WebCrypto).
-const VERIFY_SCRIPT: &str = include_str!("../../assets/verify.js");
+const VERIFY_SCRIPT: &str = include_str!("../../../assets/verify.js");
 
 /// Content-Security-Policy of every console answer: this origin's
 /// stylesheet and script, nothing inline, no frame, forms only back here.

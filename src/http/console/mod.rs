@@ -119,6 +119,11 @@ pub fn refused(refusal: Refusal, viewer: Option<&Viewer>) -> HttpResponse {
             "Form expired",
             "This form is not from your session: open the page again and resend it.",
         ),
+        Refusal::Busy => (
+            HttpResponse::TooManyRequests(),
+            "Too many requests",
+            "Your key has made too many requests just now: wait a moment.",
+        ),
         Refusal::Unavailable => (
             HttpResponse::ServiceUnavailable(),
             "Unavailable",

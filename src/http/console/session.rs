@@ -72,6 +72,8 @@ pub enum Refusal {
     Forbidden,
     /// A form without the session's CSRF token (403).
     Csrf,
+    /// The key has spent its rate budget (429).
+    Busy,
     Unavailable,
 }
 
@@ -103,7 +105,7 @@ impl Viewer {
             }
         };
         if state.auth.check_rate(&identity.key_id).is_err() {
-            return Err(Refusal::Unavailable);
+            return Err(Refusal::Busy);
         }
         Ok(Self {
             identity,

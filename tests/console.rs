@@ -715,3 +715,32 @@ async fn destinations_show_their_health_and_dead_letters_are_replayed() {
     let csrf = hidden_csrf(&page);
     assert_eq!(browser.post(&replay, &[("csrf", &csrf)]).await.0, 404);
 }
+
+/// A session ends `console.session_ttl` after its sign-in, however active.
+#[actix_web::test]
+async fn a_session_ends_at_its_absolute_expiry_even_when_active() {
+    let app = spawn_app_with(|config| {
+        config.console.session_ttl = std::time::Duration::from_secs(1);
+        config.console.idle_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let key = app.create_key("org-a", "org:admin").await;
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.sign_in(&key).await.0, 303);
+    assert_eq!(browser.get("/console/events").await.0, 200);
+    // Each request keeps it from idling out; the absolute end comes anyway.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, headers, _) = browser.get("/console/events").await;
+        if status == 303 {
+            assert_eq!(location(&headers), "/console/login");
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session outlived its absolute end"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -35,13 +35,10 @@ pub async fn list(
     state: web::Data<AppState>,
     search: web::Query<AlertSearch>,
 ) -> HttpResponse {
-    let viewer = match Viewer::of(&request, &state).await {
+    let viewer = match super::viewer_who_may(&request, &state, RESOURCE, "read").await {
         Ok(viewer) => viewer,
-        Err(refusal) => return super::refused(refusal, None),
+        Err(refused) => return refused,
     };
-    if !viewer.may(RESOURCE, "read") {
-        return super::refused(Refusal::Forbidden, Some(&viewer));
-    }
     // Open alerts unless another status is asked for; unknown values match all.
     let statuses = match search.status.as_str() {
         "" => vec![AlertStatus::Active, AlertStatus::Acknowledged],
@@ -172,13 +169,10 @@ pub async fn step(
     path: web::Path<(String, String)>,
     form: web::Form<StepForm>,
 ) -> HttpResponse {
-    let viewer = match Viewer::of(&request, &state).await {
+    let viewer = match super::form_viewer(&request, &state, form.csrf.as_deref()).await {
         Ok(viewer) => viewer,
-        Err(refusal) => return super::refused(refusal, None),
+        Err(refused) => return refused,
     };
-    if let Err(refusal) = viewer.check_csrf(form.csrf.as_deref()) {
-        return super::refused(refusal, Some(&viewer));
-    }
     let (id, step) = path.into_inner();
     let by = format!("api-key:{}", viewer.identity.key_id);
     let notes = form

@@ -33,13 +33,10 @@ struct Overview {
 
 /// `GET /console/destinations`.
 pub async fn show(request: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let viewer = match Viewer::of(&request, &state).await {
+    let viewer = match super::viewer_who_may(&request, &state, RESOURCE, "read").await {
         Ok(viewer) => viewer,
-        Err(refusal) => return super::refused(refusal, None),
+        Err(refused) => return refused,
     };
-    if !viewer.may(RESOURCE, "read") {
-        return super::refused(Refusal::Forbidden, Some(&viewer));
-    }
     let organization_id = viewer.identity.organization_id.clone();
     let read = tenant::scoped(&state.pool, &organization_id, async |tx| {
         let mut listed = Vec::new();
@@ -190,13 +187,10 @@ pub async fn toggle(
     path: web::Path<(i64, String)>,
     form: web::Form<ChangeForm>,
 ) -> HttpResponse {
-    let viewer = match Viewer::of(&request, &state).await {
+    let viewer = match super::form_viewer(&request, &state, form.csrf.as_deref()).await {
         Ok(viewer) => viewer,
-        Err(refusal) => return super::refused(refusal, None),
+        Err(refused) => return refused,
     };
-    if let Err(refusal) = viewer.check_csrf(form.csrf.as_deref()) {
-        return super::refused(refusal, Some(&viewer));
-    }
     let (id, step) = path.into_inner();
     let disabled = match step.as_str() {
         "enable" => false,
@@ -217,13 +211,10 @@ pub async fn replay(
     id: web::Path<String>,
     form: web::Form<ChangeForm>,
 ) -> HttpResponse {
-    let viewer = match Viewer::of(&request, &state).await {
+    let viewer = match super::form_viewer(&request, &state, form.csrf.as_deref()).await {
         Ok(viewer) => viewer,
-        Err(refusal) => return super::refused(refusal, None),
+        Err(refused) => return refused,
     };
-    if let Err(refusal) = viewer.check_csrf(form.csrf.as_deref()) {
-        return super::refused(refusal, Some(&viewer));
-    }
     let Ok(id) = Uuid::parse_str(&id) else {
         return after(&viewer, Err(ApiError::NotFound(format!("delivery {id}"))));
     };

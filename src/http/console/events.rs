@@ -88,13 +88,10 @@ pub async fn list(
     state: web::Data<AppState>,
     search: web::Query<Search>,
 ) -> HttpResponse {
-    let viewer = match Viewer::of(&request, &state).await {
+    let viewer = match super::viewer_who_may(&request, &state, RESOURCE, "read").await {
         Ok(viewer) => viewer,
-        Err(refusal) => return super::refused(refusal, None),
+        Err(refused) => return refused,
     };
-    if !viewer.may(RESOURCE, "read") {
-        return super::refused(Refusal::Forbidden, Some(&viewer));
-    }
     let search = search.into_inner();
     let filter = match event_filter(search.query(), &state) {
         Ok(filter) => filter,
@@ -220,13 +217,10 @@ pub async fn export(
     state: web::Data<AppState>,
     search: web::Query<Search>,
 ) -> HttpResponse {
-    let viewer = match Viewer::of(&request, &state).await {
+    let viewer = match super::viewer_who_may(&request, &state, RESOURCE, "export").await {
         Ok(viewer) => viewer,
-        Err(refusal) => return super::refused(refusal, None),
+        Err(refused) => return refused,
     };
-    if !viewer.may(RESOURCE, "export") {
-        return super::refused(Refusal::Forbidden, Some(&viewer));
-    }
     let Some(format) = ExportFormat::parse(search.format.as_deref()) else {
         return bad_search(&viewer, &search, "format: must be csv or ndjson");
     };
@@ -251,13 +245,10 @@ pub async fn show(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> HttpResponse {
-    let viewer = match Viewer::of(&request, &state).await {
+    let viewer = match super::viewer_who_may(&request, &state, RESOURCE, "read").await {
         Ok(viewer) => viewer,
-        Err(refusal) => return super::refused(refusal, None),
+        Err(refused) => return refused,
     };
-    if !viewer.may(RESOURCE, "read") {
-        return super::refused(Refusal::Forbidden, Some(&viewer));
-    }
     let Ok(id) = id.parse::<i64>() else {
         return not_found(&viewer);
     };

@@ -23,13 +23,10 @@ const SHOWN: i64 = 20;
 
 /// `GET /console/integrity`.
 pub async fn show(request: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let viewer = match Viewer::of(&request, &state).await {
+    let viewer = match super::viewer_who_may(&request, &state, RESOURCE, "read").await {
         Ok(viewer) => viewer,
-        Err(refusal) => return super::refused(refusal, None),
+        Err(refused) => return refused,
     };
-    if !viewer.may(RESOURCE, "read") {
-        return super::refused(Refusal::Forbidden, Some(&viewer));
-    }
     match page(&state, &viewer, None).await {
         Some(page) => HttpResponse::Ok().body(page.into_string()),
         None => super::refused(Refusal::Unavailable, Some(&viewer)),
@@ -48,13 +45,10 @@ pub async fn run(
     state: web::Data<AppState>,
     form: web::Form<VerifyForm>,
 ) -> HttpResponse {
-    let viewer = match Viewer::of(&request, &state).await {
+    let viewer = match super::form_viewer(&request, &state, form.csrf.as_deref()).await {
         Ok(viewer) => viewer,
-        Err(refusal) => return super::refused(refusal, None),
+        Err(refused) => return refused,
     };
-    if let Err(refusal) = viewer.check_csrf(form.csrf.as_deref()) {
-        return super::refused(refusal, Some(&viewer));
-    }
     if !viewer.may(RESOURCE, "verify") {
         return super::refused(Refusal::Forbidden, Some(&viewer));
     }
@@ -181,13 +175,10 @@ pub async fn download(
     state: web::Data<AppState>,
     seq: web::Path<String>,
 ) -> HttpResponse {
-    let viewer = match Viewer::of(&request, &state).await {
+    let viewer = match super::viewer_who_may(&request, &state, RESOURCE, "read").await {
         Ok(viewer) => viewer,
-        Err(refusal) => return super::refused(refusal, None),
+        Err(refused) => return refused,
     };
-    if !viewer.may(RESOURCE, "read") {
-        return super::refused(Refusal::Forbidden, Some(&viewer));
-    }
     let organization_id = viewer.identity.organization_id.clone();
     let found = match seq.parse::<i64>() {
         Ok(seq) => tenant::scoped(&state.pool, &organization_id, async |tx| {

@@ -15,8 +15,9 @@ pub mod sign_in;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::DefaultHeaders;
-use actix_web::{web, HttpResponse, Scope};
+use actix_web::{web, HttpRequest, HttpResponse, Scope};
 
+use crate::http::AppState;
 use session::{Refusal, Viewer};
 
 const STYLESHEET: &str = include_str!("../../../assets/console.css");
@@ -103,6 +104,40 @@ async fn verify_script() -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/javascript; charset=utf-8"))
         .body(VERIFY_SCRIPT)
+}
+
+/// The request's viewer if its role may `action` on `resource`; else the
+/// page that refuses it (the sign-in form without a session, else 403).
+pub async fn viewer_who_may(
+    request: &HttpRequest,
+    state: &web::Data<AppState>,
+    resource: &str,
+    action: &str,
+) -> Result<Viewer, HttpResponse> {
+    let viewer = Viewer::of(request, state)
+        .await
+        .map_err(|refusal| refused(refusal, None))?;
+    if viewer.may(resource, action) {
+        Ok(viewer)
+    } else {
+        Err(refused(Refusal::Forbidden, Some(&viewer)))
+    }
+}
+
+/// The viewer of a posted form: a live session, and the form carrying its
+/// CSRF token; else the page that refuses it.
+pub async fn form_viewer(
+    request: &HttpRequest,
+    state: &web::Data<AppState>,
+    csrf: Option<&str>,
+) -> Result<Viewer, HttpResponse> {
+    let viewer = Viewer::of(request, state)
+        .await
+        .map_err(|refusal| refused(refusal, None))?;
+    match viewer.check_csrf(csrf) {
+        Ok(()) => Ok(viewer),
+        Err(refusal) => Err(refused(refusal, Some(&viewer))),
+    }
 }
 
 /// The page a refusal shows: the sign-in form for no session, else a notice.

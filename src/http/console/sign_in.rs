@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::layout;
-use super::session::{self, Refusal, Viewer, CSRF_FIELD, SESSION_COOKIE, SIGN_IN_COOKIE};
+use super::session::{self, Refusal, CSRF_FIELD, SESSION_COOKIE, SIGN_IN_COOKIE};
 use crate::auth::keys;
 use crate::db::console_sessions::{self, ConsoleSession};
 use crate::events::recorded::{self, Record};
@@ -173,12 +173,8 @@ pub async fn sign_out(
     state: web::Data<AppState>,
     body: web::Form<SignOutForm>,
 ) -> HttpResponse {
-    let viewer = match Viewer::of(&request, &state).await {
-        Ok(viewer) => viewer,
-        Err(refusal) => return super::refused(refusal, None),
-    };
-    if let Err(refusal) = viewer.check_csrf(body.csrf.as_deref()) {
-        return super::refused(refusal, Some(&viewer));
+    if let Err(refused) = super::form_viewer(&request, &state, body.csrf.as_deref()).await {
+        return refused;
     }
     if let Some(token) = request.cookie(SESSION_COOKIE) {
         if let Ok(client) = state.pool.get().await {

@@ -130,7 +130,11 @@ pub fn app(
         .route("/readyz", get().to(health::readyz))
         .route("/metrics", get().to(health::metrics))
         .route("/openapi.json", get().to(openapi::openapi_json))
-        .service(console::scope())
+        .service(
+            web::scope("/console")
+                .wrap(console::headers())
+                .configure(console::routes),
+        )
         .service(
             web::scope("/v1")
                 .route("/events", web::post().to(events::ingest))

@@ -22,7 +22,7 @@ const RESOURCE: &str = "audit.events";
 const PAGE: i64 = 50;
 
 /// The search form's fields, as the URL carries them.
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct Search {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     from: String,
@@ -110,7 +110,7 @@ pub async fn list(
         .flatten()
         .map(|cursor| Search {
             cursor,
-            ..search_clone(&search)
+            ..search.clone()
         });
     let body = html! {
         h1 { "Events" }
@@ -119,14 +119,14 @@ pub async fn list(
         @if viewer.may(RESOURCE, "export") {
             p {
                 "Export this search: "
-                a href=(url("/console/events/export", &Search { cursor: String::new(), format: Some("csv".into()), ..search_clone(&search) })) download { "CSV" }
+                a href=(url("/console/events/export", &Search { cursor: String::new(), format: Some("csv".into()), ..search.clone() })) download { "CSV" }
                 " · "
-                a href=(url("/console/events/export", &Search { cursor: String::new(), format: Some("ndjson".into()), ..search_clone(&search) })) download { "NDJSON" }
+                a href=(url("/console/events/export", &Search { cursor: String::new(), format: Some("ndjson".into()), ..search.clone() })) download { "NDJSON" }
             }
         }
         nav.pager aria-label="Pages" {
             @if !search.cursor.is_empty() {
-                a href=(url("/console/events", &Search { cursor: String::new(), ..search_clone(&search) })) { "Newest" }
+                a href=(url("/console/events", &Search { cursor: String::new(), ..search.clone() })) { "Newest" }
             }
             @if let Some(older) = &older {
                 a href=(url("/console/events", older)) rel="next" { "Older" }
@@ -134,11 +134,6 @@ pub async fn list(
         }
     };
     HttpResponse::Ok().body(layout::page("Events", Some(&viewer), body).into_string())
-}
-
-fn search_clone(search: &Search) -> Search {
-    serde_json::from_value(serde_json::to_value(search).expect("a search serializes"))
-        .expect("a search reads back")
 }
 
 fn url(path: &str, search: &Search) -> String {

@@ -15,7 +15,7 @@ pub mod sign_in;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::DefaultHeaders;
-use actix_web::{web, HttpRequest, HttpResponse, Scope};
+use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::http::AppState;
 use session::{Refusal, Viewer};
@@ -29,17 +29,9 @@ const VERIFY_SCRIPT: &str = include_str!("../../../assets/verify.js");
 const POLICY: &str = "default-src 'none'; style-src 'self'; script-src 'self'; \
     img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// The console's routes.
-pub fn scope() -> Scope<
-    impl actix_web::dev::ServiceFactory<
-        actix_web::dev::ServiceRequest,
-        Config = (),
-        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
-        Error = actix_web::Error,
-        InitError = (),
-    >,
-> {
-    let headers = DefaultHeaders::new()
+/// The headers of every console answer (the module's comment says which).
+pub fn headers() -> DefaultHeaders {
+    DefaultHeaders::new()
         .add((
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(POLICY),
@@ -57,9 +49,12 @@ pub fn scope() -> Scope<
         .add((
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/html; charset=utf-8"),
-        ));
-    web::scope("/console")
-        .wrap(headers)
+        ))
+}
+
+/// The console's routes, under `/console`.
+pub fn routes(console: &mut web::ServiceConfig) {
+    console
         .route("", web::get().to(home))
         .route("/", web::get().to(home))
         .route("/login", web::get().to(sign_in::show))
@@ -86,7 +81,7 @@ pub fn scope() -> Scope<
         .route("/alerts", web::get().to(alerts::list))
         .route("/alerts/{id}/{step}", web::post().to(alerts::step))
         .route("/assets/console.css", web::get().to(stylesheet))
-        .route("/assets/verify.js", web::get().to(verify_script))
+        .route("/assets/verify.js", web::get().to(verify_script));
 }
 
 /// The console's front page: the events, for now.

@@ -252,6 +252,24 @@ pub async fn get_operation(
     Ok(row.as_ref().map(operation))
 }
 
+/// The organization's latest operations, newest first.
+pub async fn recent_operations(
+    client: &impl GenericClient,
+    organization_id: &str,
+    limit: i64,
+) -> Result<Vec<Operation>, DbError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {OPERATION_COLUMNS} FROM gdpr_operations WHERE organization_id = $1 \
+                 ORDER BY started_at DESC LIMIT $2"
+            ),
+            &[&organization_id, &limit],
+        )
+        .await?;
+    Ok(rows.iter().map(operation).collect())
+}
+
 /// Which identifier of the subject's events a batch replaces.
 #[derive(Debug, Clone, Copy)]
 pub enum Role {

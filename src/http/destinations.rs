@@ -444,8 +444,18 @@ pub async fn test(
     caller: Caller,
     id: Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(check_connection(&state, &caller, *id).await?))
+}
+
+/// What [`test`] answers, for the console too: whether the destination's
+/// host accepts a connection now, and how long it took.
+pub async fn check_connection(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+) -> Result<ConnectionTest, ApiError> {
     caller.require(RESOURCE, "update")?;
-    let destination = load(&state, &caller, *id).await?;
+    let destination = load(state, caller, id).await?;
     let checked =
         DestinationConfig::unsealed(&destination.kind, &destination.config, &state.secrets)
             .map_err(|error| {
@@ -481,11 +491,11 @@ pub async fn test(
             ),
         ),
     };
-    Ok(HttpResponse::Ok().json(ConnectionTest {
+    Ok(ConnectionTest {
         reachable,
         latency_ms: started.elapsed().as_millis() as u64,
         message,
-    }))
+    })
 }
 
 /// The destination's delivery health: totals, success rate, response time, breaker.

@@ -4,7 +4,7 @@
 //! handler, so the console takes exactly the API's checks and leaves the
 //! same record in the trail.
 
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, HttpRequest, HttpResponse};
 use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::json;
@@ -16,6 +16,7 @@ use crate::db::deliveries::{self, Delivery};
 use crate::db::destinations::{self, Destination, Health};
 use crate::db::{streams, tenant};
 use crate::http::auth::Caller;
+use crate::http::destinations::{check_connection, ConnectionTest};
 use crate::http::extract::{Json, Path};
 use crate::http::streams::{view, StreamSubscription};
 use crate::http::{api_error::ApiError, AppState};
@@ -33,10 +34,14 @@ struct Overview {
 
 /// `GET /console/destinations`.
 pub async fn show(request: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let viewer = match super::viewer_who_may(&request, &state, RESOURCE, "read").await {
-        Ok(viewer) => viewer,
-        Err(refused) => return refused,
-    };
+    match super::viewer_who_may(&request, &state, RESOURCE, "read").await {
+        Ok(viewer) => page(&state, &viewer, None).await,
+        Err(refused) => refused,
+    }
+}
+
+/// The page, with the outcome of a connection test on top when one ran.
+async fn page(state: &AppState, viewer: &Viewer, tested: Option<ConnectionTest>) -> HttpResponse {
     let organization_id = viewer.identity.organization_id.clone();
     let read = tenant::scoped(&state.pool, &organization_id, async |tx| {
         let mut listed = Vec::new();
@@ -58,17 +63,25 @@ pub async fn show(request: HttpRequest, state: web::Data<AppState>) -> HttpRespo
     })
     .await;
     let Ok(overview) = read else {
-        return super::refused(Refusal::Unavailable, Some(&viewer));
+        return super::refused(Refusal::Unavailable, Some(viewer));
     };
     let body = html! {
         h1 { "Destinations" }
-        (destinations_table(&viewer, &overview.destinations))
+        @if let Some(tested) = tested {
+            p.outcome role="status" {
+                strong class=(if tested.reachable { "status-success" } else { "status-failure" }) {
+                    (if tested.reachable { "Reachable" } else { "Unreachable" })
+                }
+                ": " (tested.message) " (" (tested.latency_ms) " ms)."
+            }
+        }
+        (destinations_table(viewer, &overview.destinations))
         h2 { "Dead letters" }
-        (dead_letters_table(&viewer, &overview.dead_letters))
+        (dead_letters_table(viewer, &overview.dead_letters))
         h2 { "Streams" }
         (streams_table(&overview.streams))
     };
-    HttpResponse::Ok().body(layout::page("Destinations", Some(&viewer), body).into_string())
+    HttpResponse::Ok().body(layout::page("Destinations", Some(viewer), body).into_string())
 }
 
 fn percent(rate: Option<f64>) -> String {
@@ -100,6 +113,10 @@ fn destinations_table(viewer: &Viewer, listed: &[(Destination, Option<Health>)])
                                 form method="post" action=(format!("/console/destinations/{}/{step}", destination.id)) {
                                     input type="hidden" name=(CSRF_FIELD) value=(viewer.csrf_token);
                                     button type="submit" { (if destination.disabled { "Enable" } else { "Disable" }) }
+                                }
+                                form method="post" action=(format!("/console/destinations/{}/test", destination.id)) {
+                                    input type="hidden" name=(CSRF_FIELD) value=(viewer.csrf_token);
+                                    button type="submit" { "Test" }
                                 }
                             }
                         }
@@ -169,19 +186,13 @@ pub struct ChangeForm {
 fn after(viewer: &Viewer, done: Result<HttpResponse, ApiError>) -> HttpResponse {
     match done {
         Ok(_) => session::see_other("/console/destinations"),
-        Err(ApiError::Forbidden(_)) => super::refused(Refusal::Forbidden, Some(viewer)),
-        Err(error) => {
-            let status = error.status_code();
-            let message = error.to_string();
-            let title = status.canonical_reason().unwrap_or("Refused");
-            HttpResponse::build(status)
-                .body(layout::notice(title, Some(viewer), &message).into_string())
-        }
+        Err(error) => super::api_refused(viewer, error),
     }
 }
 
-/// `POST /console/destinations/{id}/{enable|disable}`.
-pub async fn toggle(
+/// `POST /console/destinations/{id}/{enable|disable|test}`: a change of
+/// state, or a connection test whose outcome the page shows.
+pub async fn step(
     request: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<(i64, String)>,
@@ -195,6 +206,13 @@ pub async fn toggle(
     let disabled = match step.as_str() {
         "enable" => false,
         "disable" => true,
+        "test" => {
+            let caller = Caller(viewer.identity.clone());
+            return match check_connection(&state, &caller, id).await {
+                Ok(tested) => page(&state, &viewer, Some(tested)).await,
+                Err(refused) => after(&viewer, Err(refused)),
+            };
+        }
         _ => return after(&viewer, Err(ApiError::NotFound(format!("/{step}")))),
     };
     let change = serde_json::from_value(json!({"disabled": disabled}))

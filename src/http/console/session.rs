@@ -15,6 +15,7 @@ use subtle::ConstantTimeEq;
 
 use crate::auth::Identity;
 use crate::db::console_sessions;
+use crate::http::auth::Caller;
 use crate::http::AppState;
 
 /// The session's cookie.
@@ -62,6 +63,8 @@ pub fn removal(request: &HttpRequest, name: &'static str) -> Cookie<'static> {
 pub struct Viewer {
     pub identity: Identity,
     pub csrf_token: String,
+    /// May read the operators' pages (the API's `/v1/admin` rule).
+    pub operator: bool,
 }
 
 /// Why a page cannot be shown to the request.
@@ -107,9 +110,13 @@ impl Viewer {
         if state.auth.check_rate(&identity.key_id).is_err() {
             return Err(Refusal::Busy);
         }
+        let operator = Caller(identity.clone())
+            .require_operator(&state.config.operations.organization, "read")
+            .is_ok();
         Ok(Self {
             identity,
             csrf_token: session.csrf_token,
+            operator,
         })
     }
 

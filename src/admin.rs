@@ -234,6 +234,7 @@ pub async fn verify(
         from,
         to,
         checkpoint,
+        progress: None,
     };
     let store = archive_store(config).await;
     let report = verify::verify(&pool, &keys, &store, &scope).await?;

@@ -97,6 +97,7 @@ use crate::actors::error_log::ErrorLogActor;
 use crate::actors::gdpr::GdprActor;
 use crate::actors::health::HealthActor;
 use crate::actors::heartbeat::HeartbeatActor;
+use crate::actors::histogram::HistogramActor;
 use crate::actors::ingest::IngestActor;
 use crate::actors::key_use::KeyUseActor;
 use crate::actors::maintenance::MaintenanceActor;
@@ -441,6 +442,7 @@ fn start_actors(
     });
     let gdpr = supervisor.supervise("gdpr", move || GdprActor::new(gdpr.clone()));
     supervise(supervisor, "checkpoint", shared, CheckpointActor::new);
+    supervise(supervisor, "histogram", shared, HistogramActor::new);
     let health = supervise(supervisor, "health", shared, HealthActor::new);
     let queue = supervise(supervisor, "queue", shared, move |shared| {
         QueueActor::new(shared, secrets.clone(), egress.clone(), health.clone())

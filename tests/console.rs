@@ -409,10 +409,14 @@ async fn in_a_real_browser_a_person_finds_an_event_and_the_pages_are_accessible(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/common/console_browser.py"
     );
+    let operator = app
+        .create_key(&app.config.operations.organization, "org:admin")
+        .await;
     let run = tokio::process::Command::new("python3")
         .args([script, &app.address, &key, &id, &tampered.to_string()])
         .arg(&out)
         .arg(&axe)
+        .arg(&operator)
         .output();
     let output = tokio::time::timeout(std::time::Duration::from_secs(120), run)
         .await
@@ -428,7 +432,7 @@ async fn in_a_real_browser_a_person_finds_an_event_and_the_pages_are_accessible(
     for (step, outcome) in result["steps"].as_object().unwrap() {
         assert_eq!(outcome, true, "step {step}: {outcome}");
     }
-    assert_eq!(result["steps"].as_object().unwrap().len(), 8, "{result}");
+    assert_eq!(result["steps"].as_object().unwrap().len(), 10, "{result}");
     for (page, violations) in result["pages"].as_object().unwrap() {
         assert_eq!(violations, &serde_json::json!([]), "axe-core in {page}");
         assert!(
@@ -436,7 +440,7 @@ async fn in_a_real_browser_a_person_finds_an_event_and_the_pages_are_accessible(
             "{page}'s screenshot"
         );
     }
-    assert_eq!(result["pages"].as_object().unwrap().len(), 6, "{result}");
+    assert_eq!(result["pages"].as_object().unwrap().len(), 9, "{result}");
 }
 
 #[actix_web::test]
@@ -474,6 +478,13 @@ async fn alerts_are_acknowledged_resolved_and_dismissed_as_the_role_allows() {
     let (status, _, page) = browser.get("/console/alerts").await;
     assert_eq!(status, 200);
     assert!(page.contains("Unusual export volume") && page.contains(">Acknowledge<"));
+    // The statistics, drawn: three HIGH alerts, all raised today.
+    assert!(
+        page.contains(r#"aria-label="Alerts by severity, 3 in all""#)
+            && page.contains("<title>HIGH: 3</title>")
+            && page.contains(": 3 alerts</title>"),
+        "{page}"
+    );
     assert!(
         !page.contains(">Resolve<") && !page.contains(">Dismiss<"),
         "{page}"
@@ -538,6 +549,32 @@ async fn alerts_are_acknowledged_resolved_and_dismissed_as_the_role_allows() {
     assert_eq!(browser.post(&theirs, &[("csrf", &csrf)]).await.0, 404);
 }
 
+/// Waits until the organization has `runs` verification runs recorded and
+/// none in progress.
+async fn wait_for_runs(app: &TestApp, organization_id: &str, runs: i64) {
+    common::wait_until(
+        std::time::Duration::from_secs(30),
+        "the verification run to be recorded",
+        || async {
+            let recorded = app
+                .count(
+                    "SELECT count(*) FROM audit_integrity_log WHERE organization_id = $1 \
+                       AND audit_log_id IS NULL",
+                    &[&organization_id],
+                )
+                .await;
+            let running = app
+                .count(
+                    "SELECT count(*) FROM verification_progress WHERE organization_id = $1",
+                    &[&organization_id],
+                )
+                .await;
+            (recorded == runs && running == 0).then_some(())
+        },
+    )
+    .await;
+}
+
 #[actix_web::test]
 async fn the_integrity_page_verifies_the_trail_and_offers_its_checkpoints() {
     let app = spawn_app().await;
@@ -587,14 +624,23 @@ async fn the_integrity_page_verifies_the_trail_and_offers_its_checkpoints() {
     let file: serde_json::Value = serde_json::from_str(&file).unwrap();
     assert_eq!(file, checkpoint["checkpoint"]);
 
-    // A run: verified, then in the history; a tampered event fails the next.
+    // A run, in the background: verified, in the history; a tampered event
+    // fails the next.
     let csrf = hidden_csrf(&page);
     assert_eq!(browser.post("/console/integrity/verify", &[]).await.0, 403);
-    let (status, _, page) = browser
+    let (status, headers, _) = browser
         .post("/console/integrity/verify", &[("csrf", &csrf)])
         .await;
-    assert_eq!(status, 200);
-    assert!(page.contains(">Verified<"), "{page}");
+    assert_eq!(
+        (status, location(&headers)),
+        (StatusCode::SEE_OTHER, "/console/integrity")
+    );
+    wait_for_runs(&app, "org-a", 1).await;
+    let (_, _, page) = browser.get("/console/integrity").await;
+    assert!(
+        page.contains(">verified<") && !page.contains("Verification running"),
+        "{page}"
+    );
     app.database_without_triggers()
         .await
         .execute(
@@ -603,15 +649,54 @@ async fn the_integrity_page_verifies_the_trail_and_offers_its_checkpoints() {
         )
         .await
         .unwrap();
-    let (_, _, page) = browser
+    browser
         .post("/console/integrity/verify", &[("csrf", &csrf)])
         .await;
-    assert!(page.contains(">Failed<"), "{page}");
+    wait_for_runs(&app, "org-a", 2).await;
     let (_, _, page) = browser.get("/console/integrity").await;
     assert!(
         page.contains(">verified<") && page.contains(">failed<"),
         "{page}"
     );
+
+    // A run another worker is making: its progress, followed by reloading,
+    // and no second run beside it; once it stalls, a new run may start.
+    let database = app.database().await;
+    database
+        .execute(
+            "INSERT INTO verification_progress (organization_id, started_by, events_total, events_checked) \
+             VALUES ('org-a', 'api-key:elsewhere', 1000, 250)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (_, _, page) = browser.get("/console/integrity").await;
+    assert!(
+        page.contains("Verification running")
+            && page.contains("250 of 1000 events checked")
+            && page.contains(r#"<meta http-equiv="refresh" content="2">"#)
+            && !page.contains("action=\"/console/integrity/verify\""),
+        "{page}"
+    );
+    browser
+        .post("/console/integrity/verify", &[("csrf", &csrf)])
+        .await;
+    let started_by =
+        "SELECT count(*) FROM verification_progress WHERE started_by = 'api-key:elsewhere'";
+    assert_eq!(app.count(started_by, &[]).await, 1, "the running one stays");
+    database
+        .execute(
+            "UPDATE verification_progress SET updated_at = now() - interval '1 minute'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (_, _, page) = browser.get("/console/integrity").await;
+    assert!(!page.contains("Verification running") && page.contains("/console/integrity/verify"));
+    browser
+        .post("/console/integrity/verify", &[("csrf", &csrf)])
+        .await;
+    wait_for_runs(&app, "org-a", 3).await;
 
     // A member reads the page but may not run a verification.
     let member = app.create_key("org-a", "org:member").await;
@@ -654,6 +739,32 @@ async fn destinations_show_their_health_and_dead_letters_are_replayed() {
     assert_eq!(
         (status, location(&headers)),
         (StatusCode::SEE_OTHER, "/console/destinations")
+    );
+    // A connection test: nothing listens on the dead letter's port; a
+    // listener's port accepts.
+    let test = format!("/console/destinations/{destination}/test");
+    assert_eq!(browser.post(&test, &[]).await.0, 403, "no CSRF token");
+    let (status, _, page) = browser.post(&test, &[("csrf", &csrf)]).await;
+    assert_eq!(status, 200);
+    assert!(page.contains(">Unreachable<"), "{page}");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listening = app
+        .create_destination(
+            &admin,
+            serde_json::json!({"type": "webhook", "label": "siem-up",
+                "config": {"url": format!("http://{}/hook", listener.local_addr().unwrap())}}),
+        )
+        .await;
+    let (status, _, page) = browser
+        .post(
+            &format!("/console/destinations/{listening}/test"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(">Reachable<") && page.contains("accepts connections"),
+        "{page}"
     );
     let disable = format!("/console/destinations/{destination}/disable");
     assert_eq!(browser.post(&disable, &[("csrf", &csrf)]).await.0, 303);
@@ -702,6 +813,7 @@ async fn destinations_show_their_health_and_dead_letters_are_replayed() {
     let csrf = hidden_csrf(&page);
     let enable = format!("/console/destinations/{destination}/enable");
     assert_eq!(browser.post(&enable, &[("csrf", &csrf)]).await.0, 403);
+    assert_eq!(browser.post(&test, &[("csrf", &csrf)]).await.0, 403);
     // A member may not read deliveries at all; another organization finds none.
     let member = app.create_key("org-a", "org:member").await;
     let mut browser = Browser::new(&app);
@@ -743,4 +855,291 @@ async fn a_session_ends_at_its_absolute_expiry_even_when_active() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// The `aria-label` of the events page's histogram: what it counts.
+fn histogram_label(page: &str) -> &str {
+    let figure = page
+        .find("<figure class=\"histogram\">")
+        .expect("a histogram");
+    let at = figure + page[figure..].find("aria-label=\"").unwrap() + 12;
+    page[at..].split('"').next().unwrap()
+}
+
+/// The organization's events by status, as the histogram's label says them.
+async fn counted_by_status(
+    app: &TestApp,
+    organization_id: &str,
+    principal: Option<&str>,
+) -> String {
+    let rows = app
+        .database()
+        .await
+        .query(
+            "SELECT s.status, (SELECT count(*) FROM audit_log e WHERE e.organization_id = $1 \
+               AND e.status = s.status AND ($2::text IS NULL OR e.principal_id = $2)) \
+             FROM unnest(ARRAY['attempt', 'success', 'failure']) AS s(status)",
+            &[&organization_id, &principal],
+        )
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|row| format!("{} {}", row.get::<_, i64>(1), row.get::<_, String>(0)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Waits until the HistogramActor has counted every link of the organization.
+async fn wait_for_the_counts(app: &TestApp, organization_id: &str) {
+    let database = app.database().await;
+    common::wait_until(
+        std::time::Duration::from_secs(20),
+        "the histogram's counts to reach the chain's head",
+        || async {
+            let behind = database
+                .query_one(
+                    "SELECT h.seq - coalesce((SELECT through_seq FROM event_histogram_progress p \
+                       WHERE p.organization_id = h.organization_id), 0) \
+                     FROM audit_chain_head h WHERE h.organization_id = $1",
+                    &[&organization_id],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0);
+            (behind == 0).then_some(())
+        },
+    )
+    .await;
+}
+
+/// The histogram counts exactly the organization's events by status: from
+/// the links not counted yet, from the hourly counts once the HistogramActor
+/// has them, after a deletion (GDPR erasure) of counted events, and for a
+/// filter the counts do not keep (from the events themselves).
+#[actix_web::test]
+async fn the_events_histogram_counts_every_event_by_status() {
+    let app = spawn_app().await;
+    let admin = app.create_key("org-a", "org:admin").await;
+    let other = app.create_key("org-b", "org:admin").await;
+    app.ingest(&other, vec![serde_json::Value::from(event("x", "y")); 3])
+        .await;
+    let mut mine = Vec::new();
+    for (principal, status) in [
+        ("dr-house", "success"),
+        ("dr-house", "failure"),
+        ("dr-house", "failure"),
+        ("dr-cuddy", "success"),
+        ("dr-cuddy", "attempt"),
+    ] {
+        mine.push(serde_json::Value::from(
+            event(principal, "patient.record.read").status(status),
+        ));
+    }
+    app.ingest(&admin, mine).await;
+
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.sign_in(&admin).await.0, 303);
+    let (status, _, page) = browser.get("/console/events").await;
+    assert_eq!(status, 200);
+    let label = histogram_label(&page).to_owned();
+    assert!(
+        label.starts_with("Events per hour (UTC) by status"),
+        "{label}"
+    );
+    assert!(
+        label.ends_with(&counted_by_status(&app, "org-a", None).await),
+        "{label}"
+    );
+
+    wait_for_the_counts(&app, "org-a").await;
+    let (_, _, page) = browser.get("/console/events").await;
+    let all = counted_by_status(&app, "org-a", None).await;
+    assert!(histogram_label(&page).ends_with(&all), "{page}");
+    assert!(all.contains("2 failure"), "{all}");
+    // By status, the counts answer too.
+    let (_, _, page) = browser.get("/console/events?status=failure").await;
+    assert!(
+        histogram_label(&page).ends_with("0 attempt, 0 success, 2 failure"),
+        "{page}"
+    );
+    // A filter they do not keep: counted from the events.
+    let (_, _, page) = browser.get("/console/events?principal_id=dr-house").await;
+    assert!(
+        histogram_label(&page).ends_with("0 attempt, 1 success, 2 failure"),
+        "{page}"
+    );
+
+    // dr-house's events, counted, are erased: the counts lose them.
+    let (status, erased) = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/gdpr/erase",
+            Some(&admin),
+            Some(serde_json::json!({"principal_id": "dr-house", "preserve_compliance": false})),
+        )
+        .await;
+    assert_eq!(status, 200, "{erased}");
+    assert_eq!(erased["records_deleted"], 3, "{erased}");
+    let (_, _, page) = browser.get("/console/events").await;
+    let left = counted_by_status(&app, "org-a", None).await;
+    assert!(histogram_label(&page).ends_with(&left), "{left}: {page}");
+    wait_for_the_counts(&app, "org-a").await;
+    let (_, _, page) = browser.get("/console/events").await;
+    assert!(histogram_label(&page).ends_with(&left), "{left}: {page}");
+    assert!(left.ends_with(", 0 failure"), "{left}");
+    // The other organization's events are its own.
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.sign_in(&other).await.0, 303);
+    let (_, _, page) = browser.get("/console/events").await;
+    assert!(
+        histogram_label(&page).ends_with(&counted_by_status(&app, "org-b", None).await),
+        "{page}"
+    );
+}
+
+/// GDPR requests with their state and an export to download; report
+/// schedules with their runs and outputs; each as the role allows.
+#[actix_web::test]
+async fn gdpr_requests_and_report_runs_are_listed_with_their_files() {
+    let app = spawn_app().await;
+    let admin = app.create_key("org-a", "org:admin").await;
+    app.ingest(&admin, event("dr-house", "patient.record.read"))
+        .await;
+
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.sign_in(&admin).await.0, 303);
+    let (status, _, page) = browser.get("/console/gdpr").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("No request yet"), "{page}");
+    let csrf = hidden_csrf(&page);
+    let export = [("principal_id", "dr-house"), ("format", "csv")];
+    assert_eq!(browser.post("/console/gdpr/export", &export).await.0, 403);
+    let with_token = [export[0], export[1], ("csrf", csrf.as_str())];
+    let (status, headers, file) = browser.post("/console/gdpr/export", &with_token).await;
+    assert_eq!(status, 200, "{file}");
+    assert!(headers["content-disposition"]
+        .to_str()
+        .unwrap()
+        .starts_with("attachment"));
+    assert!(file.contains("dr-house") && file.contains("patient.record.read"));
+    let (_, _, page) = browser.get("/console/gdpr").await;
+    assert!(
+        page.contains(">export<") && page.contains(">completed<") && page.contains("SHA-256"),
+        "{page}"
+    );
+    let blank = [
+        ("principal_id", " "),
+        ("format", "csv"),
+        ("csrf", csrf.as_str()),
+    ];
+    let (status, _, page) = browser.post("/console/gdpr/export", &blank).await;
+    assert_eq!(status, 400);
+    assert!(page.contains("principal_id"), "{page}");
+
+    // A report, run now: its run and output on the page.
+    let now = chrono::Utc::now();
+    let (status, report) = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/reports",
+            Some(&admin),
+            Some(
+                serde_json::json!({"name": "PHI access", "report_type": "access_summary",
+                "format": "csv", "schedule": {"cron": "0 0 1 1 *", "timezone": "UTC"},
+                "criteria": {"time_range": {"from": now - chrono::TimeDelta::hours(1),
+                                            "to": now + chrono::TimeDelta::hours(1)}}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{report}");
+    let report = report["id"].as_str().unwrap().to_owned();
+    let run_path = format!("/v1/reports/{report}/run");
+    let (status, queued) = app
+        .call(reqwest::Method::POST, &run_path, Some(&admin), None)
+        .await;
+    assert_eq!(status, 202, "{queued}");
+    let run = queued["id"].as_str().unwrap().to_owned();
+    let run_state = format!("/v1/reports/{report}/executions/{run}");
+    let done = common::wait_until(
+        std::time::Duration::from_secs(30),
+        "the report's run to complete",
+        || async {
+            let (_, state) = app
+                .call(reqwest::Method::GET, &run_state, Some(&admin), None)
+                .await;
+            (state["status"] == "completed").then_some(state)
+        },
+    )
+    .await;
+    let (status, _, page) = browser.get("/console/reports").await;
+    assert_eq!(status, 200);
+    let output = format!("/console/reports/{report}/runs/{run}/output");
+    assert!(
+        page.contains("PHI access") && page.contains(">completed<") && page.contains(&output),
+        "{page}"
+    );
+    let response = browser
+        .client
+        .get(format!("{}{output}", app.address))
+        .header(COOKIE, browser.cookie_header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["x-content-sha256"].to_str().unwrap(),
+        done["output_sha256"].as_str().unwrap()
+    );
+
+    // A member reads the reports without their files, and no GDPR request.
+    let member = app.create_key("org-a", "org:member").await;
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.sign_in(&member).await.0, 303);
+    let (_, _, page) = browser.get("/console/reports").await;
+    assert!(
+        page.contains("PHI access") && !page.contains(&output),
+        "{page}"
+    );
+    assert!(!page.contains("/console/gdpr"));
+    assert_eq!(browser.get(&output).await.0, 403);
+    assert_eq!(browser.get("/console/gdpr").await.0, 403);
+    // Another organization has neither.
+    let other = app.create_key("org-b", "org:admin").await;
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.sign_in(&other).await.0, 303);
+    let (_, _, page) = browser.get("/console/reports").await;
+    assert!(!page.contains("PHI access"));
+    assert_eq!(browser.get(&output).await.0, 404);
+    let (_, _, page) = browser.get("/console/gdpr").await;
+    assert!(page.contains("No request yet"), "{page}");
+}
+
+/// The operators' page, for the operators' organization only.
+#[actix_web::test]
+async fn only_operators_see_the_operators_page() {
+    let app = spawn_app().await;
+    let operator = app
+        .create_key(&app.config.operations.organization, "org:admin")
+        .await;
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.sign_in(&operator).await.0, 303);
+    let (_, _, page) = browser.get("/console/events").await;
+    assert!(page.contains("href=\"/console/operators\""), "{page}");
+    let (status, _, page) = browser.get("/console/operators").await;
+    assert_eq!(status, 200);
+    for section in [
+        "Slow statements",
+        "Largest tables",
+        "Internal errors",
+        "audit_log",
+    ] {
+        assert!(page.contains(section), "{section}: {page}");
+    }
+
+    let tenant = app.create_key("org-a", "org:admin").await;
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.sign_in(&tenant).await.0, 303);
+    let (_, _, page) = browser.get("/console/events").await;
+    assert!(!page.contains("/console/operators"), "{page}");
+    assert_eq!(browser.get("/console/operators").await.0, 403);
 }

@@ -10,6 +10,7 @@ pub mod error_log;
 pub mod gdpr;
 pub mod health;
 pub mod heartbeat;
+pub mod histogram;
 pub mod ingest;
 pub mod key_use;
 pub mod maintenance;

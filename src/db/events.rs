@@ -818,6 +818,19 @@ pub fn action_condition(action: Option<&str>) -> (Option<&str>, Option<String>) 
     }
 }
 
+/// The conditions of an [`EventFilter`] but its cursor, on parameters $1
+/// (the organization) to $11, in the order [`list`] passes them.
+pub const FILTERED_EVENTS: &str =
+    "organization_id = $1 AND \"timestamp\" >= $2 AND \"timestamp\" < $3 \
+     AND ($4::text IS NULL OR action = $4) \
+     AND ($5::text IS NULL OR action LIKE $5) \
+     AND ($6::text IS NULL OR principal_id = $6) \
+     AND ($7::text IS NULL OR target_resource_type = $7) \
+     AND ($8::text IS NULL OR target_resource_id = $8) \
+     AND ($9::text IS NULL OR status = $9) \
+     AND ($10::text IS NULL OR correlation_id = $10) \
+     AND ($11::text IS NULL OR data_classification = $11)";
+
 /// A page of events, newest first: `(timestamp, id)` descending, strictly after
 /// the cursor, so paging never repeats or skips an event that existed when the
 /// listing began.
@@ -831,16 +844,7 @@ pub async fn list(
     let rows = client
         .query(
             &format!(
-                "SELECT {EVENT_COLUMNS} FROM audit_log \
-                 WHERE organization_id = $1 AND \"timestamp\" >= $2 AND \"timestamp\" < $3 \
-                   AND ($4::text IS NULL OR action = $4) \
-                   AND ($5::text IS NULL OR action LIKE $5) \
-                   AND ($6::text IS NULL OR principal_id = $6) \
-                   AND ($7::text IS NULL OR target_resource_type = $7) \
-                   AND ($8::text IS NULL OR target_resource_id = $8) \
-                   AND ($9::text IS NULL OR status = $9) \
-                   AND ($10::text IS NULL OR correlation_id = $10) \
-                   AND ($11::text IS NULL OR data_classification = $11) \
+                "SELECT {EVENT_COLUMNS} FROM audit_log WHERE {FILTERED_EVENTS} \
                    AND ($12::timestamptz IS NULL OR (\"timestamp\", id) < ($12, $13)) \
                  ORDER BY \"timestamp\" DESC, id DESC LIMIT $14"
             ),

@@ -17,6 +17,7 @@ pub mod error_log;
 pub mod events;
 pub mod gdpr;
 pub mod health;
+pub mod histogram;
 pub mod legal_holds;
 pub mod locks;
 pub mod maintenance_runs;

@@ -362,6 +362,94 @@ pub async fn recent_runs(
         .collect())
 }
 
+/// A run the console started, as far as it got (migration V27).
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub started_at: DateTime<Utc>,
+    pub started_by: String,
+    pub events_total: i64,
+    pub events_checked: i64,
+}
+
+/// A run whose progress was not updated for this long has stopped with its
+/// worker (a running one updates it twice a second).
+const STALLED_AFTER: &str = "30 seconds";
+
+/// Registers a run of the organization's whole trail, unless one is running:
+/// `false` then.
+pub async fn start_progress(
+    client: &impl GenericClient,
+    organization_id: &str,
+    started_by: &str,
+) -> Result<bool, DbError> {
+    let started = client
+        .query_opt(
+            &format!(
+                "INSERT INTO verification_progress (organization_id, started_by, events_total) \
+                 SELECT $1::text, $2::text, coalesce((SELECT event_total FROM audit_chain_head \
+                                                      WHERE organization_id = $1::text), 0) \
+                 ON CONFLICT (organization_id) DO UPDATE \
+                   SET started_at = now(), started_by = excluded.started_by, \
+                       events_total = excluded.events_total, events_checked = 0, updated_at = now() \
+                   WHERE verification_progress.updated_at < now() - interval '{STALLED_AFTER}' \
+                 RETURNING organization_id"
+            ),
+            &[&organization_id, &started_by],
+        )
+        .await?;
+    Ok(started.is_some())
+}
+
+pub async fn update_progress(
+    client: &impl GenericClient,
+    organization_id: &str,
+    events_checked: i64,
+) -> Result<(), DbError> {
+    client
+        .execute(
+            "UPDATE verification_progress SET events_checked = $2, updated_at = now() \
+             WHERE organization_id = $1",
+            &[&organization_id, &events_checked],
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn finish_progress(
+    client: &impl GenericClient,
+    organization_id: &str,
+) -> Result<(), DbError> {
+    client
+        .execute(
+            "DELETE FROM verification_progress WHERE organization_id = $1",
+            &[&organization_id],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The organization's run in progress, if one is.
+pub async fn progress(
+    client: &impl GenericClient,
+    organization_id: &str,
+) -> Result<Option<Progress>, DbError> {
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT started_at, started_by, events_total, events_checked FROM verification_progress \
+                 WHERE organization_id = $1 AND updated_at >= now() - interval '{STALLED_AFTER}'"
+            ),
+            &[&organization_id],
+        )
+        .await?;
+    Ok(row.map(|row| Progress {
+        started_at: row.get(0),
+        started_by: row.get(1),
+        events_total: row.get(2),
+        events_checked: row.get(3),
+    }))
+}
+
 /// Records a verification run in `audit_integrity_log`.
 pub async fn record_run(
     client: &impl GenericClient,

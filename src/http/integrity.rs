@@ -64,6 +64,7 @@ pub async fn verify(
         from: request.from,
         to: request.to,
         checkpoint: request.checkpoint.as_ref(),
+        progress: None,
     };
     let report = verify::verify(&state.pool, &state.keys, &state.archives, &scope)
         .await

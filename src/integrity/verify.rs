@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -120,6 +121,8 @@ pub struct Scope<'a> {
     /// Events before this time; `None` to the end.
     pub to: Option<DateTime<Utc>>,
     pub checkpoint: Option<&'a SignedCheckpoint>,
+    /// Counts the events checked so far, for whoever shows the progress.
+    pub progress: Option<&'a AtomicU64>,
 }
 
 #[derive(Default)]
@@ -357,6 +360,11 @@ impl EventCounts {
         self.deleted_by_retention += other.deleted_by_retention;
         self.erased_by_gdpr += other.erased_by_gdpr;
     }
+
+    /// Every event of the links looked at, checked or removed.
+    fn all(&self) -> u64 {
+        self.checked + self.deleted_by_retention + self.erased_by_gdpr
+    }
 }
 
 /// A window of the chain: the links of the range with ids in
@@ -459,6 +467,9 @@ async fn check_events(
         if running.len() >= MAX_WINDOWS_IN_FLIGHT {
             let done = running.pop_front().expect("a running window");
             merge_window(done, findings, &mut counts).await;
+            if let Some(progress) = scope.progress {
+                progress.store(counts.all(), Ordering::Relaxed);
+            }
         }
     }
     for done in running {

@@ -332,6 +332,7 @@ impl Reports {
             from: Some(from),
             to: Some(to),
             checkpoint: None,
+            progress: None,
         };
         let verification = verify::verify(&self.pool, &self.keys, &self.archives, &scope).await?;
         let client = self.pool.get().await?;

@@ -2,9 +2,10 @@
 chromium-driver, through Selenium's WebDriver client) as a person would, runs
 axe-core in every page it visits and saves a screenshot of each.
 
-usage: console_browser.py <base url> <api key> <event id> <tampered event id> <output folder> <axe.min.js>
+usage: console_browser.py <base url> <api key> <event id> <tampered event id> <output folder> <axe.min.js> <operator key>
 (the organization has one active alert, one dead letter, and a checkpoint
-that covers both events; the second was altered in the database since)
+that covers both events; the second was altered in the database since; the
+operator key is of the operators' organization)
 prints one JSON object: {"steps": {name: true|message}, "pages": {name: [violations]}}
 where a violation is {"id", "impact", "nodes"} of impact serious or critical.
 """
@@ -18,7 +19,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import WebDriverWait
 
-base, key, event_id, tampered_id, out, axe_path = sys.argv[1:7]
+base, key, event_id, tampered_id, out, axe_path, operator_key = sys.argv[1:8]
 os.makedirs(out, exist_ok=True)
 axe = open(axe_path).read()
 
@@ -59,14 +60,21 @@ try:
     driver.get(f"{base}/console/login")
     audit("login")
 
-    def sign_in():
-        driver.find_element(By.ID, "api_key").send_keys(key)
+    def sign_in(secret):
+        driver.find_element(By.ID, "api_key").send_keys(secret)
         driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
         wait.until(lambda d: d.current_url.endswith("/console/events"))
-        return key not in driver.page_source
+        return secret not in driver.page_source
 
-    step("sign_in", sign_in)
+    step("sign_in", lambda: sign_in(key))
     audit("events")
+
+    def histogram():
+        chart = driver.find_element(By.CSS_SELECTOR, "figure.histogram svg[role=img]")
+        label = chart.get_attribute("aria-label")
+        return label.startswith("Events per hour (UTC) by status") or label
+
+    step("the_events_page_draws_a_histogram", histogram)
 
     def search():
         field = driver.find_element(By.NAME, "action")
@@ -117,8 +125,10 @@ try:
         button = driver.find_element(By.XPATH, "//button[text()='Verify the whole trail now']")
         button.click()
         wait.until(staleness_of(button))
-        # The altered event is in the trail: the run must find it.
-        return "Failed" in driver.find_element(By.CSS_SELECTOR, "[role=status]").text
+        # It runs in the background while the page follows it; the altered
+        # event is in the trail: the run, once in the history, must find it.
+        wait.until(lambda d: d.find_elements(By.XPATH, "//td[text()='failed']"))
+        return not driver.find_elements(By.XPATH, "//td[text()='verified']")
 
     step("verify_the_trail_and_find_the_alteration", verify_the_trail)
 
@@ -132,6 +142,10 @@ try:
 
     step("replay_a_dead_letter", replay_a_dead_letter)
 
+    for page in ("gdpr", "reports"):
+        driver.get(f"{base}/console/{page}")
+        audit(page)
+
     def sign_out():
         driver.find_element(By.CSS_SELECTOR, "header form button").click()
         wait.until(lambda d: d.current_url.endswith("/console/login"))
@@ -139,6 +153,14 @@ try:
         return driver.current_url.endswith("/console/login")
 
     step("sign_out_closes_the_pages", sign_out)
+
+    def operators():
+        sign_in(operator_key)
+        driver.get(f"{base}/console/operators")
+        audit("operators")
+        return "Internal errors" in driver.find_element(By.TAG_NAME, "main").text
+
+    step("an_operator_sees_the_operators_page", operators)
 finally:
     driver.quit()
 

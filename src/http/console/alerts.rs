@@ -9,10 +9,11 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::charts::{self, Column};
 use super::layout;
 use super::session::{self, Refusal, Viewer, CSRF_FIELD};
 use crate::alerts::model::{AlertStatus, Severity, Transition};
-use crate::db::alerts::{self, Alert, AlertFilter, TransitionError};
+use crate::db::alerts::{self, Alert, AlertFilter, AlertStatistics, TransitionError};
 use crate::db::tenant;
 use crate::http::alerts::MAX_NOTES_CHARS;
 use crate::http::AppState;
@@ -57,14 +58,17 @@ pub async fn list(
     };
     let organization_id = viewer.identity.organization_id.clone();
     let found = tenant::scoped(&state.pool, &organization_id, async |tx| {
-        alerts::list(tx, &organization_id, &filter).await
+        let page = alerts::list(tx, &organization_id, &filter).await?;
+        let statistics = alerts::statistics(tx, &organization_id).await?;
+        Ok::<_, crate::db::DbError>((page, statistics))
     })
     .await;
-    let Ok(page) = found else {
+    let Ok((page, statistics)) = found else {
         return super::refused(Refusal::Unavailable, Some(&viewer));
     };
     let body = html! {
         h1 { "Alerts" }
+        (charts_of(&statistics))
         (search_form(&search))
         @if page.alerts.is_empty() {
             p { "No alert matches." }
@@ -83,6 +87,54 @@ pub async fn list(
         }
     };
     HttpResponse::Ok().body(layout::page("Alerts", Some(&viewer), body).into_string())
+}
+
+/// The statistics of `GET /v1/alerts/statistics`, drawn.
+fn charts_of(statistics: &AlertStatistics) -> Markup {
+    let named = |counts: &std::collections::BTreeMap<String, i64>| -> Vec<(String, i64)> {
+        counts
+            .iter()
+            .map(|(name, count)| (name.clone(), *count))
+            .collect()
+    };
+    let by_severity: Vec<(String, i64)> = Severity::ALL
+        .iter()
+        .map(|severity| {
+            let count = statistics
+                .by_severity
+                .get(severity.as_str())
+                .copied()
+                .unwrap_or(0);
+            (severity.as_str().to_owned(), count)
+        })
+        .collect();
+    let trend: Vec<Column> = statistics
+        .daily_trend
+        .iter()
+        .map(|day| Column {
+            label: day.date.format("%m-%d").to_string(),
+            title: format!("{}: {} alerts", day.date, day.count),
+            parts: vec![("bar", day.count)],
+        })
+        .collect();
+    let days = trend.len();
+    let raised: i64 = statistics.daily_trend.iter().map(|day| day.count).sum();
+    html! {
+        div.charts {
+            figure {
+                (charts::bars(&format!("Alerts by severity, {} in all", statistics.total), &by_severity))
+                figcaption { "By severity (" (statistics.total) " alerts)" }
+            }
+            figure {
+                (charts::bars("Alerts by status", &named(&statistics.by_status)))
+                figcaption { "By status" }
+            }
+            figure {
+                (charts::columns(&format!("Alerts raised on each of the last {days} days (UTC): {raised}"), &trend))
+                figcaption { "Raised per day, last " (days) " days (UTC)" }
+            }
+        }
+    }
 }
 
 fn search_form(search: &AlertSearch) -> Markup {

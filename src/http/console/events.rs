@@ -9,8 +9,8 @@ use maud::{html, Markup, PreEscaped};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::layout;
 use super::session::{Refusal, Viewer};
+use super::{histogram, layout};
 use crate::db::events::{self, StoredEvent};
 use crate::db::proofs::{self, ProveError};
 use crate::db::{signing_keys, tenant};
@@ -98,10 +98,13 @@ pub async fn list(
         Err(error) => return bad_search(&viewer, &search, &error.to_string()),
     };
     let organization_id = viewer.identity.organization_id.clone();
-    let found = tenant::scoped(&state.pool, &organization_id, async |tx| {
+    let listing = tenant::scoped(&state.pool, &organization_id, async |tx| {
         events::list(tx, &organization_id, &filter).await
-    })
-    .await;
+    });
+    let (found, histogram) = futures_util::join!(
+        listing,
+        histogram::section(&state, &organization_id, &filter)
+    );
     let Ok(found) = found else {
         return super::refused(Refusal::Unavailable, Some(&viewer));
     };
@@ -115,6 +118,7 @@ pub async fn list(
     let body = html! {
         h1 { "Events" }
         (search_form(&search))
+        (histogram)
         (table_of(&found))
         @if viewer.may(RESOURCE, "export") {
             p {

@@ -1,7 +1,11 @@
-//! The integrity page: run a verification of the organization's trail, the
-//! history of runs with their problems, the signed checkpoints (each to
+//! The integrity page: run a verification of the organization's trail (in
+//! the background, its progress shown while it runs), the history of runs with their problems, the signed checkpoints (each to
 //! download, to keep outside and pass back to a verification) and the
 //! public key that checks them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -12,14 +16,16 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::layout;
-use super::session::{Refusal, Viewer, CSRF_FIELD};
+use super::session::{self, Refusal, Viewer, CSRF_FIELD};
 use crate::db::{checkpoints, tenant, verification};
 use crate::http::AppState;
-use crate::integrity::verify::{self, Report, Scope};
+use crate::integrity::verify::{self, Scope};
 
 const RESOURCE: &str = "audit.integrity";
 /// Runs and checkpoints shown.
 const SHOWN: i64 = 20;
+/// How often the page reloads while a verification runs.
+const RELOAD_SECONDS: u32 = 2;
 
 /// `GET /console/integrity`.
 pub async fn show(request: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
@@ -27,7 +33,7 @@ pub async fn show(request: HttpRequest, state: web::Data<AppState>) -> HttpRespo
         Ok(viewer) => viewer,
         Err(refused) => return refused,
     };
-    match page(&state, &viewer, None).await {
+    match page(&state, &viewer).await {
         Some(page) => HttpResponse::Ok().body(page.into_string()),
         None => super::refused(Refusal::Unavailable, Some(&viewer)),
     }
@@ -38,8 +44,12 @@ pub struct VerifyForm {
     csrf: Option<String>,
 }
 
-/// `POST /console/integrity/verify`: verifies the whole trail now, records
-/// the run, and shows its report above the page.
+/// How often a running verification writes how far it got.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// `POST /console/integrity/verify`: starts a verification of the whole
+/// trail, unless one is running, and shows the page, which follows its
+/// progress until the run is recorded in the history.
 pub async fn run(
     request: HttpRequest,
     state: web::Data<AppState>,
@@ -52,59 +62,106 @@ pub async fn run(
     if !viewer.may(RESOURCE, "verify") {
         return super::refused(Refusal::Forbidden, Some(&viewer));
     }
-    let organization_id = viewer.identity.organization_id.as_str();
+    let organization_id = viewer.identity.organization_id.clone();
+    let verified_by = format!("api-key:{}", viewer.identity.key_id);
+    let started = tenant::scoped(&state.pool, &organization_id, async |tx| {
+        verification::start_progress(tx, &organization_id, &verified_by).await
+    })
+    .await;
+    match started {
+        Ok(true) => {
+            actix_web::rt::spawn(verify_in_background(
+                state.into_inner(),
+                organization_id,
+                verified_by,
+            ));
+        }
+        // One is running: the page shows it.
+        Ok(false) => {}
+        Err(error) => {
+            tracing::warn!(%error, "Cannot start a verification");
+            return super::refused(Refusal::Unavailable, Some(&viewer));
+        }
+    }
+    session::see_other("/console/integrity")
+}
+
+/// Verifies the organization's whole trail, writing how far it got as it
+/// goes, then records the run (its report joins the history) and clears
+/// the progress.
+#[tracing::instrument(skip(state, verified_by))]
+async fn verify_in_background(state: Arc<AppState>, organization_id: String, verified_by: String) {
+    let checked = AtomicU64::new(0);
     let scope = Scope {
-        organization_id,
+        organization_id: &organization_id,
         from: None,
         to: None,
         checkpoint: None,
+        progress: Some(&checked),
     };
-    let verified_by = format!("api-key:{}", viewer.identity.key_id);
-    let report = async {
-        let report = verify::verify(&state.pool, &state.keys, &state.archives, &scope)
+    let verifying = verify::verify(&state.pool, &state.keys, &state.archives, &scope);
+    let mut verifying = std::pin::pin!(verifying);
+    let mut every = tokio::time::interval(PROGRESS_EVERY);
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut verifying => break outcome,
+            _ = every.tick() => {
+                let so_far = checked.load(Ordering::Relaxed) as i64;
+                let written = tenant::scoped(&state.pool, &organization_id, async |tx| {
+                    verification::update_progress(tx, &organization_id, so_far).await
+                })
+                .await;
+                if let Err(error) = written {
+                    tracing::warn!(%error, "Cannot write a verification's progress");
+                }
+            }
+        }
+    };
+    let recorded = async {
+        let report = outcome.map_err(|error| error.to_string())?;
+        let client = state.pool.get().await.map_err(|error| error.to_string())?;
+        verify::record(&**client, &organization_id, &report, &scope, &verified_by)
             .await
-            .ok()?;
-        let client = state.pool.get().await.ok()?;
-        verify::record(&**client, organization_id, &report, &scope, &verified_by)
-            .await
-            .ok()?;
-        Some(report)
+            .map_err(|error| error.to_string())
     };
-    let Some(report) = report.await else {
-        return super::refused(Refusal::Unavailable, Some(&viewer));
-    };
-    match page(&state, &viewer, Some(&report)).await {
-        Some(page) => HttpResponse::Ok().body(page.into_string()),
-        None => super::refused(Refusal::Unavailable, Some(&viewer)),
+    if let Err(error) = recorded.await {
+        tracing::error!(%error, "A verification started from the console failed");
+    }
+    let cleared = tenant::scoped(&state.pool, &organization_id, async |tx| {
+        verification::finish_progress(tx, &organization_id).await
+    })
+    .await;
+    if let Err(error) = cleared {
+        tracing::warn!(%error, "Cannot clear a verification's progress");
     }
 }
 
-/// The page, with `report` on top when a run just ended; `None` when the
-/// database cannot be read.
-async fn page(state: &AppState, viewer: &Viewer, report: Option<&Report>) -> Option<Markup> {
+/// The page; `None` when the database cannot be read.
+async fn page(state: &AppState, viewer: &Viewer) -> Option<Markup> {
     let organization_id = viewer.identity.organization_id.clone();
-    let (runs, signed) = tenant::scoped(&state.pool, &organization_id, async |tx| {
+    let (running, runs, signed) = tenant::scoped(&state.pool, &organization_id, async |tx| {
+        let running = verification::progress(tx, &organization_id).await?;
         let runs = verification::recent_runs(tx, &organization_id, SHOWN).await?;
         let signed = checkpoints::list(tx, &organization_id, SHOWN).await?;
-        Ok::<_, crate::db::DbError>((runs, signed))
+        Ok::<_, crate::db::DbError>((running, runs, signed))
     })
     .await
     .ok()?;
     let public_key = STANDARD.encode(state.keys.verifying_key().as_bytes());
     let body = html! {
         h1 { "Integrity" }
-        @if let Some(report) = report {
-            section aria-labelledby="report" {
-                h2 #report { "This run" }
+        @if let Some(running) = &running {
+            section aria-labelledby="running" {
+                h2 #running { "Verification running" }
                 p role="status" {
-                    @if report.valid { strong.status-success { "Verified" } } @else { strong.status-failure { "Failed" } }
-                    ": " (report.checked) " events and " (report.links_checked) " links checked, "
-                    (report.problem_count) " problems."
+                    (running.events_checked) " of " (running.events_total) " events checked; started "
+                    (running.started_at.to_rfc3339()) " by " (running.started_by) "."
                 }
-                (problems(&serde_json::to_value(&report.problems).unwrap_or_default()))
+                progress max=(running.events_total.max(1)) value=(running.events_checked) aria-labelledby="running" {}
+                p.hint { "This page reloads every two seconds until the run ends; its report then heads the runs." }
             }
         }
-        @if viewer.may(RESOURCE, "verify") {
+        @if viewer.may(RESOURCE, "verify") && running.is_none() {
             form method="post" action="/console/integrity/verify" {
                 input type="hidden" name=(CSRF_FIELD) value=(viewer.csrf_token);
                 button type="submit" { "Verify the whole trail now" }
@@ -152,7 +209,10 @@ async fn page(state: &AppState, viewer: &Viewer, report: Option<&Report>) -> Opt
         }
         p { "Every key that signed: " a href="/v1/integrity/public-key" { "/v1/integrity/public-key" } "." }
     };
-    Some(layout::page("Integrity", Some(viewer), body))
+    Some(match running {
+        Some(_) => layout::reloading_page("Integrity", viewer, body, RELOAD_SECONDS),
+        None => layout::page("Integrity", Some(viewer), body),
+    })
 }
 
 /// The first problems of a run, as a list.

@@ -7,12 +7,25 @@ use super::session::{Viewer, CSRF_FIELD};
 
 /// A whole page: `title`, and `body` inside the shell; `viewer` when signed in.
 pub fn page(title: &str, viewer: Option<&Viewer>, body: Markup) -> Markup {
+    document(title, viewer, body, None)
+}
+
+/// A page that reloads itself every `seconds` (a `<meta>` refresh: it needs
+/// no script), to follow something running.
+pub fn reloading_page(title: &str, viewer: &Viewer, body: Markup, seconds: u32) -> Markup {
+    document(title, Some(viewer), body, Some(seconds))
+}
+
+fn document(title: &str, viewer: Option<&Viewer>, body: Markup, reload: Option<u32>) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                @if let Some(seconds) = reload {
+                    meta http-equiv="refresh" content=(seconds);
+                }
                 title { (title) " · audit-worker" }
                 link rel="stylesheet" href="/console/assets/console.css";
             }
@@ -32,6 +45,15 @@ pub fn page(title: &str, viewer: Option<&Viewer>, body: Markup) -> Markup {
                             }
                             @if viewer.may("audit.deliveries", "read") {
                                 a href="/console/destinations" { "Destinations" }
+                            }
+                            @if viewer.may("audit.gdpr", "read") {
+                                a href="/console/gdpr" { "GDPR" }
+                            }
+                            @if viewer.may("audit.reports", "read") {
+                                a href="/console/reports" { "Reports" }
+                            }
+                            @if viewer.operator {
+                                a href="/console/operators" { "Operators" }
                             }
                         }
                         span { (viewer.identity.organization_id) " · " (viewer.identity.role) }

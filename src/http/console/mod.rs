@@ -6,17 +6,23 @@
 //! script and style, and caching, and sends no referrer.
 
 pub mod alerts;
+pub mod charts;
 pub mod destinations;
 pub mod events;
+pub mod gdpr;
+pub mod histogram;
 pub mod integrity;
 pub mod layout;
+pub mod operators;
+pub mod reports;
 pub mod session;
 pub mod sign_in;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::DefaultHeaders;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
+use crate::http::api_error::ApiError;
 use crate::http::AppState;
 use session::{Refusal, Viewer};
 
@@ -72,12 +78,20 @@ pub fn routes(console: &mut web::ServiceConfig) {
         .route("/destinations", web::get().to(destinations::show))
         .route(
             "/destinations/{id}/{step}",
-            web::post().to(destinations::toggle),
+            web::post().to(destinations::step),
         )
         .route(
             "/deliveries/{id}/replay",
             web::post().to(destinations::replay),
         )
+        .route("/gdpr", web::get().to(gdpr::show))
+        .route("/gdpr/export", web::post().to(gdpr::export))
+        .route("/reports", web::get().to(reports::show))
+        .route(
+            "/reports/{id}/runs/{run}/output",
+            web::get().to(reports::download),
+        )
+        .route("/operators", web::get().to(operators::show))
         .route("/alerts", web::get().to(alerts::list))
         .route("/alerts/{id}/{step}", web::post().to(alerts::step))
         .route("/assets/console.css", web::get().to(stylesheet))
@@ -133,6 +147,17 @@ pub async fn form_viewer(
         Ok(()) => Ok(viewer),
         Err(refusal) => Err(refused(refusal, Some(&viewer))),
     }
+}
+
+/// The page that says why the API's handler refused what a form asked.
+pub fn api_refused(viewer: &Viewer, error: ApiError) -> HttpResponse {
+    if let ApiError::Forbidden(_) = error {
+        return refused(Refusal::Forbidden, Some(viewer));
+    }
+    let status = error.status_code();
+    let title = status.canonical_reason().unwrap_or("Refused");
+    HttpResponse::build(status)
+        .body(layout::notice(title, Some(viewer), &error.to_string()).into_string())
 }
 
 /// The page a refusal shows: the sign-in form for no session, else a notice.

@@ -412,6 +412,46 @@ async fn in_a_real_browser_a_person_finds_an_event_and_the_pages_are_accessible(
     let operator = app
         .create_key(&app.config.operations.organization, "org:admin")
         .await;
+    // Once the person's verification is recorded, another worker's run
+    // appears, and ends when the browser has seen it.
+    let _ = std::fs::remove_file(out.join("seen-running"));
+    let another_run = {
+        let database = app.database().await;
+        let seen = out.join("seen-running");
+        tokio::spawn(async move {
+            let wait = std::time::Duration::from_secs(90);
+            // Recorded, and its progress cleared.
+            common::wait_until(wait, "the person's run to be recorded", || async {
+                let row = database
+                    .query_one(
+                        "SELECT (SELECT count(*) FROM audit_integrity_log WHERE organization_id = 'org-a' \
+                           AND audit_log_id IS NULL) \
+                         - (SELECT count(*) FROM verification_progress)",
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                (row.get::<_, i64>(0) == 1).then_some(())
+            })
+            .await;
+            database
+                .execute(
+                    "INSERT INTO verification_progress (organization_id, started_by, events_total, events_checked) \
+                     VALUES ('org-a', 'api-key:elsewhere', 1000, 250)",
+                    &[],
+                )
+                .await
+                .unwrap();
+            common::wait_until(wait, "the browser to see the run", || async {
+                seen.exists().then_some(())
+            })
+            .await;
+            database
+                .execute("DELETE FROM verification_progress", &[])
+                .await
+                .unwrap();
+        })
+    };
     let run = tokio::process::Command::new("python3")
         .args([script, &app.address, &key, &id, &tampered.to_string()])
         .arg(&out)
@@ -432,7 +472,15 @@ async fn in_a_real_browser_a_person_finds_an_event_and_the_pages_are_accessible(
     for (step, outcome) in result["steps"].as_object().unwrap() {
         assert_eq!(outcome, true, "step {step}: {outcome}");
     }
-    assert_eq!(result["steps"].as_object().unwrap().len(), 10, "{result}");
+    assert_eq!(result["steps"].as_object().unwrap().len(), 11, "{result}");
+    another_run.await.unwrap();
+    for (page, errors) in result["errors"].as_object().unwrap() {
+        assert_eq!(
+            errors,
+            &serde_json::json!([]),
+            "the browser's console in {page}"
+        );
+    }
     for (page, violations) in result["pages"].as_object().unwrap() {
         assert_eq!(violations, &serde_json::json!([]), "axe-core in {page}");
         assert!(
@@ -440,7 +488,7 @@ async fn in_a_real_browser_a_person_finds_an_event_and_the_pages_are_accessible(
             "{page}'s screenshot"
         );
     }
-    assert_eq!(result["pages"].as_object().unwrap().len(), 9, "{result}");
+    assert_eq!(result["pages"].as_object().unwrap().len(), 10, "{result}");
 }
 
 #[actix_web::test]
@@ -674,10 +722,27 @@ async fn the_integrity_page_verifies_the_trail_and_offers_its_checkpoints() {
     assert!(
         page.contains("Verification running")
             && page.contains("250 of 1000 events checked")
-            && page.contains(r#"<meta http-equiv="refresh" content="2">"#)
             && !page.contains("action=\"/console/integrity/verify\""),
         "{page}"
     );
+    // htmx reads its live part again; without script, the page reloads.
+    assert!(
+        page.contains(r#"<div id="live" hx-get="/console/integrity" hx-trigger="every 2s""#)
+            && page.contains(r#"<script src="/console/assets/htmx.min.js" defer></script>"#)
+            && page.contains(r#"<noscript><meta http-equiv="refresh" content="2"></noscript>"#),
+        "{page}"
+    );
+    let (status, headers, script) = browser.get("/console/assets/htmx.min.js").await;
+    assert_eq!(status, 200);
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+    let vendored = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/assets/vendor/htmx-2.0.11.min.js"
+    );
+    assert_eq!(script, std::fs::read_to_string(vendored).unwrap());
     browser
         .post("/console/integrity/verify", &[("csrf", &csrf)])
         .await;
@@ -693,6 +758,7 @@ async fn the_integrity_page_verifies_the_trail_and_offers_its_checkpoints() {
         .unwrap();
     let (_, _, page) = browser.get("/console/integrity").await;
     assert!(!page.contains("Verification running") && page.contains("/console/integrity/verify"));
+    assert!(!page.contains("htmx"), "no script where nothing runs");
     browser
         .post("/console/integrity/verify", &[("csrf", &csrf)])
         .await;

@@ -6,8 +6,14 @@ usage: console_browser.py <base url> <api key> <event id> <tampered event id> <o
 (the organization has one active alert, one dead letter, and a checkpoint
 that covers both events; the second was altered in the database since; the
 operator key is of the operators' organization)
-prints one JSON object: {"steps": {name: true|message}, "pages": {name: [violations]}}
-where a violation is {"id", "impact", "nodes"} of impact serious or critical.
+prints one JSON object: {"steps": {name: true|message}, "pages": {name: [violations]},
+"errors": {name: [messages]}} where a violation is {"id", "impact", "nodes"} of
+impact serious or critical, and an error one the browser's console logged as
+severe while on the page (a refusal of the CSP, a script's failure).
+
+Once the verification the person starts is recorded, the test makes a run
+of another worker appear; the script writes <output folder>/seen-running
+when the page shows it, and the test then ends that run.
 """
 import json
 import os
@@ -25,11 +31,12 @@ axe = open(axe_path).read()
 
 options = webdriver.ChromeOptions()
 options.binary_location = "/usr/bin/chromium"
+options.set_capability("goog:loggingPrefs", {"browser": "SEVERE"})
 for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
     options.add_argument(argument)
 driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
 driver.set_page_load_timeout(30)
-steps, pages = {}, {}
+steps, pages, errors = {}, {}, {}
 
 
 def audit(name):
@@ -45,6 +52,8 @@ def audit(name):
         for v in result
         if v.get("impact") in ("serious", "critical")
     ]
+    # Since the last page audited; the browser's own icon request is not the page's.
+    errors[name] = [entry["message"] for entry in driver.get_log("browser") if "favicon.ico" not in entry["message"]]
 
 
 def step(name, check):
@@ -132,6 +141,28 @@ try:
 
     step("verify_the_trail_and_find_the_alteration", verify_the_trail)
 
+    def follow_a_run_live():
+        # Another worker's run: the page shows its progress, and htmx reads
+        # the live part again until the run ends, without reloading the page.
+        try:
+            WebDriverWait(driver, 30).until(
+                lambda d: d.get(f"{base}/console/integrity") or "Verification running" in d.page_source
+            )
+        except Exception:
+            return "the run never showed: " + driver.find_element(By.TAG_NAME, "main").text[:500]
+        audit("integrity_running")
+        driver.execute_script("window.stillTheSamePage = true")
+        loaded = driver.execute_script("return typeof htmx")
+        open(os.path.join(out, "seen-running"), "w").close()
+        try:
+            WebDriverWait(driver, 30).until(lambda d: "Verification running" not in d.page_source)
+        except Exception:
+            return f"htmx {loaded}; the page kept: " + driver.find_element(By.ID, "live").get_attribute("outerHTML")[:800] + str(driver.get_log("browser"))
+        same = driver.execute_script("return window.stillTheSamePage === true")
+        return (loaded == "object" and same) or f"htmx: {loaded}, same page: {same}"
+
+    step("follow_another_run_without_reloading", follow_a_run_live)
+
     def replay_a_dead_letter():
         driver.get(f"{base}/console/destinations")
         audit("destinations")
@@ -164,4 +195,4 @@ try:
 finally:
     driver.quit()
 
-print(json.dumps({"steps": steps, "pages": pages}))
+print(json.dumps({"steps": steps, "pages": pages, "errors": errors}))

@@ -148,8 +148,8 @@ async fn page(state: &AppState, viewer: &Viewer) -> Option<Markup> {
     .await
     .ok()?;
     let public_key = STANDARD.encode(state.keys.verifying_key().as_bytes());
-    let body = html! {
-        h1 { "Integrity" }
+    // What changes while a run goes on: its progress, the button, the runs.
+    let live = html! {
         @if let Some(running) = &running {
             section aria-labelledby="running" {
                 h2 #running { "Verification running" }
@@ -158,7 +158,7 @@ async fn page(state: &AppState, viewer: &Viewer) -> Option<Markup> {
                     (running.started_at.to_rfc3339()) " by " (running.started_by) "."
                 }
                 progress max=(running.events_total.max(1)) value=(running.events_checked) aria-labelledby="running" {}
-                p.hint { "This page reloads every two seconds until the run ends; its report then heads the runs." }
+                p.hint { "This part is read again every two seconds until the run ends; its report then heads the runs." }
             }
         }
         @if viewer.may(RESOURCE, "verify") && running.is_none() {
@@ -183,6 +183,15 @@ async fn page(state: &AppState, viewer: &Viewer) -> Option<Markup> {
                     }
                 } }
             } }
+        }
+    };
+    let body = html! {
+        h1 { "Integrity" }
+        @if running.is_some() {
+            div #live hx-get="/console/integrity" hx-trigger=(format!("every {RELOAD_SECONDS}s"))
+                hx-select="#live" hx-swap="outerHTML" { (live) }
+        } @else {
+            div #live { (live) }
         }
         h2 { "Checkpoints" }
         @if signed.is_empty() { p { "No checkpoint is signed yet." } } @else {
@@ -210,7 +219,7 @@ async fn page(state: &AppState, viewer: &Viewer) -> Option<Markup> {
         p { "Every key that signed: " a href="/v1/integrity/public-key" { "/v1/integrity/public-key" } "." }
     };
     Some(match running {
-        Some(_) => layout::reloading_page("Integrity", viewer, body, RELOAD_SECONDS),
+        Some(_) => layout::live_page("Integrity", viewer, body, RELOAD_SECONDS),
         None => layout::page("Integrity", Some(viewer), body),
     })
 }

@@ -10,11 +10,17 @@ pub fn page(title: &str, viewer: Option<&Viewer>, body: Markup) -> Markup {
     document(title, viewer, body, None)
 }
 
-/// A page that reloads itself every `seconds` (a `<meta>` refresh: it needs
-/// no script), to follow something running.
-pub fn reloading_page(title: &str, viewer: &Viewer, body: Markup, seconds: u32) -> Markup {
+/// A page that follows something running: its `#live` part asks to be
+/// read again every `seconds` (htmx, vendored, loaded on such pages only);
+/// without script, the whole page reloads as often (a `<noscript>` refresh).
+pub fn live_page(title: &str, viewer: &Viewer, body: Markup, seconds: u32) -> Markup {
     document(title, Some(viewer), body, Some(seconds))
 }
+
+/// htmx's settings under the console's CSP: no `<style>` of its own, no
+/// `eval`, no script from swapped content.
+const HTMX_CONFIG: &str =
+    r#"{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false}"#;
 
 fn document(title: &str, viewer: Option<&Viewer>, body: Markup, reload: Option<u32>) -> Markup {
     html! {
@@ -24,7 +30,9 @@ fn document(title: &str, viewer: Option<&Viewer>, body: Markup, reload: Option<u
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 @if let Some(seconds) = reload {
-                    meta http-equiv="refresh" content=(seconds);
+                    meta name="htmx-config" content=(HTMX_CONFIG);
+                    script src="/console/assets/htmx.min.js" defer {}
+                    noscript { meta http-equiv="refresh" content=(seconds); }
                 }
                 title { (title) " · audit-worker" }
                 link rel="stylesheet" href="/console/assets/console.css";

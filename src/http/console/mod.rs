@@ -1,6 +1,7 @@
 //! The web console at `/console`, served by the worker itself: pages
 //! rendered on the server (`maud`); one script of its own, which checks an
-//! event's inclusion proof in the browser. A person signs in with an API
+//! event's inclusion proof in the browser, and htmx (vendored) where a page
+//! follows something running. A person signs in with an API
 //! key and gets a server-side session ([`session`]); every page honours the
 //! key's role exactly as the API does. Every answer forbids framing, inline
 //! script and style, and caching, and sends no referrer.
@@ -29,11 +30,15 @@ use session::{Refusal, Viewer};
 const STYLESHEET: &str = include_str!("../../../assets/console.css");
 /// Checks an event's inclusion proof in the browser (WebCrypto).
 const VERIFY_SCRIPT: &str = include_str!("../../../assets/verify.js");
+/// htmx, vendored by `scripts/vendor-htmx` at a pinned version.
+const HTMX: &str = include_str!("../../../assets/vendor/htmx-2.0.11.min.js");
 
 /// Content-Security-Policy of every console answer: this origin's
-/// stylesheet and script, nothing inline, no frame, forms only back here.
+/// stylesheet and scripts, nothing inline, requests (htmx's) and forms only
+/// back here, no frame.
 const POLICY: &str = "default-src 'none'; style-src 'self'; script-src 'self'; \
-    img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+    connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; \
+    base-uri 'none'";
 
 /// The headers of every console answer (the module's comment says which).
 pub fn headers() -> DefaultHeaders {
@@ -95,7 +100,8 @@ pub fn routes(console: &mut web::ServiceConfig) {
         .route("/alerts", web::get().to(alerts::list))
         .route("/alerts/{id}/{step}", web::post().to(alerts::step))
         .route("/assets/console.css", web::get().to(stylesheet))
-        .route("/assets/verify.js", web::get().to(verify_script));
+        .route("/assets/verify.js", web::get().to(|| script(VERIFY_SCRIPT)))
+        .route("/assets/htmx.min.js", web::get().to(|| script(HTMX)));
 }
 
 /// The console's front page: the events, for now.
@@ -109,10 +115,10 @@ async fn stylesheet() -> HttpResponse {
         .body(STYLESHEET)
 }
 
-async fn verify_script() -> HttpResponse {
+async fn script(source: &'static str) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/javascript; charset=utf-8"))
-        .body(VERIFY_SCRIPT)
+        .body(source)
 }
 
 /// The request's viewer if its role may `action` on `resource`; else the

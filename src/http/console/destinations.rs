@@ -1,8 +1,8 @@
 //! The destinations page: each destination's health (breaker, success rate,
-//! latency, failures), enable and disable; the dead letters, each to replay;
-//! the streams with their lag. Every change goes through the API's own
-//! handler, so the console takes exactly the API's checks and leaves the
-//! same record in the trail.
+//! latency, failures), enable and disable, a connection test; the dead
+//! letters, each to replay; the streams with their lag. Every change goes
+//! through the API's own handler, so the console takes exactly the API's
+//! checks and leaves the same record in the trail.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use maud::{html, Markup};

@@ -78,15 +78,16 @@ pub async fn roll_up(pool: &PgPool, organization_id: &str, max_links: i64) -> Re
             return Ok(0);
         };
         let through: i64 = locked.get(0);
+        without_jit(tx).await?;
         let row = tx
             .query_one(
+                &format!(
                 "WITH links AS ( \
                    SELECT seq, link_id, min_timestamp, max_timestamp FROM audit_chain \
                    WHERE organization_id = $1 AND seq > $2 ORDER BY seq LIMIT $3), \
                  counted AS ( \
                    SELECT date_trunc('hour', e.\"timestamp\", 'UTC') AS hour, e.status, count(*) AS events \
-                   FROM links l JOIN audit_log e ON e.organization_id = $1 AND e.chain_link = l.link_id \
-                     AND e.\"timestamp\" BETWEEN l.min_timestamp AND l.max_timestamp \
+                   FROM links c {EVENTS_OF_LINK} \
                    GROUP BY 1, 2), \
                  added AS ( \
                    INSERT INTO event_histogram (organization_id, hour, status, events) \
@@ -94,7 +95,8 @@ pub async fn roll_up(pool: &PgPool, organization_id: &str, max_links: i64) -> Re
                    ON CONFLICT (organization_id, hour, status) \
                    DO UPDATE SET events = event_histogram.events + excluded.events) \
                  UPDATE event_histogram_progress SET through_seq = coalesce((SELECT max(seq) FROM links), $2) \
-                 WHERE organization_id = $1 RETURNING through_seq",
+                 WHERE organization_id = $1 RETURNING through_seq"
+                ),
                 &[&organization_id, &through, &max_links],
             )
             .await?;
@@ -103,19 +105,40 @@ pub async fn roll_up(pool: &PgPool, organization_id: &str, max_links: i64) -> Re
     .await
 }
 
+/// The events of each link `c` of a query: one index look-up per link (the
+/// `OFFSET 0` keeps PostgreSQL from turning it into a join that reads a
+/// whole partition), in the partition of the link's time span.
+const EVENTS_OF_LINK: &str = "CROSS JOIN LATERAL ( \
+       SELECT \"timestamp\", status FROM audit_log \
+       WHERE organization_id = $1 AND chain_link = c.link_id \
+         AND \"timestamp\" BETWEEN c.min_timestamp AND c.max_timestamp \
+       OFFSET 0) e";
+
+/// These statements are bounded (the links not counted yet, or a limit) but
+/// may be estimated dear: compiling them (JIT) would cost far more than
+/// running them.
+async fn without_jit(transaction: &Transaction<'_>) -> Result<(), DbError> {
+    transaction
+        .execute("SELECT set_config('jit', 'off', true)", &[])
+        .await?;
+    Ok(())
+}
+
 /// The organization's events per `bucket` and status in `[from, to)`, with
 /// `status` if given, from the counts: whole hours, so an hour the range cuts
 /// counts whole. Adds the links not yet counted.
 pub async fn counted(
-    client: &impl GenericClient,
+    transaction: &Transaction<'_>,
     organization_id: &str,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     status: Option<&str>,
     bucket: Bucket,
 ) -> Result<Vec<Count>, DbError> {
-    let rows = client
+    without_jit(transaction).await?;
+    let rows = transaction
         .query(
+            &format!(
             "WITH progress AS ( \
                SELECT coalesce((SELECT through_seq FROM event_histogram_progress \
                                 WHERE organization_id = $1), 0) AS through_seq), \
@@ -123,8 +146,7 @@ pub async fn counted(
                SELECT date_trunc('hour', e.\"timestamp\", 'UTC') AS hour, e.status, count(*) AS events \
                FROM progress p \
                JOIN audit_chain c ON c.organization_id = $1 AND c.seq > p.through_seq \
-               JOIN audit_log e ON e.organization_id = $1 AND e.chain_link = c.link_id \
-                 AND e.\"timestamp\" BETWEEN c.min_timestamp AND c.max_timestamp \
+               {EVENTS_OF_LINK} \
                GROUP BY 1, 2), \
              hours AS ( \
                SELECT hour, status, events FROM event_histogram WHERE organization_id = $1 \
@@ -133,7 +155,8 @@ pub async fn counted(
              FROM hours \
              WHERE hour >= date_trunc('hour', $2::timestamptz, 'UTC') AND hour < $3 \
                AND ($4::text IS NULL OR status = $4) \
-             GROUP BY 1, 2 HAVING sum(events) > 0 ORDER BY 1, 2",
+             GROUP BY 1, 2 HAVING sum(events) > 0 ORDER BY 1, 2"
+            ),
             &[&organization_id, &from, &to, &status, &bucket.unit()],
         )
         .await?;
@@ -141,15 +164,17 @@ pub async fn counted(
 }
 
 /// The events per `bucket` and status matching `filter`, counted from the
-/// events themselves (for filters the counts do not keep), within `budget`:
-/// PostgreSQL cancels a count that takes longer (an error).
+/// events themselves (for filters the counts do not keep): `None` when more
+/// than `most` match. Within `budget` too: PostgreSQL cancels a count that
+/// takes longer (an error), as one whose filter no index serves may.
 pub async fn matching(
     transaction: &Transaction<'_>,
     organization_id: &str,
     filter: &EventFilter,
     bucket: Bucket,
-    budget: Duration,
-) -> Result<Vec<Count>, DbError> {
+    (most, budget): (i64, Duration),
+) -> Result<Option<Vec<Count>>, DbError> {
+    without_jit(transaction).await?;
     transaction
         .execute(
             "SELECT set_config('statement_timeout', $1, true)",
@@ -161,7 +186,8 @@ pub async fn matching(
         .query(
             &format!(
                 "SELECT date_trunc($12, \"timestamp\", 'UTC') AS bucket, status, count(*) AS events \
-                 FROM audit_log WHERE {FILTERED_EVENTS} GROUP BY 1, 2 ORDER BY 1, 2"
+                 FROM (SELECT \"timestamp\", status FROM audit_log WHERE {FILTERED_EVENTS} LIMIT $13) matched \
+                 GROUP BY 1, 2 ORDER BY 1, 2"
             ),
             &[
                 &organization_id,
@@ -176,10 +202,13 @@ pub async fn matching(
                 &filter.correlation_id,
                 &filter.data_classification,
                 &bucket.unit(),
+                &(most + 1),
             ],
         )
         .await?;
-    Ok(rows.iter().map(count).collect())
+    let counts: Vec<Count> = rows.iter().map(count).collect();
+    let matched: i64 = counts.iter().map(|count| count.events).sum();
+    Ok((matched <= most).then_some(counts))
 }
 
 fn count(row: &tokio_postgres::Row) -> Count {

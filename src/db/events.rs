@@ -819,7 +819,7 @@ pub fn action_condition(action: Option<&str>) -> (Option<&str>, Option<String>) 
 }
 
 /// The conditions of an [`EventFilter`] but its cursor, on parameters $1
-/// (the organization) to $11, in the order [`list`] passes them.
+/// (the organization) to $11, whose values [`FilterValues`] gives.
 pub const FILTERED_EVENTS: &str =
     "organization_id = $1 AND \"timestamp\" >= $2 AND \"timestamp\" < $3 \
      AND ($4::text IS NULL OR action = $4) \
@@ -831,6 +831,47 @@ pub const FILTERED_EVENTS: &str =
      AND ($10::text IS NULL OR correlation_id = $10) \
      AND ($11::text IS NULL OR data_classification = $11)";
 
+/// The values of [`FILTERED_EVENTS`]' parameters, for a statement that
+/// adds its own after them.
+pub struct FilterValues<'a> {
+    organization_id: &'a str,
+    filter: &'a EventFilter,
+    action_exact: Option<&'a str>,
+    action_prefix: Option<String>,
+}
+
+impl<'a> FilterValues<'a> {
+    pub fn new(organization_id: &'a str, filter: &'a EventFilter) -> Self {
+        let (action_exact, action_prefix) = action_condition(filter.action.as_deref());
+        Self {
+            organization_id,
+            filter,
+            action_exact,
+            action_prefix,
+        }
+    }
+
+    /// $1 to $11, then `more` from $12 on.
+    pub fn then<'b>(&'b self, more: &[&'b (dyn ToSql + Sync)]) -> Vec<&'b (dyn ToSql + Sync)> {
+        let filter = self.filter;
+        let mut values: Vec<&'b (dyn ToSql + Sync)> = vec![
+            &self.organization_id,
+            &filter.from,
+            &filter.to,
+            &self.action_exact,
+            &self.action_prefix,
+            &filter.principal_id,
+            &filter.target_resource_type,
+            &filter.target_resource_id,
+            &filter.status,
+            &filter.correlation_id,
+            &filter.data_classification,
+        ];
+        values.extend_from_slice(more);
+        values
+    }
+}
+
 /// A page of events, newest first: `(timestamp, id)` descending, strictly after
 /// the cursor, so paging never repeats or skips an event that existed when the
 /// listing began.
@@ -839,8 +880,8 @@ pub async fn list(
     organization_id: &str,
     filter: &EventFilter,
 ) -> Result<Vec<StoredEvent>, DbError> {
-    let (action_exact, action_prefix) = action_condition(filter.action.as_deref());
     let (after_timestamp, after_id) = filter.after.unzip();
+    let filtered = FilterValues::new(organization_id, filter);
     let rows = client
         .query(
             &format!(
@@ -848,22 +889,7 @@ pub async fn list(
                    AND ($12::timestamptz IS NULL OR (\"timestamp\", id) < ($12, $13)) \
                  ORDER BY \"timestamp\" DESC, id DESC LIMIT $14"
             ),
-            &[
-                &organization_id,
-                &filter.from,
-                &filter.to,
-                &action_exact,
-                &action_prefix,
-                &filter.principal_id,
-                &filter.target_resource_type,
-                &filter.target_resource_id,
-                &filter.status,
-                &filter.correlation_id,
-                &filter.data_classification,
-                &after_timestamp,
-                &after_id,
-                &filter.limit,
-            ],
+            &filtered.then(&[&after_timestamp, &after_id, &filter.limit]),
         )
         .await?;
     Ok(rows.iter().map(stored).collect())

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_postgres::{GenericClient, Transaction};
 
-use super::events::{action_condition, EventFilter, FILTERED_EVENTS};
+use super::events::{EventFilter, FilterValues, FILTERED_EVENTS};
 use super::{DbError, PgPool};
 
 /// The width of a histogram's bars, narrowest first.
@@ -181,7 +181,7 @@ pub async fn matching(
             &[&format!("{}ms", budget.as_millis())],
         )
         .await?;
-    let (action_exact, action_prefix) = action_condition(filter.action.as_deref());
+    let filtered = FilterValues::new(organization_id, filter);
     let rows = transaction
         .query(
             &format!(
@@ -189,21 +189,7 @@ pub async fn matching(
                  FROM (SELECT \"timestamp\", status FROM audit_log WHERE {FILTERED_EVENTS} LIMIT $13) matched \
                  GROUP BY 1, 2 ORDER BY 1, 2"
             ),
-            &[
-                &organization_id,
-                &filter.from,
-                &filter.to,
-                &action_exact,
-                &action_prefix,
-                &filter.principal_id,
-                &filter.target_resource_type,
-                &filter.target_resource_id,
-                &filter.status,
-                &filter.correlation_id,
-                &filter.data_classification,
-                &bucket.unit(),
-                &(most + 1),
-            ],
+            &filtered.then(&[&bucket.unit(), &(most + 1)]),
         )
         .await?;
     let counts: Vec<Count> = rows.iter().map(count).collect();

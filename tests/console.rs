@@ -77,6 +77,13 @@ impl<'a> Browser<'a> {
         (status, headers, response.text().await.unwrap())
     }
 
+    /// A browser signed in with `key` (the form answers 303).
+    async fn signed_in(app: &'a TestApp, key: &str) -> Browser<'a> {
+        let mut browser = Self::new(app);
+        assert_eq!(browser.sign_in(key).await.0, 303, "signed in");
+        browser
+    }
+
     /// Signs in with `key` through the form; the answer to the form.
     async fn sign_in(&mut self, key: &str) -> (StatusCode, HeaderMap, String) {
         let (status, _, page) = self.get("/console/login").await;
@@ -306,8 +313,7 @@ async fn organizations_and_roles_see_only_what_their_key_may() {
     let theirs = receipts[0]["id"].as_i64().unwrap();
 
     let other = app.create_key("org-b", "org:admin").await;
-    let mut browser = Browser::new(&app);
-    assert_eq!(browser.sign_in(&other).await.0, 303);
+    let mut browser = Browser::signed_in(&app, &other).await;
     let (_, _, page) = browser.get("/console/events").await;
     assert!(
         !page.contains("dr-house"),
@@ -320,15 +326,13 @@ async fn organizations_and_roles_see_only_what_their_key_may() {
 
     // A role that may not read events sees no link to them and gets 403.
     let ingest_only = app.create_key("org-a", "ingest").await;
-    let mut browser = Browser::new(&app);
-    assert_eq!(browser.sign_in(&ingest_only).await.0, 303);
+    let mut browser = Browser::signed_in(&app, &ingest_only).await;
     let (status, _, page) = browser.get("/console/events").await;
     assert_eq!(status, 403);
     assert!(!page.contains("href=\"/console/events\""), "{page}");
     // One that may read but not export sees no export link and gets 403.
     let member = app.create_key("org-a", "org:member").await;
-    let mut browser = Browser::new(&app);
-    assert_eq!(browser.sign_in(&member).await.0, 303);
+    let mut browser = Browser::signed_in(&app, &member).await;
     let (status, _, page) = browser.get("/console/events").await;
     assert_eq!(status, 200);
     assert!(!page.contains("/console/events/export"), "{page}");
@@ -336,8 +340,7 @@ async fn organizations_and_roles_see_only_what_their_key_may() {
     assert_eq!(status, 403);
 
     // A revoked key ends its sessions at their next request.
-    let mut browser = Browser::new(&app);
-    assert_eq!(browser.sign_in(&admin).await.0, 303);
+    let mut browser = Browser::signed_in(&app, &admin).await;
     assert_eq!(browser.get("/console/events").await.0, 200);
     let key_id = admin.split('_').nth(1).unwrap();
     let revoker = app.create_key("org-a", "org:admin").await;
@@ -521,8 +524,7 @@ async fn alerts_are_acknowledged_resolved_and_dismissed_as_the_role_allows() {
 
     // A member may acknowledge, not resolve nor dismiss: no such buttons, 403.
     let member = app.create_key("org-a", "org:member").await;
-    let mut browser = Browser::new(&app);
-    assert_eq!(browser.sign_in(&member).await.0, 303);
+    let mut browser = Browser::signed_in(&app, &member).await;
     let (status, _, page) = browser.get("/console/alerts").await;
     assert_eq!(status, 200);
     assert!(page.contains("Unusual export volume") && page.contains(">Acknowledge<"));
@@ -560,8 +562,7 @@ async fn alerts_are_acknowledged_resolved_and_dismissed_as_the_role_allows() {
     assert_eq!(browser.post(&acknowledge, &[("csrf", &csrf)]).await.0, 409);
 
     // An administrator resolves with notes and dismisses.
-    let mut browser = Browser::new(&app);
-    assert_eq!(browser.sign_in(&admin).await.0, 303);
+    let mut browser = Browser::signed_in(&app, &admin).await;
     let (_, _, page) = browser.get("/console/alerts").await;
     let csrf = hidden_csrf(&page);
     let notes = "Export was the quarterly report <b>run</b>";
@@ -588,8 +589,7 @@ async fn alerts_are_acknowledged_resolved_and_dismissed_as_the_role_allows() {
 
     // Another organization's alert is not there to act on.
     let other = app.create_key("org-b", "org:admin").await;
-    let mut browser = Browser::new(&app);
-    assert_eq!(browser.sign_in(&other).await.0, 303);
+    let mut browser = Browser::signed_in(&app, &other).await;
     let (_, _, page) = browser.get("/console/alerts?status=all").await;
     assert!(!page.contains("Break-glass access"));
     let csrf = hidden_csrf(&page);
@@ -655,8 +655,7 @@ async fn the_integrity_page_verifies_the_trail_and_offers_its_checkpoints() {
         .await;
     let checkpoint = &listed["checkpoints"][0];
 
-    let mut browser = Browser::new(&app);
-    assert_eq!(browser.sign_in(&admin).await.0, 303);
+    let mut browser = Browser::signed_in(&app, &admin).await;
     let (status, _, page) = browser.get("/console/integrity").await;
     assert_eq!(status, 200);
     assert!(page.contains("No verification has run yet"), "{page}");
@@ -766,8 +765,7 @@ async fn the_integrity_page_verifies_the_trail_and_offers_its_checkpoints() {
 
     // A member reads the page but may not run a verification.
     let member = app.create_key("org-a", "org:member").await;
-    let mut browser = Browser::new(&app);
-    assert_eq!(browser.sign_in(&member).await.0, 303);
+    let mut browser = Browser::signed_in(&app, &member).await;
     let (status, _, page) = browser.get("/console/integrity").await;
     assert_eq!(status, 200);
     assert!(!page.contains("/console/integrity/verify"));
@@ -778,8 +776,7 @@ async fn the_integrity_page_verifies_the_trail_and_offers_its_checkpoints() {
     assert_eq!(status, 403);
     // Another organization has no such checkpoint.
     let other = app.create_key("org-b", "org:admin").await;
-    let mut browser = Browser::new(&app);
-    assert_eq!(browser.sign_in(&other).await.0, 303);
+    let mut browser = Browser::signed_in(&app, &other).await;
     assert_eq!(browser.get(&path).await.0, 404);
 }
 
@@ -789,8 +786,7 @@ async fn destinations_show_their_health_and_dead_letters_are_replayed() {
     let admin = app.create_key("org-a", "org:admin").await;
     let (destination, delivery) = dead_letter(&app, &admin).await;
 
-    let mut browser = Browser::new(&app);
-    assert_eq!(browser.sign_in(&admin).await.0, 303);
+    let mut browser = Browser::signed_in(&app, &admin).await;
     let (status, _, page) = browser.get("/console/destinations").await;
     assert_eq!(status, 200);
     assert!(
@@ -868,8 +864,7 @@ async fn destinations_show_their_health_and_dead_letters_are_replayed() {
 
     // An auditor reads the page without a button, and may not post.
     let auditor = app.create_key("org-a", "auditor").await;
-    let mut browser = Browser::new(&app);
-    assert_eq!(browser.sign_in(&auditor).await.0, 303);
+    let mut browser = Browser::signed_in(&app, &auditor).await;
     let (status, _, page) = browser.get("/console/destinations").await;
     assert_eq!(status, 200);
     assert!(
@@ -882,12 +877,10 @@ async fn destinations_show_their_health_and_dead_letters_are_replayed() {
     assert_eq!(browser.post(&test, &[("csrf", &csrf)]).await.0, 403);
     // A member may not read deliveries at all; another organization finds none.
     let member = app.create_key("org-a", "org:member").await;
-    let mut browser = Browser::new(&app);
-    assert_eq!(browser.sign_in(&member).await.0, 303);
+    let mut browser = Browser::signed_in(&app, &member).await;
     assert_eq!(browser.get("/console/destinations").await.0, 403);
     let other = app.create_key("org-b", "org:admin").await;
-    let mut browser = Browser::new(&app);
-    assert_eq!(browser.sign_in(&other).await.0, 303);
+    let mut browser = Browser::signed_in(&app, &other).await;
     let (_, _, page) = browser.get("/console/destinations").await;
     assert!(!page.contains("siem-down"));
     let csrf = hidden_csrf(&page);
@@ -903,8 +896,7 @@ async fn a_session_ends_at_its_absolute_expiry_even_when_active() {
     })
     .await;
     let key = app.create_key("org-a", "org:admin").await;
-    let mut browser = Browser::new(&app);
-    assert_eq!(browser.sign_in(&key).await.0, 303);
+    let mut browser = Browser::signed_in(&app, &key).await;
     assert_eq!(browser.get("/console/events").await.0, 200);
     // Each request keeps it from idling out; the absolute end comes anyway.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -1003,8 +995,7 @@ async fn the_events_histogram_counts_every_event_by_status() {
     }
     app.ingest(&admin, mine).await;
 
-    let mut browser = Browser::new(&app);
-    assert_eq!(browser.sign_in(&admin).await.0, 303);
+    let mut browser = Browser::signed_in(&app, &admin).await;
     let (status, _, page) = browser.get("/console/events").await;
     assert_eq!(status, 200);
     let label = histogram_label(&page).to_owned();
@@ -1054,8 +1045,7 @@ async fn the_events_histogram_counts_every_event_by_status() {
     assert!(histogram_label(&page).ends_with(&left), "{left}: {page}");
     assert!(left.ends_with(", 0 failure"), "{left}");
     // The other organization's events are its own.
-    let mut browser = Browser::new(&app);
-    assert_eq!(browser.sign_in(&other).await.0, 303);
+    let mut browser = Browser::signed_in(&app, &other).await;
     let (_, _, page) = browser.get("/console/events").await;
     assert!(
         histogram_label(&page).ends_with(&counted_by_status(&app, "org-b", None).await),
@@ -1072,8 +1062,7 @@ async fn gdpr_requests_and_report_runs_are_listed_with_their_files() {
     app.ingest(&admin, event("dr-house", "patient.record.read"))
         .await;
 
-    let mut browser = Browser::new(&app);
-    assert_eq!(browser.sign_in(&admin).await.0, 303);
+    let mut browser = Browser::signed_in(&app, &admin).await;
     let (status, _, page) = browser.get("/console/gdpr").await;
     assert_eq!(status, 200);
     assert!(page.contains("No request yet"), "{page}");
@@ -1159,8 +1148,7 @@ async fn gdpr_requests_and_report_runs_are_listed_with_their_files() {
 
     // A member reads the reports without their files, and no GDPR request.
     let member = app.create_key("org-a", "org:member").await;
-    let mut browser = Browser::new(&app);
-    assert_eq!(browser.sign_in(&member).await.0, 303);
+    let mut browser = Browser::signed_in(&app, &member).await;
     let (_, _, page) = browser.get("/console/reports").await;
     assert!(
         page.contains("PHI access") && !page.contains(&output),
@@ -1171,8 +1159,7 @@ async fn gdpr_requests_and_report_runs_are_listed_with_their_files() {
     assert_eq!(browser.get("/console/gdpr").await.0, 403);
     // Another organization has neither.
     let other = app.create_key("org-b", "org:admin").await;
-    let mut browser = Browser::new(&app);
-    assert_eq!(browser.sign_in(&other).await.0, 303);
+    let mut browser = Browser::signed_in(&app, &other).await;
     let (_, _, page) = browser.get("/console/reports").await;
     assert!(!page.contains("PHI access"));
     assert_eq!(browser.get(&output).await.0, 404);
@@ -1187,8 +1174,7 @@ async fn only_operators_see_the_operators_page() {
     let operator = app
         .create_key(&app.config.operations.organization, "org:admin")
         .await;
-    let mut browser = Browser::new(&app);
-    assert_eq!(browser.sign_in(&operator).await.0, 303);
+    let mut browser = Browser::signed_in(&app, &operator).await;
     let (_, _, page) = browser.get("/console/events").await;
     assert!(page.contains("href=\"/console/operators\""), "{page}");
     let (status, _, page) = browser.get("/console/operators").await;
@@ -1203,8 +1189,7 @@ async fn only_operators_see_the_operators_page() {
     }
 
     let tenant = app.create_key("org-a", "org:admin").await;
-    let mut browser = Browser::new(&app);
-    assert_eq!(browser.sign_in(&tenant).await.0, 303);
+    let mut browser = Browser::signed_in(&app, &tenant).await;
     let (_, _, page) = browser.get("/console/events").await;
     assert!(!page.contains("/console/operators"), "{page}");
     assert_eq!(browser.get("/console/operators").await.0, 403);

@@ -5,6 +5,16 @@ use maud::{html, Markup, DOCTYPE};
 
 use super::session::{Viewer, CSRF_FIELD};
 
+/// The pages in the navigation: the resource whose `read` shows each.
+const PAGES: [(&str, &str, &str); 6] = [
+    ("audit.events", "/console/events", "Events"),
+    ("audit.integrity", "/console/integrity", "Integrity"),
+    ("audit.alerts", "/console/alerts", "Alerts"),
+    ("audit.deliveries", "/console/destinations", "Destinations"),
+    ("audit.gdpr", "/console/gdpr", "GDPR"),
+    ("audit.reports", "/console/reports", "Reports"),
+];
+
 /// A whole page: `title`, and `body` inside the shell; `viewer` when signed in.
 pub fn page(title: &str, viewer: Option<&Viewer>, body: Markup) -> Markup {
     document(title, viewer, body, None)
@@ -42,23 +52,10 @@ fn document(title: &str, viewer: Option<&Viewer>, body: Markup, reload: Option<u
                     header {
                         nav aria-label="Console" {
                             strong { "audit-worker" }
-                            @if viewer.may("audit.events", "read") {
-                                a href="/console/events" { "Events" }
-                            }
-                            @if viewer.may("audit.integrity", "read") {
-                                a href="/console/integrity" { "Integrity" }
-                            }
-                            @if viewer.may("audit.alerts", "read") {
-                                a href="/console/alerts" { "Alerts" }
-                            }
-                            @if viewer.may("audit.deliveries", "read") {
-                                a href="/console/destinations" { "Destinations" }
-                            }
-                            @if viewer.may("audit.gdpr", "read") {
-                                a href="/console/gdpr" { "GDPR" }
-                            }
-                            @if viewer.may("audit.reports", "read") {
-                                a href="/console/reports" { "Reports" }
+                            @for (resource, href, label) in PAGES {
+                                @if viewer.may(resource, "read") {
+                                    a href=(href) { (label) }
+                                }
                             }
                             @if viewer.operator {
                                 a href="/console/operators" { "Operators" }

@@ -28,7 +28,13 @@
 //!   with `cargo bench --bench ingest -- tls`;
 //! - two worker processes on one database and one organization against one
 //!   alone, measured in turns like the Redis outage (each request goes to the
-//!   next worker in turn). Run alone with `cargo bench --bench ingest -- two-workers`.
+//!   next worker in turn). Run alone with `cargo bench --bench ingest -- two-workers`;
+//! - ingest and listing with the keys of migration V28 (led by
+//!   `organization_id`) against the keys before it: two more fresh workers,
+//!   the second's `audit_log` and `audit_chain` keys put back as V27 left
+//!   them, measured in turns like the Redis outage; then, on the same data,
+//!   listings by principal and events by id in turns. Run alone with
+//!   `cargo bench --bench ingest -- keys`.
 //!
 //! `cargo bench --bench ingest -- ingest` runs only the throughput runs against
 //! COPY and the single-event latency; `-- memory` only the memory run.
@@ -98,6 +104,20 @@ const MIN_TRIGGERS_RATIO: f64 = 0.9;
 const TLS_ONLY: &str = "tls";
 /// The command-line word that runs the two-worker comparison alone.
 const TWO_WORKERS_ONLY: &str = "two-workers";
+/// The command-line word that runs the key comparison alone.
+const KEYS_ONLY: &str = "keys";
+/// Floor of the distribution issue: ingest and listing with the keys led by
+/// `organization_id` over the same with the keys before.
+const MIN_KEYS_RATIO: f64 = 0.95;
+/// Requests of each listing kind per turn of the key comparison.
+const TURN_READS: u64 = 2_000;
+/// The keys on the ingest and listing path as they were before migration
+/// V28: `audit_log` by `(id, timestamp)`, chain links by `link_id`.
+const KEYS_BEFORE_V28: &str = "\
+    ALTER TABLE audit_log DROP CONSTRAINT audit_log_pkey, \
+      ADD CONSTRAINT audit_log_pkey PRIMARY KEY (id, \"timestamp\"); \
+    ALTER TABLE audit_chain DROP CONSTRAINT audit_chain_link_id_key, \
+      ADD CONSTRAINT audit_chain_link_id_key UNIQUE (link_id)";
 /// The command-line word that runs only the memory run: idle, then up to
 /// `MEMORY_TARGET_EVENTS` events in batches of 1000.
 const MEMORY_ONLY: &str = "memory";
@@ -153,6 +173,10 @@ async fn main() {
         two_workers(&pool).await;
         return;
     }
+    if std::env::args().any(|arg| arg == KEYS_ONLY) {
+        keys_led_by_organization(&pool).await;
+        return;
+    }
     if std::env::args().any(|arg| arg == VERIFY_ONLY) {
         verify_against_copy(pool).await;
         return;
@@ -193,6 +217,96 @@ async fn main() {
     redis_outage(&pool).await;
     append_only_triggers(&pool).await;
     tls_against_plain(&pool).await;
+    keys_led_by_organization(&pool).await;
+}
+
+/// Ingest, then listings, with the keys of V28 against the keys before, in
+/// alternating turns; both workers hold the same events when the listings
+/// start.
+async fn keys_led_by_organization(pool: &Arc<Vec<SampleEvent>>) {
+    println!("\n== keys led by organization_id (V28) against the keys before ==");
+    let after = Worker::start(&[]).await;
+    let before = Worker::start(&[]).await;
+    connect(&before.database_url())
+        .await
+        .batch_execute(KEYS_BEFORE_V28)
+        .await
+        .expect("the owner puts the keys back");
+    let turns = Turns::measure(pool, [("keys of V28", &after), ("keys before", &before)]).await;
+    let sides = [&after, &before].map(|worker| Arc::new(HttpTarget::new(worker)));
+    let mut events = Vec::new();
+    for worker in [&after, &before] {
+        let row = connect(&worker.database_url())
+            .await
+            .query_one("SELECT count(*) FROM audit_log", &[])
+            .await
+            .expect("count the events");
+        events.push(row.get::<_, i64>(0) as u64);
+    }
+    let events = *events.iter().min().expect("two workers");
+    let mut reads: [[Vec<f64>; 2]; 2] = Default::default();
+    let mut failures = Tally::default();
+    for turn in 1..=TURNS as u64 {
+        let order = if turn % 2 == 1 { [0, 1] } else { [1, 0] };
+        for side in order {
+            // Paths no earlier turn asked for, so that no answer comes from the cache.
+            let by_principal = sides[side]
+                .get_all(TURN_READS, move |n| {
+                    format!(
+                        "/v1/events?principal_id=user-{:04}&limit={}",
+                        n % 1000,
+                        40 + turn
+                    )
+                })
+                .await;
+            let by_id = sides[side]
+                .get_all(TURN_READS, move |n| {
+                    format!("/v1/events/{}", (n + turn * TURN_READS) * 7919 % events + 1)
+                })
+                .await;
+            for (kind, run) in [by_principal, by_id].into_iter().enumerate() {
+                println!(
+                    "turn {turn}, {}, {}: {}",
+                    ["keys of V28", "keys before"][side],
+                    ["listings by principal", "events by id"][kind],
+                    run.describe(run.ok)
+                );
+                reads[kind][side].push(run.rate(run.ok));
+                failures.merge(run);
+            }
+        }
+    }
+    println!("\n== summary, keys led by organization_id ({CLIENTS} concurrent clients, median of {TURNS} turns each) ==");
+    let [by_principal, by_id] = reads;
+    for (what, rates, unit) in [
+        (
+            format!("ingest batch={TURN_BATCH}"),
+            &turns.batch_rates,
+            "ev/s",
+        ),
+        (
+            "ingest single events".to_owned(),
+            &turns.single_rates,
+            "ev/s",
+        ),
+        (
+            "listing by principal (limit 41-46)".to_owned(),
+            &by_principal,
+            "req/s",
+        ),
+        ("event by id".to_owned(), &by_id, "req/s"),
+    ] {
+        let [after_rate, before_rate] = rates.clone().map(median);
+        let ratio = after_rate / before_rate;
+        println!(
+            "{what}: keys of V28 {} {unit}, keys before {} {unit}, ratio {ratio:.2} (floor >= {MIN_KEYS_RATIO}: {})",
+            grouped(after_rate),
+            grouped(before_rate),
+            verdict(ratio >= MIN_KEYS_RATIO)
+        );
+    }
+    failures.print_failures();
+    turns.finish([after, before]).await;
 }
 
 /// Two worker processes sharing one database and one organization against
@@ -845,6 +959,46 @@ impl HttpTarget {
             }
         })
         .await
+    }
+
+    /// `GET`s `requests` paths (`path(n)` for the n-th) from `CLIENTS` tasks.
+    async fn get_all(
+        self: &Arc<Self>,
+        requests: u64,
+        path: impl Fn(u64) -> String + Clone + Send + 'static,
+    ) -> Tally {
+        run_clients(requests, RUN_BUDGET, |claims| {
+            let (target, path) = (self.clone(), path.clone());
+            async move {
+                let mut tally = Tally::default();
+                while let Some(n) = claims.claim() {
+                    let started = Instant::now();
+                    tally.record(started, target.get(&path(n)).await);
+                }
+                tally
+            }
+        })
+        .await
+    }
+
+    async fn get(&self, path: &str) -> Result<(), String> {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.bases[0]))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .map_err(|error| format!("transport: {error}"))?;
+        let status = response.status();
+        response
+            .bytes()
+            .await
+            .map_err(|error| format!("body: {error}"))?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("GET {path}: {status}"))
+        }
     }
 
     async fn post_events(&self, n: u64, body: Vec<u8>) -> Result<(), String> {

@@ -153,7 +153,8 @@ pub async fn revoke_api_key(config: &Config, id: &str) -> Result<ApiKeyInfo, Adm
     let mut client = connect(config).await?;
     let keys = IntegrityKeys::load(&config.integrity, &db::pool(&config.database)).await?;
     let transaction = client.transaction().await.map_err(DbError::from)?;
-    let revoked = api_keys::revoke(&transaction, None, id, CLI_ACTOR)
+    let organization_id = key_organization(&transaction, None, id).await?;
+    let revoked = api_keys::revoke(&transaction, &organization_id, id, CLI_ACTOR)
         .await?
         .ok_or_else(|| AdminError::UnknownKey(id.to_owned()))?;
     let change = AdminChange {
@@ -162,7 +163,6 @@ pub async fn revoke_api_key(config: &Config, id: &str) -> Result<ApiKeyInfo, Adm
         target_id: id.to_owned(),
         details: serde_json::json!({}),
     };
-    let organization_id = revoked.organization_id.clone();
     recorded::admin_in(
         &transaction,
         &keys,
@@ -173,6 +173,20 @@ pub async fn revoke_api_key(config: &Config, id: &str) -> Result<ApiKeyInfo, Adm
     .await?;
     transaction.commit().await.map_err(DbError::from)?;
     Ok(revoked)
+}
+
+/// The organization of the key `id`: `given`, else the key's own.
+async fn key_organization(
+    client: &impl tokio_postgres::GenericClient,
+    given: Option<&str>,
+    id: &str,
+) -> Result<String, AdminError> {
+    match given {
+        Some(organization_id) => Ok(organization_id.to_owned()),
+        None => api_keys::organization_of(client, id)
+            .await?
+            .ok_or_else(|| AdminError::UnknownKey(id.to_owned())),
+    }
 }
 
 /// Gives the key `id` a new secret (the replaced one works for `grace`);
@@ -186,7 +200,8 @@ pub async fn rotate_api_key(
     let mut client = connect(config).await?;
     let keys = IntegrityKeys::load(&config.integrity, &db::pool(&config.database)).await?;
     let transaction = client.transaction().await.map_err(DbError::from)?;
-    let key = api_keys::lock(&transaction, organization_id, id)
+    let organization_id = key_organization(&transaction, organization_id, id).await?;
+    let key = api_keys::lock(&transaction, &organization_id, id)
         .await?
         .ok_or_else(|| AdminError::UnknownKey(id.to_owned()))?;
     let rotated = auth::rotate_key(&transaction, &key, grace).await?;

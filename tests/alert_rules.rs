@@ -352,7 +352,7 @@ async fn system_rules_raise_their_alerts() {
     db.execute(
         "INSERT INTO destination_health (destination_id, organization_id, circuit_breaker_state, circuit_breaker_opened_at) \
          VALUES ($1, 'org-a', 'open', now() - interval '2 minutes') \
-         ON CONFLICT (destination_id) DO UPDATE SET circuit_breaker_state = 'open', \
+         ON CONFLICT (organization_id, destination_id) DO UPDATE SET circuit_breaker_state = 'open', \
            circuit_breaker_opened_at = now() - interval '2 minutes'",
         &[&id],
     )

@@ -1401,10 +1401,10 @@ async fn notify_all_sends_each_alert_to_its_own_subscribers() {
 }
 
 /// Maintenance deletes resolved and dismissed alerts closed before the
-/// cutoff, of every organization, at most `limit` a call; open alerts and
-/// recently closed ones stay, however old.
+/// cutoff, of every organization, in one statement; open alerts and recently
+/// closed ones stay, however old.
 #[actix_web::test]
-async fn closed_alerts_before_the_cutoff_are_deleted_in_batches() {
+async fn closed_alerts_before_the_cutoff_are_deleted() {
     let app = spawn_app().await;
     let db = app.database().await;
     let long_ago = Utc::now() - TimeDelta::days(40);
@@ -1426,22 +1426,8 @@ async fn closed_alerts_before_the_cutoff_are_deleted_in_batches() {
     let ids = seed(&app, &seeds).await;
     let cutoff = Utc::now() - TimeDelta::days(30);
 
-    assert_eq!(
-        alerts::delete_closed_before(&db, cutoff, 2).await.unwrap(),
-        2
-    );
-    assert_eq!(
-        alerts::delete_closed_before(&db, cutoff, 2).await.unwrap(),
-        2
-    );
-    assert_eq!(
-        alerts::delete_closed_before(&db, cutoff, 2).await.unwrap(),
-        1
-    );
-    assert_eq!(
-        alerts::delete_closed_before(&db, cutoff, 2).await.unwrap(),
-        0
-    );
+    assert_eq!(alerts::delete_closed_before(&db, cutoff).await.unwrap(), 5);
+    assert_eq!(alerts::delete_closed_before(&db, cutoff).await.unwrap(), 0);
     let left: Vec<Uuid> = db
         .query("SELECT id FROM alerts ORDER BY id", &[])
         .await

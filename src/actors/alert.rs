@@ -34,8 +34,6 @@ use crate::shared::Shared;
 const APPLY_EVERY: Duration = Duration::from_millis(250);
 /// Wait before applying a batch again after a failed write.
 const APPLY_RETRY: Duration = Duration::from_secs(1);
-/// Rows deleted per statement by the retention and pruning jobs.
-const DELETE_BATCH: i64 = 1000;
 /// An organization's rules are looked up again (a cache hit, unless they
 /// changed on some instance) when last read longer ago than this.
 const RULES_REFRESH: Duration = Duration::from_secs(1);
@@ -375,15 +373,8 @@ async fn check_system(
         return Ok(());
     }
     let cutoff = clock.now() - chrono::Duration::days(i64::from(settings.retention_days));
-    let mut deleted = 0;
-    loop {
-        let batch = alerts::delete_closed_before(&transaction, cutoff, DELETE_BATCH).await?;
-        deleted += batch;
-        if batch < DELETE_BATCH as u64 {
-            break;
-        }
-    }
-    while alert_windows::prune(&transaction, DELETE_BATCH).await? == DELETE_BATCH as u64 {}
+    let deleted = alerts::delete_closed_before(&transaction, cutoff).await?;
+    alert_windows::prune(&transaction).await?;
     transaction.commit().await?;
     if deleted > 0 {
         tracing::info!(deleted, %cutoff, "Deleted closed alerts past their retention");

@@ -24,7 +24,7 @@ use uuid::Uuid;
 use super::health::HealthActor;
 use crate::breaker::Breaker;
 use crate::db::deliveries::{self, Attempt, Claim};
-use crate::db::destinations::{self, HealthBatch};
+use crate::db::destinations::{self, DestinationKey, HealthBatch};
 use crate::db::{DbError, PgPool};
 use crate::deliveries::body::{BodyShape, Payload};
 use crate::deliveries::crypto::SecretBox;
@@ -39,7 +39,8 @@ use crate::streams::{self, BatchError};
 use crate::supervisor::ActorHandle;
 
 pub struct DeliveryActor {
-    destination_id: i64,
+    /// The destination it delivers to, and its organization.
+    key: DestinationKey,
     pool: PgPool,
     /// Every connection goes through it, held to the network policy.
     egress: Egress,
@@ -166,11 +167,11 @@ impl Read {
     /// The destination, unless it was deleted.
     async fn get(
         pool: &PgPool,
-        destination_id: i64,
+        key: &DestinationKey,
         secrets: &SecretBox,
     ) -> Result<Option<Self>, DbError> {
         let client = pool.get().await?;
-        let read = destinations::get(&**client, None, destination_id).await?;
+        let read = destinations::get(&**client, &key.organization_id, key.id).await?;
         Ok(read.map(|destination| Self {
             disabled: destination.disabled,
             prepared: Prepared::new(&destination, secrets),
@@ -215,7 +216,7 @@ async fn payload(
 
 impl DeliveryActor {
     pub fn new(
-        destination_id: i64,
+        key: DestinationKey,
         pool: PgPool,
         egress: Egress,
         secrets: Arc<SecretBox>,
@@ -230,7 +231,7 @@ impl DeliveryActor {
         };
         Self {
             breaker: Breaker::new(settings.failure_threshold, settings.reset_timeout),
-            destination_id,
+            key,
             pool,
             egress,
             secrets,
@@ -318,7 +319,7 @@ impl DeliveryActor {
             self.secrets.clone(),
             self.worker_id.clone(),
         );
-        let destination_id = self.destination_id;
+        let key = self.key.clone();
         let being_read = self
             .reading_destination_since
             .is_some_and(|since| since.elapsed() < DESTINATION_CACHE_TTL);
@@ -332,15 +333,14 @@ impl DeliveryActor {
             self.reading_destination_since = Some(Instant::now());
         }
         let delivery_id = claim.id;
-        let span =
-            tracing::info_span!("delivery", delivery = %claim.id, destination = destination_id);
+        let span = tracing::info_span!("delivery", delivery = %claim.id, destination = key.id);
         // No pooled connection is held across the attempt itself: a slow
         // receiver must not starve everyone else of connections.
         let work = async move {
             let (destination, fresh) = match cached {
                 Some(destination) => (Some(destination), false),
                 None => {
-                    let read = Read::get(&pool, destination_id, &secrets).await?;
+                    let read = Read::get(&pool, &key, &secrets).await?;
                     (read.map(Arc::new), true)
                 }
             };
@@ -384,6 +384,7 @@ impl DeliveryActor {
             );
             let record = Attempt {
                 delivery_id: claim.id,
+                organization_id: claim.organization_id.clone(),
                 status,
                 response_code: outcome.response_code,
                 latency_ms: outcome.latency_ms,
@@ -443,7 +444,7 @@ impl DeliveryActor {
                     _ => self.breaker.failed(Instant::now()),
                 };
                 if opened {
-                    tracing::warn!(destination = self.destination_id, "Circuit breaker opened");
+                    tracing::warn!(destination = self.key.id, "Circuit breaker opened");
                 }
                 if exists {
                     self.record_health(&outcome, ctx);
@@ -454,7 +455,7 @@ impl DeliveryActor {
             }
         }
         self.in_flight.remove(&delivery_id);
-        let destination_id = self.destination_id;
+        let destination_id = self.key.id;
         match finished {
             Some(attempt) => self.outbox.send(Ended {
                 destination_id,
@@ -483,7 +484,7 @@ impl DeliveryActor {
         let now = Utc::now();
         let batch = self
             .health
-            .get_or_insert_with(|| HealthBatch::new(self.destination_id));
+            .get_or_insert_with(|| HealthBatch::new(&self.key));
         batch.attempts += 1;
         batch.latency_sum += i64::from(outcome.latency_ms);
         if outcome.verdict == Verdict::Delivered {
@@ -528,7 +529,7 @@ impl DeliveryActor {
 
     fn done(&mut self, delivery_id: Uuid, ctx: &mut Context<Self>) {
         self.in_flight.remove(&delivery_id);
-        self.outbox.finished(self.destination_id);
+        self.outbox.finished(self.key.id);
         self.pump(ctx);
     }
 }
@@ -548,7 +549,7 @@ impl Drop for DeliveryActor {
             .chain(self.waiting.drain(..).map(|claim| claim.id))
             .collect();
         if !held.is_empty() {
-            self.outbox.abandoned(self.destination_id, held);
+            self.outbox.abandoned(self.key.id, held);
         }
     }
 }
@@ -558,7 +559,7 @@ impl Handler<Retire> for DeliveryActor {
 
     fn handle(&mut self, _: Retire, ctx: &mut Self::Context) {
         tracing::info!(
-            destination = self.destination_id,
+            destination = self.key.id,
             "Stopping the delivery actor of a disabled or deleted destination"
         );
         self.retiring = true;
@@ -729,7 +730,10 @@ mod tests {
         let deliveries = Arbiter::new();
         let actor = DeliveryActor::start_in_arbiter(&deliveries.handle(), move |_| {
             DeliveryActor::new(
-                7,
+                DestinationKey {
+                    organization_id: "org".to_owned(),
+                    id: 7,
+                },
                 pool,
                 egress,
                 Arc::new(SecretBox::new(&crate::secrets::KeyRing::single([1; 32]))),

@@ -24,6 +24,7 @@ use super::delivery::{DeliveryActor, Outbox};
 use super::health::HealthActor;
 use crate::config::{Config, DeliveryConfig};
 use crate::db::deliveries::{Attempt, Bookkeeper, Claim};
+use crate::db::destinations::DestinationKey;
 use crate::db::{self, deliveries, destinations, DbError, PgPool};
 use crate::deliveries::crypto::SecretBox;
 use crate::deliveries::egress::Egress;
@@ -71,7 +72,11 @@ pub struct QueueActor {
     woken_while_claiming: bool,
     /// The next [`WakeAt`], waiting for its time.
     timed_wake: Option<(DateTime<Utc>, SpawnHandle)>,
-    actors: HashMap<i64, Addr<DeliveryActor>>,
+    /// The running DeliveryActors, by destination id.
+    actors: HashMap<i64, Deliverer>,
+    /// Where the next claim starts in the organizations' turn, so that none
+    /// is always claimed for last.
+    next_organization: usize,
     /// Where the DeliveryActors run: a thread of their own, so attempts
     /// (HTTP and TLS work, responses) go on while this actor decodes claims
     /// and writes records. Stopped with the actor.
@@ -114,6 +119,7 @@ impl QueueActor {
             woken_while_claiming: false,
             timed_wake: None,
             actors: HashMap::new(),
+            next_organization: 0,
             deliveries: Arbiter::new(),
             outbox: None,
             to_record: Vec::new(),
@@ -136,6 +142,10 @@ impl QueueActor {
         let Some(plan) = self.capacity.plan() else {
             return;
         };
+        let organizations = self.organizations_in_turn();
+        if organizations.is_empty() {
+            return;
+        }
         self.claiming = true;
         let (connection, config, worker, lease) = (
             self.claimer.take(),
@@ -145,24 +155,63 @@ impl QueueActor {
         );
         let claim = async move {
             let connection = Bookkeeper::reuse_or_connect(connection, &config.database).await?;
-            let claimed = connection
-                .claim(&worker, lease, plan.limit as i64, &plan.held())
-                .await;
-            Ok::<_, DbError>((connection, claimed, plan))
+            let mut claims = Vec::new();
+            let mut failure = None;
+            for organization_id in &organizations {
+                let room = plan.limit.saturating_sub(claims.len());
+                if room == 0 {
+                    break;
+                }
+                let held = plan.held();
+                match connection
+                    .claim(organization_id, &worker, lease, room as i64, &held)
+                    .await
+                {
+                    Ok(claimed) => claims.extend(claimed),
+                    Err(error) => {
+                        failure = Some(error);
+                        break;
+                    }
+                }
+            }
+            Ok::<_, DbError>((connection, claims, failure, plan))
         };
         ctx.spawn(
             wrap_future::<_, Self>(claim).map(move |claimed, actor, ctx| {
                 actor.claiming = false;
-                let claimed = claimed.and_then(|(connection, claimed, plan)| {
-                    actor.claimer = Some(connection);
-                    Ok((claimed?, plan))
-                });
                 match claimed {
-                    Ok((claims, plan)) => actor.hand_out(claims, &plan, ctx),
+                    Ok((connection, claims, failure, plan)) => {
+                        actor.claimer = Some(connection);
+                        if let Some(error) = failure {
+                            tracing::warn!(%error, "Cannot claim deliveries");
+                        }
+                        // What was claimed before a failure is leased to this worker: deliver it.
+                        actor.hand_out(claims, &plan, ctx);
+                    }
                     Err(error) => tracing::warn!(%error, "Cannot claim deliveries"),
                 }
             }),
         );
+    }
+
+    /// The organizations of the running DeliveryActors, each once, starting
+    /// one further on than the claim before. A claim names one organization
+    /// (see [`deliveries::CLAIM`]): with Citus, each runs on that
+    /// organization's node.
+    fn organizations_in_turn(&mut self) -> Vec<String> {
+        let mut organizations: Vec<String> = self
+            .actors
+            .values()
+            .map(|deliverer| deliverer.organization_id.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !organizations.is_empty() {
+            let start = self.next_organization % organizations.len();
+            organizations.rotate_left(start);
+            self.next_organization = start + 1;
+        }
+        organizations
     }
 
     /// Gives each destination's actor its claimed deliveries, then claims
@@ -182,7 +231,11 @@ impl QueueActor {
                 .map(|(destination_id, claims)| (*destination_id, claims.len())),
         );
         for (destination_id, claims) in by_destination {
-            self.deliverer(destination_id).do_send(Deliver(claims));
+            let key = DestinationKey {
+                organization_id: claims[0].organization_id.clone(),
+                id: destination_id,
+            };
+            self.deliverer(&key).do_send(Deliver(claims));
         }
         if std::mem::take(&mut self.woken_while_claiming) {
             ctx.notify(Wake);
@@ -268,25 +321,32 @@ impl QueueActor {
         let pool = self.pool.clone();
         let active = async move {
             let client = pool.get().await?;
-            destinations::active_ids(&**client).await
+            destinations::active(&**client).await
         };
-        wrap_future::<_, Self>(active).map(|active, actor, _| {
-            let active: HashSet<i64> = match active {
-                Ok(ids) => ids.into_iter().collect(),
+        wrap_future::<_, Self>(active).map(|active, actor, ctx| {
+            let active = match active {
+                Ok(active) => active,
                 Err(error) => {
                     tracing::warn!(%error, "Cannot read the active destinations");
                     return;
                 }
             };
-            actor.actors.retain(|id, addr| {
-                let keep = active.contains(id) && addr.connected();
+            let ids: HashSet<i64> = active.iter().map(|key| key.id).collect();
+            actor.actors.retain(|id, deliverer| {
+                let keep = ids.contains(id) && deliverer.address.connected();
                 if !keep {
-                    addr.do_send(Retire);
+                    deliverer.address.do_send(Retire);
                 }
                 keep
             });
-            for id in active {
-                actor.deliverer(id);
+            let running = actor.actors.len();
+            for key in &active {
+                actor.deliverer(key);
+            }
+            if actor.actors.len() > running {
+                // Claims are made for the organizations of running actors:
+                // new ones may have work waiting already.
+                ctx.notify(Wake);
             }
             actor
                 .metrics
@@ -305,15 +365,16 @@ impl QueueActor {
     }
 
     /// The destination's actor, started (again) if needed.
-    fn deliverer(&mut self, destination_id: i64) -> Addr<DeliveryActor> {
+    fn deliverer(&mut self, key: &DestinationKey) -> Addr<DeliveryActor> {
         let alive = self
             .actors
-            .get(&destination_id)
-            .filter(|addr| addr.connected())
+            .get(&key.id)
+            .map(|deliverer| &deliverer.address)
+            .filter(|address| address.connected())
             .cloned();
         alive.unwrap_or_else(|| {
             let actor = DeliveryActor::new(
-                destination_id,
+                key.clone(),
                 self.pool.clone(),
                 self.egress.clone(),
                 self.secrets.clone(),
@@ -324,11 +385,21 @@ impl QueueActor {
                 self.worker_id.clone(),
             );
             let actor = DeliveryActor::start_in_arbiter(&self.deliveries.handle(), |_| actor);
-            self.actors.insert(destination_id, actor.clone());
+            let deliverer = Deliverer {
+                organization_id: key.organization_id.clone(),
+                address: actor.clone(),
+            };
+            self.actors.insert(key.id, deliverer);
             self.metrics.deliveries.actors.set(self.actors.len() as i64);
             actor
         })
     }
+}
+
+/// A running DeliveryActor, and the organization of its destination.
+struct Deliverer {
+    organization_id: String,
+    address: Addr<DeliveryActor>,
 }
 
 /// Look for due deliveries now: sent by the LISTEN task on each `NOTIFY`

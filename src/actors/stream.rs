@@ -108,9 +108,17 @@ async fn round(pool: PgPool, settings: StreamsConfig, read_lag: bool) -> Result<
     let restarted = streams::retry_failed(&**client, settings.failed_batch_retry_after).await?;
     let transaction = client.transaction().await?;
     let mut started = 0;
-    for subscription in streams::claim_idle(&transaction, SUBSCRIPTIONS_PER_ROUND).await? {
-        if start_batch(&transaction, &subscription).await? {
-            started += 1;
+    let mut room = SUBSCRIPTIONS_PER_ROUND;
+    for organization in streams::organizations_with_idle(&transaction).await? {
+        let claimed = streams::claim_idle(&transaction, &organization, room).await?;
+        room -= claimed.len() as i64;
+        for subscription in claimed {
+            if start_batch(&transaction, &subscription).await? {
+                started += 1;
+            }
+        }
+        if room == 0 {
+            break;
         }
     }
     transaction.commit().await?;

@@ -332,7 +332,7 @@ impl ArchiveStore {
                 .to_owned()
         };
         let (events, stream_sha) = if archive.store == ArchiveStoreKind::Postgres.as_str() {
-            let data = archives::data(client, archive.id)
+            let data = archives::data(client, &archive.organization_id, archive.id)
                 .await?
                 .ok_or(ArchiveError::NotFound(archive.id))?;
             let stored = archive.clone();

@@ -148,14 +148,14 @@ pub async fn record_and_count(
         .collect())
 }
 
-/// Deletes hits no window can reach any more, at most `limit` at a time (so
-/// the delete never holds many locks); returns how many went.
-pub async fn prune(client: &impl GenericClient, limit: i64) -> Result<u64, DbError> {
+/// Deletes the hits, of every organization, no window can reach any more;
+/// returns how many went. One statement across organizations, which Citus
+/// runs on every shard at once (`docs/scaling.md`).
+pub async fn prune(client: &impl GenericClient) -> Result<u64, DbError> {
     Ok(client
         .execute(
-            "DELETE FROM alert_window_hits WHERE ctid = ANY(ARRAY( \
-               SELECT ctid FROM alert_window_hits WHERE expires_at < now() LIMIT $1))",
-            &[&limit],
+            "DELETE FROM alert_window_hits WHERE expires_at < now()",
+            &[],
         )
         .await?)
 }

@@ -132,24 +132,49 @@ pub async fn list(
     client: &impl GenericClient,
     organization_id: Option<&str>,
 ) -> Result<Vec<ApiKeyInfo>, DbError> {
-    let rows = client
-        .query(
-            &format!(
-                "SELECT {INFO_COLUMNS} FROM api_keys \
-                 WHERE ($1::text IS NULL OR organization_id = $1) \
-                 ORDER BY organization_id, created_at, id"
-            ),
-            &[&organization_id],
-        )
-        .await?;
+    let rows = match organization_id {
+        Some(organization_id) => {
+            client
+                .query(
+                    &format!(
+                        "SELECT {INFO_COLUMNS} FROM api_keys WHERE organization_id = $1 \
+                         ORDER BY created_at, id"
+                    ),
+                    &[&organization_id],
+                )
+                .await?
+        }
+        None => {
+            client
+                .query(
+                    &format!(
+                    "SELECT {INFO_COLUMNS} FROM api_keys ORDER BY organization_id, created_at, id"
+                ),
+                    &[],
+                )
+                .await?
+        }
+    };
     Ok(rows.iter().map(info).collect())
 }
 
-/// Revokes a key (idempotent); `None` when no such key exists in the scope.
-/// `organization_id = None` reaches any organization (CLI only).
+/// The organization of the key `id`, for the CLI, which names a key by its
+/// id alone.
+pub async fn organization_of(
+    client: &impl GenericClient,
+    id: &str,
+) -> Result<Option<String>, DbError> {
+    let row = client
+        .query_opt("SELECT organization_id FROM api_keys WHERE id = $1", &[&id])
+        .await?;
+    Ok(row.map(|row| row.get(0)))
+}
+
+/// Revokes the organization's key `id` (idempotent); `None` when it has no
+/// such key.
 pub async fn revoke(
     client: &impl GenericClient,
-    organization_id: Option<&str>,
+    organization_id: &str,
     id: &str,
     revoked_by: &str,
 ) -> Result<Option<ApiKeyInfo>, DbError> {
@@ -158,7 +183,7 @@ pub async fn revoke(
             &format!(
                 "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()), \
                         revoked_by = coalesce(revoked_by, $3) \
-                 WHERE id = $2 AND ($1::text IS NULL OR organization_id = $1) \
+                 WHERE organization_id = $1 AND id = $2 \
                  RETURNING {INFO_COLUMNS}"
             ),
             &[&organization_id, &id, &revoked_by],
@@ -167,18 +192,18 @@ pub async fn revoke(
     Ok(row.as_ref().map(info))
 }
 
-/// Locks a key's row for a change in this transaction; `None` when no such
-/// key exists in the scope. `organization_id = None` reaches any organization (CLI only).
+/// Locks the organization's key `id` for a change in this transaction;
+/// `None` when it has no such key.
 pub async fn lock(
     client: &impl GenericClient,
-    organization_id: Option<&str>,
+    organization_id: &str,
     id: &str,
 ) -> Result<Option<ApiKeyInfo>, DbError> {
     let row = client
         .query_opt(
             &format!(
                 "SELECT {INFO_COLUMNS} FROM api_keys \
-                 WHERE id = $2 AND ($1::text IS NULL OR organization_id = $1) FOR UPDATE"
+                 WHERE organization_id = $1 AND id = $2 FOR UPDATE"
             ),
             &[&organization_id, &id],
         )

@@ -86,27 +86,42 @@ pub async fn list_all(client: &impl GenericClient) -> Result<Vec<Archive>, DbErr
 }
 
 /// An archive; `organization_id` None for the operator.
+///
+/// Two statements rather than one `($1 IS NULL OR organization_id = $1)`:
+/// a tenant's lookup names its organization as a plain conjunct, so a
+/// distributed database routes it to that organization's shard; only the
+/// operator's lookup by id alone runs across organizations.
 pub async fn get(
     client: &impl GenericClient,
     organization_id: Option<&str>,
     id: Uuid,
 ) -> Result<Option<Archive>, DbError> {
-    let row = client
-        .query_opt(
-            &format!(
-                "SELECT {COLUMNS} FROM archive_storage \
-                 WHERE id = $2 AND ($1::text IS NULL OR organization_id = $1)"
-            ),
-            &[&organization_id, &id],
-        )
-        .await?;
+    let row = match organization_id {
+        Some(organization_id) => {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM archive_storage WHERE organization_id = $1 AND id = $2"
+            );
+            client.query_opt(&sql, &[&organization_id, &id]).await?
+        }
+        None => {
+            let sql = format!("SELECT {COLUMNS} FROM archive_storage WHERE id = $1");
+            client.query_opt(&sql, &[&id]).await?
+        }
+    };
     Ok(row.as_ref().map(archive))
 }
 
 /// The compressed bytes of an archive of the `postgres` store.
-pub async fn data(client: &impl GenericClient, id: Uuid) -> Result<Option<Vec<u8>>, DbError> {
+pub async fn data(
+    client: &impl GenericClient,
+    organization_id: &str,
+    id: Uuid,
+) -> Result<Option<Vec<u8>>, DbError> {
     let row = client
-        .query_opt("SELECT data FROM archive_storage WHERE id = $1", &[&id])
+        .query_opt(
+            "SELECT data FROM archive_storage WHERE organization_id = $1 AND id = $2",
+            &[&organization_id, &id],
+        )
         .await?;
     Ok(row.and_then(|row| row.get("data")))
 }
@@ -411,9 +426,16 @@ pub async fn insert_events(client: &impl GenericClient, lines: &[String]) -> Res
 }
 
 /// Unlists an archive (restored, replaced or deleted); whether it was listed.
-pub async fn delete(client: &impl GenericClient, id: Uuid) -> Result<bool, DbError> {
+pub async fn delete(
+    client: &impl GenericClient,
+    organization_id: &str,
+    id: Uuid,
+) -> Result<bool, DbError> {
     Ok(client
-        .execute("DELETE FROM archive_storage WHERE id = $1", &[&id])
+        .execute(
+            "DELETE FROM archive_storage WHERE organization_id = $1 AND id = $2",
+            &[&organization_id, &id],
+        )
         .await?
         == 1)
 }

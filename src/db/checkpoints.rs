@@ -49,15 +49,26 @@ pub async fn create(
     keys: &IntegrityKeys,
     organization_id: Option<&str>,
 ) -> Result<usize, DbError> {
-    let heads = client
-        .query(
-            "SELECT h.organization_id, h.seq, h.link, h.event_total FROM audit_chain_head h \
-             WHERE ($1::text IS NULL OR h.organization_id = $1) AND h.seq > 0 \
-               AND h.seq > coalesce((SELECT max(seq) FROM integrity_checkpoints c \
-                                     WHERE c.organization_id = h.organization_id), 0)",
-            &[&organization_id],
-        )
-        .await?;
+    let heads = match organization_id {
+        Some(organization_id) => client
+            .query(
+                "SELECT h.organization_id, h.seq, h.link, h.event_total FROM audit_chain_head h \
+                     WHERE h.organization_id = $1 AND h.seq > 0 \
+                       AND h.seq > coalesce((SELECT max(seq) FROM integrity_checkpoints c \
+                                             WHERE c.organization_id = h.organization_id), 0)",
+                &[&organization_id],
+            )
+            .await?,
+        None => client
+            .query(
+                "SELECT h.organization_id, h.seq, h.link, h.event_total FROM audit_chain_head h \
+                     WHERE h.seq > 0 \
+                       AND h.seq > coalesce((SELECT max(seq) FROM integrity_checkpoints c \
+                                             WHERE c.organization_id = h.organization_id), 0)",
+                &[],
+            )
+            .await?,
+    };
     let now = Utc::now();
     for head in &heads {
         let (organization_id, seq): (String, i64) = (head.get("organization_id"), head.get("seq"));

@@ -73,7 +73,10 @@ pub async fn delete_archive(
             .to_owned()
     };
     let deleted = client
-        .execute("DELETE FROM archive_storage WHERE id = $1", &[&archive.id])
+        .execute(
+            "DELETE FROM archive_storage WHERE organization_id = $1 AND id = $2",
+            &[&archive.organization_id, &archive.id],
+        )
         .await?;
     if deleted == 0 {
         return Ok(None);

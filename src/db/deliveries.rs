@@ -590,9 +590,12 @@ pub struct Held<'a> {
     pub per_destination: i64,
 }
 
-/// Claims up to `$3` due deliveries, best priority first, for `$2` seconds;
-/// never more for a destination than the held counts (`$4`, `$5`) leave room
-/// for under `$6`, and none for disabled destinations.
+/// Claims up to `$3` due deliveries of the organization `$7`, best priority
+/// first, for `$2` seconds; never more for a destination than the held counts
+/// (`$4`, `$5`) leave room for under `$6`, and none for disabled destinations.
+/// One organization per claim: every row it reads or locks is found through
+/// the organization, so Citus runs the whole claim on that organization's
+/// node (`docs/scaling.md`).
 ///
 /// A claim is its lease: it sets `lease_expires_at` and `claimed_by` and
 /// leaves the status as it is. So it changes no indexed column, and the row is
@@ -637,20 +640,21 @@ WITH RECURSIVE held AS ( \
 queued AS ( \
   SELECT g.destination_id, g.priority, g.first_due FROM ( \
     SELECT destination_id, priority, coalesce(next_retry_at, scheduled_at) AS first_due \
-    FROM delivery_queue WHERE status IN ('pending', 'retrying') \
+    FROM delivery_queue WHERE organization_id = $7 AND status IN ('pending', 'retrying') \
     ORDER BY destination_id, priority DESC, coalesce(next_retry_at, scheduled_at) LIMIT 1) g \
   UNION ALL \
   SELECT n.destination_id, n.priority, n.first_due FROM queued w CROSS JOIN LATERAL ( \
     SELECT * FROM ( \
       (SELECT q.destination_id, q.priority, coalesce(q.next_retry_at, q.scheduled_at) AS first_due \
        FROM delivery_queue q \
-       WHERE q.status IN ('pending', 'retrying') AND q.destination_id = w.destination_id \
-         AND q.priority < w.priority \
+       WHERE q.organization_id = $7 AND q.status IN ('pending', 'retrying') \
+         AND q.destination_id = w.destination_id AND q.priority < w.priority \
        ORDER BY q.priority DESC, coalesce(q.next_retry_at, q.scheduled_at) LIMIT 1) \
       UNION ALL \
       (SELECT q.destination_id, q.priority, coalesce(q.next_retry_at, q.scheduled_at) AS first_due \
        FROM delivery_queue q \
-       WHERE q.status IN ('pending', 'retrying') AND q.destination_id > w.destination_id \
+       WHERE q.organization_id = $7 AND q.status IN ('pending', 'retrying') \
+         AND q.destination_id > w.destination_id \
        ORDER BY q.destination_id, q.priority DESC, coalesce(q.next_retry_at, q.scheduled_at) LIMIT 1)) next \
     LIMIT 1) n), \
 due AS ( \
@@ -662,13 +666,14 @@ rooms AS ( \
     greatest(least($6 - coalesce(h.count, 0), 2 * (($3 + busy.count - 1) / busy.count)), 0) AS share \
   FROM (SELECT DISTINCT destination_id FROM due) d CROSS JOIN busy \
   LEFT JOIN held h ON h.destination_id = d.destination_id \
-  WHERE NOT EXISTS (SELECT 1 FROM delivery_destinations x WHERE x.id = d.destination_id AND x.disabled)), \
+  WHERE NOT EXISTS (SELECT 1 FROM delivery_destinations x \
+    WHERE x.organization_id = $7 AND x.id = d.destination_id AND x.disabled)), \
 candidates AS ( \
   SELECT c.*, r.share FROM due g JOIN rooms r ON r.destination_id = g.destination_id \
   CROSS JOIN LATERAL ( \
     SELECT q.ctid AS tid, q.destination_id, q.priority, coalesce(q.next_retry_at, q.scheduled_at) AS due \
     FROM delivery_queue q \
-    WHERE q.destination_id = g.destination_id AND q.priority = g.priority \
+    WHERE q.organization_id = $7 AND q.destination_id = g.destination_id AND q.priority = g.priority \
       AND q.status IN ('pending', 'retrying') AND coalesce(q.next_retry_at, q.scheduled_at) <= now() \
       AND (q.lease_expires_at IS NULL OR (q.lease_expires_at < now() AND q.claimed_by <> $1)) \
     ORDER BY coalesce(q.next_retry_at, q.scheduled_at) LIMIT r.share) c), \
@@ -681,30 +686,32 @@ chosen AS ( \
   ORDER BY c.priority DESC, c.due LIMIT $3), \
 locked AS ( \
   SELECT q.ctid AS tid FROM delivery_queue q \
-  WHERE q.ctid = ANY(ARRAY(SELECT tid FROM chosen)) \
+  WHERE q.organization_id = $7 AND q.ctid = ANY(ARRAY(SELECT tid FROM chosen)) \
     AND q.status IN ('pending', 'retrying') AND coalesce(q.next_retry_at, q.scheduled_at) <= now() \
     AND (q.lease_expires_at IS NULL OR (q.lease_expires_at < now() AND q.claimed_by <> $1)) \
   FOR UPDATE SKIP LOCKED) \
 UPDATE delivery_queue q SET claimed_by = $1, \
   lease_expires_at = now() + make_interval(secs => $2), updated_at = now() \
-WHERE q.ctid = ANY(ARRAY(SELECT tid FROM locked)) \
+WHERE q.organization_id = $7 AND q.ctid = ANY(ARRAY(SELECT tid FROM locked)) \
 RETURNING q.id, q.organization_id, q.destination_id, q.payload::text AS payload, q.retry_count, q.max_retries, \
   q.priority, coalesce(q.next_retry_at, q.scheduled_at) AS due, q.object_key, q.body";
 
-/// Records attempts (`$1`..`$7`, one array element per attempt): each
-/// delivery moves on and gets its log row, but only where the claim is still
-/// this worker's (`$8`). The log row's detail is built here from the
+/// Records attempts (`$1`..`$7` and `$9`, one array element per attempt):
+/// each delivery moves on and gets its log row, but only where the claim is
+/// still this worker's (`$8`). Rows are found through their organization
+/// (`$9`), which Citus routes by. The log row's detail is built here from the
 /// attempt's figures, so neither side writes or parses JSON text for it.
 const FINISH: &str = "\
 WITH input AS ( \
   SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::int4[], \
-    $6::int4[], $7::text[]) AS t(id, status, next_retry_at, reason, response_code, latency_ms, reference)), \
+    $6::int4[], $7::text[], $9::text[]) \
+    AS t(id, status, next_retry_at, reason, response_code, latency_ms, reference, organization_id)), \
 moved AS ( \
   UPDATE delivery_queue q SET status = i.status, \
     retry_count = q.retry_count + (i.status = 'retrying')::int4, \
     next_retry_at = i.next_retry_at, last_error = i.reason, lease_expires_at = NULL, claimed_by = NULL, \
     updated_at = now(), processed_at = CASE WHEN i.status IN ('delivered', 'failed') THEN now() END \
-  FROM input i WHERE q.id = i.id AND q.claimed_by = $8 \
+  FROM input i WHERE q.organization_id = i.organization_id AND q.id = i.id AND q.claimed_by = $8 \
   RETURNING q.id, q.destination_id, q.organization_id, i.status, i.reason, i.response_code, \
     i.latency_ms, i.reference) \
 INSERT INTO delivery_logs (delivery_id, destination_id, organization_id, status, attempts, \
@@ -749,10 +756,11 @@ impl Bookkeeper {
         }
     }
 
-    /// Claims up to `limit` due deliveries for `lease` (see [`CLAIM`]), in one
-    /// statement: one round trip and one commit.
+    /// Claims up to `limit` due deliveries of the organization for `lease`
+    /// (see [`CLAIM`]), in one statement: one round trip and one commit.
     pub async fn claim(
         &self,
+        organization_id: &str,
         worker: &str,
         lease: Duration,
         limit: i64,
@@ -770,6 +778,7 @@ impl Bookkeeper {
                     &held.destination_ids,
                     &held.counts,
                     &held.per_destination,
+                    &organization_id,
                 ],
             )
             .await?;
@@ -794,6 +803,10 @@ impl Bookkeeper {
     /// Records many attempts in one statement (one round trip, one commit).
     pub async fn finish_many(&self, worker: &str, attempts: &[Attempt]) -> Result<(), DbError> {
         let ids: Vec<Uuid> = attempts.iter().map(|a| a.delivery_id).collect();
+        let organizations: Vec<&str> = attempts
+            .iter()
+            .map(|a| a.organization_id.as_str())
+            .collect();
         let statuses: Vec<&str> = attempts.iter().map(|a| stored(a.status)).collect();
         let next: Vec<Option<DateTime<Utc>>> = attempts.iter().map(|a| a.next_retry_at).collect();
         let reasons: Vec<Option<&str>> = attempts
@@ -818,6 +831,7 @@ impl Bookkeeper {
                     &latencies,
                     &references,
                     &worker,
+                    &organizations,
                 ],
             )
             .await?;
@@ -829,6 +843,7 @@ impl Bookkeeper {
 #[derive(Debug, Clone)]
 pub struct Attempt {
     pub delivery_id: Uuid,
+    pub organization_id: String,
     pub status: AttemptStatus,
     pub response_code: Option<i32>,
     pub latency_ms: i32,

@@ -120,18 +120,17 @@ pub async fn list(
     Ok(rows.iter().map(destination).collect())
 }
 
-/// One destination of the organization; `organization_id = None` reaches any
-/// (the delivery actors, which act for every organization).
+/// One destination of the organization, unless it was deleted.
 pub async fn get(
     client: &impl GenericClient,
-    organization_id: Option<&str>,
+    organization_id: &str,
     id: i64,
 ) -> Result<Option<Destination>, DbError> {
     let row = client
         .query_opt(
             &format!(
                 "SELECT {COLUMNS} FROM delivery_destinations \
-                 WHERE id = $2 AND ($1::text IS NULL OR organization_id = $1) AND deleted_at IS NULL"
+                 WHERE organization_id = $1 AND id = $2 AND deleted_at IS NULL"
             ),
             &[&organization_id, &id],
         )
@@ -190,16 +189,31 @@ pub async fn update(
     Ok(destination(&row))
 }
 
+/// A destination as the QueueActor knows it: whose, and which.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DestinationKey {
+    pub organization_id: String,
+    pub id: i64,
+}
+
 /// Every destination that takes deliveries (neither disabled nor deleted), in
-/// all organizations: the QueueActor runs one DeliveryActor for each.
-pub async fn active_ids(client: &impl GenericClient) -> Result<Vec<i64>, DbError> {
+/// all organizations: the QueueActor runs one DeliveryActor for each, and
+/// claims for each of their organizations.
+pub async fn active(client: &impl GenericClient) -> Result<Vec<DestinationKey>, DbError> {
     let rows = client
         .query(
-            "SELECT id FROM delivery_destinations WHERE NOT disabled AND deleted_at IS NULL",
+            "SELECT organization_id, id FROM delivery_destinations \
+             WHERE NOT disabled AND deleted_at IS NULL",
             &[],
         )
         .await?;
-    Ok(rows.iter().map(|row| row.get(0)).collect())
+    Ok(rows
+        .iter()
+        .map(|row| DestinationKey {
+            organization_id: row.get(0),
+            id: row.get(1),
+        })
+        .collect())
 }
 
 /// Deletes a destination, keeping its delivery history; its queued deliveries
@@ -274,7 +288,8 @@ pub async fn health(
                  'disabled by ' || coalesce(d.disabled_by, 'an operator')) END AS disabled_reason, \
                greatest(h.updated_at, d.updated_at) AS updated_at \
              FROM delivery_destinations d \
-             LEFT JOIN destination_health h ON h.destination_id = d.id \
+             LEFT JOIN destination_health h \
+               ON h.organization_id = d.organization_id AND h.destination_id = d.id \
              WHERE d.organization_id = $1 AND d.id = $2 AND d.deleted_at IS NULL",
             &[&organization_id, &id],
         )
@@ -300,6 +315,7 @@ pub async fn health(
 /// Attempts on one destination not yet folded into `destination_health`.
 #[derive(Debug)]
 pub struct HealthBatch {
+    pub organization_id: String,
     pub destination_id: i64,
     pub attempts: i64,
     pub failures: i64,
@@ -313,9 +329,10 @@ pub struct HealthBatch {
 }
 
 impl HealthBatch {
-    pub fn new(destination_id: i64) -> Self {
+    pub fn new(destination: &DestinationKey) -> Self {
         Self {
-            destination_id,
+            organization_id: destination.organization_id.clone(),
+            destination_id: destination.id,
             attempts: 0,
             failures: 0,
             latency_sum: 0,
@@ -357,6 +374,7 @@ pub async fn record_attempts(
     client: &mut tokio_postgres::Client,
     batches: &[HealthBatch],
 ) -> Result<(), DbError> {
+    let organizations: Vec<&str> = batches.iter().map(|b| b.organization_id.as_str()).collect();
     let ids: Vec<i64> = batches.iter().map(|b| b.destination_id).collect();
     let attempts: Vec<i64> = batches.iter().map(|b| b.attempts).collect();
     let failures: Vec<i64> = batches.iter().map(|b| b.failures).collect();
@@ -371,21 +389,23 @@ pub async fn record_attempts(
     transaction
         .execute(
             "INSERT INTO destination_health (destination_id, organization_id) \
-             SELECT d.id, d.organization_id FROM delivery_destinations d WHERE d.id = ANY($1) \
-             ORDER BY d.id ON CONFLICT (destination_id) DO NOTHING",
-            &[&ids],
+             SELECT d.id, d.organization_id FROM delivery_destinations d \
+             JOIN unnest($1::text[], $2::int8[]) AS k(organization_id, id) \
+               ON d.organization_id = k.organization_id AND d.id = k.id \
+             ORDER BY d.organization_id, d.id ON CONFLICT (organization_id, destination_id) DO NOTHING",
+            &[&organizations, &ids],
         )
         .await?;
     transaction
         .execute(
             "WITH b AS ( \
                SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::timestamptz[], \
-                 $6::timestamptz[], $7::int8[], $8::text[]) \
+                 $6::timestamptz[], $7::int8[], $8::text[], $9::text[]) \
                  AS b(destination_id, attempts, failures, latency_sum, last_failure_at, last_success_at, \
-                   trailing_failures, breaker_state)), \
+                   trailing_failures, breaker_state, organization_id)), \
              usage AS ( \
                UPDATE delivery_destinations d SET count_usage = d.count_usage + b.attempts, last_used_at = now() \
-               FROM b WHERE d.id = b.destination_id) \
+               FROM b WHERE d.organization_id = b.organization_id AND d.id = b.destination_id) \
              UPDATE destination_health h SET \
                last_check_at = now(), \
                consecutive_failures = CASE WHEN b.attempts > b.failures THEN b.trailing_failures \
@@ -404,7 +424,7 @@ pub async fn record_attempts(
                  THEN now() WHEN b.breaker_state = 'open' THEN h.circuit_breaker_opened_at END, \
                circuit_breaker_state = b.breaker_state, \
                updated_at = now() \
-             FROM b WHERE h.destination_id = b.destination_id",
+             FROM b WHERE h.organization_id = b.organization_id AND h.destination_id = b.destination_id",
             &[
                 &ids,
                 &attempts,
@@ -414,6 +434,7 @@ pub async fn record_attempts(
                 &last_successes,
                 &trailing,
                 &states,
+                &organizations,
             ],
         )
         .await?;
@@ -441,7 +462,8 @@ pub async fn failing(client: &impl GenericClient) -> Result<Vec<Failing>, DbErro
         .query(
             "SELECT d.id, d.organization_id, d.label, d.settings, \
                greatest(coalesce(h.last_success_at, d.created_at), d.updated_at) AS since \
-             FROM delivery_destinations d JOIN destination_health h ON h.destination_id = d.id \
+             FROM delivery_destinations d JOIN destination_health h \
+               ON h.organization_id = d.organization_id AND h.destination_id = d.id \
              WHERE NOT d.disabled AND d.deleted_at IS NULL AND h.consecutive_failures > 0",
             &[],
         )
@@ -474,7 +496,8 @@ pub async fn open_breakers(
     let rows = client
         .query(
             "SELECT d.id, d.organization_id, d.label, h.circuit_breaker_opened_at AS opened_at \
-             FROM delivery_destinations d JOIN destination_health h ON h.destination_id = d.id \
+             FROM delivery_destinations d JOIN destination_health h \
+               ON h.organization_id = d.organization_id AND h.destination_id = d.id \
              WHERE NOT d.disabled AND d.deleted_at IS NULL AND h.circuit_breaker_state = 'open' \
                AND h.circuit_breaker_opened_at < now() - make_interval(secs => $1)",
             &[&open_for.as_secs_f64()],
@@ -502,22 +525,27 @@ pub async fn disable_failing(
         .execute(
             "WITH disabled AS ( \
                UPDATE delivery_destinations SET disabled = true, disabled_at = now(), \
-                 disabled_by = 'audit-worker', updated_at = now() WHERE id = $1 AND NOT disabled) \
-             UPDATE destination_health SET status = 'disabled', disabled_at = now(), disabled_reason = $2, \
-               updated_at = now() WHERE destination_id = $1",
-            &[&destination.id, &reason],
+                 disabled_by = 'audit-worker', updated_at = now() \
+               WHERE organization_id = $1 AND id = $2 AND NOT disabled) \
+             UPDATE destination_health SET status = 'disabled', disabled_at = now(), disabled_reason = $3, \
+               updated_at = now() WHERE organization_id = $1 AND destination_id = $2",
+            &[&destination.organization_id, &destination.id, &reason],
         )
         .await?;
     Ok(())
 }
 
-/// A re-enabled destination starts healthy again.
-pub async fn reset_health(client: &impl GenericClient, id: i64) -> Result<(), DbError> {
+/// A re-enabled destination of the organization starts healthy again.
+pub async fn reset_health(
+    client: &impl GenericClient,
+    organization_id: &str,
+    id: i64,
+) -> Result<(), DbError> {
     client
         .execute(
             "UPDATE destination_health SET status = 'healthy', consecutive_failures = 0, disabled_at = NULL, \
-               disabled_reason = NULL, updated_at = now() WHERE destination_id = $1",
-            &[&id],
+               disabled_reason = NULL, updated_at = now() WHERE organization_id = $1 AND destination_id = $2",
+            &[&organization_id, &id],
         )
         .await?;
     Ok(())
@@ -532,7 +560,8 @@ pub async fn health_snapshot(
     let rows = client
         .query(
             "SELECT h.destination_id, h.consecutive_failures, h.circuit_breaker_state = 'open' \
-             FROM destination_health h JOIN delivery_destinations d ON d.id = h.destination_id \
+             FROM destination_health h JOIN delivery_destinations d \
+               ON d.organization_id = h.organization_id AND d.id = h.destination_id \
              WHERE d.deleted_at IS NULL",
             &[],
         )
@@ -548,7 +577,10 @@ mod tests {
     use super::*;
 
     fn batch(outcomes: &[bool]) -> HealthBatch {
-        let mut batch = HealthBatch::new(7);
+        let mut batch = HealthBatch::new(&DestinationKey {
+            organization_id: "org-a".to_owned(),
+            id: 7,
+        });
         for (n, &delivered) in outcomes.iter().enumerate() {
             let at = Some(DateTime::<Utc>::from_timestamp(n as i64, 0).unwrap());
             batch.attempts += 1;

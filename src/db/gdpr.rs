@@ -206,13 +206,14 @@ pub async fn unfinished_operation(
 
 pub async fn set_record_event(
     client: &impl GenericClient,
+    organization_id: &str,
     id: Uuid,
     event_id: i64,
 ) -> Result<(), DbError> {
     client
         .execute(
-            "UPDATE gdpr_operations SET record_event_id = $2 WHERE id = $1",
-            &[&id, &event_id],
+            "UPDATE gdpr_operations SET record_event_id = $3 WHERE organization_id = $1 AND id = $2",
+            &[&organization_id, &id, &event_id],
         )
         .await?;
     Ok(())
@@ -220,6 +221,7 @@ pub async fn set_record_event(
 
 pub async fn finish_operation(
     client: &impl GenericClient,
+    organization_id: &str,
     id: Uuid,
     status: &str,
     result: &Value,
@@ -227,10 +229,10 @@ pub async fn finish_operation(
     let row = client
         .query_one(
             &format!(
-                "UPDATE gdpr_operations SET status = $2, result = $3, completed_at = now() \
-                 WHERE id = $1 RETURNING {OPERATION_COLUMNS}"
+                "UPDATE gdpr_operations SET status = $3, result = $4, completed_at = now() \
+                 WHERE organization_id = $1 AND id = $2 RETURNING {OPERATION_COLUMNS}"
             ),
-            &[&id, &status, &Json(result)],
+            &[&organization_id, &id, &status, &Json(result)],
         )
         .await?;
     Ok(operation(&row))

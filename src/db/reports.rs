@@ -364,19 +364,35 @@ pub async fn delete_report(
     Ok(deleted > 0)
 }
 
-/// Due schedules of every organization, locked (others skip them) until the
+/// Organizations with a due schedule. Read without locks, so that Citus
+/// runs it on every shard; [`lock_due`] then locks each organization's
+/// schedules on its own.
+pub async fn organizations_due(client: &impl GenericClient) -> Result<Vec<String>, DbError> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT organization_id FROM scheduled_reports \
+             WHERE enabled AND next_run <= now() ORDER BY organization_id",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// Due schedules of the organization, locked (others skip them) until the
 /// caller's transaction ends.
 pub async fn lock_due(
     client: &impl GenericClient,
+    organization_id: &str,
     limit: i64,
 ) -> Result<Vec<ScheduledReport>, DbError> {
     let rows = client
         .query(
             &format!(
-                "SELECT {REPORT_COLUMNS} FROM scheduled_reports WHERE enabled AND next_run <= now() \
-                 ORDER BY next_run LIMIT $1 FOR UPDATE SKIP LOCKED"
+                "SELECT {REPORT_COLUMNS} FROM scheduled_reports \
+                 WHERE organization_id = $1 AND enabled AND next_run <= now() \
+                 ORDER BY next_run LIMIT $2 FOR UPDATE SKIP LOCKED"
             ),
-            &[&limit],
+            &[&organization_id, &limit],
         )
         .await?;
     rows.iter().map(scheduled_report).collect()
@@ -396,7 +412,8 @@ pub async fn queue_slot(
             "INSERT INTO report_executions (report_config_id, organization_id, scheduled_time, trigger, \
                status, lease_until, export_result) \
              VALUES ($1, $2, $3, 'scheduled', 'pending', now(), $4) \
-             ON CONFLICT (report_config_id, scheduled_time) WHERE trigger = 'scheduled' DO NOTHING",
+             ON CONFLICT (organization_id, report_config_id, scheduled_time) WHERE trigger = 'scheduled' \
+             DO NOTHING",
             &[
                 &report.id,
                 &report.organization_id,
@@ -407,8 +424,8 @@ pub async fn queue_slot(
         .await?;
     client
         .execute(
-            "UPDATE scheduled_reports SET next_run = $2 WHERE id = $1",
-            &[&report.id, &next_run],
+            "UPDATE scheduled_reports SET next_run = $3 WHERE organization_id = $1 AND id = $2",
+            &[&report.organization_id, &report.id, &next_run],
         )
         .await?;
     Ok(())
@@ -586,10 +603,26 @@ pub async fn fail_abandoned(
         .await?)
 }
 
-/// Claims up to `limit` runs that are due (pending) or abandoned (lease run
-/// out) for `lease`; concurrent claimers skip each other's rows.
+/// Organizations with runs to claim: due (pending) or abandoned (lease run
+/// out). Read without locks, so that Citus runs it on every shard; [`claim`]
+/// then claims each organization's runs on its own.
+pub async fn organizations_claimable(client: &impl GenericClient) -> Result<Vec<String>, DbError> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT organization_id FROM report_executions \
+             WHERE status IN ('pending', 'running') AND lease_until <= now() ORDER BY organization_id",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// Claims up to `limit` of the organization's runs that are due (pending) or
+/// abandoned (lease run out) for `lease`; concurrent claimers skip each
+/// other's rows.
 pub async fn claim(
     client: &impl GenericClient,
+    organization_id: &str,
     worker: &str,
     lease: Duration,
     limit: i64,
@@ -597,31 +630,33 @@ pub async fn claim(
     let rows = client
         .query(
             &format!(
-                "UPDATE report_executions e SET status = 'running', claimed_by = $1, attempts = e.attempts + 1, \
-                   lease_until = now() + $2 * interval '1 millisecond', execution_time = now() \
-                 WHERE e.id IN (SELECT id FROM report_executions \
-                   WHERE status IN ('pending', 'running') AND lease_until <= now() \
-                   ORDER BY lease_until LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                "UPDATE report_executions e SET status = 'running', claimed_by = $2, attempts = e.attempts + 1, \
+                   lease_until = now() + $3 * interval '1 millisecond', execution_time = now() \
+                 WHERE e.organization_id = $1 AND e.id IN (SELECT id FROM report_executions \
+                   WHERE organization_id = $1 AND status IN ('pending', 'running') AND lease_until <= now() \
+                   ORDER BY lease_until LIMIT $4 FOR UPDATE SKIP LOCKED) \
                  RETURNING {EXECUTION_COLUMNS}, e.delivery_attempts"
             ),
-            &[&worker, &(lease.as_millis() as f64), &limit],
+            &[&organization_id, &worker, &(lease.as_millis() as f64), &limit],
         )
         .await?;
     rows.iter().map(execution).collect()
 }
 
-/// Extends this worker's claim; false when it is no longer this worker's.
+/// Extends this worker's claim of the organization's run; false when it is
+/// no longer this worker's.
 pub async fn renew_lease(
     client: &impl GenericClient,
+    organization_id: &str,
     id: Uuid,
     worker: &str,
     lease: Duration,
 ) -> Result<bool, DbError> {
     Ok(client
         .execute(
-            "UPDATE report_executions SET lease_until = now() + $3 * interval '1 millisecond' \
-             WHERE id = $1 AND claimed_by = $2 AND status = 'running'",
-            &[&id, &worker, &(lease.as_millis() as f64)],
+            "UPDATE report_executions SET lease_until = now() + $4 * interval '1 millisecond' \
+             WHERE organization_id = $1 AND id = $2 AND claimed_by = $3 AND status = 'running'",
+            &[&organization_id, &id, &worker, &(lease.as_millis() as f64)],
         )
         .await?
         > 0)
@@ -644,6 +679,7 @@ pub struct Completion<'a> {
 /// schedule's `last_run`.
 pub async fn complete(
     client: &impl GenericClient,
+    organization_id: &str,
     id: Uuid,
     worker: &str,
     done: &Completion<'_>,
@@ -651,12 +687,13 @@ pub async fn complete(
     let updated = client
         .execute(
             "UPDATE report_executions SET status = 'completed', lease_until = NULL, completed_at = now(), \
-               period_from = $3, period_to = $4, duration = $5, records_processed = $6, output_format = $7, \
-               output_sha256 = $8, output_bytes = $9, \
-               export_result = coalesce(export_result, '{}'::jsonb) || $10, integrity_report = $11, \
-               delivery_attempts = $12, error = NULL \
-             WHERE id = $1 AND claimed_by = $2 AND status = 'running'",
+               period_from = $4, period_to = $5, duration = $6, records_processed = $7, output_format = $8, \
+               output_sha256 = $9, output_bytes = $10, \
+               export_result = coalesce(export_result, '{}'::jsonb) || $11, integrity_report = $12, \
+               delivery_attempts = $13, error = NULL \
+             WHERE organization_id = $1 AND id = $2 AND claimed_by = $3 AND status = 'running'",
             &[
+                &organization_id,
                 &id,
                 &worker,
                 &done.period.0,
@@ -676,8 +713,9 @@ pub async fn complete(
         client
             .execute(
                 "UPDATE scheduled_reports s SET last_run = now() FROM report_executions e \
-                 WHERE e.id = $1 AND s.id = e.report_config_id",
-                &[&id],
+                 WHERE s.organization_id = $1 AND e.organization_id = s.organization_id AND e.id = $2 \
+                   AND s.id = e.report_config_id",
+                &[&organization_id, &id],
             )
             .await?;
     }
@@ -688,6 +726,7 @@ pub async fn complete(
 /// is `failed` when `final_attempt`.
 pub async fn fail_attempt(
     client: &impl GenericClient,
+    organization_id: &str,
     id: Uuid,
     worker: &str,
     error: &str,
@@ -696,12 +735,13 @@ pub async fn fail_attempt(
 ) -> Result<(), DbError> {
     client
         .execute(
-            "UPDATE report_executions SET error = $3, \
-               status = CASE WHEN $4 THEN 'failed' ELSE 'pending' END, \
-               lease_until = CASE WHEN $4 THEN NULL ELSE now() + $5 * interval '1 millisecond' END, \
-               completed_at = CASE WHEN $4 THEN now() END \
-             WHERE id = $1 AND claimed_by = $2 AND status = 'running'",
+            "UPDATE report_executions SET error = $4, \
+               status = CASE WHEN $5 THEN 'failed' ELSE 'pending' END, \
+               lease_until = CASE WHEN $5 THEN NULL ELSE now() + $6 * interval '1 millisecond' END, \
+               completed_at = CASE WHEN $5 THEN now() END \
+             WHERE organization_id = $1 AND id = $2 AND claimed_by = $3 AND status = 'running'",
             &[
+                &organization_id,
                 &id,
                 &worker,
                 &error,
@@ -715,15 +755,16 @@ pub async fn fail_attempt(
 
 // --- Outputs ---------------------------------------------------------------
 
-/// Drops what an earlier attempt of the run stored.
+/// Drops what an earlier attempt of the organization's run stored.
 pub async fn delete_outputs(
     client: &impl GenericClient,
+    organization_id: &str,
     execution_id: Uuid,
 ) -> Result<(), DbError> {
     client
         .execute(
-            "DELETE FROM report_outputs WHERE execution_id = $1",
-            &[&execution_id],
+            "DELETE FROM report_outputs WHERE organization_id = $1 AND execution_id = $2",
+            &[&organization_id, &execution_id],
         )
         .await?;
     Ok(())

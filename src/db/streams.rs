@@ -114,8 +114,8 @@ const COLUMNS: &str = "s.id, s.organization_id, s.destination_id, s.filter, s.fo
     CASE WHEN q.last_error IS NOT NULL THEN q.updated_at END AS batch_error_at";
 
 /// The subscriptions `WHERE` picks, with their batch's delivery.
-const FROM: &str =
-    "stream_subscriptions s LEFT JOIN delivery_queue q ON q.id = s.batch_delivery_id";
+const FROM: &str = "stream_subscriptions s LEFT JOIN delivery_queue q \
+    ON q.organization_id = s.organization_id AND q.id = s.batch_delivery_id";
 
 fn subscription(row: &Row) -> Result<Subscription, DbError> {
     let Json(filter) = row
@@ -628,22 +628,37 @@ pub async fn position_of(
     }))
 }
 
-/// Locks up to `limit` subscriptions, of any organization, that may start a
+/// Organizations with a subscription that may start a batch (running, none
+/// in flight). Read without locks, so that Citus runs it on every shard;
+/// [`claim_idle`] then locks each organization's subscriptions on its own.
+pub async fn organizations_with_idle(client: &impl GenericClient) -> Result<Vec<String>, DbError> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT organization_id FROM stream_subscriptions \
+             WHERE NOT paused AND batch_delivery_id IS NULL ORDER BY organization_id",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// Locks up to `limit` subscriptions of the organization that may start a
 /// batch (running, none in flight); those another worker holds are skipped.
 pub async fn claim_idle(
     transaction: &impl GenericClient,
+    organization_id: &str,
     limit: i64,
 ) -> Result<Vec<Subscription>, DbError> {
     let rows = transaction
         .query(
             &format!(
-                "SELECT {COLUMNS} FROM {FROM} WHERE s.id IN ( \
+                "SELECT {COLUMNS} FROM {FROM} WHERE s.organization_id = $1 AND s.id IN ( \
                    SELECT id FROM stream_subscriptions \
-                   WHERE NOT paused AND batch_delivery_id IS NULL \
-                   ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+                   WHERE organization_id = $1 AND NOT paused AND batch_delivery_id IS NULL \
+                   ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) \
                  ORDER BY s.id"
             ),
-            &[&limit],
+            &[&organization_id, &limit],
         )
         .await?;
     rows.iter().map(subscription).collect()
@@ -743,7 +758,8 @@ pub async fn settle_delivered(client: &impl GenericClient) -> Result<u64, DbErro
                batch_event_id = NULL, last_delivered_event_id = s.batch_event_id, \
                last_delivered_at = q.processed_at, updated_at = now() \
              FROM delivery_queue q \
-             WHERE q.id = s.batch_delivery_id AND q.status = 'delivered'",
+             WHERE q.organization_id = s.organization_id AND q.id = s.batch_delivery_id \
+               AND q.status = 'delivered'",
             &[],
         )
         .await?)
@@ -758,7 +774,8 @@ pub async fn retry_failed(client: &impl GenericClient, after: Duration) -> Resul
             "UPDATE delivery_queue q SET status = 'retrying', retry_count = 0, next_retry_at = now(), \
                processed_at = NULL, updated_at = now() \
              FROM stream_subscriptions s \
-             WHERE q.id = s.batch_delivery_id AND q.status = 'failed' \
+             WHERE q.organization_id = s.organization_id AND q.id = s.batch_delivery_id \
+               AND q.status = 'failed' \
                AND q.processed_at < now() - make_interval(secs => $1)",
             &[&after.as_secs_f64()],
         )

@@ -49,7 +49,7 @@ pub async fn register(
     client
         .execute(
             "INSERT INTO trail_operations (id, organization_id, kind, record_event_id) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
+             VALUES ($1, $2, $3, $4) ON CONFLICT (organization_id, id) DO NOTHING",
             &[&id, &organization_id, &kind.as_str(), &record_event_id],
         )
         .await?;

@@ -316,7 +316,13 @@ impl Gdpr {
                     }),
                 })
                 .await?;
-            gdpr::set_record_event(&**client, operation.id, event_id).await?;
+            gdpr::set_record_event(
+                &**client,
+                &operation.organization_id,
+                operation.id,
+                event_id,
+            )
+            .await?;
             operation.record_event_id = Some(event_id);
         }
         // Only pseudonymization and erasure change events (and come here).
@@ -387,7 +393,14 @@ impl Gdpr {
         })
         .await?;
         let client = self.pool.get().await?;
-        gdpr::finish_operation(&**client, operation.id, "completed", &result).await?;
+        gdpr::finish_operation(
+            &**client,
+            &operation.organization_id,
+            operation.id,
+            "completed",
+            &result,
+        )
+        .await?;
         checkpoints::create(&**client, &self.keys, Some(organization_id)).await?;
         self.cache.invalidate(organization_id, EVENTS).await;
         Ok(())
@@ -630,7 +643,13 @@ impl Gdpr {
                 details: json!({"operation_id": operation.id, "pseudonym_id": pseudonym_id}),
             })
             .await?;
-        gdpr::set_record_event(&**client, operation.id, event_id).await?;
+        gdpr::set_record_event(
+            &**client,
+            &operation.organization_id,
+            operation.id,
+            event_id,
+        )
+        .await?;
         Ok(Reversed {
             pseudonym_id: mapping.pseudonym_id,
             original_id,
@@ -676,7 +695,13 @@ impl Gdpr {
                        "description": description}),
             })
             .await?;
-        gdpr::set_record_event(&**client, operation.id, event_id).await?;
+        gdpr::set_record_event(
+            &**client,
+            &operation.organization_id,
+            operation.id,
+            event_id,
+        )
+        .await?;
         Ok(operation)
     }
 
@@ -733,14 +758,11 @@ impl Gdpr {
         destination_id: i64,
     ) -> Result<ExportDelivered, GdprError> {
         let organization_id = request.organization_id.clone();
-        let destination = destinations::get(
-            &**self.pool.get().await?,
-            Some(&organization_id),
-            destination_id,
-        )
-        .await?
-        .filter(|destination| !destination.disabled)
-        .ok_or(GdprError::UnknownDestination(destination_id))?;
+        let destination =
+            destinations::get(&**self.pool.get().await?, &organization_id, destination_id)
+                .await?
+                .filter(|destination| !destination.disabled)
+                .ok_or(GdprError::UnknownDestination(destination_id))?;
         let (operation, commitment) = self.start_export(&request, Some(destination_id)).await?;
         let limit = self.settings.max_delivery_bytes;
         let mut content = Vec::new();
@@ -758,6 +780,7 @@ impl Gdpr {
             let client = self.pool.get().await?;
             gdpr::finish_operation(
                 &**client,
+                &operation.organization_id,
                 operation.id,
                 "failed",
                 &json!({"error": "too large to deliver"}),
@@ -840,7 +863,13 @@ impl Gdpr {
                     details: json!({"operation_id": operation.id, "subject_commitment": commitment, "parameters": parameters}),
                 })
             .await?;
-        gdpr::set_record_event(&**client, operation.id, event_id).await?;
+        gdpr::set_record_event(
+            &**client,
+            &operation.organization_id,
+            operation.id,
+            event_id,
+        )
+        .await?;
         Ok((operation, commitment))
     }
 
@@ -945,6 +974,7 @@ impl Gdpr {
         let client = self.pool.get().await?;
         gdpr::finish_operation(
             &**client,
+            &operation.organization_id,
             operation.id,
             "completed",
             &json!({"manifest": manifest}),

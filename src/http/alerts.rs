@@ -528,7 +528,7 @@ pub async fn create_subscription(
     let organization_id = caller.organization_id();
     let created_by = caller.actor();
     let subscription = tenant::scoped(&state.pool, organization_id, async |tx| {
-        if destinations::get(tx, Some(organization_id), body.destination_id)
+        if destinations::get(tx, organization_id, body.destination_id)
             .await?
             .is_none()
         {

@@ -204,7 +204,7 @@ pub async fn rotate(
     let catalog = state.auth.role_catalog(organization_id).await?;
     let mut client = state.pool.get().await?;
     let transaction = tenant::begin(&mut client, organization_id).await?;
-    let key = api_keys::lock(&transaction, Some(organization_id), &id)
+    let key = api_keys::lock(&transaction, organization_id, &id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("API key `{id}`")))?;
     // The caller receives the key's new secret: the key's role must be one it could issue.
@@ -261,8 +261,7 @@ pub async fn revoke(
     let organization_id = caller.organization_id();
     let mut client = state.pool.get().await?;
     let transaction = tenant::begin(&mut client, organization_id).await?;
-    let revoked =
-        api_keys::revoke(&transaction, Some(organization_id), &id, &caller.actor()).await?;
+    let revoked = api_keys::revoke(&transaction, organization_id, &id, &caller.actor()).await?;
     if revoked.is_some() {
         admin_trail::record(
             &state,

@@ -269,7 +269,7 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
 async fn load(state: &AppState, caller: &Caller, id: i64) -> Result<Destination, ApiError> {
     let organization_id = caller.organization_id();
     let found = tenant::scoped(&state.pool, organization_id, async |tx| {
-        Ok::<_, ApiError>(destinations::get(tx, Some(organization_id), id).await?)
+        Ok::<_, ApiError>(destinations::get(tx, organization_id, id).await?)
     })
     .await?;
     found.ok_or_else(|| ApiError::NotFound(format!("destination {id}")))
@@ -363,7 +363,7 @@ pub async fn update(
     let reenabled = body.disabled == Some(false);
     let updated = destinations::update(&transaction, &destination).await?;
     if reenabled {
-        destinations::reset_health(&transaction, updated.id).await?;
+        destinations::reset_health(&transaction, organization_id, updated.id).await?;
     }
     let verb = match body.disabled {
         Some(false) => "enable",

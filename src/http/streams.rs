@@ -279,7 +279,7 @@ async fn check_destination(
 ) -> Result<(), ApiError> {
     let refused =
         |problem: String| ApiError::Validation(vec![FieldError::new("destination_id", problem)]);
-    match destinations::get(transaction, Some(organization_id), id).await? {
+    match destinations::get(transaction, organization_id, id).await? {
         None => Err(refused(format!("no destination {id}"))),
         Some(destination) if REFUSED_KINDS.contains(&destination.kind.as_str()) => Err(refused(
             format!("destination {id} is an {} destination, which cannot carry a stream: use a webhook, s3, ftp or syslog destination", destination.kind),

@@ -289,7 +289,7 @@ pub async fn restore(
     events::ensure_partitions(pool, &months).await?;
     let transaction = client.transaction().await?;
     let restored = archives::insert_events(&transaction, &lines).await?;
-    archives::delete(&transaction, id).await?;
+    archives::delete(&transaction, &archive.organization_id, id).await?;
     store
         .append_digest(
             &transaction,
@@ -405,7 +405,7 @@ async fn replace(
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
     trail::enter(&transaction, replacement.operation).await?;
-    if !archives::delete(&transaction, archive.id).await? {
+    if !archives::delete(&transaction, &archive.organization_id, archive.id).await? {
         // Another run replaced it first.
         return Ok(false);
     }

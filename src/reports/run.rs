@@ -65,7 +65,15 @@ impl Reports {
     pub async fn queue_due(&self) -> Result<usize, ReportError> {
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
-        let due = reports::lock_due(&transaction, DUE_BATCH).await?;
+        let mut due = Vec::new();
+        // Per organization: rows are locked by statements that name it (docs/scaling.md).
+        for organization_id in reports::organizations_due(&transaction).await? {
+            let room = DUE_BATCH - due.len() as i64;
+            if room <= 0 {
+                break;
+            }
+            due.extend(reports::lock_due(&transaction, &organization_id, room).await?);
+        }
         let now = Utc::now();
         for report in &due {
             let Some(mut slot) = report.next_run else {
@@ -118,13 +126,26 @@ impl Reports {
                 .with_label_values(&["failed"])
                 .inc_by(abandoned);
         }
-        Ok(reports::claim(
-            &**client,
-            &self.worker_id,
-            self.settings.lease,
-            limit as i64,
-        )
-        .await?)
+        // Per organization: rows are locked by statements that name it (docs/scaling.md).
+        let mut claimed = Vec::new();
+        for organization_id in reports::organizations_claimable(&**client).await? {
+            let room = limit.saturating_sub(claimed.len());
+            if room == 0 {
+                break;
+            }
+            let lease = self.settings.lease;
+            claimed.extend(
+                reports::claim(
+                    &**client,
+                    &organization_id,
+                    &self.worker_id,
+                    lease,
+                    room as i64,
+                )
+                .await?,
+            );
+        }
+        Ok(claimed)
     }
 
     /// Carries out a claimed run and records its outcome. The claim is renewed
@@ -136,7 +157,7 @@ impl Reports {
             let started = Instant::now();
             let outcome = tokio::select! {
                 produced = self.produce(&execution) => Some(produced),
-                () = self.keep_lease(execution.id) => None,
+                () = self.keep_lease(&execution.organization_id, execution.id) => None,
             };
             let Some(outcome) = outcome else {
                 tracing::warn!("Lost the claim of a report run: another worker has it");
@@ -152,14 +173,21 @@ impl Reports {
     }
 
     /// Renews the lease every third of it; returns when the claim is lost.
-    async fn keep_lease(&self, id: uuid::Uuid) {
+    async fn keep_lease(&self, organization_id: &str, id: uuid::Uuid) {
         let mut ticks = tokio::time::interval(self.settings.lease / 3);
         ticks.tick().await;
         loop {
             ticks.tick().await;
             let renewed = match self.pool.get().await {
                 Ok(client) => {
-                    reports::renew_lease(&**client, id, &self.worker_id, self.settings.lease).await
+                    reports::renew_lease(
+                        &**client,
+                        organization_id,
+                        id,
+                        &self.worker_id,
+                        self.settings.lease,
+                    )
+                    .await
                 }
                 Err(error) => Err(error),
             };
@@ -182,6 +210,7 @@ impl Reports {
             Ok(produced) => {
                 let completed = reports::complete(
                     &**client,
+                    &execution.organization_id,
                     execution.id,
                     &self.worker_id,
                     &Completion {
@@ -216,6 +245,7 @@ impl Reports {
                 tracing::warn!(%error, final_attempt, "Report run failed");
                 reports::fail_attempt(
                     &**client,
+                    &execution.organization_id,
                     execution.id,
                     &self.worker_id,
                     &error.to_string(),
@@ -238,7 +268,7 @@ impl Reports {
         let organization_id = execution.organization_id.as_str();
         let report = {
             let client = self.pool.get().await?;
-            reports::delete_outputs(&**client, execution.id).await?;
+            reports::delete_outputs(&**client, organization_id, execution.id).await?;
             reports::get_report(&**client, organization_id, execution.report_id)
                 .await?
                 .ok_or_else(|| ReportError::Invalid("the report was deleted".into()))?

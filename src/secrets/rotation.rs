@@ -320,69 +320,76 @@ type Reseal<'a> = &'a dyn Fn(&str, &str) -> Result<Option<String>, ()>;
 
 /// Where sealed values live, and how one is re-sealed.
 struct SealedColumn<'a> {
-    /// `organization_id`, `id` and the sealed value (as text) of every row,
-    /// locked (`FOR UPDATE`).
-    select: &'static str,
-    /// Sets the values of rows named by `unnest($1 organization_id, $2 id, $3 value)`.
+    /// The organizations that have rows (a read without locks).
+    owners: &'static str,
+    /// A page of one organization's rows: `id` and the sealed value (as
+    /// text), locked (`FOR UPDATE`), of `$1`'s rows after the id `$2`, at
+    /// most `$3`, by id.
+    page: &'static str,
+    /// Sets the values of `$1`'s rows named by `unnest($2 id, $3 value)`.
     update: &'static str,
     what: &'static str,
     setting: &'static str,
     reseal: Reseal<'a>,
 }
 
-/// Rows are read through a cursor, a page at a time: a mapping table of
-/// millions of subjects never sits in memory at once.
+/// Rows are read a page at a time: a mapping table of millions of subjects
+/// never sits in memory at once.
 const PAGE: i64 = 1000;
 
 /// Re-seals every value of `column` not sealed under the current key; how
-/// many, counted per organization into `organizations` too.
+/// many, counted per organization into `organizations` too. One
+/// organization at a time: rows are locked by statements that name their
+/// organization, which Citus routes to its shard (`docs/scaling.md`).
 async fn reseal_column(
     transaction: &Transaction<'_>,
     column: SealedColumn<'_>,
     organizations: &mut BTreeMap<String, u64>,
 ) -> Result<u64, RotationError> {
-    let declare = format!("DECLARE sealed CURSOR FOR {}", column.select);
-    transaction
-        .batch_execute(&declare)
+    let owners = transaction
+        .query(column.owners, &[])
         .await
         .map_err(DbError::from)?;
     let mut resealed = 0;
-    loop {
-        let rows = transaction
-            .query(&format!("FETCH {PAGE} FROM sealed"), &[])
-            .await
-            .map_err(DbError::from)?;
-        if rows.is_empty() {
-            break;
-        }
-        let (mut owners, mut ids, mut values) = (Vec::new(), Vec::new(), Vec::new());
-        for row in &rows {
-            let (organization, id, sealed): (String, i64, String) =
-                (row.get(0), row.get(1), row.get(2));
-            let unopenable = || RotationError::Unopenable {
-                what: column.what,
-                id: id.to_string(),
-                organization: organization.clone(),
-                setting: column.setting,
+    for owner in &owners {
+        let organization: String = owner.get(0);
+        let mut after = i64::MIN;
+        loop {
+            let rows = transaction
+                .query(column.page, &[&organization, &after, &PAGE])
+                .await
+                .map_err(DbError::from)?;
+            let Some(last) = rows.last() else {
+                break;
             };
-            let Some(value) = (column.reseal)(&organization, &sealed).map_err(|()| unopenable())?
-            else {
+            after = last.get(0);
+            let (mut ids, mut values) = (Vec::new(), Vec::new());
+            for row in &rows {
+                let (id, sealed): (i64, String) = (row.get(0), row.get(1));
+                let unopenable = || RotationError::Unopenable {
+                    what: column.what,
+                    id: id.to_string(),
+                    organization: organization.clone(),
+                    setting: column.setting,
+                };
+                let Some(value) =
+                    (column.reseal)(&organization, &sealed).map_err(|()| unopenable())?
+                else {
+                    continue;
+                };
+                ids.push(id);
+                values.push(value);
+            }
+            if ids.is_empty() {
                 continue;
-            };
-            *organizations.entry(organization.clone()).or_default() += 1;
-            owners.push(organization);
-            ids.push(id);
-            values.push(value);
+            }
+            *organizations.entry(organization.clone()).or_default() += ids.len() as u64;
+            resealed += transaction
+                .execute(column.update, &[&organization, &ids, &values])
+                .await
+                .map_err(DbError::from)?;
         }
-        resealed += transaction
-            .execute(column.update, &[&owners, &ids, &values])
-            .await
-            .map_err(DbError::from)?;
     }
-    transaction
-        .batch_execute("CLOSE sealed")
-        .await
-        .map_err(DbError::from)?;
     Ok(resealed)
 }
 
@@ -397,10 +404,13 @@ async fn reseal_destinations(
         Ok(resealed.map(|config| config.to_string()))
     };
     let column = SealedColumn {
-        select: "SELECT organization_id, id, config::text FROM delivery_destinations FOR UPDATE",
+        owners:
+            "SELECT DISTINCT organization_id FROM delivery_destinations ORDER BY organization_id",
+        page: "SELECT id, config::text FROM delivery_destinations \
+               WHERE organization_id = $1 AND id > $2 ORDER BY id LIMIT $3 FOR UPDATE",
         update: "UPDATE delivery_destinations AS d SET config = r.config::jsonb \
-                 FROM unnest($1::varchar[], $2::bigint[], $3::text[]) AS r (organization_id, id, config) \
-                 WHERE d.organization_id = r.organization_id AND d.id = r.id",
+                 FROM unnest($2::bigint[], $3::text[]) AS r (id, config) \
+                 WHERE d.organization_id = $1 AND d.id = r.id",
         what: "destination",
         setting: "delivery.encryption_key",
         reseal: &reseal,
@@ -419,10 +429,12 @@ async fn reseal_originals(
             .map_err(|_| ())
     };
     let column = SealedColumn {
-        select: "SELECT organization_id, id, original_id FROM pseudonym_mapping FOR UPDATE",
+        owners: "SELECT DISTINCT organization_id FROM pseudonym_mapping ORDER BY organization_id",
+        page: "SELECT id, original_id FROM pseudonym_mapping \
+               WHERE organization_id = $1 AND id > $2 ORDER BY id LIMIT $3 FOR UPDATE",
         update: "UPDATE pseudonym_mapping AS m SET original_id = r.sealed \
-                 FROM unnest($1::varchar[], $2::bigint[], $3::text[]) AS r (organization_id, id, sealed) \
-                 WHERE m.organization_id = r.organization_id AND m.id = r.id",
+                 FROM unnest($2::bigint[], $3::text[]) AS r (id, sealed) \
+                 WHERE m.organization_id = $1 AND m.id = r.id",
         what: "pseudonym mapping",
         setting: "gdpr.encryption_key",
         reseal: &reseal,

@@ -525,17 +525,19 @@ fn unscoped_scans<'a>(
     above.pop();
 }
 
+/// The index scans whose conditions all hold for the rows of a bitmap scan:
+/// its own, and those under a `BitmapAnd` (not a `BitmapOr`, where each holds
+/// for some rows only).
 fn bitmap_children(node: &Value) -> impl Iterator<Item = &Value> {
     node["Plans"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|child| {
-            child["Node Type"]
-                .as_str()
-                .is_some_and(|kind| kind.starts_with("Bitmap"))
+        .flat_map(|child| match child["Node Type"].as_str() {
+            Some("Bitmap Index Scan") => vec![child],
+            Some("BitmapAnd") => bitmap_children(child).collect(),
+            _ => Vec::new(),
         })
-        .flat_map(|child| std::iter::once(child).chain(bitmap_children(child).collect::<Vec<_>>()))
 }
 
 /// Whether one of the node's conditions has, as a conjunct of its top level

@@ -1,5 +1,6 @@
 //! QueueActor: claims due deliveries from `delivery_queue` (`FOR UPDATE SKIP
-//! LOCKED`, with a lease) and hands each to its destination's DeliveryActor.
+//! LOCKED`, with a lease), one organization at a time among those of its
+//! destinations, and hands each to its destination's DeliveryActor.
 //! It runs one DeliveryActor per active destination: started at start-up and
 //! when a destination is created or re-enabled, retired when it is disabled or
 //! deleted (at once for changes made through this worker, within

@@ -183,8 +183,9 @@ async fn key_organization(
 ) -> Result<String, AdminError> {
     match given {
         Some(organization_id) => Ok(organization_id.to_owned()),
-        None => api_keys::organization_of(client, id)
+        None => api_keys::credentials(client, id)
             .await?
+            .map(|key| key.organization_id)
             .ok_or_else(|| AdminError::UnknownKey(id.to_owned())),
     }
 }

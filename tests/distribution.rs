@@ -56,7 +56,7 @@ const LOCAL_TABLES: &[(&str, &str)] = &[
     ),
 ];
 
-/// Statements that span organizations on purpose, by file and function,
+/// Statements that span organizations on purpose, by file and function (or the constant that holds one),
 /// with why and the form Citus runs them in (`docs/scaling.md` lists them
 /// too). None takes row locks across organizations, which Citus cannot do:
 /// each is a read, or a change without locks taken first, which Citus runs
@@ -66,10 +66,9 @@ const CROSS_ORGANIZATION: &[(&str, &str, &str)] = &[
     (
         "src/db/api_keys.rs",
         "credentials",
-        "authentication finds a key by its id before its organization is known (cached for \
-         auth.key_cache_ttl): a read on every shard",
+        "authentication (cached for auth.key_cache_ttl) and the CLI find a key by its id \
+         before its organization is known: a read on every shard",
     ),
-    ("src/db/api_keys.rs", "organization_of", "the CLI names a key by its id alone: a read on every shard"),
     ("src/db/api_keys.rs", "list", "the CLI lists every organization's keys: a read on every shard"),
     ("src/db/archives.rs", "list_all", "the operators' listing of every archive: a read on every shard"),
     (
@@ -79,7 +78,7 @@ const CROSS_ORGANIZATION: &[(&str, &str, &str)] = &[
     ),
     (
         "src/db/checkpoints.rs",
-        "create",
+        "UNSIGNED_HEADS",
         "the CheckpointActor finds every organization's unsigned head (a read on every shard), then \
          signs each organization's on its own",
     ),
@@ -194,11 +193,11 @@ async fn the_catalogue_follows_citus_rules_for_tables_distributed_by_organizatio
         );
     }
     let mut problems = Vec::new();
-    for (name, table) in &catalogue.tables {
+    for (name, organization_not_null) in &catalogue.tables {
         if local.contains(name.as_str()) {
             continue;
         }
-        match table.organization_not_null {
+        match organization_not_null {
             None => problems.push(format!(
                 "{name} has no organization_id: distribute it by one or declare it a local table"
             )),
@@ -229,7 +228,7 @@ async fn the_catalogue_follows_citus_rules_for_tables_distributed_by_organizatio
         )
         .await
         .unwrap();
-    let mut unique_indexes = 0;
+    let mut with_primary_key = BTreeSet::<String>::new();
     for row in rows {
         let table: String = row.get(0);
         let Some(root) = catalogue.root_of(&table) else {
@@ -238,7 +237,6 @@ async fn the_catalogue_follows_citus_rules_for_tables_distributed_by_organizatio
         if !distributed.contains(root) {
             continue;
         }
-        unique_indexes += 1;
         let (index, columns, partition_key): (String, Vec<String>, Vec<String>) =
             (row.get(1), row.get(3), row.get(4));
         if !columns.iter().any(|column| column == "organization_id") {
@@ -253,16 +251,21 @@ async fn the_catalogue_follows_citus_rules_for_tables_distributed_by_organizatio
                 ));
             }
         }
-        if row.get::<_, bool>(2) && columns.first().map(String::as_str) != Some("organization_id") {
-            problems.push(format!(
-                "primary key {index} of {table} does not lead with organization_id: {columns:?}"
-            ));
+        if row.get::<_, bool>(2) {
+            with_primary_key.insert(root.to_owned());
+            if columns.first().map(String::as_str) != Some("organization_id") {
+                problems.push(format!(
+                    "primary key {index} of {table} does not lead with organization_id: {columns:?}"
+                ));
+            }
         }
     }
-    assert!(
-        unique_indexes >= distributed.len(),
-        "every distributed table has a primary key"
-    );
+    for table in distributed
+        .iter()
+        .filter(|table| !with_primary_key.contains(**table))
+    {
+        problems.push(format!("{table} has no primary key"));
+    }
 
     let keys = db
         .query(
@@ -632,13 +635,9 @@ fn unwrap_parentheses(mut text: &str) -> &str {
 /// the catalogue.
 struct Catalogue {
     /// Each table and whether its organization_id is NOT NULL (None: no such column).
-    tables: BTreeMap<String, TableInfo>,
+    tables: BTreeMap<String, Option<bool>>,
     /// Each partition's root table.
     partitions: HashMap<String, String>,
-}
-
-struct TableInfo {
-    organization_not_null: Option<bool>,
 }
 
 impl Catalogue {
@@ -653,17 +652,7 @@ impl Catalogue {
             )
             .await
             .unwrap();
-        let tables = rows
-            .iter()
-            .map(|row| {
-                (
-                    row.get(0),
-                    TableInfo {
-                        organization_not_null: row.get(1),
-                    },
-                )
-            })
-            .collect();
+        let tables = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
         let rows = db
             .query(
                 "SELECT c.relname::text, (SELECT r.relname::text FROM pg_partition_ancestors(c.oid) a \

@@ -158,18 +158,6 @@ pub async fn list(
     Ok(rows.iter().map(info).collect())
 }
 
-/// The organization of the key `id`, for the CLI, which names a key by its
-/// id alone.
-pub async fn organization_of(
-    client: &impl GenericClient,
-    id: &str,
-) -> Result<Option<String>, DbError> {
-    let row = client
-        .query_opt("SELECT organization_id FROM api_keys WHERE id = $1", &[&id])
-        .await?;
-    Ok(row.map(|row| row.get(0)))
-}
-
 /// Revokes the organization's key `id` (idempotent); `None` when it has no
 /// such key.
 pub async fn revoke(

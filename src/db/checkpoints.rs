@@ -40,6 +40,12 @@ pub async fn create_unless_signing(
     Ok(Some(signed?))
 }
 
+/// The chain heads with links no checkpoint has signed yet.
+const UNSIGNED_HEADS: &str = "SELECT h.organization_id, h.seq, h.link, h.event_total \
+    FROM audit_chain_head h \
+    WHERE h.seq > coalesce((SELECT max(seq) FROM integrity_checkpoints c \
+                            WHERE c.organization_id = h.organization_id), 0)";
+
 /// Signs and stores a checkpoint of each organization's chain that grew since
 /// its last checkpoint (`organization_id`: only that one). Returns how many.
 /// First grows the organization's link tree to the head, which also builds
@@ -49,25 +55,14 @@ pub async fn create(
     keys: &IntegrityKeys,
     organization_id: Option<&str>,
 ) -> Result<usize, DbError> {
+    // One organization's head names it, so that a distributed database reads
+    // it on that organization's node; every organization's is read everywhere.
     let heads = match organization_id {
-        Some(organization_id) => client
-            .query(
-                "SELECT h.organization_id, h.seq, h.link, h.event_total FROM audit_chain_head h \
-                     WHERE h.organization_id = $1 AND h.seq > 0 \
-                       AND h.seq > coalesce((SELECT max(seq) FROM integrity_checkpoints c \
-                                             WHERE c.organization_id = h.organization_id), 0)",
-                &[&organization_id],
-            )
-            .await?,
-        None => client
-            .query(
-                "SELECT h.organization_id, h.seq, h.link, h.event_total FROM audit_chain_head h \
-                     WHERE h.seq > 0 \
-                       AND h.seq > coalesce((SELECT max(seq) FROM integrity_checkpoints c \
-                                             WHERE c.organization_id = h.organization_id), 0)",
-                &[],
-            )
-            .await?,
+        Some(organization_id) => {
+            let sql = format!("{UNSIGNED_HEADS} AND h.organization_id = $1");
+            client.query(&sql, &[&organization_id]).await?
+        }
+        None => client.query(UNSIGNED_HEADS, &[]).await?,
     };
     let now = Utc::now();
     for head in &heads {

@@ -204,25 +204,26 @@ pub async fn unfinished_operation(
     Ok(row.as_ref().map(operation))
 }
 
+/// Links `operation` to the trail event that records it.
 pub async fn set_record_event(
     client: &impl GenericClient,
-    organization_id: &str,
-    id: Uuid,
+    operation: &Operation,
     event_id: i64,
 ) -> Result<(), DbError> {
     client
         .execute(
             "UPDATE gdpr_operations SET record_event_id = $3 WHERE organization_id = $1 AND id = $2",
-            &[&organization_id, &id, &event_id],
+            &[&operation.organization_id, &operation.id, &event_id],
         )
         .await?;
     Ok(())
 }
 
+/// Ends the `started` operation with `status` and its `result`; the
+/// operation as stored.
 pub async fn finish_operation(
     client: &impl GenericClient,
-    organization_id: &str,
-    id: Uuid,
+    started: &Operation,
     status: &str,
     result: &Value,
 ) -> Result<Operation, DbError> {
@@ -232,7 +233,12 @@ pub async fn finish_operation(
                 "UPDATE gdpr_operations SET status = $3, result = $4, completed_at = now() \
                  WHERE organization_id = $1 AND id = $2 RETURNING {OPERATION_COLUMNS}"
             ),
-            &[&organization_id, &id, &status, &Json(result)],
+            &[
+                &started.organization_id,
+                &started.id,
+                &status,
+                &Json(result),
+            ],
         )
         .await?;
     Ok(operation(&row))

@@ -316,13 +316,7 @@ impl Gdpr {
                     }),
                 })
                 .await?;
-            gdpr::set_record_event(
-                &**client,
-                &operation.organization_id,
-                operation.id,
-                event_id,
-            )
-            .await?;
+            gdpr::set_record_event(&**client, &operation, event_id).await?;
             operation.record_event_id = Some(event_id);
         }
         // Only pseudonymization and erasure change events (and come here).
@@ -393,14 +387,7 @@ impl Gdpr {
         })
         .await?;
         let client = self.pool.get().await?;
-        gdpr::finish_operation(
-            &**client,
-            &operation.organization_id,
-            operation.id,
-            "completed",
-            &result,
-        )
-        .await?;
+        gdpr::finish_operation(&**client, operation, "completed", &result).await?;
         checkpoints::create(&**client, &self.keys, Some(organization_id)).await?;
         self.cache.invalidate(organization_id, EVENTS).await;
         Ok(())
@@ -643,13 +630,7 @@ impl Gdpr {
                 details: json!({"operation_id": operation.id, "pseudonym_id": pseudonym_id}),
             })
             .await?;
-        gdpr::set_record_event(
-            &**client,
-            &operation.organization_id,
-            operation.id,
-            event_id,
-        )
-        .await?;
+        gdpr::set_record_event(&**client, &operation, event_id).await?;
         Ok(Reversed {
             pseudonym_id: mapping.pseudonym_id,
             original_id,
@@ -695,13 +676,7 @@ impl Gdpr {
                        "description": description}),
             })
             .await?;
-        gdpr::set_record_event(
-            &**client,
-            &operation.organization_id,
-            operation.id,
-            event_id,
-        )
-        .await?;
+        gdpr::set_record_event(&**client, &operation, event_id).await?;
         Ok(operation)
     }
 
@@ -780,8 +755,7 @@ impl Gdpr {
             let client = self.pool.get().await?;
             gdpr::finish_operation(
                 &**client,
-                &operation.organization_id,
-                operation.id,
+                &operation,
                 "failed",
                 &json!({"error": "too large to deliver"}),
             )
@@ -863,13 +837,7 @@ impl Gdpr {
                     details: json!({"operation_id": operation.id, "subject_commitment": commitment, "parameters": parameters}),
                 })
             .await?;
-        gdpr::set_record_event(
-            &**client,
-            &operation.organization_id,
-            operation.id,
-            event_id,
-        )
-        .await?;
+        gdpr::set_record_event(&**client, &operation, event_id).await?;
         Ok((operation, commitment))
     }
 
@@ -974,8 +942,7 @@ impl Gdpr {
         let client = self.pool.get().await?;
         gdpr::finish_operation(
             &**client,
-            &operation.organization_id,
-            operation.id,
+            operation,
             "completed",
             &json!({"manifest": manifest}),
         )
